@@ -1,0 +1,154 @@
+"""Benchmark of the key layer: streaming format vs raw AES-GCM, and data-key round trips.
+
+Run alone with ``.venv/bin/python bench/keys_bench.py [--mib 256] [--seconds 3]``
+or with everything else through ``make bench``.  Starts its own embedded
+OpenBao in a temporary directory and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from keys import KeyService, LocalKeyServer
+
+Row = dict[str, Any]
+
+
+class Discard(io.RawIOBase):
+    """A sink that only counts bytes, like /dev/null, so the figure is the format's own cost."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        n = len(b)
+        self.count += n
+        return n
+
+
+def best_of(repeats: int, action: Callable[[], object]) -> float:
+    """Median wall time of ``repeats`` runs of ``action`` (seconds)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rate(seconds: float, action: Callable[[], object]) -> float:
+    """Calls of ``action`` per second over about ``seconds``."""
+    count = 0
+    t0 = time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        action()
+        count += 1
+    return count / elapsed
+
+
+def row(
+    item: str, veil: float, baseline: float | None, unit: str, goal: str, met: bool | None
+) -> Row:
+    ratio = veil / baseline if baseline else None
+    return {
+        "item": item,
+        "veil": round(veil, 1),
+        "baseline": round(baseline, 1) if baseline is not None else None,
+        "unit": unit,
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "goal": goal,
+        "met": met,
+    }
+
+
+def run(mib: int = 256, seconds: float = 3.0, repeats: int = 3) -> list[Row]:
+    size = mib << 20
+    buf = os.urandom(size)
+    key, nonce, aad = os.urandom(32), os.urandom(12), b"tenant|object|1"
+    raw = AESGCM(key)
+    raw_ct = raw.encrypt(nonce, buf, aad)
+    raw_enc = best_of(repeats, lambda: raw.encrypt(nonce, buf, aad))
+    raw_dec = best_of(repeats, lambda: raw.decrypt(nonce, raw_ct, aad))
+
+    with tempfile.TemporaryDirectory(prefix="veil-bench-") as home:
+        server = LocalKeyServer(Path(home) / "bao")
+        try:
+            keys = KeyService.connect(server.start())
+            keys.create_tenant("bench")
+            sealed = io.BytesIO()
+            wrapped = keys.encrypt_stream("bench", "obj", 1, io.BytesIO(buf), sealed)
+            blob = sealed.getvalue()
+            del sealed
+            enc = best_of(
+                repeats, lambda: keys.encrypt_stream("bench", "obj", 1, io.BytesIO(buf), Discard())
+            )
+            dec = best_of(
+                repeats,
+                lambda: keys.decrypt_stream(
+                    "bench", "obj", 1, wrapped, io.BytesIO(blob), Discard()
+                ),
+            )
+            issue = rate(seconds, lambda: keys.encrypt_bytes("bench", "o", 1, b""))
+            unwrap = rate(
+                seconds,
+                lambda: keys.decrypt_bytes(
+                    "bench", "o", 1, *keys.encrypt_bytes("bench", "o", 1, b"")
+                ),
+            )
+        finally:
+            server.stop()
+
+    mibs = lambda t: mib / t  # noqa: E731
+    return [
+        row(
+            f"stream encrypt {mib} MiB",
+            mibs(enc),
+            mibs(raw_enc),
+            "MiB/s",
+            ">= 0.8x raw AESGCM",
+            enc and mibs(enc) >= 0.8 * mibs(raw_enc),
+        ),
+        row(
+            f"stream decrypt {mib} MiB",
+            mibs(dec),
+            mibs(raw_dec),
+            "MiB/s",
+            ">= 0.8x raw AESGCM",
+            dec and mibs(dec) >= 0.8 * mibs(raw_dec),
+        ),
+        row("data key issued (empty object sealed)", issue, None, "ops/s", "report", None),
+        row("data key round trip (issue + unwrap)", unwrap, None, "round trips/s", "report", None),
+    ]
+
+
+def main() -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows = run(args.mib, args.seconds, args.repeats)
+    from bench.report import print_rows
+
+    print_rows(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Veil's keys: each enterprise's keys in a real key server (OpenBao).
+
+The front door is :class:`KeyService` (envelope encryption with a streaming
+format, rotation, crypto-shredding, signing).  :class:`LocalKeyServer` runs the
+embedded OpenBao; :class:`KeyServerConfig` points Veil at an external one.
+Offline verification of signatures needs only :func:`verify_signature` and an
+exported :class:`SigningPublicKey`.  This package imports nothing else of Veil.
+"""
+
+from keys.bao import LocalKeyServer
+from keys.errors import (
+    DecryptionError,
+    InvalidSignature,
+    InvalidTenantId,
+    KeysError,
+    KeyServerMisconfigured,
+    KeyServerStartError,
+    KeyServerUnavailable,
+    UnknownTenant,
+)
+from keys.service import KeyService, wrapped_key_version
+from keys.signing import Signature, SigningPublicKey, verify_signature
+from keys.tenancy import Tenancy, platform_policy, validate_tenant_id
+from keys.vault import KeyServerConfig
+
+__all__ = [
+    "DecryptionError",
+    "InvalidSignature",
+    "InvalidTenantId",
+    "KeyServerConfig",
+    "KeyServerMisconfigured",
+    "KeyServerStartError",
+    "KeyServerUnavailable",
+    "KeyService",
+    "KeysError",
+    "LocalKeyServer",
+    "Signature",
+    "SigningPublicKey",
+    "Tenancy",
+    "UnknownTenant",
+    "platform_policy",
+    "validate_tenant_id",
+    "verify_signature",
+    "wrapped_key_version",
+]

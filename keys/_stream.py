@@ -1,0 +1,157 @@
+"""The streaming, chunked AES-256-GCM format for bulk data (private: use ``keys.KeyService``).
+
+Layout (all integers big-endian; see ``docs/encryption-format.md``)::
+
+    header  = magic "VEILSTRM" | format u8 = 1 | algorithm u8 = 1 | chunk_size u32
+              | nonce_prefix (7 random bytes)
+    chunk_i = AES-256-GCM(key, nonce_i, plaintext_i, aad) = ciphertext_i | tag (16 bytes)
+    nonce_i = nonce_prefix | i as u32 | final flag u8 (1 on the last chunk, else 0)
+    aad     = header | context
+
+Every chunk but the last holds exactly ``chunk_size`` plaintext bytes; the last
+holds 0..chunk_size and carries the final flag.  Because the index and the flag
+are inside the nonce, and the header and the context (tenant, object, version)
+are inside the associated data, reordering, dropping, duplicating, truncating,
+appending, splicing chunks from another object, or editing the header all fail
+authentication.  Memory use is two chunks, whatever the size of the stream.
+
+This module knows nothing of key servers: it takes a raw 32-byte key.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keys.errors import DecryptionError
+
+MAGIC = b"VEILSTRM"
+FORMAT_VERSION = 1
+ALGORITHM_AES256GCM_STREAM = 1
+HEADER = struct.Struct(">8sBBI7s")
+TAG_SIZE = 16
+KEY_SIZE = 32
+NONCE_PREFIX_SIZE = 7
+DEFAULT_CHUNK_SIZE = 1 << 20
+MIN_CHUNK_SIZE = 16
+MAX_CHUNK_SIZE = 16 << 20
+_MAX_CHUNKS = 1 << 32
+_CONTEXT_LABEL = b"veil.object.v1"
+
+
+def object_context(tenant: str, object_id: str, version: int) -> bytes:
+    """Encode what a ciphertext is bound to: tenant, object and version, unambiguously."""
+    if version < 0:
+        raise ValueError("object version must be zero or positive")
+    parts = [_CONTEXT_LABEL, tenant.encode(), object_id.encode()]
+    encoded = b"".join(struct.pack(">H", len(p)) + p for p in parts)
+    return encoded + struct.pack(">Q", version)
+
+
+def _nonce(prefix: bytes, index: int, final: bool) -> bytes:
+    return prefix + struct.pack(">IB", index, 1 if final else 0)
+
+
+def _read_full(src: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``src`` unless the stream ends first; return the bytes read."""
+    total = 0
+    size = len(view)
+    while total < size:
+        n = src.readinto(view[total:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        total += n
+    return total
+
+
+def encrypt_stream(
+    key: bytes,
+    context: bytes,
+    src: BinaryIO,
+    dst: BinaryIO,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """Encrypt everything readable from ``src`` into ``dst``; return the plaintext length."""
+    if len(key) != KEY_SIZE:
+        raise ValueError("the data key must be 32 bytes")
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes")
+    prefix = os.urandom(NONCE_PREFIX_SIZE)
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, ALGORITHM_AES256GCM_STREAM, chunk_size, prefix)
+    aad = header + context
+    aead = AESGCM(key)
+    dst.write(header)
+
+    # Read one chunk ahead: a chunk is final only when the next read finds nothing.
+    current, following = bytearray(chunk_size), bytearray(chunk_size)
+    out = memoryview(bytearray(chunk_size + TAG_SIZE))
+    n = _read_full(src, memoryview(current))
+    index = 0
+    total = 0
+    while True:
+        m = _read_full(src, memoryview(following)) if n == chunk_size else 0
+        final = m == 0
+        if index >= _MAX_CHUNKS:
+            raise ValueError("the stream is too long for this chunk size; use larger chunks")
+        written = aead.encrypt_into(
+            _nonce(prefix, index, final), memoryview(current)[:n], aad, out[: n + TAG_SIZE]
+        )
+        dst.write(out[:written])
+        total += n
+        if final:
+            return total
+        index += 1
+        current, following, n = following, current, m
+
+
+def decrypt_stream(key: bytes, context: bytes, src: BinaryIO, dst: BinaryIO) -> int:
+    """Decrypt a stream made by :func:`encrypt_stream`; return the plaintext length.
+
+    Each chunk reaches ``dst`` only after its tag verified, but the stream as a
+    whole is authentic only if this returns: on :class:`DecryptionError` the
+    caller must discard whatever was written.
+    """
+    if len(key) != KEY_SIZE:
+        raise DecryptionError()
+    header_buf = bytearray(HEADER.size)
+    if _read_full(src, memoryview(header_buf)) != HEADER.size:
+        raise DecryptionError()
+    raw_header = bytes(header_buf)
+    magic, fmt, algorithm, chunk_size, prefix = HEADER.unpack(raw_header)
+    if (
+        magic != MAGIC
+        or fmt != FORMAT_VERSION
+        or algorithm != ALGORITHM_AES256GCM_STREAM
+        or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE
+    ):
+        raise DecryptionError()
+    aad = raw_header + context
+    aead = AESGCM(key)
+    sealed = chunk_size + TAG_SIZE
+    current, following = bytearray(sealed), bytearray(sealed)
+    out = memoryview(bytearray(chunk_size))
+    n = _read_full(src, memoryview(current))
+    index = 0
+    total = 0
+    while True:
+        m = _read_full(src, memoryview(following)) if n == sealed else 0
+        final = m == 0
+        if n < TAG_SIZE or index >= _MAX_CHUNKS:
+            raise DecryptionError()
+        try:
+            written = aead.decrypt_into(
+                _nonce(prefix, index, final), memoryview(current)[:n], aad, out[: n - TAG_SIZE]
+            )
+        except InvalidTag:
+            raise DecryptionError() from None
+        dst.write(out[:written])
+        total += written
+        if final:
+            return total
+        index += 1
+        current, following, n = following, current, m

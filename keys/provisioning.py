@@ -1,0 +1,133 @@
+"""Creating and destroying a tenant's keys in the key server (Veil's platform token)."""
+
+from __future__ import annotations
+
+import time
+
+import hvac
+import hvac.exceptions
+
+from keys.errors import KeyServerUnavailable, UnknownTenant
+from keys.tenancy import DATA_KEY, TENANT_MOUNTS_PREFIX, Tenancy, TenantLocation
+from keys.vault import KeyServerClient
+
+#: The tenant service token lives 15 minutes at most; a secret id serves one login.
+_TENANT_ROLE_SETTINGS = {
+    "token_policies": None,  # filled per tenant
+    "token_ttl": "15m",
+    "token_max_ttl": "1h",
+    "secret_id_ttl": "10m",
+    "secret_id_num_uses": 1,
+}
+
+
+def create_tenant(server: KeyServerClient, tenant: str) -> None:
+    """Provision ``tenant``: its namespace (or mount), data key, policy and AppRole.
+
+    Idempotent: running it again for an existing tenant changes nothing.
+    """
+    loc = server.location(tenant)
+    if server.tenancy is Tenancy.NAMESPACE:
+        base = server.platform()
+        try:
+            server.call("create the tenant namespace", lambda: base.sys.create_namespace(tenant))
+        except hvac.exceptions.InvalidRequest as exc:
+            if "already exists" not in str(exc):
+                raise
+    admin = server.platform_in(loc.namespace)
+    _mount_transit(server, admin, loc)
+    _create_data_key(server, admin, loc)
+    server.call(
+        "write the tenant policy",
+        lambda: admin.adapter.put(
+            f"/v1/sys/policies/acl/{loc.policy}", json={"policy": loc.tenant_policy()}
+        ),
+    )
+    _enable_approle(server, admin, loc)
+    settings = dict(_TENANT_ROLE_SETTINGS, token_policies=[loc.policy])
+    server.call(
+        "create the tenant role",
+        lambda: admin.adapter.post(f"/v1/auth/{loc.approle_mount}/role/{loc.role}", json=settings),
+    )
+
+
+def _mount_transit(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
+    try:
+        server.call(
+            "mount the tenant's transit engine",
+            lambda: admin.sys.enable_secrets_engine("transit", path=loc.transit_mount),
+        )
+    except hvac.exceptions.InvalidRequest as exc:
+        if "path is already in use" not in str(exc):
+            raise
+
+
+def _create_data_key(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
+    keys_path = f"/v1/{loc.transit_mount}/keys/{DATA_KEY}"
+    # Creating an existing key is a no-op in transit, so this is safe to repeat.
+    server.call("create the tenant key", lambda: admin.adapter.post(keys_path, json={}))
+    server.call(
+        "allow the tenant key to be shredded",
+        lambda: admin.adapter.post(f"{keys_path}/config", json={"deletion_allowed": True}),
+    )
+
+
+def _enable_approle(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
+    try:
+        server.call(
+            "enable the tenant login method",
+            lambda: admin.sys.enable_auth_method("approle", path=loc.approle_mount),
+        )
+    except hvac.exceptions.InvalidRequest as exc:
+        if "path is already in use" not in str(exc):
+            raise
+
+
+def _wait_until_namespace_gone(
+    server: KeyServerClient, tenant: str, timeout_s: float = 30.0
+) -> None:
+    """Namespace deletion runs in the background; "destroyed" must mean gone."""
+    base = server.platform()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            server.call(
+                "check the namespace deletion",
+                lambda: base.adapter.get(f"/v1/sys/namespaces/{tenant}"),
+            )
+        except hvac.exceptions.InvalidPath:
+            return
+        time.sleep(0.05)
+    raise KeyServerUnavailable(
+        f"the key server has not finished deleting tenant '{tenant}' after {timeout_s:.0f} s; "
+        "check its log, then retry the deletion"
+    )
+
+
+def destroy_tenant(server: KeyServerClient, tenant: str) -> None:
+    """Crypto-shred ``tenant``: delete its namespace (or mount, policy and role).
+
+    Every data key wrapped by the tenant's key becomes undecryptable, and with it
+    every object encrypted under those data keys.
+    """
+    loc = server.location(tenant)
+    if not server.tenant_exists(tenant):
+        raise UnknownTenant(f"tenant '{tenant}' has no keys in the key server")
+    server.forget_tenant(tenant)
+    if server.tenancy is Tenancy.NAMESPACE:
+        base = server.platform()
+        server.call("delete the tenant namespace", lambda: base.sys.delete_namespace(tenant))
+        _wait_until_namespace_gone(server, tenant)
+        return
+    base = server.platform()
+    mount = loc.transit_mount
+    assert mount.startswith(f"{TENANT_MOUNTS_PREFIX}/")
+    server.call("unmount the tenant keys", lambda: base.sys.disable_secrets_engine(mount))
+    server.call(
+        "delete the tenant role",
+        lambda: base.adapter.delete(f"/v1/auth/{loc.approle_mount}/role/{loc.role}"),
+    )
+    server.call(
+        "delete the tenant policy",
+        lambda: base.adapter.delete(f"/v1/sys/policies/acl/{loc.policy}"),
+    )

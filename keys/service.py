@@ -1,0 +1,263 @@
+"""``KeyService``: the safe front door of ``keys``.
+
+Encrypt and decrypt objects under a tenant's key (envelope encryption with the
+streaming format), rotate, crypto-shred, and sign.  Data keys exist in clear
+only in this process's memory for the duration of one call; only their
+wrapped form (``vault:vN:...``) is returned for storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from collections.abc import Sequence
+from typing import BinaryIO
+
+import hvac
+import hvac.exceptions
+
+from keys import _stream, provisioning
+from keys.errors import DecryptionError, KeyServerMisconfigured
+from keys.signing import Signature, SigningPublicKey
+from keys.tenancy import DATA_KEY, PLATFORM_MOUNT, SIGNING_KEY, Tenancy
+from keys.vault import KeyServerClient, KeyServerConfig
+
+_WRAPPED_KEY = re.compile(r"^vault:v([1-9][0-9]{0,8}):[A-Za-z0-9+/=]{16,1024}$")
+_REWRAP_BATCH = 250  # stays under the server's 1000-strings JSON limit
+
+
+def wrapped_key_version(wrapped_key: str) -> int:
+    """The version of the tenant key that wrapped ``wrapped_key``."""
+    match = _WRAPPED_KEY.fullmatch(wrapped_key)
+    if not match:
+        raise DecryptionError()
+    return int(match.group(1))
+
+
+class KeyService:
+    """Tenant keys, envelope encryption, rotation, shredding and signing."""
+
+    def __init__(self, server: KeyServerClient) -> None:
+        self._server = server
+
+    @classmethod
+    def connect(cls, config: KeyServerConfig) -> KeyService:
+        """Connect and check the server: reachable, unsealed, credentials and capabilities.
+
+        Raises :class:`~keys.errors.KeyServerUnavailable` or
+        :class:`~keys.errors.KeyServerMisconfigured` with what to fix.
+        """
+        server = KeyServerClient(config)
+        server.check_ready()
+        server.ensure_platform_keys()
+        return cls(server)
+
+    @property
+    def tenancy(self) -> Tenancy:
+        return self._server.tenancy
+
+    def check(self) -> None:
+        """Raise :class:`~keys.errors.KeyServerUnavailable` unless the server answers now."""
+        client = self._server.platform()
+        self._server.call("check its health", lambda: client.auth.token.lookup_self())
+
+    # -- tenants ----------------------------------------------------------------------
+    def create_tenant(self, tenant: str) -> None:
+        """Give ``tenant`` its own namespace, key, policy and login (idempotent)."""
+        provisioning.create_tenant(self._server, tenant)
+
+    def tenant_exists(self, tenant: str) -> bool:
+        return self._server.tenant_exists(tenant)
+
+    def destroy_tenant(self, tenant: str) -> None:
+        """Crypto-shred every object of ``tenant`` by destroying its keys. Irreversible."""
+        provisioning.destroy_tenant(self._server, tenant)
+
+    # -- envelope encryption -------------------------------------------------------------
+    def encrypt_stream(
+        self,
+        tenant: str,
+        object_id: str,
+        version: int,
+        src: BinaryIO,
+        dst: BinaryIO,
+        *,
+        chunk_size: int = _stream.DEFAULT_CHUNK_SIZE,
+    ) -> str:
+        """Encrypt ``src`` into ``dst`` under a fresh data key; return the wrapped data key.
+
+        Store the wrapped key with the object's metadata: it is needed, together
+        with the same tenant, object id and version, to decrypt.
+        """
+        context = _stream.object_context(tenant, object_id, version)
+        data = self._server.with_tenant(
+            tenant,
+            "issue a data key",
+            lambda c: c.secrets.transit.generate_data_key(
+                DATA_KEY,
+                key_type="plaintext",
+                bits=256,
+                mount_point=self._server.location(tenant).transit_mount,
+            ),
+        )["data"]
+        key = base64.b64decode(data["plaintext"])
+        _stream.encrypt_stream(key, context, src, dst, chunk_size=chunk_size)
+        return str(data["ciphertext"])
+
+    def decrypt_stream(
+        self,
+        tenant: str,
+        object_id: str,
+        version: int,
+        wrapped_key: str,
+        src: BinaryIO,
+        dst: BinaryIO,
+    ) -> int:
+        """Decrypt ``src`` into ``dst``; return the plaintext length.
+
+        Raises :class:`~keys.errors.DecryptionError` for any damage or mismatch;
+        then whatever reached ``dst`` must be discarded.
+        """
+        context = _stream.object_context(tenant, object_id, version)
+        key = self._unwrap(tenant, wrapped_key)
+        return _stream.decrypt_stream(key, context, src, dst)
+
+    def encrypt_bytes(
+        self, tenant: str, object_id: str, version: int, data: bytes
+    ) -> tuple[str, bytes]:
+        """Encrypt a small object in memory; return (wrapped key, ciphertext)."""
+        out = io.BytesIO()
+        # Small objects get one small chunk instead of 1 MiB buffers.
+        chunk = min(_stream.DEFAULT_CHUNK_SIZE, max(_stream.MIN_CHUNK_SIZE, len(data)))
+        wrapped = self.encrypt_stream(
+            tenant, object_id, version, io.BytesIO(data), out, chunk_size=chunk
+        )
+        return wrapped, out.getvalue()
+
+    def decrypt_bytes(
+        self, tenant: str, object_id: str, version: int, wrapped_key: str, ciphertext: bytes
+    ) -> bytes:
+        out = io.BytesIO()
+        self.decrypt_stream(tenant, object_id, version, wrapped_key, io.BytesIO(ciphertext), out)
+        return out.getvalue()
+
+    def _unwrap(self, tenant: str, wrapped_key: str) -> bytes:
+        wrapped_key_version(wrapped_key)  # malformed -> DecryptionError before any call
+        mount = self._server.location(tenant).transit_mount
+
+        def decrypt(c: hvac.Client) -> str:
+            response = c.secrets.transit.decrypt_data(
+                DATA_KEY, ciphertext=wrapped_key, mount_point=mount
+            )
+            return str(response["data"]["plaintext"])
+
+        try:
+            plaintext = self._server.with_tenant(tenant, "unwrap a data key", decrypt)
+            key = base64.b64decode(plaintext, validate=True)
+        except (hvac.exceptions.InvalidRequest, binascii.Error):
+            # Wrong tenant, damaged, or a key version retired by rotation: one opaque error.
+            raise DecryptionError() from None
+        if len(key) != _stream.KEY_SIZE:
+            raise DecryptionError()
+        return key
+
+    # -- rotation ---------------------------------------------------------------------------
+    def rotate_tenant_key(self, tenant: str) -> int:
+        """Add a new version of the tenant's key (new data keys use it); return the version."""
+        loc = self._server.location(tenant)
+        admin = self._server.platform_in(loc.namespace)
+        self._server.call(
+            "rotate the tenant key",
+            lambda: admin.secrets.transit.rotate_key(DATA_KEY, mount_point=loc.transit_mount),
+        )
+        return self._latest_version(admin, loc.transit_mount)
+
+    def rewrap_data_keys(self, tenant: str, wrapped_keys: Sequence[str]) -> list[str]:
+        """Rewrap data keys under the newest key version without exposing them."""
+        for wrapped in wrapped_keys:
+            wrapped_key_version(wrapped)
+        mount = self._server.location(tenant).transit_mount
+        result: list[str] = []
+        for start in range(0, len(wrapped_keys), _REWRAP_BATCH):
+            batch = [{"ciphertext": w} for w in wrapped_keys[start : start + _REWRAP_BATCH]]
+
+            def rewrap(c: hvac.Client, items: list[dict[str, str]] = batch) -> list[str]:
+                response = c.secrets.transit.rewrap_data(
+                    DATA_KEY, ciphertext="", batch_input=items, mount_point=mount
+                )
+                results = response["data"]["batch_results"]
+                if any("error" in r and r["error"] for r in results):
+                    raise DecryptionError()
+                return [str(r["ciphertext"]) for r in results]
+
+            try:
+                result.extend(self._server.with_tenant(tenant, "rewrap data keys", rewrap))
+            except hvac.exceptions.InvalidRequest:
+                raise DecryptionError() from None
+        return result
+
+    def retire_key_versions_below(self, tenant: str, version: int) -> None:
+        """Refuse, from now on, data keys wrapped by a key version older than ``version``.
+
+        Call it only after every stored wrapped key was rewrapped and saved.
+        """
+        loc = self._server.location(tenant)
+        admin = self._server.platform_in(loc.namespace)
+        latest = self._latest_version(admin, loc.transit_mount)
+        if not 1 <= version <= latest:
+            raise ValueError(f"version must be between 1 and the latest key version ({latest})")
+        self._server.call(
+            "raise the minimum decryption version",
+            lambda: admin.adapter.post(
+                f"/v1/{loc.transit_mount}/keys/{DATA_KEY}/config",
+                json={"min_decryption_version": version},
+            ),
+        )
+
+    def _latest_version(self, admin: hvac.Client, mount: str) -> int:
+        info = self._server.call(
+            "read the tenant key",
+            lambda: admin.adapter.get(f"/v1/{mount}/keys/{DATA_KEY}"),
+        )
+        return int(info["data"]["latest_version"])
+
+    # -- signing ---------------------------------------------------------------------------------
+    def sign(self, message: bytes) -> Signature:
+        """Sign ``message`` with Veil's Ed25519 key, held in the key server."""
+        client = self._server.platform()
+        response = self._server.call(
+            "sign",
+            lambda: client.secrets.transit.sign_data(
+                SIGNING_KEY,
+                hash_input=base64.b64encode(message).decode(),
+                mount_point=PLATFORM_MOUNT,
+            ),
+        )
+        text = str(response["data"]["signature"])  # vault:vN:<base64>
+        _, version, value = text.split(":", 2)
+        return Signature(int(version.removeprefix("v")), base64.b64decode(value))
+
+    def signing_public_keys(self) -> list[SigningPublicKey]:
+        """Every version of the signing key's public half, oldest first."""
+        client = self._server.platform()
+        info = self._server.call(
+            "read the signing key",
+            lambda: client.secrets.transit.read_key(SIGNING_KEY, mount_point=PLATFORM_MOUNT),
+        )
+        keys = info["data"]["keys"]
+        try:
+            return [
+                SigningPublicKey(int(v), base64.b64decode(keys[v]["public_key"]))
+                for v in sorted(keys, key=int)
+            ]
+        except (KeyError, TypeError):
+            raise KeyServerMisconfigured(
+                f"'{PLATFORM_MOUNT}/keys/{SIGNING_KEY}' is not an Ed25519 key; delete it "
+                "and restart Veil to create the right one"
+            ) from None
+
+    def signing_public_key(self) -> SigningPublicKey:
+        """The newest version of the signing key's public half."""
+        return self.signing_public_keys()[-1]

@@ -1,0 +1,331 @@
+"""The one module that talks to the key server (OpenBao or Vault) through hvac.
+
+It turns transport and server failures into ``keys`` errors, keeps Veil's
+platform login and each tenant's short-lived service login, and performs the
+raw transit calls.  Nothing here handles bulk data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+
+from keys.errors import (
+    KeyServerMisconfigured,
+    KeyServerUnavailable,
+    UnknownTenant,
+)
+from keys.tenancy import (
+    APPROLE_MOUNT,
+    DATA_KEY,
+    PLATFORM_MOUNT,
+    SIGNING_KEY,
+    Tenancy,
+    TenantLocation,
+    locate,
+    required_capabilities,
+)
+
+T = TypeVar("T")
+
+#: Re-login this many seconds before a token's lease runs out.
+_RENEW_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class KeyServerConfig:
+    """How to reach and authenticate to a key server.
+
+    Give either ``token`` or both ``role_id`` and ``secret_id`` (AppRole).
+    ``namespace`` is Veil's base namespace ("" for the root namespace); tenant
+    namespaces are created beneath it.
+    """
+
+    addr: str
+    namespace: str = ""
+    token: str | None = field(default=None, repr=False)
+    role_id: str | None = None
+    secret_id: str | None = field(default=None, repr=False)
+    approle_mount: str = APPROLE_MOUNT
+    tenancy: Tenancy = Tenancy.AUTO
+    timeout_s: float = 5.0
+
+
+@contextmanager
+def translate_errors(addr: str, action: str) -> Iterator[None]:
+    """Turn "the key server is not usable right now" into :class:`KeyServerUnavailable`."""
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout):
+        raise KeyServerUnavailable(
+            f"cannot reach the key server at {addr} to {action}; check that it is running "
+            "and that the address is right"
+        ) from None
+    except hvac.exceptions.VaultDown:
+        raise KeyServerUnavailable(
+            f"the key server at {addr} is sealed or in standby and cannot {action}; "
+            "unseal it (or wait for a leader) and retry"
+        ) from None
+    except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway):
+        raise KeyServerUnavailable(
+            f"the key server at {addr} failed while trying to {action}; check its log "
+            "(a full disk or an unwritable audit device makes it refuse every request)"
+        ) from None
+    except hvac.exceptions.RateLimitExceeded:
+        raise KeyServerUnavailable(
+            f"the key server at {addr} is rate-limiting Veil; retry later"
+        ) from None
+
+
+class _Login:
+    """One authenticated hvac client and when its token must be renewed."""
+
+    def __init__(self, client: hvac.Client, expires_at: float) -> None:
+        self.client = client
+        self.expires_at = expires_at
+
+    def fresh(self, now: float) -> bool:
+        return now < self.expires_at - _RENEW_MARGIN_S
+
+
+class KeyServerClient:
+    """Veil's connection to the key server: platform login plus per-tenant logins."""
+
+    def __init__(self, config: KeyServerConfig, *, clock: Callable[[], float] = time.monotonic):
+        if not config.token and not (config.role_id and config.secret_id):
+            raise KeyServerMisconfigured(
+                "no credentials for the key server: set VEIL_VAULT_TOKEN, or both "
+                "VEIL_VAULT_ROLE_ID and VEIL_VAULT_SECRET_ID"
+            )
+        self.config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._platform: _Login | None = None
+        self._tenants: dict[str, _Login] = {}
+        self._role_ids: dict[str, str] = {}
+        self.tenancy = config.tenancy
+
+    # -- plumbing -----------------------------------------------------------------
+    def _new_client(self, namespace: str, token: str | None = None) -> hvac.Client:
+        # url= and token= always explicit: hvac otherwise reads VAULT_TOKEN or ~/.vault-token.
+        return hvac.Client(
+            url=self.config.addr,
+            token=token,
+            namespace=namespace or None,
+            timeout=self.config.timeout_s,
+        )
+
+    def call(self, action: str, fn: Callable[[], T]) -> T:
+        """Run one key-server call, translating outages into :class:`KeyServerUnavailable`."""
+        with translate_errors(self.config.addr, action):
+            return fn()
+
+    # -- start-up checks ------------------------------------------------------------
+    def check_ready(self) -> None:
+        """Raise a clear error unless the server is reachable, unsealed, and lets Veil in."""
+        probe = self._new_client("")
+        status = self.call("read its seal status", lambda: probe.sys.read_seal_status())
+        if status.get("sealed"):
+            raise KeyServerUnavailable(
+                f"the key server at {self.config.addr} is sealed; unseal it and retry"
+            )
+        self.platform()  # authenticates, or raises KeyServerMisconfigured
+        if self.tenancy is Tenancy.AUTO:
+            self.tenancy = self._detect_tenancy()
+        self._check_capabilities()
+
+    def _detect_tenancy(self) -> Tenancy:
+        client = self.platform()
+        try:
+            self.call("list namespaces", lambda: client.sys.list_namespaces())
+        except hvac.exceptions.InvalidPath as exc:
+            # OpenBao answers 404 with no errors for "no namespaces yet";
+            # a server without namespaces says "unsupported path".
+            if "unsupported path" in str(exc):
+                return Tenancy.MOUNT
+        except hvac.exceptions.Forbidden:
+            return Tenancy.NAMESPACE  # the call exists; the policy decides later checks
+        return Tenancy.NAMESPACE
+
+    def _check_capabilities(self) -> None:
+        client = self.platform()
+        needed = required_capabilities(self.tenancy, self.config.namespace)
+        response = self.call(
+            "check Veil's capabilities",
+            lambda: client.adapter.post(
+                "/v1/sys/capabilities-self", json={"paths": sorted(needed)}
+            ),
+        )
+        granted: dict[str, list[str]] = response.get("data", response)
+        missing = [
+            f"'{how}' on '{path}'"
+            for path, how in sorted(needed.items())
+            if how not in granted.get(path, []) and "root" not in granted.get(path, [])
+        ]
+        if missing:
+            raise KeyServerMisconfigured(
+                "Veil's key-server token lacks "
+                + ", ".join(missing)
+                + f"; grant it the policy printed by `veil keys policy --tenancy {self.tenancy}`"
+            )
+
+    # -- logins -------------------------------------------------------------------------
+    def platform(self) -> hvac.Client:
+        """The client authenticated as Veil itself (never the root token)."""
+        with self._lock:
+            now = self._clock()
+            if self._platform is None or not self._platform.fresh(now):
+                self._platform = self._platform_login(now)
+            return self._platform.client
+
+    def _platform_login(self, now: float) -> _Login:
+        cfg = self.config
+        client = self._new_client(cfg.namespace, cfg.token)
+        try:
+            if cfg.token:
+                info = self.call("look up Veil's token", lambda: client.auth.token.lookup_self())
+                ttl = float(info["data"].get("ttl") or 0)
+                return _Login(client, now + ttl if ttl > 0 else float("inf"))
+            auth = self.call(
+                "log Veil in",
+                lambda: client.auth.approle.login(
+                    role_id=cfg.role_id, secret_id=cfg.secret_id, mount_point=cfg.approle_mount
+                ),
+            )
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
+            raise KeyServerMisconfigured(
+                f"the key server at {cfg.addr} refused Veil's credentials; check "
+                "VEIL_VAULT_TOKEN (or the AppRole role and secret id) and VEIL_VAULT_NAMESPACE"
+            ) from None
+        return _Login(client, now + float(auth["auth"]["lease_duration"]))
+
+    def location(self, tenant: str) -> TenantLocation:
+        return locate(tenant, self._resolved_tenancy(), self.config.namespace)
+
+    def _resolved_tenancy(self) -> Tenancy:
+        if self.tenancy is Tenancy.AUTO:
+            self.tenancy = self._detect_tenancy()
+        return self.tenancy
+
+    def platform_in(self, namespace: str) -> hvac.Client:
+        """A client with Veil's platform token, aimed at ``namespace``."""
+        return self._new_client(namespace, self.platform().token)
+
+    def tenant(self, tenant: str) -> hvac.Client:
+        """A client logged in with ``tenant``'s own least-privilege service token."""
+        with self._lock:
+            login = self._tenants.get(tenant)
+            now = self._clock()
+            if login is not None and login.fresh(now):
+                return login.client
+        login = self._tenant_login(tenant, now)
+        with self._lock:
+            self._tenants[tenant] = login
+        return login.client
+
+    def forget_tenant(self, tenant: str) -> None:
+        with self._lock:
+            self._tenants.pop(tenant, None)
+            self._role_ids.pop(tenant, None)
+
+    def _tenant_login(self, tenant: str, now: float) -> _Login:
+        loc = self.location(tenant)
+        admin = self.platform_in(loc.namespace)
+        role_path = f"/v1/auth/{loc.approle_mount}/role/{loc.role}"
+        try:
+            role_id = (
+                self._role_ids.get(tenant)
+                or self.call(
+                    "read the tenant's role", lambda: admin.adapter.get(f"{role_path}/role-id")
+                )["data"]["role_id"]
+            )
+            secret_id = self.call(
+                "issue a tenant login", lambda: admin.adapter.post(f"{role_path}/secret-id")
+            )["data"]["secret_id"]
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
+            if not self.tenant_exists(tenant):
+                raise UnknownTenant(
+                    f"tenant '{tenant}' has no keys in the key server; create it first"
+                ) from None
+            raise KeyServerMisconfigured(
+                f"Veil's token may not issue logins for tenant '{tenant}'; check its policy"
+            ) from None
+        self._role_ids[tenant] = role_id
+        client = self._new_client(loc.namespace)
+        auth = self.call(
+            "log the tenant in",
+            lambda: client.auth.approle.login(
+                role_id=role_id, secret_id=secret_id, mount_point=loc.approle_mount
+            ),
+        )
+        return _Login(client, now + float(auth["auth"]["lease_duration"]))
+
+    def tenant_exists(self, tenant: str) -> bool:
+        loc = self.location(tenant)
+        admin = self.platform_in(loc.namespace)
+        try:
+            self.call(
+                "read the tenant's key",
+                lambda: admin.adapter.get(f"/v1/{loc.transit_mount}/keys/{DATA_KEY}"),
+            )
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
+            return False
+        except hvac.exceptions.InvalidRequest:
+            return False
+        return True
+
+    def with_tenant(self, tenant: str, action: str, fn: Callable[[hvac.Client], T]) -> T:
+        """Run ``fn`` with the tenant's client; on a refused token, log in again once."""
+        client = self.tenant(tenant)
+        try:
+            return self.call(action, lambda: fn(client))
+        except hvac.exceptions.Forbidden:
+            self.forget_tenant(tenant)  # expired or revoked early: a fresh login decides
+        client = self.tenant(tenant)
+        try:
+            return self.call(action, lambda: fn(client))
+        except hvac.exceptions.Forbidden:
+            raise KeyServerMisconfigured(
+                f"the key server refused tenant '{tenant}' its own key to {action}; "
+                "check the tenant's policy in the key server"
+            ) from None
+
+    # -- platform keys ------------------------------------------------------------------------
+    def ensure_platform_keys(self) -> None:
+        """Create Veil's own transit mount and signing key if they do not exist yet."""
+        client = self.platform()
+        try:
+            self.call(
+                "read the signing key",
+                lambda: client.secrets.transit.read_key(SIGNING_KEY, mount_point=PLATFORM_MOUNT),
+            )
+            return
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
+            pass
+        mounts: dict[str, Any] = {}
+        try:
+            mounts = self.call(
+                "read Veil's mount",
+                lambda: client.adapter.get(f"/v1/sys/mounts/{PLATFORM_MOUNT}"),
+            )
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
+            mounts = {}
+        if not mounts:
+            self.call(
+                "mount Veil's transit engine",
+                lambda: client.sys.enable_secrets_engine("transit", path=PLATFORM_MOUNT),
+            )
+        self.call(
+            "create the signing key",
+            lambda: client.secrets.transit.create_key(
+                SIGNING_KEY, key_type="ed25519", mount_point=PLATFORM_MOUNT
+            ),
+        )

@@ -1,0 +1,82 @@
+"""Veil's one settings object, read from ``VEIL_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keys import KeyServerConfig, Tenancy
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/veil``, or ``~/.local/share/veil`` when that is unset."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "veil"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that run on one machine with no set-up.
+
+    Read it once where the app or CLI starts and pass it down.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VEIL_", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where Veil keeps its database, encrypted objects and embedded key server.",
+    )
+
+    # Key server. Unset VEIL_VAULT_ADDR means: start and use the embedded OpenBao.
+    vault_addr: str | None = Field(
+        default=None, description="URL of an external Vault/OpenBao; unset for the embedded one."
+    )
+    vault_token: SecretStr | None = Field(
+        default=None, description="Token for the external server."
+    )
+    vault_role_id: str | None = Field(
+        default=None, description="AppRole role id (instead of a token)."
+    )
+    vault_secret_id: SecretStr | None = Field(default=None, description="AppRole secret id.")
+    vault_approle_mount: str = Field(default="approle", description="Mount path of that AppRole.")
+    vault_namespace: str = Field(
+        default="", description="Veil's base namespace on the external server ('' for root)."
+    )
+    vault_tenancy: Tenancy = Field(
+        default=Tenancy.AUTO,
+        description="How tenants are separated: namespace, mount, or auto (detect).",
+    )
+    vault_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of each key-server call."
+    )
+
+    # API server.
+    api_host: str = Field(default="127.0.0.1", description="Address `veil serve` listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port `veil serve` listens on.")
+
+    @property
+    def keyserver_home(self) -> Path:
+        """Home of the embedded key server (storage, audit log, unseal key)."""
+        return self.data_dir / "keyserver"
+
+    @property
+    def embedded_key_server(self) -> bool:
+        return not self.vault_addr
+
+    def external_key_server(self) -> KeyServerConfig:
+        """The configuration of the external key server named by ``VEIL_VAULT_ADDR``."""
+        if not self.vault_addr:
+            raise ValueError("VEIL_VAULT_ADDR is not set: Veil uses its embedded key server")
+        return KeyServerConfig(
+            addr=self.vault_addr.rstrip("/"),
+            namespace=self.vault_namespace,
+            token=self.vault_token.get_secret_value() if self.vault_token else None,
+            role_id=self.vault_role_id,
+            secret_id=self.vault_secret_id.get_secret_value() if self.vault_secret_id else None,
+            approle_mount=self.vault_approle_mount,
+            tenancy=self.vault_tenancy,
+            timeout_s=self.vault_timeout_s,
+        )

