@@ -1,190 +1,267 @@
-"""`veil demo`: the main path end to end on the embedded defaults.
+"""`veil demo`: the main path end to end on the embedded defaults, through the real API.
 
-So far Veil's main path is its key layer: an enterprise's production data is
-encrypted under its own key in a real OpenBao, cannot be read with another
-tenant's key, survives key rotation and a server restart, and becomes
-unreadable for good when the enterprise is deleted.  Later issues extend the
-demo up to released private statistics.
+It starts a complete Veil (embedded OpenBao, SQLite, job worker, API on a free
+loopback port) under ``<data dir>/demo`` — wiped at each run, so every run is
+the same — and plays the three roles through the Python client: the operator
+sets up an enterprise and a provider; the enterprise uploads its production
+log and grants; the provider runs private queries until its budget is spent;
+refusals are shown; the audit chain is signed and verified.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
-import random
-import time
-from collections.abc import Callable
-from pathlib import Path
+import shutil
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
-from keys import (
-    DecryptionError,
-    InvalidSignature,
-    KeyService,
-    LocalKeyServer,
-    SigningPublicKey,
-    UnknownTenant,
-    verify_signature,
-)
+from keys import LocalKeyServer
+from sandbox.api.thread import ApiThread
+from sandbox.client import ApiError, VeilClient
+from sandbox.core import bootstrap_operator, open_veil
+from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
 from sandbox.settings import Settings
 
-DEMO_ROWS = 200_000
-_MACHINES = ("press-01", "press-02", "lathe-01", "lathe-02", "mill-01")
-_SHIFTS = ("early", "late", "night")
+PURPOSE = "predictive-maintenance"
+GRANTED_COLUMNS = [
+    "machine",
+    "shift",
+    "temperature_c",
+    "cycle_time_s",
+    "vibration_mm_s",
+    "defects",
+    "yield_pct",
+]
+QUERIES: list[tuple[str, list[dict[str, Any]], str | None]] = [
+    ("rows per shift", [{"kind": "count"}], "shift"),
+    ("mean temperature per machine", [{"kind": "mean", "column": "temperature_c"}], "machine"),
+    ("defects per shift", [{"kind": "sum", "column": "defects"}], "shift"),
+    (
+        "mean cycle time and vibration",
+        [{"kind": "mean", "column": "cycle_time_s"}, {"kind": "mean", "column": "vibration_mm_s"}],
+        None,
+    ),
+]
+EPSILON_PER_QUERY = 0.25
 
 
-def production_csv(rows: int = DEMO_ROWS, seed: int = 7) -> bytes:
-    """A reproducible production log of a small metal-parts factory (the embedded demo data)."""
-    rng = random.Random(seed)  # noqa: S311 - sample data, not security or DP noise
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["machine", "shift", "temperature_c", "cycle_time_s", "yield_pct", "recipe_p1"])
-    for _ in range(rows):
-        machine = rng.choice(_MACHINES)
-        temperature = rng.gauss(68.0, 6.0)
-        writer.writerow(
-            [
-                machine,
-                rng.choice(_SHIFTS),
-                f"{temperature:.2f}",
-                f"{rng.gauss(42.0, 4.0):.2f}",
-                f"{min(100.0, max(0.0, 99.0 - 0.05 * abs(temperature - 68.0) ** 2)):.2f}",
-                f"{rng.uniform(0.1, 0.9):.4f}",
-            ]
-        )
-    return out.getvalue().encode()
-
-
-def _expect(error: type[Exception], action: Callable[[], object]) -> str:
-    try:
-        action()
-    except error as exc:
-        return str(exc)
-    raise AssertionError(f"expected {error.__name__}")
+def _fresh_settings(settings: Settings) -> Settings:
+    home = settings.data_dir / "demo"
+    LocalKeyServer(home / "keyserver").stop()  # a server left by an interrupted run
+    shutil.rmtree(home, ignore_errors=True)
+    return settings.model_copy(update={"data_dir": home, "vault_addr": None, "database_url": None})
 
 
 def run_demo(settings: Settings, console: Console) -> None:
-    """Run the demo against the embedded key server under ``settings.data_dir``."""
-    if not settings.embedded_key_server:
-        console.print("[yellow]VEIL_VAULT_ADDR is set; the demo uses the embedded server anyway.")
-    server = LocalKeyServer(settings.keyserver_home)
-    objects = settings.data_dir / "objects"
-    console.rule("Veil demo: enterprise data under enterprise keys")
-    t0 = time.perf_counter()
-    config = server.start()
+    settings = _fresh_settings(settings)
+    console.rule("[bold]Veil demo[/bold]: data usable, not visible")
+    console.print(f"state under {settings.data_dir} (embedded OpenBao, SQLite, in-process worker)")
+    with open_veil(settings) as veil, ApiThread(settings, veil) as url:
+        operator_token = bootstrap_operator(veil)
+        assert operator_token is not None
+        console.print(f"API on {url}; operator token issued once by `veil init`'s bootstrap\n")
+        with VeilClient(url, operator_token) as operator:
+            _, acme_token, globex_token, provider, provider_token = _setup(operator, console)
+        with VeilClient(url, acme_token) as enterprise:
+            dataset_id, grant_id = _upload_and_grant(enterprise, provider["id"], console)
+        with VeilClient(url, globex_token) as globex:
+            globex_dataset = _globex(globex, console)
+        with VeilClient(url, provider_token) as analyst:
+            _refusals(analyst, dataset_id, globex_dataset, console)
+            _queries(analyst, dataset_id, console)
+        with VeilClient(url, acme_token) as enterprise:
+            _cross_tenant(enterprise, globex_dataset, grant_id, console)
+        with VeilClient(url, operator_token) as operator:
+            _audit(operator, console)
+    console.print("\n[green]Demo finished[/green]; the API, worker and key server were stopped.")
+
+
+def _setup(
+    operator: VeilClient, console: Console
+) -> tuple[dict[str, Any], str, str, dict[str, Any], str]:
+    console.rule("1. Operator: enterprises and a provider")
+    acme = operator.create_enterprise("Acme Metal Works", "acme-metal")
+    globex = operator.create_enterprise("Globex Parts", "globex-parts")
+    provider = operator.create_provider("PredictaMaint Analytics")
     console.print(
-        f"1. Embedded OpenBao at {config.addr} (pid {server.pid}), storage and "
-        f"audit log under {settings.keyserver_home} ({time.perf_counter() - t0:.2f} s)"
+        f"enterprise {acme['name']} ({acme['id']}): own key-server namespace "
+        f"'{acme['slug']}' and key provisioned"
     )
+    console.print(
+        f"enterprise {globex['name']} ({globex['id']}), provider {provider['name']} "
+        f"({provider['id']})"
+    )
+    tokens = [operator.issue_token(p["id"]) for p in (acme, globex, provider)]
+    console.print("API tokens issued (shown once, stored hashed)")
+    return acme, tokens[0], tokens[1], provider, tokens[2]
+
+
+def _upload_and_grant(
+    enterprise: VeilClient, provider_id: str, console: Console
+) -> tuple[str, str]:
+    console.rule("2. Enterprise: declare, upload (stored encrypted), grant")
+    ds = enterprise.create_dataset(
+        DECLARATION["name"], DECLARATION["columns"], DECLARATION["privacy_unit"]
+    )
+    table = Table(
+        "column",
+        "type",
+        "class",
+        "bounds / categories",
+        title_justify="left",
+        title=f"dataset {ds['name']} ({ds['id']})",
+    )
+    for c in ds["columns"]:
+        extra = (
+            ", ".join(c["categories"])
+            if c.get("categories")
+            else f"{c['lower']:g} .. {c['upper']:g}"
+        )
+        table.add_row(c["name"], c["type"], c["class"], extra)
+    console.print(table)
+    data = production_log()
+    marks: list[int] = []
+    version = enterprise.upload(
+        ds["id"],
+        data,
+        filename="production.csv",
+        progress=lambda done, total: marks.append(done * 100 // total),
+    )
+    console.print(
+        f"uploaded {len(data) / 2**20:.1f} MiB ({version['row_count']:,} rows; "
+        f"progress {' '.join(f'{m}%' for m in marks)}); stored encrypted as version "
+        f"{version['version']}, {version['size_bytes']:,} bytes, sha256 "
+        f"{version['ciphertext_sha256'][:16]}..."
+    )
+    grant = enterprise.create_grant(
+        provider_id,
+        [ds["id"]],
+        GRANTED_COLUMNS,
+        [3],
+        [PURPOSE],
+        datetime.now(UTC) + timedelta(days=30),
+        epsilon=1.0,
+    )
+    console.print(
+        f"grant {grant['id']}: tier 3, purpose '{PURPOSE}', 30 days, budget epsilon "
+        f"{grant['budget']['epsilon']:g}; recipe_p1 (secret) is not grantable"
+    )
+    return ds["id"], grant["id"]
+
+
+def _globex(globex: VeilClient, console: Console) -> str:
+    ds = globex.create_dataset(DECLARATION["name"], DECLARATION["columns"])
+    globex.upload(ds["id"], second_enterprise_log())
+    console.print(f"Globex Parts uploaded its own log ({ds['id']}) and granted nothing")
+    return str(ds["id"])
+
+
+def _queries(analyst: VeilClient, dataset_id: str, console: Console) -> None:
+    console.rule("4. Provider: differentially private queries until the budget is spent")
+    for title, aggregates, group_by in QUERIES:
+        job = analyst.submit_job(dataset_id, PURPOSE, EPSILON_PER_QUERY, aggregates, group_by)
+        final = analyst.wait_for_job(job["id"])
+        if final["status"] != "released":
+            raise RuntimeError(f"demo query failed: {final}")
+        _print_result(title, analyst.get_result(job["id"]), console)
+    _expect_denied(
+        lambda: analyst.submit_job(dataset_id, PURPOSE, 0.1, [{"kind": "count"}]),
+        console,
+        "one more query after the budget is spent",
+    )
+
+
+def _print_result(title: str, result: dict[str, Any], console: Console) -> None:
+    table = Table(
+        "group",
+        "statistic",
+        "DP value",
+        "95% interval",
+        "noise scale",
+        title=f"{title} (epsilon {result['epsilon']:g})",
+        title_justify="left",
+    )
+    for row in result["rows"]:
+        for v in row["values"]:
+            lo, hi = v["ci95"]
+            table.add_row(
+                row["group"] or "all",
+                v["aggregate"],
+                f"{v['value']:,.2f}",
+                f"{lo:,.2f} .. {hi:,.2f}",
+                f"{v['noise_scale']:.3g}",
+            )
+    console.print(table)
+    left = result["remaining_budget"]["epsilon_remaining"]
+    console.print(f"remaining budget: epsilon {left:g}")
+
+
+def _expect_denied(action: Any, console: Console, label: str) -> None:
     try:
-        keys = KeyService.connect(config)
+        action()
+    except ApiError as exc:
         console.print(
-            f"2. Veil logged in with its own least-privilege AppRole; tenancy: {keys.tenancy}"
+            f"[yellow]{label}[/yellow] -> {exc.status}: {'; '.join(exc.reasons) or exc.detail}",
+            highlight=False,
         )
-        for tenant in ("acme-metal", "globex-parts"):
-            keys.create_tenant(tenant)
-        console.print(
-            "3. Tenants acme-metal and globex-parts each have their own namespace and key"
+        return
+    raise RuntimeError(f"demo expected a refusal: {label}")
+
+
+def _refusals(analyst: VeilClient, dataset_id: str, other: str, console: Console) -> None:
+    console.rule("3. Provider: refused requests (each one audited, none costs budget)")
+    count = [{"kind": "count"}]
+    _expect_denied(
+        lambda: analyst.submit_job(
+            dataset_id, PURPOSE, 0.1, [{"kind": "mean", "column": "recipe_p1"}]
+        ),
+        console,
+        "a query on the secret recipe parameter",
+    )
+    _expect_denied(
+        lambda: analyst.submit_job(other, PURPOSE, 0.1, count),
+        console,
+        "a query on another enterprise's dataset",
+    )
+    _expect_denied(
+        lambda: analyst.submit_job(dataset_id, "marketing", 0.1, count),
+        console,
+        "a query for a purpose that was not granted",
+    )
+
+
+def _cross_tenant(enterprise: VeilClient, other: str, grant_id: str, console: Console) -> None:
+    console.rule("5. Enterprise: tenant isolation and revocation")
+    _expect_denied(lambda: enterprise.get_dataset(other), console, "Acme reading Globex's dataset")
+    enterprise.revoke_grant(grant_id)
+    console.print(f"Acme revoked grant {grant_id}: it takes effect at once")
+
+
+def _audit(operator: VeilClient, console: Console) -> None:
+    console.rule("6. Audit trail")
+    events = operator.audit_events(limit=500)
+    checkpoint = operator.checkpoint()
+    report = operator.verify_audit()
+    denied = sum(1 for e in events if e["outcome"] == "denied")
+    console.print(
+        f"{len(events)} events ({denied} denied attempts); checkpoint at event "
+        f"{checkpoint['seq'] if checkpoint else '-'} signed with the key server's "
+        "Ed25519 key"
+    )
+    table = Table(
+        "seq", "actor", "action", "outcome", "resource", title="newest events", title_justify="left"
+    )
+    for e in events[:8]:
+        table.add_row(
+            str(e["seq"]), e["actor_role"] or "-", e["action"], e["outcome"], e["resource"] or "-"
         )
-        wrapped, digest, path = _store(keys, objects, console)
-        _refusals(keys, path, wrapped, console)
-        _rotate(keys, path, wrapped, digest, objects, console)
-        _sign(keys, settings.data_dir, console)
-        _shred(keys, console)
-        server.stop()
-        config = server.start()
-        keys = KeyService.connect(config)
-        meta = json.loads((objects / "production.v1.json").read_text())
-        restored = _decrypt_file(keys, path, meta["wrapped_key"])
-        assert hashlib.sha256(restored).hexdigest() == digest
-        console.print(
-            "10. Key server restarted (auto-unsealed, no person needed); data still decrypts"
-        )
-    finally:
-        server.stop()
-    console.print("[green]Demo finished: the key server was stopped cleanly.")
-
-
-def _store(keys: KeyService, objects: Path, console: Console) -> tuple[str, str, Path]:
-    data = production_csv()
-    digest = hashlib.sha256(data).hexdigest()
-    objects.mkdir(parents=True, exist_ok=True)
-    path = objects / "production.v1.veil"
-    t0 = time.perf_counter()
-    with open(path, "wb") as dst:
-        wrapped = keys.encrypt_stream("acme-metal", "production", 1, io.BytesIO(data), dst)
-    elapsed = time.perf_counter() - t0
-    (objects / "production.v1.json").write_text(json.dumps({"wrapped_key": wrapped}))
+    console.print(table)
+    status = "[green]intact[/green]" if report["ok"] else f"[red]BROKEN[/red]: {report['problem']}"
     console.print(
-        f"4. acme-metal's production log ({DEMO_ROWS} rows, {len(data) / 2**20:.1f} MiB) "
-        f"encrypted to {path.name} in {elapsed * 1000:.0f} ms; only the wrapped data key "
-        f"({wrapped[:9]}...) is kept"
+        f"chain verification: {status} ({report['events']} events, "
+        f"{report['checkpoints']} checkpoints)"
     )
-    restored = _decrypt_file(keys, path, wrapped)
-    assert hashlib.sha256(restored).hexdigest() == digest
-    console.print("5. Decrypted with acme-metal's key: SHA-256 matches the original")
-    return wrapped, digest, path
-
-
-def _decrypt_file(keys: KeyService, path: Path, wrapped: str, tenant: str = "acme-metal") -> bytes:
-    out = io.BytesIO()
-    with open(path, "rb") as src:
-        keys.decrypt_stream(tenant, "production", 1, wrapped, src, out)
-    return out.getvalue()
-
-
-def _refusals(keys: KeyService, path: Path, wrapped: str, console: Console) -> None:
-    _expect(DecryptionError, lambda: _decrypt_file(keys, path, wrapped, tenant="globex-parts"))
-    blob = bytearray(path.read_bytes())
-    blob[len(blob) // 2] ^= 1
-    message = _expect(
-        DecryptionError,
-        lambda: keys.decrypt_bytes("acme-metal", "production", 1, wrapped, bytes(blob)),
-    )
-    console.print(
-        f"6. Refused: globex-parts' key cannot open it; one flipped bit is detected ({message!r})"
-    )
-
-
-def _rotate(
-    keys: KeyService, path: Path, wrapped: str, digest: str, objects: Path, console: Console
-) -> None:
-    version = keys.rotate_tenant_key("acme-metal")
-    (rewrapped,) = keys.rewrap_data_keys("acme-metal", [wrapped])
-    (objects / "production.v1.json").write_text(json.dumps({"wrapped_key": rewrapped}))
-    keys.retire_key_versions_below("acme-metal", version)
-    _expect(DecryptionError, lambda: _decrypt_file(keys, path, wrapped))
-    assert hashlib.sha256(_decrypt_file(keys, path, rewrapped)).hexdigest() == digest
-    console.print(
-        f"7. acme-metal's key rotated to v{version}; data key rewrapped (bulk data "
-        "untouched); the old wrapping is now refused"
-    )
-
-
-def _sign(keys: KeyService, data_dir: Path, console: Console) -> None:
-    checkpoint = b"veil/audit\n42\nexample-chain-head\n"
-    signature = keys.sign(checkpoint).to_text()
-    pem_path = data_dir / "audit-signing.pub.pem"
-    pem_path.write_text(keys.signing_public_key().to_pem())
-    offline_key = SigningPublicKey.from_pem(pem_path.read_text())
-    verify_signature(offline_key, checkpoint, signature)
-    _expect(InvalidSignature, lambda: verify_signature(offline_key, checkpoint + b"x", signature))
-    console.print(
-        f"8. Checkpoint signed in the key server; verified offline with {pem_path.name} "
-        "alone; an edited checkpoint fails verification"
-    )
-
-
-def _shred(keys: KeyService, console: Console) -> None:
-    wrapped, blob = keys.encrypt_bytes("globex-parts", "orders", 1, b"globex order book")
-    keys.destroy_tenant("globex-parts")
-    _expect(UnknownTenant, lambda: keys.decrypt_bytes("globex-parts", "orders", 1, wrapped, blob))
-    keys.create_tenant("globex-parts")  # a new tenant of the same name gets a new key
-    _expect(DecryptionError, lambda: keys.decrypt_bytes("globex-parts", "orders", 1, wrapped, blob))
-    console.print(
-        "9. globex-parts deleted: its namespace is gone and its data cannot be "
-        "decrypted, not even after re-creating a tenant of that name"
-    )
+    if not report["ok"]:
+        raise RuntimeError("the audit chain did not verify")

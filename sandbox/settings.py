@@ -53,6 +53,23 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Timeout of each key-server call."
     )
 
+    # Database. Unset: SQLite (WAL) at <data_dir>/veil.db.
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the database.")
+
+    # Uploads.
+    max_upload_bytes: int = Field(
+        default=256 * 2**20, gt=0, description="Largest dataset upload accepted, in bytes."
+    )
+    max_upload_rows: int = Field(default=10_000_000, gt=0, description="Most rows per upload.")
+    max_upload_columns: int = Field(default=500, gt=0, description="Most columns per upload.")
+
+    # Audit checkpoints: signed after this many new events, or this many seconds.
+    audit_checkpoint_every: int = Field(default=100, gt=0)
+    audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)
+
+    # Jobs.
+    job_poll_interval_s: float = Field(default=0.5, gt=0, description="Worker idle poll period.")
+
     # API server.
     api_host: str = Field(default="127.0.0.1", description="Address `veil serve` listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port `veil serve` listens on.")
@@ -61,6 +78,15 @@ class Settings(BaseSettings):
     def keyserver_home(self) -> Path:
         """Home of the embedded key server (storage, audit log, unseal key)."""
         return self.data_dir / "keyserver"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'veil.db'}"
+
+    @property
+    def objects_dir(self) -> Path:
+        """Where encrypted objects (dataset versions, results) are stored."""
+        return self.data_dir / "objects"
 
     @property
     def embedded_key_server(self) -> bool:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from keys import Tenancy, platform_policy
 from keys.bao import free_port
+from policies.principals import authenticate
+from sandbox.core import open_veil
+from sandbox.settings import Settings
+from sandbox.tenants import create_provider
 
 
 def veil(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,3 +44,32 @@ def test_unreachable_external_server_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert f"cannot reach the key server at {addr}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_init_prints_a_token_once_and_audit_verify_catches_a_database_edit(tmp_path: Path) -> None:
+    env = {"VEIL_DATA_DIR": str(tmp_path / "veil")}
+    first = veil("init", env=env)
+    assert first.returncode == 0, first.stderr
+    token = first.stdout.strip().splitlines()[-1]
+    assert token.startswith("veil_") and len(token) > 40
+    second = veil("init", env=env)
+    assert second.returncode == 0 and "operator exists already" in second.stdout
+    assert token not in second.stdout
+
+    settings = Settings(data_dir=tmp_path / "veil")
+    with open_veil(settings, worker=False) as core:
+        with core.db.transaction() as session:
+            operator = authenticate(session, token)
+        create_provider(core, operator, "Predicta")
+        create_provider(core, operator, "Other")
+        assert core.checkpoint() is not None
+    ok = veil("audit", "verify", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "intact" in ok.stdout
+
+    with sqlite3.connect(tmp_path / "veil" / "veil.db") as db:
+        db.execute('UPDATE audit_events SET details = \'{"name": "Mallory"}\' WHERE seq = 3')
+    broken = veil("audit", "verify", env=env)
+    assert broken.returncode == 1
+    assert "BROKEN" in broken.stdout and "event 3" in broken.stdout

@@ -1,4 +1,4 @@
-"""The ``veil`` command line. Errors of every layer are caught in :func:`main`, in one place."""
+"""Commands that act on this machine's Veil directly: init, serve, demo, keys, audit verify."""
 
 from __future__ import annotations
 
@@ -7,21 +7,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from keys import KeysError, KeyService, LocalKeyServer, Tenancy, platform_policy
+from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
+from sandbox.cli.app import app, audit_app, keys_app
+from sandbox.cli.output import Output, console
 from sandbox.keyserver import key_service
 from sandbox.settings import Settings
 
-app = typer.Typer(
-    help="Veil: data usable, not visible.", no_args_is_help=True, pretty_exceptions_enable=False
-)
-keys_app = typer.Typer(
-    help="The key server: start, stop, status, policy, public key.", no_args_is_help=True
-)
-app.add_typer(keys_app, name="keys")
-console = Console()
-err_console = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.command()
+def init() -> None:
+    """Create the data directory and database, start the key server, print an operator token."""
+    from sandbox.core import bootstrap_operator, open_veil
+
+    settings = Settings()
+    with open_veil(settings, worker=False) as veil:
+        token = bootstrap_operator(veil)
+    console.print(f"data directory: {settings.data_dir}")
+    console.print(f"database: {settings.db_url} (migrated to the newest schema)")
+    if token is None:
+        console.print("an operator exists already; ask it for a token (no new one printed)")
+        return
+    console.print("operator token (shown once; Veil stores only its hash):")
+    sys.stdout.write(token + "\n")
 
 
 @app.command()
@@ -58,9 +68,7 @@ def keys_stop() -> None:
     server = LocalKeyServer(Settings().keyserver_home)
     was_running = server.is_running()
     server.stop()
-    console.print(
-        "embedded key server stopped" if was_running else "embedded key server was not running"
-    )
+    console.print("embedded key server stopped" if was_running else "it was not running")
 
 
 @keys_app.command("status")
@@ -96,14 +104,35 @@ def keys_public_key(
     console.print(f"public key written to {output}")
 
 
-def main() -> None:
-    """Entry point of the ``veil`` script."""
-    try:
-        app()
-    except KeysError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Recompute the audit hash chain and check every signed checkpoint; exit 1 if broken."""
+    from sandbox.core import open_veil
+    from sandbox.oversight import verify_chain
 
-
-if __name__ == "__main__":
-    main()
+    with open_veil(Settings(), worker=False) as veil:
+        report = verify_chain(veil)
+    out = Output(as_json)
+    if as_json:
+        out.data(
+            {
+                "ok": report.ok,
+                "events": report.events,
+                "checkpoints": report.checkpoints,
+                "first_bad_seq": report.first_bad_seq,
+                "problem": report.problem,
+            }
+        )
+    elif report.ok:
+        out.say(
+            f"[green]audit chain intact[/green]: {report.events} events, "
+            f"{report.checkpoints} signed checkpoints verified"
+        )
+    else:
+        console.print(
+            f"[red]audit chain BROKEN[/red] at event {report.first_bad_seq}: "
+            f"{report.problem} ({report.events} events read)",
+            highlight=False,
+        )
+    if not report.ok:
+        raise typer.Exit(1)

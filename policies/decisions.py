@@ -1,0 +1,111 @@
+"""The decision engine: may this provider run this job on this dataset now? With reasons.
+
+A pure function of the request, the dataset's column classes and the
+provider's grants: no I/O, so every rule is easy to test.  Allowing a job
+does not spend anything; the ledger's atomic debit does (see ``grants``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+
+#: Tiers whose releases are differentially private: confidential columns are allowed there.
+DP_TIERS = frozenset({3, 4})
+CONFIDENTIAL = "confidential"
+SECRET = "secret"  # noqa: S105 - a column class, not a password
+NO_GRANT = "no grant gives you this dataset"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a provider asks for, as the policy engine sees it."""
+
+    provider_id: str
+    dataset_id: str
+    purpose: str
+    tier: int
+    columns: frozenset[str]
+    epsilon: int  # units of grants.EPSILON_UNIT
+    delta: int  # units of grants.DELTA_UNIT
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reasons: tuple[str, ...]
+    grant: Grant | None = None
+
+
+def _column_reasons(
+    request: JobRequest, classes: Mapping[str, str], granted: set[str]
+) -> list[str]:
+    reasons = []
+    for column in sorted(request.columns):
+        column_class = classes.get(column)
+        if column_class == SECRET:
+            reasons.append(f"column '{column}' is secret: no job may use it, not even as a filter")
+        elif column_class == CONFIDENTIAL and request.tier not in DP_TIERS:
+            reasons.append(
+                f"column '{column}' is confidential: only differentially private tiers "
+                "(3: private query, 4: private training) may use it"
+            )
+        elif column not in granted:
+            reasons.append(f"column '{column}' is not in your grant")
+    return reasons
+
+
+def _grant_reasons(
+    request: JobRequest, classes: Mapping[str, str], grant: Grant, now: datetime
+) -> list[str]:
+    reasons = []
+    if grant.revoked_at is not None:
+        reasons.append("your grant was revoked")
+    elif now < grant.valid_from:
+        reasons.append(f"your grant is valid only from {grant.valid_from.isoformat()}")
+    elif now >= grant.valid_until:
+        reasons.append(f"your grant expired at {grant.valid_until.isoformat()}")
+    if request.purpose not in grant.purposes:
+        reasons.append(
+            f"purpose '{request.purpose}' is not granted (granted: {', '.join(grant.purposes)})"
+        )
+    if request.tier not in grant.tiers:
+        reasons.append(f"tier {request.tier} is not granted")
+    reasons += _column_reasons(request, classes, set(grant.columns))
+    eps_left = grant.epsilon_budget - grant.epsilon_spent
+    delta_left = grant.delta_budget - grant.delta_spent
+    if request.epsilon > eps_left or request.delta > delta_left:
+        reasons.append(
+            f"budget short: this job needs epsilon {request.epsilon / EPSILON_UNIT:g}"
+            f" and delta {request.delta / DELTA_UNIT:g}; the grant has epsilon"
+            f" {eps_left / EPSILON_UNIT:g} and delta {delta_left / DELTA_UNIT:g} left"
+        )
+    return reasons
+
+
+def decide(
+    request: JobRequest,
+    column_classes: Mapping[str, str],
+    grants: Iterable[Grant],
+    now: datetime,
+) -> Decision:
+    """Allow with the first grant that permits everything; else deny with the closest's reasons."""
+    candidates = [
+        g
+        for g in grants
+        if g.provider_id == request.provider_id and request.dataset_id in g.dataset_ids
+    ]
+    if not candidates:
+        return Decision(False, (NO_GRANT,))
+    scored: list[tuple[Sequence[str], Grant]] = [
+        (_grant_reasons(request, column_classes, g, now), g) for g in candidates
+    ]
+    for reasons, grant in scored:
+        if not reasons:
+            return Decision(True, (), grant)
+    # Explain with the grant closest to allowing it; a revoked grant only when nothing else is left.
+    closest = min(scored, key=lambda pair: (pair[1].revoked_at is not None, len(pair[0])))
+    return Decision(False, tuple(closest[0]), closest[1])

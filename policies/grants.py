@@ -1,0 +1,209 @@
+"""Consent grants (an enterprise lets a provider use datasets) and the privacy-budget ledger.
+
+Budgets are stored as exact integers (ε in millionths, δ in 10⁻¹²) so that
+ten debits of 0.1 exhaust a budget of 1.0 exactly; floats would drift.  A
+debit is one conditional ``UPDATE`` that succeeds only if the whole amount
+fits, so concurrent jobs can never overspend, on SQLite or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from policies.db import Base, UTCDateTime, new_id, utcnow
+from policies.errors import Conflict, InvalidRequest, NotFound
+
+EPSILON_UNIT = 1_000_000  # units per 1.0 of epsilon
+DELTA_UNIT = 1_000_000_000_000  # units per 1.0 of delta
+MAX_EPSILON = 100.0
+TIERS = frozenset(range(6))
+
+
+def epsilon_units(value: float) -> int:
+    """ε as exact millionths; refuses values that are not finite, negative, or too large."""
+    if not math.isfinite(value) or value < 0 or value > MAX_EPSILON:
+        raise InvalidRequest(f"epsilon must be a number between 0 and {MAX_EPSILON:g}")
+    return round(value * EPSILON_UNIT)
+
+
+def delta_units(value: float) -> int:
+    if not math.isfinite(value) or not 0 <= value < 1:
+        raise InvalidRequest("delta must be a number in [0, 1)")
+    return round(value * DELTA_UNIT)
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    enterprise_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    dataset_ids: Mapped[list[str]] = mapped_column(JSON)
+    columns: Mapped[list[str]] = mapped_column(JSON)
+    tiers: Mapped[list[int]] = mapped_column(JSON)
+    purposes: Mapped[list[str]] = mapped_column(JSON)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    epsilon_budget: Mapped[int] = mapped_column(BigInteger)
+    delta_budget: Mapped[int] = mapped_column(BigInteger)
+    epsilon_spent: Mapped[int] = mapped_column(BigInteger, default=0)
+    delta_spent: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    def active_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and self.valid_from <= now < self.valid_until
+
+    def budget(self) -> dict[str, float]:
+        return {
+            "epsilon": self.epsilon_budget / EPSILON_UNIT,
+            "delta": self.delta_budget / DELTA_UNIT,
+            "epsilon_spent": self.epsilon_spent / EPSILON_UNIT,
+            "delta_spent": self.delta_spent / DELTA_UNIT,
+            "epsilon_remaining": (self.epsilon_budget - self.epsilon_spent) / EPSILON_UNIT,
+            "delta_remaining": (self.delta_budget - self.delta_spent) / DELTA_UNIT,
+        }
+
+
+class BudgetDebit(Base):
+    """One debit of a grant's budget, written with the job it pays for (never refunded)."""
+
+    __tablename__ = "budget_debits"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    epsilon: Mapped[int] = mapped_column(BigInteger)
+    delta: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@dataclass(frozen=True)
+class GrantTerms:
+    """What an enterprise grants; checked by :func:`create_grant`."""
+
+    provider_id: str
+    dataset_ids: tuple[str, ...]
+    columns: tuple[str, ...]
+    tiers: tuple[int, ...]
+    purposes: tuple[str, ...]
+    valid_from: datetime
+    valid_until: datetime
+    epsilon: float
+    delta: float = 0.0
+
+
+def _check_terms(terms: GrantTerms) -> None:
+    if not terms.dataset_ids:
+        raise InvalidRequest("a grant needs at least one dataset")
+    if not terms.columns:
+        raise InvalidRequest("a grant needs at least one column")
+    if not terms.tiers or not set(terms.tiers) <= TIERS:
+        raise InvalidRequest("tiers must be a non-empty list of numbers from 0 to 5")
+    purposes = [p.strip() for p in terms.purposes]
+    if not purposes or any(not p or len(p) > 64 for p in purposes):
+        raise InvalidRequest("purposes must be a non-empty list of names of 1-64 characters")
+    if terms.valid_from.tzinfo is None or terms.valid_until.tzinfo is None:
+        raise InvalidRequest("valid_from and valid_until need a time zone, e.g. '...Z'")
+    if terms.valid_until <= terms.valid_from:
+        raise InvalidRequest("valid_until must be after valid_from")
+
+
+def create_grant(session: Session, enterprise_id: str, terms: GrantTerms) -> Grant:
+    """Store a grant (caller checked that the datasets, columns and provider exist)."""
+    _check_terms(terms)
+    grant = Grant(
+        id=new_id("gr"),
+        enterprise_id=enterprise_id,
+        provider_id=terms.provider_id,
+        dataset_ids=sorted(set(terms.dataset_ids)),
+        columns=sorted(set(terms.columns)),
+        tiers=sorted(set(terms.tiers)),
+        purposes=sorted({p.strip() for p in terms.purposes}),
+        valid_from=terms.valid_from,
+        valid_until=terms.valid_until,
+        epsilon_budget=epsilon_units(terms.epsilon),
+        delta_budget=delta_units(terms.delta),
+        epsilon_spent=0,
+        delta_spent=0,
+        created_at=utcnow(),
+    )
+    session.add(grant)
+    session.flush()
+    return grant
+
+
+def visible_grant(session: Session, grant_id: str, principal_id: str) -> Grant:
+    """A grant its enterprise or its provider may see; anyone else gets :class:`NotFound`."""
+    grant = session.get(Grant, grant_id)
+    if grant is None or principal_id not in (grant.enterprise_id, grant.provider_id):
+        raise NotFound("grant", grant_id)
+    return grant
+
+
+def revoke_grant(session: Session, grant: Grant) -> None:
+    if grant.revoked_at is not None:
+        raise Conflict("this grant is already revoked")
+    grant.revoked_at = utcnow()
+    session.flush()
+
+
+def grants_for(session: Session, provider_id: str, dataset_id: str) -> list[Grant]:
+    rows = session.scalars(select(Grant).where(Grant.provider_id == provider_id))
+    return [g for g in rows if dataset_id in g.dataset_ids]
+
+
+def debit(session: Session, grant: Grant, job_id: str, epsilon: int, delta: int) -> bool:
+    """Debit ``grant`` atomically; False (and nothing spent) if it would overspend or is revoked."""
+    result = session.execute(
+        update(Grant)
+        .where(
+            Grant.id == grant.id,
+            Grant.revoked_at.is_(None),
+            Grant.epsilon_spent + epsilon <= Grant.epsilon_budget,
+            Grant.delta_spent + delta <= Grant.delta_budget,
+        )
+        .values(
+            epsilon_spent=Grant.epsilon_spent + epsilon,
+            delta_spent=Grant.delta_spent + delta,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.add(
+        BudgetDebit(
+            id=new_id("deb"),
+            grant_id=grant.id,
+            job_id=job_id,
+            epsilon=epsilon,
+            delta=delta,
+            created_at=utcnow(),
+        )
+    )
+    session.flush()
+    session.refresh(grant)
+    return True
+
+
+def describe(grant: Grant) -> dict[str, Any]:
+    """The grant as its enterprise and provider see it."""
+    return {
+        "id": grant.id,
+        "enterprise_id": grant.enterprise_id,
+        "provider_id": grant.provider_id,
+        "dataset_ids": grant.dataset_ids,
+        "columns": grant.columns,
+        "tiers": grant.tiers,
+        "purposes": grant.purposes,
+        "valid_from": grant.valid_from,
+        "valid_until": grant.valid_until,
+        "revoked_at": grant.revoked_at,
+        "budget": grant.budget(),
+    }

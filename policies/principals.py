@@ -1,0 +1,140 @@
+"""Principals (who acts), their roles, and their API tokens (random, shown once, stored hashed)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from policies.db import Base, UTCDateTime, new_id, utcnow
+from policies.errors import InvalidRequest, Unauthenticated
+
+TOKEN_PREFIX = "veil_"  # noqa: S105 - a prefix, not a token
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
+
+
+class Role(enum.StrEnum):
+    OPERATOR = "operator"
+    ENTERPRISE = "enterprise"
+    PROVIDER = "provider"
+    SECURITY_OFFICER = "security_officer"
+
+
+class Status(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Principal(Base):
+    """Someone who calls Veil. An enterprise principal is also a tenant."""
+
+    __tablename__ = "principals"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Enterprises only: the tenant id in the key server (namespace name).
+    slug: Mapped[str | None] = mapped_column(String(48), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default=Status.ACTIVE)
+    # Security officers only: the enterprises overseen, or None for all.
+    scope: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def tenant_id(self) -> str | None:
+        """The tenant this principal belongs to (enterprises only)."""
+        return self.id if self.role == Role.ENTERPRISE else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "role": self.role, "name": self.name}
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def validate_slug(slug: str) -> str:
+    if not _SLUG.fullmatch(slug):
+        raise InvalidRequest(
+            "slug must be 1-48 characters of lower-case letters, digits and inner hyphens, "
+            "for example 'acme-metal'"
+        )
+    return slug
+
+
+def create_principal(
+    session: Session,
+    role: Role,
+    name: str,
+    *,
+    slug: str | None = None,
+    scope: list[str] | None = None,
+) -> Principal:
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise InvalidRequest("name must be 1-200 characters")
+    prefix = {"operator": "op", "enterprise": "ent", "provider": "prv", "security_officer": "so"}
+    principal = Principal(
+        id=new_id(prefix[role]),
+        role=role,
+        name=name,
+        slug=validate_slug(slug) if slug is not None else None,
+        scope=scope,
+        status=Status.ACTIVE,
+        created_at=utcnow(),
+    )
+    session.add(principal)
+    session.flush()
+    return principal
+
+
+def issue_token(session: Session, principal: Principal) -> str:
+    """Create a new token for ``principal``; the clear text is returned once and never stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiToken(
+            id=new_id("tok"),
+            principal_id=principal.id,
+            token_hash=hash_token(token),
+            created_at=utcnow(),
+        )
+    )
+    session.flush()
+    return token
+
+
+def authenticate(session: Session, token: str | None) -> Principal:
+    """The active principal owning ``token``; :class:`Unauthenticated` otherwise."""
+    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        raise Unauthenticated()
+    row = session.execute(
+        select(ApiToken, Principal)
+        .join(Principal, Principal.id == ApiToken.principal_id)
+        .where(ApiToken.token_hash == hash_token(token))
+    ).first()
+    if row is None:
+        raise Unauthenticated()
+    api_token: ApiToken = row[0]
+    principal: Principal = row[1]
+    if api_token.revoked_at is not None:
+        raise Unauthenticated("this API token was revoked; ask the operator for a new one")
+    if principal.status != Status.ACTIVE:
+        raise Unauthenticated("this account is suspended")
+    return principal

@@ -1,0 +1,45 @@
+"""Request dependencies: the running core, and the authenticated principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from policies import audit
+from policies.errors import Unauthenticated
+from policies.principals import Principal, authenticate
+from sandbox.core import Veil
+
+
+def get_veil(request: Request) -> Veil:
+    veil: Veil = request.app.state.veil
+    return veil
+
+
+def current_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]) -> Principal:
+    """Authenticate the bearer token; a failure is audited, then answered 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    try:
+        if scheme.lower() != "bearer":
+            raise Unauthenticated("send 'Authorization: Bearer <token>'")
+        with veil.db.transaction() as session:
+            return authenticate(session, token.strip())
+    except Unauthenticated as exc:
+        with veil.db.transaction() as session:
+            audit.record(
+                session,
+                "auth.failed",
+                outcome=audit.Outcome.DENIED,
+                resource=f"{request.method} {request.url.path}"[:120],
+                details={
+                    "reason": str(exc),
+                    "client": request.client.host if request.client else None,
+                },
+            )
+        raise
+
+
+VeilDep = Annotated[Veil, Depends(get_veil)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -1,0 +1,136 @@
+"""Jobs (submit, list, show, result) and the audit log (events, checkpoints, verification)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select
+
+from analytics.schema import Aggregate, PrivateQuery
+from policies.errors import Conflict
+from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.principals import Role
+from sandbox import jobs, oversight
+from sandbox.api.deps import PrincipalDep, VeilDep
+from sandbox.api.schemas import (
+    AuditEventOut,
+    BudgetOut,
+    CheckpointOut,
+    JobIn,
+    JobOut,
+    ResultOut,
+    VerifyOut,
+)
+from sandbox.models import Job, JobStatus
+from sandbox.tenants import require_role
+
+router = APIRouter(prefix="/v1", tags=["jobs", "audit"])
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        provider_id=job.provider_id,
+        dataset_id=job.dataset_id,
+        dataset_version=job.dataset_version,
+        grant_id=job.grant_id,
+        purpose=job.purpose,
+        tier=job.tier,
+        query=job.query,
+        epsilon=job.epsilon / EPSILON_UNIT,
+        delta=job.delta / DELTA_UNIT,
+        status=job.status,
+        reasons=job.reasons,
+        error=job.error,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
+def submit_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> JobOut:
+    """Submit a private query (tier 3).
+
+    Denied: 403 with the reasons.  Allowed: 202, queued, with the budget already debited.
+    """
+    query = PrivateQuery(
+        tuple(Aggregate(a.kind, a.column) for a in body.query.aggregates), body.query.group_by
+    )
+    sub = jobs.JobSubmission(
+        dataset_id=body.dataset_id,
+        purpose=body.purpose,
+        epsilon=body.epsilon,
+        delta=body.delta,
+        query=query,
+    )
+    return job_out(jobs.submit_job(veil, caller, sub))
+
+
+@router.get("/jobs")
+def list_jobs(
+    veil: VeilDep, caller: PrincipalDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[JobOut]:
+    """A provider's jobs, or the jobs on an enterprise's data; newest first."""
+    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
+    column = Job.provider_id if caller.role == Role.PROVIDER else Job.enterprise_id
+    with veil.db.transaction() as session:
+        rows = session.scalars(
+            select(Job).where(column == caller.id).order_by(Job.created_at.desc()).limit(limit)
+        )
+        return [job_out(j) for j in rows]
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
+    with veil.db.transaction() as session:
+        return job_out(jobs.visible_job(session, caller, job_id))
+
+
+@router.get("/jobs/{job_id}/result")
+def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
+    """The released, differentially private result with its accuracy and the remaining budget."""
+    with veil.db.transaction() as session:
+        job = jobs.visible_job(session, caller, job_id)
+        if job.status != JobStatus.RELEASED or job.result is None or job.result_sha256 is None:
+            raise Conflict(f"job '{job_id}' has no released result (status: {job.status})")
+        grant = session.get(Grant, job.grant_id)
+        assert grant is not None
+        return ResultOut(
+            job_id=job.id,
+            result_sha256=job.result_sha256,
+            remaining_budget=BudgetOut(**grant.budget()),
+            **job.result,
+        )
+
+
+@router.get("/audit/events")
+def audit_events(
+    veil: VeilDep,
+    caller: PrincipalDep,
+    before_seq: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEventOut]:
+    """Audit events, newest first; page with ``before_seq``."""
+    events = oversight.list_events(veil, caller, before_seq=before_seq, limit=limit)
+    return [AuditEventOut.model_validate(e, from_attributes=True) for e in events]
+
+
+@router.post("/audit/checkpoints", status_code=status.HTTP_201_CREATED)
+def audit_checkpoint(veil: VeilDep, caller: PrincipalDep) -> CheckpointOut | None:
+    """Sign the chain head now with the key server's Ed25519 key."""
+    cp = oversight.sign_checkpoint(veil, caller)
+    return CheckpointOut.model_validate(cp, from_attributes=True) if cp else None
+
+
+@router.get("/audit/verify")
+def audit_verify(veil: VeilDep, caller: PrincipalDep) -> VerifyOut:
+    """Recompute the hash chain and check every signed checkpoint."""
+    report = oversight.verify_chain(veil, caller)
+    return VerifyOut(
+        ok=report.ok,
+        events=report.events,
+        checkpoints=report.checkpoints,
+        first_bad_seq=report.first_bad_seq,
+        problem=report.problem,
+    )

@@ -1,0 +1,38 @@
+"""Serving the API from a background thread on a free loopback port (demo and tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+
+from keys.bao import free_port
+from sandbox.api.app import create_app
+from sandbox.core import Veil
+from sandbox.settings import Settings
+
+
+class ApiThread:
+    """``with ApiThread(settings, veil) as url:`` serves the API until the block ends."""
+
+    def __init__(self, settings: Settings, veil: Veil) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(settings, veil), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="veil-api", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

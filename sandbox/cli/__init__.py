@@ -1,0 +1,37 @@
+"""The ``veil`` command line. Errors of every layer are caught in :func:`main`, in one place."""
+
+from __future__ import annotations
+
+import sys
+
+from keys import KeysError
+from policies.errors import VeilError
+from sandbox.cli import local, remote
+from sandbox.cli.app import app
+from sandbox.cli.output import err_console
+from sandbox.client import ApiError
+
+_ = (local, remote)  # their commands register on ``app``
+
+
+def main() -> None:
+    """Entry point of the ``veil`` script."""
+    try:
+        app()
+    except ApiError as exc:
+        err_console.print(f"[red]error ({exc.status}):[/red] {exc.detail}", highlight=False)
+        for reason in exc.reasons:
+            err_console.print(f"  - {reason}", highlight=False)
+        for problem in exc.problems[:20]:
+            where = ", ".join(f"{k} {v}" for k, v in problem.items() if k != "expected" and v)
+            err_console.print(f"  - {where}: expected {problem.get('expected')}", highlight=False)
+        sys.exit(1)
+    except (KeysError, VeilError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except ConnectionError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+
+
+__all__ = ["app", "main"]

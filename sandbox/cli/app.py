@@ -1,0 +1,35 @@
+"""The Typer application and its command groups (commands live in ``local`` and ``remote``)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Veil: data usable, not visible.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+keys_app = typer.Typer(
+    help="The key server: start, stop, status, policy, public key.", no_args_is_help=True
+)
+audit_app = typer.Typer(help="The audit log: verify, checkpoint, events.", no_args_is_help=True)
+enterprises_app = typer.Typer(help="Enterprises (operator).", no_args_is_help=True)
+providers_app = typer.Typer(help="Providers (operator).", no_args_is_help=True)
+officers_app = typer.Typer(help="Security officers (operator).", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (operator).", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="Datasets (enterprise; providers see granted ones).", no_args_is_help=True
+)
+grants_app = typer.Typer(help="Grants (enterprise; providers see theirs).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Jobs and results (provider).", no_args_is_help=True)
+
+for name, sub in [
+    ("keys", keys_app),
+    ("audit", audit_app),
+    ("enterprises", enterprises_app),
+    ("providers", providers_app),
+    ("officers", officers_app),
+    ("tokens", tokens_app),
+    ("datasets", datasets_app),
+    ("grants", grants_app),
+    ("jobs", jobs_app),
+]:
+    app.add_typer(sub, name=name)

@@ -1,0 +1,65 @@
+"""How the CLI prints: readable tables for people, ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Output:
+    """Prints results either as tables and sentences, or as JSON documents."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def data(self, value: Any) -> None:
+        """Print ``value`` as JSON (scripts) — used by every command in --json mode."""
+        console.print_json(json.dumps(value, default=str))
+
+    def table(
+        self, title: str, rows: Iterable[dict[str, Any]], columns: Sequence[str], raw: Any = None
+    ) -> None:
+        rows = list(rows)
+        if self.as_json:
+            self.data(raw if raw is not None else rows)
+            return
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column.replace("_", " "))
+        for row in rows:
+            table.add_row(*(_cell(row.get(c)) for c in columns))
+        console.print(table)
+
+    def record(self, title: str, value: dict[str, Any]) -> None:
+        if self.as_json:
+            self.data(value)
+            return
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        for key, item in value.items():
+            table.add_row(key.replace("_", " "), _cell(item))
+        console.print(table)
+
+    def say(self, text: str) -> None:
+        if not self.as_json:
+            console.print(text, highlight=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)

@@ -1,0 +1,244 @@
+"""A Python client for Veil's API, for enterprises, providers, operators and officers.
+
+Used by the CLI and the demo.  Every method returns the decoded JSON body;
+every error answer raises :class:`ApiError` carrying the server's message,
+reasons (for denials) and problems (for invalid uploads).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINAL_JOB_STATUSES = frozenset({"released", "failed", "denied"})
+_UPLOAD_CHUNK = 1 << 20
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class ApiError(Exception):
+    """An error answer from the API."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.detail = str(body.get("detail", "error"))
+        self.reasons: list[str] = list(body.get("reasons") or [])
+        self.problems: list[dict[str, Any]] = list(body.get("problems") or [])
+        self.job_id: str | None = body.get("job_id")
+        super().__init__(f"{status}: {self.detail}")
+
+
+class VeilClient:
+    """One authenticated connection to a Veil server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> VeilClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text[:200] or response.reason_phrase}
+            raise ApiError(response.status_code, body if isinstance(body, dict) else {})
+        return response.json() if response.content else None
+
+    # -- everyone -----------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/health"))
+
+    def me(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/me"))
+
+    # -- operator -------------------------------------------------------------------------
+    def create_enterprise(self, name: str, slug: str) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/enterprises", json={"name": name, "slug": slug}))
+
+    def list_enterprises(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/enterprises"))
+
+    def create_provider(self, name: str) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/providers", json={"name": name}))
+
+    def list_providers(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/providers"))
+
+    def create_security_officer(self, name: str, scope: list[str] | None = None) -> dict[str, Any]:
+        body = {"name": name, "scope": scope}
+        return dict(self._call("POST", "/v1/security-officers", json=body))
+
+    def issue_token(self, principal_id: str) -> str:
+        return str(self._call("POST", f"/v1/principals/{principal_id}/tokens")["token"])
+
+    # -- enterprise -------------------------------------------------------------------------
+    def create_dataset(
+        self, name: str, columns: list[dict[str, Any]], privacy_unit: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "columns": columns, "privacy_unit": privacy_unit or {}}
+        return dict(self._call("POST", "/v1/datasets", json=body))
+
+    def upload(
+        self,
+        dataset_id: str,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        content_type: str = "text/csv",
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload a version as the raw body, in chunks, reporting progress."""
+        total = len(data)
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, total, _UPLOAD_CHUNK):
+                yield data[start : start + _UPLOAD_CHUNK]
+                if progress:
+                    progress(min(start + _UPLOAD_CHUNK, total), total)
+
+        params = {"filename": filename} if filename else None
+        headers = {"Content-Type": content_type, "Content-Length": str(total)}
+        return dict(
+            self._call(
+                "POST",
+                f"/v1/datasets/{dataset_id}/versions",
+                content=chunks(),
+                headers=headers,
+                params=params,
+            )
+        )
+
+    def upload_file(
+        self, dataset_id: str, path: Path, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        is_parquet = path.suffix.lower() in {".parquet", ".pq"}
+        kind = "application/vnd.apache.parquet" if is_parquet else "text/csv"
+        return self.upload(
+            dataset_id, path.read_bytes(), filename=path.name, content_type=kind, progress=progress
+        )
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/datasets"))
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/datasets/{dataset_id}"))
+
+    def create_grant(
+        self,
+        provider_id: str,
+        dataset_ids: list[str],
+        columns: list[str],
+        tiers: list[int],
+        purposes: list[str],
+        valid_until: datetime,
+        epsilon: float,
+        delta: float = 0.0,
+        valid_from: datetime | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "provider_id": provider_id,
+            "dataset_ids": dataset_ids,
+            "columns": columns,
+            "tiers": tiers,
+            "purposes": purposes,
+            "valid_until": valid_until.isoformat(),
+            "valid_from": valid_from.isoformat() if valid_from else None,
+            "epsilon": epsilon,
+            "delta": delta,
+        }
+        return dict(self._call("POST", "/v1/grants", json=body))
+
+    def list_grants(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/grants"))
+
+    def get_grant(self, grant_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/grants/{grant_id}"))
+
+    def revoke_grant(self, grant_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/grants/{grant_id}/revoke"))
+
+    # -- provider ---------------------------------------------------------------------------
+    def submit_job(
+        self,
+        dataset_id: str,
+        purpose: str,
+        epsilon: float,
+        aggregates: list[dict[str, Any]],
+        group_by: str | None = None,
+        delta: float = 0.0,
+    ) -> dict[str, Any]:
+        body = {
+            "dataset_id": dataset_id,
+            "purpose": purpose,
+            "epsilon": epsilon,
+            "delta": delta,
+            "query": {"aggregates": aggregates, "group_by": group_by},
+        }
+        return dict(self._call("POST", "/v1/jobs", json=body))
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/jobs"))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/jobs/{job_id}"))
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 300.0,
+        poll: float = 0.2,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is released, failed or denied."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if on_status:
+                on_status(job)
+            if job["status"] in FINAL_JOB_STATUSES:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def get_result(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/jobs/{job_id}/result"))
+
+    # -- audit ------------------------------------------------------------------------------
+    def audit_events(self, before_seq: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if before_seq is not None:
+            params["before_seq"] = before_seq
+        return list(self._call("GET", "/v1/audit/events", params=params))
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        result = self._call("POST", "/v1/audit/checkpoints")
+        return dict(result) if result else None
+
+    def verify_audit(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/audit/verify"))

@@ -1,0 +1,269 @@
+"""Datasets: declared by their enterprise, uploaded, validated, stored only encrypted, versioned.
+
+Plaintext exists only in memory: the upload body is read into memory (the API
+never spools it to disk), validated, re-encoded as Parquet in memory, and
+written encrypted under a fresh data key (``keys`` streaming format) bound to
+tenant, dataset and version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
+from policies import audit
+from policies.db import new_id
+from policies.errors import Conflict, InvalidRequest, NotFound
+from policies.grants import Grant
+from policies.grants import grants_for as provider_grants
+from policies.principals import Principal, Role
+from sandbox import ingest
+from sandbox.core import Veil
+from sandbox.models import Dataset, DatasetVersion
+from sandbox.tenants import require_role
+
+
+def schema_to_json(schema: DatasetSchema) -> dict[str, Any]:
+    return {
+        "columns": [
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()}
+            for c in schema.columns
+        ],
+        "privacy_unit": asdict(schema.privacy_unit),
+    }
+
+
+def schema_from_json(data: dict[str, Any]) -> DatasetSchema:
+    columns = tuple(
+        ColumnSpec(
+            name=c["name"],
+            type=ColumnType(c["type"]),
+            column_class=ColumnClass(c["column_class"]),
+            lower=c.get("lower"),
+            upper=c.get("upper"),
+            categories=tuple(c["categories"]) if c.get("categories") is not None else None,
+            nullable=bool(c.get("nullable", False)),
+        )
+        for c in data["columns"]
+    )
+    return DatasetSchema(columns, PrivacyUnit(**data["privacy_unit"]))
+
+
+def _problems_to_invalid(error: ingest.IngestError) -> InvalidRequest:
+    invalid = InvalidRequest(str(error))
+    invalid.problems = [  # type: ignore[attr-defined]
+        {"column": p.column, "row": p.row, "expected": p.expected} for p in error.problems
+    ]
+    return invalid
+
+
+def create_dataset(veil: Veil, enterprise: Principal, name: str, schema: DatasetSchema) -> Dataset:
+    require_role(enterprise, Role.ENTERPRISE)
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise InvalidRequest("name must be 1-200 characters")
+    try:
+        ingest.validate_schema(schema)
+    except ingest.IngestError as exc:
+        raise _problems_to_invalid(exc) from None
+    with veil.db.transaction() as session:
+        dataset = Dataset(
+            id=new_id("ds"),
+            enterprise_id=enterprise.id,
+            name=name,
+            declaration=schema_to_json(schema),
+            created_at=veil.clock(),
+        )
+        session.add(dataset)
+        session.flush()
+        audit.record(
+            session,
+            "dataset.created",
+            actor=enterprise,
+            tenant_id=enterprise.id,
+            resource=f"dataset:{dataset.id}",
+            details={"name": name, "columns": list(schema.names)},
+        )
+    return dataset
+
+
+def owned_dataset(session: Session, enterprise: Principal, dataset_id: str) -> Dataset:
+    """The enterprise's own dataset; another tenant's answers exactly like a missing one."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.enterprise_id != enterprise.id:
+        raise NotFound("dataset", dataset_id)
+    return dataset
+
+
+def list_datasets(veil: Veil, enterprise: Principal) -> list[tuple[Dataset, DatasetVersion | None]]:
+    require_role(enterprise, Role.ENTERPRISE)
+    with veil.db.transaction() as session:
+        datasets = session.scalars(
+            select(Dataset)
+            .where(Dataset.enterprise_id == enterprise.id)
+            .order_by(Dataset.created_at)
+        ).all()
+        return [(d, latest_version(session, d.id)) for d in datasets]
+
+
+def latest_version(session: Session, dataset_id: str) -> DatasetVersion | None:
+    return session.scalars(
+        select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == dataset_id)
+        .order_by(DatasetVersion.version.desc())
+        .limit(1)
+    ).first()
+
+
+def upload_version(
+    veil: Veil,
+    enterprise: Principal,
+    dataset_id: str,
+    data: bytes,
+    *,
+    content_type: str | None = None,
+    filename: str | None = None,
+) -> DatasetVersion:
+    """Validate ``data`` against the declaration and store it encrypted as the next version."""
+    require_role(enterprise, Role.ENTERPRISE)
+    assert enterprise.slug is not None
+    with veil.db.transaction() as session:
+        dataset = owned_dataset(session, enterprise, dataset_id)
+        schema = schema_from_json(dataset.declaration)
+        next_version = (
+            session.scalar(
+                select(func.max(DatasetVersion.version)).where(
+                    DatasetVersion.dataset_id == dataset_id
+                )
+            )
+            or 0
+        ) + 1
+    s = veil.settings
+    limits = ingest.IngestLimits(
+        max_bytes=s.max_upload_bytes, max_rows=s.max_upload_rows, max_columns=s.max_upload_columns
+    )
+    try:
+        fmt = ingest.detect_format(data, content_type, filename)
+        frame = ingest.read_upload(data, fmt, schema, limits)
+    except ingest.IngestError as exc:
+        raise _problems_to_invalid(exc) from None
+    relative = Path(enterprise.id) / dataset_id / f"v{next_version}-{secrets.token_hex(4)}.veil"
+    stored = _write_encrypted(
+        veil, enterprise.slug, dataset_id, next_version, frame, s.objects_dir / relative
+    )
+    try:
+        with veil.db.transaction() as session:
+            version = DatasetVersion(
+                id=new_id("dv"),
+                dataset_id=dataset_id,
+                version=next_version,
+                row_count=frame.height,
+                source_format=str(fmt),
+                object_path=str(relative),
+                wrapped_key=stored.wrapped_key,
+                ciphertext_sha256=stored.sha256,
+                size_bytes=stored.size,
+                created_at=veil.clock(),
+            )
+            session.add(version)
+            session.flush()
+            audit.record(
+                session,
+                "dataset.uploaded",
+                actor=enterprise,
+                tenant_id=enterprise.id,
+                resource=f"dataset:{dataset_id}",
+                details={
+                    "version": next_version,
+                    "format": str(fmt),
+                    "ciphertext_sha256": stored.sha256,
+                    "size_bytes": stored.size,
+                },
+            )
+    except IntegrityError:
+        (s.objects_dir / relative).unlink(missing_ok=True)
+        raise Conflict("another upload of this dataset finished first; upload again") from None
+    return version
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    wrapped_key: str
+    sha256: str  # of the ciphertext, for the audit log
+    size: int
+
+
+def _write_encrypted(
+    veil: Veil, tenant: str, dataset_id: str, version: int, frame: pl.DataFrame, path: Path
+) -> StoredObject:
+    """Encrypt ``frame`` (as Parquet) to ``path``, durably, via a partial file and a rename."""
+    plain = io.BytesIO()
+    frame.write_parquet(plain)
+    plain.seek(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with open(partial, "wb") as out:
+        wrapped = veil.keys.encrypt_stream(tenant, f"dataset:{dataset_id}", version, plain, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+    blob = path.read_bytes()
+    return StoredObject(wrapped, hashlib.sha256(blob).hexdigest(), len(blob))
+
+
+def load_frame(veil: Veil, tenant: str, version: DatasetVersion) -> pl.DataFrame:
+    """Decrypt a stored version into memory (never to disk) and parse it."""
+    plain = io.BytesIO()
+    with open(veil.settings.objects_dir / version.object_path, "rb") as src:
+        veil.keys.decrypt_stream(
+            tenant,
+            f"dataset:{version.dataset_id}",
+            version.version,
+            version.wrapped_key,
+            src,
+            plain,
+        )
+    plain.seek(0)
+    return pl.read_parquet(plain)
+
+
+def visible_dataset(veil: Veil, principal: Principal, dataset_id: str) -> Dataset:
+    """Its owner sees a dataset; a provider sees it while one of its grants names it."""
+    with veil.db.transaction() as session:
+        if principal.role == Role.ENTERPRISE:
+            return owned_dataset(session, principal, dataset_id)
+        if principal.role == Role.PROVIDER:
+            dataset = session.get(Dataset, dataset_id)
+            now = veil.clock()
+            if dataset is not None and any(
+                g.active_at(now) for g in provider_grants(session, principal.id, dataset_id)
+            ):
+                return dataset
+        raise NotFound("dataset", dataset_id)
+
+
+def granted_datasets(veil: Veil, provider: Principal) -> list[Dataset]:
+    """Datasets named by the provider's active grants."""
+    require_role(provider, Role.PROVIDER)
+    with veil.db.transaction() as session:
+        now = veil.clock()
+        ids = sorted(
+            {
+                d
+                for g in session.scalars(select(Grant).where(Grant.provider_id == provider.id))
+                if g.active_at(now)
+                for d in g.dataset_ids
+            }
+        )
+        return [d for d in (session.get(Dataset, i) for i in ids) if d is not None]

@@ -1,0 +1,78 @@
+"""Tables of the sandbox layer: datasets, their encrypted versions, and jobs."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from policies.db import Base, UTCDateTime, utcnow
+
+
+class Dataset(Base):
+    """A named dataset of one enterprise, with its column declaration."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    enterprise_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    declaration: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DatasetVersion(Base):
+    """One upload: stored only encrypted, under a data key wrapped by the tenant's key."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    row_count: Mapped[int] = mapped_column(BigInteger)  # exact: never shown to providers
+    source_format: Mapped[str] = mapped_column(String(16))
+    object_path: Mapped[str] = mapped_column(String(400))  # relative to the data directory
+    wrapped_key: Mapped[str] = mapped_column(Text)
+    ciphertext_sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobStatus(enum.StrEnum):
+    DENIED = "denied"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RELEASED = "released"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset({JobStatus.DENIED, JobStatus.RELEASED, JobStatus.FAILED})
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    # Null when the job named a dataset the provider may not know about.
+    enterprise_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    dataset_version: Mapped[int | None] = mapped_column(Integer)
+    grant_id: Mapped[str | None] = mapped_column(String(40))
+    purpose: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[int] = mapped_column(Integer)
+    query: Mapped[dict[str, Any]] = mapped_column(JSON)
+    epsilon: Mapped[int] = mapped_column(BigInteger)
+    delta: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    result_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

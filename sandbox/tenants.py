@@ -1,0 +1,109 @@
+"""Operator actions: enterprises (tenants, with their keys), providers, officers, tokens."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from policies import audit
+from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from policies.principals import Principal, Role, create_principal, issue_token, validate_slug
+from sandbox.core import Veil
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    """Function-level authorization: refuse a caller whose role is not among ``roles``."""
+    if principal.role not in roles:
+        allowed = " or ".join(r.value for r in roles)
+        raise Forbidden(f"only {allowed} principals may do this")
+
+
+def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> Principal:
+    """Create an enterprise and provision its key-server namespace and key first."""
+    require_role(operator, Role.OPERATOR)
+    validate_slug(slug)
+    with veil.db.transaction() as session:
+        if session.scalar(select(Principal.id).where(Principal.slug == slug)) is not None:
+            raise Conflict(f"an enterprise with slug '{slug}' exists already; choose another")
+    # Keys first: an enterprise row never exists without its keys. Provisioning is
+    # idempotent, so a failed database write below leaves nothing that a retry trips on.
+    veil.keys.create_tenant(slug)
+    try:
+        with veil.db.transaction() as session:
+            enterprise = create_principal(session, Role.ENTERPRISE, name, slug=slug)
+            audit.record(
+                session,
+                "enterprise.created",
+                actor=operator,
+                tenant_id=enterprise.id,
+                resource=f"principal:{enterprise.id}",
+                details={"name": enterprise.name, "slug": slug},
+            )
+    except IntegrityError:
+        raise Conflict(f"an enterprise with slug '{slug}' exists already") from None
+    return enterprise
+
+
+def create_provider(veil: Veil, operator: Principal, name: str) -> Principal:
+    require_role(operator, Role.OPERATOR)
+    with veil.db.transaction() as session:
+        provider = create_principal(session, Role.PROVIDER, name)
+        audit.record(
+            session,
+            "provider.created",
+            actor=operator,
+            resource=f"principal:{provider.id}",
+            details={"name": provider.name},
+        )
+    return provider
+
+
+def create_security_officer(
+    veil: Veil, operator: Principal, name: str, scope: list[str] | None
+) -> Principal:
+    require_role(operator, Role.OPERATOR)
+    with veil.db.transaction() as session:
+        for enterprise_id in scope or []:
+            found = session.get(Principal, enterprise_id)
+            if found is None or found.role != Role.ENTERPRISE:
+                raise InvalidRequest(f"scope names '{enterprise_id}', which is not an enterprise")
+        officer = create_principal(session, Role.SECURITY_OFFICER, name, scope=scope)
+        audit.record(
+            session,
+            "security_officer.created",
+            actor=operator,
+            resource=f"principal:{officer.id}",
+            details={"name": officer.name, "scope": scope},
+        )
+    return officer
+
+
+def issue_principal_token(veil: Veil, operator: Principal, principal_id: str) -> str:
+    """A new API token for ``principal_id``, returned once."""
+    require_role(operator, Role.OPERATOR)
+    with veil.db.transaction() as session:
+        principal = session.get(Principal, principal_id)
+        if principal is None:
+            raise NotFound("principal", principal_id)
+        token = issue_token(session, principal)
+        audit.record(
+            session,
+            "token.issued",
+            actor=operator,
+            tenant_id=principal.tenant_id,
+            resource=f"principal:{principal.id}",
+        )
+    return token
+
+
+def list_principals(veil: Veil, caller: Principal, role: Role) -> list[Principal]:
+    """Operators see everyone; enterprises may list providers (to grant to them)."""
+    if not (
+        caller.role == Role.OPERATOR or (caller.role == Role.ENTERPRISE and role == Role.PROVIDER)
+    ):
+        raise Forbidden("you may not list these principals")
+    with veil.db.transaction() as session:
+        rows = session.scalars(
+            select(Principal).where(Principal.role == role).order_by(Principal.created_at)
+        )
+        return list(rows)

@@ -1,0 +1,117 @@
+"""A complete Veil per test: real OpenBao (the session's), real SQLite, real HTTP on loopback."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keys import LocalKeyServer
+from sandbox.api.thread import ApiThread
+from sandbox.client import VeilClient
+from sandbox.core import Veil, bootstrap_operator, open_veil
+from sandbox.demo_data import DECLARATION, production_log
+from sandbox.settings import Settings
+
+PURPOSE = "process-optimization"
+GRANTED = ["machine", "shift", "temperature_c", "cycle_time_s", "defects", "yield_pct"]
+
+
+def settings_for(tmp_path: Path, key_server: LocalKeyServer, **extra: Any) -> Settings:
+    """Settings using the session's OpenBao as an external server (with Veil's AppRole)."""
+    config = key_server.config()
+    return Settings(
+        data_dir=tmp_path / "veil",
+        vault_addr=config.addr,
+        vault_role_id=config.role_id,
+        vault_secret_id=config.secret_id,
+        vault_namespace=config.namespace,
+        vault_tenancy=config.tenancy,
+        job_poll_interval_s=0.05,
+        **extra,
+    )
+
+
+@pytest.fixture
+def veil(tmp_path: Path, key_server: LocalKeyServer) -> Iterator[Veil]:
+    with open_veil(settings_for(tmp_path, key_server)) as running:
+        yield running
+
+
+@pytest.fixture
+def api(veil: Veil) -> Iterator[str]:
+    with ApiThread(veil.settings, veil) as url:
+        yield url
+
+
+@dataclass
+class World:
+    """Operator, two enterprises, two providers, one uploaded dataset and one grant."""
+
+    url: str
+    operator: VeilClient
+    acme: VeilClient
+    globex: VeilClient
+    provider: VeilClient
+    other_provider: VeilClient
+    provider_id: str
+    dataset_id: str
+    grant_id: str
+    globex_dataset_id: str
+    csv: bytes
+
+    def client(self, token: str) -> VeilClient:
+        return VeilClient(self.url, token)
+
+
+def make_world(
+    veil: Veil, url: str, *, epsilon: float = 1.0, rows: int = 2_000, tiers: list[int] | None = None
+) -> World:
+    token = bootstrap_operator(veil)
+    assert token is not None
+    operator = VeilClient(url, token)
+    tag = uuid.uuid4().hex[:8]
+    acme = operator.create_enterprise("Acme Metal", f"acme-{tag}")
+    globex = operator.create_enterprise("Globex", f"globex-{tag}")
+    provider = operator.create_provider("Predicta")
+    other = operator.create_provider("Other Analytics")
+    clients = [
+        VeilClient(url, operator.issue_token(p["id"])) for p in (acme, globex, provider, other)
+    ]
+    csv = production_log(rows, seed=11)
+    ds = clients[0].create_dataset(DECLARATION["name"], DECLARATION["columns"])
+    clients[0].upload(ds["id"], csv)
+    gds = clients[1].create_dataset("globex-log", DECLARATION["columns"])
+    clients[1].upload(gds["id"], production_log(300, seed=12))
+    grant = clients[0].create_grant(
+        provider["id"],
+        [ds["id"]],
+        GRANTED,
+        tiers or [3],
+        [PURPOSE],
+        datetime.now(UTC) + timedelta(days=1),
+        epsilon,
+    )
+    return World(
+        url,
+        operator,
+        clients[0],
+        clients[1],
+        clients[2],
+        clients[3],
+        provider["id"],
+        ds["id"],
+        grant["id"],
+        gds["id"],
+        csv,
+    )
+
+
+@pytest.fixture
+def world(veil: Veil, api: str) -> World:
+    return make_world(veil, api)

@@ -1,0 +1,85 @@
+"""No endpoint a provider can reach returns rows of a private dataset; nothing stored is clear."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from sandbox.api import create_app
+from sandbox.core import Veil
+from tests.sandbox.conftest import PURPOSE, World
+
+pytestmark = pytest.mark.integration
+
+NON_PUBLIC = [
+    "temperature_c",
+    "cycle_time_s",
+    "vibration_mm_s",
+    "defects",
+    "yield_pct",
+    "recipe_p1",
+]
+
+
+def _private_cells(world: World) -> set[str]:
+    """Distinctive cell texts of the non-public columns (short ones could occur by chance)."""
+    rows = list(csv.DictReader(io.StringIO(world.csv.decode())))
+    return {row[c] for row in rows for c in NON_PUBLIC if len(row[c]) >= 6}
+
+
+def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, str]]:
+    ids = {
+        "dataset_id": world.dataset_id,
+        "job_id": job_id,
+        "grant_id": world.grant_id,
+        "principal_id": world.provider_id,
+    }
+    calls = []
+    for route in create_app(veil.settings).routes:
+        if not isinstance(route, APIRoute):
+            continue
+        path = re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], route.path)
+        calls += [(method, path) for method in sorted(route.methods)]
+    return calls
+
+
+def test_no_provider_reachable_endpoint_returns_rows(world: World, veil: Veil) -> None:
+    job = world.provider.submit_job(
+        world.dataset_id, PURPOSE, 0.5, [{"kind": "mean", "column": "temperature_c"}], "machine"
+    )
+    world.provider.wait_for_job(job["id"])
+    cells = _private_cells(world)
+    assert len(cells) > 1000
+    token = world.provider._http.headers["authorization"]
+    calls = _provider_calls(world, veil, job["id"])
+    assert len(calls) >= 15
+    answered = 0
+    with httpx.Client(base_url=world.url, headers={"authorization": token}) as http:
+        for method, path in calls:
+            body = b'{"dataset_id": "%s"}' % world.dataset_id.encode() if method == "POST" else None
+            response = http.request(
+                method, path, content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code < 500, (method, path, response.text)
+            text = response.text
+            leaked = [c for c in cells if c in text]
+            assert not leaked, f"{method} {path} returned private cells {leaked[:3]}"
+            answered += response.status_code == 200
+    assert answered >= 6  # the walk really reached the provider's own views
+
+
+def test_stored_objects_hold_no_plaintext(world: World, veil: Veil) -> None:
+    files = [p for p in Path(veil.settings.objects_dir).rglob("*") if p.is_file()]
+    assert files, "nothing was stored"
+    cells = sorted(_private_cells(world))[:200]
+    for path in files:
+        blob = path.read_bytes()
+        assert blob.startswith(b"VEILSTRM")
+        assert not any(c.encode() in blob for c in cells)
+        assert b"press-01" not in blob and b"temperature_c" not in blob
