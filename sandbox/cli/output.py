@@ -32,7 +32,7 @@ class Output:
             return
         table = Table(title=title, title_justify="left")
         for column in columns:
-            table.add_column(column.replace("_", " "))
+            table.add_column(column.replace("_", " "), overflow="fold")
         for row in rows:
             table.add_row(*(_cell(row.get(c)) for c in columns))
         console.print(table)
@@ -43,7 +43,7 @@ class Output:
             return
         table = Table(title=title, title_justify="left", show_header=False)
         table.add_column("field", style="bold")
-        table.add_column("value")
+        table.add_column("value", overflow="fold")
         for key, item in value.items():
             table.add_row(key.replace("_", " "), _cell(item))
         console.print(table)

@@ -189,3 +189,27 @@ def test_revocation_reaches_queued_jobs(tmp_path, key_server) -> None:  # type: 
             world.provider.get_result(job["id"])
         assert no_result.value.status == 409
         assert verify_chain(veil).ok
+
+
+def test_parallel_submissions_never_overspend(veil: Veil, api: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.sandbox.conftest import make_world
+
+    world = make_world(veil, api, epsilon=1.0)
+    token = world.provider._http.headers["authorization"].split()[1]
+
+    def submit(_: int) -> str:
+        with world.client(token) as client:
+            try:
+                return str(client.submit_job(world.dataset_id, PURPOSE, 0.1, COUNT)["status"])
+            except ApiError as exc:
+                return "denied" if exc.status == 403 else f"error {exc.status}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(submit, range(24)))
+    assert outcomes.count("queued") == 10, outcomes
+    assert outcomes.count("denied") == 14, outcomes
+    grant = world.provider.get_grant(world.grant_id)
+    assert grant["budget"]["epsilon_spent"] == 1.0
+    assert verify_chain(veil).ok

@@ -1,0 +1,97 @@
+"""The decision engine's rules, one by one (pure: no database, no server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from policies.decisions import NO_GRANT, JobRequest, decide
+from policies.grants import EPSILON_UNIT, Grant
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+CLASSES = {"shift": "public", "temp": "internal", "yield": "confidential", "recipe": "secret"}
+
+
+def grant(**changes: object) -> Grant:
+    values: dict[str, object] = dict(
+        id="gr_1",
+        enterprise_id="ent_1",
+        provider_id="prv_1",
+        dataset_ids=["ds_1"],
+        columns=["shift", "temp", "yield"],
+        tiers=[2, 3],
+        purposes=["quality"],
+        valid_from=NOW - timedelta(days=1),
+        valid_until=NOW + timedelta(days=1),
+        epsilon_budget=EPSILON_UNIT,
+        delta_budget=0,
+        epsilon_spent=0,
+        delta_spent=0,
+        revoked_at=None,
+    )
+    values.update(changes)
+    return Grant(**values)
+
+
+def request(**changes: object) -> JobRequest:
+    values: dict[str, object] = dict(
+        provider_id="prv_1",
+        dataset_id="ds_1",
+        purpose="quality",
+        tier=3,
+        columns=frozenset({"temp", "shift"}),
+        epsilon=EPSILON_UNIT // 4,
+        delta=0,
+    )
+    values.update(changes)
+    return JobRequest(**values)  # type: ignore[arg-type]
+
+
+def test_allowed_with_the_permitting_grant() -> None:
+    g = grant()
+    decision = decide(request(), CLASSES, [g], NOW)
+    assert decision.allowed and decision.grant is g and decision.reasons == ()
+
+
+@pytest.mark.parametrize(
+    ("req", "g", "reason"),
+    [
+        (request(), grant(provider_id="prv_2"), NO_GRANT),
+        (request(dataset_id="ds_2"), grant(), NO_GRANT),
+        (request(purpose="marketing"), grant(), "purpose 'marketing' is not granted"),
+        (request(tier=4), grant(), "tier 4 is not granted"),
+        (request(columns=frozenset({"recipe"})), grant(), "column 'recipe' is secret"),
+        (request(tier=2, columns=frozenset({"yield"})), grant(), "column 'yield' is confidential"),
+        (request(columns=frozenset({"other"})), grant(), "column 'other' is not in your grant"),
+        (request(), grant(revoked_at=NOW), "your grant was revoked"),
+        (request(), grant(valid_until=NOW), "your grant expired"),
+        (request(), grant(valid_from=NOW + timedelta(hours=1)), "your grant is valid only from"),
+        (request(epsilon=EPSILON_UNIT + 1), grant(), "budget short"),
+        (request(), grant(epsilon_spent=EPSILON_UNIT), "budget short"),
+        (request(delta=1), grant(), "budget short"),
+    ],
+)
+def test_denied_with_the_reason(req: JobRequest, g: Grant, reason: str) -> None:
+    decision = decide(req, CLASSES, [g], NOW)
+    assert not decision.allowed
+    assert any(r.startswith(reason) for r in decision.reasons), decision.reasons
+
+
+def test_confidential_columns_are_fine_under_dp() -> None:
+    assert decide(request(columns=frozenset({"yield"})), CLASSES, [grant()], NOW).allowed
+
+
+def test_a_second_grant_can_allow_what_the_first_does_not() -> None:
+    narrow = grant(id="gr_narrow", purposes=["other"])
+    wide = grant(id="gr_wide")
+    decision = decide(request(), CLASSES, [narrow, wide], NOW)
+    assert decision.allowed and decision.grant is wide
+
+
+def test_reasons_come_from_a_live_grant_rather_than_a_revoked_one() -> None:
+    revoked = grant(id="gr_old", revoked_at=NOW)
+    future = grant(id="gr_new", valid_from=NOW + timedelta(days=1))
+    decision = decide(request(), CLASSES, [revoked, future], NOW)
+    assert decision.grant is future
+    assert decision.reasons[0].startswith("your grant is valid only from")
