@@ -1,38 +1,72 @@
 """Tier 3: differentially private queries, computed by OpenDP 0.16's Polars context.
 
-Every noisy number here comes from an OpenDP mechanism; this module only builds the
-query plan, reads OpenDP's accounting and accuracy, and post-processes the releases.
+Every noisy number here comes from an OpenDP mechanism; this package only builds the
+query plans (``analytics.dp_catalog``, ``analytics.dp_plans``), reads OpenDP's accounting
+and accuracy, and post-processes the releases.
 
 How a query is made private
 ---------------------------
-* **Epsilon split.** All aggregates go into one OpenDP measurement, run by a compositor
-  holding the whole epsilon (``split_evenly_over=1``).  OpenDP noises each statistic
-  with one global scale times its sensitivity, so each of the ``k`` noise additions
-  spends ``epsilon / k`` (count, sum: one each; mean: two).  The returned ``epsilon`` is
-  the compositor's privacy map, what OpenDP charges: exactly the requested epsilon (the
-  measurement inside may spend a hair less, its scale being rounded up).  ``delta`` is 0.
-* **Noise and accuracy.** For a count or sum, ``noise_scale`` is the scale of OpenDP's
-  (integer or float) Laplace noise and ``ci95`` is ``value ± a``, ``a`` being OpenDP's
-  accuracy at ``alpha=0.05`` (``P(|noise| > a) <= 0.05``).  A mean is a noisy clamped
-  sum ``S~`` over a noisy row count ``N~`` (what OpenDP's ``dp.mean`` computes; we ask
-  for the two parts to get an interval), clamped to the declared bounds.  Its ``ci95``
-  is conservative: OpenDP's accuracies at ``alpha=0.025`` bound ``S`` and ``N`` jointly
-  with probability >= 0.95 (union bound); the interval is the range of ``S / N`` over
-  that box (``N >= 1``) within the declared bounds, or the bounds themselves if the
-  box has no ``N >= 1``.  Its ``noise_scale`` is the delta-method Laplace-equivalent
-  ``sqrt(b_S**2 + value**2 * b_N**2) / max(N~, 1)``: a guide only; rely on ``ci95``.
-* **Nulls.** Nulls and NaN are summed as 0 clamped into the declared bounds (integer
-  columns use the integer hull of their bounds).  A mean divides by all rows, nulls
-  included.  ``count(column)`` counts non-null values.
-* **Grouping.** The keys are the declared categories of a public string column, given
-  to OpenDP's ``with_keys``: it releases a noisy value for every key, including keys
-  absent from the data, so presence is not revealed.  Values outside the declared set
-  are dropped by that join.  Rows come back in declared order.
+* **Plans.** Counts, sums, means, quantiles and medians form one OpenDP plan; each
+  histogram is its own plan (its key includes the bin); private group keys add a key
+  plan first (below).  Each plan is one OpenDP measurement.
+* **Epsilon split.** Every plan uses one global noise scale ``s`` (Laplace scale per unit
+  of sensitivity), so each statistic costs epsilon in proportion to its sensitivity:
+  a count, a sum or a histogram (its bins are disjoint) one unit, a mean two (a sum and
+  a count), a quantile or median two (OpenDP's exponential mechanism charges twice its
+  score sensitivity).  With ``k`` units, each spends ``epsilon / k`` (with an id privacy
+  unit every sensitivity is ``max_rows_per_id`` times larger).  Public keys: plans run under one
+  OpenDP compositor holding the whole epsilon, split in proportion to each plan's units;
+  the returned ``epsilon`` is what the compositor charges, the requested epsilon (a few
+  ulps under when it splits over several plans).  ``delta`` is 0 then, whatever is given.
+* **Private keys and delta.** Grouping by anything but public string columns with
+  declared categories uses OpenDP's key selection: the key plan is a noisy row count
+  per key (Laplace, scale ``s``), and OpenDP releases only keys whose noisy count
+  reaches a threshold ``T``.  ``T`` is the lowest integer for which OpenDP's privacy map
+  gives a delta within the requested delta, i.e. the chance that a key held by a single
+  privacy unit passes.  All of delta goes to the key plan; the other plans then use the
+  released keys as public keys (post-processing) and spend no delta.  These plans run
+  under an OpenDP privacy filter holding (epsilon, delta) that charges each measurement's
+  own loss: the returned (epsilon, delta) is its total, never above the request.  A
+  requested plain ``count`` is the key plan's count itself; otherwise that count is
+  hidden but still costs its unit.  Released counts of selected keys are conditioned on
+  passing ``T``, so near ``T`` they are biased upward.  At most ``MAX_KEYS`` values per
+  statistic are released (the keys with the largest noisy counts are kept).
+* **Noise and accuracy.** For a count, sum or histogram bin, ``noise_scale`` is the
+  scale of OpenDP's (integer or float) Laplace noise and ``ci95`` is ``value ± a``, ``a``
+  being OpenDP's accuracy at ``alpha=0.05`` (``P(|noise| > a) <= 0.05``).  A mean is a
+  noisy clamped sum ``S~`` over a noisy row count ``N~`` (what OpenDP's ``dp.mean``
+  computes; we ask for the two parts to get an interval), clamped to the declared
+  bounds.  Its ``ci95`` is conservative: OpenDP's accuracies at ``alpha=0.025`` bound
+  ``S`` and ``N`` jointly with probability >= 0.95 (union bound); the interval is the
+  range of ``S / N`` over that box (``N >= 1``) within the declared bounds, or the bounds
+  themselves if the box has no ``N >= 1``.  Its ``noise_scale`` is the delta-method
+  Laplace-equivalent ``sqrt(b_S**2 + value**2 * b_N**2) / max(N~, 1)``: a guide only.
+* **Quantiles.** OpenDP's exponential mechanism picks one of ``QUANTILE_CANDIDATES``
+  evenly spaced candidates over the declared bounds (integers for integer columns),
+  scoring each by its rank error ``|(1 - q) * #below - q * #above|`` over the non-null,
+  non-NaN values.  ``noise_scale`` is the mechanism's scale in rows of rank:
+  ``s * max(q, 1 - q)`` (OpenDP reports it in an internal integer score unit that grows
+  with ``MAX_ROWS``).  With probability >= 0.95 the released candidate's rank error
+  exceeds the best candidate's by at most ``noise_scale * ln(20 * #candidates)`` rows.
+  How far that is in the column's units depends on the data's density, which is
+  private, so no data-independent interval exists: ``ci95`` is the declared bounds.
+* **Nulls.** Sums and means count nulls and NaN as 0 clamped into the declared bounds
+  (integer columns use the integer hull of their bounds); a mean divides by all rows.
+  ``count(column)`` counts non-null values.  Quantiles rank valid values only.
+  Histograms count non-null, non-NaN values; values out of bounds fall in the end bins.
+  Rows with a null private key are not counted.
+* **Public keys.** The cartesian product of the declared categories (at most
+  ``MAX_KEYS`` values per statistic), given to OpenDP's ``with_keys``: every key gets a
+  noisy value, including keys absent from the data, so presence is not revealed.  Values
+  outside the declared sets are dropped.  Rows come back in declared order.
 * **Privacy unit.** One row (``contributions=1``), or one id
   (``dp.unit_of(contributions=1, identifier=...)``) whose rows OpenDP's
   ``truncate_per_group(max_rows_per_id)`` cuts to at most that many, chosen at random.
 * **Size limit.** Float sums need a public bound on rows (OpenDP's ``max_length``) to
   account for rounding; OpenDP does not check it, so frames over ``MAX_ROWS`` are refused.
+  That rounding allowance widens a float sum's noise by about 4.4% of its bound per key
+  (at ``MAX_ROWS`` = 10**7; e.g. x1.27 over 6 keys); integer sums have none.  With
+  private keys a preview shows it for one key, so a release's float sums are noisier.
 """
 
 from __future__ import annotations
@@ -41,37 +75,55 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-import opendp.prelude as dp
 import polars as pl
-from opendp.extras.polars import LazyFrameQuery, Margin, dp_len
-from opendp.mod import Measurement, OpenDPException
 
+from analytics import dp_run
+from analytics.dp_catalog import (
+    KEYS_ALIAS,
+    MAX_AGGREGATES,
+    MAX_KEYS,
+    QUANTILE_CANDIDATES,
+    QueryError,
+    alias,
+    bin_column,
+    bounds,
+    histogram_bins,
+    label,
+    needs_key_selection,
+    validate_query,
+)
+from analytics.dp_plans import MAX_ROWS
+from analytics.dp_preview import PreviewItem, QueryPreview, preview_query
+from analytics.dp_run import Noise, Outcome
 from analytics.schema import (
     Aggregate,
     AggregateKind,
-    ColumnClass,
     ColumnSpec,
-    ColumnType,
     DatasetSchema,
     PrivateQuery,
 )
 
-MAX_AGGREGATES: Final = 8
-MAX_ROWS: Final = 10_000_000
-MECHANISM: Final = "OpenDP 0.16 Laplace mechanism (integer/float) via the Polars context"
-ALPHA: Final = 0.05
-_DTYPES: Final[dict[ColumnType, pl.DataType]] = {
-    ColumnType.INTEGER: pl.Int64(),
-    ColumnType.FLOAT: pl.Float64(),
-    ColumnType.STRING: pl.String(),
-    ColumnType.BOOLEAN: pl.Boolean(),
-}
-# Keeps the frame's row count when a query reads no column (a plain count).
-_ROW_MARKER: Final = "__veil_row"
+__all__ = [
+    "MAX_AGGREGATES",
+    "MAX_KEYS",
+    "MAX_ROWS",
+    "QUANTILE_CANDIDATES",
+    "PreviewItem",
+    "QueryError",
+    "QueryPreview",
+    "QueryRelease",
+    "ReleasedRow",
+    "ReleasedValue",
+    "needs_key_selection",
+    "preview_query",
+    "run_private_query",
+    "validate_query",
+]
 
-
-class QueryError(ValueError):
-    """A query that this schema cannot answer; the message names the column, never a value."""
+MECHANISM: Final = (
+    "OpenDP 0.16 via the Polars context: Laplace (integer/float) for counts, sums and "
+    "histograms, exponential mechanism for quantiles, thresholded counts for key selection"
+)
 
 
 @dataclass(frozen=True)
@@ -86,9 +138,10 @@ class ReleasedValue:
 
 @dataclass(frozen=True)
 class ReleasedRow:
-    """The statistics of one group (``group`` is None for an ungrouped query)."""
+    """The statistics of one group: ``group`` maps each group_by column to its key
+    (booleans as ``"true"``/``"false"``); None for an ungrouped query."""
 
-    group: str | None
+    group: dict[str, str] | None
     values: tuple[ReleasedValue, ...]
 
 
@@ -100,239 +153,19 @@ class QueryRelease:
     epsilon: float
     delta: float
     mechanism: str
+    notes: tuple[str, ...] = ()
 
 
-# ---------------------------------------------------------------- validation
+# ---------------------------------------------------------------- noise and values
 
 
-def validate_query(schema: DatasetSchema, query: PrivateQuery) -> None:
-    """Raise QueryError unless ``query`` can be answered privately from ``schema``."""
-    if not query.aggregates:
-        raise QueryError("a private query needs at least one aggregate")
-    if len(query.aggregates) > MAX_AGGREGATES:
-        raise QueryError(f"a private query has at most {MAX_AGGREGATES} aggregates")
-    for aggregate in query.aggregates:
-        _check_aggregate(schema, aggregate)
-    if query.group_by is not None:
-        _check_group_by(_usable(schema, query.group_by, "group_by"))
-    unit = schema.privacy_unit
-    if unit.id_column is not None and unit.id_column not in schema.names:
-        raise QueryError(f"column {unit.id_column!r} (privacy unit id) is not declared")
-    if unit.id_column is not None and unit.max_rows_per_id < 1:
-        raise QueryError(f"column {unit.id_column!r} (privacy unit id): max_rows_per_id < 1")
-
-
-def _usable(schema: DatasetSchema, name: str, role: str) -> ColumnSpec:
-    try:
-        spec = schema.column(name)
-    except KeyError:
-        raise QueryError(f"column {name!r} ({role}) is not declared in the dataset") from None
-    if spec.column_class == ColumnClass.SECRET:
-        raise QueryError(f"column {name!r} ({role}) is secret and cannot be queried")
-    return spec
-
-
-def _check_aggregate(schema: DatasetSchema, aggregate: Aggregate) -> None:
-    kind = aggregate.kind
-    if kind == AggregateKind.COUNT:
-        if aggregate.column is not None:
-            _usable(schema, aggregate.column, "count")
-        return
-    if kind not in (AggregateKind.SUM, AggregateKind.MEAN):
-        raise QueryError(f"aggregate kind {str(kind)!r} is not one of count, sum, mean")
-    if aggregate.column is None:
-        raise QueryError(f"{kind} needs a column")
-    spec = _usable(schema, aggregate.column, str(kind))
-    if not spec.is_numeric:
-        raise QueryError(
-            f"column {spec.name!r}: {kind} needs an integer or float column, not {spec.type}"
-        )
-    lower, upper = spec.lower, spec.upper
-    if lower is None or upper is None or not (math.isfinite(lower) and math.isfinite(upper)):
-        raise QueryError(f"column {spec.name!r}: {kind} needs declared finite lower/upper bounds")
-    if not lower < upper:
-        raise QueryError(f"column {spec.name!r}: {kind} needs a declared lower below upper")
-
-
-def _check_group_by(spec: ColumnSpec) -> None:
-    if spec.column_class != ColumnClass.PUBLIC or spec.type != ColumnType.STRING:
-        raise QueryError(f"column {spec.name!r}: group_by needs a public string column")
-    if not spec.categories:
-        raise QueryError(f"column {spec.name!r}: group_by needs a declared set of categories")
-    if len(set(spec.categories)) != len(spec.categories):
-        raise QueryError(f"column {spec.name!r}: its declared categories must be distinct")
-
-
-def _check_budget(epsilon: float, delta: float) -> None:
-    if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
-        raise QueryError("epsilon must be a finite number greater than 0")
-    if not (isinstance(delta, int | float) and 0 <= delta < 1):
-        raise QueryError("delta must be a number in [0, 1); these queries need delta = 0")
-
-
-# ---------------------------------------------------------------- plan
-
-
-@dataclass(frozen=True)
-class _Part:
-    """One noisy column of the OpenDP plan, under an alias of ours."""
-
-    alias: str
-    expr: pl.Expr
-
-
-def _dp(expr: pl.Expr) -> Any:
-    # OpenDP registers the "dp" namespace on polars expressions at import; mypy can't see it.
-    return expr.dp  # type: ignore[attr-defined]
-
-
-def _bounds(spec: ColumnSpec) -> tuple[float, float] | tuple[int, int]:
-    """Declared bounds, in the column's type (integer sums need integer bounds)."""
-    assert spec.lower is not None and spec.upper is not None  # checked by validate_query
-    if spec.type == ColumnType.INTEGER:
-        # The integer hull of the declared interval: holds every valid integer value.
-        return math.floor(spec.lower), math.ceil(spec.upper)
-    return float(spec.lower), float(spec.upper)
-
-
-def _clamped_sum(spec: ColumnSpec, alias: str) -> _Part:
-    lower, upper = _bounds(spec)
-    fill = min(max(0, lower), upper)  # 0 clamped into bounds: see "Nulls" above
-    column = pl.col(spec.name)
-    if spec.type == ColumnType.FLOAT:
-        column = column.fill_nan(fill)
-    return _Part(alias, _dp(column.fill_null(fill)).sum((lower, upper)).alias(alias))
-
-
-def _parts(schema: DatasetSchema, index: int, aggregate: Aggregate) -> list[_Part]:
-    """The noisy columns for one aggregate: a mean needs a sum and a row count."""
-    alias = f"__veil_{index}"
-    column = aggregate.column
-    if aggregate.kind == AggregateKind.COUNT:
-        if column is None:
-            return [_Part(alias, dp_len(signed=True).alias(alias))]
-        return [_Part(alias, _dp(pl.col(column)).count(signed=True).alias(alias))]
-    assert column is not None  # checked by validate_query
-    spec = schema.column(column)
-    if aggregate.kind == AggregateKind.SUM:
-        return [_clamped_sum(spec, alias)]
-    rows = dp_len(signed=True).alias(f"{alias}_len")
-    return [_clamped_sum(spec, f"{alias}_sum"), _Part(f"{alias}_len", rows)]
-
-
-def _prepare(frame: pl.DataFrame, schema: DatasetSchema, query: PrivateQuery) -> pl.LazyFrame:
-    """Only the columns the query reads, cast to their declared types.
-
-    The OpenDP domain is inferred from these dtypes, so it depends on the declaration,
-    never on the data.  Non-strict casts turn malformed values into nulls (then filled)
-    rather than raising errors that could quote a data value.
-    """
-    if frame.height > MAX_ROWS:
-        raise QueryError(f"the dataset exceeds the private query limit of {MAX_ROWS} rows")
-    names = set(query.columns_used())
-    id_column = schema.privacy_unit.id_column
-    if id_column is not None:
-        names.add(id_column)
-    for name in sorted(names):
-        if name not in frame.columns:
-            raise QueryError(f"column {name!r} is declared but missing from the data")
-    casts = [pl.col(n).cast(_DTYPES[schema.column(n).type], strict=False) for n in sorted(names)]
-    marked = frame.lazy().with_columns(pl.lit(True).alias(_ROW_MARKER))
-    return marked.select(pl.col(_ROW_MARKER), *casts)
-
-
-def _context(data: pl.LazyFrame, schema: DatasetSchema, query: PrivateQuery, epsilon: float) -> Any:
-    """A compositor over the whole budget, for exactly one measurement."""
-    margins = [Margin(by=[], max_length=MAX_ROWS)]
-    if query.group_by is not None:
-        margins.append(Margin(by=[query.group_by], max_length=MAX_ROWS))
-    return dp.Context.compositor(
-        data=data,
-        # One unit is one row, or one id (whose rows OpenDP truncates, see _plan).
-        privacy_unit=dp.unit_of(contributions=1, identifier=schema.privacy_unit.id_column),
-        privacy_loss=dp.loss_of(epsilon=float(epsilon)),
-        split_evenly_over=1,
-        margins=margins,
-    )
-
-
-def _plan(context: Any, schema: DatasetSchema, query: PrivateQuery, parts: list[_Part]) -> Any:
-    """The OpenDP query: truncate per id, then aggregate (over the declared keys)."""
-    plan = context.query()
-    if not isinstance(plan, LazyFrameQuery):
-        raise TypeError("OpenDP did not build a Polars query")  # pragma: no cover
-    if schema.privacy_unit.id_column is not None:
-        plan = plan.truncate_per_group(schema.privacy_unit.max_rows_per_id)
-    exprs = [part.expr for part in parts]
-    if query.group_by is None:
-        return plan.select(*exprs)
-    categories = schema.column(query.group_by).categories
-    keys = pl.DataFrame(
-        {query.group_by: list(categories or ())}, schema={query.group_by: pl.String}
-    )
-    return plan.group_by(query.group_by).agg(*exprs).with_keys(keys)
-
-
-def _measurement(context: Any, plan: Any, epsilon: float) -> Measurement:
-    """OpenDP's measurement of ``plan`` at the least noise OpenDP accepts for ``epsilon``.
-
-    ``plan.resolve()`` finds that noise scale by a generic binary search (about a thousand
-    OpenDP calls, a second per query).  A pure-DP Laplace plan's loss is ``C / scale``, so
-    one probe at scale 1 gives the scale, which OpenDP's own ``check`` must then accept
-    (nudged up by a few ulps if its conservative rounding asks); otherwise we fall back on
-    ``resolve()``.  The compositor checks the loss again when it runs the measurement.
-    """
-    domain, metric = context.accountant.input_space
-
-    def make(scale: float) -> Measurement:
-        return dp.m.make_private_lazyframe(
-            domain, metric, dp.max_divergence(), plan.polars_plan, global_scale=scale
-        )
-
-    # opendp's Measurement.map has no annotations.
-    loss_at_one = float(make(1.0).map(context.d_in))  # type: ignore[no-untyped-call]
-    for step in range(24):  # widen by 1, 2, 4, ... ulps until OpenDP's rounding accepts it
-        measurement = make(loss_at_one / epsilon * (1 + 2**-52 * (2**step - 1)))
-        if loss_at_one > 0 and measurement.check(context.d_in, epsilon):
-            return measurement
-    resolved: Measurement = plan.resolve()  # pragma: no cover - OpenDP's general search
-    return resolved  # pragma: no cover
-
-
-@dataclass(frozen=True)
-class _Noise:
-    """What OpenDP says about one noisy column: its scale and its accuracy at two alphas."""
-
-    scale: float
-    accuracy: float  # at ALPHA
-    half_accuracy: float  # at ALPHA / 2, for intervals built from two noisy columns
-
-
-def _noise_by_alias(measurement: Measurement) -> dict[str, _Noise]:
-    full = dp.summarize_polars_measurement(measurement, alpha=ALPHA)
-    half = dp.summarize_polars_measurement(measurement, alpha=ALPHA / 2)
-    return {
-        str(row["column"]): _Noise(
-            float(row["scale"]), float(row["accuracy"]), float(half_row["accuracy"])
-        )
-        for row, half_row in zip(
-            full.iter_rows(named=True), half.iter_rows(named=True), strict=True
-        )
-    }
-
-
-def _label(aggregate: Aggregate) -> str:
-    kind = str(aggregate.kind)
-    return kind if aggregate.column is None else f"{kind}({aggregate.column})"
-
-
-def _plain_value(label: str, value: float, noise: _Noise) -> ReleasedValue:
+def _plain_value(label_: str, value: float, noise: Noise) -> ReleasedValue:
     interval = (value - noise.accuracy, value + noise.accuracy)
-    return ReleasedValue(label, value, noise.scale, interval)
+    return ReleasedValue(label_, value, noise.scale, interval)
 
 
 def _mean_value(
-    label: str, spec: ColumnSpec, total: float, rows: float, sum_noise: _Noise, len_noise: _Noise
+    label_: str, spec: ColumnSpec, total: float, rows: float, sum_noise: Noise, len_noise: Noise
 ) -> ReleasedValue:
     """Post-process a noisy sum and a noisy row count into a mean (see module docstring)."""
     lower, upper = float(spec.lower or 0.0), float(spec.upper or 0.0)
@@ -342,40 +175,86 @@ def _mean_value(
     s_low, s_high = total - sum_noise.half_accuracy, total + sum_noise.half_accuracy
     n_low, n_high = max(rows - len_noise.half_accuracy, 1.0), rows + len_noise.half_accuracy
     if n_high < 1.0:
-        return ReleasedValue(label, value, scale, (lower, upper))
+        return ReleasedValue(label_, value, scale, (lower, upper))
     low = min(s_low / n_low, s_low / n_high)
     high = max(s_high / n_low, s_high / n_high)
-    return ReleasedValue(label, value, scale, (max(low, lower), min(high, upper)))
+    return ReleasedValue(label_, value, scale, (max(low, lower), min(high, upper)))
 
 
-def _values(
-    schema: DatasetSchema, query: PrivateQuery, row: dict[str, Any], noise: dict[str, _Noise]
-) -> tuple[ReleasedValue, ...]:
-    values = []
-    for index, aggregate in enumerate(query.aggregates):
-        alias, label = f"__veil_{index}", _label(aggregate)
-        if aggregate.kind != AggregateKind.MEAN:
-            values.append(_plain_value(label, float(row[alias]), noise[alias]))
-            continue
+def _aggregate_values(
+    schema: DatasetSchema,
+    aggregate: Aggregate,
+    cells: dict[str, Any],
+    noise: dict[str, Noise],
+    name: str,
+) -> list[ReleasedValue]:
+    """The released values of one aggregate in one group (a histogram gives one per bin)."""
+    label_ = label(aggregate)
+    if aggregate.kind == AggregateKind.HISTOGRAM:
+        bins = histogram_bins(schema.column(str(aggregate.column)), aggregate.bins)
+        return [
+            _plain_value(f"{label_}{suffix}", float(cells[f"{name}|{key}"]), noise[name])
+            for key, suffix in zip(bins.keys, bins.suffixes, strict=True)
+        ]
+    if aggregate.kind == AggregateKind.MEAN:
         spec = schema.column(str(aggregate.column))
-        total, rows = float(row[f"{alias}_sum"]), float(row[f"{alias}_len"])
-        values.append(
-            _mean_value(label, spec, total, rows, noise[f"{alias}_sum"], noise[f"{alias}_len"])
-        )
-    return tuple(values)
+        total, rows = float(cells[f"{name}_sum"]), float(cells[f"{name}_len"])
+        sums, lens = noise[f"{name}_sum"], noise[f"{name}_len"]
+        return [_mean_value(label_, spec, total, rows, sums, lens)]
+    if aggregate.kind in (AggregateKind.QUANTILE, AggregateKind.MEDIAN):
+        lower, upper = bounds(schema.column(str(aggregate.column)))
+        scale = dp_run.rank_scale(aggregate, noise[name].scale)
+        return [ReleasedValue(label_, float(cells[name]), scale, (float(lower), float(upper)))]
+    return [_plain_value(label_, float(cells[name]), noise[name])]
 
 
-def _rows(
-    schema: DatasetSchema, query: PrivateQuery, released: pl.DataFrame, noise: dict[str, _Noise]
-) -> tuple[ReleasedRow, ...]:
-    """One row per declared category, in declared order (or one row if ungrouped)."""
-    if query.group_by is None:
-        return (ReleasedRow(None, _values(schema, query, released.row(0, named=True), noise)),)
-    by_key = {row[query.group_by]: row for row in released.iter_rows(named=True)}
-    categories = schema.column(query.group_by).categories or ()
-    if set(by_key) != set(categories):
-        raise RuntimeError("OpenDP did not release exactly the declared keys")  # pragma: no cover
-    return tuple(ReleasedRow(key, _values(schema, query, by_key[key], noise)) for key in categories)
+def _cells(outcome: Outcome, query: PrivateQuery) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Every released number by group key; histogram bins as ``alias|bin``."""
+    table: dict[tuple[Any, ...], dict[str, Any]] = {}
+    bins = {bin_column(i): alias(i) for i in range(len(query.aggregates))}
+    for frame in outcome.frames:
+        binned = [c for c in frame.columns if c in bins]
+        for row in frame.iter_rows(named=True):
+            cells = table.setdefault(tuple(row[n] for n in query.group_by), {})
+            if binned:
+                cells[f"{bins[binned[0]]}|{row[binned[0]]}"] = row[bins[binned[0]]]
+            else:
+                cells.update(row)
+    return table
+
+
+def _key_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _rows(schema: DatasetSchema, query: PrivateQuery, outcome: Outcome) -> tuple[ReleasedRow, ...]:
+    """One row per key of the value plans, in their order (or one row if ungrouped)."""
+    noise, table = dp_run.accuracy_by_alias(outcome.steps), _cells(outcome, query)
+    keys = [()] if outcome.keys is None else list(outcome.keys.iter_rows())
+    rows = []
+    for key in keys:
+        cells = table.get(key, {})
+        values = [
+            value
+            for i, a in enumerate(query.aggregates)
+            for value in _aggregate_values(
+                schema, a, cells, noise, KEYS_ALIAS if i == outcome.reused else alias(i)
+            )
+        ]
+        group = dict(zip(query.group_by, map(_key_text, key), strict=True)) if key else None
+        rows.append(ReleasedRow(group, tuple(values)))
+    return tuple(rows)
+
+
+def _release_notes(query: PrivateQuery, outcome: Outcome) -> tuple[str, ...]:
+    threshold = outcome.steps[0].threshold if outcome.steps else None
+    if threshold is None or outcome.keys is None:
+        return ()
+    return (
+        f"DP key selection on {', '.join(query.group_by)}: OpenDP released the keys whose "
+        f"noisy row count reached {threshold}; {outcome.keys.height} key(s) kept "
+        f"(at most {MAX_KEYS} values per statistic)",
+    )
 
 
 def run_private_query(
@@ -385,26 +264,20 @@ def run_private_query(
     epsilon: float,
     delta: float = 0.0,
 ) -> QueryRelease:
-    """Answer ``query`` on ``frame`` with (epsilon, 0)-DP, spending exactly ``epsilon``.
+    """Answer ``query`` on ``frame`` with (epsilon, delta)-DP.
 
-    Raises QueryError for a query, budget or frame this engine refuses; nothing is
-    released then.  See the module docstring for the split, accuracy and null handling.
+    Public keys (or none) spend exactly ``epsilon`` and no delta; private keys need
+    ``delta > 0`` and spend at most (epsilon, delta), as OpenDP accounts it.  Raises
+    QueryError for a query, budget or frame this engine refuses; nothing is released
+    then.  See the module docstring for the split, accuracy and null handling.
     """
-    validate_query(schema, query)
-    _check_budget(epsilon, delta)
-    dp.enable_features("contrib")
-    data = _prepare(frame, schema, query)
-    parts = [p for i, a in enumerate(query.aggregates) for p in _parts(schema, i, a)]
-    try:
-        context = _context(data, schema, query, epsilon)
-        # Built once, so the measurement we summarize is the one we release.
-        measurement = _measurement(context, _plan(context, schema, query, parts), epsilon)
-    except OpenDPException as error:
-        raise QueryError(f"OpenDP cannot make this query private: {error.message}") from None
-    noise = _noise_by_alias(measurement)
-    released: pl.DataFrame = context(measurement).collect()
-    spent = float(context.accountant.map(context.d_in))
-    if not spent <= epsilon:
-        raise RuntimeError("OpenDP accounted more than the requested epsilon")  # pragma: no cover
-    rows = _rows(schema, query, released, noise)
-    return QueryRelease(rows=rows, epsilon=spent, delta=0.0, mechanism=MECHANISM)
+    outcome = dp_run.outcome(frame, schema, query, (epsilon, delta), run=True)
+    if not (outcome.epsilon <= epsilon and outcome.delta <= delta):
+        raise RuntimeError("OpenDP accounted more than the requested budget")  # pragma: no cover
+    return QueryRelease(
+        rows=_rows(schema, query, outcome),
+        epsilon=outcome.epsilon,
+        delta=outcome.delta,
+        mechanism=MECHANISM,
+        notes=_release_notes(query, outcome),
+    )

@@ -47,6 +47,8 @@ class ColumnSpec:
     upper: float | None = None
     categories: tuple[str, ...] | None = None
     nullable: bool = False
+    #: Declared share of empty values (0..1), used only by mock data; None = no nulls in mocks.
+    null_rate: float | None = None
 
     @property
     def is_numeric(self) -> bool:
@@ -87,6 +89,10 @@ class AggregateKind(enum.StrEnum):
     COUNT = "count"
     SUM = "sum"
     MEAN = "mean"
+    QUANTILE = "quantile"  # needs ``q`` in (0, 1)
+    MEDIAN = "median"
+    HISTOGRAM = "histogram"  # numeric column: ``bins`` equal-width bins over its bounds;
+    #                          string column with declared categories: one count per category
 
 
 @dataclass(frozen=True)
@@ -95,17 +101,21 @@ class Aggregate:
 
     kind: AggregateKind
     column: str | None = None
+    q: float | None = None  # QUANTILE only
+    bins: int | None = None  # HISTOGRAM over a numeric column only
 
 
 @dataclass(frozen=True)
 class PrivateQuery:
-    """A declarative DP query: some aggregates, optionally grouped by one public column."""
+    """A declarative DP query: some aggregates, optionally grouped by one or more columns.
+
+    Group keys come from declared category sets (public string columns); any
+    other allowed key column needs DP key selection, which costs delta > 0.
+    """
 
     aggregates: tuple[Aggregate, ...]
-    group_by: str | None = None
+    group_by: tuple[str, ...] = ()
 
     def columns_used(self) -> frozenset[str]:
         used = {a.column for a in self.aggregates if a.column is not None}
-        if self.group_by is not None:
-            used.add(self.group_by)
-        return frozenset(used)
+        return frozenset(used | set(self.group_by))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, select, update
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from policies.db import Base, UTCDateTime, new_id, utcnow
@@ -50,6 +50,8 @@ class Grant(Base):
     purposes: Mapped[list[str]] = mapped_column(JSON)
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
     valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Tier 2: smallest releasable cell; never below the platform floor.
+    min_group_size: Mapped[int] = mapped_column(Integer, default=10)
     epsilon_budget: Mapped[int] = mapped_column(BigInteger)
     delta_budget: Mapped[int] = mapped_column(BigInteger)
     epsilon_spent: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -97,6 +99,20 @@ class GrantTerms:
     valid_until: datetime
     epsilon: float
     delta: float = 0.0
+    min_group_size: int | None = None  # tier 2; None = the platform floor
+
+
+@dataclass(frozen=True)
+class GrantChange:
+    """A narrowing (or a validity extension) of a grant; None leaves a field as it is."""
+
+    columns: tuple[str, ...] | None = None
+    tiers: tuple[int, ...] | None = None
+    purposes: tuple[str, ...] | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    valid_until: datetime | None = None
+    min_group_size: int | None = None
 
 
 def _check_terms(terms: GrantTerms) -> None:
@@ -115,9 +131,16 @@ def _check_terms(terms: GrantTerms) -> None:
         raise InvalidRequest("valid_until must be after valid_from")
 
 
-def create_grant(session: Session, enterprise_id: str, terms: GrantTerms) -> Grant:
+def create_grant(
+    session: Session, enterprise_id: str, terms: GrantTerms, *, min_group_floor: int
+) -> Grant:
     """Store a grant (caller checked that the datasets, columns and provider exist)."""
     _check_terms(terms)
+    min_group = terms.min_group_size if terms.min_group_size is not None else min_group_floor
+    if min_group < min_group_floor:
+        raise InvalidRequest(
+            f"min_group_size may not be below the platform floor of {min_group_floor}"
+        )
     grant = Grant(
         id=new_id("gr"),
         enterprise_id=enterprise_id,
@@ -128,6 +151,7 @@ def create_grant(session: Session, enterprise_id: str, terms: GrantTerms) -> Gra
         purposes=sorted({p.strip() for p in terms.purposes}),
         valid_from=terms.valid_from,
         valid_until=terms.valid_until,
+        min_group_size=min_group,
         epsilon_budget=epsilon_units(terms.epsilon),
         delta_budget=delta_units(terms.delta),
         epsilon_spent=0,
@@ -152,6 +176,61 @@ def revoke_grant(session: Session, grant: Grant) -> None:
         raise Conflict("this grant is already revoked")
     grant.revoked_at = utcnow()
     session.flush()
+
+
+def _narrowed(name: str, new: tuple[object, ...] | None, old: list[Any]) -> list[Any] | None:
+    if new is None:
+        return None
+    if not new:
+        raise InvalidRequest(f"{name} cannot become empty; revoke the grant instead")
+    extra = sorted(str(v) for v in set(new) - set(old))
+    if extra:
+        raise InvalidRequest(
+            f"{name} can only be narrowed; not in the grant now: {', '.join(extra)} "
+            "(create a new grant to give more)"
+        )
+    return sorted(set(new))
+
+
+def change_grant(
+    session: Session, grant: Grant, change: GrantChange, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """Narrow a grant or extend its validity; return {field: {before, after}} of what changed."""
+    if grant.revoked_at is not None:
+        raise Conflict("a revoked grant cannot be changed; create a new one")
+    before = describe(grant)
+    for name in ("columns", "tiers", "purposes"):
+        narrowed = _narrowed(name, getattr(change, name), getattr(grant, name))
+        if narrowed is not None:
+            setattr(grant, name, narrowed)
+    _change_budget(grant, change)
+    if change.valid_until is not None:
+        if change.valid_until.tzinfo is None or change.valid_until <= now:
+            raise InvalidRequest("valid_until must be a time in the future, with a time zone")
+        grant.valid_until = change.valid_until
+    if change.min_group_size is not None:
+        if change.min_group_size < grant.min_group_size:
+            raise InvalidRequest("min_group_size can only be raised")
+        grant.min_group_size = change.min_group_size
+    session.flush()
+    after = describe(grant)
+    return {k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]}
+
+
+def _change_budget(grant: Grant, change: GrantChange) -> None:
+    if change.epsilon is not None:
+        units = epsilon_units(change.epsilon)
+        if not grant.epsilon_spent <= units <= grant.epsilon_budget:
+            raise InvalidRequest(
+                "epsilon can only be lowered, and not below what was spent "
+                f"({grant.epsilon_spent / EPSILON_UNIT:g})"
+            )
+        grant.epsilon_budget = units
+    if change.delta is not None:
+        units = delta_units(change.delta)
+        if not grant.delta_spent <= units <= grant.delta_budget:
+            raise InvalidRequest("delta can only be lowered, and not below what was spent")
+        grant.delta_budget = units
 
 
 def grants_for(session: Session, provider_id: str, dataset_id: str) -> list[Grant]:
@@ -205,5 +284,6 @@ def describe(grant: Grant) -> dict[str, Any]:
         "valid_from": grant.valid_from,
         "valid_until": grant.valid_until,
         "revoked_at": grant.revoked_at,
+        "min_group_size": grant.min_group_size,
         "budget": grant.budget(),
     }

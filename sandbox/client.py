@@ -21,6 +21,13 @@ _UPLOAD_CHUNK = 1 << 20
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+def _document(aggregates: list[dict[str, Any]], group_by: str | list[str] | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"aggregates": aggregates}
+    if group_by:
+        doc["group_by"] = [group_by] if isinstance(group_by, str) else list(group_by)
+    return doc
+
+
 class ApiError(Exception):
     """An error answer from the API."""
 
@@ -97,9 +104,21 @@ class VeilClient:
 
     # -- enterprise -------------------------------------------------------------------------
     def create_dataset(
-        self, name: str, columns: list[dict[str, Any]], privacy_unit: dict[str, Any] | None = None
+        self,
+        name: str,
+        columns: list[dict[str, Any]],
+        privacy_unit: dict[str, Any] | None = None,
+        *,
+        epsilon_cap: float | None = None,
+        delta_cap: float | None = None,
     ) -> dict[str, Any]:
-        body = {"name": name, "columns": columns, "privacy_unit": privacy_unit or {}}
+        body = {
+            "name": name,
+            "columns": columns,
+            "privacy_unit": privacy_unit or {},
+            "epsilon_cap": epsilon_cap,
+            "delta_cap": delta_cap,
+        }
         return dict(self._call("POST", "/v1/datasets", json=body))
 
     def upload(
@@ -178,27 +197,99 @@ class VeilClient:
     def get_grant(self, grant_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/grants/{grant_id}"))
 
-    def revoke_grant(self, grant_id: str) -> dict[str, Any]:
-        return dict(self._call("POST", f"/v1/grants/{grant_id}/revoke"))
+    def revoke_grant(self, grant_id: str, reason: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason} if reason else None
+        return dict(self._call("POST", f"/v1/grants/{grant_id}/revoke", json=body))
+
+    def change_grant(self, grant_id: str, reason: str, **changes: Any) -> dict[str, Any]:
+        """Narrow a grant or extend its validity (columns, tiers, purposes, epsilon, delta,
+        valid_until, min_group_size); ``reason`` goes into the audit log."""
+        body = {
+            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in changes.items()
+        } | {"reason": reason}
+        return dict(self._call("PATCH", f"/v1/grants/{grant_id}", json=body))
+
+    # -- provider: tiers 0 and 1 ----------------------------------------------------------
+    def catalog(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/catalog"))
+
+    def mock(self, dataset_id: str, *, rows: int = 1000, seed: int = 0, fmt: str = "csv") -> bytes:
+        """Mock rows generated from the declaration only (no budget)."""
+        response = self._http.get(
+            f"/v1/datasets/{dataset_id}/mock", params={"rows": rows, "seed": seed, "format": fmt}
+        )
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json())
+        return response.content
 
     # -- provider ---------------------------------------------------------------------------
+    def submit_query(
+        self,
+        dataset_id: str,
+        purpose: str,
+        query: dict[str, Any],
+        *,
+        tier: int = 3,
+        epsilon: float = 0.0,
+        delta: float = 0.0,
+    ) -> dict[str, Any]:
+        """Submit a job with a query document (see docs/query-examples.md)."""
+        body = {
+            "dataset_id": dataset_id,
+            "purpose": purpose,
+            "tier": tier,
+            "epsilon": epsilon,
+            "delta": delta,
+            "query": query,
+        }
+        return dict(self._call("POST", "/v1/jobs", json=body))
+
     def submit_job(
         self,
         dataset_id: str,
         purpose: str,
         epsilon: float,
         aggregates: list[dict[str, Any]],
-        group_by: str | None = None,
+        group_by: str | list[str] | None = None,
         delta: float = 0.0,
     ) -> dict[str, Any]:
+        """Submit a tier-3 private query built from aggregates and optional group keys."""
+        return self.submit_query(
+            dataset_id, purpose, _document(aggregates, group_by), epsilon=epsilon, delta=delta
+        )
+
+    def submit_table(
+        self,
+        dataset_id: str,
+        purpose: str,
+        aggregates: list[dict[str, Any]],
+        group_by: str | list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Submit a tier-2 aggregate table (checked by disclosure control, no epsilon)."""
+        return self.submit_query(dataset_id, purpose, _document(aggregates, group_by), tier=2)
+
+    def preview(
+        self,
+        dataset_id: str,
+        purpose: str,
+        query: dict[str, Any],
+        *,
+        epsilon: float,
+        delta: float = 0.0,
+    ) -> dict[str, Any]:
+        """Cost and expected error of a tier-3 query; spends nothing."""
         body = {
             "dataset_id": dataset_id,
             "purpose": purpose,
+            "tier": 3,
             "epsilon": epsilon,
             "delta": delta,
-            "query": {"aggregates": aggregates, "group_by": group_by},
+            "query": query,
         }
-        return dict(self._call("POST", "/v1/jobs", json=body))
+        return dict(self._call("POST", "/v1/jobs/preview", json=body))
+
+    def query_schema(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/schemas/query"))
 
     def list_jobs(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/jobs"))

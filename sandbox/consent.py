@@ -1,16 +1,45 @@
-"""Enterprises grant, and revoke, providers' use of their datasets (audited)."""
+"""Enterprises grant, narrow, extend and revoke providers' use of their datasets (audited).
+
+Every change records who made it and why.  Revocation cancels the grant's
+queued jobs at once; a job already running re-checks its grant before it
+releases anything.
+"""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from sqlalchemy import select
 
 from policies import audit
 from policies.errors import InvalidRequest, NotFound
-from policies.grants import Grant, GrantTerms, create_grant, revoke_grant, visible_grant
+from policies.grants import (
+    Grant,
+    GrantChange,
+    GrantTerms,
+    change_grant,
+    create_grant,
+    describe,
+    revoke_grant,
+    visible_grant,
+)
 from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.datasets import owned_dataset, schema_from_json
+from sandbox.jobs import cancel_queued_jobs
 from sandbox.tenants import require_role
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _reason(reason: str | None) -> str:
+    text = (reason or "").strip()
+    if not 1 <= len(text) <= 500:
+        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
+    return text
 
 
 def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
@@ -30,33 +59,55 @@ def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
                 f"columns {', '.join(repr(c) for c in unknown)} are not non-secret columns of "
                 "the granted datasets (secret columns can never be granted)"
             )
-        grant = create_grant(session, enterprise.id, terms)
+        grant = create_grant(
+            session, enterprise.id, terms, min_group_floor=veil.settings.sdc_min_count_floor
+        )
         audit.record(
             session,
             "grant.created",
             actor=enterprise,
             tenant_id=enterprise.id,
             resource=f"grant:{grant.id}",
-            details={
-                "provider_id": grant.provider_id,
-                "dataset_ids": grant.dataset_ids,
-                "columns": grant.columns,
-                "tiers": grant.tiers,
-                "purposes": grant.purposes,
-                "budget": grant.budget(),
-                "valid_until": grant.valid_until.isoformat(),
-            },
+            details=_jsonable({k: v for k, v in describe(grant).items() if k != "id"}),
         )
     return grant
 
 
-def revoke(veil: Veil, enterprise: Principal, grant_id: str) -> Grant:
-    """Revoke at once; queued and running jobs on this grant will not release."""
+def _own_grant(session: Any, enterprise: Principal, grant_id: str) -> Grant:
+    grant = visible_grant(session, grant_id, enterprise.id)
+    if grant.enterprise_id != enterprise.id:
+        raise NotFound("grant", grant_id)
+    return grant
+
+
+def change(
+    veil: Veil, enterprise: Principal, grant_id: str, changes: GrantChange, reason: str | None
+) -> Grant:
+    """Narrow a grant (columns, tiers, purposes, budget, min group size) or extend its validity."""
     require_role(enterprise, Role.ENTERPRISE)
+    why = _reason(reason)
     with veil.db.transaction() as session:
-        grant = visible_grant(session, grant_id, enterprise.id)
-        if grant.enterprise_id != enterprise.id:
-            raise NotFound("grant", grant_id)
+        grant = _own_grant(session, enterprise, grant_id)
+        diff = change_grant(session, grant, changes, veil.clock())
+        if not diff:
+            raise InvalidRequest("nothing to change: every given field equals the grant's")
+        audit.record(
+            session,
+            "grant.changed",
+            actor=enterprise,
+            tenant_id=enterprise.id,
+            resource=f"grant:{grant.id}",
+            details=_jsonable({"reason": why, "changes": diff}),
+        )
+    return grant
+
+
+def revoke(veil: Veil, enterprise: Principal, grant_id: str, reason: str | None = None) -> Grant:
+    """Revoke at once and cancel the grant's queued jobs."""
+    require_role(enterprise, Role.ENTERPRISE)
+    why = (reason or "").strip()[:500] or "no reason given"
+    with veil.db.transaction() as session:
+        grant = _own_grant(session, enterprise, grant_id)
         revoke_grant(session, grant)
         audit.record(
             session,
@@ -64,7 +115,10 @@ def revoke(veil: Veil, enterprise: Principal, grant_id: str) -> Grant:
             actor=enterprise,
             tenant_id=enterprise.id,
             resource=f"grant:{grant.id}",
-            details={"provider_id": grant.provider_id},
+            details={"provider_id": grant.provider_id, "reason": why},
+        )
+        cancel_queued_jobs(
+            session, grant_ids=[grant.id], why="the grant was revoked", now=veil.clock()
         )
     return grant
 

@@ -56,7 +56,7 @@ def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:
 @contextmanager
 def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
     """Start the key server (embedded or external), migrate the database, run the job worker."""
-    from sandbox.jobs import JobWorker, recover_interrupted_jobs
+    from sandbox.runner import JobWorker, recover_interrupted_jobs
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None

@@ -25,7 +25,7 @@ from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema,
 from policies import audit
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
-from policies.grants import Grant
+from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, delta_units, epsilon_units
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
 from sandbox import ingest
@@ -54,6 +54,7 @@ def schema_from_json(data: dict[str, Any]) -> DatasetSchema:
             upper=c.get("upper"),
             categories=tuple(c["categories"]) if c.get("categories") is not None else None,
             nullable=bool(c.get("nullable", False)),
+            null_rate=c.get("null_rate"),
         )
         for c in data["columns"]
     )
@@ -68,7 +69,26 @@ def _problems_to_invalid(error: ingest.IngestError) -> InvalidRequest:
     return invalid
 
 
-def create_dataset(veil: Veil, enterprise: Principal, name: str, schema: DatasetSchema) -> Dataset:
+def rounded_count(n: int) -> int:
+    """A row count safe to show providers: two significant figures, at least 10 (never exact
+    below 100; 0-14 all show as 10)."""
+    if n < 15:
+        return 10
+    digits = len(str(n))
+    step = max(10, 10 ** (digits - 2))
+    return int(round(n / step) * step)
+
+
+def create_dataset(
+    veil: Veil,
+    enterprise: Principal,
+    name: str,
+    schema: DatasetSchema,
+    *,
+    epsilon_cap: float | None = None,
+    delta_cap: float | None = None,
+) -> Dataset:
+    """Declare a dataset; its privacy caps default to the platform settings."""
     require_role(enterprise, Role.ENTERPRISE)
     name = name.strip()
     if not 1 <= len(name) <= 200:
@@ -77,12 +97,19 @@ def create_dataset(veil: Veil, enterprise: Principal, name: str, schema: Dataset
         ingest.validate_schema(schema)
     except ingest.IngestError as exc:
         raise _problems_to_invalid(exc) from None
+    s = veil.settings
+    eps_cap = epsilon_units(s.default_dataset_epsilon_cap if epsilon_cap is None else epsilon_cap)
+    delta_cap_units = delta_units(s.default_dataset_delta_cap if delta_cap is None else delta_cap)
     with veil.db.transaction() as session:
         dataset = Dataset(
             id=new_id("ds"),
             enterprise_id=enterprise.id,
             name=name,
             declaration=schema_to_json(schema),
+            epsilon_cap=eps_cap,
+            delta_cap=delta_cap_units,
+            epsilon_spent=0,
+            delta_spent=0,
             created_at=veil.clock(),
         )
         session.add(dataset)
@@ -93,7 +120,12 @@ def create_dataset(veil: Veil, enterprise: Principal, name: str, schema: Dataset
             actor=enterprise,
             tenant_id=enterprise.id,
             resource=f"dataset:{dataset.id}",
-            details={"name": name, "columns": list(schema.names)},
+            details={
+                "name": name,
+                "columns": list(schema.names),
+                "epsilon_cap": eps_cap / EPSILON_UNIT,
+                "delta_cap": delta_cap_units / DELTA_UNIT,
+            },
         )
     return dataset
 

@@ -69,6 +69,7 @@ def run_demo(settings: Settings, console: Console) -> None:
         with VeilClient(url, globex_token) as globex:
             globex_dataset = _globex(globex, console)
         with VeilClient(url, provider_token) as analyst:
+            _explore(analyst, dataset_id, console)
             _refusals(analyst, dataset_id, globex_dataset, console)
             _queries(analyst, dataset_id, console)
         with VeilClient(url, acme_token) as enterprise:
@@ -139,13 +140,13 @@ def _upload_and_grant(
         provider_id,
         [ds["id"]],
         GRANTED_COLUMNS,
-        [3],
+        [0, 1, 2, 3],
         [PURPOSE],
         datetime.now(UTC) + timedelta(days=30),
         epsilon=1.0,
     )
     console.print(
-        f"grant {grant['id']}: tier 3, purpose '{PURPOSE}', 30 days, budget epsilon "
+        f"grant {grant['id']}: tiers 0-3, purpose '{PURPOSE}', 30 days, budget epsilon "
         f"{grant['budget']['epsilon']:g}; recipe_p1 (secret) is not grantable"
     )
     return ds["id"], grant["id"]
@@ -158,8 +159,46 @@ def _globex(globex: VeilClient, console: Console) -> str:
     return str(ds["id"])
 
 
+def _explore(analyst: VeilClient, dataset_id: str, console: Console) -> None:
+    console.rule("3. Provider: catalog, mock data, a disclosure-checked table, a preview")
+    (entry,) = analyst.catalog()
+    console.print(
+        f"tier 0 catalog: {entry['name']}, about {entry['row_count_rounded']:,} rows "
+        f"(rounded), {len(entry['columns'])} columns, tiers {entry['tiers']}"
+    )
+    mock = analyst.mock(dataset_id, rows=3, seed=1).decode().strip().splitlines()
+    console.print("tier 1 mock rows (from the declaration only, free):")
+    for line in mock:
+        console.print(f"  {line}", highlight=False)
+    job = analyst.submit_table(
+        dataset_id,
+        PURPOSE,
+        [{"kind": "count"}, {"kind": "mean", "column": "temperature_c"}],
+        ["machine", "shift"],
+    )
+    analyst.wait_for_job(job["id"])
+    cells = analyst.get_result(job["id"])["cells"]
+    suppressed = [c for c in cells if c["status"] != "ok"]
+    console.print(
+        f"tier 2 table machine x shift: {len(cells)} cells, exact values, "
+        f"{len(suppressed)} suppressed by disclosure control, no epsilon spent"
+    )
+    preview = analyst.preview(
+        dataset_id,
+        PURPOSE,
+        {"aggregates": [{"kind": "count"}], "group_by": ["shift"]},
+        epsilon=0.25,
+    )
+    (item,) = preview["aggregates"]
+    console.print(
+        f"tier 3 preview of 'count by shift' at epsilon 0.25: noise scale "
+        f"{item['noise_scale']:.3g}, 95% of results within +/-"
+        f"{item['ci95_half_width']:.3g}; nothing spent"
+    )
+
+
 def _queries(analyst: VeilClient, dataset_id: str, console: Console) -> None:
-    console.rule("4. Provider: differentially private queries until the budget is spent")
+    console.rule("5. Provider: differentially private queries until the budget is spent")
     for title, aggregates, group_by in QUERIES:
         job = analyst.submit_job(dataset_id, PURPOSE, EPSILON_PER_QUERY, aggregates, group_by)
         final = analyst.wait_for_job(job["id"])
@@ -187,7 +226,7 @@ def _print_result(title: str, result: dict[str, Any], console: Console) -> None:
         for v in row["values"]:
             lo, hi = v["ci95"]
             table.add_row(
-                row["group"] or "all",
+                ", ".join(row["group"].values()) if row["group"] else "all",
                 v["aggregate"],
                 f"{v['value']:,.2f}",
                 f"{lo:,.2f} .. {hi:,.2f}",
@@ -211,7 +250,7 @@ def _expect_denied(action: Any, console: Console, label: str) -> None:
 
 
 def _refusals(analyst: VeilClient, dataset_id: str, other: str, console: Console) -> None:
-    console.rule("3. Provider: refused requests (each one audited, none costs budget)")
+    console.rule("4. Provider: refused requests (each one audited, none costs budget)")
     count = [{"kind": "count"}]
     _expect_denied(
         lambda: analyst.submit_job(
@@ -233,14 +272,14 @@ def _refusals(analyst: VeilClient, dataset_id: str, other: str, console: Console
 
 
 def _cross_tenant(enterprise: VeilClient, other: str, grant_id: str, console: Console) -> None:
-    console.rule("5. Enterprise: tenant isolation and revocation")
+    console.rule("6. Enterprise: tenant isolation and revocation")
     _expect_denied(lambda: enterprise.get_dataset(other), console, "Acme reading Globex's dataset")
-    enterprise.revoke_grant(grant_id)
+    enterprise.revoke_grant(grant_id, reason="pilot phase finished")
     console.print(f"Acme revoked grant {grant_id}: it takes effect at once")
 
 
 def _audit(operator: VeilClient, console: Console) -> None:
-    console.rule("6. Audit trail")
+    console.rule("7. Audit trail")
     events = operator.audit_events(limit=500)
     checkpoint = operator.checkpoint()
     report = operator.verify_audit()

@@ -1,29 +1,26 @@
-"""Jobs: submit (decide, debit, queue — one transaction), run, release; all audited.
+"""Jobs: submit (decide, debit, queue — one transaction), preview, cancel; all audited.
 
 Lifecycle: submit → policy decision (allow or deny with reasons; both audited)
-→ budget debit, atomic and committed **before** any data is read → queued →
-claimed by a worker → grant re-checked (revocation and expiry reach queued
-jobs) → data decrypted in memory → OpenDP release → grant checked again →
-released.  A job ends ``released``, ``failed`` or ``denied``; a debit is never
-refunded once the job was queued (the data may have been read).
+→ budget debit of the grant *and* of the dataset's enterprise-wide cap,
+atomic and committed **before** any data is read → queued → run by the
+worker (``sandbox.runner``).  Tier 2 (SDC-checked tables) costs no ε; tier 3
+(DP queries) debits what it asks for.  Composition is basic sequential
+composition: the ε and δ of every job add up, per grant and per dataset.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import threading
-import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from analytics.private_query import QueryError, QueryRelease, run_private_query, validate_query
-from analytics.schema import Aggregate, AggregateKind, PrivateQuery
-from keys import KeyServerUnavailable
+from analytics.private_query import QueryError, preview_query, validate_query
+from analytics.query_document import parse_query
+from analytics.schema import DatasetSchema, PrivateQuery
+from analytics.sdc import SdcQueryError, TableQuery, validate_table_query
 from policies import audit
 from policies.db import new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide
@@ -32,75 +29,158 @@ from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, debit, delta_units,
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
 from sandbox.core import Veil
-from sandbox.datasets import latest_version, load_frame, schema_from_json
+from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
 from sandbox.tenants import require_role
 
-log = logging.getLogger(__name__)
+AGGREGATE_TIER = 2
 PRIVATE_QUERY_TIER = 3
+JOB_TIERS = (AGGREGATE_TIER, PRIVATE_QUERY_TIER)
 
 
 @dataclass(frozen=True)
 class JobSubmission:
+    """What a provider asks for: a declarative query document on one dataset."""
+
     dataset_id: str
     purpose: str
-    epsilon: float
-    query: PrivateQuery
+    query: dict[str, Any]
+    tier: int = PRIVATE_QUERY_TIER
+    epsilon: float = 0.0
     delta: float = 0.0
 
 
-def query_from_json(data: dict[str, Any]) -> PrivateQuery:
-    aggregates = tuple(
-        Aggregate(AggregateKind(a["kind"]), a.get("column")) for a in data["aggregates"]
+def parse_job_query(tier: int, document: dict[str, Any]) -> PrivateQuery | TableQuery:
+    """The query of a tier-2 or tier-3 job, or :class:`InvalidRequest` naming what is wrong."""
+    if tier not in JOB_TIERS:
+        raise InvalidRequest(
+            f"tier {tier} has no jobs here: tier 0 is GET /v1/catalog, tier 1 is "
+            "GET /v1/datasets/{id}/mock, tiers 2 and 3 are jobs"
+        )
+    try:
+        query = parse_query(document)
+    except QueryError as exc:
+        raise InvalidRequest(f"query: {exc}") from None
+    if tier == AGGREGATE_TIER:
+        return TableQuery(query.aggregates, query.group_by)
+    return query
+
+
+def _validate(schema: DatasetSchema, query: PrivateQuery | TableQuery) -> None:
+    try:
+        if isinstance(query, TableQuery):
+            validate_table_query(schema, query)
+        else:
+            validate_query(schema, query)
+    except (QueryError, SdcQueryError) as exc:
+        raise InvalidRequest(f"query: {exc}") from None
+
+
+def columns_of(query: PrivateQuery | TableQuery) -> frozenset[str]:
+    used = {a.column for a in query.aggregates if a.column is not None}
+    return frozenset(used | set(query.group_by))
+
+
+def _costs(sub: JobSubmission) -> tuple[int, int]:
+    eps, delta = epsilon_units(sub.epsilon), delta_units(sub.delta)
+    if sub.tier == PRIVATE_QUERY_TIER and eps <= 0:
+        raise InvalidRequest("a tier-3 job needs epsilon > 0 (at least 0.000001)")
+    if sub.tier == AGGREGATE_TIER and (eps or delta):
+        raise InvalidRequest("a tier-2 job costs no privacy budget: leave epsilon and delta at 0")
+    return eps, delta
+
+
+def _cap_reason(dataset: Dataset, eps: int, delta: int) -> str | None:
+    if (
+        dataset.epsilon_spent + eps <= dataset.epsilon_cap
+        and dataset.delta_spent + delta <= dataset.delta_cap
+    ):
+        return None
+    return (
+        "the dataset's enterprise-wide privacy cap (all providers together) has epsilon "
+        f"{(dataset.epsilon_cap - dataset.epsilon_spent) / EPSILON_UNIT:g} and delta "
+        f"{(dataset.delta_cap - dataset.delta_spent) / DELTA_UNIT:g} left"
     )
-    return PrivateQuery(aggregates, data.get("group_by"))
 
 
-def query_to_json(query: PrivateQuery) -> dict[str, Any]:
-    return {
-        "aggregates": [{"kind": str(a.kind), "column": a.column} for a in query.aggregates],
-        "group_by": query.group_by,
-    }
+@dataclass
+class _Decided:
+    decision: Decision
+    dataset: Dataset | None = None
+    version: DatasetVersion | None = None
+    schema: DatasetSchema | None = None
 
 
 def _decide(
-    session: Session, veil: Veil, provider: Principal, sub: JobSubmission, eps: int, delta: int
-) -> tuple[Decision, Dataset | None, DatasetVersion | None]:
+    session: Session,
+    veil: Veil,
+    provider: Principal,
+    sub: JobSubmission,
+    query: PrivateQuery | TableQuery,
+    eps: int,
+    delta: int,
+) -> _Decided:
     dataset = session.get(Dataset, sub.dataset_id)
     grants = provider_grants(session, provider.id, sub.dataset_id) if dataset else []
     if dataset is None or not grants:  # the same answer whether it exists or not
-        return Decision(False, (NO_GRANT,)), None, None
+        return _Decided(Decision(False, (NO_GRANT,)))
     schema = schema_from_json(dataset.declaration)
     request = JobRequest(
-        provider.id,
-        dataset.id,
-        sub.purpose,
-        PRIVATE_QUERY_TIER,
-        sub.query.columns_used(),
-        eps,
-        delta,
+        provider.id, dataset.id, sub.purpose, sub.tier, columns_of(query), eps, delta
     )
     classes = {c.name: str(c.column_class) for c in schema.columns}
     decision = decide(request, classes, grants, veil.clock())
     version = latest_version(session, dataset.id)
     if decision.allowed and version is None:
         decision = Decision(False, ("the dataset has no uploaded data yet",), decision.grant)
+    cap = _cap_reason(dataset, eps, delta) if decision.allowed else None
+    if cap:
+        decision = Decision(False, (cap,), decision.grant)
     if decision.allowed:
-        try:
-            validate_query(schema, sub.query)
-        except QueryError as exc:
-            raise InvalidRequest(str(exc)) from None
-    return decision, dataset, version
+        _validate(schema, query)
+    return _Decided(decision, dataset, version, schema)
+
+
+def debit_dataset(session: Session, dataset: Dataset, eps: int, delta: int) -> bool:
+    """Debit the dataset's enterprise-wide cap atomically; False if it would be exceeded."""
+    result = session.execute(
+        update(Dataset)
+        .where(
+            Dataset.id == dataset.id,
+            Dataset.epsilon_spent + eps <= Dataset.epsilon_cap,
+            Dataset.delta_spent + delta <= Dataset.delta_cap,
+        )
+        .values(epsilon_spent=Dataset.epsilon_spent + eps, delta_spent=Dataset.delta_spent + delta)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _debit(
+    session: Session, grant: Grant, dataset: Dataset, job_id: str, eps: int, delta: int
+) -> str | None:
+    """Both debits or neither (a savepoint); the reason when refused."""
+    if not eps and not delta:
+        return None
+    savepoint = session.begin_nested()
+    if not debit(session, grant, job_id, eps, delta):
+        savepoint.rollback()
+        return "budget short: another job spent it first"
+    if not debit_dataset(session, dataset, eps, delta):
+        savepoint.rollback()
+        return "the dataset's enterprise-wide privacy cap was reached by another job"
+    savepoint.commit()
+    return None
 
 
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
     require_role(provider, Role.PROVIDER)
-    eps, delta = epsilon_units(sub.epsilon), delta_units(sub.delta)
-    if eps <= 0:
-        raise InvalidRequest("epsilon must be greater than 0 (at least 0.000001)")
+    eps, delta = _costs(sub)
+    query = parse_job_query(sub.tier, sub.query)
     with veil.db.transaction() as session:
-        decision, dataset, version = _decide(session, veil, provider, sub, eps, delta)
+        decided = _decide(session, veil, provider, sub, query, eps, delta)
+        decision, dataset, version = decided.decision, decided.dataset, decided.version
         job = Job(
             id=new_id("job"),
             provider_id=provider.id,
@@ -109,22 +189,18 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
             dataset_version=version.version if version else None,
             grant_id=decision.grant.id if decision.grant else None,
             purpose=sub.purpose,
-            tier=PRIVATE_QUERY_TIER,
-            query=query_to_json(sub.query),
+            tier=sub.tier,
+            query=sub.query,
             epsilon=eps,
             delta=delta,
             status=JobStatus.QUEUED,
             reasons=[],
             created_at=veil.clock(),
         )
-        if (
-            decision.allowed
-            and decision.grant
-            and not debit(session, decision.grant, job.id, eps, delta)
-        ):
-            decision = Decision(
-                False, ("budget short: another job spent it first",), decision.grant
-            )
+        if decision.allowed and decision.grant and dataset:
+            refused = _debit(session, decision.grant, dataset, job.id, eps, delta)
+            if refused:
+                decision = Decision(False, (refused,), decision.grant)
         _record_submission(session, job, provider, decision)
     if not decision.allowed:
         raise Denied(decision.reasons, job.id)
@@ -142,11 +218,8 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
         "delta": job.delta / DELTA_UNIT,
     }
     if not decision.allowed:
-        job.status, job.reasons, job.finished_at = (
-            JobStatus.DENIED,
-            list(decision.reasons),
-            job.created_at,
-        )
+        job.status, job.reasons = JobStatus.DENIED, list(decision.reasons)
+        job.finished_at = job.created_at
         session.add(job)
         audit.record(
             session,
@@ -167,18 +240,60 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
         resource=resource,
         details=details | {"grant_id": job.grant_id},
     )
-    audit.record(
-        session,
-        "budget.debited",
-        actor=provider,
-        tenant_id=job.enterprise_id,
-        resource=f"grant:{job.grant_id}",
-        details={
-            "job_id": job.id,
-            "epsilon": job.epsilon / EPSILON_UNIT,
-            "delta": job.delta / DELTA_UNIT,
-        },
-    )
+    if job.epsilon or job.delta:
+        audit.record(
+            session,
+            "budget.debited",
+            actor=provider,
+            tenant_id=job.enterprise_id,
+            resource=f"grant:{job.grant_id}",
+            details={
+                "job_id": job.id,
+                "dataset_id": job.dataset_id,
+                "epsilon": job.epsilon / EPSILON_UNIT,
+                "delta": job.delta / DELTA_UNIT,
+            },
+        )
+
+
+def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str, Any]:
+    """What a tier-3 query would cost and how accurate it would be: no spending, no data read.
+
+    The only dataset fact used is the rounded row count (tier 0), for mean estimates.
+    """
+    require_role(provider, Role.PROVIDER)
+    eps, delta = _costs(sub)
+    query = parse_job_query(sub.tier, sub.query)
+    if not isinstance(query, PrivateQuery):
+        raise InvalidRequest("previews are for tier-3 (private query) jobs")
+    with veil.db.transaction() as session:
+        decided = _decide(session, veil, provider, sub, query, eps, delta)
+        audit.record(
+            session,
+            "job.previewed",
+            actor=provider,
+            outcome=audit.Outcome.OK if decided.decision.allowed else audit.Outcome.DENIED,
+            tenant_id=decided.dataset.enterprise_id if decided.dataset else None,
+            resource=f"dataset:{sub.dataset_id}",
+            details={
+                "epsilon": sub.epsilon,
+                "delta": sub.delta,
+                "reasons": list(decided.decision.reasons),
+            },
+        )
+    if not decided.decision.allowed or decided.schema is None or decided.version is None:
+        return {"allowed": False, "reasons": list(decided.decision.reasons), "preview": None}
+    try:
+        preview = preview_query(
+            decided.schema,
+            query,
+            sub.epsilon,
+            sub.delta,
+            rows_hint=rounded_count(decided.version.row_count),
+        )
+    except QueryError as exc:
+        raise InvalidRequest(f"query: {exc}") from None
+    return {"allowed": True, "reasons": [], "preview": preview}
 
 
 def visible_job(session: Session, principal: Principal, job_id: str) -> Job:
@@ -189,210 +304,39 @@ def visible_job(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
-# -- running -----------------------------------------------------------------------------
-def claim_next_job(veil: Veil) -> str | None:
-    """Atomically move the oldest queued job to running; return its id."""
-    with veil.db.transaction() as session:
-        job_id = session.scalar(
-            select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at).limit(1)
+def cancel_queued_jobs(session: Session, *, grant_ids: list[str], why: str, now: datetime) -> int:
+    """End the given grants' queued jobs as failed (their debits stay: no refunds)."""
+    jobs = list(
+        session.scalars(
+            select(Job).where(Job.grant_id.in_(grant_ids), Job.status == JobStatus.QUEUED)
         )
-        if job_id is None:
-            return None
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.RUNNING, started_at=veil.clock())
-        )
-        return job_id if claimed.rowcount == 1 else None
-
-
-def _fail(veil: Veil, job_id: str, reason: str, outcome: audit.Outcome) -> None:
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
+    )
+    for job in jobs:
+        job.status, job.error, job.finished_at = JobStatus.FAILED, f"cancelled: {why}", now
         audit.record(
             session,
-            "job.failed",
-            outcome=outcome,
+            "job.cancelled",
+            outcome=audit.Outcome.DENIED,
             tenant_id=job.enterprise_id,
             resource=f"job:{job.id}",
-            details={"reason": reason},
+            details={"reason": why, "grant_id": job.grant_id},
         )
+    return len(jobs)
 
 
-def _grant_still_valid(veil: Veil, session: Session, job: Job) -> bool:
-    grant = session.get(Grant, job.grant_id) if job.grant_id else None
-    return grant is not None and grant.active_at(veil.clock())
-
-
-def run_job(veil: Veil, job_id: str) -> None:
-    """Run a claimed job to ``released`` or ``failed``."""
+def cancel_expired(veil: Veil) -> int:
+    """Cancel queued jobs whose grant expired (revocation cancels at once already)."""
+    now = veil.clock()
     with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
-        assert job is not None and job.status == JobStatus.RUNNING
-        if not _grant_still_valid(veil, session, job):
-            valid = False
-        else:
-            valid = True
-            dataset = session.get(Dataset, job.dataset_id)
-            enterprise = session.get(Principal, job.enterprise_id)
-            version = session.scalar(
-                select(DatasetVersion).where(
-                    DatasetVersion.dataset_id == job.dataset_id,
-                    DatasetVersion.version == job.dataset_version,
-                )
+        expired = list(
+            session.scalars(
+                select(Grant.id)
+                .join(Job, Job.grant_id == Grant.id)
+                .where(Job.status == JobStatus.QUEUED, Grant.valid_until <= now)
             )
-    if not valid:
-        _fail(
-            veil,
-            job_id,
-            "the grant was revoked or expired before the job ran",
-            audit.Outcome.DENIED,
         )
-        return
-    assert dataset and enterprise and enterprise.slug and version
-    try:
-        frame = load_frame(veil, enterprise.slug, version)
-        release = run_private_query(
-            frame,
-            schema_from_json(dataset.declaration),
-            query_from_json(job.query),
-            job.epsilon / EPSILON_UNIT,
-            job.delta / DELTA_UNIT,
+        if not expired:
+            return 0
+        return cancel_queued_jobs(
+            session, grant_ids=sorted(set(expired)), why="the grant expired", now=now
         )
-        del frame
-    except KeyServerUnavailable:
-        _fail(
-            veil,
-            job_id,
-            "the key server is unavailable; the job's budget stays spent",
-            audit.Outcome.FAILED,
-        )
-        return
-    except Exception:
-        log.exception("job %s failed", job_id)
-        _fail(veil, job_id, "internal error while computing the result", audit.Outcome.FAILED)
-        return
-    _release(veil, job_id, release)
-
-
-def release_to_json(release: QueryRelease, dataset_version: int | None) -> dict[str, Any]:
-    return {
-        "rows": [
-            {
-                "group": row.group,
-                "values": [
-                    {
-                        "aggregate": v.aggregate,
-                        "value": v.value,
-                        "noise_scale": v.noise_scale,
-                        "ci95": list(v.ci95),
-                    }
-                    for v in row.values
-                ],
-            }
-            for row in release.rows
-        ],
-        "epsilon": release.epsilon,
-        "delta": release.delta,
-        "mechanism": release.mechanism,
-        "dataset_version": dataset_version,
-    }
-
-
-def _release(veil: Veil, job_id: str, release: QueryRelease) -> None:
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        if not _grant_still_valid(veil, session, job):
-            revoked = True
-        else:
-            revoked = False
-            result = release_to_json(release, job.dataset_version)
-            digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
-            job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
-            job.finished_at = veil.clock()
-            audit.record(
-                session,
-                "job.released",
-                tenant_id=job.enterprise_id,
-                resource=f"job:{job.id}",
-                details={
-                    "result_sha256": digest,
-                    "epsilon_spent": release.epsilon,
-                    "delta_spent": release.delta,
-                },
-            )
-    if revoked:
-        _fail(
-            veil,
-            job_id,
-            "the grant was revoked while the job ran; nothing was released",
-            audit.Outcome.DENIED,
-        )
-
-
-def recover_interrupted_jobs(veil: Veil) -> int:
-    """After a crash, jobs left running end failed (their data may have been read)."""
-    with veil.db.transaction() as session:
-        ids = list(session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
-    for job_id in ids:
-        _fail(
-            veil,
-            job_id,
-            "interrupted by a restart; the job's budget stays spent",
-            audit.Outcome.FAILED,
-        )
-    return len(ids)
-
-
-class JobWorker(threading.Thread):
-    """The embedded, in-process worker: runs queued jobs and signs audit checkpoints."""
-
-    def __init__(self, veil: Veil) -> None:
-        super().__init__(name="veil-job-worker", daemon=True)
-        self.veil = veil
-        self._stopping = threading.Event()
-        self._last_checkpoint = time.monotonic()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.veil.jobs_waiting.set()
-        self.join(30)
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            # Clear before looking, so a submission arriving meanwhile is never missed.
-            self.veil.jobs_waiting.clear()
-            job_id = None
-            try:
-                job_id = claim_next_job(self.veil)
-                if job_id is not None:
-                    run_job(self.veil, job_id)
-                self._maybe_checkpoint()
-            except Exception:  # keep serving; the job itself was marked failed where possible
-                log.exception("job worker iteration failed")
-            if job_id is None:
-                self.veil.jobs_waiting.wait(self.veil.settings.job_poll_interval_s)
-
-    def _maybe_checkpoint(self) -> None:
-        settings = self.veil.settings
-        with self.veil.db.transaction() as session:
-            head = session.get(audit.AuditHead, 1)
-            last = (
-                session.scalar(
-                    select(audit.AuditCheckpoint.seq)
-                    .order_by(audit.AuditCheckpoint.seq.desc())
-                    .limit(1)
-                )
-                or 0
-            )
-        pending = (head.seq if head else 0) - last
-        due = time.monotonic() - self._last_checkpoint >= settings.audit_checkpoint_interval_s
-        if pending >= settings.audit_checkpoint_every or (pending > 0 and due):
-            try:
-                self.veil.checkpoint()
-            except KeyServerUnavailable:
-                log.warning("audit checkpoint postponed: key server unavailable")
-            self._last_checkpoint = time.monotonic()

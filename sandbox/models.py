@@ -21,6 +21,12 @@ class Dataset(Base):
     enterprise_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     declaration: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The enterprise-wide cap across all providers together (against collusion), in the
+    # ledger's exact units (policies.grants.EPSILON_UNIT / DELTA_UNIT), and what was spent.
+    epsilon_cap: Mapped[int] = mapped_column(BigInteger)
+    delta_cap: Mapped[int] = mapped_column(BigInteger)
+    epsilon_spent: Mapped[int] = mapped_column(BigInteger, default=0)
+    delta_spent: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -40,6 +46,19 @@ class DatasetVersion(Base):
     ciphertext_sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReleasedCell(Base):
+    """A tier-2 cell released earlier: what the differencing guard compares new cells with."""
+
+    __tablename__ = "released_cells"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(40))
+    conditions: Mapped[dict[str, str]] = mapped_column(JSON)
+    count: Mapped[int] = mapped_column(BigInteger)  # true count: internal, never shown
 
 
 class JobStatus(enum.StrEnum):

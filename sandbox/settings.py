@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     max_upload_rows: int = Field(default=10_000_000, gt=0, description="Most rows per upload.")
     max_upload_columns: int = Field(default=500, gt=0, description="Most columns per upload.")
 
+    # Privacy: defaults and floors.
+    default_dataset_epsilon_cap: float = Field(
+        default=10.0,
+        gt=0,
+        description="Enterprise-wide epsilon cap of a new dataset (all providers).",
+    )
+    default_dataset_delta_cap: float = Field(
+        default=1e-5, ge=0, lt=1, description="Enterprise-wide delta cap of a new dataset."
+    )
+    sdc_min_count_floor: int = Field(
+        default=10, ge=10, description="Platform floor of tier-2 cell sizes (grants may raise it)."
+    )
+
     # Audit checkpoints: signed after this many new events, or this many seconds.
     audit_checkpoint_every: int = Field(default=100, gt=0)
     audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)

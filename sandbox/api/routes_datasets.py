@@ -1,23 +1,30 @@
-"""Datasets: declare, upload versions (raw body, never spooled to disk), list, show."""
+"""Datasets (declare, upload, show), the tier-0 catalog and tier-1 mock data."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from analytics.schema import ColumnSpec, DatasetSchema, PrivacyUnit
 from policies.errors import InvalidRequest
+from policies.grants import DELTA_UNIT, EPSILON_UNIT
 from policies.principals import Principal, Role
-from sandbox import datasets
+from sandbox import catalog, datasets
 from sandbox.api.deps import PrincipalDep, VeilDep
-from sandbox.api.schemas import ColumnOut, DatasetIn, DatasetOut, VersionOut
+from sandbox.api.schemas import (
+    BudgetOut,
+    CatalogEntryOut,
+    ColumnOut,
+    DatasetIn,
+    DatasetOut,
+    VersionOut,
+)
 from sandbox.core import Veil
 from sandbox.models import Dataset, DatasetVersion
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-
-
-class PayloadTooLarge(InvalidRequest):
-    pass
+router = APIRouter(prefix="/v1", tags=["datasets"])
 
 
 def _schema(body: DatasetIn) -> DatasetSchema:
@@ -30,11 +37,29 @@ def _schema(body: DatasetIn) -> DatasetSchema:
             upper=c.upper,
             categories=tuple(c.categories) if c.categories else None,
             nullable=c.nullable,
+            null_rate=c.null_rate,
         )
         for c in body.columns
     )
     unit = PrivacyUnit(body.privacy_unit.id_column, body.privacy_unit.max_rows_per_id)
     return DatasetSchema(columns, unit)
+
+
+def _columns(dataset: Dataset) -> list[ColumnOut]:
+    schema = datasets.schema_from_json(dataset.declaration)
+    return [
+        ColumnOut(
+            name=c.name,
+            type=c.type,
+            column_class=c.column_class,
+            lower=c.lower,
+            upper=c.upper,
+            categories=list(c.categories) if c.categories else None,
+            nullable=c.nullable,
+            null_rate=c.null_rate,
+        )
+        for c in schema.columns
+    ]
 
 
 def _version_out(v: DatasetVersion, owner: bool) -> VersionOut:
@@ -48,8 +73,19 @@ def _version_out(v: DatasetVersion, owner: bool) -> VersionOut:
     )
 
 
+def _cap(dataset: Dataset) -> BudgetOut:
+    e, d = EPSILON_UNIT, DELTA_UNIT
+    return BudgetOut(
+        epsilon=dataset.epsilon_cap / e,
+        delta=dataset.delta_cap / d,
+        epsilon_spent=dataset.epsilon_spent / e,
+        delta_spent=dataset.delta_spent / d,
+        epsilon_remaining=(dataset.epsilon_cap - dataset.epsilon_spent) / e,
+        delta_remaining=(dataset.delta_cap - dataset.delta_spent) / d,
+    )
+
+
 def _out(veil: Veil, dataset: Dataset, viewer: Principal) -> DatasetOut:
-    schema = datasets.schema_from_json(dataset.declaration)
     with veil.db.transaction() as session:
         latest = datasets.latest_version(session, dataset.id)
     owner = viewer.role == Role.ENTERPRISE
@@ -57,32 +93,29 @@ def _out(veil: Veil, dataset: Dataset, viewer: Principal) -> DatasetOut:
         id=dataset.id,
         enterprise_id=dataset.enterprise_id,
         name=dataset.name,
-        columns=[
-            ColumnOut(
-                name=c.name,
-                type=c.type,
-                column_class=c.column_class,
-                lower=c.lower,
-                upper=c.upper,
-                categories=list(c.categories) if c.categories else None,
-                nullable=c.nullable,
-            )
-            for c in schema.columns
-        ],
+        columns=_columns(dataset),
         privacy_unit=dataset.declaration["privacy_unit"],
         latest_version=_version_out(latest, owner) if latest else None,
+        cap=_cap(dataset) if owner else None,
         created_at=dataset.created_at,
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model_by_alias=True)
+@router.post("/datasets", status_code=status.HTTP_201_CREATED, response_model_by_alias=True)
 def create_dataset(body: DatasetIn, veil: VeilDep, caller: PrincipalDep) -> DatasetOut:
-    """Declare a dataset: columns with type, class, bounds, categories; the privacy unit."""
-    dataset = datasets.create_dataset(veil, caller, body.name, _schema(body))
+    """Declare a dataset: columns with type, class, bounds, categories; the privacy unit; caps."""
+    dataset = datasets.create_dataset(
+        veil,
+        caller,
+        body.name,
+        _schema(body),
+        epsilon_cap=body.epsilon_cap,
+        delta_cap=body.delta_cap,
+    )
     return _out(veil, dataset, caller)
 
 
-@router.get("", response_model_by_alias=True)
+@router.get("/datasets", response_model_by_alias=True)
 def list_datasets(veil: VeilDep, caller: PrincipalDep) -> list[DatasetOut]:
     """An enterprise's own datasets; a provider's granted ones (schema only, no row counts)."""
     if caller.role == Role.PROVIDER:
@@ -90,39 +123,83 @@ def list_datasets(veil: VeilDep, caller: PrincipalDep) -> list[DatasetOut]:
     return [_out(veil, d, caller) for d, _ in datasets.list_datasets(veil, caller)]
 
 
-@router.get("/{dataset_id}", response_model_by_alias=True)
+@router.get("/datasets/{dataset_id}", response_model_by_alias=True)
 def get_dataset(dataset_id: str, veil: VeilDep, caller: PrincipalDep) -> DatasetOut:
     return _out(veil, datasets.visible_dataset(veil, caller, dataset_id), caller)
 
 
+@router.get("/catalog", response_model_by_alias=True)
+def get_catalog(veil: VeilDep, caller: PrincipalDep) -> list[CatalogEntryOut]:
+    """Tier 0: granted datasets with schema, classes, bounds, categories, a rounded row count."""
+    return [
+        CatalogEntryOut(
+            dataset_id=e.dataset.id,
+            name=e.dataset.name,
+            enterprise_id=e.dataset.enterprise_id,
+            columns=_columns(e.dataset),
+            privacy_unit=e.dataset.declaration["privacy_unit"],
+            row_count_rounded=e.row_count_rounded,
+            granted_columns=e.columns,
+            tiers=e.tiers,
+            purposes=e.purposes,
+            grant_ids=e.grant_ids,
+        )
+        for e in catalog.catalog(veil, caller)
+    ]
+
+
+MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+
+
+@router.get(
+    "/datasets/{dataset_id}/mock", responses={200: {"content": {m: {} for m in MEDIA.values()}}}
+)
+def get_mock(
+    dataset_id: str,
+    veil: VeilDep,
+    caller: PrincipalDep,
+    rows: Annotated[int, Query(ge=1, le=catalog.MAX_MOCK_ROWS)] = 1000,
+    seed: Annotated[int, Query(ge=0, le=2**32 - 1)] = 0,
+    format: Literal["csv", "parquet"] = "csv",
+) -> Response:
+    """Tier 1: synthetic rows from the declaration only; reproducible from ``seed``; free."""
+    data = catalog.mock_data(veil, caller, dataset_id, rows=rows, seed=seed, fmt=format)
+    filename = f"{dataset_id}-mock-{seed}.{format}"
+    return Response(
+        content=data,
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+class PayloadTooLarge(InvalidRequest):
+    pass
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body in memory, refusing (413) past ``limit`` without reading further."""
+    """The whole body in memory, refusing past ``limit`` without reading further."""
+    message = f"the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)")
+        raise PayloadTooLarge(message)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(
-                f"the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)"
-            )
+            raise PayloadTooLarge(message)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 @router.post(
-    "/{dataset_id}/versions",
+    "/datasets/{dataset_id}/versions",
     status_code=status.HTTP_201_CREATED,
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "text/csv": {"schema": {"type": "string", "format": "binary"}},
-                "application/vnd.apache.parquet": {
-                    "schema": {"type": "string", "format": "binary"}
-                },
+                m: {"schema": {"type": "string", "format": "binary"}} for m in MEDIA.values()
             },
         }
     },
@@ -136,8 +213,6 @@ async def upload_version(
 ) -> VersionOut:
     """Upload the data as the raw body (CSV or Parquet); stored encrypted as a new version."""
     data = await _read_body(request, veil.settings.max_upload_bytes)
-    from starlette.concurrency import run_in_threadpool
-
     version = await run_in_threadpool(
         datasets.upload_version,
         veil,

@@ -1,13 +1,13 @@
-"""Grants: an enterprise grants, lists and revokes; a provider sees what it was granted."""
+"""Grants: an enterprise grants, narrows, extends and revokes; a provider sees its own."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from policies.grants import Grant, GrantTerms, describe
+from policies.grants import Grant, GrantChange, GrantTerms, describe
 from sandbox import consent
 from sandbox.api.deps import PrincipalDep, VeilDep
-from sandbox.api.schemas import GrantIn, GrantOut
+from sandbox.api.schemas import GrantChangeIn, GrantIn, GrantOut, RevokeIn
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
 
@@ -29,6 +29,7 @@ def create_grant(body: GrantIn, veil: VeilDep, caller: PrincipalDep) -> GrantOut
         valid_until=body.valid_until,
         epsilon=body.epsilon,
         delta=body.delta,
+        min_group_size=body.min_group_size,
     )
     return out(consent.grant_access(veil, caller, terms))
 
@@ -43,7 +44,26 @@ def get_grant(grant_id: str, veil: VeilDep, caller: PrincipalDep) -> GrantOut:
     return out(consent.get_grant(veil, caller, grant_id))
 
 
+@router.patch("/{grant_id}")
+def change_grant(
+    grant_id: str, body: GrantChangeIn, veil: VeilDep, caller: PrincipalDep
+) -> GrantOut:
+    """Narrow (fewer columns, tiers, purposes; less budget; larger cells) or extend validity."""
+    changes = GrantChange(
+        columns=tuple(body.columns) if body.columns is not None else None,
+        tiers=tuple(body.tiers) if body.tiers is not None else None,
+        purposes=tuple(body.purposes) if body.purposes is not None else None,
+        epsilon=body.epsilon,
+        delta=body.delta,
+        valid_until=body.valid_until,
+        min_group_size=body.min_group_size,
+    )
+    return out(consent.change(veil, caller, grant_id, changes, body.reason))
+
+
 @router.post("/{grant_id}/revoke")
-def revoke_grant(grant_id: str, veil: VeilDep, caller: PrincipalDep) -> GrantOut:
-    """Revoke at once: no further job, queued or new, releases anything under it."""
-    return out(consent.revoke(veil, caller, grant_id))
+def revoke_grant(
+    grant_id: str, veil: VeilDep, caller: PrincipalDep, body: RevokeIn | None = None
+) -> GrantOut:
+    """Revoke at once; the grant's queued jobs are cancelled and nothing more is released."""
+    return out(consent.revoke(veil, caller, grant_id, body.reason if body else None))

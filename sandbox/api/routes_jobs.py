@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 
-from analytics.schema import Aggregate, PrivateQuery
+from analytics.query_document import query_json_schema
 from policies.errors import Conflict
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Role
@@ -19,6 +19,8 @@ from sandbox.api.schemas import (
     CheckpointOut,
     JobIn,
     JobOut,
+    PreviewItemOut,
+    PreviewOut,
     ResultOut,
     VerifyOut,
 )
@@ -48,23 +50,49 @@ def job_out(job: Job) -> JobOut:
     )
 
 
+def _submission(body: JobIn) -> jobs.JobSubmission:
+    return jobs.JobSubmission(
+        dataset_id=body.dataset_id,
+        purpose=body.purpose,
+        tier=body.tier,
+        epsilon=body.epsilon,
+        delta=body.delta,
+        query=body.query,
+    )
+
+
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
 def submit_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> JobOut:
-    """Submit a private query (tier 3).
+    """Submit a tier-2 table (SDC-checked) or a tier-3 private query.
 
     Denied: 403 with the reasons.  Allowed: 202, queued, with the budget already debited.
     """
-    query = PrivateQuery(
-        tuple(Aggregate(a.kind, a.column) for a in body.query.aggregates), body.query.group_by
+    return job_out(jobs.submit_job(veil, caller, _submission(body)))
+
+
+@router.post("/jobs/preview")
+def preview_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> PreviewOut:
+    """What a tier-3 query would cost and its expected error; spends nothing, reads no data."""
+    answer = jobs.preview_job(veil, caller, _submission(body))
+    preview = answer["preview"]
+    if preview is None:
+        return PreviewOut(allowed=False, reasons=answer["reasons"])
+    return PreviewOut(
+        allowed=True,
+        reasons=[],
+        epsilon=preview.epsilon,
+        delta=preview.delta,
+        aggregates=[
+            PreviewItemOut.model_validate(i, from_attributes=True) for i in preview.aggregates
+        ],
+        notes=list(preview.notes),
     )
-    sub = jobs.JobSubmission(
-        dataset_id=body.dataset_id,
-        purpose=body.purpose,
-        epsilon=body.epsilon,
-        delta=body.delta,
-        query=query,
-    )
-    return job_out(jobs.submit_job(veil, caller, sub))
+
+
+@router.get("/schemas/query", tags=["schemas"])
+def query_schema() -> dict[str, Any]:
+    """The JSON Schema of the query document (also in docs/query.schema.json)."""
+    return query_json_schema()
 
 
 @router.get("/jobs")
@@ -89,7 +117,7 @@ def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
 
 @router.get("/jobs/{job_id}/result")
 def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
-    """The released, differentially private result with its accuracy and the remaining budget."""
+    """The released result (a DP query with accuracy, or an SDC-checked table) and the budget."""
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         if job.status != JobStatus.RELEASED or job.result is None or job.result_sha256 is None:

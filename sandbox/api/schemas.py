@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from analytics.schema import AggregateKind, ColumnClass, ColumnType
+from analytics.schema import ColumnClass, ColumnType
 
 
 class Input(BaseModel):
@@ -56,6 +56,7 @@ class ColumnIn(Input):
     upper: float | None = None
     categories: list[str] | None = None
     nullable: bool = False
+    null_rate: float | None = Field(default=None, ge=0, le=1, description="For mock data only")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -69,6 +70,10 @@ class DatasetIn(Input):
     name: str = Field(min_length=1, max_length=200)
     columns: list[ColumnIn] = Field(min_length=1, max_length=500)
     privacy_unit: PrivacyUnitIn = Field(default_factory=PrivacyUnitIn)
+    epsilon_cap: float | None = Field(
+        default=None, gt=0, le=100, description="Cap for all providers together; default: setting"
+    )
+    delta_cap: float | None = Field(default=None, ge=0, lt=1)
 
 
 class ColumnOut(BaseModel):
@@ -79,6 +84,7 @@ class ColumnOut(BaseModel):
     upper: float | None = None
     categories: list[str] | None = None
     nullable: bool = False
+    null_rate: float | None = None
 
 
 class VersionOut(BaseModel):
@@ -97,7 +103,23 @@ class DatasetOut(BaseModel):
     columns: list[ColumnOut]
     privacy_unit: dict[str, Any]
     latest_version: VersionOut | None = None
+    cap: BudgetOut | None = Field(default=None, description="Enterprise-wide cap; owner only")
     created_at: datetime
+
+
+class CatalogEntryOut(BaseModel):
+    """Tier 0: what a provider may know about a granted dataset (never an exact row count)."""
+
+    dataset_id: str
+    name: str
+    enterprise_id: str
+    columns: list[ColumnOut]
+    privacy_unit: dict[str, Any]
+    row_count_rounded: int | None = Field(description="Two significant figures, at least 10")
+    granted_columns: list[str]
+    tiers: list[int]
+    purposes: list[str]
+    grant_ids: list[str]
 
 
 class GrantIn(Input):
@@ -110,6 +132,24 @@ class GrantIn(Input):
     valid_until: datetime
     epsilon: float = Field(ge=0, le=100)
     delta: float = Field(default=0.0, ge=0, lt=1)
+    min_group_size: int | None = Field(default=None, ge=1, description="Tier 2; default: floor")
+
+
+class GrantChangeIn(Input):
+    """Narrow a grant or extend its validity; give only what changes, and why."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    columns: list[str] | None = None
+    tiers: list[int] | None = None
+    purposes: list[str] | None = None
+    epsilon: float | None = Field(default=None, ge=0, le=100)
+    delta: float | None = Field(default=None, ge=0, lt=1)
+    valid_until: datetime | None = None
+    min_group_size: int | None = Field(default=None, ge=1)
+
+
+class RevokeIn(Input):
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class BudgetOut(BaseModel):
@@ -132,25 +172,17 @@ class GrantOut(BaseModel):
     valid_from: datetime
     valid_until: datetime
     revoked_at: datetime | None
+    min_group_size: int
     budget: BudgetOut
-
-
-class AggregateIn(Input):
-    kind: AggregateKind
-    column: str | None = None
-
-
-class QueryIn(Input):
-    aggregates: list[AggregateIn] = Field(min_length=1, max_length=8)
-    group_by: str | None = None
 
 
 class JobIn(Input):
     dataset_id: str
     purpose: str = Field(min_length=1, max_length=64)
-    epsilon: float = Field(gt=0, le=100)
+    tier: int = Field(default=3, description="2: SDC-checked table; 3: DP query")
+    epsilon: float = Field(default=0.0, ge=0, le=100, description="Tier 3: required, > 0")
     delta: float = Field(default=0.0, ge=0, lt=1)
-    query: QueryIn
+    query: dict[str, Any] = Field(description="The query document: see /v1/schemas/query")
 
 
 class JobOut(BaseModel):
@@ -179,19 +211,45 @@ class ReleasedValueOut(BaseModel):
 
 
 class ReleasedRowOut(BaseModel):
-    group: str | None
+    group: dict[str, str] | None
     values: list[ReleasedValueOut]
+
+
+class CellOut(BaseModel):
+    key: dict[str, str]
+    values: dict[str, float | None] = Field(description="None where suppressed")
+    status: str = Field(description="ok, or suppressed")
+    reasons: list[str]
 
 
 class ResultOut(BaseModel):
     job_id: str
-    rows: list[ReleasedRowOut]
-    epsilon: float = Field(description="Privacy loss of this release, from OpenDP's accounting")
-    delta: float
-    mechanism: str
+    tier: int
+    rows: list[ReleasedRowOut] | None = Field(default=None, description="Tier 3")
+    cells: list[CellOut] | None = Field(default=None, description="Tier 2")
+    rules: dict[str, Any] | None = Field(default=None, description="Tier 2: the SDC rules applied")
+    epsilon: float = Field(default=0.0, description="Privacy loss, from OpenDP's accounting")
+    delta: float = 0.0
+    mechanism: str | None = None
     dataset_version: int | None
     result_sha256: str
     remaining_budget: BudgetOut
+
+
+class PreviewItemOut(BaseModel):
+    aggregate: str
+    noise_scale: float | None
+    ci95_half_width: float | None
+    note: str | None
+
+
+class PreviewOut(BaseModel):
+    allowed: bool
+    reasons: list[str]
+    epsilon: float | None = None
+    delta: float | None = None
+    aggregates: list[PreviewItemOut] | None = None
+    notes: list[str] | None = None
 
 
 class AuditEventOut(BaseModel):

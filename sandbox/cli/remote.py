@@ -142,6 +142,46 @@ def datasets_upload(
     Output(as_json).record(f"stored encrypted as version {version['version']}", version)
 
 
+@datasets_app.command("catalog")
+def datasets_catalog(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Tier 0 (provider): granted datasets, their schema and a rounded row count."""
+    with connect(url, token) as c:
+        entries = c.catalog()
+    rows = [
+        {
+            "dataset": e["dataset_id"],
+            "name": e["name"],
+            "rows (rounded)": e["row_count_rounded"],
+            "tiers": e["tiers"],
+            "purposes": e["purposes"],
+            "granted columns": e["granted_columns"],
+        }
+        for e in entries
+    ]
+    Output(as_json).table(
+        "catalog",
+        rows,
+        ["dataset", "name", "rows (rounded)", "tiers", "purposes", "granted columns"],
+        raw=entries,
+    )
+
+
+@datasets_app.command("mock")
+def datasets_mock(
+    dataset_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o")],
+    token: Token,
+    rows: int = 1000,
+    seed: int = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Tier 1: download mock rows generated from the declaration only (free)."""
+    with connect(url, token) as c:
+        output.write_bytes(c.mock(dataset_id, rows=rows, seed=seed, fmt=fmt))
+    console.print(f"{rows} mock rows (seed {seed}) written to {output}")
+
+
 @datasets_app.command("list")
 def datasets_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     with connect(url, token) as c:
@@ -228,40 +268,102 @@ def grants_show(
 
 @grants_app.command("revoke")
 def grants_revoke(
-    grant_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+    grant_id: str,
+    token: Token,
+    reason: Annotated[str | None, typer.Option(help="Why (goes into the audit log)")] = None,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Revoke a grant at once (queued jobs under it will not release)."""
+    """Revoke a grant at once; its queued jobs are cancelled."""
     with connect(url, token) as c:
-        Output(as_json).record("grant revoked", c.revoke_grant(grant_id))
+        Output(as_json).record("grant revoked", c.revoke_grant(grant_id, reason))
+
+
+@grants_app.command("change")
+def grants_change(
+    grant_id: str,
+    token: Token,
+    reason: Annotated[str, typer.Option(help="Why (goes into the audit log)")],
+    column: Annotated[list[str] | None, typer.Option(help="Keep only these columns")] = None,
+    tier: Annotated[list[int] | None, typer.Option(help="Keep only these tiers")] = None,
+    purpose: Annotated[list[str] | None, typer.Option(help="Keep only these purposes")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Lower the epsilon budget")] = None,
+    extend_days: Annotated[int | None, typer.Option(help="Valid until N days from now")] = None,
+    min_group_size: Annotated[int | None, typer.Option(help="Raise the tier-2 cell floor")] = None,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Narrow a grant (columns, tiers, purposes, budget, cell floor) or extend its validity."""
+    changes: dict[str, Any] = {
+        "columns": column,
+        "tiers": tier,
+        "purposes": purpose,
+        "epsilon": epsilon,
+        "min_group_size": min_group_size,
+    }
+    if extend_days is not None:
+        changes["valid_until"] = datetime.now(UTC) + timedelta(days=extend_days)
+    with connect(url, token) as c:
+        grant = c.change_grant(
+            grant_id, reason, **{k: v for k, v in changes.items() if v is not None}
+        )
+    Output(as_json).record("grant changed", _grant_row(grant) if not as_json else grant)
 
 
 # -- jobs ------------------------------------------------------------------------------------------
-def _aggregates(count: bool, total: list[str], mean: list[str]) -> list[dict[str, Any]]:
+def _query(
+    count: bool,
+    total: list[str] | None,
+    mean: list[str] | None,
+    median: list[str] | None,
+    group_by: list[str] | None,
+    query_file: Path | None,
+) -> dict[str, Any]:
+    if query_file is not None:
+        document: dict[str, Any] = json.loads(query_file.read_text())
+        return document
     aggregates: list[dict[str, Any]] = [{"kind": "count"}] if count else []
-    aggregates += [{"kind": "sum", "column": c} for c in total]
-    aggregates += [{"kind": "mean", "column": c} for c in mean]
+    aggregates += [{"kind": "sum", "column": c} for c in total or []]
+    aggregates += [{"kind": "mean", "column": c} for c in mean or []]
+    aggregates += [{"kind": "median", "column": c} for c in median or []]
     if not aggregates:
-        raise typer.BadParameter("ask for at least one of --count, --sum COL, --mean COL")
-    return aggregates
+        raise typer.BadParameter(
+            "ask for at least one of --count, --sum COL, --mean COL, --median COL, "
+            "or give --query FILE (see docs/query-examples.md)"
+        )
+    return {"aggregates": aggregates, "group_by": group_by or []}
+
+
+QueryFile = Annotated[Path | None, typer.Option("--query", help="Query document (JSON file)")]
+Count = Annotated[bool, typer.Option("--count", help="Count rows")]
+Sums = Annotated[list[str] | None, typer.Option("--sum", help="Sum a column (repeat)")]
+Means = Annotated[list[str] | None, typer.Option("--mean", help="Mean of a column (repeat)")]
+Medians = Annotated[list[str] | None, typer.Option("--median", help="Median of a column (repeat)")]
+GroupBy = Annotated[list[str] | None, typer.Option("--group-by", help="Group key column (repeat)")]
 
 
 @jobs_app.command("submit")
 def jobs_submit(
     dataset: Annotated[str, typer.Option(help="Dataset id")],
     purpose: Annotated[str, typer.Option(help="Purpose (must be granted)")],
-    epsilon: Annotated[float, typer.Option(help="Privacy loss to spend")],
     token: Token,
-    count: Annotated[bool, typer.Option("--count", help="Count rows")] = False,
-    total: Annotated[list[str], typer.Option("--sum", help="Sum a column (repeat)")] = [],  # noqa: B006
-    mean: Annotated[list[str], typer.Option("--mean", help="Mean of a column (repeat)")] = [],  # noqa: B006
-    group_by: Annotated[str | None, typer.Option(help="Public column to group by")] = None,
+    epsilon: Annotated[float, typer.Option(help="Privacy loss to spend (tier 3)")] = 0.0,
+    delta: Annotated[float, typer.Option(help="Delta to spend (tier 3, key selection)")] = 0.0,
+    tier: Annotated[int, typer.Option(help="2: SDC-checked table; 3: DP query")] = 3,
+    count: Count = False,
+    total: Sums = None,
+    mean: Means = None,
+    median: Medians = None,
+    group_by: GroupBy = None,
+    query_file: QueryFile = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result and print it")] = True,
     url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a differentially private query (tier 3) and, by default, wait for its result."""
+    """Submit a job (tier 3 DP query, or tier 2 table) and, by default, wait for its result."""
+    document = _query(count, total, mean, median, group_by, query_file)
     with connect(url, token) as c:
-        job = c.submit_job(dataset, purpose, epsilon, _aggregates(count, total, mean), group_by)
+        job = c.submit_query(dataset, purpose, document, tier=tier, epsilon=epsilon, delta=delta)
         if not wait:
             Output(as_json).record("job queued", job)
             return
@@ -275,9 +377,48 @@ def jobs_submit(
         print_result(c.get_result(job["id"]), Output(as_json))
 
 
+@jobs_app.command("preview")
+def jobs_preview(
+    dataset: Annotated[str, typer.Option(help="Dataset id")],
+    purpose: Annotated[str, typer.Option(help="Purpose (must be granted)")],
+    epsilon: Annotated[float, typer.Option(help="Privacy loss it would spend")],
+    token: Token,
+    delta: Annotated[float, typer.Option(help="Delta it would spend")] = 0.0,
+    count: Count = False,
+    total: Sums = None,
+    mean: Means = None,
+    median: Medians = None,
+    group_by: GroupBy = None,
+    query_file: QueryFile = None,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a tier-3 query would cost and its expected error; spends nothing."""
+    document = _query(count, total, mean, median, group_by, query_file)
+    with connect(url, token) as c:
+        answer = c.preview(dataset, purpose, document, epsilon=epsilon, delta=delta)
+    out = Output(as_json)
+    if as_json:
+        out.data(answer)
+        return
+    if not answer["allowed"]:
+        out.say("[red]this query would be denied:[/red] " + "; ".join(answer["reasons"]))
+        raise typer.Exit(1)
+    out.table(
+        f"preview: epsilon {answer['epsilon']:g}, delta {answer['delta']:g} (nothing spent)",
+        answer["aggregates"],
+        ["aggregate", "noise_scale", "ci95_half_width", "note"],
+    )
+    for note in answer.get("notes") or []:
+        out.say(f"note: {note}")
+
+
 def print_result(result: dict[str, Any], out: Output) -> None:
     if out.as_json:
         out.data(result)
+        return
+    if result.get("cells") is not None:
+        _print_table_result(result, out)
         return
     rows = []
     for row in result["rows"]:
@@ -285,7 +426,7 @@ def print_result(result: dict[str, Any], out: Output) -> None:
             lo, hi = v["ci95"]
             rows.append(
                 {
-                    "group": row["group"],
+                    "group": _group(row["group"]),
                     "statistic": v["aggregate"],
                     "value": v["value"],
                     "95% interval": f"{lo:,.4g} .. {hi:,.4g}",
@@ -299,6 +440,30 @@ def print_result(result: dict[str, Any], out: Output) -> None:
     )
     budget = result["remaining_budget"]
     out.say(f"remaining budget: epsilon {budget['epsilon_remaining']:g} of {budget['epsilon']:g}")
+
+
+def _group(group: dict[str, str] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items()) if group else "all"
+
+
+def _print_table_result(result: dict[str, Any], out: Output) -> None:
+    labels = sorted({label for cell in result["cells"] for label in cell["values"]})
+    rows = [
+        {
+            "group": _group(cell["key"]),
+            **cell["values"],
+            "status": cell["status"],
+            "why": "; ".join(cell["reasons"]),
+        }
+        for cell in result["cells"]
+    ]
+    rules = result["rules"]
+    out.table(
+        f"result of {result['job_id']} (tier 2: cells under {rules['min_count']} rows, "
+        "dominant or differencing cells suppressed)",
+        rows,
+        ["group", *labels, "status", "why"],
+    )
 
 
 @jobs_app.command("list")

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import private_query
+from analytics import dp_catalog, dp_plans, dp_preview, dp_run, private_query, query_document
 from analytics.private_query import (
     QueryError,
     QueryRelease,
@@ -101,11 +101,11 @@ QUERIES = {
 NOISE_ADDITIONS = {"one": 1, "two": 2, "three": 4}  # a mean is a noisy sum and a noisy count
 
 
-@pytest.mark.parametrize("group_by", [None, "site"])
+@pytest.mark.parametrize("group_by", [(), ("site",)])
 @pytest.mark.parametrize("name", sorted(QUERIES))
 @pytest.mark.parametrize("epsilon", [0.3, 1.0])
 def test_spends_exactly_the_requested_epsilon(
-    name: str, group_by: str | None, epsilon: float
+    name: str, group_by: tuple[str, ...], epsilon: float
 ) -> None:
     release = run(PrivateQuery(QUERIES[name], group_by), epsilon)
     assert release.epsilon <= epsilon
@@ -115,7 +115,7 @@ def test_spends_exactly_the_requested_epsilon(
     # One global scale: each noise addition gets epsilon / k, so a count's scale is k / eps.
     count = release.rows[0].values[0]
     assert count.noise_scale == pytest.approx(NOISE_ADDITIONS[name] / epsilon, rel=1e-9)
-    assert len(release.rows) == (1 if group_by is None else len(SITES))
+    assert len(release.rows) == (1 if not group_by else len(SITES))
 
 
 def test_labels_follow_query_order() -> None:
@@ -142,8 +142,9 @@ def test_count_noise_is_centred_with_the_reported_scale() -> None:
     expected_std = discrete_laplace_std(1.0)  # ≈ 1.357
     # Mean of 200 draws: standard error ≈ 0.096, so 0.5 is > 5 standard errors.
     assert abs(statistics.fmean(values) - N) < 0.5
-    # Sample std of 200 Laplace draws varies by ≈ 8% (kurtosis 6); 30% is > 3.5 sigma.
-    assert statistics.stdev(values) == pytest.approx(expected_std, rel=0.30)
+    # Sample std of 200 Laplace draws varies by ≈ 8% (kurtosis 6) with a heavy right tail:
+    # simulated, it is off by > 30% in ≈ 5e-4 of runs and by > 40% in ≈ 1e-5.
+    assert statistics.stdev(values) == pytest.approx(expected_std, rel=0.40)
     assert len(set(values)) > 3
     # Integer noise at scale 1 covers ≈ 97.3% (|noise| <= 3); at least 90% must.
     covered = sum(r.ci95[0] <= N <= r.ci95[1] for r in releases)
@@ -170,11 +171,12 @@ def test_ci95_covers_the_truth_about_95_percent_of_the_time() -> None:
         .agg(pl.len().alias("n"), pl.col("v").sum().alias("s"), pl.col("v").mean().alias("m"))
         .iter_rows(named=True)
     }
-    query = PrivateQuery((COUNT, agg("sum", "v"), agg("mean", "v")), "cell")
+    query = PrivateQuery((COUNT, agg("sum", "v"), agg("mean", "v")), ("cell",))
     hits = {"count": 0, "sum(v)": 0, "mean(v)": 0}
     for _ in range(20):
         for row in run(query, 1.0, CELL_FRAME, CELL_SCHEMA).rows:
-            t = truth[row.group]
+            assert row.group is not None
+            t = truth[row.group["cell"]]
             for value, exact in zip(row.values, (t["n"], t["s"], t["m"]), strict=True):
                 hits[value.aggregate] += value.ci95[0] <= exact <= value.ci95[1]
     # Draws are Binomial(1000, ~0.95): sd ≈ 7, so [900, 990] is > 5 sd from 950.
@@ -189,9 +191,9 @@ def test_ci95_covers_the_truth_about_95_percent_of_the_time() -> None:
 
 
 def test_grouped_rows_are_all_declared_categories_in_declared_order() -> None:
-    release = run(PrivateQuery((COUNT, agg("mean", "temp")), "site"), 1000.0)
-    assert [row.group for row in release.rows] == list(SITES)
-    counts = {row.group: row.values[0].value for row in release.rows}
+    release = run(PrivateQuery((COUNT, agg("mean", "temp")), ("site",)), 1000.0)
+    assert [row.group for row in release.rows] == [{"site": site} for site in SITES]
+    counts = {site: row.values[0].value for site, row in zip(SITES, release.rows, strict=True)}
     # scale 2/1000: releases are exact but east (absent) still gets a noisy value.
     assert counts == {"south": 250.0, "north": 500.0, "east": pytest.approx(0.0, abs=1)}
     east_mean = release.rows[2].values[1]
@@ -248,10 +250,10 @@ def test_polars_dtypes_are_cast_to_declared_types() -> None:
     frame = frame.with_columns(odd=pl.Series([3, None] * (N // 2), dtype=pl.Int32))
     query = PrivateQuery(
         (agg("mean", "temp"), agg("sum", "cycles"), agg("count", "flag"), agg("sum", "odd")),
-        "site",
+        ("site",),
     )
     release = run(query, 1000.0, frame, schema)
-    assert [row.group for row in release.rows] == list(SITES)
+    assert [row.group for row in release.rows] == [{"site": site} for site in SITES]
     odd = sum(row.values[3].value for row in release.rows)
     # 500 threes (all at south/north rows); nulls become 0, inside the hull [0, 10] of [0.5, 9.5].
     assert odd == pytest.approx(3 * 500, abs=3.0)
@@ -273,7 +275,7 @@ def test_id_unit_scales_noise_by_max_rows_per_id() -> None:
     assert per_row == pytest.approx(1.0, rel=1e-12)
     assert one == pytest.approx(1.0, rel=1e-12)
     assert three == pytest.approx(3.0, rel=1e-12)
-    grouped = run(PrivateQuery((COUNT,), "site"), 1.0, schema=id_schema(3))
+    grouped = run(PrivateQuery((COUNT,), ("site",)), 1.0, schema=id_schema(3))
     assert grouped.rows[0].values[0].noise_scale == pytest.approx(3.0, rel=1e-12)
 
 
@@ -289,20 +291,37 @@ def test_opendp_truncates_rows_per_id() -> None:
 # ---------------------------------------------------------------- refusals
 
 
+QUANTILE = AggregateKind.QUANTILE
+HISTOGRAM = AggregateKind.HISTOGRAM
 REFUSED = [
     (PrivateQuery((agg("sum", "owner"),)), "owner", "secret"),
     (PrivateQuery((agg("count", "owner"),)), "owner", "secret"),
-    (PrivateQuery((COUNT,), "owner"), "owner", "secret"),
+    (PrivateQuery((COUNT,), ("owner",)), "owner", "secret"),
     (PrivateQuery((agg("sum", "nope"),)), "nope", "not declared"),
-    (PrivateQuery((COUNT,), "nope"), "nope", "not declared"),
+    (PrivateQuery((COUNT,), ("nope",)), "nope", "not declared"),
     (PrivateQuery((agg("sum", "note"),)), "note", "integer or float"),
     (PrivateQuery((agg("mean", "flag"),)), "flag", "integer or float"),
+    (PrivateQuery((agg("median", "note"),)), "note", "integer or float"),
     (PrivateQuery((agg("sum", "unbounded"),)), "unbounded", "bounds"),
+    (PrivateQuery((agg("median", "unbounded"),)), "unbounded", "bounds"),
     (PrivateQuery((agg("mean", "flat"),)), "flat", "lower below upper"),
     (PrivateQuery((agg("sum"),)), "sum", "needs a column"),
-    (PrivateQuery((COUNT,), "zone"), "zone", "public string"),
-    (PrivateQuery((COUNT,), "shift"), "shift", "public string"),
-    (PrivateQuery((COUNT,), "region"), "region", "categories"),
+    (PrivateQuery((agg("histogram"),)), "histogram", "needs a column"),
+    (PrivateQuery((COUNT,), ("temp",)), "temp", "confidential"),
+    (PrivateQuery((COUNT,), ("unbounded",)), "unbounded", "string, integer or boolean"),
+    (PrivateQuery((COUNT,), ("site", "site")), "group_by", "twice"),
+    (PrivateQuery((COUNT,), ("site", "zone", "flag", "note", "shift")), "group_by", "at most 4"),
+    (PrivateQuery((Aggregate(QUANTILE, "temp"),)), "quantile(temp)", "strictly between 0"),
+    (PrivateQuery((Aggregate(QUANTILE, "temp", q=1.0),)), "quantile(temp)", "between 0 and 1"),
+    (PrivateQuery((Aggregate(AggregateKind.MEAN, "temp", q=0.5),)), "mean", "only a quantile"),
+    (PrivateQuery((Aggregate(AggregateKind.COUNT, bins=3),)), "count", "only a histogram"),
+    (PrivateQuery((Aggregate(HISTOGRAM, "temp"),)), "temp", "needs bins"),
+    (PrivateQuery((Aggregate(HISTOGRAM, "temp", bins=1),)), "temp", "2 to 100 bins"),
+    (PrivateQuery((Aggregate(HISTOGRAM, "temp", bins=101),)), "temp", "2 to 100 bins"),
+    (PrivateQuery((Aggregate(HISTOGRAM, "unbounded", bins=4),)), "unbounded", "bounds"),
+    (PrivateQuery((Aggregate(HISTOGRAM, "site", bins=4),)), "site", "takes no bins"),
+    (PrivateQuery((Aggregate(HISTOGRAM, "flag"),)), "flag", "declared categories"),
+    (PrivateQuery((Aggregate(HISTOGRAM, "note"),)), "note", "declared categories"),
     (PrivateQuery(()), "aggregate", "at least one"),
     (PrivateQuery((COUNT,) * 9), "aggregates", "at most 8"),
 ]
@@ -332,6 +351,12 @@ def test_bad_delta_is_refused(delta: float) -> None:
         run_private_query(FRAME, SCHEMA, PrivateQuery((COUNT,)), 1.0, delta)
 
 
+def test_private_keys_need_a_delta() -> None:
+    # zone is internal: its declared categories are not public keys, so OpenDP selects keys.
+    with pytest.raises(QueryError, match=r"delta > 0 \(e.g. 1e-6\)"):
+        run(PrivateQuery((COUNT,), ("zone",)), 1.0)
+
+
 def test_given_delta_is_not_spent() -> None:
     release = run_private_query(FRAME, SCHEMA, PrivateQuery((COUNT,)), 1.0, 1e-6)
     assert release.delta == 0.0 and release.epsilon == 1.0
@@ -347,14 +372,26 @@ def test_frame_and_unit_mismatches_are_refused_without_data_values() -> None:
 
 
 def test_frames_over_the_row_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(private_query, "MAX_ROWS", N - 1)
+    monkeypatch.setattr(dp_plans, "MAX_ROWS", N - 1)
     with pytest.raises(QueryError, match="rows"):
         run(PrivateQuery((COUNT,)), 1.0)
 
 
-def test_no_hand_rolled_noise() -> None:
-    source = Path(private_query.__file__).read_text()
-    for forbidden in ("import random", "numpy", "secrets", "np."):
+@pytest.mark.parametrize(
+    "module", [private_query, dp_catalog, dp_plans, dp_preview, dp_run, query_document]
+)
+def test_no_hand_rolled_noise(module: object) -> None:
+    source = Path(str(getattr(module, "__file__", ""))).read_text()
+    for forbidden in (
+        "import random",
+        "numpy",
+        "secrets",
+        "np.",
+        ".laplace(",
+        "laplace_noise",
+        "def noise",
+        "def add_noise",
+    ):
         assert forbidden not in source
 
 

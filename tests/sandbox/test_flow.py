@@ -9,8 +9,8 @@ import pytest
 
 from sandbox.client import ApiError
 from sandbox.core import Veil
-from sandbox.jobs import claim_next_job, run_job
 from sandbox.oversight import verify_chain
+from sandbox.runner import claim_next_job, run_job
 from tests.sandbox.conftest import PURPOSE, World
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,9 @@ def test_grouped_private_query_is_released_with_accuracy(world: World, veil: Vei
         group_by="shift",
         epsilon=0.5,
     )
-    assert [r["group"] for r in result["rows"]] == ["early", "late", "night"]
+    assert [r["group"] for r in result["rows"]] == [
+        {"shift": s} for s in ("early", "late", "night")
+    ]
     total = 0.0
     for row in result["rows"]:
         count, mean = row["values"]
@@ -167,7 +169,7 @@ def test_unauthenticated_requests_are_refused_and_audited(world: World) -> None:
     assert len(failures) >= 3 and all(e["outcome"] == "denied" for e in failures)
 
 
-def test_revocation_reaches_queued_jobs(tmp_path, key_server) -> None:  # type: ignore[no-untyped-def]
+def test_revocation_reaches_a_claimed_job(tmp_path, key_server) -> None:  # type: ignore[no-untyped-def]
     from sandbox.api.thread import ApiThread
     from sandbox.core import open_veil
     from tests.sandbox.conftest import make_world, settings_for
@@ -179,9 +181,9 @@ def test_revocation_reaches_queued_jobs(tmp_path, key_server) -> None:  # type: 
         world = make_world(veil, url)
         job = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, COUNT)
         assert world.provider.get_job(job["id"])["status"] == "queued"
-        world.acme.revoke_grant(world.grant_id)
-        claimed = claim_next_job(veil)
+        claimed = claim_next_job(veil)  # the worker has picked it up...
         assert claimed == job["id"]
+        world.acme.revoke_grant(world.grant_id)  # ...when the enterprise revokes
         run_job(veil, claimed)
         final = world.provider.get_job(job["id"])
         assert final["status"] == "failed" and "revoked" in (final["error"] or "")

@@ -1,0 +1,187 @@
+"""The declarative query document: its JSON Schema and a strict parser.
+
+A provider submits a query as JSON, never code::
+
+    {"aggregates": [{"kind": "count"},
+                    {"kind": "mean", "column": "temperature_c"},
+                    {"kind": "quantile", "column": "cycle_time_s", "q": 0.9},
+                    {"kind": "histogram", "column": "temperature_c", "bins": 10}],
+     "group_by": ["shift"]}
+
+``parse_query`` checks the document's shape only (fields, types, ranges); whether the
+dataset can answer it is ``analytics.private_query.validate_query``'s job.  Error
+messages name the JSON path and what was expected; they never repeat a submitted value,
+except an unknown field's name when it is shaped like a column name.
+``python -m analytics.query_document`` prints the schema (``docs/query.schema.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Final
+
+from analytics.dp_catalog import MAX_AGGREGATES, MAX_BINS, MAX_GROUP_COLUMNS, MIN_BINS, QueryError
+from analytics.schema import Aggregate, AggregateKind, PrivateQuery
+
+#: Column names as datasets declare them: a letter or underscore, then up to 63 more.
+COLUMN_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_COLUMN: Final = re.compile(COLUMN_PATTERN)
+_COLUMN_HELP: Final = "a column name (a letter or _, then up to 63 letters, digits or _)"
+_KINDS: Final = tuple(str(kind) for kind in AggregateKind)
+#: The fields each kind takes, and which of them are required.
+_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
+    "count": (frozenset({"kind", "column"}), frozenset({"kind"})),
+    "sum": (frozenset({"kind", "column"}), frozenset({"kind", "column"})),
+    "mean": (frozenset({"kind", "column"}), frozenset({"kind", "column"})),
+    "median": (frozenset({"kind", "column"}), frozenset({"kind", "column"})),
+    "quantile": (frozenset({"kind", "column", "q"}), frozenset({"kind", "column", "q"})),
+    "histogram": (frozenset({"kind", "column", "bins"}), frozenset({"kind", "column"})),
+}
+
+
+def query_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a query document."""
+    column = {"$ref": "#/$defs/column"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Veil private query",
+        "description": "Aggregates to release with differential privacy, optionally grouped.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["aggregates"],
+        "properties": {
+            "aggregates": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_AGGREGATES,
+                "items": {"oneOf": [_kind_schema(kind) for kind in _KINDS]},
+            },
+            "group_by": {
+                "description": "Group keys: one column name, a list of them, or null.",
+                "oneOf": [
+                    column,
+                    {
+                        "type": "array",
+                        "items": column,
+                        "maxItems": MAX_GROUP_COLUMNS,
+                        "uniqueItems": True,
+                    },
+                    {"type": "null"},
+                ],
+            },
+        },
+        "$defs": {"column": {"type": "string", "pattern": COLUMN_PATTERN}},
+    }
+
+
+def _kind_schema(kind: str) -> dict[str, Any]:
+    allowed, required = _FIELDS[kind]
+    properties: dict[str, Any] = {"kind": {"const": kind}, "column": {"$ref": "#/$defs/column"}}
+    if "q" in allowed:
+        properties["q"] = {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
+    if "bins" in allowed:
+        properties["bins"] = {
+            "description": "Numeric columns only: equal-width bins over the declared bounds.",
+            "type": "integer",
+            "minimum": MIN_BINS,
+            "maximum": MAX_BINS,
+        }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": sorted(required, key=["kind", "column", "q"].index),
+        "properties": properties,
+    }
+
+
+def schema_text() -> str:
+    """The schema as written to ``docs/query.schema.json``."""
+    return json.dumps(query_json_schema(), indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_query(doc: Any) -> PrivateQuery:
+    """The PrivateQuery of a query document; QueryError naming the JSON path otherwise."""
+    if not isinstance(doc, dict):
+        raise QueryError("query: expected a JSON object")
+    _no_unknown_fields(doc, frozenset({"aggregates", "group_by"}), "query")
+    if "aggregates" not in doc:
+        raise QueryError("aggregates: required")
+    items = doc["aggregates"]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_AGGREGATES:
+        raise QueryError(f"aggregates: expected a list of 1 to {MAX_AGGREGATES} aggregates")
+    aggregates = tuple(_aggregate(item, f"aggregates[{i}]") for i, item in enumerate(items))
+    return PrivateQuery(aggregates, _group_by(doc.get("group_by")))
+
+
+def _no_unknown_fields(doc: dict[Any, Any], allowed: frozenset[str], path: str) -> None:
+    for key in doc:
+        if key not in allowed:
+            # Echo the name only when it is shaped like a column name: short and plain.
+            shown = f" {key!r}" if isinstance(key, str) and _COLUMN.match(key) else ""
+            expected = ", ".join(sorted(allowed))
+            raise QueryError(f"{path}: unknown field{shown}; expected only {expected}")
+
+
+def _aggregate(item: Any, path: str) -> Aggregate:
+    if not isinstance(item, dict):
+        raise QueryError(f"{path}: expected an object")
+    kind = item.get("kind")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        raise QueryError(f"{path}.kind: expected one of {', '.join(_KINDS)}")
+    allowed, required = _FIELDS[kind]
+    _no_unknown_fields(item, allowed, f"{path} ({kind})")
+    missing = sorted(required - item.keys())
+    if missing:
+        raise QueryError(f"{path}.{missing[0]}: required for {kind}")
+    column = item.get("column")
+    if column is not None or "column" in item:
+        column = _column(column, f"{path}.column")
+    q = _q(item["q"], f"{path}.q") if "q" in item else None
+    bins = _bins(item["bins"], f"{path}.bins") if "bins" in item else None
+    return Aggregate(AggregateKind(kind), column, q=q, bins=bins)
+
+
+def _column(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not _COLUMN.match(value):
+        raise QueryError(f"{path}: expected {_COLUMN_HELP}")
+    return value
+
+
+def _q(value: Any, path: str) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and 0 < value < 1):
+        raise QueryError(f"{path}: expected a number strictly between 0 and 1")
+    return float(value)
+
+
+def _bins(value: Any, path: str) -> int:
+    # JSON has one number type: 10.0 is the integer 10, as in JSON Schema.
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not MIN_BINS <= value <= MAX_BINS:
+        raise QueryError(f"{path}: expected an integer from {MIN_BINS} to {MAX_BINS}")
+    return int(value)
+
+
+def _group_by(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (_column(value, "group_by"),)
+    if not isinstance(value, list) or len(value) > MAX_GROUP_COLUMNS:
+        raise QueryError(
+            f"group_by: expected {_COLUMN_HELP}, or a list of at most {MAX_GROUP_COLUMNS} of them"
+        )
+    names = tuple(_column(name, f"group_by[{i}]") for i, name in enumerate(value))
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise QueryError(f"group_by[{i}]: column listed twice")
+    return names
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates docs/query.schema.json
+    print(schema_text(), end="")

@@ -1,0 +1,225 @@
+"""Tiers 0-3 through the real API: catalog, mock data, SDC tables, previews, grant lifecycle."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sandbox.client import ApiError
+from sandbox.core import Veil
+from sandbox.demo_data import DECLARATION, production_log
+from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world, settings_for
+
+pytestmark = pytest.mark.integration
+COUNT = [{"kind": "count"}]
+SOON = datetime.now(UTC) + timedelta(days=2)
+
+
+@pytest.fixture
+def all_tiers(veil: Veil, api: str) -> World:
+    return make_world(veil, api, rows=2_037, tiers=[0, 1, 2, 3])
+
+
+def test_catalog_shows_schema_and_a_rounded_count_only(all_tiers: World) -> None:
+    (entry,) = all_tiers.provider.catalog()
+    assert entry["dataset_id"] == all_tiers.dataset_id
+    assert entry["row_count_rounded"] == 2000  # 2,037 rows: never the exact count
+    assert "2037" not in str(entry)
+    classes = {c["name"]: c["class"] for c in entry["columns"]}
+    assert classes["recipe_p1"] == "secret" and classes["shift"] == "public"
+    assert entry["tiers"] == [0, 1, 2, 3] and entry["purposes"] == [PURPOSE]
+    assert all_tiers.other_provider.catalog() == []
+
+
+def test_mock_data_follows_the_declaration_and_ignores_the_data(all_tiers: World) -> None:
+    first = all_tiers.provider.mock(all_tiers.dataset_id, rows=500, seed=7)
+    frame = pl.read_csv(io.BytesIO(first))
+    assert frame.columns == [c["name"] for c in DECLARATION["columns"]]
+    assert frame.height == 500
+    assert frame["temperature_c"].min() >= 20 and frame["temperature_c"].max() <= 120
+    assert set(frame["shift"]) <= {"early", "late", "night"}
+    # Replace the stored data entirely: the mock must not change.
+    all_tiers.acme.upload(all_tiers.dataset_id, production_log(50, seed=999))
+    assert all_tiers.provider.mock(all_tiers.dataset_id, rows=500, seed=7) == first
+    assert all_tiers.provider.mock(all_tiers.dataset_id, rows=500, seed=8) != first
+    parquet = all_tiers.provider.mock(all_tiers.dataset_id, rows=20, fmt="parquet")
+    assert pl.read_parquet(io.BytesIO(parquet)).schema["defects"] == pl.Int64
+    assert all_tiers.provider.get_grant(all_tiers.grant_id)["budget"]["epsilon_spent"] == 0
+
+
+def test_mock_needs_tier_1(world: World) -> None:
+    with pytest.raises(ApiError) as e:
+        world.provider.mock(world.dataset_id)
+    assert e.value.status == 404
+
+
+def run_table(
+    world: World, aggregates: list[dict[str, object]], group_by: list[str]
+) -> dict[str, object]:
+    job = world.provider.submit_table(world.dataset_id, PURPOSE, aggregates, group_by)
+    final = world.provider.wait_for_job(job["id"], timeout=60)
+    assert final["status"] == "released", final
+    return world.provider.get_result(job["id"])
+
+
+def test_tier2_tables_are_exact_and_disclosure_checked(all_tiers: World) -> None:
+    truth = pl.read_csv(io.BytesIO(all_tiers.csv))
+    result = run_table(
+        all_tiers, [{"kind": "count"}, {"kind": "mean", "column": "temperature_c"}], ["shift"]
+    )
+    assert result["tier"] == 2 and result["epsilon"] == 0
+    for cell in result["cells"]:
+        shift = cell["key"]["shift"]
+        rows = truth.filter(pl.col("shift") == shift)
+        assert cell["status"] == "ok"
+        assert cell["values"]["count"] == rows.height
+        assert cell["values"]["mean(temperature_c)"] == pytest.approx(rows["temperature_c"].mean())
+    small = run_table(all_tiers, COUNT, ["machine", "shift"])
+    assert {c["status"] for c in small["cells"]} <= {"ok", "suppressed"}
+    for cell in small["cells"]:
+        if cell["status"] == "suppressed":
+            assert cell["values"]["count"] is None and cell["reasons"]
+
+
+def test_tier2_refuses_confidential_columns(all_tiers: World) -> None:
+    with pytest.raises(ApiError) as e:
+        all_tiers.provider.submit_table(
+            all_tiers.dataset_id, PURPOSE, [{"kind": "sum", "column": "defects"}], ["shift"]
+        )
+    assert e.value.status == 403
+    assert any("confidential" in r for r in e.value.reasons)
+
+
+def test_tier2_guards_against_differencing_across_versions(all_tiers: World) -> None:
+    run_table(all_tiers, COUNT, ["shift"])
+    # A new version that only adds 3 night-shift rows would reveal them by subtraction.
+    extra = production_log(400, seed=5).decode().splitlines()
+    night = [line for line in extra[1:] if ",night," in line][:3]
+    data = all_tiers.csv.decode().rstrip("\n") + "\n" + "\n".join(night) + "\n"
+    all_tiers.acme.upload(all_tiers.dataset_id, data.encode())
+    again = run_table(all_tiers, COUNT, ["shift"])
+    status = {c["key"]["shift"]: (c["status"], c["reasons"]) for c in again["cells"]}
+    assert status["night"][0] == "suppressed"
+    assert any("differencing" in r for r in status["night"][1])
+    assert status["early"][0] == "ok" and status["late"][0] == "ok"
+
+
+def test_preview_costs_nothing_and_matches_the_release(all_tiers: World) -> None:
+    query = {"aggregates": [{"kind": "count"}], "group_by": ["shift"]}
+    preview = all_tiers.provider.preview(all_tiers.dataset_id, PURPOSE, query, epsilon=0.5)
+    assert preview["allowed"] and preview["epsilon"] == pytest.approx(0.5)
+    (item,) = preview["aggregates"]
+    assert all_tiers.provider.get_grant(all_tiers.grant_id)["budget"]["epsilon_spent"] == 0
+    job = all_tiers.provider.submit_query(all_tiers.dataset_id, PURPOSE, query, epsilon=0.5)
+    all_tiers.provider.wait_for_job(job["id"])
+    result = all_tiers.provider.get_result(job["id"])
+    assert result["rows"][0]["values"][0]["noise_scale"] == pytest.approx(item["noise_scale"])
+    denied = all_tiers.provider.preview(
+        all_tiers.dataset_id,
+        PURPOSE,
+        {"aggregates": [{"kind": "mean", "column": "recipe_p1"}]},
+        epsilon=0.5,
+    )
+    assert not denied["allowed"] and "secret" in denied["reasons"][0]
+
+
+def test_invalid_query_documents_get_precise_errors(all_tiers: World) -> None:
+    schema = all_tiers.provider.query_schema()
+    assert schema["type"] == "object" and "aggregates" in schema["properties"]
+    bad = {
+        "aggregates": [{"kind": "count"}, {"kind": "quantile", "column": "cycle_time_s", "q": 1.5}]
+    }
+    with pytest.raises(ApiError) as e:
+        all_tiers.provider.submit_query(all_tiers.dataset_id, PURPOSE, bad, epsilon=0.1)
+    assert e.value.status == 422 and "aggregates[1].q" in e.value.detail
+    with pytest.raises(ApiError) as e2:
+        all_tiers.provider.submit_query(
+            all_tiers.dataset_id, PURPOSE, {"aggregates": []}, epsilon=0.1
+        )
+    assert e2.value.status == 422
+    assert all_tiers.provider.get_grant(all_tiers.grant_id)["budget"]["epsilon_spent"] == 0
+
+
+def test_grant_lifecycle_narrow_extend_and_audit(all_tiers: World) -> None:
+    gid = all_tiers.grant_id
+    narrowed = all_tiers.acme.change_grant(
+        gid, "pilot scope reduced", columns=["shift"], tiers=[0, 3], epsilon=0.5
+    )
+    assert narrowed["columns"] == ["shift"] and narrowed["tiers"] == [0, 3]
+    assert narrowed["budget"]["epsilon"] == 0.5
+    with pytest.raises(ApiError) as denied:
+        all_tiers.provider.submit_job(
+            all_tiers.dataset_id, PURPOSE, 0.1, [{"kind": "mean", "column": "temperature_c"}]
+        )
+    assert "column 'temperature_c' is not in your grant" in denied.value.reasons
+    with pytest.raises(ApiError) as widen:
+        all_tiers.acme.change_grant(gid, "oops", columns=["shift", "temperature_c"])
+    assert widen.value.status == 422 and "only be narrowed" in widen.value.detail
+    later = datetime.now(UTC) + timedelta(days=90)
+    extended = all_tiers.acme.change_grant(gid, "pilot extended", valid_until=later)
+    assert extended["valid_until"].startswith(later.date().isoformat())
+    with pytest.raises(ApiError) as who:
+        all_tiers.provider.change_grant(gid, "sneaky", epsilon=0.4)
+    assert who.value.status == 403
+    events = [
+        e for e in all_tiers.operator.audit_events(limit=20) if e["action"] == "grant.changed"
+    ]
+    assert [e["details"]["reason"] for e in events] == ["pilot extended", "pilot scope reduced"]
+    assert events[1]["actor_role"] == "enterprise"
+    assert "columns" in events[1]["details"]["changes"]
+
+
+def test_dataset_cap_holds_across_providers(veil: Veil, api: str) -> None:
+    world = make_world(veil, api)
+    capped = world.acme.create_dataset("capped", DECLARATION["columns"], None)
+    world.acme._call(
+        "POST",
+        f"/v1/datasets/{capped['id']}/versions",
+        content=world.csv,
+        headers={"content-type": "text/csv"},
+    )
+    other_id = world.operator.list_providers()[1]["id"]
+    for provider_id in (world.provider_id, other_id):
+        world.acme.create_grant(provider_id, [capped["id"]], GRANTED, [3], [PURPOSE], SOON, 8.0)
+    world.provider.submit_job(capped["id"], PURPOSE, 6.0, COUNT)
+    with pytest.raises(ApiError) as e:
+        world.other_provider.submit_job(capped["id"], PURPOSE, 6.0, COUNT)
+    assert any("enterprise-wide privacy cap" in r for r in e.value.reasons)
+    assert world.acme.get_dataset(capped["id"])["cap"]["epsilon_spent"] == 6.0
+    world.other_provider.submit_job(capped["id"], PURPOSE, 4.0, COUNT)  # exactly what is left
+
+
+def test_revocation_and_expiry_cancel_queued_jobs(tmp_path: Path, key_server) -> None:  # type: ignore[no-untyped-def]
+    from sandbox.api.thread import ApiThread
+    from sandbox.core import open_veil
+    from sandbox.jobs import cancel_expired
+
+    with (
+        open_veil(settings_for(tmp_path, key_server), worker=False) as veil,
+        ApiThread(veil.settings, veil) as url,
+    ):
+        world = make_world(veil, url)
+        queued = world.provider.submit_job(world.dataset_id, PURPOSE, 0.1, COUNT)
+        world.acme.revoke_grant(world.grant_id, reason="contract ended")
+        job = world.provider.get_job(queued["id"])
+        assert job["status"] == "failed" and "revoked" in job["error"]
+        short = world.acme.create_grant(
+            world.provider_id,
+            [world.dataset_id],
+            GRANTED,
+            [3],
+            [PURPOSE],
+            datetime.now(UTC) + timedelta(seconds=2),
+            1.0,
+        )
+        pending = world.provider.submit_job(world.dataset_id, PURPOSE, 0.1, COUNT)
+        time.sleep(2.2)
+        assert cancel_expired(veil) == 1
+        expired = world.provider.get_job(pending["id"])
+        assert expired["status"] == "failed" and "expired" in expired["error"]
+        assert short["id"]
