@@ -291,6 +291,50 @@ class VeilClient:
     def query_schema(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/schemas/query"))
 
+    def submit_training(
+        self,
+        dataset_id: str,
+        purpose: str,
+        training: dict[str, Any],
+        *,
+        epsilon: float,
+        delta: float,
+    ) -> dict[str, Any]:
+        """Submit a tier-4 DP training job (see docs/training.md for the document)."""
+        return self.submit_query(
+            dataset_id, purpose, training, tier=4, epsilon=epsilon, delta=delta
+        )
+
+    def preview_training(
+        self,
+        dataset_id: str,
+        purpose: str,
+        training: dict[str, Any],
+        *,
+        epsilon: float,
+        delta: float,
+    ) -> dict[str, Any]:
+        """Noise multiplier and expected epsilon of a training job; spends nothing."""
+        body = {
+            "dataset_id": dataset_id,
+            "purpose": purpose,
+            "tier": 4,
+            "epsilon": epsilon,
+            "delta": delta,
+            "query": training,
+        }
+        return dict(self._call("POST", "/v1/jobs/preview", json=body))
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def download_model(self, job_id: str) -> tuple[bytes, dict[str, Any]]:
+        """The released model's weights (safetensors) and its card."""
+        response = self._http.get(f"/v1/jobs/{job_id}/model")
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json())
+        return response.content, dict(self.get_result(job_id)["card"])
+
     def list_jobs(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/jobs"))
 

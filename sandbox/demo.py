@@ -10,6 +10,7 @@ refusals are shown; the audit chain is signed and verified.
 
 from __future__ import annotations
 
+import io
 import shutil
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,6 +74,10 @@ def run_demo(settings: Settings, console: Console) -> None:
             _refusals(analyst, dataset_id, globex_dataset, console)
             _queries(analyst, dataset_id, console)
         with VeilClient(url, acme_token) as enterprise:
+            _grant_training(enterprise, provider["id"], dataset_id, console)
+        with VeilClient(url, provider_token) as analyst:
+            _train(analyst, dataset_id, console)
+        with VeilClient(url, acme_token) as enterprise:
             _cross_tenant(enterprise, globex_dataset, grant_id, console)
         with VeilClient(url, operator_token) as operator:
             _audit(operator, console)
@@ -115,11 +120,12 @@ def _upload_and_grant(
         title=f"dataset {ds['name']} ({ds['id']})",
     )
     for c in ds["columns"]:
-        extra = (
-            ", ".join(c["categories"])
-            if c.get("categories")
-            else f"{c['lower']:g} .. {c['upper']:g}"
-        )
+        if c.get("categories"):
+            extra = ", ".join(c["categories"])
+        elif c.get("lower") is not None:
+            extra = f"{c['lower']:g} .. {c['upper']:g}"
+        else:
+            extra = "-"
         table.add_row(c["name"], c["type"], c["class"], extra)
     console.print(table)
     data = production_log()
@@ -271,15 +277,83 @@ def _refusals(analyst: VeilClient, dataset_id: str, other: str, console: Console
     )
 
 
+TRAINING = {
+    "family": "logistic_regression",
+    "features": ["temperature_c", "vibration_mm_s", "machine"],
+    "target": "failure_24h",
+    "epochs": 4,
+    "batch_size": 256,
+    "learning_rate": 0.5,
+    "max_grad_norm": 1.0,
+}
+
+
+def _grant_training(
+    enterprise: VeilClient, provider_id: str, dataset_id: str, console: Console
+) -> None:
+    console.rule("6. Tier 4: a failure-prediction model trained with DP-SGD")
+    grant = enterprise.create_grant(
+        provider_id,
+        [dataset_id],
+        [*GRANTED_COLUMNS, "failure_24h"],
+        [4],
+        [PURPOSE],
+        datetime.now(UTC) + timedelta(days=30),
+        epsilon=1.0,
+        delta=1e-5,
+    )
+    console.print(
+        f"Acme grants tier 4 ({grant['id']}): epsilon 1, delta 1e-5, incl. the "
+        "confidential target failure_24h"
+    )
+
+
+def _train(analyst: VeilClient, dataset_id: str, console: Console) -> None:
+    preview = analyst.preview_training(dataset_id, PURPOSE, TRAINING, epsilon=1.0, delta=1e-5)
+    p = preview["training"]
+    console.print(
+        f"preview: noise multiplier {p['noise_multiplier']:.3f}, sampling rate "
+        f"{p['sample_rate']:.4f}, {p['steps']} steps; nothing spent"
+    )
+    job = analyst.submit_training(dataset_id, PURPOSE, TRAINING, epsilon=1.0, delta=1e-5)
+    seen: set[int] = set()
+
+    def show(j: dict[str, Any]) -> None:
+        progress = j.get("progress") or {}
+        if progress.get("epoch") and progress["epoch"] not in seen:
+            seen.add(progress["epoch"])
+            console.print(f"  epoch {progress['epoch']} of {progress['epochs']}")
+
+    final = analyst.wait_for_job(job["id"], timeout=600, on_status=show)
+    if final["status"] != "released":
+        raise RuntimeError(f"demo training failed: {final}")
+    result = analyst.get_result(job["id"])
+    metrics = result["card"]["metrics"]
+    weights, card = analyst.download_model(job["id"])
+    from analytics.training import load_model, predict
+
+    model = load_model(weights, card)
+    mock = analyst.mock(dataset_id, rows=5, seed=3)
+    import polars as pl
+
+    predictions = predict(model, card, pl.read_csv(io.BytesIO(mock)))
+    console.print(
+        f"released: epsilon {result['epsilon']:.4f} (from the accountants), DP "
+        f"held-out {metrics['name']} {metrics['value']:.3f}; weights "
+        f"{len(weights):,} bytes of safetensors, loaded and run on mock rows: "
+        f"{predictions}"
+    )
+
+
 def _cross_tenant(enterprise: VeilClient, other: str, grant_id: str, console: Console) -> None:
-    console.rule("6. Enterprise: tenant isolation and revocation")
+    console.rule("7. Enterprise: tenant isolation and revocation")
     _expect_denied(lambda: enterprise.get_dataset(other), console, "Acme reading Globex's dataset")
     enterprise.revoke_grant(grant_id, reason="pilot phase finished")
     console.print(f"Acme revoked grant {grant_id}: it takes effect at once")
 
 
 def _audit(operator: VeilClient, console: Console) -> None:
-    console.rule("7. Audit trail")
+    console.rule("8. Audit trail")
     events = operator.audit_events(limit=500)
     checkpoint = operator.checkpoint()
     report = operator.verify_audit()

@@ -1,15 +1,17 @@
 """The embedded demo dataset: a reproducible production log of a small metal-parts factory.
 
-Machines, shifts, temperatures, cycle times, vibration, defects, yield, and a
-secret recipe parameter.  It has real structure for analyses to find (presses
-run hotter; heat and night shifts bring defects), and is generated from a seed
-so every run is identical.
+Machines, shifts, temperatures, cycle times, vibration, defects, yield, a
+secret recipe parameter, and whether the machine failed within 24 hours.  It
+has real structure for analyses to find (presses run hotter; heat and night
+shifts bring defects; hot, shaking machines fail), and is generated from a
+seed so every run is identical.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 from typing import Any
 
@@ -27,9 +29,16 @@ DECLARATION: dict[str, Any] = {
         {"name": "defects", "type": "integer", "class": "confidential", "lower": 0, "upper": 50},
         {"name": "yield_pct", "type": "float", "class": "confidential", "lower": 0, "upper": 100},
         {"name": "recipe_p1", "type": "float", "class": "secret", "lower": 0, "upper": 1},
+        {"name": "failure_24h", "type": "boolean", "class": "confidential"},
     ],
     "privacy_unit": {"id_column": None, "max_rows_per_id": 1},
 }
+
+
+def _failure_risk(temperature: float, vibration: float) -> float:
+    """Predictive-maintenance signal: hot, shaking machines fail within a day."""
+    score = 0.25 * (temperature - 68.0) + 1.2 * (vibration - 4.6)
+    return 1.0 / (1.0 + math.exp(-score))
 
 
 def production_log(rows: int = 50_000, seed: int = 2026) -> bytes:
@@ -57,6 +66,7 @@ def production_log(rows: int = 50_000, seed: int = 2026) -> bytes:
                 defects,
                 f"{max(50.0, 99.5 - defects * 1.1 - rng.random()):.2f}",
                 f"{rng.uniform(0.35, 0.65):.4f}",
+                "true" if rng.random() < _failure_risk(temperature, vibration) else "false",
             ]
         )
     return out.getvalue().encode()

@@ -21,10 +21,17 @@ from analytics.private_query import QueryError, preview_query, validate_query
 from analytics.query_document import parse_query
 from analytics.schema import DatasetSchema, PrivateQuery
 from analytics.sdc import SdcQueryError, TableQuery, validate_table_query
+from analytics.training import (
+    TrainingError,
+    TrainingSpec,
+    parse_training,
+    preview_training,
+    validate_training,
+)
 from policies import audit
 from policies.db import new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide
-from policies.errors import Denied, InvalidRequest, NotFound
+from policies.errors import Conflict, Denied, InvalidRequest, NotFound
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, debit, delta_units, epsilon_units
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
@@ -35,7 +42,8 @@ from sandbox.tenants import require_role
 
 AGGREGATE_TIER = 2
 PRIVATE_QUERY_TIER = 3
-JOB_TIERS = (AGGREGATE_TIER, PRIVATE_QUERY_TIER)
+TRAINING_TIER = 4
+JOB_TIERS = (AGGREGATE_TIER, PRIVATE_QUERY_TIER, TRAINING_TIER)
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,31 @@ class JobSubmission:
     delta: float = 0.0
 
 
-def parse_job_query(tier: int, document: dict[str, Any]) -> PrivateQuery | TableQuery:
-    """The query of a tier-2 or tier-3 job, or :class:`InvalidRequest` naming what is wrong."""
+JobQuery = PrivateQuery | TableQuery | TrainingSpec
+
+
+def _with_budget(document: dict[str, Any], epsilon: float, delta: float) -> dict[str, Any]:
+    """The training document with the job's own epsilon and delta (one source of truth)."""
+    for name, value in (("epsilon", epsilon), ("delta", delta)):
+        if name in document and document[name] != value:
+            raise InvalidRequest(f"training.{name} differs from the job's {name}; give it once")
+    return document | {"epsilon": epsilon, "delta": delta}
+
+
+def parse_job_query(
+    tier: int, document: dict[str, Any], epsilon: float = 0.0, delta: float = 0.0
+) -> JobQuery:
+    """The query (tiers 2, 3) or training spec (tier 4) of a job; InvalidRequest if malformed."""
     if tier not in JOB_TIERS:
         raise InvalidRequest(
             f"tier {tier} has no jobs here: tier 0 is GET /v1/catalog, tier 1 is "
-            "GET /v1/datasets/{id}/mock, tiers 2 and 3 are jobs"
+            "GET /v1/datasets/{id}/mock, tiers 2, 3 and 4 are jobs"
         )
+    if tier == TRAINING_TIER:
+        try:
+            return parse_training(_with_budget(document, epsilon, delta))
+        except TrainingError as exc:
+            raise InvalidRequest(f"training: {exc}") from None
     try:
         query = parse_query(document)
     except QueryError as exc:
@@ -66,25 +92,32 @@ def parse_job_query(tier: int, document: dict[str, Any]) -> PrivateQuery | Table
     return query
 
 
-def _validate(schema: DatasetSchema, query: PrivateQuery | TableQuery) -> None:
+def _validate(schema: DatasetSchema, query: JobQuery, rows_public: int) -> None:
     try:
-        if isinstance(query, TableQuery):
+        if isinstance(query, TrainingSpec):
+            validate_training(schema, query)
+            preview_training(schema, query, rows_public)  # checks delta against 1/n, etc.
+        elif isinstance(query, TableQuery):
             validate_table_query(schema, query)
         else:
             validate_query(schema, query)
-    except (QueryError, SdcQueryError) as exc:
+    except (QueryError, SdcQueryError, TrainingError) as exc:
         raise InvalidRequest(f"query: {exc}") from None
 
 
-def columns_of(query: PrivateQuery | TableQuery) -> frozenset[str]:
+def columns_of(query: JobQuery) -> frozenset[str]:
+    if isinstance(query, TrainingSpec):
+        return frozenset({*query.features, query.target})
     used = {a.column for a in query.aggregates if a.column is not None}
     return frozenset(used | set(query.group_by))
 
 
 def _costs(sub: JobSubmission) -> tuple[int, int]:
     eps, delta = epsilon_units(sub.epsilon), delta_units(sub.delta)
-    if sub.tier == PRIVATE_QUERY_TIER and eps <= 0:
-        raise InvalidRequest("a tier-3 job needs epsilon > 0 (at least 0.000001)")
+    if sub.tier in (PRIVATE_QUERY_TIER, TRAINING_TIER) and eps <= 0:
+        raise InvalidRequest(f"a tier-{sub.tier} job needs epsilon > 0 (at least 0.000001)")
+    if sub.tier == TRAINING_TIER and delta <= 0:
+        raise InvalidRequest("a tier-4 training job needs delta > 0 (e.g. 1e-6), below 1/rows")
     if sub.tier == AGGREGATE_TIER and (eps or delta):
         raise InvalidRequest("a tier-2 job costs no privacy budget: leave epsilon and delta at 0")
     return eps, delta
@@ -116,7 +149,7 @@ def _decide(
     veil: Veil,
     provider: Principal,
     sub: JobSubmission,
-    query: PrivateQuery | TableQuery,
+    query: JobQuery,
     eps: int,
     delta: int,
 ) -> _Decided:
@@ -136,8 +169,8 @@ def _decide(
     cap = _cap_reason(dataset, eps, delta) if decision.allowed else None
     if cap:
         decision = Decision(False, (cap,), decision.grant)
-    if decision.allowed:
-        _validate(schema, query)
+    if decision.allowed and version is not None:
+        _validate(schema, query, rounded_count(version.row_count))
     return _Decided(decision, dataset, version, schema)
 
 
@@ -177,7 +210,7 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
     require_role(provider, Role.PROVIDER)
     eps, delta = _costs(sub)
-    query = parse_job_query(sub.tier, sub.query)
+    query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
     with veil.db.transaction() as session:
         decided = _decide(session, veil, provider, sub, query, eps, delta)
         decision, dataset, version = decided.decision, decided.dataset, decided.version
@@ -257,15 +290,16 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
 
 
 def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str, Any]:
-    """What a tier-3 query would cost and how accurate it would be: no spending, no data read.
+    """What a tier-3 query or tier-4 training would cost and how accurate it would be.
 
-    The only dataset fact used is the rounded row count (tier 0), for mean estimates.
+    Spends nothing and reads no data: the only dataset fact used is the rounded
+    row count (tier 0), for mean estimates and the training sampling rate.
     """
     require_role(provider, Role.PROVIDER)
     eps, delta = _costs(sub)
-    query = parse_job_query(sub.tier, sub.query)
-    if not isinstance(query, PrivateQuery):
-        raise InvalidRequest("previews are for tier-3 (private query) jobs")
+    query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
+    if isinstance(query, TableQuery):
+        raise InvalidRequest("tier-2 tables cost nothing; previews are for tiers 3 and 4")
     with veil.db.transaction() as session:
         decided = _decide(session, veil, provider, sub, query, eps, delta)
         audit.record(
@@ -283,13 +317,17 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
         )
     if not decided.decision.allowed or decided.schema is None or decided.version is None:
         return {"allowed": False, "reasons": list(decided.decision.reasons), "preview": None}
+    rows_public = rounded_count(decided.version.row_count)
+    if isinstance(query, TrainingSpec):
+        return {
+            "allowed": True,
+            "reasons": [],
+            "preview": None,
+            "training": preview_training(decided.schema, query, rows_public),
+        }
     try:
         preview = preview_query(
-            decided.schema,
-            query,
-            sub.epsilon,
-            sub.delta,
-            rows_hint=rounded_count(decided.version.row_count),
+            decided.schema, query, sub.epsilon, sub.delta, rows_hint=rows_public
         )
     except QueryError as exc:
         raise InvalidRequest(f"query: {exc}") from None
@@ -340,3 +378,36 @@ def cancel_expired(veil: Veil) -> int:
         return cancel_queued_jobs(
             session, grant_ids=sorted(set(expired)), why="the grant expired", now=now
         )
+
+
+def cancel_job(veil: Veil, provider: Principal, job_id: str) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop (its budget stays spent)."""
+    require_role(provider, Role.PROVIDER)
+    with veil.db.transaction() as session:
+        job = visible_job(session, provider, job_id)
+        if job.provider_id != provider.id:
+            raise NotFound("job", job_id)
+        resource = f"job:{job.id}"
+        if job.status == JobStatus.QUEUED:
+            job.status, job.finished_at = JobStatus.FAILED, veil.clock()
+            job.error = "cancelled: by the provider; the job's budget stays spent"
+            audit.record(
+                session,
+                "job.cancelled",
+                actor=provider,
+                tenant_id=job.enterprise_id,
+                resource=resource,
+                details={"reason": "by the provider"},
+            )
+        elif job.status == JobStatus.RUNNING:
+            job.cancel_requested = True
+            audit.record(
+                session,
+                "job.cancel_requested",
+                actor=provider,
+                tenant_id=job.enterprise_id,
+                resource=resource,
+            )
+        else:
+            raise Conflict(f"job '{job_id}' has already ended ({job.status})")
+    return job

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -23,13 +23,15 @@ from sqlalchemy.orm import Session
 from analytics.private_query import QueryRelease, run_private_query
 from analytics.schema import PrivateQuery
 from analytics.sdc import PriorCell, SdcRules, TableQuery, TableRelease, run_table_query
+from analytics.training import TrainedModel, TrainingCancelled, TrainingSpec, train_model
 from keys import KeyServerUnavailable
 from policies import audit
 from policies.decisions import JobRequest, decide
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
+from sandbox.artifacts import StoredArtifact, store_artifact
 from sandbox.core import Veil
-from sandbox.datasets import load_frame, schema_from_json
+from sandbox.datasets import load_frame, rounded_count, schema_from_json
 from sandbox.jobs import cancel_expired, columns_of, parse_job_query
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
 
@@ -74,7 +76,7 @@ def _still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
     if grant is None or dataset is None:
         return ("the grant or the dataset is gone",)
     schema = schema_from_json(dataset.declaration)
-    query = parse_job_query(job.tier, job.query)
+    query = parse_job_query(job.tier, job.query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT)
     request = JobRequest(
         job.provider_id, job.dataset_id, job.purpose, job.tier, columns_of(query), 0, 0
     )  # already paid: only the terms are re-checked
@@ -109,8 +111,22 @@ def run_job(veil: Veil, job_id: str) -> None:
     assert dataset and enterprise and enterprise.slug and version and grant
     try:
         frame = load_frame(veil, enterprise.slug, version)
-        output = _compute(job, schema_from_json(dataset.declaration), frame, grant, prior)
+        context = _Context(veil, job, grant, version, prior)
+        computed = _compute(context, schema_from_json(dataset.declaration), frame)
         del frame
+        output: Released = (
+            _stored(veil, enterprise, job_id, computed)
+            if isinstance(computed, TrainedModel)
+            else computed
+        )
+    except TrainingCancelled:
+        _fail(
+            veil,
+            job_id,
+            "cancelled: by the provider; the job's budget stays spent",
+            audit.Outcome.FAILED,
+        )
+        return
     except KeyServerUnavailable:
         _fail(
             veil,
@@ -131,24 +147,95 @@ def _prior_cells(session: Session, job: Job) -> list[PriorCell]:
     return [PriorCell(r.conditions, r.version == job.dataset_version, r.count) for r in rows]
 
 
-def _compute(
-    job: Job, schema: Any, frame: Any, grant: Grant, prior: list[PriorCell]
-) -> QueryRelease | TableRelease:
-    query = parse_job_query(job.tier, job.query)
+@dataclass(frozen=True)
+class _Context:
+    veil: Veil
+    job: Job
+    grant: Grant
+    version: DatasetVersion
+    prior: list[PriorCell]
+
+
+Output = QueryRelease | TableRelease | TrainedModel
+
+
+def _compute(ctx: _Context, schema: Any, frame: Any) -> Output:
+    job = ctx.job
+    eps, delta = job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT
+    query = parse_job_query(job.tier, job.query, eps, delta)
     if isinstance(query, TableQuery):
-        return run_table_query(
-            frame, schema, query, SdcRules(min_count=grant.min_group_size), prior
+        rules = SdcRules(min_count=ctx.grant.min_group_size)
+        return run_table_query(frame, schema, query, rules, ctx.prior)
+    if isinstance(query, TrainingSpec):
+        progress = TrainingProgress(ctx.veil, job.id, query.epochs)
+        return train_model(
+            frame,
+            schema,
+            query,
+            rounded_count(ctx.version.row_count),
+            on_epoch=progress.on_epoch,
+            should_stop=progress.should_stop,
+            secure_mode=ctx.veil.settings.training_secure_mode,
         )
     assert isinstance(query, PrivateQuery)
-    return run_private_query(
-        frame, schema, query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT
+    return run_private_query(frame, schema, query, eps, delta)
+
+
+class TrainingProgress:
+    """Reports epochs to the job row and polls the provider's cancel request (at most 2/s)."""
+
+    def __init__(self, veil: Veil, job_id: str, epochs: int) -> None:
+        self.veil, self.job_id, self.epochs = veil, job_id, epochs
+        self._checked = 0.0
+        self._stop = False
+
+    def on_epoch(self, epoch: int, loss: float) -> None:
+        with self.veil.db.transaction() as session:
+            job = session.get(Job, self.job_id)
+            assert job is not None
+            job.progress = {
+                "epoch": epoch,
+                "epochs": self.epochs,
+                "loss": loss,
+                "at": self.veil.clock().isoformat(),
+            }
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._checked >= 0.5:
+            self._checked = now
+            with self.veil.db.transaction() as session:
+                self._stop = bool(
+                    session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
+                )
+        return self._stop
+
+
+@dataclass(frozen=True)
+class _StoredModel:
+    model: TrainedModel
+    artifact: StoredArtifact
+
+
+def _stored(veil: Veil, enterprise: Principal, job_id: str, model: TrainedModel) -> _StoredModel:
+    assert enterprise.slug is not None
+    return _StoredModel(
+        model, store_artifact(veil, enterprise.slug, enterprise.id, job_id, model.weights)
     )
 
 
-def output_to_json(
-    output: QueryRelease | TableRelease, dataset_version: int | None
-) -> dict[str, Any]:
+def output_to_json(output: Released, dataset_version: int | None) -> dict[str, Any]:
     """The stored (and returned) form of a released output."""
+    if isinstance(output, _StoredModel):
+        return {
+            "tier": 4,
+            "card": output.model.card,
+            "epsilon": output.model.epsilon,
+            "delta": output.model.delta,
+            "model_sha256": output.artifact.sha256,
+            "model_format": "safetensors",
+            "dataset_version": dataset_version,
+        }
     if isinstance(output, TableRelease):
         return {
             "tier": 2,
@@ -183,7 +270,10 @@ def output_to_json(
     }
 
 
-def _release(veil: Veil, job_id: str, output: QueryRelease | TableRelease) -> None:
+Released = QueryRelease | TableRelease | _StoredModel
+
+
+def _release(veil: Veil, job_id: str, output: Released) -> None:
     with veil.db.transaction() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -195,6 +285,10 @@ def _release(veil: Veil, job_id: str, output: QueryRelease | TableRelease) -> No
             job.finished_at = veil.clock()
             if isinstance(output, TableRelease):
                 _store_cells(session, job, output)
+            if isinstance(output, _StoredModel):
+                job.artifact_path = output.artifact.path
+                job.artifact_wrapped_key = output.artifact.wrapped_key
+                job.artifact_sha256 = output.artifact.sha256
             audit.record(
                 session,
                 "job.released",
@@ -224,7 +318,14 @@ def _store_cells(session: Session, job: Job, output: TableRelease) -> None:
         )
 
 
-def _release_details(output: QueryRelease | TableRelease, digest: str) -> dict[str, Any]:
+def _release_details(output: Released, digest: str) -> dict[str, Any]:
+    if isinstance(output, _StoredModel):
+        return {
+            "result_sha256": digest,
+            "model_sha256": output.artifact.sha256,
+            "epsilon_spent": output.model.epsilon,
+            "delta_spent": output.model.delta,
+        }
     if isinstance(output, TableRelease):
         suppressed = sum(1 for c in output.cells if c.status != "ok")
         return {"result_sha256": digest, "cells": len(output.cells), "suppressed": suppressed}

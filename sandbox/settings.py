@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         default=10, ge=10, description="Platform floor of tier-2 cell sizes (grants may raise it)."
     )
 
+    # Tier 4.
+    training_secure_mode: bool = Field(
+        default=False,
+        description="Opacus secure_mode (secure noise; slower; needs torchcsprng).",
+    )
+
     # Audit checkpoints: signed after this many new events, or this many seconds.
     audit_checkpoint_every: int = Field(default=100, gt=0)
     audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)

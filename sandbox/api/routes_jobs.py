@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 
 from analytics.query_document import query_json_schema
+from analytics.training import training_json_schema
 from policies.errors import Conflict
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
-from policies.principals import Role
+from policies.principals import Principal, Role
 from sandbox import jobs, oversight
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import (
@@ -24,14 +26,24 @@ from sandbox.api.schemas import (
     ResultOut,
     VerifyOut,
 )
+from sandbox.artifacts import load_artifact
 from sandbox.models import Job, JobStatus
 from sandbox.tenants import require_role
 
 router = APIRouter(prefix="/v1", tags=["jobs", "audit"])
 
 
-def job_out(job: Job) -> JobOut:
+def _progress(job: Job, viewer: Principal | None) -> dict[str, Any] | None:
+    """The training loss is computed on private data: only the data owner sees it."""
+    if job.progress is None or (viewer is not None and viewer.id == job.enterprise_id):
+        return job.progress
+    return {k: v for k, v in job.progress.items() if k != "loss"}
+
+
+def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
     return JobOut(
+        progress=_progress(job, viewer),
+        cancel_requested=job.cancel_requested,
         id=job.id,
         provider_id=job.provider_id,
         dataset_id=job.dataset_id,
@@ -72,8 +84,20 @@ def submit_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> JobOut:
 
 @router.post("/jobs/preview")
 def preview_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> PreviewOut:
-    """What a tier-3 query would cost and its expected error; spends nothing, reads no data."""
+    """What a tier-3 query or tier-4 training would cost, and its expected error.
+
+    Spends nothing and reads no data.
+    """
     answer = jobs.preview_job(veil, caller, _submission(body))
+    if answer.get("training") is not None:
+        training = answer["training"]
+        return PreviewOut(
+            allowed=True,
+            reasons=[],
+            epsilon=training.epsilon,
+            delta=training.delta,
+            training=asdict(training),
+        )
     preview = answer["preview"]
     if preview is None:
         return PreviewOut(allowed=False, reasons=answer["reasons"])
@@ -87,6 +111,38 @@ def preview_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> PreviewOut:
         ],
         notes=list(preview.notes),
     )
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
+    """Cancel a queued job at once, or ask a running one to stop; the budget stays spent."""
+    return job_out(jobs.cancel_job(veil, caller, job_id), caller)
+
+
+@router.get("/jobs/{job_id}/model", responses={200: {"content": {"application/octet-stream": {}}}})
+def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response:
+    """Tier 4: the released model's weights (safetensors; load them with the card)."""
+    with veil.db.transaction() as session:
+        job = jobs.visible_job(session, caller, job_id)
+        enterprise = session.get(Principal, job.enterprise_id)
+    if job.status != JobStatus.RELEASED or not job.artifact_path or not job.artifact_wrapped_key:
+        raise Conflict(f"job '{job_id}' has no released model (status: {job.status})")
+    assert enterprise is not None and enterprise.slug is not None
+    data = load_artifact(veil, enterprise.slug, job.id, job.artifact_path, job.artifact_wrapped_key)
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{job_id}.safetensors"',
+            "X-Veil-SHA256": job.artifact_sha256 or "",
+        },
+    )
+
+
+@router.get("/schemas/training", tags=["schemas"])
+def training_schema() -> dict[str, Any]:
+    """The JSON Schema of the tier-4 training document."""
+    return training_json_schema()
 
 
 @router.get("/schemas/query", tags=["schemas"])
@@ -106,13 +162,13 @@ def list_jobs(
         rows = session.scalars(
             select(Job).where(column == caller.id).order_by(Job.created_at.desc()).limit(limit)
         )
-        return [job_out(j) for j in rows]
+        return [job_out(j, caller) for j in rows]
 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
     with veil.db.transaction() as session:
-        return job_out(jobs.visible_job(session, caller, job_id))
+        return job_out(jobs.visible_job(session, caller, job_id), caller)
 
 
 @router.get("/jobs/{job_id}/result")

@@ -179,10 +179,13 @@ class GrantOut(BaseModel):
 class JobIn(Input):
     dataset_id: str
     purpose: str = Field(min_length=1, max_length=64)
-    tier: int = Field(default=3, description="2: SDC-checked table; 3: DP query")
+    tier: int = Field(default=3, description="2: SDC table; 3: DP query; 4: DP training")
     epsilon: float = Field(default=0.0, ge=0, le=100, description="Tier 3: required, > 0")
     delta: float = Field(default=0.0, ge=0, lt=1)
-    query: dict[str, Any] = Field(description="The query document: see /v1/schemas/query")
+    query: dict[str, Any] = Field(
+        description="Tiers 2-3: the query document (/v1/schemas/query); "
+        "tier 4: the training document (/v1/schemas/training)"
+    )
 
 
 class JobOut(BaseModel):
@@ -199,6 +202,10 @@ class JobOut(BaseModel):
     status: str
     reasons: list[str]
     error: str | None
+    progress: dict[str, Any] | None = Field(
+        default=None, description="Tier 4: epoch of epochs (the training loss: enterprise only)"
+    )
+    cancel_requested: bool = False
     created_at: datetime
     finished_at: datetime | None
 
@@ -231,6 +238,9 @@ class ResultOut(BaseModel):
     epsilon: float = Field(default=0.0, description="Privacy loss, from OpenDP's accounting")
     delta: float = 0.0
     mechanism: str | None = None
+    card: dict[str, Any] | None = Field(default=None, description="Tier 4: the model card")
+    model_sha256: str | None = Field(default=None, description="Tier 4: SHA-256 of the weights")
+    model_format: str | None = None
     dataset_version: int | None
     result_sha256: str
     remaining_budget: BudgetOut
@@ -250,6 +260,9 @@ class PreviewOut(BaseModel):
     delta: float | None = None
     aggregates: list[PreviewItemOut] | None = None
     notes: list[str] | None = None
+    training: dict[str, Any] | None = Field(
+        default=None, description="Tier 4: noise multiplier, expected epsilon, steps, rate"
+    )
 
 
 class AuditEventOut(BaseModel):

@@ -19,6 +19,7 @@ datasets_app = typer.Typer(
     help="Datasets (enterprise; providers see granted ones).", no_args_is_help=True
 )
 grants_app = typer.Typer(help="Grants (enterprise; providers see theirs).", no_args_is_help=True)
+models_app = typer.Typer(help="Trained models, on this machine (no server).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs and results (provider).", no_args_is_help=True)
 
 for name, sub in [
@@ -31,5 +32,6 @@ for name, sub in [
     ("datasets", datasets_app),
     ("grants", grants_app),
     ("jobs", jobs_app),
+    ("models", models_app),
 ]:
     app.add_typer(sub, name=name)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
-from sandbox.cli.app import app, audit_app, keys_app
+from sandbox.cli.app import app, audit_app, keys_app, models_app
 from sandbox.cli.output import Output, console
 from sandbox.keyserver import key_service
 from sandbox.settings import Settings
@@ -136,3 +136,33 @@ def audit_verify(as_json: JsonOpt = False) -> None:
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+@models_app.command("predict")
+def models_predict(
+    model_dir: Annotated[Path, typer.Argument(help="Directory from `veil jobs model`")],
+    data: Annotated[Path, typer.Argument(help="CSV with the model's feature columns")],
+    limit: Annotated[int, typer.Option(help="Rows to show")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a downloaded model (safetensors + card) and predict on a CSV, e.g. mock data."""
+    import json
+
+    import polars as pl
+
+    from analytics.training import load_model, predict
+
+    card = json.loads((model_dir / "model-card.json").read_text())
+    model = load_model((model_dir / "model.safetensors").read_bytes(), card)
+    frame = pl.read_csv(data)
+    predictions = predict(model, card, frame)
+    out = Output(as_json)
+    if as_json:
+        out.data({"predictions": predictions})
+        return
+    out.say(
+        f"{card['family']} predicting '{card['target']['name']}' from "
+        f"{len(card['features'])} features; {len(predictions)} predictions"
+    )
+    for i, value in enumerate(predictions[:limit]):
+        out.say(f"  row {i + 1}: {value}")

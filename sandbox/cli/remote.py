@@ -420,6 +420,26 @@ def print_result(result: dict[str, Any], out: Output) -> None:
     if result.get("cells") is not None:
         _print_table_result(result, out)
         return
+    if result.get("card") is not None:
+        card = result["card"]
+        out.record(
+            f"model of {result['job_id']} (epsilon {result['epsilon']:g}, delta "
+            f"{result['delta']:g})",
+            {
+                k: card.get(k)
+                for k in (
+                    "family",
+                    "hidden_sizes",
+                    "features",
+                    "target",
+                    "epochs",
+                    "noise_multiplier",
+                    "metrics",
+                )
+            },
+        )
+        out.say(f"download it with `veil jobs model {result['job_id']} -o DIR`")
+        return
     rows = []
     for row in result["rows"]:
         for v in row["values"]:
@@ -515,3 +535,73 @@ def audit_checkpoint(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = Fa
     with connect(url, token) as c:
         cp = c.checkpoint()
     Output(as_json).record("checkpoint signed", cp or {"note": "the audit log is empty"})
+
+
+@jobs_app.command("train")
+def jobs_train(
+    dataset: Annotated[str, typer.Option(help="Dataset id")],
+    purpose: Annotated[str, typer.Option(help="Purpose (must be granted)")],
+    spec: Annotated[Path, typer.Option(help="Training document (JSON; see docs/training.md)")],
+    epsilon: Annotated[float, typer.Option(help="Target epsilon (debited before training)")],
+    delta: Annotated[float, typer.Option(help="Target delta (below 1/rows)")],
+    token: Token,
+    preview: Annotated[bool, typer.Option(help="Only show cost and noise; spend nothing")] = False,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a model with DP-SGD (tier 4), showing progress; or --preview its cost first."""
+    document = json.loads(spec.read_text())
+    out = Output(as_json)
+    with connect(url, token) as c:
+        if preview:
+            answer = c.preview_training(dataset, purpose, document, epsilon=epsilon, delta=delta)
+            if not answer["allowed"]:
+                out.say("[red]this job would be denied:[/red] " + "; ".join(answer["reasons"]))
+                raise typer.Exit(1)
+            out.record("training preview (nothing spent)", answer["training"])
+            return
+        job = c.submit_training(dataset, purpose, document, epsilon=epsilon, delta=delta)
+        with console.status(f"job {job['id']}: queued", spinner="dots") as status:
+            final = c.wait_for_job(
+                job["id"],
+                timeout=3600,
+                poll=0.5,
+                on_status=lambda j: status.update(_training_status(j)),
+            )
+        if final["status"] != "released":
+            out.record(f"job {final['status']}", final)
+            raise typer.Exit(1)
+        print_result(c.get_result(job["id"]), out)
+
+
+def _training_status(job: dict[str, Any]) -> str:
+    progress = job.get("progress") or {}
+    if job["status"] == "running" and progress:
+        loss = f", loss {progress['loss']:.4f}" if "loss" in progress else ""
+        return f"job {job['id']}: epoch {progress['epoch']} of {progress['epochs']}{loss}"
+    return f"job {job['id']}: {job['status']}"
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """Cancel a queued job, or ask a running one to stop (the budget stays spent)."""
+    with connect(url, token) as c:
+        Output(as_json).record(f"job {job_id}", c.cancel_job(job_id))
+
+
+@jobs_app.command("model")
+def jobs_model(
+    job_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write to")],
+    token: Token,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Download a trained model: model.safetensors and model-card.json."""
+    with connect(url, token) as c:
+        weights, card = c.download_model(job_id)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "model.safetensors").write_bytes(weights)
+    (output / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
+    console.print(f"model and card written to {output} ({len(weights):,} bytes of weights)")

@@ -1,0 +1,295 @@
+"""DP-SGD with Opacus: the model, the noise multiplier, and the training loop.
+
+Every noise sample and every Poisson draw comes from Opacus (its optimizer and its
+uniform sampler); this module only wires them up.  ``analytics.training`` explains the
+guarantee; the wiring choices are explained where they are made.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import secrets
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import torch
+from opacus import PrivacyEngine  # type: ignore[import-untyped]  # opacus ships no py.typed
+from opacus.accountants.utils import get_noise_multiplier  # type: ignore[import-untyped]
+from opacus.data_loader import DPDataLoader  # type: ignore[import-untyped]
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+
+from analytics.training_spec import (
+    CLASSIFIERS,
+    MAX_STEPS,
+    ModelFamily,
+    TrainingCancelled,
+    TrainingError,
+    TrainingSpec,
+)
+
+#: Opacus' PRV accountant (Gopi et al. 2021): numerical composition of the subsampled
+#: Gaussian's privacy loss; Opacus returns its certified upper bound on epsilon.  Tighter
+#: than RDP, so less noise for the same budget.  Used for both preview and training.
+ACCOUNTANT: Final = "prv"
+#: Ghost clipping (fast gradient clipping): per-sample gradient norms without
+#: materialising per-sample gradients, then a second backward pass with clipped weights.
+#: Same clipping, noise and accounting as "hooks"; 1.1-1.5x faster on a 2-core CPU
+#: for these models (bench/training_bench.py).  Works with Poisson (even empty) batches.
+GRAD_SAMPLE_MODE: Final = "ghost"
+#: Intra-op threads while training: these small models gain nothing from more.
+MAX_THREADS: Final = 2
+
+
+@dataclass(frozen=True)
+class SgdPlan:
+    """The public parameters of one DP-SGD run (none depends on the private row count)."""
+
+    sample_rate: float  # q = batch_size / rows_public: each row's chance to be in a batch
+    steps_per_epoch: int  # floor(1/q): the batches Opacus' Poisson sampler yields per epoch
+    epochs: int
+    noise_multiplier: float  # sigma: noise std / max_grad_norm
+    expected_batch: int  # q x public training rows: divides the noisy gradient sum
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps in the whole run."""
+        return self.steps_per_epoch * self.epochs
+
+
+def sgd_plan(spec: TrainingSpec, rows_public: int, epsilon_training: float) -> SgdPlan:
+    """The sample rate, steps and noise multiplier that spend ``epsilon_training``."""
+    if spec.batch_size > rows_public:
+        raise TrainingError("batch_size: must not exceed rows_public")
+    q = spec.batch_size / rows_public
+    per_epoch = int(1 / q)  # exactly what opacus' UniformWithReplacementSampler yields
+    if per_epoch * spec.epochs > MAX_STEPS:
+        raise TrainingError(
+            f"epochs x rows_public / batch_size must be at most {MAX_STEPS} steps: "
+            "raise batch_size or lower epochs"
+        )
+    sigma = sigma_for_budget(epsilon_training, spec.delta, q, per_epoch * spec.epochs)
+    expected = max(1, round(spec.batch_size * (1.0 - spec.holdout_fraction)))
+    return SgdPlan(q, per_epoch, spec.epochs, sigma, expected)
+
+
+@functools.lru_cache(maxsize=128)
+def sigma_for_budget(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """Opacus' smallest sigma (to its 0.01 search tolerance) whose accounted epsilon for
+    ``steps`` Poisson-subsampled Gaussian steps at ``sample_rate`` is at most ``epsilon``.
+
+    Cached: preview and training ask for the same values, and the search takes a moment.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numerical warnings of the accountant's search
+            sigma = get_noise_multiplier(
+                target_epsilon=epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=ACCOUNTANT,
+            )
+    except ValueError:
+        raise TrainingError("epsilon: too small for this many training steps") from None
+    return float(sigma)
+
+
+def build_model(
+    family: ModelFamily, inputs: int, hidden: tuple[int, ...], outputs: int
+) -> nn.Sequential:
+    """Linear layers with ReLU between them (no hidden layer for logistic regression)."""
+    layers: list[nn.Module] = []
+    width = inputs
+    for units in hidden if family != ModelFamily.LOGISTIC_REGRESSION else ():
+        layers += [nn.Linear(width, units), nn.ReLU()]
+        width = units
+    layers.append(nn.Linear(width, outputs))
+    return nn.Sequential(*layers)
+
+
+def initial_model(
+    family: ModelFamily, inputs: int, hidden: tuple[int, ...], outputs: int, seed: int
+) -> nn.Sequential:
+    """``build_model`` with initial weights fixed by ``seed`` (public), leaving torch's
+    global generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(family, inputs, hidden, outputs)
+
+
+def loss_function(family: ModelFamily) -> nn.Module:
+    """Cross-entropy over the classes, or squared error on the scaled target."""
+    return nn.CrossEntropyLoss() if family in CLASSIFIERS else nn.MSELoss()
+
+
+class Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Encoded rows; ``__getitems__`` lets the loader take a whole batch in one indexing."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[indices], self.y[indices]
+
+
+def _whole_batch(batch: Any) -> Any:
+    return batch  # ``Rows.__getitems__`` already stacked it (an empty batch stays empty)
+
+
+@contextmanager
+def threads(count: int = MAX_THREADS) -> Iterator[None]:
+    """Use at most ``count`` intra-op threads inside the block, then restore the setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(count, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fresh_generator() -> torch.Generator:
+    # The Poisson draws and the noise must be unpredictable: seeding them with the public
+    # ``seed`` (or leaving torch's fixed default seed) would let anyone recompute the noise.
+    return torch.Generator().manual_seed(secrets.randbits(63))
+
+
+def _engine(secure_mode: bool) -> PrivacyEngine:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "secure RNG turned off": documented choice
+            return PrivacyEngine(accountant=ACCOUNTANT, secure_mode=secure_mode)
+    except ImportError:
+        raise TrainingError(
+            "secure_mode needs the torchcsprng package (Opacus' cryptographically secure "
+            "generator), which is not installed"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """Progress and cancellation hooks of a training run."""
+
+    on_epoch: Callable[[int, float], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+def fit_private(
+    model: nn.Module,
+    rows: Rows,
+    spec: TrainingSpec,
+    plan: SgdPlan,
+    callbacks: Callbacks,
+    secure_mode: bool = False,
+    grad_sample_mode: str = GRAD_SAMPLE_MODE,
+) -> float:
+    """Train ``model`` in place with DP-SGD; return the epsilon Opacus' accountant spent.
+
+    ``grad_sample_mode`` is Opacus' ("ghost" or "hooks": same clipping, noise and
+    accounting); other values are for experiments only.
+    """
+    engine = _engine(secure_mode)
+    sampler_rng = engine.secure_rng if secure_mode else _fresh_generator()
+    # The loader's Poisson rate is the public q, not batch_size / len(rows).
+    loader = DPDataLoader(
+        rows, sample_rate=plan.sample_rate, collate_fn=_whole_batch, generator=sampler_rng
+    )
+    if len(loader) != plan.steps_per_epoch:  # pragma: no cover - opacus changed its sampler
+        raise RuntimeError("opacus' sampler yields another number of batches than planned")
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
+    private = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        criterion=loss_function(spec.family),
+        data_loader=loader,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=spec.max_grad_norm,
+        poisson_sampling=False,  # the loader above already samples at rate q
+        grad_sample_mode=grad_sample_mode,
+        noise_generator=None if secure_mode else _fresh_generator(),
+    )
+    # Ghost clipping also returns a loss wrapper that runs its two backward passes.
+    if len(private) == 4:
+        module, dp_optimizer, criterion, loader = private
+    else:
+        (module, dp_optimizer, loader), criterion = private, loss_function(spec.family)
+    # make_private derives its sampling rate from len(loader) and the batch it expects from
+    # len(rows) (the private count): replace both with the public values.
+    dp_optimizer.expected_batch_size = plan.expected_batch
+    dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(plan.sample_rate))
+    _run_epochs(module, dp_optimizer, criterion, loader, spec, callbacks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the PRV domain bound's RDP "largest alpha" note
+        return float(engine.accountant.get_epsilon(spec.delta))
+
+
+def fit_plain(model: nn.Module, rows: Rows, spec: TrainingSpec) -> None:
+    """The same loop without DP (shuffled batches, no clipping, no noise): a benchmark
+    baseline only; never used for a release."""
+    batches = BatchSampler(RandomSampler(rows), spec.batch_size, drop_last=False)
+    loader = DataLoader(rows, batch_sampler=batches, collate_fn=_whole_batch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
+    _run_epochs(model, optimizer, loss_function(spec.family), loader, spec, Callbacks())
+
+
+def _run_epochs(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: Any,
+    loader: DataLoader[Any],
+    spec: TrainingSpec,
+    callbacks: Callbacks,
+) -> None:
+    regression = spec.family not in CLASSIFIERS
+    logging.getLogger("opacus.data_loader").setLevel(logging.ERROR)  # "empty batch" notes
+    module.train()
+    with warnings.catch_warnings():
+        # Ghost clipping's hooks fire on outputs because inputs need no gradient: expected.
+        warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+        for epoch in range(1, spec.epochs + 1):
+            _run_epoch(module, optimizer, criterion, loader, regression, callbacks, epoch)
+    module.eval()
+
+
+def _run_epoch(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: Any,
+    loader: DataLoader[Any],
+    regression: bool,
+    callbacks: Callbacks,
+    epoch: int,
+) -> None:
+    """One pass over the loader; ``on_epoch`` gets the mean loss of the rows seen."""
+    total, seen = 0.0, 0
+    for x, y in loader:
+        if callbacks.should_stop is not None and callbacks.should_stop():
+            raise TrainingCancelled("training was cancelled")
+        optimizer.zero_grad()
+        out = module(x)
+        loss = criterion(out.reshape(-1) if regression else out, y)
+        # An empty Poisson batch still takes a (pure-noise) step: skipping it would
+        # reveal that it was empty, and the accountant counts every step.
+        loss.backward()
+        optimizer.step()
+        if len(y):
+            total += float(loss.detach()) * len(y)
+            seen += len(y)
+    if callbacks.on_epoch is not None:
+        callbacks.on_epoch(epoch, total / seen if seen else math.nan)
+
+
+def tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's parameters, detached and contiguous (what safetensors stores)."""
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
