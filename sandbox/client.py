@@ -75,6 +75,13 @@ class VeilClient:
             raise ApiError(response.status_code, body if isinstance(body, dict) else {})
         return response.json() if response.content else None
 
+    def _download(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+        """A binary body (mock data, model weights); errors are JSON like everywhere else."""
+        response = self._http.get(path, params=params)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json())
+        return response.content
+
     # -- everyone -----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/health"))
@@ -215,12 +222,8 @@ class VeilClient:
 
     def mock(self, dataset_id: str, *, rows: int = 1000, seed: int = 0, fmt: str = "csv") -> bytes:
         """Mock rows generated from the declaration only (no budget)."""
-        response = self._http.get(
-            f"/v1/datasets/{dataset_id}/mock", params={"rows": rows, "seed": seed, "format": fmt}
-        )
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.json())
-        return response.content
+        params = {"rows": rows, "seed": seed, "format": fmt}
+        return self._download(f"/v1/datasets/{dataset_id}/mock", params)
 
     # -- provider ---------------------------------------------------------------------------
     def submit_query(
@@ -330,10 +333,8 @@ class VeilClient:
 
     def download_model(self, job_id: str) -> tuple[bytes, dict[str, Any]]:
         """The released model's weights (safetensors) and its card."""
-        response = self._http.get(f"/v1/jobs/{job_id}/model")
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.json())
-        return response.content, dict(self.get_result(job_id)["card"])
+        weights = self._download(f"/v1/jobs/{job_id}/model")
+        return weights, dict(self.get_result(job_id)["card"])
 
     def list_jobs(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/jobs"))

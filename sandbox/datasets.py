@@ -8,11 +8,9 @@ tenant, dataset and version.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from policies.principals import Principal, Role
 from sandbox import ingest
 from sandbox.core import Veil
 from sandbox.models import Dataset, DatasetVersion
+from sandbox.objects import read_decrypted, write_encrypted
 from sandbox.tenants import require_role
 
 
@@ -191,9 +190,12 @@ def upload_version(
     except ingest.IngestError as exc:
         raise _problems_to_invalid(exc) from None
     relative = Path(enterprise.id) / dataset_id / f"v{next_version}-{secrets.token_hex(4)}.veil"
-    stored = _write_encrypted(
-        veil, enterprise.slug, dataset_id, next_version, frame, s.objects_dir / relative
+    plain = io.BytesIO()
+    frame.write_parquet(plain)
+    stored = write_encrypted(
+        veil, enterprise.slug, f"dataset:{dataset_id}", next_version, plain.getvalue(), relative
     )
+    del plain
     try:
         with veil.db.transaction() as session:
             version = DatasetVersion(
@@ -204,7 +206,7 @@ def upload_version(
                 source_format=str(fmt),
                 object_path=str(relative),
                 wrapped_key=stored.wrapped_key,
-                ciphertext_sha256=stored.sha256,
+                ciphertext_sha256=stored.ciphertext_sha256,
                 size_bytes=stored.size,
                 created_at=veil.clock(),
             )
@@ -219,7 +221,7 @@ def upload_version(
                 details={
                     "version": next_version,
                     "format": str(fmt),
-                    "ciphertext_sha256": stored.sha256,
+                    "ciphertext_sha256": stored.ciphertext_sha256,
                     "size_bytes": stored.size,
                 },
             )
@@ -229,45 +231,17 @@ def upload_version(
     return version
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    wrapped_key: str
-    sha256: str  # of the ciphertext, for the audit log
-    size: int
-
-
-def _write_encrypted(
-    veil: Veil, tenant: str, dataset_id: str, version: int, frame: pl.DataFrame, path: Path
-) -> StoredObject:
-    """Encrypt ``frame`` (as Parquet) to ``path``, durably, via a partial file and a rename."""
-    plain = io.BytesIO()
-    frame.write_parquet(plain)
-    plain.seek(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    with open(partial, "wb") as out:
-        wrapped = veil.keys.encrypt_stream(tenant, f"dataset:{dataset_id}", version, plain, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)
-    blob = path.read_bytes()
-    return StoredObject(wrapped, hashlib.sha256(blob).hexdigest(), len(blob))
-
-
 def load_frame(veil: Veil, tenant: str, version: DatasetVersion) -> pl.DataFrame:
     """Decrypt a stored version into memory (never to disk) and parse it."""
-    plain = io.BytesIO()
-    with open(veil.settings.objects_dir / version.object_path, "rb") as src:
-        veil.keys.decrypt_stream(
-            tenant,
-            f"dataset:{version.dataset_id}",
-            version.version,
-            version.wrapped_key,
-            src,
-            plain,
-        )
-    plain.seek(0)
-    return pl.read_parquet(plain)
+    plain = read_decrypted(
+        veil,
+        tenant,
+        f"dataset:{version.dataset_id}",
+        version.version,
+        version.wrapped_key,
+        version.object_path,
+    )
+    return pl.read_parquet(io.BytesIO(plain))
 
 
 def visible_dataset(veil: Veil, principal: Principal, dataset_id: str) -> Dataset:

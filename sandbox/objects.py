@@ -1,0 +1,55 @@
+"""The encrypted object store: files under ``<data dir>/objects``, each in the ``keys``
+streaming format under a fresh data key of its enterprise, bound to (tenant, object, version).
+
+Writes go to a ``.partial`` file that is fsynced and renamed, so a crash never
+leaves half an object under its real name.  Reads decrypt into memory only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.core import Veil
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    path: str  # relative to the objects directory
+    wrapped_key: str
+    ciphertext_sha256: str
+    size: int
+
+
+def write_encrypted(
+    veil: Veil, tenant: str, object_id: str, version: int, data: bytes, relative: Path
+) -> StoredObject:
+    """Encrypt ``data`` to ``objects/<relative>`` durably; only the wrapped key is returned."""
+    path = veil.settings.objects_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    digest = hashlib.sha256()
+    size = 0
+    with open(partial, "wb") as out:
+        wrapped = veil.keys.encrypt_stream(tenant, object_id, version, io.BytesIO(data), out)
+        out.flush()
+        os.fsync(out.fileno())
+    with open(partial, "rb") as written:
+        for chunk in iter(lambda: written.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    os.replace(partial, path)
+    return StoredObject(str(relative), wrapped, digest.hexdigest(), size)
+
+
+def read_decrypted(
+    veil: Veil, tenant: str, object_id: str, version: int, wrapped_key: str, relative: str
+) -> bytes:
+    """Decrypt a stored object into memory (never to disk)."""
+    out = io.BytesIO()
+    with open(veil.settings.objects_dir / relative, "rb") as src:
+        veil.keys.decrypt_stream(tenant, object_id, version, wrapped_key, src, out)
+    return out.getvalue()
