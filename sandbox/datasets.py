@@ -69,8 +69,11 @@ def _problems_to_invalid(error: ingest.IngestError) -> InvalidRequest:
 
 
 def rounded_count(n: int) -> int:
-    """A row count safe to show providers: two significant figures, at least 10 (never exact
-    below 100; 0-14 all show as 10)."""
+    """The row count providers see (tier 0): two significant figures, at least 10.
+
+    Not differentially private: two versions whose counts straddle a rounding
+    step reveal that the count moved.  Treated as public (tier 0).
+    """
     if n < 15:
         return 10
     digits = len(str(n))
