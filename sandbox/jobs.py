@@ -10,6 +10,7 @@ composition: the ε and δ of every job add up, per grant and per dataset.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -206,11 +207,29 @@ def _debit(
     return None
 
 
+def _check_training_early(
+    veil: Veil, provider: Principal, sub: JobSubmission, spec: TrainingSpec
+) -> None:
+    """Validate a training spec before the write transaction: its noise search can take a
+    second, and must not hold the database lock (the check inside then hits its cache)."""
+    with veil.db.transaction() as session:
+        dataset = session.get(Dataset, sub.dataset_id)
+        if dataset is None or not provider_grants(session, provider.id, dataset.id):
+            return  # the decision will deny it, saying no more than for a missing dataset
+        version = latest_version(session, dataset.id)
+        schema = schema_from_json(dataset.declaration)
+    if version is not None:
+        with contextlib.suppress(InvalidRequest):  # reported after the policy decision
+            _validate(schema, spec, rounded_count(version.row_count))
+
+
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
     require_role(provider, Role.PROVIDER)
     eps, delta = _costs(sub)
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
+    if isinstance(query, TrainingSpec):
+        _check_training_early(veil, provider, sub, query)
     with veil.db.transaction() as session:
         decided = _decide(session, veil, provider, sub, query, eps, delta)
         decision, dataset, version = decided.decision, decided.dataset, decided.version
