@@ -210,8 +210,8 @@ def _debit(
 def _check_training_early(
     veil: Veil, provider: Principal, sub: JobSubmission, spec: TrainingSpec
 ) -> None:
-    """Validate a training spec before the write transaction: its noise search can take a
-    second, and must not hold the database lock (the check inside then hits its cache)."""
+    """Run a training spec's slow check (the noise search, up to seconds) before the write
+    transaction, so it never holds the database lock; the check inside hits its cache."""
     with veil.db.transaction() as session:
         dataset = session.get(Dataset, sub.dataset_id)
         if dataset is None or not provider_grants(session, provider.id, dataset.id):
@@ -319,6 +319,8 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
     if isinstance(query, TableQuery):
         raise InvalidRequest("tier-2 tables cost nothing; previews are for tiers 3 and 4")
+    if isinstance(query, TrainingSpec):
+        _check_training_early(veil, provider, sub, query)
     with veil.db.transaction() as session:
         decided = _decide(session, veil, provider, sub, query, eps, delta)
         audit.record(
