@@ -22,7 +22,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow"
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5: no slow tests yet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
