@@ -215,3 +215,32 @@ def test_parallel_submissions_never_overspend(veil: Veil, api: str) -> None:
     grant = world.provider.get_grant(world.grant_id)
     assert grant["budget"]["epsilon_spent"] == 1.0
     assert verify_chain(veil).ok
+
+
+def test_jobs_fail_closed_when_the_key_server_is_lost(tmp_path, own_key_server) -> None:  # type: ignore[no-untyped-def]
+    from sandbox.api.thread import ApiThread
+    from sandbox.core import open_veil
+    from tests.sandbox.conftest import make_world, settings_for
+
+    with (
+        open_veil(settings_for(tmp_path, own_key_server), worker=False) as veil,
+        ApiThread(veil.settings, veil) as url,
+    ):
+        world = make_world(veil, url)
+        job = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, COUNT)
+        own_key_server.stop()
+        with pytest.raises(ApiError) as upload:
+            world.acme.upload(world.dataset_id, world.csv)
+        assert upload.value.status == 503 and "key server" in upload.value.detail
+        run_job(veil, claim_next_job(veil) or "")
+        failed = world.provider.get_job(job["id"])
+        assert failed["status"] == "failed" and "key server is unavailable" in failed["error"]
+        with pytest.raises(ApiError) as no_result:
+            world.provider.get_result(job["id"])
+        assert no_result.value.status == 409  # nothing was released
+        own_key_server.start()  # back on the same port: service resumes with no manual step
+        again = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, COUNT)
+        run_job(veil, claim_next_job(veil) or "")
+        assert world.provider.get_job(again["id"])["status"] == "released"
+        events = [e for e in world.operator.audit_events(limit=20) if e["action"] == "job.failed"]
+        assert events and "key server" in events[0]["details"]["reason"]
