@@ -13,17 +13,18 @@ How a model is made private
   OpenDP's charged epsilon for the metrics, never above ``epsilon``.  ``delta`` is all
   DP-SGD's (Opacus needs delta > 0 and below ``1/rows_public``); the metrics use none.
 * **Public sampling.** DP-SGD samples each training row into a batch independently with
-  probability ``q = batch_size / rows_public``, where ``rows_public`` is a public, rounded
-  row count (tier-0 information) given by the caller, never the private count; Opacus'
-  Poisson sampler (``DPDataLoader``) draws the batches at that explicit rate.  An epoch
-  is ``floor(1/q)`` batches (Opacus' sampler's own count), so the run is
-  ``steps = epochs x floor(1/q)`` steps, and the noise multiplier, which the card
-  shows, is a function of public values only: Opacus'
+  probability ``q = batch_size / (rows_public x (1 - holdout_fraction))``, where
+  ``rows_public`` is a public, rounded row count (tier-0 information) given by the
+  caller, never the private count, so the denominator is the public size of the
+  training split; Opacus' Poisson sampler (``UniformWithReplacementSampler``) draws the
+  batches at that explicit rate.  An epoch is ``floor(1/q)`` batches (Opacus' sampler's
+  own count), so the run is ``steps = epochs x floor(1/q)`` steps, and the noise
+  multiplier, which the card shows, is a function of public values only: Opacus'
   ``get_noise_multiplier(target_epsilon=epsilon_training, target_delta=delta,
   sample_rate=q, steps=steps, accountant="prv")``.  The noisy gradient sum is divided
-  by the public expected batch ``batch_size x (1 - holdout_fraction)``.  The guarantee
-  rests on q alone: if the true count differs from ``rows_public``, batches are just
-  larger or smaller than ``batch_size`` on average.  ``epsilon`` is at most 20
+  by the public expected batch, ``batch_size``.  The guarantee rests on q alone: if the
+  true count differs from ``rows_public``, batches are just larger or smaller than
+  ``batch_size`` on average.  ``epsilon`` is at most 20
   (``training_spec.MAX_EPSILON``) and a run at most ``training_spec.MAX_STEPS`` steps.
 * **Accounting.** Opacus' PRV accountant (``ACCOUNTANT``) for the preview and the run:
   it records every step at rate ``q`` and reports its certified upper bound on epsilon,
@@ -203,7 +204,7 @@ def preview_training(
     plan, eps_training, eps_metrics = _plan(schema, spec, rows_public)
     notes = (
         f"DP-SGD (Opacus, {ACCOUNTANT} accountant): each training row joins a batch with "
-        f"probability q = batch_size / rows_public; {plan.steps} steps "
+        f"probability q = batch_size / (rows_public x (1 - holdout_fraction)); {plan.steps} steps "
         f"({spec.epochs} epochs of {plan.steps_per_epoch})",
         f"held-out metric ({'accuracy' if spec.family in CLASSIFIERS else 'mean absolute error'}"
         f") released with OpenDP at epsilon {eps_metrics:.6g}",

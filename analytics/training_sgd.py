@@ -8,7 +8,6 @@ guarantee; the wiring choices are explained where they are made.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import secrets
 import warnings
@@ -20,9 +19,21 @@ from typing import Any, Final
 import torch
 from opacus import PrivacyEngine  # type: ignore[import-untyped]  # opacus ships no py.typed
 from opacus.accountants.utils import get_noise_multiplier  # type: ignore[import-untyped]
-from opacus.data_loader import DPDataLoader  # type: ignore[import-untyped]
+from opacus.grad_sample import (  # type: ignore[import-untyped]
+    GradSampleModule,
+    GradSampleModuleFastGradientClipping,
+)
+from opacus.optimizers import (  # type: ignore[import-untyped]
+    DPOptimizer,
+    DPOptimizerFastGradientClipping,
+)
+from opacus.utils.fast_gradient_clipping_utils import (  # type: ignore[import-untyped]
+    DPLossFastGradientClipping,
+)
+from opacus.utils.uniform_sampler import (  # type: ignore[import-untyped]
+    UniformWithReplacementSampler,
+)
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from analytics.training_spec import (
     CLASSIFIERS,
@@ -50,11 +61,11 @@ MAX_THREADS: Final = 2
 class SgdPlan:
     """The public parameters of one DP-SGD run (none depends on the private row count)."""
 
-    sample_rate: float  # q = batch_size / rows_public: each row's chance to be in a batch
+    sample_rate: float  # q = batch_size / training rows (public): a row's chance per batch
     steps_per_epoch: int  # floor(1/q): the batches Opacus' Poisson sampler yields per epoch
     epochs: int
     noise_multiplier: float  # sigma: noise std / max_grad_norm
-    expected_batch: int  # q x public training rows: divides the noisy gradient sum
+    expected_batch: int  # q x public training rows = batch_size: divides the noisy sum
 
     @property
     def steps(self) -> int:
@@ -62,11 +73,19 @@ class SgdPlan:
         return self.steps_per_epoch * self.epochs
 
 
+def public_training_rows(spec: TrainingSpec, rows_public: int) -> float:
+    """The public count of training rows: ``rows_public`` less the held-out share."""
+    return rows_public * (1.0 - spec.holdout_fraction)
+
+
 def sgd_plan(spec: TrainingSpec, rows_public: int, epsilon_training: float) -> SgdPlan:
     """The sample rate, steps and noise multiplier that spend ``epsilon_training``."""
-    if spec.batch_size > rows_public:
-        raise TrainingError("batch_size: must not exceed rows_public")
-    q = spec.batch_size / rows_public
+    training_rows = public_training_rows(spec, rows_public)
+    if spec.batch_size > training_rows:
+        raise TrainingError(
+            "batch_size: must not exceed the training rows, rows_public x (1 - holdout_fraction)"
+        )
+    q = spec.batch_size / training_rows
     per_epoch = int(1 / q)  # exactly what opacus' UniformWithReplacementSampler yields
     if per_epoch * spec.epochs > MAX_STEPS:
         raise TrainingError(
@@ -74,8 +93,7 @@ def sgd_plan(spec: TrainingSpec, rows_public: int, epsilon_training: float) -> S
             "raise batch_size or lower epochs"
         )
     sigma = sigma_for_budget(epsilon_training, spec.delta, q, per_epoch * spec.epochs)
-    expected = max(1, round(spec.batch_size * (1.0 - spec.holdout_fraction)))
-    return SgdPlan(q, per_epoch, spec.epochs, sigma, expected)
+    return SgdPlan(q, per_epoch, spec.epochs, sigma, spec.batch_size)
 
 
 @functools.lru_cache(maxsize=128)
@@ -128,8 +146,8 @@ def loss_function(family: ModelFamily) -> nn.Module:
     return nn.CrossEntropyLoss() if family in CLASSIFIERS else nn.MSELoss()
 
 
-class Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Encoded rows; ``__getitems__`` lets the loader take a whole batch in one indexing."""
+class Rows:
+    """Encoded rows: features ``x`` and targets ``y``, on one device."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x, y
@@ -137,15 +155,10 @@ class Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows at ``indices`` (an empty index gives an empty batch)."""
+        indices = indices.to(self.x.device)
         return self.x[indices], self.y[indices]
-
-
-def _whole_batch(batch: Any) -> Any:
-    return batch  # ``Rows.__getitems__`` already stacked it (an empty batch stays empty)
 
 
 @contextmanager
@@ -159,10 +172,10 @@ def threads(count: int = MAX_THREADS) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _fresh_generator() -> torch.Generator:
+def _fresh_generator(device: torch.device) -> torch.Generator:
     # The Poisson draws and the noise must be unpredictable: seeding them with the public
     # ``seed`` (or leaving torch's fixed default seed) would let anyone recompute the noise.
-    return torch.Generator().manual_seed(secrets.randbits(63))
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63))
 
 
 def _engine(secure_mode: bool) -> PrivacyEngine:
@@ -177,12 +190,27 @@ def _engine(secure_mode: bool) -> PrivacyEngine:
         ) from None
 
 
+class _GhostOptimizer(DPOptimizerFastGradientClipping):  # type: ignore[misc]
+    """Opacus' ghost-clipping optimizer, accumulating the clipped gradient with a clone
+    where Opacus deep-copies it (a tenth of a step's time for these small models)."""
+
+    def accumulate(self) -> None:
+        for p in self.params:
+            if p.summed_grad is None:
+                p.summed_grad = p.grad.detach().clone()
+            else:
+                p.summed_grad.add_(p.grad)
+
+
 @dataclass(frozen=True)
 class Callbacks:
     """Progress and cancellation hooks of a training run."""
 
     on_epoch: Callable[[int, float], None] | None = None
     should_stop: Callable[[], bool] | None = None
+
+
+Batches = Callable[[], Iterator[torch.Tensor]]  # one epoch's batches of row indices
 
 
 def fit_private(
@@ -194,71 +222,92 @@ def fit_private(
     secure_mode: bool = False,
     grad_sample_mode: str = GRAD_SAMPLE_MODE,
 ) -> float:
-    """Train ``model`` in place with DP-SGD; return the epsilon Opacus' accountant spent.
+    """Train ``model`` (on ``rows``' device) in place with DP-SGD; return the epsilon
+    Opacus' accountant spent.
 
+    The pieces ``PrivacyEngine.make_private`` would assemble, assembled here so that
+    every rate is the public one: Opacus' Poisson sampler at ``plan.sample_rate`` (not
+    ``batch_size / len(rows)``, a private count), its optimizer dividing by the public
+    ``plan.expected_batch``, its accountant hooked at the same rate.
     ``grad_sample_mode`` is Opacus' ("ghost" or "hooks": same clipping, noise and
-    accounting); other values are for experiments only.
+    accounting); "hooks" is for the benchmark's comparison only.
     """
     engine = _engine(secure_mode)
-    sampler_rng = engine.secure_rng if secure_mode else _fresh_generator()
-    # The loader's Poisson rate is the public q, not batch_size / len(rows).
-    loader = DPDataLoader(
-        rows, sample_rate=plan.sample_rate, collate_fn=_whole_batch, generator=sampler_rng
+    engine.validate(module=model, optimizer=None, data_loader=None)
+    device = rows.x.device
+    sampler = UniformWithReplacementSampler(
+        num_samples=len(rows),
+        sample_rate=plan.sample_rate,
+        generator=engine.secure_rng if secure_mode else _fresh_generator(torch.device("cpu")),
     )
-    if len(loader) != plan.steps_per_epoch:  # pragma: no cover - opacus changed its sampler
+    if len(sampler) != plan.steps_per_epoch:  # pragma: no cover - opacus changed its sampler
         raise RuntimeError("opacus' sampler yields another number of batches than planned")
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
-    private = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        criterion=loss_function(spec.family),
-        data_loader=loader,
+    sgd = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
+    noise = dict(
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=spec.max_grad_norm,
-        poisson_sampling=False,  # the loader above already samples at rate q
-        grad_sample_mode=grad_sample_mode,
-        noise_generator=None if secure_mode else _fresh_generator(),
+        expected_batch_size=plan.expected_batch,
+        loss_reduction="mean",
+        generator=engine.secure_rng if secure_mode else _fresh_generator(device),
+        secure_mode=secure_mode,
     )
-    # Ghost clipping also returns a loss wrapper that runs its two backward passes.
-    if len(private) == 4:
-        module, dp_optimizer, criterion, loader = private
+    criterion: Any = loss_function(spec.family)
+    module: nn.Module
+    optimizer: DPOptimizer
+    if grad_sample_mode == "ghost":
+        module = GradSampleModuleFastGradientClipping(
+            model, batch_first=True, loss_reduction="mean",
+            max_grad_norm=spec.max_grad_norm, use_ghost_clipping=True,
+        )  # fmt: skip
+        optimizer = _GhostOptimizer(sgd, **noise)
+        criterion = DPLossFastGradientClipping(module, optimizer, criterion, "mean")
+    elif grad_sample_mode == "hooks":
+        module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        optimizer = DPOptimizer(sgd, **noise)
     else:
-        (module, dp_optimizer, loader), criterion = private, loss_function(spec.family)
-    # make_private derives its sampling rate from len(loader) and the batch it expects from
-    # len(rows) (the private count): replace both with the public values.
-    dp_optimizer.expected_batch_size = plan.expected_batch
-    dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(plan.sample_rate))
-    _run_epochs(module, dp_optimizer, criterion, loader, spec, callbacks)
+        raise ValueError(f"grad_sample_mode: {grad_sample_mode!r} is not 'ghost' or 'hooks'")
+    optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(plan.sample_rate))
+
+    def batches() -> Iterator[torch.Tensor]:
+        for indices in sampler:
+            yield torch.tensor(indices, dtype=torch.long)
+
+    _run_epochs(module, optimizer, criterion, rows, batches, spec, callbacks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the PRV domain bound's RDP "largest alpha" note
         return float(engine.accountant.get_epsilon(spec.delta))
 
 
 def fit_plain(model: nn.Module, rows: Rows, spec: TrainingSpec) -> None:
-    """The same loop without DP (shuffled batches, no clipping, no noise): a benchmark
-    baseline only; never used for a release."""
-    batches = BatchSampler(RandomSampler(rows), spec.batch_size, drop_last=False)
-    loader = DataLoader(rows, batch_sampler=batches, collate_fn=_whole_batch)
+    """The same loop without DP (shuffled batches of ``batch_size``, no clipping, no
+    noise): a benchmark baseline only; never used for a release."""
+
+    def batches() -> Iterator[torch.Tensor]:
+        yield from torch.split(torch.randperm(len(rows)), spec.batch_size)
+
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
-    _run_epochs(model, optimizer, loss_function(spec.family), loader, spec, Callbacks())
+    criterion = loss_function(spec.family)
+    _run_epochs(model, optimizer, criterion, rows, batches, spec, Callbacks())
 
 
 def _run_epochs(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
     criterion: Any,
-    loader: DataLoader[Any],
+    rows: Rows,
+    batches: Batches,
     spec: TrainingSpec,
     callbacks: Callbacks,
 ) -> None:
     regression = spec.family not in CLASSIFIERS
-    logging.getLogger("opacus.data_loader").setLevel(logging.ERROR)  # "empty batch" notes
     module.train()
     with warnings.catch_warnings():
         # Ghost clipping's hooks fire on outputs because inputs need no gradient: expected.
         warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
         for epoch in range(1, spec.epochs + 1):
-            _run_epoch(module, optimizer, criterion, loader, regression, callbacks, epoch)
+            loss = _run_epoch(module, optimizer, criterion, rows, batches, regression, callbacks)
+            if callbacks.on_epoch is not None:
+                callbacks.on_epoch(epoch, loss)
     module.eval()
 
 
@@ -266,16 +315,17 @@ def _run_epoch(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
     criterion: Any,
-    loader: DataLoader[Any],
+    rows: Rows,
+    batches: Batches,
     regression: bool,
     callbacks: Callbacks,
-    epoch: int,
-) -> None:
-    """One pass over the loader; ``on_epoch`` gets the mean loss of the rows seen."""
-    total, seen = 0.0, 0
-    for x, y in loader:
+) -> float:
+    """One pass; returns the mean loss of the rows seen (NaN if none)."""
+    total, seen = torch.zeros((), dtype=torch.float64, device=rows.x.device), 0
+    for indices in batches():
         if callbacks.should_stop is not None and callbacks.should_stop():
             raise TrainingCancelled("training was cancelled")
+        x, y = rows.take(indices)
         optimizer.zero_grad()
         out = module(x)
         loss = criterion(out.reshape(-1) if regression else out, y)
@@ -284,10 +334,9 @@ def _run_epoch(
         loss.backward()
         optimizer.step()
         if len(y):
-            total += float(loss.detach()) * len(y)
+            total += loss.detach() * len(y)  # no host sync per step on an accelerator
             seen += len(y)
-    if callbacks.on_epoch is not None:
-        callbacks.on_epoch(epoch, total / seen if seen else math.nan)
+    return float(total) / seen if seen else math.nan
 
 
 def tensors(model: nn.Module) -> dict[str, torch.Tensor]:

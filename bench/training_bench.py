@@ -3,11 +3,12 @@
 The same MLP classifier (hidden 64, 64; 20 inputs) on the same synthetic
 predictive-maintenance rows, same epochs, batch size and learning rate, on CPU:
 
-* Veil: the DP-SGD loop ``train_model`` runs (``fit_private``: Opacus PrivacyEngine,
-  Poisson sampling at q = batch_size / rows, ghost clipping, Gaussian noise, PRV
+* Veil: the DP-SGD loop ``train_model`` runs (``fit_private``: Opacus' Poisson sampler
+  at q = batch_size / public training rows, ghost clipping, Gaussian noise, PRV
   accounting), on 80% of the rows as after the held-out split.
-* Baseline: the same encoded rows, shuffled batches, plain SGD (no clipping, no noise,
-  no PrivacyEngine), through the same training loop (``fit_plain``).
+* Baseline: the same encoded rows, shuffled batches of batch_size, plain SGD (no
+  clipping, no noise, nothing of Opacus), through the same training loop
+  (``fit_plain``).  ``bench/training_device.py`` runs the same pair on any torch device.
 
 Two more rows: ``train_model`` end to end (adds the noise-multiplier search, its cache
 cleared each time, the encoding and split, and the OpenDP release of the held-out

@@ -226,8 +226,8 @@ def test_preview_matches_training_and_ignores_the_exact_row_count(
     preview = preview_training(SCHEMA, logistic.spec, ROWS)
     card = logistic.result.card
     assert preview.noise_multiplier == card["noise_multiplier"]
-    assert preview.sample_rate == card["sample_rate"] == 256 / ROWS
-    assert preview.steps == card["steps"] == 5 * int(ROWS / 256)
+    assert preview.sample_rate == card["sample_rate"] == 256 / (ROWS * 0.8)
+    assert preview.steps == card["steps"] == 5 * int(ROWS * 0.8 / 256)
     assert preview.epsilon == 1.0 and preview.delta == 1e-5 and preview.notes
     # 4 321 private rows, the same public count: the same noise and rate.
     smaller = train_model(frame.head(4_321), SCHEMA, logistic.spec, ROWS)
@@ -425,8 +425,8 @@ def test_refusals_name_the_field_never_a_value(change: dict[str, Any], message: 
 def test_budget_and_public_count_refusals() -> None:
     with pytest.raises(TrainingError, match=r"delta must be below 1/n"):
         preview_training(SCHEMA, spec(), 100_000)  # delta 1e-5 = 1/100 000
-    with pytest.raises(TrainingError, match="batch_size: must not exceed rows_public"):
-        preview_training(SCHEMA, spec(), 100)
+    with pytest.raises(TrainingError, match="batch_size: must not exceed the training rows"):
+        preview_training(SCHEMA, spec(), 300)  # 240 training rows < batch_size 256
     with pytest.raises(TrainingError, match="epsilon: too small"):
         preview_training(SCHEMA, spec(epsilon=1e-9), ROWS)
     with pytest.raises(TrainingError, match="rows_public: expected a positive integer"):
