@@ -17,6 +17,7 @@ from policies import audit
 from policies.db import utcnow
 from policies.principals import Principal, Role, create_principal, issue_token
 from sandbox.database import Database, migrate
+from sandbox.isolation import SandboxPool
 from sandbox.settings import Settings
 
 
@@ -30,6 +31,8 @@ class Veil:
     clock: Callable[[], datetime] = utcnow
     #: Set when a job is queued, so the worker need not wait for its next poll.
     jobs_waiting: threading.Event = field(default_factory=threading.Event)
+    #: The job worker's sandboxes (None: each job starts its own, nothing kept warm).
+    sandboxes: SandboxPool | None = None
 
     def checkpoint(self) -> audit.AuditCheckpoint | None:
         """Sign the audit chain's head now (no-op when nothing new was logged)."""

@@ -3,7 +3,8 @@
 The embedded worker is a thread of the server process.  A claimed job is
 re-decided against its grant as it is *now* (revoked, expired or narrowed
 grants stop it, budget aside: it was paid at submission), the data is
-decrypted into memory only, the analytics engine computes a safe output, and
+decrypted into memory only and handed over a pipe to a bubblewrap sandbox
+(``sandbox.isolation``), where the analytics engine computes a safe output;
 the grant is checked once more in the transaction that releases it.
 """
 
@@ -14,26 +15,28 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from analytics.private_query import QueryRelease, run_private_query
-from analytics.schema import PrivateQuery
-from analytics.sdc import PriorCell, SdcRules, TableQuery, TableRelease, run_table_query
-from analytics.training import TrainedModel, TrainingCancelled, TrainingSpec, train_model
+from analytics.schema import DatasetSchema
+from analytics.sdc import PriorCell, TableQuery
+from analytics.training import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
 from policies.decisions import JobRequest, decide
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
 from sandbox.artifacts import StoredArtifact, store_artifact
+from sandbox.child import Task
 from sandbox.core import Veil
-from sandbox.datasets import load_frame, rounded_count, schema_from_json
+from sandbox.datasets import rounded_count, schema_from_json
+from sandbox.isolation import ChildResult, SandboxCancelled, SandboxError, SandboxPool
 from sandbox.jobs import cancel_expired, columns_of, parse_job_query
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
+from sandbox.objects import read_decrypted
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +112,32 @@ def run_job(veil: Veil, job_id: str) -> None:
         )
         return
     assert dataset and enterprise and enterprise.slug and version and grant
+    task = _task(veil, job, grant, version, prior, schema_from_json(dataset.declaration))
+    progress = JobProgress(veil, job_id, task)
     try:
-        frame = load_frame(veil, enterprise.slug, version)
-        context = _Context(veil, job, grant, version, prior)
-        computed = _compute(context, schema_from_json(dataset.declaration), frame)
-        del frame
-        output: Released = (
-            _stored(veil, enterprise, job_id, computed)
-            if isinstance(computed, TrainedModel)
-            else computed
+        data = read_decrypted(
+            veil,
+            enterprise.slug,
+            f"dataset:{version.dataset_id}",
+            version.version,
+            version.wrapped_key,
+            version.object_path,
         )
-    except TrainingCancelled:
+        pool = veil.sandboxes or SandboxPool(veil.settings, warm=False)
+        sandbox = pool.take()
+        answer = sandbox.run(task, data, progress.on_progress, progress.should_stop)
+        del data
+        output = _output(veil, enterprise, job_id, answer)
+    except SandboxCancelled:
         _fail(
             veil,
             job_id,
             "cancelled: by the provider; the job's budget stays spent",
             audit.Outcome.FAILED,
         )
+        return
+    except SandboxError as exc:
+        _fail(veil, job_id, exc.reason, audit.Outcome.FAILED)
         return
     except KeyServerUnavailable:
         _fail(
@@ -147,56 +159,52 @@ def _prior_cells(session: Session, job: Job) -> list[PriorCell]:
     return [PriorCell(r.conditions, r.version == job.dataset_version, r.count) for r in rows]
 
 
-@dataclass(frozen=True)
-class _Context:
-    veil: Veil
-    job: Job
-    grant: Grant
-    version: DatasetVersion
-    prior: list[PriorCell]
-
-
-Output = QueryRelease | TableRelease | TrainedModel
-
-
-def _compute(ctx: _Context, schema: Any, frame: Any) -> Output:
-    job = ctx.job
+def _task(
+    veil: Veil,
+    job: Job,
+    grant: Grant,
+    version: DatasetVersion,
+    prior: list[PriorCell],
+    schema: DatasetSchema,
+) -> Task:
+    """What the sandboxed process computes (parsed and checked here, in the parent)."""
     eps, delta = job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT
     query = parse_job_query(job.tier, job.query, eps, delta)
-    if isinstance(query, TableQuery):
-        rules = SdcRules(min_count=ctx.grant.min_group_size)
-        return run_table_query(frame, schema, query, rules, ctx.prior)
-    if isinstance(query, TrainingSpec):
-        progress = TrainingProgress(ctx.veil, job.id, query.epochs)
-        return train_model(
-            frame,
-            schema,
-            query,
-            rounded_count(ctx.version.row_count),
-            on_epoch=progress.on_epoch,
-            should_stop=progress.should_stop,
-            secure_mode=ctx.veil.settings.training_secure_mode,
-        )
-    assert isinstance(query, PrivateQuery)
-    return run_private_query(frame, schema, query, eps, delta)
+    kind = {TableQuery: "table", TrainingSpec: "training"}.get(type(query), "query")
+    return Task(
+        kind=kind,
+        schema=schema,
+        query=query,
+        epsilon=eps,
+        delta=delta,
+        rows_public=rounded_count(version.row_count),
+        min_count=grant.min_group_size,
+        prior=tuple(prior),
+        secure_mode=veil.settings.training_secure_mode,
+    )
 
 
-class TrainingProgress:
-    """Reports epochs to the job row and polls the provider's cancel request (at most 2/s)."""
+class JobProgress:
+    """Reports training epochs to the job row and polls the provider's cancel request
+    (at most twice a second)."""
 
-    def __init__(self, veil: Veil, job_id: str, epochs: int) -> None:
-        self.veil, self.job_id, self.epochs = veil, job_id, epochs
+    def __init__(self, veil: Veil, job_id: str, task: Task) -> None:
+        self.veil, self.job_id = veil, job_id
+        self.epochs = task.query.epochs if isinstance(task.query, TrainingSpec) else None
         self._checked = 0.0
         self._stop = False
 
-    def on_epoch(self, epoch: int, loss: float) -> None:
+    def on_progress(self, message: dict[str, Any]) -> None:
+        epoch, loss = message.get("epoch"), message.get("loss")
+        if self.epochs is None or not isinstance(epoch, int) or not 0 < epoch <= self.epochs:
+            return  # only training reports progress; anything else is ignored
         with self.veil.db.transaction() as session:
             job = session.get(Job, self.job_id)
             assert job is not None
             job.progress = {
                 "epoch": epoch,
                 "epochs": self.epochs,
-                "loss": loss,
+                "loss": float(loss) if isinstance(loss, int | float) else None,
                 "at": self.veil.clock().isoformat(),
             }
 
@@ -212,80 +220,51 @@ class TrainingProgress:
 
 
 @dataclass(frozen=True)
-class _StoredModel:
-    model: TrainedModel
-    artifact: StoredArtifact
+class _Output:
+    """A computed result, ready to release: its JSON, audit details, tier-2 cells to
+    remember, and a stored model for tier 4."""
+
+    result: dict[str, Any]
+    details: dict[str, Any]
+    released_cells: tuple[tuple[dict[str, str], int], ...] = ()
+    artifact: StoredArtifact | None = None
 
 
-def _stored(veil: Veil, enterprise: Principal, job_id: str, model: TrainedModel) -> _StoredModel:
-    assert enterprise.slug is not None
-    return _StoredModel(
-        model, store_artifact(veil, enterprise.slug, enterprise.id, job_id, model.weights)
-    )
+def _output(veil: Veil, enterprise: Principal, job_id: str, answer: ChildResult) -> _Output:
+    """Check the shape of the sandbox's answer (it is not trusted) and store a model."""
+    message = answer.message
+    result, details = message.get("result"), message.get("details")
+    if not isinstance(result, dict) or not isinstance(details, dict):
+        raise SandboxError("the job's process sent a malformed result")
+    cells = []
+    for cell in message.get("released_cells") or ():
+        conditions, count = cell.get("conditions"), cell.get("count")
+        if not isinstance(conditions, dict) or not isinstance(count, int):
+            raise SandboxError("the job's process sent a malformed result")
+        cells.append(({str(k): str(v) for k, v in conditions.items()}, count))
+    artifact = None
+    if result.get("tier") == 4:
+        if len(answer.blobs) != 1:
+            raise SandboxError("the job's process sent a malformed result")
+        assert enterprise.slug is not None
+        artifact = store_artifact(veil, enterprise.slug, enterprise.id, job_id, answer.blobs[0])
+        result = {**result, "model_sha256": artifact.sha256}
+        details = {**details, "model_sha256": artifact.sha256}
+    return _Output(result, details, tuple(cells), artifact)
 
 
-def output_to_json(output: Released, dataset_version: int | None) -> dict[str, Any]:
-    """The stored (and returned) form of a released output."""
-    if isinstance(output, _StoredModel):
-        return {
-            "tier": 4,
-            "card": output.model.card,
-            "epsilon": output.model.epsilon,
-            "delta": output.model.delta,
-            "model_sha256": output.artifact.sha256,
-            "model_format": "safetensors",
-            "dataset_version": dataset_version,
-        }
-    if isinstance(output, TableRelease):
-        return {
-            "tier": 2,
-            "cells": [
-                {"key": c.key, "values": c.values, "status": c.status, "reasons": list(c.reasons)}
-                for c in output.cells
-            ],
-            "rules": asdict(output.rules),
-            "dataset_version": dataset_version,
-        }
-    return {
-        "tier": 3,
-        "rows": [
-            {
-                "group": row.group,
-                "values": [
-                    {
-                        "aggregate": v.aggregate,
-                        "value": v.value,
-                        "noise_scale": v.noise_scale,
-                        "ci95": list(v.ci95),
-                    }
-                    for v in row.values
-                ],
-            }
-            for row in output.rows
-        ],
-        "epsilon": output.epsilon,
-        "delta": output.delta,
-        "mechanism": output.mechanism,
-        "dataset_version": dataset_version,
-    }
-
-
-Released = QueryRelease | TableRelease | _StoredModel
-
-
-def _release(veil: Veil, job_id: str, output: Released) -> None:
+def _release(veil: Veil, job_id: str, output: _Output) -> None:
     with veil.db.transaction() as session:
         job = session.get(Job, job_id)
         assert job is not None
         refused = _still_allowed(veil, session, job)
         if not refused:
-            result = output_to_json(output, job.dataset_version)
+            result = {**output.result, "dataset_version": job.dataset_version}
             digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
             job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
             job.finished_at = veil.clock()
-            if isinstance(output, TableRelease):
-                _store_cells(session, job, output)
-            if isinstance(output, _StoredModel):
+            _store_cells(session, job, output)
+            if output.artifact is not None:
                 job.artifact_path = output.artifact.path
                 job.artifact_wrapped_key = output.artifact.wrapped_key
                 job.artifact_sha256 = output.artifact.sha256
@@ -294,7 +273,7 @@ def _release(veil: Veil, job_id: str, output: Released) -> None:
                 "job.released",
                 tenant_id=job.enterprise_id,
                 resource=f"job:{job.id}",
-                details=_release_details(output, digest),
+                details={"result_sha256": digest, **output.details},
             )
     if refused:
         _fail(
@@ -305,31 +284,17 @@ def _release(veil: Veil, job_id: str, output: Released) -> None:
         )
 
 
-def _store_cells(session: Session, job: Job, output: TableRelease) -> None:
-    for cell in output.released:
+def _store_cells(session: Session, job: Job, output: _Output) -> None:
+    for conditions, count in output.released_cells:
         session.add(
             ReleasedCell(
                 dataset_id=job.dataset_id,
                 version=job.dataset_version or 0,
                 job_id=job.id,
-                conditions=dict(cell.conditions),
-                count=cell.count,
+                conditions=conditions,
+                count=count,
             )
         )
-
-
-def _release_details(output: Released, digest: str) -> dict[str, Any]:
-    if isinstance(output, _StoredModel):
-        return {
-            "result_sha256": digest,
-            "model_sha256": output.artifact.sha256,
-            "epsilon_spent": output.model.epsilon,
-            "delta_spent": output.model.delta,
-        }
-    if isinstance(output, TableRelease):
-        suppressed = sum(1 for c in output.cells if c.status != "ok")
-        return {"result_sha256": digest, "cells": len(output.cells), "suppressed": suppressed}
-    return {"result_sha256": digest, "epsilon_spent": output.epsilon, "delta_spent": output.delta}
 
 
 def recover_interrupted_jobs(veil: Veil) -> int:
@@ -361,6 +326,20 @@ class JobWorker(threading.Thread):
         self.join(30)
 
     def run(self) -> None:
+        # Sandboxes are started from this thread (bubblewrap's --die-with-parent).
+        pool = SandboxPool(self.veil.settings)
+        self.veil.sandboxes = pool
+        try:
+            self._serve(pool)
+        finally:
+            self.veil.sandboxes = None
+            pool.close()
+
+    def _serve(self, pool: SandboxPool) -> None:
+        try:
+            pool.prepare()
+        except Exception:  # no bubblewrap: every job will fail closed with the reason
+            log.exception("the job sandbox cannot start")
         while not self._stopping.is_set():
             # Clear before looking, so a submission arriving meanwhile is never missed.
             self.veil.jobs_waiting.clear()

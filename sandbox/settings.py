@@ -88,6 +88,18 @@ class Settings(BaseSettings):
 
     # Jobs.
     job_poll_interval_s: float = Field(default=0.5, gt=0, description="Worker idle poll period.")
+    job_memory_mb: int = Field(
+        default=8192, ge=256, description="Address-space limit of a job's sandboxed process, MiB."
+    )
+    job_cpu_s: int = Field(
+        default=3600, ge=1, description="CPU-time limit of a job's sandboxed process, seconds."
+    )
+    job_wall_s: float = Field(
+        default=3600.0, gt=0, description="Wall-clock limit of a job's sandboxed process, seconds."
+    )
+    job_tmpfs_mb: int = Field(
+        default=256, ge=16, description="Size of a job sandbox's private /tmp (memory), MiB."
+    )
 
     # API server.
     api_host: str = Field(default="127.0.0.1", description="Address `veil serve` listens on.")

@@ -24,7 +24,7 @@ TRAINING = {
     "target": "failure_24h",
     "epochs": 5,
     "batch_size": 128,
-    "learning_rate": 0.5,
+    "learning_rate": 1.0,
     "max_grad_norm": 1.0,
 }
 DELTA = 1e-5

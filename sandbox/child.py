@@ -1,0 +1,252 @@
+"""The job process inside the sandbox: read one task and its data, compute, answer.
+
+This file is bound read-only into the bubblewrap sandbox together with the
+``analytics`` package, and nothing else of Veil: it imports only the standard
+library and ``analytics``.  It is also imported by the parent (``sandbox.isolation``)
+for the message framing and the task type, so the two sides cannot drift apart.
+
+Protocol, over the child's stdin and stdout (both pipes to the parent):
+
+* every message is a *frame*: 4 bytes of big-endian length, then the payload;
+* parent → child: one frame with the pickled ``Task`` (the parent is the more
+  trusted side, so pickle is safe in this direction only), then the dataset's
+  plaintext Parquet bytes as frames of at most ``CHUNK`` bytes, then an empty frame;
+* child → parent: JSON frames only (never pickle: the parent must not trust what
+  the sandbox says): ``{"type": "ready"}`` once its libraries are imported,
+  ``{"type": "progress", ...}`` any number of times, then one
+  ``{"type": "result", "result": ..., "details": ..., "released_cells": ...,
+  "blobs": n}`` followed by ``n`` raw frames (model weights), or one
+  ``{"type": "error", "error": <exception type>, "message": <safe text>}``.
+
+Before reading, the child moves its stdout to a private descriptor and points
+descriptor 1 at stderr, so nothing a library prints can corrupt the protocol.
+The process handles exactly one task and exits: nothing of one job's data
+survives into another's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import struct
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Final
+
+CHUNK: Final = 1 << 20
+_LENGTH = struct.Struct(">I")
+#: A frame larger than this is refused (a broken or hostile peer).
+MAX_FRAME: Final = 1 << 30
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a well-formed frame."""
+
+
+def write_frame(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(_LENGTH.pack(len(payload)))
+    stream.write(payload)
+
+
+def read_frame(stream: IO[bytes], limit: int = MAX_FRAME) -> bytes:
+    head = _read_exactly(stream, _LENGTH.size)
+    (length,) = _LENGTH.unpack(head)
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
+    return _read_exactly(stream, length)
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        part = stream.read(left)
+        if not part:
+            raise ProtocolError("the stream ended inside a frame")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the parent asks of one sandboxed process (analytics objects, already checked)."""
+
+    kind: str  # "table" (tier 2), "query" (tier 3), "training" (tier 4)
+    schema: Any  # analytics.schema.DatasetSchema
+    query: Any  # TableQuery, PrivateQuery or TrainingSpec
+    epsilon: float = 0.0
+    delta: float = 0.0
+    rows_public: int = 0
+    min_count: int = 10
+    prior: tuple[Any, ...] = ()  # analytics.sdc.PriorCell
+    secure_mode: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Channel:
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+
+    def send(self, message: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> None:
+        write_frame(self.out, json.dumps(message).encode())
+        for blob in blobs:
+            write_frame(self.out, blob)
+        self.out.flush()
+
+
+def _read_data(stream: IO[bytes]) -> bytes:
+    buffer = io.BytesIO()
+    while chunk := read_frame(stream, CHUNK):
+        buffer.write(chunk)
+    return buffer.getvalue()
+
+
+def compute(task: Task, data: bytes, channel: _Channel) -> None:
+    """Run ``task`` on the Parquet ``data``; send its result (or raise)."""
+    import polars as pl
+
+    frame = pl.read_parquet(io.BytesIO(data))
+    del data
+    if task.kind == "table":
+        from analytics.sdc import SdcRules, run_table_query
+
+        table = run_table_query(
+            frame, task.schema, task.query, SdcRules(min_count=task.min_count), list(task.prior)
+        )
+        cells = [
+            {"key": c.key, "values": c.values, "status": c.status, "reasons": list(c.reasons)}
+            for c in table.cells
+        ]
+        suppressed = sum(1 for c in table.cells if c.status != "ok")
+        channel.send(
+            {
+                "type": "result",
+                "result": {"tier": 2, "cells": cells, "rules": asdict(table.rules)},
+                "details": {"cells": len(table.cells), "suppressed": suppressed},
+                "released_cells": [
+                    {"conditions": dict(p.conditions), "count": p.count} for p in table.released
+                ],
+                "blobs": 0,
+            }
+        )
+    elif task.kind == "query":
+        from analytics.private_query import run_private_query
+
+        release = run_private_query(frame, task.schema, task.query, task.epsilon, task.delta)
+        rows = [
+            {
+                "group": row.group,
+                "values": [
+                    {
+                        "aggregate": v.aggregate,
+                        "value": v.value,
+                        "noise_scale": v.noise_scale,
+                        "ci95": list(v.ci95),
+                    }
+                    for v in row.values
+                ],
+            }
+            for row in release.rows
+        ]
+        result = {
+            "tier": 3,
+            "rows": rows,
+            "epsilon": release.epsilon,
+            "delta": release.delta,
+            "mechanism": release.mechanism,
+        }
+        details = {"epsilon_spent": release.epsilon, "delta_spent": release.delta}
+        channel.send({"type": "result", "result": result, "details": details, "blobs": 0})
+    elif task.kind == "training":
+        from analytics.training import train_model
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            channel.send({"type": "progress", "epoch": epoch, "loss": loss})
+
+        model = train_model(
+            frame,
+            task.schema,
+            task.query,
+            task.rows_public,
+            on_epoch=on_epoch,
+            secure_mode=task.secure_mode,
+        )
+        result = {
+            "tier": 4,
+            "card": model.card,
+            "epsilon": model.epsilon,
+            "delta": model.delta,
+            "model_format": "safetensors",
+        }
+        details = {"epsilon_spent": model.epsilon, "delta_spent": model.delta}
+        channel.send(
+            {"type": "result", "result": result, "details": details, "blobs": 1},
+            (model.weights,),
+        )
+    else:
+        raise ValueError(f"unknown task kind {task.kind!r}")
+
+
+def _warm_up() -> None:
+    """Run a tiny query on made-up rows, so that first-use costs of polars and OpenDP
+    are paid before a job arrives (about 60 ms).  Nothing of it is kept or sent."""
+    import polars as pl
+
+    from analytics.private_query import run_private_query
+    from analytics.query_document import parse_query
+    from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
+
+    schema = DatasetSchema(
+        (
+            ColumnSpec("k", ColumnType.STRING, ColumnClass.PUBLIC, categories=("a", "b")),
+            ColumnSpec("x", ColumnType.FLOAT, ColumnClass.INTERNAL, 0.0, 1.0),
+        )
+    )
+    buffer = io.BytesIO()
+    pl.DataFrame({"k": ["a", "b"] * 50, "x": [0.5] * 100}).write_parquet(buffer)
+    frame = pl.read_parquet(io.BytesIO(buffer.getvalue()))
+    query = parse_query(
+        {"aggregates": [{"kind": "count"}, {"kind": "mean", "column": "x"}], "group_by": ["k"]}
+    )
+    run_private_query(frame, schema, query, 1.0, 0.0)
+
+
+#: Exceptions whose messages are written for users and hold no data values.
+_SAFE_MESSAGES: Final = ("TrainingError", "QueryError", "SdcQueryError")
+
+
+def main() -> None:
+    # Keep the protocol on a private descriptor; library output goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    channel = _Channel(out)
+    # Import the heavy libraries before the task arrives: a warm process answers fast.
+    import analytics.private_query
+    import analytics.sdc
+    import analytics.training  # noqa: F401
+
+    _warm_up()
+    channel.send({"type": "ready"})
+    try:
+        stdin = sys.stdin.buffer
+        task = pickle.loads(read_frame(stdin))  # noqa: S301 - from the parent, more trusted
+        data = _read_data(stdin)
+        compute(task, data, channel)
+    except MemoryError:
+        channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
+        sys.exit(3)
+    except Exception as exc:  # the parent decides what reaches the user
+        name = type(exc).__name__
+        if "can't allocate memory" in str(exc):  # torch's allocator under the limit
+            channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
+            sys.exit(3)
+        message = str(exc) if name in _SAFE_MESSAGES else "the computation failed"
+        channel.send({"type": "error", "error": name, "message": message})
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

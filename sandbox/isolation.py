@@ -1,0 +1,408 @@
+"""The isolated runner: every job's computation runs in its own bubblewrap sandbox.
+
+A sandboxed process sees a read-only view of the system's programs and libraries,
+Python and its packages, and Veil's ``analytics`` package and ``sandbox/child.py``
+(``python_paths``) — nothing else of the host: no data directory, database, key
+server files or any tenant's objects.  It has no network (all namespaces
+unshared: network, PID, IPC, UTS, cgroup), no capabilities, a fresh session, an
+empty environment, and a private ``/tmp`` in memory (``job_tmpfs_mb``).  Limits
+come from settings: address space (``job_memory_mb``), CPU time (``job_cpu_s``),
+both set with ``prlimit`` before bubblewrap starts, and wall-clock time
+(``job_wall_s``), enforced here by killing the sandbox.
+
+The decrypted dataset is sent over a pipe, never written to disk, and dies with
+the process, which handles one job and exits.  A spare process is started ahead
+(``SandboxPool``) so that a job does not wait for Python and its libraries to
+import; it holds no data until a job is handed to it.
+
+There is no fallback: without bubblewrap, jobs fail (closed), they never run
+unsandboxed.  Design and figures: ``docs/isolation.md``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import pickle
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import analytics
+from sandbox import child
+from sandbox.child import CHUNK, Task
+from sandbox.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Host directories bound read-only when present (symbolic links are recreated as such).
+SYSTEM_PATHS: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32")
+#: Most bytes of the child's stderr kept (for debugging; never shown to providers).
+STDERR_TAIL: Final = 64 * 1024
+#: The sandbox's private /tmp (a tmpfs inside the sandbox, not the host's /tmp).
+SANDBOX_TMP: Final = "/tmp"  # noqa: S108
+#: How often the parent looks at the clock and the cancel flag while a job runs.
+POLL_S: Final = 0.25
+
+
+class SandboxError(Exception):
+    """The sandboxed computation produced no result; ``reason`` says why (for the job)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SandboxCancelled(SandboxError):
+    """``should_stop`` asked to stop; the sandbox was killed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    cpu_s: int
+    wall_s: float
+    tmpfs_mb: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.job_memory_mb, settings.job_cpu_s, settings.job_wall_s,
+                   settings.job_tmpfs_mb)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """The child's result message (JSON, untrusted) and its binary attachments."""
+
+    message: dict[str, Any]
+    blobs: tuple[bytes, ...]
+
+
+def python_paths() -> tuple[Path, ...]:
+    """What the child needs of Veil and Python, each bound read-only at its own path."""
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent}
+    paths.add(Path(analytics.__file__).resolve().parent)
+    paths.add(Path(child.__file__).resolve())
+    return tuple(sorted(paths))
+
+
+def _import_root() -> Path:
+    """The directory holding the ``analytics`` package (put first on the child's path)."""
+    return Path(analytics.__file__).resolve().parent.parent
+
+
+def sandbox_command(limits: Limits, entry: Path | None = None) -> list[str]:
+    """The ``prlimit … bwrap … python entry`` command line of one sandboxed process."""
+    bwrap, prlimit = shutil.which("bwrap"), shutil.which("prlimit")
+    if bwrap is None or prlimit is None:
+        missing = "bwrap (Debian: bubblewrap)" if bwrap is None else "prlimit (util-linux)"
+        raise SandboxError(f"the job sandbox cannot start: {missing} is not installed")
+    entry = entry or Path(child.__file__).resolve()
+    memory = limits.memory_mb * 2**20
+    argv = [
+        prlimit, f"--as={memory}", f"--cpu={limits.cpu_s}:{limits.cpu_s + 5}", "--core=0",
+        f"--fsize={limits.tmpfs_mb * 2**20}", "--",
+        bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--clearenv", "--hostname", "veil-job",
+    ]  # fmt: skip
+    for name in SYSTEM_PATHS:
+        path = Path(name)
+        if path.is_symlink():
+            argv += ["--symlink", os.readlink(path), name]
+        elif path.is_dir():
+            argv += ["--ro-bind", name, name]
+    system = [Path(name) for name in SYSTEM_PATHS]
+    for path in sorted({*python_paths(), entry}, key=lambda p: len(p.parts)):
+        if not any(path.is_relative_to(root) for root in system):
+            argv += ["--ro-bind", str(path), str(path)]
+    argv += [
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(limits.tmpfs_mb * 2**20), "--tmpfs", SANDBOX_TMP,
+        "--remount-ro", "/",  # the root's own tmpfs too: only /tmp is writable
+        "--chdir", SANDBOX_TMP,
+        "--setenv", "HOME", SANDBOX_TMP, "--setenv", "TMPDIR", SANDBOX_TMP,
+        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+        "--setenv", "PYTHONPATH", str(_import_root()),
+        "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+        sys.executable, "-s", str(entry),
+    ]  # fmt: skip
+    return argv
+
+
+class SandboxProcess:
+    """One started sandbox, used for one task."""
+
+    def __init__(self, argv: list[str], limits: Limits) -> None:
+        self.limits = limits
+        self.started = time.monotonic()
+        self._proc = subprocess.Popen(  # noqa: S603 - our own fixed command line
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._buffer = bytearray()  # bytes read from the child, not yet parsed
+        self.ready = False  # the child said it has imported its libraries
+        self._stderr: collections.deque[bytes] = collections.deque()
+        self._stderr_size = 0
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr).decode(errors="replace")
+
+    def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in iter(self._proc.stderr.readline, b""):
+            self._stderr.append(line)
+            self._stderr_size += len(line)
+            while self._stderr_size > STDERR_TAIL and len(self._stderr) > 1:
+                self._stderr_size -= len(self._stderr.popleft())
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it may just have ended
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                stream.close()
+        self._drain.join(5)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the child has imported its libraries (benchmarks use this)."""
+        stdout = self._proc.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while not self.ready and time.monotonic() < deadline:
+                message = _next_message(self._buffer)
+                if message is not None:
+                    self.ready = self.ready or message.get("type") == "ready"
+                elif selector.select(POLL_S):
+                    chunk = os.read(stdout.fileno(), CHUNK)
+                    if not chunk:
+                        return False
+                    self._buffer += chunk
+        return self.ready
+
+    def run(
+        self,
+        task: Task,
+        data: bytes,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ChildResult:
+        """Send ``task`` and its Parquet ``data``; wait for the result; always kill after.
+
+        Raises SandboxError (with a reason for the job) when the child fails, breaks a
+        limit or cannot be reached; SandboxCancelled when ``should_stop`` said so.
+        """
+        try:
+            writer = threading.Thread(target=self._send, args=(task, data), daemon=True)
+            writer.start()
+            result = self._receive(on_progress, should_stop)
+            writer.join()
+            return result
+        finally:
+            self.kill()
+
+    def _send(self, task: Task, data: bytes) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            child.write_frame(stdin, pickle.dumps(task))
+            view = memoryview(data)
+            for start in range(0, len(view), CHUNK):
+                child.write_frame(stdin, view[start : start + CHUNK].tobytes())
+            child.write_frame(stdin, b"")
+            stdin.close()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # the child died; _receive reports why
+
+    def _receive(
+        self,
+        on_progress: Callable[[dict[str, Any]], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> ChildResult:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        buffer = self._buffer
+        deadline = time.monotonic() + self.limits.wall_s
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while True:
+                message = _next_message(buffer)
+                if message is not None:
+                    kind = message.get("type")
+                    if kind == "ready":
+                        continue
+                    if kind == "progress":
+                        if on_progress is not None:
+                            on_progress(message)
+                        continue
+                    if kind == "result":
+                        blobs = self._blobs(buffer, selector, stdout, message, deadline)
+                        return ChildResult(message, blobs)
+                    raise SandboxError(self._error_reason(message))
+                if should_stop is not None and should_stop():
+                    raise SandboxCancelled("cancelled")
+                if time.monotonic() > deadline:
+                    raise SandboxError(
+                        f"the job ran longer than its wall-clock limit of "
+                        f"{self.limits.wall_s:g} s (VEIL_JOB_WALL_S) and was stopped"
+                    )
+                if selector.select(POLL_S):
+                    chunk = os.read(stdout.fileno(), CHUNK)
+                    if not chunk:
+                        raise SandboxError(self._exit_reason())
+                    buffer += chunk
+
+    def _blobs(
+        self,
+        buffer: bytearray,
+        selector: selectors.BaseSelector,
+        stdout: Any,
+        message: dict[str, Any],
+        deadline: float,
+    ) -> tuple[bytes, ...]:
+        count = message.get("blobs", 0)
+        if not isinstance(count, int) or not 0 <= count <= 4:
+            raise SandboxError("the job's process sent a malformed result")
+        blobs: list[bytes] = []
+        while len(blobs) < count:
+            blob = _next_frame(buffer)
+            if blob is not None:
+                blobs.append(blob)
+                continue
+            if time.monotonic() > deadline:
+                raise SandboxError("the job ran longer than its wall-clock limit")
+            if selector.select(POLL_S):
+                chunk = os.read(stdout.fileno(), CHUNK)
+                if not chunk:
+                    raise SandboxError(self._exit_reason())
+                buffer += chunk
+        return tuple(blobs)
+
+    def _error_reason(self, message: dict[str, Any]) -> str:
+        error, text = message.get("error"), message.get("message")
+        if error == "MemoryError":
+            return self._memory_reason()
+        if error in child._SAFE_MESSAGES and isinstance(text, str):
+            return text
+        log.debug("sandboxed job failed: %s; stderr: %s", error, self.stderr_tail)
+        return "internal error while computing the result"
+
+    def _memory_reason(self) -> str:
+        return (
+            f"the job exceeded its memory limit of {self.limits.memory_mb} MiB "
+            "(VEIL_JOB_MEMORY_MB) and was stopped"
+        )
+
+    def _exit_reason(self) -> str:
+        code = self._proc.wait()
+        # SIGXCPU at the soft CPU limit; SIGKILL at the hard one, 5 s later.
+        killed = code in (-signal.SIGKILL, 128 + signal.SIGKILL)
+        if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU) or (
+            killed and time.monotonic() - self.started >= self.limits.cpu_s
+        ):
+            return (
+                f"the job exceeded its CPU-time limit of {self.limits.cpu_s} s "
+                "(VEIL_JOB_CPU_S) and was stopped"
+            )
+        if any(sign in self.stderr_tail for sign in _OUT_OF_MEMORY):
+            return self._memory_reason()
+        log.debug("sandboxed job exited with %s; stderr: %s", code, self.stderr_tail)
+        return f"the job's sandboxed process ended without a result (exit status {code})"
+
+
+#: What a process that ran out of memory leaves on stderr (Python, C++, Rust).
+_OUT_OF_MEMORY: Final = ("MemoryError", "std::bad_alloc", "memory allocation of")
+
+
+def _next_frame(buffer: bytearray) -> bytes | None:
+    if len(buffer) < 4:
+        return None
+    length = int.from_bytes(buffer[:4], "big")
+    if length > child.MAX_FRAME:
+        raise SandboxError("the job's process sent a malformed result")
+    if len(buffer) < 4 + length:
+        return None
+    frame = bytes(buffer[4 : 4 + length])
+    del buffer[: 4 + length]
+    return frame
+
+
+def _next_message(buffer: bytearray) -> dict[str, Any] | None:
+    frame = _next_frame(buffer)
+    if frame is None:
+        return None
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        raise SandboxError("the job's process sent a malformed result") from None
+    if not isinstance(message, dict):
+        raise SandboxError("the job's process sent a malformed result")
+    return message
+
+
+class SandboxPool:
+    """Hands out single-use sandboxes, keeping one started ahead (``warm``).
+
+    Started from the thread that takes them (bubblewrap's ``--die-with-parent``
+    follows the starting thread), which is the job worker's.
+    """
+
+    def __init__(self, settings: Settings, entry: Path | None = None, warm: bool = True) -> None:
+        self.limits = Limits.from_settings(settings)
+        self.entry = entry
+        self.warm = warm
+        self._spare: SandboxProcess | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> SandboxProcess:
+        return SandboxProcess(sandbox_command(self.limits, self.entry), self.limits)
+
+    def take(self) -> SandboxProcess:
+        """A started sandbox (the spare if it is alive); starts the next spare."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None or not spare.alive:
+            if spare is not None:
+                spare.kill()
+            spare = self._start()
+        if self.warm:
+            with self._lock:
+                self._spare = self._start()
+        return spare
+
+    def prepare(self) -> None:
+        """Start the spare now (call from the thread that will take it)."""
+        if self.warm:
+            with self._lock:
+                if self._spare is None:
+                    self._spare = self._start()
+
+    def close(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()

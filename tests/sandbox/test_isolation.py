@@ -1,0 +1,167 @@
+"""The isolated runner: code inside the sandbox cannot reach out, and limits hold.
+
+Each test runs code inside a real bubblewrap sandbox with the same command line,
+view of the file system and limits as a job, through ``tests/sandbox/probe_child.py``
+(which runs the code it is sent instead of an analytics task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.child import Task
+from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool, sandbox_command
+from sandbox.settings import Settings
+
+PROBE = Path(__file__).with_name("probe_child.py")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory with another tenant's object and a database file in it."""
+    (tmp_path / "objects" / "other-tenant").mkdir(parents=True)
+    (tmp_path / "objects" / "other-tenant" / "dataset.veil").write_bytes(b"ciphertext")
+    (tmp_path / "veil.db").write_bytes(b"SQLite format 3\x00")
+    return tmp_path
+
+
+@pytest.fixture
+def pool(data_dir: Path) -> Iterator[SandboxPool]:
+    settings = Settings(
+        data_dir=data_dir, job_memory_mb=1024, job_cpu_s=3, job_wall_s=20, job_tmpfs_mb=16
+    )
+    pool = SandboxPool(settings, entry=PROBE)
+    yield pool
+    pool.close()
+
+
+def run(pool: SandboxPool, code: str, data: bytes = b"rows") -> object:
+    """Run ``code`` in a sandbox; its ``result``."""
+    answer = pool.take().run(Task("probe", None, None, extra={"code": code}), data)
+    return answer.message["result"]
+
+
+def attempt(action: str) -> str:
+    """Code that tries ``action`` and reports "done" or the error's type."""
+    body = "\n".join("    " + line for line in action.splitlines())
+    report = "except Exception as exc:\n    result = type(exc).__name__"
+    return f"try:\n{body}\n    result = 'done'\n{report}"
+
+
+def test_the_data_arrives_and_the_answer_comes_back(pool: SandboxPool) -> None:
+    assert run(pool, "result = [len(data), data[:2].decode()]", b"x" * 3_000_000) == [
+        3_000_000,
+        "xx",
+    ]
+
+
+def test_the_sandbox_sees_no_host_files_beyond_programs_and_libraries(
+    pool: SandboxPool, data_dir: Path
+) -> None:
+    seen = run(pool, "import os\nresult = sorted(os.listdir('/'))")
+    assert isinstance(seen, list)
+    assert {"tmp", "usr", "proc", "dev"} <= set(seen)
+    assert not {"etc", "home", "var", "srv", "opt", "mnt"} & set(seen)
+    # The data directory's parent is not visible at all (no database, no objects).
+    assert run(pool, f"import os\nresult = os.path.exists({str(data_dir)!r})") is False
+
+
+def test_opening_a_socket_is_blocked(pool: SandboxPool) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    accepted: list[object] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the timeout: nothing came
+            accepted.append(server.accept())
+
+    listener = threading.Thread(target=accept)
+    listener.start()
+    code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)"
+    outside = attempt(code)
+    assert run(pool, outside) == "ConnectionRefusedError"  # its own empty loopback
+    listener.join()
+    server.close()
+    assert accepted == []  # nothing reached the host's listener
+    assert run(pool, attempt("import socket\nsocket.getaddrinfo('example.com', 443)")) != "done"
+
+
+def test_another_tenants_directory_and_the_database_cannot_be_read(
+    pool: SandboxPool, data_dir: Path
+) -> None:
+    for target in (data_dir / "objects" / "other-tenant" / "dataset.veil", data_dir / "veil.db"):
+        assert run(pool, attempt(f"open({str(target)!r}, 'rb').read()")) == "FileNotFoundError"
+    assert run(pool, attempt(f"import os\nos.listdir({str(data_dir / 'objects')!r})")) == (
+        "FileNotFoundError"
+    )
+
+
+def test_writing_outside_the_private_tmpfs_is_blocked(pool: SandboxPool, tmp_path: Path) -> None:
+    import analytics
+
+    package = Path(analytics.__file__).parent
+    for target in (package / "planted.py", Path("/usr/planted"), Path("/planted")):
+        assert run(pool, attempt(f"open({str(target)!r}, 'w').write('x')")) in (
+            "OSError",
+            "PermissionError",
+        )
+        assert not target.exists()
+    # Its own /tmp works, is private, and is bounded by job_tmpfs_mb (16 MiB here).
+    assert run(pool, attempt("open('/tmp/scratch', 'w').write('x')")) == "done"
+    assert not Path("/tmp/scratch").exists()
+    assert run(pool, attempt("open('/tmp/big', 'wb').write(b'0' * 64 * 2**20)")) == "OSError"
+
+
+def test_exceeding_the_memory_limit_fails_the_job_with_a_clear_reason(pool: SandboxPool) -> None:
+    with pytest.raises(SandboxError, match=r"memory limit of 1024 MiB \(VEIL_JOB_MEMORY_MB\)"):
+        run(pool, "hog = bytearray(2 * 2**30)")
+    assert run(pool, "result = 'still fine'") == "still fine"
+
+
+def test_running_forever_is_stopped_by_the_cpu_limit(pool: SandboxPool) -> None:
+    with pytest.raises(SandboxError, match=r"CPU-time limit of 3 s \(VEIL_JOB_CPU_S\)"):
+        run(pool, "while True: pass")
+    assert run(pool, "result = 'still fine'") == "still fine"
+
+
+def test_sleeping_forever_is_stopped_by_the_wall_clock_limit(data_dir: Path) -> None:
+    pool = SandboxPool(Settings(data_dir=data_dir, job_wall_s=2), entry=PROBE)
+    try:
+        with pytest.raises(SandboxError, match=r"wall-clock limit of 2 s \(VEIL_JOB_WALL_S\)"):
+            run(pool, "import time\ntime.sleep(3600)")
+    finally:
+        pool.close()
+
+
+def test_a_cancelled_job_is_killed(pool: SandboxPool) -> None:
+    box = pool.take()
+    task = Task("probe", None, None, extra={"code": "import time\ntime.sleep(3600)"})
+    with pytest.raises(SandboxCancelled):
+        box.run(task, b"", should_stop=lambda: True)
+    assert not box.alive
+
+
+def test_each_sandbox_serves_one_job_and_a_spare_is_kept_ready(pool: SandboxPool) -> None:
+    first = pool.take()
+    second = pool.take()
+    assert first is not second and first.alive and second.alive
+    first.kill()
+    second.kill()
+
+
+def test_without_bubblewrap_jobs_fail_closed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap to be found
+    settings = Settings(data_dir=tmp_path)
+    with pytest.raises(SandboxError, match=r"bwrap \(Debian: bubblewrap\) is not installed"):
+        sandbox_command(SandboxPool(settings).limits)
