@@ -15,6 +15,8 @@ from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 
 #: Tiers whose releases are differentially private: confidential columns are allowed there.
 DP_TIERS = frozenset({3, 4})
+#: Reviewed code: confidential columns only with a DP budget (its output must be DP).
+CODE_TIER = 5
 CONFIDENTIAL = "confidential"
 SECRET = "secret"  # noqa: S105 - a column class, not a password
 NO_GRANT = "no grant gives you this dataset"
@@ -31,6 +33,8 @@ class JobRequest:
     columns: frozenset[str]
     epsilon: int  # units of grants.EPSILON_UNIT
     delta: int  # units of grants.DELTA_UNIT
+    #: Re-checks of a job already paid for (epsilon 0 here): whether it was paid in epsilon.
+    epsilon_paid: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,19 @@ def _column_reasons(
         column_class = classes.get(column)
         if column_class == SECRET:
             reasons.append(f"column '{column}' is secret: no job may use it, not even as a filter")
-        elif column_class == CONFIDENTIAL and request.tier not in DP_TIERS:
+        elif (
+            column_class == CONFIDENTIAL
+            and request.tier == CODE_TIER
+            and not (request.epsilon or request.epsilon_paid)
+        ):
+            reasons.append(
+                f"column '{column}' is confidential: reviewed code may use it only with DP "
+                "output (give the job epsilon > 0 and compute with veil_dp)"
+            )
+        elif column_class == CONFIDENTIAL and request.tier not in {*DP_TIERS, CODE_TIER}:
             reasons.append(
                 f"column '{column}' is confidential: only differentially private tiers "
-                "(3: private query, 4: private training) may use it"
+                "(3: private query, 4: private training, 5 with DP output) may use it"
             )
         elif column not in granted:
             reasons.append(f"column '{column}' is not in your grant")

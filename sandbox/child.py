@@ -32,6 +32,7 @@ import os
 import pickle
 import struct
 import sys
+import traceback
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Final
 
@@ -73,7 +74,7 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
 class Task:
     """What the parent asks of one sandboxed process (analytics objects, already checked)."""
 
-    kind: str  # "table" (tier 2), "query" (tier 3), "training" (tier 4)
+    kind: str  # "table" (2), "query" (3), "training" (4), "syft" / "syft-mock" (5)
     schema: Any  # analytics.schema.DatasetSchema
     query: Any  # TableQuery, PrivateQuery or TrainingSpec
     epsilon: float = 0.0
@@ -107,7 +108,7 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
     """Run ``task`` on the Parquet ``data``; send its result (or raise)."""
     import polars as pl
 
-    frame = pl.read_parquet(io.BytesIO(data))
+    frame: Any = pl.read_parquet(io.BytesIO(data)) if data else None  # a mock run: none
     del data
     if task.kind == "table":
         from analytics.sdc import SdcRules, run_table_query
@@ -185,8 +186,158 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
             {"type": "result", "result": result, "details": details, "blobs": 1},
             (model.weights,),
         )
+    elif task.kind in ("syft", "syft-mock"):
+        _run_code(task, frame, channel)
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")
+
+
+def _run_code(task: Task, frame: Any, channel: _Channel) -> None:
+    """Tier 5: run the approved syft function on the given columns (or on the mock only,
+    for the reviewer); send its output encoded, with what the DP helpers released."""
+    from pathlib import Path
+
+    from analytics import syft_dp
+    from analytics.mock import mock_frame
+    from analytics.syft_code import run_on_mock, run_syft_function, to_pandas, verify_pinned
+
+    code, columns = task.query, list(task.extra["columns"])
+    verify_pinned(code, task.extra["approved_sha256"])
+    mock = to_pandas(mock_frame(task.schema, task.extra["mock_rows"], 0).select(columns))
+    budget = syft_dp.DpBudget(task.epsilon, task.schema) if task.epsilon > 0 else None
+    if budget is not None:  # without a budget there is no veil_dp to import
+        syft_dp.install(budget)
+    workdir = Path(SANDBOX_TMP) / "syft"
+    workdir.mkdir(exist_ok=True)
+    if task.kind == "syft-mock":
+        value = run_on_mock(code, mock, workdir)
+    else:
+        value = run_syft_function(code, to_pandas(frame.select(columns)), mock, workdir)
+    encoded, blobs = encode_value(value)
+    channel.send(
+        {
+            "type": "result",
+            "result": {"tier": 5, "output": encoded},
+            "details": {"epsilon_spent": budget.spent if budget else 0.0, "delta_spent": 0.0},
+            "dp_values": list(budget.released) if budget else [],
+            "blobs": len(blobs),
+        },
+        tuple(blobs),
+    )
+
+
+# ---------------------------------------------------------------- tier-5 outputs
+
+SANDBOX_TMP: Final = "/tmp"  # noqa: S108 - the sandbox's private tmpfs
+#: Largest pandas/numpy attachment of a tier-5 output (the checks cap far lower).
+MAX_BLOB: Final = 16 * 2**20
+_MAX_NESTING: Final = 8
+
+
+class Opaque:
+    """Stands for an output part that cannot be transferred; the checks block it."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"Opaque({self.what!r})"
+
+
+def encode_value(value: Any) -> tuple[Any, list[bytes]]:
+    """A tier-5 output as JSON plus attachments, without pickle.
+
+    Primitives stay JSON; containers and special floats become one-key objects
+    (``{"$d": [[key, value], ...]}``, ``{"$l": [...]}``, ``{"$t": [...]}``,
+    ``{"$f": "nan"}``); pandas frames and series travel as Parquet attachments
+    (``{"$frame": i}``, ``{"$series": i, "name": ...}``), numpy arrays as ``.npy``
+    without pickle (``{"$array": i}``); anything else as ``{"$x": type name}``.
+    """
+    blobs: list[bytes] = []
+    return _encode(value, blobs, 0), blobs
+
+
+def _encode(value: Any, blobs: list[bytes], depth: int) -> Any:
+    import math
+
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped]
+
+    if depth > _MAX_NESTING:
+        return {"$x": "nested too deeply"}
+    if isinstance(value, np.generic) and not isinstance(value, np.object_):
+        value = value.item()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$f": repr(value)}
+    if isinstance(value, dict):
+        return {"$d": [[_encode(k, blobs, depth + 1), _encode(v, blobs, depth + 1)]
+                       for k, v in value.items()]}  # fmt: skip
+    if isinstance(value, list | tuple):
+        tag = "$l" if isinstance(value, list) else "$t"
+        return {tag: [_encode(v, blobs, depth + 1) for v in value]}
+    try:
+        buffer = io.BytesIO()
+        if isinstance(value, pd.DataFrame):
+            value.to_parquet(buffer)
+            tagged: dict[str, Any] = {"$frame": len(blobs)}
+        elif isinstance(value, pd.Series):
+            value.to_frame(name="value").to_parquet(buffer)
+            tagged = {"$series": len(blobs), "name": _encode(value.name, blobs, depth + 1)}
+        elif isinstance(value, np.ndarray):
+            np.save(buffer, value, allow_pickle=False)
+            tagged = {"$array": len(blobs)}
+        else:
+            return {"$x": type(value).__name__}
+    except Exception:
+        return {"$x": type(value).__name__}
+    if buffer.tell() > MAX_BLOB:
+        return {"$x": "too large"}
+    blobs.append(buffer.getvalue())
+    return tagged
+
+
+def decode_value(encoded: Any, blobs: tuple[bytes, ...]) -> Any:
+    """The parent's side of ``encode_value`` (for untrusted input: no pickle anywhere)."""
+    return _decode(encoded, blobs, 0)
+
+
+def _decode(encoded: Any, blobs: tuple[bytes, ...], depth: int) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if depth > _MAX_NESTING + 1:
+        return Opaque("nested too deeply")
+    if encoded is None or isinstance(encoded, bool | int | str | float):
+        return encoded
+    if isinstance(encoded, list) or not isinstance(encoded, dict) or len(encoded) > 2:
+        return Opaque("malformed")
+    if "$d" in encoded and isinstance(encoded["$d"], list):
+        pairs = [p for p in encoded["$d"] if isinstance(p, list) and len(p) == 2]
+        keys = [_decode(k, blobs, depth + 1) for k, _ in pairs]
+        if any(isinstance(k, list | dict | Opaque) for k in keys):
+            return Opaque("a dictionary with unusual keys")
+        return {k: _decode(v, blobs, depth + 1) for k, (_, v) in zip(keys, pairs, strict=True)}
+    for tag, kind in (("$l", list), ("$t", tuple)):
+        if tag in encoded and isinstance(encoded[tag], list):
+            return kind(_decode(v, blobs, depth + 1) for v in encoded[tag])
+    if encoded.get("$f") in ("nan", "inf", "-inf"):
+        return float(encoded["$f"])
+    index = next((encoded[t] for t in ("$frame", "$series", "$array") if t in encoded), None)
+    if not isinstance(index, int) or not 0 <= index < len(blobs):
+        return Opaque(str(encoded.get("$x", "malformed")))
+    try:
+        data = io.BytesIO(blobs[index])
+        if "$frame" in encoded:
+            return pd.read_parquet(data)
+        if "$series" in encoded:
+            series = pd.read_parquet(data)["value"]
+            series.name = _decode(encoded.get("name"), blobs, depth + 1)
+            return series
+        return np.load(data, allow_pickle=False)
+    except Exception:
+        return Opaque("an attachment that does not parse")
 
 
 def _warm_up() -> None:
@@ -214,7 +365,9 @@ def _warm_up() -> None:
 
 
 #: Exceptions whose messages are written for users and hold no data values.
-_SAFE_MESSAGES: Final = ("TrainingError", "QueryError", "SdcQueryError")
+_SAFE_MESSAGES: Final = (
+    "TrainingError", "QueryError", "SdcQueryError", "CodeError", "DpError", "BudgetExceeded",
+)  # fmt: skip
 
 
 def main() -> None:
@@ -239,6 +392,7 @@ def main() -> None:
         channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
         sys.exit(3)
     except Exception as exc:  # the parent decides what reaches the user
+        traceback.print_exc()  # stderr: logged by the parent at debug level only
         name = type(exc).__name__
         if "can't allocate memory" in str(exc):  # torch's allocator under the limit
             channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})

@@ -7,6 +7,7 @@ reasons (for denials) and problems (for invalid uploads).
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -350,20 +351,73 @@ class VeilClient:
         poll: float = 0.2,
         on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job is released, failed or denied."""
+        """Poll until the job is released, failed, denied or held (tier 5)."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.get_job(job_id)
             if on_status:
                 on_status(job)
-            if job["status"] in FINAL_JOB_STATUSES:
-                return job
+            if job["status"] in FINAL_JOB_STATUSES or job["status"] == "held":
+                return job  # "held": a tier-5 output waits for its enterprise
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
             time.sleep(poll)
 
     def get_result(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/jobs/{job_id}/result"))
+
+    # -- tier 5: reviewed code --------------------------------------------------------------
+    def try_code_on_mock(self, dataset_id: str, source: str, rows: int = 200) -> object:
+        """Run a syft function locally, through PySyft, on the dataset's mock (tier 1):
+        what to do before submitting it.  Needs the ``syft`` package here."""
+        import tempfile
+
+        import polars as pl
+
+        from analytics.syft_code import parse_submission, run_on_mock, to_pandas
+
+        code = parse_submission(source)
+        frame = pl.read_parquet(io.BytesIO(self.mock(dataset_id, rows=rows, fmt="parquet")))
+        with tempfile.TemporaryDirectory(prefix="veil-syft-") as workdir:
+            return run_on_mock(code, to_pandas(frame), Path(workdir))
+
+    def submit_code(self, dataset_id: str, purpose: str, source: str) -> dict[str, Any]:
+        """Submit a syft function's source for the enterprise's review (tier 5)."""
+        body = {"dataset_id": dataset_id, "purpose": purpose, "source": source}
+        return dict(self._call("POST", "/v1/code-requests", json=body))
+
+    def list_code(self, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"status": status} if status else None
+        return list(self._call("GET", "/v1/code-requests", params=params))
+
+    def get_code(self, code_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/code-requests/{code_id}"))
+
+    def approve_code(self, code_id: str, reason: str) -> dict[str, Any]:
+        body = {"reason": reason}
+        return dict(self._call("POST", f"/v1/code-requests/{code_id}/approve", json=body))
+
+    def deny_code(self, code_id: str, reason: str) -> dict[str, Any]:
+        body = {"reason": reason}
+        return dict(self._call("POST", f"/v1/code-requests/{code_id}/deny", json=body))
+
+    def submit_code_job(
+        self, dataset_id: str, purpose: str, code_id: str, epsilon: float = 0.0
+    ) -> dict[str, Any]:
+        """Run an approved code request on the data (tier 5); ``epsilon`` funds its
+        ``veil_dp`` calls (needed when it reads confidential columns)."""
+        return self.submit_query(
+            dataset_id, purpose, {"code_request_id": code_id}, tier=5, epsilon=epsilon
+        )
+
+    def held_output(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/jobs/{job_id}/held"))
+
+    def release_held(self, job_id: str, reason: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/jobs/{job_id}/release", json={"reason": reason}))
+
+    def reject_held(self, job_id: str, reason: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/jobs/{job_id}/reject", json={"reason": reason}))
 
     # -- audit ------------------------------------------------------------------------------
     def audit_events(self, before_seq: int | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -285,7 +285,7 @@ class SandboxProcess:
         deadline: float,
     ) -> tuple[bytes, ...]:
         count = message.get("blobs", 0)
-        if not isinstance(count, int) or not 0 <= count <= 4:
+        if not isinstance(count, int) or not 0 <= count <= 64:
             raise SandboxError("the job's process sent a malformed result")
         blobs: list[bytes] = []
         while len(blobs) < count:

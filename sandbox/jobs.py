@@ -39,12 +39,14 @@ from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
+from sandbox.reviewed_code import CodeJob, parse_code_job, resolve_code_job
 from sandbox.tenants import require_role
 
 AGGREGATE_TIER = 2
 PRIVATE_QUERY_TIER = 3
 TRAINING_TIER = 4
-JOB_TIERS = (AGGREGATE_TIER, PRIVATE_QUERY_TIER, TRAINING_TIER)
+CODE_TIER = 5
+JOB_TIERS = (AGGREGATE_TIER, PRIVATE_QUERY_TIER, TRAINING_TIER, CODE_TIER)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class JobSubmission:
     delta: float = 0.0
 
 
-JobQuery = PrivateQuery | TableQuery | TrainingSpec
+JobQuery = PrivateQuery | TableQuery | TrainingSpec | CodeJob
 
 
 def _with_budget(document: dict[str, Any], epsilon: float, delta: float) -> dict[str, Any]:
@@ -77,8 +79,10 @@ def parse_job_query(
     if tier not in JOB_TIERS:
         raise InvalidRequest(
             f"tier {tier} has no jobs here: tier 0 is GET /v1/catalog, tier 1 is "
-            "GET /v1/datasets/{id}/mock, tiers 2, 3 and 4 are jobs"
+            "GET /v1/datasets/{id}/mock, tiers 2 to 5 are jobs"
         )
+    if tier == CODE_TIER:
+        return parse_code_job(document)
     if tier == TRAINING_TIER:
         try:
             return parse_training(_with_budget(document, epsilon, delta))
@@ -94,6 +98,8 @@ def parse_job_query(
 
 
 def _validate(schema: DatasetSchema, query: JobQuery, rows_public: int) -> None:
+    if isinstance(query, CodeJob):
+        return  # checked when the code was submitted and approved
     try:
         if isinstance(query, TrainingSpec):
             validate_training(schema, query)
@@ -107,6 +113,8 @@ def _validate(schema: DatasetSchema, query: JobQuery, rows_public: int) -> None:
 
 
 def columns_of(query: JobQuery) -> frozenset[str]:
+    if isinstance(query, CodeJob):
+        return frozenset(query.columns)
     if isinstance(query, TrainingSpec):
         return frozenset({*query.features, query.target})
     used = {a.column for a in query.aggregates if a.column is not None}
@@ -121,6 +129,8 @@ def _costs(sub: JobSubmission) -> tuple[int, int]:
         raise InvalidRequest("a tier-4 training job needs delta > 0 (e.g. 1e-6), below 1/rows")
     if sub.tier == AGGREGATE_TIER and (eps or delta):
         raise InvalidRequest("a tier-2 job costs no privacy budget: leave epsilon and delta at 0")
+    if sub.tier == CODE_TIER and delta:
+        raise InvalidRequest("a tier-5 job's DP helpers are pure epsilon-DP: leave delta at 0")
     return eps, delta
 
 
@@ -159,11 +169,16 @@ def _decide(
     if dataset is None or not grants:  # the same answer whether it exists or not
         return _Decided(Decision(False, (NO_GRANT,)))
     schema = schema_from_json(dataset.declaration)
+    refused = None
+    if isinstance(query, CodeJob):
+        query, _, refused = resolve_code_job(session, provider.id, dataset.id, query)
     request = JobRequest(
         provider.id, dataset.id, sub.purpose, sub.tier, columns_of(query), eps, delta
     )
     classes = {c.name: str(c.column_class) for c in schema.columns}
     decision = decide(request, classes, grants, veil.clock())
+    if refused and decision.allowed:
+        decision = Decision(False, (refused,), decision.grant)
     version = latest_version(session, dataset.id)
     if decision.allowed and version is None:
         decision = Decision(False, ("the dataset has no uploaded data yet",), decision.grant)
@@ -317,8 +332,11 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     require_role(provider, Role.PROVIDER)
     eps, delta = _costs(sub)
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
-    if isinstance(query, TableQuery):
-        raise InvalidRequest("tier-2 tables cost nothing; previews are for tiers 3 and 4")
+    if isinstance(query, TableQuery | CodeJob):
+        raise InvalidRequest(
+            "previews are for tiers 3 and 4 (tier 2 costs nothing; tier 5 "
+            "shows its output on the mock when submitted)"
+        )
     if isinstance(query, TrainingSpec):
         _check_training_early(veil, provider, sub, query)
     with veil.db.transaction() as session:

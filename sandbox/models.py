@@ -76,6 +76,7 @@ class JobStatus(enum.StrEnum):
     RUNNING = "running"
     RELEASED = "released"
     FAILED = "failed"
+    HELD = "held"  # tier 5: output checks held the output for the enterprise to decide
 
 
 FINAL_STATUSES = frozenset({JobStatus.DENIED, JobStatus.RELEASED, JobStatus.FAILED})
@@ -108,6 +109,43 @@ class Job(Base):
     artifact_path: Mapped[str | None] = mapped_column(String(400))
     artifact_wrapped_key: Mapped[str | None] = mapped_column(Text)
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Tier 5: the output checks' verdict ({"status", "reasons"}) and, for a held output,
+    # the enterprise's decision.
+    output_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CodeStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class CodeRequest(Base):
+    """Tier 5: a provider's syft function for one dataset, reviewed by its enterprise.
+
+    The approval pins ``sha256`` (of the exact source): a changed function is a new
+    request.  ``mock_output`` is the function's output on the tier-1 mock, run in a
+    sandbox at submission, for the reviewer.
+    """
+
+    __tablename__ = "code_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    enterprise_id: Mapped[str] = mapped_column(String(40), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    purpose: Mapped[str] = mapped_column(String(64))
+    function_name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    columns: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    mock_output: Mapped[Any] = mapped_column(JSON, default=None)
+    mock_error: Mapped[str | None] = mapped_column(Text)
+    reviewer_id: Mapped[str | None] = mapped_column(String(40))
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

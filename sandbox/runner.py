@@ -23,10 +23,12 @@ from sqlalchemy.orm import Session
 
 from analytics.schema import DatasetSchema
 from analytics.sdc import PriorCell, TableQuery
+from analytics.syft_code import parse_submission
 from analytics.training import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
 from policies.decisions import JobRequest, decide
+from policies.errors import Conflict
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
 from sandbox.artifacts import StoredArtifact, store_artifact
@@ -35,8 +37,16 @@ from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import ChildResult, SandboxCancelled, SandboxError, SandboxPool
 from sandbox.jobs import cancel_expired, columns_of, parse_job_query
-from sandbox.models import Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
+from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
 from sandbox.objects import read_decrypted
+from sandbox.reviewed_code import (
+    CODE_TIER,
+    MOCK_ROWS,
+    CheckedOutput,
+    CodeJob,
+    check_code_output,
+    resolve_code_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +90,14 @@ def _still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
         return ("the grant or the dataset is gone",)
     schema = schema_from_json(dataset.declaration)
     query = parse_job_query(job.tier, job.query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT)
+    if isinstance(query, CodeJob):
+        query, _, refused = resolve_code_job(session, job.provider_id, job.dataset_id, query)
+        if refused:
+            return (refused,)
     request = JobRequest(
-        job.provider_id, job.dataset_id, job.purpose, job.tier, columns_of(query), 0, 0
-    )  # already paid: only the terms are re-checked
+        job.provider_id, job.dataset_id, job.purpose, job.tier, columns_of(query), 0, 0,
+        epsilon_paid=job.epsilon > 0,
+    )  # fmt: skip  # already paid: only the terms are re-checked
     classes = {c.name: str(c.column_class) for c in schema.columns}
     return decide(request, classes, [grant], veil.clock()).reasons
 
@@ -103,6 +118,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         )
         grant = session.get(Grant, job.grant_id)
         prior = _prior_cells(session, job) if job.tier == 2 else []
+        code = _code_request(session, job) if job.tier == CODE_TIER else None
     if refused:
         _fail(
             veil,
@@ -112,7 +128,8 @@ def run_job(veil: Veil, job_id: str) -> None:
         )
         return
     assert dataset and enterprise and enterprise.slug and version and grant
-    task = _task(veil, job, grant, version, prior, schema_from_json(dataset.declaration))
+    schema = schema_from_json(dataset.declaration)
+    task = _task(veil, job, grant, version, prior, schema, code)
     progress = JobProgress(veil, job_id, task)
     try:
         data = read_decrypted(
@@ -126,6 +143,14 @@ def run_job(veil: Veil, job_id: str) -> None:
         pool = veil.sandboxes or SandboxPool(veil.settings, warm=False)
         sandbox = pool.take()
         answer = sandbox.run(task, data, progress.on_progress, progress.should_stop)
+        if code is not None:
+            checked = check_code_output(
+                answer.message, answer.blobs, data, schema, tuple(code.columns), code.sha256,
+                grant.min_group_size, job.epsilon / EPSILON_UNIT,
+            )  # fmt: skip
+            del data
+            _finish_code_job(veil, job_id, checked)
+            return
         del data
         output = _output(veil, enterprise, job_id, answer)
     except SandboxCancelled:
@@ -159,6 +184,12 @@ def _prior_cells(session: Session, job: Job) -> list[PriorCell]:
     return [PriorCell(r.conditions, r.version == job.dataset_version, r.count) for r in rows]
 
 
+def _code_request(session: Session, job: Job) -> CodeRequest:
+    code = session.get(CodeRequest, job.query.get("code_request_id"))
+    assert code is not None  # _still_allowed checked it is there and approved
+    return code
+
+
 def _task(
     veil: Veil,
     job: Job,
@@ -166,9 +197,15 @@ def _task(
     version: DatasetVersion,
     prior: list[PriorCell],
     schema: DatasetSchema,
+    code: CodeRequest | None = None,
 ) -> Task:
     """What the sandboxed process computes (parsed and checked here, in the parent)."""
     eps, delta = job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT
+    if code is not None:  # tier 5: the approved source, its pin checked again in there
+        parsed = parse_submission(code.source)
+        extra = {"columns": list(code.columns), "approved_sha256": code.sha256,
+                 "mock_rows": MOCK_ROWS}  # fmt: skip
+        return Task("syft", schema, parsed, epsilon=eps, extra=extra)
     query = parse_job_query(job.tier, job.query, eps, delta)
     kind = {TableQuery: "table", TrainingSpec: "training"}.get(type(query), "query")
     return Task(
@@ -295,6 +332,62 @@ def _store_cells(session: Session, job: Job, output: _Output) -> None:
                 count=count,
             )
         )
+
+
+def _finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
+    """Tier 5: release an output that passed, hold one the checks held, fail a blocked one."""
+    if checked.status == "pass":
+        _release(veil, job_id, _Output(checked.result, checked.details))
+        return
+    if checked.status == "blocked":
+        _fail(
+            veil,
+            job_id,
+            "the output checks blocked the output: " + "; ".join(checked.reasons),
+            audit.Outcome.DENIED,
+        )
+        return
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.status, job.result = JobStatus.HELD, checked.result
+        job.output_check = checked.result["checks"]
+        audit.record(
+            session,
+            "job.held",
+            tenant_id=job.enterprise_id,
+            resource=f"job:{job.id}",
+            details=checked.details,
+        )
+
+
+def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) -> Job:
+    """Release a held tier-5 output by hand (the grant is checked once more)."""
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.HELD and job.result is not None
+        refused = _still_allowed(veil, session, job)
+        if refused:
+            raise Conflict("the grant no longer allows this job: " + "; ".join(refused))
+        result = {**job.result, "dataset_version": job.dataset_version}
+        result["checks"] = {**result["checks"], "released_by_hand": reason}
+        digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+        job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
+        job.finished_at = veil.clock()
+        audit.record(
+            session,
+            "job.released",
+            actor=enterprise,
+            tenant_id=job.enterprise_id,
+            resource=f"job:{job.id}",
+            details={
+                "result_sha256": digest,
+                "by_hand": True,
+                "reason": reason,
+                "checks": job.output_check,
+            },
+        )
+        return job
 
 
 def recover_interrupted_jobs(veil: Veil) -> int:

@@ -98,7 +98,10 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Wall-clock limit of a job's sandboxed process, seconds."
     )
     job_tmpfs_mb: int = Field(
-        default=256, ge=16, description="Size of a job sandbox's private /tmp (memory), MiB."
+        default=1024,
+        ge=16,
+        description="Size of a job sandbox's private /tmp (memory), MiB; tier 5 keeps "
+        "PySyft's copy of the data there.",
     )
 
     # API server.

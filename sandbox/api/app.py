@@ -8,7 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
-from sandbox.api import errors, routes_datasets, routes_grants, routes_jobs, routes_principals
+from sandbox.api import (
+    errors,
+    routes_code,
+    routes_datasets,
+    routes_grants,
+    routes_jobs,
+    routes_principals,
+)
 from sandbox.core import Veil, open_veil
 from sandbox.settings import Settings
 
@@ -40,7 +47,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         description="Data usable, not visible: private analytics on enterprise data.",
     )
     errors.install(app)
-    for module in (routes_principals, routes_datasets, routes_grants, routes_jobs):
+    for module in (routes_principals, routes_datasets, routes_grants, routes_jobs, routes_code):
         app.include_router(module.router)
 
     @app.get("/v1/health", tags=["health"])

@@ -44,6 +44,7 @@ def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
     return JobOut(
         progress=_progress(job, viewer),
         cancel_requested=job.cancel_requested,
+        output_check=job.output_check,
         id=job.id,
         provider_id=job.provider_id,
         dataset_id=job.dataset_id,

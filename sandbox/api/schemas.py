@@ -179,12 +179,15 @@ class GrantOut(BaseModel):
 class JobIn(Input):
     dataset_id: str
     purpose: str = Field(min_length=1, max_length=64)
-    tier: int = Field(default=3, description="2: SDC table; 3: DP query; 4: DP training")
+    tier: int = Field(
+        default=3, description="2: SDC table; 3: DP query; 4: DP training; 5: reviewed code"
+    )
     epsilon: float = Field(default=0.0, ge=0, le=100, description="Tier 3: required, > 0")
     delta: float = Field(default=0.0, ge=0, lt=1)
     query: dict[str, Any] = Field(
         description="Tiers 2-3: the query document (/v1/schemas/query); "
-        "tier 4: the training document (/v1/schemas/training)"
+        'tier 4: the training document (/v1/schemas/training); tier 5: {"code_request_id": id}'
+        " of an approved code request"
     )
 
 
@@ -206,6 +209,9 @@ class JobOut(BaseModel):
         default=None, description="Tier 4: epoch of epochs (the training loss: enterprise only)"
     )
     cancel_requested: bool = False
+    output_check: dict[str, Any] | None = Field(
+        default=None, description="Tier 5: the output checks' verdict and reasons"
+    )
     created_at: datetime
     finished_at: datetime | None
 
@@ -241,6 +247,9 @@ class ResultOut(BaseModel):
     card: dict[str, Any] | None = Field(default=None, description="Tier 4: the model card")
     model_sha256: str | None = Field(default=None, description="Tier 4: SHA-256 of the weights")
     model_format: str | None = None
+    output: Any = Field(default=None, description="Tier 5: the checked output of the code")
+    checks: dict[str, Any] | None = Field(default=None, description="Tier 5: the checks' verdict")
+    code_sha256: str | None = Field(default=None, description="Tier 5: the approved source's hash")
     dataset_version: int | None
     result_sha256: str
     remaining_budget: BudgetOut
@@ -302,3 +311,39 @@ class ErrorOut(BaseModel):
 
 
 Role = Literal["operator", "enterprise", "provider", "security_officer"]
+
+
+class CodeIn(Input):
+    """A syft function's source for one dataset and purpose (see docs/reviewed-code.md)."""
+
+    dataset_id: str
+    purpose: str = Field(min_length=1, max_length=64)
+    source: str = Field(min_length=1, max_length=64_000)
+
+
+class ReasonIn(Input):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CodeOut(BaseModel):
+    id: str
+    provider_id: str
+    dataset_id: str
+    purpose: str
+    function_name: str
+    source: str
+    sha256: str
+    columns: list[str]
+    status: str
+    mock_output: Any = Field(description="The function's output on the mock, and its checks")
+    reviewer_id: str | None
+    review_reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class HeldOut(BaseModel):
+    job_id: str
+    output: Any
+    checks: dict[str, Any]
+    code_sha256: str

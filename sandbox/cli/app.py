@@ -21,6 +21,9 @@ datasets_app = typer.Typer(
 grants_app = typer.Typer(help="Grants (enterprise; providers see theirs).", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models, on this machine (no server).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs and results (provider).", no_args_is_help=True)
+code_app = typer.Typer(
+    help="Tier 5: syft functions (provider submits; enterprise reviews).", no_args_is_help=True
+)
 
 for name, sub in [
     ("keys", keys_app),
@@ -32,6 +35,7 @@ for name, sub in [
     ("datasets", datasets_app),
     ("grants", grants_app),
     ("jobs", jobs_app),
+    ("code", code_app),
     ("models", models_app),
 ]:
     app.add_typer(sub, name=name)

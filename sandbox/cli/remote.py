@@ -12,6 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from sandbox.cli.app import (
     audit_app,
+    code_app,
     datasets_app,
     enterprises_app,
     grants_app,
@@ -420,6 +421,15 @@ def print_result(result: dict[str, Any], out: Output) -> None:
     if result.get("cells") is not None:
         _print_table_result(result, out)
         return
+    if result.get("tier") == 5:
+        out.record(
+            f"output of {result['job_id']} (checks: {result['checks']['status']}, epsilon "
+            f"{result['epsilon']:g})",
+            {"output": json.dumps(result["output"]), "code_sha256": result["code_sha256"],
+             **({"released_by_hand": result["checks"]["released_by_hand"]}
+                if "released_by_hand" in result["checks"] else {})},
+        )  # fmt: skip
+        return
     if result.get("card") is not None:
         card = result["card"]
         out.record(
@@ -605,3 +615,148 @@ def jobs_model(
     (output / "model.safetensors").write_bytes(weights)
     (output / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
     console.print(f"model and card written to {output} ({len(weights):,} bytes of weights)")
+
+
+# -- tier 5: reviewed code -------------------------------------------------------------------
+CODE_COLUMNS = ["id", "function_name", "dataset_id", "purpose", "status", "columns", "created_at"]
+Reason = Annotated[str, typer.Option(help="Why (goes into the audit log)")]
+
+
+@code_app.command("try")
+def code_try(
+    source: Annotated[Path, typer.Argument(help="The syft function's .py file")],
+    dataset: Annotated[str, typer.Option(help="Dataset id (its mock is downloaded)")],
+    token: Token,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a syft function here, through PySyft, on the dataset's mock (spends nothing)."""
+    with connect(url, token) as c:
+        value = c.try_code_on_mock(dataset, source.read_text(encoding="utf-8"))
+    if as_json:
+        Output(True).data(value)
+    else:
+        Output(False).say(f"output on the mock:\n{value}")
+
+
+@code_app.command("submit")
+def code_submit(
+    source: Annotated[Path, typer.Argument(help="The syft function's .py file")],
+    dataset: Annotated[str, typer.Option(help="Dataset id")],
+    purpose: Annotated[str, typer.Option(help="A purpose of your tier-5 grant")],
+    token: Token,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a syft function for the enterprise's review (it is run on the mock first)."""
+    with connect(url, token) as c:
+        code = c.submit_code(dataset, purpose, source.read_text(encoding="utf-8"))
+    view = code if as_json else {"id": code["id"], **_code_view(code)}
+    Output(as_json).record(f"code request {code['id']} ({code['status']})", view)
+
+
+def _code_view(code: dict[str, Any]) -> dict[str, Any]:
+    view = {k: code[k] for k in ("function_name", "sha256", "columns", "status")}
+    view["mock_output"] = json.dumps(code["mock_output"]["value"])
+    view["mock_checks"] = code["mock_output"]["checks"]["status"]
+    if code.get("review_reason"):
+        view["review_reason"] = code["review_reason"]
+    return view
+
+
+@code_app.command("list")
+def code_list(
+    token: Token,
+    status: Annotated[str | None, typer.Option(help="pending, approved or denied")] = None,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your code requests (provider), or those on your data (enterprise)."""
+    with connect(url, token) as c:
+        Output(as_json).table("code requests", c.list_code(status), CODE_COLUMNS)
+
+
+@code_app.command("show")
+def code_show(code_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """The source, the columns it reads, its output on the mock, and the review."""
+    with connect(url, token) as c:
+        code = c.get_code(code_id)
+    out = Output(as_json)
+    if as_json:
+        out.data(code)
+        return
+    out.record(f"code request {code_id}", _code_view(code))
+    out.say(code["source"])
+
+
+@code_app.command("approve")
+def code_approve(
+    code_id: str, reason: Reason, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """Approve this exact source (its SHA-256 is pinned)."""
+    with connect(url, token) as c:
+        Output(as_json).record("approved", _code_view(c.approve_code(code_id, reason)))
+
+
+@code_app.command("deny")
+def code_deny(
+    code_id: str, reason: Reason, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """Deny it: it never runs on the data."""
+    with connect(url, token) as c:
+        Output(as_json).record("denied", _code_view(c.deny_code(code_id, reason)))
+
+
+@code_app.command("run")
+def code_run(
+    code_id: str,
+    dataset: Annotated[str, typer.Option(help="Dataset id")],
+    purpose: Annotated[str, typer.Option(help="The purpose it was approved for")],
+    token: Token,
+    epsilon: Annotated[float, typer.Option(help="Budget for its veil_dp calls")] = 0.0,
+    wait: Annotated[bool, typer.Option(help="Wait for the result")] = True,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run an approved code request on the data (tier 5); print its checked output."""
+    out = Output(as_json)
+    with connect(url, token) as c:
+        job = c.submit_code_job(dataset, purpose, code_id, epsilon)
+        if wait:
+            job = c.wait_for_job(job["id"], timeout=3600)
+        if job["status"] == "released":
+            print_result(c.get_result(job["id"]), out)
+            return
+    out.record(f"job {job['id']} ({job['status']})", job)
+    if job["status"] == "held":
+        out.say("the output checks held the output: its enterprise may release or reject it")
+    if job["status"] in ("failed", "denied"):
+        raise typer.Exit(1)
+
+
+@code_app.command("held")
+def code_held(job_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """A held tier-5 output and why it was held (enterprise)."""
+    with connect(url, token) as c:
+        held = c.held_output(job_id)
+    Output(as_json).record(f"held output of {job_id}", {
+        "output": json.dumps(held["output"]), "reasons": held["checks"]["reasons"],
+    })  # fmt: skip
+
+
+@code_app.command("release")
+def code_release(
+    job_id: str, reason: Reason, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """Release a held output by hand (enterprise)."""
+    with connect(url, token) as c:
+        Output(as_json).record(f"job {job_id}", c.release_held(job_id, reason))
+
+
+@code_app.command("reject")
+def code_reject(
+    job_id: str, reason: Reason, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """Reject a held output (enterprise): it is never released."""
+    with connect(url, token) as c:
+        Output(as_json).record(f"job {job_id}", c.reject_held(job_id, reason))

@@ -82,6 +82,21 @@ def test_confidential_columns_are_fine_under_dp() -> None:
     assert decide(request(columns=frozenset({"yield"})), CLASSES, [grant()], NOW).allowed
 
 
+def test_reviewed_code_may_read_confidential_columns_only_with_a_dp_budget() -> None:
+    code = grant(tiers=[5])
+    with_dp = request(tier=5, columns=frozenset({"yield", "shift"}))
+    assert decide(with_dp, CLASSES, [code], NOW).allowed
+    without = decide(request(tier=5, columns=frozenset({"yield"}), epsilon=0), CLASSES, [code], NOW)
+    assert not without.allowed
+    assert without.reasons == (
+        "column 'yield' is confidential: reviewed code may use it only with DP output "
+        "(give the job epsilon > 0 and compute with veil_dp)",
+    )
+    assert decide(request(tier=5, epsilon=0), CLASSES, [code], NOW).allowed  # no confidential
+    secret = decide(request(tier=5, columns=frozenset({"recipe"})), CLASSES, [code], NOW)
+    assert not secret.allowed and "secret" in secret.reasons[0]
+
+
 def test_a_second_grant_can_allow_what_the_first_does_not() -> None:
     narrow = grant(id="gr_narrow", purposes=["other"])
     wide = grant(id="gr_wide")

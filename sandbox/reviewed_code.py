@@ -1,0 +1,347 @@
+"""Tier 5: providers submit syft functions, enterprises review them, held outputs are decided.
+
+A provider submits the source of one syft function for one dataset and purpose
+(``analytics.syft_code`` says what the source must look like).  Veil parses it (never
+runs it here), works out the columns it names, checks them against the provider's
+tier-5 grant, runs it **on the mock only** inside a job sandbox, and stores it as a
+pending code request with that mock output.  The enterprise sees the code, the
+columns, the mock output, and approves or denies it with a reason.  The approval
+pins the source's SHA-256: the source of a request cannot change, and a job runs
+only the approved request's source after checking its hash again (here and inside
+the sandbox).  A tier-5 job's output goes through ``analytics.output_checks`` in the
+worker; an output held by the checks waits for the enterprise to release or reject
+it, with a reason.  Every step is audited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import polars as pl
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from analytics.output_checks import check_output
+from analytics.schema import ColumnClass, DatasetSchema
+from analytics.syft_code import (
+    CodeError,
+    SyftCode,
+    columns_named,
+    columns_read,
+    parse_submission,
+    source_sha256,
+)
+from policies import audit
+from policies.db import new_id
+from policies.errors import Conflict, InvalidRequest, NotFound
+from policies.grants import Grant
+from policies.grants import grants_for as provider_grants
+from policies.principals import Principal, Role
+from sandbox.child import Task, decode_value
+from sandbox.core import Veil
+from sandbox.datasets import schema_from_json
+from sandbox.isolation import SandboxError, SandboxPool
+from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
+from sandbox.tenants import require_role
+
+CODE_TIER: Final = 5
+#: Rows of the mock a function is run on for its reviewer.
+MOCK_ROWS: Final = 200
+#: A budget for the DP helpers on the mock only: nothing real is spent there.
+MOCK_EPSILON: Final = 10.0
+
+
+@dataclass(frozen=True)
+class CodeJob:
+    """A tier-5 job's query: the approved code request it runs (resolved from the DB)."""
+
+    code_request_id: str
+    columns: tuple[str, ...] = ()
+
+
+def parse_code_job(document: dict[str, Any]) -> CodeJob:
+    keys = set(document)
+    if keys != {"code_request_id"} or not isinstance(document["code_request_id"], str):
+        raise InvalidRequest(
+            'a tier-5 job\'s query is {"code_request_id": "<id>"}, the approved code request'
+        )
+    return CodeJob(document["code_request_id"])
+
+
+def resolve_code_job(
+    session: Session, provider_id: str, dataset_id: str, job: CodeJob
+) -> tuple[CodeJob, CodeRequest | None, str | None]:
+    """The job with its columns, its code request, and why it may not run (or None)."""
+    code = session.get(CodeRequest, job.code_request_id)
+    if code is None or code.provider_id != provider_id or code.dataset_id != dataset_id:
+        return job, None, f"code request '{job.code_request_id}' is not yours for this dataset"
+    resolved = CodeJob(code.id, tuple(code.columns))
+    if code.status != CodeStatus.APPROVED:
+        return resolved, code, f"code request '{code.id}' is {code.status}, not approved"
+    if source_sha256(code.source) != code.sha256:
+        return resolved, code, f"code request '{code.id}' changed after its approval"
+    return resolved, code, None
+
+
+def dp_required(schema: DatasetSchema, columns: tuple[str, ...]) -> bool:
+    """Reviewed code given a confidential column must release DP values only."""
+    return any(
+        c.name in columns and c.column_class == ColumnClass.CONFIDENTIAL for c in schema.columns
+    )
+
+
+# ---------------------------------------------------------------- submission and review
+
+
+def _tier5_grant(
+    session: Session, veil: Veil, provider: Principal, dataset_id: str, purpose: str
+) -> tuple[Dataset, Grant]:
+    dataset = session.get(Dataset, dataset_id)
+    now = veil.clock()
+    grants = [g for g in provider_grants(session, provider.id, dataset_id) if g.active_at(now)]
+    if dataset is None or not grants:
+        raise NotFound("dataset", dataset_id)
+    for grant in grants:
+        if CODE_TIER in grant.tiers and purpose in grant.purposes:
+            return dataset, grant
+    raise InvalidRequest(
+        f"no grant of yours allows tier 5 (reviewed code) for purpose '{purpose}' on this dataset"
+    )
+
+
+def _columns(code: SyftCode, schema: DatasetSchema, grant: Grant) -> tuple[str, ...]:
+    secret = {c.name for c in schema.columns if c.column_class == ColumnClass.SECRET}
+    named_secret = sorted(secret & set(columns_named(code)))
+    if named_secret:
+        raise InvalidRequest(
+            f"the code names secret column(s) {', '.join(map(repr, named_secret))}: "
+            "secret columns can never be used"
+        )
+    usable = [c.name for c in schema.columns if c.column_class != ColumnClass.SECRET]
+    used = columns_read(code, usable)
+    outside = sorted(set(used) - set(grant.columns))
+    if outside:
+        raise InvalidRequest(
+            f"the code reads column(s) {', '.join(map(repr, outside))}, which your grant "
+            "does not give you"
+        )
+    if not used:
+        raise InvalidRequest(
+            'the code names no column of the dataset: name each column it reads, e.g. data["x"]'
+        )
+    id_column = schema.privacy_unit.id_column
+    if id_column is not None and id_column in grant.columns and id_column not in used:
+        used = (*used, id_column)  # the DP helpers count ids, not rows
+    return tuple(used)
+
+
+def mock_task(schema: DatasetSchema, code: SyftCode, columns: tuple[str, ...]) -> Task:
+    extra = {"columns": list(columns), "approved_sha256": code.sha256, "mock_rows": MOCK_ROWS}
+    return Task("syft-mock", schema, code, epsilon=MOCK_EPSILON, extra=extra)
+
+
+def _run_on_mock(
+    veil: Veil, schema: DatasetSchema, code: SyftCode, columns: tuple[str, ...], min_count: int
+) -> dict[str, Any]:
+    """The function's output on the mock, run in a sandbox, with the checks' verdict on it."""
+    from analytics.mock import mock_frame
+
+    sandbox = SandboxPool(veil.settings, warm=False).take()
+    try:
+        answer = sandbox.run(mock_task(schema, code, columns), b"")
+    except SandboxError as exc:
+        raise InvalidRequest(f"the function failed on the mock: {exc.reason}") from None
+    value = decode_value(answer.message["result"].get("output"), answer.blobs)
+    mock = mock_frame(schema, MOCK_ROWS, 0).select(list(columns))
+    check = check_output(value, mock, schema, columns, min_count=min_count)
+    return {
+        "value": check.value,
+        "checks": {"status": check.status, "reasons": list(check.reasons)},
+    }
+
+
+def submit_code(
+    veil: Veil, provider: Principal, dataset_id: str, purpose: str, source: str
+) -> CodeRequest:
+    """Parse, check against the grant, run on the mock (sandboxed), store as pending."""
+    require_role(provider, Role.PROVIDER)
+    try:
+        code = parse_submission(source)
+    except CodeError as exc:
+        raise InvalidRequest(f"code: {exc}") from None
+    with veil.db.transaction() as session:
+        dataset, grant = _tier5_grant(session, veil, provider, dataset_id, purpose)
+        schema = schema_from_json(dataset.declaration)
+        columns = _columns(code, schema, grant)
+        enterprise_id, min_count = dataset.enterprise_id, grant.min_group_size
+    mock = _run_on_mock(veil, schema, code, columns, min_count)
+    with veil.db.transaction() as session:
+        request = CodeRequest(
+            id=new_id("code"),
+            provider_id=provider.id,
+            enterprise_id=enterprise_id,
+            dataset_id=dataset_id,
+            purpose=purpose,
+            function_name=code.function_name,
+            source=code.source,
+            sha256=code.sha256,
+            columns=list(columns),
+            status=CodeStatus.PENDING,
+            mock_output=mock,
+            created_at=veil.clock(),
+        )
+        session.add(request)
+        audit.record(
+            session,
+            "code.submitted",
+            actor=provider,
+            tenant_id=enterprise_id,
+            resource=f"code:{request.id}",
+            details={
+                "dataset_id": dataset_id,
+                "purpose": purpose,
+                "function": code.function_name,
+                "code_sha256": code.sha256,
+                "columns": list(columns),
+                "mock_checks": mock["checks"],
+            },
+        )
+    return request
+
+
+def visible_code(session: Session, principal: Principal, code_id: str) -> CodeRequest:
+    """The provider's own request, or one on the enterprise's data; else NotFound."""
+    code = session.get(CodeRequest, code_id)
+    if code is None or principal.id not in (code.provider_id, code.enterprise_id):
+        raise NotFound("code request", code_id)
+    return code
+
+
+def list_code(veil: Veil, principal: Principal, status: str | None = None) -> list[CodeRequest]:
+    require_role(principal, Role.PROVIDER, Role.ENTERPRISE)
+    column = (
+        CodeRequest.provider_id if principal.role == Role.PROVIDER else CodeRequest.enterprise_id
+    )
+    query = select(CodeRequest).where(column == principal.id)
+    if status is not None:
+        if status not in set(CodeStatus):
+            raise InvalidRequest("status: expected pending, approved or denied")
+        query = query.where(CodeRequest.status == status)
+    with veil.db.transaction() as session:
+        return list(session.scalars(query.order_by(CodeRequest.created_at.desc())))
+
+
+def review_code(
+    veil: Veil, enterprise: Principal, code_id: str, approve: bool, reason: str
+) -> CodeRequest:
+    """Approve (pinning the source's hash) or deny a pending request, with a reason."""
+    require_role(enterprise, Role.ENTERPRISE)
+    text = (reason or "").strip()
+    if not 1 <= len(text) <= 500:
+        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
+    with veil.db.transaction() as session:
+        code = visible_code(session, enterprise, code_id)
+        if code.enterprise_id != enterprise.id:
+            raise NotFound("code request", code_id)
+        if code.status != CodeStatus.PENDING:
+            raise Conflict(f"code request '{code_id}' was already {code.status}")
+        if source_sha256(code.source) != code.sha256:  # pragma: no cover - storage tampered
+            raise Conflict(f"code request '{code_id}' does not match its hash")
+        code.status = CodeStatus.APPROVED if approve else CodeStatus.DENIED
+        code.reviewer_id, code.review_reason, code.decided_at = enterprise.id, text, veil.clock()
+        audit.record(
+            session,
+            "code.approved" if approve else "code.denied",
+            actor=enterprise,
+            tenant_id=enterprise.id,
+            resource=f"code:{code.id}",
+            details={"code_sha256": code.sha256, "reason": text, "provider_id": code.provider_id},
+        )
+        return code
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class CheckedOutput:
+    """A tier-5 output after the checks: its JSON, verdict and the DP spend reported."""
+
+    status: str  # "pass", "held" or "blocked"
+    reasons: tuple[str, ...]
+    result: dict[str, Any]
+    details: dict[str, Any]
+
+
+def check_code_output(
+    message: dict[str, Any],
+    blobs: tuple[bytes, ...],
+    data: bytes,
+    schema: DatasetSchema,
+    columns: tuple[str, ...],
+    code_sha256: str,
+    min_count: int,
+    epsilon_budget: float,
+) -> CheckedOutput:
+    """Decode the sandbox's answer (untrusted) and check it against the private rows."""
+    import io
+
+    result = message.get("result")
+    output = result.get("output") if isinstance(result, dict) else None
+    value = decode_value(output, blobs)
+    dp_values = [v for v in message.get("dp_values") or () if isinstance(v, int | float)]
+    spent = (message.get("details") or {}).get("epsilon_spent", 0.0)
+    if not isinstance(spent, int | float) or not 0 <= spent <= epsilon_budget * (1 + 1e-9):
+        raise SandboxError("the job's process reported an impossible DP spend")
+    private = pl.read_parquet(io.BytesIO(data)).select(list(columns))
+    check = check_output(
+        value,
+        private,
+        schema,
+        columns,
+        min_count=min_count,
+        dp_values=dp_values,
+        dp_required=dp_required(schema, columns),
+    )
+    checks = {"status": check.status, "reasons": list(check.reasons)}
+    released = {
+        "tier": CODE_TIER,
+        "output": check.value,
+        "checks": checks,
+        "code_sha256": code_sha256,
+        "epsilon": float(spent),
+        "delta": 0.0,
+    }
+    details = {"code_sha256": code_sha256, "checks": checks, "epsilon_spent": float(spent)}
+    return CheckedOutput(check.status, check.reasons, released, details)
+
+
+def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, reason: str) -> Job:
+    """Release a held tier-5 output by hand, or reject it; with a reason (audited)."""
+    from sandbox.runner import release_held
+
+    require_role(enterprise, Role.ENTERPRISE)
+    text = (reason or "").strip()
+    if not 1 <= len(text) <= 500:
+        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.enterprise_id != enterprise.id:
+            raise NotFound("job", job_id)
+        if job.status != JobStatus.HELD:
+            raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
+        if not release:
+            job.status, job.finished_at = JobStatus.FAILED, veil.clock()
+            job.error = f"the held output was rejected by the enterprise: {text}"
+            job.result = None
+            audit.record(
+                session,
+                "job.rejected",
+                actor=enterprise,
+                tenant_id=enterprise.id,
+                resource=f"job:{job.id}",
+                details={"reason": text, "checks": job.output_check},
+            )
+            return job
+    return release_held(veil, enterprise, job_id, text)
