@@ -5,9 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VEIL_DATA_DIR ?= $(CURDIR)/.veil-demo
 
-.PHONY: demo test test-slow lint format serve bench venv clean
+.PHONY: demo test test-slow lint format serve bench venv system clean
 
 venv: $(STAMP)
+
+# bubblewrap and prlimit run every job's sandbox: installed here when missing (as root).
+system:
+	@PYTHON=$(PYTHON) scripts/system-packages
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
@@ -15,13 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: system $(STAMP)
 	$(BIN)/veil demo
 
-test: $(STAMP) lint
+test: system $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: system $(STAMP)
 	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5: no slow tests yet
 
 lint: $(STAMP)
@@ -34,10 +38,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-serve: $(STAMP)
+serve: system $(STAMP)
 	$(BIN)/veil serve
 
-bench: $(STAMP)
+bench: system $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -20,8 +20,9 @@ Protocol, over the child's stdin and stdout (both pipes to the parent):
 
 Before reading, the child moves its stdout to a private descriptor and points
 descriptor 1 at stderr, so nothing a library prints can corrupt the protocol.
-The process handles exactly one task and exits: nothing of one job's data
-survives into another's.
+A process handles exactly one task and exits: nothing of one job's data survives
+into another's.  Started with ``--serve``, the process is a warm worker that forks
+one such process per task (``_serve``); without it, it is that process itself.
 """
 
 from __future__ import annotations
@@ -318,7 +319,10 @@ def _decode(encoded: Any, blobs: tuple[bytes, ...], depth: int) -> Any:
         keys = [_decode(k, blobs, depth + 1) for k, _ in pairs]
         if any(isinstance(k, list | dict | Opaque) for k in keys):
             return Opaque("a dictionary with unusual keys")
-        return {k: _decode(v, blobs, depth + 1) for k, (_, v) in zip(keys, pairs, strict=True)}
+        try:
+            return {k: _decode(v, blobs, depth + 1) for k, (_, v) in zip(keys, pairs, strict=True)}
+        except TypeError:  # an unhashable key (a tuple holding a list, say)
+            return Opaque("a dictionary with unusual keys")
     for tag, kind in (("$l", list), ("$t", tuple)):
         if tag in encoded and isinstance(encoded[tag], list):
             return kind(_decode(v, blobs, depth + 1) for v in encoded[tag])
@@ -370,6 +374,64 @@ _SAFE_MESSAGES: Final = (
 )  # fmt: skip
 
 
+def _one_task(channel: _Channel) -> int:
+    """Read one task and its data from stdin, compute, answer; the exit status."""
+    try:
+        stdin = sys.stdin.buffer
+        try:
+            head = read_frame(stdin)
+        except ProtocolError:
+            return EXIT_NO_TASK  # the parent closed the pipe: nothing more to do
+        task = pickle.loads(head)  # noqa: S301 - from the parent, the more trusted side
+        data = _read_data(stdin)
+        compute(task, data, channel)
+        return 0
+    except MemoryError:
+        channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
+        return 3
+    except Exception as exc:  # the parent decides what reaches the user
+        traceback.print_exc()  # stderr: logged by the parent at debug level only
+        name = type(exc).__name__
+        if "can't allocate memory" in str(exc):  # torch's allocator under the limit
+            channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
+            return 3
+        message = str(exc) if name in _SAFE_MESSAGES else "the computation failed"
+        channel.send({"type": "error", "error": name, "message": message})
+        return 2
+
+
+#: A forked job process's status when the parent sent no task (its pipe closed).
+EXIT_NO_TASK: Final = 4
+
+
+def _serve(channel: _Channel) -> None:
+    """The warm worker for built-in job kinds: fork one fresh process per task.
+
+    This process imports the libraries and never reads a task or data itself; each job
+    runs in a child forked ahead of it, which exits after answering, so its data dies
+    with it.  (Warming the child up while it waits for its task slowed jobs that come
+    back to back: measured with bench/runner_bench.py.)  No thread pool is started
+    here (polars and torch start theirs on first use, in the child), which keeps
+    forking safe.  After each child, ``{"type": "exit", "status"}``
+    tells the parent how it ended, then ``ready`` that the next may come.
+    """
+    while True:
+        channel.send({"type": "ready"})
+        pid = os.fork()
+        if pid == 0:  # the job process, forked ahead of its task
+            status = EXIT_NO_TASK
+            try:
+                status = _one_task(channel)
+            finally:
+                channel.out.flush()
+                os._exit(status)
+        _, wait_status = os.waitpid(pid, 0)
+        status = os.waitstatus_to_exitcode(wait_status)
+        if status == EXIT_NO_TASK:
+            return
+        channel.send({"type": "exit", "status": status})
+
+
 def main() -> None:
     # Keep the protocol on a private descriptor; library output goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
@@ -381,25 +443,12 @@ def main() -> None:
     import analytics.sdc
     import analytics.training  # noqa: F401
 
-    _warm_up()
+    if "--serve" in sys.argv[1:]:
+        _serve(channel)
+        return
+    _warm_up()  # a single-use process: pay polars' and OpenDP's first-use costs now
     channel.send({"type": "ready"})
-    try:
-        stdin = sys.stdin.buffer
-        task = pickle.loads(read_frame(stdin))  # noqa: S301 - from the parent, more trusted
-        data = _read_data(stdin)
-        compute(task, data, channel)
-    except MemoryError:
-        channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
-        sys.exit(3)
-    except Exception as exc:  # the parent decides what reaches the user
-        traceback.print_exc()  # stderr: logged by the parent at debug level only
-        name = type(exc).__name__
-        if "can't allocate memory" in str(exc):  # torch's allocator under the limit
-            channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
-            sys.exit(3)
-        message = str(exc) if name in _SAFE_MESSAGES else "the computation failed"
-        channel.send({"type": "error", "error": name, "message": message})
-        sys.exit(2)
+    sys.exit(_one_task(channel))
 
 
 if __name__ == "__main__":

@@ -102,8 +102,9 @@ def _import_root() -> Path:
     return Path(analytics.__file__).resolve().parent.parent
 
 
-def sandbox_command(limits: Limits, entry: Path | None = None) -> list[str]:
-    """The ``prlimit … bwrap … python entry`` command line of one sandboxed process."""
+def sandbox_command(limits: Limits, entry: Path | None = None, serve: bool = False) -> list[str]:
+    """The ``prlimit … bwrap … python entry`` command line of one sandbox (``serve``: the
+    warm worker that forks a process per job)."""
     bwrap, prlimit = shutil.which("bwrap"), shutil.which("prlimit")
     if bwrap is None or prlimit is None:
         missing = "bwrap (Debian: bubblewrap)" if bwrap is None else "prlimit (util-linux)"
@@ -135,16 +136,27 @@ def sandbox_command(limits: Limits, entry: Path | None = None) -> list[str]:
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
         "--setenv", "PYTHONPATH", str(_import_root()),
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-        sys.executable, "-s", str(entry),
+        sys.executable, "-s", str(entry), *(["--serve"] if serve else []),
     ]  # fmt: skip
     return argv
 
 
-class SandboxProcess:
-    """One started sandbox, used for one task."""
+class _ChildFailed(Exception):
+    """The job process reported an error or died; a warm worker itself may live on."""
 
-    def __init__(self, argv: list[str], limits: Limits) -> None:
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SandboxProcess:
+    """One started sandbox: single-use, or (``reusable``) a warm worker that forks a fresh
+    process for each task and stays up while they end cleanly."""
+
+    def __init__(self, argv: list[str], limits: Limits, reusable: bool = False) -> None:
         self.limits = limits
+        self.reusable = reusable
+        self._exit_seen = False
         self.started = time.monotonic()
         self._proc = subprocess.Popen(  # noqa: S603 - our own fixed command line
             argv,
@@ -216,14 +228,43 @@ class SandboxProcess:
         Raises SandboxError (with a reason for the job) when the child fails, breaks a
         limit or cannot be reached; SandboxCancelled when ``should_stop`` said so.
         """
+        self._exit_seen = False
+        healthy = False
         try:
             writer = threading.Thread(target=self._send, args=(task, data), daemon=True)
             writer.start()
             result = self._receive(on_progress, should_stop)
             writer.join()
+            healthy = True
             return result
+        except _ChildFailed as failed:
+            writer.join(5)
+            healthy = True
+            raise SandboxError(failed.reason) from None
         finally:
-            self.kill()
+            if not (self.reusable and healthy and self._settle()):
+                self.kill()
+
+    def _settle(self) -> bool:
+        """A warm worker after a task: wait for its job process's end; True if it is up."""
+        stdout = self._proc.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + 30
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while not self._exit_seen:
+                message = _next_message(self._buffer)
+                if message is not None:
+                    self._exit_seen = message.get("type") == "exit"
+                    continue
+                if time.monotonic() > deadline or not self.alive:
+                    return False
+                if selector.select(POLL_S):
+                    chunk = os.read(stdout.fileno(), CHUNK)
+                    if not chunk:
+                        return False
+                    self._buffer += chunk
+        return self.alive
 
     def _send(self, task: Task, data: bytes) -> None:
         stdin = self._proc.stdin
@@ -234,7 +275,9 @@ class SandboxProcess:
             for start in range(0, len(view), CHUNK):
                 child.write_frame(stdin, view[start : start + CHUNK].tobytes())
             child.write_frame(stdin, b"")
-            stdin.close()
+            stdin.flush()
+            if not self.reusable:
+                stdin.close()
         except (BrokenPipeError, ValueError, OSError):
             pass  # the child died; _receive reports why
 
@@ -262,7 +305,12 @@ class SandboxProcess:
                     if kind == "result":
                         blobs = self._blobs(buffer, selector, stdout, message, deadline)
                         return ChildResult(message, blobs)
-                    raise SandboxError(self._error_reason(message))
+                    if kind == "exit":  # the job process died without answering
+                        self._exit_seen = True
+                        raise _ChildFailed(self._status_reason(message.get("status")))
+                    if kind == "error":
+                        raise _ChildFailed(self._error_reason(message))
+                    raise SandboxError("the job's process sent a malformed result")
                 if should_stop is not None and should_stop():
                     raise SandboxCancelled("cancelled")
                 if time.monotonic() > deadline:
@@ -318,7 +366,9 @@ class SandboxProcess:
         )
 
     def _exit_reason(self) -> str:
-        code = self._proc.wait()
+        return self._status_reason(self._proc.wait())
+
+    def _status_reason(self, code: object) -> str:
         # SIGXCPU at the soft CPU limit; SIGKILL at the hard one, 5 s later.
         killed = code in (-signal.SIGKILL, 128 + signal.SIGKILL)
         if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU) or (
@@ -365,38 +415,55 @@ def _next_message(buffer: bytearray) -> dict[str, Any] | None:
 
 
 class SandboxPool:
-    """Hands out single-use sandboxes, keeping one started ahead (``warm``).
+    """Hands out sandboxes for jobs.
 
-    Started from the thread that takes them (bubblewrap's ``--die-with-parent``
-    follows the starting thread), which is the job worker's.
+    ``reusable``: one warm worker (started with ``--serve``) that forks a fresh process
+    per job — for the built-in job kinds, whose code is Veil's; it is replaced whenever a
+    job does not end cleanly (limit, cancel, crash).  Otherwise single-use sandboxes,
+    with one spare started ahead when ``warm`` — for code that is not Veil's (tier 5).
+    Sandboxes are started from the thread that takes them (bubblewrap's
+    ``--die-with-parent`` follows the starting thread): the job worker's.
     """
 
-    def __init__(self, settings: Settings, entry: Path | None = None, warm: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        entry: Path | None = None,
+        warm: bool = True,
+        reusable: bool = False,
+    ) -> None:
         self.limits = Limits.from_settings(settings)
         self.entry = entry
         self.warm = warm
+        self.reusable = reusable
         self._spare: SandboxProcess | None = None
         self._lock = threading.Lock()
 
     def _start(self) -> SandboxProcess:
-        return SandboxProcess(sandbox_command(self.limits, self.entry), self.limits)
+        argv = sandbox_command(self.limits, self.entry, serve=self.reusable)
+        return SandboxProcess(argv, self.limits, reusable=self.reusable)
 
     def take(self) -> SandboxProcess:
-        """A started sandbox (the spare if it is alive); starts the next spare."""
+        """A started sandbox: the warm worker, or the spare if it is alive."""
         with self._lock:
-            spare, self._spare = self._spare, None
+            spare = self._spare
+            if not self.reusable:
+                self._spare = None
         if spare is None or not spare.alive:
             if spare is not None:
                 spare.kill()
             spare = self._start()
-        if self.warm:
+            if self.reusable:
+                with self._lock:
+                    self._spare = spare
+        if self.warm and not self.reusable:
             with self._lock:
                 self._spare = self._start()
         return spare
 
     def prepare(self) -> None:
-        """Start the spare now (call from the thread that will take it)."""
-        if self.warm:
+        """Start the worker or spare now (call from the thread that will take it)."""
+        if self.warm or self.reusable:
             with self._lock:
                 if self._spare is None:
                     self._spare = self._start()

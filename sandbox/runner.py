@@ -140,8 +140,9 @@ def run_job(veil: Veil, job_id: str) -> None:
             version.wrapped_key,
             version.object_path,
         )
-        pool = veil.sandboxes or SandboxPool(veil.settings, warm=False)
-        sandbox = pool.take()
+        # Tier 5 runs code that is not Veil's: a sandbox of its own, used once.
+        pool = veil.sandboxes if code is None else None
+        sandbox = (pool or SandboxPool(veil.settings, warm=False)).take()
         answer = sandbox.run(task, data, progress.on_progress, progress.should_stop)
         if code is not None:
             checked = check_code_output(
@@ -420,7 +421,7 @@ class JobWorker(threading.Thread):
 
     def run(self) -> None:
         # Sandboxes are started from this thread (bubblewrap's --die-with-parent).
-        pool = SandboxPool(self.veil.settings)
+        pool = SandboxPool(self.veil.settings, reusable=True)
         self.veil.sandboxes = pool
         try:
             self._serve(pool)

@@ -107,6 +107,9 @@ def run(world: World, code_id: str, epsilon: float = 0.0) -> dict[str, object]:
 
 
 def test_an_approved_benign_function_releases_its_aggregate(coder: World) -> None:
+    # The provider first runs it here, through PySyft, on the mock (tier 1).
+    local = coder.provider.try_code_on_mock(coder.dataset_id, MEAN_CYCLE)
+    assert set(local.index) <= set(MACHINES) and len(local) > 0  # type: ignore[attr-defined]
     code = coder.provider.submit_code(coder.dataset_id, PURPOSE, MEAN_CYCLE)
     assert code["columns"] == ["cycle_time_s", "machine"]
     assert code["sha256"] and code["function_name"] == "mean_cycle_by_machine"
@@ -147,9 +150,19 @@ def test_raw_rows_are_blocked_and_a_row_value_held_until_the_enterprise_decides(
     look = coder.acme.held_output(str(held["id"]))
     assert look["checks"]["reasons"]
     released = coder.acme.release_held(str(held["id"]), "these counts are not sensitive")
+    assert released["output_check"]["status"] == "held"
     assert released["status"] == "released"
     result = coder.provider.get_result(str(held["id"]))
     assert result["checks"]["released_by_hand"] == "these counts are not sensitive"
+    # The same approved code again: held again, and this time rejected.
+    again = run(coder, str(held["query"]["code_request_id"]))
+    assert again["status"] == "held"
+    rejected = coder.acme.reject_held(str(again["id"]), "a maximum is a row's value")
+    assert rejected["status"] == "failed" and "rejected" in str(rejected["error"])
+    with pytest.raises(ApiError):
+        coder.provider.get_result(str(again["id"]))
+    actions = [e["action"] for e in coder.operator.audit_events(limit=100)]
+    assert {"job.held", "job.rejected", "job.released"} <= set(actions)
 
 
 def test_confidential_columns_need_dp_output_and_the_spend_is_reported(coder: World) -> None:
