@@ -123,13 +123,14 @@ def sandbox_command(limits: Limits, entry: Path | None = None, serve: bool = Fal
             argv += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
             argv += ["--ro-bind", name, name]
+    # The private /tmp first: binds below it (a checkout under /tmp) must stay visible.
+    argv += ["--size", str(limits.tmpfs_mb * 2**20), "--tmpfs", SANDBOX_TMP]
     system = [Path(name) for name in SYSTEM_PATHS]
     for path in sorted({*python_paths(), entry}, key=lambda p: len(p.parts)):
         if not any(path.is_relative_to(root) for root in system):
             argv += ["--ro-bind", str(path), str(path)]
     argv += [
         "--proc", "/proc", "--dev", "/dev",
-        "--size", str(limits.tmpfs_mb * 2**20), "--tmpfs", SANDBOX_TMP,
         "--remount-ro", "/",  # the root's own tmpfs too: only /tmp is writable
         "--chdir", SANDBOX_TMP,
         "--setenv", "HOME", SANDBOX_TMP, "--setenv", "TMPDIR", SANDBOX_TMP,
