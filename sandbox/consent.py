@@ -28,18 +28,11 @@ from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.datasets import owned_dataset, schema_from_json
 from sandbox.jobs import cancel_queued_jobs
-from sandbox.tenants import require_role
+from sandbox.tenants import require_reason, require_role
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _reason(reason: str | None) -> str:
-    text = (reason or "").strip()
-    if not 1 <= len(text) <= 500:
-        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
-    return text
 
 
 def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
@@ -85,7 +78,7 @@ def change(
 ) -> Grant:
     """Narrow a grant (columns, tiers, purposes, budget, min group size) or extend its validity."""
     require_role(enterprise, Role.ENTERPRISE)
-    why = _reason(reason)
+    why = require_reason(reason)
     with veil.db.transaction() as session:
         grant = _own_grant(session, enterprise, grant_id)
         diff = change_grant(session, grant, changes, veil.clock())

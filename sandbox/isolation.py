@@ -199,6 +199,16 @@ class SandboxProcess:
                 stream.close()
         self._drain.join(5)
 
+    def _pump(self, selector: selectors.BaseSelector) -> bool:
+        """Add what the child sends within ``POLL_S`` to the buffer; False at its end."""
+        if selector.select(POLL_S):
+            assert self._proc.stdout is not None
+            chunk = os.read(self._proc.stdout.fileno(), CHUNK)
+            if not chunk:
+                return False
+            self._buffer += chunk
+        return True
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the child has imported its libraries (benchmarks use this)."""
         stdout = self._proc.stdout
@@ -210,11 +220,8 @@ class SandboxProcess:
                 message = _next_message(self._buffer)
                 if message is not None:
                     self.ready = self.ready or message.get("type") == "ready"
-                elif selector.select(POLL_S):
-                    chunk = os.read(stdout.fileno(), CHUNK)
-                    if not chunk:
-                        return False
-                    self._buffer += chunk
+                elif not self._pump(selector):
+                    return False
         return self.ready
 
     def run(
@@ -260,11 +267,8 @@ class SandboxProcess:
                     continue
                 if time.monotonic() > deadline or not self.alive:
                     return False
-                if selector.select(POLL_S):
-                    chunk = os.read(stdout.fileno(), CHUNK)
-                    if not chunk:
-                        return False
-                    self._buffer += chunk
+                if not self._pump(selector):
+                    return False
         return self.alive
 
     def _send(self, task: Task, data: bytes) -> None:
@@ -304,7 +308,7 @@ class SandboxProcess:
                             on_progress(message)
                         continue
                     if kind == "result":
-                        blobs = self._blobs(buffer, selector, stdout, message, deadline)
+                        blobs = self._blobs(buffer, selector, message, deadline)
                         return ChildResult(message, blobs)
                     if kind == "exit":  # the job process died without answering
                         self._exit_seen = True
@@ -319,17 +323,13 @@ class SandboxProcess:
                         f"the job ran longer than its wall-clock limit of "
                         f"{self.limits.wall_s:g} s (VEIL_JOB_WALL_S) and was stopped"
                     )
-                if selector.select(POLL_S):
-                    chunk = os.read(stdout.fileno(), CHUNK)
-                    if not chunk:
-                        raise SandboxError(self._exit_reason())
-                    buffer += chunk
+                if not self._pump(selector):
+                    raise SandboxError(self._exit_reason())
 
     def _blobs(
         self,
         buffer: bytearray,
         selector: selectors.BaseSelector,
-        stdout: Any,
         message: dict[str, Any],
         deadline: float,
     ) -> tuple[bytes, ...]:
@@ -344,11 +344,8 @@ class SandboxProcess:
                 continue
             if time.monotonic() > deadline:
                 raise SandboxError("the job ran longer than its wall-clock limit")
-            if selector.select(POLL_S):
-                chunk = os.read(stdout.fileno(), CHUNK)
-                if not chunk:
-                    raise SandboxError(self._exit_reason())
-                buffer += chunk
+            if not self._pump(selector):
+                raise SandboxError(self._exit_reason())
         return tuple(blobs)
 
     def _error_reason(self, message: dict[str, Any]) -> str:

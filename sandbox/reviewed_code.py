@@ -43,7 +43,7 @@ from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
 from sandbox.isolation import SandboxError, SandboxPool
 from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
-from sandbox.tenants import require_role
+from sandbox.tenants import require_reason, require_role
 
 CODE_TIER: Final = 5
 #: Rows of the mock a function is run on for its reviewer.
@@ -237,9 +237,7 @@ def review_code(
 ) -> CodeRequest:
     """Approve (pinning the source's hash) or deny a pending request, with a reason."""
     require_role(enterprise, Role.ENTERPRISE)
-    text = (reason or "").strip()
-    if not 1 <= len(text) <= 500:
-        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
+    text = require_reason(reason)
     with veil.db.transaction() as session:
         code = visible_code(session, enterprise, code_id)
         if code.enterprise_id != enterprise.id:
@@ -322,9 +320,7 @@ def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, r
     from sandbox.runner import release_held
 
     require_role(enterprise, Role.ENTERPRISE)
-    text = (reason or "").strip()
-    if not 1 <= len(text) <= 500:
-        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
+    text = require_reason(reason)
     with veil.db.transaction() as session:
         job = session.get(Job, job_id)
         if job is None or job.enterprise_id != enterprise.id:

@@ -18,6 +18,14 @@ def require_role(principal: Principal, *roles: Role) -> None:
         raise Forbidden(f"only {allowed} principals may do this")
 
 
+def require_reason(reason: str | None) -> str:
+    """The stripped reason a change must give (1-500 characters), or InvalidRequest."""
+    text = (reason or "").strip()
+    if not 1 <= len(text) <= 500:
+        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
+    return text
+
+
 def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> Principal:
     """Create an enterprise and provision its key-server namespace and key first."""
     require_role(operator, Role.OPERATOR)
