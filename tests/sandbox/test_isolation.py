@@ -165,3 +165,37 @@ def test_without_bubblewrap_jobs_fail_closed(
     settings = Settings(data_dir=tmp_path)
     with pytest.raises(SandboxError, match=r"bwrap \(Debian: bubblewrap\) is not installed"):
         sandbox_command(SandboxPool(settings).limits)
+
+
+def test_the_warm_worker_forks_a_process_per_job_and_survives_a_failed_one(
+    data_dir: Path,
+) -> None:
+    import io
+
+    import polars as pl
+
+    from analytics.query_document import parse_query
+    from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
+
+    schema = DatasetSchema(
+        (
+            ColumnSpec("k", ColumnType.STRING, ColumnClass.PUBLIC, categories=("a", "b")),
+            ColumnSpec("x", ColumnType.FLOAT, ColumnClass.INTERNAL, 0.0, 10.0),
+        )
+    )
+    buffer = io.BytesIO()
+    pl.DataFrame({"k": ["a", "b"] * 500, "x": [5.0] * 1000}).write_parquet(buffer)
+    query = Task("query", schema, parse_query({"aggregates": [{"kind": "count"}]}), 1.0)
+    pool = SandboxPool(Settings(data_dir=data_dir), reusable=True)
+    try:
+        worker = pool.take()
+        first = worker.run(query, buffer.getvalue()).message["result"]
+        with pytest.raises(SandboxError, match="internal error"):
+            worker.run(Task("no-such-kind", schema, None), buffer.getvalue())
+        assert pool.take() is worker and worker.alive  # the failure ended its process only
+        second = worker.run(query, buffer.getvalue()).message["result"]
+        assert first["tier"] == second["tier"] == 3  # the worker serves job after job
+        assert 900 < first["rows"][0]["values"][0]["value"] < 1100
+    finally:
+        pool.close()
+    assert not worker.alive
