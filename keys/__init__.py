@@ -18,12 +18,13 @@ from keys.errors import (
     KeyServerUnavailable,
     UnknownTenant,
 )
-from keys.service import KeyService, wrapped_key_version
+from keys.service import KeyService, object_label, wrapped_key_version
 from keys.signing import Signature, SigningPublicKey, verify_signature
-from keys.tenancy import Tenancy, platform_policy, validate_tenant_id
-from keys.vault import KeyServerConfig
+from keys.tenancy import Tenancy, TenantLocation, platform_policy, validate_tenant_id
+from keys.vault import OBJECT_HEADER, KeyServerConfig, key_operation
 
 __all__ = [
+    "OBJECT_HEADER",
     "DecryptionError",
     "InvalidSignature",
     "InvalidTenantId",
@@ -37,7 +38,10 @@ __all__ = [
     "Signature",
     "SigningPublicKey",
     "Tenancy",
+    "TenantLocation",
     "UnknownTenant",
+    "key_operation",
+    "object_label",
     "platform_policy",
     "validate_tenant_id",
     "verify_signature",

@@ -11,10 +11,13 @@ Not ``-dev`` mode.  Under ``home`` it keeps::
     server.json       pid and address of the running server
 
 On first start the config's ``initialize`` stanza creates Veil's base
-namespace, an AppRole and a least-privilege policy for Veil (the root token is
+namespace, an AppRole and a least-privilege policy for Veil, and has the audit
+log record Veil's ``X-Veil-Object`` request header in clear (the root token is
 used once by the server itself and revoked); every later start auto-unseals
-from ``unseal.key``.  Keeping the unseal key next to the storage means anyone
-who can read this directory can read the keys: see ``docs/keys.md``.
+from ``unseal.key``.  A server first started before the header setting existed
+cannot get it later (it is root-only): see ``docs/key-server-audit.md``.
+Keeping the unseal key next to the storage means anyone who can read this
+directory can read the keys: see ``docs/keys.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import requests
 
 from keys.errors import KeyServerStartError
 from keys.tenancy import APPROLE_MOUNT, PLATFORM_POLICY, Tenancy, platform_policy
-from keys.vault import KeyServerConfig
+from keys.vault import OBJECT_HEADER, KeyServerConfig
 
 BASE_NAMESPACE = "veil"
 _PLATFORM_ROLE = "veil-platform"
@@ -281,6 +284,11 @@ audit "file" "veil-file" {{
 }}
 
 initialize "veil" {{
+  request "audit-object-header" {{
+    operation = "update"
+    path      = "sys/config/auditing/request-headers/{OBJECT_HEADER}"
+    data      = {{ hmac = false }}
+  }}
   request "base-namespace" {{
     operation = "update"
     path      = "sys/namespaces/{ns}"

@@ -14,6 +14,7 @@ import io
 import re
 from collections.abc import Sequence
 from typing import BinaryIO
+from urllib.parse import quote
 
 import hvac
 import hvac.exceptions
@@ -21,11 +22,17 @@ import hvac.exceptions
 from keys import _stream, provisioning
 from keys.errors import DecryptionError, KeyServerMisconfigured
 from keys.signing import Signature, SigningPublicKey
-from keys.tenancy import DATA_KEY, PLATFORM_MOUNT, SIGNING_KEY, Tenancy
-from keys.vault import KeyServerClient, KeyServerConfig
+from keys.tenancy import DATA_KEY, PLATFORM_MOUNT, SIGNING_KEY, Tenancy, TenantLocation
+from keys.vault import KeyServerClient, KeyServerConfig, key_operation
 
 _WRAPPED_KEY = re.compile(r"^vault:v([1-9][0-9]{0,8}):[A-Za-z0-9+/=]{16,1024}$")
 _REWRAP_BATCH = 250  # stays under the server's 1000-strings JSON limit
+
+
+def object_label(object_id: str, version: int) -> str:
+    """How data-key requests for ``object_id`` at ``version`` are tagged in the key server's
+    audit log: ``<object id, percent-encoded>/<version>``, e.g. ``dataset:ds_12/3``."""
+    return f"{quote(object_id, safe=':_.@-')}/{version}"
 
 
 def wrapped_key_version(wrapped_key: str) -> int:
@@ -57,6 +64,15 @@ class KeyService:
     @property
     def tenancy(self) -> Tenancy:
         return self._server.tenancy
+
+    @property
+    def base_namespace(self) -> str:
+        """Veil's base namespace in the key server ("" for the root namespace)."""
+        return self._server.config.namespace.strip("/")
+
+    def tenant_location(self, tenant: str) -> TenantLocation:
+        """Where ``tenant``'s key, policy and login live (to read the key server's audit log)."""
+        return self._server.location(tenant)
 
     def check(self) -> None:
         """Raise :class:`~keys.errors.KeyServerUnavailable` unless the server answers now."""
@@ -92,16 +108,17 @@ class KeyService:
         with the same tenant, object id and version, to decrypt.
         """
         context = _stream.object_context(tenant, object_id, version)
-        data = self._server.with_tenant(
-            tenant,
-            "issue a data key",
-            lambda c: c.secrets.transit.generate_data_key(
-                DATA_KEY,
-                key_type="plaintext",
-                bits=256,
-                mount_point=self._server.location(tenant).transit_mount,
-            ),
-        )["data"]
+        with key_operation(object_label(object_id, version)):
+            data = self._server.with_tenant(
+                tenant,
+                "issue a data key",
+                lambda c: c.secrets.transit.generate_data_key(
+                    DATA_KEY,
+                    key_type="plaintext",
+                    bits=256,
+                    mount_point=self._server.location(tenant).transit_mount,
+                ),
+            )["data"]
         key = base64.b64decode(data["plaintext"])
         _stream.encrypt_stream(key, context, src, dst, chunk_size=chunk_size)
         return str(data["ciphertext"])
@@ -121,7 +138,8 @@ class KeyService:
         then whatever reached ``dst`` must be discarded.
         """
         context = _stream.object_context(tenant, object_id, version)
-        key = self._unwrap(tenant, wrapped_key)
+        with key_operation(object_label(object_id, version)):
+            key = self._unwrap(tenant, wrapped_key)
         return _stream.decrypt_stream(key, context, src, dst)
 
     def encrypt_bytes(

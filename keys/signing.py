@@ -94,3 +94,17 @@ def verify_signature(
         Ed25519PublicKey.from_public_bytes(public_key.raw).verify(sig.value, message)
     except (_CryptoInvalidSignature, ValueError):
         raise InvalidSignature() from None
+
+
+def public_keys_from_pem(text: str) -> dict[int, SigningPublicKey]:
+    """Every key in a file of one or more PEM blocks (one per key version), by version."""
+    starts = [m.start() for m in _VERSION_LINE.finditer(text)]
+    if not starts:
+        raise ValueError(
+            "not a Veil signing key: the '# veil-ed25519 key version N' line is missing"
+        )
+    keys = [
+        SigningPublicKey.from_pem(text[a:b])
+        for a, b in zip(starts, [*starts[1:], None], strict=True)
+    ]
+    return {key.key_version: key for key in keys}

@@ -7,10 +7,12 @@ raw transit calls.  Nothing here handles bulk data.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,6 +40,46 @@ T = TypeVar("T")
 
 #: Re-login this many seconds before a token's lease runs out.
 _RENEW_MARGIN_S = 60.0
+
+#: The request header naming the object a key-server request is for.  The key server
+#: must audit it un-HMAC'd (``sys/config/auditing/request-headers/X-Veil-Object``,
+#: ``hmac=false``) for ``veil audit keys`` to tie its entries to Veil's reasons.
+OBJECT_HEADER = "X-Veil-Object"
+_LABEL = re.compile(r"^[A-Za-z0-9:_./@%+-]{1,200}$")
+_operation: ContextVar[str | None] = ContextVar("veil_key_operation", default=None)
+
+
+@contextmanager
+def key_operation(label: str) -> Iterator[None]:
+    """Tag every key-server request made inside the block with ``label``.
+
+    The label travels in the :data:`OBJECT_HEADER` request header, so the key
+    server's own audit log says which object (or task) each request served.  It
+    is a context variable: each thread and each task has its own.  Labels are
+    1-200 characters of letters, digits and ``:_./@%+-`` (no secrets: the key
+    server logs them in clear).
+    """
+    if not _LABEL.fullmatch(label):
+        raise ValueError(
+            "a key-operation label must be 1-200 characters of letters, digits and ':_./@%+-'"
+        )
+    token = _operation.set(label)
+    try:
+        yield
+    finally:
+        _operation.reset(token)
+
+
+class _TaggingSession(requests.Session):
+    """A requests session that adds the current :func:`key_operation` label to each request."""
+
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        label = _operation.get()
+        if label is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), OBJECT_HEADER: label}
+        return super().request(method, url, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -121,6 +163,7 @@ class KeyServerClient:
             token=token,
             namespace=namespace or None,
             timeout=self.config.timeout_s,
+            session=_TaggingSession(),
         )
 
     def call(self, action: str, fn: Callable[[], T]) -> T:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -419,12 +419,43 @@ class VeilClient:
     def reject_held(self, job_id: str, reason: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/jobs/{job_id}/reject", json={"reason": reason}))
 
-    # -- audit ------------------------------------------------------------------------------
-    def audit_events(self, before_seq: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if before_seq is not None:
-            params["before_seq"] = before_seq
+    # -- audit (operators and security officers) ------------------------------------------------
+    def audit_events(
+        self,
+        before_seq: int | None = None,
+        limit: int = 100,
+        **filters: str | datetime | None,
+    ) -> list[dict[str, Any]]:
+        """Events newest first; ``filters``: since, until, tenant_id, actor_id, role, action,
+        outcome, resource (see docs/audit.md).  Page on with the last event's ``seq``."""
+        params = _params(before_seq=before_seq, limit=limit, **filters)
         return list(self._call("GET", "/v1/audit/events", params=params))
+
+    def audit_export(
+        self,
+        out: BinaryIO,
+        *,
+        from_seq: int | None = None,
+        to_seq: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Stream a range of the log (JSON Lines with its signed manifest and checkpoints)
+        into ``out``; returns the number of bytes written.  Verify it offline."""
+        params = _params(from_seq=from_seq, to_seq=to_seq, since=since, until=until)
+        written = 0
+        with self._http.stream("GET", "/v1/audit/export", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response.status_code, response.json())
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                written += len(chunk)
+        return written
+
+    def audit_public_key(self) -> str:
+        """Every version of the audit signing key's public half, as PEM."""
+        return self._download("/v1/audit/public-key").decode()
 
     def checkpoint(self) -> dict[str, Any] | None:
         result = self._call("POST", "/v1/audit/checkpoints")
@@ -432,3 +463,67 @@ class VeilClient:
 
     def verify_audit(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/audit/verify"))
+
+    def audit_attention(self, since: datetime | None = None) -> dict[str, Any]:
+        """What needs a security officer's attention: denials per provider, budget burn
+        per grant, held outputs, failed logins."""
+        return dict(self._call("GET", "/v1/audit/attention", params=_params(since=since)))
+
+    def key_audit(
+        self, tenant_id: str | None = None, since: datetime | None = None
+    ) -> dict[str, Any]:
+        """The key server's own audit log, per tenant, next to Veil's events, with the
+        decryptions that no Veil job or upload explains."""
+        params = _params(tenant_id=tenant_id, since=since)
+        return dict(self._call("GET", "/v1/audit/keys", params=params))
+
+    def suspend_provider(self, provider_id: str, reason: str) -> dict[str, Any]:
+        """Suspend a provider: its tokens stop working and its queued jobs are cancelled."""
+        body = {"reason": reason}
+        return dict(self._call("POST", f"/v1/providers/{provider_id}/suspend", json=body))
+
+    def reinstate_provider(self, provider_id: str, reason: str) -> dict[str, Any]:
+        body = {"reason": reason}
+        return dict(self._call("POST", f"/v1/providers/{provider_id}/reinstate", json=body))
+
+    # -- usage receipts (enterprises; officers and operators name the enterprise) -----------------
+    def usage_receipt(
+        self,
+        provider_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        enterprise_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A signed receipt of what ``provider_id`` did with the enterprise's data."""
+        params = _params(
+            provider_id=provider_id, since=since, until=until, enterprise_id=enterprise_id
+        )
+        return dict(self._call("GET", "/v1/receipts", params=params))
+
+    def usage_receipt_html(
+        self,
+        provider_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        enterprise_id: str | None = None,
+    ) -> bytes:
+        """The same receipt as a readable HTML page to hand on."""
+        params = _params(
+            provider_id=provider_id,
+            since=since,
+            until=until,
+            enterprise_id=enterprise_id,
+            format="html",
+        )
+        return self._download("/v1/receipts", params=params)
+
+
+def _params(**values: object) -> dict[str, Any]:
+    """Query parameters without the unset ones; datetimes as ISO 8601."""
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in values.items()
+        if value is not None
+    }

@@ -5,7 +5,9 @@ loopback port) under ``<data dir>/demo`` — wiped at each run, so every run is
 the same — and plays the three roles through the Python client: the operator
 sets up an enterprise and a provider; the enterprise uploads its production
 log and grants; the provider runs private queries until its budget is spent;
-refusals are shown; the audit chain is signed and verified.
+refusals are shown; the audit chain is signed and verified; a security officer
+exports the log and verifies it offline, checks the key server's own log, and
+suspends and reinstates the provider; the enterprise takes a signed usage receipt.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError, VeilClient
 from sandbox.core import bootstrap_operator, open_veil
 from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
+from sandbox.demo_oversight import run_oversight
 from sandbox.settings import Settings
 
 PURPOSE = "predictive-maintenance"
@@ -81,6 +84,10 @@ def run_demo(settings: Settings, console: Console) -> None:
             _cross_tenant(enterprise, globex_dataset, grant_id, console)
         with VeilClient(url, operator_token) as operator:
             _audit(operator, console)
+        with VeilClient(url, operator_token) as operator, VeilClient(url, acme_token) as acme:
+            run_oversight(
+                url, operator, acme, provider_token, provider["id"], settings.data_dir, console
+            )
     console.print("\n[green]Demo finished[/green]; the API, worker and key server were stopped.")
 
 

@@ -381,24 +381,40 @@ def visible_job(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def cancel_queued_jobs(session: Session, *, grant_ids: list[str], why: str, now: datetime) -> int:
-    """End the given grants' queued jobs as failed (their debits stay: no refunds)."""
-    jobs = list(
-        session.scalars(
-            select(Job).where(Job.grant_id.in_(grant_ids), Job.status == JobStatus.QUEUED)
-        )
-    )
+def cancel_queued_jobs(
+    session: Session,
+    *,
+    why: str,
+    now: datetime,
+    grant_ids: list[str] | None = None,
+    provider_ids: list[str] | None = None,
+    actor: Principal | None = None,
+) -> list[str]:
+    """End the queued jobs of the given grants or providers as failed; return their ids.
+
+    Their debits stay (no refunds), although a queued job has read no data yet:
+    the ledger only ever grows, as for a job its provider cancels.
+    """
+    if grant_ids is None and provider_ids is None:
+        raise ValueError("name the grants or the providers whose queued jobs to cancel")
+    query = select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+    if grant_ids is not None:
+        query = query.where(Job.grant_id.in_(grant_ids))
+    if provider_ids is not None:
+        query = query.where(Job.provider_id.in_(provider_ids))
+    jobs = list(session.scalars(query))
     for job in jobs:
         job.status, job.error, job.finished_at = JobStatus.FAILED, f"cancelled: {why}", now
         audit.record(
             session,
             "job.cancelled",
+            actor=actor,
             outcome=audit.Outcome.DENIED,
             tenant_id=job.enterprise_id,
             resource=f"job:{job.id}",
             details={"reason": why, "grant_id": job.grant_id},
         )
-    return len(jobs)
+    return [job.id for job in jobs]
 
 
 def cancel_expired(veil: Veil) -> int:
@@ -414,9 +430,10 @@ def cancel_expired(veil: Veil) -> int:
         )
         if not expired:
             return 0
-        return cancel_queued_jobs(
+        cancelled = cancel_queued_jobs(
             session, grant_ids=sorted(set(expired)), why="the grant expired", now=now
         )
+        return len(cancelled)
 
 
 def cancel_job(veil: Veil, provider: Principal, job_id: str) -> Job:

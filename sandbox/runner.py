@@ -47,13 +47,19 @@ from sandbox.reviewed_code import (
     check_code_output,
     resolve_code_job,
 )
+from sandbox.suspension import fail_jobs_of_suspended
 
 log = logging.getLogger(__name__)
 
 
 def claim_next_job(veil: Veil) -> str | None:
-    """Atomically move the oldest queued job to running; return its id."""
+    """Atomically move the oldest queued job to running; return its id.
+
+    Queued jobs of a suspended provider (submitted as the suspension committed)
+    end failed first, audited: they are never run.
+    """
     with veil.db.transaction() as session:
+        fail_jobs_of_suspended(session, veil.clock())
         job_id = session.scalar(
             select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at).limit(1)
         )
@@ -158,7 +164,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         _fail(
             veil,
             job_id,
-            "cancelled: by the provider; the job's budget stays spent",
+            "cancelled: by the provider, or its suspension; the job's budget stays spent",
             audit.Outcome.FAILED,
         )
         return

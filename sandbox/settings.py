@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     vault_timeout_s: float = Field(
         default=5.0, gt=0, description="Timeout of each key-server call."
     )
+    keyserver_audit_log: Path | None = Field(
+        default=None,
+        description="The key server's file audit log, read by `veil audit keys`; unset: the "
+        "embedded server's (<data_dir>/keyserver/audit/audit.log), or none for an external one.",
+    )
 
     # Database. Unset: SQLite (WAL) at <data_dir>/veil.db.
     database_url: str | None = Field(default=None, description="SQLAlchemy URL of the database.")

@@ -10,11 +10,15 @@ from pydantic import BaseModel
 
 from sandbox.api import (
     errors,
+    routes_attention,
+    routes_audit,
     routes_code,
     routes_datasets,
     routes_grants,
     routes_jobs,
+    routes_keyaudit,
     routes_principals,
+    routes_receipts,
 )
 from sandbox.core import Veil, open_veil
 from sandbox.settings import Settings
@@ -47,7 +51,17 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         description="Data usable, not visible: private analytics on enterprise data.",
     )
     errors.install(app)
-    for module in (routes_principals, routes_datasets, routes_grants, routes_jobs, routes_code):
+    for module in (
+        routes_principals,
+        routes_datasets,
+        routes_grants,
+        routes_jobs,
+        routes_code,
+        routes_audit,
+        routes_attention,
+        routes_keyaudit,
+        routes_receipts,
+    ):
         app.include_router(module.router)
 
     @app.get("/v1/health", tags=["health"])

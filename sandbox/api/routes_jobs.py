@@ -1,4 +1,4 @@
-"""Jobs (submit, list, show, result) and the audit log (events, checkpoints, verification)."""
+"""Jobs: submit, preview, list, show, cancel, result, model."""
 
 from __future__ import annotations
 
@@ -13,24 +13,21 @@ from analytics.training import training_json_schema
 from policies.errors import Conflict
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role
-from sandbox import jobs, oversight
+from sandbox import jobs
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import (
-    AuditEventOut,
     BudgetOut,
-    CheckpointOut,
     JobIn,
     JobOut,
     PreviewItemOut,
     PreviewOut,
     ResultOut,
-    VerifyOut,
 )
 from sandbox.artifacts import load_artifact
 from sandbox.models import Job, JobStatus
 from sandbox.tenants import require_role
 
-router = APIRouter(prefix="/v1", tags=["jobs", "audit"])
+router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 def _progress(job: Job, viewer: Principal | None) -> dict[str, Any] | None:
@@ -187,35 +184,3 @@ def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
             remaining_budget=BudgetOut(**grant.budget()),
             **job.result,
         )
-
-
-@router.get("/audit/events")
-def audit_events(
-    veil: VeilDep,
-    caller: PrincipalDep,
-    before_seq: int | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[AuditEventOut]:
-    """Audit events, newest first; page with ``before_seq``."""
-    events = oversight.list_events(veil, caller, before_seq=before_seq, limit=limit)
-    return [AuditEventOut.model_validate(e, from_attributes=True) for e in events]
-
-
-@router.post("/audit/checkpoints", status_code=status.HTTP_201_CREATED)
-def audit_checkpoint(veil: VeilDep, caller: PrincipalDep) -> CheckpointOut | None:
-    """Sign the chain head now with the key server's Ed25519 key."""
-    cp = oversight.sign_checkpoint(veil, caller)
-    return CheckpointOut.model_validate(cp, from_attributes=True) if cp else None
-
-
-@router.get("/audit/verify")
-def audit_verify(veil: VeilDep, caller: PrincipalDep) -> VerifyOut:
-    """Recompute the hash chain and check every signed checkpoint."""
-    report = oversight.verify_chain(veil, caller)
-    return VerifyOut(
-        ok=report.ok,
-        events=report.events,
-        checkpoints=report.checkpoints,
-        first_bad_seq=report.first_bad_seq,
-        problem=report.problem,
-    )

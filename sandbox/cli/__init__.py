@@ -6,12 +6,12 @@ import sys
 
 from keys import KeysError
 from policies.errors import VeilError
-from sandbox.cli import local, remote
+from sandbox.cli import attention, keyaudit, local, receipts, remote
 from sandbox.cli.app import app
 from sandbox.cli.output import err_console
 from sandbox.client import ApiError
 
-_ = (local, remote)  # their commands register on ``app``
+_ = (attention, keyaudit, local, receipts, remote)  # their commands register on ``app``
 
 
 def main() -> None:

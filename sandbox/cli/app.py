@@ -10,7 +10,15 @@ app = typer.Typer(
 keys_app = typer.Typer(
     help="The key server: start, stop, status, policy, public key.", no_args_is_help=True
 )
-audit_app = typer.Typer(help="The audit log: verify, checkpoint, events.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The audit log: search, export, verify (also offline), checkpoints, attention, "
+    "key-server operations.",
+    no_args_is_help=True,
+)
+receipts_app = typer.Typer(
+    help="Usage receipts (enterprise; officers of its scope): signed JSON and HTML.",
+    no_args_is_help=True,
+)
 enterprises_app = typer.Typer(help="Enterprises (operator).", no_args_is_help=True)
 providers_app = typer.Typer(help="Providers (operator).", no_args_is_help=True)
 officers_app = typer.Typer(help="Security officers (operator).", no_args_is_help=True)
@@ -36,6 +44,7 @@ for name, sub in [
     ("grants", grants_app),
     ("jobs", jobs_app),
     ("code", code_app),
+    ("receipts", receipts_app),
     ("models", models_app),
 ]:
     app.add_typer(sub, name=name)

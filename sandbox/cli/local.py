@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -105,36 +105,90 @@ def keys_public_key(
 
 
 @audit_app.command("verify")
-def audit_verify(as_json: JsonOpt = False) -> None:
-    """Recompute the audit hash chain and check every signed checkpoint; exit 1 if broken."""
+def audit_verify(
+    offline: Annotated[
+        Path | None,
+        typer.Option(help="Verify this export file instead, with no server or key server"),
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option(help="PEM file from `veil audit public-key` (with --offline)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute the audit hash chain and check every signed checkpoint; exit 1 if broken.
+
+    Without --offline it reads this machine's database; with --offline FILE it checks an
+    export from `veil audit export` against the public key alone.
+    """
+    if offline is not None:
+        _verify_offline(offline, public_key, Output(as_json))
+        return
     from sandbox.core import open_veil
     from sandbox.oversight import verify_chain
 
     with open_veil(Settings(), worker=False) as veil:
         report = verify_chain(veil)
-    out = Output(as_json)
-    if as_json:
-        out.data(
-            {
-                "ok": report.ok,
-                "events": report.events,
-                "checkpoints": report.checkpoints,
-                "first_bad_seq": report.first_bad_seq,
-                "problem": report.problem,
-            }
+    _print_verdict(
+        Output(as_json),
+        report.ok,
+        report.first_bad_seq,
+        report.problem,
+        {"events": report.events, "checkpoints": report.checkpoints},
+        f"{report.events} events, {report.checkpoints} signed checkpoints verified",
+    )
+
+
+def _verify_offline(path: Path, public_key: Path | None, out: Output) -> None:
+    from keys.signing import public_keys_from_pem
+    from policies.audit_export import verify_export
+
+    if public_key is None:
+        raise typer.BadParameter(
+            "give the public key: --public-key KEY.pem", param_hint="--offline"
         )
-    elif report.ok:
-        out.say(
-            f"[green]audit chain intact[/green]: {report.events} events, "
-            f"{report.checkpoints} signed checkpoints verified"
-        )
+    try:
+        keys = public_keys_from_pem(public_key.read_text())
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--public-key") from None
+    try:
+        with path.open("rb") as lines:
+            report = verify_export(lines, keys)
+    except OSError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--offline") from None
+    _print_verdict(
+        out,
+        report.ok,
+        report.first_bad_seq,
+        report.problem,
+        {
+            "from_seq": report.from_seq,
+            "to_seq": report.to_seq,
+            "events": report.events,
+            "elided": report.elided,
+            "checkpoints": report.checkpoints,
+            "scope": report.scope,
+        },
+        f"events {report.from_seq}-{report.to_seq}: {report.events} events shown, "
+        f"{report.elided} elided, manifest and {report.checkpoints} checkpoints signed",
+    )
+
+
+def _print_verdict(
+    out: Output,
+    ok: bool,
+    first_bad_seq: int | None,
+    problem: str | None,
+    counts: dict[str, Any],
+    summary: str,
+) -> None:
+    if out.as_json:
+        out.data({"ok": ok, "first_bad_seq": first_bad_seq, "problem": problem} | counts)
+    elif ok:
+        out.say(f"[green]audit chain intact[/green]: {summary}")
     else:
-        console.print(
-            f"[red]audit chain BROKEN[/red] at event {report.first_bad_seq}: "
-            f"{report.problem} ({report.events} events read)",
-            highlight=False,
-        )
-    if not report.ok:
+        where = f" at event {first_bad_seq}" if first_bad_seq is not None else ""
+        console.print(f"[red]audit chain BROKEN[/red]{where}: {problem}", highlight=False)
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -522,21 +522,109 @@ def jobs_result(
 
 
 # -- audit (through the API) -----------------------------------------------------------------------
+def parse_time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time from the command line; without a zone it is UTC."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 time; write e.g. 2026-11-01 or 2026-11-01T08:00:00Z",
+            param_hint=option,
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+Since = Annotated[str | None, typer.Option(help="From this time (ISO 8601; UTC if no zone)")]
+Until = Annotated[str | None, typer.Option(help="Before this time (ISO 8601; UTC if no zone)")]
+
+
 @audit_app.command("events")
 def audit_events(
     token: Token,
     url: Url = DEFAULT_URL,
+    since: Since = None,
+    until: Until = None,
+    tenant: Annotated[str | None, typer.Option(help="Enterprise id")] = None,
+    actor: Annotated[str | None, typer.Option(help="Principal id of who acted")] = None,
+    role: Annotated[str | None, typer.Option(help="Role of who acted")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. job.released, or job.* ")] = None,
+    outcome: Annotated[str | None, typer.Option(help="ok, denied or failed")] = None,
+    resource: Annotated[str | None, typer.Option(help="e.g. job:job_12ab, or dataset:*")] = None,
     limit: int = 50,
-    before_seq: int | None = None,
+    before_seq: Annotated[int | None, typer.Option(help="Page on: events before this")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Audit events, newest first (operators and security officers)."""
+    """Search the audit log, newest first (operators and security officers)."""
     with connect(url, token) as c:
-        Output(as_json).table(
-            "audit events",
-            c.audit_events(before_seq, limit),
-            ["seq", "at", "actor_role", "action", "outcome", "resource"],
+        events = c.audit_events(
+            before_seq,
+            limit,
+            since=parse_time(since, "--since"),
+            until=parse_time(until, "--until"),
+            tenant_id=tenant,
+            actor_id=actor,
+            role=role,
+            action=action,
+            outcome=outcome,
+            resource=resource,
         )
+    out = Output(as_json)
+    out.table(
+        "audit events",
+        events,
+        ["seq", "at", "actor_role", "actor_id", "tenant_id", "action", "outcome", "resource"],
+    )
+    if len(events) == limit:
+        out.say(f"more: --before-seq {events[-1]['seq']}")
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path, typer.Option(help="JSON Lines file to write")],
+    token: Token,
+    url: Url = DEFAULT_URL,
+    from_seq: Annotated[int | None, typer.Option(help="First event (default: the first)")] = None,
+    to_seq: Annotated[int | None, typer.Option(help="Last event (default: the newest)")] = None,
+    since: Since = None,
+    until: Until = None,
+) -> None:
+    """Export a range with its signed manifest and checkpoints, to verify offline."""
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with connect(url, token) as c, open(partial, "wb") as out:
+            size = c.audit_export(
+                out,
+                from_seq=from_seq,
+                to_seq=to_seq,
+                since=parse_time(since, "--since"),
+                until=parse_time(until, "--until"),
+            )
+    except BaseException:
+        partial.unlink(missing_ok=True)  # never leave half an export under any name
+        raise
+    partial.replace(output)
+    manifest = json.loads(output.open("rb").readline())
+    console.print(
+        f"exported events {manifest['from_seq']}-{manifest['to_seq']} "
+        f"({manifest['events']} shown, {manifest['elided']} elided, "
+        f"{len(manifest['checkpoints'])} checkpoints; {size:,} bytes) to {output}; "
+        f"verify with: veil audit verify --offline {output} --public-key KEY",
+        highlight=False,
+    )
+
+
+@audit_app.command("public-key")
+def audit_public_key(
+    output: Annotated[Path, typer.Option(help="PEM file to write")],
+    token: Token,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Write every version of the audit signing key's public half, to verify offline."""
+    with connect(url, token) as c:
+        output.write_text(c.audit_public_key())
+    console.print(f"public key written to {output}", highlight=False)
 
 
 @audit_app.command("checkpoint")

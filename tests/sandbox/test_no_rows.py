@@ -42,6 +42,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "job_id": job_id,
         "grant_id": world.grant_id,
         "principal_id": world.provider_id,
+        "provider_id": world.provider_id,
         "code_id": "code_none",  # no tier-5 grant here: test_reviewed_code covers its outputs
     }
     calls = []

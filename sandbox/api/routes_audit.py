@@ -1,0 +1,98 @@
+"""The audit log: search, export (verifiable offline), public key, checkpoints, verification."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
+
+from sandbox import oversight
+from sandbox.api.deps import PrincipalDep, VeilDep
+from sandbox.api.schemas import AuditEventOut, CheckpointOut, VerifyOut
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("/events")
+def audit_events(
+    veil: VeilDep,
+    caller: PrincipalDep,
+    before_seq: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tenant_id: str | None = None,
+    actor_id: str | None = None,
+    role: str | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: str | None = None,
+    resource: Annotated[str | None, Query(max_length=120)] = None,
+) -> list[AuditEventOut]:
+    """Events newest first, filtered (a trailing ``*`` on action or resource matches a
+    prefix); page on with ``before_seq`` = the last ``seq`` received."""
+    where = oversight.EventFilter(
+        since=since,
+        until=until,
+        tenant_id=tenant_id,
+        actor_id=actor_id,
+        role=role,
+        action=action,
+        outcome=outcome,
+        resource=resource,
+    )
+    events = oversight.list_events(veil, caller, where=where, before_seq=before_seq, limit=limit)
+    return [AuditEventOut.model_validate(e, from_attributes=True) for e in events]
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+def audit_export(
+    veil: VeilDep,
+    caller: PrincipalDep,
+    from_seq: Annotated[int | None, Query(ge=1)] = None,
+    to_seq: Annotated[int | None, Query(ge=1)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> StreamingResponse:
+    """A range as JSON Lines: a signed manifest, the events, and the signed checkpoints in
+    it; check it with ``veil audit verify --offline FILE --public-key KEY``."""
+    lines = oversight.export(
+        veil, caller, from_seq=from_seq, to_seq=to_seq, since=since, until=until
+    )
+    return StreamingResponse(
+        lines,
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="veil-audit.jsonl"'},
+    )
+
+
+@router.get("/public-key", response_class=Response)
+def audit_public_key(veil: VeilDep, caller: PrincipalDep) -> Response:
+    """Every version of the signing key's public half (PEM), to verify exports and
+    receipts offline; any principal may fetch it."""
+    return Response(oversight.public_keys_pem(veil), media_type="application/x-pem-file")
+
+
+@router.post("/checkpoints", status_code=status.HTTP_201_CREATED)
+def audit_checkpoint(veil: VeilDep, caller: PrincipalDep) -> CheckpointOut | None:
+    """Sign the chain head now with the key server's Ed25519 key."""
+    cp = oversight.sign_checkpoint(veil, caller)
+    return CheckpointOut.model_validate(cp, from_attributes=True) if cp else None
+
+
+@router.get("/verify")
+def audit_verify(veil: VeilDep, caller: PrincipalDep) -> VerifyOut:
+    """Recompute the hash chain and check every signed checkpoint."""
+    report = oversight.verify_chain(veil, caller)
+    return VerifyOut(
+        ok=report.ok,
+        events=report.events,
+        checkpoints=report.checkpoints,
+        first_bad_seq=report.first_bad_seq,
+        problem=report.problem,
+    )

@@ -1,0 +1,284 @@
+"""``veil audit keys``: the key server's own audit log next to Veil's, and the decryptions
+that nothing explains.
+
+The session's OpenBao is shared by every test, so each test looks only at its own
+world's tenants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from keys import OBJECT_HEADER, LocalKeyServer
+from keys.auditlog import parse_label, read_entries
+from policies.errors import Conflict
+from policies.principals import Principal, Role
+from sandbox.cli import app as cli_app
+from sandbox.client import ApiError
+from sandbox.core import Veil, open_veil
+from sandbox.keyaudit import (
+    CLOCK_SLACK,
+    Reasons,
+    _Run,
+    explain,
+    key_audit,
+)
+from sandbox.models import DatasetVersion
+from tests.sandbox.conftest import PURPOSE, World, settings_for
+
+pytestmark = pytest.mark.integration
+
+COUNT = [{"kind": "count"}]
+
+
+@pytest.fixture
+def veil(tmp_path: Path, key_server: LocalKeyServer) -> Iterator[Veil]:
+    """Like the shared fixture, but Veil may read the session key server's audit log."""
+    settings = settings_for(tmp_path, key_server, keyserver_audit_log=key_server.audit_log)
+    with open_veil(settings) as running:
+        yield running
+
+
+def _enterprises(veil: Veil) -> dict[str, Principal]:
+    with veil.db.transaction() as session:
+        rows = session.scalars(select(Principal).where(Principal.role == Role.ENTERPRISE))
+        return {p.name: p for p in rows}
+
+
+def _run_job(world: World) -> str:
+    job = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, COUNT)
+    final = world.provider.wait_for_job(job["id"], timeout=60)
+    assert final["status"] == "released", final
+    return str(job["id"])
+
+
+def _decrypt_outside_veil(veil: Veil, slug: str, wrapped: str, tag: str | None = None) -> None:
+    """What someone holding Veil's key-server credentials could do, bypassing Veil."""
+    config = veil.settings.external_key_server()
+    platform = hvac.Client(url=config.addr, namespace=config.namespace, timeout=5)
+    platform.auth.approle.login(role_id=config.role_id, secret_id=config.secret_id)
+    loc = veil.keys.tenant_location(slug)
+    admin = hvac.Client(url=config.addr, token=platform.token, namespace=loc.namespace, timeout=5)
+    role = f"/v1/auth/{loc.approle_mount}/role/{loc.role}"
+    role_id = admin.adapter.get(f"{role}/role-id")["data"]["role_id"]
+    secret_id = admin.adapter.post(f"{role}/secret-id")["data"]["secret_id"]
+    tenant = hvac.Client(url=config.addr, namespace=loc.namespace, timeout=5)
+    tenant.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=loc.approle_mount)
+    if tag is not None:
+        tenant.session.headers[OBJECT_HEADER] = tag
+    tenant.secrets.transit.decrypt_data("dek", ciphertext=wrapped, mount_point=loc.transit_mount)
+
+
+def _wrapped_key(veil: Veil, dataset_id: str) -> str:
+    with veil.db.transaction() as session:
+        version = session.scalars(
+            select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id)
+        ).one()
+        return version.wrapped_key
+
+
+def _operations(report: dict[str, Any], tenant_id: str) -> list[dict[str, Any]]:
+    (tenant,) = [t for t in report["tenants"] if t["tenant_id"] == tenant_id]
+    return list(tenant["operations"])
+
+
+def test_every_key_operation_of_uploads_and_jobs_is_explained(world: World, veil: Veil) -> None:
+    job_id = _run_job(world)
+    enterprises = _enterprises(veil)
+    acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
+
+    report = world.operator.key_audit()
+    assert report["ok"] and report["unexplained"] == []
+    assert report["tagging"] == "present" and report["notes"] == []
+    assert {t["tenant_id"] for t in report["tenants"]} == {acme.id, globex.id}
+
+    ops = _operations(report, acme.id)
+    by_kind = {(op["operation"], (op["explained_by"] or {}).get("kind")) for op in ops}
+    assert ("tenant.create", "enterprise") in by_kind and ("key.create", "enterprise") in by_kind
+    (issued,) = [op for op in ops if op["operation"] == "datakey.generate"]
+    assert issued["object"] == f"dataset:{world.dataset_id}/1"
+    assert issued["explained_by"]["kind"] == "upload"
+    assert issued["explained_by"]["id"].startswith("dv_") and issued["explained_by"]["seq"]
+    (decrypted,) = [op for op in ops if op["operation"] == "decrypt"]
+    assert decrypted["explained_by"]["kind"] == "job"
+    assert decrypted["explained_by"]["id"] == job_id
+    (tenant,) = [t for t in report["tenants"] if t["tenant_id"] == acme.id]
+    assert tenant["counts"]["decrypt"] == 1 and tenant["unexplained"] == 0
+    actions = [e["action"] for e in tenant["events"]]
+    assert "dataset.uploaded" in actions and "job.released" in actions
+    # Every seq that explains something is one of this tenant's Veil events.
+    seqs = {e["seq"] for e in tenant["events"]}
+    assert all(op["explained_by"]["seq"] in seqs for op in ops if op["explained_by"])
+
+    later = world.operator.key_audit(tenant_id=globex.id, since=datetime.now(UTC))
+    assert [t["tenant_id"] for t in later["tenants"]] == [globex.id]
+    assert later["tenants"][0]["operations"] == [] and later["unattributed"] is None
+
+
+def test_a_decryption_outside_veil_is_unexplained(world: World, veil: Veil) -> None:
+    _run_job(world)
+    enterprises = _enterprises(veil)
+    acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
+    assert acme.slug is not None
+    wrapped = _wrapped_key(veil, world.dataset_id)
+    _decrypt_outside_veil(veil, acme.slug, wrapped)
+    _decrypt_outside_veil(veil, acme.slug, wrapped, tag=f"dataset:{world.globex_dataset_id}/1")
+    _decrypt_outside_veil(veil, acme.slug, wrapped, tag="job:job_forged/1")
+
+    report = world.operator.key_audit(tenant_id=acme.id)
+    assert not report["ok"]
+    unexplained = report["unexplained"]
+    assert [op["object"] for op in unexplained] == [
+        None,
+        f"dataset:{world.globex_dataset_id}/1",  # another tenant's object explains nothing
+        "job:job_forged/1",
+    ]
+    assert all(op["operation"] == "decrypt" and op["tenant_id"] == acme.id for op in unexplained)
+    assert all(op["alarming"] and op["remote_address"] for op in unexplained)
+    decrypts = [op for op in _operations(report, acme.id) if op["operation"] == "decrypt"]
+    assert len(decrypts) == 4 and decrypts[0]["explained_by"]["kind"] == "job"
+    assert world.operator.key_audit(tenant_id=globex.id)["ok"]
+
+    me = world.operator.me()
+    token = world.operator.issue_token(me["id"])
+    cli = CliRunner()
+    base = ["audit", "keys", "--token", token, "--url", world.url]
+    result = cli.invoke(cli_app, [*base, "--tenant", acme.id], env={"COLUMNS": "250"})
+    assert result.exit_code == 1, result.output
+    assert "UNEXPLAINED" in result.output and "job:job_forged/1" in result.output
+    assert "3 operation(s) exposed key material" in result.output
+    as_json = cli.invoke(cli_app, [*base, "--tenant", acme.id, "--json"])
+    assert as_json.exit_code == 1
+    assert len(json.loads(as_json.output)["unexplained"]) == 3
+    clean = cli.invoke(cli_app, [*base, "--tenant", globex.id], env={"COLUMNS": "250"})
+    assert clean.exit_code == 0, clean.output
+    assert "every decryption is explained" in clean.output
+
+
+def test_officers_see_their_scope_and_others_are_refused(world: World, veil: Veil) -> None:
+    enterprises = _enterprises(veil)
+    acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
+    officer = world.operator.create_security_officer("Olga", [globex.id])
+    scoped = world.client(world.operator.issue_token(officer["id"]))
+    report = scoped.key_audit()
+    assert [t["tenant_id"] for t in report["tenants"]] == [globex.id]
+    assert report["unattributed"] is None  # other tenants' traffic stays out of view
+    with pytest.raises(ApiError) as outside:
+        scoped.key_audit(tenant_id=acme.id)
+    assert outside.value.status == 404
+    for client in (world.acme, world.provider):
+        with pytest.raises(ApiError) as refused:
+            client.key_audit()
+        assert refused.value.status == 403
+    with pytest.raises(ApiError) as unknown:
+        world.operator.key_audit(tenant_id="pr_doesnotexist")
+    assert unknown.value.status == 404
+
+
+def test_an_external_server_needs_its_audit_log_configured(veil: Veil) -> None:
+    unset = veil.settings.model_copy(update={"keyserver_audit_log": None})
+    with pytest.raises(Conflict, match="VEIL_KEYSERVER_AUDIT_LOG"):
+        key_audit(dataclasses.replace(veil, settings=unset), None)
+    missing = veil.settings.model_copy(update={"keyserver_audit_log": Path("/nonexistent")})
+    with pytest.raises(Conflict, match="cannot be read"):
+        key_audit(dataclasses.replace(veil, settings=missing), None)
+
+
+def test_the_cli_reads_this_machines_veil_with_local(world: World, veil: Veil) -> None:
+    s = veil.settings
+    env = {
+        "VEIL_DATA_DIR": str(s.data_dir),
+        "VEIL_VAULT_ADDR": s.vault_addr or "",
+        "VEIL_VAULT_ROLE_ID": s.vault_role_id or "",
+        "VEIL_VAULT_SECRET_ID": s.vault_secret_id.get_secret_value() if s.vault_secret_id else "",
+        "VEIL_VAULT_NAMESPACE": s.vault_namespace,
+        "VEIL_VAULT_TENANCY": str(s.vault_tenancy),
+        "VEIL_KEYSERVER_AUDIT_LOG": str(s.keyserver_audit_log),
+    }
+    result = CliRunner().invoke(cli_app, ["audit", "keys", "--local", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert len(report["tenants"]) == 2 and report["ok"]
+    assert report["unattributed"] is not None  # the shared server holds other tests' tenants
+    no_way = CliRunner().invoke(cli_app, ["audit", "keys"], env={"VEIL_TOKEN": ""})
+    assert no_way.exit_code != 0 and "--local" in no_way.output
+
+
+# -- the parts, on synthetic input ------------------------------------------------------------
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def _reasons() -> Reasons:
+    reasons = Reasons("pr_acme", created=(T0, 1))
+    reasons.uploads[("ds_1", 1)] = ("dv_1", T0 + timedelta(minutes=1), 5)
+    reasons.runs["job_a"] = _Run(
+        "job_a", ("ds_1", 1), T0 + timedelta(minutes=2), T0 + timedelta(minutes=3), True, 9
+    )
+    return reasons
+
+
+def test_explanations_hold_only_inside_their_windows() -> None:
+    r, now = _reasons(), T0 + timedelta(hours=1)
+    minute = timedelta(minutes=1)
+    run = explain(r, "decrypt", "dataset:ds_1/1", T0 + 2.5 * minute, now)
+    assert run is not None and (run.kind, run.id, run.seq) == ("job", "job_a", 9)
+    assert explain(r, "decrypt", "dataset:ds_1/1", T0 + 3 * minute + 2 * CLOCK_SLACK, now) is None
+    assert explain(r, "decrypt", "dataset:ds_1/2", T0 + 2.5 * minute, now) is None
+    assert explain(r, "decrypt", None, T0 + 2.5 * minute, now) is None
+    upload = explain(r, "datakey.generate", "dataset:ds_1/1", T0 + minute - CLOCK_SLACK, now)
+    assert upload is not None and (upload.kind, upload.id) == ("upload", "dv_1")
+    assert explain(r, "datakey.generate", "dataset:ds_1/1", T0 + 2 * minute, now) is None
+    model = explain(r, "datakey.generate", "job:job_a/1", T0 + 2.5 * minute, now)
+    assert model is not None and model.kind == "job"
+    download = explain(r, "decrypt", "job:job_a/1", T0 + 10 * minute, now)
+    assert download is not None and download.kind == "model-download"
+    assert explain(r, "decrypt", "job:job_a/1", T0 + 2.5 * minute, now) is None  # not released
+    assert explain(r, "key.create", None, T0, now) is not None
+    assert explain(r, "key.create", None, T0 + minute, now) is None  # long after creation
+    assert explain(r, "key.rotate", None, T0, now) is None
+
+
+def test_the_log_reader_skips_what_it_cannot_use(tmp_path: Path) -> None:
+    def line(kind: str, path: str, header: str | None = None, **extra: Any) -> str:
+        request: dict[str, Any] = {
+            "id": "r1", "operation": "update", "path": path, "mount_type": "transit",
+            "namespace": {"path": "veil/acme/"},
+        }  # fmt: skip
+        if header is not None:
+            request["headers"] = {"x-veil-object": [header]}
+        return json.dumps({"time": "2026-11-01T12:00:00.123456789Z", "type": kind,
+                           "request": request, **extra}, separators=(",", ":"))  # fmt: skip
+
+    log = tmp_path / "audit.log"
+    log.write_text(
+        "\n".join(
+            [
+                line("request", "transit/decrypt/dek", "dataset:ds_1/1"),  # requests: skipped
+                line("response", "transit/decrypt/dek", "dataset:ds_1/1"),
+                line("response", "transit/decrypt/dek", "hmac-sha256:ab12"),
+                line("response", "transit/decrypt/dek", error="permission denied"),
+                '{"time": "2026-11-01T12:00:00Z", "type":"response", "mount_type":"transit", "req',
+                "",
+            ]
+        )
+    )
+    entries = list(read_entries(log))
+    assert len(entries) == 3
+    assert entries[0].label == "dataset:ds_1/1" and entries[0].ok and entries[0].data_key
+    assert entries[0].at == datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert entries[1].label is None and entries[1].header == "hmac-sha256:ab12"
+    assert not entries[2].ok and entries[2].namespace == "veil/acme"
+    assert list(read_entries(log, since=T0 + timedelta(seconds=1))) == []
+    assert parse_label("dataset:ds_1/3") == ("dataset:ds_1", 3)
+    assert parse_label("odd%2Fid/2") == ("odd/id", 2)
+    assert parse_label("no-version") is None and parse_label(None) is None
