@@ -5,13 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VEIL_DATA_DIR ?= $(CURDIR)/.veil-demo
 
-.PHONY: demo test test-slow lint format serve bench venv system clean
+.PHONY: demo test test-slow lint format serve bench venv system system-test clean
 
 venv: $(STAMP)
 
 # bubblewrap and prlimit run every job's sandbox: installed here when missing (as root).
 system:
 	@PYTHON=$(PYTHON) scripts/system-packages
+
+# The tests also drive the web console in Debian's Chromium.
+system-test:
+	@PYTHON=$(PYTHON) scripts/system-packages --browser
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
@@ -22,10 +26,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: system $(STAMP)
 	$(BIN)/veil demo
 
-test: system $(STAMP) lint
+test: system-test $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: system $(STAMP)
+test-slow: system-test $(STAMP)
 	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5: no slow tests yet
 
 lint: $(STAMP)

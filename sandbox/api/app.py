@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
+from sandbox import console
 from sandbox.api import (
     errors,
     routes_attention,
@@ -50,7 +51,8 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         description="Data usable, not visible: private analytics on enterprise data.",
     )
-    errors.install(app)
+    errors.install(app, console.PAGES)
+    console.install(app)
     for module in (
         routes_principals,
         routes_datasets,

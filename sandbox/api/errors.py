@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from keys import KeysError, KeyServerMisconfigured, KeyServerUnavailable
 from policies.errors import (
@@ -53,23 +53,37 @@ def _body(exc: Exception, status: int) -> dict[str, Any]:
     return body
 
 
-def install(app: FastAPI) -> None:
+class Pages(Protocol):
+    """Where errors become HTML pages instead of JSON (the web console)."""
+
+    def wants_page(self, request: Request) -> bool: ...
+
+    def error_page(self, request: Request, exc: Exception, status: int) -> Response: ...
+
+
+def install(app: FastAPI, pages: Pages | None = None) -> None:
     @app.exception_handler(VeilError)
     @app.exception_handler(KeysError)
-    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+    async def domain_error(request: Request, exc: Exception) -> Response:
         status = status_for(exc)
+        if pages is not None and pages.wants_page(request):
+            return pages.error_page(request, exc, status)
         if status == 500:
             log.error("unmapped domain error on %s: %r", request.url.path, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(status_code=status, content=_body(exc, status), headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         # FastAPI's default echoes the offending input; never send values back.
         problems = [
             {"location": ".".join(str(p) for p in e.get("loc", ())), "expected": e.get("msg")}
             for e in exc.errors()
         ]
+        if pages is not None and pages.wants_page(request):
+            invalid = InvalidRequest("the form is incomplete or has a wrong value")
+            invalid.problems = problems  # type: ignore[attr-defined]
+            return pages.error_page(request, invalid, 422)
         return JSONResponse(
             status_code=422,
             content={"detail": "the request does not match the API schema", "problems": problems},

@@ -1,0 +1,72 @@
+"""The web console at ``/console``: server-rendered pages for enterprises, providers and
+security officers, on the same services as the API (``docs/console.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from sandbox.console import (
+    routes_enterprise,
+    routes_enterprise_datasets,
+    routes_officer,
+    routes_provider,
+    routes_session,
+)
+from sandbox.console.render import error_text, page
+from sandbox.console.session import PREFIX, CsrfRejected, LoginRequired
+
+STATIC = Path(__file__).resolve().parent / "static"
+ROUTERS = (
+    routes_session,
+    routes_enterprise_datasets,
+    routes_enterprise,
+    routes_provider,
+    routes_officer,
+)
+
+
+def install(app: FastAPI) -> None:
+    """Serve the console (pages and local assets) from ``app``."""
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
+    for module in ROUTERS:
+        app.include_router(module.router, prefix=PREFIX, include_in_schema=False)
+
+
+class _Pages:
+    """Errors on console paths become pages (see :func:`sandbox.api.errors.install`)."""
+
+    def wants_page(self, request: Request) -> bool:
+        return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
+
+    def error_page(self, request: Request, exc: Exception, status: int) -> Response:
+        return error_page(request, exc, status)
+
+
+PAGES = _Pages()
+
+
+def error_page(request: Request, exc: Exception, status: int) -> Response:
+    """A domain error on a console page, in plain words (the API answers JSON instead)."""
+    if isinstance(exc, LoginRequired):
+        target = request.url.path if request.method == "GET" else PREFIX + "/"
+        response = RedirectResponse(f"{PREFIX}/login?next={target}", status_code=303)
+        response.delete_cookie("veil_console", path=PREFIX)
+        return response
+    if isinstance(exc, CsrfRejected):
+        status = 403
+    heading = {403: "Not allowed", 404: "Not found", 409: "Conflict", 503: "Unavailable"}.get(
+        status, "Something is wrong"
+    )
+    return page(
+        request,
+        "error.html",
+        None,
+        status_code=status,
+        heading=heading,
+        error=error_text(exc),
+        back=request.headers.get("referer") or PREFIX + "/",
+    )

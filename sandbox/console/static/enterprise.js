@@ -1,0 +1,75 @@
+// Veil console, enterprise pages: detect a chosen file's columns, and send uploads in the
+// background so that an error appears next to the form without losing the chosen file.
+"use strict";
+
+const PARQUET = /\.(parquet|pq)$/i;
+
+// Send the start of the chosen file (a CSV's first MiB; a Parquet file whole, as its schema
+// is at its end) for the server to detect each column's type; show the fieldsets it answers.
+async function veilDetect(input) {
+  const file = input.files && input.files[0];
+  const target = document.getElementById("detected-columns");
+  const status = document.getElementById("detect-status");
+  if (!file || !target) {
+    return;
+  }
+  const whole = PARQUET.test(file.name) || file.type.includes("parquet");
+  const limit = Number(input.dataset.sampleBytes) || 1048576;
+  const sample = whole ? file : file.slice(0, limit);
+  const body = new FormData();
+  body.append("sample", sample, file.name);
+  body.append("partial", !whole && file.size > limit ? "1" : "0");
+  status.textContent = "Reading the file's columns…";
+  const ok = await veilFetchInto(input.dataset.detect, body, target);
+  status.textContent = ok
+    ? "Columns detected: check the class of each below."
+    : "The file could not be read: see the message below.";
+  if (ok) {
+    const first = target.querySelector("select, input:not([type=hidden])");
+    if (first) {
+      first.focus();
+    }
+  }
+}
+
+// Post an upload form with the CSRF header; go to the page it redirects to, or show the
+// error it answers in the form's own error box.
+async function veilUpload(form) {
+  const box = form.querySelector("[data-error]");
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  box.innerHTML = "";
+  try {
+    const response = await fetch(form.action, {
+      method: "POST",
+      headers: { "X-CSRF-Token": veilCsrf() },
+      body: new FormData(form),
+      credentials: "same-origin",
+    });
+    if (response.ok && response.redirected) {
+      window.location.assign(response.url);
+      return;
+    }
+    const html = await response.text();
+    const doc = new DOMParser().parseFromString(html, "text/html");
+    const main = doc.querySelector("main");
+    box.innerHTML = main ? main.innerHTML : doc.body.innerHTML;
+  } catch (error) {
+    box.innerHTML = '<div class="error" role="alert"><p><strong>The upload did not reach ' +
+      "the server; check the connection and try again.</strong></p></div>";
+  }
+  button.disabled = false;
+  box.focus();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("input[data-detect]").forEach((input) => {
+    input.addEventListener("change", () => veilDetect(input));
+  });
+  document.querySelectorAll("form[data-upload]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      veilUpload(form);
+    });
+  });
+});
