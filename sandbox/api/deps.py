@@ -27,18 +27,20 @@ def current_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]
         with veil.db.transaction() as session:
             return authenticate(session, token.strip())
     except Unauthenticated as exc:
-        with veil.db.transaction() as session:
-            audit.record(
-                session,
-                "auth.failed",
-                outcome=audit.Outcome.DENIED,
-                resource=f"{request.method} {request.url.path}"[:120],
-                details={
-                    "reason": str(exc),
-                    "client": request.client.host if request.client else None,
-                },
-            )
+        record_failed_login(veil, request, str(exc))
         raise
+
+
+def record_failed_login(veil: Veil, request: Request, reason: str) -> None:
+    """Audit a failed authentication (API or console): where, why, and from which address."""
+    with veil.db.transaction() as session:
+        audit.record(
+            session,
+            "auth.failed",
+            outcome=audit.Outcome.DENIED,
+            resource=f"{request.method} {request.url.path}"[:120],
+            details={"reason": reason, "client": request.client.host if request.client else None},
+        )
 
 
 VeilDep = Annotated[Veil, Depends(get_veil)]

@@ -9,14 +9,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from policies.errors import Unauthenticated
 from policies.principals import authenticate
-from sandbox.api.deps import VeilDep
+from sandbox.api.deps import VeilDep, record_failed_login
 from sandbox.console.render import NAV, page
 from sandbox.console.session import (
     COOKIE,
     PREFIX,
     CsrfDep,
     PrincipalDep,
-    record_failed_login,
 )
 
 router = APIRouter()

@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from policies import audit
 from policies.errors import Unauthenticated, VeilError
 from policies.principals import Principal, authenticate
-from sandbox.api.deps import get_veil
+from sandbox.api.deps import get_veil, record_failed_login
 from sandbox.core import Veil
 
 COOKIE = "veil_console"
@@ -59,18 +58,6 @@ def console_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]
     except Unauthenticated as exc:
         record_failed_login(veil, request, str(exc))
         raise LoginRequired(str(exc)) from None
-
-
-def record_failed_login(veil: Veil, request: Request, reason: str) -> None:
-    """Audited like the API's failed authentications."""
-    with veil.db.transaction() as session:
-        audit.record(
-            session,
-            "auth.failed",
-            outcome=audit.Outcome.DENIED,
-            resource=f"{request.method} {request.url.path}"[:120],
-            details={"reason": reason, "client": request.client.host if request.client else None},
-        )
 
 
 async def require_csrf(request: Request) -> None:

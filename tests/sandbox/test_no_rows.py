@@ -44,6 +44,8 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "principal_id": world.provider_id,
         "provider_id": world.provider_id,
         "code_id": "code_none",  # no tier-5 grant here: test_reviewed_code covers its outputs
+        "decision": "approve",
+        "kind": "download",
     }
     calls = []
     for route in create_app(veil.settings).routes:
@@ -65,7 +67,11 @@ def test_no_provider_reachable_endpoint_returns_rows(world: World, veil: Veil) -
     calls = _provider_calls(world, veil, job["id"])
     assert len(calls) >= 15
     answered = 0
-    with httpx.Client(base_url=world.url, headers={"authorization": token}) as http:
+    # The bearer header for the API, the session cookie for the web console's pages.
+    cookies = {"veil_console": token.removeprefix("Bearer ")}
+    with httpx.Client(
+        base_url=world.url, headers={"authorization": token}, cookies=cookies
+    ) as http:
         for method, path in calls:
             body = b'{"dataset_id": "%s"}' % world.dataset_id.encode() if method == "POST" else None
             response = http.request(
