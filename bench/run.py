@@ -1,4 +1,7 @@
-"""`make bench`: run every benchmark, print one table, write bench/last-run.json."""
+"""`make bench`: run every benchmark, print one table, write bench/last-run.json.
+
+Each item also runs alone: `.venv/bin/python bench/<item>_bench.py --help`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import keys_bench, query_bench, runner_bench, training_bench  # noqa: E402
+from bench import (  # noqa: E402
+    api_bench,
+    audit_bench,
+    keys_bench,
+    query_bench,
+    runner_bench,
+    training_bench,
+)
 from bench.report import print_rows, save_rows  # noqa: E402
 
 
 def main() -> None:
     rows = keys_bench.run()
     rows += query_bench.run([1_000_000, 10_000_000])
+    rows += api_bench.run()
+    rows += audit_bench.run()
     rows += runner_bench.run()
     rows += training_bench.run()
     print_rows(rows)

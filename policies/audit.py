@@ -16,12 +16,16 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+import re
+from _json import make_encoder
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
+from json.scanner import make_scanner
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, select
+from sqlalchemy import JSON, Connection, Dialect, Integer, Row, String, column, select, table
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from keys import InvalidSignature, Signature, SigningPublicKey, verify_signature
@@ -123,9 +127,13 @@ def record(
 ) -> AuditEvent:
     """Append one event in ``session``'s transaction; it commits or rolls back with the change."""
     head = _head(session)
+    when = at or utcnow()
+    if when.tzinfo is not None:
+        # Stored in UTC: hash it in UTC too, or the event would not verify once read back.
+        when = when.astimezone(UTC)
     event = AuditEvent(
         seq=head.seq + 1,
-        at=at or utcnow(),
+        at=when,
         actor_id=actor.id if actor else None,
         actor_role=actor.role if actor else None,
         tenant_id=tenant_id,
@@ -161,6 +169,174 @@ def checkpoint(session: Session, sign: Callable[[bytes], Signature]) -> AuditChe
     return row
 
 
+# -- the canonical form, fast ---------------------------------------------------------------------
+
+# Verification and exports read plain rows, not ORM objects, and build each event's canonical
+# bytes directly: ``AuditEvent.canonical()`` stays the definition, and ``row_canonicalizer``
+# must give the very same bytes (tests/policies/test_audit.py holds it to that).
+
+EVENT_COLUMNS = (
+    "seq",
+    "at",
+    "actor_id",
+    "actor_role",
+    "tenant_id",
+    "action",
+    "outcome",
+    "resource",
+    "details",
+    "prev_hash",
+    "hash",
+)
+# Untyped columns, so that SQLAlchemy converts nothing: the raw values come back.
+_EVENTS = select(*(column(name) for name in EVENT_COLUMNS)).select_from(table("audit_events"))
+_READ_BATCH = 4096
+# How SQLAlchemy stores a datetime in SQLite (UTC, microseconds always written).
+_SQLITE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
+# What loading a tampered row can raise: the event is then reported as altered.
+UNREADABLE = (ValueError, TypeError, AttributeError, RecursionError)
+# json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True) without building an
+# encoder per call.  check_circular is off: it only matters for values that contain
+# themselves, and values parsed from JSON text never do.
+_encode_json = make_encoder(
+    None, json.JSONEncoder().default, encode_basestring_ascii, None, ":", ",", True, False, True
+)
+_scan_json = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # json.loads' scanner
+
+
+def encode_canonical(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``."""
+    return "".join(_encode_json(value, 0))
+
+
+def load_json(text: str) -> Any:
+    """``json.loads(text)``: its scanner called directly when the text is one JSON value,
+    maybe followed by a newline; anything else (spaces, a BOM, extra data) goes through
+    ``json.loads`` itself, so the result, or the error, is always the same."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end == len(text) or text[end:] == "\n":
+        return value
+    return json.loads(text)
+
+
+def row_canonicalizer(dialect: Dialect) -> Callable[[Sequence[Any]], bytes]:
+    """A function from an ``audit_events`` row (raw driver values in ``EVENT_COLUMNS`` order)
+    to the event's canonical bytes: exactly ``AuditEvent.canonical()`` of the object the ORM
+    would load from that row, without loading it.
+
+    Values in the form Veil writes take a fast path: strings and None as they are, SQLite's
+    time text re-cut to ISO 8601 after the same parse the ORM does, the details' JSON text
+    read by json.loads' own scanner, and the keys written out in sorted order.  Any other
+    time or details value is converted by the column's type, as the ORM converts it; a row
+    with values of other types (bytes, a position that is not an int) is handed to
+    ``AuditEvent.canonical()`` itself.  A row the ORM could not load raises one of
+    ``UNREADABLE``.
+    """
+    columns = AuditEvent.__table__.c
+    load_at = columns.at.type.dialect_impl(dialect).result_processor(dialect, None)
+    load_details = columns.details.type.dialect_impl(dialect).result_processor(dialect, None)
+
+    # The scanner stands in for json.loads only where the ORM would call json.loads.
+    json_text = load_details is not None and getattr(dialect, "_json_deserializer", None) in (
+        None,
+        json.loads,
+    )
+
+    def at_of(raw: Any) -> Any:
+        return load_at(raw) if load_at is not None else raw
+
+    def details_of(raw: Any) -> Any:
+        return load_details(raw) if load_details is not None else raw
+
+    def exact(row: Sequence[Any]) -> bytes:
+        seq, at, actor_id, actor_role, tenant_id, action, outcome, resource, details = row[:9]
+        event = AuditEvent(
+            seq=seq,
+            at=at_of(at),
+            actor_id=actor_id,
+            actor_role=actor_role,
+            tenant_id=tenant_id,
+            action=action,
+            outcome=outcome,
+            resource=resource,
+            details=details_of(details),
+        )
+        return event.canonical()
+
+    sqlite_time, from_iso, scan, encode = (
+        _SQLITE_TIME.fullmatch,
+        datetime.fromisoformat,
+        _scan_json,
+        _encode_json,
+    )
+    esc = encode_basestring_ascii
+
+    def canonical(row: Sequence[Any]) -> bytes:
+        seq, at, actor_id, actor_role, tenant_id, action, outcome, resource, details = row[:9]
+        if type(at) is str and sqlite_time(at):
+            from_iso(at)  # what the ORM parses: an impossible date raises here as it does there
+            at_text = f"{at[:10]}T{at[11:]}+00:00"
+        else:
+            at_text = at_of(at).isoformat(timespec="microseconds")
+        if type(details) is str and json_text:
+            try:
+                value, end = scan(details, 0)
+            except StopIteration:
+                end = -1
+            if end != len(details):  # spaces around it, or not JSON: json.loads decides
+                value = details_of(details)
+        else:
+            value = details_of(details)
+        if type(seq) is not int:
+            return exact(row)
+        try:
+            # The keys in sorted order, no spaces: json.dumps' canonical output, written out.
+            text = (
+                f'{{"action":{esc(action)},'
+                f'"actor_id":{"null" if actor_id is None else esc(actor_id)},'
+                f'"actor_role":{"null" if actor_role is None else esc(actor_role)},'
+                f'"at":"{at_text}",'
+                f'"details":{"".join(encode(value, 0))},'
+                f'"outcome":{esc(outcome)},'
+                f'"resource":{"null" if resource is None else esc(resource)},'
+                f'"seq":{seq},'
+                f'"tenant_id":{"null" if tenant_id is None else esc(tenant_id)}}}'
+            )
+        except TypeError:  # a value of another type than Veil writes: encode it as defined
+            return exact(row)
+        return text.encode()
+
+    return canonical
+
+
+def event_rows(
+    connection: Connection, between: tuple[int, int] | None = None
+) -> Iterator[Sequence[Sequence[Any]]]:
+    """Events' raw column values (``EVENT_COLUMNS``) in order, in batches, read in the
+    connection's transaction: every row of the table, or those with ``seq`` in ``between``."""
+    query = _EVENTS.order_by(column("seq"))
+    if between is not None:
+        query = query.where(column("seq").between(int(between[0]), int(between[1])))
+    if connection.dialect.name == "sqlite":
+        # Plain DB-API tuples cost a third less per row than Row objects; pysqlite steps
+        # through the result lazily, so memory stays at one batch.
+        sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql)
+            while batch := cursor.fetchmany(_READ_BATCH):
+                yield batch
+        finally:
+            cursor.close()
+        return
+    # stream_results keeps a server-side cursor (PostgreSQL), so memory stays at one batch.
+    options = {"stream_results": True, "yield_per": _READ_BATCH}
+    yield from connection.execution_options(**options).execute(query).partitions()
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """The result of verifying the chain; ``first_bad_seq`` is None when everything holds."""
@@ -175,31 +351,70 @@ class VerifyReport:
         return self.problem is None
 
 
-def verify(session: Session, public_keys: Mapping[int, SigningPublicKey]) -> VerifyReport:
-    """Recompute the chain and check every checkpoint's signature and position."""
-    checkpoints = list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id)))
-    wanted = {cp.seq for cp in checkpoints}
-    hashes: dict[int, str] = {}  # only at checkpointed positions, so memory stays small
-    prev, expected_seq, count = GENESIS, 1, 0
-    for event in session.scalars(select(AuditEvent).order_by(AuditEvent.seq)):
-        count += 1
-        if event.seq != expected_seq:
-            return VerifyReport(count, 0, expected_seq, f"event {expected_seq} is missing")
-        if event.prev_hash != prev or chain_hash(prev, event.canonical()) != event.hash:
-            return VerifyReport(count, 0, event.seq, f"event {event.seq} was altered or moved")
-        prev = event.hash
-        if event.seq in wanted:
-            hashes[event.seq] = prev
-        expected_seq += 1
-    last = expected_seq - 1
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != last or head.hash != prev):
-        return VerifyReport(count, 0, last + 1, f"events after {last} were deleted")
+def verify(
+    source: Session | Connection, public_keys: Mapping[int, SigningPublicKey]
+) -> VerifyReport:
+    """Recompute the chain and check every checkpoint's signature and position.
+
+    Everything is read in the caller's transaction (a session's or a connection's), so the
+    checkpoints, the events and the head are one consistent snapshot.  Verification only
+    reads: a caller may hand in a connection in a plain (deferred) read transaction, which
+    on SQLite in WAL mode lets writers carry on while a long log is checked.
+    """
+    connection = source.connection() if isinstance(source, Session) else source
+    checkpoints = connection.execute(
+        select(AuditCheckpoint.seq, AuditCheckpoint.head_hash, AuditCheckpoint.signature).order_by(
+            AuditCheckpoint.id
+        )
+    ).all()
+    walked = _walk_chain(
+        event_rows(connection),
+        row_canonicalizer(connection.dialect),
+        {cp.seq for cp in checkpoints},
+    )
+    if isinstance(walked, VerifyReport):
+        return walked
+    count, prev, hashes = walked
+    head = connection.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+    ).first()
+    if head is not None and (head.seq != count or head.hash != prev):
+        return VerifyReport(count, 0, count + 1, f"events after {count} were deleted")
     return _verify_checkpoints(checkpoints, public_keys, hashes, count)
 
 
+def _walk_chain(
+    batches: Iterable[Sequence[Sequence[Any]]],
+    canonical: Callable[[Sequence[Any]], bytes],
+    wanted: set[int],
+) -> VerifyReport | tuple[int, str, dict[int, str]]:
+    """Check every event in order; the first bad one's report, or (events, last hash, the
+    hashes at the ``wanted`` positions) when all hold."""
+    sha256 = hashlib.sha256
+    prev, prev_digest, count = GENESIS, bytes(32), 0
+    hashes: dict[int, str] = {}  # only at checkpointed positions, so memory stays small
+    for batch in batches:
+        for row in batch:
+            count += 1
+            seq = row[0]
+            if seq != count:
+                return VerifyReport(count, 0, count, f"event {count} is missing")
+            if row[9] != prev:
+                return VerifyReport(count, 0, seq, f"event {seq} was altered or moved")
+            try:
+                digest = sha256(prev_digest + canonical(row))
+            except UNREADABLE:
+                return VerifyReport(count, 0, seq, f"event {seq} was altered (it cannot be read)")
+            if digest.hexdigest() != row[10]:
+                return VerifyReport(count, 0, seq, f"event {seq} was altered or moved")
+            prev, prev_digest = row[10], digest.digest()
+            if seq in wanted:
+                hashes[seq] = prev
+    return count, prev, hashes
+
+
 def _verify_checkpoints(
-    checkpoints: list[AuditCheckpoint],
+    checkpoints: Sequence[Row[tuple[int, str, str]]],
     public_keys: Mapping[int, SigningPublicKey],
     hashes: Mapping[int, str],
     count: int,

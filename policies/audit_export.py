@@ -21,7 +21,6 @@ the end, or the manifest or a checkpoint was changed or removed.
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -38,6 +37,10 @@ from policies.audit import (
     AuditEvent,
     chain_hash,
     checkpoint_body,
+    encode_canonical,
+    event_rows,
+    load_json,
+    row_canonicalizer,
 )
 
 FORMAT = "veil-audit-export/1"
@@ -46,7 +49,34 @@ _BATCH = 2_000
 
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``."""
+    return encode_canonical(value).encode()
+
+
+def event_line(canonical: bytes, prev_hash: str, hash_: str) -> bytes:
+    """``canonical_json({"type": "event"} | event.to_dict())`` from the event's canonical bytes.
+
+    The line is the canonical JSON with three more keys in their sorted places: ``hash``
+    just before ``outcome``, ``prev_hash`` just before ``resource``, ``type`` at the end.
+    After ``details``, the canonical bytes hold only ``outcome``, ``resource``, ``seq`` and
+    ``tenant_id``, whose values are a number, null or JSON strings, in which a quote is
+    always escaped; so the last ``,"outcome":`` and ``,"resource":`` are those keys, never
+    text inside ``details``.
+    """
+    i, j = canonical.rindex(b',"outcome":'), canonical.rindex(b',"resource":')
+    hashes = encode_canonical(hash_).encode(), encode_canonical(prev_hash).encode()
+    return b"".join(
+        (
+            canonical[:i],
+            b',"hash":',
+            hashes[0],
+            canonical[i:j],
+            b',"prev_hash":',
+            hashes[1],
+            canonical[j:-1],
+            b',"type":"event"}',
+        )
+    )
 
 
 def as_ranges(seqs: Iterable[int]) -> list[list[int]]:
@@ -135,21 +165,16 @@ def export_lines(
     low, high = manifest["from_seq"], manifest["to_seq"]
     while low <= high:
         with transaction() as session:
-            batch = session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.seq.between(low, min(high, low + _BATCH - 1)))
-                .order_by(AuditEvent.seq)
-            ).all()
-        for event in batch:
-            if plan.visible is None or event.seq in plan.visible:
-                yield canonical_json({"type": "event"} | event.to_dict()) + b"\n"
+            connection = session.connection()
+            canonical = row_canonicalizer(connection.dialect)
+            between = (low, min(high, low + _BATCH - 1))
+            batch = [row for rows in event_rows(connection, between) for row in rows]
+        for row in batch:
+            seq, prev_hash, hash_ = row[0], row[9], row[10]
+            if plan.visible is None or seq in plan.visible:
+                yield event_line(canonical(row), prev_hash, hash_) + b"\n"
             else:
-                line = {
-                    "type": "elided",
-                    "seq": event.seq,
-                    "prev_hash": event.prev_hash,
-                    "hash": event.hash,
-                }
+                line = {"type": "elided", "seq": seq, "prev_hash": prev_hash, "hash": hash_}
                 yield canonical_json(line) + b"\n"
         low += _BATCH
     with transaction() as session:
@@ -220,7 +245,7 @@ def verify_export(
 
 def _parse(number: int, text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except ValueError:
         raise _Broken(None, f"line {number} is not valid JSON") from None
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
@@ -253,6 +278,7 @@ class _Walk:
         self.last_good_checkpoint = 0
         self.pending: list[dict[str, Any]] = []  # checkpoints seen before their event
         self.manifest_elided: list[list[int]] = []
+        self.promised: set[int] = set()  # the manifest's checkpoints
 
     def report(self, seq: int | None, problem: str | None) -> ExportReport:
         m = self.manifest or {}
@@ -291,6 +317,7 @@ class _Walk:
         self.prev = str(manifest["first_prev_hash"])
         self.hashes[self.expected - 1] = self.prev
         self.manifest_elided = [list(r) for r in manifest.get("elided_ranges") or []]
+        self.promised = set(manifest.get("checkpoints") or [])
 
     def _event(self, entry: dict[str, Any]) -> None:
         seq = entry.get("seq")
@@ -322,18 +349,14 @@ class _Walk:
         else:
             self.elided.append(seq)
         self.prev = str(entry.get("hash"))
-        if seq in self._promised_checkpoints():
+        if seq in self.promised:
             self.hashes[seq] = self.prev
             self._match_pending()
         self.expected += 1
 
-    def _promised_checkpoints(self) -> set[int]:
-        assert self.manifest is not None
-        return set(self.manifest.get("checkpoints") or [])
-
     def _checkpoint(self, entry: dict[str, Any]) -> None:
         seq = entry.get("seq")
-        if not isinstance(seq, int) or seq not in self._promised_checkpoints():
+        if not isinstance(seq, int) or seq not in self.promised:
             raise _Broken(None, "the export carries a checkpoint its manifest does not list")
         if seq in self.checkpoints:
             raise _Broken(seq, f"the checkpoint at event {seq} appears twice")
@@ -378,7 +401,7 @@ class _Walk:
             )
         if self.events != m["events"] or len(self.elided) != m["elided"]:
             raise _Broken(None, "the export holds other events than its signed manifest says")
-        missing = self._promised_checkpoints() - self.checkpoints
+        missing = self.promised - self.checkpoints
         if missing:
             raise _Broken(
                 min(missing),

@@ -9,7 +9,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, select
+from sqlalchemy import JSON, ForeignKey, String, bindparam, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from policies.db import Base, UTCDateTime, new_id, utcnow
@@ -120,15 +120,24 @@ def issue_token(session: Session, principal: Principal) -> str:
     return token
 
 
+# Built once: every API request runs it, and building a statement and its cache key each
+# time costs about as much as the query itself.
+_TOKEN_AND_OWNER = (
+    select(ApiToken, Principal)
+    .join(Principal, Principal.id == ApiToken.principal_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 def authenticate(session: Session, token: str | None) -> Principal:
-    """The active principal owning ``token``; :class:`Unauthenticated` otherwise."""
+    """The active principal owning ``token``; :class:`Unauthenticated` otherwise.
+
+    Nothing is cached: every call reads the token and its owner, so a revoked
+    token or a suspended account is refused from the next request on.
+    """
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthenticated()
-    row = session.execute(
-        select(ApiToken, Principal)
-        .join(Principal, Principal.id == ApiToken.principal_id)
-        .where(ApiToken.token_hash == hash_token(token))
-    ).first()
+    row = session.execute(_TOKEN_AND_OWNER, {"token_hash": hash_token(token)}).first()
     if row is None:
         raise Unauthenticated()
     api_token: ApiToken = row[0]

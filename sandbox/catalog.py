@@ -41,7 +41,7 @@ def catalog(veil: Veil, provider: Principal) -> list[CatalogEntry]:
     """The datasets named by the provider's active grants, with what those grants allow."""
     require_role(provider, Role.PROVIDER)
     now = veil.clock()
-    with veil.db.transaction() as session:
+    with veil.db.read() as session:
         grants = [
             g
             for g in session.scalars(select(Grant).where(Grant.provider_id == provider.id))
@@ -68,7 +68,7 @@ def catalog(veil: Veil, provider: Principal) -> list[CatalogEntry]:
 
 
 def _may_mock(veil: Veil, principal: Principal, dataset_id: str) -> Dataset:
-    with veil.db.transaction() as session:
+    with veil.db.read() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is not None and principal.role == Role.ENTERPRISE:
             if dataset.enterprise_id == principal.id:

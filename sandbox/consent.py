@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from policies import audit
 from policies.errors import InvalidRequest, NotFound
@@ -120,13 +120,24 @@ def list_grants(veil: Veil, principal: Principal) -> list[Grant]:
     """An enterprise's grants, or the grants given to a provider."""
     require_role(principal, Role.ENTERPRISE, Role.PROVIDER)
     column = Grant.enterprise_id if principal.role == Role.ENTERPRISE else Grant.provider_id
-    with veil.db.transaction() as session:
+    with veil.db.read() as session:
         return list(
             session.scalars(select(Grant).where(column == principal.id).order_by(Grant.created_at))
         )
 
 
+# Built once: ``session.get`` builds its statement and cache key on every call, which costs
+# about as much as running it (see docs/performance.md, "API under concurrent load").
+_GRANT_BY_ID = select(Grant).where(Grant.id == bindparam("grant_id"))
+
+
 def get_grant(veil: Veil, principal: Principal, grant_id: str) -> Grant:
+    """A grant its enterprise or its provider may see; :class:`NotFound` for anyone else."""
     require_role(principal, Role.ENTERPRISE, Role.PROVIDER)
-    with veil.db.transaction() as session:
-        return visible_grant(session, grant_id, principal.id)
+    with veil.db.read() as session:
+        grant = session.scalars(_GRANT_BY_ID, {"grant_id": grant_id}).first()
+        if grant is None:
+            raise NotFound("grant", grant_id)
+        # The visibility rule is ``visible_grant``'s; it finds ``grant`` in the session (no
+        # second query) and answers another principal exactly as a missing grant.
+        return visible_grant(session, grant.id, principal.id)

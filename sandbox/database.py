@@ -1,13 +1,26 @@
 """The database: engine, sessions, and migrations (Alembic).
 
-SQLite (WAL) under the data directory by default.  Every SQLite transaction
-begins with ``BEGIN IMMEDIATE`` so that writers queue on the database lock
-instead of failing half-way with "database is locked" after reading stale
-state (the audit head and budget debits rely on that).
+SQLite (WAL) under the data directory by default.  Two kinds of transaction:
+
+- ``Database.transaction()`` for anything that may write.  On SQLite it begins
+  with ``BEGIN IMMEDIATE`` so that writers queue on the database lock instead
+  of failing half-way with "database is locked" after reading stale state
+  (the audit head and budget debits rely on that).  Writers of one process
+  first queue on a lock in memory: SQLite's own busy handler polls with
+  sleeps of up to 100 ms, so under many concurrent requests the database
+  lock would sit free while every waiter sleeps.  The lock in memory only
+  orders this process's writers; atomicity still comes from the database
+  (other processes queue on SQLite's lock as before).
+- ``Database.read()`` for requests that only read (authentication, showing a
+  grant, the catalog).  On SQLite it begins with a plain (deferred) ``BEGIN``
+  on connections set to ``PRAGMA query_only``: with WAL a reader sees one
+  consistent snapshot of the last commit, never waits for a writer, and any
+  attempt to write in it fails (PostgreSQL: a ``READ ONLY`` transaction).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,17 +32,30 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_S = 30
+READ_POOL_SIZE = 40  # the size of the thread pool that runs the API's sync routes (AnyIO's)
 
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'veil.db'}"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and immediate writes."""
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and immediate writes.
+
+    ``read_only``: connections refuse writes; on SQLite they begin deferred transactions.
+    """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        options = {"postgresql_readonly": True} if read_only else {}
+        return create_engine(url, pool_pre_ping=True, execution_options=options)
+    # Readers run side by side (one per API worker thread), so their pool keeps as many
+    # connections as the thread pool has threads: beyond ``pool_size`` a connection is
+    # closed on return, and opening one (file, WAL index, pragmas) costs more than a query.
+    # Writers take turns (see ``Database``), so the default pool suffices for them.
+    pool = {"pool_size": READ_POOL_SIZE, "max_overflow": READ_POOL_SIZE} if read_only else {}
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}, **pool
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -38,12 +64,18 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
+
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: BEGIN returns no rows, and SQLAlchemy's statement machinery
+        # (compilation cache, events, result set-up) would cost more than SQLite does.
+        connection.connection.driver_connection.execute(begin)
 
     return engine
 
@@ -65,17 +97,51 @@ def is_initialised(engine: Engine) -> bool:
 
 
 class Database:
-    """Sessions on one engine; ``transaction()`` commits on success and rolls back on error."""
+    """Sessions on one database.
+
+    ``transaction()`` (may write) and ``read()`` (must not) commit on success and
+    roll back on error.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine = make_engine(url, read_only=True)
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
+        # Re-entrant: a nested write transaction in one thread fails in SQLite as it did
+        # before (SQLite's busy timeout), instead of first waiting here for itself.
+        self._writers = threading.RLock() if url.startswith("sqlite") else None
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        """A transaction that may write; on SQLite it holds the database's write lock."""
+        with self._queued(), self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction: a consistent snapshot, no write lock; writing in it fails.
+
+        Use it only where nothing is written, not even an audit event: a denial that
+        must be audited belongs in :meth:`transaction`.
+        """
+        with self._read_sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _queued(self) -> Iterator[None]:
+        """Wait for this process's other writers (bounded: then SQLite's busy timeout decides)."""
+        if self._writers is None:
+            yield
+            return
+        acquired = self._writers.acquire(timeout=BUSY_TIMEOUT_S)
+        try:
+            yield
+        finally:
+            if acquired:
+                self._writers.release()
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()

@@ -99,7 +99,7 @@ def list_events(
     if before_seq is not None:
         query = query.where(audit.AuditEvent.seq < before_seq)
     query = _scoped(principal, (where or EventFilter()).apply(query))
-    with veil.db.transaction() as session:
+    with veil.db.read() as session:
         return list(session.scalars(query))
 
 
@@ -107,7 +107,8 @@ def verify_chain(veil: Veil, principal: Principal | None = None) -> audit.Verify
     """Recompute the whole chain and check every signed checkpoint."""
     if principal is not None:
         require_role(principal, *OVERSEERS)
-    with veil.db.transaction() as session:
+    # A read transaction: one consistent snapshot, without holding up writers meanwhile.
+    with veil.db.read() as session:
         return audit.verify(session, public_keys(veil))
 
 
@@ -143,7 +144,7 @@ def _resolve_range(
         raise InvalidRequest("give a range by positions (from_seq, to_seq) or by time, not both")
     EventFilter(since=since, until=until)  # validates the times
     event = audit.AuditEvent
-    with veil.db.transaction() as session:
+    with veil.db.read() as session:
         query = select(func.min(event.seq), func.max(event.seq))
         if since is not None:
             query = query.where(event.at >= since)
@@ -206,4 +207,4 @@ def export(
                 "elided": plan.manifest["elided"],
             },
         )
-    return audit_export.export_lines(veil.db.transaction, plan)
+    return audit_export.export_lines(veil.db.read, plan)

@@ -12,19 +12,26 @@ from policies.principals import Principal, authenticate
 from sandbox.core import Veil
 
 
-def get_veil(request: Request) -> Veil:
+async def get_veil(request: Request) -> Veil:
+    """The running core.  ``async`` because it only reads an attribute: a sync dependency
+    would cost a trip through the thread pool on every request."""
     veil: Veil = request.app.state.veil
     return veil
 
 
 def current_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]) -> Principal:
-    """Authenticate the bearer token; a failure is audited, then answered 401."""
+    """Authenticate the bearer token; a failure is audited, then answered 401.
+
+    Checked against the database on every request (nothing cached), so a revoked
+    token or a suspended account is refused at once; a read-only transaction
+    suffices and does not queue behind writers.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     try:
         if scheme.lower() != "bearer":
             raise Unauthenticated("send 'Authorization: Bearer <token>'")
-        with veil.db.transaction() as session:
+        with veil.db.read() as session:
             return authenticate(session, token.strip())
     except Unauthenticated as exc:
         record_failed_login(veil, request, str(exc))
