@@ -41,7 +41,7 @@ from sqlalchemy.dialects import sqlite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import Row
+from bench.report import Row, row
 from keys import Signature, SigningPublicKey
 from policies import audit, audit_export
 from policies.audit import GENESIS, Outcome, checkpoint_body
@@ -350,21 +350,6 @@ def export_file(db: Database, path: Path, count: int) -> None:
 def verify_export_file(path: Path) -> audit_export.ExportReport:
     with path.open("rb") as lines:
         return audit_export.verify_export(lines, PUBLIC)
-
-
-def row(
-    item: str, veil: float, baseline: float | None, unit: str, goal: str, met: bool | None
-) -> Row:
-    ratio = veil / baseline if baseline else None
-    return {
-        "item": item,
-        "veil": round(veil, 1),
-        "baseline": round(baseline, 1) if baseline is not None else None,
-        "unit": unit,
-        "ratio": round(ratio, 3) if ratio is not None else None,
-        "goal": goal,
-        "met": met,
-    }
 
 
 def run(

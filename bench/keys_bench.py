@@ -23,9 +23,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import Row, row
 from keys import KeyService, LocalKeyServer
-
-Row = dict[str, Any]
 
 
 class Discard(io.RawIOBase):
@@ -88,21 +87,6 @@ def rate(seconds: float, action: Callable[[], object]) -> float:
         action()
         count += 1
     return count / elapsed
-
-
-def row(
-    item: str, veil: float, baseline: float | None, unit: str, goal: str, met: bool | None
-) -> Row:
-    ratio = veil / baseline if baseline else None
-    return {
-        "item": item,
-        "veil": round(veil, 1),
-        "baseline": round(baseline, 1) if baseline is not None else None,
-        "unit": unit,
-        "ratio": round(ratio, 3) if ratio is not None else None,
-        "goal": goal,
-        "met": met,
-    }
 
 
 def run(mib: int = 256, seconds: float = 3.0, repeats: int = 3) -> list[Row]:

@@ -30,6 +30,22 @@ def print_rows(rows: list[Row]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
 
 
+def row(
+    item: str, veil: float, baseline: float | None, unit: str, goal: str, met: bool | None
+) -> Row:
+    """One table row: Veil's figure, the baseline's, and their ratio (None without a baseline)."""
+    ratio = veil / baseline if baseline else None
+    return {
+        "item": item,
+        "veil": round(veil, 1),
+        "baseline": round(baseline, 1) if baseline is not None else None,
+        "unit": unit,
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "goal": goal,
+        "met": met,
+    }
+
+
 def save_rows(rows: list[Row], path: Path) -> None:
     machine = {
         "machine": platform.machine(),
