@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 from bench import (  # noqa: E402
     api_bench,
     audit_bench,
+    ingest_bench,
     keys_bench,
     query_bench,
     runner_bench,
@@ -24,6 +25,7 @@ from bench.report import print_rows, save_rows  # noqa: E402
 
 def main() -> None:
     rows = keys_bench.run()
+    rows += ingest_bench.run()
     rows += query_bench.run([1_000_000, 10_000_000])
     rows += api_bench.run()
     rows += audit_bench.run()

@@ -1,9 +1,9 @@
 """Datasets: declared by their enterprise, uploaded, validated, stored only encrypted, versioned.
 
 Plaintext exists only in memory: the upload body is read into memory (the API
-never spools it to disk), validated, re-encoded as Parquet in memory, and
-written encrypted under a fresh data key (``keys`` streaming format) bound to
-tenant, dataset and version.
+never spools it to disk), validated and re-encoded as Parquet in memory batch by
+batch (``ingest.encode_upload``), and written encrypted under a fresh data key
+(``keys`` streaming format) bound to tenant, dataset and version.
 """
 
 from __future__ import annotations
@@ -189,23 +189,22 @@ def upload_version(
     )
     try:
         fmt = ingest.detect_format(data, content_type, filename)
-        frame = ingest.read_upload(data, fmt, schema, limits)
+        checked = ingest.encode_upload(data, fmt, schema, limits)
     except ingest.IngestError as exc:
         raise _problems_to_invalid(exc) from None
+    row_count = checked.rows
     relative = Path(enterprise.id) / dataset_id / f"v{next_version}-{secrets.token_hex(4)}.veil"
-    plain = io.BytesIO()
-    frame.write_parquet(plain)
     stored = write_encrypted(
-        veil, enterprise.slug, f"dataset:{dataset_id}", next_version, plain.getvalue(), relative
+        veil, enterprise.slug, f"dataset:{dataset_id}", next_version, checked.parquet, relative
     )
-    del plain
+    del checked
     try:
         with veil.db.transaction() as session:
             version = DatasetVersion(
                 id=new_id("dv"),
                 dataset_id=dataset_id,
                 version=next_version,
-                row_count=frame.height,
+                row_count=row_count,
                 source_format=str(fmt),
                 object_path=str(relative),
                 wrapped_key=stored.wrapped_key,

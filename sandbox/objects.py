@@ -12,8 +12,12 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from sandbox.core import Veil
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 @dataclass(frozen=True)
@@ -31,18 +35,34 @@ def write_encrypted(
     path = veil.settings.objects_dir / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    digest = hashlib.sha256()
-    size = 0
     with open(partial, "wb") as out:
-        wrapped = veil.keys.encrypt_stream(tenant, object_id, version, io.BytesIO(data), out)
+        hashing = _HashingWriter(out)
+        wrapped = veil.keys.encrypt_stream(
+            tenant, object_id, version, io.BytesIO(data), cast(BinaryIO, hashing)
+        )
         out.flush()
         os.fsync(out.fileno())
-    with open(partial, "rb") as written:
-        for chunk in iter(lambda: written.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
     os.replace(partial, path)
-    return StoredObject(str(relative), wrapped, digest.hexdigest(), size)
+    return StoredObject(str(relative), wrapped, hashing.digest.hexdigest(), hashing.size)
+
+
+class _HashingWriter(io.RawIOBase):
+    """Writes through to a file, hashing and counting the bytes on their way (the ciphertext's
+    SHA-256 without reading the file back)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        written = self._out.write(data)
+        self.digest.update(memoryview(data)[:written])
+        self.size += written
+        return written
 
 
 def read_decrypted(

@@ -11,12 +11,14 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
+from sandbox import ingest, ingest_values
 from sandbox.ingest import (
     FileFormat,
     IngestError,
     IngestLimits,
     Problem,
     detect_format,
+    encode_upload,
     read_upload,
     validate_schema,
 )
@@ -337,6 +339,110 @@ def test_a_public_value_is_shown_at_most_40_characters_long() -> None:
     (found,) = row_problem("1,30,37," + "n" * 500 + ",true,x")
     shown = found.expected.split(", not ")[1]
     assert len(shown) == 40 and shown.startswith("'nnn")
+
+
+# --- Large uploads: Parquet output, batches, the fast and the exact pass ----------------
+
+
+def test_encode_upload_writes_the_checked_rows_as_parquet() -> None:
+    for data, fmt in [(csv(*GOOD_ROWS), C), (parquet(EXPECTED), P)]:
+        encoded = encode_upload(data, fmt, SCHEMA)
+        assert encoded.rows == 3
+        assert_frame_equal(pl.read_parquet(io.BytesIO(encoded.parquet)), EXPECTED)
+
+
+def test_encode_upload_reports_what_read_upload_reports() -> None:
+    data = csv(*GOOD_ROWS, "3,abc,37,nigth,maybe,x", "", "1,30,37,day,1,x")
+    with pytest.raises(IngestError) as read:
+        read_upload(data, C, SCHEMA)
+    with pytest.raises(IngestError) as encoded:
+        encode_upload(data, C, SCHEMA)
+    assert encoded.value.problems == read.value.problems
+    assert encoded.value.total == read.value.total == 4
+
+
+@pytest.mark.parametrize(
+    ("rows", "fast"),
+    [
+        (GOOD_ROWS, True),
+        # What the typed CSV reader parses as the exact pass does: signs, exponents, zeros,
+        # a leading space, quotes; booleans as usually spelled; quoted commas and newlines.
+        (["+1, 0034,3.66e1,day,TRUE,first", '" 2",-0,.37E2,night,Yes,"a,b"'], True),
+        (['0005,150,45.,day,0,"two\nlines"', "7,0,30,night,False,"], True),
+        # What the fast pass leaves to the exact pass: trailing spaces, unusual spellings,
+        # blank lines.
+        (["1,34 ,36.6,day,true,x", "2,34,36.6,day, no ,x"], False),
+        (["1,34,36.6,day,tRUE,x", "", "2,34,36.6,day,true,x"], False),
+    ],
+)
+def test_the_fast_pass_accepts_only_what_the_exact_pass_accepts_the_same_way(
+    rows: list[str], fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = csv(*rows).replace(b"\n", b"\r\n")
+    taken: list[bool] = []
+    real_fast = ingest._fast
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = real_fast(*args, **kwargs)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(ingest, "_fast", spy)
+    accepted = read_upload(data, C, SCHEMA)
+    assert taken == [fast]
+    monkeypatch.setattr(ingest, "_fast", lambda *args, **kwargs: None)  # the exact pass alone
+    assert_frame_equal(accepted, read_upload(data, C, SCHEMA))
+
+
+def test_a_row_of_blank_numbers_is_not_a_blank_line() -> None:
+    # The typed reader reads "  " and "" in a numeric column as null, like an empty field.
+    for blankish in ['"  ",,,,,', '"",,,,,', " ,,,,,"]:
+        found = problems(csv(GOOD_ROWS[0], blankish))
+        assert found == tuple(
+            Problem(name, 2, "no empty values") for name in SCHEMA.names if name != "note"
+        )
+    nullable = DatasetSchema(
+        tuple(dataclasses.replace(c, nullable=True) for c in SCHEMA.columns), PrivacyUnit()
+    )
+    out = read_upload(csv(GOOD_ROWS[0], '"  ",,,,,', ",,,,,"), C, nullable)
+    assert out.height == 2 and out.row(1) == (None,) * 6
+
+
+def test_rows_are_numbered_across_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "_BATCH_ROWS", 1000)
+    rows = [f"{i},30,37,day,true,x" for i in range(5000)]
+    rows[0] = "0,abc,37,day,true,x"
+    rows[2345] = "2345,30,37,nigth,true,x"
+    rows[3000] = rows[4999] = "7,30,37,day,true,x"  # id 7: rows 8, 3002 and 5001 (at most 2)
+    data = csv(*rows[:2000], "", *rows[2000:])  # a blank line: row 2001, skipped
+    batches: list[int] = []
+    check = ingest_values.Problems.check
+
+    def counted(self: ingest_values.Problems, batch: pl.DataFrame) -> None:
+        batches.append(batch.height)
+        check(self, batch)
+
+    monkeypatch.setattr(ingest_values.Problems, "check", counted)
+    with pytest.raises(IngestError) as caught:
+        read_upload(data, C, SCHEMA, IngestLimits(max_problems=3))
+    assert caught.value.problems == (
+        Problem("age", 1, "an integer"),
+        Problem("ward", 2347, "one of the declared categories, not 'nigth'"),
+        Problem("patient_id", 5001, "at most 2 rows per id"),
+    )
+    assert caught.value.total == 3 and batches == [1000] * 5 + [1]
+    assert problems(data, limits=IngestLimits(max_rows=4000)) == (
+        Problem(None, None, "at most 4000 data rows"),
+    )
+
+
+def test_parquet_rows_of_nulls_are_rows_not_blank_lines() -> None:
+    nullable = DatasetSchema(
+        tuple(dataclasses.replace(c, nullable=True) for c in SCHEMA.columns), PrivacyUnit()
+    )
+    nulls = EXPECTED.clear(1).vstack(EXPECTED)
+    out = read_upload(parquet(nulls), P, nullable)
+    assert out.height == 4 and out.row(0) == (None,) * 6
 
 
 # --- The declaration ---------------------------------------------------------------
