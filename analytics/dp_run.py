@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Final
 
 import opendp.prelude as dp
 import polars as pl
 from opendp.mod import Measurement, OpenDPException
 
-from analytics import dp_plans
+from analytics import dp_plans, dp_scratch
 from analytics.dp_catalog import QueryError, needs_key_selection, quantile_level, validate_query
 from analytics.dp_plans import Calibrated, Plans, epsilon_of
 from analytics.schema import Aggregate, AggregateKind, DatasetSchema, PrivateQuery
@@ -137,17 +138,22 @@ def outcome(
     query: PrivateQuery,
     budget: tuple[float, float],
     run: bool,
+    scratch: Path | None = None,
 ) -> Outcome:
-    """Validate, then run the query's plans (``run``) or only calibrate them (a preview)."""
+    """Validate, then run the query's plans (``run``) or only calibrate them (a preview).
+
+    ``scratch``: a directory in memory for the rows while the plans run (``dp_scratch``).
+    """
     validate_query(schema, query)
     key_selection = needs_key_selection(schema, query)
     check_budget(budget[0], budget[1], key_selection)
     dp.enable_features("contrib")
-    data = dp_plans.prepare(frame, schema, query)
+    prepared = dp_plans.prepare(frame, schema, query)
     try:
-        if key_selection:
-            return _private(data, schema, query, (float(budget[0]), float(budget[1])), run)
-        return _public(data, schema, query, budget[0], run)
+        with dp_scratch.scanned(prepared, scratch if run else None) as data:
+            if key_selection:
+                return _private(data, schema, query, (float(budget[0]), float(budget[1])), run)
+            return _public(data, schema, query, budget[0], run)
     except OpenDPException as error:
         raise QueryError(f"OpenDP cannot make this query private: {error.message}") from None
 

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
@@ -263,15 +264,20 @@ def run_private_query(
     query: PrivateQuery,
     epsilon: float,
     delta: float = 0.0,
+    scratch: Path | None = None,
 ) -> QueryRelease:
     """Answer ``query`` on ``frame`` with (epsilon, delta)-DP.
+
+    ``scratch``, a directory in memory (a tmpfs), makes OpenDP read the rows from a file
+    there instead of serializing the frame for every plan: several times faster on large
+    frames (``analytics.dp_scratch``).  Never pass a directory on disk.
 
     Public keys (or none) spend exactly ``epsilon`` and no delta; private keys need
     ``delta > 0`` and spend at most (epsilon, delta), as OpenDP accounts it.  Raises
     QueryError for a query, budget or frame this engine refuses; nothing is released
     then.  See the module docstring for the split, accuracy and null handling.
     """
-    outcome = dp_run.outcome(frame, schema, query, (epsilon, delta), run=True)
+    outcome = dp_run.outcome(frame, schema, query, (epsilon, delta), run=True, scratch=scratch)
     if not (outcome.epsilon <= epsilon and outcome.delta <= delta):
         raise RuntimeError("OpenDP accounted more than the requested budget")  # pragma: no cover
     return QueryRelease(

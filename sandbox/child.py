@@ -31,10 +31,12 @@ import io
 import json
 import os
 import pickle
+import shutil
 import struct
 import sys
 import traceback
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import IO, Any, Final
 
 CHUNK: Final = 1 << 20
@@ -136,7 +138,11 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
     elif task.kind == "query":
         from analytics.private_query import run_private_query
 
-        release = run_private_query(frame, task.schema, task.query, task.epsilon, task.delta)
+        scratch = job_scratch(os.getpid())
+        scratch.mkdir(exist_ok=True)
+        release = run_private_query(
+            frame, task.schema, task.query, task.epsilon, task.delta, scratch=scratch
+        )
         rows = [
             {
                 "group": row.group,
@@ -196,8 +202,6 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
 def _run_code(task: Task, frame: Any, channel: _Channel) -> None:
     """Tier 5: run the approved syft function on the given columns (or on the mock only,
     for the reviewer); send its output encoded, with what the DP helpers released."""
-    from pathlib import Path
-
     from analytics import syft_dp
     from analytics.mock import mock_frame
     from analytics.syft_code import run_on_mock, run_syft_function, to_pandas, verify_pinned
@@ -365,7 +369,12 @@ def _warm_up() -> None:
     query = parse_query(
         {"aggregates": [{"kind": "count"}, {"kind": "mean", "column": "x"}], "group_by": ["k"]}
     )
-    run_private_query(frame, schema, query, 1.0, 0.0)
+    scratch = job_scratch(os.getpid())  # also warms up the scan of a scratch file
+    scratch.mkdir(exist_ok=True)
+    try:
+        run_private_query(frame, schema, query, 1.0, 0.0, scratch=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 #: Exceptions whose messages are written for users and hold no data values.
@@ -400,6 +409,12 @@ def _one_task(channel: _Channel) -> int:
         return 2
 
 
+def job_scratch(pid: int) -> Path:
+    """A job process's directory in the sandbox's private tmpfs (memory), for the rows of a
+    private query while OpenDP runs it (``analytics.dp_scratch``)."""
+    return Path(SANDBOX_TMP) / f"job-{pid}"
+
+
 #: A forked job process's status when the parent sent no task (its pipe closed).
 EXIT_NO_TASK: Final = 4
 
@@ -426,6 +441,7 @@ def _serve(channel: _Channel) -> None:
                 channel.out.flush()
                 os._exit(status)
         _, wait_status = os.waitpid(pid, 0)
+        shutil.rmtree(job_scratch(pid), ignore_errors=True)  # what a killed job left behind
         status = os.waitstatus_to_exitcode(wait_status)
         if status == EXIT_NO_TASK:
             return
