@@ -9,7 +9,8 @@ on the same plaintext Parquet bytes:
   answers in JSON and exits.  Timed from handing the task over to the answer; jobs
   back to back, as in service.
 * Baseline: ``pl.read_parquet`` of the same bytes and the same ``run_private_query``
-  in this process.
+  in this process, its rows handed to OpenDP from /dev/shm as the job's are from its
+  sandbox's tmpfs (``analytics.dp_scratch``).
 
 Also reported: a cold sandbox (started for the job, as tier 5 does).
 
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analytics.private_query import run_private_query
 from analytics.query_document import parse_query
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
-from bench.query_bench import LINES, QUERY, make_frame
+from bench.query_bench import LINES, QUERY, SHM, make_frame
 from bench.report import Row
 from sandbox.child import Task
 from sandbox.isolation import SandboxPool
@@ -66,9 +67,13 @@ def run(rows: int = 10_000, repeats: int = 7) -> list[Row]:
     data = buffer.getvalue()
     task = Task("query", declared, query, EPSILON, 0.0)
 
+    shm = tempfile.TemporaryDirectory(dir=SHM, prefix="veil-bench-")
+    scratch = Path(shm.name)
+
     def in_process() -> float:
         t0 = time.perf_counter()
-        run_private_query(pl.read_parquet(io.BytesIO(data)), declared, query, EPSILON, 0.0)
+        frame = pl.read_parquet(io.BytesIO(data))
+        run_private_query(frame, declared, query, EPSILON, 0.0, scratch=scratch)
         return time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as home:
@@ -95,6 +100,7 @@ def run(rows: int = 10_000, repeats: int = 7) -> list[Row]:
             started = median_ms(3, cold)
         finally:
             pool.close()
+            shm.cleanup()
     added = sandboxed - base
     return [
         {
