@@ -112,6 +112,39 @@ class Settings(BaseSettings):
     # API server.
     api_host: str = Field(default="127.0.0.1", description="Address `veil serve` listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port `veil serve` listens on.")
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="Certificate chain (PEM) to serve the API over TLS; with VEIL_TLS_KEY_FILE.",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="Private key (PEM) of that certificate; with the certificate."
+    )
+    tls_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted private key."
+    )
+
+    # API limits (per API process: see docs/api.md).
+    max_request_bytes: int = Field(
+        default=2**20, gt=0, description="Largest request body except uploads, in bytes."
+    )
+    rate_limit_per_s: float = Field(
+        default=50.0,
+        ge=0,
+        description="Requests a second per token (per address without one) after the burst; "
+        "0 turns the limit off.",
+    )
+    rate_limit_burst: int = Field(
+        default=500, ge=1, description="Requests a token (or address) may send at once."
+    )
+    auth_failures_per_min: float = Field(
+        default=60.0,
+        ge=0,
+        description="Failed authentications a minute per client address after the burst; "
+        "0 turns the limit off.",
+    )
+    auth_failure_burst: int = Field(
+        default=300, ge=1, description="Failed authentications an address may make at once."
+    )
 
     @property
     def keyserver_home(self) -> Path:

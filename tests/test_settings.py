@@ -46,3 +46,48 @@ def test_embedded_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.embedded_key_server
     with pytest.raises(ValueError, match="VEIL_VAULT_ADDR"):
         settings.external_key_server()
+
+
+def test_limits_and_tls_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("VEIL_MAX_REQUEST_BYTES", "4096")
+    monkeypatch.setenv("VEIL_RATE_LIMIT_PER_S", "0")
+    monkeypatch.setenv("VEIL_RATE_LIMIT_BURST", "10")
+    monkeypatch.setenv("VEIL_AUTH_FAILURES_PER_MIN", "6")
+    monkeypatch.setenv("VEIL_AUTH_FAILURE_BURST", "2")
+    monkeypatch.setenv("VEIL_TLS_CERT_FILE", str(tmp_path / "cert.pem"))
+    monkeypatch.setenv("VEIL_TLS_KEY_FILE", str(tmp_path / "key.pem"))
+    monkeypatch.setenv("VEIL_TLS_KEY_PASSWORD", "hunter2-secret")
+    settings = Settings()
+    assert settings.max_request_bytes == 4096
+    assert settings.rate_limit_per_s == 0  # off
+    assert (settings.rate_limit_burst, settings.auth_failure_burst) == (10, 2)
+    assert settings.auth_failures_per_min == 6
+    assert settings.tls_cert_file == tmp_path / "cert.pem"
+    assert settings.tls_key_file == tmp_path / "key.pem"
+    assert "hunter2-secret" not in repr(settings)
+
+
+def test_limits_are_on_and_tls_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RATE_LIMIT_PER_S", "MAX_REQUEST_BYTES", "TLS_CERT_FILE", "TLS_KEY_FILE"):
+        monkeypatch.delenv(f"VEIL_{name}", raising=False)
+    settings = Settings()
+    assert settings.max_request_bytes == 2**20
+    assert settings.rate_limit_per_s > 0 and settings.auth_failures_per_min > 0
+    assert settings.tls_cert_file is None and settings.tls_key_file is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VEIL_MAX_REQUEST_BYTES", "0"),
+        ("VEIL_RATE_LIMIT_PER_S", "-1"),
+        ("VEIL_RATE_LIMIT_BURST", "0"),
+        ("VEIL_AUTH_FAILURE_BURST", "0"),
+    ],
+)
+def test_limits_must_make_sense(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name.removeprefix("VEIL_").lower()):
+        Settings()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
+from starlette.types import ASGIApp
 
 from sandbox import console
 from sandbox.api import (
@@ -21,6 +24,9 @@ from sandbox.api import (
     routes_principals,
     routes_receipts,
 )
+from sandbox.api.limits import BodyLimit, RequestGuard
+from sandbox.console.routes_enterprise import FORM_SLACK
+from sandbox.console.session import COOKIE
 from sandbox.core import Veil, open_veil
 from sandbox.settings import Settings
 
@@ -29,6 +35,38 @@ class Health(BaseModel):
     status: str
     key_server: str
     tenancy: str
+
+
+class _GuardedApp(FastAPI):
+    """FastAPI with :class:`RequestGuard` outside even Starlette's error middleware, so that
+    every response, a 500 included, carries the security headers."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestGuard(
+            super().build_middleware_stack(),
+            self.settings,
+            uploads=uploads(self.settings),
+            credential_cookie=COOKIE,
+        )
+
+
+def uploads(settings: Settings) -> tuple[BodyLimit, ...]:
+    """The endpoints that take a dataset file, and how much each may receive."""
+    upload, setting = settings.max_upload_bytes, "VEIL_MAX_UPLOAD_BYTES"
+    return (
+        BodyLimit("POST", re.compile(r"/v1/datasets/[^/]+/versions"), upload, setting),
+        # The console's multipart forms carry their fields besides the file.
+        BodyLimit(
+            "POST",
+            re.compile(r"/console/datasets(/detect|/[^/]+/versions)?"),
+            upload + FORM_SLACK,
+            setting,
+        ),
+    )
 
 
 def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
@@ -44,7 +82,8 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
             app.state.veil = running
             yield
 
-    app = FastAPI(
+    app = _GuardedApp(
+        settings,
         title="Veil",
         version="0.1.0",
         lifespan=lifespan,
@@ -52,7 +91,6 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         description="Data usable, not visible: private analytics on enterprise data.",
     )
     errors.install(app, console.PAGES)
-    console.install(app)
     for module in (
         routes_principals,
         routes_datasets,
@@ -73,4 +111,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         running.keys.check()
         return Health(status="ok", key_server="available", tenancy=str(running.keys.tenancy))
 
+    # Last: Starlette tries routes in order, so the API's requests match without first
+    # being compared with every console path.
+    console.install(app)
     return app

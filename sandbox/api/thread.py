@@ -9,17 +9,28 @@ import uvicorn
 
 from keys.bao import free_port
 from sandbox.api.app import create_app
+from sandbox.api.transport import tls_options
 from sandbox.core import Veil
 from sandbox.settings import Settings
 
 
 class ApiThread:
-    """``with ApiThread(settings, veil) as url:`` serves the API until the block ends."""
+    """``with ApiThread(settings, veil) as url:`` serves the API until the block ends.
+
+    Over TLS (``https://``) when the settings name a certificate and key
+    (:func:`~sandbox.api.transport.tls_options` checks them here, before anything starts).
+    """
 
     def __init__(self, settings: Settings, veil: Veil) -> None:
         self.port = free_port()
+        tls = tls_options(settings)
+        self.scheme = "https" if tls else "http"
         config = uvicorn.Config(
-            create_app(settings, veil), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(settings, veil),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            **tls,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="veil-api", daemon=True)
@@ -31,7 +42,7 @@ class ApiThread:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("the API server did not start")
             time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

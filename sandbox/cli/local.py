@@ -10,7 +10,7 @@ import typer
 
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
 from sandbox.cli.app import app, audit_app, keys_app, models_app
-from sandbox.cli.output import Output, console
+from sandbox.cli.output import Output, console, err_console
 from sandbox.keyserver import key_service
 from sandbox.settings import Settings
 
@@ -44,13 +44,20 @@ def demo() -> None:
 
 @app.command()
 def serve() -> None:
-    """Run the API server (OpenAPI at /openapi.json)."""
+    """Run the API server (OpenAPI at /openapi.json); over TLS when VEIL_TLS_CERT_FILE and
+    VEIL_TLS_KEY_FILE are set."""
     import uvicorn
 
     from sandbox.api import create_app
+    from sandbox.api.transport import TlsConfigError, tls_options
 
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    try:
+        tls = tls_options(settings)
+    except TlsConfigError as exc:
+        err_console.print(f"[red]cannot serve[/red]: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **tls)
 
 
 @keys_app.command("start")
