@@ -12,7 +12,7 @@ import base64
 import binascii
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 from urllib.parse import quote
 
@@ -73,6 +73,12 @@ class KeyService:
     def tenant_location(self, tenant: str) -> TenantLocation:
         """Where ``tenant``'s key, policy and login live (to read the key server's audit log)."""
         return self._server.location(tenant)
+
+    def on_unavailable(self, callback: Callable[[str], None] | None) -> None:
+        """Call ``callback(action)`` each time the key server is found unavailable, before
+        :class:`~keys.errors.KeyServerUnavailable` is raised (Veil audits these failures).
+        It runs in the failing caller's thread: it must be quick and must not raise."""
+        self._server.on_unavailable = callback
 
     def check(self) -> None:
         """Raise :class:`~keys.errors.KeyServerUnavailable` unless the server answers now."""

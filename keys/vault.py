@@ -154,6 +154,8 @@ class KeyServerClient:
         self._tenants: dict[str, _Login] = {}
         self._role_ids: dict[str, str] = {}
         self.tenancy = config.tenancy
+        #: Called with the action each time the server is found unavailable (Veil audits it).
+        self.on_unavailable: Callable[[str], None] | None = None
 
     # -- plumbing -----------------------------------------------------------------
     def _new_client(self, namespace: str, token: str | None = None) -> hvac.Client:
@@ -168,8 +170,13 @@ class KeyServerClient:
 
     def call(self, action: str, fn: Callable[[], T]) -> T:
         """Run one key-server call, translating outages into :class:`KeyServerUnavailable`."""
-        with translate_errors(self.config.addr, action):
-            return fn()
+        try:
+            with translate_errors(self.config.addr, action):
+                return fn()
+        except KeyServerUnavailable:
+            if self.on_unavailable is not None:
+                self.on_unavailable(action)
+            raise
 
     # -- start-up checks ------------------------------------------------------------
     def check_ready(self) -> None:

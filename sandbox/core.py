@@ -18,6 +18,7 @@ from policies.db import utcnow
 from policies.principals import Principal, Role, create_principal, issue_token
 from sandbox.database import Database, migrate
 from sandbox.isolation import SandboxPool
+from sandbox.keyserver import KeyOutageAudit
 from sandbox.settings import Settings
 
 
@@ -58,7 +59,8 @@ def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:
 
 @contextmanager
 def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
-    """Start the key server (embedded or external), migrate the database, run the job worker."""
+    """Start the key server (embedded or external), migrate the database, run the job worker
+    and the auditing of key-server outages (``KeyOutageAudit``)."""
     from sandbox.runner import JobWorker, recover_interrupted_jobs
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,11 +69,15 @@ def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
     config = local.start() if local is not None else settings.external_key_server()
     db: Database | None = None
     job_worker: JobWorker | None = None
+    outages: KeyOutageAudit | None = None
     try:
         keys = KeyService.connect(config)
         migrate(settings.db_url)
         db = Database(settings.db_url)
         veil = Veil(settings=settings, db=db, keys=keys)
+        outages = KeyOutageAudit(db, veil.clock)
+        keys.on_unavailable(outages.seen)
+        outages.start()
         recover_interrupted_jobs(veil)
         if worker:
             job_worker = JobWorker(veil)
@@ -80,6 +86,8 @@ def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
     finally:
         if job_worker is not None:
             job_worker.stop()
+        if outages is not None:
+            outages.stop()
         if db is not None:
             db.dispose()
         if local is not None and owns_server:
