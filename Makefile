@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VEIL_DATA_DIR ?= $(CURDIR)/.veil-demo
 
-.PHONY: demo test test-slow lint format serve bench venv system system-test clean
+.PHONY: demo test test-slow reliability lint format serve bench venv system system-test clean
 
 venv: $(STAMP)
 
@@ -27,10 +27,15 @@ demo: system $(STAMP)
 	$(BIN)/veil demo
 
 test: system-test $(STAMP) lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not statistical"
 
 test-slow: system-test $(STAMP)
 	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5: no slow tests yet
+
+# Long hardening runs (minutes, loopback only): fuzzing, crashes, key-server loss,
+# concurrency and the statistical DP check; prints what was tried and what held.
+reliability: system-test $(STAMP)
+	$(BIN)/python reliability/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
