@@ -203,7 +203,7 @@ def change_grant(
         narrowed = _narrowed(name, getattr(change, name), getattr(grant, name))
         if narrowed is not None:
             setattr(grant, name, narrowed)
-    _change_budget(grant, change)
+    _change_budget(session, grant, change)
     if change.valid_until is not None:
         if change.valid_until.tzinfo is None or change.valid_until <= now:
             raise InvalidRequest("valid_until must be a time in the future, with a time zone")
@@ -217,20 +217,31 @@ def change_grant(
     return {k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]}
 
 
-def _change_budget(grant: Grant, change: GrantChange) -> None:
+def _change_budget(session: Session, grant: Grant, change: GrantChange) -> None:
     if change.epsilon is not None:
         units = epsilon_units(change.epsilon)
-        if not grant.epsilon_spent <= units <= grant.epsilon_budget:
+        if not _lower(session, grant, "epsilon", units):
             raise InvalidRequest(
                 "epsilon can only be lowered, and not below what was spent "
                 f"({grant.epsilon_spent / EPSILON_UNIT:g})"
             )
-        grant.epsilon_budget = units
-    if change.delta is not None:
-        units = delta_units(change.delta)
-        if not grant.delta_spent <= units <= grant.delta_budget:
-            raise InvalidRequest("delta can only be lowered, and not below what was spent")
-        grant.delta_budget = units
+    if change.delta is not None and not _lower(session, grant, "delta", delta_units(change.delta)):
+        raise InvalidRequest("delta can only be lowered, and not below what was spent")
+
+
+def _lower(session: Session, grant: Grant, name: str, units: int) -> bool:
+    """Set the ``name`` budget to ``units`` if that lowers it (or keeps it) and is not below
+    what was spent, in one conditional UPDATE: checked in Python, a debit committed meanwhile
+    by another process (PostgreSQL) could leave more spent than the new budget."""
+    budget, spent = getattr(Grant, f"{name}_budget"), getattr(Grant, f"{name}_spent")
+    result = session.execute(
+        update(Grant)
+        .where(Grant.id == grant.id, spent <= units, budget >= units)
+        .values({budget: units})
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(grant, [f"{name}_budget", f"{name}_spent"])
+    return bool(result.rowcount == 1)
 
 
 def grants_for(session: Session, provider_id: str, dataset_id: str) -> list[Grant]:

@@ -22,13 +22,8 @@ from analytics.private_query import QueryError, preview_query, validate_query
 from analytics.query_document import parse_query
 from analytics.schema import DatasetSchema, PrivateQuery
 from analytics.sdc import SdcQueryError, TableQuery, validate_table_query
-from analytics.training import (
-    TrainingError,
-    TrainingSpec,
-    parse_training,
-    preview_training,
-    validate_training,
-)
+from analytics.training_document import parse_training
+from analytics.training_spec import TrainingError, TrainingSpec
 from policies import audit
 from policies.db import new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide
@@ -102,6 +97,10 @@ def _validate(schema: DatasetSchema, query: JobQuery, rows_public: int) -> None:
         return  # checked when the code was submitted and approved
     try:
         if isinstance(query, TrainingSpec):
+            # Imported here: analytics.training loads torch and Opacus (about 3 s), which
+            # only training needs; the API and the CLI start without them.
+            from analytics.training import preview_training, validate_training
+
             validate_training(schema, query)
             preview_training(schema, query, rows_public)  # checks delta against 1/n, etc.
         elif isinstance(query, TableQuery):
@@ -358,6 +357,8 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
         return {"allowed": False, "reasons": list(decided.decision.reasons), "preview": None}
     rows_public = rounded_count(decided.version.row_count)
     if isinstance(query, TrainingSpec):
+        from analytics.training import preview_training  # torch: lazily
+
         return {
             "allowed": True,
             "reasons": [],

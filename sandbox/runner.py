@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from analytics.schema import DatasetSchema
 from analytics.sdc import PriorCell, TableQuery
 from analytics.syft_code import parse_submission
-from analytics.training import TrainingSpec
+from analytics.training_spec import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
 from policies.decisions import JobRequest, decide
