@@ -32,6 +32,9 @@ from sandbox.models import Dataset, DatasetVersion
 from sandbox.objects import read_decrypted, write_encrypted
 from sandbox.tenants import require_role
 
+# A dataset's name is a label, never a path; separators in it only ever serve to mislead.
+_PATH_SEPARATORS = frozenset("/\\")
+
 
 def schema_to_json(schema: DatasetSchema) -> dict[str, Any]:
     return {
@@ -93,8 +96,10 @@ def create_dataset(
     """Declare a dataset; its privacy caps default to the platform settings."""
     require_role(enterprise, Role.ENTERPRISE)
     name = name.strip()
-    if not 1 <= len(name) <= 200:
-        raise InvalidRequest("name must be 1-200 characters")
+    if not (1 <= len(name) <= 200 and name.isprintable() and not _PATH_SEPARATORS & set(name)):
+        raise InvalidRequest(
+            "name must be 1-200 printable characters, without control characters, / or \\"
+        )
     try:
         ingest.validate_schema(schema)
     except ingest.IngestError as exc:

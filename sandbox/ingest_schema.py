@@ -20,6 +20,7 @@ from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
 COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_CATEGORIES = 1000
 _MAX_ROWS_PER_ID = 1000
+_INT64 = 2**63 - 1
 _SHOWN_CHARS = 40  # longest quoted value of a public column that a message may show
 _SHOWN_PROBLEMS = 5  # problems spelled out in str(IngestError)
 # Anything a parser raises, including pyo3 panics (a BaseException): its text may hold data.
@@ -124,6 +125,9 @@ def _column_problems(spec: ColumnSpec) -> list[Problem]:
     if spec.is_numeric:
         if not (_finite(lower) and _finite(upper) and lower < upper):
             problems.append(Problem(spec.name, None, "finite bounds with lower < upper"))
+        elif spec.type is ColumnType.INTEGER and not -_INT64 <= lower <= upper <= _INT64:
+            # The values are 64-bit integers, and so must the DP library's bounds be.
+            problems.append(Problem(spec.name, None, f"bounds from -{_INT64} to {_INT64}"))
     elif (lower, upper) != (None, None):
         problems.append(Problem(spec.name, None, "no bounds (only numeric columns have them)"))
     if spec.categories is not None and spec.type is not ColumnType.STRING:
@@ -137,7 +141,12 @@ def _column_problems(spec: ColumnSpec) -> list[Problem]:
 
 
 def _finite(bound: object) -> TypeGuard[float]:
-    return isinstance(bound, int | float) and not isinstance(bound, bool) and math.isfinite(bound)
+    if not isinstance(bound, int | float) or isinstance(bound, bool):
+        return False
+    try:
+        return math.isfinite(bound)
+    except OverflowError:  # an int past the largest float
+        return False
 
 
 def _good_categories(categories: tuple[str, ...] | None) -> bool:

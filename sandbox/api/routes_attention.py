@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox import attention, suspension
 from sandbox.api.deps import PrincipalDep, VeilDep
+from sandbox.api.schemas import Input
 
 router = APIRouter(prefix="/v1", tags=["oversight"])
 
@@ -74,7 +75,7 @@ class AttentionOut(_Out):
     )
 
 
-class SuspensionIn(BaseModel):
+class SuspensionIn(Input):
     reason: str = Field(description="Why (1-500 characters); goes into the audit log")
 
 

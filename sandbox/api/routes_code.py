@@ -45,6 +45,7 @@ def list_code(
 @router.get("/code-requests/{code_id}")
 def get_code(code_id: str, veil: VeilDep, caller: PrincipalDep) -> CodeOut:
     """The code, the columns it reads, its output on the mock, and the review."""
+    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
     with veil.db.transaction() as session:
         return code_out(reviewed_code.visible_code(session, caller, code_id))
 

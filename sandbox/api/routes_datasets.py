@@ -24,6 +24,7 @@ from sandbox.api.schemas import (
 )
 from sandbox.core import Veil
 from sandbox.models import Dataset, DatasetVersion
+from sandbox.tenants import require_role
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
@@ -126,6 +127,7 @@ def list_datasets(veil: VeilDep, caller: PrincipalDep) -> list[DatasetOut]:
 
 @router.get("/datasets/{dataset_id}", response_model_by_alias=True)
 def get_dataset(dataset_id: str, veil: VeilDep, caller: PrincipalDep) -> DatasetOut:
+    require_role(caller, Role.ENTERPRISE, Role.PROVIDER)  # the role refusal comes first: 403
     return _out(veil, datasets.visible_dataset(veil, caller, dataset_id), caller)
 
 
@@ -164,6 +166,7 @@ def get_mock(
     format: Literal["csv", "parquet"] = "csv",
 ) -> Response:
     """Tier 1: synthetic rows from the declaration only; reproducible from ``seed``; free."""
+    require_role(caller, Role.ENTERPRISE, Role.PROVIDER)
     data = catalog.mock_data(veil, caller, dataset_id, rows=rows, seed=seed, fmt=format)
     filename = f"{dataset_id}-mock-{seed}.{format}"
     return Response(

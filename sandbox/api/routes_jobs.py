@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import select
 
 from analytics.query_document import query_json_schema
-from analytics.training import training_json_schema
-from policies.errors import Conflict
+from analytics.training_document import training_json_schema
+from policies.errors import Conflict, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role
 from sandbox import jobs
-from sandbox.api.deps import PrincipalDep, VeilDep
+from sandbox.api.deps import PrincipalDep, VeilDep, current_principal
 from sandbox.api.schemas import (
     BudgetOut,
     JobIn,
@@ -61,6 +61,10 @@ def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
 
 
 def _submission(body: JobIn) -> jobs.JobSubmission:
+    if not body.purpose.isprintable():
+        # Purposes are shown in denials, the audit log and receipts: nothing that can hide or
+        # reorder text there (control characters, bidirectional overrides).
+        raise InvalidRequest("purpose must be 1-64 printable characters, no control characters")
     return jobs.JobSubmission(
         dataset_id=body.dataset_id,
         purpose=body.purpose,
@@ -120,6 +124,7 @@ def cancel_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
 @router.get("/jobs/{job_id}/model", responses={200: {"content": {"application/octet-stream": {}}}})
 def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response:
     """Tier 4: the released model's weights (safetensors; load them with the card)."""
+    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         enterprise = session.get(Principal, job.enterprise_id)
@@ -137,13 +142,13 @@ def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response
     )
 
 
-@router.get("/schemas/training", tags=["schemas"])
+@router.get("/schemas/training", tags=["schemas"], dependencies=[Depends(current_principal)])
 def training_schema() -> dict[str, Any]:
     """The JSON Schema of the tier-4 training document."""
     return training_json_schema()
 
 
-@router.get("/schemas/query", tags=["schemas"])
+@router.get("/schemas/query", tags=["schemas"], dependencies=[Depends(current_principal)])
 def query_schema() -> dict[str, Any]:
     """The JSON Schema of the query document (also in docs/query.schema.json)."""
     return query_json_schema()
@@ -165,6 +170,7 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
+    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
     with veil.db.transaction() as session:
         return job_out(jobs.visible_job(session, caller, job_id), caller)
 
@@ -172,6 +178,7 @@ def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
 @router.get("/jobs/{job_id}/result")
 def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
     """The released result (a DP query with accuracy, or an SDC-checked table) and the budget."""
+    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         if job.status != JobStatus.RELEASED or job.result is None or job.result_sha256 is None:
