@@ -82,9 +82,9 @@ def _grant_reasons(
     elif now >= grant.valid_until:
         reasons.append(f"your grant expired at {grant.valid_until.isoformat()}")
     if request.purpose not in grant.purposes:
-        reasons.append(
-            f"purpose '{request.purpose}' is not granted (granted: {', '.join(grant.purposes)})"
-        )
+        # A purpose with control characters is shown escaped (the API refuses them anyway).
+        shown = f"'{request.purpose}'" if request.purpose.isprintable() else repr(request.purpose)
+        reasons.append(f"purpose {shown} is not granted (granted: {', '.join(grant.purposes)})")
     if request.tier not in grant.tiers:
         reasons.append(f"tier {request.tier} is not granted")
     reasons += _column_reasons(request, classes, set(grant.columns))

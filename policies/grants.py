@@ -123,8 +123,12 @@ def _check_terms(terms: GrantTerms) -> None:
     if not terms.tiers or not set(terms.tiers) <= TIERS:
         raise InvalidRequest("tiers must be a non-empty list of numbers from 0 to 5")
     purposes = [p.strip() for p in terms.purposes]
-    if not purposes or any(not p or len(p) > 64 for p in purposes):
-        raise InvalidRequest("purposes must be a non-empty list of names of 1-64 characters")
+    # Purposes are shown in denials, the audit log and receipts: nothing that can hide or
+    # reorder text there (control characters, bidirectional overrides).
+    if not purposes or any(not p or len(p) > 64 or not p.isprintable() for p in purposes):
+        raise InvalidRequest(
+            "purposes must be a non-empty list of names of 1-64 printable characters"
+        )
     if terms.valid_from.tzinfo is None or terms.valid_until.tzinfo is None:
         raise InvalidRequest("valid_from and valid_until need a time zone, e.g. '...Z'")
     if terms.valid_until <= terms.valid_from:

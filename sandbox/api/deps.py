@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from policies import audit
 from policies.errors import Unauthenticated
 from policies.principals import Principal, authenticate
+from sandbox.api.limits import AUTH_FAILED
 from sandbox.core import Veil
 
 
@@ -39,7 +40,11 @@ def current_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]
 
 
 def record_failed_login(veil: Veil, request: Request, reason: str) -> None:
-    """Audit a failed authentication (API or console): where, why, and from which address."""
+    """Audit a failed authentication (API or console): where, why, and from which address.
+
+    Also flags the request, so that the address's failed-login limit counts it even where
+    the answer is not a 401 (a stale console cookie is redirected to the login page)."""
+    request.scope[AUTH_FAILED] = True
     with veil.db.transaction() as session:
         audit.record(
             session,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox import attention, suspension
 from sandbox.api.deps import PrincipalDep, VeilDep
-from sandbox.api.schemas import Input
+from sandbox.api.schemas import Input, OptionalTime
 
 router = APIRouter(prefix="/v1", tags=["oversight"])
 
@@ -93,9 +93,7 @@ class SuspensionOut(_Out):
 def get_attention(
     veil: VeilDep,
     caller: PrincipalDep,
-    since: Annotated[
-        datetime | None, Query(description="ISO 8601 with zone; default 7 days")
-    ] = None,
+    since: Annotated[OptionalTime, Query(description="ISO 8601 with zone; default 7 days")] = None,
 ) -> AttentionOut:
     """Denied attempts per provider, budget burn per grant, held outputs, failed logins."""
     return AttentionOut.model_validate(attention.attention(veil, caller, since))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -10,19 +9,20 @@ from fastapi.responses import StreamingResponse
 
 from sandbox import oversight
 from sandbox.api.deps import PrincipalDep, VeilDep
-from sandbox.api.schemas import AuditEventOut, CheckpointOut, VerifyOut
+from sandbox.api.schemas import AuditEventOut, CheckpointOut, OptionalTime, VerifyOut
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+MAX_SEQ = 2**63 - 1  # the largest integer the database stores
 
 
 @router.get("/events")
 def audit_events(
     veil: VeilDep,
     caller: PrincipalDep,
-    before_seq: int | None = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: OptionalTime = None,
+    until: OptionalTime = None,
     tenant_id: str | None = None,
     actor_id: str | None = None,
     role: str | None = None,
@@ -54,10 +54,10 @@ def audit_events(
 def audit_export(
     veil: VeilDep,
     caller: PrincipalDep,
-    from_seq: Annotated[int | None, Query(ge=1)] = None,
-    to_seq: Annotated[int | None, Query(ge=1)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    from_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
+    to_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
+    since: OptionalTime = None,
+    until: OptionalTime = None,
 ) -> StreamingResponse:
     """A range as JSON Lines: a signed manifest, the events, and the signed checkpoints in
     it; check it with ``veil audit verify --offline FILE --public-key KEY``."""

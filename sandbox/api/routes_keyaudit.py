@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from sandbox import keyaudit
 from sandbox.api.deps import PrincipalDep, VeilDep
+from sandbox.api.schemas import OptionalTime
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
@@ -80,7 +81,7 @@ def key_audit(
     veil: VeilDep,
     caller: PrincipalDep,
     tenant_id: str | None = None,
-    since: datetime | None = None,
+    since: OptionalTime = None,
 ) -> KeyAuditOut:
     """Key operations per tenant from the key server's own audit log, each with the Veil
     record that explains it, and every decryption that nothing explains."""

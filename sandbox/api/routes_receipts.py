@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -10,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from sandbox import receipts
 from sandbox.api.deps import PrincipalDep, VeilDep
+from sandbox.api.schemas import OptionalTime
 
 router = APIRouter(prefix="/v1", tags=["receipts"])
 
@@ -22,8 +22,8 @@ def usage_receipt(
     veil: VeilDep,
     caller: PrincipalDep,
     provider_id: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: OptionalTime = None,
+    until: OptionalTime = None,
     enterprise_id: str | None = None,
     fmt: Annotated[Literal["json", "html"], Query(alias="format")] = "json",
 ) -> Response:

@@ -5,16 +5,35 @@ Inputs forbid unknown fields, so no field can be mass-assigned.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from analytics.schema import ColumnClass, ColumnType
 
 
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _storable(value: datetime | None) -> datetime | None:
+    """A time whose UTC form, and a year either side of it (periods are computed from
+    times given), stays within what Python and the database hold (years 1 to 9999)."""
+    if value is None:
+        return None
+    try:
+        year = (value.astimezone(UTC) if value.tzinfo is not None else value).year
+    except OverflowError:
+        year = 0
+    if not 2 <= year <= 9998:
+        raise ValueError("a time between the years 2 and 9998 (in UTC)")
+    return value
+
+
+#: Every time an API caller gives (bodies and query parameters).
+Time = Annotated[datetime, AfterValidator(_storable)]
+OptionalTime = Annotated[datetime | None, AfterValidator(_storable)]
 
 
 class PrincipalOut(BaseModel):
@@ -128,8 +147,8 @@ class GrantIn(Input):
     columns: list[str] = Field(min_length=1, max_length=500)
     tiers: list[int] = Field(min_length=1, max_length=6)
     purposes: list[str] = Field(min_length=1, max_length=20)
-    valid_from: datetime | None = Field(default=None, description="Default: now")
-    valid_until: datetime
+    valid_from: OptionalTime = Field(default=None, description="Default: now")
+    valid_until: Time
     epsilon: float = Field(ge=0, le=100)
     delta: float = Field(default=0.0, ge=0, lt=1)
     min_group_size: int | None = Field(default=None, ge=1, description="Tier 2; default: floor")
@@ -144,7 +163,7 @@ class GrantChangeIn(Input):
     purposes: list[str] | None = None
     epsilon: float | None = Field(default=None, ge=0, le=100)
     delta: float | None = Field(default=None, ge=0, lt=1)
-    valid_until: datetime | None = None
+    valid_until: OptionalTime = None
     min_group_size: int | None = Field(default=None, ge=1)
 
 

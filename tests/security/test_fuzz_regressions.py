@@ -1,8 +1,7 @@
 """What fuzzing the API (reliability/fuzz.py) found, kept as tests on a real Veil.
 
-Each test is one finding: a 5xx, or a response that broke the OpenAPI schema.  Findings in
-modules that are fixed elsewhere are marked ``xfail(strict=True)`` with where the fix goes:
-once fixed, the test passes and the marker must go.
+Each test is one finding: a 5xx, a response that broke the OpenAPI schema, or text that
+could hide or reorder what officers read.
 """
 
 from __future__ import annotations
@@ -122,13 +121,6 @@ OUT_OF_RANGE_SINCE = "0001-01-01T00:00:00+14:00"  # before year 1 in UTC
 OUT_OF_RANGE_UNTIL = "9999-12-31T23:59:59-14:00"  # after year 9999 in UTC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500: sandbox/api/routes_audit.py `before_seq` has no bounds (SQLite overflows "
-    "past 64 bits); datetimes that leave years 1-9999 in UTC overflow in policies/db.py "
-    "UTCDateTime.process_bind_param (events, export, attention, keys) and in "
-    "sandbox/receipts.py resolve_period (`end - DEFAULT_PERIOD`)",
-)
 def test_audit_and_receipt_queries_out_of_range_are_422(world: World) -> None:
     auth = bearer(world.operator)
     for path, params in [
@@ -146,11 +138,6 @@ def test_audit_and_receipt_queries_out_of_range_are_422(world: World) -> None:
         assert response.status_code == 422, (path, params, response.status_code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500: a grant's valid_until past year 9999 in UTC overflows in policies/db.py "
-    "UTCDateTime.process_bind_param (POST /v1/grants and PATCH /v1/grants/{id})",
-)
 def test_grant_times_out_of_range_are_422(world: World) -> None:
     auth = bearer(world.acme)
     grant = {
@@ -171,12 +158,6 @@ def test_grant_times_out_of_range_are_422(world: World) -> None:
     assert (created.status_code, changed.status_code) == (422, 422), (created.text, changed.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="201: policies/grants.py (create_grant's purposes check) accepts control "
-    "characters and bidirectional overrides in purposes, which then show in receipts and "
-    "the audit log; the same check as job purposes (str.isprintable) would refuse them",
-)
 def test_grant_purposes_with_control_characters_are_refused(world: World) -> None:
     for purpose in ["line\nbreak", "nul\x00byte", "right-to-left\u202eoverride"]:
         with pytest.raises(ApiError) as refused:
