@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,10 @@ def run_guard(guard: RequestGuard, scope: dict[str, Any], body: list[bytes]) -> 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(guard(scope, receive, send))
+    # In a thread of its own: in a full run, the browser tests' Playwright keeps an event loop
+    # running in the main thread, where asyncio.run() refuses to start another.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, guard(scope, receive, send)).result()
     start = sent[0]
     return {"pulled": sum(map(len, pulled)), "status": start["status"], "body": sent[1]["body"]}
 
