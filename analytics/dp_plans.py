@@ -63,22 +63,33 @@ _PLACEHOLDER: Final[dict[ColumnType, object]] = {
 }
 
 
-def prepare(frame: pl.DataFrame, schema: DatasetSchema, query: PrivateQuery) -> pl.LazyFrame:
+def prepare(
+    frame: pl.DataFrame | pl.LazyFrame, schema: DatasetSchema, query: PrivateQuery
+) -> pl.LazyFrame:
     """Only the columns the query reads, cast to their declared types.
 
-    The OpenDP domain is inferred from these dtypes, so it depends on the declaration,
-    never on the data.  Non-strict casts turn malformed values into nulls (then filled)
-    rather than raising errors that could quote a data value.
+    ``frame`` may be a scan (of a file in memory: ``analytics.dp_scratch``).  The OpenDP
+    domain is inferred from these dtypes, so it depends on the declaration, never on the
+    data.  Non-strict casts turn malformed values into nulls (then filled) rather than
+    raising errors that could quote a data value.
     """
-    if frame.height > MAX_ROWS:
+    lazy = frame.lazy()
+    if _height(frame) > MAX_ROWS:
         raise QueryError(f"the dataset exceeds the private query limit of {MAX_ROWS} rows")
     names = _read(schema, query)
+    present = lazy.collect_schema().names()
     for name in names:
-        if name not in frame.columns:
+        if name not in present:
             raise QueryError(f"column {name!r} is declared but missing from the data")
     casts = [pl.col(n).cast(DTYPES[schema.column(n).type], strict=False) for n in names]
-    marked = frame.lazy().with_columns(pl.lit(True).alias(_ROW_MARKER))
+    marked = lazy.with_columns(pl.lit(True).alias(_ROW_MARKER))
     return marked.select(pl.col(_ROW_MARKER), *casts)
+
+
+def _height(frame: pl.DataFrame | pl.LazyFrame) -> int:
+    if isinstance(frame, pl.DataFrame):
+        return frame.height
+    return int(frame.select(pl.len()).collect().item())  # a Parquet scan reads its footer
 
 
 def empty_frame(schema: DatasetSchema, query: PrivateQuery) -> pl.DataFrame:

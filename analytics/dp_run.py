@@ -133,7 +133,7 @@ def _joint_loss(steps: list[Calibrated], d_in: Any) -> tuple[float, float]:
 
 
 def outcome(
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | pl.LazyFrame,
     schema: DatasetSchema,
     query: PrivateQuery,
     budget: tuple[float, float],

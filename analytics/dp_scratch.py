@@ -50,6 +50,24 @@ def scanned(data: pl.LazyFrame, scratch: Path | None) -> Iterator[pl.LazyFrame]:
         path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def parquet_file(data: bytes, scratch: Path) -> Iterator[Path | None]:
+    """Parquet ``data`` written as it is to a file in ``scratch``, removed on exit; None when
+    ``scratch`` is not in memory or has no room.  Scanned from there, only the columns a
+    query reads are ever decoded, and the rows are not held as a frame besides."""
+    if not (in_memory(scratch) and _fits(scratch, len(data))):
+        yield None
+        return
+    fd, name = tempfile.mkstemp(prefix="data-", suffix=".parquet", dir=scratch)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def in_memory(path: Path) -> bool:
     """Whether ``path`` lies on a tmpfs or ramfs (by the longest mount point above it)."""
     target = str(path.resolve())

@@ -259,7 +259,7 @@ def _release_notes(query: PrivateQuery, outcome: Outcome) -> tuple[str, ...]:
 
 
 def run_private_query(
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | pl.LazyFrame,
     schema: DatasetSchema,
     query: PrivateQuery,
     epsilon: float,
@@ -268,9 +268,10 @@ def run_private_query(
 ) -> QueryRelease:
     """Answer ``query`` on ``frame`` with (epsilon, delta)-DP.
 
-    ``scratch``, a directory in memory (a tmpfs), makes OpenDP read the rows from a file
-    there instead of serializing the frame for every plan: several times faster on large
-    frames (``analytics.dp_scratch``).  Never pass a directory on disk.
+    ``frame`` holds the rows, or scans them from a file in memory (``dp_scratch.parquet_file``).
+    For rows held in memory, ``scratch``, a directory in memory (a tmpfs), makes OpenDP read
+    them from a file there instead of serializing the frame for every plan: several times
+    faster on large frames (``analytics.dp_scratch``).  Never pass a directory on disk.
 
     Public keys (or none) spend exactly ``epsilon`` and no delta; private keys need
     ``delta > 0`` and spend at most (epsilon, delta), as OpenDP accounts it.  Raises

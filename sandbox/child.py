@@ -111,6 +111,9 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
     """Run ``task`` on the Parquet ``data``; send its result (or raise)."""
     import polars as pl
 
+    if task.kind == "query":
+        _private_query(task, data, channel)
+        return
     frame: Any = pl.read_parquet(io.BytesIO(data)) if data else None  # a mock run: none
     del data
     if task.kind == "table":
@@ -135,38 +138,6 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
                 "blobs": 0,
             }
         )
-    elif task.kind == "query":
-        from analytics.private_query import run_private_query
-
-        scratch = job_scratch(os.getpid())
-        scratch.mkdir(exist_ok=True)
-        release = run_private_query(
-            frame, task.schema, task.query, task.epsilon, task.delta, scratch=scratch
-        )
-        rows = [
-            {
-                "group": row.group,
-                "values": [
-                    {
-                        "aggregate": v.aggregate,
-                        "value": v.value,
-                        "noise_scale": v.noise_scale,
-                        "ci95": list(v.ci95),
-                    }
-                    for v in row.values
-                ],
-            }
-            for row in release.rows
-        ]
-        result = {
-            "tier": 3,
-            "rows": rows,
-            "epsilon": release.epsilon,
-            "delta": release.delta,
-            "mechanism": release.mechanism,
-        }
-        details = {"epsilon_spent": release.epsilon, "delta_spent": release.delta}
-        channel.send({"type": "result", "result": result, "details": details, "blobs": 0})
     elif task.kind == "training":
         from analytics.training import train_model
 
@@ -197,6 +168,51 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
         _run_code(task, frame, channel)
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")
+
+
+def _private_query(task: Task, data: bytes, channel: _Channel) -> None:
+    """Tier 3.  The Parquet goes as it is to the job's tmpfs, and OpenDP scans it there,
+    decoding only the columns the query reads, once per plan (``analytics.dp_scratch``)."""
+    import polars as pl
+
+    from analytics.dp_scratch import parquet_file
+    from analytics.private_query import run_private_query
+
+    scratch = job_scratch(os.getpid())
+    scratch.mkdir(exist_ok=True)
+    with parquet_file(data, scratch) as path:
+        source: pl.DataFrame | pl.LazyFrame
+        if path is None:  # no room in the tmpfs: parsed into memory (spilled if it fits)
+            source, spill = pl.read_parquet(io.BytesIO(data)), scratch
+        else:
+            source, spill = pl.scan_parquet(path, glob=False), None
+        release = run_private_query(
+            source, task.schema, task.query, task.epsilon, task.delta, scratch=spill
+        )
+    rows = [
+        {
+            "group": row.group,
+            "values": [
+                {
+                    "aggregate": v.aggregate,
+                    "value": v.value,
+                    "noise_scale": v.noise_scale,
+                    "ci95": list(v.ci95),
+                }
+                for v in row.values
+            ],
+        }
+        for row in release.rows
+    ]
+    result = {
+        "tier": 3,
+        "rows": rows,
+        "epsilon": release.epsilon,
+        "delta": release.delta,
+        "mechanism": release.mechanism,
+    }
+    details = {"epsilon_spent": release.epsilon, "delta_spent": release.delta}
+    channel.send({"type": "result", "result": result, "details": details, "blobs": 0})
 
 
 def _run_code(task: Task, frame: Any, channel: _Channel) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,21 @@ def test_a_directory_on_disk_is_never_written() -> None:
 def test_rows_that_do_not_fit_stay_in_memory(memory_dir: Path) -> None:
     assert not dp_scratch._fits(memory_dir, 1e18)  # more than any tmpfs has free
     assert dp_scratch._fits(memory_dir, 1_000)
+
+
+def test_a_query_scans_parquet_written_to_memory(memory_dir: Path) -> None:
+    buffer = io.BytesIO()
+    _frame(20_000).write_parquet(buffer)
+    with dp_scratch.parquet_file(buffer.getvalue(), memory_dir) as path:
+        assert path is not None and path.parent == memory_dir
+        release = run_private_query(pl.scan_parquet(path), SCHEMA, QUERY, 1.0)
+    assert list(memory_dir.iterdir()) == []
+    count = release.rows[0].values[0]
+    assert abs(count.value - 10_000) < 20 * count.noise_scale  # the file was really read
+
+
+def test_parquet_is_never_written_to_a_directory_on_disk() -> None:
+    on_disk = Path(__file__).resolve().parent
+    before = sorted(on_disk.iterdir())
+    with dp_scratch.parquet_file(b"PAR1", on_disk) as path:
+        assert path is None and sorted(on_disk.iterdir()) == before
