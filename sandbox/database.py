@@ -16,6 +16,16 @@ SQLite (WAL) under the data directory by default.  Two kinds of transaction:
   on connections set to ``PRAGMA query_only``: with WAL a reader sees one
   consistent snapshot of the last commit, never waits for a writer, and any
   attempt to write in it fails (PostgreSQL: a ``READ ONLY`` transaction).
+
+PostgreSQL (``VEIL_DATABASE_URL``, e.g. ``postgresql+psycopg://...``): transactions run
+at READ COMMITTED, and every ``transaction()`` first takes one transaction-scoped advisory
+lock (``pg_advisory_xact_lock``), waiting at most ``BUSY_TIMEOUT_S``.  Writers of every
+process therefore take turns, as on SQLite under ``BEGIN IMMEDIATE``, and each statement
+after the lock sees every earlier commit: the code's read-check-write steps (narrowing a
+grant, the dataset cap, the audit head) stay as safe as on SQLite.  Nearly every write
+appends to the one audit chain, whose head row is locked anyway, so little concurrency is
+lost.  The row-level guards stay as well (conditional ``UPDATE`` debits, the audit head
+``SELECT ... FOR UPDATE``, job claims ``FOR UPDATE SKIP LOCKED``).  Readers take no lock.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30
 READ_POOL_SIZE = 40  # the size of the thread pool that runs the API's sync routes (AnyIO's)
+# The key of the advisory lock that PostgreSQL writers take in turn ("veil" in ASCII).
+WRITE_LOCK_KEY = 0x7665696C
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -46,8 +58,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     ``read_only``: connections refuse writes; on SQLite they begin deferred transactions.
     """
     if not url.startswith("sqlite"):
-        options = {"postgresql_readonly": True} if read_only else {}
-        return create_engine(url, pool_pre_ping=True, execution_options=options)
+        return _server_engine(url, read_only=read_only)
     # Readers run side by side (one per API worker thread), so their pool keeps as many
     # connections as the thread pool has threads: beyond ``pool_size`` a connection is
     # closed on return, and opening one (file, WAL index, pragmas) costs more than a query.
@@ -76,6 +87,32 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         # Straight to the driver: BEGIN returns no rows, and SQLAlchemy's statement machinery
         # (compilation cache, events, result set-up) would cost more than SQLite does.
         connection.connection.driver_connection.execute(begin)
+
+    return engine
+
+
+def _server_engine(url: str, *, read_only: bool) -> Engine:
+    """PostgreSQL: readers in READ ONLY, REPEATABLE READ transactions (one snapshot for the
+    whole transaction, as SQLite's readers get; READ COMMITTED would take one per statement,
+    and a check of the audit chain would see the head move under it); writers take the write
+    lock as they begin."""
+    if read_only:
+        options = {"postgresql_readonly": True}
+        return create_engine(
+            url, pool_pre_ping=True, isolation_level="REPEATABLE READ", execution_options=options
+        )
+    engine = create_engine(url, pool_pre_ping=True)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Through the driver: the connection's own execute() would begin a transaction
+        # again.  The driver opens the transaction with the first statement.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(f"SET LOCAL lock_timeout = '{BUSY_TIMEOUT_S}s'")
+            cursor.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+        finally:
+            cursor.close()
 
     return engine
 
@@ -115,7 +152,8 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A transaction that may write; on SQLite it holds the database's write lock."""
+        """A transaction that may write; it holds the database's write lock (SQLite) or
+        Veil's write lock (PostgreSQL: an advisory lock) until it ends."""
         with self._queued(), self._sessions() as session, session.begin():
             yield session
 

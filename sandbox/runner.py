@@ -60,9 +60,10 @@ def claim_next_job(veil: Veil) -> str | None:
     """
     with veil.db.transaction() as session:
         fail_jobs_of_suspended(session, veil.clock())
-        job_id = session.scalar(
-            select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at).limit(1)
-        )
+        # PostgreSQL: another worker's claim in flight is skipped, not waited for (SQLite
+        # ignores the clause; its writers take turns anyway).
+        oldest = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+        job_id = session.scalar(oldest.limit(1).with_for_update(skip_locked=True))
         if job_id is None:
             return None
         claimed = session.execute(

@@ -10,6 +10,7 @@ import policies.grants
 import policies.principals
 import sandbox.models  # noqa: F401 - registers the sandbox tables
 from policies.db import Base
+from sandbox.database import WRITE_LOCK_KEY
 
 _ = (policies.audit, policies.grants, policies.principals)
 target_metadata = Base.metadata
@@ -26,6 +27,10 @@ def run_migrations() -> None:
             render_as_batch=url.startswith("sqlite"),  # SQLite needs batch ALTERs
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Processes starting together migrate one after the other; the next one
+                # then finds the newest schema (PostgreSQL's DDL is transactional).
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
             context.run_migrations()
     engine.dispose()
 
