@@ -1,0 +1,54 @@
+"""The core flow with the database on PostgreSQL: upload, grant, a DP query released, audited."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keys import LocalKeyServer
+from sandbox.api.thread import ApiThread
+from sandbox.client import ApiError
+from sandbox.core import Veil, open_veil
+from sandbox.oversight import verify_chain
+from tests.sandbox.conftest import PURPOSE, make_world, settings_for
+
+pytestmark = pytest.mark.integration
+
+COUNT = [{"kind": "count"}]
+
+
+@pytest.fixture
+def veil(tmp_path: Path, key_server: LocalKeyServer, postgres_url: str) -> Iterator[Veil]:
+    with open_veil(settings_for(tmp_path, key_server, database_url=postgres_url)) as running:
+        yield running
+
+
+def test_a_private_query_is_released_and_audited(veil: Veil) -> None:
+    assert veil.db.engine.dialect.name == "postgresql"
+    with ApiThread(veil.settings, veil) as url:
+        world = make_world(veil, url, epsilon=1.0)
+        job = world.provider.submit_job(
+            world.dataset_id, PURPOSE, 0.5, [*COUNT, {"kind": "mean", "column": "temperature_c"}]
+        )
+        final = world.provider.wait_for_job(job["id"], timeout=60)
+        assert final["status"] == "released", final
+        result = world.provider.get_result(job["id"])
+        count, mean = result["rows"][0]["values"]
+        assert math.isclose(count["value"], 2000, rel_tol=0.1)
+        assert mean["ci95"][0] <= mean["value"] <= mean["ci95"][1]
+        assert result["remaining_budget"]["epsilon_remaining"] == pytest.approx(0.5)
+        # The rest of the budget, then one more: refused, at no cost.
+        second = world.provider.submit_job(world.dataset_id, PURPOSE, 0.5, COUNT)
+        assert world.provider.wait_for_job(second["id"], timeout=60)["status"] == "released"
+        with pytest.raises(ApiError) as denied:
+            world.provider.submit_job(world.dataset_id, PURPOSE, 0.01, COUNT)
+        assert denied.value.status == 403
+        budget = world.provider.get_grant(world.grant_id)["budget"]
+        assert budget["epsilon_spent"] == 1.0 and budget["epsilon_remaining"] == 0
+    assert not (veil.settings.data_dir / "veil.db").exists()  # nothing went to SQLite
+    report = verify_chain(veil)
+    assert report.ok, report.problem
+    assert report.events > 10
