@@ -34,6 +34,9 @@ def _storable(value: datetime | None) -> datetime | None:
 #: Every time an API caller gives (bodies and query parameters).
 Time = Annotated[datetime, AfterValidator(_storable)]
 OptionalTime = Annotated[datetime | None, AfterValidator(_storable)]
+#: An object id a caller names in a body: no id is longer than its column (40 characters),
+#: and PostgreSQL, unlike SQLite, refuses a longer value in a column (a 500, not a denial).
+ObjectId = Annotated[str, Field(min_length=1, max_length=40)]
 
 
 class PrincipalOut(BaseModel):
@@ -196,7 +199,7 @@ class GrantOut(BaseModel):
 
 
 class JobIn(Input):
-    dataset_id: str
+    dataset_id: ObjectId
     purpose: str = Field(min_length=1, max_length=64)
     tier: int = Field(
         default=3, description="2: SDC table; 3: DP query; 4: DP training; 5: reviewed code"
@@ -335,7 +338,7 @@ Role = Literal["operator", "enterprise", "provider", "security_officer"]
 class CodeIn(Input):
     """A syft function's source for one dataset and purpose (see docs/reviewed-code.md)."""
 
-    dataset_id: str
+    dataset_id: ObjectId
     purpose: str = Field(min_length=1, max_length=64)
     source: str = Field(min_length=1, max_length=64_000)
 

@@ -46,6 +46,11 @@ def test_a_private_query_is_released_and_audited(veil: Veil) -> None:
         with pytest.raises(ApiError) as denied:
             world.provider.submit_job(world.dataset_id, PURPOSE, 0.01, COUNT)
         assert denied.value.status == 403
+        # PostgreSQL enforces column lengths (SQLite does not): an over-long id is
+        # refused as invalid (422), not a server error.
+        with pytest.raises(ApiError) as unknown:
+            world.provider.submit_job("ds_" + "x" * 100, PURPOSE, 0.01, COUNT)
+        assert unknown.value.status == 422, unknown.value
         budget = world.provider.get_grant(world.grant_id)["budget"]
         assert budget["epsilon_spent"] == 1.0 and budget["epsilon_remaining"] == 0
     assert not (veil.settings.data_dir / "veil.db").exists()  # nothing went to SQLite
