@@ -6,21 +6,26 @@ from __future__ import annotations
 import multiprocessing
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
+from keys import LocalKeyServer
 from policies import audit
+from policies.db import new_id
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant, GrantTerms, create_grant
 from policies.principals import Role, create_principal
 from sandbox.database import WRITE_LOCK_KEY, Database, migrate
-from tests.postgres.workers import debit_and_audit
+from sandbox.models import Job, JobStatus
+from tests.postgres.workers import claim_all, debit_and_audit
 
 pytestmark = pytest.mark.integration
 
 PROCESSES = 4
 ATTEMPTS = 40  # per process: 160 debits asked for, 100 fit
 UNITS = EPSILON_UNIT // 100  # ε 0.01 each, of a budget of 1.0
+JOBS = 60
 
 
 def _grant(db: Database) -> str:
@@ -115,5 +120,43 @@ def test_a_writer_holds_the_write_lock_and_readers_go_on(postgres_url: str) -> N
         with db.read() as reader:
             assert reader.scalar(held.params(key=WRITE_LOCK_KEY)) == 0
             assert reader.scalar(select(func.count()).select_from(audit.AuditEvent)) == 1
+    finally:
+        db.dispose()
+
+
+def test_processes_claim_each_queued_job_once(
+    postgres_url: str, key_server: LocalKeyServer, tmp_path: Path
+) -> None:
+    """Job workers of several processes: every queued job is claimed by exactly one."""
+    migrate(postgres_url)
+    db = Database(postgres_url)
+    try:
+        with db.transaction() as session:
+            provider = create_principal(session, Role.PROVIDER, "Predicta")
+            jobs = [
+                Job(id=new_id("job"), provider_id=provider.id, dataset_id="ds_test", purpose="p",
+                    tier=3, query={}, epsilon=0, delta=0, status=JobStatus.QUEUED, reasons=[])
+                for _ in range(JOBS)
+            ]  # fmt: skip
+            session.add_all(jobs)
+        spawn = multiprocessing.get_context("spawn")
+        start, claimed = spawn.Barrier(PROCESSES), spawn.Queue()
+        config = key_server.config()
+        workers = [
+            spawn.Process(
+                target=claim_all, args=(postgres_url, config, tmp_path / f"w{i}", start, claimed)
+            )
+            for i in range(PROCESSES)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [w.exitcode for w in workers] == [0] * PROCESSES
+        ids = [job_id for _ in workers for job_id in claimed.get(timeout=5)]
+        assert sorted(ids) == sorted(job.id for job in jobs)  # each once, none lost
+        with db.read() as session:
+            statuses = set(session.scalars(select(Job.status)))
+        assert statuses == {JobStatus.RUNNING}
     finally:
         db.dispose()

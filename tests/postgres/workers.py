@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 
+from keys import KeyServerConfig, KeyService
 from policies import audit
 from policies.db import new_id
 from policies.grants import Grant, debit
+from sandbox.core import Veil
 from sandbox.database import Database
+from sandbox.runner import claim_next_job
+from sandbox.settings import Settings
 
 
 def debit_and_audit(
@@ -38,3 +43,19 @@ def debit_and_audit(
     finally:
         db.dispose()
     granted_out.put(granted)
+
+
+def claim_all(
+    url: str, config: KeyServerConfig, data_dir: Path, start: Barrier, out: Queue[list[str]]
+) -> None:
+    """Claim queued jobs as a job worker does, until none is left; put the ids on ``out``."""
+    db = Database(url)
+    veil = Veil(settings=Settings(data_dir=data_dir), db=db, keys=KeyService.connect(config))
+    claimed: list[str] = []
+    try:
+        start.wait(60)
+        while (job_id := claim_next_job(veil)) is not None:
+            claimed.append(job_id)
+    finally:
+        db.dispose()
+    out.put(claimed)
