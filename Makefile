@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VEIL_DATA_DIR ?= $(CURDIR)/.veil-demo
 
-.PHONY: demo test test-slow reliability lint format serve bench venv system system-test clean
+.PHONY: demo test test-slow test-postgres reliability lint format serve bench venv system system-test clean
 
 venv: $(STAMP)
 
@@ -27,7 +27,12 @@ demo: system $(STAMP)
 	$(BIN)/veil demo
 
 test: system-test $(STAMP) lint
-	$(BIN)/python -m pytest -m "not slow and not statistical"
+	$(BIN)/python -m pytest -m "not slow and not statistical and not postgres"
+
+# The database tests on a real PostgreSQL (Debian's package; the tests start their own server).
+test-postgres: $(STAMP)
+	@PYTHON=$(PYTHON) scripts/system-packages --postgres
+	$(BIN)/python -m pytest -m postgres tests/postgres
 
 test-slow: system-test $(STAMP)
 	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5: no slow tests yet

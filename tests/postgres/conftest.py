@@ -24,6 +24,16 @@ from keys.bao import free_port
 from tests.conftest import require
 
 SEARCHED = "/usr/lib/postgresql/*/bin"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is a ``postgres`` test (``make test-postgres``; not yet in make test)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.postgres)
+
+
 SYSTEM_USER = "postgres"  # the owner of the server's files when the tests run as root
 SUPERUSER = "veil"  # the database superuser initdb creates (trust, loopback only)
 
