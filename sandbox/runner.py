@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -162,17 +162,28 @@ def run_job(veil: Veil, job_id: str) -> None:
         del data
         output = _output(veil, enterprise, job_id, answer)
     except SandboxCancelled:
-        _fail(
-            veil,
-            job_id,
-            "cancelled: by the provider, or its suspension; the job's budget stays spent",
-            audit.Outcome.FAILED,
-        )
+        _fail(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
-    except SandboxError as exc:
+    except Exception as exc:
+        if not progress.cancelled():
+            _fail_for(veil, job_id, exc)
+            return
+        # Asked to stop, the job ended otherwise first (e.g. its process answered an error
+        # while being stopped): the cancellation is what the provider must read.
+        _fail(veil, job_id, CANCELLED, audit.Outcome.FAILED)
+        return
+    _release(veil, job_id, output)
+
+
+CANCELLED: Final = "cancelled: by the provider, or its suspension; the job's budget stays spent"
+
+
+def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:
+    """Fail a job with the reason its error gives the provider (never a data value)."""
+    if isinstance(exc, SandboxError):
         _fail(veil, job_id, exc.reason, audit.Outcome.FAILED)
         return
-    except KeyServerUnavailable:
+    if isinstance(exc, KeyServerUnavailable):
         _fail(
             veil,
             job_id,
@@ -180,11 +191,8 @@ def run_job(veil: Veil, job_id: str) -> None:
             audit.Outcome.FAILED,
         )
         return
-    except Exception:
-        log.exception("job %s failed", job_id)
-        _fail(veil, job_id, "internal error while computing the result", audit.Outcome.FAILED)
-        return
-    _release(veil, job_id, output)
+    log.error("job %s failed", job_id, exc_info=exc)
+    _fail(veil, job_id, "internal error while computing the result", audit.Outcome.FAILED)
 
 
 def _prior_cells(session: Session, job: Job) -> list[PriorCell]:
@@ -252,6 +260,11 @@ class JobProgress:
                 "loss": float(loss) if isinstance(loss, int | float) else None,
                 "at": self.veil.clock().isoformat(),
             }
+
+    def cancelled(self) -> bool:
+        """Whether the provider (or a suspension) asked this job to stop, read now."""
+        with self.veil.db.read() as session:
+            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
 
     def should_stop(self) -> bool:
         now = time.monotonic()
