@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from keys import KeyService, LocalKeyServer
 from policies import audit
@@ -20,6 +21,9 @@ from sandbox.database import Database, migrate
 from sandbox.isolation import SandboxPool
 from sandbox.keyserver import KeyOutageAudit
 from sandbox.settings import Settings
+
+if TYPE_CHECKING:
+    from sandbox.job_queue import JobQueue
 
 
 @dataclass
@@ -34,6 +38,16 @@ class Veil:
     jobs_waiting: threading.Event = field(default_factory=threading.Event)
     #: The job worker's sandboxes (None: each job starts its own, nothing kept warm).
     sandboxes: SandboxPool | None = None
+    #: The engine's queue (``sandbox.job_queue``; None: the embedded worker's).
+    queue: JobQueue | None = None
+    #: This process's lease as a job worker (``sandbox.leases``), which its claims record.
+    worker_id: str | None = None
+
+    def job_queued(self, job_id: str) -> None:
+        """Hand a just-committed queued job to the engine."""
+        self.jobs_waiting.set()
+        if self.queue is not None:
+            self.queue.queued(job_id)
 
     def checkpoint(self) -> audit.AuditCheckpoint | None:
         """Sign the audit chain's head now (no-op when nothing new was logged)."""
@@ -59,35 +73,47 @@ def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:
 
 @contextmanager
 def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
-    """Start the key server (embedded or external), migrate the database, run the job worker
-    and the auditing of key-server outages (``KeyOutageAudit``)."""
-    from sandbox.runner import JobWorker, recover_interrupted_jobs
+    """Start the key server (embedded or external), migrate the database, fail the jobs of
+    dead workers, and run the embedded job worker (``worker`` and ``VEIL_JOB_ENGINE`` is
+    ``embedded``) and the auditing of key-server outages (``KeyOutageAudit``)."""
+    from sandbox.job_queue import open_queue
+    from sandbox.leases import WorkerLease, recover_interrupted_jobs
+    from sandbox.workers import JobWorker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
     owns_server = local is not None and not local.is_running()
     config = local.start() if local is not None else settings.external_key_server()
     db: Database | None = None
+    queue: JobQueue | None = None
+    lease: WorkerLease | None = None
     job_worker: JobWorker | None = None
     outages: KeyOutageAudit | None = None
     try:
         keys = KeyService.connect(config)
         migrate(settings.db_url)
         db = Database(settings.db_url)
-        veil = Veil(settings=settings, db=db, keys=keys)
+        queue = open_queue(settings)
+        veil = Veil(settings=settings, db=db, keys=keys, queue=queue)
         outages = KeyOutageAudit(db, veil.clock)
         keys.on_unavailable(outages.seen)
         outages.start()
         recover_interrupted_jobs(veil)
-        if worker:
+        if worker and settings.job_engine == "embedded":
+            lease = WorkerLease(veil)
+            lease.start()
             job_worker = JobWorker(veil)
             job_worker.start()
         yield veil
     finally:
         if job_worker is not None:
             job_worker.stop()
+        if lease is not None:
+            lease.stop()
         if outages is not None:
             outages.stop()
+        if queue is not None:
+            queue.close()
         if db is not None:
             db.dispose()
         if local is not None and owns_server:

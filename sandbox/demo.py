@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -66,29 +67,32 @@ def run_demo(settings: Settings, console: Console) -> None:
         operator_token = bootstrap_operator(veil)
         assert operator_token is not None
         console.print(f"API on {url}; operator token issued once by `veil init`'s bootstrap\n")
-        with VeilClient(url, operator_token) as operator:
-            _, acme_token, globex_token, provider, provider_token = _setup(operator, console)
-        with VeilClient(url, acme_token) as enterprise:
-            dataset_id, grant_id = _upload_and_grant(enterprise, provider["id"], console)
-        with VeilClient(url, globex_token) as globex:
-            globex_dataset = _globex(globex, console)
-        with VeilClient(url, provider_token) as analyst:
-            _explore(analyst, dataset_id, console)
-            _refusals(analyst, dataset_id, globex_dataset, console)
-            _queries(analyst, dataset_id, console)
-        with VeilClient(url, acme_token) as enterprise:
-            _grant_training(enterprise, provider["id"], dataset_id, console)
-        with VeilClient(url, provider_token) as analyst:
-            _train(analyst, dataset_id, console)
-        with VeilClient(url, acme_token) as enterprise:
-            _cross_tenant(enterprise, globex_dataset, grant_id, console)
-        with VeilClient(url, operator_token) as operator:
-            _audit(operator, console)
-        with VeilClient(url, operator_token) as operator, VeilClient(url, acme_token) as acme:
-            run_oversight(
-                url, operator, acme, provider_token, provider["id"], settings.data_dir, console
-            )
+        run_scenario(url, operator_token, settings.data_dir, console)
     console.print("\n[green]Demo finished[/green]; the API, worker and key server were stopped.")
+
+
+def run_scenario(url: str, operator_token: str, data_dir: Path, console: Console) -> None:
+    """The demo's story, told through the API at ``url`` (one process, or a cluster)."""
+    with VeilClient(url, operator_token) as operator:
+        _, acme_token, globex_token, provider, provider_token = _setup(operator, console)
+    with VeilClient(url, acme_token) as enterprise:
+        dataset_id, grant_id = _upload_and_grant(enterprise, provider["id"], console)
+    with VeilClient(url, globex_token) as globex:
+        globex_dataset = _globex(globex, console)
+    with VeilClient(url, provider_token) as analyst:
+        _explore(analyst, dataset_id, console)
+        _refusals(analyst, dataset_id, globex_dataset, console)
+        _queries(analyst, dataset_id, console)
+    with VeilClient(url, acme_token) as enterprise:
+        _grant_training(enterprise, provider["id"], dataset_id, console)
+    with VeilClient(url, provider_token) as analyst:
+        _train(analyst, dataset_id, console)
+    with VeilClient(url, acme_token) as enterprise:
+        _cross_tenant(enterprise, globex_dataset, grant_id, console)
+    with VeilClient(url, operator_token) as operator:
+        _audit(operator, console)
+    with VeilClient(url, operator_token) as operator, VeilClient(url, acme_token) as acme:
+        run_oversight(url, operator, acme, provider_token, provider["id"], data_dir, console)
 
 
 def _setup(

@@ -270,7 +270,7 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
         _record_submission(session, job, provider, decision)
     if not decision.allowed:
         raise Denied(decision.reasons, job.id)
-    veil.jobs_waiting.set()
+    veil.job_queued(job.id)
     return job
 
 

@@ -98,6 +98,9 @@ class Job(Base):
     epsilon: Mapped[int] = mapped_column(BigInteger)
     delta: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(12), index=True)
+    # The worker (``JobWorkerLease.id``) that claimed the job: while its lease lasts, no
+    # other process takes the job for interrupted.
+    worker_id: Mapped[str | None] = mapped_column(String(40))
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     result_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -149,3 +152,17 @@ class CodeRequest(Base):
     review_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobWorkerLease(Base):
+    """A live job worker (a process that claims jobs): renewed every heartbeat, deleted when
+    the worker stops.  A running job whose worker's lease lapsed, or whose worker is gone,
+    was interrupted (``sandbox.leases``)."""
+
+    __tablename__ = "job_workers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))  # hostname and boot id
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,7 +35,7 @@ from sandbox.child import Task
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import ChildResult, SandboxCancelled, SandboxError, SandboxPool
-from sandbox.jobs import cancel_expired, columns_of, parse_job_query
+from sandbox.jobs import columns_of, parse_job_query
 from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
 from sandbox.objects import read_decrypted
 from sandbox.reviewed_code import (
@@ -53,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def claim_next_job(veil: Veil) -> str | None:
-    """Atomically move the oldest queued job to running; return its id.
+    """Atomically move the oldest queued job to running for this worker; return its id.
 
     Queued jobs of a suspended provider (submitted as the suspension committed)
     end failed first, audited: they are never run.
@@ -66,18 +65,35 @@ def claim_next_job(veil: Veil) -> str | None:
         job_id = session.scalar(oldest.limit(1).with_for_update(skip_locked=True))
         if job_id is None:
             return None
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.RUNNING, started_at=veil.clock())
-        )
-        return job_id if claimed.rowcount == 1 else None
+        return job_id if _claim(veil, session, job_id) else None
 
 
-def _fail(veil: Veil, job_id: str, reason: str, outcome: audit.Outcome) -> None:
+def claim_job(veil: Veil, job_id: str) -> bool:
+    """Move the queued job ``job_id`` to running for this worker (False: it is not queued:
+    another worker has it, or it was cancelled or failed meanwhile)."""
     with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
+        fail_jobs_of_suspended(session, veil.clock())
+        return _claim(veil, session, job_id)
+
+
+def _claim(veil: Veil, session: Session, job_id: str) -> bool:
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, started_at=veil.clock(), worker_id=veil.worker_id)
+    )
+    return bool(claimed.rowcount == 1)
+
+
+def fail_running(
+    veil: Veil, job_id: str, reason: str, outcome: audit.Outcome = audit.Outcome.FAILED
+) -> bool:
+    """End the running job ``job_id`` failed, audited; False (nothing done) when it is not
+    running any more (e.g. a worker found dead had its jobs failed meanwhile)."""
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING:
+            return False
         job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
         audit.record(
             session,
@@ -87,6 +103,7 @@ def _fail(veil: Veil, job_id: str, reason: str, outcome: audit.Outcome) -> None:
             resource=f"job:{job.id}",
             details={"reason": reason},
         )
+        return True
 
 
 def _still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
@@ -113,7 +130,9 @@ def run_job(veil: Veil, job_id: str) -> None:
     """Run a claimed job to ``released`` or ``failed``."""
     with veil.db.transaction() as session:
         job = session.get(Job, job_id)
-        assert job is not None and job.status == JobStatus.RUNNING
+        assert job is not None
+        if job.status != JobStatus.RUNNING:  # its worker was taken for dead meanwhile
+            return
         refused = _still_allowed(veil, session, job)
         dataset = session.get(Dataset, job.dataset_id)
         enterprise = session.get(Principal, job.enterprise_id)
@@ -127,7 +146,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         prior = _prior_cells(session, job) if job.tier == 2 else []
         code = _code_request(session, job) if job.tier == CODE_TIER else None
     if refused:
-        _fail(
+        fail_running(
             veil,
             job_id,
             "the grant no longer allows this job: " + "; ".join(refused),
@@ -162,7 +181,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         del data
         output = _output(veil, enterprise, job_id, answer)
     except SandboxCancelled:
-        _fail(veil, job_id, CANCELLED, audit.Outcome.FAILED)
+        fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
     except Exception as exc:
         if not progress.cancelled():
@@ -170,7 +189,7 @@ def run_job(veil: Veil, job_id: str) -> None:
             return
         # Asked to stop, the job ended otherwise first (e.g. its process answered an error
         # while being stopped): the cancellation is what the provider must read.
-        _fail(veil, job_id, CANCELLED, audit.Outcome.FAILED)
+        fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
     _release(veil, job_id, output)
 
@@ -181,10 +200,10 @@ CANCELLED: Final = "cancelled: by the provider, or its suspension; the job's bud
 def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:
     """Fail a job with the reason its error gives the provider (never a data value)."""
     if isinstance(exc, SandboxError):
-        _fail(veil, job_id, exc.reason, audit.Outcome.FAILED)
+        fail_running(veil, job_id, exc.reason, audit.Outcome.FAILED)
         return
     if isinstance(exc, KeyServerUnavailable):
-        _fail(
+        fail_running(
             veil,
             job_id,
             "the key server is unavailable; the job's budget stays spent",
@@ -192,7 +211,7 @@ def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:
         )
         return
     log.error("job %s failed", job_id, exc_info=exc)
-    _fail(veil, job_id, "internal error while computing the result", audit.Outcome.FAILED)
+    fail_running(veil, job_id, "internal error while computing the result", audit.Outcome.FAILED)
 
 
 def _prior_cells(session: Session, job: Job) -> list[PriorCell]:
@@ -313,8 +332,11 @@ def _output(veil: Veil, enterprise: Principal, job_id: str, answer: ChildResult)
 
 def _release(veil: Veil, job_id: str, output: _Output) -> None:
     with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
+        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
+            log.warning("job %s ended %s while it ran; nothing released", job_id, job.status)
+            return
         refused = _still_allowed(veil, session, job)
         if not refused:
             result = {**output.result, "dataset_version": job.dataset_version}
@@ -334,7 +356,7 @@ def _release(veil: Veil, job_id: str, output: _Output) -> None:
                 details={"result_sha256": digest, **output.details},
             )
     if refused:
-        _fail(
+        fail_running(
             veil,
             job_id,
             "the grant changed while the job ran; nothing was released: " + "; ".join(refused),
@@ -361,7 +383,7 @@ def _finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
         _release(veil, job_id, _Output(checked.result, checked.details))
         return
     if checked.status == "blocked":
-        _fail(
+        fail_running(
             veil,
             job_id,
             "the output checks blocked the output: " + "; ".join(checked.reasons),
@@ -369,8 +391,10 @@ def _finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
         )
         return
     with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
+        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
+            return
         job.status, job.result = JobStatus.HELD, checked.result
         job.output_check = checked.result["checks"]
         audit.record(
@@ -409,83 +433,3 @@ def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) ->
             },
         )
         return job
-
-
-def recover_interrupted_jobs(veil: Veil) -> int:
-    """After a crash, jobs left running end failed (their data may have been read)."""
-    with veil.db.transaction() as session:
-        ids = list(session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
-    for job_id in ids:
-        _fail(
-            veil,
-            job_id,
-            "interrupted by a restart; the job's budget stays spent",
-            audit.Outcome.FAILED,
-        )
-    return len(ids)
-
-
-class JobWorker(threading.Thread):
-    """The embedded, in-process worker: runs queued jobs and signs audit checkpoints."""
-
-    def __init__(self, veil: Veil) -> None:
-        super().__init__(name="veil-job-worker", daemon=True)
-        self.veil = veil
-        self._stopping = threading.Event()
-        self._last_checkpoint = time.monotonic()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.veil.jobs_waiting.set()
-        self.join(30)
-
-    def run(self) -> None:
-        # Sandboxes are started from this thread (bubblewrap's --die-with-parent).
-        pool = SandboxPool(self.veil.settings, reusable=True)
-        self.veil.sandboxes = pool
-        try:
-            self._serve(pool)
-        finally:
-            self.veil.sandboxes = None
-            pool.close()
-
-    def _serve(self, pool: SandboxPool) -> None:
-        try:
-            pool.prepare()
-        except Exception:  # no bubblewrap: every job will fail closed with the reason
-            log.exception("the job sandbox cannot start")
-        while not self._stopping.is_set():
-            # Clear before looking, so a submission arriving meanwhile is never missed.
-            self.veil.jobs_waiting.clear()
-            job_id = None
-            try:
-                cancel_expired(self.veil)
-                job_id = claim_next_job(self.veil)
-                if job_id is not None:
-                    run_job(self.veil, job_id)
-                self._maybe_checkpoint()
-            except Exception:  # keep serving; the job itself was marked failed where possible
-                log.exception("job worker iteration failed")
-            if job_id is None:
-                self.veil.jobs_waiting.wait(self.veil.settings.job_poll_interval_s)
-
-    def _maybe_checkpoint(self) -> None:
-        settings = self.veil.settings
-        with self.veil.db.transaction() as session:
-            head = session.get(audit.AuditHead, 1)
-            last = (
-                session.scalar(
-                    select(audit.AuditCheckpoint.seq)
-                    .order_by(audit.AuditCheckpoint.seq.desc())
-                    .limit(1)
-                )
-                or 0
-            )
-        pending = (head.seq if head else 0) - last
-        due = time.monotonic() - self._last_checkpoint >= settings.audit_checkpoint_interval_s
-        if pending >= settings.audit_checkpoint_every or (pending > 0 and due):
-            try:
-                self.veil.checkpoint()
-            except KeyServerUnavailable:
-                log.warning("audit checkpoint postponed: key server unavailable")
-            self._last_checkpoint = time.monotonic()

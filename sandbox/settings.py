@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keys import KeyServerConfig, Tenancy
@@ -93,6 +94,20 @@ class Settings(BaseSettings):
 
     # Jobs.
     job_poll_interval_s: float = Field(default=0.5, gt=0, description="Worker idle poll period.")
+    job_engine: Literal["embedded", "procrastinate"] = Field(
+        default="embedded",
+        description="Who runs queued jobs: 'embedded' (a worker thread in each server process) "
+        "or 'procrastinate' (its queue on the PostgreSQL of VEIL_DATABASE_URL, run by any "
+        "number of 'veil worker' processes on any machines).",
+    )
+    worker_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often a job worker renews its lease on its jobs."
+    )
+    worker_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker not heard of for this long is dead: its running jobs end failed.",
+    )
     job_memory_mb: int = Field(
         default=8192, ge=256, description="Address-space limit of a job's sandboxed process, MiB."
     )
@@ -145,6 +160,23 @@ class Settings(BaseSettings):
     auth_failure_burst: int = Field(
         default=300, ge=1, description="Failed authentications an address may make at once."
     )
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> Settings:
+        if self.job_engine == "procrastinate" and not (self.database_url or "").startswith(
+            "postgresql"
+        ):
+            raise ValueError(
+                "VEIL_JOB_ENGINE=procrastinate keeps its queue in PostgreSQL: set "
+                "VEIL_DATABASE_URL=postgresql+psycopg://USER@HOST:PORT/DB, or use the default "
+                "engine 'embedded'"
+            )
+        if self.worker_lease_s < 3 * self.worker_heartbeat_s:
+            raise ValueError(
+                "VEIL_WORKER_LEASE_S must be at least three times VEIL_WORKER_HEARTBEAT_S, so "
+                "that one late heartbeat does not end a live worker's jobs"
+            )
+        return self
 
     @property
     def keyserver_home(self) -> Path:

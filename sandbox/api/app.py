@@ -115,3 +115,9 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
     # being compared with every console path.
     console.install(app)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app with settings from the environment: each process of ``veil serve
+    --processes N`` builds its own (uvicorn's factory)."""
+    return create_app(Settings())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from pydantic import ValidationError
+
 from keys import KeysError
 from policies.errors import VeilError
 from sandbox.cli import attention, keyaudit, local, receipts, remote
@@ -29,6 +31,12 @@ def main() -> None:
     except (KeysError, VeilError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
+    except ValidationError as exc:  # the settings (VEIL_... variables); values not shown
+        err_console.print("[red]error:[/red] the settings are not valid:", highlight=False)
+        for error in exc.errors():
+            where = f"VEIL_{str(error['loc'][0]).upper()}" if error["loc"] else "settings"
+            err_console.print(f"  - {where}: {error['msg']}", highlight=False)
+        sys.exit(2)
     except ConnectionError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)

@@ -43,7 +43,14 @@ def demo() -> None:
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="API processes serving the one address (uvicorn's workers)."
+        ),
+    ] = 1,
+) -> None:
     """Run the API server (OpenAPI at /openapi.json); over TLS when VEIL_TLS_CERT_FILE and
     VEIL_TLS_KEY_FILE are set."""
     import uvicorn
@@ -57,7 +64,45 @@ def serve() -> None:
     except TlsConfigError as exc:
         err_console.print(f"[red]cannot serve[/red]: {exc}", highlight=False)
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **tls)
+    where = {"host": settings.api_host, "port": settings.api_port, **tls}
+    if processes == 1:
+        uvicorn.run(create_app(settings), **where)
+        return
+    # The processes share everything through the database and the key server: start the
+    # embedded key server and migrate once here, before they start together.
+    from sandbox.database import migrate
+
+    local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
+    owns_server = local is not None and not local.is_running()
+    if local is not None:
+        local.start()
+    try:
+        migrate(settings.db_url)
+        uvicorn.run("sandbox.api:app_from_environment", factory=True, workers=processes, **where)
+    finally:
+        if local is not None and owns_server:
+            local.stop()
+
+
+@app.command()
+def worker() -> None:
+    """Run queued jobs from the procrastinate queue (VEIL_JOB_ENGINE=procrastinate) until
+    stopped (SIGINT/SIGTERM); start as many as you like, on any machines."""
+    import logging
+
+    from sandbox.job_queue import run_worker
+
+    settings = Settings()
+    if settings.job_engine != "procrastinate":
+        err_console.print(
+            "[red]error:[/red] 'veil worker' runs the jobs of the procrastinate engine: set "
+            "VEIL_JOB_ENGINE=procrastinate and VEIL_DATABASE_URL=postgresql+psycopg://... "
+            "(with the default engine, 'embedded', each 'veil serve' runs jobs itself)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run_worker(settings)
 
 
 @keys_app.command("start")

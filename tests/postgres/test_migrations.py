@@ -14,6 +14,14 @@ from sandbox.database import alembic_config, migrate
 
 pytestmark = pytest.mark.integration
 
+#: The job queue of VEIL_JOB_ENGINE=procrastinate, created by the same migrations.
+PROCRASTINATE = {
+    "procrastinate_jobs",
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_workers",
+}
+
 
 def _state(url: str) -> tuple[str | None, set[str]]:
     engine = create_engine(url)
@@ -34,11 +42,11 @@ def test_migrations_build_every_table_and_come_down_again(postgres_url: str) -> 
     config = alembic_config(postgres_url)
     head = ScriptDirectory.from_config(config).get_current_head()
     migrate(postgres_url)
-    assert _state(postgres_url) == (head, set(Base.metadata.tables))
+    assert _state(postgres_url) == (head, set(Base.metadata.tables) | PROCRASTINATE)
     command.downgrade(config, "base")
     assert _state(postgres_url) == (None, set())
     migrate(postgres_url)
-    assert _state(postgres_url) == (head, set(Base.metadata.tables))
+    assert _state(postgres_url) == (head, set(Base.metadata.tables) | PROCRASTINATE)
 
 
 def test_processes_starting_together_migrate_once(postgres_url: str) -> None:
@@ -51,4 +59,4 @@ def test_processes_starting_together_migrate_once(postgres_url: str) -> None:
         process.join(60)
     assert [p.exitcode for p in processes] == [0, 0, 0]
     head = ScriptDirectory.from_config(alembic_config(postgres_url)).get_current_head()
-    assert _state(postgres_url) == (head, set(Base.metadata.tables))
+    assert _state(postgres_url) == (head, set(Base.metadata.tables) | PROCRASTINATE)

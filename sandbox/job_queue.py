@@ -1,0 +1,207 @@
+"""How queued jobs reach a worker: the engine chosen by ``VEIL_JOB_ENGINE``.
+
+- ``embedded`` (the default, SQLite or PostgreSQL): a submission wakes the worker thread
+  of its own server process (``sandbox.workers.JobWorker``); every server's worker also
+  polls the ``jobs`` table, so a job queued by another process is found too.
+- ``procrastinate`` (PostgreSQL only): a submission defers a procrastinate task naming the
+  job on the same database; ``veil worker`` processes, on any number of machines, run
+  procrastinate's worker, one job at a time each, in the isolated runner as always.
+  Server processes then run no jobs.
+
+The job's row is committed before its task is deferred.  A task lost in between (the
+process died, the database blinked) is deferred again by the workers' upkeep
+(:func:`requeue_lost`); a task for a job that is no longer queued does nothing.  The
+``jobs`` row stays the truth: a job runs once, whatever procrastinate delivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final, Protocol
+
+from sqlalchemy import make_url, text
+
+from sandbox.core import Veil
+from sandbox.isolation import SandboxPool
+from sandbox.settings import Settings
+
+if TYPE_CHECKING:
+    import procrastinate
+
+log = logging.getLogger(__name__)
+
+QUEUE: Final = "veil-jobs"
+RUN_JOB: Final = "veil.run_job"
+#: A queued job whose task is missing for this long is deferred again.
+REQUEUE_AFTER_S: Final = 10.0
+
+
+class JobQueue(Protocol):
+    """Tells the engine that a job was queued (its row committed)."""
+
+    def queued(self, job_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def conninfo(database_url: str) -> str:
+    """libpq's form of a SQLAlchemy PostgreSQL URL (``postgresql+psycopg://...``)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def procrastinate_app(settings: Settings, *, sync: bool) -> procrastinate.App:
+    """A procrastinate App on Veil's database (``sync``: for deferring from threads)."""
+    import procrastinate
+
+    assert settings.database_url is not None  # Settings refuses the engine without one
+    info = conninfo(settings.database_url)
+    if sync:
+        connector = procrastinate.SyncPsycopgConnector(conninfo=info, min_size=1, max_size=2)
+        return procrastinate.App(connector=connector)
+    return procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=info, min_size=1, max_size=2)
+    )
+
+
+class ProcrastinateQueue:
+    """Defers one procrastinate task per queued job (one task per job at a time)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._app = procrastinate_app(settings, sync=True)
+        self._app.open()
+        self._task = self._app.configure_task(RUN_JOB, queue=QUEUE)
+        self._lock = threading.Lock()
+
+    def queued(self, job_id: str) -> None:
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        try:
+            with self._lock:
+                self._app.configure_task(RUN_JOB, queue=QUEUE, queueing_lock=job_id).defer(
+                    job_id=job_id
+                )
+        except AlreadyEnqueued:
+            pass
+        except Exception:  # the job stays queued: the workers' upkeep defers it again
+            log.warning(
+                "job %s queued but its task not deferred; it will be", job_id, exc_info=True
+            )
+
+    def close(self) -> None:
+        self._app.close()
+
+
+def open_queue(settings: Settings) -> JobQueue | None:
+    """The engine's queue for this process (None: the embedded worker polls the table)."""
+    return ProcrastinateQueue(settings) if settings.job_engine == "procrastinate" else None
+
+
+_LOST = text(
+    "SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.created_at < :before "
+    "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p WHERE p.queueing_lock = j.id "
+    "AND p.status IN ('todo', 'doing')) ORDER BY j.created_at LIMIT 1000"
+)
+
+
+def requeue_lost(veil: Veil) -> int:
+    """Defer again the tasks of queued jobs that have none (see the module)."""
+    if veil.queue is None:
+        return 0
+    before = veil.clock() - timedelta(seconds=REQUEUE_AFTER_S)
+    with veil.db.read() as session:
+        lost = list(session.scalars(_LOST, {"before": before.replace(tzinfo=None)}))
+    for job_id in lost:
+        veil.queue.queued(job_id)
+    if lost:
+        log.warning("deferred again the tasks of %d queued job(s)", len(lost))
+    return len(lost)
+
+
+def run_worker(settings: Settings) -> None:
+    """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM."""
+    from sandbox.core import open_veil
+    from sandbox.leases import WorkerLease
+    from sandbox.runner import claim_job, run_job
+    from sandbox.workers import Upkeep
+
+    with open_veil(settings, worker=False) as veil:
+        lease = WorkerLease(veil)
+        lease.start()
+        jobs = _JobThread(veil)
+        upkeep = _UpkeepThread(veil, Upkeep(veil), lambda: requeue_lost(veil))
+        upkeep.start()
+        app = procrastinate_app(settings, sync=False)
+
+        def one_job(job_id: str) -> None:
+            if claim_job(veil, job_id):
+                run_job(veil, job_id)
+
+        @app.task(name=RUN_JOB, queue=QUEUE)
+        async def run_job_task(job_id: str) -> None:
+            await asyncio.get_running_loop().run_in_executor(jobs.executor, one_job, job_id)
+
+        try:
+            log.info("veil worker %s waiting for jobs", lease.id)
+            app.run_worker(
+                queues=[QUEUE],
+                name=lease.id,
+                concurrency=1,
+                delete_jobs="successful",
+                install_signal_handlers=True,
+            )
+        finally:
+            upkeep.stop()
+            jobs.close()
+            lease.stop()
+
+
+class _JobThread:
+    """The one thread that runs this worker's jobs and owns its warm sandbox (bubblewrap's
+    --die-with-parent binds a sandbox to the thread that started it)."""
+
+    def __init__(self, veil: Veil) -> None:
+        self.veil = veil
+        self.executor = ThreadPoolExecutor(1, "veil-job", initializer=self._prepare)
+        self.executor.submit(lambda: None)  # starts the thread: the sandbox warms up now
+
+    def _prepare(self) -> None:
+        pool = SandboxPool(self.veil.settings, reusable=True)
+        self.veil.sandboxes = pool
+        try:
+            pool.prepare()
+        except Exception:  # no bubblewrap: every job will fail closed with the reason
+            log.exception("the job sandbox cannot start")
+
+    def close(self) -> None:
+        def close_pool() -> None:
+            if self.veil.sandboxes is not None:
+                self.veil.sandboxes.close()
+                self.veil.sandboxes = None
+
+        self.executor.submit(close_pool).result(timeout=60)
+        self.executor.shutdown()
+
+
+class _UpkeepThread(threading.Thread):
+    def __init__(self, veil: Veil, *steps: Callable[[], object]) -> None:
+        super().__init__(name="veil-upkeep", daemon=True)
+        self.veil, self.steps = veil, steps
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(30)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.veil.settings.job_poll_interval_s * 4):
+            for step in self.steps:
+                try:
+                    step()
+                except Exception:
+                    log.exception("worker upkeep failed; retried")

@@ -1,0 +1,150 @@
+"""Job workers' leases: which process runs which job, and which running jobs were interrupted.
+
+Every process that claims jobs (a server's embedded worker thread, or a ``veil worker``)
+holds a lease, a row of ``job_workers`` renewed every ``VEIL_WORKER_HEARTBEAT_S``, and a
+claim records the lease on the job.  A running job was interrupted, and ends failed with its
+budget spent (its data may have been read), when its worker's lease
+
+- is gone: the worker stopped;
+- was last renewed more than ``VEIL_WORKER_LEASE_S`` ago: the worker or its machine died,
+  or lost the database;
+- belongs to a process of this machine that is no longer alive: found at once, so a
+  server restarted after a crash fails its jobs without waiting out the lease.
+
+Any worker makes that finding at start and then periodically; it is idempotent, and a job
+that ended meanwhile is left as it ended.  Leases compare the database's stored times, so
+the machines' clocks must agree to well within the lease (NTP).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from policies.db import new_id
+from sandbox.core import Veil
+from sandbox.models import Job, JobStatus, JobWorkerLease
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: its worker stopped or died; the job's budget stays spent"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return "-"
+
+
+#: This machine as leases name it: two containers of one host have different hostnames,
+#: and a rebooted machine a different boot id.
+HOST = f"{socket.gethostname()[:180]}/{_boot_id()}"
+
+_held: set[str] = set()  # the leases this process holds now
+_held_lock = threading.Lock()
+
+
+def _running_here(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is alive (a zombie is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class WorkerLease(threading.Thread):
+    """This process's lease as a job worker: registered on :meth:`start`, renewed every
+    heartbeat, and given up by :meth:`stop` (its running jobs are then interrupted)."""
+
+    def __init__(self, veil: Veil) -> None:
+        super().__init__(name="veil-worker-lease", daemon=True)
+        self.veil = veil
+        self.id = new_id("wrk")
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        self._write(register=True)
+        with _held_lock:
+            _held.add(self.id)
+        self.veil.worker_id = self.id
+        super().start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(10)
+        with _held_lock:
+            _held.discard(self.id)
+        try:
+            with self.veil.db.transaction() as session:
+                session.execute(delete(JobWorkerLease).where(JobWorkerLease.id == self.id))
+        except Exception:  # the database is gone: the lease lapses by itself
+            log.warning("could not give up job worker lease %s", self.id, exc_info=True)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.veil.settings.worker_heartbeat_s):
+            try:
+                self._write(register=False)
+            except Exception:  # the database is unreachable: retried at the next beat
+                log.warning("job worker lease %s not renewed", self.id, exc_info=True)
+
+    def _write(self, *, register: bool) -> None:
+        now = self.veil.clock()
+        with self.veil.db.transaction() as session:
+            if not register:
+                renewed = session.execute(
+                    update(JobWorkerLease).where(JobWorkerLease.id == self.id).values(seen_at=now)
+                )
+                if renewed.rowcount == 1:
+                    return
+                # Taken for dead (the lease lapsed): this worker's running jobs were failed,
+                # and it must not release them; it goes on with a lease anew.
+                log.warning("job worker lease %s had lapsed; registering again", self.id)
+            session.add(
+                JobWorkerLease(id=self.id, host=HOST, pid=os.getpid(), started_at=now, seen_at=now)
+            )
+
+
+def _dead(lease: JobWorkerLease, oldest_alive: datetime) -> bool:
+    if lease.seen_at < oldest_alive:
+        return True
+    if lease.host != HOST:
+        return False
+    if lease.pid == os.getpid():
+        with _held_lock:
+            return lease.id not in _held  # an earlier life of this process's pid
+    return not _running_here(lease.pid)
+
+
+def recover_interrupted_jobs(veil: Veil) -> int:
+    """Fail the running jobs whose worker stopped or died (see the module); return how many."""
+    from sandbox.runner import fail_running
+
+    oldest_alive = veil.clock() - timedelta(seconds=veil.settings.worker_lease_s)
+    with veil.db.read() as session:  # mostly nothing to do: no write, no lock
+        found = _interrupted(session, oldest_alive)
+    if not any(found):
+        return 0
+    with veil.db.transaction() as session:
+        dead, interrupted = _interrupted(session, oldest_alive)
+        if dead:
+            session.execute(delete(JobWorkerLease).where(JobWorkerLease.id.in_(dead)))
+    return sum(fail_running(veil, job_id, INTERRUPTED) for job_id in interrupted)
+
+
+def _interrupted(session: Session, oldest_alive: datetime) -> tuple[set[str], list[str]]:
+    """The dead leases, and the running jobs that no live lease holds."""
+    leases = list(session.scalars(select(JobWorkerLease)))
+    dead = {lease.id for lease in leases if _dead(lease, oldest_alive)}
+    alive = {lease.id for lease in leases} - dead
+    running = session.execute(select(Job.id, Job.worker_id).where(Job.status == JobStatus.RUNNING))
+    return dead, [job_id for job_id, worker in running if worker not in alive]

@@ -1,0 +1,111 @@
+"""Job workers: the embedded worker thread, and the upkeep every worker does.
+
+``VEIL_JOB_ENGINE=embedded`` (the default): each server process runs a :class:`JobWorker`
+thread that claims queued jobs from the database and runs them.  ``procrastinate``:
+``veil worker`` processes run them (``sandbox.queue``).  Either way each worker holds a
+lease (``sandbox.leases``) and does the same :class:`Upkeep`: fail the jobs of dead
+workers, cancel expired queued jobs, sign audit checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import select
+
+from keys import KeyServerUnavailable
+from policies import audit
+from sandbox.core import Veil
+from sandbox.isolation import SandboxPool
+from sandbox.jobs import cancel_expired
+from sandbox.leases import recover_interrupted_jobs
+from sandbox.runner import claim_next_job, run_job
+
+log = logging.getLogger(__name__)
+
+
+class Upkeep:
+    """What every worker does now and then besides running jobs (each step is idempotent,
+    so several workers doing it at once is harmless)."""
+
+    def __init__(self, veil: Veil) -> None:
+        self.veil = veil
+        self._last_recovery = 0.0
+        self._last_checkpoint = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last_recovery >= self.veil.settings.worker_heartbeat_s:
+            self._last_recovery = now
+            recovered = recover_interrupted_jobs(self.veil)
+            if recovered:
+                log.warning("%d job(s) of stopped or dead workers ended failed", recovered)
+        cancel_expired(self.veil)
+        self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        settings = self.veil.settings
+        with self.veil.db.read() as session:
+            head = session.get(audit.AuditHead, 1)
+            last = (
+                session.scalar(
+                    select(audit.AuditCheckpoint.seq)
+                    .order_by(audit.AuditCheckpoint.seq.desc())
+                    .limit(1)
+                )
+                or 0
+            )
+            pending = (head.seq if head else 0) - last
+        due = time.monotonic() - self._last_checkpoint >= settings.audit_checkpoint_interval_s
+        if pending >= settings.audit_checkpoint_every or (pending > 0 and due):
+            try:
+                self.veil.checkpoint()
+            except KeyServerUnavailable:
+                log.warning("audit checkpoint postponed: key server unavailable")
+            self._last_checkpoint = time.monotonic()
+
+
+class JobWorker(threading.Thread):
+    """The embedded, in-process worker: runs queued jobs and does the upkeep."""
+
+    def __init__(self, veil: Veil) -> None:
+        super().__init__(name="veil-job-worker", daemon=True)
+        self.veil = veil
+        self._stopping = threading.Event()
+        self._upkeep = Upkeep(veil)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.veil.jobs_waiting.set()
+        self.join(30)
+
+    def run(self) -> None:
+        # Sandboxes are started from this thread (bubblewrap's --die-with-parent).
+        pool = SandboxPool(self.veil.settings, reusable=True)
+        self.veil.sandboxes = pool
+        try:
+            self._serve(pool)
+        finally:
+            self.veil.sandboxes = None
+            pool.close()
+
+    def _serve(self, pool: SandboxPool) -> None:
+        try:
+            pool.prepare()
+        except Exception:  # no bubblewrap: every job will fail closed with the reason
+            log.exception("the job sandbox cannot start")
+        while not self._stopping.is_set():
+            # Clear before looking, so a submission arriving meanwhile is never missed.
+            self.veil.jobs_waiting.clear()
+            job_id = None
+            try:
+                self._upkeep()
+                job_id = claim_next_job(self.veil)
+                if job_id is not None:
+                    run_job(self.veil, job_id)
+            except Exception:  # keep serving; the job itself was marked failed where possible
+                log.exception("job worker iteration failed")
+            if job_id is None:
+                self.veil.jobs_waiting.wait(self.veil.settings.job_poll_interval_s)
