@@ -69,14 +69,13 @@ def serve(
         uvicorn.run(create_app(settings), **where)
         return
     # The processes share everything through the database and the key server: start the
-    # embedded key server and migrate once here, before they start together.
+    # embedded key server, provision Veil's keys and migrate once here, before they start.
     from sandbox.database import migrate
 
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
     owns_server = local is not None and not local.is_running()
-    if local is not None:
-        local.start()
     try:
+        KeyService.connect(local.start() if local else settings.external_key_server())
         migrate(settings.db_url)
         uvicorn.run("sandbox.api:app_from_environment", factory=True, workers=processes, **where)
     finally:
