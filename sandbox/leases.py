@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from policies.db import new_id
 from sandbox.core import Veil
 from sandbox.models import Job, JobStatus, JobWorkerLease
+from sandbox.outcomes import fail_running
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,6 @@ def _dead(lease: JobWorkerLease, oldest_alive: datetime) -> bool:
 
 def recover_interrupted_jobs(veil: Veil) -> int:
     """Fail the running jobs whose worker stopped or died (see the module); return how many."""
-    from sandbox.runner import fail_running
-
     oldest_alive = veil.clock() - timedelta(seconds=veil.settings.worker_lease_s)
     with veil.db.read() as session:  # mostly nothing to do: no write, no lock
         found = _interrupted(session, oldest_alive)

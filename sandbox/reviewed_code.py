@@ -317,7 +317,7 @@ def check_code_output(
 
 def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, reason: str) -> Job:
     """Release a held tier-5 output by hand, or reject it; with a reason (audited)."""
-    from sandbox.runner import release_held
+    from sandbox.outcomes import release_held
 
     require_role(enterprise, Role.ENTERPRISE)
     text = require_reason(reason)

@@ -10,11 +10,8 @@ the grant is checked once more in the transaction that releases it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import select, update
@@ -26,25 +23,26 @@ from analytics.syft_code import parse_submission
 from analytics.training_spec import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
-from policies.decisions import JobRequest, decide
-from policies.errors import Conflict
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
-from sandbox.artifacts import StoredArtifact, store_artifact
 from sandbox.child import Task
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
-from sandbox.isolation import ChildResult, SandboxCancelled, SandboxError, SandboxPool
-from sandbox.jobs import columns_of, parse_job_query
+from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
+from sandbox.jobs import parse_job_query
 from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
 from sandbox.objects import read_decrypted
+from sandbox.outcomes import (
+    checked_output,
+    fail_running,
+    finish_code_job,
+    release,
+    still_allowed,
+)
 from sandbox.reviewed_code import (
     CODE_TIER,
     MOCK_ROWS,
-    CheckedOutput,
-    CodeJob,
     check_code_output,
-    resolve_code_job,
 )
 from sandbox.suspension import fail_jobs_of_suspended
 
@@ -85,47 +83,6 @@ def _claim(veil: Veil, session: Session, job_id: str) -> bool:
     return bool(claimed.rowcount == 1)
 
 
-def fail_running(
-    veil: Veil, job_id: str, reason: str, outcome: audit.Outcome = audit.Outcome.FAILED
-) -> bool:
-    """End the running job ``job_id`` failed, audited; False (nothing done) when it is not
-    running any more (e.g. a worker found dead had its jobs failed meanwhile)."""
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.status != JobStatus.RUNNING:
-            return False
-        job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
-        audit.record(
-            session,
-            "job.failed",
-            outcome=outcome,
-            tenant_id=job.enterprise_id,
-            resource=f"job:{job.id}",
-            details={"reason": reason},
-        )
-        return True
-
-
-def _still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
-    """Reasons the job's grant no longer allows it (empty when it still does)."""
-    grant = session.get(Grant, job.grant_id) if job.grant_id else None
-    dataset = session.get(Dataset, job.dataset_id)
-    if grant is None or dataset is None:
-        return ("the grant or the dataset is gone",)
-    schema = schema_from_json(dataset.declaration)
-    query = parse_job_query(job.tier, job.query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT)
-    if isinstance(query, CodeJob):
-        query, _, refused = resolve_code_job(session, job.provider_id, job.dataset_id, query)
-        if refused:
-            return (refused,)
-    request = JobRequest(
-        job.provider_id, job.dataset_id, job.purpose, job.tier, columns_of(query), 0, 0,
-        epsilon_paid=job.epsilon > 0,
-    )  # fmt: skip  # already paid: only the terms are re-checked
-    classes = {c.name: str(c.column_class) for c in schema.columns}
-    return decide(request, classes, [grant], veil.clock()).reasons
-
-
 def run_job(veil: Veil, job_id: str) -> None:
     """Run a claimed job to ``released`` or ``failed``."""
     with veil.db.transaction() as session:
@@ -133,7 +90,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         assert job is not None
         if job.status != JobStatus.RUNNING:  # its worker was taken for dead meanwhile
             return
-        refused = _still_allowed(veil, session, job)
+        refused = still_allowed(veil, session, job)
         dataset = session.get(Dataset, job.dataset_id)
         enterprise = session.get(Principal, job.enterprise_id)
         version = session.scalar(
@@ -176,10 +133,10 @@ def run_job(veil: Veil, job_id: str) -> None:
                 grant.min_group_size, job.epsilon / EPSILON_UNIT,
             )  # fmt: skip
             del data
-            _finish_code_job(veil, job_id, checked)
+            finish_code_job(veil, job_id, checked)
             return
         del data
-        output = _output(veil, enterprise, job_id, answer)
+        output = checked_output(veil, enterprise, job_id, answer)
     except SandboxCancelled:
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
@@ -191,7 +148,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         # while being stopped): the cancellation is what the provider must read.
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
-    _release(veil, job_id, output)
+    release(veil, job_id, output)
 
 
 CANCELLED: Final = "cancelled: by the provider, or its suspension; the job's budget stays spent"
@@ -221,7 +178,7 @@ def _prior_cells(session: Session, job: Job) -> list[PriorCell]:
 
 def _code_request(session: Session, job: Job) -> CodeRequest:
     code = session.get(CodeRequest, job.query.get("code_request_id"))
-    assert code is not None  # _still_allowed checked it is there and approved
+    assert code is not None  # still_allowed checked it is there and approved
     return code
 
 
@@ -294,142 +251,3 @@ class JobProgress:
                     session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
                 )
         return self._stop
-
-
-@dataclass(frozen=True)
-class _Output:
-    """A computed result, ready to release: its JSON, audit details, tier-2 cells to
-    remember, and a stored model for tier 4."""
-
-    result: dict[str, Any]
-    details: dict[str, Any]
-    released_cells: tuple[tuple[dict[str, str], int], ...] = ()
-    artifact: StoredArtifact | None = None
-
-
-def _output(veil: Veil, enterprise: Principal, job_id: str, answer: ChildResult) -> _Output:
-    """Check the shape of the sandbox's answer (it is not trusted) and store a model."""
-    message = answer.message
-    result, details = message.get("result"), message.get("details")
-    if not isinstance(result, dict) or not isinstance(details, dict):
-        raise SandboxError("the job's process sent a malformed result")
-    cells = []
-    for cell in message.get("released_cells") or ():
-        conditions, count = cell.get("conditions"), cell.get("count")
-        if not isinstance(conditions, dict) or not isinstance(count, int):
-            raise SandboxError("the job's process sent a malformed result")
-        cells.append(({str(k): str(v) for k, v in conditions.items()}, count))
-    artifact = None
-    if result.get("tier") == 4:
-        if len(answer.blobs) != 1:
-            raise SandboxError("the job's process sent a malformed result")
-        assert enterprise.slug is not None
-        artifact = store_artifact(veil, enterprise.slug, enterprise.id, job_id, answer.blobs[0])
-        result = {**result, "model_sha256": artifact.sha256}
-        details = {**details, "model_sha256": artifact.sha256}
-    return _Output(result, details, tuple(cells), artifact)
-
-
-def _release(veil: Veil, job_id: str, output: _Output) -> None:
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        assert job is not None
-        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
-            log.warning("job %s ended %s while it ran; nothing released", job_id, job.status)
-            return
-        refused = _still_allowed(veil, session, job)
-        if not refused:
-            result = {**output.result, "dataset_version": job.dataset_version}
-            digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
-            job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
-            job.finished_at = veil.clock()
-            _store_cells(session, job, output)
-            if output.artifact is not None:
-                job.artifact_path = output.artifact.path
-                job.artifact_wrapped_key = output.artifact.wrapped_key
-                job.artifact_sha256 = output.artifact.sha256
-            audit.record(
-                session,
-                "job.released",
-                tenant_id=job.enterprise_id,
-                resource=f"job:{job.id}",
-                details={"result_sha256": digest, **output.details},
-            )
-    if refused:
-        fail_running(
-            veil,
-            job_id,
-            "the grant changed while the job ran; nothing was released: " + "; ".join(refused),
-            audit.Outcome.DENIED,
-        )
-
-
-def _store_cells(session: Session, job: Job, output: _Output) -> None:
-    for conditions, count in output.released_cells:
-        session.add(
-            ReleasedCell(
-                dataset_id=job.dataset_id,
-                version=job.dataset_version or 0,
-                job_id=job.id,
-                conditions=conditions,
-                count=count,
-            )
-        )
-
-
-def _finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
-    """Tier 5: release an output that passed, hold one the checks held, fail a blocked one."""
-    if checked.status == "pass":
-        _release(veil, job_id, _Output(checked.result, checked.details))
-        return
-    if checked.status == "blocked":
-        fail_running(
-            veil,
-            job_id,
-            "the output checks blocked the output: " + "; ".join(checked.reasons),
-            audit.Outcome.DENIED,
-        )
-        return
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        assert job is not None
-        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
-            return
-        job.status, job.result = JobStatus.HELD, checked.result
-        job.output_check = checked.result["checks"]
-        audit.record(
-            session,
-            "job.held",
-            tenant_id=job.enterprise_id,
-            resource=f"job:{job.id}",
-            details=checked.details,
-        )
-
-
-def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) -> Job:
-    """Release a held tier-5 output by hand (the grant is checked once more)."""
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
-        assert job is not None and job.status == JobStatus.HELD and job.result is not None
-        refused = _still_allowed(veil, session, job)
-        if refused:
-            raise Conflict("the grant no longer allows this job: " + "; ".join(refused))
-        result = {**job.result, "dataset_version": job.dataset_version}
-        result["checks"] = {**result["checks"], "released_by_hand": reason}
-        digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
-        job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
-        job.finished_at = veil.clock()
-        audit.record(
-            session,
-            "job.released",
-            actor=enterprise,
-            tenant_id=job.enterprise_id,
-            resource=f"job:{job.id}",
-            details={
-                "result_sha256": digest,
-                "by_hand": True,
-                "reason": reason,
-                "checks": job.output_check,
-            },
-        )
-        return job

@@ -1,0 +1,210 @@
+"""How a running job ends: released, held (tier 5) or failed, each recorded in one
+transaction, audited, and only while the job is still running (a job failed meanwhile, e.g.
+because its worker was taken for dead, stays as it ended).  A release re-checks the grant in
+its own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from policies import audit
+from policies.decisions import JobRequest, decide
+from policies.errors import Conflict
+from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.principals import Principal
+from sandbox.artifacts import StoredArtifact, store_artifact
+from sandbox.core import Veil
+from sandbox.datasets import schema_from_json
+from sandbox.isolation import ChildResult, SandboxError
+from sandbox.jobs import columns_of, parse_job_query
+from sandbox.models import Dataset, Job, JobStatus, ReleasedCell
+from sandbox.reviewed_code import CheckedOutput, CodeJob, resolve_code_job
+
+log = logging.getLogger(__name__)
+
+
+def fail_running(
+    veil: Veil, job_id: str, reason: str, outcome: audit.Outcome = audit.Outcome.FAILED
+) -> bool:
+    """End the running job ``job_id`` failed, audited; False (nothing done) when it is not
+    running any more (e.g. a worker found dead had its jobs failed meanwhile)."""
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING:
+            return False
+        job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
+        audit.record(
+            session,
+            "job.failed",
+            outcome=outcome,
+            tenant_id=job.enterprise_id,
+            resource=f"job:{job.id}",
+            details={"reason": reason},
+        )
+        return True
+
+
+def still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
+    """Reasons the job's grant no longer allows it (empty when it still does)."""
+    grant = session.get(Grant, job.grant_id) if job.grant_id else None
+    dataset = session.get(Dataset, job.dataset_id)
+    if grant is None or dataset is None:
+        return ("the grant or the dataset is gone",)
+    schema = schema_from_json(dataset.declaration)
+    query = parse_job_query(job.tier, job.query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT)
+    if isinstance(query, CodeJob):
+        query, _, refused = resolve_code_job(session, job.provider_id, job.dataset_id, query)
+        if refused:
+            return (refused,)
+    request = JobRequest(
+        job.provider_id, job.dataset_id, job.purpose, job.tier, columns_of(query), 0, 0,
+        epsilon_paid=job.epsilon > 0,
+    )  # fmt: skip  # already paid: only the terms are re-checked
+    classes = {c.name: str(c.column_class) for c in schema.columns}
+    return decide(request, classes, [grant], veil.clock()).reasons
+
+
+@dataclass(frozen=True)
+class Output:
+    """A computed result, ready to release: its JSON, audit details, tier-2 cells to
+    remember, and a stored model for tier 4."""
+
+    result: dict[str, Any]
+    details: dict[str, Any]
+    released_cells: tuple[tuple[dict[str, str], int], ...] = ()
+    artifact: StoredArtifact | None = None
+
+
+def checked_output(veil: Veil, enterprise: Principal, job_id: str, answer: ChildResult) -> Output:
+    """Check the shape of the sandbox's answer (it is not trusted) and store a model."""
+    message = answer.message
+    result, details = message.get("result"), message.get("details")
+    if not isinstance(result, dict) or not isinstance(details, dict):
+        raise SandboxError("the job's process sent a malformed result")
+    cells = []
+    for cell in message.get("released_cells") or ():
+        conditions, count = cell.get("conditions"), cell.get("count")
+        if not isinstance(conditions, dict) or not isinstance(count, int):
+            raise SandboxError("the job's process sent a malformed result")
+        cells.append(({str(k): str(v) for k, v in conditions.items()}, count))
+    artifact = None
+    if result.get("tier") == 4:
+        if len(answer.blobs) != 1:
+            raise SandboxError("the job's process sent a malformed result")
+        assert enterprise.slug is not None
+        artifact = store_artifact(veil, enterprise.slug, enterprise.id, job_id, answer.blobs[0])
+        result = {**result, "model_sha256": artifact.sha256}
+        details = {**details, "model_sha256": artifact.sha256}
+    return Output(result, details, tuple(cells), artifact)
+
+
+def release(veil: Veil, job_id: str, output: Output) -> None:
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
+            log.warning("job %s ended %s while it ran; nothing released", job_id, job.status)
+            return
+        refused = still_allowed(veil, session, job)
+        if not refused:
+            result = {**output.result, "dataset_version": job.dataset_version}
+            digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+            job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
+            job.finished_at = veil.clock()
+            _store_cells(session, job, output)
+            if output.artifact is not None:
+                job.artifact_path = output.artifact.path
+                job.artifact_wrapped_key = output.artifact.wrapped_key
+                job.artifact_sha256 = output.artifact.sha256
+            audit.record(
+                session,
+                "job.released",
+                tenant_id=job.enterprise_id,
+                resource=f"job:{job.id}",
+                details={"result_sha256": digest, **output.details},
+            )
+    if refused:
+        fail_running(
+            veil,
+            job_id,
+            "the grant changed while the job ran; nothing was released: " + "; ".join(refused),
+            audit.Outcome.DENIED,
+        )
+
+
+def _store_cells(session: Session, job: Job, output: Output) -> None:
+    for conditions, count in output.released_cells:
+        session.add(
+            ReleasedCell(
+                dataset_id=job.dataset_id,
+                version=job.dataset_version or 0,
+                job_id=job.id,
+                conditions=conditions,
+                count=count,
+            )
+        )
+
+
+def finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
+    """Tier 5: release an output that passed, hold one the checks held, fail a blocked one."""
+    if checked.status == "pass":
+        release(veil, job_id, Output(checked.result, checked.details))
+        return
+    if checked.status == "blocked":
+        fail_running(
+            veil,
+            job_id,
+            "the output checks blocked the output: " + "; ".join(checked.reasons),
+            audit.Outcome.DENIED,
+        )
+        return
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
+            return
+        job.status, job.result = JobStatus.HELD, checked.result
+        job.output_check = checked.result["checks"]
+        audit.record(
+            session,
+            "job.held",
+            tenant_id=job.enterprise_id,
+            resource=f"job:{job.id}",
+            details=checked.details,
+        )
+
+
+def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) -> Job:
+    """Release a held tier-5 output by hand (the grant is checked once more)."""
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.HELD and job.result is not None
+        refused = still_allowed(veil, session, job)
+        if refused:
+            raise Conflict("the grant no longer allows this job: " + "; ".join(refused))
+        result = {**job.result, "dataset_version": job.dataset_version}
+        result["checks"] = {**result["checks"], "released_by_hand": reason}
+        digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+        job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
+        job.finished_at = veil.clock()
+        audit.record(
+            session,
+            "job.released",
+            actor=enterprise,
+            tenant_id=job.enterprise_id,
+            resource=f"job:{job.id}",
+            details={
+                "result_sha256": digest,
+                "by_hand": True,
+                "reason": reason,
+                "checks": job.output_check,
+            },
+        )
+        return job
