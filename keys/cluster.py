@@ -289,7 +289,8 @@ class LocalKeyCluster:
         )
         storage = (
             f'storage "raft" {{\n  path    = {hcl_string(str(self.node_home(i) / "storage"))}\n'
-            f'  node_id = "node{i}"\n  performance_multiplier = 1{joins}\n}}'
+            f'  node_id = "node{i}"\n  performance_multiplier = 1\n'
+            f'  autopilot_reconcile_interval = "1s"\n  autopilot_update_interval = "1s"{joins}\n}}'
         )
         port, cluster_port = self._ports[i]
         config = server_config_hcl(
