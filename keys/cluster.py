@@ -26,6 +26,7 @@ settings that point Veil at it; ``python -m keys.cluster stop --home DIR`` stops
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -35,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hvac
 import hvac.exceptions
@@ -140,6 +142,7 @@ class LocalKeyCluster:
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * nodes
         self._pids: list[int | None] = [None] * nodes
         self.nodes = nodes
+        self._operator: hvac.Client | None = None
         self._load_state()
 
     # -- what is where --------------------------------------------------------------------
@@ -164,20 +167,25 @@ class LocalKeyCluster:
         return platform_config(self.home, self.addrs)
 
     def voters(self) -> int:
-        """How many nodes have a vote in the raft cluster now."""
+        """How many nodes have a vote in the raft cluster now (0 if none answers)."""
         try:
-            answer = self._operator().adapter.get("/v1/sys/storage/raft/configuration")
-        except (requests.RequestException, hvac.exceptions.VaultError):
+            answer = self._operator_get("/v1/sys/storage/raft/configuration")
+        except (KeyServerStartError, requests.RequestException, hvac.exceptions.VaultError):
             return 0
         return sum(1 for s in answer["data"]["config"]["servers"] if s["voter"])
 
     def snapshot(self, path: Path) -> None:
         """Save a raft snapshot of the whole key store to ``path`` (a backup, mode 0600)."""
-        response = self._operator().adapter.get("/v1/sys/storage/raft/snapshot", stream=True)
+        response = self._operator_get("/v1/sys/storage/raft/snapshot", stream=True)
         write_private(path, response.content)
 
-    def _operator(self) -> hvac.Client:
-        """A client logged in as the cluster operator (raft membership and snapshots only)."""
+    def _operator_get(self, path: str, **kwargs: Any) -> Any:
+        """GET ``path`` as the cluster operator (raft membership and snapshots only)."""
+        if self._operator is not None:
+            try:
+                return self._operator.adapter.get(path, **kwargs)
+            except (requests.RequestException, hvac.exceptions.VaultError):
+                self._operator = None  # that node is gone: log in on another
         secret_id = self._operator_file.read_text()
         for addr in self.addrs:
             client = hvac.Client(url=addr, token=None, timeout=5)
@@ -185,7 +193,8 @@ class LocalKeyCluster:
                 client.auth.approle.login(role_id=_OPERATOR, secret_id=secret_id)
             except (requests.RequestException, hvac.exceptions.VaultError):
                 continue
-            return client
+            self._operator = client
+            return client.adapter.get(path, **kwargs)
         raise KeyServerStartError("no node of the key-server cluster lets the operator in")
 
     @property
@@ -234,10 +243,11 @@ class LocalKeyCluster:
         """Stop every node (SIGTERM, then SIGKILL after ``timeout_s``)."""
         for pid in self._pids:
             if pid is not None and self._owned(pid):
-                os.kill(pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)  # all at once: no node waits for another
         for i, pid in enumerate(self._pids):
-            if pid is not None and self._owned(pid):
-                stop_process(pid, self._processes[i], timeout_s)
+            if pid is not None and (self._processes[i] is not None or self._owned(pid)):
+                stop_process(pid, self._processes[i], timeout_s)  # also reaps our children
             self._forget(i)
         self._save_state()
 

@@ -8,6 +8,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,27 @@ def test_killing_one_node_fails_no_operation(
         429,
     )
     assert cluster.voters() == 3
+
+
+def test_two_nodes_down_fails_closed_then_recovers(
+    cluster: LocalKeyCluster, cluster_keys: KeyService
+) -> None:
+    wrapped, blob = cluster_keys.encrypt_bytes("acme", "ds", 1, b"rows")
+    config = replace(cluster.config(), failover_s=2.0)
+    impatient = KeyService.connect(config)
+    leader = cluster.leader()
+    assert leader is not None
+    down = [leader, (leader + 1) % 3]
+    for node in down:
+        cluster.kill(node)
+    started = time.monotonic()
+    with pytest.raises(KeyServerUnavailable):  # no majority: nothing is served
+        impatient.decrypt_bytes("acme", "ds", 1, wrapped, blob)
+    assert 2.0 <= time.monotonic() - started < 10.0
+    for node in down:
+        cluster.restart(node)
+    assert impatient.decrypt_bytes("acme", "ds", 1, wrapped, blob) == b"rows"
+    assert cluster_keys.decrypt_bytes("acme", "ds", 1, wrapped, blob) == b"rows"
 
 
 def test_a_raft_snapshot_is_a_backup(cluster: LocalKeyCluster, tmp_path: Path) -> None:
