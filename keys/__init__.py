@@ -2,12 +2,14 @@
 
 The front door is :class:`KeyService` (envelope encryption with a streaming
 format, rotation, crypto-shredding, signing).  :class:`LocalKeyServer` runs the
-embedded OpenBao; :class:`KeyServerConfig` points Veil at an external one.
+embedded OpenBao, :class:`LocalKeyCluster` a local three-node cluster of it;
+:class:`KeyServerConfig` points Veil at an external server or cluster.
 Offline verification of signatures needs only :func:`verify_signature` and an
 exported :class:`SigningPublicKey`.  This package imports nothing else of Veil.
 """
 
 from keys.bao import LocalKeyServer
+from keys.cluster import LocalKeyCluster
 from keys.errors import (
     DecryptionError,
     InvalidSignature,
@@ -34,6 +36,7 @@ __all__ = [
     "KeyServerUnavailable",
     "KeyService",
     "KeysError",
+    "LocalKeyCluster",
     "LocalKeyServer",
     "Signature",
     "SigningPublicKey",

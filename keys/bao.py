@@ -18,6 +18,9 @@ from ``unseal.key``.  A server first started before the header setting existed
 cannot get it later (it is root-only): see ``docs/key-server-audit.md``.
 Keeping the unseal key next to the storage means anyone who can read this
 directory can read the keys: see ``docs/keys.md``.
+
+The config, credential and process helpers at the end are shared with
+:mod:`keys.cluster`, which runs several such servers as one raft cluster.
 """
 
 from __future__ import annotations

@@ -188,7 +188,8 @@ class LocalKeyCluster:
                 self._operator = None  # that node is gone: log in on another
         secret_id = self._operator_file.read_text()
         for addr in self.addrs:
-            client = hvac.Client(url=addr, token=None, timeout=5)
+            # token="" (not None): hvac would otherwise read VAULT_TOKEN or ~/.vault-token.
+            client = hvac.Client(url=addr, token="", timeout=5)
             try:
                 client.auth.approle.login(role_id=_OPERATOR, secret_id=secret_id)
             except (requests.RequestException, hvac.exceptions.VaultError):

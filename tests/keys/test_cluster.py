@@ -34,8 +34,10 @@ def cluster(
         yield started
     finally:
         pids = [p for p in started._pids if p is not None]
-        started.stop()
-    assert pids and not any(_alive(pid) for pid in pids), "a bao process outlived stop()"
+        stopped = main(["stop", "--home", str(started.home)])  # as a shell would, by pid
+        started.stop()  # reaps the children (and stops any the command missed)
+    assert stopped == 0
+    assert pids and not any(_alive(pid) for pid in pids), "a bao process outlived stop"
 
 
 @pytest.fixture(scope="module")
