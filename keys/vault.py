@@ -238,11 +238,16 @@ class KeyServerClient:
         """Raise a clear error unless the server is reachable, unsealed, and lets Veil in."""
         probe = self._new_client("")
 
-        def read_seal_status() -> None:
-            if probe.sys.read_seal_status().get("sealed"):
+        def read_seal_status() -> bool:
+            sealed = bool(probe.sys.read_seal_status().get("sealed"))
+            if sealed and len(self._nodes.addrs) > 1:
                 raise hvac.exceptions.VaultDown("sealed")  # another node may be unsealed
+            return sealed
 
-        self.call("read its seal status", read_seal_status)
+        if self.call("read its seal status", read_seal_status):
+            raise KeyServerUnavailable(
+                f"the key server at {self.config.addr} is sealed; unseal it and retry"
+            )
         self.platform()  # authenticates, or raises KeyServerMisconfigured
         if self.tenancy is Tenancy.AUTO:
             self.tenancy = self._detect_tenancy()
