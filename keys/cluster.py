@@ -186,7 +186,12 @@ class LocalKeyCluster:
                 return self._operator.adapter.get(path, **kwargs)
             except (requests.RequestException, hvac.exceptions.VaultError):
                 self._operator = None  # that node is gone: log in on another
-        secret_id = self._operator_file.read_text()
+        try:
+            secret_id = self._operator_file.read_text()
+        except OSError:
+            raise KeyServerStartError(
+                f"the cluster operator's secret id is missing at {self._operator_file}"
+            ) from None
         for addr in self.addrs:
             # token="" (not None): hvac would otherwise read VAULT_TOKEN or ~/.vault-token.
             client = hvac.Client(url=addr, token="", timeout=5)
