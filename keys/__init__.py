@@ -2,7 +2,9 @@
 
 The front door is :class:`KeyService` (envelope encryption with a streaming
 format, rotation, crypto-shredding, signing).  :class:`LocalKeyServer` runs the
-embedded OpenBao; :class:`KeyServerConfig` points Veil at an external one.
+embedded OpenBao, and ``keys.cluster.LocalKeyCluster`` a local cluster of three
+(not imported here, so that ``python -m keys.cluster`` runs cleanly);
+:class:`KeyServerConfig` points Veil at an external server or cluster.
 Offline verification of signatures needs only :func:`verify_signature` and an
 exported :class:`SigningPublicKey`.  This package imports nothing else of Veil.
 """

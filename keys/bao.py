@@ -18,6 +18,9 @@ from ``unseal.key``.  A server first started before the header setting existed
 cannot get it later (it is root-only): see ``docs/key-server-audit.md``.
 Keeping the unseal key next to the storage means anyone who can read this
 directory can read the keys: see ``docs/keys.md``.
+
+The config, credential and process helpers at the end are shared with
+:mod:`keys.cluster`, which runs several such servers as one raft cluster.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from keys.vault import OBJECT_HEADER, KeyServerConfig
 
 BASE_NAMESPACE = "veil"
 _PLATFORM_ROLE = "veil-platform"
-_SECRET_ENV = "VEIL_BAO_PLATFORM_SECRET_ID"  # noqa: S105 - the name of a variable
+PLATFORM_SECRET_ENV = "VEIL_BAO_PLATFORM_SECRET_ID"  # noqa: S105 - the name of a variable
 
 
 def find_bao_binary() -> Path:
@@ -65,14 +68,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def free_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports (all held at once while choosing them)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
+def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.chmod(path, 0o600)
 
 
-def _hcl_string(value: str) -> str:
+def hcl_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid HCL string
 
 
@@ -121,23 +135,24 @@ class LocalKeyServer:
             self.addr = running
             return self.config()
         first_boot = not self.initialized
-        credentials = self._credentials(create=first_boot)
+        credentials = create_credentials(self.home) if first_boot else read_credentials(self.home)
         port, cluster_port = self._ports()
         self.addr = f"http://127.0.0.1:{port}"
-        (self.home / "config.hcl").write_text(self._config_hcl(port, cluster_port))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home)}
-        if first_boot:
-            env[_SECRET_ENV] = credentials.secret_id
-        binary = self._binary or find_bao_binary()
-        with open(self.log_file, "ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
-                [str(binary), "server", f"-config={self.home / 'config.hcl'}"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
+        config = server_config_hcl(
+            storage=f'storage "pebbledb" {{\n  path = {hcl_string(str(self.home / "storage"))}\n}}',
+            port=port,
+            cluster_port=cluster_port,
+            unseal_key=unseal_key(self.home),
+            audit_log=self.audit_log,
+            initialize=VEIL_INITIALIZE,
+        )
+        (self.home / "config.hcl").write_text(config)
+        self._process = spawn_server(
+            self._binary or find_bao_binary(),
+            self.home / "config.hcl",
+            self.log_file,
+            {PLATFORM_SECRET_ENV: credentials.secret_id} if first_boot else None,
+        )
         self._wait_ready()
         self._state_file.write_text(json.dumps({"pid": self._process.pid, "addr": self.addr}))
         (self.home / "ports.json").write_text(json.dumps([port, cluster_port]))
@@ -147,25 +162,13 @@ class LocalKeyServer:
         """How Veil reaches this server: its address and Veil's own AppRole."""
         if self.addr is None:
             raise KeyServerStartError("the embedded key server is not started")
-        creds = self._credentials(create=False)
-        return KeyServerConfig(
-            addr=self.addr,
-            namespace=BASE_NAMESPACE,
-            role_id=creds.role_id,
-            secret_id=creds.secret_id,
-            tenancy=Tenancy.NAMESPACE,
-        )
+        return platform_config(self.home, (self.addr,))
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the server cleanly (SIGTERM, then SIGKILL after ``timeout_s``)."""
         pid = self._process.pid if self._process else self._recorded_pid()
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout_s):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self._wait_exit(pid, 5.0)
+            stop_process(pid, self._process, timeout_s)
         self._process = None
         self._state_file.unlink(missing_ok=True)
 
@@ -178,17 +181,6 @@ class LocalKeyServer:
         return self._process.pid if self._process else self._recorded_pid()
 
     # -- helpers -------------------------------------------------------------------
-    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.pid == pid:
-                if self._process.poll() is not None:
-                    return True
-            elif not _alive(pid):
-                return True
-            time.sleep(0.05)
-        return False
-
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self._timeout
         assert self._process is not None
@@ -214,10 +206,12 @@ class LocalKeyServer:
                 int(p) for p in json.loads((self.home / "ports.json").read_text())
             )
         except (OSError, ValueError, TypeError):
-            return free_port(), free_port()
-        if _port_free(port) and _port_free(cluster_port):
+            port, cluster_port = free_ports(2)
             return port, cluster_port
-        return free_port(), free_port()
+        if port_free(port) and port_free(cluster_port):
+            return port, cluster_port
+        port, cluster_port = free_ports(2)
+        return port, cluster_port
 
     def _recorded_pid(self) -> int | None:
         try:
@@ -234,107 +228,8 @@ class LocalKeyServer:
             return str(state["addr"])
         return None
 
-    def _credentials(self, *, create: bool) -> _Credentials:
-        path = self.home / "credentials.json"
-        if create:
-            creds = _Credentials(_PLATFORM_ROLE, secrets.token_urlsafe(32))
-            _write_private(path, json.dumps(creds.__dict__).encode())
-            return creds
-        try:
-            data = json.loads(path.read_text())
-            return _Credentials(data["role_id"], data["secret_id"])
-        except (OSError, ValueError, KeyError):
-            raise KeyServerStartError(
-                f"Veil's key-server credentials are missing or unreadable at {path}; "
-                "restore them from backup (the server's data cannot be used without them)"
-            ) from None
 
-    def _unseal_key_uri(self) -> str:
-        path = self.home / "unseal.key"
-        if not path.exists():
-            _write_private(path, secrets.token_bytes(32))
-        return f"file://{path}"
-
-    def _config_hcl(self, port: int, cluster_port: int) -> str:
-        h = self.home
-        ns = BASE_NAMESPACE
-        return f"""# Written by Veil at every start of the embedded key server. Do not edit.
-storage "pebbledb" {{
-  path = {_hcl_string(str(h / "storage"))}
-}}
-listener "tcp" {{
-  address     = "127.0.0.1:{port}"
-  tls_disable = true  # loopback only
-}}
-api_addr     = "http://127.0.0.1:{port}"
-cluster_addr = "http://127.0.0.1:{cluster_port}"
-ui           = false
-log_level    = "warn"
-
-seal "static" {{
-  current_key_id = "veil-local-1"
-  current_key    = {_hcl_string(self._unseal_key_uri())}
-}}
-
-audit "file" "veil-file" {{
-  options {{
-    file_path = {_hcl_string(str(self.audit_log))}
-    mode      = "0600"
-  }}
-}}
-
-initialize "veil" {{
-  request "audit-object-header" {{
-    operation = "update"
-    path      = "sys/config/auditing/request-headers/{OBJECT_HEADER}"
-    data      = {{ hmac = false }}
-  }}
-  request "base-namespace" {{
-    operation = "update"
-    path      = "sys/namespaces/{ns}"
-    data      = {{}}
-  }}
-  request "approle" {{
-    operation = "update"
-    path      = "{ns}/sys/auth/{APPROLE_MOUNT}"
-    data      = {{ type = "approle" }}
-  }}
-  request "platform-policy" {{
-    operation = "update"
-    path      = "{ns}/sys/policies/acl/{PLATFORM_POLICY}"
-    data      = {{ policy = {_hcl_string(platform_policy(Tenancy.NAMESPACE))} }}
-  }}
-  request "platform-role" {{
-    operation = "update"
-    path      = "{ns}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}"
-    data      = {{
-      token_policies = ["{PLATFORM_POLICY}"]
-      token_ttl      = "1h"
-      token_max_ttl  = "24h"
-    }}
-  }}
-  request "platform-role-id" {{
-    operation = "update"
-    path      = "{ns}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}/role-id"
-    data      = {{ role_id = "{_PLATFORM_ROLE}" }}
-  }}
-  request "platform-secret-id" {{
-    operation = "update"
-    path      = "{ns}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}/custom-secret-id"
-    data      = {{
-      secret_id = {{
-        eval_type       = "string"
-        eval_source     = "env"
-        env_var         = "{_SECRET_ENV}"
-        require_present = true
-      }}
-    }}
-  }}
-}}
-"""
-
-
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -369,3 +264,183 @@ def _healthy(addr: str | None) -> bool:
         return status == 200
     except requests.RequestException:
         return False
+
+
+# -- shared with keys.cluster ----------------------------------------------------------
+def stop_process(
+    pid: int, process: subprocess.Popen[bytes] | None, timeout_s: float = 15.0
+) -> None:
+    """Stop a server: SIGTERM, then SIGKILL after ``timeout_s``; wait until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _wait_exit(pid, process, timeout_s):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_exit(pid, process, 5.0)
+
+
+def _wait_exit(pid: int, process: subprocess.Popen[bytes] | None, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.pid == pid:
+            if process.poll() is not None:
+                return True
+        elif not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def spawn_server(
+    binary: Path, config: Path, log_file: Path, secrets_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``bao server`` on ``config`` in a session of its own, in the config's folder,
+    output to ``log_file``.
+
+    ``secrets_env`` (first boot of a self-initialising server only) hands secret ids
+    to the ``initialize`` stanza through environment variables of the server alone.
+    """
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(config.parent)}
+    env.update(secrets_env or {})
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+            [str(binary), "server", f"-config={config}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=config.parent,
+            start_new_session=True,
+        )
+
+
+def create_credentials(home: Path) -> _Credentials:
+    """Generate Veil's AppRole secret id (first boot) and keep it in ``credentials.json``."""
+    creds = _Credentials(_PLATFORM_ROLE, secrets.token_urlsafe(32))
+    write_private(home / "credentials.json", json.dumps(creds.__dict__).encode())
+    return creds
+
+
+def read_credentials(home: Path) -> _Credentials:
+    path = home / "credentials.json"
+    try:
+        data = json.loads(path.read_text())
+        return _Credentials(data["role_id"], data["secret_id"])
+    except (OSError, ValueError, KeyError):
+        raise KeyServerStartError(
+            f"Veil's key-server credentials are missing or unreadable at {path}; "
+            "restore them from backup (the server's data cannot be used without them)"
+        ) from None
+
+
+def platform_config(home: Path, addrs: tuple[str, ...]) -> KeyServerConfig:
+    """How Veil reaches a server (or cluster) that :func:`server_config_hcl` initialised."""
+    creds = read_credentials(home)
+    return KeyServerConfig(
+        addr=addrs[0],
+        addrs=addrs if len(addrs) > 1 else (),
+        namespace=BASE_NAMESPACE,
+        role_id=creds.role_id,
+        secret_id=creds.secret_id,
+        tenancy=Tenancy.NAMESPACE,
+    )
+
+
+def unseal_key(home: Path) -> Path:
+    """The static seal's key under ``home`` (32 random bytes, mode 0600), made on first use."""
+    path = home / "unseal.key"
+    if not path.exists():
+        write_private(path, secrets.token_bytes(32))
+    return path
+
+
+def server_config_hcl(
+    *,
+    storage: str,
+    port: int,
+    cluster_port: int,
+    unseal_key: Path,
+    audit_log: Path | str,
+    initialize: str,
+) -> str:
+    """A loopback server's config: ``storage`` (an HCL block), the static seal, the file
+    audit device and ``initialize`` (:data:`VEIL_INITIALIZE` provisions Veil on first
+    boot, or "")."""
+    return f"""# Written by Veil at every start of the embedded key server. Do not edit.
+{storage}
+listener "tcp" {{
+  address         = "127.0.0.1:{port}"
+  cluster_address = "127.0.0.1:{cluster_port}"
+  tls_disable     = true  # loopback only
+}}
+api_addr     = "http://127.0.0.1:{port}"
+cluster_addr = "http://127.0.0.1:{cluster_port}"
+ui           = false
+log_level    = "warn"
+
+seal "static" {{
+  current_key_id = "veil-local-1"
+  current_key    = {hcl_string(f"file://{unseal_key}")}
+}}
+
+audit "file" "veil-file" {{
+  options {{
+    file_path = {hcl_string(str(audit_log))}
+    mode      = "0600"
+  }}
+}}
+{initialize}"""
+
+
+_NS = BASE_NAMESPACE
+#: The ``initialize`` stanza that provisions Veil in a new server (run once, by the server).
+VEIL_INITIALIZE = f"""
+initialize "veil" {{
+  request "audit-object-header" {{
+    operation = "update"
+    path      = "sys/config/auditing/request-headers/{OBJECT_HEADER}"
+    data      = {{ hmac = false }}
+  }}
+  request "base-namespace" {{
+    operation = "update"
+    path      = "sys/namespaces/{_NS}"
+    data      = {{}}
+  }}
+  request "approle" {{
+    operation = "update"
+    path      = "{_NS}/sys/auth/{APPROLE_MOUNT}"
+    data      = {{ type = "approle" }}
+  }}
+  request "platform-policy" {{
+    operation = "update"
+    path      = "{_NS}/sys/policies/acl/{PLATFORM_POLICY}"
+    data      = {{ policy = {hcl_string(platform_policy(Tenancy.NAMESPACE))} }}
+  }}
+  request "platform-role" {{
+    operation = "update"
+    path      = "{_NS}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}"
+    data      = {{
+      token_policies = ["{PLATFORM_POLICY}"]
+      token_ttl      = "1h"
+      token_max_ttl  = "24h"
+    }}
+  }}
+  request "platform-role-id" {{
+    operation = "update"
+    path      = "{_NS}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}/role-id"
+    data      = {{ role_id = "{_PLATFORM_ROLE}" }}
+  }}
+  request "platform-secret-id" {{
+    operation = "update"
+    path      = "{_NS}/auth/{APPROLE_MOUNT}/role/{_PLATFORM_ROLE}/custom-secret-id"
+    data      = {{
+      secret_id = {{
+        eval_type       = "string"
+        eval_source     = "env"
+        env_var         = "{PLATFORM_SECRET_ENV}"
+        require_present = true
+      }}
+    }}
+  }}
+}}
+"""

@@ -20,6 +20,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from keys._nodes import NODE_FAILURES, RETRY_PAUSE_S, Nodes
 from keys.errors import (
     KeyServerMisconfigured,
     KeyServerUnavailable,
@@ -71,7 +72,12 @@ def key_operation(label: str) -> Iterator[None]:
 
 
 class _TaggingSession(requests.Session):
-    """A requests session that adds the current :func:`key_operation` label to each request."""
+    """A requests session that sends each request to the current node and adds the
+    current :func:`key_operation` label to it."""
+
+    def __init__(self, nodes: Nodes) -> None:
+        super().__init__()
+        self._nodes = nodes
 
     def request(
         self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
@@ -79,6 +85,9 @@ class _TaggingSession(requests.Session):
         label = _operation.get()
         if label is not None:
             kwargs["headers"] = {**(kwargs.get("headers") or {}), OBJECT_HEADER: label}
+        first = self._nodes.addrs[0]
+        if isinstance(url, str) and url.startswith(first) and self._nodes.current != first:
+            url = self._nodes.current + url[len(first) :]
         return super().request(method, url, *args, **kwargs)
 
 
@@ -89,9 +98,17 @@ class KeyServerConfig:
     Give either ``token`` or both ``role_id`` and ``secret_id`` (AppRole).
     ``namespace`` is Veil's base namespace ("" for the root namespace); tenant
     namespaces are created beneath it.
+
+    A cluster (OpenBao with raft storage) is named by ``addrs``, every node's
+    address; ``addr`` is then the first of them.  When a node cannot serve a
+    call (down, sealed, or the cluster is electing a leader), the call is tried
+    on the other nodes for up to ``failover_s`` seconds before
+    :class:`~keys.errors.KeyServerUnavailable` is raised.  With one address
+    there is nothing to fail over to: the first failure is raised at once.
     """
 
     addr: str
+    addrs: tuple[str, ...] = ()
     namespace: str = ""
     token: str | None = field(default=None, repr=False)
     role_id: str | None = None
@@ -99,6 +116,17 @@ class KeyServerConfig:
     approle_mount: str = APPROLE_MOUNT
     tenancy: Tenancy = Tenancy.AUTO
     timeout_s: float = 5.0
+    failover_s: float = 15.0
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node's address, ``addr`` first."""
+        return (self.addr, *(a for a in self.addrs if a != self.addr))
+
+    @property
+    def where(self) -> str:
+        """The server's address(es), as error messages name them."""
+        return ", ".join(self.nodes)
 
 
 @contextmanager
@@ -149,6 +177,7 @@ class KeyServerClient:
             )
         self.config = config
         self._clock = clock
+        self._nodes = Nodes(config.nodes, config.timeout_s)
         self._lock = threading.Lock()
         self._platform: _Login | None = None
         self._tenants: dict[str, _Login] = {}
@@ -160,30 +189,62 @@ class KeyServerClient:
     # -- plumbing -----------------------------------------------------------------
     def _new_client(self, namespace: str, token: str | None = None) -> hvac.Client:
         # url= and token= always explicit: hvac otherwise reads VAULT_TOKEN or ~/.vault-token.
+        # The session sends each request to the current node of a cluster.
         return hvac.Client(
             url=self.config.addr,
             token=token,
             namespace=namespace or None,
             timeout=self.config.timeout_s,
-            session=_TaggingSession(),
+            session=_TaggingSession(self._nodes),
         )
 
     def call(self, action: str, fn: Callable[[], T]) -> T:
-        """Run one key-server call, translating outages into :class:`KeyServerUnavailable`."""
+        """Run one key-server call, translating outages into :class:`KeyServerUnavailable`.
+
+        With several nodes, a call a node cannot serve is retried on the others
+        (see :class:`KeyServerConfig`).  Retrying repeats the whole call: reads,
+        data keys, unwrapping and signing are safe to repeat; an administrative
+        write whose answer was lost may be done twice (e.g. a key rotated twice).
+        """
         try:
-            with translate_errors(self.config.addr, action):
-                return fn()
+            with translate_errors(self.config.where, action):
+                return self._with_failover(fn)
         except KeyServerUnavailable:
             if self.on_unavailable is not None:
                 self.on_unavailable(action)
             raise
 
+    def _with_failover(self, fn: Callable[[], T]) -> T:
+        nodes = self._nodes
+        if len(nodes.addrs) == 1:
+            return fn()
+        nodes.follow_leader()
+        deadline = time.monotonic() + self.config.failover_s
+        attempts = 0
+        while True:
+            node = nodes.current
+            try:
+                return fn()
+            except NODE_FAILURES:
+                if time.monotonic() >= deadline:
+                    raise
+            nodes.move_on(node)
+            attempts += 1
+            if attempts % len(nodes.addrs) == 0:
+                time.sleep(RETRY_PAUSE_S)
+
     # -- start-up checks ------------------------------------------------------------
     def check_ready(self) -> None:
         """Raise a clear error unless the server is reachable, unsealed, and lets Veil in."""
         probe = self._new_client("")
-        status = self.call("read its seal status", lambda: probe.sys.read_seal_status())
-        if status.get("sealed"):
+
+        def read_seal_status() -> bool:
+            sealed = bool(probe.sys.read_seal_status().get("sealed"))
+            if sealed and len(self._nodes.addrs) > 1:
+                raise hvac.exceptions.VaultDown("sealed")  # another node may be unsealed
+            return sealed
+
+        if self.call("read its seal status", read_seal_status):
             raise KeyServerUnavailable(
                 f"the key server at {self.config.addr} is sealed; unseal it and retry"
             )
@@ -252,7 +313,7 @@ class KeyServerClient:
             )
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
             raise KeyServerMisconfigured(
-                f"the key server at {cfg.addr} refused Veil's credentials; check "
+                f"the key server at {cfg.where} refused Veil's credentials; check "
                 "VEIL_VAULT_TOKEN (or the AppRole role and secret id) and VEIL_VAULT_NAMESPACE"
             ) from None
         return _Login(client, now + float(auth["auth"]["lease_duration"]))
@@ -290,6 +351,23 @@ class KeyServerClient:
         loc = self.location(tenant)
         admin = self.platform_in(loc.namespace)
         role_path = f"/v1/auth/{loc.approle_mount}/role/{loc.role}"
+        client = self._new_client(loc.namespace)
+
+        def log_in(role_id: str) -> dict[str, Any]:
+            secret_id = admin.adapter.post(f"{role_path}/secret-id")["data"]["secret_id"]
+            try:
+                return dict(
+                    client.auth.approle.login(
+                        role_id=role_id, secret_id=secret_id, mount_point=loc.approle_mount
+                    )
+                )
+            except hvac.exceptions.InvalidRequest:
+                if len(self._nodes.addrs) == 1:
+                    raise
+                # A secret id made a moment ago, unknown to the node that answered: it
+                # lags behind a new active node.  Try again (another node, a new id).
+                raise hvac.exceptions.VaultDown("a node behind the active node") from None
+
         try:
             role_id = (
                 self._role_ids.get(tenant)
@@ -297,9 +375,7 @@ class KeyServerClient:
                     "read the tenant's role", lambda: admin.adapter.get(f"{role_path}/role-id")
                 )["data"]["role_id"]
             )
-            secret_id = self.call(
-                "issue a tenant login", lambda: admin.adapter.post(f"{role_path}/secret-id")
-            )["data"]["secret_id"]
+            auth = self.call("log the tenant in", lambda: log_in(role_id))
         except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
             if not self.tenant_exists(tenant):
                 raise UnknownTenant(
@@ -309,13 +385,6 @@ class KeyServerClient:
                 f"Veil's token may not issue logins for tenant '{tenant}'; check its policy"
             ) from None
         self._role_ids[tenant] = role_id
-        client = self._new_client(loc.namespace)
-        auth = self.call(
-            "log the tenant in",
-            lambda: client.auth.approle.login(
-                role_id=role_id, secret_id=secret_id, mount_point=loc.approle_mount
-            ),
-        )
         return _Login(client, now + float(auth["auth"]["lease_duration"]))
 
     def tenant_exists(self, tenant: str) -> bool:

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
 
     # Key server. Unset VEIL_VAULT_ADDR means: start and use the embedded OpenBao.
     vault_addr: str | None = Field(
-        default=None, description="URL of an external Vault/OpenBao; unset for the embedded one."
+        default=None,
+        description="URL of an external Vault/OpenBao, or the comma-separated URLs of every "
+        "node of a cluster; unset for the embedded one.",
     )
     vault_token: SecretStr | None = Field(
         default=None, description="Token for the external server."
@@ -52,6 +54,12 @@ class Settings(BaseSettings):
     )
     vault_timeout_s: float = Field(
         default=5.0, gt=0, description="Timeout of each key-server call."
+    )
+    vault_failover_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="With several VEIL_VAULT_ADDR nodes: how long a call keeps trying the "
+        "other nodes (leader election) before it fails closed.",
     )
     keyserver_audit_log: Path | None = Field(
         default=None,
@@ -200,8 +208,13 @@ class Settings(BaseSettings):
         """The configuration of the external key server named by ``VEIL_VAULT_ADDR``."""
         if not self.vault_addr:
             raise ValueError("VEIL_VAULT_ADDR is not set: Veil uses its embedded key server")
+        nodes = tuple(a.strip().rstrip("/") for a in self.vault_addr.split(",") if a.strip())
+        if not nodes:
+            raise ValueError("VEIL_VAULT_ADDR names no key-server address")
         return KeyServerConfig(
-            addr=self.vault_addr.rstrip("/"),
+            addr=nodes[0],
+            addrs=nodes if len(nodes) > 1 else (),
+            failover_s=self.vault_failover_s,
             namespace=self.vault_namespace,
             token=self.vault_token.get_secret_value() if self.vault_token else None,
             role_id=self.vault_role_id,
