@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VEIL_DATA_DIR ?= $(CURDIR)/.veil-demo
 
-.PHONY: demo test test-slow test-postgres reliability lint format serve bench venv system system-test clean
+.PHONY: demo cluster-demo test test-slow test-postgres reliability lint format serve bench venv system system-test clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,12 @@ demo: system $(STAMP)
 
 test: system-test $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow and not statistical and not postgres"
+
+# The demo across a cluster on this machine: PostgreSQL, three OpenBao nodes (raft), two
+# API processes behind one address and three job workers; then a node of each is killed.
+cluster-demo: system $(STAMP)
+	@PYTHON=$(PYTHON) scripts/system-packages --postgres
+	$(BIN)/python cluster/demo.py
 
 # The database tests on a real PostgreSQL (Debian's package; the tests start their own server).
 test-postgres: $(STAMP)
@@ -56,6 +62,7 @@ serve: system $(STAMP)
 	$(BIN)/veil serve
 
 bench: system $(STAMP)
+	@PYTHON=$(PYTHON) scripts/system-packages --postgres  # the scaling benchmark's database
 	$(BIN)/python bench/run.py
 
 clean:

@@ -18,6 +18,7 @@ from bench import (  # noqa: E402
     keys_bench,
     query_bench,
     runner_bench,
+    scaling_bench,
     training_bench,
 )
 from bench.report import print_rows, save_rows  # noqa: E402
@@ -31,6 +32,7 @@ def main() -> None:
     rows += audit_bench.run()
     rows += runner_bench.run()
     rows += training_bench.run()
+    rows += scaling_bench.run()
     print_rows(rows)
     save_rows(rows, ROOT / "bench" / "last-run.json")
     print(f"\nrows saved to {ROOT / 'bench' / 'last-run.json'}")

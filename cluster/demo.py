@@ -55,10 +55,13 @@ def main() -> int:
         _show_workers(cluster, console)
         _verify(cluster, token, console)
     except Exception as exc:
+        cluster.stop(keep_home=True)
         console.print(f"[red]cluster demo failed[/red]: {exc}; logs under {cluster.logs}")
         return 1
-    finally:
+    except BaseException:  # Ctrl-C: stop every process all the same
         cluster.stop()
+        raise
+    cluster.stop()
     console.print("\n[green]Cluster demo finished[/green]; every process was stopped.")
     return 0
 

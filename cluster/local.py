@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +41,7 @@ _BY_WORKER = text(
 def key_server_env(config: KeyServerConfig) -> dict[str, str]:
     """The VEIL_VAULT_* variables naming a key server (every node of a cluster)."""
     env = {
-        "VEIL_VAULT_ADDR": ",".join(getattr(config, "addrs", None) or (config.addr,)),
+        "VEIL_VAULT_ADDR": ",".join(config.nodes),
         "VEIL_VAULT_NAMESPACE": config.namespace,
         "VEIL_VAULT_TENANCY": str(config.tenancy),
     }
@@ -55,6 +56,7 @@ class LocalCluster:
     """The processes of one Veil cluster on this machine; :meth:`stop` ends them all."""
 
     def __init__(self, home: Path | None = None, *, extra_env: dict[str, str] | None = None):
+        self._own_home = home is None
         self.home = home or Path(tempfile.mkdtemp(prefix="veil-cluster-"))
         self.logs = self.home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,15 @@ class LocalCluster:
             self.key_server = LocalKeyCluster(self.home / "keyserver", nodes=nodes)
         config: KeyServerConfig = self.key_server.start()
         self.env |= key_server_env(config)
+        # `veil audit keys` reads one node's file audit log: the active node's (a cluster's
+        # entries are on whichever node was active; docs/keys.md).
+        if nodes == 1:
+            audit_log = self.key_server.audit_log
+        else:
+            leader = self.key_server.leader()
+            audit_log = None if leader is None else self.key_server.audit_log(leader)
+        if audit_log is not None:
+            self.env["VEIL_KEYSERVER_AUDIT_LOG"] = str(audit_log)
         return config
 
     # -- Veil's processes --------------------------------------------------------------------
@@ -181,8 +192,9 @@ class LocalCluster:
         _stop(self.workers)
         self.workers = []
 
-    def stop(self) -> None:
-        """Stop everything this cluster started (safe to call more than once)."""
+    def stop(self, *, keep_home: bool = False) -> None:
+        """Stop everything this cluster started (safe to call more than once), and remove
+        the temporary home it made unless ``keep_home`` (its logs, after a failure)."""
         try:
             self.stop_workers()
             _stop([self.api] if self.api is not None else [])
@@ -194,6 +206,8 @@ class LocalCluster:
             if self.postgres is not None:
                 self.postgres.stop()
                 self.postgres = None
+            if self._own_home and not keep_home:
+                shutil.rmtree(self.home, ignore_errors=True)
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
