@@ -7,6 +7,7 @@ raw transit calls.  Nothing here handles bulk data.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -438,10 +439,13 @@ class KeyServerClient:
         except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
             mounts = {}
         if not mounts:
-            self.call(
-                "mount Veil's transit engine",
-                lambda: client.sys.enable_secrets_engine("transit", path=PLATFORM_MOUNT),
-            )
+            # "path is already in use": another Veil process, starting at the same time,
+            # mounted it just now.
+            with contextlib.suppress(hvac.exceptions.InvalidRequest):
+                self.call(
+                    "mount Veil's transit engine",
+                    lambda: client.sys.enable_secrets_engine("transit", path=PLATFORM_MOUNT),
+                )
         self.call(
             "create the signing key",
             lambda: client.secrets.transit.create_key(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from keys import (
@@ -73,3 +75,15 @@ def test_approle_with_the_documented_policy_works(dev_server: DevServer, tenancy
     keys.sign(b"m")
     keys.destroy_tenant("acme")
     assert not keys.tenant_exists("acme")
+
+
+def test_processes_starting_together_provision_the_platform_keys_once(
+    dev_server: DevServer,
+) -> None:
+    """Several Veil processes on a fresh key server (``veil serve --processes``, workers):
+    each may find the platform's mount missing; none fails because another made it."""
+    config = KeyServerConfig(addr=dev_server.addr, token=dev_server.root_token)
+    with ThreadPoolExecutor(6) as pool:
+        services = list(pool.map(lambda _: KeyService.connect(config), range(6)))
+    signatures = {service.sign(b"checkpoint").key_version for service in services}
+    assert signatures == {1}  # one signing key, made once
