@@ -16,6 +16,7 @@ Run alone: ``.venv/bin/python bench/scaling_bench.py [--jobs 40] [--rows 100000]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -88,9 +90,37 @@ def _round(cluster: LocalCluster, token: str, dataset_id: str, jobs: int) -> flo
     return elapsed
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants, and of their children reaped so far."""
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = process.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def _cpu_by_part(cluster: LocalCluster) -> dict[str, float]:
+    """CPU seconds so far of each part: workers (with their sandboxes), API, PostgreSQL,
+    OpenBao."""
+    postmaster = cluster.postgres.data / "postmaster.pid" if cluster.postgres else None
+    parts = {
+        "workers and their sandboxes": sum(_tree_cpu(w.pid) for w in cluster.live_workers()),
+        "API process": _tree_cpu(cluster.api.pid) if cluster.api else 0.0,
+        "PostgreSQL": _tree_cpu(int(postmaster.read_text().split()[0])) if postmaster else 0.0,
+        "OpenBao": _tree_cpu(cluster.key_server.pid or 0) if cluster.key_server else 0.0,
+    }
+    return parts
+
+
 def run(jobs: int = 40, rows: int = 100_000) -> list[Row]:
     cluster = LocalCluster(extra_env={"VEIL_JOB_POLL_INTERVAL_S": "0.1"})
     results: dict[int, float] = {}
+    cpu_per_job: dict[str, float] = {}
     try:
         cluster.start_database()
         cluster.start_key_server(nodes=1)
@@ -101,13 +131,22 @@ def run(jobs: int = 40, rows: int = 100_000) -> list[Row]:
             cluster.start_workers(count - len(cluster.live_workers()))
             time.sleep(3)  # the new workers' sandboxes warm up (their imports)
             _round(cluster, provider_token, dataset_id, max(4, jobs // 4))  # warm-up round
+            before = _cpu_by_part(cluster)
             elapsed = _round(cluster, provider_token, dataset_id, jobs)
+            spent = {k: v - before.get(k, 0.0) for k, v in _cpu_by_part(cluster).items()}
             results[count] = jobs / elapsed
-            print(f"{count} worker(s): {jobs} jobs in {elapsed:.1f} s", file=sys.stderr)
+            if count == 1:
+                cpu_per_job = {k: 1000 * v / jobs for k, v in spent.items()}
+            print(f"{count} worker(s): {jobs} jobs in {elapsed:.1f} s; CPU s by part: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in spent.items()), file=sys.stderr)  # fmt: skip
     finally:
         cluster.stop()
     cores = os.cpu_count() or 1
-    return [
+    profile = [
+        row(f"CPU per job with 1 worker: {part}", ms, None, "ms", "report", None)
+        for part, ms in cpu_per_job.items()
+    ]
+    return profile + [
         row(
             f"private queries/s, {n} worker(s) on PostgreSQL + procrastinate "
             f"({rows:,} rows, {jobs} jobs; {cores} cores)",
