@@ -73,7 +73,7 @@ def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
     try:
         keys = KeyService.connect(config)
         migrate(settings.db_url)
-        db = Database(settings.db_url)
+        db = Database(settings.db_url, pool_size=settings.database_pool_size)
         veil = Veil(settings=settings, db=db, keys=keys)
         outages = KeyOutageAudit(db, veil.clock)
         keys.on_unavailable(outages.seen)

@@ -1,8 +1,11 @@
 """A real PostgreSQL for the session (Debian's ``postgresql`` package), a fresh database per test.
 
 The server runs from a temporary directory on a free loopback port, its socket in that
-directory; initdb refuses root, so as root it runs as the ``postgres`` system user.
-Without PostgreSQL the tests skip locally and fail under ``CI=true``.
+directory, so a cluster the package itself started (``main``, port 5432, socket in
+/var/run/postgresql) is neither used nor in the way.  initdb refuses root, so as root it
+runs as the ``postgres`` system user that the package creates, from that directory (it
+may not enter the caller's).  Without PostgreSQL the tests skip locally and fail under
+``CI=true``; ``scripts/system-packages --postgres`` installs it (``make test`` does).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ SEARCHED = "/usr/lib/postgresql/*/bin"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here is a ``postgres`` test (``make test-postgres``; not yet in make test)."""
+    """Every test here is a ``postgres`` test (in ``make test``; alone: ``make test-postgres``)."""
     here = Path(__file__).parent
     for item in items:
         if here in Path(item.path).parents:
@@ -70,7 +73,11 @@ class PostgresServer:
 
     def _run(self, tool: str, *args: str) -> None:
         command = [*self._as, str(self.bin_dir / tool), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        # From the server's own directory: PostgreSQL 15's tools stop when they cannot
+        # find their working directory, which may be private to root.
+        done = subprocess.run(
+            command, cwd=self.home, capture_output=True, text=True, timeout=60, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed: {done.stdout}{done.stderr}{self.log_tail()}")
 
