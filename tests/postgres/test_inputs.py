@@ -23,8 +23,10 @@ import policies.principals
 import sandbox.models
 from keys import LocalKeyServer
 from policies.db import Base
+from sandbox.api.schemas import PURPOSE_LENGTH
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
+from sandbox.console.session import CSRF_FIELD, PREFIX, csrf_token
 from sandbox.core import Veil, open_veil
 from sandbox.demo_data import DECLARATION
 from tests.postgres.conftest import PostgresServer
@@ -214,3 +216,24 @@ def test_audit_filters_match_case_sensitively(world: World) -> None:
     # A prefix with LIKE's own wildcards matches them literally.
     assert operator.audit_events(action="job_%*") == []
     assert operator.audit_events(action="*") != []
+
+
+def test_the_console_query_form_refuses_an_over_long_purpose(world: World) -> None:
+    """The console's forms do not pass through the API's schema: its query form checks the
+    lengths itself (a denied job is stored too, so a long purpose reached the column)."""
+    token = http(world.provider).headers["Authorization"].removeprefix("Bearer ")
+    with httpx.Client(base_url=world.url) as console:
+        console.post(f"{PREFIX}/login", data={"token": token})  # the session cookie
+        form = {
+            CSRF_FIELD: csrf_token(token),
+            "dataset_id": world.dataset_id,
+            "kind": "count",
+            "epsilon": "0.1",
+        }
+        long_purpose = console.post(f"{PREFIX}/query", data=form | {"purpose": PURPOSE_LONG})
+        long_id = console.post(f"{PREFIX}/query", data=form | {"purpose": PURPOSE,
+                                                               "dataset_id": ID})  # fmt: skip
+        fits = console.post(f"{PREFIX}/query", data=form | {"purpose": PURPOSE})
+    assert (long_purpose.status_code, long_id.status_code) == (422, 422)
+    assert f"longer than {PURPOSE_LENGTH} characters" in long_purpose.text
+    assert fits.status_code == 303, fits.text[:2000]  # to the new job's page
