@@ -93,6 +93,7 @@ def run_processes(
     for process in processes:
         process.start()
     outcomes: dict[int, Outcome] = {}
+    ended_unreported: dict[int, float] = {}
     ends = time.monotonic() + deadline_s
     try:
         while len(outcomes) < len(processes):
@@ -101,7 +102,12 @@ def run_processes(
             try:
                 outcome = out.get(timeout=0.02 if while_running else 1.0)
             except queue.Empty:
-                _check_alive(processes, outcomes, ends, deadline_s)
+                _check_alive(processes, outcomes, ended_unreported)
+                if time.monotonic() > ends:
+                    missing = [p.name for i, p in enumerate(processes) if i not in outcomes]
+                    raise AssertionError(
+                        f"{missing} did not finish within {deadline_s:.0f} s"
+                    ) from None
                 continue
             outcomes[outcome.index] = outcome  # in the order they came: the first failure first
             if outcome.error is not None and start is not None:
@@ -110,25 +116,25 @@ def run_processes(
         if failed:
             raise AssertionError("worker processes failed:\n" + "\n".join(failed))
     finally:
+        if start is not None:
+            start.abort()  # harmless once all have passed it; frees any still waiting
         _end(processes)
     return [outcomes[i].value for i in range(len(processes))]
 
 
 def _check_alive(
-    processes: list[Any], outcomes: dict[int, Outcome], ends: float, deadline_s: float
+    processes: list[Any], outcomes: dict[int, Outcome], ended_unreported: dict[int, float]
 ) -> None:
-    """Fail at the deadline, or when a worker died without reporting (killed, or failed
-    while unpickling its target before it could report)."""
+    """Fail when a worker ended without reporting (killed, or failed while unpickling its
+    target, before it could report).  A worker reports before it ends, but its report may
+    still be in the queue's pipe for a moment."""
+    now = time.monotonic()
     for i, process in enumerate(processes):
-        if i not in outcomes and process.exitcode is not None:
-            # Its report may still be on its way through the queue's pipe.
-            process.join(1)
-            raise AssertionError(
-                f"worker {process.name} exited with status {process.exitcode} without reporting"
-            )
-    if time.monotonic() > ends:
-        missing = [p.name for i, p in enumerate(processes) if i not in outcomes]
-        raise AssertionError(f"workers {missing} did not finish within {deadline_s:.0f} s")
+        if i in outcomes or process.exitcode is None:
+            continue
+        if now - ended_unreported.setdefault(i, now) > 5:
+            status = process.exitcode
+            raise AssertionError(f"{process.name} exited with status {status}, unreported")
 
 
 def _end(processes: list[Any]) -> None:
