@@ -73,8 +73,8 @@ class PostgresServer:
 
     def _run(self, tool: str, *args: str) -> None:
         command = [*self._as, str(self.bin_dir / tool), *args]
-        # From the server's own directory: PostgreSQL 15's tools stop when they cannot
-        # find their working directory, which may be private to root.
+        # From the server's own directory, not the caller's, which the postgres user may
+        # not be allowed to enter (it worked from a root-only directory here; defensive).
         done = subprocess.run(
             command, cwd=self.home, capture_output=True, text=True, timeout=60, check=False
         )
