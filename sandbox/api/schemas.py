@@ -36,7 +36,7 @@ Time = Annotated[datetime, AfterValidator(_storable)]
 OptionalTime = Annotated[datetime | None, AfterValidator(_storable)]
 # PostgreSQL, unlike SQLite, refuses a value longer than its column (a 500, not a clear
 # answer), so every input that is stored in a length-limited column is limited here to
-# that length (tests/postgres/test_lengths.py posts over-long values to each).
+# that length (tests/postgres/test_inputs.py posts over-long values to each).
 ID_LENGTH = 40  # every id column
 PURPOSE_LENGTH = 64  # jobs.purpose, code_requests.purpose
 NAME_LENGTH = 200  # principals.name, datasets.name
