@@ -13,9 +13,10 @@ venv: $(STAMP)
 system:
 	@PYTHON=$(PYTHON) scripts/system-packages
 
-# The tests also drive the web console in Debian's Chromium.
+# The tests also drive the web console in Debian's Chromium, and tests/postgres runs on
+# Debian's PostgreSQL (the tests start their own server).
 system-test:
-	@PYTHON=$(PYTHON) scripts/system-packages --browser
+	@PYTHON=$(PYTHON) scripts/system-packages --browser --postgres
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
@@ -27,7 +28,7 @@ demo: system $(STAMP)
 	$(BIN)/veil demo
 
 test: system-test $(STAMP) lint
-	$(BIN)/python -m pytest -m "not slow and not statistical and not postgres"
+	$(BIN)/python -m pytest -m "not slow and not statistical"
 
 # The demo across a cluster on this machine: PostgreSQL, three OpenBao nodes (raft), two
 # API processes behind one address and three job workers; then a node of each is killed.
@@ -35,7 +36,8 @@ cluster-demo: system $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-packages --postgres
 	$(BIN)/python cluster/demo.py
 
-# The database tests on a real PostgreSQL (Debian's package; the tests start their own server).
+# Only the database tests on a real PostgreSQL (Debian's package; the tests start their
+# own server); make test runs them too.
 test-postgres: $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-packages --postgres
 	$(BIN)/python -m pytest -m postgres tests/postgres

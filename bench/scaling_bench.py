@@ -137,8 +137,11 @@ def run(jobs: int = 40, rows: int = 100_000) -> list[Row]:
             results[count] = jobs / elapsed
             if count == 1:
                 cpu_per_job = {k: 1000 * v / jobs for k, v in spent.items()}
-            print(f"{count} worker(s): {jobs} jobs in {elapsed:.1f} s; CPU s by part: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in spent.items()), file=sys.stderr)  # fmt: skip
+            by_part = ", ".join(f"{k} {v:.1f}" for k, v in spent.items())
+            print(
+                f"{count} worker(s): {jobs} jobs in {elapsed:.1f} s; CPU s: {by_part}",
+                file=sys.stderr,
+            )
     finally:
         cluster.stop()
     cores = os.cpu_count() or 1

@@ -92,7 +92,7 @@ def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
     try:
         keys = KeyService.connect(config)
         migrate(settings.db_url)
-        db = Database(settings.db_url)
+        db = Database(settings.db_url, pool_size=settings.database_pool_size)
         queue = open_queue(settings)
         veil = Veil(settings=settings, db=db, keys=keys, queue=queue)
         outages = KeyOutageAudit(db, veil.clock)

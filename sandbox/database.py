@@ -26,6 +26,11 @@ grant, the dataset cap, the audit head) stay as safe as on SQLite.  Nearly every
 appends to the one audit chain, whose head row is locked anyway, so little concurrency is
 lost.  The row-level guards stay as well (conditional ``UPDATE`` debits, the audit head
 ``SELECT ... FOR UPDATE``, job claims ``FOR UPDATE SKIP LOCKED``).  Readers take no lock.
+
+Each of a process's two PostgreSQL engines (writers, readers) keeps ``pool_size``
+connections (``VEIL_DATABASE_POOL_SIZE``) and opens as many again at busy times, so a
+process holds at most four times that; a caller beyond that waits up to ``BUSY_TIMEOUT_S``
+for one to come back.  SQLite's pools are sized for its own reasons (``make_engine``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30
 READ_POOL_SIZE = 40  # the size of the thread pool that runs the API's sync routes (AnyIO's)
+#: PostgreSQL: connections each engine keeps (as many again at busy times); see the settings.
+DEFAULT_POOL_SIZE = 5
 # The key of the advisory lock that PostgreSQL writers take in turn ("veil" in ASCII).
 WRITE_LOCK_KEY = 0x7665696C
 
@@ -52,13 +59,14 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'veil.db'}"
 
 
-def make_engine(url: str, *, read_only: bool = False) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and immediate writes.
 
     ``read_only``: connections refuse writes; on SQLite they begin deferred transactions.
+    ``pool_size``: PostgreSQL only (connections kept; as many again at busy times).
     """
     if not url.startswith("sqlite"):
-        return _server_engine(url, read_only=read_only)
+        return _server_engine(url, read_only=read_only, pool_size=pool_size)
     # Readers run side by side (one per API worker thread), so their pool keeps as many
     # connections as the thread pool has threads: beyond ``pool_size`` a connection is
     # closed on return, and opening one (file, WAL index, pragmas) costs more than a query.
@@ -91,17 +99,25 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     return engine
 
 
-def _server_engine(url: str, *, read_only: bool) -> Engine:
+def _server_engine(url: str, *, read_only: bool, pool_size: int) -> Engine:
     """PostgreSQL: readers in READ ONLY, REPEATABLE READ transactions (one snapshot for the
     whole transaction, as SQLite's readers get; READ COMMITTED would take one per statement,
     and a check of the audit chain would see the head move under it); writers take the write
     lock as they begin."""
+    if pool_size < 1:
+        raise ValueError("pool_size must be at least 1")
+    pool: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_timeout": BUSY_TIMEOUT_S,
+        "pool_pre_ping": True,
+    }
     if read_only:
         options = {"postgresql_readonly": True}
         return create_engine(
-            url, pool_pre_ping=True, isolation_level="REPEATABLE READ", execution_options=options
+            url, isolation_level="REPEATABLE READ", execution_options=options, **pool
         )
-    engine = create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, **pool)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -140,11 +156,11 @@ class Database:
     roll back on error.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_engine = make_engine(url, read_only=True)
+        self._read_engine = make_engine(url, read_only=True, pool_size=pool_size)
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
         # Re-entrant: a nested write transaction in one thread fails in SQLite as it did
         # before (SQLite's busy timeout), instead of first waiting here for itself.

@@ -67,7 +67,10 @@ class EventFilter:
         for column, pattern in ((event.action, self.action), (event.resource, self.resource)):
             if pattern is not None:
                 if pattern.endswith("*"):
-                    query = query.where(column.startswith(pattern[:-1], autoescape=True))
+                    # A case-sensitive prefix on both databases, as ``==`` is: SQLite's LIKE
+                    # ignores ASCII case and PostgreSQL's does not.
+                    prefix = pattern[:-1]
+                    query = query.where(func.substr(column, 1, len(prefix)) == prefix)
                 else:
                     query = query.where(column == pattern)
         if self.since is not None:

@@ -91,3 +91,13 @@ def test_limits_must_make_sense(monkeypatch: pytest.MonkeyPatch, name: str, valu
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name.removeprefix("VEIL_").lower()):
         Settings()
+
+
+def test_database_pool_size_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VEIL_DATABASE_POOL_SIZE", raising=False)
+    assert Settings().database_pool_size == 5
+    monkeypatch.setenv("VEIL_DATABASE_POOL_SIZE", "12")
+    assert Settings().database_pool_size == 12
+    monkeypatch.setenv("VEIL_DATABASE_POOL_SIZE", "0")
+    with pytest.raises(ValueError, match="database_pool_size"):
+        Settings()

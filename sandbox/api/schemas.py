@@ -34,9 +34,20 @@ def _storable(value: datetime | None) -> datetime | None:
 #: Every time an API caller gives (bodies and query parameters).
 Time = Annotated[datetime, AfterValidator(_storable)]
 OptionalTime = Annotated[datetime | None, AfterValidator(_storable)]
-#: An object id a caller names in a body: no id is longer than its column (40 characters),
-#: and PostgreSQL, unlike SQLite, refuses a longer value in a column (a 500, not a denial).
-ObjectId = Annotated[str, Field(min_length=1, max_length=40)]
+# PostgreSQL, unlike SQLite, refuses a value longer than its column (a 500, not a clear
+# answer), so every input that is stored in a length-limited column is limited here to
+# that length (tests/postgres/test_inputs.py posts over-long values to each).
+ID_LENGTH = 40  # every id column
+PURPOSE_LENGTH = 64  # jobs.purpose, code_requests.purpose
+NAME_LENGTH = 200  # principals.name, datasets.name
+SLUG_LENGTH = 48  # principals.slug
+COLUMN_NAME_LENGTH = 64
+
+#: An object id a caller names in a body: no id is longer than its column.
+ObjectId = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
+#: A purpose: a job's must be one of its grant's, and is stored with the job.
+Purpose = Annotated[str, Field(min_length=1, max_length=PURPOSE_LENGTH)]
+ColumnName = Annotated[str, Field(min_length=1, max_length=COLUMN_NAME_LENGTH)]
 
 
 class PrincipalOut(BaseModel):
@@ -50,19 +61,21 @@ class PrincipalOut(BaseModel):
 
 
 class EnterpriseIn(Input):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_LENGTH)
     slug: str = Field(
-        min_length=1, max_length=48, description="Key-server tenant id, e.g. acme-metal"
+        min_length=1, max_length=SLUG_LENGTH, description="Key-server tenant id, e.g. acme-metal"
     )
 
 
 class ProviderIn(Input):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_LENGTH)
 
 
 class SecurityOfficerIn(Input):
-    name: str = Field(min_length=1, max_length=200)
-    scope: list[str] | None = Field(default=None, description="Enterprise ids overseen; null = all")
+    name: str = Field(min_length=1, max_length=NAME_LENGTH)
+    scope: list[ObjectId] | None = Field(
+        default=None, description="Enterprise ids overseen; null = all"
+    )
 
 
 class TokenOut(BaseModel):
@@ -71,7 +84,7 @@ class TokenOut(BaseModel):
 
 
 class ColumnIn(Input):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=COLUMN_NAME_LENGTH)
     type: ColumnType
     column_class: ColumnClass = Field(alias="class")
     lower: float | None = None
@@ -89,7 +102,7 @@ class PrivacyUnitIn(Input):
 
 
 class DatasetIn(Input):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_LENGTH)
     columns: list[ColumnIn] = Field(min_length=1, max_length=500)
     privacy_unit: PrivacyUnitIn = Field(default_factory=PrivacyUnitIn)
     epsilon_cap: float | None = Field(
@@ -145,11 +158,11 @@ class CatalogEntryOut(BaseModel):
 
 
 class GrantIn(Input):
-    provider_id: str
-    dataset_ids: list[str] = Field(min_length=1, max_length=100)
-    columns: list[str] = Field(min_length=1, max_length=500)
+    provider_id: ObjectId
+    dataset_ids: list[ObjectId] = Field(min_length=1, max_length=100)
+    columns: list[ColumnName] = Field(min_length=1, max_length=500)
     tiers: list[int] = Field(min_length=1, max_length=6)
-    purposes: list[str] = Field(min_length=1, max_length=20)
+    purposes: list[Purpose] = Field(min_length=1, max_length=20)
     valid_from: OptionalTime = Field(default=None, description="Default: now")
     valid_until: Time
     epsilon: float = Field(ge=0, le=100)
@@ -161,9 +174,9 @@ class GrantChangeIn(Input):
     """Narrow a grant or extend its validity; give only what changes, and why."""
 
     reason: str = Field(min_length=1, max_length=500)
-    columns: list[str] | None = None
-    tiers: list[int] | None = None
-    purposes: list[str] | None = None
+    columns: list[ColumnName] | None = Field(default=None, max_length=500)
+    tiers: list[int] | None = Field(default=None, max_length=6)
+    purposes: list[Purpose] | None = Field(default=None, max_length=20)
     epsilon: float | None = Field(default=None, ge=0, le=100)
     delta: float | None = Field(default=None, ge=0, lt=1)
     valid_until: OptionalTime = None
@@ -200,7 +213,7 @@ class GrantOut(BaseModel):
 
 class JobIn(Input):
     dataset_id: ObjectId
-    purpose: str = Field(min_length=1, max_length=64)
+    purpose: Purpose
     tier: int = Field(
         default=3, description="2: SDC table; 3: DP query; 4: DP training; 5: reviewed code"
     )
@@ -339,7 +352,7 @@ class CodeIn(Input):
     """A syft function's source for one dataset and purpose (see docs/reviewed-code.md)."""
 
     dataset_id: ObjectId
-    purpose: str = Field(min_length=1, max_length=64)
+    purpose: Purpose
     source: str = Field(min_length=1, max_length=64_000)
 
 

@@ -22,7 +22,7 @@ from starlette.datastructures import FormData
 from analytics.schema import AggregateKind, ColumnClass, ColumnSpec, ColumnType
 from policies.errors import InvalidRequest
 from policies.grants import Grant
-from sandbox.api.schemas import JobOut, ReleasedValueOut
+from sandbox.api.schemas import ID_LENGTH, PURPOSE_LENGTH, JobOut, ReleasedValueOut
 from sandbox.catalog import MOCK_TIER, CatalogEntry
 from sandbox.console.charts import day_bars
 from sandbox.datasets import schema_from_json
@@ -178,6 +178,11 @@ class QueryForm:
             raise InvalidRequest("choose at least one statistic (a kind other than 'none')")
         if not self.purpose:
             raise InvalidRequest("choose the purpose of this query")
+        # As the API's schema does: longer values do not fit their columns (PostgreSQL).
+        if len(self.purpose) > PURPOSE_LENGTH:
+            raise InvalidRequest(f"the purpose is longer than {PURPOSE_LENGTH} characters")
+        if not 1 <= len(self.dataset_id) <= ID_LENGTH:
+            raise InvalidRequest("choose one of the datasets listed")
         query: dict[str, Any] = {"aggregates": aggregates}
         if self.group_by:
             query["group_by"] = list(self.group_by)

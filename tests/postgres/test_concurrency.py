@@ -3,8 +3,9 @@ the budget is never overspent, the ledger adds up, and the audit chain verifies.
 
 from __future__ import annotations
 
-import multiprocessing
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from policies.grants import EPSILON_UNIT, BudgetDebit, Grant, GrantTerms, create
 from policies.principals import Role, create_principal
 from sandbox.database import WRITE_LOCK_KEY, Database, migrate
 from sandbox.models import Job, JobStatus
-from tests.postgres.workers import claim_all, debit_and_audit
+from tests.postgres.workers import claim_all, debit_and_audit, run_processes
 
 pytestmark = pytest.mark.integration
 
@@ -53,29 +54,19 @@ def test_processes_never_overspend_and_the_chain_holds(postgres_url: str) -> Non
     db = Database(postgres_url)
     try:
         grant_id = _grant(db)
-        spawn = multiprocessing.get_context("spawn")
-        start, granted = spawn.Barrier(PROCESSES), spawn.Queue()
-        workers = [
-            spawn.Process(
-                target=debit_and_audit,
-                args=(postgres_url, grant_id, ATTEMPTS, UNITS, start, granted),
-            )
-            for _ in range(PROCESSES)
-        ]
-        for worker in workers:
-            worker.start()
-        # While they write, readers must always see a whole chain (one snapshot per check).
         checks = 0
-        while any(w.is_alive() for w in workers) and checks < 200:
-            with db.read() as session:
-                report = audit.verify(session, {})
-            assert report.ok, report.problem
-            checks += 1
-            time.sleep(0.02)
-        for worker in workers:
-            worker.join(60)
-        assert [w.exitcode for w in workers] == [0] * PROCESSES
-        reported = sum(granted.get(timeout=5) for _ in workers)
+
+        def check_chain() -> None:
+            # While they write, readers must always see a whole chain (one snapshot per check).
+            nonlocal checks
+            if checks < 200:
+                with db.read() as session:
+                    report = audit.verify(session, {})
+                assert report.ok, report.problem
+                checks += 1
+
+        args = [(postgres_url, grant_id, ATTEMPTS, UNITS)] * PROCESSES
+        reported = sum(run_processes(debit_and_audit, args, while_running=check_chain))
 
         with db.read() as session:
             grant = session.get(Grant, grant_id)
@@ -139,24 +130,48 @@ def test_processes_claim_each_queued_job_once(
                 for _ in range(JOBS)
             ]  # fmt: skip
             session.add_all(jobs)
-        spawn = multiprocessing.get_context("spawn")
-        start, claimed = spawn.Barrier(PROCESSES), spawn.Queue()
         config = key_server.config()
-        workers = [
-            spawn.Process(
-                target=claim_all, args=(postgres_url, config, tmp_path / f"w{i}", start, claimed)
-            )
-            for i in range(PROCESSES)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        assert [w.exitcode for w in workers] == [0] * PROCESSES
-        ids = [job_id for _ in workers for job_id in claimed.get(timeout=5)]
+        args = [(postgres_url, config, tmp_path / f"w{i}") for i in range(PROCESSES)]
+        ids = [job_id for claimed in run_processes(claim_all, args) for job_id in claimed]
         assert sorted(ids) == sorted(job.id for job in jobs)  # each once, none lost
         with db.read() as session:
             statuses = set(session.scalars(select(Job.status)))
         assert statuses == {JobStatus.RUNNING}
+    finally:
+        db.dispose()
+
+
+def test_each_engine_keeps_to_its_pool_size(postgres_url: str) -> None:
+    """``VEIL_DATABASE_POOL_SIZE``: with pool size 2 each engine opens at most 2 + 2
+    connections however many threads ask at once; the others wait for one, and all succeed."""
+    migrate(postgres_url)
+    db = Database(postgres_url, pool_size=2)
+    threads, seen = 12, []
+    start = threading.Barrier(threads)
+    mine = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+
+    def read() -> None:
+        start.wait(30)
+        with db.read() as session:
+            seen.append(session.scalar(mine))
+            time.sleep(0.2)  # holding the connection, so the others must wait or open more
+
+    def write() -> None:
+        start.wait(30)
+        with db.transaction() as session:
+            audit.record(session, "test.event")
+
+    try:
+        for work in (read, write):
+            with ThreadPoolExecutor(threads) as pool:
+                done = [pool.submit(work) for _ in range(threads)]
+            assert [f.result() for f in done] == [None] * threads
+            start.reset()
+        assert (db.engine.pool.size(), db._read_engine.pool.size()) == (2, 2)
+        # Readers saw only the readers' connections (the writer engine had none open yet).
+        assert len(seen) == threads and max(seen) <= 4, seen
+        with db.read() as session:
+            assert session.scalar(select(func.count()).select_from(audit.AuditEvent)) == threads
+            assert session.scalar(mine) <= 2 + 2  # what the two pools keep (this one of them)
     finally:
         db.dispose()

@@ -22,12 +22,14 @@ COUNT = [{"kind": "count"}]
 
 @pytest.fixture
 def veil(tmp_path: Path, key_server: LocalKeyServer, postgres_url: str) -> Iterator[Veil]:
-    with open_veil(settings_for(tmp_path, key_server, database_url=postgres_url)) as running:
+    settings = settings_for(tmp_path, key_server, database_url=postgres_url, database_pool_size=3)
+    with open_veil(settings) as running:
         yield running
 
 
 def test_a_private_query_is_released_and_audited(veil: Veil) -> None:
     assert veil.db.engine.dialect.name == "postgresql"
+    assert veil.db.engine.pool.size() == 3  # VEIL_DATABASE_POOL_SIZE
     with ApiThread(veil.settings, veil) as url:
         world = make_world(veil, url, epsilon=1.0)
         job = world.provider.submit_job(

@@ -53,6 +53,9 @@ def test_search_filters_and_pages_newest_first(world: World) -> None:
     assert jobs and all(e["action"].startswith("job.") for e in jobs)
     assert all(e["tenant_id"] == acme_id for e in jobs)
     assert [e["seq"] for e in jobs] == sorted((e["seq"] for e in jobs), reverse=True)
+    # Case-sensitive, as on PostgreSQL (tests/postgres/test_inputs.py; SQLite's LIKE is not).
+    assert so.audit_events(action="JOB.*", tenant_id=acme_id) == []
+    assert so.audit_events(resource=f"JOB:{job['id']}*") == []
 
     denied = so.audit_events(outcome="denied", role="provider")
     assert denied and all(e["outcome"] == "denied" for e in denied)
