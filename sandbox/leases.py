@@ -2,14 +2,20 @@
 
 Every process that claims jobs (a server's embedded worker thread, or a ``veil worker``)
 holds a lease, a row of ``job_workers`` renewed every ``VEIL_WORKER_HEARTBEAT_S``, and a
-claim records the lease on the job.  A running job was interrupted, and ends failed with its
-budget spent (its data may have been read), when its worker's lease
+claim records the lease on the job.  A running job was interrupted when its worker's lease
 
 - is gone: the worker stopped;
 - was last renewed more than ``VEIL_WORKER_LEASE_S`` ago: the worker or its machine died,
   or lost the database;
 - belongs to a process of this machine that is no longer alive: found at once, so a
-  server restarted after a crash fails its jobs without waiting out the lease.
+  server restarted after a crash settles its jobs without waiting out the lease.
+
+An interrupted job is queued again, audited (``job.requeued``), and runs on another worker:
+nothing was released, and its budget, debited once at submission, pays for the one release
+it may still have.  A job interrupted a second time (``MAX_ATTEMPTS``) ends failed with its
+budget spent, so a job that kills its workers cannot loop; so does one whose cancellation
+was asked.  The worker that was taken for dead settles nothing afterwards: every outcome
+is written only under the claim it was run with (``sandbox.outcomes``).
 
 Any worker makes that finding at start and then periodically; it is idempotent, and a job
 that ended meanwhile is left as it ended.  Leases compare the database's stored times, so
@@ -28,14 +34,20 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from policies import audit
 from policies.db import new_id
 from sandbox.core import Veil
 from sandbox.models import Job, JobStatus, JobWorkerLease
-from sandbox.outcomes import fail_running
+from sandbox.outcomes import CANCELLED
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = "interrupted: its worker stopped or died; the job's budget stays spent"
+#: How many times a job may be claimed: once more after its worker died, then it fails.
+MAX_ATTEMPTS = 2
+REQUEUED = "its worker stopped or died before the job ended; it runs again (nothing was released)"
+INTERRUPTED = (
+    "interrupted: its workers stopped or died twice before it ended; the job's budget stays spent"
+)
 
 
 def _boot_id() -> str:
@@ -127,7 +139,7 @@ def _dead(lease: JobWorkerLease, oldest_alive: datetime) -> bool:
 
 
 def recover_interrupted_jobs(veil: Veil) -> int:
-    """Fail the running jobs whose worker stopped or died (see the module); return how many."""
+    """Settle the running jobs whose worker stopped or died (see the module); return how many."""
     oldest_alive = veil.clock() - timedelta(seconds=veil.settings.worker_lease_s)
     with veil.db.read() as session:  # mostly nothing to do: no write, no lock
         found = _interrupted(session, oldest_alive)
@@ -137,13 +149,45 @@ def recover_interrupted_jobs(veil: Veil) -> int:
         dead, interrupted = _interrupted(session, oldest_alive)
         if dead:
             session.execute(delete(JobWorkerLease).where(JobWorkerLease.id.in_(dead)))
-    return sum(fail_running(veil, job_id, INTERRUPTED) for job_id in interrupted)
+    settled = 0
+    for job_id, worker in interrupted:
+        requeued = _requeue_or_fail(veil, job_id, worker)
+        settled += requeued is not None
+        if requeued:
+            veil.job_queued(job_id)  # after the commit: the engine hands it to a worker
+    return settled
 
 
-def _interrupted(session: Session, oldest_alive: datetime) -> tuple[set[str], list[str]]:
-    """The dead leases, and the running jobs that no live lease holds."""
+def _interrupted(
+    session: Session, oldest_alive: datetime
+) -> tuple[set[str], list[tuple[str, str | None]]]:
+    """The dead leases, and the running jobs that no live lease holds (with their worker)."""
     leases = list(session.scalars(select(JobWorkerLease)))
     dead = {lease.id for lease in leases if _dead(lease, oldest_alive)}
     alive = {lease.id for lease in leases} - dead
     running = session.execute(select(Job.id, Job.worker_id).where(Job.status == JobStatus.RUNNING))
-    return dead, [job_id for job_id, worker in running if worker not in alive]
+    return dead, [(job_id, worker) for job_id, worker in running if worker not in alive]
+
+
+def _requeue_or_fail(veil: Veil, job_id: str, worker: str | None) -> bool | None:
+    """Queue the job again (True) if it may run once more, else fail it (False); None when it
+    is no longer running under that worker's claim (settled meanwhile)."""
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker_id != worker:
+            return None
+        again = job.attempts < MAX_ATTEMPTS and not job.cancel_requested
+        why = REQUEUED if again else CANCELLED if job.cancel_requested else INTERRUPTED
+        if again:
+            job.status, job.worker_id, job.progress = JobStatus.QUEUED, None, None
+        else:
+            job.status, job.error, job.finished_at = JobStatus.FAILED, why, veil.clock()
+        audit.record(
+            session,
+            "job.requeued" if again else "job.failed",
+            outcome=audit.Outcome.FAILED,
+            tenant_id=job.enterprise_id,
+            resource=f"job:{job.id}",
+            details={"reason": why, "attempts": job.attempts},
+        )
+        return again

@@ -101,6 +101,8 @@ class Job(Base):
     # The worker (``JobWorkerLease.id``) that claimed the job: while its lease lasts, no
     # other process takes the job for interrupted.
     worker_id: Mapped[str | None] = mapped_column(String(40))
+    # How many times a worker claimed it: one whose worker died is queued again once.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     result_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -1,7 +1,8 @@
 """How a running job ends: released, held (tier 5) or failed, each recorded in one
-transaction, audited, and only while the job is still running (a job failed meanwhile, e.g.
-because its worker was taken for dead, stays as it ended).  A release re-checks the grant in
-its own transaction.
+transaction, audited, and only by the worker whose claim it still runs under: a worker taken
+for dead lost its jobs (queued again or failed by ``sandbox.leases``, perhaps claimed by
+another worker since) and settles none of them.  A release re-checks the grant in its own
+transaction.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
@@ -29,15 +30,25 @@ from sandbox.reviewed_code import CheckedOutput, CodeJob, resolve_code_job
 
 log = logging.getLogger(__name__)
 
+CANCELLED: Final = "cancelled: by the provider, or its suspension; the job's budget stays spent"
+
+
+def _still_ours(veil: Veil, job: Job) -> bool:
+    """Whether ``job`` still runs under this worker's claim."""
+    ours = job.status == JobStatus.RUNNING and job.worker_id == veil.worker_id
+    if not ours:
+        log.warning("job %s is no longer this worker's (%s): left as it is", job.id, job.status)
+    return ours
+
 
 def fail_running(
     veil: Veil, job_id: str, reason: str, outcome: audit.Outcome = audit.Outcome.FAILED
 ) -> bool:
-    """End the running job ``job_id`` failed, audited; False (nothing done) when it is not
-    running any more (e.g. a worker found dead had its jobs failed meanwhile)."""
+    """End this worker's running job ``job_id`` failed, audited; False (nothing done) when it
+    is not (see the module)."""
     with veil.db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.status != JobStatus.RUNNING:
+        if job is None or not _still_ours(veil, job):
             return False
         job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
         audit.record(
@@ -109,8 +120,7 @@ def release(veil: Veil, job_id: str, output: Output) -> None:
     with veil.db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
-        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
-            log.warning("job %s ended %s while it ran; nothing released", job_id, job.status)
+        if not _still_ours(veil, job):  # nothing released
             return
         refused = still_allowed(veil, session, job)
         if not refused:
@@ -168,7 +178,7 @@ def finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
     with veil.db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
-        if job.status != JobStatus.RUNNING:  # its worker was taken for dead: failed already
+        if not _still_ours(veil, job):
             return
         job.status, job.result = JobStatus.HELD, checked.result
         job.output_check = checked.result["checks"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Final
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from analytics.schema import DatasetSchema
@@ -33,6 +33,7 @@ from sandbox.jobs import parse_job_query
 from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
 from sandbox.objects import read_decrypted
 from sandbox.outcomes import (
+    CANCELLED,
     checked_output,
     fail_running,
     finish_code_job,
@@ -78,7 +79,14 @@ def _claim(veil: Veil, session: Session, job_id: str) -> bool:
     claimed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.RUNNING, started_at=veil.clock(), worker_id=veil.worker_id)
+        .values(
+            status=JobStatus.RUNNING,
+            # A job queued again after its worker died keeps its first start: the key
+            # server's audit explains every unwrap of its data by the run's window.
+            started_at=func.coalesce(Job.started_at, veil.clock()),
+            worker_id=veil.worker_id,
+            attempts=Job.attempts + 1,
+        )
     )
     return bool(claimed.rowcount == 1)
 
@@ -88,8 +96,8 @@ def run_job(veil: Veil, job_id: str) -> None:
     with veil.db.transaction() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        if job.status != JobStatus.RUNNING:  # its worker was taken for dead meanwhile
-            return
+        if job.status != JobStatus.RUNNING or job.worker_id != veil.worker_id:
+            return  # this worker was taken for dead meanwhile: the job is not its own now
         refused = still_allowed(veil, session, job)
         dataset = session.get(Dataset, job.dataset_id)
         enterprise = session.get(Principal, job.enterprise_id)
@@ -149,9 +157,6 @@ def run_job(veil: Veil, job_id: str) -> None:
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
     release(veil, job_id, output)
-
-
-CANCELLED: Final = "cancelled: by the provider, or its suspension; the job's budget stays spent"
 
 
 def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:

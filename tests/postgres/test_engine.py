@@ -1,5 +1,6 @@
 """VEIL_JOB_ENGINE=procrastinate: jobs run by ``veil worker`` processes through procrastinate's
-queue on PostgreSQL; a worker's loss loses no job; a task never deferred is deferred again."""
+queue on PostgreSQL; a worker killed in the middle of a job loses no job (it runs again on
+another); a task never deferred is deferred again."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import select, text
 
 from keys import LocalKeyServer
+from policies import audit
 from sandbox.api.thread import ApiThread
 from sandbox.core import Veil, open_veil
 from sandbox.models import Job, JobWorkerLease
@@ -122,6 +124,33 @@ def _wait_leases(veil: Veil, count: int, workers: Workers, timeout: float = 90) 
     return leases
 
 
+def _lease_pids(veil: Veil) -> dict[str, int]:
+    with veil.db.read() as session:
+        return {w: p for w, p in session.execute(select(JobWorkerLease.id, JobWorkerLease.pid))}
+
+
+def _running_under(veil: Veil, worker: str, workers: Workers, timeout: float = 60) -> str:
+    """The id of a job running under ``worker``'s claim, as soon as there is one."""
+    deadline = time.monotonic() + timeout
+    running = select(Job.id).where(Job.status == "running", Job.worker_id == worker)
+    while True:
+        with veil.db.read() as session:
+            job_id = session.scalar(running.limit(1))
+        if job_id is not None:
+            return job_id
+        assert time.monotonic() < deadline, f"no job ran on {worker}\n{workers.output()}"
+        time.sleep(0.01)
+
+
+def _actions(veil: Veil, job_id: str) -> list[str]:
+    with veil.db.read() as session:
+        return list(
+            session.scalars(
+                select(audit.AuditEvent.action).where(audit.AuditEvent.resource == f"job:{job_id}")
+            )
+        )
+
+
 def _submit(world: World, count: int) -> list[str]:
     return [
         world.provider.submit_job(world.dataset_id, PURPOSE, 0.01, COUNT)["id"]
@@ -146,14 +175,18 @@ def test_workers_run_the_jobs_and_a_lost_worker_loses_none(veil: Veil, workers: 
         with veil.db.read() as session:
             ran_by = set(session.scalars(select(Job.worker_id).where(Job.id.in_(jobs))))
         assert ran_by <= leases and None not in ran_by
-        # One worker dies without a word: the other takes every later job, and the dead
-        # one's lease is found and removed.
+        # One worker dies without a word in the middle of a job: that job runs again on the
+        # other worker, every later job too, and the dead one's lease is removed.
+        first_lease = next(w for w, p in _lease_pids(veil).items() if p == first.pid)
+        later = _submit(world, 12)
+        cut = _running_under(veil, first_lease, workers)
         first.send_signal(signal.SIGKILL)
         first.wait()
-        later = _submit(world, 3)
         _released(world, later, workers)
         assert len(_wait_leases(veil, 1, workers)) == 1
         assert second.poll() is None
+        assert _actions(veil, cut).count("job.requeued") == 1
+        assert _actions(veil, cut).count("job.released") == 1
     report = verify_chain(veil)
     assert report.ok, report.problem
 

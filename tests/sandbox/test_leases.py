@@ -1,5 +1,5 @@
-"""Workers' leases: a running job ends failed exactly when its worker stopped or died, and a
-job failed that way is never released afterwards."""
+"""Workers' leases: a running job is taken back exactly when its worker stopped or died; it runs
+once more, and the dead worker settles nothing afterwards."""
 
 from __future__ import annotations
 
@@ -11,14 +11,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from keys import LocalKeyServer
 from policies import audit
 from sandbox.api.thread import ApiThread
 from sandbox.core import Veil, open_veil
-from sandbox.leases import HOST, INTERRUPTED, WorkerLease, recover_interrupted_jobs
+from sandbox.leases import (
+    HOST,
+    INTERRUPTED,
+    MAX_ATTEMPTS,
+    WorkerLease,
+    recover_interrupted_jobs,
+)
 from sandbox.models import Job, JobStatus, JobWorkerLease
+from sandbox.outcomes import fail_running
 from sandbox.runner import claim_next_job, run_job
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for
 
@@ -52,47 +59,92 @@ def _status(veil: Veil, job_id: str) -> tuple[str, str | None]:
         return job.status, job.error
 
 
-def test_only_the_jobs_of_stopped_or_dead_workers_end_failed(idle_veil: Veil) -> None:
-    veil = idle_veil
+def _add_lease(veil: Veil, lease_id: str, host: str, pid: int, seen: timedelta) -> None:
     now = veil.clock()
-    leases = {
-        "wrk_alive": JobWorkerLease(host="elsewhere/1", pid=1, seen_at=now),
-        "wrk_lapsed": JobWorkerLease(host="elsewhere/1", pid=1, seen_at=now - timedelta(hours=1)),
-        "wrk_crashed_here": JobWorkerLease(host=HOST, pid=_dead_pid(), seen_at=now),
-        "wrk_alive_here": JobWorkerLease(host=HOST, pid=os.getppid(), seen_at=now),
-    }
     with veil.db.transaction() as session:
-        for lease_id, lease in leases.items():
-            lease.id, lease.started_at = lease_id, now
-            session.add(lease)
+        session.add(
+            JobWorkerLease(id=lease_id, host=host, pid=pid, started_at=now, seen_at=now - seen)
+        )
+
+
+def _events(veil: Veil, job_id: str) -> list[str]:
+    with veil.db.read() as session:
+        return list(
+            session.scalars(
+                select(audit.AuditEvent.action)
+                .where(audit.AuditEvent.resource == f"job:{job_id}")
+                .order_by(audit.AuditEvent.seq)
+            )
+        )
+
+
+def test_only_the_jobs_of_stopped_or_dead_workers_are_taken_back(idle_veil: Veil) -> None:
+    veil = idle_veil
+    _add_lease(veil, "wrk_alive", "elsewhere/1", 1, timedelta(0))
+    _add_lease(veil, "wrk_lapsed", "elsewhere/1", 1, timedelta(hours=1))
+    _add_lease(veil, "wrk_crashed_here", HOST, _dead_pid(), timedelta(0))
+    _add_lease(veil, "wrk_alive_here", HOST, os.getppid(), timedelta(0))
     with ApiThread(veil.settings, veil) as url:
         world = make_world(veil, url, epsilon=1.0)
         for _ in range(5):
             world.provider.submit_job(world.dataset_id, PURPOSE, 0.01, [{"kind": "count"}])
-    jobs = {worker: _claim_as(veil, worker) for worker in [*leases, "wrk_gone"]}
+    workers = ["wrk_alive", "wrk_lapsed", "wrk_crashed_here", "wrk_alive_here", "wrk_gone"]
+    jobs = {worker: _claim_as(veil, worker) for worker in workers}
 
     assert recover_interrupted_jobs(veil) == 3
     assert _status(veil, jobs["wrk_alive"]) == (JobStatus.RUNNING, None)
     assert _status(veil, jobs["wrk_alive_here"]) == (JobStatus.RUNNING, None)
     for dead in ("wrk_lapsed", "wrk_crashed_here", "wrk_gone"):
-        assert _status(veil, jobs[dead]) == (JobStatus.FAILED, INTERRUPTED)
+        assert _status(veil, jobs[dead]) == (JobStatus.QUEUED, None)  # runs again
+        assert _events(veil, jobs[dead])[-1] == "job.requeued"
     with veil.db.read() as session:
         assert set(session.scalars(select(JobWorkerLease.id))) == {"wrk_alive", "wrk_alive_here"}
     assert recover_interrupted_jobs(veil) == 0  # idempotent
 
-    # The dead worker comes back to life and finishes its job: nothing is released, and the
-    # job stays failed with one failure audited.
-    veil.worker_id = "wrk_lapsed"
-    run_job(veil, jobs["wrk_lapsed"])
-    assert _status(veil, jobs["wrk_lapsed"]) == (JobStatus.FAILED, INTERRUPTED)
+
+def test_a_job_taken_back_runs_once_more_and_its_dead_worker_settles_nothing(
+    idle_veil: Veil,
+) -> None:
+    veil = idle_veil
+    with ApiThread(veil.settings, veil) as url:
+        world = make_world(veil, url, epsilon=1.0)
+        submitted = world.provider.submit_job(world.dataset_id, PURPOSE, 0.01, [{"kind": "count"}])
+        job_id = _claim_as(veil, "wrk_first")  # no lease: its worker is gone
+        assert job_id == submitted["id"]
+        assert recover_interrupted_jobs(veil) == 1
+        # Another worker claims it again; the first one, alive after all, finishes its run:
+        # its outcome is not written (the job runs under the second worker's claim).
+        assert _claim_as(veil, "wrk_second") == job_id
+        veil.worker_id = "wrk_first"
+        run_job(veil, job_id)
+        assert fail_running(veil, job_id, "a late failure") is False
+        assert _status(veil, job_id) == (JobStatus.RUNNING, None)
+        # The second worker dies too: the job fails now, its budget spent, once.
+        assert recover_interrupted_jobs(veil) == 1
+        assert _status(veil, job_id) == (JobStatus.FAILED, INTERRUPTED)
+        events = _events(veil, job_id)
+        assert events.count("job.requeued") == 1 and events.count("job.failed") == 1
+        assert "job.released" not in events
+        final = world.provider.get_job(job_id)
+        assert final["status"] == "failed" and final["error"] == INTERRUPTED
     with veil.db.read() as session:
-        failures = session.scalar(
-            select(func.count())
-            .select_from(audit.AuditEvent)
-            .where(audit.AuditEvent.action.in_(["job.failed", "job.released"]))
-            .where(audit.AuditEvent.resource == f"job:{jobs['wrk_lapsed']}")
-        )
-    assert failures == 1
+        job = session.get(Job, job_id)
+        assert job is not None and job.attempts == MAX_ATTEMPTS
+
+
+def test_a_job_taken_back_is_released_by_its_next_worker(idle_veil: Veil) -> None:
+    veil = idle_veil
+    with ApiThread(veil.settings, veil) as url:
+        world = make_world(veil, url, epsilon=1.0)
+        submitted = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, [{"kind": "count"}])
+        job_id = _claim_as(veil, "wrk_first")
+        recover_interrupted_jobs(veil)
+        assert _claim_as(veil, "wrk_second") == job_id
+        run_job(veil, job_id)
+        assert world.provider.wait_for_job(submitted["id"], timeout=5)["status"] == "released"
+        assert _events(veil, job_id).count("job.released") == 1
+        spent = world.provider.get_grant(world.grant_id)["budget"]["epsilon_spent"]
+        assert spent == pytest.approx(0.25)  # debited once, for the one release
 
 
 def test_a_lease_is_renewed_and_taken_again_after_it_lapsed(idle_veil: Veil) -> None:

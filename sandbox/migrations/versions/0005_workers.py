@@ -32,6 +32,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("worker_id", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         from procrastinate.schema import SchemaManager
@@ -61,5 +62,6 @@ def downgrade() -> None:
     if bind.dialect.name == "postgresql":
         bind.connection.driver_connection.execute(_DROP_PROCRASTINATE)  # type: ignore[union-attr]
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("attempts")
         batch_op.drop_column("worker_id")
     op.drop_table("job_workers")
