@@ -33,6 +33,12 @@ from keys.bao import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+_LEASES = text("SELECT id, pid FROM job_workers ORDER BY pid")
+_RUNNING = text(
+    "SELECT j.id, w.pid FROM jobs j JOIN job_workers w ON w.id = j.worker_id "
+    "WHERE j.status = 'running'"
+)
+_ACTIONS = text("SELECT action FROM audit_events WHERE resource = :resource ORDER BY seq")
 _BY_WORKER = text(
     "SELECT worker_id, count(*) FROM jobs WHERE worker_id IS NOT NULL GROUP BY worker_id"
 )
@@ -170,21 +176,25 @@ class LocalCluster:
 
     def worker_leases(self) -> list[tuple[str, int]]:
         """The leases in the database: (worker id, pid)."""
-        engine = create_engine(self.database_url)
-        try:
-            with engine.connect() as connection:
-                rows = connection.execute(text("SELECT id, pid FROM job_workers ORDER BY pid"))
-                return [(str(worker), int(pid)) for worker, pid in rows]
-        finally:
-            engine.dispose()
+        return [(str(worker), int(pid)) for worker, pid in self._query(_LEASES)]
 
     def jobs_by_worker(self) -> dict[str, int]:
         """How many jobs each worker (by lease id) claimed, from the jobs' own rows."""
+        return {str(worker): int(n) for worker, n in self._query(_BY_WORKER)}
+
+    def running_jobs(self) -> list[tuple[str, int]]:
+        """The jobs running now, each with the pid of the worker running it."""
+        return [(str(job), int(pid)) for job, pid in self._query(_RUNNING)]
+
+    def job_actions(self, job_id: str) -> list[str]:
+        """The audit log's actions on one job, in order."""
+        return [str(action) for (action,) in self._query(_ACTIONS, {"resource": f"job:{job_id}"})]
+
+    def _query(self, query: Any, params: dict[str, Any] | None = None) -> list[Any]:
         engine = create_engine(self.database_url)
         try:
             with engine.connect() as connection:
-                rows = connection.execute(_BY_WORKER)
-                return {str(worker): int(n) for worker, n in rows}
+                return list(connection.execute(query, params or {}))
         finally:
             engine.dispose()
 
