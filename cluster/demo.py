@@ -32,7 +32,7 @@ LOSS_JOBS = 12
 
 
 def main() -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # lines whole, for logs and greps
     cluster = LocalCluster()
     try:
         console.rule("[bold]Veil cluster demo[/bold]: every part its own process")
@@ -90,11 +90,10 @@ def _lose_nodes(cluster: LocalCluster, operator_token: str, console: Console) ->
             analyst.submit_job(dataset["id"], PURPOSE, 0.1, [{"kind": "count"}], "machine")
             for _ in range(LOSS_JOBS)
         ]
-        cut, victim_pid = _a_running_job(cluster)
         keys = cluster.key_server
         leader = keys.leader()
         keys.kill(leader)
-        os.kill(victim_pid, signal.SIGKILL)
+        cut, victim_pid = _kill_a_worker_mid_job(cluster)
         console.print(
             f"submitted {LOSS_JOBS} queries; SIGKILLed OpenBao node {leader} (the leader) and "
             f"worker pid {victim_pid} while it ran job {cut}"
@@ -112,13 +111,17 @@ def _lose_nodes(cluster: LocalCluster, operator_token: str, console: Console) ->
     console.print(f"OpenBao node {leader} restarted; it rejoined as node {keys.leader()} leads")
 
 
-def _a_running_job(cluster: LocalCluster, timeout_s: float = 60) -> tuple[str, int]:
-    """A job running now, and the pid of the worker that runs it."""
+def _kill_a_worker_mid_job(cluster: LocalCluster, timeout_s: float = 60) -> tuple[str, int]:
+    """SIGKILL a worker while it runs a job; the job's id and the worker's pid.  The worker is
+    frozen (SIGSTOP) while the job is checked, so the job cannot end in between."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        running = cluster.running_jobs()
-        if running:
-            return running[0]
+        for job_id, pid in cluster.running_jobs():
+            os.kill(pid, signal.SIGSTOP)
+            if (job_id, pid) in cluster.running_jobs():
+                os.kill(pid, signal.SIGKILL)
+                return job_id, pid
+            os.kill(pid, signal.SIGCONT)
         time.sleep(0.01)
     raise RuntimeError("no job was seen running")
 

@@ -129,16 +129,23 @@ def _lease_pids(veil: Veil) -> dict[str, int]:
         return {w: p for w, p in session.execute(select(JobWorkerLease.id, JobWorkerLease.pid))}
 
 
-def _running_under(veil: Veil, worker: str, workers: Workers, timeout: float = 60) -> str:
-    """The id of a job running under ``worker``'s claim, as soon as there is one."""
+def _kill_mid_job(
+    veil: Veil, worker: subprocess.Popen[bytes], lease: str, workers: Workers, timeout: float = 60
+) -> str:
+    """SIGKILL ``worker`` while it runs a job (frozen while that is checked, so the job cannot
+    end in between); the job's id."""
     deadline = time.monotonic() + timeout
-    running = select(Job.id).where(Job.status == "running", Job.worker_id == worker)
+    running = select(Job.id).where(Job.status == "running", Job.worker_id == lease)
     while True:
+        worker.send_signal(signal.SIGSTOP)
         with veil.db.read() as session:
             job_id = session.scalar(running.limit(1))
         if job_id is not None:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
             return job_id
-        assert time.monotonic() < deadline, f"no job ran on {worker}\n{workers.output()}"
+        worker.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, f"no job ran on {lease}\n{workers.output()}"
         time.sleep(0.01)
 
 
@@ -179,9 +186,7 @@ def test_workers_run_the_jobs_and_a_lost_worker_loses_none(veil: Veil, workers: 
         # other worker, every later job too, and the dead one's lease is removed.
         first_lease = next(w for w, p in _lease_pids(veil).items() if p == first.pid)
         later = _submit(world, 12)
-        cut = _running_under(veil, first_lease, workers)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        cut = _kill_mid_job(veil, first, first_lease, workers)
         _released(world, later, workers)
         assert len(_wait_leases(veil, 1, workers)) == 1
         assert second.poll() is None
