@@ -102,10 +102,12 @@ def open_queue(settings: Settings) -> JobQueue | None:
     return ProcrastinateQueue(settings) if settings.job_engine == "procrastinate" else None
 
 
+# A task being done ('doing') for a job still queued this long after its submission belongs
+# to a worker that died before claiming it: only a waiting task ('todo') counts.
 _LOST = text(
     "SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.created_at < :before "
     "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p WHERE p.queueing_lock = j.id "
-    "AND p.status IN ('todo', 'doing')) ORDER BY j.created_at LIMIT 1000"
+    "AND p.status = 'todo') ORDER BY j.created_at LIMIT 1000"
 )
 
 
