@@ -17,6 +17,7 @@ process died, the database blinked) is deferred again by the workers' upkeep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -74,18 +75,14 @@ class ProcrastinateQueue:
 
     def __init__(self, settings: Settings) -> None:
         self._app = procrastinate_app(settings, sync=True)
-        self._app.open()
-        self._task = self._app.configure_task(RUN_JOB, queue=QUEUE)
-        self._lock = threading.Lock()
+        self._app.open()  # its pool is thread-safe: the API's threads defer at once
 
     def queued(self, job_id: str) -> None:
         from procrastinate.exceptions import AlreadyEnqueued
 
+        task = self._app.configure_task(RUN_JOB, queue=QUEUE, queueing_lock=job_id)
         try:
-            with self._lock:
-                self._app.configure_task(RUN_JOB, queue=QUEUE, queueing_lock=job_id).defer(
-                    job_id=job_id
-                )
+            task.defer(job_id=job_id)
         except AlreadyEnqueued:
             pass
         except Exception:  # the job stays queued: the workers' upkeep defers it again
@@ -132,12 +129,15 @@ def run_worker(settings: Settings) -> None:
     from sandbox.runner import claim_job, run_job
     from sandbox.workers import Upkeep
 
-    with open_veil(settings, worker=False) as veil:
+    with open_veil(settings, worker=False) as veil, contextlib.ExitStack() as stopping:
         lease = WorkerLease(veil)
         lease.start()
+        stopping.callback(lease.stop)  # callbacks run last first: upkeep, jobs, lease
         jobs = _JobThread(veil)
+        stopping.callback(jobs.close)
         upkeep = _UpkeepThread(veil, Upkeep(veil), lambda: requeue_lost(veil))
         upkeep.start()
+        stopping.callback(upkeep.stop)
         app = procrastinate_app(settings, sync=False)
 
         def one_job(job_id: str) -> None:
@@ -148,19 +148,14 @@ def run_worker(settings: Settings) -> None:
         async def run_job_task(job_id: str) -> None:
             await asyncio.get_running_loop().run_in_executor(jobs.executor, one_job, job_id)
 
-        try:
-            log.info("veil worker %s waiting for jobs", lease.id)
-            app.run_worker(
-                queues=[QUEUE],
-                name=lease.id,
-                concurrency=1,
-                delete_jobs="successful",
-                install_signal_handlers=True,
-            )
-        finally:
-            upkeep.stop()
-            jobs.close()
-            lease.stop()
+        log.info("veil worker %s waiting for jobs", lease.id)
+        app.run_worker(
+            queues=[QUEUE],
+            name=lease.id,
+            concurrency=1,  # one job at a time: it has the worker's sandbox and memory
+            delete_jobs="successful",
+            install_signal_handlers=True,
+        )
 
 
 class _JobThread:
