@@ -76,7 +76,8 @@ def _running_here(pid: int) -> bool:
 
 class WorkerLease(threading.Thread):
     """This process's lease as a job worker: registered on :meth:`start`, renewed every
-    heartbeat, and given up by :meth:`stop` (its running jobs are then interrupted)."""
+    heartbeat, and given up by :meth:`stop` (any job still running under it is then taken
+    back)."""
 
     def __init__(self, veil: Veil) -> None:
         super().__init__(name="veil-worker-lease", daemon=True)
@@ -119,8 +120,8 @@ class WorkerLease(threading.Thread):
                 )
                 if renewed.rowcount == 1:
                     return
-                # Taken for dead (the lease lapsed): this worker's running jobs were failed,
-                # and it must not release them; it goes on with a lease anew.
+                # Taken for dead (the lease lapsed): its running jobs were taken back, and it
+                # settles none of them (sandbox.outcomes); it goes on with a lease anew.
                 log.warning("job worker lease %s had lapsed; registering again", self.id)
             session.add(
                 JobWorkerLease(id=self.id, host=HOST, pid=os.getpid(), started_at=now, seen_at=now)
