@@ -2,7 +2,7 @@
 
 ``VEIL_JOB_ENGINE=embedded`` (the default): each server process runs a :class:`JobWorker`
 thread that claims queued jobs from the database and runs them.  ``procrastinate``:
-``veil worker`` processes run them (``sandbox.queue``).  Either way each worker holds a
+``veil worker`` processes run them (``sandbox.job_queue``).  Either way each worker holds a
 lease (``sandbox.leases``) and does the same :class:`Upkeep`: fail the jobs of dead
 workers, cancel expired queued jobs, sign audit checkpoints.
 """
