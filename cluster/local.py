@@ -199,7 +199,7 @@ class LocalCluster:
             engine.dispose()
 
     def stop_workers(self) -> None:
-        _stop(self.workers)
+        stop_processes(self.workers)
         self.workers = []
 
     def stop(self, *, keep_home: bool = False) -> None:
@@ -207,7 +207,7 @@ class LocalCluster:
         the temporary home it made unless ``keep_home`` (its logs, after a failure)."""
         try:
             self.stop_workers()
-            _stop([self.api] if self.api is not None else [])
+            stop_processes([self.api] if self.api is not None else [])
             self.api = None
         finally:
             if self.key_server is not None:
@@ -220,13 +220,15 @@ class LocalCluster:
                 shutil.rmtree(self.home, ignore_errors=True)
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
+    """SIGTERM each running process, wait for them all, SIGKILL any still there after
+    ``timeout_s``."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
     for process in processes:
         try:
-            process.wait(60)
+            process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -5,7 +5,8 @@
   polls the ``jobs`` table, so a job queued by another process is found too.
 - ``procrastinate`` (PostgreSQL only): a submission defers a procrastinate task naming the
   job on the same database; ``veil worker`` processes, on any number of machines, run
-  procrastinate's worker, one job at a time each, in the isolated runner as always.
+  procrastinate's worker (``sandbox.workers.run_worker``), one job at a time each, in the
+  isolated runner as always.
   Server processes then run no jobs.
 
 The job's row is committed before its task is deferred.  A task lost in between (the
@@ -16,19 +17,13 @@ process died, the database blinked) is deferred again by the workers' upkeep
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Protocol
 
 from sqlalchemy import make_url, text
 
 from sandbox.core import Veil
-from sandbox.isolation import SandboxPool
 from sandbox.settings import Settings
 
 if TYPE_CHECKING:
@@ -120,85 +115,3 @@ def requeue_lost(veil: Veil) -> int:
     if lost:
         log.warning("deferred again the tasks of %d queued job(s)", len(lost))
     return len(lost)
-
-
-def run_worker(settings: Settings) -> None:
-    """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM."""
-    from sandbox.core import open_veil
-    from sandbox.leases import WorkerLease
-    from sandbox.runner import claim_job, run_job
-    from sandbox.workers import Upkeep
-
-    with open_veil(settings, worker=False) as veil, contextlib.ExitStack() as stopping:
-        lease = WorkerLease(veil)
-        lease.start()
-        stopping.callback(lease.stop)  # callbacks run last first: upkeep, jobs, lease
-        jobs = _JobThread(veil)
-        stopping.callback(jobs.close)
-        upkeep = _UpkeepThread(veil, Upkeep(veil), lambda: requeue_lost(veil))
-        upkeep.start()
-        stopping.callback(upkeep.stop)
-        app = procrastinate_app(settings, sync=False)
-
-        def one_job(job_id: str) -> None:
-            if claim_job(veil, job_id):
-                run_job(veil, job_id)
-
-        @app.task(name=RUN_JOB, queue=QUEUE)
-        async def run_job_task(job_id: str) -> None:
-            await asyncio.get_running_loop().run_in_executor(jobs.executor, one_job, job_id)
-
-        log.info("veil worker %s waiting for jobs", lease.id)
-        app.run_worker(
-            queues=[QUEUE],
-            name=lease.id,
-            concurrency=1,  # one job at a time: it has the worker's sandbox and memory
-            delete_jobs="successful",
-            install_signal_handlers=True,
-        )
-
-
-class _JobThread:
-    """The one thread that runs this worker's jobs and owns its warm sandbox (bubblewrap's
-    --die-with-parent binds a sandbox to the thread that started it)."""
-
-    def __init__(self, veil: Veil) -> None:
-        self.veil = veil
-        self.executor = ThreadPoolExecutor(1, "veil-job", initializer=self._prepare)
-        self.executor.submit(lambda: None)  # starts the thread: the sandbox warms up now
-
-    def _prepare(self) -> None:
-        pool = SandboxPool(self.veil.settings, reusable=True)
-        self.veil.sandboxes = pool
-        try:
-            pool.prepare()
-        except Exception:  # no bubblewrap: every job will fail closed with the reason
-            log.exception("the job sandbox cannot start")
-
-    def close(self) -> None:
-        def close_pool() -> None:
-            if self.veil.sandboxes is not None:
-                self.veil.sandboxes.close()
-                self.veil.sandboxes = None
-
-        self.executor.submit(close_pool).result(timeout=60)
-        self.executor.shutdown()
-
-
-class _UpkeepThread(threading.Thread):
-    def __init__(self, veil: Veil, *steps: Callable[[], object]) -> None:
-        super().__init__(name="veil-upkeep", daemon=True)
-        self.veil, self.steps = veil, steps
-        self._stopping = threading.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join(30)
-
-    def run(self) -> None:
-        while not self._stopping.wait(self.veil.settings.job_poll_interval_s * 4):
-            for step in self.steps:
-                try:
-                    step()
-                except Exception:
-                    log.exception("worker upkeep failed; retried")

@@ -1,17 +1,23 @@
-"""Job workers: the embedded worker thread, and the upkeep every worker does.
+"""Job workers: the embedded worker thread, the ``veil worker`` process, and the upkeep every
+worker does.
 
 ``VEIL_JOB_ENGINE=embedded`` (the default): each server process runs a :class:`JobWorker`
 thread that claims queued jobs from the database and runs them.  ``procrastinate``:
-``veil worker`` processes run them (``sandbox.job_queue``).  Either way each worker holds a
+``veil worker`` processes (:func:`run_worker`) run them as procrastinate's tasks
+(``sandbox.job_queue``).  Either way each worker holds a
 lease (``sandbox.leases``) and does the same :class:`Upkeep`: fail the jobs of dead
 workers, cancel expired queued jobs, sign audit checkpoints.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
@@ -19,9 +25,11 @@ from keys import KeyServerUnavailable
 from policies import audit
 from sandbox.core import Veil
 from sandbox.isolation import SandboxPool
+from sandbox.job_queue import QUEUE, RUN_JOB, procrastinate_app, requeue_lost
 from sandbox.jobs import cancel_expired
-from sandbox.leases import recover_interrupted_jobs
-from sandbox.runner import claim_next_job, run_job
+from sandbox.leases import WorkerLease, recover_interrupted_jobs
+from sandbox.runner import claim_job, claim_next_job, run_job
+from sandbox.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +117,82 @@ class JobWorker(threading.Thread):
                 log.exception("job worker iteration failed")
             if job_id is None:
                 self.veil.jobs_waiting.wait(self.veil.settings.job_poll_interval_s)
+
+
+def run_worker(settings: Settings) -> None:
+    """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM."""
+    from sandbox.core import open_veil
+
+    with open_veil(settings, worker=False) as veil, contextlib.ExitStack() as stopping:
+        lease = WorkerLease(veil)
+        lease.start()
+        stopping.callback(lease.stop)  # callbacks run last first: upkeep, jobs, lease
+        jobs = _JobThread(veil)
+        stopping.callback(jobs.close)
+        upkeep = _UpkeepThread(veil, Upkeep(veil), lambda: requeue_lost(veil))
+        upkeep.start()
+        stopping.callback(upkeep.stop)
+        app = procrastinate_app(settings, sync=False)
+
+        def one_job(job_id: str) -> None:
+            if claim_job(veil, job_id):
+                run_job(veil, job_id)
+
+        @app.task(name=RUN_JOB, queue=QUEUE)
+        async def run_job_task(job_id: str) -> None:
+            await asyncio.get_running_loop().run_in_executor(jobs.executor, one_job, job_id)
+
+        log.info("veil worker %s waiting for jobs", lease.id)
+        app.run_worker(
+            queues=[QUEUE],
+            name=lease.id,
+            concurrency=1,  # one job at a time: it has the worker's sandbox and memory
+            delete_jobs="successful",
+            install_signal_handlers=True,
+        )
+
+
+class _JobThread:
+    """The one thread that runs this worker's jobs and owns its warm sandbox (bubblewrap's
+    --die-with-parent binds a sandbox to the thread that started it)."""
+
+    def __init__(self, veil: Veil) -> None:
+        self.veil = veil
+        self.executor = ThreadPoolExecutor(1, "veil-job", initializer=self._prepare)
+        self.executor.submit(lambda: None)  # starts the thread: the sandbox warms up now
+
+    def _prepare(self) -> None:
+        pool = SandboxPool(self.veil.settings, reusable=True)
+        self.veil.sandboxes = pool
+        try:
+            pool.prepare()
+        except Exception:  # no bubblewrap: every job will fail closed with the reason
+            log.exception("the job sandbox cannot start")
+
+    def close(self) -> None:
+        def close_pool() -> None:
+            if self.veil.sandboxes is not None:
+                self.veil.sandboxes.close()
+                self.veil.sandboxes = None
+
+        self.executor.submit(close_pool).result(timeout=60)
+        self.executor.shutdown()
+
+
+class _UpkeepThread(threading.Thread):
+    def __init__(self, veil: Veil, *steps: Callable[[], object]) -> None:
+        super().__init__(name="veil-upkeep", daemon=True)
+        self.veil, self.steps = veil, steps
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(30)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.veil.settings.job_poll_interval_s * 4):
+            for step in self.steps:
+                try:
+                    step()
+                except Exception:
+                    log.exception("worker upkeep failed; retried")

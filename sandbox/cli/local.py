@@ -89,7 +89,7 @@ def worker() -> None:
     stopped (SIGINT/SIGTERM); start as many as you like, on any machines."""
     import logging
 
-    from sandbox.job_queue import run_worker
+    from sandbox.workers import run_worker
 
     settings = Settings()
     if settings.job_engine != "procrastinate":

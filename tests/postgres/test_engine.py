@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from cluster.local import stop_processes
 from keys import LocalKeyServer
 from policies import audit
 from sandbox.api.thread import ApiThread
@@ -72,15 +73,7 @@ class Workers:
         return process
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes, timeout_s=30)
 
     def output(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.logs.glob("worker-*.log")))

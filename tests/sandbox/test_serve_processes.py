@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from cluster.local import stop_processes
 from keys.bao import free_port
 from sandbox.client import ApiError, VeilClient
 from sandbox.demo_data import DECLARATION, production_log
@@ -73,12 +73,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         served.env["VEIL_TOKEN"] = token
         yield served
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_processes([server])
         with contextlib.suppress(subprocess.SubprocessError):
             served.cli("keys", "stop", timeout=60)
 
