@@ -101,3 +101,13 @@ def test_database_pool_size_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("VEIL_DATABASE_POOL_SIZE", "0")
     with pytest.raises(ValueError, match="database_pool_size"):
         Settings()
+
+
+def test_a_worker_lease_outlasts_several_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease shorter than three heartbeats would take a live, merely late worker for dead."""
+    monkeypatch.setenv("VEIL_WORKER_HEARTBEAT_S", "5")
+    monkeypatch.setenv("VEIL_WORKER_LEASE_S", "14")
+    with pytest.raises(ValueError, match="VEIL_WORKER_LEASE_S"):
+        Settings()
+    monkeypatch.setenv("VEIL_WORKER_LEASE_S", "15")
+    assert Settings().worker_lease_s == 15

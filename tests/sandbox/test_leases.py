@@ -25,7 +25,7 @@ from sandbox.leases import (
     recover_interrupted_jobs,
 )
 from sandbox.models import Job, JobStatus, JobWorkerLease
-from sandbox.outcomes import fail_running
+from sandbox.outcomes import CANCELLED, fail_running
 from sandbox.runner import claim_next_job, run_job
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for
 
@@ -130,6 +130,19 @@ def test_a_job_taken_back_runs_once_more_and_its_dead_worker_settles_nothing(
     with veil.db.read() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.attempts == MAX_ATTEMPTS
+
+
+def test_a_cancelled_job_whose_worker_died_is_not_run_again(idle_veil: Veil) -> None:
+    veil = idle_veil
+    with ApiThread(veil.settings, veil) as url:
+        world = make_world(veil, url, epsilon=1.0)
+        submitted = world.provider.submit_job(world.dataset_id, PURPOSE, 0.01, [{"kind": "count"}])
+        job_id = _claim_as(veil, "wrk_gone")
+        world.provider.cancel_job(submitted["id"])  # asked to stop while running
+        assert recover_interrupted_jobs(veil) == 1
+        assert _status(veil, job_id) == (JobStatus.FAILED, CANCELLED)
+        assert "job.requeued" not in _events(veil, job_id)
+        assert world.provider.get_job(job_id)["status"] == "failed"
 
 
 def test_a_job_taken_back_is_released_by_its_next_worker(idle_veil: Veil) -> None:
