@@ -1,14 +1,20 @@
 """The isolated runner: every job's computation runs in its own bubblewrap sandbox.
 
-A sandboxed process sees a read-only view of the system's programs and libraries,
-Python and its packages, and Veil's ``analytics`` package and ``sandbox/child.py``
-(``python_paths``) — nothing else of the host: no data directory, database, key
-server files or any tenant's objects.  It has no network (all namespaces
-unshared: network, PID, IPC, UTS, cgroup), no capabilities, a fresh session, an
-empty environment, and a private ``/tmp`` in memory (``job_tmpfs_mb``).  Limits
-come from settings: address space (``job_memory_mb``), CPU time (``job_cpu_s``),
-both set with ``prlimit`` before bubblewrap starts, and wall-clock time
-(``job_wall_s``), enforced here by killing the sandbox.
+A sandboxed process (its command line: ``sandbox.bwrap``) sees a read-only view of the
+system's shared libraries, Python and its packages, and Veil's ``analytics`` package and
+``sandbox/child.py`` — nothing else of the host: no data directory, database, key
+server files or any tenant's objects.  It runs as an unprivileged uid with no
+capabilities and a seccomp filter (``sandbox.seccomp``), has no network (new network,
+PID, IPC, UTS and cgroup namespaces), a fresh session, an empty environment, and a
+private ``/tmp`` in memory (``job_tmpfs_mb``).  Limits come from settings: address
+space, CPU time, processes (``job_memory_mb``, ``job_cpu_s``, ``job_processes``), set
+with ``prlimit`` before bubblewrap starts, and wall-clock time (``job_wall_s``),
+enforced here by killing the sandbox.
+
+While a job runs, its process may ask the parent questions (``{"type": "request"}``
+messages; tier 5's DP helpers): ``run``'s ``on_request`` answers each on the process's
+stdin, so that what must be trusted — the DP mechanism and its record of released
+values — stays outside the process that runs the provider's code.
 
 The decrypted dataset is sent over a pipe, never written to disk, and dies with
 the process, which handles one job and exits.  A spare process is started ahead
@@ -28,7 +34,6 @@ import logging
 import os
 import pickle
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,21 +44,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import analytics
 from sandbox import child
+from sandbox.bwrap import Limits, SandboxUnavailable, sandbox_command, seccomp_pipe
 from sandbox.child import CHUNK, Task
 from sandbox.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Host directories bound read-only when present (symbolic links are recreated as such).
-SYSTEM_PATHS: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32")
 #: Most bytes of the child's stderr kept (for debugging; never shown to providers).
 STDERR_TAIL: Final = 64 * 1024
-#: The sandbox's private /tmp (a tmpfs inside the sandbox, not the host's /tmp).
-SANDBOX_TMP: Final = "/tmp"  # noqa: S108
 #: How often the parent looks at the clock and the cancel flag while a job runs.
 POLL_S: Final = 0.25
+#: Most questions one job process may ask the parent (tier 5: DP helper calls).
+MAX_REQUESTS: Final = 1000
+
+#: Answers a job process's question (a JSON object) with a JSON object.
+RequestHandler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class SandboxError(Exception):
@@ -69,77 +75,11 @@ class SandboxCancelled(SandboxError):
 
 
 @dataclass(frozen=True)
-class Limits:
-    memory_mb: int
-    cpu_s: int
-    wall_s: float
-    tmpfs_mb: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        return cls(settings.job_memory_mb, settings.job_cpu_s, settings.job_wall_s,
-                   settings.job_tmpfs_mb)  # fmt: skip
-
-
-@dataclass(frozen=True)
 class ChildResult:
     """The child's result message (JSON, untrusted) and its binary attachments."""
 
     message: dict[str, Any]
     blobs: tuple[bytes, ...]
-
-
-def python_paths() -> tuple[Path, ...]:
-    """What the child needs of Veil and Python, each bound read-only at its own path."""
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent}
-    paths.add(Path(analytics.__file__).resolve().parent)
-    paths.add(Path(child.__file__).resolve())
-    return tuple(sorted(paths))
-
-
-def _import_root() -> Path:
-    """The directory holding the ``analytics`` package (put first on the child's path)."""
-    return Path(analytics.__file__).resolve().parent.parent
-
-
-def sandbox_command(limits: Limits, entry: Path | None = None, serve: bool = False) -> list[str]:
-    """The ``prlimit … bwrap … python entry`` command line of one sandbox (``serve``: the
-    warm worker that forks a process per job)."""
-    bwrap, prlimit = shutil.which("bwrap"), shutil.which("prlimit")
-    if bwrap is None or prlimit is None:
-        missing = "bwrap (Debian: bubblewrap)" if bwrap is None else "prlimit (util-linux)"
-        raise SandboxError(f"the job sandbox cannot start: {missing} is not installed")
-    entry = entry or Path(child.__file__).resolve()
-    memory = limits.memory_mb * 2**20
-    argv = [
-        prlimit, f"--as={memory}", f"--cpu={limits.cpu_s}:{limits.cpu_s + 5}", "--core=0",
-        f"--fsize={limits.tmpfs_mb * 2**20}", "--",
-        bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        "--clearenv", "--hostname", "veil-job",
-    ]  # fmt: skip
-    for name in SYSTEM_PATHS:
-        path = Path(name)
-        if path.is_symlink():
-            argv += ["--symlink", os.readlink(path), name]
-        elif path.is_dir():
-            argv += ["--ro-bind", name, name]
-    # The private /tmp first: binds below it (a checkout under /tmp) must stay visible.
-    argv += ["--size", str(limits.tmpfs_mb * 2**20), "--tmpfs", SANDBOX_TMP]
-    system = [Path(name) for name in SYSTEM_PATHS]
-    for path in sorted({*python_paths(), entry}, key=lambda p: len(p.parts)):
-        if not any(path.is_relative_to(root) for root in system):
-            argv += ["--ro-bind", str(path), str(path)]
-    argv += [
-        "--proc", "/proc", "--dev", "/dev",
-        "--remount-ro", "/",  # the root's own tmpfs too: only /tmp is writable
-        "--chdir", SANDBOX_TMP,
-        "--setenv", "HOME", SANDBOX_TMP, "--setenv", "TMPDIR", SANDBOX_TMP,
-        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
-        "--setenv", "PYTHONPATH", str(_import_root()),
-        "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-        sys.executable, "-s", str(entry), *(["--serve"] if serve else []),
-    ]  # fmt: skip
-    return argv
 
 
 class _ChildFailed(Exception):
@@ -154,7 +94,13 @@ class SandboxProcess:
     """One started sandbox: single-use, or (``reusable``) a warm worker that forks a fresh
     process for each task and stays up while they end cleanly."""
 
-    def __init__(self, argv: list[str], limits: Limits, reusable: bool = False) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        limits: Limits,
+        reusable: bool = False,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.limits = limits
         self.reusable = reusable
         self._exit_seen = False
@@ -165,8 +111,12 @@ class SandboxProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         self._buffer = bytearray()  # bytes read from the child, not yet parsed
+        self._writer: threading.Thread | None = None  # sends the task and data
+        self._on_request: RequestHandler | None = None
+        self._requests = 0
         self.ready = False  # the child said it has imported its libraries
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
@@ -230,17 +180,24 @@ class SandboxProcess:
         data: bytes,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_request: RequestHandler | None = None,
     ) -> ChildResult:
         """Send ``task`` and its Parquet ``data``; wait for the result; always kill after.
 
-        Raises SandboxError (with a reason for the job) when the child fails, breaks a
-        limit or cannot be reached; SandboxCancelled when ``should_stop`` said so.
+        ``on_request`` answers the process's questions while it runs (without it, a
+        question is a malformed message).  Raises SandboxError (with a reason for the job)
+        when the child fails, breaks a limit or cannot be reached; SandboxCancelled when
+        ``should_stop`` said so.
         """
         self._exit_seen = False
         healthy = False
+        keep_open = self.reusable or on_request is not None
         try:
-            writer = threading.Thread(target=self._send, args=(task, data), daemon=True)
+            writer = threading.Thread(
+                target=self._send, args=(task, data, keep_open), daemon=True
+            )
             writer.start()
+            self._writer, self._on_request, self._requests = writer, on_request, 0
             result = self._receive(on_progress, should_stop)
             writer.join()
             healthy = True
@@ -271,7 +228,7 @@ class SandboxProcess:
                     return False
         return self.alive
 
-    def _send(self, task: Task, data: bytes) -> None:
+    def _send(self, task: Task, data: bytes, keep_open: bool) -> None:
         stdin = self._proc.stdin
         assert stdin is not None
         try:
@@ -281,10 +238,45 @@ class SandboxProcess:
                 child.write_frame(stdin, view[start : start + CHUNK].tobytes())
             child.write_frame(stdin, b"")
             stdin.flush()
-            if not self.reusable:
+            if not keep_open:
                 stdin.close()
         except (BrokenPipeError, ValueError, OSError):
             pass  # the child died; _receive reports why
+
+    def _answer(self, message: dict[str, Any], deadline: float) -> None:
+        """Answer one question of the job process on its stdin (``on_request``)."""
+        if self._on_request is None:
+            raise SandboxError("the job's process sent a malformed result")
+        self._requests += 1
+        if self._requests > MAX_REQUESTS:
+            raise SandboxError(
+                f"the job asked more than {MAX_REQUESTS} questions of Veil (DP helper calls) "
+                "and was stopped; compute fewer statistics per run"
+            )
+        if self._writer is not None:
+            self._writer.join()  # the task and data went first
+        payload = json.dumps(self._on_request(message)).encode()
+        stdin = self._proc.stdin
+        assert stdin is not None
+        frame = len(payload).to_bytes(4, "big") + payload
+        fd = stdin.fileno()
+        os.set_blocking(fd, False)  # a process that does not read must not stall the parent
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(fd, selectors.EVENT_WRITE)
+                while frame:
+                    if time.monotonic() > deadline:
+                        raise SandboxError(self._wall_reason())
+                    if not selector.select(POLL_S):
+                        continue
+                    try:
+                        frame = frame[os.write(fd, frame) :]
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        raise SandboxError(self._exit_reason()) from None
+        finally:
+            os.set_blocking(fd, True)
 
     def _receive(
         self,
@@ -307,6 +299,9 @@ class SandboxProcess:
                         if on_progress is not None:
                             on_progress(message)
                         continue
+                    if kind == "request":
+                        self._answer(message, deadline)
+                        continue
                     if kind == "result":
                         blobs = self._blobs(buffer, selector, message, deadline)
                         return ChildResult(message, blobs)
@@ -319,12 +314,15 @@ class SandboxProcess:
                 if should_stop is not None and should_stop():
                     raise SandboxCancelled("cancelled")
                 if time.monotonic() > deadline:
-                    raise SandboxError(
-                        f"the job ran longer than its wall-clock limit of "
-                        f"{self.limits.wall_s:g} s (VEIL_JOB_WALL_S) and was stopped"
-                    )
+                    raise SandboxError(self._wall_reason())
                 if not self._pump(selector):
                     raise SandboxError(self._exit_reason())
+
+    def _wall_reason(self) -> str:
+        return (
+            f"the job ran longer than its wall-clock limit of {self.limits.wall_s:g} s "
+            "(VEIL_JOB_WALL_S) and was stopped"
+        )
 
     def _blobs(
         self,
@@ -438,8 +436,14 @@ class SandboxPool:
         self._lock = threading.Lock()
 
     def _start(self) -> SandboxProcess:
-        argv = sandbox_command(self.limits, self.entry, serve=self.reusable)
-        return SandboxProcess(argv, self.limits, reusable=self.reusable)
+        try:
+            with seccomp_pipe() as filter_fd:
+                argv = sandbox_command(self.limits, filter_fd, self.entry, serve=self.reusable)
+                return SandboxProcess(
+                    argv, self.limits, reusable=self.reusable, pass_fds=(filter_fd,)
+                )
+        except SandboxUnavailable as exc:
+            raise SandboxError(str(exc)) from None
 
     def take(self) -> SandboxProcess:
         """A started sandbox: the warm worker, or the spare if it is alive."""

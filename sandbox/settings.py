@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="Size of a job sandbox's private /tmp (memory), MiB; tier 5 keeps "
         "PySyft's copy of the data there.",
     )
+    job_processes: int = Field(
+        default=512,
+        ge=16,
+        description="Most processes and threads a job sandbox may run at once (RLIMIT_NPROC "
+        "under the sandbox's own uid); stops fork bombs.",
+    )
 
     # API server.
     api_host: str = Field(default="127.0.0.1", description="Address `veil serve` listens on.")

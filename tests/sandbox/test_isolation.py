@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.child import Task
-from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool, sandbox_command
+from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
 from sandbox.settings import Settings
 
 PROBE = Path(__file__).with_name("probe_child.py")
@@ -164,7 +164,7 @@ def test_without_bubblewrap_jobs_fail_closed(
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap to be found
     settings = Settings(data_dir=tmp_path)
     with pytest.raises(SandboxError, match=r"bwrap \(Debian: bubblewrap\) is not installed"):
-        sandbox_command(SandboxPool(settings).limits)
+        SandboxPool(settings, warm=False).take()
 
 
 def test_the_warm_worker_forks_a_process_per_job_and_survives_a_failed_one(
@@ -199,3 +199,169 @@ def test_the_warm_worker_forks_a_process_per_job_and_survives_a_failed_one(
     finally:
         pool.close()
     assert not worker.alive
+
+
+# ---------------------------------------------------------------- who the job runs as
+
+
+def test_the_job_runs_as_an_unprivileged_uid_without_capabilities(pool: SandboxPool) -> None:
+    code = (
+        "import os\n"
+        "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status'))\n"
+        "result = [os.getuid(), os.geteuid(), os.getgid(), os.getgroups(),\n"
+        "          *(status[k].strip() for k in ('CapEff', 'CapPrm', 'CapBnd', 'NoNewPrivs'))]"
+    )
+    uid, euid, gid, groups, effective, permitted, bounding, no_new_privs = run(pool, code)  # type: ignore[misc]
+    assert uid != 0 and euid != 0 and gid != 0 and groups == []
+    assert effective == permitted == bounding == "0000000000000000"
+    assert no_new_privs == "1"  # setuid programs cannot give privileges back
+
+
+def test_each_sandbox_gets_a_uid_of_its_own(pool: SandboxPool) -> None:
+    uids = {run(pool, "import os\nresult = os.getuid()") for _ in range(3)}
+    assert len(uids) == 3
+
+
+# ---------------------------------------------------------------- the seccomp filter
+
+#: System calls that an unprivileged process may make on this host unless a filter
+#: refuses them (so that a refusal is the filter's, not the kernel's permission check).
+_FILTERED_CALLS = """
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+nr = NUMBERS
+def call(name, *args):
+    ctypes.set_errno(0)
+    value = libc.syscall(nr[name], *[ctypes.c_long(a) for a in args])
+    if value == 0 and name == 'clone':
+        os._exit(0)  # the child of a clone that went through
+    return errno.errorcode.get(ctypes.get_errno(), 'ok') if value == -1 else 'ok'
+buf = ctypes.create_string_buffer(8)
+iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)
+params = ctypes.create_string_buffer(120)
+result = {
+    'ptrace': call('ptrace', 0, 0, 0, 0),  # PTRACE_TRACEME
+    'process_vm_readv': call('process_vm_readv', os.getpid(), ctypes.addressof(iov), 1,
+                             ctypes.addressof(iov), 1, 0),
+    'keyctl': call('keyctl', 0, -2, 1),  # KEYCTL_GET_KEYRING_ID of the process keyring
+    'unshare': call('unshare', 0x10000000),  # CLONE_NEWUSER
+    'clone': call('clone', 0x10000000 | 17, 0, 0, 0, 0),  # CLONE_NEWUSER | SIGCHLD
+    'io_uring_setup': call('io_uring_setup', 1, ctypes.addressof(params)),
+    'clone3': call('clone3', 0, 0),
+    'seccomp': open('/proc/self/status').read().split('Seccomp:')[1].split()[0],
+}
+"""
+
+
+def test_the_seccomp_filter_refuses_what_a_job_never_needs(pool: SandboxPool) -> None:
+    from sandbox import seccomp
+
+    refused = run(pool, _FILTERED_CALLS.replace("NUMBERS", repr(seccomp.numbers())))
+    assert refused == {
+        "ptrace": "EPERM",
+        "process_vm_readv": "EPERM",
+        "keyctl": "EPERM",
+        "unshare": "EPERM",
+        "clone": "EPERM",
+        "io_uring_setup": "EPERM",
+        "clone3": "ENOSYS",  # the C library then falls back to clone, which is checked
+        "seccomp": "2",  # a filter is loaded
+    }
+    # Ordinary work still runs: threads, a forked process, files in /tmp.
+    code = (
+        "import os, threading\nt = threading.Thread(target=lambda: None)\nt.start()\nt.join()\n"
+        "pid = os.fork()\nif pid == 0:\n    os._exit(7)\n"
+        "result = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])"
+    )
+    assert run(pool, code) == 7
+
+
+def _bpf(program: bytes, number: int, arch: int, arg0: int = 0) -> int:
+    """What the filter returns for one system call (a classic-BPF interpreter of the
+    four instructions it uses)."""
+    import struct
+
+    data = struct.pack("<iIQ6Q", number, arch, 0, arg0, 0, 0, 0, 0, 0)
+    code = [struct.unpack("<HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    accumulator, pc = 0, 0
+    while True:
+        op, true, false, k = code[pc]
+        if op == 0x20:
+            (accumulator,) = struct.unpack_from("<I", data, k)
+        elif op == 0x06:
+            return k
+        else:
+            taken = {0x15: accumulator == k, 0x35: accumulator >= k, 0x45: accumulator & k}[op]
+            pc += true if taken else false
+        pc += 1
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_the_filter_program_refuses_exactly_its_list(machine: str) -> None:
+    from sandbox import seccomp
+
+    arch, table, _ = seccomp.ARCHITECTURES[machine]
+    program = seccomp.program(machine)
+    eperm, enosys, allow = 0x50000 | 1, 0x50000 | 38, 0x7FFF0000
+    denied = {table[name] for name in seccomp.DENIED}
+    for number in range(600):
+        expected = eperm if number in denied else allow
+        if number == table["clone3"]:
+            expected = enosys
+        assert _bpf(program, number, arch) == expected, number
+    assert _bpf(program, table["clone"], arch, arg0=17) == allow  # a plain fork
+    for flag in (0x10000000, 0x20000000, 0x40000000, 0x00020000, 0x02000000):
+        assert _bpf(program, table["clone"], arch, arg0=flag | 17) == eperm
+    assert _bpf(program, 0, arch ^ 1) == 0x80000000  # another ABI: killed
+    if machine == "x86_64":
+        assert _bpf(program, 0x40000000 | 1, arch) == eperm  # the x32 ABI
+
+
+def test_a_fork_bomb_stops_at_the_process_limit(data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir, job_processes=32, job_wall_s=30)
+    pool = SandboxPool(settings, entry=PROBE, warm=False)
+    code = (
+        "import os, time\nchildren = []\n"
+        "try:\n    for _ in range(200):\n        pid = os.fork()\n"
+        "        if pid == 0:\n            time.sleep(30)\n            os._exit(0)\n"
+        "        children.append(pid)\n"
+        "    result = ['all forked', len(children)]\n"
+        "except OSError as exc:\n    result = [type(exc).__name__, len(children)]\n"
+        "for pid in children:\n    os.kill(pid, 9)"
+    )
+    try:
+        outcome, forked = run(pool, code)  # type: ignore[misc]
+    finally:
+        pool.close()
+    assert outcome == "BlockingIOError"  # EAGAIN from fork
+    assert forked < 32
+
+
+# ---------------------------------------------------------------- what the job sees
+
+
+def test_the_sandbox_sees_only_what_the_imports_need(pool: SandboxPool) -> None:
+    import sandbox
+
+    checkout = Path(sandbox.__file__).resolve().parent.parent
+    code = (
+        "import os\n"
+        f"checkout = {str(checkout)!r}\n"
+        "result = {\n"
+        "    'checkout': sorted(os.listdir(checkout)),\n"
+        "    'sandbox': sorted(os.listdir(checkout + '/sandbox')),\n"
+        "    'usr': sorted(os.listdir('/usr')),\n"
+        "    'usr/bin': sorted(os.listdir('/usr/bin')) if os.path.isdir('/usr/bin') else [],\n"
+        "    'etc': os.path.exists('/etc'),\n"
+        "}"
+    )
+    seen = run(pool, code)
+    assert isinstance(seen, dict)
+    # Of Veil's checkout: the analytics package, the job's entry script, the virtualenv's
+    # packages (when it lives in the checkout) — no other package, test, doc or .git.
+    assert set(seen["checkout"]) <= {"analytics", "sandbox", "tests", ".venv"}
+    assert seen["sandbox"] == ["child.py"]
+    assert "policies" not in seen["checkout"] and "keys" not in seen["checkout"]
+    assert set(seen["usr"]) <= {"lib", "lib64", "bin"}  # shared libraries (and setpriv)
+    assert set(seen["usr/bin"]) <= {"setpriv"}
+    assert seen["etc"] is False
