@@ -1,35 +1,44 @@
 """Tier 5: the checks a reviewed function's output passes before it is released.
 
-The trusted parent process runs these on the value the sandboxed run returned, with the
-private frame at hand.  The result is "blocked" (never released), "held" (an enterprise
-may release it by hand after looking) or "pass".  Rules, in docs/reviewed-code.md:
+The output of a provider's function is an **allow-list**, and every number Veil releases
+is **computed by Veil**, never copied from the provider's process.  The trusted parent
+runs these checks with the private frame (the granted columns) at hand, and with the
+same function's output on the mock data, computed in a sandbox that never held private
+data (``mock``).  The verdict is "blocked" (never released), "held" (the enterprise may
+release it by hand after looking) or "pass".  Rules, in docs/reviewed-code.md:
 
 a. **Type.**  Numbers, booleans, strings of at most ``MAX_STRING`` characters, None,
    lists/tuples/dicts of those nested at most ``MAX_DEPTH`` deep, pandas Series and
    DataFrames (object columns of strings only), numpy arrays (at most 2-D) and scalars.
-   Anything else is blocked.  NaN and infinities become None (not a reason by itself).
+   Anything else is blocked.  NaN and infinities become None.
 b. **Size.**  More than ``max_cells`` values, or more than ``max_bytes`` of JSON: blocked.
 c. **Row-level.**  A list, dict, Series or frame with at least
    ``max(2, min(ceil(rows / 2), max_cells))`` entries: blocked.  A non-integer number
-   equal to a value of a confidential or secret float column, or a string (value or key)
-   equal to a value of a confidential or secret string column: blocked, naming the
-   column.  The same for an internal float column: held (a row's value, a min or a max).
-d. **Tables.**  Numbers are cells, keyed by the dict keys, Series index and frame index
-   around them (declared column names label a statistic and are not keys; a plain 0..n-1
-   index is no key); a frame's column labels are keys only when all are values of given
-   key columns (a cross table).  Each key position must hold values of one given
-   public or internal string, integer or boolean column, else the output is held ("cannot
-   check table cells").  A cell whose rows (or ids, with an id privacy unit) number from
-   1 to ``min_count - 1`` is held, naming the cell; so is an unkeyed output of a dataset
-   with fewer than ``min_count``.  DP values (``dp_values``) are exempt: DP protects them.
-e. **DP.**  With ``dp_required`` every number and boolean must be one of ``dp_values``,
-   compared exactly, and no string may be a number written as text (unless it is a value
-   of a given key column): blocked otherwise.
+   equal to a value of a confidential or secret float column, or a string equal to a value
+   of a confidential or secret string column: blocked.  The same for an internal float
+   column: held.
+d. **Text.**  A string (a value or a key) must be a column name, a declared category of a
+   given column, a value of a given key column, or a string literal of the approved code
+   (``labels``).  Anything else is free text: blocked when DP is required, else held.
+e. **Numbers.**  Each number must be recognised, on its cell (its keys name the cell;
+   a number outside keyed tables belongs to the whole dataset), as one of Veil's own
+   values: a value the DP helpers returned (``dp_values``, compared exactly), or — when
+   DP is not required — a statistic Veil recomputes on the private frame: the cell's count,
+   or the sum or mean of a given numeric column, in a cell of at least ``min_count``
+   units not dominated by one or two of them.  Otherwise: blocked when DP is required
+   (confidential columns), else held.  Values equal after rounding to the decimals the
+   number shows are recognised.
+f. **Same as on the mock.**  The output's shape (its keys, strings and lengths), the DP
+   calls made (statistic, column, epsilon, conditions, in order) and which statistic each
+   number is must be the same as on the mock: otherwise the code did something on the
+   private data that it did not do on the mock, which is a channel — held (blocked when
+   DP is required).
+g. **Released values are Veil's.**  A passing output is released with every number
+   replaced by the value Veil computed for it: the DP value of its call, or the statistic
+   recomputed on the private frame.  So no digit of a released number comes from the
+   provider's process, and the shape carries nothing the mock did not already show.
 
-What this does not catch: values of integer columns, encodings other than the above (a
-choice between two DP values made on a confidential value, a string spelling a number
-in words), differencing across releases, and dominance within a cell.  Code review and the
-sandbox stand before these checks.
+When every given column is public, only rules a to c apply: nothing in the output is private.
 """
 
 from __future__ import annotations
@@ -37,8 +46,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -46,29 +55,51 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs installed
 import polars as pl
 
-from analytics.schema import ColumnClass, ColumnType, DatasetSchema
+from analytics.output_cells import FrameFacts, Key, KeyText, Scalar, key_text, matches
+from analytics.schema import DatasetSchema
 from analytics.sdc import SdcRules
 
 MAX_DEPTH: Final = 3
 MAX_STRING: Final = 256
 MAX_REASONS: Final = 20
 _NOT_SMALL: Final = "not a number or small table"
-_KEY_TYPES: Final = (ColumnType.STRING, ColumnType.INTEGER, ColumnType.BOOLEAN)
-_MAX_COMBINATIONS: Final = 16
-_UNIT: Final = "#unit"
 
 Status = Literal["pass", "held", "blocked"]
-Scalar = bool | int | float | str | None
-Key = tuple[Scalar, ...]
 
 
 @dataclass(frozen=True)
 class OutputCheck:
-    """The verdict on one output, why, and the output as JSON-able data (None if blocked)."""
+    """The verdict on one output, why, and the output as JSON-able data (None if blocked).
+
+    A passing output's numbers are Veil's own values (rule g); a held one is the output as
+    the function returned it, for the enterprise to look at."""
 
     status: Status
     reasons: tuple[str, ...]
     value: object
+
+
+@dataclass(frozen=True)
+class Number:
+    """One number of an output as recognised on one frame."""
+
+    dp: int | None  # the index of the DP call whose value it is
+    statistics: dict[str, float | int]  # the statistics of its cell it equals
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """An output read on one frame: normal form, shape, numbers, and what the rules found."""
+
+    value: object
+    shape: str
+    numbers: tuple[Number, ...]
+    dp_calls: tuple[object, ...]
+    blocked: tuple[str, ...]
+    held: tuple[str, ...]
+    private: bool  # some given column is not public
+    source: object = field(repr=False, default=None)  # the output as returned
+    labels: frozenset[str] = frozenset()
 
 
 class _Refused(Exception):
@@ -88,32 +119,128 @@ def check_output(
     columns_given: Sequence[str],
     *,
     min_count: int,
-    dp_values: Collection[float] = (),
+    dp_values: Sequence[float] = (),
+    dp_calls: Sequence[object] = (),
     dp_required: bool = False,
+    labels: Collection[str] = (),
+    mock: Inspection | None = None,
     max_bytes: int = 64_000,
     max_cells: int = 1_000,
 ) -> OutputCheck:
-    """Check ``value`` (a reviewed function's output) against ``private``; see the module."""
+    """Check ``value`` against ``private`` and the same code's ``mock`` inspection (None:
+    compared with itself, as for the reviewer's run on the mock); see the module."""
+    inspection = inspect_output(
+        value, private, schema, columns_given, min_count=min_count, dp_values=dp_values,
+        dp_calls=dp_calls, dp_required=dp_required, labels=labels, max_bytes=max_bytes,
+        max_cells=max_cells,
+    )  # fmt: skip
+    return verdict(inspection, mock or inspection, dp_required, max_cells)
+
+
+def inspect_output(
+    value: object,
+    frame: pl.DataFrame,
+    schema: DatasetSchema,
+    columns_given: Sequence[str],
+    *,
+    min_count: int,
+    dp_values: Sequence[float] = (),
+    dp_calls: Sequence[object] = (),
+    dp_required: bool = False,
+    labels: Collection[str] = (),
+    max_bytes: int = 64_000,
+    max_cells: int = 1_000,
+) -> Inspection:
+    """Read ``value`` (a function's output) on ``frame`` (private data or mock): rules a to e."""
     SdcRules(min_count=min_count)  # the platform floor applies here too
-    facts = _Facts(private, schema, columns_given)
-    walk = _Walk(frozenset(schema.names), max_cells, facts.all_key_values())
+    facts = FrameFacts(frame, schema, columns_given)
+    key_values = facts.all_key_values()
+    # Column names, and the code's own string literals that are no key column's value,
+    # label statistics: they name no cell.
+    names = frozenset(schema.names) | (frozenset(labels) - key_values)
+    walk = _Walk(names, max_cells, key_values)
+    calls = tuple(dp_calls)
     try:
         normal = walk.value(value, 0, ())
         size = len(json.dumps(normal, allow_nan=False).encode("utf-8"))
+        if size > max_bytes:
+            raise _Refused(f"more than {max_bytes} bytes as JSON")
     except _Refused as refusal:
-        return OutputCheck("blocked", (str(refusal),), None)
-    if size > max_bytes:
-        return OutputCheck("blocked", (f"more than {max_bytes} bytes as JSON",), None)
-    dp = frozenset(float(v) for v in dp_values)
-    blocked = [*_row_level(walk, private.height, max_cells), *facts.disclosive(walk, block=True)]
+        return Inspection(None, "", (), calls, (str(refusal),), (), not facts.all_public())
+    dp = [float(v) for v in dp_values]
+    numbers, held = _recognise(walk, facts, dp, min_count)
+    private = not facts.all_public()
+    numeric, strings = _scan([*(leaf.value for leaf in walk.leaves), *walk.keys])
+    free = _free_text(walk, facts.text_allowed(labels))
+    blocked = [*_row_level(walk, frame.height, max_cells)]
+    blocked += facts.disclosive(numeric, strings, block=True)
     if dp_required:
-        blocked += _not_dp(walk, dp, facts)
-    if blocked:
-        return OutputCheck("blocked", _capped(blocked), None)
-    held = [*facts.disclosive(walk, block=False), *facts.small_cells(walk, dp, min_count)]
+        blocked += _not_dp(walk, numbers, facts)
+        blocked += free
+    holding = [*facts.disclosive(numeric, strings, block=False), *held]
+    if private and not dp_required:
+        holding += free + _unrecognised(numbers)
+    return Inspection(
+        normal, _shape(value, walk), tuple(numbers), calls, tuple(blocked), tuple(holding),
+        private, value, frozenset(labels),
+    )  # fmt: skip
+
+
+def verdict(
+    private: Inspection, mock: Inspection, dp_required: bool, max_cells: int = 1_000
+) -> OutputCheck:
+    """The verdict on ``private``, compared with ``mock`` (rules f and g)."""
+    if private.blocked:
+        return OutputCheck("blocked", _capped(list(private.blocked)), None)
+    different = _differences(private, mock) if private.private else []
+    if different and dp_required:
+        return OutputCheck("blocked", _capped(different), None)
+    held = [*private.held, *different]
     if held:
-        return OutputCheck("held", _capped(held), normal)
-    return OutputCheck("pass", (), normal)
+        return OutputCheck("held", _capped(held), private.value)
+    if not private.private:
+        return OutputCheck("pass", (), private.value)
+    values = iter([_veils_value(number) for number in private.numbers])
+    walk = _Walk(frozenset(), max_cells, frozenset(), replace=values)
+    return OutputCheck("pass", (), walk.value(private.source, 0, ()))
+
+
+def _veils_value(number: Number) -> Scalar:
+    """What Veil releases for a recognised number: its DP value or its statistic."""
+    if number.dp is not None:
+        return None  # replaced below by the value itself (it is Veil's: see _Walk)
+    name = sorted(number.statistics)[0]
+    return number.statistics[name]
+
+
+def _differences(private: Inspection, mock: Inspection) -> list[str]:
+    reasons = []
+    if private.shape != mock.shape:
+        reasons.append(
+            "the output's shape (its keys, labels and lengths) differs from its shape on the "
+            "mock data: it depends on the private data"
+        )
+    if private.dp_calls != mock.dp_calls:
+        reasons.append(
+            "the DP helper calls differ from those made on the mock data: which statistics "
+            "are computed depends on the private data"
+        )
+    if reasons:
+        return reasons
+    moved = 0
+    if len(private.numbers) != len(mock.numbers):  # a number here, a NaN there
+        return ["the output's numbers are not in the same places as on the mock data"]
+    for ours, theirs in zip(private.numbers, mock.numbers, strict=True):
+        if ours.dp is not None:
+            moved += ours.dp != theirs.dp
+        elif ours.statistics:
+            moved += not set(ours.statistics) & set(theirs.statistics)
+    if moved:
+        return [
+            f"{moved} numbers are not the same statistic as in the same place on the mock "
+            "data: which statistic is released depends on the private data"
+        ]
+    return []
 
 
 def _capped(reasons: list[str]) -> tuple[str, ...]:
@@ -128,12 +255,22 @@ def _capped(reasons: list[str]) -> tuple[str, ...]:
 
 
 class _Walk:
-    """Normalises an output to JSON-able data, collecting its cells, keys and lengths."""
+    """Normalises an output to JSON-able data, collecting its cells, keys and lengths.
 
-    def __init__(self, labels: frozenset[str], max_cells: int, key_values: frozenset[str]) -> None:
-        self.labels = labels  # declared column names: they label statistics, not groups
+    With ``replace``, every number (not booleans' None) is replaced by the next value of
+    ``replace`` — None there keeps the number (a DP value, already Veil's)."""
+
+    def __init__(
+        self,
+        labels: frozenset[str],
+        max_cells: int,
+        key_values: frozenset[str],
+        replace: Iterator[Scalar] | None = None,
+    ) -> None:
+        self.labels = labels  # they label statistics, not groups (column names, the code's)
         self.max_cells = max_cells
         self.key_values = key_values  # values of the given key columns, as key texts
+        self.replace = replace
         self.leaves: list[_Leaf] = []
         self.keys: list[Scalar] = []
         self.lengths: list[int] = []
@@ -163,6 +300,9 @@ class _Walk:
         if len(self.leaves) >= self.max_cells:
             raise _Refused(f"more than {self.max_cells} values")
         self.leaves.append(_Leaf(value, path))
+        if self.replace is not None and _is_number(value):
+            replacement = next(self.replace)
+            return value if replacement is None else replacement
         return value
 
     def _key(self, key: object) -> Key:
@@ -205,7 +345,7 @@ class _Walk:
         plain = _plain(frame.index)
         # Column labels name statistics, unless all are values of key columns (a cross table).
         crossed = not _plain(frame.columns) and all(
-            len(c) == 1 and _key_text(c[0]) in self.key_values for c in columns
+            len(c) == 1 and key_text(c[0]) in self.key_values for c in columns
         )
         strings = [_object_dtype(t) for t in frame.dtypes]
         rows = []
@@ -233,6 +373,10 @@ class _Walk:
         if array.ndim == 1:
             return [self._leaf(_cell(v, strings), path) for v in array.tolist()]
         return [[self._leaf(_cell(v, strings), path) for v in row] for row in array.tolist()]
+
+
+def _is_number(value: Scalar) -> bool:
+    return isinstance(value, bool | int | float)
 
 
 def _scalar(value: object) -> Scalar:
@@ -284,7 +428,17 @@ def _json_index(key: Key) -> object:
     return key[0] if len(key) == 1 else list(key)
 
 
-# ---------------------------------------------------------------- c. row-level
+def _shape(value: object, walk: _Walk) -> str:
+    """The output as JSON with every number and boolean replaced by a marker."""
+    blank = _Walk(walk.labels, walk.max_cells, walk.key_values, replace=itertools.repeat(_NUMBER))
+    return json.dumps(blank.value(value, 0, ()))
+
+
+#: What stands for a number in an output's shape.
+_NUMBER: Final = "#number"
+
+
+# ---------------------------------------------------------------- c. row-level, d. text
 
 
 def _row_level(walk: _Walk, rows: int, max_cells: int) -> list[str]:
@@ -294,7 +448,7 @@ def _row_level(walk: _Walk, rows: int, max_cells: int) -> list[str]:
     return []
 
 
-def _scan(values: Iterable[Scalar]) -> tuple[list[float], list[str]]:
+def _scan(values: list[Scalar]) -> tuple[list[float], list[str]]:
     """The non-integer numbers and the strings among ``values``."""
     numbers, strings = [], []
     for v in values:
@@ -305,155 +459,107 @@ def _scan(values: Iterable[Scalar]) -> tuple[list[float], list[str]]:
     return numbers, strings
 
 
-class _Facts:
-    """What the checks need to know of the private frame, computed when first asked."""
+def _free_text(walk: _Walk, allowed: frozenset[str]) -> list[str]:
+    texts = [leaf.value for leaf in walk.leaves if isinstance(leaf.value, str)]
+    texts += [k for k in walk.keys if isinstance(k, str)]
+    free = {t for t in texts if t not in allowed}
+    if not free:
+        return []
+    return [
+        f"free text: {len(free)} strings are neither column names, declared categories, "
+        "values of a given key column nor string literals of the approved code"
+    ]
 
-    def __init__(self, private: pl.DataFrame, schema: DatasetSchema, given: Sequence[str]) -> None:
-        self.private, self.schema = private, schema
-        self.given = [c for c in dict.fromkeys(given) if c in private.columns]
-        self._key_values: dict[str, frozenset[str]] = {}
 
-    def _class(self, name: str) -> ColumnClass:
-        try:
-            return self.schema.column(name).column_class
-        except KeyError:
-            return ColumnClass.SECRET  # undeclared: treated as the most sensitive
+# ---------------------------------------------------------------- e. numbers
 
-    def disclosive(self, walk: _Walk, *, block: bool) -> list[str]:
-        """Values of confidential/secret (block) or internal (not block) columns in the output."""
-        numbers, strings = _scan([*(leaf.value for leaf in walk.leaves), *walk.keys])
-        reasons = []
-        for name in self.private.columns:
-            kind = self._class(name)
-            if block != (kind in (ColumnClass.CONFIDENTIAL, ColumnClass.SECRET)):
-                continue
-            if kind is ColumnClass.PUBLIC:
-                continue
-            column = self.private[name]
-            found = False
-            if column.dtype.is_float() and numbers:
-                found = bool(column.is_in(numbers).any())
-            elif column.dtype == pl.String and strings and block:
-                found = bool(column.is_in(strings).any())
-            if found and block:
-                reasons.append(f"contains values of {kind} column {name!r}")
-            elif found:
-                reasons.append(f"contains values of internal column {name!r} (a row, min or max)")
-        return reasons
 
-    def key_columns(self) -> list[str]:
-        """Given public or internal string, integer or boolean columns."""
-        keys = []
-        for name in self.given:
-            try:
-                spec = self.schema.column(name)
-            except KeyError:
-                continue
-            public = spec.column_class in (ColumnClass.PUBLIC, ColumnClass.INTERNAL)
-            if public and spec.type in _KEY_TYPES and name != self.schema.privacy_unit.id_column:
-                keys.append(name)
-        return keys
+def _recognise(
+    walk: _Walk, facts: FrameFacts, dp: list[float], min_count: int
+) -> tuple[list[Number], list[str]]:
+    """Each number's DP call or cell statistics, and why cells are held (small, unknown)."""
+    leaves = [leaf for leaf in walk.leaves if _is_number(leaf.value)]
+    index = {value: i for i, value in reversed(list(enumerate(dp)))}
+    tables: dict[int, list[KeyText]] = {}
+    for leaf in leaves:
+        tables.setdefault(len(leaf.path), []).append(tuple(key_text(p) for p in leaf.path))
+    by_length = {n: facts.columns_of(cells) if n else [()] for n, cells in tables.items()}
+    word = "rows" if facts.unit_column is None else "individuals"
+    held: list[str] = []
+    numbers = []
+    for leaf in leaves:
+        value = leaf.value
+        if not isinstance(value, bool) and value in index:
+            numbers.append(Number(index[value], {}))  # type: ignore[index]
+            continue
+        combos = by_length[len(leaf.path)]
+        if not combos:
+            held.append("cannot check table cells: their keys are not values of a given key column")
+            numbers.append(Number(None, {}))
+            continue
+        cell = tuple(key_text(p) for p in leaf.path)
+        held += _small(facts, combos, cell, min_count, word)
+        numbers.append(_statistics_of(value, facts, combos[0], cell))  # type: ignore[arg-type]
+    return numbers, held
 
-    def all_key_values(self) -> frozenset[str]:
-        values: set[str] = set()
-        for name in self.key_columns():
-            values |= self.key_values(name)
-        return frozenset(values)
 
-    def key_values(self, name: str) -> frozenset[str]:
-        if name not in self._key_values:
-            values = self.private.select(_key_expr(name)).to_series().unique().to_list()
-            self._key_values[name] = frozenset(str(v) for v in values)
-        return self._key_values[name]
-
-    def units(self, by: Sequence[str]) -> dict[tuple[str, ...], int]:
-        """Rows (or ids, with an id privacy unit) per combination of ``by``'s key texts."""
-        unit = self.schema.privacy_unit.id_column
-        ids = pl.col(unit) if unit is not None and unit in self.private.columns else None
-        keyed = self.private.select(
-            *[_key_expr(c).alias(f"#k{i}") for i, c in enumerate(by)],
-            (pl.int_range(pl.len()) if ids is None else ids).alias(_UNIT),
+def _small(
+    facts: FrameFacts,
+    combos: list[tuple[str, ...]],
+    cell: KeyText,
+    min_count: int,
+    word: str,
+) -> list[str]:
+    if not cell:
+        total = facts.total_units()
+        return (
+            [f"the whole dataset has fewer than {min_count} {word}"]
+            if 0 < total < min_count
+            else []
         )
-        names = [f"#k{i}" for i in range(len(by))]
-        counted = keyed.group_by(names).agg(pl.col(_UNIT).n_unique().alias("#n"))
-        return {tuple(row[:-1]): int(row[-1]) for row in counted.iter_rows()}
-
-    def small_cells(self, walk: _Walk, dp: frozenset[float], min_count: int) -> list[str]:
-        """d: cells of fewer than ``min_count`` units (DP values exempt)."""
-        paths = {
-            leaf.path
-            for leaf in walk.leaves
-            if isinstance(leaf.value, int | float) and leaf.value not in dp
-        }
-        word = "rows" if self.schema.privacy_unit.id_column is None else "individuals"
-        reasons = []
-        if () in paths and 0 < self._total() < min_count:
-            reasons.append(f"the whole dataset has fewer than {min_count} {word}")
-        by_length: dict[int, list[Key]] = {}
-        for path in paths - {()}:
-            by_length.setdefault(len(path), []).append(path)
-        for cells in by_length.values():
-            reasons += self._check_table(cells, min_count, word)
-        return reasons
-
-    def _total(self) -> int:
-        unit = self.schema.privacy_unit.id_column
-        if unit is not None and unit in self.private.columns:
-            return self.private[unit].n_unique()
-        return self.private.height
-
-    def _check_table(self, cells: list[Key], min_count: int, word: str) -> list[str]:
-        texts = [tuple(_key_text(part) for part in cell) for cell in cells]
-        candidates = []
-        for position in range(len(texts[0])):
-            wanted = {t[position] for t in texts}
-            matching = [c for c in self.key_columns() if wanted <= self.key_values(c)]
-            if not matching:
-                return ["cannot check table cells: their keys are not values of a given key column"]
-            candidates.append(matching)
-        reasons = []
-        combinations = itertools.islice(itertools.product(*candidates), _MAX_COMBINATIONS)
-        for by in combinations:
-            counts = self.units(by)
-            for text in texts:
-                if 0 < counts.get(text, 0) < min_count:
-                    where = ", ".join(f"{c}={v}" for c, v in zip(by, text, strict=True))
-                    reasons.append(f"cell {where}: fewer than {min_count} {word}")
-        return reasons
-
-
-def _key_expr(name: str) -> pl.Expr:
-    """A column's values as key texts (as tier 2 writes keys): null as ""."""
-    return pl.col(name).cast(pl.String).fill_null("")
-
-
-def _key_text(part: Scalar) -> str:
-    if isinstance(part, bool):
-        return "true" if part else "false"
-    if isinstance(part, float) and part.is_integer():
-        return str(int(part))
-    if part is None:
-        return ""
-    return str(part)
-
-
-# ---------------------------------------------------------------- e. DP
-
-
-def _not_dp(walk: _Walk, dp: frozenset[float], facts: _Facts) -> list[str]:
-    numbers = [leaf.value for leaf in walk.leaves if isinstance(leaf.value, bool | int | float)]
-    other = [v for v in numbers if isinstance(v, bool) or v not in dp]
     reasons = []
+    for by in combos:
+        units = facts.units(by).get(cell, 0)
+        if 0 < units < min_count:
+            where = ", ".join(f"{c}={v}" for c, v in zip(by, cell, strict=True))
+            reasons.append(f"cell {where}: fewer than {min_count} {word}")
+    return reasons
+
+
+def _statistics_of(value: float, facts: FrameFacts, by: tuple[str, ...], cell: KeyText) -> Number:
+    statistics = facts.statistics(by).get(cell)
+    if statistics is None or isinstance(value, bool):
+        return Number(None, {})
+    return Number(None, {name: stat for name, stat in statistics.items() if matches(value, stat)})
+
+
+def _unrecognised(numbers: list[Number]) -> list[str]:
+    count = sum(1 for n in numbers if n.dp is None and not n.statistics)
+    if not count:
+        return []
+    return [
+        f"{count} numbers are not values Veil can recompute (a DP helper's value, or a cell's "
+        "count, or the sum or mean of a given column over a cell not dominated by one or two "
+        "units): held for the enterprise's review"
+    ]
+
+
+def _not_dp(walk: _Walk, numbers: list[Number], facts: FrameFacts) -> list[str]:
+    reasons = []
+    other = sum(1 for n in numbers if n.dp is None)
     if other:
         reasons.append(
-            f"confidential columns need DP output: use veil_dp ({len(other)} numbers are not "
+            f"confidential columns need DP output: use veil_dp ({other} numbers are not "
             "values it returned, unchanged)"
         )
     labels = facts.all_key_values()
+    keys = [k for k in walk.keys if _is_number(k) and key_text(k) not in labels]
     texts = [leaf.value for leaf in walk.leaves if isinstance(leaf.value, str)]
     texts += [k for k in walk.keys if isinstance(k, str)]
-    if any(_numeric_text(t) and t not in labels for t in texts):
-        reasons.append("confidential columns need DP output: numbers written as text are refused")
+    if keys or any(_numeric_text(t) and t not in labels for t in texts):
+        reasons.append(
+            "confidential columns need DP output: numbers written as text or keys are refused"
+        )
     return reasons
 
 

@@ -403,6 +403,12 @@ def columns_named(code: SyftCode) -> tuple[str, ...]:
     return tuple(sorted({n for n in _literals(code) if n.isidentifier()}))
 
 
+def string_literals(code: SyftCode) -> frozenset[str]:
+    """Every string literal in the function's body: the labels its output may show (the
+    enterprise read them in the code it approved; the data cannot change them)."""
+    return frozenset(_literals(code))
+
+
 def _literals(code: SyftCode) -> set[str]:
     return {
         node.value

@@ -7,14 +7,31 @@ mechanism on values clamped to the column's *declared* bounds (never bounds lear
 the data), with its null handling and privacy unit (rows of one id are truncated to
 ``max_rows_per_id``).  See docs/reviewed-code.md and docs/private-queries.md.
 
-Why the helpers do not trust the frame they are given
------------------------------------------------------
-A function could hand a helper a frame it built itself: rows repeated, or every row set to
-one individual's value.  The noise is sized for one unit changing its own rows, so such a
-frame would break the guarantee.  The helpers therefore compute on the *trusted* frame
-Veil gave the function (bound with ``bound_to`` while the function runs), and refuse a
-frame that is not that frame unchanged (same index, same values in the columns used).
-Rows are selected with ``where={"column": value}``, a filter that looks at each row alone.
+Who computes, who records
+-------------------------
+Nothing the provider's process holds can be trusted to say what was produced by a DP
+mechanism: its code can reach any object in its own memory.  So the helpers are split:
+
+* ``DpService`` is the **trusted side**, in the job worker (outside the sandbox): it holds
+  its own copy of the granted columns and the run's ``DpBudget``, computes each call with
+  OpenDP, charges the budget, and records every value it released.  The output checks use
+  that record; the provider's process never holds it.
+* ``DpHelpers`` is what the provider's function calls, inside the sandbox.  A call on the
+  private frame becomes a ``DpCall`` sent to the trusted side (``ask``), whose answer it
+  returns.  Whatever the process sends, the trusted side computes on its own rows, with its
+  own budget: a forged request is just another charged DP call.
+
+PySyft runs an approved function on the private data and then on the mock; calls during
+the mock run (told apart by the mock's index) compute on the mock in the process, free,
+unrecorded, and their output is never released.
+
+The frame argument
+------------------
+A call names the frame the function received, unchanged (same index, same values in the
+columns used); rows are selected with ``where={"column": value}``, a filter that looks at
+each row alone.  The in-process helpers refuse any other frame, so that a function cannot
+believe it computed on a modified copy; the trusted side never looks at a frame from the
+process at all.
 
 Budget
 ------
@@ -28,11 +45,12 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs installed
 import polars as pl
@@ -43,12 +61,19 @@ from analytics.schema import (
     Aggregate,
     AggregateKind,
     ColumnClass,
-    ColumnSpec,
     DatasetSchema,
     PrivateQuery,
 )
 
 MODULE_NAME: Final = "veil_dp"
+#: The statistics the helpers compute.
+STATISTICS: Final = {
+    "count": AggregateKind.COUNT,
+    "sum": AggregateKind.SUM,
+    "mean": AggregateKind.MEAN,
+}
+#: Most conditions in one ``where``.
+MAX_CONDITIONS: Final = 16
 _WhereValue = str | int | float | bool
 
 
@@ -136,152 +161,174 @@ def _positive(epsilon: object) -> bool:
     return number and math.isfinite(float(epsilon)) and float(epsilon) > 0  # type: ignore[arg-type]
 
 
-class DpHelpers:
-    """``count``, ``sum`` and ``mean`` on ``source`` (the frame Veil gave the function).
+# ---------------------------------------------------------------- one call
 
-    ``frame`` must be ``source`` as the function received it (see the module docstring);
-    ``where`` keeps the rows whose columns equal the given values.  ``shadow`` is the mock
-    as PySyft holds it: PySyft runs a function on the private data and then on the mock,
-    and calls on the mock's frame (told apart by its index) compute on the mock, free and
-    not recorded, as that result is never released.
-    """
 
-    def __init__(
-        self, budget: DpBudget, source: pd.DataFrame, shadow: pd.DataFrame | None = None
-    ) -> None:
-        self._budget = budget
-        self._source = source
-        self._shadow = shadow
+@dataclass(frozen=True)
+class DpCall:
+    """One helper call: a statistic of a column (None for a count), its epsilon, and the
+    conditions that select rows.  What travels from the sandbox to the trusted side."""
 
-    def count(
-        self, frame: object, *, epsilon: float, where: Mapping[str, _WhereValue] | None = None
-    ) -> float:
-        """A DP count of rows."""
-        return self._run(frame, Aggregate(AggregateKind.COUNT), epsilon, where)
+    statistic: str
+    column: str | None
+    epsilon: float
+    where: tuple[tuple[str, _WhereValue], ...] = ()
 
-    def sum(
-        self,
-        frame: object,
-        column: str,
-        *,
-        epsilon: float,
-        where: Mapping[str, _WhereValue] | None = None,
-    ) -> float:
-        """A DP sum of ``column``, its values clamped to the declared bounds."""
-        return self._run(frame, Aggregate(AggregateKind.SUM, _name(column)), epsilon, where)
-
-    def mean(
-        self,
-        frame: object,
-        column: str,
-        *,
-        epsilon: float,
-        where: Mapping[str, _WhereValue] | None = None,
-    ) -> float:
-        """A DP mean of ``column``: a noisy clamped sum over a noisy count, within the bounds."""
-        return self._run(frame, Aggregate(AggregateKind.MEAN, _name(column)), epsilon, where)
-
-    def _run(
-        self,
-        frame: object,
-        aggregate: Aggregate,
-        epsilon: float,
-        where: Mapping[str, _WhereValue] | None,
-    ) -> float:
+    @classmethod
+    def of(
+        cls,
+        statistic: str,
+        column: object,
+        epsilon: object,
+        where: object,
+    ) -> DpCall:
+        """A checked call (any input: it may come from the sandbox); DpError if malformed."""
+        if statistic not in STATISTICS:
+            raise DpError(f"statistic: expected one of {', '.join(STATISTICS)}")
+        if statistic == "count":
+            if column is not None:
+                raise DpError("a count takes no column")
+        elif not isinstance(column, str):
+            raise DpError("column: expected a column name (a string)")
         if not _positive(epsilon):
             raise DpError("epsilon: expected a finite number greater than 0, e.g. epsilon=0.1")
-        conditions = self._conditions(where)
-        query = PrivateQuery((aggregate,))
-        try:
-            validate_query(self._budget.schema, query)
-        except QueryError as error:
-            raise DpError(str(error)) from None
-        needed = self._needed(aggregate, conditions)
-        trusted, private = self._trusted(frame, needed)
-        if private:
-            self._budget._check(float(epsilon))
-        rows = _rows(trusted, needed)
-        for name, wanted in conditions.items():
-            rows = rows.filter(pl.col(name) == wanted)
-        if not private:
-            return _value(rows, self._budget.schema, query, float(epsilon))
-        # Charged before OpenDP reads the rows, and never refunded (see the module docstring).
-        charge = DpCharge(str(aggregate.kind), aggregate.column, float(epsilon), math.nan)
-        index = self._budget._charge(charge)
-        released = _released(rows, self._budget.schema, query, float(epsilon))
-        self._budget._settle(index, released.noise_scale)
-        return self._budget._release(float(released.value))
+        return cls(statistic, column, float(epsilon), _conditions(where))  # type: ignore[arg-type]
 
-    def _conditions(self, where: Mapping[str, _WhereValue] | None) -> dict[str, _WhereValue]:
-        if where is None:
-            return {}
-        if not isinstance(where, Mapping):
+    def message(self) -> dict[str, Any]:
+        """The call as the JSON message the sandbox sends."""
+        return {
+            "type": "request",
+            "kind": "dp",
+            "statistic": self.statistic,
+            "column": self.column,
+            "epsilon": self.epsilon,
+            "where": [list(condition) for condition in self.where],
+        }
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> DpCall:
+        """The call in a message from the sandbox (untrusted); DpError if malformed."""
+        if message.get("kind") != "dp":
+            raise DpError("Veil answers only DP helper calls here")
+        where = message.get("where") or []
+        if not isinstance(where, list) or not all(
+            isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) for c in where
+        ):
             raise DpError('where: expected a dict of column: value, e.g. {"machine": "press-1"}')
-        conditions: dict[str, _WhereValue] = {}
-        for name, value in where.items():
-            spec = self._declared(_name(name))
-            if not isinstance(value, str | int | float | bool):
-                raise DpError(f"where[{name!r}]: expected a string, number or boolean")
-            if spec.column_class is ColumnClass.SECRET:
-                raise DpError(f"where: column {name!r} is secret and cannot filter")
-            conditions[name] = value
-        return conditions
-
-    def _declared(self, name: str) -> ColumnSpec:
-        try:
-            return self._budget.schema.column(name)
-        except KeyError:
-            raise DpError(f"where: column {name!r} is not declared in the dataset") from None
-
-    def _needed(self, aggregate: Aggregate, conditions: Mapping[str, object]) -> list[str]:
-        """The source columns this call reads; all must have been given to the function."""
-        names = [*conditions]
-        if aggregate.column is not None:
-            names.append(aggregate.column)
-        unit = self._budget.schema.privacy_unit.id_column
-        if unit is not None:
-            names.append(unit)
-        needed = list(dict.fromkeys(names))
-        for name in needed:
-            if name not in self._source.columns:
-                what = "the privacy unit's id column" if name == unit else "column"
-                raise DpError(
-                    f"{what} {name!r} was not given to this function; name it in your code "
-                    "so that it is in the granted frame"
-                )
-        return needed
-
-    def _trusted(self, frame: object, needed: list[str]) -> tuple[pd.DataFrame, bool]:
-        """The trusted frame ``frame`` stands for, and whether it is the private one.
-
-        Anything but a frame the function received, unchanged in ``needed``, is refused.
-        """
-        if isinstance(frame, pd.DataFrame):
-            for trusted, private in ((self._source, True), (self._shadow, False)):
-                if trusted is not None and _unchanged(frame, trusted, needed):
-                    return trusted, private
-        raise DpError(
-            "pass the data frame your function received, unchanged (not a filtered, sorted "
-            'or modified copy); select rows with where={"column": value}'
+        statistic = message.get("statistic")
+        return cls.of(
+            statistic if isinstance(statistic, str) else "",
+            message.get("column"),
+            message.get("epsilon"),
+            {name: value for name, value in where},
         )
 
 
-def _rows(trusted: pd.DataFrame, needed: list[str]) -> pl.DataFrame:
-    """The columns a call reads, as polars; a plain count reads none but keeps the rows."""
-    if not needed:
-        return pl.select(pl.repeat(True, len(trusted), eager=False).alias("#row"))
-    return pl.from_pandas(trusted[needed].reset_index(drop=True))
+def _conditions(where: object) -> tuple[tuple[str, _WhereValue], ...]:
+    if where is None:
+        return ()
+    if not isinstance(where, Mapping):
+        raise DpError('where: expected a dict of column: value, e.g. {"machine": "press-1"}')
+    if len(where) > MAX_CONDITIONS:
+        raise DpError(f"where: at most {MAX_CONDITIONS} conditions")
+    conditions = []
+    for name, value in where.items():
+        if not isinstance(name, str):
+            raise DpError("where: expected column names (strings) as keys")
+        if not isinstance(value, str | int | float | bool):
+            raise DpError(f"where[{name!r}]: expected a string, number or boolean")
+        conditions.append((name, value))
+    return tuple(conditions)
 
 
-def _unchanged(frame: pd.DataFrame, trusted: pd.DataFrame, needed: list[str]) -> bool:
-    if not frame.index.equals(trusted.index):
-        return False
+# ---------------------------------------------------------------- the trusted side
+
+
+class DpService:
+    """Computes DP calls on trusted rows, charges the run's budget, records what it released.
+
+    Lives outside the sandbox (the job worker); ``answer`` takes a message from the sandbox.
+    ``rows`` are the granted columns of the private data (the privacy unit's id column
+    included when the schema has one and the grant gives it).
+    """
+
+    def __init__(self, budget: DpBudget, rows: pl.DataFrame) -> None:
+        self.budget = budget
+        self._rows = rows
+        self._lock = threading.Lock()
+        #: Every call answered, with the value released, in order.
+        self.calls: list[tuple[DpCall, float]] = []
+
+    def compute(self, call: DpCall) -> float:
+        """The DP value of ``call``; DpError (or BudgetExceeded) if refused, at no cost."""
+        with self._lock:
+            query, rows = _prepare(self.budget.schema, self._rows, call)
+            self.budget._check(call.epsilon)
+            # Charged before OpenDP reads the rows, and never refunded.
+            charge = DpCharge(call.statistic, call.column, call.epsilon, math.nan)
+            index = self.budget._charge(charge)
+            released = _released(rows, self.budget.schema, query, call.epsilon)
+            self.budget._settle(index, released.noise_scale)
+            value = self.budget._release(float(released.value))
+            self.calls.append((call, value))
+            return value
+
+    def answer(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """The answer to a message from the sandbox: ``{"value": …}`` or the refusal."""
+        try:
+            return {"value": self.compute(DpCall.from_message(message))}
+        except DpError as error:
+            return {"error": type(error).__name__, "message": str(error)}
+
+
+def _prepare(
+    schema: DatasetSchema, source: pl.DataFrame, call: DpCall
+) -> tuple[PrivateQuery, pl.DataFrame]:
+    """The one-statistic query of ``call`` and the rows it reads (``where`` applied)."""
+    kind = STATISTICS[call.statistic]
+    query = PrivateQuery((Aggregate(kind, call.column),))
+    try:
+        validate_query(schema, query)
+    except QueryError as error:
+        raise DpError(str(error)) from None
+    for name, _ in call.where:
+        try:
+            column_class = schema.column(name).column_class
+        except KeyError:
+            raise DpError(f"where: column {name!r} is not declared in the dataset") from None
+        if column_class is ColumnClass.SECRET:
+            raise DpError(f"where: column {name!r} is secret and cannot filter")
+    needed = _needed(schema, source, call)
+    rows = _rows(source, needed)
+    for name, wanted in call.where:
+        rows = rows.filter(pl.col(name) == wanted)
+    return query, rows
+
+
+def _needed(schema: DatasetSchema, source: pl.DataFrame, call: DpCall) -> list[str]:
+    """The source columns ``call`` reads; all must have been given to the function."""
+    names = [name for name, _ in call.where]
+    if call.column is not None:
+        names.append(call.column)
+    unit = schema.privacy_unit.id_column
+    if unit is not None:
+        names.append(unit)
+    needed = list(dict.fromkeys(names))
     for name in needed:
-        if name not in trusted.columns:
-            return False
-        if name in frame.columns and not frame[name].equals(trusted[name]):
-            return False
-    return True
+        if name not in source.columns:
+            what = "the privacy unit's id column" if name == unit else "column"
+            raise DpError(
+                f"{what} {name!r} was not given to this function; name it in your code "
+                "so that it is in the granted frame"
+            )
+    return needed
+
+
+def _rows(source: pl.DataFrame, needed: list[str]) -> pl.DataFrame:
+    """The columns a call reads; a plain count reads none but keeps the rows."""
+    if not needed:
+        return pl.select(pl.repeat(True, source.height, eager=False).alias("#row"))
+    return source.select(needed)
 
 
 def _released(
@@ -294,45 +341,119 @@ def _released(
     return release.rows[0].values[0]
 
 
-def _value(rows: pl.DataFrame, schema: DatasetSchema, query: PrivateQuery, epsilon: float) -> float:
-    return float(_released(rows, schema, query, epsilon).value)
+# ---------------------------------------------------------------- inside the sandbox
+
+#: Sends a call to the trusted side and returns its value (raising its refusal).
+Ask = Callable[[DpCall], float]
 
 
-def _name(column: object) -> str:
-    if not isinstance(column, str):
-        raise DpError("column: expected a column name (a string)")
-    return column
+class DpHelpers:
+    """``count``, ``sum`` and ``mean`` as the provider's function calls them.
+
+    A call on ``source`` (the frame the function received) goes to ``ask`` — the trusted
+    side; a call on ``shadow`` (the mock as PySyft holds it for its second run) is computed
+    here on the mock, free and unrecorded.  Any other frame is refused.
+    """
+
+    def __init__(
+        self,
+        schema: DatasetSchema,
+        source: pd.DataFrame,
+        ask: Ask,
+        shadow: pd.DataFrame | None = None,
+    ) -> None:
+        self._schema = schema
+        self._source = source
+        self._shadow = shadow
+        self._ask = ask
+
+    def count(
+        self, frame: object, *, epsilon: float, where: Mapping[str, _WhereValue] | None = None
+    ) -> float:
+        """A DP count of rows."""
+        return self._run(frame, DpCall.of("count", None, epsilon, where))
+
+    def sum(
+        self,
+        frame: object,
+        column: str,
+        *,
+        epsilon: float,
+        where: Mapping[str, _WhereValue] | None = None,
+    ) -> float:
+        """A DP sum of ``column``, its values clamped to the declared bounds."""
+        return self._run(frame, DpCall.of("sum", column, epsilon, where))
+
+    def mean(
+        self,
+        frame: object,
+        column: str,
+        *,
+        epsilon: float,
+        where: Mapping[str, _WhereValue] | None = None,
+    ) -> float:
+        """A DP mean of ``column``: a noisy clamped sum over a noisy count, within the bounds."""
+        return self._run(frame, DpCall.of("mean", column, epsilon, where))
+
+    def _run(self, frame: object, call: DpCall) -> float:
+        names = [*(name for name, _ in call.where), *([call.column] if call.column else [])]
+        if isinstance(frame, pd.DataFrame):
+            if _unchanged(frame, self._source, names):
+                return self._ask(call)
+            if self._shadow is not None and _unchanged(frame, self._shadow, names):
+                mock = pl.from_pandas(self._shadow.reset_index(drop=True))
+                query, rows = _prepare(self._schema, mock, call)
+                return float(_released(rows, self._schema, query, call.epsilon).value)
+        raise DpError(
+            "pass the data frame your function received, unchanged (not a filtered, sorted "
+            'or modified copy); select rows with where={"column": value}'
+        )
+
+
+def _unchanged(frame: pd.DataFrame, trusted: pd.DataFrame, names: list[str]) -> bool:
+    if not frame.index.equals(trusted.index):
+        return False
+    return all(
+        name not in frame.columns or (name in trusted.columns and frame[name].equals(trusted[name]))
+        for name in names
+    )
+
+
+def local(budget: DpBudget, rows: pl.DataFrame) -> Ask:
+    """An ``ask`` computing in this process: for the reviewer's run on the mock only,
+    where nothing is private and nothing is released."""
+    return DpService(budget, rows).compute
 
 
 # ---------------------------------------------------------------- the veil_dp module
 
 
 class _Installed:
-    """The budget of the installed ``veil_dp`` and the frame it computes on, while bound."""
+    """The installed ``veil_dp``'s schema and ``ask``, and the frames it works on, while bound."""
 
-    def __init__(self, budget: DpBudget) -> None:
-        self.budget = budget
+    def __init__(self, schema: DatasetSchema, ask: Ask) -> None:
+        self.schema = schema
+        self.ask = ask
         self.source: pd.DataFrame | None = None
         self.shadow: pd.DataFrame | None = None
 
     def helpers(self) -> DpHelpers:
         if self.source is None:
             raise DpError("veil_dp works only while Veil runs your function on a dataset")
-        return DpHelpers(self.budget, self.source, self.shadow)
+        return DpHelpers(self.schema, self.source, self.ask, self.shadow)
 
 
 _installed: _Installed | None = None
 
 
-def install(budget: DpBudget) -> None:
-    """Register ``veil_dp`` in ``sys.modules``, charging ``budget``; replaces an earlier one.
+def install(schema: DatasetSchema, ask: Ask) -> None:
+    """Register ``veil_dp`` in ``sys.modules``, its private calls answered by ``ask``.
 
     The module exposes only ``count``, ``sum``, ``mean``, ``DpError`` and
-    ``BudgetExceeded``; the budget is reachable only through dunder attributes, which
-    reviewed code may not use.  Its helpers work while a frame is bound (``bound_to``).
+    ``BudgetExceeded``.  Its helpers work while a frame is bound (``bound_to``).
     """
     global _installed
-    state = _Installed(budget)
+    state = _Installed(schema, ask)
 
     def count(
         frame: object, *, epsilon: float, where: Mapping[str, _WhereValue] | None = None
@@ -376,14 +497,9 @@ def uninstall() -> None:
     sys.modules.pop(MODULE_NAME, None)
 
 
-def installed_budget() -> DpBudget | None:
-    """The budget of the installed ``veil_dp``, if any."""
-    return None if _installed is None else _installed.budget
-
-
 @contextmanager
 def bound_to(source: pd.DataFrame, shadow: pd.DataFrame | None = None) -> Iterator[None]:
-    """While inside, the installed helpers compute on ``source`` (no-op when none is installed).
+    """While inside, the installed helpers work on ``source`` (no-op when none is installed).
 
     ``analytics.syft_code`` binds the very frames it uploads: the private data, and the
     mock (``shadow``, with an index of its own) that PySyft also runs the function on.

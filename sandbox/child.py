@@ -107,8 +107,9 @@ def _read_data(stream: IO[bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def compute(task: Task, data: bytes, channel: _Channel) -> None:
-    """Run ``task`` on the Parquet ``data``; send its result (or raise)."""
+def compute(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None = None) -> None:
+    """Run ``task`` on the Parquet ``data``; send its result (or raise).  ``stdin`` carries
+    the parent's answers to the process's questions (tier 5's DP helper calls)."""
     import polars as pl
 
     if task.kind == "query":
@@ -165,7 +166,7 @@ def compute(task: Task, data: bytes, channel: _Channel) -> None:
             (model.weights,),
         )
     elif task.kind in ("syft", "syft-mock"):
-        _run_code(task, frame, channel)
+        _run_code(task, frame, channel, stdin or sys.stdin.buffer)
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")
 
@@ -215,19 +216,31 @@ def _private_query(task: Task, data: bytes, channel: _Channel) -> None:
     channel.send({"type": "result", "result": result, "details": details, "blobs": 0})
 
 
-def _run_code(task: Task, frame: Any, channel: _Channel) -> None:
-    """Tier 5: run the approved syft function on the given columns (or on the mock only,
-    for the reviewer); send its output encoded, with what the DP helpers released."""
+def _run_code(task: Task, frame: Any, channel: _Channel, stdin: IO[bytes]) -> None:
+    """Tier 5: run the approved syft function on the granted columns (the only ones this
+    process was sent), or on the mock only (``syft-mock``: for the reviewer, and for the
+    job's reference run, which never holds private data); send its output encoded.
+
+    On the private data, DP helper calls are answered by the parent (``_ask_parent``),
+    which alone computes, charges and records them.  On the mock, they are computed here
+    and reported with the output (``dp_calls``): the mock is not private.
+    """
     from analytics import syft_dp
     from analytics.mock import mock_frame
     from analytics.syft_code import run_on_mock, run_syft_function, to_pandas, verify_pinned
 
     code, columns = task.query, list(task.extra["columns"])
     verify_pinned(code, task.extra["approved_sha256"])
-    mock = to_pandas(mock_frame(task.schema, task.extra["mock_rows"], 0).select(columns))
-    budget = syft_dp.DpBudget(task.epsilon, task.schema) if task.epsilon > 0 else None
-    if budget is not None:  # without a budget there is no veil_dp to import
-        syft_dp.install(budget)
+    mock_rows = mock_frame(task.schema, task.extra["mock_rows"], 0).select(columns)
+    mock = to_pandas(mock_rows)
+    calls: list[tuple[Any, float]] = []
+    if task.epsilon > 0:  # without a budget there is no veil_dp to import
+        if task.kind == "syft-mock":
+            service = syft_dp.DpService(syft_dp.DpBudget(task.epsilon, task.schema), mock_rows)
+            syft_dp.install(task.schema, service.compute)
+            calls = service.calls
+        else:
+            syft_dp.install(task.schema, _ask_parent(channel, stdin))
     workdir = Path(SANDBOX_TMP) / "syft"
     workdir.mkdir(exist_ok=True)
     if task.kind == "syft-mock":
@@ -235,16 +248,37 @@ def _run_code(task: Task, frame: Any, channel: _Channel) -> None:
     else:
         value = run_syft_function(code, to_pandas(frame.select(columns)), mock, workdir)
     encoded, blobs = encode_value(value)
+    reported = [[call.message(), released] for call, released in calls]
     channel.send(
-        {
-            "type": "result",
-            "result": {"tier": 5, "output": encoded},
-            "details": {"epsilon_spent": budget.spent if budget else 0.0, "delta_spent": 0.0},
-            "dp_values": list(budget.released) if budget else [],
-            "blobs": len(blobs),
-        },
+        {"type": "result", "result": {"tier": 5, "output": encoded}, "details": {},
+         "dp_calls": reported, "blobs": len(blobs)},
         tuple(blobs),
-    )
+    )  # fmt: skip
+
+
+def _ask_parent(channel: _Channel, stdin: IO[bytes]) -> Any:
+    """A DP helper's ``ask`` that sends the call to the parent and waits for its answer."""
+    import threading
+
+    from analytics.syft_dp import BudgetExceeded, DpCall, DpError
+
+    lock = threading.Lock()  # PySyft may run the function in a thread of its own
+
+    def ask(call: DpCall) -> float:
+        with lock:
+            channel.send(call.message())
+            try:
+                answer = json.loads(read_frame(stdin, 1 << 16))
+            except (ProtocolError, ValueError):
+                raise DpError("Veil did not answer the DP helper call") from None
+        value = answer.get("value") if isinstance(answer, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        refusal = answer.get("message") if isinstance(answer, dict) else None
+        error = BudgetExceeded if answer.get("error") == "BudgetExceeded" else DpError
+        raise error(str(refusal or "Veil refused the DP helper call"))
+
+    return ask
 
 
 # ---------------------------------------------------------------- tier-5 outputs
@@ -409,7 +443,7 @@ def _one_task(channel: _Channel) -> int:
             return EXIT_NO_TASK  # the parent closed the pipe: nothing more to do
         task = pickle.loads(head)  # noqa: S301 - from the parent, the more trusted side
         data = _read_data(stdin)
-        compute(task, data, channel)
+        compute(task, data, channel, stdin)
         return 0
     except MemoryError:
         channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})

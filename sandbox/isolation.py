@@ -36,7 +36,6 @@ import pickle
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -193,9 +192,7 @@ class SandboxProcess:
         healthy = False
         keep_open = self.reusable or on_request is not None
         try:
-            writer = threading.Thread(
-                target=self._send, args=(task, data, keep_open), daemon=True
-            )
+            writer = threading.Thread(target=self._send, args=(task, data, keep_open), daemon=True)
             writer.start()
             self._writer, self._on_request, self._requests = writer, on_request, 0
             result = self._receive(on_progress, should_stop)

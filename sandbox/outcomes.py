@@ -23,6 +23,7 @@ from policies.principals import Principal
 from sandbox.artifacts import StoredArtifact, store_artifact
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
+from sandbox.held_outputs import attach_held, delete_held, detach_held, encrypt_held, load_held
 from sandbox.isolation import ChildResult, SandboxError
 from sandbox.jobs import columns_of, parse_job_query
 from sandbox.models import Dataset, Job, JobStatus, ReleasedCell
@@ -162,8 +163,9 @@ def _store_cells(session: Session, job: Job, output: Output) -> None:
         )
 
 
-def finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
-    """Tier 5: release an output that passed, hold one the checks held, fail a blocked one."""
+def finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput, tenant: str) -> None:
+    """Tier 5: release an output that passed, hold one the checks held (encrypted under the
+    enterprise's key, ``sandbox.held_outputs``), fail a blocked one."""
     if checked.status == "pass":
         release(veil, job_id, Output(checked.result, checked.details))
         return
@@ -175,12 +177,19 @@ def finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
             audit.Outcome.DENIED,
         )
         return
+    with veil.db.read() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.enterprise_id is not None
+        enterprise_id = job.enterprise_id
+    held = encrypt_held(veil, tenant, enterprise_id, job_id, checked.result)
     with veil.db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
         if not _still_ours(veil, job):
+            delete_held(veil, held.path)
             return
-        job.status, job.result = JobStatus.HELD, checked.result
+        job.status, job.result = JobStatus.HELD, None
+        attach_held(job, held)
         job.output_check = checked.result["checks"]
         audit.record(
             session,
@@ -193,17 +202,25 @@ def finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput) -> None:
 
 def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) -> Job:
     """Release a held tier-5 output by hand (the grant is checked once more)."""
-    with veil.db.transaction() as session:
+    with veil.db.read() as session:
         job = session.get(Job, job_id)
-        assert job is not None and job.status == JobStatus.HELD and job.result is not None
+        assert job is not None and job.status == JobStatus.HELD
+        assert enterprise.slug is not None
+        held = load_held(veil, enterprise.slug, job)
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        if job.status != JobStatus.HELD:
+            raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
         refused = still_allowed(veil, session, job)
         if refused:
             raise Conflict("the grant no longer allows this job: " + "; ".join(refused))
-        result = {**job.result, "dataset_version": job.dataset_version}
+        result = {**held, "dataset_version": job.dataset_version}
         result["checks"] = {**result["checks"], "released_by_hand": reason}
         digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
         job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
         job.finished_at = veil.clock()
+        path = detach_held(job)
         audit.record(
             session,
             "job.released",
@@ -217,4 +234,5 @@ def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) ->
                 "checks": job.output_check,
             },
         )
-        return job
+    delete_held(veil, path)
+    return job

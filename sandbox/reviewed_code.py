@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +30,7 @@ from analytics.syft_code import (
     columns_read,
     parse_submission,
     source_sha256,
+    string_literals,
 )
 from policies import audit
 from policies.db import new_id
@@ -41,6 +41,7 @@ from policies.principals import Principal, Role
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
+from sandbox.held_outputs import delete_held, detach_held, load_held
 from sandbox.isolation import SandboxError, SandboxPool
 from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
 from sandbox.tenants import require_reason, require_role
@@ -144,7 +145,8 @@ def mock_task(schema: DatasetSchema, code: SyftCode, columns: tuple[str, ...]) -
 def _run_on_mock(
     veil: Veil, schema: DatasetSchema, code: SyftCode, columns: tuple[str, ...], min_count: int
 ) -> dict[str, Any]:
-    """The function's output on the mock, run in a sandbox, with the checks' verdict on it."""
+    """The function's output on the mock, run in a sandbox, with the checks' verdict on it
+    (the mock is the private data here: the reviewer sees what the checks would say)."""
     from analytics.mock import mock_frame
 
     sandbox = SandboxPool(veil.settings, warm=False).take()
@@ -154,7 +156,15 @@ def _run_on_mock(
         raise InvalidRequest(f"the function failed on the mock: {exc.reason}") from None
     value = decode_value(answer.message["result"].get("output"), answer.blobs)
     mock = mock_frame(schema, MOCK_ROWS, 0).select(list(columns))
-    check = check_output(value, mock, schema, columns, min_count=min_count)
+    released = [
+        entry[1]
+        for entry in answer.message.get("dp_calls") or ()
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int | float)
+    ]
+    check = check_output(
+        value, mock, schema, columns, min_count=min_count, dp_values=released,
+        dp_required=dp_required(schema, columns), labels=string_literals(code),
+    )  # fmt: skip
     return {
         "value": check.value,
         "checks": {"status": check.status, "reasons": list(check.reasons)},
@@ -272,47 +282,23 @@ class CheckedOutput:
     details: dict[str, Any]
 
 
-def check_code_output(
-    message: dict[str, Any],
-    blobs: tuple[bytes, ...],
-    data: bytes,
-    schema: DatasetSchema,
-    columns: tuple[str, ...],
-    code_sha256: str,
-    min_count: int,
-    epsilon_budget: float,
-) -> CheckedOutput:
-    """Decode the sandbox's answer (untrusted) and check it against the private rows."""
-    import io
-
-    result = message.get("result")
-    output = result.get("output") if isinstance(result, dict) else None
-    value = decode_value(output, blobs)
-    dp_values = [v for v in message.get("dp_values") or () if isinstance(v, int | float)]
-    spent = (message.get("details") or {}).get("epsilon_spent", 0.0)
-    if not isinstance(spent, int | float) or not 0 <= spent <= epsilon_budget * (1 + 1e-9):
-        raise SandboxError("the job's process reported an impossible DP spend")
-    private = pl.read_parquet(io.BytesIO(data)).select(list(columns))
-    check = check_output(
-        value,
-        private,
-        schema,
-        columns,
-        min_count=min_count,
-        dp_values=dp_values,
-        dp_required=dp_required(schema, columns),
-    )
-    checks = {"status": check.status, "reasons": list(check.reasons)}
-    released = {
-        "tier": CODE_TIER,
-        "output": check.value,
-        "checks": checks,
-        "code_sha256": code_sha256,
-        "epsilon": float(spent),
-        "delta": 0.0,
+def held_output(veil: Veil, enterprise: Principal, job_id: str) -> dict[str, Any]:
+    """A held output, decrypted for its enterprise to look at: job id, output, checks, hash."""
+    require_role(enterprise, Role.ENTERPRISE)
+    with veil.db.read() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.enterprise_id != enterprise.id:
+            raise NotFound("job", job_id)
+        if job.status != JobStatus.HELD or job.artifact_path is None:
+            raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
+        assert enterprise.slug is not None
+        held = load_held(veil, enterprise.slug, job)
+    return {
+        "job_id": job_id,
+        "output": held["output"],
+        "checks": held["checks"],
+        "code_sha256": held["code_sha256"],
     }
-    details = {"code_sha256": code_sha256, "checks": checks, "epsilon_spent": float(spent)}
-    return CheckedOutput(check.status, check.reasons, released, details)
 
 
 def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, reason: str) -> Job:
@@ -327,10 +313,13 @@ def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, r
             raise NotFound("job", job_id)
         if job.status != JobStatus.HELD:
             raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
-        if not release:
+        if release:
+            job = None
+        else:
             job.status, job.finished_at = JobStatus.FAILED, veil.clock()
             job.error = f"the held output was rejected by the enterprise: {text}"
             job.result = None
+            path = detach_held(job)
             audit.record(
                 session,
                 "job.rejected",
@@ -339,5 +328,7 @@ def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, r
                 resource=f"job:{job.id}",
                 details={"reason": text, "checks": job.output_check},
             )
-            return job
-    return release_held(veil, enterprise, job_id, text)
+    if job is None:
+        return release_held(veil, enterprise, job_id, text)
+    delete_held(veil, path)  # after the rejection committed
+    return job

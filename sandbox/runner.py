@@ -26,6 +26,7 @@ from policies import audit
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
 from sandbox.child import Task
+from sandbox.code_runs import run_code_job
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
@@ -40,11 +41,7 @@ from sandbox.outcomes import (
     release,
     still_allowed,
 )
-from sandbox.reviewed_code import (
-    CODE_TIER,
-    MOCK_ROWS,
-    check_code_output,
-)
+from sandbox.reviewed_code import CODE_TIER, MOCK_ROWS
 from sandbox.suspension import fail_jobs_of_suspended
 
 log = logging.getLogger(__name__)
@@ -131,18 +128,15 @@ def run_job(veil: Veil, job_id: str) -> None:
             version.wrapped_key,
             version.object_path,
         )
-        # Tier 5 runs code that is not Veil's: a sandbox of its own, used once.
-        pool = veil.sandboxes if code is None else None
-        sandbox = (pool or SandboxPool(veil.settings, warm=False)).take()
-        answer = sandbox.run(task, data, progress.on_progress, progress.should_stop)
         if code is not None:
-            checked = check_code_output(
-                answer.message, answer.blobs, data, schema, tuple(code.columns), code.sha256,
-                grant.min_group_size, job.epsilon / EPSILON_UNIT,
-            )  # fmt: skip
+            # Tier 5 runs code that is not Veil's: sandboxes of its own, used once, holding
+            # only the granted columns (sandbox.code_runs).
+            checked = run_code_job(veil, task, data, schema, grant.min_group_size, progress)
             del data
-            finish_code_job(veil, job_id, checked)
+            finish_code_job(veil, job_id, checked, enterprise.slug)
             return
+        sandbox = (veil.sandboxes or SandboxPool(veil.settings, warm=False)).take()
+        answer = sandbox.run(task, data, progress.on_progress, progress.should_stop)
         del data
         output = checked_output(veil, enterprise, job_id, answer)
     except SandboxCancelled:

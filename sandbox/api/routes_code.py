@@ -6,13 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from policies.errors import Conflict, NotFound
 from policies.principals import Role
 from sandbox import reviewed_code
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.routes_jobs import job_out
 from sandbox.api.schemas import CodeIn, CodeOut, HeldOut, JobOut, ReasonIn
-from sandbox.models import CodeRequest, Job, JobStatus
+from sandbox.models import CodeRequest
 from sandbox.tenants import require_role
 
 router = APIRouter(prefix="/v1", tags=["reviewed code"])
@@ -66,18 +65,7 @@ def deny_code(code_id: str, body: ReasonIn, veil: VeilDep, caller: PrincipalDep)
 def held_output(job_id: str, veil: VeilDep, caller: PrincipalDep) -> HeldOut:
     """A tier-5 output the checks held, for the enterprise to look at before deciding."""
     require_role(caller, Role.ENTERPRISE)
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.enterprise_id != caller.id:
-            raise NotFound("job", job_id)
-        if job.status != JobStatus.HELD or job.result is None:
-            raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
-        return HeldOut(
-            job_id=job.id,
-            output=job.result["output"],
-            checks=job.result["checks"],
-            code_sha256=job.result["code_sha256"],
-        )
+    return HeldOut(**reviewed_code.held_output(veil, caller, job_id))
 
 
 @router.post("/jobs/{job_id}/release")

@@ -70,10 +70,22 @@ def as_pandas() -> pd.DataFrame:
 # ---------------------------------------------------------------- pass and normal form
 
 
-def test_a_scalar_statistic_of_the_whole_dataset_passes() -> None:
-    result = check(np.float64(12.5))
-    assert result == OutputCheck("pass", (), 12.5)
+PUBLIC_GIVEN = ("machine", "shift")
+
+
+def test_a_scalar_statistic_of_the_whole_dataset_passes_with_veils_own_value() -> None:
+    mean = np.float64(as_pandas()["temperature"].mean())
+    result = check(mean)
+    assert result.status == "pass" and result.reasons == ()
     assert type(result.value) is float
+    assert result.value == PRIVATE["temperature"].mean()  # recomputed by Veil (polars)
+
+
+def test_a_number_veil_cannot_recompute_is_held() -> None:
+    result = check(np.float64(12.5))
+    assert result.status == "held"
+    assert result.reasons[0].startswith("1 numbers are not values Veil can recompute")
+    assert result.value == 12.5  # as returned, for the enterprise to look at
 
 
 def test_a_grouped_count_of_large_groups_passes_in_index_values_form() -> None:
@@ -88,7 +100,7 @@ def test_a_frame_is_columns_index_rows_and_nan_becomes_none() -> None:
     table = pd.DataFrame(
         {"temperature": [71.25, math.nan], "line": [3, 4]}, index=["press-1", "press-2"]
     )
-    result = check(table)
+    result = check(table, given=PUBLIC_GIVEN)  # nothing private given: a–c only
     assert result.status == "pass"
     assert result.value == {
         "columns": ["temperature", "line"],
@@ -98,7 +110,8 @@ def test_a_frame_is_columns_index_rows_and_nan_becomes_none() -> None:
 
 
 def test_numpy_arrays_and_nested_lists_become_plain_lists() -> None:
-    result = check({"temperature": np.array([1.5, 2.5]), "line": [np.int64(3), True, None]})
+    value = {"temperature": np.array([1.5, 2.5]), "line": [np.int64(3), True, None]}
+    result = check(value, given=PUBLIC_GIVEN)
     assert result.status == "pass"
     assert result.value == {"temperature": [1.5, 2.5], "line": [3, True, None]}
 
@@ -141,7 +154,7 @@ def test_nesting_deeper_than_the_limit_is_blocked() -> None:
     shallow: object = 1.5
     for _ in range(MAX_DEPTH):
         shallow = [shallow]
-    assert check(shallow).status == "pass"
+    assert check(shallow, given=PUBLIC_GIVEN).status == "pass"
 
 
 # ---------------------------------------------------------------- b. size
@@ -166,7 +179,7 @@ def test_a_list_as_long_as_half_the_rows_is_blocked_as_row_level() -> None:
     blocked = check(as_pandas()["line"].iloc[: ROWS // 2].tolist())
     assert blocked.status == "blocked"
     assert blocked.reasons[0].startswith("looks row-level")
-    assert check([1, 2, 3]).status == "pass"
+    assert check([1, 2, 3], given=PUBLIC_GIVEN).status == "pass"
 
 
 def test_a_confidential_value_is_blocked_naming_the_column_not_the_value() -> None:
@@ -206,7 +219,7 @@ def test_a_small_cell_is_held_naming_its_key_and_the_threshold() -> None:
 def test_cells_are_counted_on_the_private_frame_not_taken_from_the_output() -> None:
     # The function claims press-3 has 500 rows: the check recounts it (5 rows).
     result = check({"press-1": 60, "press-3": 500})
-    assert result.reasons == ("cell machine=press-3: fewer than 10 rows",)
+    assert "cell machine=press-3: fewer than 10 rows" in result.reasons
 
 
 def test_a_cross_table_is_checked_cell_by_cell() -> None:
@@ -221,7 +234,7 @@ def test_a_cross_table_is_checked_cell_by_cell() -> None:
 
 def test_statistic_names_in_a_frames_columns_are_labels_not_keys() -> None:
     table = as_pandas().groupby("machine").agg(mean_temp=("temperature", "mean"))
-    result = check(table)
+    result = check(table, labels=("mean_temp",))
     assert result.reasons == ("cell machine=press-3: fewer than 10 rows",)
     assert result.value["columns"] == ["mean_temp"]  # type: ignore[index]
 
@@ -233,10 +246,10 @@ def test_integer_keys_of_an_internal_column_are_checked() -> None:
 
 
 def test_keys_of_no_given_column_cannot_be_checked_and_are_held() -> None:
-    result = check({"mean_temperature": 71.5, "spread": 3.5})
+    result = check({"mean_temperature": 71.5, "spread": 3.5}, labels=("spread",))
     assert result.status == "held"
-    assert result.reasons == (
-        "cannot check table cells: their keys are not values of a given key column",
+    assert "cannot check table cells: their keys are not values of a given key column" in (
+        result.reasons
     )
     # A column not given to the function is no key either.
     shifts = check({"day": 50, "night": 50}, given=("machine",))
@@ -245,7 +258,7 @@ def test_keys_of_no_given_column_cannot_be_checked_and_are_held() -> None:
 
 def test_a_whole_dataset_smaller_than_min_count_is_held() -> None:
     result = check(3.5, private=PRIVATE.head(6))
-    assert result.reasons == ("the whole dataset has fewer than 10 rows",)
+    assert "the whole dataset has fewer than 10 rows" in result.reasons
 
 
 def test_cells_count_individuals_with_an_id_privacy_unit() -> None:
@@ -295,3 +308,122 @@ def test_dp_required_blocks_anything_not_returned_by_the_helpers(value: object) 
 def test_category_labels_are_fine_in_dp_output() -> None:
     result = check({"line": {3: 7.25}}, dp_required=True, dp_values=(7.25,))
     assert result.status == "pass"
+
+
+# ---------------------------------------------------------------- d. text
+
+
+def test_free_text_is_held_and_blocked_when_dp_is_required() -> None:
+    temperatures = "t" + "-".join(f"{t:.1f}" for t in PRIVATE["temperature"][:5])
+    held = check({"note": temperatures}, labels=("note",))
+    assert held.status == "held"
+    assert any(r.startswith("free text: 1 strings") for r in held.reasons)
+    assert temperatures not in " ".join(held.reasons)
+    blocked = check([temperatures], dp_required=True, dp_values=())
+    assert blocked.status == "blocked"
+    assert any(r.startswith("free text") for r in blocked.reasons)
+
+
+def test_labels_of_the_code_column_names_and_categories_are_not_free_text() -> None:
+    mean = PRIVATE["temperature"].mean()
+    value = {"summary": {"temperature": mean}, "unit": "celsius", "shift": "night"}
+    result = check(value, labels=("summary", "unit", "celsius"))
+    assert result.status == "pass", result.reasons
+
+
+# ---------------------------------------------------------------- e. numbers Veil recomputes
+
+
+def _split(values: list[float], parts: int) -> list[list[float]]:
+    return [values[i::parts] for i in range(parts)]
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda t: t * 1.8 + 32,  # Fahrenheit
+        lambda t: t + 1e-9,  # a nudge that defeats an equality test
+        lambda t: round(t, 1),  # rounding
+        lambda t: -t,
+    ],
+    ids=["affine", "nudged", "rounded", "negated"],
+)
+def test_row_values_however_transformed_and_split_are_never_released(transform: object) -> None:
+    values = [transform(t) for t in PRIVATE["temperature"].to_list()]  # type: ignore[operator]
+    # Split under the row-level limit: 25 lists of 4 values, labelled by the code.
+    output = {f"part{i}": part for i, part in enumerate(_split(values, 25))}
+    result = check(output, labels=tuple(output))
+    assert result.status == "held"
+    assert any("not values Veil can recompute" in r for r in result.reasons)
+
+
+def test_a_released_number_is_veils_not_the_functions() -> None:
+    true = PRIVATE["temperature"].mean()
+    # A function hiding bits in the last digits of a correct mean, or rounding it.
+    for returned in (true * (1 + 3e-10), round(true, 2)):
+        result = check({"temperature": returned})
+        assert result.status == "pass"
+        assert result.value == {"temperature": true}  # Veil's value, not the function's
+
+
+def test_a_sum_that_one_unit_dominates_is_held() -> None:
+    skewed = PRIVATE.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(1e6).otherwise(pl.col("temperature"))
+        .alias("temperature")
+    )  # fmt: skip
+    total = skewed["temperature"].sum()
+    assert check(total, private=skewed).status == "held"
+    assert check(PRIVATE["temperature"].sum()).status == "pass"
+
+
+# ---------------------------------------------------------------- f. the same as on the mock
+
+
+MOCK = private_frame().with_columns(pl.col("temperature") + 5)  # other values, same keys
+
+
+def _mock_inspection(value: object, **options: Any) -> Any:
+    from analytics.output_checks import inspect_output
+
+    options.setdefault("min_count", 10)
+    return inspect_output(value, MOCK, SCHEMA, GIVEN, **options)
+
+
+def test_an_output_shaped_otherwise_than_on_the_mock_is_held() -> None:
+    def by_machine(frame: pl.DataFrame, machines: list[str]) -> pd.Series:
+        return frame.to_pandas().groupby("machine")["temperature"].mean().loc[machines]
+
+    both = ["press-1", "press-2"]
+    mock = _mock_inspection(by_machine(MOCK, ["press-1"]))
+    result = check(by_machine(PRIVATE, both), mock=mock)
+    assert result.status == "held"
+    assert any("shape" in r for r in result.reasons)
+    same = _mock_inspection(by_machine(MOCK, both))
+    assert check(by_machine(PRIVATE, both), mock=same).status == "pass"
+
+
+def test_a_statistic_chosen_by_the_data_is_held() -> None:
+    data = as_pandas()
+    mock = _mock_inspection({"x": MOCK["temperature"].mean()}, labels=("x",))
+    # On the private data the code returned the count where the mock run had the mean.
+    result = check({"x": len(data)}, mock=mock, labels=("x",))
+    assert result.status == "held"
+    assert any("not the same statistic" in r for r in result.reasons)
+
+
+def test_dp_calls_that_differ_from_the_mock_block_a_dp_output() -> None:
+    mock = _mock_inspection(
+        {"press-1": 40.0}, dp_required=True, dp_values=(40.0,), dp_calls=("count a",)
+    )
+    result = check(
+        {"press-1": 51.73}, dp_required=True, dp_values=(51.73,), dp_calls=("count b",), mock=mock
+    )
+    assert result.status == "blocked"
+    assert any("DP helper calls differ" in r for r in result.reasons)
+    same = _mock_inspection(
+        {"press-1": 40.0}, dp_required=True, dp_values=(40.0,), dp_calls=("count b",)
+    )
+    released = check(
+        {"press-1": 51.73}, dp_required=True, dp_values=(51.73,), dp_calls=("count b",), mock=same
+    )
+    assert released == OutputCheck("pass", (), {"press-1": 51.73})

@@ -241,7 +241,7 @@ def test_code_whose_hash_does_not_match_is_not_run(site: LocalDatasite) -> None:
 
 def test_dp_helpers_run_inside_pysyft_and_their_output_passes(site: LocalDatasite) -> None:
     budget = syft_dp.DpBudget(1.0, SCHEMA)
-    syft_dp.install(budget)
+    syft_dp.install(SCHEMA, syft_dp.local(budget, pl.from_pandas(PRIVATE)))
     try:
         code = parse_submission(
             function(
@@ -273,7 +273,7 @@ def test_dp_helpers_run_inside_pysyft_and_their_output_passes(site: LocalDatasit
 
 
 def test_a_dp_helper_refusal_explains_itself(site: LocalDatasite) -> None:
-    syft_dp.install(syft_dp.DpBudget(1.0, SCHEMA))
+    syft_dp.install(SCHEMA, syft_dp.local(syft_dp.DpBudget(1.0, SCHEMA), pl.from_pandas(PRIVATE)))
     try:
         code = parse_submission(
             function(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
+import polars as pl
 import pytest
 
 from analytics import syft_dp
@@ -19,7 +20,7 @@ from analytics.schema import (
     DatasetSchema,
     PrivacyUnit,
 )
-from analytics.syft_dp import BudgetExceeded, DpBudget, DpError, DpHelpers
+from analytics.syft_dp import BudgetExceeded, DpBudget, DpCall, DpError, DpHelpers, DpService
 
 SCHEMA = DatasetSchema(
     columns=(
@@ -49,8 +50,20 @@ def source(temperature: float | None = None, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def helpers(epsilon: float = 100.0, data: pd.DataFrame | None = None) -> DpHelpers:
-    return DpHelpers(DpBudget(epsilon, SCHEMA), source() if data is None else data)
+class Helpers(DpHelpers):
+    """The helpers a function calls, with the trusted side (``DpService``, which in a job
+    lives in the worker, outside the sandbox) in this process."""
+
+    def __init__(
+        self, budget: DpBudget, data: pd.DataFrame, shadow: pd.DataFrame | None = None
+    ) -> None:
+        self.service = DpService(budget, pl.from_pandas(data))
+        super().__init__(budget.schema, data, self.service.compute, shadow)
+        self._budget = budget
+
+
+def helpers(epsilon: float = 100.0, data: pd.DataFrame | None = None) -> Helpers:
+    return Helpers(DpBudget(epsilon, SCHEMA), source() if data is None else data)
 
 
 # ---------------------------------------------------------------- noise
@@ -107,7 +120,7 @@ def test_noise_follows_the_declared_bounds_not_the_data() -> None:
 
 def test_spend_is_exact_and_a_call_over_budget_is_refused_for_free() -> None:
     budget = DpBudget(1.0, SCHEMA)
-    dp = DpHelpers(budget, source())
+    dp = Helpers(budget, source())
     data = dp._source
     first = dp.count(data, epsilon=0.25)
     second = dp.mean(data, "yield_pct", epsilon=0.75)
@@ -125,7 +138,7 @@ def test_spend_is_exact_and_a_call_over_budget_is_refused_for_free() -> None:
 
 def test_ten_tenths_fit_a_budget_of_one() -> None:
     budget = DpBudget(1.0, SCHEMA)
-    dp = DpHelpers(budget, source())
+    dp = Helpers(budget, source())
     for _ in range(10):
         dp.count(dp._source, epsilon=0.1)
     assert budget.spent == 1.0
@@ -176,7 +189,7 @@ def test_secret_undeclared_and_missing_columns_are_refused() -> None:
     with pytest.raises(DpError, match="not declared"):
         dp.mean(data, "pressure", epsilon=1.0)
     with pytest.raises(DpError, match="not given"):
-        DpHelpers(dp._budget, data.drop(columns="yield_pct")).mean(
+        Helpers(dp._budget, data.drop(columns="yield_pct")).mean(
             data.drop(columns="yield_pct"), "yield_pct", epsilon=1.0
         )
     with pytest.raises(DpError, match="integer or float"):
@@ -196,8 +209,8 @@ def test_an_id_privacy_unit_needs_its_id_column() -> None:
     budget = DpBudget(10.0, schema)
     without = data[["defects"]]
     with pytest.raises(DpError, match="privacy unit's id column"):
-        DpHelpers(budget, without).sum(without, "defects", epsilon=1.0)
-    DpHelpers(budget, data).count(data, epsilon=1.0)
+        Helpers(budget, without).sum(without, "defects", epsilon=1.0)
+    Helpers(budget, data).count(data, epsilon=1.0)
     assert budget.charges[-1].noise_scale == 4.0  # 4 rows per id: sensitivity 4
 
 
@@ -205,7 +218,7 @@ def test_calls_on_pysyfts_mock_run_are_free_and_not_released() -> None:
     budget = DpBudget(1.0, SCHEMA)
     data = source()
     shadow = source(seed=3).set_axis(pd.RangeIndex(2**62, 2**62 + ROWS), axis="index")
-    dp = DpHelpers(budget, data, shadow)
+    dp = Helpers(budget, data, shadow)
     dp.mean(shadow, "temperature", epsilon=1.0)
     assert budget.spent == 0.0
     assert budget.released == ()
@@ -219,7 +232,7 @@ def test_calls_on_pysyfts_mock_run_are_free_and_not_released() -> None:
 @pytest.fixture
 def installed() -> Iterator[DpBudget]:
     budget = DpBudget(2.0, SCHEMA)
-    syft_dp.install(budget)
+    syft_dp.install(SCHEMA, syft_dp.local(budget, pl.from_pandas(source())))
     yield budget
     syft_dp.uninstall()
 
@@ -228,7 +241,6 @@ def test_install_registers_veil_dp_with_only_the_helpers(installed: DpBudget) ->
     veil_dp = importlib.import_module("veil_dp")
     public = {name for name in vars(veil_dp) if not name.startswith("_")}
     assert public == {"count", "sum", "mean", "DpError", "BudgetExceeded"}
-    assert syft_dp.installed_budget() is installed
     data = source()
     with pytest.raises(DpError, match="only while Veil runs"):
         veil_dp.count(data, epsilon=1.0)
@@ -241,8 +253,44 @@ def test_install_registers_veil_dp_with_only_the_helpers(installed: DpBudget) ->
 
 
 def test_uninstall_removes_veil_dp() -> None:
-    syft_dp.install(DpBudget(1.0, SCHEMA))
+    syft_dp.install(SCHEMA, syft_dp.local(DpBudget(1.0, SCHEMA), pl.from_pandas(source())))
     syft_dp.uninstall()
     assert "veil_dp" not in sys.modules
     with pytest.raises(ImportError):
         importlib.import_module("veil_dp")
+
+
+# ---------------------------------------------------------------- the trusted side
+
+
+def test_the_trusted_side_computes_on_its_own_rows_whatever_the_process_sends() -> None:
+    budget = DpBudget(1.0, SCHEMA)
+    service = DpService(budget, pl.from_pandas(source()))
+    call = DpCall.of("count", None, 0.5, {"machine": "b"})
+    answer = service.answer(call.message())
+    assert abs(answer["value"] - 100) < 15  # counted on the service's own rows
+    assert service.calls == [(call, answer["value"])]
+    assert budget.released == (answer["value"],)
+    # Anything malformed is refused at no cost; a call over budget is refused for free.
+    for forged in (
+        {"kind": "dp", "statistic": "median", "column": "yield_pct", "epsilon": 0.1},
+        {"kind": "dp", "statistic": "sum", "column": ["yield_pct"], "epsilon": 0.1},
+        {"kind": "dp", "statistic": "sum", "column": "yield_pct", "epsilon": -1},
+        {"kind": "dp", "statistic": "sum", "column": "recipe", "epsilon": 0.1},
+        {"kind": "dp", "statistic": "count", "epsilon": 0.1, "where": [[["x"], 1]]},
+        {"kind": "dp", "statistic": "count", "epsilon": 0.1, "where": {"machine": "a"}},
+        {"kind": "dp", "statistic": "count", "epsilon": 0.1, "where": [["recipe", 1.0]]},
+        {"kind": "read", "path": "/etc/passwd"},
+    ):
+        refused = service.answer(forged)
+        assert refused["error"] == "DpError" and "value" not in refused, forged
+    over = service.answer(DpCall.of("sum", "yield_pct", 0.75, None).message())
+    assert over["error"] == "BudgetExceeded"
+    assert budget.spent == 0.5 and len(service.calls) == 1
+
+
+def test_a_call_travels_as_json_and_back_unchanged() -> None:
+    import json
+
+    call = DpCall.of("mean", "temperature", 0.25, {"machine": "a", "line": 3, "ok": True})
+    assert DpCall.from_message(json.loads(json.dumps(call.message()))) == call
