@@ -100,7 +100,7 @@ def test_a_frame_is_columns_index_rows_and_nan_becomes_none() -> None:
     table = pd.DataFrame(
         {"temperature": [71.25, math.nan], "line": [3, 4]}, index=["press-1", "press-2"]
     )
-    result = check(table, given=PUBLIC_GIVEN)  # nothing private given: a–c only
+    result = check(table, given=PUBLIC_GIVEN)  # nothing private given: rules a to c only
     assert result.status == "pass"
     assert result.value == {
         "columns": ["temperature", "line"],
