@@ -22,7 +22,7 @@ from sandbox.client import ApiError
 from sandbox.client import VeilClient as ApiClient
 from sandbox.core import Veil
 from sandbox.demo_data import MACHINES
-from sandbox.models import CodeRequest
+from sandbox.models import CodeRequest, Job
 from tests.sandbox.conftest import PURPOSE, World, make_world
 
 MEAN_CYCLE = """import syft as sy
@@ -129,8 +129,17 @@ def test_an_approved_benign_function_releases_its_aggregate(coder: World) -> Non
     assert {"code.submitted", "code.approved", "job.released"} <= set(events)
 
 
+def held_at_rest(veil: Veil, job_id: str) -> tuple[Path, bytes]:
+    """The job's held object (path, bytes on disk); the job row holds no output."""
+    with veil.db.read() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.result is None and job.artifact_path is not None
+        path = veil.settings.objects_dir / job.artifact_path
+    return path, path.read_bytes()
+
+
 def test_raw_rows_are_blocked_and_a_row_value_held_until_the_enterprise_decides(
-    coder: World,
+    coder: World, veil: Veil
 ) -> None:
     rows = run(coder, approved(coder, RAW_ROWS))
     assert rows["status"] == "failed"
@@ -149,6 +158,13 @@ def test_raw_rows_are_blocked_and_a_row_value_held_until_the_enterprise_decides(
     assert refused.value.status == 403
     look = coder.acme.held_output(str(held["id"]))
     assert look["checks"]["reasons"]
+    # At rest the held output is encrypted under the enterprise's key: neither the database
+    # nor the object holds it in plaintext.
+    longest = look["output"]["longest_cycle_s"]
+    path, stored = held_at_rest(veil, str(held["id"]))
+    assert repr(longest).encode() not in stored and b"longest_cycle_s" not in stored
+    database = b"".join(p.read_bytes() for p in veil.settings.data_dir.glob("veil.db*"))
+    assert repr(longest).encode() not in database
     released = coder.acme.release_held(str(held["id"]), "these counts are not sensitive")
     assert released["output_check"]["status"] == "held"
     assert released["status"] == "released"
@@ -157,8 +173,11 @@ def test_raw_rows_are_blocked_and_a_row_value_held_until_the_enterprise_decides(
     # The same approved code again: held again, and this time rejected.
     again = run(coder, str(held["query"]["code_request_id"]))
     assert again["status"] == "held"
+    again_path, _ = held_at_rest(veil, str(again["id"]))
     rejected = coder.acme.reject_held(str(again["id"]), "a maximum is a row's value")
     assert rejected["status"] == "failed" and "rejected" in str(rejected["error"])
+    assert not again_path.exists()  # a rejected output is deleted
+    assert not path.exists()  # and one released by hand lives on as the result only
     with pytest.raises(ApiError):
         coder.provider.get_result(str(again["id"]))
     actions = [e["action"] for e in coder.operator.audit_events(limit=100)]
