@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -31,6 +31,9 @@ from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.isolation import ChildResult, SandboxError, SandboxPool
 from sandbox.reviewed_code import CODE_TIER, CheckedOutput, dp_required
+
+if TYPE_CHECKING:
+    from sandbox.runner import JobProgress
 
 #: Most seconds the reference run may take beyond the private one.
 _REFERENCE_GRACE_S = 60.0
@@ -51,7 +54,7 @@ def run_code_job(
     data: bytes,
     schema: DatasetSchema,
     min_count: int,
-    progress: Any,
+    progress: JobProgress,
 ) -> CheckedOutput:
     """Run the approved code of ``task`` on the granted columns of ``data``; its checked
     output.  Raises SandboxError (or SandboxCancelled) when the private run fails."""
