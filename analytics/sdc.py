@@ -293,22 +293,19 @@ def _drafts(
 
 def _per_unit(keyed: pl.DataFrame, by: list[str], summed: int, *, by_id: bool) -> pl.DataFrame:
     """Each unit's rows, sums and non-null counts per cell (a row is its own unit, as is)."""
-    columns = range(summed)
-    if not by_id:
+    values = [pl.col(f"#v{i}") for i in range(summed)]
+    if not by_id:  # no grouping needed: a row's sum is its value, its count 0 or 1
         return keyed.with_columns(
             pl.lit(1, dtype=pl.UInt32).alias(_ROWS),
-            *[pl.col(f"#v{i}").fill_null(0).alias(f"#s{i}") for i in columns],
-            *[
-                pl.col(f"#v{i}").is_not_null().cast(pl.UInt32).alias(f"#n{i}")
-                for i in range(summed)
-            ],
+            *[v.fill_null(0).alias(f"#s{i}") for i, v in enumerate(values)],
+            *[v.is_not_null().cast(pl.UInt32).alias(f"#n{i}") for i, v in enumerate(values)],
         )
     return keyed.group_by([*by, _UNIT]).agg(
         pl.len().alias(_ROWS),
         pl.col(_HIGH).first(),  # every row of an id has its key
         pl.col(_LOW).first(),
-        *[pl.col(f"#v{i}").sum().alias(f"#s{i}") for i in range(summed)],
-        *[pl.col(f"#v{i}").count().alias(f"#n{i}") for i in range(summed)],
+        *[v.sum().alias(f"#s{i}") for i, v in enumerate(values)],
+        *[v.count().alias(f"#n{i}") for i, v in enumerate(values)],
     )
 
 
