@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from sandbox.child import Task
 from sandbox.client import ApiError
 from sandbox.core import Veil
 from sandbox.demo_data import DECLARATION, production_log
@@ -114,6 +115,13 @@ def test_tier2_preview_states_the_rules_and_the_accuracy(all_tiers: World) -> No
         all_tiers.dataset_id, PURPOSE, [{"kind": "count"}]
     )
     assert not denied["allowed"] and denied["table"] is None
+
+
+def test_a_tasks_cell_key_secret_stays_out_of_its_repr() -> None:
+    """Tasks may be logged; the dataset's secret must not be, in any form."""
+    secret = bytes(range(32))
+    shown = repr(Task("table", None, None, cell_secret=secret))
+    assert "cell_secret" not in shown and repr(secret) not in shown and secret.hex() not in shown
 
 
 def test_tier2_refuses_confidential_columns(all_tiers: World) -> None:
