@@ -1,85 +1,67 @@
-"""Tier 2: exact aggregate tables, released only after statistical disclosure control.
+"""Tier 2: aggregate tables, perturbed by the cell-key method and checked by ACRO's rules.
 
-A provider asks for counts, sums and means, grouped by up to four allowed columns.
-Values are exact (no noise); unsafe cells are suppressed (all their values become
-None) and marked with why.  The rules are ACRO's defaults (AI-SDC/ACRO
-``acro/default.yaml``): threshold 10, nk-dominance n=2 k=0.90, zeros disclosive.
+A provider asks for counts, sums and means, grouped by up to four allowed columns.  Every
+released value is perturbed by the cell-key method (``analytics.cellkey``: the same cell
+always gets the same value, for every table, provider and dataset version, and any sum or
+difference of cells carries noise), and unsafe cells are suppressed (all their values
+become None) and marked with why.  The rules are ACRO's defaults (AI-SDC/ACRO
+``acro/default.yaml``): threshold 10, nk-dominance n=2 k=0.90, zeros disclosive; they are
+evaluated on the true values.
 
-A privacy unit ("unit" below) is one row, or, when the schema names an id column,
-one id with all its rows.  Cells are checked in this order:
+A privacy unit ("unit" below) is one row, or, when the schema names an id column, one id
+with all its rows.  Cells are checked in this order:
 
-1. **Zero cell.**  No rows: suppressed ("zero cell") when ``zeros_disclosive``
-   (ACRO: a zero reveals that nobody has that combination), else released as 0.
+1. **Zero cell.**  No rows: suppressed ("zero cell") when ``zeros_disclosive`` (ACRO: a
+   zero reveals that nobody has that combination), else released as 0.
 2. **Threshold.**  Fewer than ``min_count`` units in the cell, or (as ACRO counts
-   non-missing values) fewer than ``min_count`` units with a non-null value in a
-   summed column: suppressed.
-3. **nk-dominance**, per summed column (sum or mean): each unit's contribution is
-   the sum of its non-null values in the cell; if the ``nk_n`` largest absolute
-   contributions exceed ``nk_k`` times the sum of all absolute contributions, the
-   cell is suppressed.  Absolute values, so that a large negative value counts.
-4. **Differencing.**  Whoever holds two released cells whose rows differ by a few
-   units can subtract them.  Queries have no filters, so a cell's rows are those
-   meeting its conditions, and a cell with more conditions holds a subset of the
-   rows of one with fewer.  A cell C is suppressed if, among the earlier released
-   cells (``prior``, which must record every release):
-   (a) a same-version cell E has nested conditions (E's ⊂ C's or C's ⊂ E's) and
-   the rows of the larger that are not in the smaller hold 1 to ``min_count - 1``
-   units, counted on the current frame (same version: same data);
-   (b) a cell E of another version has C's conditions exactly, and its stored row
-   count (or, both known, its id count) differs from C's by 1 to ``min_count - 1``;
-   (c) same-version cells split C by one more column (each has C's conditions
-   plus one ``column=value``), and C minus them would reveal the unreleased part
-   of the split, by the rule of 5 below: its cells are the column's declared keys
-   (or, undeclared, those in C's rows now) that are not among them; C is suppressed
-   if there is one such cell, or they hold fewer than ``min_count`` units together
-   (none at all only counts when ``zeros_disclosive``: then they are zero cells).
-5. **Secondary suppression.**  A line is the cells sharing all keys but one (a
-   row or column of a cross table; the whole of a one-way table).  Its total is
-   known to the provider if an earlier released cell has exactly the line's
-   shared conditions (any version, to be safe).  Then total minus the released
-   cells is the sum of the suppressed ones; if that is one cell, or several with
-   fewer than ``min_count`` units together, the line's smallest released non-empty
-   cell is suppressed too ("secondary suppression").  Repeated until nothing
-   changes, since one suppression can expose a crossing line.
+   non-missing values) fewer than ``min_count`` units with a non-null value in a summed
+   column: suppressed.
+3. **nk-dominance**, per summed column (sum or mean): each unit's contribution is the sum
+   of its non-null values in the cell; if the ``nk_n`` largest absolute contributions
+   exceed ``nk_k`` times the sum of all absolute contributions, the cell is suppressed.
+   Absolute values, so that a large negative value counts.
 
-Cells: when every group column is a public string column with declared categories
-(plus ``""`` for a nullable one), the table has a cell for every combination, so
-empty combinations are not revealed by their absence; otherwise only observed
-combinations, and suppressed cells keyed by a non-public column are left out
-entirely, so that rare values of it are not shown.  Keys are strings: integers
-in decimal, booleans ``true``/``false``, empty (null) as ``""`` (ingestion stores
-no empty strings).  Order: declared categories' order, else sorted values.
-Values: ``count`` counts rows; ``sum`` and ``mean`` ignore nulls (``mean`` = sum
-over non-null values / their number).
+Released values (``analytics.cellkey`` states the method and its parameters): a count
+moves by at most 2 (times the most rows one unit has in the cell, with an id column) and
+never below the platform's floor of 10; a sum by less than 2 times the cell's largest
+absolute unit contribution; a mean is the perturbed sum over the perturbed number of
+values.  So differencing -- subtracting or adding released cells of any number of tables,
+by any number of providers, over any versions, to isolate a few units -- yields those
+units' values only with the noise of every cell used.  No earlier release is consulted:
+the same query gives the same table whatever was asked before.
+
+Cells: when every group column is a public string column with declared categories (plus
+``""`` for a nullable one), the table has a cell for every combination, so empty
+combinations are not revealed by their absence; otherwise only observed combinations, and
+suppressed cells keyed by a non-public column are left out entirely, so that rare values
+of it are not shown.  Keys are strings: integers in decimal, booleans ``true``/``false``,
+empty (null) as ``""`` (ingestion stores no empty strings).  Order: declared categories'
+order, else sorted values.  Values: ``count`` counts rows; ``sum`` and ``mean`` ignore
+nulls (``mean`` = sum over non-null values / their number).
 
 What this does **not** protect against:
 
-* differencing beyond the patterns above (a pair of nested cells, a cell and one
-  earlier split of it by one column, a line and a total held in one earlier
-  cell): e.g. totals only derivable by adding cells of several releases, splits
-  by two columns at once, chains of three or more releases, and cells of other
-  versions unless their conditions are identical;
-* dominance within a difference: two cells may differ by ``min_count`` units or
-  more, one of which dominates the difference of their sums;
-* a new version that adds and removes about as many rows in a cell (the net
-  change hides them), or adds many rows of ids that the cell already had;
-* releases not recorded in ``prior``, and other channels (DP tiers, mock data,
-  outputs of jobs) combined with these tables;
-* attribute disclosure within safe cells (everyone in a cell has the same value:
-  the mean shows it), and ACRO's p-ratio rule, which is not applied;
-* in observed-key tables, absent keys still show that their cells are empty.
+* averaging many *different* derivations of one figure: every table whose cells add up to
+  it in another way brings fresh noise, so n of them narrow it by about the square root
+  of n (the number of tables with different cells is limited by the columns one may group
+  by, at most four at a time);
+* attribute disclosure within safe cells (everyone in a cell has the same value: the mean
+  shows it, up to the perturbation), and ACRO's p-ratio rule, which is not applied;
+* in observed-key tables, absent keys still show that their cells are empty;
+* other channels (DP tiers, mock data, outputs of tier-5 jobs) combined with these tables.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 import polars as pl
 
+from analytics.cellkey import cell_key, key_halves, perturb_count, perturb_sum, record_keys
 from analytics.schema import (
     Aggregate,
     AggregateKind,
@@ -97,7 +79,8 @@ _KINDS: Final = (AggregateKind.COUNT, AggregateKind.SUM, AggregateKind.MEAN)
 _RELEASABLE: Final = (ColumnClass.PUBLIC, ColumnClass.INTERNAL)
 _KEY_TYPES: Final = (ColumnType.STRING, ColumnType.INTEGER, ColumnType.BOOLEAN)
 # Internal frame columns; "#" is never in a declared name, so they cannot collide.
-_ALL, _UNIT, _ROWS, _UNITS = "#all", "#unit", "#rows", "#units"
+_ALL, _UNIT, _ROWS, _UNITS, _MOST = "#all", "#unit", "#rows", "#units", "#most"
+_HIGH, _LOW = "#key_high", "#key_low"  # the halves of the record keys, summed per cell
 
 
 class SdcQueryError(ValueError):
@@ -126,37 +109,26 @@ class TableQuery:
 
 
 @dataclass(frozen=True)
-class PriorCell:
-    """A cell released earlier on the same dataset (by any provider); internal, never shown.
-
-    ``conditions`` maps group columns to key values as released ({} = whole dataset);
-    ``count`` is its true row count then; ``units`` its distinct ids, when the dataset
-    has an id column (None otherwise, or if unknown).
-    """
-
-    conditions: Mapping[str, str]
-    same_version: bool
-    count: int
-    units: int | None = None
-
-
-@dataclass(frozen=True)
 class TableCell:
-    """One cell: its key, its values (None when suppressed), "ok" or "suppressed", and why."""
+    """One cell: its key, its values (None when suppressed), "ok" or "suppressed", and why.
+
+    ``perturbed``: its values are perturbed by the cell-key method (every released cell
+    that has units; an empty cell released as 0 has nothing to perturb).
+    """
 
     key: dict[str, str]
     values: dict[str, float | None]
     status: str
     reasons: tuple[str, ...]
+    perturbed: bool = False
 
 
 @dataclass(frozen=True)
 class TableRelease:
-    """The checked table; ``released`` holds the cells released now, to store as prior cells."""
+    """The checked, perturbed table and the rules applied."""
 
     cells: tuple[TableCell, ...]
     rules: SdcRules
-    released: tuple[PriorCell, ...]
 
 
 def _check_rules(rules: SdcRules) -> None:
@@ -256,6 +228,8 @@ class _Summed(NamedTuple):
     units: float  # units with a non-null value
     top: float  # the nk_n largest absolute unit contributions, added up
     absolute: float  # all absolute unit contributions, added up
+    largest: float  # the largest absolute unit contribution (scales the perturbation)
+    most: float  # the most non-null values one unit has
 
 
 @dataclass
@@ -265,6 +239,8 @@ class _Draft:
     key: tuple[str, ...]
     rows: int
     units: int
+    most_rows: int  # the most rows one unit has in the cell
+    cell_key: int
     summed: dict[str, _Summed]
     reasons: list[str] = field(default_factory=list)
 
@@ -280,25 +256,29 @@ def _key_expr(spec: ColumnSpec) -> pl.Expr:
     return text.fill_null("")
 
 
-def _drafts(frame: pl.DataFrame, schema: DatasetSchema, query: TableQuery, n: int) -> list[_Draft]:
-    """One draft per cell, in output order, with its counts and summed-column statistics."""
+def _drafts(
+    frame: pl.DataFrame, schema: DatasetSchema, query: TableQuery, n: int, secret: bytes
+) -> list[_Draft]:
+    """One draft per cell, in output order, with its counts, cell key and statistics."""
     group, summed = list(query.group_by), _summed_columns(query)
     by = group or [_ALL]
     unit = schema.privacy_unit.id_column
+    high, low = key_halves(record_keys(frame, schema, secret))
     keyed = frame.select(
         *[_key_expr(schema.column(g)).alias(g) for g in group],
         *([] if group else [pl.lit("").alias(_ALL)]),
         (pl.col(unit) if unit else pl.int_range(pl.len())).alias(_UNIT),
         *[pl.col(c).alias(f"#v{i}") for i, c in enumerate(summed)],
-    )
+    ).with_columns(pl.Series(_HIGH, high), pl.Series(_LOW, low))
     # Stage 1: one row per (cell, unit), so that dominance compares units, not rows.
-    per_unit = keyed.group_by([*by, _UNIT]).agg(
-        pl.len().alias(_ROWS),
-        *[pl.col(f"#v{i}").sum().alias(f"#s{i}") for i in range(len(summed))],
-        *[pl.col(f"#v{i}").count().alias(f"#n{i}") for i in range(len(summed))],
-    )
+    per_unit = _per_unit(keyed, by, len(summed), by_id=unit is not None)
     stats = per_unit.group_by(by).agg(
-        pl.col(_ROWS).sum(), pl.len().alias(_UNITS), *_summed_stats(len(summed), n)
+        pl.col(_ROWS).sum(),
+        pl.len().alias(_UNITS),
+        pl.col(_ROWS).max().alias(_MOST),
+        pl.col(_HIGH).sum(),
+        pl.col(_LOW).sum(),
+        *_summed_stats(len(summed), n),
     )
     grid = _grid(schema, group) if group else [("",)]
     if grid is not None:
@@ -309,6 +289,24 @@ def _drafts(frame: pl.DataFrame, schema: DatasetSchema, query: TableQuery, n: in
             raise SdcQueryError(f"group_by: expected at most {MAX_CELLS} cells; use fewer keys")
         drafts.sort(key=lambda d: _sort_key(d.key, [schema.column(g) for g in group]))
     return drafts
+
+
+def _per_unit(keyed: pl.DataFrame, by: list[str], summed: int, *, by_id: bool) -> pl.DataFrame:
+    """Each unit's rows, sums and non-null counts per cell (a row is its own unit, as is)."""
+    values = [pl.col(f"#v{i}") for i in range(summed)]
+    if not by_id:  # no grouping needed: a row's sum is its value, its count 0 or 1
+        return keyed.with_columns(
+            pl.lit(1, dtype=pl.UInt32).alias(_ROWS),
+            *[v.fill_null(0).alias(f"#s{i}") for i, v in enumerate(values)],
+            *[v.is_not_null().cast(pl.UInt32).alias(f"#n{i}") for i, v in enumerate(values)],
+        )
+    return keyed.group_by([*by, _UNIT]).agg(
+        pl.len().alias(_ROWS),
+        pl.col(_HIGH).first(),  # every row of an id has its key
+        pl.col(_LOW).first(),
+        *[v.sum().alias(f"#s{i}") for i, v in enumerate(values)],
+        *[v.count().alias(f"#n{i}") for i, v in enumerate(values)],
+    )
 
 
 def _summed_columns(query: TableQuery) -> list[str]:
@@ -325,6 +323,8 @@ def _summed_stats(count: int, n: int) -> list[pl.Expr]:
             (pl.col(f"#n{i}") > 0).sum().alias(f"#units{i}"),
             contribution.top_k(n).sum().alias(f"#top{i}"),
             contribution.sum().alias(f"#absolute{i}"),
+            contribution.max().alias(f"#largest{i}"),
+            pl.col(f"#n{i}").max().alias(f"#most{i}"),
         ]
     return exprs
 
@@ -344,10 +344,16 @@ def _draft(row: dict[str, object], group: list[str], summed: list[str]) -> _Draf
         value = row[name]
         return float(value) if isinstance(value, int | float) else 0.0
 
+    def whole(name: str) -> int:  # exact: a float loses key bits past 2**53
+        value = row[name]
+        return value if isinstance(value, int) else 0
+
     return _Draft(
         key=tuple(str(row[g]) for g in group),
-        rows=int(number(_ROWS)),
-        units=int(number(_UNITS)),
+        rows=whole(_ROWS),
+        units=whole(_UNITS),
+        most_rows=whole(_MOST),
+        cell_key=cell_key(whole(_HIGH), whole(_LOW)),
         summed={
             c: _Summed(*(number(f"#{stat}{i}") for stat in _Summed._fields))
             for i, c in enumerate(summed)
@@ -363,7 +369,7 @@ def _sort_key(key: tuple[str, ...], specs: list[ColumnSpec]) -> tuple[tuple[bool
     )
 
 
-# ---------------------------------------------------------------- checks
+# ---------------------------------------------------------------- checks and release
 
 
 def run_table_query(
@@ -371,32 +377,21 @@ def run_table_query(
     schema: DatasetSchema,
     query: TableQuery,
     rules: SdcRules = DEFAULT_RULES,
-    prior: Sequence[PriorCell] = (),
+    *,
+    secret: bytes,
 ) -> TableRelease:
-    """Compute ``query`` on ``frame`` exactly and suppress every cell the rules call unsafe.
-
-    ``prior`` must hold every cell released earlier on this dataset (any provider);
-    the differencing and secondary-suppression guards are only as good as it is.
-    """
+    """Compute ``query`` on ``frame``, suppress every cell the rules call unsafe and perturb
+    the others by the cell-key method under the dataset's ``secret`` (32 bytes)."""
     validate_table_query(schema, query)
     _check_rules(rules)
     missing = [c for c in schema.names if c not in frame.columns]
     if missing:
         raise ValueError(f"columns {missing}: expected in the frame (declared)")
-    drafts = _drafts(frame, schema, query, rules.nk_n)
+    drafts = _drafts(frame, schema, query, rules.nk_n, secret)
+    units = "rows" if schema.privacy_unit.id_column is None else "individuals"
     for draft in drafts:
-        draft.reasons += _primary_reasons(draft, rules, _unit_word(schema))
-    guard = _Guard(frame, schema, query, prior, rules)
-    for draft in drafts:
-        if not draft.reasons:
-            here = dict(zip(query.group_by, draft.key, strict=True))
-            draft.reasons += guard.differencing(here, draft)
-    _secondary(drafts, query.group_by, prior, rules.min_count)
+        draft.reasons += _primary_reasons(draft, rules, units)
     return _release(drafts, schema, query, rules)
-
-
-def _unit_word(schema: DatasetSchema) -> str:
-    return "rows" if schema.privacy_unit.id_column is None else "individuals"
 
 
 def _primary_reasons(draft: _Draft, rules: SdcRules, units: str) -> list[str]:
@@ -420,142 +415,14 @@ def _primary_reasons(draft: _Draft, rules: SdcRules, units: str) -> list[str]:
     return reasons
 
 
-_Conditions = Mapping[str, str]
-
-
-class _Guard:
-    """The differencing checks of one release against earlier released cells."""
-
-    def __init__(
-        self,
-        frame: pl.DataFrame,
-        schema: DatasetSchema,
-        query: TableQuery,
-        prior: Sequence[PriorCell],
-        rules: SdcRules,
-    ) -> None:
-        self._schema, self._rules = schema, rules
-        self._id = schema.privacy_unit.id_column
-        self._cache: dict[tuple[frozenset[tuple[str, str]], ...], int] = {}
-        # Same-version cells are recounted on this frame; cells naming a column this dataset
-        # cannot key by cannot be, and are left out (same version means same declaration).
-        self._same = [dict(p.conditions) for p in prior if p.same_version and self._keys(p)]
-        self._other = [p for p in prior if not p.same_version]
-        self._few = f"fewer than {rules.min_count} {_unit_word(schema)}"
-        # Key strings are computed once: every check below filters on them.
-        keys = sorted({c for cell in self._same for c in cell} | set(query.group_by))
-        self._keyed = frame.select(
-            *[_key_expr(schema.column(c)).alias(c) for c in keys],
-            (pl.col(self._id) if self._id else pl.lit(0)).alias(_UNIT),
-        )
-
-    def differencing(self, here: _Conditions, draft: _Draft) -> list[str]:
-        """Why releasing ``draft``, with conditions ``here``, would allow differencing, if so."""
-        m = self._rules.min_count
-        for there in self._same:
-            nested = there.items() < here.items() or here.items() < there.items()
-            if nested and 0 < self._between(there, here, draft) < m:  # (a) a few units apart
-                return [f"differencing: differs from an earlier released cell by {self._few}"]
-        for cell in self._other:  # (b) the same cell in another version, a few units apart
-            gaps = [cell.count - draft.rows]
-            if cell.units is not None and self._id is not None:
-                gaps.append(cell.units - draft.units)
-            if dict(cell.conditions) == here and any(0 < abs(g) < m for g in gaps):
-                return [f"differencing: differs from an earlier released cell by {self._few}"]
-        return self._uncovered(here)
-
-    def _uncovered(self, here: _Conditions) -> list[str]:
-        """(c) Earlier cells that split this one by one more column: is the rest exposed?"""
-        children: dict[str, list[_Conditions]] = {}
-        for there in self._same:
-            extra = there.keys() - here.keys()
-            if len(extra) == 1 and here.items() < there.items():
-                children.setdefault(extra.pop(), []).append(there)
-        for column, cells in children.items():
-            left = self._outside(here, cells)
-            # The cells of this split that were not released: suppressed, or (declared
-            # keys only) empty.  C minus the released ones is their sum, as in _protect_line.
-            missing = self._keys_in(here, column) - {c[column] for c in cells}
-            one_or_few = len(missing) == 1 or left < self._rules.min_count
-            if missing and one_or_few and (left > 0 or self._rules.zeros_disclosive):
-                return ["differencing: earlier released cells within it would reveal others"]
-        return []
-
-    def _keys_in(self, here: _Conditions, column: str) -> set[str]:
-        """The declared keys of ``column``, or else those it has in the rows meeting ``here``."""
-        spec = self._schema.column(column)
-        domain = _domain(spec)
-        if domain is not None:
-            return set(domain)
-        return set(self._keyed.filter(self._where(here))[column].unique().to_list())
-
-    def _between(self, there: _Conditions, here: _Conditions, draft: _Draft) -> int:
-        """Units in the larger of two nested cells that are not in the smaller."""
-        if self._id is None:  # rows: a difference of counts, one frame pass per earlier cell
-            return abs(self._outside(there, []) - draft.rows)
-        big, small = (there, here) if len(there) < len(here) else (here, there)
-        return self._outside(big, [small])  # an id may have rows in both
-
-    def _outside(self, meets: _Conditions, fails: Sequence[_Conditions]) -> int:
-        """Units in the rows that meet ``meets`` and none of ``fails``, on this frame."""
-        key = (frozenset(meets.items()), *(frozenset(f.items()) for f in fails))
-        if key not in self._cache:
-            where = self._where(meets)
-            for other in fails:
-                where = where & ~self._where(other)
-            rows = self._keyed.filter(where)
-            self._cache[key] = rows.height if self._id is None else rows[_UNIT].n_unique()
-        return self._cache[key]
-
-    def _where(self, conditions: _Conditions) -> pl.Expr:
-        tests = [pl.col(c) == v for c, v in conditions.items()]
-        return pl.all_horizontal(tests) if tests else pl.lit(True)
-
-    def _keys(self, cell: PriorCell) -> bool:
-        names = self._schema.names
-        return all(
-            c in names and self._schema.column(c).type in _KEY_TYPES for c in cell.conditions
-        )
-
-
-def _secondary(
-    drafts: list[_Draft], group_by: Sequence[str], prior: Sequence[PriorCell], m: int
-) -> None:
-    """Suppress more cells where a known line total would reveal suppressed ones."""
-    known = {frozenset(p.conditions.items()) for p in prior}
-    changed = True
-    while changed:  # each pass suppresses a cell or ends, so this ends
-        changed = False
-        for dim in range(len(group_by)):
-            shared = [g for i, g in enumerate(group_by) if i != dim]
-            lines: dict[tuple[str, ...], list[_Draft]] = {}
-            for draft in drafts:
-                lines.setdefault(draft.key[:dim] + draft.key[dim + 1 :], []).append(draft)
-            for rest, line in lines.items():
-                if frozenset(zip(shared, rest, strict=True)) in known:
-                    changed |= _protect_line(line, m)
-
-
-def _protect_line(line: list[_Draft], m: int) -> bool:
-    """Suppress the smallest released non-empty cell if the suppressed ones are exposed."""
-    hidden = [d for d in line if d.reasons]
-    shown = [d for d in line if not d.reasons and d.rows > 0]
-    exposed = len(hidden) == 1 or sum(d.units for d in hidden) < m
-    if not (hidden and shown and exposed):
-        return False
-    min(shown, key=lambda d: d.units).reasons.append("secondary suppression")
-    return True
-
-
 def _release(
     drafts: list[_Draft], schema: DatasetSchema, query: TableQuery, rules: SdcRules
 ) -> TableRelease:
-    """The table as released: values of safe cells, and safe cells as future prior cells."""
+    """The table as released: perturbed values of safe cells, no values of the others."""
     group = query.group_by
     # A suppressed observed key of a non-public column would show a rare value: leave it out.
     hide_keys = any(schema.column(g).column_class is not ColumnClass.PUBLIC for g in group)
-    per_id = schema.privacy_unit.id_column is not None
-    cells, released = [], []
+    cells = []
     for draft in drafts:
         key = dict(zip(group, draft.key, strict=True))
         if draft.reasons:
@@ -563,16 +430,20 @@ def _release(
                 values = dict.fromkeys(map(_label, query.aggregates))
                 cells.append(TableCell(key, values, "suppressed", tuple(draft.reasons)))
             continue
-        values = {_label(a): _value(a, draft) for a in query.aggregates}
-        cells.append(TableCell(key, values, "ok", ()))
-        released.append(PriorCell(dict(key), True, draft.rows, draft.units if per_id else None))
-    return TableRelease(tuple(cells), rules, tuple(released))
+        values = {_label(a): _value(a, draft, schema) for a in query.aggregates}
+        cells.append(TableCell(key, values, "ok", (), perturbed=draft.rows > 0))
+    return TableRelease(tuple(cells), rules)
 
 
-def _value(aggregate: Aggregate, draft: _Draft) -> float | None:
+def _value(aggregate: Aggregate, draft: _Draft, schema: DatasetSchema) -> float | None:
+    """The released value: perturbed from the true statistics (mean: from perturbed ones)."""
+    floor = PLATFORM_MIN_COUNT  # not the grant's minimum: the same cell, the same value
     if aggregate.column is None:
-        return float(draft.rows)
-    stats = draft.summed[aggregate.column]
+        return float(perturb_count(draft.rows, draft.most_rows, draft.cell_key, floor))
+    stats, spec = draft.summed[aggregate.column], schema.column(aggregate.column)
+    bound = max(abs(spec.lower or 0.0), abs(spec.upper or 0.0))
+    total = perturb_sum(stats.total, stats.largest, draft.cell_key, spec.name, bound)
     if aggregate.kind is AggregateKind.SUM:
-        return stats.total
-    return stats.total / stats.values if stats.values else None
+        return total
+    values = perturb_count(int(stats.values), int(stats.most), draft.cell_key, floor)
+    return total / values if values else None

@@ -19,6 +19,7 @@ from bench import (  # noqa: E402
     query_bench,
     runner_bench,
     scaling_bench,
+    table_bench,
     training_bench,
 )
 from bench.report import print_rows, save_rows  # noqa: E402
@@ -28,6 +29,7 @@ def main() -> None:
     rows = keys_bench.run()
     rows += ingest_bench.run(repeats=3)  # one upload swings by up to 2x on a shared machine
     rows += query_bench.run([1_000_000, 10_000_000])
+    rows += table_bench.run([1_000_000])
     rows += api_bench.run()
     rows += audit_bench.run()
     rows += runner_bench.run()

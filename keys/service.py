@@ -114,6 +114,11 @@ class KeyService:
         with the same tenant, object id and version, to decrypt.
         """
         context = _stream.object_context(tenant, object_id, version)
+        key, wrapped = self._new_data_key(tenant, object_id, version)
+        _stream.encrypt_stream(key, context, src, dst, chunk_size=chunk_size)
+        return wrapped
+
+    def _new_data_key(self, tenant: str, object_id: str, version: int) -> tuple[bytes, str]:
         with key_operation(object_label(object_id, version)):
             data = self._server.with_tenant(
                 tenant,
@@ -125,9 +130,7 @@ class KeyService:
                     mount_point=self._server.location(tenant).transit_mount,
                 ),
             )["data"]
-        key = base64.b64decode(data["plaintext"])
-        _stream.encrypt_stream(key, context, src, dst, chunk_size=chunk_size)
-        return str(data["ciphertext"])
+        return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
 
     def decrypt_stream(
         self,
@@ -186,6 +189,22 @@ class KeyService:
         if len(key) != _stream.KEY_SIZE:
             raise DecryptionError()
         return key
+
+    # -- secrets for keyed computations ------------------------------------------------------
+    def issue_secret(self, tenant: str, object_id: str, version: int) -> tuple[bytes, str]:
+        """A fresh random 32-byte secret of ``tenant`` and its wrapped form.
+
+        For keyed computations on the tenant's data (a dataset's cell-key record keys):
+        store only the wrapped form; the secret itself stays in the caller's memory.
+        ``object_id`` and ``version`` tag the request in the key server's audit log.
+        """
+        return self._new_data_key(tenant, object_id, version)
+
+    def open_secret(self, tenant: str, object_id: str, version: int, wrapped: str) -> bytes:
+        """The secret that ``wrapped`` holds; :class:`~keys.errors.DecryptionError` if it is
+        not one of ``tenant``'s (or its key version was retired)."""
+        with key_operation(object_label(object_id, version)):
+            return self._unwrap(tenant, wrapped)
 
     # -- rotation ---------------------------------------------------------------------------
     def rotate_tenant_key(self, tenant: str) -> int:

@@ -14,8 +14,8 @@ Protocol, over the child's stdin and stdout (both pipes to the parent):
 * child → parent: JSON frames only (never pickle: the parent must not trust what
   the sandbox says): ``{"type": "ready"}`` once its libraries are imported,
   ``{"type": "progress", ...}`` any number of times, then one
-  ``{"type": "result", "result": ..., "details": ..., "released_cells": ...,
-  "blobs": n}`` followed by ``n`` raw frames (model weights), or one
+  ``{"type": "result", "result": ..., "details": ..., "blobs": n}`` followed by
+  ``n`` raw frames (model weights), or one
   ``{"type": "error", "error": <exception type>, "message": <safe text>}``.
 
 Before reading, the child moves its stdout to a private descriptor and points
@@ -84,7 +84,7 @@ class Task:
     delta: float = 0.0
     rows_public: int = 0
     min_count: int = 10
-    prior: tuple[Any, ...] = ()  # analytics.sdc.PriorCell
+    cell_secret: bytes = field(default=b"", repr=False)  # tier 2: the dataset's cell-key secret
     secure_mode: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -118,24 +118,19 @@ def compute(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None 
     frame: Any = pl.read_parquet(io.BytesIO(data)) if data else None  # a mock run: none
     del data
     if task.kind == "table":
+        from analytics.cellkey import statement
         from analytics.sdc import SdcRules, run_table_query
 
-        table = run_table_query(
-            frame, task.schema, task.query, SdcRules(min_count=task.min_count), list(task.prior)
-        )
-        cells = [
-            {"key": c.key, "values": c.values, "status": c.status, "reasons": list(c.reasons)}
-            for c in table.cells
-        ]
+        rules = SdcRules(min_count=task.min_count)
+        table = run_table_query(frame, task.schema, task.query, rules, secret=task.cell_secret)
+        cells = [asdict(c) for c in table.cells]
         suppressed = sum(1 for c in table.cells if c.status != "ok")
+        result = {"tier": 2, "cells": cells, "rules": asdict(rules), "perturbation": statement()}
         channel.send(
             {
                 "type": "result",
-                "result": {"tier": 2, "cells": cells, "rules": asdict(table.rules)},
+                "result": result,
                 "details": {"cells": len(table.cells), "suppressed": suppressed},
-                "released_cells": [
-                    {"conditions": dict(p.conditions), "count": p.count} for p in table.released
-                ],
                 "blobs": 0,
             }
         )

@@ -269,7 +269,8 @@ class VeilClient:
         aggregates: list[dict[str, Any]],
         group_by: str | list[str] | None = None,
     ) -> dict[str, Any]:
-        """Submit a tier-2 aggregate table (checked by disclosure control, no epsilon)."""
+        """Submit a tier-2 aggregate table (perturbed and checked by disclosure control, no
+        epsilon)."""
         return self.submit_query(dataset_id, purpose, _document(aggregates, group_by), tier=2)
 
     def preview(
@@ -278,19 +279,32 @@ class VeilClient:
         purpose: str,
         query: dict[str, Any],
         *,
-        epsilon: float,
+        epsilon: float = 0.0,
         delta: float = 0.0,
+        tier: int = 3,
     ) -> dict[str, Any]:
-        """Cost and expected error of a tier-3 query; spends nothing."""
+        """Cost and expected error of a tier-3 query (or, ``tier=2``, a table); spends
+        nothing."""
         body = {
             "dataset_id": dataset_id,
             "purpose": purpose,
-            "tier": 3,
+            "tier": tier,
             "epsilon": epsilon,
             "delta": delta,
             "query": query,
         }
         return dict(self._call("POST", "/v1/jobs/preview", json=body))
+
+    def preview_table(
+        self,
+        dataset_id: str,
+        purpose: str,
+        aggregates: list[dict[str, Any]],
+        group_by: str | list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The rules and the accuracy (cell-key perturbation) of a tier-2 table; reads no
+        data."""
+        return self.preview(dataset_id, purpose, _document(aggregates, group_by), tier=2)
 
     def query_schema(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/schemas/query"))

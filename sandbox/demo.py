@@ -197,7 +197,7 @@ def _explore(analyst: VeilClient, dataset_id: str, console: Console) -> None:
     cells = analyst.get_result(job["id"])["cells"]
     suppressed = [c for c in cells if c["status"] != "ok"]
     console.print(
-        f"tier 2 table machine x shift: {len(cells)} cells, exact values, "
+        f"tier 2 table machine x shift: {len(cells)} cells, perturbed by the cell-key method, "
         f"{len(suppressed)} suppressed by disclosure control, no epsilon spent"
     )
     preview = analyst.preview(

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from analytics.private_query import QueryError, preview_query, validate_query
 from analytics.query_document import parse_query
 from analytics.schema import DatasetSchema, PrivateQuery
-from analytics.sdc import SdcQueryError, TableQuery, validate_table_query
+from analytics.sdc import SdcQueryError, SdcRules, TableQuery, validate_table_query
+from analytics.sdc_preview import preview_table
 from analytics.training_document import parse_training
 from analytics.training_spec import TrainingError, TrainingSpec
 from policies import audit
@@ -323,18 +324,19 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
 
 
 def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str, Any]:
-    """What a tier-3 query or tier-4 training would cost and how accurate it would be.
+    """What a tier-2 table, tier-3 query or tier-4 training would cost and how accurate it
+    would be.
 
-    Spends nothing and reads no data: the only dataset fact used is the rounded
-    row count (tier 0), for mean estimates and the training sampling rate.
+    Spends nothing and reads no data: the only dataset facts used are its declaration
+    (tier 2: bounds and privacy unit) and its rounded row count (tier 0), for mean
+    estimates and the training sampling rate.
     """
     require_role(provider, Role.PROVIDER)
     eps, delta = _costs(sub)
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
-    if isinstance(query, TableQuery | CodeJob):
+    if isinstance(query, CodeJob):
         raise InvalidRequest(
-            "previews are for tiers 3 and 4 (tier 2 costs nothing; tier 5 "
-            "shows its output on the mock when submitted)"
+            "previews are for tiers 2 to 4 (tier 5 shows its output on the mock when submitted)"
         )
     if isinstance(query, TrainingSpec):
         _check_training_early(veil, provider, sub, query)
@@ -355,6 +357,11 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
         )
     if not decided.decision.allowed or decided.schema is None or decided.version is None:
         return {"allowed": False, "reasons": list(decided.decision.reasons), "preview": None}
+    if isinstance(query, TableQuery):
+        assert decided.decision.grant is not None
+        rules = SdcRules(min_count=decided.decision.grant.min_group_size)
+        table = preview_table(decided.schema, query, rules)
+        return {"allowed": True, "reasons": [], "preview": None, "table": table}
     rows_public = rounded_count(decided.version.row_count)
     if isinstance(query, TrainingSpec):
         from analytics.training import preview_training  # torch: lazily

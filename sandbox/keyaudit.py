@@ -38,6 +38,11 @@ ALARMING = frozenset({"decrypt", "key.export", "key.backup"})
 LIST_LIMIT = 1000
 _PROVISIONING = frozenset({"tenant.create", "key.create", "key.config"})
 _MODEL_VERSION = 1  # sandbox.artifacts.ARTIFACT_VERSION
+#: (label kind, operation) that a job's run explains: decrypting the dataset's version, and
+#: making or unwrapping its cell-key secret for a tier-2 job (sandbox.cell_secrets).
+_RUN_OPERATIONS = frozenset(
+    {("dataset", "decrypt"), ("cellkey", "datakey.generate"), ("cellkey", "decrypt")}
+)
 _REASON_ACTIONS = ("enterprise.created", "dataset.uploaded", "job.submitted", "job.released",
                    "job.failed", "job.held")  # fmt: skip
 
@@ -234,7 +239,7 @@ def explain(
         upload = reasons.uploads.get((ident, version))
         if upload is not None and at <= upload[1] + CLOCK_SLACK:
             return Explanation("upload", upload[0], upload[2])
-    elif kind == "dataset" and operation == "decrypt":
+    elif (kind, operation) in _RUN_OPERATIONS:  # a job's run on the dataset's version
         for run in reasons.runs.values():
             if run.dataset == (ident, version) and _during(run, at, now):
                 return Explanation("job", run.id, run.seq)

@@ -37,6 +37,9 @@ class Dataset(Base):
     epsilon_spent: Mapped[int] = mapped_column(BigInteger, default=0)
     delta_spent: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Tier 2's cell-key secret, wrapped by the enterprise's key (sandbox.cell_secrets);
+    # None until the first tier-2 job on the dataset.
+    cellkey_wrapped: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class DatasetVersion(Base):
@@ -55,19 +58,6 @@ class DatasetVersion(Base):
     ciphertext_sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ReleasedCell(Base):
-    """A tier-2 cell released earlier: what the differencing guard compares new cells with."""
-
-    __tablename__ = "released_cells"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
-    version: Mapped[int] = mapped_column(Integer)
-    job_id: Mapped[str] = mapped_column(String(40))
-    conditions: Mapped[dict[str, str]] = mapped_column(JSON)
-    count: Mapped[int] = mapped_column(BigInteger)  # true count: internal, never shown
 
 
 class JobStatus(enum.StrEnum):

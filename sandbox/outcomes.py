@@ -26,7 +26,7 @@ from sandbox.datasets import schema_from_json
 from sandbox.held_outputs import attach_held, delete_held, detach_held, encrypt_held, load_held
 from sandbox.isolation import ChildResult, SandboxError
 from sandbox.jobs import columns_of, parse_job_query
-from sandbox.models import Dataset, Job, JobStatus, ReleasedCell
+from sandbox.models import Dataset, Job, JobStatus
 from sandbox.reviewed_code import CheckedOutput, CodeJob, resolve_code_job
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,11 @@ def still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Output:
-    """A computed result, ready to release: its JSON, audit details, tier-2 cells to
-    remember, and a stored model for tier 4."""
+    """A computed result, ready to release: its JSON, audit details, and a stored model
+    for tier 4."""
 
     result: dict[str, Any]
     details: dict[str, Any]
-    released_cells: tuple[tuple[dict[str, str], int], ...] = ()
     artifact: StoredArtifact | None = None
 
 
@@ -100,12 +99,6 @@ def checked_output(veil: Veil, enterprise: Principal, job_id: str, answer: Child
     result, details = message.get("result"), message.get("details")
     if not isinstance(result, dict) or not isinstance(details, dict):
         raise SandboxError("the job's process sent a malformed result")
-    cells = []
-    for cell in message.get("released_cells") or ():
-        conditions, count = cell.get("conditions"), cell.get("count")
-        if not isinstance(conditions, dict) or not isinstance(count, int):
-            raise SandboxError("the job's process sent a malformed result")
-        cells.append(({str(k): str(v) for k, v in conditions.items()}, count))
     artifact = None
     if result.get("tier") == 4:
         if len(answer.blobs) != 1:
@@ -114,7 +107,7 @@ def checked_output(veil: Veil, enterprise: Principal, job_id: str, answer: Child
         artifact = store_artifact(veil, enterprise.slug, enterprise.id, job_id, answer.blobs[0])
         result = {**result, "model_sha256": artifact.sha256}
         details = {**details, "model_sha256": artifact.sha256}
-    return Output(result, details, tuple(cells), artifact)
+    return Output(result, details, artifact)
 
 
 def release(veil: Veil, job_id: str, output: Output) -> None:
@@ -129,7 +122,6 @@ def release(veil: Veil, job_id: str, output: Output) -> None:
             digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
             job.status, job.result, job.result_sha256 = JobStatus.RELEASED, result, digest
             job.finished_at = veil.clock()
-            _store_cells(session, job, output)
             if output.artifact is not None:
                 job.artifact_path = output.artifact.path
                 job.artifact_wrapped_key = output.artifact.wrapped_key
@@ -147,19 +139,6 @@ def release(veil: Veil, job_id: str, output: Output) -> None:
             job_id,
             "the grant changed while the job ran; nothing was released: " + "; ".join(refused),
             audit.Outcome.DENIED,
-        )
-
-
-def _store_cells(session: Session, job: Job, output: Output) -> None:
-    for conditions, count in output.released_cells:
-        session.add(
-            ReleasedCell(
-                dataset_id=job.dataset_id,
-                version=job.dataset_version or 0,
-                job_id=job.id,
-                conditions=conditions,
-                count=count,
-            )
         )
 
 

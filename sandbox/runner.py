@@ -12,26 +12,28 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from analytics.schema import DatasetSchema
-from analytics.sdc import PriorCell, TableQuery
+from analytics.sdc import TableQuery
 from analytics.syft_code import parse_submission
 from analytics.training_spec import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
+from sandbox.cell_secrets import cell_secret
 from sandbox.child import Task
 from sandbox.code_runs import run_code_job
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
-from sandbox.jobs import parse_job_query
-from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus, ReleasedCell
+from sandbox.jobs import AGGREGATE_TIER, parse_job_query
+from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus
 from sandbox.objects import read_decrypted
 from sandbox.outcomes import (
     CANCELLED,
@@ -105,7 +107,6 @@ def run_job(veil: Veil, job_id: str) -> None:
             )
         )
         grant = session.get(Grant, job.grant_id)
-        prior = _prior_cells(session, job) if job.tier == 2 else []
         code = _code_request(session, job) if job.tier == CODE_TIER else None
     if refused:
         fail_running(
@@ -117,9 +118,12 @@ def run_job(veil: Veil, job_id: str) -> None:
         return
     assert dataset and enterprise and enterprise.slug and version and grant
     schema = schema_from_json(dataset.declaration)
-    task = _task(veil, job, grant, version, prior, schema, code)
+    task = _task(veil, job, grant, version, schema, code)
     progress = JobProgress(veil, job_id, task)
     try:
+        if job.tier == AGGREGATE_TIER:  # the dataset's cell-key secret, made on first need
+            secret = cell_secret(veil, dataset, enterprise.slug, version.version, job_id)
+            task = replace(task, cell_secret=secret)
         data = read_decrypted(
             veil,
             enterprise.slug,
@@ -170,11 +174,6 @@ def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:
     fail_running(veil, job_id, "internal error while computing the result", audit.Outcome.FAILED)
 
 
-def _prior_cells(session: Session, job: Job) -> list[PriorCell]:
-    rows = session.scalars(select(ReleasedCell).where(ReleasedCell.dataset_id == job.dataset_id))
-    return [PriorCell(r.conditions, r.version == job.dataset_version, r.count) for r in rows]
-
-
 def _code_request(session: Session, job: Job) -> CodeRequest:
     code = session.get(CodeRequest, job.query.get("code_request_id"))
     assert code is not None  # still_allowed checked it is there and approved
@@ -186,7 +185,6 @@ def _task(
     job: Job,
     grant: Grant,
     version: DatasetVersion,
-    prior: list[PriorCell],
     schema: DatasetSchema,
     code: CodeRequest | None = None,
 ) -> Task:
@@ -207,7 +205,6 @@ def _task(
         delta=delta,
         rows_public=rounded_count(version.row_count),
         min_count=grant.min_group_size,
-        prior=tuple(prior),
         secure_mode=veil.settings.training_secure_mode,
     )
 

@@ -86,11 +86,12 @@ def submit_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> JobOut:
 
 @router.post("/jobs/preview")
 def preview_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> PreviewOut:
-    """What a tier-3 query or tier-4 training would cost, and its expected error.
-
-    Spends nothing and reads no data.
+    """What a tier-2 table, tier-3 query or tier-4 training would cost, and its expected
+    error.  Spends nothing and reads no data.
     """
     answer = jobs.preview_job(veil, caller, _submission(body))
+    if answer.get("table") is not None:
+        return PreviewOut(allowed=True, reasons=[], epsilon=0.0, delta=0.0, table=answer["table"])
     if answer.get("training") is not None:
         training = answer["training"]
         return PreviewOut(

@@ -268,6 +268,9 @@ class CellOut(BaseModel):
     values: dict[str, float | None] = Field(description="None where suppressed")
     status: str = Field(description="ok, or suppressed")
     reasons: list[str]
+    perturbed: bool = Field(
+        default=False, description="The values are perturbed by the cell-key method"
+    )
 
 
 class ResultOut(BaseModel):
@@ -276,6 +279,9 @@ class ResultOut(BaseModel):
     rows: list[ReleasedRowOut] | None = Field(default=None, description="Tier 3")
     cells: list[CellOut] | None = Field(default=None, description="Tier 2")
     rules: dict[str, Any] | None = Field(default=None, description="Tier 2: the SDC rules applied")
+    perturbation: dict[str, Any] | None = Field(
+        default=None, description="Tier 2: the cell-key perturbation's parameters (accuracy)"
+    )
     epsilon: float = Field(default=0.0, description="Privacy loss, from OpenDP's accounting")
     delta: float = 0.0
     mechanism: str | None = None
@@ -306,6 +312,11 @@ class PreviewOut(BaseModel):
     notes: list[str] | None = None
     training: dict[str, Any] | None = Field(
         default=None, description="Tier 4: noise multiplier, expected epsilon, steps, rate"
+    )
+    table: dict[str, Any] | None = Field(
+        default=None,
+        description="Tier 2: the disclosure rules, the cell-key perturbation and each "
+        "aggregate's accuracy",
     )
 
 

@@ -382,9 +382,10 @@ def jobs_submit(
 def jobs_preview(
     dataset: Annotated[str, typer.Option(help="Dataset id")],
     purpose: Annotated[str, typer.Option(help="Purpose (must be granted)")],
-    epsilon: Annotated[float, typer.Option(help="Privacy loss it would spend")],
     token: Token,
+    epsilon: Annotated[float, typer.Option(help="Privacy loss it would spend (tier 3)")] = 0.0,
     delta: Annotated[float, typer.Option(help="Delta it would spend")] = 0.0,
+    tier: Annotated[int, typer.Option(help="2: perturbed SDC table; 3: DP query")] = 3,
     count: Count = False,
     total: Sums = None,
     mean: Means = None,
@@ -394,10 +395,11 @@ def jobs_preview(
     url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show what a tier-3 query would cost and its expected error; spends nothing."""
+    """Show what a tier-3 query (or a tier-2 table) would cost and its expected error;
+    spends nothing."""
     document = _query(count, total, mean, median, group_by, query_file)
     with connect(url, token) as c:
-        answer = c.preview(dataset, purpose, document, epsilon=epsilon, delta=delta)
+        answer = c.preview(dataset, purpose, document, epsilon=epsilon, delta=delta, tier=tier)
     out = Output(as_json)
     if as_json:
         out.data(answer)
@@ -405,6 +407,9 @@ def jobs_preview(
     if not answer["allowed"]:
         out.say("[red]this query would be denied:[/red] " + "; ".join(answer["reasons"]))
         raise typer.Exit(1)
+    if answer.get("table") is not None:
+        _print_table_preview(answer["table"], out)
+        return
     out.table(
         f"preview: epsilon {answer['epsilon']:g}, delta {answer['delta']:g} (nothing spent)",
         answer["aggregates"],
@@ -476,6 +481,18 @@ def _group(group: dict[str, str] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in group.items()) if group else "all"
 
 
+def _print_table_preview(table: dict[str, Any], out: Output) -> None:
+    rules = table["rules"]
+    out.table(
+        f"tier-2 preview: cells under {rules['min_count']} units or dominated suppressed; "
+        "the others perturbed by the cell-key method (nothing spent)",
+        table["aggregates"],
+        ["aggregate", "max_error", "mean_abs_error", "note"],
+    )
+    for note in [table["review"], *table["notes"]]:
+        out.say(f"note: {note}")
+
+
 def _print_table_result(result: dict[str, Any], out: Output) -> None:
     labels = sorted({label for cell in result["cells"] for label in cell["values"]})
     rows = [
@@ -489,8 +506,8 @@ def _print_table_result(result: dict[str, Any], out: Output) -> None:
     ]
     rules = result["rules"]
     out.table(
-        f"result of {result['job_id']} (tier 2: cells under {rules['min_count']} rows, "
-        "dominant or differencing cells suppressed)",
+        f"result of {result['job_id']} (tier 2: cells under {rules['min_count']} units or "
+        "dominated suppressed, the others perturbed by the cell-key method)",
         rows,
         ["group", *labels, "status", "why"],
     )

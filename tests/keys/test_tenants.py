@@ -58,6 +58,20 @@ def test_one_tenants_object_does_not_decrypt_as_another(keys: KeyService) -> Non
         keys.decrypt_bytes("iso-a", "ds", 2, wrapped, blob)
 
 
+def test_a_secret_is_issued_wrapped_and_opens_only_for_its_tenant(keys: KeyService) -> None:
+    keys.create_tenant("sec-a")
+    keys.create_tenant("sec-b")
+    secret, wrapped = keys.issue_secret("sec-a", "cellkey:ds_1", 1)
+    assert len(secret) == 32 and wrapped_key_version(wrapped) == 1
+    assert secret.hex() not in wrapped
+    assert keys.open_secret("sec-a", "cellkey:ds_1", 2, wrapped) == secret
+    with pytest.raises(DecryptionError):
+        keys.open_secret("sec-b", "cellkey:ds_1", 1, wrapped)
+    with pytest.raises(DecryptionError):
+        keys.open_secret("sec-a", "cellkey:ds_1", 1, "vault:v1:not-a-wrapped-key")
+    assert keys.issue_secret("sec-a", "cellkey:ds_1", 1)[0] != secret
+
+
 def test_create_tenant_is_idempotent(keys: KeyService) -> None:
     keys.create_tenant("twice")
     wrapped, blob = keys.encrypt_bytes("twice", "o", 1, b"kept")

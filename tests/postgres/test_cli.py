@@ -119,8 +119,8 @@ def test_the_main_path_through_the_cli(cli: Cli, tmp_path: Path, postgres_url: s
         cli("datasets", "upload", dataset["id"], str(csv), "--json", token=acme_token)
         columns = [option for column in GRANTED for option in ("--column", column)]
         grant = ["--provider", provider["id"], "--dataset", dataset["id"], *columns]
-        cli("grants", "create", *grant, "--purpose", PURPOSE, "--epsilon", "1", "--json",
-            token=acme_token)  # fmt: skip
+        cli("grants", "create", *grant, "--purpose", PURPOSE, "--epsilon", "1", "--tier", "2",
+            "--tier", "3", "--json", token=acme_token)  # fmt: skip
 
         job = cli("jobs", "submit", "--dataset", dataset["id"], "--purpose", PURPOSE,
                   "--epsilon", "0.5", "--count", "--mean", "temperature_c", "--json",
@@ -130,6 +130,13 @@ def test_the_main_path_through_the_cli(cli: Cli, tmp_path: Path, postgres_url: s
         assert result["job_id"] == job_id and result["remaining_budget"]["epsilon_spent"] == 0.5
         count = result["rows"][0]["values"][0]
         assert count["aggregate"] == "count" and abs(count["value"] - 500) < 100
+        table = ["--dataset", dataset["id"], "--purpose", PURPOSE, "--tier", "2", "--count",
+                 "--group-by", "shift", "--json"]  # fmt: skip
+        preview = cli("jobs", "preview", *table, token=provider_token)
+        assert preview["allowed"] and preview["table"]["perturbation"]["method"] == "cell-key"
+        cells = cli("jobs", "submit", *table, token=provider_token)["cells"]
+        assert {c["key"]["shift"] for c in cells} == {"early", "late", "night"}
+        assert all(c["perturbed"] for c in cells if c["status"] == "ok")
         events = cli("audit", "events", "--action", "job.*", "--json", token=operator)
         assert {"job.submitted", "job.released"} <= {e["action"] for e in _events(events)}
 

@@ -112,7 +112,7 @@ def test_every_length_limited_column_is_known() -> None:
         "principals.id", "principals.role", "principals.status", "api_tokens.id",
         "api_tokens.token_hash", "datasets.id", "dataset_versions.id",
         "dataset_versions.source_format", "dataset_versions.object_path",
-        "dataset_versions.ciphertext_sha256", "released_cells.job_id", "jobs.id",
+        "dataset_versions.ciphertext_sha256", "jobs.id",
         "jobs.enterprise_id", "jobs.grant_id", "jobs.status", "jobs.result_sha256",
         "jobs.artifact_path", "jobs.artifact_sha256", "code_requests.id",
         "code_requests.enterprise_id", "code_requests.sha256", "code_requests.status",

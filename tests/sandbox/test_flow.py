@@ -226,14 +226,18 @@ def test_jobs_fail_closed_when_the_key_server_is_lost(tmp_path, own_key_server) 
         open_veil(settings_for(tmp_path, own_key_server), worker=False) as veil,
         ApiThread(veil.settings, veil) as url,
     ):
-        world = make_world(veil, url)
+        world = make_world(veil, url, tiers=[2, 3])
         job = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, COUNT)
+        table = world.provider.submit_table(world.dataset_id, PURPOSE, COUNT, ["shift"])
         own_key_server.stop()
         with pytest.raises(ApiError) as upload:
             world.acme.upload(world.dataset_id, world.csv)
         assert upload.value.status == 503 and "key server" in upload.value.detail
         run_job(veil, claim_next_job(veil) or "")
         failed = world.provider.get_job(job["id"])
+        assert failed["status"] == "failed" and "key server is unavailable" in failed["error"]
+        run_job(veil, claim_next_job(veil) or "")  # tier 2: no cell-key secret to be had
+        failed = world.provider.get_job(table["id"])
         assert failed["status"] == "failed" and "key server is unavailable" in failed["error"]
         with pytest.raises(ApiError) as no_result:
             world.provider.get_result(job["id"])

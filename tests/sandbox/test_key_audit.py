@@ -33,7 +33,7 @@ from sandbox.keyaudit import (
     explain,
     key_audit,
 )
-from sandbox.models import DatasetVersion
+from sandbox.models import Dataset, DatasetVersion
 from tests.sandbox.conftest import PURPOSE, World, settings_for
 
 pytestmark = pytest.mark.integration
@@ -165,6 +165,31 @@ def test_a_decryption_outside_veil_is_unexplained(world: World, veil: Veil) -> N
     assert "every decryption is explained" in clean.output
 
 
+def test_a_tier_2_jobs_cell_key_secret_is_made_once_and_explained(world: World, veil: Veil) -> None:
+    world.acme.create_grant(
+        world.provider_id, [world.dataset_id], ["shift"], [2], [PURPOSE],
+        datetime.now(UTC) + timedelta(days=1), 0.0,
+    )  # fmt: skip
+    jobs = []
+    for _ in range(2):
+        job = world.provider.submit_table(world.dataset_id, PURPOSE, COUNT, ["shift"])
+        assert world.provider.wait_for_job(job["id"], timeout=60)["status"] == "released"
+        jobs.append(job["id"])
+    acme = _enterprises(veil)["Acme Metal"]
+    report = world.operator.key_audit(tenant_id=acme.id)
+    assert report["ok"] and report["unexplained"] == []
+    label = f"cellkey:{world.dataset_id}/1"
+    secret_ops = [op for op in _operations(report, acme.id) if op["object"] == label]
+    # The first job makes the secret (stored wrapped); the second only unwraps it.  Each is
+    # explained by a run on that version (back-to-back runs' windows overlap by the slack).
+    assert [op["operation"] for op in secret_ops] == ["datakey.generate", "decrypt"]
+    assert all(op["explained_by"]["kind"] == "job" for op in secret_ops)
+    assert {op["explained_by"]["id"] for op in secret_ops} <= set(jobs)
+    with veil.db.transaction() as session:
+        wrapped = session.get(Dataset, world.dataset_id).cellkey_wrapped  # type: ignore[union-attr]
+    assert wrapped is not None and wrapped.startswith("vault:v1:")
+
+
 def test_officers_see_their_scope_and_others_are_refused(world: World, veil: Veil) -> None:
     enterprises = _enterprises(veil)
     acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
@@ -246,6 +271,11 @@ def test_explanations_hold_only_inside_their_windows() -> None:
     assert explain(r, "key.create", None, T0, now) is not None
     assert explain(r, "key.create", None, T0 + minute, now) is None  # long after creation
     assert explain(r, "key.rotate", None, T0, now) is None
+    for operation in ("datakey.generate", "decrypt"):  # the tier-2 cell-key secret
+        secret = explain(r, operation, "cellkey:ds_1/1", T0 + 2.5 * minute, now)
+        assert secret is not None and (secret.kind, secret.id) == ("job", "job_a")
+        assert explain(r, operation, "cellkey:ds_1/1", T0 + 10 * minute, now) is None
+        assert explain(r, operation, "cellkey:ds_2/1", T0 + 2.5 * minute, now) is None
 
 
 def test_the_log_reader_skips_what_it_cannot_use(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from sandbox.child import Task
 from sandbox.client import ApiError
 from sandbox.core import Veil
 from sandbox.demo_data import DECLARATION, production_log
@@ -67,23 +68,60 @@ def run_table(
     return world.provider.get_result(job["id"])
 
 
-def test_tier2_tables_are_exact_and_disclosure_checked(all_tiers: World) -> None:
+def test_tier2_tables_are_perturbed_and_disclosure_checked(all_tiers: World) -> None:
     truth = pl.read_csv(io.BytesIO(all_tiers.csv))
     result = run_table(
         all_tiers, [{"kind": "count"}, {"kind": "mean", "column": "temperature_c"}], ["shift"]
     )
     assert result["tier"] == 2 and result["epsilon"] == 0
+    assert result["perturbation"]["method"] == "cell-key"
     for cell in result["cells"]:
         shift = cell["key"]["shift"]
         rows = truth.filter(pl.col("shift") == shift)
-        assert cell["status"] == "ok"
-        assert cell["values"]["count"] == rows.height
-        assert cell["values"]["mean(temperature_c)"] == pytest.approx(rows["temperature_c"].mean())
+        assert cell["status"] == "ok" and cell["perturbed"]
+        count, mean = cell["values"]["count"], cell["values"]["mean(temperature_c)"]
+        assert abs(count - rows.height) <= 2  # the cell-key perturbation's bound
+        true_mean, largest = rows["temperature_c"].mean(), rows["temperature_c"].max()
+        # The perturbed sum over the perturbed count: (2 x largest + 2 x mean) / count.
+        assert abs(mean - true_mean) <= (2 * largest + 2 * true_mean) / count
     small = run_table(all_tiers, COUNT, ["machine", "shift"])
     assert {c["status"] for c in small["cells"]} <= {"ok", "suppressed"}
     for cell in small["cells"]:
         if cell["status"] == "suppressed":
             assert cell["values"]["count"] is None and cell["reasons"]
+            assert not cell["perturbed"]
+    # The same table again: the very same values (nothing to average).
+    assert run_table(all_tiers, COUNT, ["machine", "shift"])["cells"] == small["cells"]
+
+
+def test_tier2_preview_states_the_rules_and_the_accuracy(all_tiers: World) -> None:
+    preview = all_tiers.provider.preview_table(
+        all_tiers.dataset_id,
+        PURPOSE,
+        [{"kind": "count"}, {"kind": "sum", "column": "temperature_c"}],
+        ["shift"],
+    )
+    assert preview["allowed"] and preview["epsilon"] == 0 and preview["delta"] == 0
+    table = preview["table"]
+    assert table["rules"]["min_count"] == 10 and table["rules"]["nk_k"] == 0.9
+    assert table["perturbation"]["method"] == "cell-key"
+    count, total = table["aggregates"]
+    assert count["aggregate"] == "count" and count["max_error"] == 2
+    assert count["mean_abs_error"] == pytest.approx(1.2)
+    # temperature_c is declared 20..120: a sum moves by less than 2 x 120.
+    assert total["aggregate"] == "sum(temperature_c)" and total["max_error"] == 240
+    assert "without review" in table["review"]
+    denied = all_tiers.other_provider.preview_table(
+        all_tiers.dataset_id, PURPOSE, [{"kind": "count"}]
+    )
+    assert not denied["allowed"] and denied["table"] is None
+
+
+def test_a_tasks_cell_key_secret_stays_out_of_its_repr() -> None:
+    """Tasks may be logged; the dataset's secret must not be, in any form."""
+    secret = bytes(range(32))
+    shown = repr(Task("table", None, None, cell_secret=secret))
+    assert "cell_secret" not in shown and repr(secret) not in shown and secret.hex() not in shown
 
 
 def test_tier2_refuses_confidential_columns(all_tiers: World) -> None:
@@ -95,18 +133,24 @@ def test_tier2_refuses_confidential_columns(all_tiers: World) -> None:
     assert any("confidential" in r for r in e.value.reasons)
 
 
-def test_tier2_guards_against_differencing_across_versions(all_tiers: World) -> None:
-    run_table(all_tiers, COUNT, ["shift"])
-    # A new version that only adds 3 night-shift rows would reveal them by subtraction.
+def test_tier2_a_new_version_keeps_unchanged_cells(all_tiers: World) -> None:
+    before = run_table(all_tiers, COUNT, ["shift"])
+    # A new version that only adds 3 night-shift rows: subtracting the two night cells
+    # gives those rows only with the noise of both; the other cells keep their values.
     extra = production_log(400, seed=5).decode().splitlines()
     night = [line for line in extra[1:] if ",night," in line][:3]
     data = all_tiers.csv.decode().rstrip("\n") + "\n" + "\n".join(night) + "\n"
     all_tiers.acme.upload(all_tiers.dataset_id, data.encode())
-    again = run_table(all_tiers, COUNT, ["shift"])
-    status = {c["key"]["shift"]: (c["status"], c["reasons"]) for c in again["cells"]}
-    assert status["night"][0] == "suppressed"
-    assert any("differencing" in r for r in status["night"][1])
-    assert status["early"][0] == "ok" and status["late"][0] == "ok"
+    after = run_table(all_tiers, COUNT, ["shift"])
+    cells = {c["key"]["shift"]: c for c in before["cells"]}
+    again = {c["key"]["shift"]: c for c in after["cells"]}
+    assert again["early"] == cells["early"] and again["late"] == cells["late"]
+    assert again["night"]["status"] == "ok"
+    added = again["night"]["values"]["count"] - cells["night"]["values"]["count"]
+    assert abs(added - 3) <= 4
+    # One cell-key secret for the dataset, made by its first tier-2 job, audited once.
+    events = all_tiers.operator.audit_events(action="dataset.cellkey_created")
+    assert [e["resource"] for e in events] == [f"dataset:{all_tiers.dataset_id}"]
 
 
 def test_preview_costs_nothing_and_matches_the_release(all_tiers: World) -> None:
