@@ -22,7 +22,10 @@ receipts_app = typer.Typer(
 enterprises_app = typer.Typer(help="Enterprises (operator).", no_args_is_help=True)
 providers_app = typer.Typer(help="Providers (operator).", no_args_is_help=True)
 officers_app = typer.Typer(help="Security officers (operator).", no_args_is_help=True)
-tokens_app = typer.Typer(help="API tokens (operator).", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="API tokens: issue (operator); list, rotate, revoke (your own; the operator: anyone's).",
+    no_args_is_help=True,
+)
 datasets_app = typer.Typer(
     help="Datasets (enterprise; providers see granted ones).", no_args_is_help=True
 )

@@ -18,19 +18,38 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 
 
 @app.command()
-def init() -> None:
+def init(
+    new_operator_token: Annotated[
+        bool,
+        typer.Option(
+            "--new-operator-token",
+            help="An operator exists already: issue a new token for it here (when every "
+            "operator token is lost, revoked or expired); audited.",
+        ),
+    ] = False,
+) -> None:
     """Create the data directory and database, start the key server, print an operator token."""
     from sandbox.core import bootstrap_operator, open_veil
+    from sandbox.tokens import recover_operator_token
 
     settings = Settings()
     with open_veil(settings, worker=False) as veil:
         token = bootstrap_operator(veil)
+        if token is None and new_operator_token:
+            issued = recover_operator_token(veil)
+            token = issued.secret if issued is not None else None
     console.print(f"data directory: {settings.data_dir}")
     console.print(f"database: {settings.db_url} (migrated to the newest schema)")
     if token is None:
-        console.print("an operator exists already; ask it for a token (no new one printed)")
+        console.print(
+            "an operator exists already; ask it for a token, or run `veil init "
+            "--new-operator-token` here if every operator token is lost (no new one printed)"
+        )
         return
-    console.print("operator token (shown once; Veil stores only its hash):")
+    console.print(
+        f"operator token (shown once; Veil stores only its hash; it expires in "
+        f"{settings.token_ttl_days} days: rotate it before with `veil tokens rotate`):"
+    )
     sys.stdout.write(token + "\n")
 
 
