@@ -152,7 +152,10 @@ def _verify_local(public_key: Path | None, out: Output) -> None:
         except SQLAlchemyError as exc:
             _nothing(f"cannot read the database at {where} ({type(exc).__name__}); {HINT}")
         if not ready:
-            _nothing(f"no Veil audit log in the database at {where}: `veil init` never ran on it")
+            _nothing(
+                f"no Veil audit log in the database at {where} (`veil init` never ran on "
+                f"it); {HINT}"
+            )
         keys = _local_public_keys(settings, public_key)
         with engine.connect() as connection, connection.begin():
             report = audit.verify(connection, keys)

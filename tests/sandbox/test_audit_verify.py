@@ -55,12 +55,12 @@ def test_no_local_log_creates_nothing_and_says_where_it_looked(
     before = tree(tmp_path)
     for extra in ((), ("--json",)):
         answer = verify(*extra, VEIL_DATA_DIR=str(data_dir))
+        assert tree(tmp_path) == before  # no database, no directory, no key server's files
         assert answer.returncode == 2, answer.stdout + answer.stderr
         said = " ".join(answer.stderr.split())
         assert "nothing verified" in said and str(data_dir / "veil.db") in said
         assert "--token" in said  # what to do instead
         assert "intact" not in answer.stdout and "Traceback" not in answer.stderr
-    assert tree(tmp_path) == before  # no database, no directory, no key server's files
 
 
 # -- through the API -----------------------------------------------------------------------------
