@@ -7,6 +7,7 @@ with ``--json``, into one JSON document.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -23,16 +24,7 @@ TtlDays = Annotated[
         help="Days the new token works (default: the server's VEIL_TOKEN_TTL_DAYS, 90).",
     ),
 ]
-TOKEN_COLUMNS = [
-    "id",
-    "principal_name",
-    "principal_role",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "state",
-    "current",
-]
+TOKEN_COLUMNS = ["id", "principal", "created", "expires", "last used", "state"]
 
 
 @tokens_app.command("issue")
@@ -62,7 +54,17 @@ def tokens_list(
     last used, whether it still works. Secrets are never shown."""
     with connect(url, token) as c:
         rows = c.list_tokens(principal)
-    shown = [r | {"current": "this one" if r["current"] else ""} for r in rows]
+    shown = [
+        {
+            "id": r["id"],
+            "principal": f"{r['principal_name']} ({r['principal_role']}, {r['principal_id']})",
+            "created": _minute(r["created_at"]),
+            "expires": _minute(r["expires_at"]),
+            "last used": _minute(r["last_used_at"]),
+            "state": r["state"] + (" (this one)" if r["current"] else ""),
+        }
+        for r in rows
+    ]
     Output(as_json).table("API tokens", shown, TOKEN_COLUMNS, raw=rows)
 
 
@@ -92,6 +94,13 @@ def tokens_rotate(
     with connect(url, token) as c:
         new = c.rotate_token(token_id, ttl_days)
     _print_new(new, as_json)
+
+
+def _minute(value: str | None) -> str | None:
+    """``2026-12-04 17:36 UTC`` from an ISO 8601 time."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _print_new(new: dict[str, Any], as_json: bool) -> None:
