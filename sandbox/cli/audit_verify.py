@@ -78,12 +78,18 @@ def audit_verify(
     (VEIL_TOKEN) it checks the server's export through the API; otherwise this machine's
     database (never creating one)."""
     out = Output(as_json)
-    if offline is not None:
-        _verify_offline(offline, public_key, out)
-    elif token and not local:
-        _verify_remote(url, token, public_key, out)
-    else:
-        _verify_local(public_key, out)
+    try:
+        if offline is not None:
+            _verify_offline(offline, public_key, out)
+        elif token and not local:
+            _verify_remote(url, token, public_key, out)
+        else:
+            _verify_local(public_key, out)
+    except _NothingVerified as nothing:
+        if out.as_json:
+            out.data({"ok": False, "verified": False, "problem": str(nothing)})
+        err_console.print(f"[red]nothing verified[/red]: {nothing}", highlight=False)
+        raise typer.Exit(NOTHING_VERIFIED) from None
 
 
 # -- the three sources --------------------------------------------------------------------------
@@ -118,7 +124,10 @@ def _verify_remote(url: str, token: str, public_key: Path | None, out: Output) -
                 export.seek(0)
                 report = verify_export(export, keys)
     except httpx.TransportError as exc:
-        _nothing(f"cannot reach the Veil server at {url} ({type(exc).__name__})")
+        _nothing(
+            f"cannot reach the Veil server at {url} ({type(exc).__name__}); on the server's "
+            "machine, --local reads its database instead"
+        )
     except ApiError as exc:
         if exc.status == 409:  # the server verifies the chain before it signs an export
             _verdict(out, False, None, f"the server refused to export it: {exc.detail}", {}, "")
@@ -241,7 +250,8 @@ def _verdict(
     summary: str,
 ) -> None:
     if out.as_json:
-        out.data({"ok": ok, "first_bad_seq": first_bad_seq, "problem": problem} | counts)
+        verdict = {"ok": ok, "verified": True, "first_bad_seq": first_bad_seq, "problem": problem}
+        out.data(verdict | counts)
     elif ok:
         out.say(f"[green]audit chain intact[/green]: {summary}")
     else:
@@ -251,7 +261,9 @@ def _verdict(
         raise typer.Exit(1)
 
 
+class _NothingVerified(Exception):
+    """Nothing could be verified; the message says why, where it looked, what to do."""
+
+
 def _nothing(message: str) -> NoReturn:
-    """Nothing was verified: say why and where, and exit 2."""
-    err_console.print(f"[red]nothing verified[/red]: {message}", highlight=False)
-    raise typer.Exit(NOTHING_VERIFIED)
+    raise _NothingVerified(message)

@@ -61,6 +61,10 @@ def test_no_local_log_creates_nothing_and_says_where_it_looked(
         assert "nothing verified" in said and str(data_dir / "veil.db") in said
         assert "--token" in said  # what to do instead
         assert "intact" not in answer.stdout and "Traceback" not in answer.stderr
+        if extra:  # --json: a document saying so, for scripts
+            verdict = json.loads(answer.stdout)
+            assert verdict["ok"] is False and verdict["verified"] is False
+            assert str(data_dir / "veil.db") in verdict["problem"]
 
 
 # -- through the API -----------------------------------------------------------------------------
@@ -127,7 +131,8 @@ def test_with_a_token_it_verifies_the_servers_chain_and_reads_nothing_here(
     answer = verify("--json", VEIL_URL=world.url, VEIL_TOKEN=operator, VEIL_DATA_DIR=str(nowhere))
     assert answer.returncode == 0, answer.stdout + answer.stderr
     verdict = json.loads(answer.stdout)
-    assert verdict["ok"] is True and verdict["source"] == world.url
+    assert verdict["ok"] is True and verdict["verified"] is True
+    assert verdict["source"] == world.url
     assert verdict["events"] > 10 and verdict["checkpoints"] >= 1
     assert verdict["public_key"] == "server"
     assert not nowhere.exists()
