@@ -11,8 +11,8 @@ keys_app = typer.Typer(
     help="The key server: start, stop, status, policy, public key.", no_args_is_help=True
 )
 audit_app = typer.Typer(
-    help="The audit log: search, export, verify (also offline), checkpoints, attention, "
-    "key-server operations.",
+    help="The audit log: search, export, verify (here, through the API, or an export), "
+    "checkpoints, attention, key-server operations.",
     no_args_is_help=True,
 )
 receipts_app = typer.Typer(
