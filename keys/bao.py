@@ -158,6 +158,15 @@ class LocalKeyServer:
         (self.home / "ports.json").write_text(json.dumps([port, cluster_port]))
         return self.config()
 
+    def attach(self) -> KeyServerConfig | None:
+        """How to reach the server already running from ``home`` (started by anyone), or
+        None when none is: unlike :meth:`start`, this starts and writes nothing."""
+        running = self._running_addr()
+        if running is None:
+            return None
+        self.addr = running
+        return self.config()
+
     def config(self) -> KeyServerConfig:
         """How Veil reaches this server: its address and Veil's own AppRole."""
         if self.addr is None:

@@ -1,4 +1,8 @@
-"""Principals (who acts), their roles, and their API tokens (random, shown once, stored hashed)."""
+"""Principals (who acts), their roles, and their API tokens (random, shown once, stored hashed).
+
+Every token expires (``expires_at``) and can be revoked (``revoked_at``); both are checked
+against the database on every request, so neither waits for a cache to run out.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import enum
 import hashlib
 import re
 import secrets
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, bindparam, select
+from sqlalchemy import JSON, ForeignKey, String, bindparam, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from policies.db import Base, UTCDateTime, new_id, utcnow
-from policies.errors import InvalidRequest, Unauthenticated
+from policies.errors import Conflict, InvalidRequest, Unauthenticated
 
 TOKEN_PREFIX = "veil_"  # noqa: S105 - a prefix, not a token
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
@@ -56,13 +61,45 @@ class Principal(Base):
 
 
 class ApiToken(Base):
+    """An API token's record: its hash and its life, never the token itself."""
+
     __tablename__ = "api_tokens"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    #: When it last authenticated a request, to within :data:`LAST_USED_RESOLUTION`.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    def state(self, now: datetime) -> TokenState:
+        """Whether the token works at ``now``, and if not, why."""
+        if self.revoked_at is not None:
+            return TokenState.REVOKED
+        if self.expires_at <= now:
+            return TokenState.EXPIRED
+        return TokenState.ACTIVE
+
+
+class TokenState(enum.StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+#: ``last_used_at`` is written at most this often per token: one write an hour instead of
+#: one per request, which keeps authentication a read.
+LAST_USED_RESOLUTION = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just made: its record, and its clear text (shown once, never stored)."""
+
+    record: ApiToken
+    secret: str
 
 
 def hash_token(token: str) -> str:
@@ -105,19 +142,25 @@ def create_principal(
     return principal
 
 
-def issue_token(session: Session, principal: Principal) -> str:
-    """Create a new token for ``principal``; the clear text is returned once and never stored."""
+def issue_token(
+    session: Session, principal: Principal, *, lifetime: timedelta, now: datetime | None = None
+) -> IssuedToken:
+    """Create a new token for ``principal`` that expires ``lifetime`` after ``now``; the clear
+    text is returned once and never stored."""
+    if lifetime <= timedelta(0):
+        raise InvalidRequest("a token's lifetime must be positive")
+    created = now or utcnow()
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        ApiToken(
-            id=new_id("tok"),
-            principal_id=principal.id,
-            token_hash=hash_token(token),
-            created_at=utcnow(),
-        )
+    record = ApiToken(
+        id=new_id("tok"),
+        principal_id=principal.id,
+        token_hash=hash_token(token),
+        created_at=created,
+        expires_at=created + lifetime,
     )
+    session.add(record)
     session.flush()
-    return token
+    return IssuedToken(record, token)
 
 
 # Built once: every API request runs it, and building a statement and its cache key each
@@ -129,11 +172,19 @@ _TOKEN_AND_OWNER = (
 )
 
 
-def authenticate(session: Session, token: str | None) -> Principal:
-    """The active principal owning ``token``; :class:`Unauthenticated` otherwise.
+def authenticate(session: Session, token: str | None, *, now: datetime | None = None) -> Principal:
+    """The active principal owning ``token``; :class:`Unauthenticated` otherwise."""
+    return authenticate_token(session, token, now=now)[1]
 
-    Nothing is cached: every call reads the token and its owner, so a revoked
-    token or a suspended account is refused from the next request on.
+
+def authenticate_token(
+    session: Session, token: str | None, *, now: datetime | None = None
+) -> tuple[ApiToken, Principal]:
+    """The token's record and its active owner; :class:`Unauthenticated` when the token is
+    unknown, revoked or expired at ``now``, or its owner is suspended.
+
+    Nothing is cached: every call reads the token and its owner, so a revoked or expired
+    token, or a suspended account, is refused from the next request on, in every process.
     """
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthenticated()
@@ -142,8 +193,43 @@ def authenticate(session: Session, token: str | None) -> Principal:
         raise Unauthenticated()
     api_token: ApiToken = row[0]
     principal: Principal = row[1]
-    if api_token.revoked_at is not None:
+    state = api_token.state(now or utcnow())
+    if state is TokenState.REVOKED:
         raise Unauthenticated("this API token was revoked; ask the operator for a new one")
+    if state is TokenState.EXPIRED:
+        raise Unauthenticated(
+            "this API token has expired; ask the operator for a new one (rotate tokens before "
+            "they expire: `veil tokens list` shows when)"
+        )
     if principal.status != Status.ACTIVE:
         raise Unauthenticated("this account is suspended")
-    return principal
+    return api_token, principal
+
+
+def revoke_token(record: ApiToken, now: datetime) -> None:
+    """Mark ``record`` revoked at ``now``; :class:`Conflict` if it was revoked already."""
+    if record.revoked_at is not None:
+        raise Conflict("this token was revoked already; nothing changed")
+    record.revoked_at = now
+
+
+def use_is_stale(record: ApiToken, now: datetime) -> bool:
+    """Whether ``record``'s ``last_used_at`` is due to be written (see :func:`record_use`)."""
+    return record.last_used_at is None or record.last_used_at <= now - LAST_USED_RESOLUTION
+
+
+def record_use(session: Session, token_id: str, now: datetime) -> None:
+    """Set the token's ``last_used_at`` to ``now`` unless another request (of any process)
+    did so within :data:`LAST_USED_RESOLUTION`: a conditional update, so racing requests
+    write it once."""
+    session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(
+                ApiToken.last_used_at.is_(None),
+                ApiToken.last_used_at <= now - LAST_USED_RESOLUTION,
+            ),
+        )
+        .values(last_used_at=now)
+    )

@@ -107,8 +107,27 @@ class VeilClient:
         body = {"name": name, "scope": scope}
         return dict(self._call("POST", "/v1/security-officers", json=body))
 
-    def issue_token(self, principal_id: str) -> str:
-        return str(self._call("POST", f"/v1/principals/{principal_id}/tokens")["token"])
+    def issue_token(self, principal_id: str, ttl_days: int | None = None) -> str:
+        """A new token for ``principal_id`` (operator): its secret."""
+        return str(self.new_token(principal_id, ttl_days)["token"])
+
+    def new_token(self, principal_id: str, ttl_days: int | None = None) -> dict[str, Any]:
+        """A new token for ``principal_id`` (operator): secret, id and expiry."""
+        body = {"ttl_days": ttl_days} if ttl_days is not None else None
+        return dict(self._call("POST", f"/v1/principals/{principal_id}/tokens", json=body))
+
+    # -- tokens: everyone's own; the operator's, everyone's ---------------------------------
+    def list_tokens(self, principal_id: str | None = None) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/tokens", params=_params(principal_id=principal_id)))
+
+    def revoke_token(self, token_id: str, reason: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason} if reason is not None else None
+        return dict(self._call("POST", f"/v1/tokens/{token_id}/revoke", json=body))
+
+    def rotate_token(self, token_id: str, ttl_days: int | None = None) -> dict[str, Any]:
+        """The new token (secret shown once); the old one is revoked at once."""
+        body = {"ttl_days": ttl_days} if ttl_days is not None else None
+        return dict(self._call("POST", f"/v1/tokens/{token_id}/rotate", json=body))
 
     # -- enterprise -------------------------------------------------------------------------
     def create_dataset(

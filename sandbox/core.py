@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from keys import KeyService, LocalKeyServer
@@ -61,14 +61,20 @@ def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:
         if session.query(Principal).filter_by(role=Role.OPERATOR).first() is not None:
             return None
         operator = create_principal(session, Role.OPERATOR, name)
-        token = issue_token(session, operator)
+        lifetime = timedelta(days=veil.settings.token_ttl_days)
+        issued = issue_token(session, operator, lifetime=lifetime, now=veil.clock())
         audit.record(
             session,
             "operator.created",
             resource=f"principal:{operator.id}",
-            details={"name": operator.name, "via": "veil init"},
+            details={
+                "name": operator.name,
+                "via": "veil init",
+                "token_id": issued.record.id,
+                "token_expires_at": issued.record.expires_at.isoformat(),
+            },
         )
-        return token
+        return issued.secret
 
 
 @contextmanager

@@ -182,6 +182,21 @@ class Settings(BaseSettings):
         default=300, ge=1, description="Failed authentications an address may make at once."
     )
 
+    # API tokens (docs/api.md, "Tokens").
+    token_ttl_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="Days a new API token works (issued or rotated) unless the request asks "
+        "for fewer or more (up to VEIL_TOKEN_MAX_TTL_DAYS).",
+    )
+    token_max_ttl_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="The longest lifetime, in days, that issuing or rotating a token may ask for.",
+    )
+
     @model_validator(mode="after")
     def _check_workers(self) -> Settings:
         if self.job_engine == "procrastinate" and not (self.database_url or "").startswith(
@@ -196,6 +211,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "VEIL_WORKER_LEASE_S must be at least three times VEIL_WORKER_HEARTBEAT_S, so "
                 "that one late heartbeat does not end a live worker's jobs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> Settings:
+        if self.token_ttl_days > self.token_max_ttl_days:
+            raise ValueError(
+                "VEIL_TOKEN_TTL_DAYS is longer than VEIL_TOKEN_MAX_TTL_DAYS: lower the one or "
+                "raise the other"
             )
         return self
 

@@ -1,4 +1,6 @@
-"""Operator actions: enterprises (tenants, with their keys), providers, officers, tokens."""
+"""Operator actions: enterprises (tenants, with their keys), providers, officers.
+
+Tokens are ``sandbox.tokens``'s."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from policies import audit
-from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from policies.principals import Principal, Role, create_principal, issue_token, validate_slug
+from policies.errors import Conflict, Forbidden, InvalidRequest
+from policies.principals import Principal, Role, create_principal, validate_slug
 from sandbox.core import Veil
 
 
@@ -84,24 +86,6 @@ def create_security_officer(
             details={"name": officer.name, "scope": scope},
         )
     return officer
-
-
-def issue_principal_token(veil: Veil, operator: Principal, principal_id: str) -> str:
-    """A new API token for ``principal_id``, returned once."""
-    require_role(operator, Role.OPERATOR)
-    with veil.db.transaction() as session:
-        principal = session.get(Principal, principal_id)
-        if principal is None:
-            raise NotFound("principal", principal_id)
-        token = issue_token(session, principal)
-        audit.record(
-            session,
-            "token.issued",
-            actor=operator,
-            tenant_id=principal.tenant_id,
-            resource=f"principal:{principal.id}",
-        )
-    return token
 
 
 def list_principals(veil: Veil, caller: Principal, role: Role) -> list[Principal]:

@@ -23,6 +23,7 @@ from sandbox.api import (
     routes_keyaudit,
     routes_principals,
     routes_receipts,
+    routes_tokens,
 )
 from sandbox.api.limits import BodyLimit, RequestGuard
 from sandbox.console.routes_enterprise import FORM_SLACK
@@ -93,6 +94,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
     errors.install(app, console.PAGES)
     for module in (
         routes_principals,
+        routes_tokens,
         routes_datasets,
         routes_grants,
         routes_jobs,

@@ -8,9 +8,10 @@ from fastapi import Depends, Request
 
 from policies import audit
 from policies.errors import Unauthenticated
-from policies.principals import Principal, authenticate
+from policies.principals import Principal
 from sandbox.api.limits import AUTH_FAILED
 from sandbox.core import Veil
+from sandbox.tokens import authenticate_request
 
 
 async def get_veil(request: Request) -> Veil:
@@ -23,20 +24,22 @@ async def get_veil(request: Request) -> Veil:
 def current_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]) -> Principal:
     """Authenticate the bearer token; a failure is audited, then answered 401.
 
-    Checked against the database on every request (nothing cached), so a revoked
-    token or a suspended account is refused at once; a read-only transaction
-    suffices and does not queue behind writers.
+    Checked against the database on every request (nothing cached), so a revoked or
+    expired token or a suspended account is refused at once, in every API process; a
+    read-only transaction suffices and does not queue behind writers.  The token's id is
+    kept on the request (``request.state.token_id``) for listings to mark it.
     """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     try:
         if scheme.lower() != "bearer":
             raise Unauthenticated("send 'Authorization: Bearer <token>'")
-        with veil.db.read() as session:
-            return authenticate(session, token.strip())
+        credential = authenticate_request(veil, token.strip())
     except Unauthenticated as exc:
         record_failed_login(veil, request, str(exc))
         raise
+    request.state.token_id = credential.token_id
+    return credential.principal
 
 
 def record_failed_login(veil: Veil, request: Request, reason: str) -> None:

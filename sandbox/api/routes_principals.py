@@ -1,4 +1,5 @@
-"""Operator endpoints: enterprises, providers, security officers, tokens; and /me."""
+"""Operator endpoints: enterprises, providers, security officers; and /me (tokens:
+``routes_tokens``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from sandbox.api.schemas import (
     PrincipalOut,
     ProviderIn,
     SecurityOfficerIn,
-    TokenOut,
 )
 
 router = APIRouter(prefix="/v1", tags=["principals"])
@@ -63,11 +63,3 @@ def create_security_officer(
     body: SecurityOfficerIn, veil: VeilDep, caller: PrincipalDep
 ) -> PrincipalOut:
     return out(tenants.create_security_officer(veil, caller, body.name, body.scope))
-
-
-@router.post("/principals/{principal_id}/tokens", status_code=status.HTTP_201_CREATED)
-def issue_token(principal_id: str, veil: VeilDep, caller: PrincipalDep) -> TokenOut:
-    """Issue an API token; it is shown in this response only."""
-    return TokenOut(
-        principal_id=principal_id, token=tenants.issue_principal_token(veil, caller, principal_id)
-    )

@@ -78,9 +78,47 @@ class SecurityOfficerIn(Input):
     )
 
 
+class TokenIn(Input):
+    """Issuing or rotating a token: how long the new one works."""
+
+    ttl_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="Days the new token works; default VEIL_TOKEN_TTL_DAYS (90), at most "
+        "VEIL_TOKEN_MAX_TTL_DAYS (365)",
+    )
+
+
+class TokenRevokeIn(Input):
+    reason: str | None = Field(
+        default=None, min_length=1, max_length=500, description="Why; goes into the audit log"
+    )
+
+
 class TokenOut(BaseModel):
     principal_id: str
     token: str = Field(description="Shown once; store it now. Veil keeps only its hash.")
+    id: str = Field(description="The token's id, as token listings show it")
+    expires_at: datetime
+    replaces: str | None = Field(
+        default=None, description="Rotation: the token revoked by this one (at once)"
+    )
+
+
+class TokenInfoOut(BaseModel):
+    """A token's metadata: never the token, nor its hash."""
+
+    id: str
+    principal_id: str
+    principal_name: str
+    principal_role: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None = Field(description="To within an hour; null: never used")
+    revoked_at: datetime | None
+    state: Literal["active", "expired", "revoked"]
+    current: bool = Field(description="The token that authenticated this request")
 
 
 class ColumnIn(Input):

@@ -8,12 +8,20 @@ from pydantic import ValidationError
 
 from keys import KeysError
 from policies.errors import VeilError
-from sandbox.cli import attention, keyaudit, local, receipts, remote
+from sandbox.cli import attention, audit_verify, keyaudit, local, receipts, remote, tokens
 from sandbox.cli.app import app
 from sandbox.cli.output import err_console
 from sandbox.client import ApiError
 
-_ = (attention, keyaudit, local, receipts, remote)  # their commands register on ``app``
+_ = (
+    attention,
+    audit_verify,
+    keyaudit,
+    local,
+    receipts,
+    remote,
+    tokens,
+)  # their commands register on ``app``
 
 
 def main() -> None:

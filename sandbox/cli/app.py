@@ -11,8 +11,8 @@ keys_app = typer.Typer(
     help="The key server: start, stop, status, policy, public key.", no_args_is_help=True
 )
 audit_app = typer.Typer(
-    help="The audit log: search, export, verify (also offline), checkpoints, attention, "
-    "key-server operations.",
+    help="The audit log: search, export, verify (here, through the API, or an export), "
+    "checkpoints, attention, key-server operations.",
     no_args_is_help=True,
 )
 receipts_app = typer.Typer(
@@ -22,7 +22,10 @@ receipts_app = typer.Typer(
 enterprises_app = typer.Typer(help="Enterprises (operator).", no_args_is_help=True)
 providers_app = typer.Typer(help="Providers (operator).", no_args_is_help=True)
 officers_app = typer.Typer(help="Security officers (operator).", no_args_is_help=True)
-tokens_app = typer.Typer(help="API tokens (operator).", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="API tokens: issue (operator); list, rotate, revoke (your own; the operator: anyone's).",
+    no_args_is_help=True,
+)
 datasets_app = typer.Typer(
     help="Datasets (enterprise; providers see granted ones).", no_args_is_help=True
 )

@@ -1,15 +1,17 @@
-"""Commands that act on this machine's Veil directly: init, serve, demo, keys, audit verify."""
+"""Commands that act on this machine's Veil directly: init, serve, demo, keys, models.
+
+(``veil audit verify`` reads this machine's log, an export, or the API: ``audit_verify``.)"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
-from sandbox.cli.app import app, audit_app, keys_app, models_app
+from sandbox.cli.app import app, keys_app, models_app
 from sandbox.cli.output import Output, console, err_console
 from sandbox.keyserver import key_service
 from sandbox.settings import Settings
@@ -18,19 +20,38 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 
 
 @app.command()
-def init() -> None:
+def init(
+    new_operator_token: Annotated[
+        bool,
+        typer.Option(
+            "--new-operator-token",
+            help="An operator exists already: issue a new token for it here (when every "
+            "operator token is lost, revoked or expired); audited.",
+        ),
+    ] = False,
+) -> None:
     """Create the data directory and database, start the key server, print an operator token."""
     from sandbox.core import bootstrap_operator, open_veil
+    from sandbox.tokens import recover_operator_token
 
     settings = Settings()
     with open_veil(settings, worker=False) as veil:
         token = bootstrap_operator(veil)
+        if token is None and new_operator_token:
+            issued = recover_operator_token(veil)
+            token = issued.secret if issued is not None else None
     console.print(f"data directory: {settings.data_dir}")
     console.print(f"database: {settings.db_url} (migrated to the newest schema)")
     if token is None:
-        console.print("an operator exists already; ask it for a token (no new one printed)")
+        console.print(
+            "an operator exists already; ask it for a token, or run `veil init "
+            "--new-operator-token` here if every operator token is lost (no new one printed)"
+        )
         return
-    console.print("operator token (shown once; Veil stores only its hash):")
+    console.print(
+        f"operator token (shown once; Veil stores only its hash; it expires in "
+        f"{settings.token_ttl_days} days: rotate it before with `veil tokens rotate`):"
+    )
     sys.stdout.write(token + "\n")
 
 
@@ -153,94 +174,6 @@ def keys_public_key(
     with key_service(Settings()) as keys:
         output.write_text(keys.signing_public_key().to_pem())
     console.print(f"public key written to {output}")
-
-
-@audit_app.command("verify")
-def audit_verify(
-    offline: Annotated[
-        Path | None,
-        typer.Option(help="Verify this export file instead, with no server or key server"),
-    ] = None,
-    public_key: Annotated[
-        Path | None, typer.Option(help="PEM file from `veil audit public-key` (with --offline)")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Recompute the audit hash chain and check every signed checkpoint; exit 1 if broken.
-
-    Without --offline it reads this machine's database; with --offline FILE it checks an
-    export from `veil audit export` against the public key alone.
-    """
-    if offline is not None:
-        _verify_offline(offline, public_key, Output(as_json))
-        return
-    from sandbox.core import open_veil
-    from sandbox.oversight import verify_chain
-
-    with open_veil(Settings(), worker=False) as veil:
-        report = verify_chain(veil)
-    _print_verdict(
-        Output(as_json),
-        report.ok,
-        report.first_bad_seq,
-        report.problem,
-        {"events": report.events, "checkpoints": report.checkpoints},
-        f"{report.events} events, {report.checkpoints} signed checkpoints verified",
-    )
-
-
-def _verify_offline(path: Path, public_key: Path | None, out: Output) -> None:
-    from keys.signing import public_keys_from_pem
-    from policies.audit_export import verify_export
-
-    if public_key is None:
-        raise typer.BadParameter(
-            "give the public key: --public-key KEY.pem", param_hint="--offline"
-        )
-    try:
-        keys = public_keys_from_pem(public_key.read_text())
-    except (OSError, ValueError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--public-key") from None
-    try:
-        with path.open("rb") as lines:
-            report = verify_export(lines, keys)
-    except OSError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--offline") from None
-    _print_verdict(
-        out,
-        report.ok,
-        report.first_bad_seq,
-        report.problem,
-        {
-            "from_seq": report.from_seq,
-            "to_seq": report.to_seq,
-            "events": report.events,
-            "elided": report.elided,
-            "checkpoints": report.checkpoints,
-            "scope": report.scope,
-        },
-        f"events {report.from_seq}-{report.to_seq}: {report.events} events shown, "
-        f"{report.elided} elided, manifest and {report.checkpoints} checkpoints signed",
-    )
-
-
-def _print_verdict(
-    out: Output,
-    ok: bool,
-    first_bad_seq: int | None,
-    problem: str | None,
-    counts: dict[str, Any],
-    summary: str,
-) -> None:
-    if out.as_json:
-        out.data({"ok": ok, "first_bad_seq": first_bad_seq, "problem": problem} | counts)
-    elif ok:
-        out.say(f"[green]audit chain intact[/green]: {summary}")
-    else:
-        where = f" at event {first_bad_seq}" if first_bad_seq is not None else ""
-        console.print(f"[red]audit chain BROKEN[/red]{where}: {problem}", highlight=False)
-    if not ok:
-        raise typer.Exit(1)
 
 
 @models_app.command("predict")

@@ -19,7 +19,6 @@ from sandbox.cli.app import (
     jobs_app,
     officers_app,
     providers_app,
-    tokens_app,
 )
 from sandbox.cli.output import Output, console
 from sandbox.client import VeilClient
@@ -84,19 +83,6 @@ def officers_create(
         Output(as_json).record(
             "security officer created", c.create_security_officer(name, scope or None)
         )
-
-
-@tokens_app.command("issue")
-def tokens_issue(
-    principal_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
-) -> None:
-    """Issue an API token for a principal; it is printed once."""
-    with connect(url, token) as c:
-        new = c.issue_token(principal_id)
-    if as_json:
-        Output(True).data({"principal_id": principal_id, "token": new})
-    else:
-        console.print(new, highlight=False)
 
 
 # -- datasets --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from sandbox.console import (
     routes_officer,
     routes_provider,
     routes_session,
+    routes_tokens,
 )
 from sandbox.console.render import error_text, page
 from sandbox.console.session import PREFIX, CsrfRejected, LoginRequired
@@ -26,6 +27,7 @@ ROUTERS = (
     routes_enterprise,
     routes_provider,
     routes_officer,
+    routes_tokens,
 )
 
 

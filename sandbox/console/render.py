@@ -21,21 +21,25 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/grants", "Grants"),
         ("/console/code", "Code approvals"),
         ("/console/receipts", "Usage receipts"),
+        ("/console/tokens", "API tokens"),
     ],
     "provider": [
         ("/console/catalog", "Catalog"),
         ("/console/query", "New query"),
         ("/console/jobs", "Jobs"),
+        ("/console/tokens", "API tokens"),
     ],
     "security_officer": [
         ("/console/audit", "Audit log"),
         ("/console/attention", "Attention"),
         ("/console/providers", "Providers"),
+        ("/console/tokens", "API tokens"),
     ],
     "operator": [
         ("/console/audit", "Audit log"),
         ("/console/attention", "Attention"),
         ("/console/providers", "Providers"),
+        ("/console/tokens", "API tokens"),
     ],
 }
 ROLE_NAMES = {

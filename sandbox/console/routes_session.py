@@ -8,7 +8,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from policies.errors import Unauthenticated
-from policies.principals import authenticate
 from sandbox.api.deps import VeilDep, record_failed_login
 from sandbox.console.render import NAV, page
 from sandbox.console.session import (
@@ -16,7 +15,9 @@ from sandbox.console.session import (
     PREFIX,
     CsrfDep,
     PrincipalDep,
+    set_session_cookie,
 )
+from sandbox.tokens import authenticate_request
 
 router = APIRouter()
 
@@ -42,8 +43,7 @@ def login(
     """Check the token once, then keep it in an httpOnly, same-site cookie."""
     token = token.strip()
     try:
-        with veil.db.transaction() as session:
-            authenticate(session, token)
+        authenticate_request(veil, token)
     except Unauthenticated as exc:
         record_failed_login(veil, request, str(exc))
         error = {"message": f"That token does not work: {exc}.", "reasons": []}
@@ -51,15 +51,7 @@ def login(
             request, "login.html", None, status_code=401, next_path=_safe_next(next), error=error
         )
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token,
-        path=PREFIX,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        max_age=8 * 3600,
-    )
+    set_session_cookie(response, request, token)
     return response
 
 

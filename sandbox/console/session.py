@@ -18,17 +18,22 @@ import hmac
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from policies.errors import Unauthenticated, VeilError
-from policies.principals import Principal, authenticate
+from policies.principals import Principal
 from sandbox.api.deps import get_veil, record_failed_login
 from sandbox.core import Veil
+from sandbox.tokens import authenticate_request
 
 COOKIE = "veil_console"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 PREFIX = "/console"
+#: A session lasts 8 hours (or less: the token's own expiry and revocation hold too).
+SESSION_MAX_AGE_S = 8 * 3600
+#: Where a request that moved its session to a new token keeps that token (request.state).
+RENEWED = "renewed_session_token"
 
 
 class LoginRequired(VeilError):
@@ -44,20 +49,46 @@ def csrf_token(session_token: str) -> str:
 
 
 def session_token(request: Request) -> str | None:
-    return request.cookies.get(COOKIE)
+    """The session's token: the cookie's, or the one this request moved the session to (a
+    rotation of the session's own token), so that the page it renders carries the new
+    session's CSRF token."""
+    renewed = getattr(request.state, RENEWED, None)
+    return renewed if isinstance(renewed, str) else request.cookies.get(COOKIE)
+
+
+def renew_session(request: Request, token: str) -> None:
+    """This request moved the session to ``token``: pages it renders are for that session."""
+    setattr(request.state, RENEWED, token)
+
+
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    """Keep ``token`` as this browser's session (at login, and after rotating its token)."""
+    response.set_cookie(
+        COOKIE,
+        token,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=SESSION_MAX_AGE_S,
+    )
 
 
 def console_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]) -> Principal:
-    """The principal of this console session, or :class:`LoginRequired`."""
+    """The principal of this console session, or :class:`LoginRequired`.
+
+    The token is checked against the database on every page, like an API request, so a
+    revoked or expired token ends the session at once."""
     token = session_token(request)
     if not token:
         raise LoginRequired("log in with your API token")
     try:
-        with veil.db.transaction() as session:
-            return authenticate(session, token)
+        credential = authenticate_request(veil, token)
     except Unauthenticated as exc:
         record_failed_login(veil, request, str(exc))
         raise LoginRequired(str(exc)) from None
+    request.state.token_id = credential.token_id
+    return credential.principal
 
 
 async def require_csrf(request: Request) -> None:

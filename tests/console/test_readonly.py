@@ -1,4 +1,5 @@
-"""Security officers are read-only in the console too, except for suspension.
+"""Security officers are read-only in the console too, except for suspension and their own
+API tokens.
 
 The console's write routes are enumerated from the app at test time and sent with
 a valid session and CSRF token and real ids, so that only the role check can
@@ -19,11 +20,14 @@ from tests.sandbox.conftest import World
 
 pytestmark = pytest.mark.integration
 
-#: What an officer may do in the console: leave, and suspend or reinstate a provider.
+#: What an officer may do in the console: leave, suspend or reinstate a provider, and rotate
+#: or revoke its own API tokens (another's is "not found": tests/console/test_tokens.py).
 ALLOWED = {
     "/console/logout",
     "/console/providers/{provider_id}/suspend",
     "/console/providers/{provider_id}/reinstate",
+    "/console/tokens/{token_id}/revoke",
+    "/console/tokens/{token_id}/rotate",
 }
 PUBLIC = {"/console/login"}  # no session needed: it makes one
 

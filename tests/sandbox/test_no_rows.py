@@ -44,6 +44,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "principal_id": world.provider_id,
         "provider_id": world.provider_id,
         "code_id": "code_none",  # no tier-5 grant here: test_reviewed_code covers its outputs
+        "token_id": "tok_none",  # token routes show metadata only (tests/sandbox/test_tokens.py)
         "decision": "approve",
         "kind": "download",
     }

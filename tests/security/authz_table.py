@@ -133,6 +133,20 @@ POLICY: tuple[Endpoint, ...] = (
     row("POST", "/v1/principals/{principal_id}/tokens", target="principal",
         operator=201, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(403, 403), nogrant=403),
+    # -- tokens: each principal its own; the operator everyone's ---------------------------
+    # Target "holder": a principal whose tokens are named.  Own: the caller itself; other:
+    # tenant B's principal of the caller's role (B's enterprise for the scoped officer);
+    # callers without own/other name A's provider.  Another's tokens are 404, like an
+    # unknown id (docs/api.md, "Tokens").
+    row("GET", "/v1/tokens", target="holder",
+        operator=200, officer=404, scoped=(200, 404), enterprise=(200, 404),
+        provider=(200, 404), nogrant=404),
+    row("POST", "/v1/tokens/{token_id}/revoke", target="holder_token", consumes=True,
+        operator=200, officer=404, scoped=(200, 404), enterprise=(200, 404),
+        provider=(200, 404), nogrant=404),
+    row("POST", "/v1/tokens/{token_id}/rotate", target="holder_token", consumes=True,
+        operator=201, officer=404, scoped=(201, 404), enterprise=(201, 404),
+        provider=(201, 404), nogrant=404),
     # -- datasets: the enterprise's own; a provider sees those granted to it --------------
     row("POST", "/v1/datasets",
         operator=403, officer=403, scoped=403, enterprise=201, provider=403, nogrant=403),

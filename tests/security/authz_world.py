@@ -23,18 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from analytics.syft_code import source_sha256
 from keys import LocalKeyServer
 from policies.db import Base, new_id
+from policies.principals import ApiToken
 from sandbox.api.thread import ApiThread
 from sandbox.core import Veil, bootstrap_operator, open_veil
 from sandbox.demo_data import DECLARATION, production_log
 from sandbox.models import CodeRequest, CodeStatus, Job, JobStatus
 from sandbox.runner import claim_next_job
 from tests.sandbox.conftest import settings_for
-from tests.security.authz_table import OTHER, Endpoint
+from tests.security.authz_table import OTHER, OWN, Endpoint
 
 PURPOSE = "process-optimization"
 GRANTED = ["machine", "shift", "temperature_c", "cycle_time_s", "defects", "yield_pct"]
@@ -51,6 +52,8 @@ def longest_cycle(data):
 #: Tables whose rows a refused call must leave exactly as they were: all but the audit
 #: log's, which records the refusal.  Read from the models, so a new table is covered.
 STATE_TABLES = tuple(t.name for t in Base.metadata.sorted_tables if not t.name.startswith("audit_"))
+#: Columns left out of that comparison: (table, column).
+BOOKKEEPING = {("api_tokens", "last_used_at")}
 
 
 def tomorrow() -> str:
@@ -100,6 +103,8 @@ class AuthzWorld:
     b: Tenant = field(init=False)
     #: Column name (without own/other) to bearer token; None: no header.
     tokens: dict[str, str | None] = field(default_factory=dict)
+    #: Column name (without own/other) to the principal id of that caller.
+    principals: dict[str, str] = field(default_factory=dict)
 
     # -- requests -----------------------------------------------------------------------
 
@@ -125,17 +130,48 @@ class AuthzWorld:
     # -- reading state back -------------------------------------------------------------
 
     def state(self) -> dict[str, list[str]]:
-        """Every row of the tables a refused call must not change: not the audit log, and
-        not the jobs denied by policy (kept as the record of a refused submission)."""
+        """Every row of the tables a refused call must not change: not the audit log, not
+        the jobs denied by policy (kept as the record of a refused submission), and not when
+        a token was last used (any authenticated request may note that, refused or not)."""
         with self.veil.db.read() as session:
             return {
                 table: sorted(
-                    json.dumps(list(r), default=str)
+                    json.dumps(
+                        [v for k, v in r._mapping.items() if (table, k) not in BOOKKEEPING],
+                        default=str,
+                    )
                     for r in session.execute(text(f"SELECT * FROM {table}"))  # noqa: S608
                     if table != "jobs" or r.status != JobStatus.DENIED
                 )
                 for table in STATE_TABLES
             }
+
+    def holder(self, column: str) -> str:
+        """The principal whose tokens ``column`` names (rows with target holder*): the caller
+        itself (own), tenant B's principal of its role (other), else A's provider."""
+        role = column.removesuffix(f"-{OWN}").removesuffix(f"-{OTHER}")
+        if column.endswith(f"-{OWN}"):
+            return self.principals[role]
+        if column.endswith(f"-{OTHER}"):
+            b = self.b
+            return {"enterprise": b.enterprise, "provider": b.provider}.get(role, b.enterprise)
+        return self.a.provider
+
+    def holder_token(self, column: str, *, fresh: bool) -> str:
+        """A token id of :meth:`holder`: a new one (for a call that uses it up), else its
+        first (for its own column, the token the caller sends)."""
+        principal_id = self.holder(column)
+        if fresh:
+            path = f"/v1/principals/{principal_id}/tokens"
+            return str(self.ok(self.operator_token, "POST", path)["id"])
+        with self.veil.db.read() as session:
+            first = session.scalars(
+                select(ApiToken.id)
+                .where(ApiToken.principal_id == principal_id)
+                .order_by(ApiToken.created_at)
+            ).first()
+        assert first is not None, principal_id
+        return first
 
     def grant_as_owner(self, tenant: Tenant, grant_id: str) -> dict[str, Any]:
         """The grant read back through the API by the enterprise that gave it."""
@@ -328,6 +364,8 @@ def build(tmp: Path, key_server: LocalKeyServer) -> Iterator[AuthzWorld]:
             ),
             "provider-nogrant": world.principal("/v1/providers", name="Nobody Analytics"),
         }
+        for role in ("enterprise", "provider", "officer-scoped"):
+            world.principals[role] = world.ok(world.tokens[role], "GET", "/v1/me")["id"]
         yield world
 
 
@@ -393,6 +431,10 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("GET", "/v1/audit/keys"): lambda t, tenant: {"params": {"tenant_id": tenant}},
     ("POST", "/v1/providers/{provider_id}/suspend"): lambda t, _: {"json": REASON},
     ("POST", "/v1/providers/{provider_id}/reinstate"): lambda t, _: {"json": REASON},
+    ("GET", "/v1/tokens"): lambda t, holder: {"params": {"principal_id": holder}},
+    ("POST", "/v1/principals/{principal_id}/tokens"): lambda t, _: {"json": {"ttl_days": 30}},
+    ("POST", "/v1/tokens/{token_id}/revoke"): lambda t, _: {"json": REASON},
+    ("POST", "/v1/tokens/{token_id}/rotate"): lambda t, _: {"json": {"ttl_days": 30}},
     ("GET", "/v1/receipts"): lambda t, provider: {
         "params": {"provider_id": provider, "enterprise_id": t.enterprise}
     },
@@ -410,6 +452,10 @@ def target_for(world: AuthzWorld, endpoint: Endpoint, column: str, *, shared: bo
     (so that no case depends on another's outcome), unless ``shared`` is asked for."""
     if endpoint.target is None:
         return ""
+    if endpoint.target == "holder":
+        return world.holder(column)
+    if endpoint.target == "holder_token":
+        return world.holder_token(column, fresh=endpoint.consumes and not shared)
     tenant = caller(world, column)[1]
     if endpoint.consumes and not shared:
         return world.fresh(endpoint.target, tenant)

@@ -14,6 +14,7 @@ a row in the table fails ``test_every_api_route_has_a_row``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +256,9 @@ BAD_HEADERS = {
 }
 
 
-@pytest.mark.parametrize("variant", [*BAD_HEADERS, "revoked token", "token in the query"])
+@pytest.mark.parametrize(
+    "variant", [*BAD_HEADERS, "revoked token", "expired token", "token in the query"]
+)
 @pytest.mark.parametrize(
     ("method", "path"), [("GET", "/v1/me"), ("GET", "/v1/grants"), ("POST", "/v1/jobs")]
 )
@@ -263,13 +266,16 @@ def test_a_bad_credential_is_refused_and_audited(
     authz: AuthzWorld, variant: str, method: str, path: str
 ) -> None:
     kwargs: dict[str, Any] = {"headers": BAD_HEADERS.get(variant, {})}
-    if variant == "revoked token":
+    if variant in ("revoked token", "expired token"):
         token = authz.ok(authz.operator_token, "POST", f"/v1/principals/{authz.a.provider}/tokens")
         with authz.veil.db.transaction() as session:
-            revoked = session.scalars(
+            spent = session.scalars(
                 select(ApiToken).where(ApiToken.token_hash == hash_token(token["token"]))
             ).one()
-            revoked.revoked_at = authz.veil.clock()
+            if variant == "revoked token":
+                spent.revoked_at = authz.veil.clock()
+            else:
+                spent.expires_at = authz.veil.clock() - timedelta(seconds=1)
         kwargs["headers"] = {"Authorization": f"Bearer {token['token']}"}
     if variant == "token in the query":
         kwargs["params"] = {"token": authz.a.provider_token, "access_token": authz.a.provider_token}
