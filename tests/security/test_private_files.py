@@ -194,8 +194,8 @@ def test_every_entry_point_narrows_the_umask(
     """The ``veil`` command (whatever the subcommand) and the API app factory (each process
     of ``veil serve --processes N``; a server importing it by name)."""
     monkeypatch.setenv("VEIL_DATA_DIR", str(tmp_path / "veil"))
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", os.environ.get("PYTHONDONTWRITEBYTECODE", ""))
-    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
     monkeypatch.setattr(sys, "argv", ["veil", "keys", "policy", "--tenancy", "namespace"])
     before = os.umask(LOOSE_UMASK)
     try:
@@ -208,7 +208,8 @@ def test_every_entry_point_narrows_the_umask(
     finally:
         narrowed = os.umask(before)
     assert narrowed == 0o077
-    assert sys.dont_write_bytecode  # no bytecode cache made private in the checkout or venv
+    # No bytecode cache made private in the checkout or the venv, here or in a child.
+    assert sys.dont_write_bytecode and os.environ["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
 def test_the_database_is_private_whatever_the_umask(tmp_path: Path, loose_umask: None) -> None:
