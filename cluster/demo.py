@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from cluster.local import LocalCluster  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
+from sandbox.datadir import restrict_umask  # noqa: E402
 from sandbox.demo import PURPOSE, run_scenario  # noqa: E402
 
 API_PROCESSES, WORKERS, KEY_NODES = 2, 3, 3
@@ -32,6 +33,7 @@ LOSS_JOBS = 12
 
 
 def main() -> int:
+    restrict_umask()  # what this process and all it starts write is the user's alone
     console = Console(highlight=False, soft_wrap=True)  # lines whole, for logs and greps
     cluster = LocalCluster()
     try:

@@ -7,6 +7,8 @@ Everything lives under one home directory, on loopback ports::
     home/veil/       VEIL_DATA_DIR: the encrypted objects every process reads and writes
     home/logs/       one log per process
 
+The home is the user's alone (directories 0700, files 0600), as a data directory is.
+
 On several machines the same processes run as ``docs/deployment.md`` describes; the one
 thing shared here through the file system, the objects directory, is shared storage there.
 """
@@ -30,6 +32,7 @@ from sqlalchemy import create_engine, text
 from cluster.postgres import PostgresServer, find_postgres_bin, usable_as_root
 from keys import KeyServerConfig
 from keys.bao import free_port
+from sandbox.datadir import make_private_dirs, open_private
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -65,7 +68,7 @@ class LocalCluster:
         self._own_home = home is None
         self.home = home or Path(tempfile.mkdtemp(prefix="veil-cluster-"))
         self.logs = self.home / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.logs)
         self.data_dir = self.home / "veil"
         self.port = free_port()
         self.postgres: PostgresServer | None = None
@@ -133,7 +136,7 @@ class LocalCluster:
         return [sys.executable, "-m", "sandbox.cli", *args]
 
     def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as out:
+        with open_private(self.logs / f"{name}.log", append=True) as out:
             return subprocess.Popen(
                 self._cli(*args), env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
             )

@@ -10,6 +10,9 @@ Not ``-dev`` mode.  Under ``home`` it keeps::
     server.log        the server's output
     server.json       pid and address of the running server
 
+``home`` is mode 0700 and everything in it is its owner's alone (files 0600, directories
+0700): Veil writes its files so, and starts the server with umask 077.
+
 On first start the config's ``initialize`` stanza creates Veil's base
 namespace, an AppRole and a least-privilege policy for Veil, and has the audit
 log record Veil's ``X-Veil-Object`` request header in clear (the root token is
@@ -46,6 +49,8 @@ from keys.vault import OBJECT_HEADER, KeyServerConfig
 BASE_NAMESPACE = "veil"
 _PLATFORM_ROLE = "veil-platform"
 PLATFORM_SECRET_ENV = "VEIL_BAO_PLATFORM_SECRET_ID"  # noqa: S105 - the name of a variable
+#: The umask of the OpenBao processes Veil starts: all they create is private to their owner.
+SERVER_UMASK = 0o077
 
 
 def find_bao_binary() -> Path:
@@ -80,6 +85,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` with mode 0600 (readable by its owner alone), whatever the umask."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -146,7 +152,7 @@ class LocalKeyServer:
             audit_log=self.audit_log,
             initialize=VEIL_INITIALIZE,
         )
-        (self.home / "config.hcl").write_text(config)
+        write_private(self.home / "config.hcl", config.encode())
         self._process = spawn_server(
             self._binary or find_bao_binary(),
             self.home / "config.hcl",
@@ -154,8 +160,9 @@ class LocalKeyServer:
             {PLATFORM_SECRET_ENV: credentials.secret_id} if first_boot else None,
         )
         self._wait_ready()
-        self._state_file.write_text(json.dumps({"pid": self._process.pid, "addr": self.addr}))
-        (self.home / "ports.json").write_text(json.dumps([port, cluster_port]))
+        state = {"pid": self._process.pid, "addr": self.addr}
+        write_private(self._state_file, json.dumps(state).encode())
+        write_private(self.home / "ports.json", json.dumps([port, cluster_port]).encode())
         return self.config()
 
     def attach(self) -> KeyServerConfig | None:
@@ -304,14 +311,16 @@ def spawn_server(
     binary: Path, config: Path, log_file: Path, secrets_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``bao server`` on ``config`` in a session of its own, in the config's folder,
-    output to ``log_file``.
+    output to ``log_file`` (mode 0600), with umask 077: its storage, audit log and whatever
+    else it creates are its owner's alone.
 
     ``secrets_env`` (first boot of a self-initialising server only) hands secret ids
     to the ``initialize`` stanza through environment variables of the server alone.
     """
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(config.parent)}
     env.update(secrets_env or {})
-    with open(log_file, "ab") as log:
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(  # noqa: S603 - fixed binary, our own config
             [str(binary), "server", f"-config={config}"],
             stdout=log,
@@ -320,6 +329,7 @@ def spawn_server(
             env=env,
             cwd=config.parent,
             start_new_session=True,
+            umask=SERVER_UMASK,
         )
 
 

@@ -278,15 +278,15 @@ class LocalKeyCluster:
     # -- helpers --------------------------------------------------------------------------
     def _spawn(self, i: int, secrets_env: dict[str, str] | None) -> None:
         home = self.node_home(i)
-        home.mkdir(exist_ok=True)
-        (home / "storage").mkdir(exist_ok=True)
+        home.mkdir(mode=0o700, exist_ok=True)
+        (home / "storage").mkdir(mode=0o700, exist_ok=True)
         port, cluster_port = self._ports[i]
         if not (port_free(port) and port_free(cluster_port)):
             raise KeyServerStartError(
                 f"node {i} of the key-server cluster needs ports {port} and {cluster_port}, "
                 "which are in use; stop what uses them (raft knows its nodes by address)"
             )
-        (home / "config.hcl").write_text(self._config_hcl(i))
+        write_private(home / "config.hcl", self._config_hcl(i).encode())
         process = spawn_server(
             self._binary or find_bao_binary(),
             home / "config.hcl",
@@ -385,7 +385,7 @@ class LocalKeyCluster:
 
     def _save_state(self) -> None:
         state = {"ports": self._ports, "pids": self._pids}
-        self._state_file.write_text(json.dumps(state))
+        write_private(self._state_file, json.dumps(state).encode())
 
 
 def _has_data(path: Path) -> bool:

@@ -18,6 +18,7 @@ from policies import audit
 from policies.db import utcnow
 from policies.principals import Principal, Role, create_principal, issue_token
 from sandbox.database import Database, migrate
+from sandbox.datadir import prepare_data_dir
 from sandbox.isolation import SandboxPool
 from sandbox.keyserver import KeyOutageAudit
 from sandbox.settings import Settings
@@ -86,7 +87,7 @@ def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
     from sandbox.leases import WorkerLease, recover_interrupted_jobs
     from sandbox.workers import JobWorker
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.data_dir)
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
     owns_server = local is not None and not local.is_running()
     config = local.start() if local is not None else settings.external_key_server()

@@ -35,6 +35,7 @@ for one to come back.  SQLite's pools are sized for its own reasons (``make_engi
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -59,6 +60,22 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'veil.db'}"
 
 
+def create_private_sqlite(url: str) -> None:
+    """SQLite: create the database file with mode 0600 before SQLite does, which gives its
+    ``-wal`` and ``-shm`` files the database file's mode: all three are private to their
+    owner whatever the umask.  An existing file keeps its mode; other URLs are left alone."""
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return
+    if path.startswith("file:") or parsed.query.get("uri"):
+        return  # a URI filename: SQLite's to interpret
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # empty: a valid database
+    except FileNotFoundError:
+        return  # no such directory: SQLite says so when it opens it
+
+
 def make_engine(url: str, *, read_only: bool = False, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and immediate writes.
 
@@ -67,6 +84,7 @@ def make_engine(url: str, *, read_only: bool = False, pool_size: int = DEFAULT_P
     """
     if not url.startswith("sqlite"):
         return _server_engine(url, read_only=read_only, pool_size=pool_size)
+    create_private_sqlite(url)
     # Readers run side by side (one per API worker thread), so their pool keeps as many
     # connections as the thread pool has threads: beyond ``pool_size`` a connection is
     # closed on return, and opening one (file, WAL index, pragmas) costs more than a query.
@@ -142,6 +160,7 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Bring the database at ``url`` to the newest schema."""
+    create_private_sqlite(url)
     command.upgrade(alembic_config(url), "head")
 
 

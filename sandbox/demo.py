@@ -25,6 +25,7 @@ from keys import LocalKeyServer
 from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError, VeilClient
 from sandbox.core import bootstrap_operator, open_veil
+from sandbox.datadir import prepare_data_dir
 from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
 from sandbox.demo_oversight import run_oversight
 from sandbox.settings import Settings
@@ -53,6 +54,7 @@ EPSILON_PER_QUERY = 0.25
 
 
 def _fresh_settings(settings: Settings) -> Settings:
+    prepare_data_dir(settings.data_dir)  # the demo's own home below it is made anew
     home = settings.data_dir / "demo"
     LocalKeyServer(home / "keyserver").stop()  # a server left by an interrupted run
     shutil.rmtree(home, ignore_errors=True)

@@ -13,6 +13,7 @@ from datetime import datetime
 from keys import KeyService, LocalKeyServer
 from policies import audit
 from sandbox.database import Database
+from sandbox.datadir import prepare_data_dir
 from sandbox.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def key_service(settings: Settings, *, stop_embedded: bool = True) -> Iterator[K
     if not settings.embedded_key_server:
         yield KeyService.connect(settings.external_key_server())
         return
+    prepare_data_dir(settings.data_dir)
     server = LocalKeyServer(settings.keyserver_home)
     already_running = server.is_running()
     config = server.start()

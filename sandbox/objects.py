@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from sandbox.core import Veil
+from sandbox.datadir import make_private_dirs, open_private
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -31,11 +32,12 @@ class StoredObject:
 def write_encrypted(
     veil: Veil, tenant: str, object_id: str, version: int, data: bytes, relative: Path
 ) -> StoredObject:
-    """Encrypt ``data`` to ``objects/<relative>`` durably; only the wrapped key is returned."""
+    """Encrypt ``data`` to ``objects/<relative>`` durably (mode 0600, its directories 0700);
+    only the wrapped key is returned."""
     path = veil.settings.objects_dir / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     partial = path.with_suffix(".partial")
-    with open(partial, "wb") as out:
+    with open_private(partial) as out:
         hashing = _HashingWriter(out)
         wrapped = veil.keys.encrypt_stream(
             tenant, object_id, version, io.BytesIO(data), cast(BinaryIO, hashing)

@@ -29,6 +29,7 @@ from sandbox.api.limits import BodyLimit, RequestGuard
 from sandbox.console.routes_enterprise import FORM_SLACK
 from sandbox.console.session import COOKIE
 from sandbox.core import Veil, open_veil
+from sandbox.datadir import restrict_umask
 from sandbox.settings import Settings
 
 
@@ -121,5 +122,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """The app with settings from the environment: each process of ``veil serve
-    --processes N`` builds its own (uvicorn's factory)."""
+    --processes N`` builds its own (uvicorn's factory).  An entry point of its own (a
+    server may import it by name), so it narrows the process's umask as ``veil`` does."""
+    restrict_umask()
     return create_app(Settings())

@@ -12,6 +12,7 @@ from sandbox.cli import attention, audit_verify, keyaudit, local, receipts, remo
 from sandbox.cli.app import app
 from sandbox.cli.output import err_console
 from sandbox.client import ApiError
+from sandbox.datadir import restrict_umask
 
 _ = (
     attention,
@@ -26,6 +27,9 @@ _ = (
 
 def main() -> None:
     """Entry point of the ``veil`` script."""
+    # First: what any command writes (the data directory, exports, downloads) and every
+    # process it starts (the key server, API processes, job sandboxes) is the user's alone.
+    restrict_umask()
     try:
         app()
     except ApiError as exc:

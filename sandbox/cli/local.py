@@ -13,6 +13,7 @@ import typer
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
 from sandbox.cli.app import app, keys_app, models_app
 from sandbox.cli.output import Output, console, err_console
+from sandbox.datadir import prepare_data_dir
 from sandbox.keyserver import key_service
 from sandbox.settings import Settings
 
@@ -93,6 +94,7 @@ def serve(
     # embedded key server, provision Veil's keys and migrate once here, before they start.
     from sandbox.database import migrate
 
+    prepare_data_dir(settings.data_dir)
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
     owns_server = local is not None and not local.is_running()
     try:
@@ -128,7 +130,9 @@ def worker() -> None:
 @keys_app.command("start")
 def keys_start() -> None:
     """Start the embedded key server (or find it running) and leave it running."""
-    server = LocalKeyServer(Settings().keyserver_home)
+    settings = Settings()
+    prepare_data_dir(settings.data_dir)
+    server = LocalKeyServer(settings.keyserver_home)
     config = server.start()
     KeyService.connect(config)
     console.print(f"embedded key server running at {config.addr} (pid {server.pid})")
