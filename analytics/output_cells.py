@@ -22,11 +22,14 @@ import contextlib
 import itertools
 import math
 from collections.abc import Iterable, Sequence
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 import polars as pl
 
+from analytics import cellkey
 from analytics.schema import ColumnClass, ColumnType, DatasetSchema
+from analytics.sdc import PLATFORM_MIN_COUNT
 
 Scalar = bool | int | float | str | None
 Key = tuple[Scalar, ...]
@@ -35,6 +38,9 @@ KeyText = tuple[str, ...]
 _KEY_TYPES: Final = (ColumnType.STRING, ColumnType.INTEGER, ColumnType.BOOLEAN)
 _NUMERIC: Final = (ColumnType.INTEGER, ColumnType.FLOAT)
 _MAX_COMBINATIONS: Final = 16
+#: Columns of the record keys' halves (``analytics.cellkey``), when the worker adds them to
+#: the private frame: then released statistics are perturbed by the cell-key method.
+RECORD_KEYS: Final = ("#high", "#low")
 #: ACRO's nk-dominance rule: the 2 largest contributions over 90 % of the total.
 NK_N: Final = 2
 NK_K: Final = 0.9
@@ -56,6 +62,53 @@ def _key_expr(name: str) -> pl.Expr:
     return pl.col(name).cast(pl.String).fill_null("")
 
 
+@dataclass(frozen=True)
+class Statistic:
+    """A cell's statistic: its exact value (what an output's number is compared with) and
+    the value Veil releases for it — perturbed by the cell-key method as tier 2 releases
+    the same cell, when the frame carries record keys; else the exact value."""
+
+    exact: float
+    released: float
+
+
+class _Released:
+    """The released values of one cell (a row of the cells' aggregates)."""
+
+    def __init__(self, schema: DatasetSchema, row: dict[str, Any], keyed: bool) -> None:
+        self.schema, self.row = schema, row
+        self.key = cellkey.cell_key(row[RECORD_KEYS[0]], row[RECORD_KEYS[1]]) if keyed else None
+
+    def count(self, count: int, most: int) -> Statistic:
+        if self.key is None:
+            return Statistic(count, count)
+        return Statistic(count, cellkey.perturb_count(count, most, self.key, PLATFORM_MIN_COUNT))
+
+    def sum(self, column: str) -> Statistic:
+        total = self.row[f"sum:{column}"]
+        if self.key is None:
+            return Statistic(total, total)
+        return Statistic(total, self._perturbed_sum(column))
+
+    def mean(self, column: str) -> Statistic:
+        values = self.row[f"n:{column}"]
+        exact = self.row[f"sum:{column}"] / values
+        if self.key is None:
+            return Statistic(exact, exact)
+        count = cellkey.perturb_count(values, self.row[f"most:{column}"], self.key,
+                                      PLATFORM_MIN_COUNT)  # fmt: skip
+        return Statistic(exact, self._perturbed_sum(column) / count if count else math.nan)
+
+    def _perturbed_sum(self, column: str) -> float:
+        spec = self.schema.column(column)
+        bound = max(abs(spec.lower or 0.0), abs(spec.upper or 0.0))
+        assert self.key is not None
+        return cellkey.perturb_sum(
+            self.row[f"sum:{column}"], self.row[f"largest:{column}"] or 0.0, self.key, column,
+            bound,
+        )  # fmt: skip
+
+
 class FrameFacts:
     """What the checks need to know of one frame, computed when first asked."""
 
@@ -63,7 +116,7 @@ class FrameFacts:
         self.frame, self.schema = frame, schema
         self.given = [c for c in dict.fromkeys(given) if c in frame.columns]
         self._key_values: dict[str, frozenset[str]] = {}
-        self._statistics: dict[tuple[str, ...], dict[KeyText, dict[str, float]]] = {}
+        self._statistics: dict[tuple[str, ...], dict[KeyText, dict[str, Statistic]]] = {}
         self._dominated: dict[tuple[str, ...], dict[KeyText, list[str]]] = {}
 
     def column_class(self, name: str) -> ColumnClass:
@@ -145,12 +198,13 @@ class FrameFacts:
     def units(self, by: Sequence[str]) -> dict[KeyText, int]:
         """Units (rows, or ids with an id privacy unit) per cell of ``by``."""
         stats = self.statistics(by)
-        return {cell: int(values["count"]) for cell, values in stats.items()}
+        return {cell: int(values["count"].exact) for cell, values in stats.items()}
 
-    def statistics(self, by: Sequence[str]) -> dict[KeyText, dict[str, float]]:
+    def statistics(self, by: Sequence[str]) -> dict[KeyText, dict[str, Statistic]]:
         """Per cell of ``by`` (all rows when empty): the statistics a number may be
         recognised as — ``count`` (units), ``rows``, ``sum:<column>`` and ``mean:<column>``
-        of each given numeric column (those a dominated cell's sum would reveal left out)."""
+        of each given numeric column (those a dominated cell's sum would reveal left out) —
+        each exact and as Veil releases it (see ``Statistic``)."""
         key = tuple(by)
         if key not in self._statistics:
             self._statistics[key], self._dominated[key] = self._compute(key)
@@ -171,42 +225,51 @@ class FrameFacts:
 
     def _compute(
         self, by: tuple[str, ...]
-    ) -> tuple[dict[KeyText, dict[str, float]], dict[KeyText, list[str]]]:
+    ) -> tuple[dict[KeyText, dict[str, Statistic]], dict[KeyText, list[str]]]:
         numeric = self._numeric()
         unit = self.unit_column
+        keyed = RECORD_KEYS[0] in self.frame.columns
         keys = [_key_expr(c).alias(f"#k{i}") for i, c in enumerate(by)]
-        names = [f"#k{i}" for i in range(len(by))]
+        names = [f"#k{i}" for i in range(len(by))] if by else ["#all"]
         unit_expr = pl.col(unit) if unit is not None else pl.int_range(pl.len())
-        framed = self.frame.select(*keys, unit_expr.alias(_UNIT), *numeric)
-        if not by:
-            framed = framed.with_columns(pl.lit("").alias("#all"))
-            names = ["#all"]
+        framed = self.frame.select(
+            *keys, *([] if by else [pl.lit("").alias("#all")]), unit_expr.alias(_UNIT),
+            *numeric, *(RECORD_KEYS if keyed else ()),
+        )  # fmt: skip
         # One row per (cell, unit): a unit's contribution is the sum of its rows' values.
         per_unit = framed.group_by([*names, _UNIT]).agg(
-            pl.len().alias("#rows"), *[pl.col(c).sum().alias(c) for c in numeric]
+            pl.len().alias("#rows"),
+            *[pl.col(c).sum().alias(c) for c in numeric],
+            *[pl.col(c).count().alias(f"n:{c}") for c in numeric],
+            *[pl.col(k).first() for k in (RECORD_KEYS if keyed else ())],  # a unit's key
         )
         cells = per_unit.group_by(names).agg(
             pl.len().alias("#units"),
             pl.col("#rows").sum().alias("#rows"),
+            pl.col("#rows").max().alias("#most"),
+            *[pl.col(k).sum() for k in (RECORD_KEYS if keyed else ())],
             *[pl.col(c).sum().alias(f"sum:{c}") for c in numeric],
             *[pl.col(c).abs().sum().alias(f"abs:{c}") for c in numeric],
+            *[pl.col(c).abs().max().alias(f"largest:{c}") for c in numeric],
             *[pl.col(c).abs().top_k(NK_N).sum().alias(f"top:{c}") for c in numeric],
+            *[pl.col(f"n:{c}").sum() for c in numeric],
+            *[pl.col(f"n:{c}").max().alias(f"most:{c}") for c in numeric],
         )
-        counts = framed.group_by(names).agg(*[pl.col(c).count().alias(f"n:{c}") for c in numeric])
-        cells = cells.join(counts, on=names, how="left")
-        statistics: dict[KeyText, dict[str, float]] = {}
+        statistics: dict[KeyText, dict[str, Statistic]] = {}
         dominated: dict[KeyText, list[str]] = {}
         for row in cells.iter_rows(named=True):
             cell: KeyText = tuple(row[n] for n in names) if by else ()
-            values: dict[str, float] = {"count": row["#units"], "rows": row["#rows"]}
+            released = _Released(self.schema, row, keyed)
+            values = {"count": released.count(row["#units"], 1),
+                      "rows": released.count(row["#rows"], row["#most"])}  # fmt: skip
             for c in numeric:
                 absolute, top = row[f"abs:{c}"] or 0.0, row[f"top:{c}"] or 0.0
                 if absolute > 0 and top > NK_K * absolute:
                     dominated.setdefault(cell, []).append(c)
                     continue
-                values[f"sum:{c}"] = row[f"sum:{c}"]
+                values[f"sum:{c}"] = released.sum(c)
                 if row[f"n:{c}"]:
-                    values[f"mean:{c}"] = row[f"sum:{c}"] / row[f"n:{c}"]
+                    values[f"mean:{c}"] = released.mean(c)
             statistics[cell] = values
         return statistics, dominated
 

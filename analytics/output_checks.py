@@ -35,8 +35,11 @@ f. **Same as on the mock.**  The output's shape (its keys, strings and lengths),
    DP is required).
 g. **Released values are Veil's.**  A passing output is released with every number
    replaced by the value Veil computed for it: the DP value of its call, or the statistic
-   recomputed on the private frame.  So no digit of a released number comes from the
-   provider's process, and the shape carries nothing the mock did not already show.
+   recomputed on the private frame and — when the frame carries the units' record keys —
+   perturbed by the cell-key method exactly as tier 2 releases the same cell
+   (``analytics.cellkey``), so that exact aggregates cannot be differenced across jobs.
+   So no digit of a released number comes from the provider's process, and the shape
+   carries nothing the mock did not already show.
 
 When every given column is public, only rules a to c apply: nothing in the output is private.
 """
@@ -55,7 +58,7 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs installed
 import polars as pl
 
-from analytics.output_cells import FrameFacts, Key, KeyText, Scalar, key_text, matches
+from analytics.output_cells import FrameFacts, Key, KeyText, Scalar, Statistic, key_text, matches
 from analytics.schema import DatasetSchema
 from analytics.sdc import SdcRules
 
@@ -84,7 +87,7 @@ class Number:
     """One number of an output as recognised on one frame."""
 
     dp: int | None  # the index of the DP call whose value it is
-    statistics: dict[str, float | int]  # the statistics of its cell it equals
+    statistics: dict[str, Statistic]  # the statistics of its cell it equals
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def _veils_value(number: Number) -> Scalar:
     if number.dp is not None:
         return None  # replaced below by the value itself (it is Veil's: see _Walk)
     name = sorted(number.statistics)[0]
-    return number.statistics[name]
+    return number.statistics[name].released
 
 
 def _differences(private: Inspection, mock: Inspection) -> list[str]:
@@ -530,7 +533,8 @@ def _statistics_of(value: float, facts: FrameFacts, by: tuple[str, ...], cell: K
     statistics = facts.statistics(by).get(cell)
     if statistics is None or isinstance(value, bool):
         return Number(None, {})
-    return Number(None, {name: stat for name, stat in statistics.items() if matches(value, stat)})
+    found = {name: stat for name, stat in statistics.items() if matches(value, stat.exact)}
+    return Number(None, found)
 
 
 def _unrecognised(numbers: list[Number]) -> list[str]:

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from analytics import syft_dp
+from analytics.cellkey import key_halves, record_keys
 from analytics.mock import mock_frame
+from analytics.output_cells import RECORD_KEYS
 from analytics.output_checks import Inspection, OutputCheck, Status, inspect_output, verdict
 from analytics.schema import ColumnClass, DatasetSchema
 from analytics.syft_code import SyftCode, string_literals
@@ -55,15 +57,18 @@ def run_code_job(
     schema: DatasetSchema,
     min_count: int,
     progress: JobProgress,
+    secret: bytes | None = None,
 ) -> CheckedOutput:
     """Run the approved code of ``task`` on the granted columns of ``data``; its checked
-    output.  Raises SandboxError (or SandboxCancelled) when the private run fails."""
+    output.  ``secret``: the dataset's cell-key secret, which perturbs the aggregates Veil
+    releases as tier 2 would (needed unless every granted column is public).  Raises
+    SandboxError (or SandboxCancelled) when the private run fails."""
     columns = tuple(task.extra["columns"])
     rows, payload = granted_rows(data, columns)
+    checked_rows = rows if secret is None else _with_record_keys(rows, data, schema, secret)
     del data  # the worker keeps its own reference; nothing below needs the other columns
     dp = syft_dp.DpService(syft_dp.DpBudget(task.epsilon, schema), rows) if task.epsilon else None
-    public = all(_class(schema, c) is ColumnClass.PUBLIC for c in columns)
-    reference = None if public else _Reference(veil, task)
+    reference = None if all_public(schema, columns) else _Reference(veil, task)
     try:
         sandbox = SandboxPool(veil.settings, warm=False).take()
         answer = sandbox.run(
@@ -75,12 +80,13 @@ def run_code_job(
             reference.stop()
         raise
     mock = reference.inspection(schema, min_count) if reference is not None else None
-    return check_code_output(answer, rows, schema, task.query, min_count, dp, mock)
+    return check_code_output(answer, checked_rows, columns, schema, task.query, min_count, dp, mock)
 
 
 def check_code_output(
     answer: ChildResult,
     rows: pl.DataFrame,
+    columns: tuple[str, ...],
     schema: DatasetSchema,
     code: SyftCode,
     min_count: int,
@@ -92,7 +98,6 @@ def check_code_output(
     result = answer.message.get("result")
     output = result.get("output") if isinstance(result, dict) else None
     value = decode_value(output, answer.blobs)
-    columns = tuple(rows.columns)
     required = dp_required(schema, columns)
     calls = dp.calls if dp is not None else []
     inspection = inspect_output(
@@ -119,11 +124,26 @@ def check_code_output(
     return CheckedOutput(check.status, check.reasons, released, details)
 
 
+def all_public(schema: DatasetSchema, columns: tuple[str, ...]) -> bool:
+    """Whether every column of a request is public (then nothing in its output is private:
+    no reference run, no cell-key secret needed)."""
+    return all(_class(schema, c) is ColumnClass.PUBLIC for c in columns)
+
+
 def _class(schema: DatasetSchema, name: str) -> ColumnClass:
     try:
         return schema.column(name).column_class
     except KeyError:
         return ColumnClass.SECRET
+
+
+def _with_record_keys(
+    rows: pl.DataFrame, data: bytes, schema: DatasetSchema, secret: bytes
+) -> pl.DataFrame:
+    """``rows`` with each unit's record key (computed on all its declared columns, as tier 2
+    does), for the worker's own checks only: never sent to the sandbox."""
+    high, low = key_halves(record_keys(pl.read_parquet(io.BytesIO(data)), schema, secret))
+    return rows.with_columns(pl.Series(RECORD_KEYS[0], high), pl.Series(RECORD_KEYS[1], low))
 
 
 class _Reference:

@@ -28,7 +28,7 @@ from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
 from sandbox.cell_secrets import cell_secret
 from sandbox.child import Task
-from sandbox.code_runs import run_code_job
+from sandbox.code_runs import all_public, run_code_job
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
@@ -121,8 +121,12 @@ def run_job(veil: Veil, job_id: str) -> None:
     task = _task(veil, job, grant, version, schema, code)
     progress = JobProgress(veil, job_id, task)
     try:
-        if job.tier == AGGREGATE_TIER:  # the dataset's cell-key secret, made on first need
+        secret = None
+        if job.tier == AGGREGATE_TIER or (code and not all_public(schema, tuple(code.columns))):
+            # The dataset's cell-key secret, made on first need: tier 2 perturbs its cells
+            # with it, tier 5 the aggregates it releases.
             secret = cell_secret(veil, dataset, enterprise.slug, version.version, job_id)
+        if job.tier == AGGREGATE_TIER and secret is not None:
             task = replace(task, cell_secret=secret)
         data = read_decrypted(
             veil,
@@ -135,7 +139,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         if code is not None:
             # Tier 5 runs code that is not Veil's: sandboxes of its own, used once, holding
             # only the granted columns (sandbox.code_runs).
-            checked = run_code_job(veil, task, data, schema, grant.min_group_size, progress)
+            checked = run_code_job(veil, task, data, schema, grant.min_group_size, progress, secret)
             del data
             finish_code_job(veil, job_id, checked, enterprise.slug)
             return

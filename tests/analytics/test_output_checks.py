@@ -427,3 +427,42 @@ def test_dp_calls_that_differ_from_the_mock_block_a_dp_output() -> None:
         {"press-1": 51.73}, dp_required=True, dp_values=(51.73,), dp_calls=("count b",), mock=same
     )
     assert released == OutputCheck("pass", (), {"press-1": 51.73})
+
+
+# ---------------------------------------------------------------- g. released as tier 2 would
+
+
+def test_released_aggregates_are_perturbed_exactly_as_tier_2_releases_the_same_cells() -> None:
+    from analytics.cellkey import key_halves, record_keys
+    from analytics.output_cells import RECORD_KEYS
+    from analytics.schema import Aggregate, AggregateKind
+    from analytics.sdc import TableQuery, run_table_query
+
+    secret = bytes(range(32))
+    high, low = key_halves(record_keys(PRIVATE, SCHEMA, secret))
+    keyed = PRIVATE.with_columns(pl.Series(RECORD_KEYS[0], high), pl.Series(RECORD_KEYS[1], low))
+    data = as_pandas()
+    big = ["press-1", "press-2"]
+    output = {
+        "rows": data.groupby("machine").size().loc[big],
+        "mean_temp": data.groupby("machine")["temperature"].mean().loc[big],
+        "total_temp": data.groupby("machine")["temperature"].sum().loc[big],
+    }
+    result = check_output(output, keyed, SCHEMA, GIVEN, min_count=10, labels=tuple(output))
+    assert result.status == "pass", result.reasons
+    aggregates = (
+        Aggregate(AggregateKind.COUNT),
+        Aggregate(AggregateKind.MEAN, "temperature"),
+        Aggregate(AggregateKind.SUM, "temperature"),
+    )
+    table = run_table_query(PRIVATE, SCHEMA, TableQuery(aggregates, ("machine",)), secret=secret)
+    cells = {c.key["machine"]: c.values for c in table.cells if c.key["machine"] in big}
+    released = result.value
+    assert isinstance(released, dict)
+    for position, machine in enumerate(big):
+        assert released["rows"]["values"][position] == cells[machine]["count"]
+        assert released["mean_temp"]["values"][position] == cells[machine]["mean(temperature)"]
+        assert released["total_temp"]["values"][position] == cells[machine]["sum(temperature)"]
+    # Perturbed, not exact: differencing tier-5 outputs is no better than tier-2 tables.
+    exact = [float(v) for v in output["total_temp"]]
+    assert released["total_temp"]["values"] != exact
