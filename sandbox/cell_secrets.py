@@ -1,13 +1,15 @@
-"""Each dataset's cell-key secret (tier 2): the key of its record keys (``analytics.cellkey``).
+"""Each dataset's cell-key secret: the key of its record keys (``analytics.cellkey``).
 
 32 random bytes from the enterprise's key server, stored only wrapped by the enterprise's
 key (``datasets.cellkey_wrapped``), exactly as a data key.  A dataset gets its secret on
-its first tier-2 job (existing datasets too: a migration cannot reach the key server);
-the worker unwraps it for each tier-2 job and hands it to the job's sandboxed process in
-its task, and nothing else ever holds it in clear.  The secret stays the same across the
-dataset's versions: that is what keeps an unchanged cell's value the same in a new
-version.  Key-server requests carry the label ``cellkey:<dataset id>/<version>``, which
-the key audit explains by the job running on that version (``sandbox.keyaudit``).
+its first tier-2 job, or tier-5 job on non-public columns (existing datasets too: a
+migration cannot reach the key server).  The worker unwraps it for each such job: a
+tier-2 job's sandboxed process gets it in its task; a tier-5 job keeps it in the worker,
+which perturbs the aggregates it releases (``sandbox.code_runs``).  Nothing else ever
+holds it in clear.  The secret stays the same across the dataset's versions: that is
+what keeps an unchanged cell's value the same in a new version.  Key-server requests
+carry the label ``cellkey:<dataset id>/<version>``, which the key audit explains by the
+job running on that version (``sandbox.keyaudit``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ LIST_LIMIT = 1000
 _PROVISIONING = frozenset({"tenant.create", "key.create", "key.config"})
 _MODEL_VERSION = 1  # sandbox.artifacts.ARTIFACT_VERSION
 #: (label kind, operation) that a job's run explains: decrypting the dataset's version, and
-#: making or unwrapping its cell-key secret for a tier-2 job (sandbox.cell_secrets).
+#: making or unwrapping its cell-key secret for a tier-2 or tier-5 job (sandbox.cell_secrets).
 _RUN_OPERATIONS = frozenset(
     {("dataset", "decrypt"), ("cellkey", "datakey.generate"), ("cellkey", "decrypt")}
 )
