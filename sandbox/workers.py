@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -119,8 +120,31 @@ class JobWorker(threading.Thread):
                 self.veil.jobs_waiting.wait(self.veil.settings.job_poll_interval_s)
 
 
+class _Stopped(Exception):
+    """SIGINT or SIGTERM came before procrastinate's worker took the signals over."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
 def run_worker(settings: Settings) -> None:
-    """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM."""
+    """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM.
+
+    A signal that comes while the worker is still starting (before procrastinate installs
+    its own handlers) stops it as cleanly: whatever had started stops, its lease given up.
+    """
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _run_worker(settings)
+    except _Stopped:
+        log.info("veil worker stopped while starting")
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _run_worker(settings: Settings) -> None:
     from sandbox.core import open_veil
 
     with open_veil(settings, worker=False) as veil, contextlib.ExitStack() as stopping:
