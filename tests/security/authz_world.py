@@ -28,10 +28,11 @@ from sqlalchemy import select, text
 from analytics.syft_code import source_sha256
 from keys import LocalKeyServer
 from policies.db import Base, new_id
-from policies.principals import ApiToken
+from policies.principals import ApiToken, Principal
 from sandbox.api.thread import ApiThread
 from sandbox.core import Veil, bootstrap_operator, open_veil
 from sandbox.demo_data import DECLARATION, production_log
+from sandbox.held_outputs import attach_held, encrypt_held
 from sandbox.models import CodeRequest, CodeStatus, Job, JobStatus
 from sandbox.runner import claim_next_job
 from tests.sandbox.conftest import settings_for
@@ -251,27 +252,31 @@ class AuthzWorld:
             "delta": 0.0,
         }
         job_id = new_id("job")
+        with self.veil.db.read() as session:
+            enterprise = session.get(Principal, tenant.enterprise)
+            assert enterprise is not None and enterprise.slug is not None
+            slug = enterprise.slug
+        held = encrypt_held(self.veil, slug, tenant.enterprise, job_id, result)
         with self.veil.db.transaction() as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    provider_id=tenant.provider,
-                    enterprise_id=tenant.enterprise,
-                    dataset_id=tenant.dataset,
-                    dataset_version=1,
-                    grant_id=tenant.grant,
-                    purpose=PURPOSE,
-                    tier=5,
-                    query={"code_request_id": code_id},
-                    epsilon=0,
-                    delta=0,
-                    status=JobStatus.HELD,
-                    reasons=[],
-                    result=result,
-                    output_check=checks,
-                    created_at=self.veil.clock(),
-                )
+            job = Job(
+                id=job_id,
+                provider_id=tenant.provider,
+                enterprise_id=tenant.enterprise,
+                dataset_id=tenant.dataset,
+                dataset_version=1,
+                grant_id=tenant.grant,
+                purpose=PURPOSE,
+                tier=5,
+                query={"code_request_id": code_id},
+                epsilon=0,
+                delta=0,
+                status=JobStatus.HELD,
+                reasons=[],
+                output_check=checks,
+                created_at=self.veil.clock(),
             )
+            attach_held(job, held)
+            session.add(job)
         return job_id
 
     def _granted_provider(self, tenant: Tenant, *, suspended: bool) -> tuple[str, str]:
