@@ -12,10 +12,12 @@ claim records the lease on the job.  A running job was interrupted when its work
 
 An interrupted job is queued again, audited (``job.requeued``), and runs on another worker:
 nothing was released, and its budget, debited once at submission, pays for the one release
-it may still have.  A job interrupted a second time (``MAX_ATTEMPTS``) ends failed with its
-budget spent, so a job that kills its workers cannot loop; so does one whose cancellation
-was asked.  The worker that was taken for dead settles nothing afterwards: every outcome
-is written only under the claim it was run with (``sandbox.outcomes``).
+it may still have.  A job interrupted a second time (``MAX_ATTEMPTS``) ends failed, so a job
+that kills its workers cannot loop; its budget stays spent if a worker had read its data (as
+any job that kills its workers did), and is given back if none had (``sandbox.refunds``).  A
+job whose cancellation was asked ends failed at once, its budget spent.  The worker that
+was taken for dead settles nothing afterwards: every outcome is written only under the claim
+it was run with (``sandbox.outcomes``).
 
 Any worker makes that finding at start and then periodically; it is idempotent, and a job
 that ended meanwhile is left as it ended.  Leases compare the database's stored times, so
@@ -39,15 +41,14 @@ from policies.db import new_id
 from sandbox.core import Veil
 from sandbox.models import Job, JobStatus, JobWorkerLease
 from sandbox.outcomes import CANCELLED
+from sandbox.refunds import fail_with_refund
 
 log = logging.getLogger(__name__)
 
 #: How many times a job may be claimed: once more after its worker died, then it fails.
 MAX_ATTEMPTS = 2
 REQUEUED = "its worker stopped or died before the job ended; it runs again (nothing was released)"
-INTERRUPTED = (
-    "interrupted: its workers stopped or died twice before it ended; the job's budget stays spent"
-)
+INTERRUPTED = "interrupted: its workers stopped or died twice before it ended"
 
 
 def _boot_id() -> str:
@@ -179,6 +180,9 @@ def _requeue_or_fail(veil: Veil, job_id: str, worker: str | None) -> bool | None
             return None
         again = job.attempts < MAX_ATTEMPTS and not job.cancel_requested
         why = REQUEUED if again else CANCELLED if job.cancel_requested else INTERRUPTED
+        if not again and not job.cancel_requested:  # not the provider's doing
+            fail_with_refund(session, job, why, veil.clock(), {"attempts": job.attempts})
+            return False
         if again:
             job.status, job.worker_id, job.progress = JobStatus.QUEUED, None, None
         else:
