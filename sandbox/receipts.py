@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from keys import key_operation
 from policies import audit
 from policies.db import new_id
 from policies.errors import Forbidden, InvalidRequest, NotFound
@@ -145,7 +146,8 @@ def build_receipt(
                 "receipt_event_seq": anchor_seq + 1,
             },
         }
-        receipt = sign_receipt(body, veil.keys.sign)
+        with key_operation(f"receipt:{body['id']}/1"):  # named in the key server's log
+            receipt = sign_receipt(body, veil.keys.sign)
         event = audit.record(
             session,
             "receipt.issued",
