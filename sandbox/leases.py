@@ -178,21 +178,20 @@ def _requeue_or_fail(veil: Veil, job_id: str, worker: str | None) -> bool | None
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.status != JobStatus.RUNNING or job.worker_id != worker:
             return None
-        again = job.attempts < MAX_ATTEMPTS and not job.cancel_requested
-        why = REQUEUED if again else CANCELLED if job.cancel_requested else INTERRUPTED
-        if not again and not job.cancel_requested:  # not the provider's doing
-            fail_with_refund(session, job, why, veil.clock(), {"attempts": job.attempts})
-            return False
-        if again:
+        if job.cancel_requested:
+            job.status, job.error, job.finished_at = JobStatus.FAILED, CANCELLED, veil.clock()
+        elif job.attempts < MAX_ATTEMPTS:
             job.status, job.worker_id, job.progress = JobStatus.QUEUED, None, None
-        else:
-            job.status, job.error, job.finished_at = JobStatus.FAILED, why, veil.clock()
+        else:  # not the provider's doing: its debit comes back if no worker read its data
+            fail_with_refund(session, job, INTERRUPTED, veil.clock(), {"attempts": job.attempts})
+            return False
+        again = job.status == JobStatus.QUEUED
         audit.record(
             session,
             "job.requeued" if again else "job.failed",
             outcome=audit.Outcome.FAILED,
             tenant_id=job.enterprise_id,
             resource=f"job:{job.id}",
-            details={"reason": why, "attempts": job.attempts},
+            details={"reason": REQUEUED if again else CANCELLED, "attempts": job.attempts},
         )
         return again
