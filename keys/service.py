@@ -140,15 +140,23 @@ class KeyService:
         wrapped_key: str,
         src: BinaryIO,
         dst: BinaryIO,
+        *,
+        on_unwrapped: Callable[[], None] | None = None,
     ) -> int:
         """Decrypt ``src`` into ``dst``; return the plaintext length.
 
         Raises :class:`~keys.errors.DecryptionError` for any damage or mismatch;
         then whatever reached ``dst`` must be discarded.
+
+        ``on_unwrapped`` is called once the key server has handed the data key back and
+        before the first byte of plaintext is produced: the one point from which the
+        object can be read.  If it raises, nothing is decrypted.
         """
         context = _stream.object_context(tenant, object_id, version)
         with key_operation(object_label(object_id, version)):
             key = self._unwrap(tenant, wrapped_key)
+        if on_unwrapped is not None:
+            on_unwrapped()
         return _stream.decrypt_stream(key, context, src, dst)
 
     def encrypt_bytes(

@@ -4,6 +4,11 @@ Budgets are stored as exact integers (ε in millionths, δ in 10⁻¹²) so that
 ten debits of 0.1 exhaust a budget of 1.0 exactly; floats would drift.  A
 debit is one conditional ``UPDATE`` that succeeds only if the whole amount
 fits, so concurrent jobs can never overspend, on SQLite or PostgreSQL.
+
+The ledger (``budget_debits``) only grows: a refund is a new, negative entry naming the
+debit it gives back (``refund_of``, unique: a debit is refunded at most once), so the
+entries of a grant always add up to what it has spent.  Whether a debit may be refunded
+(its job read no data) is the caller's decision (``sandbox.refunds``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from policies.db import Base, UTCDateTime, new_id, utcnow
@@ -74,7 +80,8 @@ class Grant(Base):
 
 
 class BudgetDebit(Base):
-    """One debit of a grant's budget, written with the job it pays for (never refunded)."""
+    """One entry of the budget ledger: a debit of a grant's budget, written with the job it
+    pays for, or the refund of one (negative amounts, ``refund_of`` naming the debit)."""
 
     __tablename__ = "budget_debits"
 
@@ -84,6 +91,8 @@ class BudgetDebit(Base):
     epsilon: Mapped[int] = mapped_column(BigInteger)
     delta: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Unique: the database itself refuses a second refund of one debit.
+    refund_of: Mapped[str | None] = mapped_column(String(40), unique=True, default=None)
 
 
 @dataclass(frozen=True)
@@ -284,6 +293,51 @@ def debit(session: Session, grant: Grant, job_id: str, epsilon: int, delta: int)
     session.flush()
     session.refresh(grant)
     return True
+
+
+def refund(session: Session, debit: BudgetDebit, now: datetime) -> BudgetDebit | None:
+    """Give ``debit`` back to its grant, exactly, as a new negative ledger entry; None (and
+    nothing changed) if it is a refund itself or was refunded already.
+
+    Runs in the caller's transaction, inside a savepoint: the entry and the grant's spend
+    change together or not at all.
+    """
+    if debit.refund_of is not None:
+        return None
+    entry = BudgetDebit(
+        id=new_id("ref"),
+        grant_id=debit.grant_id,
+        job_id=debit.job_id,
+        epsilon=-debit.epsilon,
+        delta=-debit.delta,
+        created_at=now,
+        refund_of=debit.id,
+    )
+    savepoint = session.begin_nested()
+    try:
+        session.add(entry)
+        session.flush()  # the unique refund_of: a second refund of this debit stops here
+    except IntegrityError:
+        savepoint.rollback()
+        return None
+    restored = session.execute(
+        update(Grant)
+        .where(
+            Grant.id == debit.grant_id,
+            Grant.epsilon_spent >= debit.epsilon,
+            Grant.delta_spent >= debit.delta,
+        )
+        .values(
+            epsilon_spent=Grant.epsilon_spent - debit.epsilon,
+            delta_spent=Grant.delta_spent - debit.delta,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if restored.rowcount != 1:  # less spent than this debit: the ledger is off, change nothing
+        savepoint.rollback()
+        return None
+    savepoint.commit()
+    return entry
 
 
 def describe(grant: Grant) -> dict[str, Any]:

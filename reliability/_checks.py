@@ -1,8 +1,10 @@
 """What must hold after a crash or an outage, read from the database, the disk and the API.
 
 - jobs: none is left queued or running once the server has settled;
-- books: every released job has its debit in the privacy ledger, the ledger adds up to what the
-  grant and the dataset say was spent, and that is at least what was released;
+- books: every released job has its debit in the privacy ledger, the ledger (debits less
+  refunds) adds up to what the grant and the dataset say was spent, and that is at least what
+  was released; a refund went only to a failed job that read no data, once, for its whole
+  debit; and no job that failed before reading its data kept its debit (budget lost);
 - releases: each job was released at most once (one ``job.released`` event), and only jobs whose
   status is ``released`` have one;
 - audit: the chain verifies (``GET /v1/audit/verify``: ``oversight.verify_chain``);
@@ -73,6 +75,8 @@ class Books:
     statuses: dict[str, int]
     ledger: tuple[str, ...]  # what breaks "no release without its debit"; empty when it holds
     releases: tuple[str, ...]  # what breaks "released at most once, and only when released"
+    refunded: int = 0  # failed jobs that read no data and got their debit back
+    lost: tuple[str, ...] = ()  # failed jobs that read no data and kept their debit
 
     @property
     def released(self) -> int:
@@ -84,10 +88,13 @@ def books(cluster: Cluster, world: World) -> Books:
     with snapshot(cluster) as session:
         jobs = list(session.scalars(select(Job)))
         totals = select(BudgetDebit.job_id, func.sum(BudgetDebit.epsilon))
-        debits: dict[str, int] = {
+        debits: dict[str, int] = {  # net of refunds
             job_id: int(total)
             for job_id, total in session.execute(totals.group_by(BudgetDebit.job_id))
         }
+        refunds = list(
+            session.scalars(select(BudgetDebit).where(BudgetDebit.refund_of.is_not(None)))
+        )
         grant = session.get(Grant, world.grant_id)
         dataset = session.get(Dataset, world.dataset_id)
         events = Counter(
@@ -108,9 +115,36 @@ def books(cluster: Cluster, world: World) -> Books:
     spent_released = sum(j.epsilon for j in released)
     if grant.epsilon_spent != paid:
         ledger.append(f"the grant's spend {grant.epsilon_spent} != its debits {paid}")
+    if dataset.epsilon_spent != paid:  # one grant on the world's dataset
+        ledger.append(f"the dataset's spend {dataset.epsilon_spent} != its debits {paid}")
     if min(grant.epsilon_spent, dataset.epsilon_spent) < spent_released:
         ledger.append("less spent than released")
-    return Books(dict(Counter(j.status for j in jobs)), tuple(ledger), tuple(releases))
+    by_id = {j.id: j for j in jobs}
+    ledger += _refund_problems(refunds, by_id, debits)
+    lost = tuple(
+        j.id
+        for j in jobs
+        if j.status == JobStatus.FAILED and j.data_read_at is None and debits.get(j.id, 0) > 0
+    )
+    refunded = len({r.job_id for r in refunds})
+    statuses = dict(Counter(j.status for j in jobs))
+    return Books(statuses, tuple(ledger), tuple(releases), refunded, lost)
+
+
+def _refund_problems(
+    refunds: list[BudgetDebit], jobs: dict[str, Job], net: dict[str, int]
+) -> list[str]:
+    """What breaks "a refund goes only to a failed job that read no data, once, in full"."""
+    problems = []
+    for entry in refunds:
+        job = jobs.get(entry.job_id)
+        if job is None or job.status != JobStatus.FAILED or job.data_read_at is not None:
+            problems.append(f"job {entry.job_id} was refunded but is not a failed unread job")
+        elif net.get(entry.job_id, 0) != 0:
+            problems.append(f"job {entry.job_id} was refunded other than its whole debit")
+    twice = [job for job, n in Counter(r.job_id for r in refunds).items() if n > 1]
+    problems += [f"job {job} was refunded twice" for job in twice]
+    return problems
 
 
 def verify_audit(cluster: Cluster, world: World) -> tuple[bool, str]:

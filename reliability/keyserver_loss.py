@@ -7,7 +7,9 @@ the key server is unavailable, that nothing is released whose job started after 
 that the failures are in the audit log.  It then starts OpenBao again on the same storage (the
 same keys) and checks that service resumes with no manual step: a job submitted afterwards is
 released, the health check answers 200 and an upload works, within a bounded time.  At the end
-the privacy ledger, the release events, the audit chain and the disk are checked as after crashes.
+the privacy ledger, the release events, the audit chain and the disk are checked as after crashes,
+and no job that failed before reading its data may have kept its debit (it is refunded,
+``job.refunded``: ``sandbox.refunds``).
 
 Run alone: ``.venv/bin/python reliability/keyserver_loss.py [--quick]`` (quick: one outage;
 full: three).
@@ -170,6 +172,11 @@ def _outcomes(
                 failed_jobs > 0 and operations >= PROBED_OPERATIONS,
                 f"failure events while down: {named}; key operations that failed: "
                 + ", ".join(sorted(operations))),
+        Outcome(AREA, "jobs that failed before reading their data got their budget back",
+                failed_jobs > 0 and not counted.lost,
+                f"{counted.refunded} refunded (job.refunded); {len(counted.lost)} failed without "
+                "reading their data and kept their debit" + (
+                    " (budget lost): " + ", ".join(counted.lost[:3]) if counted.lost else "")),
         Outcome(AREA, "afterwards: no stuck job, ledger and releases consistent",
                 not stuck and not problems,
                 "; ".join(problems[:3]) or f"{len(stuck)} stuck; jobs: " + ", ".join(

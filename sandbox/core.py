@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from keys import KeyService, LocalKeyServer
+from keys import KeyService, LocalKeyServer, key_operation
 from policies import audit
 from policies.db import utcnow
 from policies.principals import Principal, Role, create_principal, issue_token
@@ -53,7 +53,10 @@ class Veil:
     def checkpoint(self) -> audit.AuditCheckpoint | None:
         """Sign the audit chain's head now (no-op when nothing new was logged)."""
         with self.db.transaction() as session:
-            return audit.checkpoint(session, self.keys.sign)
+            head = session.get(audit.AuditHead, 1)
+            # The key server's log names what was signed (``veil audit keys`` explains it).
+            with key_operation(f"checkpoint:{head.seq if head else 0}/1"):
+                return audit.checkpoint(session, self.keys.sign)
 
 
 def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:

@@ -101,7 +101,9 @@ def _key_server(officer: VeilClient, console: Console) -> None:
             highlight=False,
         )
     if report["unexplained"]:
-        raise RuntimeError("a data-key decryption has no reason in Veil's audit log")
+        raise RuntimeError(
+            "an operation on keys, policies or logins has no reason in Veil's audit log"
+        )
 
 
 def _suspension(

@@ -400,8 +400,9 @@ def cancel_queued_jobs(
 ) -> list[str]:
     """End the queued jobs of the given grants or providers as failed; return their ids.
 
-    Their debits stay (no refunds), although a queued job has read no data yet:
-    the ledger only ever grows, as for a job its provider cancels.
+    Their debits stay, although a queued job has read no data yet, as for a job its
+    provider cancels: a revocation, an expiry or a suspension is not an infrastructure
+    failure (``sandbox.refunds`` gives back only those).
     """
     if grant_ids is None and provider_ids is None:
         raise ValueError("name the grants or the providers whose queued jobs to cancel")

@@ -12,10 +12,12 @@ claim records the lease on the job.  A running job was interrupted when its work
 
 An interrupted job is queued again, audited (``job.requeued``), and runs on another worker:
 nothing was released, and its budget, debited once at submission, pays for the one release
-it may still have.  A job interrupted a second time (``MAX_ATTEMPTS``) ends failed with its
-budget spent, so a job that kills its workers cannot loop; so does one whose cancellation
-was asked.  The worker that was taken for dead settles nothing afterwards: every outcome
-is written only under the claim it was run with (``sandbox.outcomes``).
+it may still have.  A job interrupted a second time (``MAX_ATTEMPTS``) ends failed, so a job
+that kills its workers cannot loop; its budget stays spent if a worker had read its data (as
+any job that kills its workers did), and is given back if none had (``sandbox.refunds``).  A
+job whose cancellation was asked ends failed at once, its budget spent.  The worker that
+was taken for dead settles nothing afterwards: every outcome is written only under the claim
+it was run with (``sandbox.outcomes``).
 
 Any worker makes that finding at start and then periodically; it is idempotent, and a job
 that ended meanwhile is left as it ended.  Leases compare the database's stored times, so
@@ -39,15 +41,14 @@ from policies.db import new_id
 from sandbox.core import Veil
 from sandbox.models import Job, JobStatus, JobWorkerLease
 from sandbox.outcomes import CANCELLED
+from sandbox.refunds import fail_with_refund
 
 log = logging.getLogger(__name__)
 
 #: How many times a job may be claimed: once more after its worker died, then it fails.
 MAX_ATTEMPTS = 2
 REQUEUED = "its worker stopped or died before the job ended; it runs again (nothing was released)"
-INTERRUPTED = (
-    "interrupted: its workers stopped or died twice before it ended; the job's budget stays spent"
-)
+INTERRUPTED = "interrupted: its workers stopped or died twice before it ended"
 
 
 def _boot_id() -> str:
@@ -177,18 +178,20 @@ def _requeue_or_fail(veil: Veil, job_id: str, worker: str | None) -> bool | None
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.status != JobStatus.RUNNING or job.worker_id != worker:
             return None
-        again = job.attempts < MAX_ATTEMPTS and not job.cancel_requested
-        why = REQUEUED if again else CANCELLED if job.cancel_requested else INTERRUPTED
-        if again:
+        if job.cancel_requested:
+            job.status, job.error, job.finished_at = JobStatus.FAILED, CANCELLED, veil.clock()
+        elif job.attempts < MAX_ATTEMPTS:
             job.status, job.worker_id, job.progress = JobStatus.QUEUED, None, None
-        else:
-            job.status, job.error, job.finished_at = JobStatus.FAILED, why, veil.clock()
+        else:  # not the provider's doing: its debit comes back if no worker read its data
+            fail_with_refund(session, job, INTERRUPTED, veil.clock(), {"attempts": job.attempts})
+            return False
+        again = job.status == JobStatus.QUEUED
         audit.record(
             session,
             "job.requeued" if again else "job.failed",
             outcome=audit.Outcome.FAILED,
             tenant_id=job.enterprise_id,
             resource=f"job:{job.id}",
-            details={"reason": why, "attempts": job.attempts},
+            details={"reason": REQUEUED if again else CANCELLED, "attempts": job.attempts},
         )
         return again

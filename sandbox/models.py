@@ -110,6 +110,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a worker first unwrapped the data key of the job's dataset (recorded under its
+    # claim, before any plaintext existed; never cleared).  Unset: the job read no data,
+    # and a failure gives its debit back (``sandbox.refunds``).
+    data_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class CodeStatus(enum.StrEnum):

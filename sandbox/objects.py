@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -68,10 +69,23 @@ class _HashingWriter(io.RawIOBase):
 
 
 def read_decrypted(
-    veil: Veil, tenant: str, object_id: str, version: int, wrapped_key: str, relative: str
+    veil: Veil,
+    tenant: str,
+    object_id: str,
+    version: int,
+    wrapped_key: str,
+    relative: str,
+    *,
+    on_unwrapped: Callable[[], None] | None = None,
 ) -> bytes:
-    """Decrypt a stored object into memory (never to disk)."""
+    """Decrypt a stored object into memory (never to disk).
+
+    ``on_unwrapped``: called once its data key is unwrapped, before any plaintext exists
+    (see ``KeyService.decrypt_stream``); if it raises, nothing is decrypted.
+    """
     out = io.BytesIO()
     with open(veil.settings.objects_dir / relative, "rb") as src:
-        veil.keys.decrypt_stream(tenant, object_id, version, wrapped_key, src, out)
+        veil.keys.decrypt_stream(
+            tenant, object_id, version, wrapped_key, src, out, on_unwrapped=on_unwrapped
+        )
     return out.getvalue()

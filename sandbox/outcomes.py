@@ -27,6 +27,7 @@ from sandbox.held_outputs import attach_held, delete_held, detach_held, encrypt_
 from sandbox.isolation import ChildResult, SandboxError
 from sandbox.jobs import columns_of, parse_job_query
 from sandbox.models import Dataset, Job, JobStatus
+from sandbox.refunds import fail_with_refund
 from sandbox.reviewed_code import CheckedOutput, CodeJob, resolve_code_job
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,26 @@ def _still_ours(veil: Veil, job: Job) -> bool:
 
 
 def fail_running(
-    veil: Veil, job_id: str, reason: str, outcome: audit.Outcome = audit.Outcome.FAILED
+    veil: Veil,
+    job_id: str,
+    reason: str,
+    outcome: audit.Outcome = audit.Outcome.FAILED,
+    *,
+    refund_unread: bool = False,
 ) -> bool:
     """End this worker's running job ``job_id`` failed, audited; False (nothing done) when it
-    is not (see the module)."""
+    is not (see the module).
+
+    ``refund_unread``: the failure is not the provider's doing (an infrastructure failure),
+    so a job that read none of its data gets its debit back (``sandbox.refunds``).
+    """
     with veil.db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or not _still_ours(veil, job):
             return False
+        if refund_unread:
+            fail_with_refund(session, job, reason, veil.clock())
+            return True
         job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
         audit.record(
             session,

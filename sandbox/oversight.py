@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, func, select
 
-from keys import SigningPublicKey
+from keys import SigningPublicKey, key_operation
 from policies import audit, audit_export
 from policies.errors import Conflict, InvalidRequest
 from policies.principals import Principal, Role
@@ -188,7 +188,7 @@ def export(
             "nothing is exported under a signature: run `veil audit verify` on the server"
         )
     scope = principal.scope if principal.role == Role.SECURITY_OFFICER else None
-    with veil.db.transaction() as session:
+    with veil.db.transaction() as session, key_operation(f"export:{first}-{last}/1"):
         plan = audit_export.plan_export(
             session,
             first,

@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from keys import key_operation
 from policies import audit
 from policies.db import new_id
 from policies.errors import Forbidden, InvalidRequest, NotFound
@@ -46,7 +47,7 @@ from sandbox.tenants import require_role
 SIGNING_KEY_NAME: Final = "veil-platform/audit-signing"  # keys.tenancy's platform signing key
 DEFAULT_PERIOD: Final = timedelta(days=30)
 MAX_PERIOD: Final = timedelta(days=366)
-JOB_ACTIONS: Final = ("job.submitted", "job.denied", "job.released")
+JOB_ACTIONS: Final = ("job.submitted", "job.denied", "job.released", "job.refunded")
 APPROVAL_ACTIONS: Final = (
     "grant.created",
     "grant.changed",
@@ -57,6 +58,8 @@ APPROVAL_ACTIONS: Final = (
     "job.rejected",
 )
 _CHUNK: Final = 500
+_NOTHING: Final = (0, 0, 0, 0)
+_SEQ_OF: Final = {"job.released": "released_seq", "job.refunded": "refunded_seq"}
 T = TypeVar("T", str, int)
 
 
@@ -143,7 +146,8 @@ def build_receipt(
                 "receipt_event_seq": anchor_seq + 1,
             },
         }
-        receipt = sign_receipt(body, veil.keys.sign)
+        with key_operation(f"receipt:{body['id']}/1"):  # named in the key server's log
+            receipt = sign_receipt(body, veil.keys.sign)
         event = audit.record(
             session,
             "receipt.issued",
@@ -194,7 +198,7 @@ def _contents(
             )
         )
     }
-    entries = [_job_entry(j, datasets, charged.get(j.id, (0, 0)), seqs[j.id]) for j in jobs]
+    entries = [_job_entry(j, datasets, charged.get(j.id, _NOTHING), seqs[j.id]) for j in jobs]
     approvals = _approvals(session, enterprise_id, provider_id, grants, since, until)
     return {
         "totals": _totals(entries, approvals),
@@ -220,22 +224,33 @@ def _chunks(ids: Iterable[T]) -> Iterable[list[T]]:
         yield items[start : start + _CHUNK]
 
 
-def _charges(session: Session, job_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """What the ledger debited per job, in exact units (denied jobs have no debit)."""
-    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+def _charges(session: Session, job_ids: list[str]) -> dict[str, tuple[int, int, int, int]]:
+    """Per job, in exact units: what the ledger charged in the end (its debit less any
+    refund) and what it gave back (ε, δ, ε refunded, δ refunded; denied jobs: nothing)."""
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for chunk in _chunks(job_ids):
-        for debit in session.scalars(select(BudgetDebit).where(BudgetDebit.job_id.in_(chunk))):
-            sums[debit.job_id][0] += debit.epsilon
-            sums[debit.job_id][1] += debit.delta
-    return {job_id: (eps, delta) for job_id, (eps, delta) in sums.items()}
+        for entry in session.scalars(select(BudgetDebit).where(BudgetDebit.job_id.in_(chunk))):
+            row = sums[entry.job_id]
+            row[0] += entry.epsilon
+            row[1] += entry.delta
+            if entry.refund_of is not None:
+                row[2] -= entry.epsilon
+                row[3] -= entry.delta
+    return {job_id: (row[0], row[1], row[2], row[3]) for job_id, row in sums.items()}
 
 
 def _job_events(
     session: Session, enterprise_id: str, job_ids: list[str]
 ) -> dict[str, dict[str, int | None]]:
-    """Per job: the seq of its submission (or denial), budget debit and release events."""
+    """Per job: the seq of its submission (or denial), budget debit, release and refund
+    events."""
     seqs: dict[str, dict[str, int | None]] = defaultdict(
-        lambda: {"submitted_seq": None, "debited_seq": None, "released_seq": None}
+        lambda: {
+            "submitted_seq": None,
+            "debited_seq": None,
+            "released_seq": None,
+            "refunded_seq": None,
+        }
     )
     submitted: dict[int, str] = {}
     for chunk in _chunks(job_ids):
@@ -248,8 +263,7 @@ def _job_events(
         )
         for event in events:
             job_id = (event.resource or "").removeprefix("job:")
-            key = "released_seq" if event.action == "job.released" else "submitted_seq"
-            seqs[job_id][key] = event.seq
+            seqs[job_id][_SEQ_OF.get(event.action, "submitted_seq")] = event.seq
             if event.action == "job.submitted":
                 submitted[event.seq + 1] = job_id  # the debit is logged right after it
     for seq_chunk in _chunks(submitted):
@@ -343,7 +357,7 @@ def _overlaps(grant: Grant, since: datetime, until: datetime) -> bool:
 def _job_entry(
     job: Job,
     datasets: Mapping[str, Dataset],
-    charged: tuple[int, int],
+    charged: tuple[int, int, int, int],
     seqs: Mapping[str, int | None],
 ) -> dict[str, Any]:
     released = job.status == JobStatus.RELEASED
@@ -361,6 +375,8 @@ def _job_entry(
         "delta_charged": _delta(charged[1]),
         "epsilon_units": charged[0],
         "delta_units": charged[1],
+        "epsilon_refunded": _eps(charged[2]),
+        "delta_refunded": _delta(charged[3]),
         "submitted_at": _time(job.created_at),
         "finished_at": _time(job.finished_at),
         "result_sha256": job.result_sha256 if released else None,

@@ -43,6 +43,7 @@ from sandbox.outcomes import (
     release,
     still_allowed,
 )
+from sandbox.refunds import ClaimLost, data_read_marker
 from sandbox.reviewed_code import CODE_TIER, MOCK_ROWS
 from sandbox.suspension import fail_jobs_of_suspended
 
@@ -135,6 +136,7 @@ def run_job(veil: Veil, job_id: str) -> None:
             version.version,
             version.wrapped_key,
             version.object_path,
+            on_unwrapped=data_read_marker(veil, job_id),  # from here on, no refund
         )
         if code is not None:
             # Tier 5 runs code that is not Veil's: sandboxes of its own, used once, holding
@@ -162,20 +164,22 @@ def run_job(veil: Veil, job_id: str) -> None:
 
 
 def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:
-    """Fail a job with the reason its error gives the provider (never a data value)."""
+    """Fail a job with the reason its error gives the provider (never a data value).
+
+    None of these is the provider's doing: a job that read none of its data gets its debit
+    back.  Whether it read any is the job's own record (``sandbox.refunds``), never guessed
+    from the error.
+    """
+    if isinstance(exc, ClaimLost):
+        return  # taken back from this worker before it read anything: not ours to settle
     if isinstance(exc, SandboxError):
-        fail_running(veil, job_id, exc.reason, audit.Outcome.FAILED)
-        return
-    if isinstance(exc, KeyServerUnavailable):
-        fail_running(
-            veil,
-            job_id,
-            "the key server is unavailable; the job's budget stays spent",
-            audit.Outcome.FAILED,
-        )
-        return
-    log.error("job %s failed", job_id, exc_info=exc)
-    fail_running(veil, job_id, "internal error while computing the result", audit.Outcome.FAILED)
+        reason = exc.reason
+    elif isinstance(exc, KeyServerUnavailable):
+        reason = "the key server is unavailable"
+    else:
+        log.error("job %s failed", job_id, exc_info=exc)
+        reason = "internal error while computing the result"
+    fail_running(veil, job_id, reason, refund_unread=True)
 
 
 def _code_request(session: Session, job: Job) -> CodeRequest:

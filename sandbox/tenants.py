@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from keys import key_operation
 from policies import audit
 from policies.errors import Conflict, Forbidden, InvalidRequest
 from policies.principals import Principal, Role, create_principal, validate_slug
@@ -37,7 +38,8 @@ def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> 
             raise Conflict(f"an enterprise with slug '{slug}' exists already; choose another")
     # Keys first: an enterprise row never exists without its keys. Provisioning is
     # idempotent, so a failed database write below leaves nothing that a retry trips on.
-    veil.keys.create_tenant(slug)
+    with key_operation(f"enterprise:{slug}/1"):  # names it in the key server's log
+        veil.keys.create_tenant(slug)
     try:
         with veil.db.transaction() as session:
             enterprise = create_principal(session, Role.ENTERPRISE, name, slug=slug)

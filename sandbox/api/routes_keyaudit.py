@@ -16,7 +16,9 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 
 class ExplanationOut(BaseModel):
     """The Veil record behind a key operation: ``kind`` upload (id: dataset version), job,
-    model-download (id: job) or enterprise; ``seq``: its audit event."""
+    model-download (id: job), enterprise, rotation, checkpoint (id: the event signed),
+    receipt, export, signing-key (reading its public half) or setup (before Veil's first
+    event); ``seq``: its audit event."""
 
     kind: str
     id: str
@@ -24,11 +26,12 @@ class ExplanationOut(BaseModel):
 
 
 class KeyOperationOut(BaseModel):
-    """One operation from the key server's audit log; ``object`` is Veil's tag
-    (``dataset:<id>/<version>``, ``job:<id>/1``), absent when the request carried none;
-    ``alarming``: it exposed key material and nothing explains it."""
+    """One operation on keys, policies or authentication from the key server's audit log
+    (``tenant_id`` null: the platform's); ``object`` is Veil's tag (``dataset:<id>/<version>``,
+    ``job:<id>/1``, ``rotation:<id>/1``, ...), absent when the request carried none;
+    ``path``: namespace and path; ``alarming``: it succeeded and nothing explains it."""
 
-    tenant_id: str
+    tenant_id: str | None
     at: datetime
     operation: str
     object: str | None
@@ -37,6 +40,7 @@ class KeyOperationOut(BaseModel):
     remote_address: str | None
     actor: str | None
     explained_by: ExplanationOut | None
+    path: str
     alarming: bool
 
 
@@ -62,15 +66,28 @@ class TenantKeyAuditOut(BaseModel):
     truncated: bool
 
 
+class PlatformKeyAuditOut(BaseModel):
+    """Operations outside every enterprise: Veil's base namespace and those above it."""
+
+    counts: dict[str, int]
+    explained: int
+    unexplained: int
+    operations: list[KeyOperationOut]
+    truncated: bool
+
+
 class KeyAuditOut(BaseModel):
-    """``ok`` is false when a decryption is unexplained; ``tagging`` says whether the key
-    server logs Veil's ``X-Veil-Object`` header (present, hmac, absent, unknown)."""
+    """``ok`` is false when an operation on keys, policies or authentication is unexplained;
+    ``tagging`` says whether the key server logs Veil's ``X-Veil-Object`` header (present,
+    hmac, absent, unknown); ``platform`` and ``unattributed``: null in a view narrowed to
+    some tenants."""
 
     ok: bool
     since: datetime | None
     tagging: str
     notes: list[str]
     tenants: list[TenantKeyAuditOut]
+    platform: PlatformKeyAuditOut | None
     unexplained: list[KeyOperationOut]
     unattributed: int | None
     entries_read: int
@@ -83,7 +100,8 @@ def key_audit(
     tenant_id: str | None = None,
     since: OptionalTime = None,
 ) -> KeyAuditOut:
-    """Key operations per tenant from the key server's own audit log, each with the Veil
-    record that explains it, and every decryption that nothing explains."""
+    """Operations on keys, policies and authentication per tenant (and the platform's) from
+    the key server's own audit log, each with the Veil record that explains it, and every
+    one that nothing explains."""
     report = keyaudit.key_audit(veil, caller, tenant_id=tenant_id, since=since)
     return KeyAuditOut.model_validate(report, from_attributes=True)

@@ -1,8 +1,8 @@
 """``veil audit keys``: the key server's audit log per tenant, next to Veil's events.
 
 Through the API by default (``--token``, ``--url``), or with ``--local`` straight from
-this machine's data directory (like ``veil audit verify``).  Exits 1 when a decryption
-is unexplained.
+this machine's data directory (like ``veil audit verify``).  Exits 1 when an operation on
+keys, policies or authentication is unexplained.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def audit_keys(
     local: Local = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Key-server operations per tenant with the Veil record behind each; exit 1 if any
-    decryption is unexplained (operators and security officers)."""
+    """Key-server operations on keys, policies and logins per tenant (and the platform's)
+    with the Veil record behind each; exit 1 if any is unexplained (operators and security
+    officers)."""
     start = parse_time(since, "--since")
     if local:
         report = _local_report(tenant, start)
@@ -103,19 +104,30 @@ def _print(report: dict[str, Any], out: Output) -> None:
         if tenant["truncated"]:
             title += " (newest 1000 listed; narrow with --since)"
         out.table(title, _timeline(tenant), ["time", "source", "what", "object", "because"])
+    platform = report.get("platform")
+    if platform is not None:
+        title = (
+            f"platform (Veil's base namespace and above): {_counts(platform['counts'])}; "
+            f"{platform['explained']} explained, {platform['unexplained']} unexplained"
+        )
+        out.table(title, _timeline(platform), ["time", "source", "what", "object", "because"])
     if report["unexplained"]:
+        rows = [
+            op | {"time": _time(op["at"]), "tenant_id": op["tenant_id"] or "platform"}
+            for op in report["unexplained"]
+        ]
         out.table(
             "[red]unexplained[/red]",
-            [op | {"time": _time(op["at"])} for op in report["unexplained"]],
-            ["tenant_id", "time", "operation", "object", "remote_address", "actor", "request_id"],
+            rows,
+            ["tenant_id", "time", "operation", "object", "path", "remote_address", "actor"],
         )
         console.print(
-            f"[red]{len(report['unexplained'])} operation(s) exposed key material with no "
-            "Veil job, upload or download to explain them[/red]",
+            f"[red]{len(report['unexplained'])} operation(s) on keys, policies or logins "
+            "with no Veil record to explain them[/red]",
             highlight=False,
         )
     else:
-        out.say("[green]every decryption is explained[/green]")
+        out.say("[green]every operation on keys, policies and logins is explained[/green]")
     if report.get("unattributed"):
         out.say(f"{report['unattributed']} data-key operation(s) belong to no known enterprise")
 
@@ -125,13 +137,13 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _timeline(tenant: dict[str, Any]) -> list[dict[str, Any]]:
-    """Key operations and Veil's events of one tenant, in time order."""
+    """Key operations and Veil's events of one tenant (or the platform), in time order."""
     rows = [
         {
             "at": datetime.fromisoformat(op["at"]),
             "source": "key server",
             "what": op["operation"] + ("" if op["ok"] else " (refused)"),
-            "object": op["object"],
+            "object": op["object"] or op.get("path"),
             "because": _because(op),
         }
         for op in tenant["operations"]
@@ -144,7 +156,7 @@ def _timeline(tenant: dict[str, Any]) -> list[dict[str, Any]]:
             "object": e["resource"],
             "because": f"event {e['seq']}",
         }
-        for e in tenant["events"]
+        for e in tenant.get("events", [])
     ]
     rows.sort(key=lambda row: row["at"])
     for row in rows:

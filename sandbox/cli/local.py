@@ -1,4 +1,5 @@
-"""Commands that act on this machine's Veil directly: init, serve, demo, keys, models.
+"""Commands that act on this machine's Veil directly: init, serve, demo, keys (rotate
+included), models.
 
 (``veil audit verify`` reads this machine's log, an export, or the API: ``audit_verify``.)"""
 
@@ -168,6 +169,32 @@ def keys_policy(
     if tenancy is Tenancy.AUTO:
         raise typer.BadParameter("choose namespace or mount", param_hint="--tenancy")
     sys.stdout.write(platform_policy(tenancy))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    enterprise: Annotated[str, typer.Argument(help="The enterprise's id (pr_...).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Rotate an enterprise's key and rewrap its stored data keys (audited `key.rotated`)."""
+    from sandbox.core import open_veil
+    from sandbox.key_rotation import rotate_enterprise_key
+
+    with open_veil(Settings(), worker=False) as veil:
+        rotation = rotate_enterprise_key(veil, None, enterprise)
+    summary = {
+        "rotation": rotation.id,
+        "version": rotation.version,
+        "rewrapped": rotation.rewrapped,
+    }
+    if as_json:
+        Output(True).data(summary)
+        return
+    console.print(
+        f"key of {enterprise} rotated to version {rotation.version}; "
+        f"{rotation.rewrapped} stored data key(s) rewrapped (rotation {rotation.id})",
+        highlight=False,
+    )
 
 
 @keys_app.command("public-key")

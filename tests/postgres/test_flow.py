@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from keys import LocalKeyServer
+from policies.grants import BudgetDebit, Grant, refund
 from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError
 from sandbox.core import Veil, open_veil
+from sandbox.models import Dataset
+from sandbox.outcomes import fail_running
 from sandbox.oversight import verify_chain
+from sandbox.runner import claim_job
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for
 
 pytestmark = pytest.mark.integration
@@ -59,3 +65,33 @@ def test_a_private_query_is_released_and_audited(veil: Veil) -> None:
     report = verify_chain(veil)
     assert report.ok, report.problem
     assert report.events > 10
+
+
+def test_a_refund_happens_once_on_postgresql(
+    tmp_path: Path, key_server: LocalKeyServer, postgres_url: str
+) -> None:
+    """Racing settlements of one failed job, and a second refund of its debit, on
+    PostgreSQL: one refund, and the ledger's unique refund_of holds inside a savepoint."""
+    settings = settings_for(tmp_path, key_server, database_url=postgres_url)
+    with open_veil(settings, worker=False) as veil, ApiThread(settings, veil) as url:
+        world = make_world(veil, url, epsilon=1.0)
+        job = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, COUNT)
+        world.provider.submit_job(world.dataset_id, PURPOSE, 0.5, COUNT)
+        assert claim_job(veil, job["id"])
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            settled = list(
+                pool.map(lambda _: fail_running(veil, job["id"], "lost", refund_unread=True),
+                         range(6))
+            )  # fmt: skip
+        assert settled.count(True) == 1
+        with veil.db.transaction() as session:
+            debit = session.scalars(
+                select(BudgetDebit).where(
+                    BudgetDebit.job_id == job["id"], BudgetDebit.refund_of.is_(None)
+                )
+            ).one()
+            assert refund(session, debit, veil.clock()) is None  # refused; the transaction
+            grant = session.get(Grant, world.grant_id)  # goes on after the savepoint
+            assert grant is not None and grant.epsilon_spent == 500_000
+            stored = session.get(Dataset, world.dataset_id)
+            assert stored is not None and stored.epsilon_spent == 500_000  # the cap, too

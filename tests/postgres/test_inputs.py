@@ -117,6 +117,7 @@ def test_every_length_limited_column_is_known() -> None:
         "jobs.artifact_path", "jobs.artifact_sha256", "code_requests.id",
         "code_requests.enterprise_id", "code_requests.sha256", "code_requests.status",
         "code_requests.reviewer_id", "grants.id", "budget_debits.id", "budget_debits.job_id",
+        "budget_debits.refund_of",
         "audit_events.actor_id", "audit_events.actor_role", "audit_events.tenant_id",
         "audit_events.action", "audit_events.outcome", "audit_events.prev_hash",
         "audit_events.hash", "audit_head.hash", "audit_checkpoints.head_hash",

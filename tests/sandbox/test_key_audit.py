@@ -7,8 +7,11 @@ world's tenants.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 import json
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,19 +22,23 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from keys import OBJECT_HEADER, LocalKeyServer
-from keys.auditlog import parse_label, read_entries
+from keys import OBJECT_HEADER, KeyServerUnavailable, LocalKeyServer, wrapped_key_version
+from keys.auditlog import AuditEntry, operation_of, parse_label, read_entries
+from policies.audit import AuditEvent
 from policies.errors import Conflict
 from policies.principals import Principal, Role
 from sandbox.cli import app as cli_app
 from sandbox.client import ApiError
 from sandbox.core import Veil, open_veil
-from sandbox.keyaudit import (
+from sandbox.key_rotation import rotate_enterprise_key
+from sandbox.keyaudit import key_audit
+from sandbox.keyaudit_reasons import (
     CLOCK_SLACK,
+    PlatformReasons,
     Reasons,
     _Run,
     explain,
-    key_audit,
+    explain_platform,
 )
 from sandbox.models import Dataset, DatasetVersion
 from tests.sandbox.conftest import PURPOSE, World, settings_for
@@ -42,9 +49,10 @@ COUNT = [{"kind": "count"}]
 
 
 @pytest.fixture
-def veil(tmp_path: Path, key_server: LocalKeyServer) -> Iterator[Veil]:
-    """Like the shared fixture, but Veil may read the session key server's audit log."""
-    settings = settings_for(tmp_path, key_server, keyserver_audit_log=key_server.audit_log)
+def veil(tmp_path: Path, own_key_server: LocalKeyServer) -> Iterator[Veil]:
+    """Like the shared fixture, on an OpenBao of the test's own (the platform's part of the
+    log then holds this Veil's requests alone), whose audit log Veil may read."""
+    settings = settings_for(tmp_path, own_key_server, keyserver_audit_log=own_key_server.audit_log)
     with open_veil(settings) as running:
         yield running
 
@@ -92,37 +100,57 @@ def _operations(report: dict[str, Any], tenant_id: str) -> list[dict[str, Any]]:
     return list(tenant["operations"])
 
 
-def test_every_key_operation_of_uploads_and_jobs_is_explained(world: World, veil: Veil) -> None:
+def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: Veil) -> None:
+    """Uploads, jobs, logins, a rotation, signatures (checkpoint, receipt, export), set-up:
+    every request Veil makes that touches keys, policies or logins has its record."""
     job_id = _run_job(world)
     enterprises = _enterprises(veil)
     acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
+    rotation = rotate_enterprise_key(veil, None, acme.id)
+    assert rotation.version == 2 and rotation.rewrapped == 1
+    assert wrapped_key_version(_wrapped_key(veil, world.dataset_id)) == 2
+    after_rotation = _run_job(world)  # reads the dataset through its rewrapped key
+    world.acme.usage_receipt(world.provider_id)
+    world.operator.audit_export(io.BytesIO())
+    assert veil.checkpoint() is not None
 
     report = world.operator.key_audit()
-    assert report["ok"] and report["unexplained"] == []
+    assert report["ok"] and report["unexplained"] == [], report["unexplained"]
     assert report["tagging"] == "present" and report["notes"] == []
     assert {t["tenant_id"] for t in report["tenants"]} == {acme.id, globex.id}
 
     ops = _operations(report, acme.id)
     by_kind = {(op["operation"], (op["explained_by"] or {}).get("kind")) for op in ops}
-    assert ("tenant.create", "enterprise") in by_kind and ("key.create", "enterprise") in by_kind
+    for created in ("tenant.create", "key.create", "key.config", "policy.write", "auth.enable",
+                    "approle.role.write", "mount.enable"):  # fmt: skip
+        assert (created, "enterprise") in by_kind, created
+    assert ("approle.secret-id.create", "upload") in by_kind  # the login for the upload
+    assert ("key.rotate", "rotation") in by_kind and ("rewrap", "rotation") in by_kind
+    assert ("key.read", "rotation") in by_kind  # the rotation reads the key's new version
     (issued,) = [op for op in ops if op["operation"] == "datakey.generate"]
     assert issued["object"] == f"dataset:{world.dataset_id}/1"
     assert issued["explained_by"]["kind"] == "upload"
     assert issued["explained_by"]["id"].startswith("dv_") and issued["explained_by"]["seq"]
-    (decrypted,) = [op for op in ops if op["operation"] == "decrypt"]
-    assert decrypted["explained_by"]["kind"] == "job"
-    assert decrypted["explained_by"]["id"] == job_id
+    decrypted = [op for op in ops if op["operation"] == "decrypt"]
+    assert [op["explained_by"]["id"] for op in decrypted] == [job_id, after_rotation]
     (tenant,) = [t for t in report["tenants"] if t["tenant_id"] == acme.id]
-    assert tenant["counts"]["decrypt"] == 1 and tenant["unexplained"] == 0
+    assert tenant["counts"]["decrypt"] == 2 and tenant["unexplained"] == 0
     actions = [e["action"] for e in tenant["events"]]
-    assert "dataset.uploaded" in actions and "job.released" in actions
+    assert "dataset.uploaded" in actions and "key.rotated" in actions
     # Every seq that explains something is one of this tenant's Veil events.
     seqs = {e["seq"] for e in tenant["events"]}
     assert all(op["explained_by"]["seq"] in seqs for op in ops if op["explained_by"])
 
+    platform = report["platform"]
+    kinds = {(op["operation"], op["explained_by"]["kind"]) for op in platform["operations"]}
+    assert {("transit.sign", k) for k in ("checkpoint", "receipt", "export")} <= kinds
+    assert ("key.read", "signing-key") in kinds and ("policy.write", "setup") in kinds
+    assert platform["unexplained"] == 0
+
     later = world.operator.key_audit(tenant_id=globex.id, since=datetime.now(UTC))
     assert [t["tenant_id"] for t in later["tenants"]] == [globex.id]
     assert later["tenants"][0]["operations"] == [] and later["unattributed"] is None
+    assert later["platform"] is None
 
 
 def test_a_decryption_outside_veil_is_unexplained(world: World, veil: Veil) -> None:
@@ -138,13 +166,17 @@ def test_a_decryption_outside_veil_is_unexplained(world: World, veil: Veil) -> N
     report = world.operator.key_audit(tenant_id=acme.id)
     assert not report["ok"]
     unexplained = report["unexplained"]
-    assert [op["object"] for op in unexplained] == [
+    assert all(op["tenant_id"] == acme.id for op in unexplained)
+    assert all(op["alarming"] and op["remote_address"] for op in unexplained)
+    decrypted = [op["object"] for op in unexplained if op["operation"] == "decrypt"]
+    assert decrypted == [
         None,
         f"dataset:{world.globex_dataset_id}/1",  # another tenant's object explains nothing
         "job:job_forged/1",
     ]
-    assert all(op["operation"] == "decrypt" and op["tenant_id"] == acme.id for op in unexplained)
-    assert all(op["alarming"] and op["remote_address"] for op in unexplained)
+    # Each decryption needed a login: its role id read and a secret id minted, unexplained.
+    logins = Counter(op["operation"] for op in unexplained if op["operation"] != "decrypt")
+    assert logins == {"approle.role-id.read": 3, "approle.secret-id.create": 3}
     decrypts = [op for op in _operations(report, acme.id) if op["operation"] == "decrypt"]
     assert len(decrypts) == 4 and decrypts[0]["explained_by"]["kind"] == "job"
     assert world.operator.key_audit(tenant_id=globex.id)["ok"]
@@ -156,13 +188,85 @@ def test_a_decryption_outside_veil_is_unexplained(world: World, veil: Veil) -> N
     result = cli.invoke(cli_app, [*base, "--tenant", acme.id], env={"COLUMNS": "250"})
     assert result.exit_code == 1, result.output
     assert "UNEXPLAINED" in result.output and "job:job_forged/1" in result.output
-    assert "3 operation(s) exposed key material" in result.output
+    assert "9 operation(s) on keys, policies or logins with no Veil record" in result.output
     as_json = cli.invoke(cli_app, [*base, "--tenant", acme.id, "--json"])
     assert as_json.exit_code == 1
-    assert len(json.loads(as_json.output)["unexplained"]) == 3
+    assert len(json.loads(as_json.output)["unexplained"]) == 9
     clean = cli.invoke(cli_app, [*base, "--tenant", globex.id], env={"COLUMNS": "250"})
     assert clean.exit_code == 0, clean.output
-    assert "every decryption is explained" in clean.output
+    assert "every operation on keys, policies and logins is explained" in clean.output
+
+
+def _platform_admin(veil: Veil, namespace: str) -> hvac.Client:
+    """Veil's own key-server credentials, used outside Veil (as someone who took them)."""
+    config = veil.settings.external_key_server()
+    platform = hvac.Client(url=config.addr, namespace=config.namespace, timeout=5)
+    platform.auth.approle.login(role_id=config.role_id, secret_id=config.secret_id)
+    return hvac.Client(url=config.addr, token=platform.token, namespace=namespace, timeout=5)
+
+
+def test_an_export_of_a_key_made_exportable_is_flagged_at_every_step(
+    world: World, veil: Veil
+) -> None:
+    """With Veil's key-server credentials: rewrite the tenant's policy, make its key
+    exportable, mint a secret id, log in and export the key.  None of it is Veil's."""
+    enterprises = _enterprises(veil)
+    acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
+    assert acme.slug is not None
+    loc = veil.keys.tenant_location(acme.slug)
+    admin = _platform_admin(veil, loc.namespace)
+    export_rule = (
+        f'path "{loc.transit_mount}/export/encryption-key/dek" {{ capabilities = ["read"] }}'
+    )
+    policy = f"{loc.tenant_policy()}{export_rule}\n"
+    admin.adapter.put(f"/v1/sys/policies/acl/{loc.policy}", json={"policy": policy})
+    admin.adapter.post(f"/v1/{loc.transit_mount}/keys/dek/config", json={"exportable": True})
+    role = f"/v1/auth/{loc.approle_mount}/role/{loc.role}"
+    role_id = admin.adapter.get(f"{role}/role-id")["data"]["role_id"]
+    secret_id = admin.adapter.post(f"{role}/secret-id")["data"]["secret_id"]
+    tenant = hvac.Client(url=veil.settings.vault_addr, namespace=loc.namespace, timeout=5)
+    tenant.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=loc.approle_mount)
+    exported = tenant.secrets.transit.export_key(
+        "dek", key_type="encryption-key", mount_point=loc.transit_mount
+    )
+    assert exported["data"]["keys"]  # the attacker has the key itself
+
+    report = world.operator.key_audit(tenant_id=acme.id)
+    flagged = [op["operation"] for op in report["unexplained"]]
+    assert flagged == [
+        "policy.write",
+        "key.config",
+        "approle.role-id.read",
+        "approle.secret-id.create",
+        "key.export",
+    ]
+    assert all(op["tenant_id"] == acme.id and op["alarming"] for op in report["unexplained"])
+    (export,) = [op for op in report["unexplained"] if op["operation"] == "key.export"]
+    assert export["path"] == f"{loc.namespace}/{loc.transit_mount}/export/encryption-key/dek"
+    assert world.operator.key_audit(tenant_id=globex.id)["ok"]
+
+
+def test_platform_changes_outside_veil_are_flagged_in_the_whole_view(
+    world: World, veil: Veil
+) -> None:
+    """A namespace made beside the enterprises' and a signature with Veil's audit key that
+    no checkpoint, receipt or export explains (a forged checkpoint)."""
+    enterprises = _enterprises(veil)
+    acme = enterprises["Acme Metal"]
+    base = _platform_admin(veil, veil.keys.base_namespace)
+    base.sys.create_namespace("stray")
+    forged = base64.b64encode(b"veil/audit-checkpoint\n99\n" + b"0" * 64).decode()
+    base.secrets.transit.sign_data("audit-signing", hash_input=forged, mount_point="veil-platform")
+
+    report = world.operator.key_audit()
+    flagged = [(op["tenant_id"], op["operation"]) for op in report["unexplained"]]
+    assert flagged == [(None, "namespace.create"), (None, "transit.sign")]
+    assert report["unexplained"][0]["path"].endswith("sys/namespaces/stray")
+    assert report["platform"]["unexplained"] == 2
+    # A security officer scoped to one enterprise sees neither the platform nor its alarms.
+    officer = world.operator.create_security_officer("Olga", [acme.id])
+    scoped = world.client(world.operator.issue_token(officer["id"])).key_audit()
+    assert scoped["platform"] is None and scoped["ok"]
 
 
 def test_a_tier_2_jobs_cell_key_secret_is_made_once_and_explained(world: World, veil: Veil) -> None:
@@ -230,6 +334,10 @@ def test_the_cli_reads_this_machines_veil_with_local(world: World, veil: Veil) -
         "VEIL_VAULT_TENANCY": str(s.vault_tenancy),
         "VEIL_KEYSERVER_AUDIT_LOG": str(s.keyserver_audit_log),
     }
+    acme = _enterprises(veil)["Acme Metal"]
+    rotated = CliRunner().invoke(cli_app, ["keys", "rotate", acme.id, "--json"], env=env)
+    assert rotated.exit_code == 0, rotated.output
+    assert json.loads(rotated.output)["version"] == 2
     result = CliRunner().invoke(cli_app, ["audit", "keys", "--local", "--json"], env=env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -239,12 +347,27 @@ def test_the_cli_reads_this_machines_veil_with_local(world: World, veil: Veil) -
     assert no_way.exit_code != 0 and "--local" in no_way.output
 
 
+def test_a_rotation_that_fails_is_recorded_and_changes_nothing(
+    world: World, veil: Veil, own_key_server: LocalKeyServer
+) -> None:
+    acme = _enterprises(veil)["Acme Metal"]
+    before = _wrapped_key(veil, world.dataset_id)
+    own_key_server.stop()
+    with pytest.raises(KeyServerUnavailable):
+        rotate_enterprise_key(veil, None, acme.id)
+    assert _wrapped_key(veil, world.dataset_id) == before
+    with veil.db.read() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "key.rotated")).one()
+    assert event.outcome == "failed" and event.tenant_id == acme.id
+    assert event.details["rotation"].startswith("rot_") and "error" in event.details
+
+
 # -- the parts, on synthetic input ------------------------------------------------------------
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def _reasons() -> Reasons:
-    reasons = Reasons("pr_acme", created=(T0, 1))
+    reasons = Reasons("pr_acme", "acme", created=(T0, 1))
     reasons.uploads[("ds_1", 1)] = ("dv_1", T0 + timedelta(minutes=1), 5)
     reasons.runs["job_a"] = _Run(
         "job_a", ("ds_1", 1), T0 + timedelta(minutes=2), T0 + timedelta(minutes=3), True, 9
@@ -268,14 +391,29 @@ def test_explanations_hold_only_inside_their_windows() -> None:
     download = explain(r, "decrypt", "job:job_a/1", T0 + 10 * minute, now)
     assert download is not None and download.kind == "model-download"
     assert explain(r, "decrypt", "job:job_a/1", T0 + 2.5 * minute, now) is None  # not released
-    assert explain(r, "key.create", None, T0, now) is not None
-    assert explain(r, "key.create", None, T0 + minute, now) is None  # long after creation
+    created = explain(r, "key.create", "enterprise:acme/1", T0, now)
+    assert created is not None and created.kind == "enterprise"
+    assert explain(r, "key.create", None, T0, now) is None  # not tagged by Veil's creation
+    assert explain(r, "key.create", "enterprise:globex/1", T0, now) is None  # another's
+    assert explain(r, "key.create", "enterprise:acme/1", T0 + minute, now) is None  # long after
     assert explain(r, "key.rotate", None, T0, now) is None
     for operation in ("datakey.generate", "decrypt"):  # the tier-2 cell-key secret
         secret = explain(r, operation, "cellkey:ds_1/1", T0 + 2.5 * minute, now)
         assert secret is not None and (secret.kind, secret.id) == ("job", "job_a")
         assert explain(r, operation, "cellkey:ds_1/1", T0 + 10 * minute, now) is None
         assert explain(r, operation, "cellkey:ds_2/1", T0 + 2.5 * minute, now) is None
+    assert explain(r, "key.export", "dataset:ds_1/1", T0 + 2.5 * minute, now) is None
+    login = explain(r, "approle.secret-id.create", "dataset:ds_1/1", T0 + 2.5 * minute, now)
+    assert login is not None and (login.kind, login.id) == ("job", "job_a")
+    r.rotations["rot_1"] = (T0 + 4 * minute, T0 + 5 * minute, 12)
+    rotated = explain(r, "rewrap", "rotation:rot_1/1", T0 + 4.5 * minute, now)
+    assert rotated is not None and (rotated.kind, rotated.id, rotated.seq) == (
+        "rotation",
+        "rot_1",
+        12,
+    )
+    assert explain(r, "rewrap", "rotation:rot_1/1", T0 + 6 * minute, now) is None
+    assert explain(r, "rewrap", "rotation:rot_2/1", T0 + 4.5 * minute, now) is None
 
 
 def test_the_log_reader_skips_what_it_cannot_use(tmp_path: Path) -> None:
@@ -312,3 +450,98 @@ def test_the_log_reader_skips_what_it_cannot_use(tmp_path: Path) -> None:
     assert parse_label("dataset:ds_1/3") == ("dataset:ds_1", 3)
     assert parse_label("odd%2Fid/2") == ("odd/id", 2)
     assert parse_label("no-version") is None and parse_label(None) is None
+
+
+def _request(mount_type: str, mount: str, path: str, how: str) -> AuditEntry:
+    return AuditEntry(
+        at=T0, namespace="veil/acme", path=path, how=how, transit=mount_type == "transit",
+        ok=True, header=None, request_id="r1", remote_address=None, actor=None, mount=mount,
+        mount_type=mount_type,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mount_type", "mount", "path", "how", "expected"),
+    [
+        # Reads of key material or configuration count as much as writes.
+        ("transit", "transit/", "transit/export/encryption-key/dek", "read", "key.export"),
+        ("transit", "transit/", "transit/backup/dek", "read", "key.backup"),
+        ("transit", "transit/", "transit/keys/dek", "read", "key.read"),
+        ("transit", "transit/", "transit/keys", "list", "key.list"),
+        ("transit", "transit/", "transit/keys/dek/config", "update", "key.config"),
+        ("transit", "transit/", "transit/decrypt/dek", "update", "decrypt"),
+        ("transit", "transit/", "transit/wrapping_key", "read", "transit.wrapping_key"),
+        ("approle", "auth/approle/", "auth/approle/role/veil-tenant/role-id", "read",
+         "approle.role-id.read"),
+        ("approle", "auth/approle/", "auth/approle/role/veil-tenant/secret-id", "update",
+         "approle.secret-id.create"),
+        ("approle", "auth/approle/", "auth/approle/role/veil-tenant/secret-id/lookup", "update",
+         "approle.secret-id.read"),
+        ("approle", "auth/approle/", "auth/approle/role/other", "create", "approle.role.write"),
+        ("approle", "auth/approle/", "auth/approle/login", "update", None),
+        ("token", "auth/token/", "auth/token/create", "update", "token.create"),
+        ("token", "auth/token/", "auth/token/lookup-self", "read", None),
+        ("userpass", "auth/userpass/", "auth/userpass/users/eve", "update",
+         "auth.userpass.write"),
+        ("ns_system", "sys/", "sys/policies/acl/veil-tenant", "update", "policy.write"),
+        ("ns_system", "sys/", "sys/policies/acl/veil-tenant", "delete", "policy.delete"),
+        ("ns_system", "sys/", "sys/policies/acl/veil-tenant", "read", None),
+        ("ns_system", "sys/", "sys/auth/userpass", "update", "auth.enable"),
+        ("ns_system", "sys/", "sys/auth/approle/tune", "update", "auth.tune"),
+        ("ns_system", "sys/", "sys/namespaces/stray", "update", "namespace.create"),
+        ("system", "sys/", "sys/audit/second", "update", "audit.enable"),
+        ("system", "sys/", "sys/audit/veil-file", "delete", "audit.disable"),
+        ("system", "sys/", "sys/config/auditing/request-headers/X-Veil-Object", "delete",
+         "audit.headers"),
+        ("system", "sys/", "sys/config/cors", "update", "sys.config"),
+        ("system", "sys/", "sys/generate-root/attempt", "update", "sys.generate-root"),
+        ("system", "sys/", "sys/raw/core/keyring", "read", "sys.raw"),
+        ("system", "sys/", "sys/capabilities-self", "update", None),
+        ("system", "sys/", "sys/mounts/veil-platform", "read", None),
+        ("identity", "identity/", "identity/group", "update", "identity.write"),
+        ("kv", "secret/", "secret/data/app", "read", None),
+    ],
+)  # fmt: skip
+def test_every_request_on_keys_policies_or_logins_has_a_name(
+    mount_type: str, mount: str, path: str, how: str, expected: str | None
+) -> None:
+    assert operation_of(_request(mount_type, mount, path, how)) == expected
+
+
+def _platform_request(
+    operation_path: str, how: str, at: datetime, tag: str | None = None
+) -> AuditEntry:
+    mount = operation_path.split("/", 1)[0] + "/"
+    kind = {"veil-platform/": "transit", "sys/": "ns_system"}.get(mount, "approle")
+    return AuditEntry(
+        at=at, namespace="veil", path=operation_path, how=how, transit=kind == "transit",
+        ok=True, header=tag, request_id="r1", remote_address=None, actor=None, mount=mount,
+        mount_type=kind,
+    )  # fmt: skip
+
+
+def test_platform_explanations_hold_only_for_what_veil_does() -> None:
+    reasons = PlatformReasons("veil", first_event=T0)
+    reasons.checkpoints["40"] = T0 + timedelta(minutes=5)
+    reasons.signed["receipt:rcpt_1"] = ("receipt", T0 + timedelta(minutes=6), 41)
+    reasons.enterprises["acme"] = ("pr_acme", T0 + timedelta(minutes=1), 3)
+
+    def why(path: str, how: str, at: datetime, tag: str | None = None) -> str | None:
+        entry = _platform_request(path, how, at, tag)
+        assert entry.operation is not None
+        found = explain_platform(reasons, entry.operation, entry)
+        return None if found is None else found.kind
+
+    minute, sign = timedelta(minutes=1), "veil-platform/sign/audit-signing"
+    assert why("sys/policies/acl/veil-platform", "update", T0 - minute) == "setup"
+    assert why("sys/policies/acl/veil-platform", "update", T0 + minute) is None
+    assert why("veil-platform/keys/audit-signing", "read", T0 + minute) == "signing-key"
+    assert why("veil-platform/keys/audit-signing/config", "update", T0 + minute) is None
+    assert why(sign, "update", T0 + 5 * minute, "checkpoint:40/1") == "checkpoint"
+    assert why(sign, "update", T0 + 7 * minute, "checkpoint:40/1") is None  # not then
+    assert why(sign, "update", T0 + 5 * minute, "checkpoint:39/1") is None  # never signed
+    assert why(sign, "update", T0 + 6 * minute, "receipt:rcpt_1/1") == "receipt"
+    assert why(sign, "update", T0 + 6 * minute) is None  # untagged: a forged signature
+    assert why("sys/auth/approle", "update", T0 + minute, "enterprise:acme/1") == "enterprise"
+    assert why("sys/auth/approle", "update", T0 + minute, "enterprise:other/1") is None
+    assert why("sys/audit/second", "update", T0 + minute, "enterprise:acme/1") is None

@@ -26,6 +26,7 @@ from sandbox.leases import (
 )
 from sandbox.models import Job, JobStatus, JobWorkerLease
 from sandbox.outcomes import CANCELLED, fail_running
+from sandbox.refunds import GIVEN_BACK, KEPT, data_read_marker
 from sandbox.runner import claim_next_job, run_job
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for
 
@@ -119,17 +120,35 @@ def test_a_job_taken_back_runs_once_more_and_its_dead_worker_settles_nothing(
         run_job(veil, job_id)
         assert fail_running(veil, job_id, "a late failure") is False
         assert _status(veil, job_id) == (JobStatus.RUNNING, None)
-        # The second worker dies too: the job fails now, its budget spent, once.
+        # The second worker dies too: the job fails now, once.  Neither worker read its
+        # data (the first one found the job was no longer its own), so its debit comes back.
         assert recover_interrupted_jobs(veil) == 1
-        assert _status(veil, job_id) == (JobStatus.FAILED, INTERRUPTED)
+        assert _status(veil, job_id) == (JobStatus.FAILED, INTERRUPTED + GIVEN_BACK)
         events = _events(veil, job_id)
         assert events.count("job.requeued") == 1 and events.count("job.failed") == 1
-        assert "job.released" not in events
+        assert events[-1] == "job.refunded" and "job.released" not in events
         final = world.provider.get_job(job_id)
-        assert final["status"] == "failed" and final["error"] == INTERRUPTED
+        assert final["status"] == "failed" and final["error"] == INTERRUPTED + GIVEN_BACK
+        assert world.provider.get_grant(world.grant_id)["budget"]["epsilon_spent"] == 0
     with veil.db.read() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.attempts == MAX_ATTEMPTS
+
+
+def test_a_job_whose_dead_worker_had_read_its_data_keeps_its_debit(idle_veil: Veil) -> None:
+    veil = idle_veil
+    with ApiThread(veil.settings, veil) as url:
+        world = make_world(veil, url, epsilon=1.0)
+        world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, [{"kind": "count"}])
+        job_id = _claim_as(veil, "wrk_first")
+        data_read_marker(veil, job_id)()  # it unwrapped the data key, then died
+        assert recover_interrupted_jobs(veil) == 1
+        assert _claim_as(veil, "wrk_second") == job_id
+        assert recover_interrupted_jobs(veil) == 1  # the second one died before reading
+        assert _status(veil, job_id) == (JobStatus.FAILED, INTERRUPTED + KEPT)
+        assert "job.refunded" not in _events(veil, job_id)
+        spent = world.provider.get_grant(world.grant_id)["budget"]["epsilon_spent"]
+        assert spent == pytest.approx(0.25)
 
 
 def test_a_cancelled_job_whose_worker_died_is_not_run_again(idle_veil: Veil) -> None:
