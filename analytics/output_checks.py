@@ -105,6 +105,24 @@ class Inspection:
     labels: frozenset[str] = frozenset()
 
 
+def record(inspection: Inspection) -> dict[str, Any]:
+    """What a reference comparison needs of ``inspection`` (rule f), as JSON: its shape and,
+    per number, its DP call's index and the names of the statistics it is.  Its DP calls
+    are the caller's to keep (they are opaque here)."""
+    numbers = [[n.dp, sorted(n.statistics)] for n in inspection.numbers]
+    return {"shape": inspection.shape, "numbers": numbers}
+
+
+def from_record(stored: dict[str, Any], dp_calls: Sequence[object]) -> Inspection:
+    """The reference ``Inspection`` a ``record`` keeps (its DP calls given back)."""
+    blank = Statistic(math.nan, math.nan)
+    numbers = tuple(
+        Number(dp if isinstance(dp, int) else None, dict.fromkeys(map(str, names), blank))
+        for dp, names in stored["numbers"]
+    )
+    return Inspection(None, str(stored["shape"]), numbers, tuple(dp_calls), (), (), True)
+
+
 class _Refused(Exception):
     """The output cannot be released at all; the message is the reason."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -32,7 +32,13 @@ from analytics.syft_code import SyftCode, string_literals
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.isolation import ChildResult, SandboxError, SandboxPool
-from sandbox.reviewed_code import CODE_TIER, CheckedOutput, dp_required
+from sandbox.reviewed_code import (
+    CODE_TIER,
+    CheckedOutput,
+    dp_required,
+    reported_calls,
+    stored_reference,
+)
 
 if TYPE_CHECKING:
     from sandbox.runner import JobProgress
@@ -58,17 +64,21 @@ def run_code_job(
     min_count: int,
     progress: JobProgress,
     secret: bytes | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> CheckedOutput:
     """Run the approved code of ``task`` on the granted columns of ``data``; its checked
     output.  ``secret``: the dataset's cell-key secret, which perturbs the aggregates Veil
-    releases as tier 2 would (needed unless every granted column is public).  Raises
-    SandboxError (or SandboxCancelled) when the private run fails."""
+    releases as tier 2 would (needed unless every granted column is public).
+    ``reference``: the request's stored reference from its run on the mock at submission
+    (``CodeRequest.reference``); without one, the reference runs now, concurrently.
+    Raises SandboxError (or SandboxCancelled) when the private run fails."""
     columns = tuple(task.extra["columns"])
     rows, payload = granted_rows(data, columns)
     checked_rows = rows if secret is None else _with_record_keys(rows, data, schema, secret)
     del data  # the worker keeps its own reference; nothing below needs the other columns
     dp = syft_dp.DpService(syft_dp.DpBudget(task.epsilon, schema), rows) if task.epsilon else None
-    reference = None if all_public(schema, columns) else _Reference(veil, task)
+    stored = None if reference is None else stored_reference(reference)
+    running = None if all_public(schema, columns) or stored else _Reference(veil, task)
     try:
         sandbox = SandboxPool(veil.settings, warm=False).take()
         answer = sandbox.run(
@@ -76,10 +86,12 @@ def run_code_job(
             on_request=dp.answer if dp is not None else None,
         )  # fmt: skip
     except BaseException:
-        if reference is not None:
-            reference.stop()
+        if running is not None:
+            running.stop()
         raise
-    mock = reference.inspection(schema, min_count) if reference is not None else None
+    mock = stored if running is None else running.inspection(schema, min_count)
+    if all_public(schema, columns):
+        mock = None  # nothing private: nothing to compare
     return check_code_output(answer, checked_rows, columns, schema, task.query, min_count, dp, mock)
 
 
@@ -187,7 +199,7 @@ class _Reference:
         result = message.get("result")
         value = decode_value(result.get("output") if isinstance(result, dict) else None,
                              self._answer.blobs)  # fmt: skip
-        calls = _reported_calls(message.get("dp_calls"))
+        calls = reported_calls(message.get("dp_calls"))
         columns = tuple(self._task.extra["columns"])
         mock = mock_frame(schema, self._task.extra["mock_rows"], 0).select(list(columns))
         return inspect_output(
@@ -195,19 +207,3 @@ class _Reference:
             dp_values=[released for _, released in calls], dp_calls=[call for call, _ in calls],
             dp_required=dp_required(schema, columns), labels=string_literals(self._task.query),
         )  # fmt: skip
-
-
-def _reported_calls(reported: object) -> list[tuple[syft_dp.DpCall, float]]:
-    """The DP calls the reference run reports (it holds no private data: whatever it says
-    is independent of the private data; malformed entries are dropped)."""
-    calls = []
-    for entry in reported if isinstance(reported, list) else []:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)):
-            continue
-        try:
-            call = syft_dp.DpCall.from_message(entry[0])
-        except syft_dp.DpError:
-            continue
-        if isinstance(entry[1], int | float) and not isinstance(entry[1], bool):
-            calls.append((call, float(entry[1])))
-    return calls

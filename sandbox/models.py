@@ -127,7 +127,8 @@ class CodeRequest(Base):
 
     The approval pins ``sha256`` (of the exact source): a changed function is a new
     request.  ``mock_output`` is the function's output on the tier-1 mock, run in a
-    sandbox at submission, for the reviewer.
+    sandbox at submission, for the reviewer; ``reference`` is how that output reads
+    (``analytics.output_checks.Inspection.record``), what a job's output is compared with.
     """
 
     __tablename__ = "code_requests"
@@ -143,6 +144,7 @@ class CodeRequest(Base):
     columns: Mapped[list[str]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(12), index=True)
     mock_output: Mapped[Any] = mapped_column(JSON, default=None)
+    reference: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     mock_error: Mapped[str | None] = mapped_column(Text)
     reviewer_id: Mapped[str | None] = mapped_column(String(40))
     review_reason: Mapped[str | None] = mapped_column(Text)

@@ -21,7 +21,7 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from analytics.output_checks import check_output
+from analytics.output_checks import Inspection, from_record, inspect_output, record, verdict
 from analytics.schema import ColumnClass, DatasetSchema
 from analytics.syft_code import (
     CodeError,
@@ -32,6 +32,7 @@ from analytics.syft_code import (
     source_sha256,
     string_literals,
 )
+from analytics.syft_dp import DpCall, DpError
 from policies import audit
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
@@ -144,9 +145,10 @@ def mock_task(schema: DatasetSchema, code: SyftCode, columns: tuple[str, ...]) -
 
 def _run_on_mock(
     veil: Veil, schema: DatasetSchema, code: SyftCode, columns: tuple[str, ...], min_count: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The function's output on the mock, run in a sandbox, with the checks' verdict on it
-    (the mock is the private data here: the reviewer sees what the checks would say)."""
+    (the mock is the private data here: the reviewer sees what the checks would say), and
+    the reference a job's output is compared with (``analytics.output_checks.record``)."""
     from analytics.mock import mock_frame
 
     sandbox = SandboxPool(veil.settings, warm=False).take()
@@ -156,19 +158,41 @@ def _run_on_mock(
         raise InvalidRequest(f"the function failed on the mock: {exc.reason}") from None
     value = decode_value(answer.message["result"].get("output"), answer.blobs)
     mock = mock_frame(schema, MOCK_ROWS, 0).select(list(columns))
-    released = [
-        entry[1]
-        for entry in answer.message.get("dp_calls") or ()
-        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int | float)
-    ]
-    check = check_output(
-        value, mock, schema, columns, min_count=min_count, dp_values=released,
+    calls = reported_calls(answer.message.get("dp_calls"))
+    inspection = inspect_output(
+        value, mock, schema, columns, min_count=min_count,
+        dp_values=[released for _, released in calls], dp_calls=[call for call, _ in calls],
         dp_required=dp_required(schema, columns), labels=string_literals(code),
     )  # fmt: skip
-    return {
+    check = verdict(inspection, inspection, dp_required(schema, columns))
+    preview = {
         "value": check.value,
         "checks": {"status": check.status, "reasons": list(check.reasons)},
     }
+    reference = {**record(inspection), "dp_calls": [call.message() for call, _ in calls]}
+    return preview, reference
+
+
+def reported_calls(reported: object) -> list[tuple[DpCall, float]]:
+    """The DP calls a run on the mock reports (its process held no private data: whatever
+    it says is independent of the private data; malformed entries are dropped)."""
+    calls = []
+    for entry in reported if isinstance(reported, list) else []:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)):
+            continue
+        try:
+            call = DpCall.from_message(entry[0])
+        except DpError:
+            continue
+        if isinstance(entry[1], int | float) and not isinstance(entry[1], bool):
+            calls.append((call, float(entry[1])))
+    return calls
+
+
+def stored_reference(stored: dict[str, Any]) -> Inspection:
+    """The reference ``Inspection`` a code request keeps (``_run_on_mock``)."""
+    calls = [DpCall.from_message(message) for message in stored.get("dp_calls", [])]
+    return from_record(stored, calls)
 
 
 def submit_code(
@@ -185,7 +209,7 @@ def submit_code(
         schema = schema_from_json(dataset.declaration)
         columns = _columns(code, schema, grant)
         enterprise_id, min_count = dataset.enterprise_id, grant.min_group_size
-    mock = _run_on_mock(veil, schema, code, columns, min_count)
+    mock, reference = _run_on_mock(veil, schema, code, columns, min_count)
     with veil.db.transaction() as session:
         request = CodeRequest(
             id=new_id("code"),
@@ -199,6 +223,7 @@ def submit_code(
             columns=list(columns),
             status=CodeStatus.PENDING,
             mock_output=mock,
+            reference=reference,
             created_at=veil.clock(),
         )
         session.add(request)

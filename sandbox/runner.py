@@ -141,7 +141,9 @@ def run_job(veil: Veil, job_id: str) -> None:
         if code is not None:
             # Tier 5 runs code that is not Veil's: sandboxes of its own, used once, holding
             # only the granted columns (sandbox.code_runs).
-            checked = run_code_job(veil, task, data, schema, grant.min_group_size, progress, secret)
+            checked = run_code_job(
+                veil, task, data, schema, grant.min_group_size, progress, secret, code.reference
+            )
             del data
             finish_code_job(veil, job_id, checked, enterprise.slug)
             return

@@ -29,6 +29,7 @@ from sandbox.client import ApiError
 from sandbox.code_runs import granted_rows
 from sandbox.core import Veil
 from sandbox.isolation import SandboxPool
+from sandbox.models import CodeRequest
 from sandbox.settings import Settings
 from tests.sandbox.conftest import PURPOSE, World, make_world
 
@@ -202,11 +203,19 @@ def placed_by_the_data(data):
 """
 
 
-def test_dp_values_placed_by_the_data_are_blocked(coder: World) -> None:
+@pytest.mark.parametrize("reference", ["stored at submission", "run with the job"])
+def test_dp_values_placed_by_the_data_are_blocked(coder: World, veil: Veil, reference: str) -> None:
+    code_id = approved(coder, DATA_DEPENDENT_DP)
+    if reference == "run with the job":  # a request from before references were kept
+        with veil.db.transaction() as session:
+            request = session.get(CodeRequest, code_id)
+            assert request is not None and request.reference is not None
+            request.reference = None
+    job = coder.provider.submit_code_job(coder.dataset_id, PURPOSE, code_id, 1.0)
+    done = coder.provider.wait_for_job(str(job["id"]), timeout=300)
     # 600 rows of data, 200 of mock: the DP value lands under another key on each.
-    job = run(coder, DATA_DEPENDENT_DP, epsilon=1.0)
-    assert job["status"] == "failed", job
-    assert "shape" in str(job["error"])
+    assert done["status"] == "failed", done
+    assert "shape" in str(done["error"])
 
 
 # ---------------------------------------------------------------- encoding internal values

@@ -1,7 +1,7 @@
 """API tokens: an expiry for every token, and when each was last used
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-28 09:00:00
 
 Tokens issued before this revision had no expiry.  They get one now: 90 days after the

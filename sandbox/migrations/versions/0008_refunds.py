@@ -1,7 +1,7 @@
 """refunds: when a job's data was first read, and refunds in the budget ledger
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-04 18:00:00
 
 ``jobs.data_read_at`` is set, under the worker's claim, once the data key of the job's
