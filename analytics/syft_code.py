@@ -592,6 +592,11 @@ def _syft() -> Any:
     return syft
 
 
+def preload() -> None:
+    """Import PySyft now (about 6 s), e.g. in a sandbox waiting for a tier-5 task."""
+    _syft()
+
+
 def _check_code(code: SyftCode) -> None:
     """Re-check the source: a SyftCode not made by parse_submission cannot slip through."""
     parsed = parse_submission(code.source)

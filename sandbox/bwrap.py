@@ -170,12 +170,14 @@ def sandbox_command(
     entry: Path | None = None,
     serve: bool = False,
     uid: int | None = None,
+    code: bool = False,
 ) -> list[str]:
     """The ``prlimit … bwrap … python entry`` command line of one sandbox.
 
     ``seccomp_fd``: a descriptor the started process inherits, holding the filter
     (``seccomp_pipe``).  ``serve``: the warm worker that forks a process per job.
     ``uid``: the host uid to run as when Veil is root (default: drawn from ``UID_RANGE``).
+    ``code``: for tier 5 only (the process imports PySyft ahead, not torch).
     """
     bwrap, prlimit = shutil.which("bwrap"), shutil.which("prlimit")
     if bwrap is None or prlimit is None:
@@ -205,6 +207,7 @@ def sandbox_command(
         "--setenv", "PYTHONPATH", str(_import_root()),
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
         *prefix, sys.executable, "-s", str(entry), *(["--serve"] if serve else []),
+        *(["--code"] if code else []),
     ]  # fmt: skip
     return argv
 

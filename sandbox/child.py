@@ -500,14 +500,20 @@ def main() -> None:
     sys.stdout = sys.stderr
     channel = _Channel(out)
     # Import the heavy libraries before the task arrives: a warm process answers fast.
-    import analytics.private_query
-    import analytics.sdc
-    import analytics.training  # noqa: F401
+    if "--code" in sys.argv[1:]:  # tier 5 (reviewed code) only: PySyft, not torch
+        from analytics.syft_code import preload
+
+        preload()
+    else:
+        import analytics.private_query
+        import analytics.sdc
+        import analytics.training  # noqa: F401
 
     if "--serve" in sys.argv[1:]:
         _serve(channel)
         return
-    _warm_up()  # a single-use process: pay polars' and OpenDP's first-use costs now
+    if "--code" not in sys.argv[1:]:
+        _warm_up()  # a single-use process: pay polars' and OpenDP's first-use costs now
     channel.send({"type": "ready"})
     sys.exit(_one_task(channel))
 

@@ -80,8 +80,8 @@ def run_code_job(
     stored = None if reference is None else stored_reference(reference)
     running = None if all_public(schema, columns) or stored else _Reference(veil, task)
     try:
-        sandbox = SandboxPool(veil.settings, warm=False).take()
-        answer = sandbox.run(
+        pool = veil.code_sandboxes or SandboxPool(veil.settings, warm=False, code=True)
+        answer = pool.take().run(
             task, payload, progress.on_progress, progress.should_stop,
             on_request=dp.answer if dp is not None else None,
         )  # fmt: skip
@@ -174,7 +174,7 @@ class _Reference:
 
     def _run(self) -> None:
         try:
-            sandbox = SandboxPool(self._settings, warm=False).take()
+            sandbox = SandboxPool(self._settings, warm=False, code=True).take()
             self._answer = sandbox.run(self._task, b"", should_stop=self._stopped.is_set)
         except SandboxError as exc:
             self._failure = exc.reason

@@ -39,6 +39,8 @@ class Veil:
     jobs_waiting: threading.Event = field(default_factory=threading.Event)
     #: The job worker's sandboxes (None: each job starts its own, nothing kept warm).
     sandboxes: SandboxPool | None = None
+    #: The job worker's tier-5 sandboxes: single-use, one spare kept with PySyft imported.
+    code_sandboxes: SandboxPool | None = None
     #: The engine's queue (``sandbox.job_queue``; None: the embedded worker's).
     queue: JobQueue | None = None
     #: This process's lease as a job worker (``sandbox.leases``), which its claims record.

@@ -414,6 +414,8 @@ class SandboxPool:
     per job — for the built-in job kinds, whose code is Veil's; it is replaced whenever a
     job does not end cleanly (limit, cancel, crash).  Otherwise single-use sandboxes,
     with one spare started ahead when ``warm`` — for code that is not Veil's (tier 5).
+    ``code``: sandboxes for tier 5 only, which import PySyft ahead (a spare is then ready
+    to run the provider's code at once; it is still used for one job only).
     Sandboxes are started from the thread that takes them (bubblewrap's
     ``--die-with-parent`` follows the starting thread): the job worker's.
     """
@@ -424,18 +426,22 @@ class SandboxPool:
         entry: Path | None = None,
         warm: bool = True,
         reusable: bool = False,
+        code: bool = False,
     ) -> None:
         self.limits = Limits.from_settings(settings)
         self.entry = entry
         self.warm = warm
         self.reusable = reusable
+        self.code = code
         self._spare: SandboxProcess | None = None
         self._lock = threading.Lock()
 
     def _start(self) -> SandboxProcess:
         try:
             with seccomp_pipe() as filter_fd:
-                argv = sandbox_command(self.limits, filter_fd, self.entry, serve=self.reusable)
+                argv = sandbox_command(
+                    self.limits, filter_fd, self.entry, serve=self.reusable, code=self.code
+                )
                 return SandboxProcess(
                     argv, self.limits, reusable=self.reusable, pass_fds=(filter_fd,)
                 )

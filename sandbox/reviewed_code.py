@@ -151,7 +151,7 @@ def _run_on_mock(
     the reference a job's output is compared with (``analytics.output_checks.record``)."""
     from analytics.mock import mock_frame
 
-    sandbox = SandboxPool(veil.settings, warm=False).take()
+    sandbox = SandboxPool(veil.settings, warm=False, code=True).take()
     try:
         answer = sandbox.run(mock_task(schema, code, columns), b"")
     except SandboxError as exc:

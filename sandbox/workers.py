@@ -92,19 +92,13 @@ class JobWorker(threading.Thread):
 
     def run(self) -> None:
         # Sandboxes are started from this thread (bubblewrap's --die-with-parent).
-        pool = SandboxPool(self.veil.settings, reusable=True)
-        self.veil.sandboxes = pool
+        pools = _open_pools(self.veil)
         try:
-            self._serve(pool)
+            self._serve()
         finally:
-            self.veil.sandboxes = None
-            pool.close()
+            _close_pools(self.veil, pools)
 
-    def _serve(self, pool: SandboxPool) -> None:
-        try:
-            pool.prepare()
-        except Exception:  # no bubblewrap: every job will fail closed with the reason
-            log.exception("the job sandbox cannot start")
+    def _serve(self) -> None:
         while not self._stopping.is_set():
             # Clear before looking, so a submission arriving meanwhile is never missed.
             self.veil.jobs_waiting.clear()
@@ -182,25 +176,39 @@ class _JobThread:
 
     def __init__(self, veil: Veil) -> None:
         self.veil = veil
+        self.pools: tuple[SandboxPool, ...] = ()
         self.executor = ThreadPoolExecutor(1, "veil-job", initializer=self._prepare)
         self.executor.submit(lambda: None)  # starts the thread: the sandbox warms up now
 
     def _prepare(self) -> None:
-        pool = SandboxPool(self.veil.settings, reusable=True)
-        self.veil.sandboxes = pool
-        try:
-            pool.prepare()
-        except Exception:  # no bubblewrap: every job will fail closed with the reason
-            log.exception("the job sandbox cannot start")
+        self.pools = _open_pools(self.veil)
 
     def close(self) -> None:
-        def close_pool() -> None:
-            if self.veil.sandboxes is not None:
-                self.veil.sandboxes.close()
-                self.veil.sandboxes = None
-
-        self.executor.submit(close_pool).result(timeout=60)
+        self.executor.submit(lambda: _close_pools(self.veil, self.pools)).result(timeout=60)
         self.executor.shutdown()
+
+
+def _open_pools(veil: Veil) -> tuple[SandboxPool, ...]:
+    """The worker's sandboxes, from the calling thread (the one that will run the jobs):
+    the warm worker of the built-in kinds, started now, and tier 5's, which keeps a spare
+    from its first job on (PySyft takes seconds to import, and a worker that never runs
+    tier 5 should not pay for it)."""
+    pools = (
+        SandboxPool(veil.settings, reusable=True),
+        SandboxPool(veil.settings, warm=True, code=True),
+    )
+    veil.sandboxes, veil.code_sandboxes = pools
+    try:
+        pools[0].prepare()
+    except Exception:  # no bubblewrap: every job will fail closed with the reason
+        log.exception("the job sandbox cannot start")
+    return pools
+
+
+def _close_pools(veil: Veil, pools: tuple[SandboxPool, ...]) -> None:
+    veil.sandboxes = veil.code_sandboxes = None
+    for pool in pools:
+        pool.close()
 
 
 class _UpkeepThread(threading.Thread):

@@ -200,6 +200,7 @@ def test_confidential_columns_need_dp_output_and_the_spend_is_reported(coder: Wo
     assert "use veil_dp" in str(blocked["error"])
 
 
+@pytest.mark.slow
 def test_a_function_changed_after_approval_or_denied_never_runs(coder: World, veil: Veil) -> None:
     code_id = approved(coder, MEAN_CYCLE)
     with veil.db.transaction() as session:  # someone edits the stored source afterwards
@@ -226,6 +227,7 @@ def test_a_function_changed_after_approval_or_denied_never_runs(coder: World, ve
     assert again.value.status == 409
 
 
+@pytest.mark.slow
 def test_code_that_tries_to_leave_the_sandbox_fails(coder: World, veil: Veil) -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -250,6 +252,7 @@ def test_code_that_tries_to_leave_the_sandbox_fails(coder: World, veil: Veil) ->
         assert "reach_out" in str(job["error"])  # names the function and the error type only
 
 
+@pytest.mark.slow
 def test_the_cli_submits_reviews_and_runs_code(coder: World, tmp_path: Path) -> None:
     def veil(token: str, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "VEIL_URL": coder.url, "VEIL_TOKEN": token}

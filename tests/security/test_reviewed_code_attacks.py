@@ -183,6 +183,7 @@ def yields_as_text(data):
 """
 
 
+@pytest.mark.slow
 def test_confidential_values_as_text_are_blocked(coder: World) -> None:
     job = run(coder, DIGITS, epsilon=1.0)
     assert job["status"] == "failed", job
@@ -203,7 +204,10 @@ def placed_by_the_data(data):
 """
 
 
-@pytest.mark.parametrize("reference", ["stored at submission", "run with the job"])
+@pytest.mark.parametrize(
+    "reference",
+    ["stored at submission", pytest.param("run with the job", marks=pytest.mark.slow)],
+)
 def test_dp_values_placed_by_the_data_are_blocked(coder: World, veil: Veil, reference: str) -> None:
     code_id = approved(coder, DATA_DEPENDENT_DP)
     if reference == "run with the job":  # a request from before references were kept
