@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: system $(STAMP)
 	$(BIN)/veil demo
 
+# Test files run in TEST_WORKERS processes (pytest-xdist; a file's tests stay together).
+TEST_WORKERS ?= 2
+
 test: system-test $(STAMP) lint
-	$(BIN)/python -m pytest -m "not slow and not statistical"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not statistical"
 
 # The demo across a cluster on this machine: PostgreSQL, three OpenBao nodes (raft), two
 # API processes behind one address and three job workers; then a node of each is killed.
@@ -45,7 +48,7 @@ test-postgres: $(STAMP)
 	$(BIN)/python -m pytest -m postgres tests/postgres
 
 test-slow: system-test $(STAMP)
-	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5: no slow tests yet
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m slow || [ $$? -eq 5 ]  # 5: none
 
 # Long hardening runs (minutes, loopback only): fuzzing, crashes, key-server loss,
 # concurrency and the statistical DP check; prints what was tried and what held.

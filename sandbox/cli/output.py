@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-err_console = Console(stderr=True)
+#: Errors and warnings are not wrapped by Rich (the terminal wraps them): a path or a
+#: command in them stays whole, to copy.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class Output:

@@ -187,11 +187,12 @@ def test_a_decryption_outside_veil_is_unexplained(world: World, veil: Veil) -> N
     base = ["audit", "keys", "--token", token, "--url", world.url]
     result = cli.invoke(cli_app, [*base, "--tenant", acme.id], env={"COLUMNS": "250"})
     assert result.exit_code == 1, result.output
-    assert "UNEXPLAINED" in result.output and "job:job_forged/1" in result.output
+    assert "UNEXPLAINED" in result.output  # the table (its cells fold to the width)
     assert "9 operation(s) on keys, policies or logins with no Veil record" in result.output
     as_json = cli.invoke(cli_app, [*base, "--tenant", acme.id, "--json"])
     assert as_json.exit_code == 1
-    assert len(json.loads(as_json.output)["unexplained"]) == 9
+    listed = json.loads(as_json.output)["unexplained"]
+    assert len(listed) == 9 and "job:job_forged/1" in {op["object"] for op in listed}
     clean = cli.invoke(cli_app, [*base, "--tenant", globex.id], env={"COLUMNS": "250"})
     assert clean.exit_code == 0, clean.output
     assert "every operation on keys, policies and logins is explained" in clean.output
