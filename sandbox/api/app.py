@@ -25,6 +25,7 @@ from sandbox.api import (
     routes_receipts,
     routes_tokens,
 )
+from sandbox.api.language import LanguageMiddleware
 from sandbox.api.limits import BodyLimit, RequestGuard
 from sandbox.console.routes_enterprise import FORM_SLACK
 from sandbox.console.session import COOKIE
@@ -49,7 +50,7 @@ class _GuardedApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         return RequestGuard(
-            super().build_middleware_stack(),
+            LanguageMiddleware(super().build_middleware_stack()),
             self.settings,
             uploads=uploads(self.settings),
             credential_cookie=COOKIE,
