@@ -13,6 +13,7 @@ from sandbox.console import (
     routes_enterprise,
     routes_enterprise_datasets,
     routes_officer,
+    routes_operator,
     routes_provider,
     routes_session,
     routes_tokens,
@@ -27,6 +28,7 @@ ROUTERS = (
     routes_enterprise,
     routes_provider,
     routes_officer,
+    routes_operator,
     routes_tokens,
 )
 

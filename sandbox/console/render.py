@@ -10,6 +10,8 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from i18n import N_
+from i18n import catalog as i18n_catalog
 from policies.errors import Denied, VeilError
 from policies.principals import Principal
 from sandbox.console.session import csrf_token, session_token
@@ -36,6 +38,9 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/tokens", "API tokens"),
     ],
     "operator": [
+        ("/console/operator/enterprises", N_("Enterprises")),
+        ("/console/operator/providers", N_("Provider accounts")),
+        ("/console/operator/officers", N_("Security officers")),
         ("/console/audit", "Audit log"),
         ("/console/attention", "Attention"),
         ("/console/providers", "Providers"),
@@ -58,6 +63,13 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    # {% trans %} and _() read the request's language (i18n.catalog.current()); trimmed, as
+    # the catalog check extracts them (i18n/check.py).
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        i18n_catalog.gettext, i18n_catalog.ngettext, newstyle=True
     )
     env.filters["when"] = when
     env.filters["num"] = number

@@ -1,0 +1,249 @@
+"""The operator's console pages in a real browser, in English and in Chinese: creating an
+enterprise, a provider account and a security officer, and issuing a token that then works
+against the API; each audited exactly as the API audits it; nobody else reaches them."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from i18n import Msg
+from i18n.catalog import translate
+from sandbox.console.session import csrf_token
+from tests.console.conftest import token_of
+from tests.sandbox.conftest import World
+
+pytestmark = pytest.mark.integration
+
+LANGUAGES = ["en", "zh-CN"]
+PAGES = (
+    "/console/operator/enterprises",
+    "/console/operator/providers",
+    "/console/operator/officers",
+)
+
+
+@pytest.fixture(params=LANGUAGES)
+def lang(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def page_in(browser: Browser, lang: str) -> Iterator[Page]:
+    """A page in a browser whose language is ``lang`` (it sends that Accept-Language)."""
+    context = browser.new_context(
+        locale=lang,
+        extra_http_headers={"Accept-Language": lang},
+        viewport={"width": 1280, "height": 900},
+    )
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+def text(lang: str) -> Any:
+    """What the console shows for an English message, in ``lang``; Chinese must differ."""
+
+    def shown(message: str) -> str:
+        translated = translate(message, lang)
+        assert lang == "en" or translated != str(message), f"untranslated: {message!r}"
+        return translated
+
+    return shown
+
+
+def log_in(page: Page, url: str, token: str) -> None:
+    """Log in through the form, found by its fields (their labels are in the page's language)."""
+    page.goto(f"{url}/console/login")
+    page.locator("#token").fill(token)
+    page.locator("form[action='/console/login'] button[type=submit]").click()
+    page.wait_for_load_state()
+
+
+def event(world: World, action: str, resource: str) -> dict[str, Any]:
+    (found,) = world.operator.audit_events(action=action, resource=resource)
+    return found
+
+
+def same_audit(console: dict[str, Any], api: dict[str, Any]) -> None:
+    """The console's event is the API's: same actor, outcome, kind of resource, detail keys."""
+    for key in ("action", "actor_id", "actor_role", "outcome"):
+        assert console[key] == api[key], key
+    assert console["resource"].split(":")[0] == api["resource"].split(":")[0]
+    assert console["details"].keys() == api["details"].keys()
+
+
+def test_the_operator_creates_an_enterprise_and_a_provider_whose_token_works(
+    page_in: Page, lang: str, world: World
+) -> None:
+    t = text(lang)
+    page = page_in
+    tag = uuid.uuid4().hex[:8]
+    slug = f"lumen-{tag}"
+    log_in(page, world.url, token_of(world.operator))
+    expect(page).to_have_url(re.compile(r"/console/operator/enterprises$"))  # its first page
+    for path in PAGES:
+        expect(page.locator(f"header nav a[href='{path}']")).to_have_count(1)
+    expect(page.get_by_role("heading", level=1)).to_have_text(t("Enterprises"))
+    acme = world.acme.me()
+    expect(page.locator(f"#principal-{acme['id']}")).to_contain_text(acme["slug"])
+
+    form = page.locator("form[action='/console/operator/enterprises']")
+    form.get_by_label(t("Name"), exact=True).fill("鲁门塑料 Lumen")
+    form.get_by_label(t("Slug"), exact=True).fill(slug)
+    form.get_by_role("button", name=t("Create the enterprise")).click()
+    (created,) = [e for e in world.operator.list_enterprises() if e["slug"] == slug]
+    assert created["name"] == "鲁门塑料 Lumen" and created["status"] == "active"
+    notice = Msg(
+        "{name} is created, with id {id}. Issue its first API token from its row below.",
+        name=created["name"],
+        id=created["id"],
+    )
+    expect(page.get_by_role("status")).to_have_text(t(notice))
+    row = page.locator(f"#principal-{created['id']}")
+    expect(row).to_contain_text(slug)
+    expect(row.get_by_test_id("status")).to_have_text(t("active"))
+    via_api = world.operator.create_enterprise("Via API", f"api-{tag}")
+    mine = event(world, "enterprise.created", f"principal:{created['id']}")
+    same_audit(mine, event(world, "enterprise.created", f"principal:{via_api['id']}"))
+    assert mine["tenant_id"] == created["id"]
+    assert mine["details"] == {"name": created["name"], "slug": slug}
+    page.reload()  # the notice is shown once
+    expect(page.get_by_role("status")).to_have_count(0)
+
+    page.goto(f"{world.url}/console/operator/providers")
+    expect(page.get_by_role("heading", level=1)).to_have_text(t("Provider accounts"))
+    form = page.locator("form[action='/console/operator/providers']")
+    form.get_by_label(t("Name"), exact=True).fill(f"Lumen Analytics {tag}")
+    form.get_by_role("button", name=t("Create the provider account")).click()
+    (provider,) = [p for p in world.operator.list_providers() if p["name"].endswith(tag)]
+    expect(page.get_by_role("status")).to_contain_text(provider["id"])
+    mine = event(world, "provider.created", f"principal:{provider['id']}")
+    via_api = world.operator.create_provider("Via API")
+    same_audit(mine, event(world, "provider.created", f"principal:{via_api['id']}"))
+
+    row = page.locator(f"#principal-{provider['id']}")
+    row.get_by_label(re.compile(re.escape(t("Valid for (days)")))).fill("7")
+    row.get_by_role("button").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(t("New API token"))
+    secret = page.get_by_test_id("new-token").input_value()
+    assert secret.startswith("veil_")
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(f"{world.url}/v1/me", headers=headers).json()["id"] == provider["id"]
+    catalog = httpx.get(f"{world.url}/v1/catalog", headers=headers)
+    assert catalog.status_code == 200 and catalog.json() == []  # no grant yet: nothing listed
+    (issued,) = world.operator.list_tokens(provider["id"])
+    mine = event(world, "token.issued", f"token:{issued['id']}")
+    api_token = world.operator.new_token(via_api["id"])
+    same_audit(mine, event(world, "token.issued", f"token:{api_token['id']}"))
+    assert mine["details"]["principal_id"] == provider["id"]
+    lifetime = datetime.fromisoformat(issued["expires_at"]) - datetime.fromisoformat(
+        issued["created_at"]
+    )
+    assert lifetime == timedelta(days=7)  # the lifetime typed in the form
+    # Shown once: never again on any page.
+    for path in (*PAGES, "/console/tokens"):
+        page.goto(f"{world.url}{path}")
+        assert secret not in page.content(), path
+
+
+def test_a_duplicate_slug_is_refused_next_to_the_form_and_nothing_is_created(
+    page_in: Page, lang: str, world: World
+) -> None:
+    t = text(lang)
+    page = page_in
+    acme = world.acme.me()
+    before = world.operator.list_enterprises()
+    events = world.operator.audit_events(action="enterprise.created")
+    log_in(page, world.url, token_of(world.operator))
+    form = page.locator("form[action='/console/operator/enterprises']")
+    form.get_by_label(t("Name"), exact=True).fill("Acme again")
+    form.get_by_label(t("Slug"), exact=True).fill(acme["slug"])
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        form.get_by_role("button", name=t("Create the enterprise")).click()
+    assert answer.value.status == 409
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text(t(Msg("Not created: {reason}", reason="")).strip())
+    expect(alert).to_contain_text(acme["slug"])
+    if lang == "en":
+        expect(alert).to_contain_text("exists already; choose another")
+    expect(page.locator("#create-error")).to_be_focused()
+    expect(form.get_by_label(t("Name"), exact=True)).to_have_value("Acme again")  # kept
+    assert world.operator.list_enterprises() == before
+    assert world.operator.audit_events(action="enterprise.created") == events
+
+
+def test_the_operator_creates_a_scoped_security_officer(
+    page_in: Page, lang: str, world: World
+) -> None:
+    t = text(lang)
+    page = page_in
+    acme_id = world.acme.me()["id"]
+    log_in(page, world.url, token_of(world.operator))
+    page.goto(f"{world.url}/console/operator/officers")
+    form = page.locator("form[action='/console/operator/officers']")
+    form.get_by_label(t("Name"), exact=True).fill("Olivia")
+    form.get_by_label(t("only the enterprises ticked below")).check()
+    form.get_by_role("button", name=t("Create the security officer")).click()
+    # Nothing ticked: refused, nothing created, not silently "every enterprise".
+    expect(page.get_by_role("alert")).to_contain_text(
+        t("tick at least one enterprise, or choose that the officer oversees all of them")
+    )
+    assert world.operator.audit_events(action="security_officer.created") == []
+
+    form.get_by_label(re.compile("Acme Metal")).check()
+    form.get_by_role("button", name=t("Create the security officer")).click()
+    (created,) = world.operator.audit_events(action="security_officer.created")
+    assert created["details"]["scope"] == [acme_id] and created["actor_role"] == "operator"
+    officer_id = created["resource"].removeprefix("principal:")
+    row = page.locator(f"#principal-{officer_id}")
+    expect(row).to_contain_text("Acme Metal")
+    row.get_by_role("button").click()
+    secret = page.get_by_test_id("new-token").input_value()
+    me = httpx.get(f"{world.url}/v1/me", headers={"Authorization": f"Bearer {secret}"}).json()
+    assert me["role"] == "security_officer" and me["scope"] == [acme_id]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_no_other_role_reaches_the_operators_pages(world: World, lang: str) -> None:
+    officer = world.operator.create_security_officer("Olivia", None)
+    others = {
+        "enterprise": token_of(world.acme),
+        "provider": token_of(world.provider),
+        "security_officer": world.operator.issue_token(officer["id"]),
+    }
+    enterprises = world.operator.list_enterprises()
+    providers = world.operator.list_providers()
+    forms = {
+        "/console/operator/enterprises": {"name": "Sneaky", "slug": "sneaky"},
+        "/console/operator/providers": {"name": "Sneaky"},
+        "/console/operator/officers": {"name": "Sneaky", "reach": "all"},
+        "/console/operator/tokens": {"principal_id": world.provider_id},
+    }
+    headers = {"Accept-Language": lang}
+    for role, token in others.items():
+        cookies = {"veil_console": token}
+        with httpx.Client(base_url=world.url, cookies=cookies, headers=headers) as http:
+            for path in PAGES:
+                refused = http.get(path)
+                assert refused.status_code == 403, (role, path)
+                assert "Sneaky" not in refused.text
+            for path, data in forms.items():
+                refused = http.post(path, data={"csrf": csrf_token(token), **data})
+                assert refused.status_code == 403, (role, path)
+    assert world.operator.list_enterprises() == enterprises
+    assert world.operator.list_providers() == providers
+    assert len(world.operator.list_tokens(world.provider_id)) == 1
+    latest = world.operator.audit_events(action="token.issued")[0]
+    assert latest["details"]["principal_id"] == officer["id"]  # ours above; none refused issued
+    with httpx.Client(base_url=world.url, headers=headers) as anonymous:
+        for path in PAGES:
+            answer = anonymous.get(path)
+            assert answer.status_code == 303 and "/console/login" in answer.headers["location"]
