@@ -67,6 +67,19 @@ def log_in(page: Page, url: str, token: str) -> None:
     page.wait_for_load_state()
 
 
+#: Words a Chinese page keeps: names of things, not UI text.
+KEPT = {"API", "ID", "UTC", "Veil", "VEIL_TOKEN_TTL_DAYS", "slug", "acme-metal", "Ctrl", "Mac"}
+
+
+def english_left(page: Page, data: list[str]) -> list[str]:
+    """English words in the page's main content, data values (names, slugs, ids) aside."""
+    content = page.locator("main").inner_text()
+    for value in sorted(data, key=len, reverse=True):
+        content = content.replace(value, " ")
+    content = re.sub(r"\b(ent|prv|so|op|tok)_[0-9a-f]+\b", " ", content)  # ids
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z_\-]+", content) if w not in KEPT]
+
+
 def event(world: World, action: str, resource: str) -> dict[str, Any]:
     (found,) = world.operator.audit_events(action=action, resource=resource)
     return found
@@ -148,10 +161,18 @@ def test_the_operator_creates_an_enterprise_and_a_provider_whose_token_works(
         issued["created_at"]
     )
     assert lifetime == timedelta(days=7)  # the lifetime typed in the form
+    if lang != "en":
+        assert english_left(page, [provider["name"], secret]) == []
     # Shown once: never again on any page.
+    names = [
+        p["name"] for p in [*world.operator.list_enterprises(), *world.operator.list_providers()]
+    ]
     for path in (*PAGES, "/console/tokens"):
         page.goto(f"{world.url}{path}")
         assert secret not in page.content(), path
+        if lang != "en" and path in PAGES:
+            slugs = [e["slug"] for e in world.operator.list_enterprises()]
+            assert english_left(page, [*names, "Olivia", *slugs]) == [], path
 
 
 def test_a_duplicate_slug_is_refused_next_to_the_form_and_nothing_is_created(
