@@ -259,6 +259,12 @@ def test_no_other_role_reaches_the_operators_pages(world: World, lang: str) -> N
             for path, data in forms.items():
                 refused = http.post(path, data={"csrf": csrf_token(token), **data})
                 assert refused.status_code == 403, (role, path)
+    operator = token_of(world.operator)
+    with httpx.Client(base_url=world.url, cookies={"veil_console": operator}) as http:
+        for path, data in forms.items():  # the operator's own session, without its CSRF token
+            assert http.post(path, data=data).status_code == 403, path
+            forged = http.post(path, data={"csrf": csrf_token("another-session"), **data})
+            assert forged.status_code == 403, path
     assert world.operator.list_enterprises() == enterprises
     assert world.operator.list_providers() == providers
     assert len(world.operator.list_tokens(world.provider_id)) == 1
