@@ -16,7 +16,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from i18n import Msg
 from i18n.catalog import translate
+from sandbox.client import VeilClient
 from sandbox.console.session import csrf_token
+from sandbox.demo_data import DECLARATION, production_log
 from tests.console.conftest import token_of
 from tests.sandbox.conftest import World
 
@@ -130,6 +132,12 @@ def test_the_operator_creates_an_enterprise_and_a_provider_whose_token_works(
     assert mine["details"] == {"name": created["name"], "slug": slug}
     page.reload()  # the notice is shown once
     expect(page.get_by_role("status")).to_have_count(0)
+    # Its token, issued here, uploads a dataset: its key-server namespace and key exist.
+    page.locator(f"#principal-{created['id']}").get_by_role("button").click()
+    with VeilClient(world.url, page.get_by_test_id("new-token").input_value()) as lumen:
+        dataset = lumen.create_dataset(DECLARATION["name"], DECLARATION["columns"])
+        assert lumen.upload(dataset["id"], production_log(50, seed=3))["row_count"] == 50
+    page.goto(f"{world.url}/console/operator/enterprises")
 
     page.goto(f"{world.url}/console/operator/providers")
     expect(page.get_by_role("heading", level=1)).to_have_text(t("Provider accounts"))
