@@ -210,7 +210,8 @@ def issue_token(
     ttl_days: Annotated[str, Form()] = "",
 ) -> Response:
     """Issue an API token for any principal: shown on this page, this once (audited)."""
-    back = _back(veil, principal_id)
+    owner = _principal(veil, principal_id)
+    back = _back(owner)
     try:
         issued = tokens.issue(veil, operator, principal_id, _days(ttl_days))
     except (VeilError, KeysError) as exc:
@@ -224,7 +225,6 @@ def issue_token(
             new_token=None,
             back=back,
         )
-    owner = _principal(veil, principal_id)
     return page(
         request,
         "operator_token.html",
@@ -236,8 +236,6 @@ def issue_token(
             "id": issued.record.id,
             "expires_at": issued.record.expires_at,
             "principal_name": owner.name if owner else principal_id,
-            "principal_id": principal_id,
-            "role": owner.role if owner else "",
         },
         back=back,
     )
@@ -253,9 +251,8 @@ def _days(text: str) -> int | None:
     return int(text)
 
 
-def _back(veil: Veil, principal_id: str) -> str:
+def _back(owner: Principal | None) -> str:
     """The page listing this principal's kind (or the enterprises, if it is not known)."""
-    owner = _principal(veil, principal_id)
     kind = KINDS.get(Role(owner.role)) if owner else None
     return f"{BASE}/{(kind or ENTERPRISES).slug}"
 

@@ -273,6 +273,15 @@ def test_no_other_role_reaches_the_operators_pages(world: World, lang: str) -> N
             assert http.post(path, data=data).status_code == 403, path
             forged = http.post(path, data={"csrf": csrf_token("another-session"), **data})
             assert forged.status_code == 403, path
+        for days in ("soon", "100000"):  # not a number; more than VEIL_TOKEN_MAX_TTL_DAYS
+            data = {
+                "csrf": csrf_token(operator),
+                "ttl_days": days,
+                **forms["/console/operator/tokens"],
+            }
+            refused = http.post("/console/operator/tokens", data=data)
+            assert refused.status_code == 422 and 'role="alert"' in refused.text, days
+            assert 'data-testid="new-token"' not in refused.text
     assert world.operator.list_enterprises() == enterprises
     assert world.operator.list_providers() == providers
     assert len(world.operator.list_tokens(world.provider_id)) == 1
