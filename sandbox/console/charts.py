@@ -286,7 +286,8 @@ def interval_bars(
     size, row = 12, 24
     title_lines = wrap(title, _WIDTH - 16, 14)
     top = 12 + 18 * len(title_lines) + 14
-    label_width = min(max(text_width(b.label, size) for b in bars) + 8, 220.0)
+    widest = max([text_width(b.label, size) for b in bars] + [text_width(category_label, 11)])
+    label_width = min(widest + 8, 220.0)
     scale = _Scale.of(bars, 12 + label_width, _WIDTH - 84)
     base = top + row * len(bars)
     body = [_text(8, 20 + 18 * k, line, 14, _BOLD) for k, line in enumerate(title_lines)]

@@ -3,6 +3,7 @@ as whiskers, legends that stay inside the drawing, titles in the reader's langua
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
@@ -10,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
+from playwright.sync_api import Page, expect
+from typer.testing import CliRunner
 
 from i18n.catalog import use
+from sandbox.cli import app as cli_app
 from sandbox.console.charts import (
     Bar,
     bar_chart,
@@ -27,6 +32,8 @@ from sandbox.console.result_charts import (
     plot_document,
     result_charts,
 )
+from tests.console.conftest import log_in, token_of
+from tests.sandbox.conftest import PURPOSE, World
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -220,3 +227,142 @@ def test_nothing_to_show_says_so() -> None:
     assert "Nothing to show yet" in bar_chart("Empty", [])
     assert "Nothing to show yet" in line_chart("Empty", {})
     assert "Nothing to show yet" in interval_bars("Empty", [], "count")
+
+
+# -- with a running Veil: the CLI's --plot, and the charts in a real browser --------------------
+
+CHINESE_CATEGORIES = ["一号机", "二号机", "三号机"]
+WORKSHOP = [
+    {"name": "machine", "type": "string", "class": "public", "categories": CHINESE_CATEGORIES},
+    {"name": "temperature_c", "type": "float", "class": "internal", "lower": 20, "upper": 120},
+]
+QUERY = {
+    "aggregates": [{"kind": "count"}, {"kind": "histogram", "column": "temperature_c", "bins": 5}],
+    "group_by": ["machine"],
+}
+
+
+def workshop_dataset(world: World) -> str:
+    """A dataset with Chinese category names (三号机 has no rows), granted for tier 3."""
+    dataset = world.acme.create_dataset("workshop-temperatures", WORKSHOP)
+    rows = "".join(f"{CHINESE_CATEGORIES[i % 2]},{40 + i % 50}\n" for i in range(400))
+    world.acme.upload(dataset["id"], f"machine,temperature_c\n{rows}".encode())
+    until = datetime.now(UTC) + timedelta(days=1)
+    columns = [c["name"] for c in WORKSHOP]
+    world.acme.create_grant(world.provider_id, [dataset["id"]], columns, [3], [PURPOSE], until, 3.0)
+    return str(dataset["id"])
+
+
+def cli(world: World, *args: str) -> Result:
+    return CliRunner().invoke(
+        cli_app, [*args, "--token", token_of(world.provider), "--url", world.url]
+    )
+
+
+@pytest.mark.integration
+def test_cli_plot_draws_bars_intervals_and_category_names(world: World, tmp_path: Path) -> None:
+    dataset = workshop_dataset(world)
+    query = tmp_path / "query.json"
+    query.write_text(json.dumps(QUERY), encoding="utf-8")
+    submit = ["jobs", "submit", "--dataset", dataset, "--purpose", PURPOSE, "--epsilon", "1"]
+    refused = cli(world, *submit, "--query", str(query), "--plot", str(tmp_path / "r.png"))
+    assert refused.exit_code == 2, refused.output
+    assert "SVG" in refused.output and "r.svg" in refused.output
+    assert world.provider.list_jobs() == []  # refused before anything was submitted
+
+    plot = tmp_path / "result.svg"
+    ran = cli(world, *submit, "--query", str(query), "--plot", str(plot))
+    assert ran.exit_code == 0, ran.output
+    assert f"wrote 4 chart(s) to {plot}" in ran.output
+    root = ET.parse(plot).getroot()  # noqa: S314 - the file this test just wrote
+    charts = root.findall(f"{SVG}svg")
+    titles = [c.findtext(f"{SVG}title") for c in charts]
+    assert titles == [
+        *(f"Histogram of temperature_c ({m})" for m in CHINESE_CATEGORIES),
+        "count by machine",
+    ]
+    by_machine = charts[3]
+    assert [t.text for t in texts(by_machine, "category")] == CHINESE_CATEGORIES
+    bars = [g for g in by_machine.iter(f"{SVG}g") if g.get("class") == "bar"]
+    assert len(bars) == 3 and all(g.find(f"{SVG}rect") is not None for g in bars)
+    whiskers = [g for g in by_machine.iter(f"{SVG}g") if g.get("class") == "interval"]
+    assert len(whiskers) == 3 and all(len(g.findall(f"{SVG}line")) == 3 for g in whiskers)
+    # The released counts and intervals are drawn as the API released them: never below 0.
+    job_id = world.provider.list_jobs()[0]["id"]
+    released = world.provider.get_result(job_id)
+    for row in released["rows"]:
+        for value in row["values"]:
+            assert 0 <= value["ci95"][0] <= value["value"] <= value["ci95"][1]
+
+    again = tmp_path / "again.svg"
+    fetched = cli(world, "jobs", "result", job_id, "--plot", str(again))
+    assert fetched.exit_code == 0, fetched.output
+    assert again.read_text(encoding="utf-8") == plot.read_text(encoding="utf-8")
+    nothing = cli(world, "jobs", "submit", "--dataset", dataset, "--purpose", PURPOSE,
+                  "--epsilon", "0.1", "--count", "--plot", str(tmp_path / "none.svg"))  # fmt: skip
+    assert nothing.exit_code == 0 and "nothing to plot" in nothing.output
+    assert not (tmp_path / "none.svg").exists()
+
+
+#: Each ``<text>`` of the SVG charts whose drawn box (Chromium's getBBox, in the
+#: chart's own units) leaves its viewBox.
+OUTSIDE = """(selector) => {
+  const out = [];
+  for (const svg of document.querySelectorAll(selector)) {
+    const box = svg.viewBox.baseVal;
+    for (const text of svg.querySelectorAll('text')) {
+      const b = text.getBBox();
+      if (b.x < box.x - 0.5 || b.y < box.y - 0.5 || b.x + b.width > box.x + box.width + 0.5
+          || b.y + b.height > box.y + box.height + 0.5) out.push(text.textContent);
+    }
+  }
+  return out;
+}"""
+
+
+@pytest.mark.integration
+def test_the_result_page_draws_the_charts_in_the_readers_language(page: Page, world: World) -> None:
+    dataset = workshop_dataset(world)
+    job = world.provider.submit_query(dataset, PURPOSE, QUERY, epsilon=1.0)
+    assert world.provider.wait_for_job(job["id"], timeout=120)["status"] == "released"
+    log_in(page, world.url, token_of(world.provider))
+    page.goto(f"{world.url}/console/jobs/{job['id']}")
+    result = page.get_by_role("region", name="Result")
+    expect(result.get_by_role("img", name="count by machine")).to_be_visible()
+    for machine in CHINESE_CATEGORIES:
+        name = f"Histogram of temperature_c ({machine})"
+        expect(result.get_by_role("img", name=name)).to_be_visible()
+    expect(result.locator("svg.chart g.interval")).to_have_count(3 * 5 + 3)
+    expect(result.locator("svg.chart text.category").filter(has_text="二号机")).to_have_count(1)
+    assert page.evaluate(OUTSIDE, "svg.chart") == []
+    page.screenshot(path="/tmp/provider-result-charts.png", full_page=True)
+
+    page.context.add_cookies([{"name": "veil_lang", "value": "zh-CN", "url": world.url}])
+    page.reload()
+    expect(page.get_by_role("img", name="按 machine 分组的 count")).to_be_visible()
+    expect(page.get_by_role("img", name="temperature_c 的直方图（一号机）")).to_be_visible()  # noqa: RUF001
+    page.screenshot(path="/tmp/provider-result-charts-zh.png", full_page=True)
+
+
+@pytest.mark.integration
+def test_budget_burn_shows_totals_and_a_whole_legend(page: Page, world: World) -> None:
+    long_name = "Suzhou Industrial Park Digital Transformation Services Consortium (Pilot 2)"
+    provider = world.operator.create_provider(long_name)
+    until = datetime.now(UTC) + timedelta(days=1)
+    world.acme.create_grant(
+        provider["id"], [world.dataset_id], ["machine"], [3], [PURPOSE], until, 3.0
+    )
+    count = {"aggregates": [{"kind": "count"}]}
+    job = world.provider.submit_query(world.dataset_id, PURPOSE, count, epsilon=0.25)
+    assert world.provider.wait_for_job(job["id"], timeout=120)["status"] == "released"
+    log_in(page, world.url, token_of(world.acme))
+    page.goto(f"{world.url}/console/grants")
+    chart = page.locator("svg.chart").first
+    legend = chart.locator("text.legend")
+    expect(legend).to_have_count(2)
+    expect(legend.filter(has_text="of 1 ε")).to_contain_text("0.25 ε of 1 ε")
+    expect(legend.filter(has_text=long_name)).to_contain_text(f"{long_name} #")
+    expect(legend.filter(has_text=long_name)).to_contain_text("0 ε of 3 ε")
+    expect(chart.locator("line.total")).to_have_count(2)
+    assert page.evaluate(OUTSIDE, "svg.chart") == []
+    page.screenshot(path="/tmp/enterprise-budget-burn.png", full_page=True)
