@@ -2,8 +2,10 @@
 
 The drawing is the console's (``sandbox.console.result_charts``), imported only when a plot
 is asked for: the console package brings the web framework with it, which other commands
-need not load.  The file name is checked when the command line is read, so a refused name
-(a ``.png``, a missing folder) costs no job and no budget.
+need not load.  It is imported through ``sandbox.api``, the order the server uses: imported
+first, ``sandbox.console`` meets a circular import (its routes import ``sandbox.api``, whose
+app imports a console route module).  The file name is checked when the command line is
+read, so a refused name (a ``.png``, a missing folder) costs no job and no budget.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from i18n.catalog import translate
 from sandbox.cli.output import Output, err_console
 
 
+def _load_console() -> None:
+    """Load the console in the server's import order (see the module)."""
+    import sandbox.api  # noqa: F401 - loads sandbox.console without its import cycle
+
+
 def _checked(value: Path | None) -> Path | None:
     if value is None:
         return None
-    from sandbox.console.result_charts import PlotError, check_plot_path  # only when asked
+    _load_console()
+    from sandbox.console.result_charts import PlotError, check_plot_path
 
     try:
         return check_plot_path(value)
@@ -45,6 +53,7 @@ def write_result_plot(result: dict[str, Any], path: Path | None, out: Output) ->
     """Write ``result``'s charts to ``path`` (if given) and say so on stderr."""
     if path is None:
         return
+    _load_console()
     from sandbox.console.result_charts import write_plot
 
     drawn = write_plot(result, path)

@@ -109,15 +109,18 @@ def check_plot_path(path: Path) -> Path:
     if suffix == ".png":
         raise PlotError(
             Msg(
-                "--plot writes SVG only, not PNG: name a file ending in .svg (e.g. {name}); "
-                "a browser opens it, and can print it or save it as PDF",
+                "the plot is written as SVG only, not PNG: name a file ending in .svg "
+                "(e.g. {name}); a browser opens it, and can print it or save it as PDF",
                 name=path.with_suffix(".svg").name,
             )
         )
     if suffix != ".svg":
-        raise PlotError(Msg("--plot needs a file name ending in .svg (an SVG image)"))
+        raise PlotError(Msg("the plot needs a file name ending in .svg (an SVG image)"))
     if not path.parent.is_dir():
-        raise PlotError(Msg("--plot: the folder {folder} does not exist", folder=str(path.parent)))
+        folder = str(path.parent)
+        raise PlotError(
+            Msg("the folder {folder} does not exist: create it, or name another", folder=folder)
+        )
     return path
 
 

@@ -4,7 +4,10 @@ as whiskers, legends that stay inside the drawing, titles in the reader's langua
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -208,7 +211,7 @@ def test_titles_and_axis_labels_are_in_the_readers_language() -> None:
 
 def test_a_plot_file_is_svg_and_png_is_refused_naming_svg(tmp_path: Path) -> None:
     assert check_plot_path(tmp_path / "result.svg") == tmp_path / "result.svg"
-    with pytest.raises(PlotError, match=r"SVG only.*result\.svg"):
+    with pytest.raises(PlotError, match=r"SVG only, not PNG.*result\.svg"):
         check_plot_path(tmp_path / "result.png")
     with pytest.raises(PlotError, match=r"ending in \.svg"):
         check_plot_path(tmp_path / "result.pdf")
@@ -221,6 +224,22 @@ def test_a_plot_file_is_svg_and_png_is_refused_naming_svg(tmp_path: Path) -> Non
     assert float(nested[0].get("y", "")) == 0
     assert float(nested[1].get("y", "0")) >= float(nested[0].get("height", "0"))
     assert re.search(r'^<\?xml version="1.0" encoding="UTF-8"\?>', document)
+
+
+def test_the_command_line_refuses_png_before_connecting(tmp_path: Path) -> None:
+    """In a fresh process (the console is loaded only for --plot), before any request."""
+    command = [sys.executable, "-m", "sandbox.cli", "jobs", "result", "job_x", "--token", "t"]
+    png = tmp_path / "chart.png"
+    done = subprocess.run(  # a refused name: nothing else happens, so no server is needed
+        [*command, "--url", "http://127.0.0.1:9", "--plot", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "SVG only, not PNG" in done.stderr and "chart.svg" in done.stderr
+    assert "Traceback" not in done.stderr and not png.exists()
 
 
 def test_nothing_to_show_says_so() -> None:
