@@ -113,13 +113,11 @@ def bar_chart(
     for i, (label, value) in enumerate(items):
         y = 8 + i * _ROW
         length = max(1.0, span * min(value / top, 1.0))
-        body.append(
-            f'<text x="{_LABEL - 8}" y="{y + 14}" text-anchor="end" font-size="12">'
-            f"{escape(label[:30])}</text>"
-            f'<rect x="{_LABEL}" y="{y}" width="{length:.1f}" height="{_ROW - 8}" '
-            f'fill="{PALETTE[0]}"/>'
-            f'<text x="{_LABEL + length + 6:.1f}" y="{y + 14}" font-size="12">'
-            f"{_fmt(value)}{escape(unit)}</text>"
+        body.append(  # a long name is shortened to its column; whole in the bar's tooltip
+            _text(_LABEL - 8, y + 14, shorten(label, _LABEL - 12, 12), 12, _END)
+            + f'<rect x="{_LABEL}" y="{y}" width="{length:.1f}" height="{_ROW - 8}" '
+            f'fill="{PALETTE[0]}"><title>{escape(label)}</title></rect>'
+            + _text(_LABEL + length + 6, y + 14, f"{_fmt(value)}{unit}", 12)
         )
         if limit:
             body.append(
@@ -202,11 +200,7 @@ def line_chart(
         label = f"{name}: {_fmt(last)}{unit}"
         if name in totals:
             y = base - span_y * totals[name] / top
-            body.append(
-                f'<line class="total" x1="{left}" y1="{y:.1f}" x2="{_WIDTH - 20}" y2="{y:.1f}" '
-                f'stroke="{colour}" stroke-dasharray="6 4" stroke-width="1.5">'
-                f"<title>{escape(name)}: {escape(_fmt(totals[name]))}{escape(unit)}</title></line>"
-            )
+            body.append(_total_line(f"{name}: {_fmt(totals[name])}{unit}", left, y, colour))
             label = _("{name}: {spent} of {total}").format(
                 name=name, spent=f"{_fmt(last)}{unit}", total=f"{_fmt(totals[name])}{unit}"
             )
@@ -214,6 +208,15 @@ def line_chart(
         descs.append(label)
     legend, height = _legend(entries, left, base + 30)
     return _svg(title, "; ".join(descs), _WIDTH, height, body + legend)
+
+
+def _total_line(tip: str, left: float, y: float, colour: str) -> str:
+    """A series' limit: a dashed line across the plot in the series' colour."""
+    return (
+        f'<line class="total" x1="{left}" y1="{y:.1f}" x2="{_WIDTH - 20}" y2="{y:.1f}" '
+        f'stroke="{colour}" stroke-dasharray="6 4" stroke-width="1.5">'
+        f"<title>{escape(tip)}</title></line>"
+    )
 
 
 @dataclass(frozen=True)
