@@ -97,10 +97,15 @@ def _group_bys(rows: Rows) -> list[Markup]:
 
 
 def result_charts(rows: Rows | None) -> list[Markup]:
-    """The charts of a tier-3 result's rows (at most ``MAX_CHARTS``); [] if none apply."""
+    """The charts of a tier-3 result's rows; [] if none apply.
+
+    At most ``MAX_CHARTS``: the grouped statistics first, then as many histograms as
+    fit (a histogram grouped by many keys gives a chart per key; the table has them all).
+    """
     if not rows:
         return []
-    return (_histograms(rows) + _group_bys(rows))[:MAX_CHARTS]
+    grouped = _group_bys(rows)[:MAX_CHARTS]
+    return _histograms(rows)[: MAX_CHARTS - len(grouped)] + grouped
 
 
 def check_plot_path(path: Path) -> Path:

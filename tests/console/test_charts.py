@@ -30,6 +30,8 @@ from sandbox.console.charts import (
     wrap,
 )
 from sandbox.console.result_charts import (
+    MAX_BARS,
+    MAX_CHARTS,
     PlotError,
     check_plot_path,
     plot_document,
@@ -196,6 +198,27 @@ def test_a_histogram_and_a_group_by_become_charts() -> None:
     assert [t.text for t in texts(charts[0], "category")] == ["一号机", "二号机"]
     # An ungrouped query without a histogram has nothing to compare.
     assert result_charts(rows_of((None, [("count", 10, 4, 16)]))) == []
+
+
+def test_many_groups_keep_the_grouped_charts_and_as_many_histograms_as_fit() -> None:
+    rows = rows_of(
+        *(({"line": f"L{i}"}, [("count", i, 0, i + 6), ("histogram(t)[0, 1]", i, 0, 9)])
+          for i in range(MAX_CHARTS + 5))
+    )  # fmt: skip
+    titles = [parse(c).findtext(f"{SVG}title") for c in result_charts(rows)]
+    assert len(titles) == MAX_CHARTS and titles[-1] == "count by line"
+    assert titles[0] == "Histogram of t (L0)"
+    bars = [g for g in parse(result_charts(rows)[-1]).iter(f"{SVG}g") if g.get("class") == "bar"]
+    assert len(bars) == MAX_CHARTS + 5
+
+
+def test_a_chart_draws_at_most_max_bars_and_says_so() -> None:
+    rows = rows_of(*(({"key": f"k{i}"}, [("count", i, 0, i + 6)]) for i in range(MAX_BARS + 10)))
+    (chart,) = [parse(c) for c in result_charts(rows)]
+    bars = [g for g in chart.iter(f"{SVG}g") if g.get("class") == "bar"]
+    assert len(bars) == MAX_BARS
+    words = " ".join(t.text or "" for t in chart.iter(f"{SVG}text"))
+    assert f"the first {MAX_BARS} of {MAX_BARS + 10} are drawn" in words
 
 
 def test_titles_and_axis_labels_are_in_the_readers_language() -> None:
