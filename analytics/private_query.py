@@ -41,6 +41,14 @@ How a query is made private
   range of ``S / N`` over that box (``N >= 1``) within the declared bounds, or the bounds
   themselves if the box has no ``N >= 1``.  Its ``noise_scale`` is the delta-method
   Laplace-equivalent ``sqrt(b_S**2 + value**2 * b_N**2) / max(N~, 1)``: a guide only.
+* **Clamping (post-processing, no privacy cost).** A true count, histogram bin or group
+  count is never negative, so each is released as ``max(value, 0)`` with its interval
+  ``[max(lo, 0), max(hi, 0)]``; a sum is clamped the same way when its column's declared
+  bounds are both >= 0 (both <= 0: to at most 0).  Means are already clamped to their
+  declared bounds.  The interval's 95% statement still holds: the true value lies in
+  ``value ± a`` with probability >= 0.95 and is >= 0 always, so it lies in the clamped
+  interval at least as often.  A clamped value is biased upward near 0 (noise below 0
+  is cut off), and an interval is ``[0, 0]`` when the noisy value fell below ``-a``.
 * **Quantiles.** OpenDP's exponential mechanism picks one of ``QUANTILE_CANDIDATES``
   evenly spaced candidates over the declared bounds (integers for integer columns),
   scoring each by its rank error ``|(1 - q) * #below - q * #above|`` over the non-null,
@@ -160,9 +168,27 @@ class QueryRelease:
 # ---------------------------------------------------------------- noise and values
 
 
-def _plain_value(label_: str, value: float, noise: Noise) -> ReleasedValue:
-    interval = (value - noise.accuracy, value + noise.accuracy)
-    return ReleasedValue(label_, value, noise.scale, interval)
+def _plain_value(
+    label_: str, value: float, noise: Noise, floor: float | None = None
+) -> ReleasedValue:
+    """A Laplace release ``value ± accuracy``; with ``floor``, the value and both ends of
+    the interval are raised to it (post-processing: see "Clamping" in the module)."""
+    low, high = value - noise.accuracy, value + noise.accuracy
+    if floor is not None:
+        value, low, high = max(value, floor), max(low, floor), max(high, floor)
+    return ReleasedValue(label_, value, noise.scale, (low, high))
+
+
+def _sum_value(label_: str, spec: ColumnSpec, value: float, noise: Noise) -> ReleasedValue:
+    """A sum, kept on the side of 0 its declared bounds allow (bounds of one sign)."""
+    lower, upper = bounds(spec)
+    if float(lower) >= 0:
+        return _plain_value(label_, value, noise, floor=0.0)
+    if float(upper) <= 0:  # every term is <= 0: mirror the floor
+        mirrored = _plain_value(label_, -value, noise, floor=0.0)
+        low, high = mirrored.ci95
+        return ReleasedValue(label_, -mirrored.value, noise.scale, (-high, -low))
+    return _plain_value(label_, value, noise)
 
 
 def _mean_value(
@@ -194,7 +220,7 @@ def _aggregate_values(
     if aggregate.kind == AggregateKind.HISTOGRAM:
         bins = histogram_bins(schema.column(str(aggregate.column)), aggregate.bins)
         return [
-            _plain_value(f"{label_}{suffix}", float(cells[f"{name}|{key}"]), noise[name])
+            _plain_value(f"{label_}{suffix}", float(cells[f"{name}|{key}"]), noise[name], 0.0)
             for key, suffix in zip(bins.keys, bins.suffixes, strict=True)
         ]
     if aggregate.kind == AggregateKind.MEAN:
@@ -206,7 +232,10 @@ def _aggregate_values(
         lower, upper = bounds(schema.column(str(aggregate.column)))
         scale = dp_run.rank_scale(aggregate, noise[name].scale)
         return [ReleasedValue(label_, float(cells[name]), scale, (float(lower), float(upper)))]
-    return [_plain_value(label_, float(cells[name]), noise[name])]
+    if aggregate.kind == AggregateKind.SUM:
+        spec = schema.column(str(aggregate.column))
+        return [_sum_value(label_, spec, float(cells[name]), noise[name])]
+    return [_plain_value(label_, float(cells[name]), noise[name], floor=0.0)]  # a count
 
 
 def _cells(outcome: Outcome, query: PrivateQuery) -> dict[tuple[Any, ...], dict[str, Any]]:

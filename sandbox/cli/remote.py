@@ -21,6 +21,7 @@ from sandbox.cli.app import (
     providers_app,
 )
 from sandbox.cli.output import Output, console
+from sandbox.cli.plot import Plot, write_result_plot
 from sandbox.client import VeilClient
 
 Url = Annotated[str, typer.Option("--url", envvar="VEIL_URL", help="Veil server URL.")]
@@ -344,6 +345,7 @@ def jobs_submit(
     group_by: GroupBy = None,
     query_file: QueryFile = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result and print it")] = True,
+    plot: Plot = None,
     url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:
@@ -361,7 +363,9 @@ def jobs_submit(
         if final["status"] != "released":
             Output(as_json).record(f"job {final['status']}", final)
             raise typer.Exit(1)
-        print_result(c.get_result(job["id"]), Output(as_json))
+        result = c.get_result(job["id"])
+        print_result(result, Output(as_json))
+        write_result_plot(result, plot, Output(as_json))
 
 
 @jobs_app.command("preview")
@@ -517,11 +521,13 @@ def jobs_show(job_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOp
 
 @jobs_app.command("result")
 def jobs_result(
-    job_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+    job_id: str, token: Token, plot: Plot = None, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
     """Print a released result with its accuracy and the grant's remaining budget."""
     with connect(url, token) as c:
-        print_result(c.get_result(job_id), Output(as_json))
+        result = c.get_result(job_id)
+    print_result(result, Output(as_json))
+    write_result_plot(result, plot, Output(as_json))
 
 
 # -- audit (through the API) -----------------------------------------------------------------------

@@ -173,7 +173,7 @@ def _grants_page(
     for g in reversed(consent.list_grants(veil, owner)):
         view = GrantView(
             g,
-            f"{names.get(g.provider_id, '?')[:12]} #{g.id[3:9]}",
+            f"{names.get(g.provider_id, '?')} #{g.id[3:9]}",
             names.get(g.provider_id, g.provider_id),
             [dataset_names.get(d, d) for d in g.dataset_ids],
             _status(g, now),
@@ -211,12 +211,14 @@ def _budget_burn(
             .where(BudgetDebit.grant_id.in_(list(by_id)))
             .order_by(BudgetDebit.created_at, BudgetDebit.id)
         ).all()
-    series: dict[str, list[tuple[datetime, float]]] = {}
+    # Every grant has a line (flat at 0 until its first debit) and its total in the legend.
+    series = {v.label: [(v.grant.created_at, 0.0)] for v in views}
+    totals = {v.label: v.grant.budget()["epsilon"] for v in views}
     rows = []
     spent: dict[str, int] = defaultdict(int)
     for debit in debits:
         view = by_id[debit.grant_id]
-        points = series.setdefault(view.label, [(view.grant.created_at, 0.0)])
+        points = series[view.label]
         spent[debit.grant_id] += debit.epsilon
         points.append((debit.created_at, spent[debit.grant_id] / EPSILON_UNIT))
         rows.append(
@@ -233,7 +235,7 @@ def _budget_burn(
         if points and end > points[-1][0]:
             points.append((end, points[-1][1]))
     title = "Budget burn: cumulative ε spent per grant"
-    return line_chart(title, series, unit=" ε"), rows
+    return line_chart(title, series, unit=" ε", totals=totals), rows
 
 
 @router.get("/grants")

@@ -33,6 +33,7 @@ from sandbox.console.provider_forms import (
     query_choices,
 )
 from sandbox.console.render import SECURITY_HEADERS, error_text, page
+from sandbox.console.result_charts import result_charts
 from sandbox.console.session import PREFIX, CsrfDep, PrincipalDep
 from sandbox.core import Veil
 from sandbox.models import JobStatus
@@ -243,6 +244,7 @@ def _job_page(
         steps=progress_steps(shown, started_at),
         result=result,
         groups=group_columns(result.rows or []) if result is not None else [],
+        result_charts=result_charts([r.model_dump() for r in result.rows or []] if result else []),
         statement=accuracy_statement,
         grant_budget=grant_budget,
         error=error,

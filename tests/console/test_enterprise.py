@@ -135,7 +135,7 @@ def test_enterprise_flow(page: Page, world: World, veil: Veil, tmp_path: Path) -
     expect(card(page, re.compile("Predicta · production-log"))).to_contain_text(
         "ε 0.25 of 1 spent (25.0%)"
     )
-    expect(page.locator("figure svg.chart polyline")).to_have_count(1)
+    expect(page.locator("figure svg.chart polyline")).to_have_count(2)  # every grant, spent or not
     shot(page, "grants")
 
     grant.get_by_text("Narrow or extend this grant").click()
