@@ -58,11 +58,20 @@ def init(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Afterwards leave the instance running (Ctrl-C stops it) and print the "
+            "console's address and a token per role, to explore it.",
+        ),
+    ] = False,
+) -> None:
     """Run the main path end to end on the embedded defaults."""
     from sandbox.demo import run_demo
 
-    run_demo(Settings(), console)
+    run_demo(Settings(), console, keep=keep)
 
 
 @app.command()
