@@ -47,6 +47,7 @@ SWAGGER_INIT: Final = """\
     showCommonExtensions: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
     layout: "BaseLayout",
+    validatorUrl: null,  // no badge from validator.swagger.io: nothing from another host
   });
 })();
 """
