@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from i18n import N_
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
 from sandbox.cli.app import app, keys_app, models_app
 from sandbox.cli.output import Output, console, err_console
@@ -63,8 +64,10 @@ def demo(
         bool,
         typer.Option(
             "--keep",
-            help="Afterwards leave the instance running (Ctrl-C stops it) and print the "
-            "console's address and a token per role, to explore it.",
+            help=N_(
+                "Afterwards leave the instance running (Ctrl-C stops it) and print the "
+                "console's address and a token per role, to explore it."
+            ),
         ),
     ] = False,
 ) -> None:
