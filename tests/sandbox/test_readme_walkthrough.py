@@ -37,9 +37,15 @@ DATA_DIR = ".veil-by-hand"
 BLOCK = re.compile(r"^```sh[ \t]+" + MARK + r"[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
-def walkthrough() -> str:
-    """The README's marked blocks, in order, as one script."""
-    return "\n".join(BLOCK.findall(README.read_text(encoding="utf-8")))
+def walkthrough(readme: Path = README) -> str:
+    """A README's marked blocks, in order, as one script."""
+    return "\n".join(BLOCK.findall(readme.read_text(encoding="utf-8")))
+
+
+def commands(script: str) -> list[str]:
+    """The script's commands without their comments (which a translation may change)."""
+    lines = (re.sub(r"(^|\s+)#.*$", "", line).rstrip() for line in script.splitlines())
+    return [line for line in lines if line]
 
 
 def test_the_walkthrough_covers_the_whole_flow() -> None:
@@ -72,6 +78,14 @@ def test_the_walkthrough_covers_the_whole_flow() -> None:
     assert len(set(re.findall(r"--tier (\d)", grant[: grant.index("--token")]))) >= 3
     assert re.search(r"veil receipts create [^\n]*--enterprise \$\w+", script)
     assert re.search(r"veil receipts verify \S+ --public-key \S+", script)
+
+
+def test_the_chinese_readme_walks_through_the_same_commands() -> None:
+    """README.zh-CN.md's marked blocks, if it has any, are the commands run below."""
+    translated = ROOT / "README.zh-CN.md"
+    if not translated.exists() or MARK not in translated.read_text(encoding="utf-8"):
+        pytest.skip("README.zh-CN.md has no readme-walkthrough blocks")
+    assert commands(walkthrough(translated)) == commands(walkthrough())
 
 
 class Server:
