@@ -22,6 +22,7 @@ from typing import Final
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -117,24 +118,23 @@ def install(app: FastAPI) -> None:
     """Serve ``/docs`` and ``/redoc`` with their assets from this server.
 
     ``app`` must be built with ``docs_url=None, redoc_url=None`` (FastAPI's pages would
-    answer first and load the CDN's assets)."""
+    answer first and load the CDN's assets).  Plain Starlette routes, as FastAPI's own
+    pages are: they are no operation of the API."""
     openapi_url = app.openapi_url or "/openapi.json"
 
-    @app.get(SWAGGER_PATH, include_in_schema=False)
-    def swagger_ui() -> HTMLResponse:
+    async def swagger_ui(request: Request) -> Response:
         return _page(_SWAGGER_PAGE, SWAGGER_TITLE, openapi_url, SWAGGER_POLICY)
 
-    @app.get(REDOC_PATH, include_in_schema=False)
-    def redoc() -> HTMLResponse:
+    async def redoc(request: Request) -> Response:
         return _page(_REDOC_PAGE, REDOC_TITLE, openapi_url, REDOC_POLICY)
 
-    # Before the mount: a route of the same path as a file would otherwise be shadowed.
-    @app.get(f"{ASSETS}/swagger-init.js", include_in_schema=False)
-    def swagger_init() -> Response:
+    async def swagger_init(request: Request) -> Response:
         return Response(
-            SWAGGER_INIT,
-            media_type="text/javascript",
-            headers={"cache-control": "no-cache"},
+            SWAGGER_INIT, media_type="text/javascript", headers={"cache-control": "no-cache"}
         )
 
+    app.add_route(SWAGGER_PATH, swagger_ui, include_in_schema=False)
+    app.add_route(REDOC_PATH, redoc, include_in_schema=False)
+    # Before the mount, which would otherwise answer this path with a 404.
+    app.add_route(f"{ASSETS}/swagger-init.js", swagger_init, include_in_schema=False)
     app.mount(ASSETS, _Assets(directory=ASSETS_DIR), name="docs-assets")

@@ -65,6 +65,15 @@ def test_every_asset_of_the_docs_is_served_here(api: str, path: str, policy: str
             assert len(asset.content) > 0
 
 
+def test_the_pages_speak_the_readers_language(api: str) -> None:
+    chinese = httpx.get(f"{api}/docs", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert '<html lang="zh-CN">' in chinese.text
+    assert "<title>Veil API 参考" in chinese.text
+    english = httpx.get(f"{api}/redoc", headers={"Accept-Language": "en"})
+    assert '<html lang="en">' in english.text
+    assert "<title>Veil API reference (ReDoc)</title>" in english.text
+
+
 def test_the_openapi_document_names_no_docs_route(api: str) -> None:
     """The pages are not operations of the API."""
     paths = httpx.get(f"{api}/openapi.json").json()["paths"]
