@@ -85,7 +85,9 @@ def print_logins(url: str, logins: list[Login], console: Console) -> None:
     say(translate(Msg("API: {url} (reference: {url}/docs)", url=url)))
     say(_("Log in with one of these tokens:"))
     for login in logins:
-        say(f"  {translate(ROLE_LABELS[login.role])} ({login.name}): {login.token}")
+        role = Msg(ROLE_LABELS[login.role])  # translated as a parameter
+        line = Msg("{role} ({name}): {token}", role=role, name=login.name, token=login.token)
+        say("  " + translate(line))
     say(
         translate(
             Msg(
