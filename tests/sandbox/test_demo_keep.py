@@ -22,7 +22,7 @@ import pytest
 
 from keys import LocalKeyServer
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration  # the whole demo: about 30 s on an idle machine
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = re.compile(r"^console: (https?://127\.0\.0\.1:\d+)/console$")
