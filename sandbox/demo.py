@@ -27,6 +27,7 @@ from sandbox.client import ApiError, VeilClient
 from sandbox.core import bootstrap_operator, open_veil
 from sandbox.datadir import prepare_data_dir
 from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
+from sandbox.demo_keep import prepare_exploration, print_logins, wait_for_stop
 from sandbox.demo_oversight import run_oversight
 from sandbox.settings import Settings
 
@@ -61,7 +62,9 @@ def _fresh_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"data_dir": home, "vault_addr": None, "database_url": None})
 
 
-def run_demo(settings: Settings, console: Console) -> None:
+def run_demo(settings: Settings, console: Console, keep: bool = False) -> None:
+    """Play the demo; with ``keep``, leave its instance running until Ctrl-C (SIGINT) or
+    SIGTERM, printing the console's address and a token per role (``sandbox.demo_keep``)."""
     settings = _fresh_settings(settings)
     console.rule("[bold]Veil demo[/bold]: data usable, not visible")
     console.print(f"state under {settings.data_dir} (embedded OpenBao, SQLite, in-process worker)")
@@ -70,6 +73,10 @@ def run_demo(settings: Settings, console: Console) -> None:
         assert operator_token is not None
         console.print(f"API on {url}; operator token issued once by `veil init`'s bootstrap\n")
         run_scenario(url, operator_token, settings.data_dir, console)
+        if keep:
+            logins = prepare_exploration(url, operator_token, GRANTED_COLUMNS, PURPOSE)
+            print_logins(url, logins, console)
+            wait_for_stop()
     console.print("\n[green]Demo finished[/green]; the API, worker and key server were stopped.")
 
 

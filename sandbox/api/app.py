@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from sandbox import console
 from sandbox.api import (
+    docs_offline,
     errors,
     routes_attention,
     routes_audit,
@@ -91,9 +92,12 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        docs_url=None,  # docs_offline serves /docs and /redoc with their assets, no CDN
+        redoc_url=None,
         description="Data usable, not visible: private analytics on enterprise data.",
     )
     errors.install(app, console.PAGES)
+    docs_offline.install(app)
     for module in (
         routes_principals,
         routes_tokens,

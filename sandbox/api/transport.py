@@ -16,7 +16,8 @@ _COMMON: Final = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", 
 _NO_STORE: Final = (b"cache-control", b"no-store")
 _NOTHING_LOADS: Final = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 _API: Final = [*_COMMON, _NO_STORE, (b"referrer-policy", b"no-referrer"), _NOTHING_LOADS]
-#: The interactive docs load Swagger UI / ReDoc from their CDN: only framing is refused.
+#: The API reference pages set their own policy (``sandbox.api.docs_offline``), which is
+#: kept; this applies where they do not (an error answered before the route).
 _DOCS: Final = [
     *_COMMON,
     _NO_STORE,

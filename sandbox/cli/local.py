@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from i18n import N_
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
 from sandbox.cli.app import app, keys_app, models_app
 from sandbox.cli.output import Output, console, err_console
@@ -58,11 +59,22 @@ def init(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help=N_(
+                "Afterwards leave the instance running (Ctrl-C stops it) and print the "
+                "console's address and a token per role, to explore it."
+            ),
+        ),
+    ] = False,
+) -> None:
     """Run the main path end to end on the embedded defaults."""
     from sandbox.demo import run_demo
 
-    run_demo(Settings(), console)
+    run_demo(Settings(), console, keep=keep)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
+from sandbox.api.docs_offline import SWAGGER_POLICY
 from sandbox.api.thread import ApiThread
 from sandbox.api.transport import TlsConfigError, tls_options
 from sandbox.cli import app as cli
@@ -103,7 +104,8 @@ def test_the_console_keeps_its_own_policy(world: World) -> None:
     assert asset.headers["x-content-type-options"] == "nosniff"
     assert "no-store" not in asset.headers.get("cache-control", "")  # still cacheable
     docs = httpx.get(world.url + "/docs")
-    assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"  # CDN assets
+    # Its own policy: scripts from this server only (sandbox/api/docs_offline.py).
+    assert docs.headers["content-security-policy"] == SWAGGER_POLICY
 
 
 def test_even_an_unexpected_error_carries_them(veil: Veil) -> None:
