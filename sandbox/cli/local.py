@@ -13,6 +13,7 @@ import typer
 
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
 from sandbox.cli.app import app, keys_app, models_app
+from sandbox.cli.errors import read_json
 from sandbox.cli.output import Output, console, err_console
 from sandbox.datadir import prepare_data_dir
 from sandbox.keyserver import key_service
@@ -173,7 +174,7 @@ def keys_policy(
 
 @keys_app.command("rotate")
 def keys_rotate(
-    enterprise: Annotated[str, typer.Argument(help="The enterprise's id (pr_...).")],
+    enterprise: Annotated[str, typer.Argument(help="The enterprise's id (ent_...).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Rotate an enterprise's key and rewrap its stored data keys (audited `key.rotated`)."""
@@ -215,13 +216,11 @@ def models_predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Load a downloaded model (safetensors + card) and predict on a CSV, e.g. mock data."""
-    import json
-
     import polars as pl
 
     from analytics.training import load_model, predict
 
-    card = json.loads((model_dir / "model-card.json").read_text())
+    card = read_json(model_dir / "model-card.json")
     model = load_model((model_dir / "model.safetensors").read_bytes(), card)
     frame = pl.read_csv(data)
     predictions = predict(model, card, frame)

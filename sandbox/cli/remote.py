@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+from i18n import Msg
+from i18n.catalog import current
 from sandbox.cli.app import (
     audit_app,
     code_app,
@@ -20,6 +22,7 @@ from sandbox.cli.app import (
     officers_app,
     providers_app,
 )
+from sandbox.cli.errors import CliError, read_json
 from sandbox.cli.output import Output, console
 from sandbox.client import VeilClient
 
@@ -30,7 +33,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def connect(url: str, token: str) -> VeilClient:
-    return VeilClient(url, token)
+    """A client that asks for answers (error messages) in the CLI's language."""
+    return VeilClient(url, token, language=current())
 
 
 PRINCIPAL_COLUMNS = ["id", "name", "slug", "status", "created_at"]
@@ -52,6 +56,7 @@ def enterprises_create(
 
 @enterprises_app.command("list")
 def enterprises_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """List the enterprises (operator)."""
     with connect(url, token) as c:
         Output(as_json).table("enterprises", c.list_enterprises(), PRINCIPAL_COLUMNS)
 
@@ -60,12 +65,14 @@ def enterprises_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = Fa
 def providers_create(
     name: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
+    """Create a provider (a digital-transformation service provider)."""
     with connect(url, token) as c:
         Output(as_json).record("provider created", c.create_provider(name))
 
 
 @providers_app.command("list")
 def providers_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """List the providers (operator)."""
     with connect(url, token) as c:
         Output(as_json).table("providers", c.list_providers(), PRINCIPAL_COLUMNS)
 
@@ -94,7 +101,16 @@ def datasets_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Declare a dataset from a JSON file (see docs/datasets.md)."""
-    spec = json.loads(declaration.read_text())
+    spec = read_json(declaration)
+    if not isinstance(spec, dict) or not {"name", "columns"} <= spec.keys():
+        raise CliError(
+            Msg(
+                'the declaration {path} needs a JSON object with "name" and "columns" '
+                "(see docs/datasets.md)",
+                path=str(declaration),
+            ),
+            code="invalid_declaration",
+        )
     with connect(url, token) as c:
         ds = c.create_dataset(spec["name"], spec["columns"], spec.get("privacy_unit"))
     out = Output(as_json)
@@ -156,10 +172,10 @@ def datasets_catalog(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = Fa
 @datasets_app.command("mock")
 def datasets_mock(
     dataset_id: str,
-    output: Annotated[Path, typer.Option("--output", "-o")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write the rows to")],
     token: Token,
-    rows: int = 1000,
-    seed: int = 0,
+    rows: Annotated[int, typer.Option(help="How many mock rows")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same rows")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     url: Url = DEFAULT_URL,
 ) -> None:
@@ -171,6 +187,7 @@ def datasets_mock(
 
 @datasets_app.command("list")
 def datasets_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Your datasets (enterprise), or those granted to you (provider), with their version."""
     with connect(url, token) as c:
         rows = c.list_datasets()
     flat = [
@@ -189,6 +206,7 @@ def datasets_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 def datasets_show(
     dataset_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
+    """A dataset's declaration: its columns, types, classes and bounds."""
     with connect(url, token) as c:
         ds = c.get_dataset(dataset_id)
     out = Output(as_json)
@@ -239,6 +257,7 @@ def grants_create(
 
 @grants_app.command("list")
 def grants_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Your grants (enterprise: given; provider: received), with their remaining budget."""
     with connect(url, token) as c:
         rows = c.list_grants()
     Output(as_json).table("grants", [_grant_row(g) for g in rows], GRANT_COLUMNS, raw=rows)
@@ -248,6 +267,7 @@ def grants_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) 
 def grants_show(
     grant_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
+    """A grant: datasets, columns, tiers, purposes, validity and budget."""
     with connect(url, token) as c:
         grant = c.get_grant(grant_id)
     Output(as_json).record(f"grant {grant_id}", grant)
@@ -307,7 +327,7 @@ def _query(
     query_file: Path | None,
 ) -> dict[str, Any]:
     if query_file is not None:
-        document: dict[str, Any] = json.loads(query_file.read_text())
+        document: dict[str, Any] = read_json(query_file)
         return document
     aggregates: list[dict[str, Any]] = [{"kind": "count"}] if count else []
     aggregates += [{"kind": "sum", "column": c} for c in total or []]
@@ -501,6 +521,7 @@ def _print_table_result(result: dict[str, Any], out: Output) -> None:
 
 @jobs_app.command("list")
 def jobs_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Your jobs (provider), or the jobs on your data (enterprise)."""
     with connect(url, token) as c:
         Output(as_json).table(
             "jobs",
@@ -511,6 +532,7 @@ def jobs_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) ->
 
 @jobs_app.command("show")
 def jobs_show(job_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """A job's status, tier, purpose and cost."""
     with connect(url, token) as c:
         Output(as_json).record(f"job {job_id}", c.get_job(job_id))
 
@@ -555,7 +577,7 @@ def audit_events(
     action: Annotated[str | None, typer.Option(help="e.g. job.released, or job.* ")] = None,
     outcome: Annotated[str | None, typer.Option(help="ok, denied or failed")] = None,
     resource: Annotated[str | None, typer.Option(help="e.g. job:job_12ab, or dataset:*")] = None,
-    limit: int = 50,
+    limit: Annotated[int, typer.Option(help="At most this many events")] = 50,
     before_seq: Annotated[int | None, typer.Option(help="Page on: events before this")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -651,7 +673,7 @@ def jobs_train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model with DP-SGD (tier 4), showing progress; or --preview its cost first."""
-    document = json.loads(spec.read_text())
+    document = read_json(spec)
     out = Output(as_json)
     with connect(url, token) as c:
         if preview:
