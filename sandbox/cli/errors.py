@@ -154,7 +154,8 @@ def _api(exc: ApiError) -> Failure:
     extra |= {"reasons": exc.reasons} if exc.reasons else {}
     extra |= {"problems": exc.problems} if exc.problems else {}
     extra |= {"job_id": exc.job_id} if exc.job_id else {}
-    headline = translate(Msg("{message} (HTTP {status})", message=lines[0], status=exc.status))
+    first = lines[0].rstrip(":：") if lines else ""  # "2 problems:" heads the lines below
+    headline = translate(Msg("{message} (HTTP {status})", message=first, status=exc.status))
     return Failure(code, headline, ERROR, details, extra)
 
 

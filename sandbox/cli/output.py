@@ -13,6 +13,8 @@ console = Console()
 #: Errors and warnings are not wrapped by Rich (the terminal wraps them): a path or a
 #: command in them stays whole, to copy.
 err_console = Console(stderr=True, soft_wrap=True)
+#: Where progress goes under --json: nowhere (a disabled Rich progress still ends a line).
+silent_console = Console(quiet=True)
 
 
 class Output:

@@ -23,7 +23,7 @@ from sandbox.cli.app import (
     providers_app,
 )
 from sandbox.cli.errors import CliError, read_json
-from sandbox.cli.output import Output, console
+from sandbox.cli.output import Output, console, silent_console
 from sandbox.client import VeilClient
 
 Url = Annotated[str, typer.Option("--url", envvar="VEIL_URL", help="Veil server URL.")]
@@ -128,6 +128,7 @@ def datasets_upload(
     dataset_id: str, file: Path, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
     """Upload a CSV or Parquet file as the dataset's next version (shows progress)."""
+    size = file.stat().st_size  # a missing file is told before the progress bar starts
     with (
         connect(url, token) as c,
         Progress(
@@ -135,10 +136,10 @@ def datasets_upload(
             BarColumn(),
             DownloadColumn(),
             disable=as_json,
-            console=console,
+            console=silent_console if as_json else console,
         ) as bar,
     ):
-        task = bar.add_task("upload", total=file.stat().st_size)
+        task = bar.add_task("upload", total=size)
         version = c.upload_file(
             dataset_id, file, progress=lambda done, total: bar.update(task, completed=done)
         )
