@@ -154,7 +154,8 @@ def _api(exc: ApiError) -> Failure:
     extra |= {"reasons": exc.reasons} if exc.reasons else {}
     extra |= {"problems": exc.problems} if exc.problems else {}
     extra |= {"job_id": exc.job_id} if exc.job_id else {}
-    first = lines[0].rstrip(":：") if lines else ""  # "2 problems:" heads the lines below
+    # "2 problems:" heads the lines below (in Chinese, with a full-width colon).
+    first = lines[0].rstrip(":\uff1a") if lines else ""
     headline = translate(Msg("{message} (HTTP {status})", message=first, status=exc.status))
     return Failure(code, headline, ERROR, details, extra)
 

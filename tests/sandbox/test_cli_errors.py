@@ -82,7 +82,8 @@ def test_server_not_running_in_chinese(nowhere: str) -> None:
         result = cli("datasets", "list", "--token", "t", "--url", nowhere, **how)
         assert result.returncode == 1
         line = one_error_line(result)
-        assert line.startswith("错误：无法连接") and nowhere in line and "veil serve" in line
+        assert line.startswith("错误：无法连接") and nowhere in line  # noqa: RUF001
+        assert "veil serve" in line
     # --lang wins over the environment, before or after the subcommand.
     english = cli("datasets", "list", "--lang", "en", "--url", nowhere, "--token", "t",
                    lang="zh_CN.UTF-8")  # fmt: skip
@@ -104,7 +105,8 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     assert one_error_line(result) == f"error: no such file: {missing}: check the path"
     upload = cli("datasets", "upload", "ds_x", str(tmp_path / "nope.csv"), "--token", "t",
                   lang="zh_CN.UTF-8")  # fmt: skip
-    assert one_error_line(upload) == f"错误：文件不存在：{tmp_path / 'nope.csv'}：请检查路径"
+    said = one_error_line(upload)
+    assert said == f"错误：文件不存在：{tmp_path / 'nope.csv'}：请检查路径"  # noqa: RUF001
 
 
 def test_invalid_json_names_the_place_not_the_contents(tmp_path: Path) -> None:
@@ -159,7 +161,7 @@ def test_help_follows_the_locale() -> None:
     assert "用法" in zh.stdout and "数据集" in zh.stdout and "显示此帮助信息并退出" in zh.stdout
     assert "Show this message" not in zh.stdout
     sub = cli("--lang", "zh-CN", "jobs", "submit", "-h")
-    assert "选项" in sub.stdout and "用途（必须已获授权）" in sub.stdout
+    assert "选项" in sub.stdout and "用途（必须已获授权）" in sub.stdout  # noqa: RUF001
     assert "Usage" not in cli("-h", VEIL_LANG="zh-CN").stdout
     assert "Usage: veil" in cli("-h", lang="zh_CN.UTF-8", VEIL_LANG="en").stdout
 

@@ -47,7 +47,7 @@ def test_every_command_and_option_has_help(lang: str) -> None:
     missing = [where for where, text in shown if not (text or "").strip()]
     assert not missing, f"no help text on: {', '.join(missing)}"
     if lang == "zh-CN":
-        untranslated = [(where, english[where]) for where, text in shown if not CJK.search(text or "")]
+        untranslated = [(w, english[w]) for w, text in shown if not CJK.search(text or "")]
         stubs = "\n".join(f'# {where}\nmsgid "{text}"\nmsgstr ""\n' for where, text in untranslated)
         assert not untranslated, f"help without a Chinese translation (add to a .po):\n{stubs}"
 
@@ -55,7 +55,7 @@ def test_every_command_and_option_has_help(lang: str) -> None:
 @pytest.mark.usefixtures("in_language")
 def test_click_and_typer_speak_the_chosen_language(capsys: pytest.CaptureFixture[str]) -> None:
     for lang, words in [
-        ("zh-CN", ["用法", "选项", "显示此帮助信息并退出", "（必填）"]),
+        ("zh-CN", ["用法", "选项", "显示此帮助信息并退出", "（必填）"]),  # noqa: RUF001
         ("en", ["Usage:", "Options", "Show this message and exit.", "[required]"]),
     ]:
         language.set_language(lang)
