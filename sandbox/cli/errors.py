@@ -28,7 +28,7 @@ import httpx
 from pydantic import ValidationError
 from rich.text import Text
 
-from i18n import Msg
+from i18n import N_, Msg
 from i18n.catalog import translate
 from keys import KeysError, KeyServerUnavailable
 from policies.errors import VeilError
@@ -155,24 +155,24 @@ def _api(exc: ApiError) -> Failure:
     extra |= {"problems": exc.problems} if exc.problems else {}
     extra |= {"job_id": exc.job_id} if exc.job_id else {}
     # "2 problems:" heads the lines below (in Chinese, with a full-width colon).
-    first = lines[0].rstrip(":\uff1a") if lines else ""
-    headline = translate(Msg("{message} (HTTP {status})", message=first, status=exc.status))
+    headline = lines[0].rstrip(":\uff1a") if lines else ""
     return Failure(code, headline, ERROR, details, extra)
 
 
 def _problem(problem: dict[str, Any]) -> str:
     """``column 'temp', row 2: expected a number``, without an empty place."""
-    where = (
-        [translate(Msg("column '{column}'", column=problem["column"]))]
-        if problem.get("column")
-        else []
-    )
+    where = []
+    if problem.get("column"):
+        where.append(translate(Msg("column '{column}'", column=problem["column"])))
     if problem.get("row") is not None:
         where.append(translate(Msg("row {row}", row=problem["row"])))
     if problem.get("location"):
         where.append(str(problem["location"]))
-    expected = translate(Msg("expected {what}", what=problem.get("expected") or "?"))
-    return f"{', '.join(where)}: {expected}" if where else expected
+    what = translate(str(problem.get("expected") or "?"))  # the server's words, if known
+    if not where:
+        return translate(Msg("expected {what}", what=what))
+    place = translate(N_(", ")).join(where)
+    return translate(Msg("{where}: expected {what}", where=place, what=what))
 
 
 def _transport(exc: httpx.TransportError) -> Failure:
@@ -234,7 +234,8 @@ def report(failure: Failure, as_json: bool) -> None:
         sys.stderr.write(json.dumps({"error": body}, ensure_ascii=False) + "\n")
         return
     # Text, not markup: a message may hold brackets (an [Errno], a list) that are not styles.
-    prefix = translate(Msg("error:"))
+    status = failure.extra.get("status")  # an API error: its HTTP status, as "error (404):"
+    prefix = translate(Msg("error ({status}):", status=status) if status else Msg("error:"))
     line = spaced(prefix, failure.message)
     err_console.print(Text.assemble((prefix, "red"), line[len(prefix) :]))
     for line in failure.details:

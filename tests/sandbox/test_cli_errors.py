@@ -189,7 +189,7 @@ def test_api_errors_carry_the_api_code_once(tmp_path: Path, veil: Veil, api: str
     # The same in words: one line, the status in it.
     said = one_error_line(cli("datasets", "show", "ds_nothere", "--token", provider_token,
                                "--url", api))  # fmt: skip
-    assert said.startswith("error: ") and "ds_nothere" in said and "(HTTP 404)" in said
+    assert said.startswith("error (404): ") and "ds_nothere" in said
 
     # An upload's problems: each printed once, none with an empty place.
     with VeilClient(api, enterprise_token) as acme:
@@ -200,7 +200,7 @@ def test_api_errors_carry_the_api_code_once(tmp_path: Path, veil: Veil, api: str
                   "--url", api)  # fmt: skip
     assert upload.returncode == 1 and "Traceback" not in upload.stderr
     lines = [line.strip() for line in upload.stderr.splitlines() if line.strip()]
-    assert lines[0].startswith("error: ") and "(HTTP 422)" in lines[0]
+    assert lines[0].startswith("error (422): ")
     assert len(lines) > 1 and len(set(lines)) == len(lines), upload.stderr
     assert not any(line.startswith("- :") for line in lines), upload.stderr
     as_json = json_error(cli("datasets", "upload", dataset["id"], str(bad), "--token",
