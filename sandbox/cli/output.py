@@ -59,8 +59,9 @@ class Output:
         console.print(table)
 
     def say(self, text: str) -> None:
+        """A sentence for people (none under --json), in the reader's language."""
         if not self.as_json:
-            console.print(text, highlight=False)
+            console.print(translate(text), highlight=False)
 
 
 def _cell(value: Any) -> str:

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-from i18n import Msg
-from i18n.catalog import current
+from i18n import N_, Msg
+from i18n.catalog import current, translate
 from sandbox.cli.app import (
     audit_app,
     code_app,
@@ -143,7 +143,8 @@ def datasets_upload(
         version = c.upload_file(
             dataset_id, file, progress=lambda done, total: bar.update(task, completed=done)
         )
-    Output(as_json).record(f"stored encrypted as version {version['version']}", version)
+    title = Msg("stored encrypted as version {version}", version=version["version"])
+    Output(as_json).record(title, version)
 
 
 @datasets_app.command("catalog")
@@ -183,7 +184,10 @@ def datasets_mock(
     """Tier 1: download mock rows generated from the declaration only (free)."""
     with connect(url, token) as c:
         output.write_bytes(c.mock(dataset_id, rows=rows, seed=seed, fmt=fmt))
-    console.print(f"{rows} mock rows (seed {seed}) written to {output}")
+    written = Msg(
+        "{rows} mock rows (seed {seed}) written to {path}", rows=rows, seed=seed, path=str(output)
+    )
+    console.print(translate(written))
 
 
 @datasets_app.command("list")
@@ -375,10 +379,8 @@ def jobs_submit(
         if not wait:
             Output(as_json).record("job queued", job)
             return
-        with console.status(f"job {job['id']}: queued", spinner="dots") as status:
-            final = c.wait_for_job(
-                job["id"], on_status=lambda j: status.update(f"job {j['id']}: {j['status']}")
-            )
+        with console.status(_job_status(job), spinner="dots") as status:
+            final = c.wait_for_job(job["id"], on_status=lambda j: status.update(_job_status(j)))
         if final["status"] != "released":
             Output(as_json).record(f"job {final['status']}", final)
             raise typer.Exit(1)
@@ -412,18 +414,27 @@ def jobs_preview(
         out.data(answer)
         return
     if not answer["allowed"]:
-        out.say("[red]this query would be denied:[/red] " + "; ".join(answer["reasons"]))
+        out.say(
+            Msg(
+                "[red]this query would be denied:[/red] {reasons}",
+                reasons="; ".join(answer["reasons"]),
+            )
+        )
         raise typer.Exit(1)
     if answer.get("table") is not None:
         _print_table_preview(answer["table"], out)
         return
     out.table(
-        f"preview: epsilon {answer['epsilon']:g}, delta {answer['delta']:g} (nothing spent)",
+        Msg(
+            "preview: epsilon {epsilon}, delta {delta} (nothing spent)",
+            epsilon=f"{answer['epsilon']:g}",
+            delta=f"{answer['delta']:g}",
+        ),
         answer["aggregates"],
         ["aggregate", "noise_scale", "ci95_half_width", "note"],
     )
     for note in answer.get("notes") or []:
-        out.say(f"note: {note}")
+        out.say(Msg("note: {note}", note=note))
 
 
 def print_result(result: dict[str, Any], out: Output) -> None:
@@ -476,12 +487,23 @@ def print_result(result: dict[str, Any], out: Output) -> None:
                 }
             )
     out.table(
-        f"result of {result['job_id']} (epsilon {result['epsilon']:g}, {result['mechanism']})",
+        Msg(
+            "result of {job} (epsilon {epsilon}, {mechanism})",
+            job=result["job_id"],
+            epsilon=f"{result['epsilon']:g}",
+            mechanism=result["mechanism"],
+        ),
         rows,
         ["group", "statistic", "value", "95% interval", "noise scale"],
     )
     budget = result["remaining_budget"]
-    out.say(f"remaining budget: epsilon {budget['epsilon_remaining']:g} of {budget['epsilon']:g}")
+    out.say(
+        Msg(
+            "remaining budget: epsilon {left} of {total}",
+            left=f"{budget['epsilon_remaining']:g}",
+            total=f"{budget['epsilon']:g}",
+        )
+    )
 
 
 def _group(group: dict[str, str] | None) -> str:
@@ -603,7 +625,7 @@ def audit_events(
         ["seq", "at", "actor_role", "actor_id", "tenant_id", "action", "outcome", "resource"],
     )
     if len(events) == limit:
-        out.say(f"more: --before-seq {events[-1]['seq']}")
+        out.say(Msg("more: --before-seq {seq}", seq=events[-1]["seq"]))
 
 
 @audit_app.command("export")
@@ -650,7 +672,7 @@ def audit_public_key(
     """Write every version of the audit signing key's public half, to verify offline."""
     with connect(url, token) as c:
         output.write_text(c.audit_public_key())
-    console.print(f"public key written to {output}", highlight=False)
+    console.print(translate(Msg("public key written to {path}", path=str(output))), highlight=False)
 
 
 @audit_app.command("checkpoint")
@@ -658,7 +680,8 @@ def audit_checkpoint(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = Fa
     """Sign the audit chain's head now."""
     with connect(url, token) as c:
         cp = c.checkpoint()
-    Output(as_json).record("checkpoint signed", cp or {"note": "the audit log is empty"})
+    empty = {"note": translate(N_("the audit log is empty"))}
+    Output(as_json).record("checkpoint signed", cp or empty)
 
 
 @jobs_app.command("train")
@@ -698,6 +721,11 @@ def jobs_train(
         print_result(c.get_result(job["id"]), out)
 
 
+def _job_status(job: dict[str, Any]) -> str:
+    """``job job_…: running``, for the spinner."""
+    return translate(Msg("job {id}: {status}", id=job["id"], status=job["status"]))
+
+
 def _training_status(job: dict[str, Any]) -> str:
     progress = job.get("progress") or {}
     if job["status"] == "running" and progress:
@@ -728,7 +756,15 @@ def jobs_model(
     output.mkdir(parents=True, exist_ok=True)
     (output / "model.safetensors").write_bytes(weights)
     (output / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
-    console.print(f"model and card written to {output} ({len(weights):,} bytes of weights)")
+    console.print(
+        translate(
+            Msg(
+                "model and card written to {path} ({size} bytes of weights)",
+                path=str(output),
+                size=f"{len(weights):,}",
+            )
+        )
+    )
 
 
 # -- tier 5: reviewed code -------------------------------------------------------------------
