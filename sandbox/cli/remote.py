@@ -340,8 +340,12 @@ def _query(
     aggregates += [{"kind": "median", "column": c} for c in median or []]
     if not aggregates:
         raise typer.BadParameter(
-            "ask for at least one of --count, --sum COL, --mean COL, --median COL, "
-            "or give --query FILE (see docs/query-examples.md)"
+            translate(
+                Msg(
+                    "ask for at least one of --count, --sum COL, --mean COL, --median COL, "
+                    "or give --query FILE (see docs/query-examples.md)"
+                )
+            )
         )
     return {"aggregates": aggregates, "group_by": group_by or []}
 
@@ -578,7 +582,13 @@ def parse_time(text: str | None, option: str) -> datetime | None:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(
-            f"{text!r} is not an ISO 8601 time; write e.g. 2026-11-01 or 2026-11-01T08:00:00Z",
+            translate(
+                Msg(
+                    "'{text}' is not an ISO 8601 time; write e.g. 2026-11-01 or "
+                    "2026-11-01T08:00:00Z",
+                    text=text,
+                )
+            ),
             param_hint=option,
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
