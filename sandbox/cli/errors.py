@@ -125,10 +125,10 @@ def describe(exc: BaseException) -> Failure | None:
         return Failure(code, translate(str(exc)))
     if isinstance(exc, ValidationError):
         return _settings(exc)
+    if isinstance(exc, TimeoutError | ConnectionError):  # before OSError, their base
+        return Failure("timeout" if isinstance(exc, TimeoutError) else "connection", str(exc))
     if isinstance(exc, OSError):
         return _os(exc)
-    if isinstance(exc, TimeoutError | ConnectionError):
-        return Failure("timeout" if isinstance(exc, TimeoutError) else "connection", str(exc))
     return None
 
 

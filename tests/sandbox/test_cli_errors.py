@@ -232,4 +232,6 @@ def test_os_errors_name_the_file_and_what_to_do() -> None:
     assert "/srv/veil/veil.db" in denied.message and "veil init" in denied.message
     full = describe(OSError(28, "No space left on device", "/srv/veil/x"))
     assert full is not None and full.code == "os_error" and "No space left" in full.message
+    slow = describe(TimeoutError("job job_1 still running after 300 s"))
+    assert slow is not None and slow.code == "timeout" and "job_1" in slow.message
     assert describe(RuntimeError("a bug")) is None
