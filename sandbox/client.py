@@ -30,15 +30,29 @@ def _document(aggregates: list[dict[str, Any]], group_by: str | list[str] | None
 
 
 class ApiError(Exception):
-    """An error answer from the API."""
+    """An error answer from the API: its status, stable ``code`` (when the server sends
+    one) and ``message`` in the language asked for (else its ``detail``)."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         self.status = status
         self.detail = str(body.get("detail", "error"))
+        self.code: str | None = body.get("code") if isinstance(body.get("code"), str) else None
+        message = body.get("message")
+        self.message = message if isinstance(message, str) and message else self.detail
         self.reasons: list[str] = list(body.get("reasons") or [])
         self.problems: list[dict[str, Any]] = list(body.get("problems") or [])
         self.job_id: str | None = body.get("job_id")
         super().__init__(f"{status}: {self.detail}")
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        """The error a response carries; a body that is not a JSON object (a proxy's page)
+        becomes its first 200 characters."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text[:200] or response.reason_phrase}
+        return cls(response.status_code, body if isinstance(body, dict) else {})
 
 
 class VeilClient:
@@ -51,8 +65,13 @@ class VeilClient:
         *,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        language: str | None = None,
     ) -> None:
+        """``language`` (a BCP 47 tag, e.g. ``zh-CN``) is sent as ``Accept-Language``: the
+        server's error messages come back in it."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if language:
+            headers["Accept-Language"] = language
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
         )
@@ -69,18 +88,14 @@ class VeilClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"detail": response.text[:200] or response.reason_phrase}
-            raise ApiError(response.status_code, body if isinstance(body, dict) else {})
+            raise ApiError.from_response(response)
         return response.json() if response.content else None
 
     def _download(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         """A binary body (mock data, model weights); errors are JSON like everywhere else."""
         response = self._http.get(path, params=params)
         if response.status_code >= 400:
-            raise ApiError(response.status_code, response.json())
+            raise ApiError.from_response(response)
         return response.content
 
     # -- everyone -----------------------------------------------------------------------
@@ -480,7 +495,7 @@ class VeilClient:
         with self._http.stream("GET", "/v1/audit/export", params=params) as response:
             if response.status_code >= 400:
                 response.read()
-                raise ApiError(response.status_code, response.json())
+                raise ApiError.from_response(response)
             for chunk in response.iter_bytes():
                 out.write(chunk)
                 written += len(chunk)

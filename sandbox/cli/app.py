@@ -2,11 +2,61 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
 import typer
 
+from i18n.catalog import normalize, set_language
+
 app = typer.Typer(
-    help="Veil: data usable, not visible.", no_args_is_help=True, pretty_exceptions_enable=False
+    help="Veil: data usable, not visible.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    # -h everywhere: subcommands' contexts inherit the help option's names.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _show_version(shown: bool) -> None:
+    if shown:
+        try:
+            number = version("veil")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown"
+        typer.echo(f"veil {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_show_version,
+            help="Print Veil's version and exit.",
+        ),
+    ] = False,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            metavar="LANG",
+            show_default=False,
+            help="Language of messages and help: en or zh-CN (default: VEIL_LANG, then "
+            "LANG); also accepted after a subcommand.",
+        ),
+    ] = None,
+) -> None:
+    # `veil` (sandbox.cli.main) takes --lang out of the arguments before Click parses them,
+    # to show help in that language; here for the help, and for Typer's test runner.
+    if lang is not None:
+        set_language(normalize(lang) or "en")
+
+
 keys_app = typer.Typer(
     help="The key server: start, stop, status, policy, public key.", no_args_is_help=True
 )

@@ -28,6 +28,8 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from i18n import Msg
+from i18n.catalog import translate
 from keys import KeyService, LocalKeyServer, SigningPublicKey
 from keys.signing import public_keys_from_pem
 from policies.audit_export import verify_export
@@ -88,7 +90,8 @@ def audit_verify(
     except _NothingVerified as nothing:
         if out.as_json:
             out.data({"ok": False, "verified": False, "problem": str(nothing)})
-        err_console.print(f"[red]nothing verified[/red]: {nothing}", highlight=False)
+        said = translate(Msg("[red]nothing verified[/red]: {why}", why=str(nothing)))
+        err_console.print(said, highlight=False)
         raise typer.Exit(NOTHING_VERIFIED) from None
 
 
@@ -178,7 +181,12 @@ def _verify_local(public_key: Path | None, out: Output) -> None:
         report.first_bad_seq,
         report.problem,
         {"events": report.events, "checkpoints": report.checkpoints, "source": where},
-        f"{report.events} events, {report.checkpoints} signed checkpoints verified ({where})",
+        Msg(
+            "{events} events, {checkpoints} signed checkpoints verified ({where})",
+            events=report.events,
+            checkpoints=report.checkpoints,
+            where=where,
+        ),
     )
 
 
@@ -235,9 +243,16 @@ def _export_verdict(out: Output, report: Any, extra: dict[str, Any]) -> None:
             "scope": report.scope,
         }
         | extra,
-        f"events {report.from_seq}-{report.to_seq}: {report.events} events shown, "
-        f"{report.elided} elided, manifest and {report.checkpoints} checkpoints signed "
-        f"({extra['source']})",
+        Msg(
+            "events {first}-{last}: {events} events shown, {elided} elided, manifest and "
+            "{checkpoints} checkpoints signed ({source})",
+            first=report.from_seq,
+            last=report.to_seq,
+            events=report.events,
+            elided=report.elided,
+            checkpoints=report.checkpoints,
+            source=extra["source"],
+        ),
     )
 
 
@@ -253,10 +268,12 @@ def _verdict(
         verdict = {"ok": ok, "verified": True, "first_bad_seq": first_bad_seq, "problem": problem}
         out.data(verdict | counts)
     elif ok:
-        out.say(f"[green]audit chain intact[/green]: {summary}")
+        out.say(Msg("[green]audit chain intact[/green]: {summary}", summary=summary))
     else:
-        where = f" at event {first_bad_seq}" if first_bad_seq is not None else ""
-        console.print(f"[red]audit chain BROKEN[/red]{where}: {problem}", highlight=False)
+        where = Msg(" at event {seq}", seq=first_bad_seq) if first_bad_seq is not None else ""
+        broken = Msg("[red]audit chain BROKEN[/red]{where}: {problem}", where=where,
+                     problem=problem)  # fmt: skip
+        console.print(translate(broken), highlight=False)
     if not ok:
         raise typer.Exit(1)
 

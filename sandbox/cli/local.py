@@ -11,9 +11,11 @@ from typing import Annotated
 
 import typer
 
-from i18n import N_
+from i18n import N_, Msg
+from i18n.catalog import translate
 from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
 from sandbox.cli.app import app, keys_app, models_app
+from sandbox.cli.errors import read_json
 from sandbox.cli.output import Output, console, err_console
 from sandbox.datadir import prepare_data_dir
 from sandbox.keyserver import key_service
@@ -43,17 +45,29 @@ def init(
         if token is None and new_operator_token:
             issued = recover_operator_token(veil)
             token = issued.secret if issued is not None else None
-    console.print(f"data directory: {settings.data_dir}")
-    console.print(f"database: {settings.db_url} (migrated to the newest schema)")
+    console.print(translate(Msg("data directory: {path}", path=str(settings.data_dir))))
+    console.print(
+        translate(Msg("database: {url} (migrated to the newest schema)", url=settings.db_url))
+    )
     if token is None:
         console.print(
-            "an operator exists already; ask it for a token, or run `veil init "
-            "--new-operator-token` here if every operator token is lost (no new one printed)"
+            translate(
+                Msg(
+                    "an operator exists already; ask it for a token, or run `veil init "
+                    "--new-operator-token` here if every operator token is lost (no new one "
+                    "printed)"
+                )
+            )
         )
         return
     console.print(
-        f"operator token (shown once; Veil stores only its hash; it expires in "
-        f"{settings.token_ttl_days} days: rotate it before with `veil tokens rotate`):"
+        translate(
+            Msg(
+                "operator token (shown once; Veil stores only its hash; it expires in {days} "
+                "days: rotate it before with `veil tokens rotate`):",
+                days=settings.token_ttl_days,
+            )
+        )
     )
     sys.stdout.write(token + "\n")
 
@@ -148,7 +162,15 @@ def keys_start() -> None:
     server = LocalKeyServer(settings.keyserver_home)
     config = server.start()
     KeyService.connect(config)
-    console.print(f"embedded key server running at {config.addr} (pid {server.pid})")
+    console.print(
+        translate(
+            Msg(
+                "embedded key server running at {addr} (pid {pid})",
+                addr=config.addr,
+                pid=server.pid,
+            )
+        )
+    )
 
 
 @keys_app.command("stop")
@@ -157,7 +179,9 @@ def keys_stop() -> None:
     server = LocalKeyServer(Settings().keyserver_home)
     was_running = server.is_running()
     server.stop()
-    console.print("embedded key server stopped" if was_running else "it was not running")
+    console.print(
+        translate(Msg("embedded key server stopped") if was_running else Msg("it was not running"))
+    )
 
 
 @keys_app.command("status")
@@ -168,8 +192,14 @@ def keys_status() -> None:
         keys.check()
         where = "embedded" if settings.embedded_key_server else settings.vault_addr
         console.print(
-            f"key server ({where}): ready; tenancy {keys.tenancy}; "
-            f"signing key v{keys.signing_public_key().key_version}"
+            translate(
+                Msg(
+                    "key server ({where}): ready; tenancy {tenancy}; signing key v{version}",
+                    where=where,
+                    tenancy=str(keys.tenancy),
+                    version=keys.signing_public_key().key_version,
+                )
+            )
         )
 
 
@@ -185,7 +215,7 @@ def keys_policy(
 
 @keys_app.command("rotate")
 def keys_rotate(
-    enterprise: Annotated[str, typer.Argument(help="The enterprise's id (pr_...).")],
+    enterprise: Annotated[str, typer.Argument(help="The enterprise's id (ent_...).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Rotate an enterprise's key and rewrap its stored data keys (audited `key.rotated`)."""
@@ -216,7 +246,7 @@ def keys_public_key(
     """Export the public key that verifies Veil's signatures offline."""
     with key_service(Settings()) as keys:
         output.write_text(keys.signing_public_key().to_pem())
-    console.print(f"public key written to {output}")
+    console.print(translate(Msg("public key written to {path}", path=str(output))))
 
 
 @models_app.command("predict")
@@ -227,13 +257,11 @@ def models_predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Load a downloaded model (safetensors + card) and predict on a CSV, e.g. mock data."""
-    import json
-
     import polars as pl
 
     from analytics.training import load_model, predict
 
-    card = json.loads((model_dir / "model-card.json").read_text())
+    card = read_json(model_dir / "model-card.json")
     model = load_model((model_dir / "model.safetensors").read_bytes(), card)
     frame = pl.read_csv(data)
     predictions = predict(model, card, frame)

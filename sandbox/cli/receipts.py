@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from i18n import Msg
+from i18n.catalog import translate
 from keys import InvalidSignature
 from sandbox import receipts
 from sandbox.cli.app import receipts_app
@@ -106,7 +108,8 @@ def receipts_verify(
         )
         if as_json:
             out.data({"ok": False, "problem": problem})
-        err_console.print(f"[red]receipt NOT valid:[/red] {problem}", highlight=False)
+        said = translate(Msg("[red]receipt NOT valid:[/red] {problem}", problem=problem))
+        err_console.print(said, highlight=False)
         raise typer.Exit(1) from None
     if as_json:
         out.data({"ok": True, **_summary(receipt)})

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+from i18n import N_, Msg
+from i18n.catalog import current, translate
 from sandbox.cli.app import (
     audit_app,
     code_app,
@@ -20,7 +22,8 @@ from sandbox.cli.app import (
     officers_app,
     providers_app,
 )
-from sandbox.cli.output import Output, console
+from sandbox.cli.errors import CliError, read_json
+from sandbox.cli.output import Output, console, silent_console
 from sandbox.cli.plot import Plot, write_result_plot
 from sandbox.client import VeilClient
 
@@ -31,7 +34,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def connect(url: str, token: str) -> VeilClient:
-    return VeilClient(url, token)
+    """A client that asks for answers (error messages) in the CLI's language."""
+    return VeilClient(url, token, language=current())
 
 
 PRINCIPAL_COLUMNS = ["id", "name", "slug", "status", "created_at"]
@@ -53,6 +57,7 @@ def enterprises_create(
 
 @enterprises_app.command("list")
 def enterprises_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """List the enterprises (operator)."""
     with connect(url, token) as c:
         Output(as_json).table("enterprises", c.list_enterprises(), PRINCIPAL_COLUMNS)
 
@@ -61,12 +66,14 @@ def enterprises_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = Fa
 def providers_create(
     name: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
+    """Create a provider (a digital-transformation service provider)."""
     with connect(url, token) as c:
         Output(as_json).record("provider created", c.create_provider(name))
 
 
 @providers_app.command("list")
 def providers_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """List the providers (operator)."""
     with connect(url, token) as c:
         Output(as_json).table("providers", c.list_providers(), PRINCIPAL_COLUMNS)
 
@@ -95,7 +102,16 @@ def datasets_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Declare a dataset from a JSON file (see docs/datasets.md)."""
-    spec = json.loads(declaration.read_text())
+    spec = read_json(declaration)
+    if not isinstance(spec, dict) or not {"name", "columns"} <= spec.keys():
+        raise CliError(
+            Msg(
+                'the declaration {path} needs a JSON object with "name" and "columns" '
+                "(see docs/datasets.md)",
+                path=str(declaration),
+            ),
+            code="invalid_declaration",
+        )
     with connect(url, token) as c:
         ds = c.create_dataset(spec["name"], spec["columns"], spec.get("privacy_unit"))
     out = Output(as_json)
@@ -113,6 +129,7 @@ def datasets_upload(
     dataset_id: str, file: Path, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
     """Upload a CSV or Parquet file as the dataset's next version (shows progress)."""
+    size = file.stat().st_size  # a missing file is told before the progress bar starts
     with (
         connect(url, token) as c,
         Progress(
@@ -120,14 +137,15 @@ def datasets_upload(
             BarColumn(),
             DownloadColumn(),
             disable=as_json,
-            console=console,
+            console=silent_console if as_json else console,
         ) as bar,
     ):
-        task = bar.add_task("upload", total=file.stat().st_size)
+        task = bar.add_task("upload", total=size)
         version = c.upload_file(
             dataset_id, file, progress=lambda done, total: bar.update(task, completed=done)
         )
-    Output(as_json).record(f"stored encrypted as version {version['version']}", version)
+    title = Msg("stored encrypted as version {version}", version=version["version"])
+    Output(as_json).record(title, version)
 
 
 @datasets_app.command("catalog")
@@ -157,21 +175,25 @@ def datasets_catalog(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = Fa
 @datasets_app.command("mock")
 def datasets_mock(
     dataset_id: str,
-    output: Annotated[Path, typer.Option("--output", "-o")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write the rows to")],
     token: Token,
-    rows: int = 1000,
-    seed: int = 0,
+    rows: Annotated[int, typer.Option(help="How many mock rows")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same rows")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     url: Url = DEFAULT_URL,
 ) -> None:
     """Tier 1: download mock rows generated from the declaration only (free)."""
     with connect(url, token) as c:
         output.write_bytes(c.mock(dataset_id, rows=rows, seed=seed, fmt=fmt))
-    console.print(f"{rows} mock rows (seed {seed}) written to {output}")
+    written = Msg(
+        "{rows} mock rows (seed {seed}) written to {path}", rows=rows, seed=seed, path=str(output)
+    )
+    console.print(translate(written))
 
 
 @datasets_app.command("list")
 def datasets_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Your datasets (enterprise), or those granted to you (provider), with their version."""
     with connect(url, token) as c:
         rows = c.list_datasets()
     flat = [
@@ -190,6 +212,7 @@ def datasets_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 def datasets_show(
     dataset_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
+    """A dataset's declaration: its columns, types, classes and bounds."""
     with connect(url, token) as c:
         ds = c.get_dataset(dataset_id)
     out = Output(as_json)
@@ -240,6 +263,7 @@ def grants_create(
 
 @grants_app.command("list")
 def grants_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Your grants (enterprise: given; provider: received), with their remaining budget."""
     with connect(url, token) as c:
         rows = c.list_grants()
     Output(as_json).table("grants", [_grant_row(g) for g in rows], GRANT_COLUMNS, raw=rows)
@@ -249,6 +273,7 @@ def grants_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) 
 def grants_show(
     grant_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
+    """A grant: datasets, columns, tiers, purposes, validity and budget."""
     with connect(url, token) as c:
         grant = c.get_grant(grant_id)
     Output(as_json).record(f"grant {grant_id}", grant)
@@ -308,7 +333,7 @@ def _query(
     query_file: Path | None,
 ) -> dict[str, Any]:
     if query_file is not None:
-        document: dict[str, Any] = json.loads(query_file.read_text())
+        document: dict[str, Any] = read_json(query_file)
         return document
     aggregates: list[dict[str, Any]] = [{"kind": "count"}] if count else []
     aggregates += [{"kind": "sum", "column": c} for c in total or []]
@@ -316,8 +341,12 @@ def _query(
     aggregates += [{"kind": "median", "column": c} for c in median or []]
     if not aggregates:
         raise typer.BadParameter(
-            "ask for at least one of --count, --sum COL, --mean COL, --median COL, "
-            "or give --query FILE (see docs/query-examples.md)"
+            translate(
+                Msg(
+                    "ask for at least one of --count, --sum COL, --mean COL, --median COL, "
+                    "or give --query FILE (see docs/query-examples.md)"
+                )
+            )
         )
     return {"aggregates": aggregates, "group_by": group_by or []}
 
@@ -356,10 +385,8 @@ def jobs_submit(
         if not wait:
             Output(as_json).record("job queued", job)
             return
-        with console.status(f"job {job['id']}: queued", spinner="dots") as status:
-            final = c.wait_for_job(
-                job["id"], on_status=lambda j: status.update(f"job {j['id']}: {j['status']}")
-            )
+        with console.status(_job_status(job), spinner="dots") as status:
+            final = c.wait_for_job(job["id"], on_status=lambda j: status.update(_job_status(j)))
         if final["status"] != "released":
             Output(as_json).record(f"job {final['status']}", final)
             raise typer.Exit(1)
@@ -395,18 +422,27 @@ def jobs_preview(
         out.data(answer)
         return
     if not answer["allowed"]:
-        out.say("[red]this query would be denied:[/red] " + "; ".join(answer["reasons"]))
+        out.say(
+            Msg(
+                "[red]this query would be denied:[/red] {reasons}",
+                reasons="; ".join(answer["reasons"]),
+            )
+        )
         raise typer.Exit(1)
     if answer.get("table") is not None:
         _print_table_preview(answer["table"], out)
         return
     out.table(
-        f"preview: epsilon {answer['epsilon']:g}, delta {answer['delta']:g} (nothing spent)",
+        Msg(
+            "preview: epsilon {epsilon}, delta {delta} (nothing spent)",
+            epsilon=f"{answer['epsilon']:g}",
+            delta=f"{answer['delta']:g}",
+        ),
         answer["aggregates"],
         ["aggregate", "noise_scale", "ci95_half_width", "note"],
     )
     for note in answer.get("notes") or []:
-        out.say(f"note: {note}")
+        out.say(Msg("note: {note}", note=note))
 
 
 def print_result(result: dict[str, Any], out: Output) -> None:
@@ -459,12 +495,23 @@ def print_result(result: dict[str, Any], out: Output) -> None:
                 }
             )
     out.table(
-        f"result of {result['job_id']} (epsilon {result['epsilon']:g}, {result['mechanism']})",
+        Msg(
+            "result of {job} (epsilon {epsilon}, {mechanism})",
+            job=result["job_id"],
+            epsilon=f"{result['epsilon']:g}",
+            mechanism=result["mechanism"],
+        ),
         rows,
         ["group", "statistic", "value", "95% interval", "noise scale"],
     )
     budget = result["remaining_budget"]
-    out.say(f"remaining budget: epsilon {budget['epsilon_remaining']:g} of {budget['epsilon']:g}")
+    out.say(
+        Msg(
+            "remaining budget: epsilon {left} of {total}",
+            left=f"{budget['epsilon_remaining']:g}",
+            total=f"{budget['epsilon']:g}",
+        )
+    )
 
 
 def _group(group: dict[str, str] | None) -> str:
@@ -505,6 +552,7 @@ def _print_table_result(result: dict[str, Any], out: Output) -> None:
 
 @jobs_app.command("list")
 def jobs_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Your jobs (provider), or the jobs on your data (enterprise)."""
     with connect(url, token) as c:
         Output(as_json).table(
             "jobs",
@@ -515,6 +563,7 @@ def jobs_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) ->
 
 @jobs_app.command("show")
 def jobs_show(job_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """A job's status, tier, purpose and cost."""
     with connect(url, token) as c:
         Output(as_json).record(f"job {job_id}", c.get_job(job_id))
 
@@ -539,7 +588,13 @@ def parse_time(text: str | None, option: str) -> datetime | None:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(
-            f"{text!r} is not an ISO 8601 time; write e.g. 2026-11-01 or 2026-11-01T08:00:00Z",
+            translate(
+                Msg(
+                    "'{text}' is not an ISO 8601 time; write e.g. 2026-11-01 or "
+                    "2026-11-01T08:00:00Z",
+                    text=text,
+                )
+            ),
             param_hint=option,
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -561,7 +616,7 @@ def audit_events(
     action: Annotated[str | None, typer.Option(help="e.g. job.released, or job.* ")] = None,
     outcome: Annotated[str | None, typer.Option(help="ok, denied or failed")] = None,
     resource: Annotated[str | None, typer.Option(help="e.g. job:job_12ab, or dataset:*")] = None,
-    limit: int = 50,
+    limit: Annotated[int, typer.Option(help="At most this many events")] = 50,
     before_seq: Annotated[int | None, typer.Option(help="Page on: events before this")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -586,7 +641,7 @@ def audit_events(
         ["seq", "at", "actor_role", "actor_id", "tenant_id", "action", "outcome", "resource"],
     )
     if len(events) == limit:
-        out.say(f"more: --before-seq {events[-1]['seq']}")
+        out.say(Msg("more: --before-seq {seq}", seq=events[-1]["seq"]))
 
 
 @audit_app.command("export")
@@ -633,7 +688,7 @@ def audit_public_key(
     """Write every version of the audit signing key's public half, to verify offline."""
     with connect(url, token) as c:
         output.write_text(c.audit_public_key())
-    console.print(f"public key written to {output}", highlight=False)
+    console.print(translate(Msg("public key written to {path}", path=str(output))), highlight=False)
 
 
 @audit_app.command("checkpoint")
@@ -641,7 +696,8 @@ def audit_checkpoint(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = Fa
     """Sign the audit chain's head now."""
     with connect(url, token) as c:
         cp = c.checkpoint()
-    Output(as_json).record("checkpoint signed", cp or {"note": "the audit log is empty"})
+    empty = {"note": translate(N_("the audit log is empty"))}
+    Output(as_json).record("checkpoint signed", cp or empty)
 
 
 @jobs_app.command("train")
@@ -657,7 +713,7 @@ def jobs_train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model with DP-SGD (tier 4), showing progress; or --preview its cost first."""
-    document = json.loads(spec.read_text())
+    document = read_json(spec)
     out = Output(as_json)
     with connect(url, token) as c:
         if preview:
@@ -679,6 +735,11 @@ def jobs_train(
             out.record(f"job {final['status']}", final)
             raise typer.Exit(1)
         print_result(c.get_result(job["id"]), out)
+
+
+def _job_status(job: dict[str, Any]) -> str:
+    """``job job_…: running``, for the spinner."""
+    return translate(Msg("job {id}: {status}", id=job["id"], status=job["status"]))
 
 
 def _training_status(job: dict[str, Any]) -> str:
@@ -711,7 +772,15 @@ def jobs_model(
     output.mkdir(parents=True, exist_ok=True)
     (output / "model.safetensors").write_bytes(weights)
     (output / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
-    console.print(f"model and card written to {output} ({len(weights):,} bytes of weights)")
+    console.print(
+        translate(
+            Msg(
+                "model and card written to {path} ({size} bytes of weights)",
+                path=str(output),
+                size=f"{len(weights):,}",
+            )
+        )
+    )
 
 
 # -- tier 5: reviewed code -------------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from i18n import Msg
+from i18n.catalog import translate
 from sandbox.cli.app import tokens_app
 from sandbox.cli.output import Output, console, err_console
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
@@ -108,8 +110,18 @@ def _print_new(new: dict[str, Any], as_json: bool) -> None:
     if as_json:
         Output(True).data(new)
         return
-    what = f"token {new['id']} for {new['principal_id']}, expires {new['expires_at']}"
+    what = Msg(
+        "token {id} for {principal}, expires {expires}",
+        id=new["id"],
+        principal=new["principal_id"],
+        expires=new["expires_at"],
+    )
     if new.get("replaces"):
-        what += f"; token {new['replaces']} is revoked (update VEIL_TOKEN where it was used)"
-    err_console.print(f"{what}. Shown once: store it now.", highlight=False)
+        what = Msg(
+            "{what}; token {old} is revoked (update VEIL_TOKEN where it was used)",
+            what=what,
+            old=new["replaces"],
+        )
+    shown = Msg("{what}. Shown once: store it now.", what=what)
+    err_console.print(translate(shown), highlight=False)
     console.print(new["token"], highlight=False, soft_wrap=True)

@@ -49,6 +49,7 @@ def test_unreachable_external_server_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert f"cannot reach the key server at {addr}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""  # once, in one line
 
 
 @pytest.mark.integration
