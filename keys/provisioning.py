@@ -7,6 +7,7 @@ import time
 import hvac
 import hvac.exceptions
 
+from i18n import Msg
 from keys.errors import KeyServerUnavailable, UnknownTenant
 from keys.tenancy import DATA_KEY, TENANT_MOUNTS_PREFIX, Tenancy, TenantLocation
 from keys.vault import KeyServerClient
@@ -99,8 +100,12 @@ def _wait_until_namespace_gone(
             return
         time.sleep(0.05)
     raise KeyServerUnavailable(
-        f"the key server has not finished deleting tenant '{tenant}' after {timeout_s:.0f} s; "
-        "check its log, then retry the deletion"
+        Msg(
+            "the key server has not finished deleting tenant '{tenant}' after "
+            "{timeout_s} s; check its log, then retry the deletion",
+            tenant=tenant,
+            timeout_s=f"{timeout_s:.0f}",
+        )
     )
 
 
@@ -112,7 +117,12 @@ def destroy_tenant(server: KeyServerClient, tenant: str) -> None:
     """
     loc = server.location(tenant)
     if not server.tenant_exists(tenant):
-        raise UnknownTenant(f"tenant '{tenant}' has no keys in the key server")
+        raise UnknownTenant(
+            Msg(
+                "tenant '{tenant}' has no keys in the key server",
+                tenant=tenant,
+            )
+        )
     server.forget_tenant(tenant)
     if server.tenancy is Tenancy.NAMESPACE:
         base = server.platform()

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import hvac
 import hvac.exceptions
 
+from i18n import Msg
 from keys import _stream, provisioning
 from keys.errors import DecryptionError, KeyServerMisconfigured
 from keys.signing import Signature, SigningPublicKey
@@ -305,8 +306,12 @@ class KeyService:
             ]
         except (KeyError, TypeError):
             raise KeyServerMisconfigured(
-                f"'{PLATFORM_MOUNT}/keys/{SIGNING_KEY}' is not an Ed25519 key; delete it "
-                "and restart Veil to create the right one"
+                Msg(
+                    "'{platform_mount}/keys/{signing_key}' is not an Ed25519 key; "
+                    "delete it and restart Veil to create the right one",
+                    platform_mount=PLATFORM_MOUNT,
+                    signing_key=SIGNING_KEY,
+                )
             ) from None
 
     def signing_public_key(self) -> SigningPublicKey:

@@ -21,6 +21,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from i18n import Msg
 from keys._nodes import NODE_FAILURES, RETRY_PAUSE_S, Nodes
 from keys.errors import (
     KeyServerMisconfigured,
@@ -137,22 +138,38 @@ def translate_errors(addr: str, action: str) -> Iterator[None]:
         yield
     except (requests.ConnectionError, requests.Timeout):
         raise KeyServerUnavailable(
-            f"cannot reach the key server at {addr} to {action}; check that it is running "
-            "and that the address is right"
+            Msg(
+                "cannot reach the key server at {addr} to {action}; check that it "
+                "is running and that the address is right",
+                addr=addr,
+                action=action,
+            )
         ) from None
     except hvac.exceptions.VaultDown:
         raise KeyServerUnavailable(
-            f"the key server at {addr} is sealed or in standby and cannot {action}; "
-            "unseal it (or wait for a leader) and retry"
+            Msg(
+                "the key server at {addr} is sealed or in standby and cannot "
+                "{action}; unseal it (or wait for a leader) and retry",
+                addr=addr,
+                action=action,
+            )
         ) from None
     except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway):
         raise KeyServerUnavailable(
-            f"the key server at {addr} failed while trying to {action}; check its log "
-            "(a full disk or an unwritable audit device makes it refuse every request)"
+            Msg(
+                "the key server at {addr} failed while trying to {action}; check "
+                "its log (a full disk or an unwritable audit device makes it "
+                "refuse every request)",
+                addr=addr,
+                action=action,
+            )
         ) from None
     except hvac.exceptions.RateLimitExceeded:
         raise KeyServerUnavailable(
-            f"the key server at {addr} is rate-limiting Veil; retry later"
+            Msg(
+                "the key server at {addr} is rate-limiting Veil; retry later",
+                addr=addr,
+            )
         ) from None
 
 
@@ -173,8 +190,10 @@ class KeyServerClient:
     def __init__(self, config: KeyServerConfig, *, clock: Callable[[], float] = time.monotonic):
         if not config.token and not (config.role_id and config.secret_id):
             raise KeyServerMisconfigured(
-                "no credentials for the key server: set VEIL_VAULT_TOKEN, or both "
-                "VEIL_VAULT_ROLE_ID and VEIL_VAULT_SECRET_ID"
+                Msg(
+                    "no credentials for the key server: set VEIL_VAULT_TOKEN, or both "
+                    "VEIL_VAULT_ROLE_ID and VEIL_VAULT_SECRET_ID"
+                )
             )
         self.config = config
         self._clock = clock
@@ -247,7 +266,10 @@ class KeyServerClient:
 
         if self.call("read its seal status", read_seal_status):
             raise KeyServerUnavailable(
-                f"the key server at {self.config.addr} is sealed; unseal it and retry"
+                Msg(
+                    "the key server at {addr} is sealed; unseal it and retry",
+                    addr=self.config.addr,
+                )
             )
         self.platform()  # authenticates, or raises KeyServerMisconfigured
         if self.tenancy is Tenancy.AUTO:
@@ -284,9 +306,12 @@ class KeyServerClient:
         ]
         if missing:
             raise KeyServerMisconfigured(
-                "Veil's key-server token lacks "
-                + ", ".join(missing)
-                + f"; grant it the policy printed by `veil keys policy --tenancy {self.tenancy}`"
+                Msg(
+                    "Veil's key-server token lacks {capabilities}; grant it the policy "
+                    "printed by `veil keys policy --tenancy {tenancy}`",
+                    capabilities=", ".join(missing),
+                    tenancy=self.tenancy,
+                )
             )
 
     # -- logins -------------------------------------------------------------------------
@@ -314,8 +339,12 @@ class KeyServerClient:
             )
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
             raise KeyServerMisconfigured(
-                f"the key server at {cfg.where} refused Veil's credentials; check "
-                "VEIL_VAULT_TOKEN (or the AppRole role and secret id) and VEIL_VAULT_NAMESPACE"
+                Msg(
+                    "the key server at {where} refused Veil's credentials; check "
+                    "VEIL_VAULT_TOKEN (or the AppRole role and secret id) and "
+                    "VEIL_VAULT_NAMESPACE",
+                    where=cfg.where,
+                )
             ) from None
         return _Login(client, now + float(auth["auth"]["lease_duration"]))
 
@@ -380,10 +409,16 @@ class KeyServerClient:
         except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
             if not self.tenant_exists(tenant):
                 raise UnknownTenant(
-                    f"tenant '{tenant}' has no keys in the key server; create it first"
+                    Msg(
+                        "tenant '{tenant}' has no keys in the key server; create it first",
+                        tenant=tenant,
+                    )
                 ) from None
             raise KeyServerMisconfigured(
-                f"Veil's token may not issue logins for tenant '{tenant}'; check its policy"
+                Msg(
+                    "Veil's token may not issue logins for tenant '{tenant}'; check its policy",
+                    tenant=tenant,
+                )
             ) from None
         self._role_ids[tenant] = role_id
         return _Login(client, now + float(auth["auth"]["lease_duration"]))
@@ -414,8 +449,12 @@ class KeyServerClient:
             return self.call(action, lambda: fn(client))
         except hvac.exceptions.Forbidden:
             raise KeyServerMisconfigured(
-                f"the key server refused tenant '{tenant}' its own key to {action}; "
-                "check the tenant's policy in the key server"
+                Msg(
+                    "the key server refused tenant '{tenant}' its own key to "
+                    "{action}; check the tenant's policy in the key server",
+                    tenant=tenant,
+                    action=action,
+                )
             ) from None
 
     # -- platform keys ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from analytics.query_document import query_json_schema
 from analytics.training_document import training_json_schema
+from i18n import Msg
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role
@@ -64,7 +65,9 @@ def _submission(body: JobIn) -> jobs.JobSubmission:
     if not body.purpose.isprintable():
         # Purposes are shown in denials, the audit log and receipts: nothing that can hide or
         # reorder text there (control characters, bidirectional overrides).
-        raise InvalidRequest("purpose must be 1-64 printable characters, no control characters")
+        raise InvalidRequest(
+            Msg("purpose must be 1-64 printable characters, no control characters")
+        )
     return jobs.JobSubmission(
         dataset_id=body.dataset_id,
         purpose=body.purpose,
@@ -130,7 +133,13 @@ def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response
         job = jobs.visible_job(session, caller, job_id)
         enterprise = session.get(Principal, job.enterprise_id)
     if job.status != JobStatus.RELEASED or not job.artifact_path or not job.artifact_wrapped_key:
-        raise Conflict(f"job '{job_id}' has no released model (status: {job.status})")
+        raise Conflict(
+            Msg(
+                "job '{job_id}' has no released model (status: {status})",
+                job_id=job_id,
+                status=job.status,
+            )
+        )
     assert enterprise is not None and enterprise.slug is not None
     data = load_artifact(veil, enterprise.slug, job.id, job.artifact_path, job.artifact_wrapped_key)
     return Response(
@@ -183,7 +192,13 @@ def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         if job.status != JobStatus.RELEASED or job.result is None or job.result_sha256 is None:
-            raise Conflict(f"job '{job_id}' has no released result (status: {job.status})")
+            raise Conflict(
+                Msg(
+                    "job '{job_id}' has no released result (status: {status})",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            )
         grant = session.get(Grant, job.grant_id)
         assert grant is not None
         return ResultOut(
