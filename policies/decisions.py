@@ -22,24 +22,22 @@ CODE_TIER = 5
 CONFIDENTIAL = "confidential"
 SECRET = "secret"  # noqa: S105 - a column class, not a password
 NO_GRANT = Msg("no grant gives you this dataset")
-#: What each tier is, in "tier 3 (private query) is not in your grant".
-TIER_NAMES = {
-    0: Msg("catalog"),
-    1: Msg("mock data"),
-    2: Msg("aggregate tables"),
-    3: Msg("private query"),
-    4: Msg("private training"),
-    5: Msg("reviewed code"),
+#: The refusal of each tier a grant does not give, in the same words for every tier.
+#: Whole sentences, not "tier {tier} ({name})": a denial is stored as English text and
+#: translated when shown by looking the sentence up (``sandbox.api.messages``).
+TIER_NOT_GRANTED = {
+    0: Msg("tier 0 (catalog) is not in your grant"),
+    1: Msg("tier 1 (mock data) is not in your grant"),
+    2: Msg("tier 2 (aggregate tables) is not in your grant"),
+    3: Msg("tier 3 (private query) is not in your grant"),
+    4: Msg("tier 4 (private training) is not in your grant"),
+    5: Msg("tier 5 (reviewed code) is not in your grant"),
 }
 
 
 def tier_not_granted(tier: int) -> Msg:
-    """The refusal of a tier the grant does not give (the same words for every tier)."""
-    return Msg(
-        "tier {tier} ({name}) is not in your grant",
-        tier=tier,
-        name=TIER_NAMES.get(tier, Msg("unknown")),
-    )
+    """The refusal of a tier the grant does not give."""
+    return TIER_NOT_GRANTED.get(tier) or Msg("tier {tier} is not in your grant", tier=tier)
 
 
 def unknown_column(column: str, known: Iterable[str]) -> Msg:

@@ -219,12 +219,12 @@ def install(app: FastAPI, pages: Pages | None = None) -> None:
         if exc.status_code == 400 and exc.__cause__ is not None:
             body = error_body("validation_error", _unreadable(exc.__cause__))
             return JSONResponse(status_code=422, content=body)
-        known = _HTTP_ERRORS.get(exc.status_code)
-        if known is None or (pages is not None and pages.wants_page(request)):
+        if pages is not None and pages.wants_page(request):
             return await http_exception_handler(request, exc)
+        code, message = _HTTP_ERRORS.get(exc.status_code, (f"http_{exc.status_code}", exc.detail))
         return JSONResponse(
             status_code=exc.status_code,
-            content=error_body(*known),
+            content=error_body(code, message),
             headers=getattr(exc, "headers", None),
         )
 

@@ -16,6 +16,7 @@ from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role
 from sandbox import jobs
 from sandbox.api.deps import PrincipalDep, VeilDep, current_principal
+from sandbox.api.messages import translate_stored
 from sandbox.api.schemas import (
     BudgetOut,
     JobIn,
@@ -54,8 +55,9 @@ def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
         epsilon=job.epsilon / EPSILON_UNIT,
         delta=job.delta / DELTA_UNIT,
         status=job.status,
-        reasons=job.reasons,
-        error=job.error,
+        # Stored in English (receipts sign them); shown in the reader's language.
+        reasons=[translate_stored(r) for r in job.reasons],
+        error=translate_stored(job.error) if job.error else job.error,
         created_at=job.created_at,
         finished_at=job.finished_at,
     )
@@ -106,7 +108,7 @@ def preview_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> PreviewOut:
         )
     preview = answer["preview"]
     if preview is None:
-        return PreviewOut(allowed=False, reasons=answer["reasons"])
+        return PreviewOut(allowed=False, reasons=[translate_stored(r) for r in answer["reasons"]])
     return PreviewOut(
         allowed=True,
         reasons=[],

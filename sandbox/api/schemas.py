@@ -388,6 +388,10 @@ class VerifyOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """An error body (``sandbox.api.errors.ERROR_SCHEMA`` documents it)."""
+
+    code: str
+    message: str
     detail: str
     reasons: list[str] | None = None
     job_id: str | None = None

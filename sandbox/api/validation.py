@@ -22,8 +22,15 @@ _SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
 Context = Mapping[str, Any]
 
 
+def _plain(number: Any) -> Any:
+    """``0.0`` -> ``0`` (a float bound of a whole number reads as one)."""
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    return number
+
+
 def _limit(key: str) -> Callable[[Context], dict[str, Any]]:
-    return lambda ctx: {"limit": ctx.get(key, "?")}
+    return lambda ctx: {"limit": _plain(ctx.get(key, "?"))}
 
 
 _NUMBER = Msg("must be a number")
