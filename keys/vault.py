@@ -264,7 +264,7 @@ class KeyServerClient:
                 raise hvac.exceptions.VaultDown("sealed")  # another node may be unsealed
             return sealed
 
-        if self.call("read its seal status", read_seal_status):
+        if self.call(Msg("read its seal status"), read_seal_status):
             raise KeyServerUnavailable(
                 Msg(
                     "the key server at {addr} is sealed; unseal it and retry",
@@ -279,7 +279,7 @@ class KeyServerClient:
     def _detect_tenancy(self) -> Tenancy:
         client = self.platform()
         try:
-            self.call("list namespaces", lambda: client.sys.list_namespaces())
+            self.call(Msg("list namespaces"), lambda: client.sys.list_namespaces())
         except hvac.exceptions.InvalidPath as exc:
             # OpenBao answers 404 with no errors for "no namespaces yet";
             # a server without namespaces says "unsupported path".
@@ -293,7 +293,7 @@ class KeyServerClient:
         client = self.platform()
         needed = required_capabilities(self.tenancy, self.config.namespace)
         response = self.call(
-            "check Veil's capabilities",
+            Msg("check Veil's capabilities"),
             lambda: client.adapter.post(
                 "/v1/sys/capabilities-self", json={"paths": sorted(needed)}
             ),
@@ -328,11 +328,13 @@ class KeyServerClient:
         client = self._new_client(cfg.namespace, cfg.token)
         try:
             if cfg.token:
-                info = self.call("look up Veil's token", lambda: client.auth.token.lookup_self())
+                info = self.call(
+                    Msg("look up Veil's token"), lambda: client.auth.token.lookup_self()
+                )
                 ttl = float(info["data"].get("ttl") or 0)
                 return _Login(client, now + ttl if ttl > 0 else float("inf"))
             auth = self.call(
-                "log Veil in",
+                Msg("log Veil in"),
                 lambda: client.auth.approle.login(
                     role_id=cfg.role_id, secret_id=cfg.secret_id, mount_point=cfg.approle_mount
                 ),
@@ -402,10 +404,10 @@ class KeyServerClient:
             role_id = (
                 self._role_ids.get(tenant)
                 or self.call(
-                    "read the tenant's role", lambda: admin.adapter.get(f"{role_path}/role-id")
+                    Msg("read the tenant's role"), lambda: admin.adapter.get(f"{role_path}/role-id")
                 )["data"]["role_id"]
             )
-            auth = self.call("log the tenant in", lambda: log_in(role_id))
+            auth = self.call(Msg("log the tenant in"), lambda: log_in(role_id))
         except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
             if not self.tenant_exists(tenant):
                 raise UnknownTenant(
@@ -428,7 +430,7 @@ class KeyServerClient:
         admin = self.platform_in(loc.namespace)
         try:
             self.call(
-                "read the tenant's key",
+                Msg("read the tenant's key"),
                 lambda: admin.adapter.get(f"/v1/{loc.transit_mount}/keys/{DATA_KEY}"),
             )
         except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
@@ -463,7 +465,7 @@ class KeyServerClient:
         client = self.platform()
         try:
             self.call(
-                "read the signing key",
+                Msg("read the signing key"),
                 lambda: client.secrets.transit.read_key(SIGNING_KEY, mount_point=PLATFORM_MOUNT),
             )
             return
@@ -472,7 +474,7 @@ class KeyServerClient:
         mounts: dict[str, Any] = {}
         try:
             mounts = self.call(
-                "read Veil's mount",
+                Msg("read Veil's mount"),
                 lambda: client.adapter.get(f"/v1/sys/mounts/{PLATFORM_MOUNT}"),
             )
         except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
@@ -482,11 +484,11 @@ class KeyServerClient:
             # mounted it just now.
             with contextlib.suppress(hvac.exceptions.InvalidRequest):
                 self.call(
-                    "mount Veil's transit engine",
+                    Msg("mount Veil's transit engine"),
                     lambda: client.sys.enable_secrets_engine("transit", path=PLATFORM_MOUNT),
                 )
         self.call(
-            "create the signing key",
+            Msg("create the signing key"),
             lambda: client.secrets.transit.create_key(
                 SIGNING_KEY, key_type="ed25519", mount_point=PLATFORM_MOUNT
             ),
