@@ -234,7 +234,10 @@ def install(app: FastAPI, pages: Pages | None = None) -> None:
         problems = validation.problems(exc.errors())
         if pages is not None and pages.wants_page(request):
             invalid = InvalidRequest(Msg("the form is incomplete or has a wrong value"))
-            invalid.problems = problems  # type: ignore[attr-defined]
+            # The console lists each problem's place and what was expected (its own layout).
+            invalid.problems = [  # type: ignore[attr-defined]
+                {"location": p["location"], "expected": p["expected"]} for p in problems
+            ]
             return pages.error_page(request, invalid, 422)
         sentences = "; ".join(p["message"] for p in problems)
         message = Msg("the request does not match the API schema: {problems}", problems=sentences)
