@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from i18n import Msg
+from i18n.catalog import translate
 from keys import KeysError, KeyServerMisconfigured, KeyServerUnavailable
 from policies.errors import (
     Conflict,
@@ -27,6 +28,8 @@ from sandbox.api import validation
 from sandbox.api.messages import translate_stored
 
 log = logging.getLogger(__name__)
+#: Between the reasons or problems joined into one message (full-width in Chinese).
+SEPARATOR = Msg("; ")
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 ERROR_STATUS: dict[type[Exception], int] = {
@@ -83,7 +86,8 @@ def _body(exc: Exception, status: int) -> dict[str, Any]:
     code = code_for(exc)
     if isinstance(exc, Denied):
         reasons = [translate_stored(r) for r in exc.reasons]
-        body = error_body(code, Msg("denied: {reasons}", reasons="; ".join(reasons)))
+        joined = translate(SEPARATOR).join(reasons)
+        body = error_body(code, Msg("denied: {reasons}", reasons=joined))
         return body | {"reasons": reasons, "job_id": exc.job_id}
     message = exc.message if isinstance(exc, VeilError) else (exc.args[0] if exc.args else "")
     body = error_body(code, message if isinstance(message, str) else str(exc))
@@ -239,7 +243,7 @@ def install(app: FastAPI, pages: Pages | None = None) -> None:
                 {"location": p["location"], "expected": p["expected"]} for p in problems
             ]
             return pages.error_page(request, invalid, 422)
-        sentences = "; ".join(p["message"] for p in problems)
+        sentences = translate(SEPARATOR).join(p["message"] for p in problems)
         message = Msg("the request does not match the API schema: {problems}", problems=sentences)
         return JSONResponse(
             status_code=422, content=error_body("validation_error", message, problems=problems)

@@ -109,6 +109,7 @@ def test_an_unknown_column_is_named_with_a_usable_suggestion(world: World) -> No
     assert en["status"] == 403
     assert en["reasons"] == ["column 'vibration_mm_s' is not in your grant"]
     assert zh["reasons"] == ["列“vibration_mm_s”不在你的授权范围内"]
+    assert zh["message"] == "已拒绝：列“vibration_mm_s”不在你的授权范围内"
 
 
 def test_an_unknown_column_on_an_ungranted_dataset_says_nothing_of_its_columns(
