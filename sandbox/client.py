@@ -34,7 +34,6 @@ class ApiError(Exception):
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         self.status = status
-        self.code: str | None = body.get("code")  # stable: act on this, not on the text
         self.detail = str(body.get("detail", "error"))
         self.reasons: list[str] = list(body.get("reasons") or [])
         self.problems: list[dict[str, Any]] = list(body.get("problems") or [])
