@@ -39,11 +39,19 @@ def _progress(job: Job, viewer: Principal | None) -> dict[str, Any] | None:
     return {k: v for k, v in job.progress.items() if k != "loss"}
 
 
+def _checks_out(checks: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Tier 5's output checks with their reasons in the reader's language (stored English)."""
+    reasons = checks.get("reasons") if checks else None
+    if not checks or not isinstance(reasons, list):
+        return checks
+    return checks | {"reasons": [translate_stored(r) for r in reasons]}
+
+
 def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
     return JobOut(
         progress=_progress(job, viewer),
         cancel_requested=job.cancel_requested,
-        output_check=job.output_check,
+        output_check=_checks_out(job.output_check),
         id=job.id,
         provider_id=job.provider_id,
         dataset_id=job.dataset_id,
