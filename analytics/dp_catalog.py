@@ -37,6 +37,7 @@ from analytics.schema import (
     DatasetSchema,
     PrivateQuery,
 )
+from i18n import Msg
 
 MAX_AGGREGATES: Final = 8
 MAX_GROUP_COLUMNS: Final = 4
@@ -60,39 +61,81 @@ class QueryError(ValueError):
 def validate_query(schema: DatasetSchema, query: PrivateQuery) -> None:
     """Raise QueryError unless ``query`` can be answered privately from ``schema``."""
     if not query.aggregates:
-        raise QueryError("a private query needs at least one aggregate")
+        raise QueryError(Msg("a private query needs at least one aggregate"))
     if len(query.aggregates) > MAX_AGGREGATES:
-        raise QueryError(f"a private query has at most {MAX_AGGREGATES} aggregates")
+        raise QueryError(
+            Msg(
+                "a private query has at most {max_aggregates} aggregates",
+                max_aggregates=MAX_AGGREGATES,
+            )
+        )
     for aggregate in query.aggregates:
         _check_aggregate(schema, aggregate)
     _check_group_by(schema, query)
     unit = schema.privacy_unit
     if unit.id_column is not None and unit.id_column not in schema.names:
-        raise QueryError(f"column {unit.id_column!r} (privacy unit id) is not declared")
+        raise QueryError(
+            Msg(
+                "column {id_column} (privacy unit id) is not declared",
+                id_column=repr(unit.id_column),
+            )
+        )
     if unit.id_column is not None and unit.max_rows_per_id < 1:
-        raise QueryError(f"column {unit.id_column!r} (privacy unit id): max_rows_per_id < 1")
+        raise QueryError(
+            Msg(
+                "column {id_column} (privacy unit id): max_rows_per_id < 1",
+                id_column=repr(unit.id_column),
+            )
+        )
 
 
 def _usable(schema: DatasetSchema, name: str, role: str) -> ColumnSpec:
     try:
         spec = schema.column(name)
     except KeyError:
-        raise QueryError(f"column {name!r} ({role}) is not declared in the dataset") from None
+        raise QueryError(
+            Msg(
+                "column {name} ({role}) is not declared in the dataset",
+                name=repr(name),
+                role=role,
+            )
+        ) from None
     if spec.column_class == ColumnClass.SECRET:
-        raise QueryError(f"column {name!r} ({role}) is secret and cannot be queried")
+        raise QueryError(
+            Msg(
+                "column {name} ({role}) is secret and cannot be queried",
+                name=repr(name),
+                role=role,
+            )
+        )
     return spec
 
 
 def _check_extras(aggregate: Aggregate) -> None:
     kind = aggregate.kind
     if aggregate.q is not None and kind != AggregateKind.QUANTILE:
-        raise QueryError(f"{kind}: only a quantile takes q")
+        raise QueryError(
+            Msg(
+                "{kind}: only a quantile takes q",
+                kind=kind,
+            )
+        )
     if aggregate.bins is not None and kind != AggregateKind.HISTOGRAM:
-        raise QueryError(f"{kind}: only a histogram takes bins")
+        raise QueryError(
+            Msg(
+                "{kind}: only a histogram takes bins",
+                kind=kind,
+            )
+        )
     if kind == AggregateKind.QUANTILE:
         q = aggregate.q
         if not (isinstance(q, int | float) and not isinstance(q, bool) and 0 < q < 1):
-            raise QueryError(f"quantile({aggregate.column}) needs q strictly between 0 and 1")
+            raise QueryError(
+                Msg(
+                    "quantile({column}) needs q strictly between 0 and 1",
+                    column=aggregate.column,
+                )
+            )
 
 
 def _check_aggregate(schema: DatasetSchema, aggregate: Aggregate) -> None:
@@ -103,13 +146,23 @@ def _check_aggregate(schema: DatasetSchema, aggregate: Aggregate) -> None:
             _usable(schema, aggregate.column, "count")
         return
     if aggregate.column is None:
-        raise QueryError(f"{kind} needs a column")
+        raise QueryError(
+            Msg(
+                "{kind} needs a column",
+                kind=kind,
+            )
+        )
     spec = _usable(schema, aggregate.column, str(kind))
     if kind == AggregateKind.HISTOGRAM:
         _check_histogram(spec, aggregate.bins)
     elif not spec.is_numeric:
         raise QueryError(
-            f"column {spec.name!r}: {kind} needs an integer or float column, not {spec.type}"
+            Msg(
+                "column {name}: {kind} needs an integer or float column, not {type}",
+                name=repr(spec.name),
+                kind=kind,
+                type=spec.type,
+            )
         )
     else:
         _check_bounds(spec, str(kind))
@@ -118,51 +171,99 @@ def _check_aggregate(schema: DatasetSchema, aggregate: Aggregate) -> None:
 def _check_bounds(spec: ColumnSpec, kind: str) -> None:
     lower, upper = spec.lower, spec.upper
     if lower is None or upper is None or not (math.isfinite(lower) and math.isfinite(upper)):
-        raise QueryError(f"column {spec.name!r}: {kind} needs declared finite lower/upper bounds")
+        raise QueryError(
+            Msg(
+                "column {name}: {kind} needs declared finite lower/upper bounds",
+                name=repr(spec.name),
+                kind=kind,
+            )
+        )
     if not lower < upper:
-        raise QueryError(f"column {spec.name!r}: {kind} needs a declared lower below upper")
+        raise QueryError(
+            Msg(
+                "column {name}: {kind} needs a declared lower below upper",
+                name=repr(spec.name),
+                kind=kind,
+            )
+        )
 
 
 def _check_histogram(spec: ColumnSpec, bins: int | None) -> None:
     if spec.is_numeric:
         _check_bounds(spec, "histogram")
         if not (isinstance(bins, int) and not isinstance(bins, bool)):
-            raise QueryError(f"column {spec.name!r}: histogram needs bins, an integer")
+            raise QueryError(
+                Msg(
+                    "column {name}: histogram needs bins, an integer",
+                    name=repr(spec.name),
+                )
+            )
         if not MIN_BINS <= bins <= MAX_BINS:
-            raise QueryError(f"column {spec.name!r}: histogram needs {MIN_BINS} to {MAX_BINS} bins")
+            raise QueryError(
+                Msg(
+                    "column {name}: histogram needs {min_bins} to {max_bins} bins",
+                    name=repr(spec.name),
+                    min_bins=MIN_BINS,
+                    max_bins=MAX_BINS,
+                )
+            )
     elif spec.type == ColumnType.STRING and spec.categories:
         _check_categories(spec)
         if bins is not None:
-            raise QueryError(f"column {spec.name!r}: a histogram of categories takes no bins")
+            raise QueryError(
+                Msg(
+                    "column {name}: a histogram of categories takes no bins",
+                    name=repr(spec.name),
+                )
+            )
     else:
         raise QueryError(
-            f"column {spec.name!r}: histogram needs a bounded numeric column "
-            "or a string column with declared categories"
+            Msg(
+                "column {name}: histogram needs a bounded numeric column or a "
+                "string column with declared categories",
+                name=repr(spec.name),
+            )
         )
 
 
 def _check_categories(spec: ColumnSpec) -> None:
     if len(set(spec.categories or ())) != len(spec.categories or ()):
-        raise QueryError(f"column {spec.name!r}: its declared categories must be distinct")
+        raise QueryError(
+            Msg(
+                "column {name}: its declared categories must be distinct",
+                name=repr(spec.name),
+            )
+        )
 
 
 def _check_group_by(schema: DatasetSchema, query: PrivateQuery) -> None:
     names = query.group_by
     if len(names) > MAX_GROUP_COLUMNS:
-        raise QueryError(f"group_by has at most {MAX_GROUP_COLUMNS} columns")
+        raise QueryError(
+            Msg(
+                "group_by has at most {max_group_columns} columns",
+                max_group_columns=MAX_GROUP_COLUMNS,
+            )
+        )
     if len(set(names)) != len(names):
-        raise QueryError("group_by lists a column twice")
+        raise QueryError(Msg("group_by lists a column twice"))
     for name in names:
         spec = _usable(schema, name, "group_by")
         if spec.column_class == ColumnClass.CONFIDENTIAL:
             raise QueryError(
-                f"column {name!r} (group_by) is confidential: it may feed DP aggregates "
-                "but its values can never be released as group keys"
+                Msg(
+                    "column {name} (group_by) is confidential: it may feed DP "
+                    "aggregates but its values can never be released as group keys",
+                    name=repr(name),
+                )
             )
         if spec.type not in _KEY_TYPES:
             raise QueryError(
-                f"column {name!r}: group_by needs a string, integer or boolean column, "
-                f"not {spec.type}"
+                Msg(
+                    "column {name}: group_by needs a string, integer or boolean column, not {type}",
+                    name=repr(name),
+                    type=spec.type,
+                )
             )
         _check_categories(spec)
     if has_public_keys(schema, query):
@@ -170,8 +271,13 @@ def _check_group_by(schema: DatasetSchema, query: PrivateQuery) -> None:
             cells = key_count(schema, query) * len(_bin_keys(schema, aggregate))
             if cells > MAX_KEYS:
                 raise QueryError(
-                    f"group_by: {label(aggregate)} would release {cells} values per statistic"
-                    f", more than {MAX_KEYS}"
+                    Msg(
+                        "group_by: {label} would release {cells} values per statistic, "
+                        "more than {max_keys}",
+                        label=label(aggregate),
+                        cells=cells,
+                        max_keys=MAX_KEYS,
+                    )
                 )
 
 

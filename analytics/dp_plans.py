@@ -39,6 +39,7 @@ from analytics.dp_catalog import (
     with_bins,
 )
 from analytics.schema import AggregateKind, ColumnType, DatasetSchema, PrivateQuery
+from i18n import Msg
 
 MAX_ROWS: Final = 10_000_000
 #: The largest threshold tried (OpenDP's binary_search over int is i32); with it a key
@@ -75,12 +76,22 @@ def prepare(
     """
     lazy = frame.lazy()
     if _height(frame) > MAX_ROWS:
-        raise QueryError(f"the dataset exceeds the private query limit of {MAX_ROWS} rows")
+        raise QueryError(
+            Msg(
+                "the dataset exceeds the private query limit of {max_rows} rows",
+                max_rows=MAX_ROWS,
+            )
+        )
     names = _read(schema, query)
     present = lazy.collect_schema().names()
     for name in names:
         if name not in present:
-            raise QueryError(f"column {name!r} is declared but missing from the data")
+            raise QueryError(
+                Msg(
+                    "column {name} is declared but missing from the data",
+                    name=repr(name),
+                )
+            )
     casts = [pl.col(n).cast(DTYPES[schema.column(n).type], strict=False) for n in names]
     marked = lazy.with_columns(pl.lit(True).alias(_ROW_MARKER))
     return marked.select(pl.col(_ROW_MARKER), *casts)
@@ -316,7 +327,7 @@ def fit_keys(plans: Plans, plan: pl.LazyFrame, epsilon: float, delta: float) -> 
             return False
 
     if not fits(THRESHOLD_MAX):
-        raise QueryError("delta is too small for OpenDP's key selection; use e.g. 1e-6")
+        raise QueryError(Msg("delta is too small for OpenDP's key selection; use e.g. 1e-6"))
 
     def fits_number(threshold: float) -> bool:  # binary_search is typed for floats
         return fits(int(threshold))

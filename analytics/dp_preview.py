@@ -33,6 +33,7 @@ from analytics.schema import (
     DatasetSchema,
     PrivateQuery,
 )
+from i18n import Msg
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ def preview_query(
     keys; not used with private keys, whose groups are unknown; too few rows: none).
     """
     if rows_hint is not None and (isinstance(rows_hint, bool) or not isinstance(rows_hint, int)):
-        raise QueryError("rows_hint must be a whole number of rows")
+        raise QueryError(Msg("rows_hint must be a whole number of rows"))
     if rows_hint is not None and rows_hint < 0:
-        raise QueryError("rows_hint must be a whole number of rows")
+        raise QueryError(Msg("rows_hint must be a whole number of rows"))
     empty = dp_plans.empty_frame(schema, query)
     outcome = dp_run.outcome(empty, schema, query, (epsilon, delta), run=False)
     noise = dp_run.accuracy_by_alias(outcome.steps)

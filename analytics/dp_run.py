@@ -21,6 +21,7 @@ from analytics import dp_plans, dp_scratch
 from analytics.dp_catalog import QueryError, needs_key_selection, quantile_level, validate_query
 from analytics.dp_plans import Calibrated, Plans, epsilon_of
 from analytics.schema import Aggregate, AggregateKind, DatasetSchema, PrivateQuery
+from i18n import Msg
 
 ALPHA: Final = 0.05
 
@@ -28,13 +29,15 @@ ALPHA: Final = 0.05
 def check_budget(epsilon: float, delta: float, key_selection: bool) -> None:
     """Raise QueryError unless (epsilon, delta) is a budget this query can use."""
     if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
-        raise QueryError("epsilon must be a finite number greater than 0")
+        raise QueryError(Msg("epsilon must be a finite number greater than 0"))
     if not (isinstance(delta, int | float) and 0 <= delta < 1):
-        raise QueryError("delta must be a number in [0, 1)")
+        raise QueryError(Msg("delta must be a number in [0, 1)"))
     if key_selection and delta == 0:
         raise QueryError(
-            "group_by on columns without declared public categories needs DP key "
-            "selection, which needs a delta > 0 (e.g. 1e-6)"
+            Msg(
+                "group_by on columns without declared public categories needs DP "
+                "key selection, which needs a delta > 0 (e.g. 1e-6)"
+            )
         )
 
 
@@ -155,7 +158,12 @@ def outcome(
                 return _private(data, schema, query, (float(budget[0]), float(budget[1])), run)
             return _public(data, schema, query, budget[0], run)
     except OpenDPException as error:
-        raise QueryError(f"OpenDP cannot make this query private: {error.message}") from None
+        raise QueryError(
+            Msg(
+                "OpenDP cannot make this query private: {message}",
+                message=error.message,
+            )
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -61,11 +61,15 @@ import polars as pl
 from analytics.output_cells import FrameFacts, Key, KeyText, Scalar, Statistic, key_text, matches
 from analytics.schema import DatasetSchema
 from analytics.sdc import SdcRules
+from i18n import Msg
 
 MAX_DEPTH: Final = 3
 MAX_STRING: Final = 256
 MAX_REASONS: Final = 20
-_NOT_SMALL: Final = "not a number or small table"
+_NOT_SMALL: Final = Msg("not a number or small table")
+_ARRAY_SHAPE: Final = Msg(
+    "not a number or small table: arrays may have 1 or 2 dimensions of numbers or text"
+)
 
 Status = Literal["pass", "held", "blocked"]
 
@@ -185,7 +189,7 @@ def inspect_output(
         normal = walk.value(value, 0, ())
         size = len(json.dumps(normal, allow_nan=False).encode("utf-8"))
         if size > max_bytes:
-            raise _Refused(f"more than {max_bytes} bytes as JSON")
+            raise _Refused(Msg("more than {max_bytes} bytes as JSON", max_bytes=max_bytes))
     except _Refused as refusal:
         return Inspection(None, "", (), calls, (str(refusal),), (), not facts.all_public())
     dp = [float(v) for v in dp_values]
@@ -235,22 +239,26 @@ def _veils_value(number: Number) -> Scalar:
 
 
 def _differences(private: Inspection, mock: Inspection) -> list[str]:
-    reasons = []
+    reasons: list[str] = []
     if private.shape != mock.shape:
         reasons.append(
-            "the output's shape (its keys, labels and lengths) differs from its shape on the "
-            "mock data: it depends on the private data"
+            Msg(
+                "the output's shape (its keys, labels and lengths) differs from its shape on "
+                "the mock data: it depends on the private data"
+            )
         )
     if private.dp_calls != mock.dp_calls:
         reasons.append(
-            "the DP helper calls differ from those made on the mock data: which statistics "
-            "are computed depends on the private data"
+            Msg(
+                "the DP helper calls differ from those made on the mock data: which "
+                "statistics are computed depends on the private data"
+            )
         )
     if reasons:
         return reasons
     moved = 0
     if len(private.numbers) != len(mock.numbers):  # a number here, a NaN there
-        return ["the output's numbers are not in the same places as on the mock data"]
+        return [Msg("the output's numbers are not in the same places as on the mock data")]
     for ours, theirs in zip(private.numbers, mock.numbers, strict=True):
         if ours.dp is not None:
             moved += ours.dp != theirs.dp
@@ -258,8 +266,11 @@ def _differences(private: Inspection, mock: Inspection) -> list[str]:
             moved += not set(ours.statistics) & set(theirs.statistics)
     if moved:
         return [
-            f"{moved} numbers are not the same statistic as in the same place on the mock "
-            "data: which statistic is released depends on the private data"
+            Msg(
+                "{moved} numbers are not the same statistic as in the same place on the mock "
+                "data: which statistic is released depends on the private data",
+                moved=moved,
+            )
         ]
     return []
 
@@ -268,7 +279,7 @@ def _capped(reasons: list[str]) -> tuple[str, ...]:
     unique = list(dict.fromkeys(reasons))
     if len(unique) > MAX_REASONS:
         rest = len(unique) - MAX_REASONS
-        return (*unique[:MAX_REASONS], f"and {rest} more")
+        return (*unique[:MAX_REASONS], Msg("and {rest} more", rest=rest))
     return tuple(unique)
 
 
@@ -312,14 +323,16 @@ class _Walk:
 
     def _enter(self, length: int, depth: int, cells: int = 0) -> None:
         if depth > MAX_DEPTH:
-            raise _Refused(f"{_NOT_SMALL}: nested more than {MAX_DEPTH} deep")
+            raise _Refused(
+                Msg("not a number or small table: nested more than {depth} deep", depth=MAX_DEPTH)
+            )
         if len(self.leaves) + max(length, cells) > self.max_cells:
-            raise _Refused(f"more than {self.max_cells} values")
+            raise _Refused(Msg("more than {max_cells} values", max_cells=self.max_cells))
         self.lengths.append(length)
 
     def _leaf(self, value: Scalar, path: Key) -> Scalar:
         if len(self.leaves) >= self.max_cells:
-            raise _Refused(f"more than {self.max_cells} values")
+            raise _Refused(Msg("more than {max_cells} values", max_cells=self.max_cells))
         self.leaves.append(_Leaf(value, path))
         if self.replace is not None and _is_number(value):
             replacement = next(self.replace)
@@ -388,7 +401,7 @@ class _Walk:
         if array.ndim == 0:
             return self._leaf(_scalar(array.item()), path)
         if array.ndim > 2 or array.dtype.kind not in "biufUO":
-            raise _Refused(f"{_NOT_SMALL}: arrays may have 1 or 2 dimensions of numbers or text")
+            raise _Refused(_ARRAY_SHAPE)
         self._enter(len(array), depth + array.ndim, cells=array.size)
         strings = array.dtype.kind == "O"
         if array.ndim == 1:
@@ -413,7 +426,12 @@ def _scalar(value: object) -> Scalar:
         return number if math.isfinite(number) else None
     if isinstance(value, str):
         if len(value) > MAX_STRING:
-            raise _Refused(f"{_NOT_SMALL}: a string longer than {MAX_STRING} characters")
+            raise _Refused(
+                Msg(
+                    "not a number or small table: a string longer than {limit} characters",
+                    limit=MAX_STRING,
+                )
+            )
         return str(value)
     raise _Refused(_NOT_SMALL)
 
@@ -421,7 +439,7 @@ def _scalar(value: object) -> Scalar:
 def _cell(value: object, strings_only: bool) -> Scalar:
     """A value of a pandas or numpy column; object columns may hold only strings."""
     if strings_only and not (isinstance(value, str) or _missing(value)):
-        raise _Refused(f"{_NOT_SMALL}: object columns may hold only strings")
+        raise _Refused(Msg("not a number or small table: object columns may hold only strings"))
     return _scalar(value)
 
 
@@ -465,7 +483,9 @@ _NUMBER: Final = "#number"
 def _row_level(walk: _Walk, rows: int, max_cells: int) -> list[str]:
     limit = max(2, min(math.ceil(rows / 2), max_cells))
     if any(length >= limit for length in walk.lengths):
-        return ["looks row-level: a list or table with as many entries as half the rows or more"]
+        return [
+            Msg("looks row-level: a list or table with as many entries as half the rows or more")
+        ]
     return []
 
 
@@ -487,8 +507,11 @@ def _free_text(walk: _Walk, allowed: frozenset[str]) -> list[str]:
     if not free:
         return []
     return [
-        f"free text: {len(free)} strings are neither column names, declared categories, "
-        "values of a given key column nor string literals of the approved code"
+        Msg(
+            "free text: {count} strings are neither column names, declared categories, "
+            "values of a given key column nor string literals of the approved code",
+            count=len(free),
+        )
     ]
 
 
@@ -515,7 +538,9 @@ def _recognise(
             continue
         combos = by_length[len(leaf.path)]
         if not combos:
-            held.append("cannot check table cells: their keys are not values of a given key column")
+            held.append(
+                Msg("cannot check table cells: their keys are not values of a given key column")
+            )
             numbers.append(Number(None, {}))
             continue
         cell = tuple(key_text(p) for p in leaf.path)
@@ -531,19 +556,28 @@ def _small(
     min_count: int,
     word: str,
 ) -> list[str]:
+    rows = word == "rows"
     if not cell:
         total = facts.total_units()
-        return (
-            [f"the whole dataset has fewer than {min_count} {word}"]
-            if 0 < total < min_count
-            else []
+        if not 0 < total < min_count:
+            return []
+        whole = (
+            Msg("the whole dataset has fewer than {min_count} rows")
+            if rows
+            else Msg("the whole dataset has fewer than {min_count} individuals")
         )
-    reasons = []
+        return [Msg(whole.template, min_count=min_count)]
+    reasons: list[str] = []
+    small = (
+        Msg("cell {where}: fewer than {min_count} rows")
+        if rows
+        else Msg("cell {where}: fewer than {min_count} individuals")
+    )
     for by in combos:
         units = facts.units(by).get(cell, 0)
         if 0 < units < min_count:
             where = ", ".join(f"{c}={v}" for c, v in zip(by, cell, strict=True))
-            reasons.append(f"cell {where}: fewer than {min_count} {word}")
+            reasons.append(Msg(small.template, where=where, min_count=min_count))
     return reasons
 
 
@@ -560,19 +594,25 @@ def _unrecognised(numbers: list[Number]) -> list[str]:
     if not count:
         return []
     return [
-        f"{count} numbers are not values Veil can recompute (a DP helper's value, or a cell's "
-        "count, or the sum or mean of a given column over a cell not dominated by one or two "
-        "units): held for the enterprise's review"
+        Msg(
+            "{count} numbers are not values Veil can recompute (a DP helper's value, or a "
+            "cell's count, or the sum or mean of a given column over a cell not dominated by "
+            "one or two units): held for the enterprise's review",
+            count=count,
+        )
     ]
 
 
 def _not_dp(walk: _Walk, numbers: list[Number], facts: FrameFacts) -> list[str]:
-    reasons = []
+    reasons: list[str] = []
     other = sum(1 for n in numbers if n.dp is None)
     if other:
         reasons.append(
-            f"confidential columns need DP output: use veil_dp ({other} numbers are not "
-            "values it returned, unchanged)"
+            Msg(
+                "confidential columns need DP output: use veil_dp ({other} numbers are not "
+                "values it returned, unchanged)",
+                other=other,
+            )
         )
     labels = facts.all_key_values()
     keys = [k for k in walk.keys if _is_number(k) and key_text(k) not in labels]
@@ -580,7 +620,7 @@ def _not_dp(walk: _Walk, numbers: list[Number], facts: FrameFacts) -> list[str]:
     texts += [k for k in walk.keys if isinstance(k, str)]
     if keys or any(_numeric_text(t) and t not in labels for t in texts):
         reasons.append(
-            "confidential columns need DP output: numbers written as text or keys are refused"
+            Msg("confidential columns need DP output: numbers written as text or keys are refused")
         )
     return reasons
 

@@ -24,11 +24,12 @@ from typing import Any, Final
 
 from analytics.dp_catalog import MAX_AGGREGATES, MAX_BINS, MAX_GROUP_COLUMNS, MIN_BINS, QueryError
 from analytics.schema import Aggregate, AggregateKind, PrivateQuery
+from i18n import Msg
 
 #: Column names as datasets declare them: a letter or underscore, then up to 63 more.
 COLUMN_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _COLUMN: Final = re.compile(COLUMN_PATTERN)
-_COLUMN_HELP: Final = "a column name (a letter or _, then up to 63 letters, digits or _)"
+_COLUMN_HELP: Final = Msg("a column name (a letter or _, then up to 63 letters, digits or _)")
 _KINDS: Final = tuple(str(kind) for kind in AggregateKind)
 #: The fields each kind takes, and which of them are required.
 _FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
@@ -107,13 +108,18 @@ def schema_text() -> str:
 def parse_query(doc: Any) -> PrivateQuery:
     """The PrivateQuery of a query document; QueryError naming the JSON path otherwise."""
     if not isinstance(doc, dict):
-        raise QueryError("query: expected a JSON object")
+        raise QueryError(Msg("query: expected a JSON object"))
     _no_unknown_fields(doc, frozenset({"aggregates", "group_by"}), "query")
     if "aggregates" not in doc:
-        raise QueryError("aggregates: required")
+        raise QueryError(Msg("aggregates: required"))
     items = doc["aggregates"]
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_AGGREGATES:
-        raise QueryError(f"aggregates: expected a list of 1 to {MAX_AGGREGATES} aggregates")
+        raise QueryError(
+            Msg(
+                "aggregates: expected a list of 1 to {max_aggregates} aggregates",
+                max_aggregates=MAX_AGGREGATES,
+            )
+        )
     aggregates = tuple(_aggregate(item, f"aggregates[{i}]") for i, item in enumerate(items))
     return PrivateQuery(aggregates, _group_by(doc.get("group_by")))
 
@@ -124,20 +130,45 @@ def _no_unknown_fields(doc: dict[Any, Any], allowed: frozenset[str], path: str) 
             # Echo the name only when it is shaped like a column name: short and plain.
             shown = f" {key!r}" if isinstance(key, str) and _COLUMN.match(key) else ""
             expected = ", ".join(sorted(allowed))
-            raise QueryError(f"{path}: unknown field{shown}; expected only {expected}")
+            raise QueryError(
+                Msg(
+                    "{path}: unknown field{shown}; expected only {expected}",
+                    path=path,
+                    shown=shown,
+                    expected=expected,
+                )
+            )
 
 
 def _aggregate(item: Any, path: str) -> Aggregate:
     if not isinstance(item, dict):
-        raise QueryError(f"{path}: expected an object")
+        raise QueryError(
+            Msg(
+                "{path}: expected an object",
+                path=path,
+            )
+        )
     kind = item.get("kind")
     if not isinstance(kind, str) or kind not in _FIELDS:
-        raise QueryError(f"{path}.kind: expected one of {', '.join(_KINDS)}")
+        raise QueryError(
+            Msg(
+                "{path}.kind: expected one of {kinds}",
+                path=path,
+                kinds=", ".join(_KINDS),
+            )
+        )
     allowed, required = _FIELDS[kind]
     _no_unknown_fields(item, allowed, f"{path} ({kind})")
     missing = sorted(required - item.keys())
     if missing:
-        raise QueryError(f"{path}.{missing[0]}: required for {kind}")
+        raise QueryError(
+            Msg(
+                "{path}.{missing}: required for {kind}",
+                path=path,
+                missing=missing[0],
+                kind=kind,
+            )
+        )
     column = item.get("column")
     if column is not None or "column" in item:
         column = _column(column, f"{path}.column")
@@ -148,14 +179,25 @@ def _aggregate(item: Any, path: str) -> Aggregate:
 
 def _column(value: Any, path: str) -> str:
     if not isinstance(value, str) or not _COLUMN.match(value):
-        raise QueryError(f"{path}: expected {_COLUMN_HELP}")
+        raise QueryError(
+            Msg(
+                "{path}: expected {column_help}",
+                path=path,
+                column_help=_COLUMN_HELP,
+            )
+        )
     return value
 
 
 def _q(value: Any, path: str) -> float:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not (number and math.isfinite(value) and 0 < value < 1):
-        raise QueryError(f"{path}: expected a number strictly between 0 and 1")
+        raise QueryError(
+            Msg(
+                "{path}: expected a number strictly between 0 and 1",
+                path=path,
+            )
+        )
     return float(value)
 
 
@@ -163,7 +205,14 @@ def _bins(value: Any, path: str) -> int:
     # JSON has one number type: 10.0 is the integer 10, as in JSON Schema.
     whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not whole or not MIN_BINS <= value <= MAX_BINS:
-        raise QueryError(f"{path}: expected an integer from {MIN_BINS} to {MAX_BINS}")
+        raise QueryError(
+            Msg(
+                "{path}: expected an integer from {min_bins} to {max_bins}",
+                path=path,
+                min_bins=MIN_BINS,
+                max_bins=MAX_BINS,
+            )
+        )
     return int(value)
 
 
@@ -174,12 +223,22 @@ def _group_by(value: Any) -> tuple[str, ...]:
         return (_column(value, "group_by"),)
     if not isinstance(value, list) or len(value) > MAX_GROUP_COLUMNS:
         raise QueryError(
-            f"group_by: expected {_COLUMN_HELP}, or a list of at most {MAX_GROUP_COLUMNS} of them"
+            Msg(
+                "group_by: expected {column_help}, or a list of at most "
+                "{max_group_columns} of them",
+                column_help=_COLUMN_HELP,
+                max_group_columns=MAX_GROUP_COLUMNS,
+            )
         )
     names = tuple(_column(name, f"group_by[{i}]") for i, name in enumerate(value))
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise QueryError(f"group_by[{i}]: column listed twice")
+            raise QueryError(
+                Msg(
+                    "group_by[{i}]: column listed twice",
+                    i=i,
+                )
+            )
     return names
 
 

@@ -70,6 +70,7 @@ from analytics.schema import (
     ColumnType,
     DatasetSchema,
 )
+from i18n import Msg
 
 PLATFORM_MIN_COUNT: Final = 10
 MAX_AGGREGATES: Final = 8
@@ -151,39 +152,85 @@ DEFAULT_RULES: Final = SdcRules()
 def validate_table_query(schema: DatasetSchema, query: TableQuery) -> None:
     """Raise SdcQueryError unless ``schema`` allows ``query`` as an SDC-checked table."""
     if not 1 <= len(query.aggregates) <= MAX_AGGREGATES:
-        raise SdcQueryError(f"aggregates: expected 1 to {MAX_AGGREGATES} of them")
+        raise SdcQueryError(
+            Msg(
+                "aggregates: expected 1 to {max_aggregates} of them",
+                max_aggregates=MAX_AGGREGATES,
+            )
+        )
     labels = [_label(_check_aggregate(schema, a)) for a in query.aggregates]
     if len(set(labels)) != len(labels):
-        raise SdcQueryError("aggregates: expected each aggregate once")
+        raise SdcQueryError(Msg("aggregates: expected each aggregate once"))
     if len(query.group_by) > MAX_GROUP_COLUMNS:
-        raise SdcQueryError(f"group_by: expected at most {MAX_GROUP_COLUMNS} columns")
+        raise SdcQueryError(
+            Msg(
+                "group_by: expected at most {max_group_columns} columns",
+                max_group_columns=MAX_GROUP_COLUMNS,
+            )
+        )
     if len(set(query.group_by)) != len(query.group_by):
-        raise SdcQueryError("group_by: expected each column once")
+        raise SdcQueryError(Msg("group_by: expected each column once"))
     for name in query.group_by:
         spec = _releasable(schema, name)
         if spec.type not in _KEY_TYPES:
-            raise SdcQueryError(f"column {name!r}: expected a string, integer or boolean key")
+            raise SdcQueryError(
+                Msg(
+                    "column {name}: expected a string, integer or boolean key",
+                    name=repr(name),
+                )
+            )
         if name == schema.privacy_unit.id_column:
-            raise SdcQueryError(f"column {name!r}: expected a key other than the privacy-unit id")
+            raise SdcQueryError(
+                Msg(
+                    "column {name}: expected a key other than the privacy-unit id",
+                    name=repr(name),
+                )
+            )
     grid = _grid(schema, query.group_by)
     if grid is not None and math.prod(len(values) for values in grid) > MAX_CELLS:
-        raise SdcQueryError(f"group_by: expected at most {MAX_CELLS} category combinations")
+        raise SdcQueryError(
+            Msg(
+                "group_by: expected at most {max_cells} category combinations",
+                max_cells=MAX_CELLS,
+            )
+        )
 
 
 def _check_aggregate(schema: DatasetSchema, aggregate: Aggregate) -> Aggregate:
     kind = aggregate.kind
     if kind not in _KINDS:
-        raise SdcQueryError(f"aggregate {str(kind)!r}: expected count, sum or mean")
+        raise SdcQueryError(
+            Msg(
+                "aggregate {kind}: expected count, sum or mean",
+                kind=repr(str(kind)),
+            )
+        )
     if aggregate.q is not None or aggregate.bins is not None:
-        raise SdcQueryError(f"aggregate {str(kind)!r}: expected no q or bins")
+        raise SdcQueryError(
+            Msg(
+                "aggregate {kind}: expected no q or bins",
+                kind=repr(str(kind)),
+            )
+        )
     if kind is AggregateKind.COUNT:
         if aggregate.column is not None:
-            raise SdcQueryError("count: expected no column (it counts rows)")
+            raise SdcQueryError(Msg("count: expected no column (it counts rows)"))
         return aggregate
     if aggregate.column is None:
-        raise SdcQueryError(f"{kind}: expected a column")
+        raise SdcQueryError(
+            Msg(
+                "{kind}: expected a column",
+                kind=kind,
+            )
+        )
     if not _releasable(schema, aggregate.column).is_numeric:
-        raise SdcQueryError(f"column {aggregate.column!r}: expected a numeric column for {kind}")
+        raise SdcQueryError(
+            Msg(
+                "column {column}: expected a numeric column for {kind}",
+                column=repr(aggregate.column),
+                kind=kind,
+            )
+        )
     return aggregate
 
 
@@ -192,11 +239,26 @@ def _releasable(schema: DatasetSchema, name: str) -> ColumnSpec:
     try:
         spec = schema.column(name)
     except KeyError:
-        raise SdcQueryError(f"column {name[:64]!r}: expected a declared column") from None
+        raise SdcQueryError(
+            Msg(
+                "column {name}: expected a declared column",
+                name=repr(name[:64]),
+            )
+        ) from None
     if spec.column_class is ColumnClass.CONFIDENTIAL:
-        raise SdcQueryError(f"column {name!r} is confidential: only DP tiers (3–5)")  # noqa: RUF001
+        raise SdcQueryError(
+            Msg(
+                "column {name} is confidential: only DP tiers (3 to 5)",
+                name=repr(name),
+            )
+        )
     if spec.column_class not in _RELEASABLE:
-        raise SdcQueryError(f"column {name!r} is secret: never released, not even aggregated")
+        raise SdcQueryError(
+            Msg(
+                "column {name} is secret: never released, not even aggregated",
+                name=repr(name),
+            )
+        )
     return spec
 
 
@@ -286,7 +348,12 @@ def _drafts(
     drafts = [_draft(row, group, summed) for row in stats.to_dicts()]
     if grid is None:
         if len(drafts) > MAX_CELLS:
-            raise SdcQueryError(f"group_by: expected at most {MAX_CELLS} cells; use fewer keys")
+            raise SdcQueryError(
+                Msg(
+                    "group_by: expected at most {max_cells} cells; use fewer keys",
+                    max_cells=MAX_CELLS,
+                )
+            )
         drafts.sort(key=lambda d: _sort_key(d.key, [schema.column(g) for g in group]))
     return drafts
 

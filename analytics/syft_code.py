@@ -51,6 +51,7 @@ import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs installed
 import polars as pl
 
 from analytics import syft_dp
+from i18n import Msg
 
 MAX_SOURCE_BYTES: Final = 64_000
 #: Modules a function may import (inside its body); ``syft`` only at module level.
@@ -131,7 +132,7 @@ _RESERVED_PARAMETERS: Final = frozenset(
     | {"result_id", "self", "uid"}
 )
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-_MUST_BE_INSIDE: Final = "PySyft runs the function body alone"
+_MUST_BE_INSIDE: Final = Msg("PySyft runs the function body alone")
 
 
 class CodeError(Exception):
@@ -157,7 +158,10 @@ def verify_pinned(code: SyftCode, approved_sha256: str) -> None:
     """Raise CodeError unless ``code`` is exactly the source whose hash was approved."""
     if source_sha256(code.source) != code.sha256 or code.sha256 != approved_sha256:
         raise CodeError(
-            "the code differs from the approved code (SHA-256 mismatch); submit it again for review"
+            Msg(
+                "the code differs from the approved code (SHA-256 mismatch); "
+                "submit it again for review"
+            )
         )
 
 
@@ -181,19 +185,31 @@ def parse_submission(source: str, max_bytes: int = MAX_SOURCE_BYTES) -> SyftCode
 
 def _parse(source: str, max_bytes: int) -> ast.Module:
     if not isinstance(source, str):
-        raise CodeError("source: expected Python source text")
+        raise CodeError(Msg("source: expected Python source text"))
     try:
         size = len(source.encode("utf-8"))
     except UnicodeEncodeError:
-        raise CodeError("source: expected valid UTF-8 text") from None
+        raise CodeError(Msg("source: expected valid UTF-8 text")) from None
     if size > max_bytes:
-        raise CodeError(f"source: {size} bytes, expected at most {max_bytes}; shorten the code")
+        raise CodeError(
+            Msg(
+                "source: {size} bytes, expected at most {max_bytes}; shorten the code",
+                size=size,
+                max_bytes=max_bytes,
+            )
+        )
     try:
         return ast.parse(source)
     except SyntaxError as error:
-        raise CodeError(f"line {error.lineno}: not valid Python ({error.msg})") from None
+        raise CodeError(
+            Msg(
+                "line {lineno}: not valid Python ({msg})",
+                lineno=error.lineno,
+                msg=error.msg,
+            )
+        ) from None
     except ValueError:
-        raise CodeError("source: contains a null character; remove it") from None
+        raise CodeError(Msg("source: contains a null character; remove it")) from None
 
 
 def _module(tree: ast.Module) -> tuple[frozenset[str], ast.FunctionDef]:
@@ -203,25 +219,39 @@ def _module(tree: ast.Module) -> tuple[frozenset[str], ast.FunctionDef]:
     if body and isinstance(body[0], ast.Expr) and _is_text(body[0].value):
         body = body[1:]  # a module docstring
     if not body or not isinstance(body[-1], ast.FunctionDef):
-        raise CodeError("expected exactly one function, after the imports, at the end")
+        raise CodeError(Msg("expected exactly one function, after the imports, at the end"))
     for node in body[:-1]:
         line = f"line {node.lineno}"
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            raise CodeError(f"{line}: expected exactly one function; merge them into one")
+            raise CodeError(
+                Msg(
+                    "{line}: expected exactly one function; merge them into one",
+                    line=line,
+                )
+            )
         if not isinstance(node, ast.Import):
             raise CodeError(
-                f"{line}: only `import syft as sy` and one function may be at module level; "
-                f"move this into the function ({_MUST_BE_INSIDE})"
+                Msg(
+                    "{line}: only `import syft as sy` and one function may be at "
+                    "module level; move this into the function ({must_be_inside})",
+                    line=line,
+                    must_be_inside=_MUST_BE_INSIDE,
+                )
             )
         for alias in node.names:
             if alias.name != "syft" or (alias.asname or "syft") not in _SYFT_ALIASES:
                 raise CodeError(
-                    f"{line}: at module level only `import syft as sy` is allowed; import "
-                    f"{alias.name} inside the function ({_MUST_BE_INSIDE})"
+                    Msg(
+                        "{line}: at module level only `import syft as sy` is allowed; "
+                        "import {name} inside the function ({must_be_inside})",
+                        line=line,
+                        name=alias.name,
+                        must_be_inside=_MUST_BE_INSIDE,
+                    )
                 )
             aliases.add(alias.asname or "syft")
     if not aliases:
-        raise CodeError("expected `import syft as sy` before the function")
+        raise CodeError(Msg("expected `import syft as sy` before the function"))
     return frozenset(aliases), body[-1]
 
 
@@ -239,9 +269,10 @@ def _syft_attribute(node: ast.expr, aliases: frozenset[str], names: frozenset[st
 
 def _decorator(function: ast.FunctionDef, aliases: frozenset[str]) -> str:
     """The decorator's keyword for the asset, which must be the parameter's name."""
-    expected = (
-        f"line {function.lineno}: expected one decorator, "
-        f"`@sy.syft_function_single_use(<parameter>={ASSET_NAME})`"
+    expected = Msg(
+        "line {line}: expected one decorator, `@sy.syft_function_single_use(<parameter>={asset})`",
+        line=function.lineno,
+        asset=ASSET_NAME,
     )
     if len(function.decorator_list) != 1 or not isinstance(function.decorator_list[0], ast.Call):
         raise CodeError(expected)
@@ -253,7 +284,12 @@ def _decorator(function: ast.FunctionDef, aliases: frozenset[str]) -> str:
         return _asset_keyword(call.keywords, expected)
     policies = {k.arg: k.value for k in call.keywords}
     if None in policies or not set(policies) <= {"input_policy", "output_policy"}:
-        raise CodeError(f"{expected}, or sy.syft_function(input_policy=..., output_policy=...)")
+        raise CodeError(
+            Msg(
+                "{expected}, or sy.syft_function(input_policy=..., output_policy=...)",
+                expected=expected,
+            )
+        )
     output = policies.get("output_policy")
     single = frozenset({"SingleExecutionExactOutput"})
     if output is not None and not (
@@ -262,7 +298,12 @@ def _decorator(function: ast.FunctionDef, aliases: frozenset[str]) -> str:
         and not output.args
         and not output.keywords
     ):
-        raise CodeError(f"{expected}; output_policy may only be sy.SingleExecutionExactOutput()")
+        raise CodeError(
+            Msg(
+                "{expected}; output_policy may only be sy.SingleExecutionExactOutput()",
+                expected=expected,
+            )
+        )
     policy = policies.get("input_policy")
     exact = frozenset({"ExactMatch"})
     if not (
@@ -270,11 +311,17 @@ def _decorator(function: ast.FunctionDef, aliases: frozenset[str]) -> str:
         and _syft_attribute(policy.func, aliases, exact)
         and not policy.args
     ):
-        raise CodeError(f"{expected}; input_policy must be sy.ExactMatch(<parameter>={ASSET_NAME})")
+        raise CodeError(
+            Msg(
+                "{expected}; input_policy must be sy.ExactMatch(<parameter>={asset_name})",
+                expected=expected,
+                asset_name=ASSET_NAME,
+            )
+        )
     return _asset_keyword(policy.keywords, expected)
 
 
-def _asset_keyword(keywords: list[ast.keyword], expected: str) -> str:
+def _asset_keyword(keywords: list[ast.keyword], expected: Msg) -> str:
     if len(keywords) != 1 or keywords[0].arg is None:
         raise CodeError(expected)
     value = keywords[0].value
@@ -286,20 +333,46 @@ def _asset_keyword(keywords: list[ast.keyword], expected: str) -> str:
 def _signature(function: ast.FunctionDef, parameter: str) -> None:
     line = f"line {function.lineno}"
     if not _NAME.fullmatch(function.name):
-        raise CodeError(f"{line}: name the function with letters, digits and _ (64 at most)")
+        raise CodeError(
+            Msg(
+                "{line}: name the function with letters, digits and _ (64 at most)",
+                line=line,
+            )
+        )
     args = function.args
     extra = args.posonlyargs or args.vararg or args.kwonlyargs or args.kwarg or args.defaults
     if len(args.args) != 1 or extra:
-        raise CodeError(f"{line}: expected exactly one parameter (the data frame), no defaults")
+        raise CodeError(
+            Msg(
+                "{line}: expected exactly one parameter (the data frame), no defaults",
+                line=line,
+            )
+        )
     name = args.args[0].arg
     if name != parameter:
         raise CodeError(
-            f"{line}: the decorator's keyword {parameter!r} must be the parameter's name {name!r}"
+            Msg(
+                "{line}: the decorator's keyword {parameter} must be the parameter's name {name}",
+                line=line,
+                parameter=repr(parameter),
+                name=repr(name),
+            )
         )
     if not _NAME.fullmatch(name) or name in _RESERVED_PARAMETERS:
-        raise CodeError(f"{line}: rename the parameter {name!r} (e.g. data); PySyft reserves it")
+        raise CodeError(
+            Msg(
+                "{line}: rename the parameter {name} (e.g. data); PySyft reserves it",
+                line=line,
+                name=repr(name),
+            )
+        )
     if args.args[0].annotation is not None or function.returns is not None:
-        raise CodeError(f"{line}: remove the type annotations from the function's signature")
+        raise CodeError(
+            Msg(
+                "{line}: remove the type annotations from the function's signature",
+                line=line,
+            )
+        )
 
 
 def _check_node(node: ast.AST) -> None:
@@ -308,26 +381,67 @@ def _check_node(node: ast.AST) -> None:
     if isinstance(node, ast.Import | ast.ImportFrom):
         _check_import(node, line)
     elif isinstance(node, ast.Name) and (node.id in FORBIDDEN_NAMES or _dunder(node.id)):
-        raise CodeError(f"{line}: {node.id!r} is not allowed in reviewed code")
+        raise CodeError(
+            Msg(
+                "{line}: {id} is not allowed in reviewed code",
+                line=line,
+                id=repr(node.id),
+            )
+        )
     elif isinstance(node, ast.Attribute):
         if node.attr.startswith("_"):
             raise CodeError(
-                f"{line}: attributes starting with _ (like .{node.attr}) are not allowed"
+                Msg(
+                    "{line}: attributes starting with _ (like .{attr}) are not allowed",
+                    line=line,
+                    attr=node.attr,
+                )
             )
         if node.attr in FORBIDDEN_ATTRIBUTES or node.attr.startswith("read_"):
-            raise CodeError(f"{line}: .{node.attr} reads or writes outside the data; remove it")
+            raise CodeError(
+                Msg(
+                    "{line}: .{attr} reads or writes outside the data; remove it",
+                    line=line,
+                    attr=node.attr,
+                )
+            )
     elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "__" in node.value:
-        raise CodeError(f"{line}: strings containing __ are not allowed")
+        raise CodeError(
+            Msg(
+                "{line}: strings containing __ are not allowed",
+                line=line,
+            )
+        )
     elif isinstance(node, ast.Global | ast.Nonlocal):
-        raise CodeError(f"{line}: global and nonlocal are not allowed")
+        raise CodeError(
+            Msg(
+                "{line}: global and nonlocal are not allowed",
+                line=line,
+            )
+        )
     elif isinstance(node, ast.ClassDef | ast.AsyncFunctionDef | ast.Await | ast.AsyncFor):
-        raise CodeError(f"{line}: classes and async code are not allowed; use plain functions")
+        raise CodeError(
+            Msg(
+                "{line}: classes and async code are not allowed; use plain functions",
+                line=line,
+            )
+        )
     elif isinstance(node, ast.AsyncWith | ast.Yield | ast.YieldFrom):
-        raise CodeError(f"{line}: generators and async code are not allowed; return a value")
+        raise CodeError(
+            Msg(
+                "{line}: generators and async code are not allowed; return a value",
+                line=line,
+            )
+        )
     else:
         name = _declared_name(node)
         if name is not None and _dunder(name):
-            raise CodeError(f"{line}: names starting with __ are not allowed")
+            raise CodeError(
+                Msg(
+                    "{line}: names starting with __ are not allowed",
+                    line=line,
+                )
+            )
 
 
 def _declared_name(node: ast.AST) -> str | None:
@@ -348,21 +462,44 @@ def _check_import(node: ast.Import | ast.ImportFrom, line: str) -> None:
     allowed = ", ".join(sorted(ALLOWED_IMPORTS))
     if isinstance(node, ast.ImportFrom):
         if node.level or node.module is None:
-            raise CodeError(f"{line}: relative imports are not allowed")
+            raise CodeError(
+                Msg(
+                    "{line}: relative imports are not allowed",
+                    line=line,
+                )
+            )
         modules, names = [node.module], [a.name for a in node.names]
     else:
         modules, names = [a.name for a in node.names], []
     for module in modules:
         parts = module.split(".")
         if parts[0] not in ALLOWED_IMPORTS:
-            raise CodeError(f"{line}: import {parts[0]!r} is not allowed; allowed: {allowed}")
+            raise CodeError(
+                Msg(
+                    "{line}: import {parts} is not allowed; allowed: {allowed}",
+                    line=line,
+                    parts=repr(parts[0]),
+                    allowed=allowed,
+                )
+            )
         names += parts[1:]
     aliases = [a.asname for a in node.names if a.asname is not None]
     for name in [*names, *aliases]:
         if name == "*":
-            raise CodeError(f"{line}: import * is not allowed; import the names you use")
+            raise CodeError(
+                Msg(
+                    "{line}: import * is not allowed; import the names you use",
+                    line=line,
+                )
+            )
         if name.startswith("_") or name in FORBIDDEN_ATTRIBUTES or name.startswith("read_"):
-            raise CodeError(f"{line}: importing {name!r} is not allowed in reviewed code")
+            raise CodeError(
+                Msg(
+                    "{line}: importing {name} is not allowed in reviewed code",
+                    line=line,
+                    name=repr(name),
+                )
+            )
 
 
 # ---------------------------------------------------------------- columns
@@ -371,7 +508,7 @@ def _check_import(node: ast.Import | ast.ImportFrom, line: str) -> None:
 def _function(code: SyftCode) -> ast.FunctionDef:
     node = ast.parse(code.source).body[-1]
     if not isinstance(node, ast.FunctionDef):
-        raise CodeError("expected a parsed submission (see parse_submission)")
+        raise CodeError(Msg("expected a parsed submission (see parse_submission)"))
     return node
 
 
@@ -567,7 +704,7 @@ class LocalDatasite:
         if submitted.service_func_name != code.function_name or _dump(submitted.raw_code) != _dump(
             _function_text(code)
         ):
-            raise CodeError("PySyft received other code than the approved code; nothing ran")
+            raise CodeError(Msg("PySyft received other code than the approved code; nothing ran"))
         _syft_step(lambda: request.approve(disable_warnings=True), "approve")
 
 
@@ -601,7 +738,7 @@ def _check_code(code: SyftCode) -> None:
     """Re-check the source: a SyftCode not made by parse_submission cannot slip through."""
     parsed = parse_submission(code.source)
     if parsed != code:
-        raise CodeError("the code does not match its parsed form or hash; parse it again")
+        raise CodeError(Msg("the code does not match its parsed form or hash; parse it again"))
 
 
 def _function_text(code: SyftCode) -> str:
@@ -637,13 +774,18 @@ def _build(code: SyftCode, asset: Any, number: int) -> Any:
         raise
     except Exception as error:
         raise CodeError(
-            f"PySyft could not build the syft function ({type(error).__name__})"
+            Msg(
+                "PySyft could not build the syft function ({error})",
+                error=type(error).__name__,
+            )
         ) from None
     finally:
         linecache.cache.pop(filename, None)
     function = namespace.get(code.function_name)
     if not isinstance(function, syft.service.code.user_code.SubmitUserCode):
-        raise CodeError("the decorator did not make a syft function; see docs/reviewed-code.md")
+        raise CodeError(
+            Msg("the decorator did not make a syft function; see docs/reviewed-code.md")
+        )
     return function
 
 
@@ -663,9 +805,15 @@ def _syft_step(step: Callable[[], Any], stage: str | None = None) -> Any:
         return step()
     except _syft().SyftException as error:
         if stage is None:
-            raise CodeError("PySyft could not set up the data for this run") from None
+            raise CodeError(Msg("PySyft could not set up the data for this run")) from None
         message = str(getattr(error, "public_message", "") or type(error).__name__)
-        raise CodeError(f"PySyft refused to {stage} the function: {message[:500]}") from None
+        raise CodeError(
+            Msg(
+                "PySyft refused to {stage} the function: {message}",
+                stage=stage,
+                message=message[:500],
+            )
+        ) from None
 
 
 def _unwrap(result: Any) -> object:
@@ -677,21 +825,32 @@ def _unwrap(result: Any) -> object:
             break
         value = value.get()
     if isinstance(value, syft.SyftError):
-        raise CodeError("PySyft returned an error instead of the function's output")
+        raise CodeError(Msg("PySyft returned an error instead of the function's output"))
     return value
 
 
-def _failure(code: SyftCode, failures: list[BaseException], reveal: bool) -> str:
+def _failure(code: SyftCode, failures: list[BaseException], reveal: bool) -> Msg:
     if not failures:
-        return (
-            f"PySyft could not run {code.function_name} or return its output; return "
-            "numbers, strings, lists, dicts or pandas objects"
+        return Msg(
+            "PySyft could not run {function} or return its output; return "
+            "numbers, strings, lists, dicts or pandas objects",
+            function=code.function_name,
         )
     error = failures[-1]
-    text = f"{code.function_name} raised {type(error).__name__}"
+    function, kind = code.function_name, type(error).__name__
     if reveal or isinstance(error, syft_dp.DpError):  # veil_dp's messages hold no data
-        return f"{text}: {str(error)[:500]}"
-    return f"{text} on the data (its message may quote data, so it is withheld); run it on the mock"
+        return Msg(
+            "{function} raised {error}: {message}",
+            function=function,
+            error=kind,
+            message=str(error)[:500],
+        )
+    return Msg(
+        "{function} raised {error} on the data (its message may quote data, so it is "
+        "withheld); run it on the mock",
+        function=function,
+        error=kind,
+    )
 
 
 class _Failures(logging.Filter):

@@ -64,6 +64,7 @@ from analytics.schema import (
     DatasetSchema,
     PrivateQuery,
 )
+from i18n import Msg
 
 MODULE_NAME: Final = "veil_dp"
 #: The statistics the helpers compute.
@@ -137,8 +138,13 @@ class DpBudget:
         total = math.fsum([*(c.epsilon for c in self._charges), epsilon])
         if total > self._epsilon:
             raise BudgetExceeded(
-                f"epsilon {epsilon:g} is more than the {self.remaining:g} left of this run's "
-                f"budget of {self._epsilon:g}; ask for less"
+                Msg(
+                    "epsilon {epsilon} is more than the {remaining} left of this "
+                    "run's budget of {epsilon2}; ask for less",
+                    epsilon=f"{epsilon:g}",
+                    remaining=f"{self.remaining:g}",
+                    epsilon2=f"{self._epsilon:g}",
+                )
             )
 
     def _charge(self, charge: DpCharge) -> int:
@@ -184,14 +190,19 @@ class DpCall:
     ) -> DpCall:
         """A checked call (any input: it may come from the sandbox); DpError if malformed."""
         if statistic not in STATISTICS:
-            raise DpError(f"statistic: expected one of {', '.join(STATISTICS)}")
+            raise DpError(
+                Msg(
+                    "statistic: expected one of {statistics}",
+                    statistics=", ".join(STATISTICS),
+                )
+            )
         if statistic == "count":
             if column is not None:
-                raise DpError("a count takes no column")
+                raise DpError(Msg("a count takes no column"))
         elif not isinstance(column, str):
-            raise DpError("column: expected a column name (a string)")
+            raise DpError(Msg("column: expected a column name (a string)"))
         if not _positive(epsilon):
-            raise DpError("epsilon: expected a finite number greater than 0, e.g. epsilon=0.1")
+            raise DpError(Msg("epsilon: expected a finite number greater than 0, e.g. epsilon=0.1"))
         return cls(statistic, column, float(epsilon), _conditions(where))  # type: ignore[arg-type]
 
     def message(self) -> dict[str, Any]:
@@ -209,12 +220,14 @@ class DpCall:
     def from_message(cls, message: Mapping[str, Any]) -> DpCall:
         """The call in a message from the sandbox (untrusted); DpError if malformed."""
         if message.get("kind") != "dp":
-            raise DpError("Veil answers only DP helper calls here")
+            raise DpError(Msg("Veil answers only DP helper calls here"))
         where = message.get("where") or []
         if not isinstance(where, list) or not all(
             isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) for c in where
         ):
-            raise DpError('where: expected a dict of column: value, e.g. {"machine": "press-1"}')
+            raise DpError(
+                Msg('where: expected a dict of column: value, e.g. {"machine": "press-1"}')
+            )
         statistic = message.get("statistic")
         return cls.of(
             statistic if isinstance(statistic, str) else "",
@@ -228,15 +241,25 @@ def _conditions(where: object) -> tuple[tuple[str, _WhereValue], ...]:
     if where is None:
         return ()
     if not isinstance(where, Mapping):
-        raise DpError('where: expected a dict of column: value, e.g. {"machine": "press-1"}')
+        raise DpError(Msg('where: expected a dict of column: value, e.g. {"machine": "press-1"}'))
     if len(where) > MAX_CONDITIONS:
-        raise DpError(f"where: at most {MAX_CONDITIONS} conditions")
+        raise DpError(
+            Msg(
+                "where: at most {max_conditions} conditions",
+                max_conditions=MAX_CONDITIONS,
+            )
+        )
     conditions = []
     for name, value in where.items():
         if not isinstance(name, str):
-            raise DpError("where: expected column names (strings) as keys")
+            raise DpError(Msg("where: expected column names (strings) as keys"))
         if not isinstance(value, str | int | float | bool):
-            raise DpError(f"where[{name!r}]: expected a string, number or boolean")
+            raise DpError(
+                Msg(
+                    "where[{name}]: expected a string, number or boolean",
+                    name=repr(name),
+                )
+            )
         conditions.append((name, value))
     return tuple(conditions)
 
@@ -290,14 +313,24 @@ def _prepare(
     try:
         validate_query(schema, query)
     except QueryError as error:
-        raise DpError(str(error)) from None
+        raise DpError(error.args[0] if error.args else str(error)) from None
     for name, _ in call.where:
         try:
             column_class = schema.column(name).column_class
         except KeyError:
-            raise DpError(f"where: column {name!r} is not declared in the dataset") from None
+            raise DpError(
+                Msg(
+                    "where: column {name} is not declared in the dataset",
+                    name=repr(name),
+                )
+            ) from None
         if column_class is ColumnClass.SECRET:
-            raise DpError(f"where: column {name!r} is secret and cannot filter")
+            raise DpError(
+                Msg(
+                    "where: column {name} is secret and cannot filter",
+                    name=repr(name),
+                )
+            )
     needed = _needed(schema, source, call)
     rows = _rows(source, needed)
     for name, wanted in call.where:
@@ -316,10 +349,14 @@ def _needed(schema: DatasetSchema, source: pl.DataFrame, call: DpCall) -> list[s
     needed = list(dict.fromkeys(names))
     for name in needed:
         if name not in source.columns:
-            what = "the privacy unit's id column" if name == unit else "column"
+            what = Msg("the privacy unit's id column") if name == unit else Msg("column")
             raise DpError(
-                f"{what} {name!r} was not given to this function; name it in your code "
-                "so that it is in the granted frame"
+                Msg(
+                    "{what} {name} was not given to this function; name it in your "
+                    "code so that it is in the granted frame",
+                    what=what,
+                    name=repr(name),
+                )
             )
     return needed
 
@@ -337,7 +374,7 @@ def _released(
     try:
         release = run_private_query(rows, schema, query, epsilon)
     except QueryError as error:
-        raise DpError(str(error)) from None
+        raise DpError(error.args[0] if error.args else str(error)) from None
     return release.rows[0].values[0]
 
 
@@ -405,8 +442,11 @@ class DpHelpers:
                 query, rows = _prepare(self._schema, mock, call)
                 return float(_released(rows, self._schema, query, call.epsilon).value)
         raise DpError(
-            "pass the data frame your function received, unchanged (not a filtered, sorted "
-            'or modified copy); select rows with where={"column": value}'
+            Msg(
+                "pass the data frame your function received, unchanged (not a "
+                "filtered, sorted or modified copy); select rows with "
+                'where={"column": value}'
+            )
         )
 
 
@@ -439,7 +479,7 @@ class _Installed:
 
     def helpers(self) -> DpHelpers:
         if self.source is None:
-            raise DpError("veil_dp works only while Veil runs your function on a dataset")
+            raise DpError(Msg("veil_dp works only while Veil runs your function on a dataset"))
         return DpHelpers(self.schema, self.source, self.ask, self.shadow)
 
 

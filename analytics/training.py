@@ -103,6 +103,7 @@ from analytics.training_spec import (
     TrainingSpec,
     check_values,
 )
+from i18n import Msg
 
 __all__ = [
     "ModelFamily",
@@ -158,14 +159,27 @@ def validate_training(schema: DatasetSchema, spec: TrainingSpec) -> None:
     unit = schema.privacy_unit
     if unit.id_column is not None:
         if unit.id_column not in schema.names:
-            raise TrainingError(f"column {unit.id_column!r} (privacy unit id) is not declared")
+            raise TrainingError(
+                Msg(
+                    "column {id_column} (privacy unit id) is not declared",
+                    id_column=repr(unit.id_column),
+                )
+            )
         if unit.max_rows_per_id > 1:
             raise TrainingError(
-                "tier-4 training protects single rows; this dataset's privacy unit is an id "
-                f"with up to {unit.max_rows_per_id} rows"
+                Msg(
+                    "tier-4 training protects single rows; this dataset's privacy "
+                    "unit is an id with up to {max_rows_per_id} rows",
+                    max_rows_per_id=unit.max_rows_per_id,
+                )
             )
         if unit.max_rows_per_id < 1:
-            raise TrainingError(f"column {unit.id_column!r} (privacy unit id): max_rows_per_id < 1")
+            raise TrainingError(
+                Msg(
+                    "column {id_column} (privacy unit id): max_rows_per_id < 1",
+                    id_column=repr(unit.id_column),
+                )
+            )
     for name in spec.features:
         feature_card(schema, name)
     target_card(schema, spec)
@@ -182,9 +196,9 @@ def _split_budget(spec: TrainingSpec) -> tuple[float, float]:
 
 def _check_rows_public(spec: TrainingSpec, rows_public: int) -> None:
     if isinstance(rows_public, bool) or not isinstance(rows_public, int) or rows_public < 1:
-        raise TrainingError("rows_public: expected a positive integer (the public row count)")
+        raise TrainingError(Msg("rows_public: expected a positive integer (the public row count)"))
     if not spec.delta < 1.0 / rows_public:
-        raise TrainingError("delta must be below 1/n (n = rows_public, the public row count)")
+        raise TrainingError(Msg("delta must be below 1/n (n = rows_public, the public row count)"))
 
 
 def _plan(
@@ -233,19 +247,28 @@ def _rows(
     if unit.id_column is not None:  # one row per id: keep each id's first row
         if unit.id_column not in frame.columns:
             raise TrainingError(
-                f"column {unit.id_column!r} (privacy unit id) is missing from the data"
+                Msg(
+                    "column {id_column} (privacy unit id) is missing from the data",
+                    id_column=repr(unit.id_column),
+                )
             )
         frame = frame.unique(subset=[unit.id_column], keep="first", maintain_order=True)
     used = [*spec.features, spec.target]
     for name in used:
         if name not in frame.columns:
             role = "target" if name == spec.target else "feature"
-            raise TrainingError(f"column {name!r} ({role}) is missing from the data")
+            raise TrainingError(
+                Msg(
+                    "column {name} ({role}) is missing from the data",
+                    name=repr(name),
+                    role=role,
+                )
+            )
     target = card["target"]
     try:
         frame = frame.with_columns(target_expr(frame, target).alias(_TARGET)).drop_nulls(_TARGET)
     except pl.exceptions.PolarsError:
-        raise TrainingError("the target column does not hold its declared type") from None
+        raise TrainingError(Msg("the target column does not hold its declared type")) from None
     score = frame.select(used).hash_rows(seed=spec.seed).cast(pl.Float64) / _HASH_SCALE
     held = score < spec.holdout_fraction
     parts = []
@@ -349,7 +372,9 @@ def train_model(
     card = _model_card(schema, spec, rows_public)
     train, held = _rows(frame, schema, spec, card)
     if len(train) == 0:
-        raise TrainingError("no training rows: every row lacks a usable target or was held out")
+        raise TrainingError(
+            Msg("no training rows: every row lacks a usable target or was held out")
+        )
     model = initial_model(
         spec.family, card["inputs"], spec.hidden_sizes, card["outputs"], spec.seed
     )
@@ -357,7 +382,7 @@ def train_model(
         callbacks = Callbacks(on_epoch, should_stop)
         spent = fit_private(model, train, spec, plan, callbacks, secure_mode)
         if not _finite(model):  # a function of the DP weights only: revealing it is safe
-            raise TrainingError("training diverged (non-finite weights): lower learning_rate")
+            raise TrainingError(Msg("training diverged (non-finite weights): lower learning_rate"))
         metric, charged = release_metric(model, held, card["target"], eps_metrics)
     if not (spent <= eps_training and charged <= eps_metrics):  # pragma: no cover
         raise RuntimeError("an accountant spent more than planned")
@@ -377,12 +402,14 @@ def load_model(weights: bytes, card: dict[str, Any]) -> nn.Module:
         model = build_model(family, int(card["inputs"]), hidden, int(card["outputs"]))
     except (KeyError, TypeError, ValueError):
         raise TrainingError(
-            "card: not a Veil model card (family, inputs, hidden_sizes, outputs)"
+            Msg("card: not a Veil model card (family, inputs, hidden_sizes, outputs)")
         ) from None
     try:
         model.load_state_dict(safetensors.torch.load(weights), strict=True)
     except (safetensors.SafetensorError, RuntimeError):
-        raise TrainingError("weights: not safetensors weights of the card's architecture") from None
+        raise TrainingError(
+            Msg("weights: not safetensors weights of the card's architecture")
+        ) from None
     return model.eval()
 
 

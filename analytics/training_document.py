@@ -30,9 +30,10 @@ from analytics.training_spec import (
     TrainingSpec,
     check_values,
 )
+from i18n import Msg
 
 _COLUMN: Final = re.compile(COLUMN_PATTERN)
-_COLUMN_HELP: Final = "a column name (a letter or _, then up to 63 letters, digits or _)"
+_COLUMN_HELP: Final = Msg("a column name (a letter or _, then up to 63 letters, digits or _)")
 _REQUIRED: Final = ("family", "features", "target", "epsilon", "delta")
 _FIELDS: Final = frozenset(
     {"family", "features", "target", "hidden_sizes", *(f.name for f in NUMBER_FIELDS)}
@@ -90,16 +91,25 @@ def training_json_schema() -> dict[str, Any]:
 def parse_training(doc: Any) -> TrainingSpec:
     """The TrainingSpec of a training document; TrainingError naming the JSON path otherwise."""
     if not isinstance(doc, dict):
-        raise TrainingError("training: expected a JSON object")
+        raise TrainingError(Msg("training: expected a JSON object"))
     for key in doc:
         if key not in _FIELDS:
             shown = f" {key!r}" if isinstance(key, str) and _COLUMN.match(key) else ""
             raise TrainingError(
-                f"training: unknown field{shown}; expected only {', '.join(sorted(_FIELDS))}"
+                Msg(
+                    "training: unknown field{shown}; expected only {fields}",
+                    shown=shown,
+                    fields=", ".join(sorted(_FIELDS)),
+                )
             )
     for name in _REQUIRED:
         if name not in doc:
-            raise TrainingError(f"{name}: required")
+            raise TrainingError(
+                Msg(
+                    "{name}: required",
+                    name=name,
+                )
+            )
     family = _family(doc["family"])
     numbers: dict[str, Any] = {
         f.name: _number(doc[f.name], f) for f in NUMBER_FIELDS if f.name in doc
@@ -117,25 +127,45 @@ def parse_training(doc: Any) -> TrainingSpec:
 
 def _family(value: Any) -> ModelFamily:
     if not isinstance(value, str) or value not in _FAMILIES:
-        raise TrainingError(f"family: expected one of {', '.join(_FAMILIES)}")
+        raise TrainingError(
+            Msg(
+                "family: expected one of {families}",
+                families=", ".join(_FAMILIES),
+            )
+        )
     return ModelFamily(value)
 
 
 def _column(value: Any, path: str) -> str:
     if not isinstance(value, str) or not _COLUMN.match(value):
-        raise TrainingError(f"{path}: expected {_COLUMN_HELP}")
+        raise TrainingError(
+            Msg(
+                "{path}: expected {column_help}",
+                path=path,
+                column_help=_COLUMN_HELP,
+            )
+        )
     return value
 
 
 def _features(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not MIN_FEATURES <= len(value) <= MAX_FEATURES:
         raise TrainingError(
-            f"features: expected a list of {MIN_FEATURES} to {MAX_FEATURES} column names"
+            Msg(
+                "features: expected a list of {min_features} to {max_features} column names",
+                min_features=MIN_FEATURES,
+                max_features=MAX_FEATURES,
+            )
         )
     names = tuple(_column(name, f"features[{i}]") for i, name in enumerate(value))
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise TrainingError(f"features[{i}]: column listed twice")
+            raise TrainingError(
+                Msg(
+                    "features[{i}]: column listed twice",
+                    i=i,
+                )
+            )
     return names
 
 
@@ -147,9 +177,21 @@ def _whole(value: Any) -> bool:
 
 def _number(value: Any, field: NumberField) -> int | float:
     if field.integer and not _whole(value):
-        raise TrainingError(f"{field.name}: expected {field.expected}")
+        raise TrainingError(
+            Msg(
+                "{name}: expected {expected}",
+                name=field.name,
+                expected=field.expected,
+            )
+        )
     if not field.accepts(value):
-        raise TrainingError(f"{field.name}: expected {field.expected}")
+        raise TrainingError(
+            Msg(
+                "{name}: expected {expected}",
+                name=field.name,
+                expected=field.expected,
+            )
+        )
     return int(value) if field.integer else float(value)
 
 
@@ -157,18 +199,29 @@ def _hidden_sizes(value: Any, family: ModelFamily) -> tuple[int, ...]:
     if value is None:
         if family != ModelFamily.LOGISTIC_REGRESSION:
             raise TrainingError(
-                f"hidden_sizes: required for {family} (1 to {MAX_HIDDEN_LAYERS} layer sizes)"
+                Msg(
+                    "hidden_sizes: required for {family} (1 to {max_hidden_layers} layer sizes)",
+                    family=family,
+                    max_hidden_layers=MAX_HIDDEN_LAYERS,
+                )
             )
         return ()
     if not isinstance(value, list) or len(value) > MAX_HIDDEN_LAYERS:
         raise TrainingError(
-            f"hidden_sizes: expected a list of at most {MAX_HIDDEN_LAYERS} layer sizes"
+            Msg(
+                "hidden_sizes: expected a list of at most {max_hidden_layers} layer sizes",
+                max_hidden_layers=MAX_HIDDEN_LAYERS,
+            )
         )
     sizes = []
     for i, units in enumerate(value):
         if not _whole(units) or not 1 <= units <= MAX_HIDDEN_UNITS:
             raise TrainingError(
-                f"hidden_sizes[{i}]: expected an integer from 1 to {MAX_HIDDEN_UNITS}"
+                Msg(
+                    "hidden_sizes[{i}]: expected an integer from 1 to {max_hidden_units}",
+                    i=i,
+                    max_hidden_units=MAX_HIDDEN_UNITS,
+                )
             )
         sizes.append(int(units))
     return tuple(sizes)

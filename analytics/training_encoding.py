@@ -35,14 +35,16 @@ import torch
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
 from analytics.training_spec import CLASSIFIERS, MAX_CLASSES, TrainingError, TrainingSpec
+from i18n import Msg
 
 SCALED: Final = "scaled"
 BOOLEAN: Final = "boolean"
 ONE_HOT: Final = "one_hot"
 CLASSES: Final = "classes"
-_CLASSIFIER_TARGET: Final = (
-    f"a classifier needs a boolean target, an integer target whose declared range holds "
-    f"2 to {MAX_CLASSES} values, or a string target with 2 to {MAX_CLASSES} declared categories"
+_CLASSIFIER_TARGET: Final = Msg(
+    "a classifier needs a boolean target, an integer target whose declared range holds "
+    "2 to {max_classes} values, or a string target with 2 to {max_classes} declared categories",
+    max_classes=MAX_CLASSES,
 )
 
 
@@ -51,18 +53,42 @@ def declared(schema: DatasetSchema, name: str, role: str) -> ColumnSpec:
     try:
         spec = schema.column(name)
     except KeyError:
-        raise TrainingError(f"column {name!r} ({role}) is not declared in the dataset") from None
+        raise TrainingError(
+            Msg(
+                "column {name} ({role}) is not declared in the dataset",
+                name=repr(name),
+                role=role,
+            )
+        ) from None
     if spec.column_class == ColumnClass.SECRET:
-        raise TrainingError(f"column {name!r} ({role}) is secret: it cannot be used for training")
+        raise TrainingError(
+            Msg(
+                "column {name} ({role}) is secret: it cannot be used for training",
+                name=repr(name),
+                role=role,
+            )
+        )
     return spec
 
 
 def _bounds(spec: ColumnSpec, role: str) -> tuple[float, float]:
     lower, upper = spec.lower, spec.upper
     if lower is None or upper is None or not (math.isfinite(lower) and math.isfinite(upper)):
-        raise TrainingError(f"column {spec.name!r} ({role}) needs finite declared bounds")
+        raise TrainingError(
+            Msg(
+                "column {name} ({role}) needs finite declared bounds",
+                name=repr(spec.name),
+                role=role,
+            )
+        )
     if not lower < upper:
-        raise TrainingError(f"column {spec.name!r} ({role}): declared lower must be below upper")
+        raise TrainingError(
+            Msg(
+                "column {name} ({role}): declared lower must be below upper",
+                name=repr(spec.name),
+                role=role,
+            )
+        )
     return float(lower), float(upper)
 
 
@@ -77,7 +103,10 @@ def feature_card(schema: DatasetSchema, name: str) -> dict[str, Any]:
     if spec.column_class == ColumnClass.PUBLIC and spec.categories:
         return {"name": name, "encoding": ONE_HOT, "categories": list(spec.categories)}
     raise TrainingError(
-        f"column {name!r} (feature): a string feature must be public with declared categories"
+        Msg(
+            "column {name} (feature): a string feature must be public with declared categories",
+            name=repr(name),
+        )
     )
 
 
@@ -87,7 +116,12 @@ def target_card(schema: DatasetSchema, spec: TrainingSpec) -> dict[str, Any]:
     name = spec.target
     if spec.family not in CLASSIFIERS:
         if not column.is_numeric:
-            raise TrainingError(f"column {name!r} (target): a regressor needs a numeric target")
+            raise TrainingError(
+                Msg(
+                    "column {name} (target): a regressor needs a numeric target",
+                    name=repr(name),
+                )
+            )
         lower, upper = _bounds(column, "target")
         return {"name": name, "encoding": SCALED, "lower": lower, "upper": upper}
     if column.type == ColumnType.BOOLEAN:
@@ -101,7 +135,13 @@ def target_card(schema: DatasetSchema, spec: TrainingSpec) -> dict[str, Any]:
     if column.type == ColumnType.STRING and 2 <= len(column.categories or ()) <= MAX_CLASSES:
         classes = list(column.categories or ())
         return {"name": name, "encoding": CLASSES, "source": "string", "classes": classes}
-    raise TrainingError(f"column {name!r} (target): {_CLASSIFIER_TARGET}")
+    raise TrainingError(
+        Msg(
+            "column {name} (target): {classifier_target}",
+            name=repr(name),
+            classifier_target=_CLASSIFIER_TARGET,
+        )
+    )
 
 
 def input_width(features: list[dict[str, Any]]) -> int:
@@ -116,7 +156,13 @@ def output_width(target: dict[str, Any]) -> int:
 
 def _require(frame: pl.DataFrame, name: str, role: str) -> pl.Expr:
     if name not in frame.columns:
-        raise TrainingError(f"column {name!r} ({role}) is missing from the data")
+        raise TrainingError(
+            Msg(
+                "column {name} ({role}) is missing from the data",
+                name=repr(name),
+                role=role,
+            )
+        )
     return pl.col(name)
 
 
@@ -140,7 +186,7 @@ def encode_features(frame: pl.DataFrame, features: list[dict[str, Any]]) -> torc
     try:
         matrix = frame.select(e.alias(f"__x{i}") for i, e in enumerate(exprs)).to_numpy()
     except pl.exceptions.PolarsError:
-        raise TrainingError("a feature column does not hold its declared type") from None
+        raise TrainingError(Msg("a feature column does not hold its declared type")) from None
     return torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
 
 

@@ -29,6 +29,7 @@ from analytics.schema import (
 from analytics.training_encoding import CLASSES, predicted_index, predicted_value
 from analytics.training_sgd import Rows
 from analytics.training_spec import TrainingError
+from i18n import Msg
 
 
 def _metric_frame(
@@ -56,7 +57,12 @@ def release_metric(
     try:
         release = run_private_query(frame, DatasetSchema((column,)), query, epsilon, 0.0)
     except QueryError as error:  # pragma: no cover - the query is fixed and valid
-        raise TrainingError(f"held-out metric: {error}") from None
+        raise TrainingError(
+            Msg(
+                "held-out metric: {problem}",
+                problem=error.args[0] if error.args else str(error),
+            )
+        ) from None
     value = release.rows[0].values[0]
     metric = {
         "name": name,

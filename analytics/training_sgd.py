@@ -43,6 +43,7 @@ from analytics.training_spec import (
     TrainingError,
     TrainingSpec,
 )
+from i18n import Msg
 
 #: Opacus' PRV accountant (Gopi et al. 2021): numerical composition of the subsampled
 #: Gaussian's privacy loss; Opacus returns its certified upper bound on epsilon.  Tighter
@@ -83,14 +84,20 @@ def sgd_plan(spec: TrainingSpec, rows_public: int, epsilon_training: float) -> S
     training_rows = public_training_rows(spec, rows_public)
     if spec.batch_size > training_rows:
         raise TrainingError(
-            "batch_size: must not exceed the training rows, rows_public x (1 - holdout_fraction)"
+            Msg(
+                "batch_size: must not exceed the training rows, rows_public x (1 "
+                "- holdout_fraction)"
+            )
         )
     q = spec.batch_size / training_rows
     per_epoch = int(1 / q)  # exactly what opacus' UniformWithReplacementSampler yields
     if per_epoch * spec.epochs > MAX_STEPS:
         raise TrainingError(
-            f"epochs x rows_public / batch_size must be at most {MAX_STEPS} steps: "
-            "raise batch_size or lower epochs"
+            Msg(
+                "epochs x rows_public / batch_size must be at most {max_steps} "
+                "steps: raise batch_size or lower epochs",
+                max_steps=MAX_STEPS,
+            )
         )
     sigma = sigma_for_budget(epsilon_training, spec.delta, q, per_epoch * spec.epochs)
     return SgdPlan(q, per_epoch, spec.epochs, sigma, spec.batch_size)
@@ -114,7 +121,7 @@ def sigma_for_budget(epsilon: float, delta: float, sample_rate: float, steps: in
                 accountant=ACCOUNTANT,
             )
     except ValueError:
-        raise TrainingError("epsilon: too small for this many training steps") from None
+        raise TrainingError(Msg("epsilon: too small for this many training steps")) from None
     return float(sigma)
 
 
@@ -185,8 +192,10 @@ def _engine(secure_mode: bool) -> PrivacyEngine:
             return PrivacyEngine(accountant=ACCOUNTANT, secure_mode=secure_mode)
     except ImportError:
         raise TrainingError(
-            "secure_mode needs the torchcsprng package (Opacus' cryptographically secure "
-            "generator), which is not installed"
+            Msg(
+                "secure_mode needs the torchcsprng package (Opacus' "
+                "cryptographically secure generator), which is not installed"
+            )
         ) from None
 
 

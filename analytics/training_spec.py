@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+from i18n import Msg
+
 
 class ModelFamily(enum.StrEnum):
     """What kind of model to train."""
@@ -62,6 +64,23 @@ class TrainingSpec:
     seed: int = 0
 
 
+#: A field's range in words, whole numbers or not (templates, so that they translate).
+_RANGES: Final = {
+    (True, "above"): Msg("an integer above {low}"),
+    (True, "at_least"): Msg("an integer of at least {low}"),
+    (True, "between"): Msg("an integer strictly between {low} and {high}"),
+    (True, "above_at_most"): Msg("an integer above {low} and at most {high}"),
+    (True, "at_least_below"): Msg("an integer of at least {low} and below {high}"),
+    (True, "from_to"): Msg("an integer from {low} to {high}"),
+    (False, "above"): Msg("a number above {low}"),
+    (False, "at_least"): Msg("a number of at least {low}"),
+    (False, "between"): Msg("a number strictly between {low} and {high}"),
+    (False, "above_at_most"): Msg("a number above {low} and at most {high}"),
+    (False, "at_least_below"): Msg("a number of at least {low} and below {high}"),
+    (False, "from_to"): Msg("a number from {low} to {high}"),
+}
+
+
 @dataclass(frozen=True)
 class NumberField:
     """A numeric field's range: ``low``/``high`` inclusive unless marked open."""
@@ -75,19 +94,20 @@ class NumberField:
     description: str = ""
 
     @property
-    def expected(self) -> str:
+    def expected(self) -> Msg:
         """The range in words, for error messages."""
-        kind = "an integer" if self.integer else "a number"
         low, high = str(_plain(self.low)), "" if self.high is None else str(_plain(self.high))
         if self.high is None:
-            return f"{kind} {'above' if self.low_open else 'of at least'} {low}"
-        if self.low_open and self.high_open:
-            return f"{kind} strictly between {low} and {high}"
-        if self.low_open:
-            return f"{kind} above {low} and at most {high}"
-        if self.high_open:
-            return f"{kind} of at least {low} and below {high}"
-        return f"{kind} from {low} to {high}"
+            form = "above" if self.low_open else "at_least"
+        elif self.low_open and self.high_open:
+            form = "between"
+        elif self.low_open:
+            form = "above_at_most"
+        elif self.high_open:
+            form = "at_least_below"
+        else:
+            form = "from_to"
+        return Msg(_RANGES[self.integer, form].template, low=low, high=high)
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` (already a Python number) lies in the range."""
@@ -144,17 +164,39 @@ NUMBER_FIELDS: Final = (
 def check_values(spec: TrainingSpec) -> None:
     """Raise TrainingError unless every value of ``spec`` is in range (no schema needed)."""
     if not isinstance(spec.family, ModelFamily):
-        raise TrainingError(f"family: expected one of {', '.join(ModelFamily)}")
+        raise TrainingError(
+            Msg(
+                "family: expected one of {modelfamily}",
+                modelfamily=", ".join(ModelFamily),
+            )
+        )
     for field in NUMBER_FIELDS:
         if not field.accepts(getattr(spec, field.name)):
-            raise TrainingError(f"{field.name}: expected {field.expected}")
+            raise TrainingError(
+                Msg(
+                    "{name}: expected {expected}",
+                    name=field.name,
+                    expected=field.expected,
+                )
+            )
     if not MIN_FEATURES <= len(spec.features) <= MAX_FEATURES:
-        raise TrainingError(f"features: expected {MIN_FEATURES} to {MAX_FEATURES} column names")
+        raise TrainingError(
+            Msg(
+                "features: expected {min_features} to {max_features} column names",
+                min_features=MIN_FEATURES,
+                max_features=MAX_FEATURES,
+            )
+        )
     for i, name in enumerate(spec.features):
         if name in spec.features[:i]:
-            raise TrainingError(f"features[{i}]: column listed twice")
+            raise TrainingError(
+                Msg(
+                    "features[{i}]: column listed twice",
+                    i=i,
+                )
+            )
     if spec.target in spec.features:
-        raise TrainingError("target: the target column cannot also be a feature")
+        raise TrainingError(Msg("target: the target column cannot also be a feature"))
     check_hidden_sizes(spec.family, spec.hidden_sizes)
 
 
@@ -162,14 +204,29 @@ def check_hidden_sizes(family: ModelFamily, sizes: tuple[int, ...]) -> None:
     """MLPs take 1-3 hidden layers of 1..512 units; logistic regression none."""
     if family == ModelFamily.LOGISTIC_REGRESSION:
         if sizes:
-            raise TrainingError("hidden_sizes: logistic_regression has no hidden layers")
+            raise TrainingError(Msg("hidden_sizes: logistic_regression has no hidden layers"))
         return
     if not 1 <= len(sizes) <= MAX_HIDDEN_LAYERS:
         raise TrainingError(
-            f"hidden_sizes: {family} needs 1 to {MAX_HIDDEN_LAYERS} hidden layer sizes"
+            Msg(
+                "hidden_sizes: {family} needs 1 to {max_hidden_layers} hidden layer sizes",
+                family=family,
+                max_hidden_layers=MAX_HIDDEN_LAYERS,
+            )
         )
     for i, units in enumerate(sizes):
         if isinstance(units, bool) or not isinstance(units, int):
-            raise TrainingError(f"hidden_sizes[{i}]: expected an integer")
+            raise TrainingError(
+                Msg(
+                    "hidden_sizes[{i}]: expected an integer",
+                    i=i,
+                )
+            )
         if not 1 <= units <= MAX_HIDDEN_UNITS:
-            raise TrainingError(f"hidden_sizes[{i}]: expected 1 to {MAX_HIDDEN_UNITS} units")
+            raise TrainingError(
+                Msg(
+                    "hidden_sizes[{i}]: expected 1 to {max_hidden_units} units",
+                    i=i,
+                    max_hidden_units=MAX_HIDDEN_UNITS,
+                )
+            )

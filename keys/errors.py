@@ -6,6 +6,8 @@ how to fix it; they never contain key material, plaintext or tokens.
 
 from __future__ import annotations
 
+from i18n import Msg
+
 
 class KeysError(Exception):
     """Base class of every error raised by ``keys``."""
@@ -49,8 +51,10 @@ class DecryptionError(KeysError):
 
     def __init__(self) -> None:
         super().__init__(
-            "the encrypted object could not be decrypted: it is damaged, incomplete, "
-            "or does not belong to this tenant, object and version"
+            Msg(
+                "the encrypted object could not be decrypted: it is damaged, incomplete, "
+                "or does not belong to this tenant, object and version"
+            )
         )
 
 
@@ -58,4 +62,4 @@ class InvalidSignature(KeysError):
     """A signature does not verify against the message and public key."""
 
     def __init__(self) -> None:
-        super().__init__("the signature does not match the message and public key")
+        super().__init__(Msg("the signature does not match the message and public key"))

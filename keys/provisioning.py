@@ -7,6 +7,7 @@ import time
 import hvac
 import hvac.exceptions
 
+from i18n import Msg
 from keys.errors import KeyServerUnavailable, UnknownTenant
 from keys.tenancy import DATA_KEY, TENANT_MOUNTS_PREFIX, Tenancy, TenantLocation
 from keys.vault import KeyServerClient
@@ -30,7 +31,9 @@ def create_tenant(server: KeyServerClient, tenant: str) -> None:
     if server.tenancy is Tenancy.NAMESPACE:
         base = server.platform()
         try:
-            server.call("create the tenant namespace", lambda: base.sys.create_namespace(tenant))
+            server.call(
+                Msg("create the tenant namespace"), lambda: base.sys.create_namespace(tenant)
+            )
         except hvac.exceptions.InvalidRequest as exc:
             if "already exists" not in str(exc):
                 raise
@@ -38,7 +41,7 @@ def create_tenant(server: KeyServerClient, tenant: str) -> None:
     _mount_transit(server, admin, loc)
     _create_data_key(server, admin, loc)
     server.call(
-        "write the tenant policy",
+        Msg("write the tenant policy"),
         lambda: admin.adapter.put(
             f"/v1/sys/policies/acl/{loc.policy}", json={"policy": loc.tenant_policy()}
         ),
@@ -46,7 +49,7 @@ def create_tenant(server: KeyServerClient, tenant: str) -> None:
     _enable_approle(server, admin, loc)
     settings = dict(_TENANT_ROLE_SETTINGS, token_policies=[loc.policy])
     server.call(
-        "create the tenant role",
+        Msg("create the tenant role"),
         lambda: admin.adapter.post(f"/v1/auth/{loc.approle_mount}/role/{loc.role}", json=settings),
     )
 
@@ -54,7 +57,7 @@ def create_tenant(server: KeyServerClient, tenant: str) -> None:
 def _mount_transit(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
     try:
         server.call(
-            "mount the tenant's transit engine",
+            Msg("mount the tenant's transit engine"),
             lambda: admin.sys.enable_secrets_engine("transit", path=loc.transit_mount),
         )
     except hvac.exceptions.InvalidRequest as exc:
@@ -65,9 +68,9 @@ def _mount_transit(server: KeyServerClient, admin: hvac.Client, loc: TenantLocat
 def _create_data_key(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
     keys_path = f"/v1/{loc.transit_mount}/keys/{DATA_KEY}"
     # Creating an existing key is a no-op in transit, so this is safe to repeat.
-    server.call("create the tenant key", lambda: admin.adapter.post(keys_path, json={}))
+    server.call(Msg("create the tenant key"), lambda: admin.adapter.post(keys_path, json={}))
     server.call(
-        "allow the tenant key to be shredded",
+        Msg("allow the tenant key to be shredded"),
         lambda: admin.adapter.post(f"{keys_path}/config", json={"deletion_allowed": True}),
     )
 
@@ -75,7 +78,7 @@ def _create_data_key(server: KeyServerClient, admin: hvac.Client, loc: TenantLoc
 def _enable_approle(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
     try:
         server.call(
-            "enable the tenant login method",
+            Msg("enable the tenant login method"),
             lambda: admin.sys.enable_auth_method("approle", path=loc.approle_mount),
         )
     except hvac.exceptions.InvalidRequest as exc:
@@ -92,15 +95,19 @@ def _wait_until_namespace_gone(
     while time.monotonic() < deadline:
         try:
             server.call(
-                "check the namespace deletion",
+                Msg("check the namespace deletion"),
                 lambda: base.adapter.get(f"/v1/sys/namespaces/{tenant}"),
             )
         except hvac.exceptions.InvalidPath:
             return
         time.sleep(0.05)
     raise KeyServerUnavailable(
-        f"the key server has not finished deleting tenant '{tenant}' after {timeout_s:.0f} s; "
-        "check its log, then retry the deletion"
+        Msg(
+            "the key server has not finished deleting tenant '{tenant}' after "
+            "{timeout_s} s; check its log, then retry the deletion",
+            tenant=tenant,
+            timeout_s=f"{timeout_s:.0f}",
+        )
     )
 
 
@@ -112,22 +119,27 @@ def destroy_tenant(server: KeyServerClient, tenant: str) -> None:
     """
     loc = server.location(tenant)
     if not server.tenant_exists(tenant):
-        raise UnknownTenant(f"tenant '{tenant}' has no keys in the key server")
+        raise UnknownTenant(
+            Msg(
+                "tenant '{tenant}' has no keys in the key server",
+                tenant=tenant,
+            )
+        )
     server.forget_tenant(tenant)
     if server.tenancy is Tenancy.NAMESPACE:
         base = server.platform()
-        server.call("delete the tenant namespace", lambda: base.sys.delete_namespace(tenant))
+        server.call(Msg("delete the tenant namespace"), lambda: base.sys.delete_namespace(tenant))
         _wait_until_namespace_gone(server, tenant)
         return
     base = server.platform()
     mount = loc.transit_mount
     assert mount.startswith(f"{TENANT_MOUNTS_PREFIX}/")
-    server.call("unmount the tenant keys", lambda: base.sys.disable_secrets_engine(mount))
+    server.call(Msg("unmount the tenant keys"), lambda: base.sys.disable_secrets_engine(mount))
     server.call(
-        "delete the tenant role",
+        Msg("delete the tenant role"),
         lambda: base.adapter.delete(f"/v1/auth/{loc.approle_mount}/role/{loc.role}"),
     )
     server.call(
-        "delete the tenant policy",
+        Msg("delete the tenant policy"),
         lambda: base.adapter.delete(f"/v1/sys/policies/acl/{loc.policy}"),
     )

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import hvac
 import hvac.exceptions
 
+from i18n import Msg
 from keys import _stream, provisioning
 from keys.errors import DecryptionError, KeyServerMisconfigured
 from keys.signing import Signature, SigningPublicKey
@@ -83,7 +84,7 @@ class KeyService:
     def check(self) -> None:
         """Raise :class:`~keys.errors.KeyServerUnavailable` unless the server answers now."""
         client = self._server.platform()
-        self._server.call("check its health", lambda: client.auth.token.lookup_self())
+        self._server.call(Msg("check its health"), lambda: client.auth.token.lookup_self())
 
     # -- tenants ----------------------------------------------------------------------
     def create_tenant(self, tenant: str) -> None:
@@ -122,7 +123,7 @@ class KeyService:
         with key_operation(object_label(object_id, version)):
             data = self._server.with_tenant(
                 tenant,
-                "issue a data key",
+                Msg("issue a data key"),
                 lambda c: c.secrets.transit.generate_data_key(
                     DATA_KEY,
                     key_type="plaintext",
@@ -189,7 +190,7 @@ class KeyService:
             return str(response["data"]["plaintext"])
 
         try:
-            plaintext = self._server.with_tenant(tenant, "unwrap a data key", decrypt)
+            plaintext = self._server.with_tenant(tenant, Msg("unwrap a data key"), decrypt)
             key = base64.b64decode(plaintext, validate=True)
         except (hvac.exceptions.InvalidRequest, binascii.Error):
             # Wrong tenant, damaged, or a key version retired by rotation: one opaque error.
@@ -220,7 +221,7 @@ class KeyService:
         loc = self._server.location(tenant)
         admin = self._server.platform_in(loc.namespace)
         self._server.call(
-            "rotate the tenant key",
+            Msg("rotate the tenant key"),
             lambda: admin.secrets.transit.rotate_key(DATA_KEY, mount_point=loc.transit_mount),
         )
         return self._latest_version(admin, loc.transit_mount)
@@ -244,7 +245,7 @@ class KeyService:
                 return [str(r["ciphertext"]) for r in results]
 
             try:
-                result.extend(self._server.with_tenant(tenant, "rewrap data keys", rewrap))
+                result.extend(self._server.with_tenant(tenant, Msg("rewrap data keys"), rewrap))
             except hvac.exceptions.InvalidRequest:
                 raise DecryptionError() from None
         return result
@@ -260,7 +261,7 @@ class KeyService:
         if not 1 <= version <= latest:
             raise ValueError(f"version must be between 1 and the latest key version ({latest})")
         self._server.call(
-            "raise the minimum decryption version",
+            Msg("raise the minimum decryption version"),
             lambda: admin.adapter.post(
                 f"/v1/{loc.transit_mount}/keys/{DATA_KEY}/config",
                 json={"min_decryption_version": version},
@@ -269,7 +270,7 @@ class KeyService:
 
     def _latest_version(self, admin: hvac.Client, mount: str) -> int:
         info = self._server.call(
-            "read the tenant key",
+            Msg("read the tenant key"),
             lambda: admin.adapter.get(f"/v1/{mount}/keys/{DATA_KEY}"),
         )
         return int(info["data"]["latest_version"])
@@ -294,7 +295,7 @@ class KeyService:
         """Every version of the signing key's public half, oldest first."""
         client = self._server.platform()
         info = self._server.call(
-            "read the signing key",
+            Msg("read the signing key"),
             lambda: client.secrets.transit.read_key(SIGNING_KEY, mount_point=PLATFORM_MOUNT),
         )
         keys = info["data"]["keys"]
@@ -305,8 +306,12 @@ class KeyService:
             ]
         except (KeyError, TypeError):
             raise KeyServerMisconfigured(
-                f"'{PLATFORM_MOUNT}/keys/{SIGNING_KEY}' is not an Ed25519 key; delete it "
-                "and restart Veil to create the right one"
+                Msg(
+                    "'{platform_mount}/keys/{signing_key}' is not an Ed25519 key; "
+                    "delete it and restart Veil to create the right one",
+                    platform_mount=PLATFORM_MOUNT,
+                    signing_key=SIGNING_KEY,
+                )
             ) from None
 
     def signing_public_key(self) -> SigningPublicKey:

@@ -20,6 +20,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+from i18n import Msg
 from keys.errors import InvalidTenantId
 
 PLATFORM_MOUNT = "veil-platform"
@@ -48,8 +49,11 @@ def validate_tenant_id(tenant: str) -> str:
     """Return ``tenant`` if it can name a namespace and a mount; raise otherwise."""
     if not _TENANT_ID.fullmatch(tenant) or tenant in _RESERVED:
         raise InvalidTenantId(
-            "a tenant id must be 1-48 characters of lower-case letters, digits and inner "
-            "hyphens (for example 'acme-metal'), and not a reserved name"
+            Msg(
+                "a tenant id must be 1-48 characters of lower-case letters, "
+                "digits and inner hyphens (for example 'acme-metal'), and not a "
+                "reserved name"
+            )
         )
     return tenant
 

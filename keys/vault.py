@@ -21,6 +21,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from i18n import Msg
 from keys._nodes import NODE_FAILURES, RETRY_PAUSE_S, Nodes
 from keys.errors import (
     KeyServerMisconfigured,
@@ -137,22 +138,38 @@ def translate_errors(addr: str, action: str) -> Iterator[None]:
         yield
     except (requests.ConnectionError, requests.Timeout):
         raise KeyServerUnavailable(
-            f"cannot reach the key server at {addr} to {action}; check that it is running "
-            "and that the address is right"
+            Msg(
+                "cannot reach the key server at {addr} to {action}; check that it "
+                "is running and that the address is right",
+                addr=addr,
+                action=action,
+            )
         ) from None
     except hvac.exceptions.VaultDown:
         raise KeyServerUnavailable(
-            f"the key server at {addr} is sealed or in standby and cannot {action}; "
-            "unseal it (or wait for a leader) and retry"
+            Msg(
+                "the key server at {addr} is sealed or in standby and cannot "
+                "{action}; unseal it (or wait for a leader) and retry",
+                addr=addr,
+                action=action,
+            )
         ) from None
     except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway):
         raise KeyServerUnavailable(
-            f"the key server at {addr} failed while trying to {action}; check its log "
-            "(a full disk or an unwritable audit device makes it refuse every request)"
+            Msg(
+                "the key server at {addr} failed while trying to {action}; check "
+                "its log (a full disk or an unwritable audit device makes it "
+                "refuse every request)",
+                addr=addr,
+                action=action,
+            )
         ) from None
     except hvac.exceptions.RateLimitExceeded:
         raise KeyServerUnavailable(
-            f"the key server at {addr} is rate-limiting Veil; retry later"
+            Msg(
+                "the key server at {addr} is rate-limiting Veil; retry later",
+                addr=addr,
+            )
         ) from None
 
 
@@ -173,8 +190,10 @@ class KeyServerClient:
     def __init__(self, config: KeyServerConfig, *, clock: Callable[[], float] = time.monotonic):
         if not config.token and not (config.role_id and config.secret_id):
             raise KeyServerMisconfigured(
-                "no credentials for the key server: set VEIL_VAULT_TOKEN, or both "
-                "VEIL_VAULT_ROLE_ID and VEIL_VAULT_SECRET_ID"
+                Msg(
+                    "no credentials for the key server: set VEIL_VAULT_TOKEN, or both "
+                    "VEIL_VAULT_ROLE_ID and VEIL_VAULT_SECRET_ID"
+                )
             )
         self.config = config
         self._clock = clock
@@ -245,9 +264,12 @@ class KeyServerClient:
                 raise hvac.exceptions.VaultDown("sealed")  # another node may be unsealed
             return sealed
 
-        if self.call("read its seal status", read_seal_status):
+        if self.call(Msg("read its seal status"), read_seal_status):
             raise KeyServerUnavailable(
-                f"the key server at {self.config.addr} is sealed; unseal it and retry"
+                Msg(
+                    "the key server at {addr} is sealed; unseal it and retry",
+                    addr=self.config.addr,
+                )
             )
         self.platform()  # authenticates, or raises KeyServerMisconfigured
         if self.tenancy is Tenancy.AUTO:
@@ -257,7 +279,7 @@ class KeyServerClient:
     def _detect_tenancy(self) -> Tenancy:
         client = self.platform()
         try:
-            self.call("list namespaces", lambda: client.sys.list_namespaces())
+            self.call(Msg("list namespaces"), lambda: client.sys.list_namespaces())
         except hvac.exceptions.InvalidPath as exc:
             # OpenBao answers 404 with no errors for "no namespaces yet";
             # a server without namespaces says "unsupported path".
@@ -271,7 +293,7 @@ class KeyServerClient:
         client = self.platform()
         needed = required_capabilities(self.tenancy, self.config.namespace)
         response = self.call(
-            "check Veil's capabilities",
+            Msg("check Veil's capabilities"),
             lambda: client.adapter.post(
                 "/v1/sys/capabilities-self", json={"paths": sorted(needed)}
             ),
@@ -284,9 +306,12 @@ class KeyServerClient:
         ]
         if missing:
             raise KeyServerMisconfigured(
-                "Veil's key-server token lacks "
-                + ", ".join(missing)
-                + f"; grant it the policy printed by `veil keys policy --tenancy {self.tenancy}`"
+                Msg(
+                    "Veil's key-server token lacks {capabilities}; grant it the policy "
+                    "printed by `veil keys policy --tenancy {tenancy}`",
+                    capabilities=", ".join(missing),
+                    tenancy=self.tenancy,
+                )
             )
 
     # -- logins -------------------------------------------------------------------------
@@ -303,19 +328,25 @@ class KeyServerClient:
         client = self._new_client(cfg.namespace, cfg.token)
         try:
             if cfg.token:
-                info = self.call("look up Veil's token", lambda: client.auth.token.lookup_self())
+                info = self.call(
+                    Msg("look up Veil's token"), lambda: client.auth.token.lookup_self()
+                )
                 ttl = float(info["data"].get("ttl") or 0)
                 return _Login(client, now + ttl if ttl > 0 else float("inf"))
             auth = self.call(
-                "log Veil in",
+                Msg("log Veil in"),
                 lambda: client.auth.approle.login(
                     role_id=cfg.role_id, secret_id=cfg.secret_id, mount_point=cfg.approle_mount
                 ),
             )
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
             raise KeyServerMisconfigured(
-                f"the key server at {cfg.where} refused Veil's credentials; check "
-                "VEIL_VAULT_TOKEN (or the AppRole role and secret id) and VEIL_VAULT_NAMESPACE"
+                Msg(
+                    "the key server at {where} refused Veil's credentials; check "
+                    "VEIL_VAULT_TOKEN (or the AppRole role and secret id) and "
+                    "VEIL_VAULT_NAMESPACE",
+                    where=cfg.where,
+                )
             ) from None
         return _Login(client, now + float(auth["auth"]["lease_duration"]))
 
@@ -373,17 +404,23 @@ class KeyServerClient:
             role_id = (
                 self._role_ids.get(tenant)
                 or self.call(
-                    "read the tenant's role", lambda: admin.adapter.get(f"{role_path}/role-id")
+                    Msg("read the tenant's role"), lambda: admin.adapter.get(f"{role_path}/role-id")
                 )["data"]["role_id"]
             )
-            auth = self.call("log the tenant in", lambda: log_in(role_id))
+            auth = self.call(Msg("log the tenant in"), lambda: log_in(role_id))
         except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
             if not self.tenant_exists(tenant):
                 raise UnknownTenant(
-                    f"tenant '{tenant}' has no keys in the key server; create it first"
+                    Msg(
+                        "tenant '{tenant}' has no keys in the key server; create it first",
+                        tenant=tenant,
+                    )
                 ) from None
             raise KeyServerMisconfigured(
-                f"Veil's token may not issue logins for tenant '{tenant}'; check its policy"
+                Msg(
+                    "Veil's token may not issue logins for tenant '{tenant}'; check its policy",
+                    tenant=tenant,
+                )
             ) from None
         self._role_ids[tenant] = role_id
         return _Login(client, now + float(auth["auth"]["lease_duration"]))
@@ -393,7 +430,7 @@ class KeyServerClient:
         admin = self.platform_in(loc.namespace)
         try:
             self.call(
-                "read the tenant's key",
+                Msg("read the tenant's key"),
                 lambda: admin.adapter.get(f"/v1/{loc.transit_mount}/keys/{DATA_KEY}"),
             )
         except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
@@ -414,8 +451,12 @@ class KeyServerClient:
             return self.call(action, lambda: fn(client))
         except hvac.exceptions.Forbidden:
             raise KeyServerMisconfigured(
-                f"the key server refused tenant '{tenant}' its own key to {action}; "
-                "check the tenant's policy in the key server"
+                Msg(
+                    "the key server refused tenant '{tenant}' its own key to "
+                    "{action}; check the tenant's policy in the key server",
+                    tenant=tenant,
+                    action=action,
+                )
             ) from None
 
     # -- platform keys ------------------------------------------------------------------------
@@ -424,7 +465,7 @@ class KeyServerClient:
         client = self.platform()
         try:
             self.call(
-                "read the signing key",
+                Msg("read the signing key"),
                 lambda: client.secrets.transit.read_key(SIGNING_KEY, mount_point=PLATFORM_MOUNT),
             )
             return
@@ -433,7 +474,7 @@ class KeyServerClient:
         mounts: dict[str, Any] = {}
         try:
             mounts = self.call(
-                "read Veil's mount",
+                Msg("read Veil's mount"),
                 lambda: client.adapter.get(f"/v1/sys/mounts/{PLATFORM_MOUNT}"),
             )
         except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
@@ -443,11 +484,11 @@ class KeyServerClient:
             # mounted it just now.
             with contextlib.suppress(hvac.exceptions.InvalidRequest):
                 self.call(
-                    "mount Veil's transit engine",
+                    Msg("mount Veil's transit engine"),
                     lambda: client.sys.enable_secrets_engine("transit", path=PLATFORM_MOUNT),
                 )
         self.call(
-            "create the signing key",
+            Msg("create the signing key"),
             lambda: client.secrets.transit.create_key(
                 SIGNING_KEY, key_type="ed25519", mount_point=PLATFORM_MOUNT
             ),

@@ -7,10 +7,12 @@ does not spend anything; the ledger's atomic debit does (see ``grants``).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from i18n import Msg
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 
 #: Tiers whose releases are differentially private: confidential columns are allowed there.
@@ -19,7 +21,35 @@ DP_TIERS = frozenset({3, 4})
 CODE_TIER = 5
 CONFIDENTIAL = "confidential"
 SECRET = "secret"  # noqa: S105 - a column class, not a password
-NO_GRANT = "no grant gives you this dataset"
+NO_GRANT = Msg("no grant gives you this dataset")
+#: The refusal of each tier a grant does not give, in the same words for every tier.
+#: Whole sentences, not "tier {tier} ({name})": a denial is stored as English text and
+#: translated when shown by looking the sentence up (``sandbox.api.messages``).
+TIER_NOT_GRANTED = {
+    0: Msg("tier 0 (catalog) is not in your grant"),
+    1: Msg("tier 1 (mock data) is not in your grant"),
+    2: Msg("tier 2 (aggregate tables) is not in your grant"),
+    3: Msg("tier 3 (private query) is not in your grant"),
+    4: Msg("tier 4 (private training) is not in your grant"),
+    5: Msg("tier 5 (reviewed code) is not in your grant"),
+}
+
+
+def tier_not_granted(tier: int) -> Msg:
+    """The refusal of a tier the grant does not give."""
+    return TIER_NOT_GRANTED.get(tier) or Msg("tier {tier} is not in your grant", tier=tier)
+
+
+def unknown_column(column: str, known: Iterable[str]) -> Msg:
+    """An unknown column, with the closest of ``known`` (names the caller may see)."""
+    close = difflib.get_close_matches(column, sorted(known), n=1, cutoff=0.6)
+    if close:
+        return Msg(
+            "unknown column '{column}' (did you mean '{suggestion}'?)",
+            column=column,
+            suggestion=close[0],
+        )
+    return Msg("unknown column '{column}'", column=column)
 
 
 @dataclass(frozen=True)
@@ -47,54 +77,83 @@ class Decision:
 def _column_reasons(
     request: JobRequest, classes: Mapping[str, str], granted: set[str]
 ) -> list[str]:
-    reasons = []
+    reasons: list[str] = []
     for column in sorted(request.columns):
         column_class = classes.get(column)
-        if column_class == SECRET:
-            reasons.append(f"column '{column}' is secret: no job may use it, not even as a filter")
+        if column_class is None:
+            # Suggest only granted, usable names: a grantee sees the catalog's names anyway,
+            # but a suggestion it may not use would only lead to the next refusal.
+            usable = {c for c in granted if classes.get(c) not in (None, SECRET)}
+            reasons.append(unknown_column(column, usable))
+        elif column_class == SECRET:
+            reasons.append(
+                Msg(
+                    "column '{column}' is secret: no job may use it, not even as a filter",
+                    column=column,
+                )
+            )
         elif (
             column_class == CONFIDENTIAL
             and request.tier == CODE_TIER
             and not (request.epsilon or request.epsilon_paid)
         ):
             reasons.append(
-                f"column '{column}' is confidential: reviewed code may use it only with DP "
-                "output (give the job epsilon > 0 and compute with veil_dp)"
+                Msg(
+                    "column '{column}' is confidential: reviewed code may use it only with DP "
+                    "output (give the job epsilon > 0 and compute with veil_dp)",
+                    column=column,
+                )
             )
         elif column_class == CONFIDENTIAL and request.tier not in {*DP_TIERS, CODE_TIER}:
             reasons.append(
-                f"column '{column}' is confidential: only differentially private tiers "
-                "(3: private query, 4: private training, 5 with DP output) may use it"
+                Msg(
+                    "column '{column}' is confidential: only differentially private tiers "
+                    "(3: private query, 4: private training, 5 with DP output) may use it",
+                    column=column,
+                )
             )
         elif column not in granted:
-            reasons.append(f"column '{column}' is not in your grant")
+            reasons.append(Msg("column '{column}' is not in your grant", column=column))
     return reasons
 
 
 def _grant_reasons(
     request: JobRequest, classes: Mapping[str, str], grant: Grant, now: datetime
 ) -> list[str]:
-    reasons = []
+    reasons: list[str] = []
     if grant.revoked_at is not None:
-        reasons.append("your grant was revoked")
+        reasons.append(Msg("your grant was revoked"))
     elif now < grant.valid_from:
-        reasons.append(f"your grant is valid only from {grant.valid_from.isoformat()}")
+        reasons.append(
+            Msg("your grant is valid only from {time}", time=grant.valid_from.isoformat())
+        )
     elif now >= grant.valid_until:
-        reasons.append(f"your grant expired at {grant.valid_until.isoformat()}")
+        reasons.append(Msg("your grant expired at {time}", time=grant.valid_until.isoformat()))
     if request.purpose not in grant.purposes:
         # A purpose with control characters is shown escaped (the API refuses them anyway).
         shown = f"'{request.purpose}'" if request.purpose.isprintable() else repr(request.purpose)
-        reasons.append(f"purpose {shown} is not granted (granted: {', '.join(grant.purposes)})")
+        reasons.append(
+            Msg(
+                "purpose {purpose} is not granted (granted: {granted})",
+                purpose=shown,
+                granted=", ".join(grant.purposes),
+            )
+        )
     if request.tier not in grant.tiers:
-        reasons.append(f"tier {request.tier} is not granted")
+        reasons.append(tier_not_granted(request.tier))
     reasons += _column_reasons(request, classes, set(grant.columns))
     eps_left = grant.epsilon_budget - grant.epsilon_spent
     delta_left = grant.delta_budget - grant.delta_spent
     if request.epsilon > eps_left or request.delta > delta_left:
         reasons.append(
-            f"budget short: this job needs epsilon {request.epsilon / EPSILON_UNIT:g}"
-            f" and delta {request.delta / DELTA_UNIT:g}; the grant has epsilon"
-            f" {eps_left / EPSILON_UNIT:g} and delta {delta_left / DELTA_UNIT:g} left"
+            Msg(
+                "budget short: this job needs epsilon {epsilon} and delta {delta}; "
+                "the grant has epsilon {epsilon_left} and delta {delta_left} left",
+                epsilon=f"{request.epsilon / EPSILON_UNIT:g}",
+                delta=f"{request.delta / DELTA_UNIT:g}",
+                epsilon_left=f"{eps_left / EPSILON_UNIT:g}",
+                delta_left=f"{delta_left / DELTA_UNIT:g}",
+            )
         )
     return reasons
 

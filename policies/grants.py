@@ -22,6 +22,7 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, select, up
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from i18n import Msg
 from policies.db import Base, UTCDateTime, new_id, utcnow
 from policies.errors import Conflict, InvalidRequest, NotFound
 
@@ -34,13 +35,18 @@ TIERS = frozenset(range(6))
 def epsilon_units(value: float) -> int:
     """ε as exact millionths; refuses values that are not finite, negative, or too large."""
     if not math.isfinite(value) or value < 0 or value > MAX_EPSILON:
-        raise InvalidRequest(f"epsilon must be a number between 0 and {MAX_EPSILON:g}")
+        raise InvalidRequest(
+            Msg(
+                "epsilon must be a number between 0 and {max_epsilon}",
+                max_epsilon=f"{MAX_EPSILON:g}",
+            )
+        )
     return round(value * EPSILON_UNIT)
 
 
 def delta_units(value: float) -> int:
     if not math.isfinite(value) or not 0 <= value < 1:
-        raise InvalidRequest("delta must be a number in [0, 1)")
+        raise InvalidRequest(Msg("delta must be a number in [0, 1)"))
     return round(value * DELTA_UNIT)
 
 
@@ -126,22 +132,22 @@ class GrantChange:
 
 def _check_terms(terms: GrantTerms) -> None:
     if not terms.dataset_ids:
-        raise InvalidRequest("a grant needs at least one dataset")
+        raise InvalidRequest(Msg("a grant needs at least one dataset"))
     if not terms.columns:
-        raise InvalidRequest("a grant needs at least one column")
+        raise InvalidRequest(Msg("a grant needs at least one column"))
     if not terms.tiers or not set(terms.tiers) <= TIERS:
-        raise InvalidRequest("tiers must be a non-empty list of numbers from 0 to 5")
+        raise InvalidRequest(Msg("tiers must be a non-empty list of numbers from 0 to 5"))
     purposes = [p.strip() for p in terms.purposes]
     # Purposes are shown in denials, the audit log and receipts: nothing that can hide or
     # reorder text there (control characters, bidirectional overrides).
     if not purposes or any(not p or len(p) > 64 or not p.isprintable() for p in purposes):
         raise InvalidRequest(
-            "purposes must be a non-empty list of names of 1-64 printable characters"
+            Msg("purposes must be a non-empty list of names of 1-64 printable characters")
         )
     if terms.valid_from.tzinfo is None or terms.valid_until.tzinfo is None:
-        raise InvalidRequest("valid_from and valid_until need a time zone, e.g. '...Z'")
+        raise InvalidRequest(Msg("valid_from and valid_until need a time zone, e.g. '...Z'"))
     if terms.valid_until <= terms.valid_from:
-        raise InvalidRequest("valid_until must be after valid_from")
+        raise InvalidRequest(Msg("valid_until must be after valid_from"))
 
 
 def create_grant(
@@ -152,7 +158,10 @@ def create_grant(
     min_group = terms.min_group_size if terms.min_group_size is not None else min_group_floor
     if min_group < min_group_floor:
         raise InvalidRequest(
-            f"min_group_size may not be below the platform floor of {min_group_floor}"
+            Msg(
+                "min_group_size may not be below the platform floor of {min_group_floor}",
+                min_group_floor=min_group_floor,
+            )
         )
     grant = Grant(
         id=new_id("gr"),
@@ -186,7 +195,7 @@ def visible_grant(session: Session, grant_id: str, principal_id: str) -> Grant:
 
 def revoke_grant(session: Session, grant: Grant) -> None:
     if grant.revoked_at is not None:
-        raise Conflict("this grant is already revoked")
+        raise Conflict(Msg("this grant is already revoked"))
     grant.revoked_at = utcnow()
     session.flush()
 
@@ -195,12 +204,21 @@ def _narrowed(name: str, new: tuple[object, ...] | None, old: list[Any]) -> list
     if new is None:
         return None
     if not new:
-        raise InvalidRequest(f"{name} cannot become empty; revoke the grant instead")
+        raise InvalidRequest(
+            Msg(
+                "{name} cannot become empty; revoke the grant instead",
+                name=name,
+            )
+        )
     extra = sorted(str(v) for v in set(new) - set(old))
     if extra:
         raise InvalidRequest(
-            f"{name} can only be narrowed; not in the grant now: {', '.join(extra)} "
-            "(create a new grant to give more)"
+            Msg(
+                "{name} can only be narrowed; not in the grant now: {extra} "
+                "(create a new grant to give more)",
+                name=name,
+                extra=", ".join(extra),
+            )
         )
     return sorted(set(new))
 
@@ -210,7 +228,7 @@ def change_grant(
 ) -> dict[str, dict[str, Any]]:
     """Narrow a grant or extend its validity; return {field: {before, after}} of what changed."""
     if grant.revoked_at is not None:
-        raise Conflict("a revoked grant cannot be changed; create a new one")
+        raise Conflict(Msg("a revoked grant cannot be changed; create a new one"))
     before = describe(grant)
     for name in ("columns", "tiers", "purposes"):
         narrowed = _narrowed(name, getattr(change, name), getattr(grant, name))
@@ -219,11 +237,11 @@ def change_grant(
     _change_budget(session, grant, change)
     if change.valid_until is not None:
         if change.valid_until.tzinfo is None or change.valid_until <= now:
-            raise InvalidRequest("valid_until must be a time in the future, with a time zone")
+            raise InvalidRequest(Msg("valid_until must be a time in the future, with a time zone"))
         grant.valid_until = change.valid_until
     if change.min_group_size is not None:
         if change.min_group_size < grant.min_group_size:
-            raise InvalidRequest("min_group_size can only be raised")
+            raise InvalidRequest(Msg("min_group_size can only be raised"))
         grant.min_group_size = change.min_group_size
     session.flush()
     after = describe(grant)
@@ -235,11 +253,13 @@ def _change_budget(session: Session, grant: Grant, change: GrantChange) -> None:
         units = epsilon_units(change.epsilon)
         if not _lower(session, grant, "epsilon", units):
             raise InvalidRequest(
-                "epsilon can only be lowered, and not below what was spent "
-                f"({grant.epsilon_spent / EPSILON_UNIT:g})"
+                Msg(
+                    "epsilon can only be lowered, and not below what was spent ({spent})",
+                    spent=f"{grant.epsilon_spent / EPSILON_UNIT:g}",
+                )
             )
     if change.delta is not None and not _lower(session, grant, "delta", delta_units(change.delta)):
-        raise InvalidRequest("delta can only be lowered, and not below what was spent")
+        raise InvalidRequest(Msg("delta can only be lowered, and not below what was spent"))
 
 
 def _lower(session: Session, grant: Grant, name: str, units: int) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, String, bindparam, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from i18n import Msg
 from policies.db import Base, UTCDateTime, new_id, utcnow
 from policies.errors import Conflict, InvalidRequest, Unauthenticated
 
@@ -110,8 +111,10 @@ def hash_token(token: str) -> str:
 def validate_slug(slug: str) -> str:
     if not _SLUG.fullmatch(slug):
         raise InvalidRequest(
-            "slug must be 1-48 characters of lower-case letters, digits and inner hyphens, "
-            "for example 'acme-metal'"
+            Msg(
+                "slug must be 1-48 characters of lower-case letters, digits and "
+                "inner hyphens, for example 'acme-metal'"
+            )
         )
     return slug
 
@@ -126,7 +129,7 @@ def create_principal(
 ) -> Principal:
     name = name.strip()
     if not 1 <= len(name) <= 200:
-        raise InvalidRequest("name must be 1-200 characters")
+        raise InvalidRequest(Msg("name must be 1-200 characters"))
     prefix = {"operator": "op", "enterprise": "ent", "provider": "prv", "security_officer": "so"}
     principal = Principal(
         id=new_id(prefix[role]),
@@ -148,7 +151,7 @@ def issue_token(
     """Create a new token for ``principal`` that expires ``lifetime`` after ``now``; the clear
     text is returned once and never stored."""
     if lifetime <= timedelta(0):
-        raise InvalidRequest("a token's lifetime must be positive")
+        raise InvalidRequest(Msg("a token's lifetime must be positive"))
     created = now or utcnow()
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = ApiToken(
@@ -195,21 +198,24 @@ def authenticate_token(
     principal: Principal = row[1]
     state = api_token.state(now or utcnow())
     if state is TokenState.REVOKED:
-        raise Unauthenticated("this API token was revoked; ask the operator for a new one")
+        raise Unauthenticated(Msg("this API token was revoked; ask the operator for a new one"))
     if state is TokenState.EXPIRED:
         raise Unauthenticated(
-            "this API token has expired; ask the operator for a new one (rotate tokens before "
-            "they expire: `veil tokens list` shows when)"
+            Msg(
+                "this API token has expired; ask the operator for a new one "
+                "(rotate tokens before they expire: `veil tokens list` shows "
+                "when)"
+            )
         )
     if principal.status != Status.ACTIVE:
-        raise Unauthenticated("this account is suspended")
+        raise Unauthenticated(Msg("this account is suspended"))
     return api_token, principal
 
 
 def revoke_token(record: ApiToken, now: datetime) -> None:
     """Mark ``record`` revoked at ``now``; :class:`Conflict` if it was revoked already."""
     if record.revoked_at is not None:
-        raise Conflict("this token was revoked already; nothing changed")
+        raise Conflict(Msg("this token was revoked already; nothing changed"))
     record.revoked_at = now
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from i18n import Msg
 from policies import audit
 from policies.errors import InvalidRequest
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant
@@ -114,7 +115,7 @@ def attention(veil: Veil, caller: Principal, since: datetime | None = None) -> A
     if since is None:
         since = now - DEFAULT_PERIOD
     elif since.tzinfo is None:
-        raise InvalidRequest("since needs a time zone, e.g. '2025-01-31T00:00:00Z'")
+        raise InvalidRequest(Msg("since needs a time zone, e.g. '2025-01-31T00:00:00Z'"))
     scope = caller.scope if caller.role == Role.SECURITY_OFFICER else None
     with veil.db.transaction() as session:
         return Attention(

@@ -3,8 +3,8 @@
 ``sandbox_command`` builds ``prlimit … bwrap … [setpriv …] python entry``:
 
 * **What it sees** (``visible_paths``): the system's shared libraries and their loader,
-  Python's standard library, the virtualenv's packages, Veil's ``analytics`` package and
-  the entry script — each bound read-only at its own path, nothing else of the host (no
+  Python's standard library, the virtualenv's packages, Veil's ``analytics`` and ``i18n``
+  packages and the entry script — each bound read-only at its own path, nothing else of the host (no
   ``/etc``, no ``/usr/bin``, no data directory, no other file of Veil's checkout).  The
   root is a tmpfs remounted read-only; only a private ``/tmp`` in memory is writable.
 * **Who it runs as**: never root.  When Veil runs as root, bubblewrap keeps only the
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import analytics
+import i18n
 from sandbox import child, seccomp
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def system_library_paths() -> tuple[Path, ...]:
 def python_paths() -> tuple[Path, ...]:
     """What the job process needs of Python and Veil, each bound read-only at its own path:
     the standard library, the virtualenv's packages and its ``pyvenv.cfg``, the
-    interpreter, ``libpython`` when shared, ``analytics`` and ``sandbox/child.py``."""
+    interpreter, ``libpython`` when shared, ``analytics``, ``i18n`` (the messages of
+    analytics' errors: no dependency of its own) and ``sandbox/child.py``."""
     scheme = sysconfig.get_paths()
     paths = {Path(scheme[name]) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths.add(Path(sys.executable))
@@ -97,6 +99,7 @@ def python_paths() -> tuple[Path, ...]:
         library = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("LDLIBRARY")
         paths |= {library, library.resolve()}
     paths.add(Path(analytics.__file__).resolve().parent)
+    paths.add(Path(i18n.__file__).resolve().parent)
     paths.add(Path(child.__file__).resolve())
     return tuple(sorted(p for p in paths if p.exists()))
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from analytics.mock import mock_csv, mock_parquet
+from i18n import Msg
 from policies import audit
-from policies.errors import InvalidRequest, NotFound
+from policies.decisions import tier_not_granted
+from policies.errors import Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.principals import Principal, Role
 from sandbox.core import Veil
@@ -68,6 +70,12 @@ def catalog(veil: Veil, provider: Principal) -> list[CatalogEntry]:
 
 
 def _may_mock(veil: Veil, principal: Principal, dataset_id: str) -> Dataset:
+    """The dataset, if the caller may have its mock data.
+
+    A provider with no active grant on the dataset gets 404, as for a dataset that does
+    not exist (never confirm existence); one whose grants name it but none gives tier 1
+    is told so (403 ``tier_not_granted``): it knows the dataset from its catalog already.
+    """
     with veil.db.read() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is not None and principal.role == Role.ENTERPRISE:
@@ -75,12 +83,15 @@ def _may_mock(veil: Veil, principal: Principal, dataset_id: str) -> Dataset:
                 return dataset
         elif dataset is not None and principal.role == Role.PROVIDER:
             now = veil.clock()
-            grants = session.scalars(select(Grant).where(Grant.provider_id == principal.id))
-            if any(
-                g.active_at(now) and dataset_id in g.dataset_ids and MOCK_TIER in g.tiers
-                for g in grants
-            ):
+            grants = [
+                g
+                for g in session.scalars(select(Grant).where(Grant.provider_id == principal.id))
+                if g.active_at(now) and dataset_id in g.dataset_ids
+            ]
+            if any(MOCK_TIER in g.tiers for g in grants):
                 return dataset
+            if grants:
+                raise Forbidden(tier_not_granted(MOCK_TIER), code="tier_not_granted")
     raise NotFound("dataset", dataset_id)
 
 
@@ -89,9 +100,14 @@ def mock_data(
 ) -> bytes:
     """Mock rows of a dataset from its declaration only (no data read, no budget spent)."""
     if not 1 <= rows <= MAX_MOCK_ROWS:
-        raise InvalidRequest(f"rows must be between 1 and {MAX_MOCK_ROWS}")
+        raise InvalidRequest(
+            Msg(
+                "rows must be between 1 and {max_mock_rows}",
+                max_mock_rows=MAX_MOCK_ROWS,
+            )
+        )
     if fmt not in ("csv", "parquet"):
-        raise InvalidRequest("format must be 'csv' or 'parquet'")
+        raise InvalidRequest(Msg("format must be 'csv' or 'parquet'"))
     dataset = _may_mock(veil, principal, dataset_id)
     schema = schema_from_json(dataset.declaration)
     data = (mock_csv if fmt == "csv" else mock_parquet)(schema, rows, seed)

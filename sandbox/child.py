@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from i18n import Msg
+
 CHUNK: Final = 1 << 20
 _LENGTH = struct.Struct(">I")
 #: A frame larger than this is refused (a broken or hostile peer).
@@ -265,7 +267,7 @@ def _ask_parent(channel: _Channel, stdin: IO[bytes]) -> Any:
             try:
                 answer = json.loads(read_frame(stdin, 1 << 16))
             except (ProtocolError, ValueError):
-                raise DpError("Veil did not answer the DP helper call") from None
+                raise DpError(Msg("Veil did not answer the DP helper call")) from None
         value = answer.get("value") if isinstance(answer, dict) else None
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)

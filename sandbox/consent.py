@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from i18n import Msg
 from policies import audit
 from policies.errors import InvalidRequest, NotFound
 from policies.grants import (
@@ -49,8 +50,11 @@ def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
         unknown = sorted(set(terms.columns) - known)
         if unknown:
             raise InvalidRequest(
-                f"columns {', '.join(repr(c) for c in unknown)} are not non-secret columns of "
-                "the granted datasets (secret columns can never be granted)"
+                Msg(
+                    "columns {columns} are not non-secret columns of the granted "
+                    "datasets (secret columns can never be granted)",
+                    columns=", ".join(repr(c) for c in unknown),
+                )
             )
         grant = create_grant(
             session, enterprise.id, terms, min_group_floor=veil.settings.sdc_min_count_floor
@@ -83,7 +87,7 @@ def change(
         grant = _own_grant(session, enterprise, grant_id)
         diff = change_grant(session, grant, changes, veil.clock())
         if not diff:
-            raise InvalidRequest("nothing to change: every given field equals the grant's")
+            raise InvalidRequest(Msg("nothing to change: every given field equals the grant's"))
         audit.record(
             session,
             "grant.changed",

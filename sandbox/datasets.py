@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
+from i18n import Msg
 from policies import audit
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
@@ -98,7 +99,7 @@ def create_dataset(
     name = name.strip()
     if not (1 <= len(name) <= 200 and name.isprintable() and not _PATH_SEPARATORS & set(name)):
         raise InvalidRequest(
-            "name must be 1-200 printable characters, without control characters, / or \\"
+            Msg("name must be 1-200 printable characters, without control characters, / or \\")
         )
     try:
         ingest.validate_schema(schema)
@@ -234,7 +235,7 @@ def upload_version(
             )
     except IntegrityError:
         (s.objects_dir / relative).unlink(missing_ok=True)
-        raise Conflict("another upload of this dataset finished first; upload again") from None
+        raise Conflict(Msg("another upload of this dataset finished first; upload again")) from None
     return version
 
 

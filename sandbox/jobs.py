@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session
 
 from analytics.private_query import QueryError, preview_query, validate_query
 from analytics.query_document import parse_query
-from analytics.schema import DatasetSchema, PrivateQuery
+from analytics.schema import ColumnClass, DatasetSchema, PrivateQuery
 from analytics.sdc import SdcQueryError, SdcRules, TableQuery, validate_table_query
 from analytics.sdc_preview import preview_table
 from analytics.training_document import parse_training
 from analytics.training_spec import TrainingError, TrainingSpec
+from i18n import Msg
 from policies import audit
 from policies.db import new_id
-from policies.decisions import NO_GRANT, Decision, JobRequest, decide
+from policies.decisions import NO_GRANT, Decision, JobRequest, decide, unknown_column
 from policies.errors import Conflict, Denied, InvalidRequest, NotFound
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, debit, delta_units, epsilon_units
 from policies.grants import grants_for as provider_grants
@@ -64,7 +65,12 @@ def _with_budget(document: dict[str, Any], epsilon: float, delta: float) -> dict
     """The training document with the job's own epsilon and delta (one source of truth)."""
     for name, value in (("epsilon", epsilon), ("delta", delta)):
         if name in document and document[name] != value:
-            raise InvalidRequest(f"training.{name} differs from the job's {name}; give it once")
+            raise InvalidRequest(
+                Msg(
+                    "training.{name} differs from the job's {name}; give it once",
+                    name=name,
+                )
+            )
     return document | {"epsilon": epsilon, "delta": delta}
 
 
@@ -74,8 +80,11 @@ def parse_job_query(
     """The query (tiers 2, 3) or training spec (tier 4) of a job; InvalidRequest if malformed."""
     if tier not in JOB_TIERS:
         raise InvalidRequest(
-            f"tier {tier} has no jobs here: tier 0 is GET /v1/catalog, tier 1 is "
-            "GET /v1/datasets/{id}/mock, tiers 2 to 5 are jobs"
+            Msg(
+                "tier {tier} has no jobs here: tier 0 is GET /v1/catalog, tier 1 "
+                "is GET /v1/datasets/{{id}}/mock, tiers 2 to 5 are jobs",
+                tier=tier,
+            )
         )
     if tier == CODE_TIER:
         return parse_code_job(document)
@@ -83,11 +92,21 @@ def parse_job_query(
         try:
             return parse_training(_with_budget(document, epsilon, delta))
         except TrainingError as exc:
-            raise InvalidRequest(f"training: {exc}") from None
+            raise InvalidRequest(
+                Msg(
+                    "training: {problem}",
+                    problem=exc.args[0] if exc.args else str(exc),
+                )
+            ) from None
     try:
         query = parse_query(document)
     except QueryError as exc:
-        raise InvalidRequest(f"query: {exc}") from None
+        raise InvalidRequest(
+            Msg(
+                "query: {problem}",
+                problem=exc.args[0] if exc.args else str(exc),
+            )
+        ) from None
     if tier == AGGREGATE_TIER:
         return TableQuery(query.aggregates, query.group_by)
     return query
@@ -109,7 +128,12 @@ def _validate(schema: DatasetSchema, query: JobQuery, rows_public: int) -> None:
         else:
             validate_query(schema, query)
     except (QueryError, SdcQueryError, TrainingError) as exc:
-        raise InvalidRequest(f"query: {exc}") from None
+        raise InvalidRequest(
+            Msg(
+                "query: {problem}",
+                problem=exc.args[0] if exc.args else str(exc),
+            )
+        ) from None
 
 
 def columns_of(query: JobQuery) -> frozenset[str]:
@@ -124,13 +148,20 @@ def columns_of(query: JobQuery) -> frozenset[str]:
 def _costs(sub: JobSubmission) -> tuple[int, int]:
     eps, delta = epsilon_units(sub.epsilon), delta_units(sub.delta)
     if sub.tier in (PRIVATE_QUERY_TIER, TRAINING_TIER) and eps <= 0:
-        raise InvalidRequest(f"a tier-{sub.tier} job needs epsilon > 0 (at least 0.000001)")
+        raise InvalidRequest(
+            Msg(
+                "a tier-{tier} job needs epsilon > 0 (at least 0.000001)",
+                tier=sub.tier,
+            )
+        )
     if sub.tier == TRAINING_TIER and delta <= 0:
-        raise InvalidRequest("a tier-4 training job needs delta > 0 (e.g. 1e-6), below 1/rows")
+        raise InvalidRequest(Msg("a tier-4 training job needs delta > 0 (e.g. 1e-6), below 1/rows"))
     if sub.tier == AGGREGATE_TIER and (eps or delta):
-        raise InvalidRequest("a tier-2 job costs no privacy budget: leave epsilon and delta at 0")
+        raise InvalidRequest(
+            Msg("a tier-2 job costs no privacy budget: leave epsilon and delta at 0")
+        )
     if sub.tier == CODE_TIER and delta:
-        raise InvalidRequest("a tier-5 job's DP helpers are pure epsilon-DP: leave delta at 0")
+        raise InvalidRequest(Msg("a tier-5 job's DP helpers are pure epsilon-DP: leave delta at 0"))
     return eps, delta
 
 
@@ -140,10 +171,11 @@ def _cap_reason(dataset: Dataset, eps: int, delta: int) -> str | None:
         and dataset.delta_spent + delta <= dataset.delta_cap
     ):
         return None
-    return (
+    return Msg(
         "the dataset's enterprise-wide privacy cap (all providers together) has epsilon "
-        f"{(dataset.epsilon_cap - dataset.epsilon_spent) / EPSILON_UNIT:g} and delta "
-        f"{(dataset.delta_cap - dataset.delta_spent) / DELTA_UNIT:g} left"
+        "{epsilon} and delta {delta} left",
+        epsilon=f"{(dataset.epsilon_cap - dataset.epsilon_spent) / EPSILON_UNIT:g}",
+        delta=f"{(dataset.delta_cap - dataset.delta_spent) / DELTA_UNIT:g}",
     )
 
 
@@ -169,6 +201,7 @@ def _decide(
     if dataset is None or not grants:  # the same answer whether it exists or not
         return _Decided(Decision(False, (NO_GRANT,)))
     schema = schema_from_json(dataset.declaration)
+    _check_columns_known(schema, query, grants)
     refused = None
     if isinstance(query, CodeJob):
         query, _, refused = resolve_code_job(session, provider.id, dataset.id, query)
@@ -181,13 +214,35 @@ def _decide(
         decision = Decision(False, (refused,), decision.grant)
     version = latest_version(session, dataset.id)
     if decision.allowed and version is None:
-        decision = Decision(False, ("the dataset has no uploaded data yet",), decision.grant)
+        no_data = Msg("the dataset has no uploaded data yet")
+        decision = Decision(False, (no_data,), decision.grant)
     cap = _cap_reason(dataset, eps, delta) if decision.allowed else None
     if cap:
         decision = Decision(False, (cap,), decision.grant)
     if decision.allowed and version is not None:
         _validate(schema, query, rounded_count(version.row_count))
     return _Decided(decision, dataset, version, schema)
+
+
+def _check_columns_known(schema: DatasetSchema, query: JobQuery, grants: list[Grant]) -> None:
+    """422 ``unknown_column`` for a column the dataset does not have.
+
+    Only asked once the provider is known to hold a grant on the dataset (an unknown or
+    ungranted dataset answers as before, saying nothing of its columns). The suggestion
+    comes from the granted, non-secret columns only: a name the caller may use.
+    """
+    if isinstance(query, CodeJob):
+        return  # the reviewed code's columns were checked when it was submitted
+    known = {c.name for c in schema.columns}
+    unknown = sorted(columns_of(query) - known)
+    if unknown:
+        granted = {c for g in grants for c in g.columns}
+        usable = {
+            c.name
+            for c in schema.columns
+            if c.name in granted and c.column_class != ColumnClass.SECRET
+        }
+        raise InvalidRequest(unknown_column(unknown[0], usable), code="unknown_column")
 
 
 def debit_dataset(session: Session, dataset: Dataset, eps: int, delta: int) -> bool:
@@ -214,10 +269,10 @@ def _debit(
     savepoint = session.begin_nested()
     if not debit(session, grant, job_id, eps, delta):
         savepoint.rollback()
-        return "budget short: another job spent it first"
+        return Msg("budget short: another job spent it first")
     if not debit_dataset(session, dataset, eps, delta):
         savepoint.rollback()
-        return "the dataset's enterprise-wide privacy cap was reached by another job"
+        return Msg("the dataset's enterprise-wide privacy cap was reached by another job")
     savepoint.commit()
     return None
 
@@ -336,7 +391,9 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
     if isinstance(query, CodeJob):
         raise InvalidRequest(
-            "previews are for tiers 2 to 4 (tier 5 shows its output on the mock when submitted)"
+            Msg(
+                "previews are for tiers 2 to 4 (tier 5 shows its output on the mock when submitted)"
+            )
         )
     if isinstance(query, TrainingSpec):
         _check_training_early(veil, provider, sub, query)
@@ -377,7 +434,12 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
             decided.schema, query, sub.epsilon, sub.delta, rows_hint=rows_public
         )
     except QueryError as exc:
-        raise InvalidRequest(f"query: {exc}") from None
+        raise InvalidRequest(
+            Msg(
+                "query: {problem}",
+                problem=exc.args[0] if exc.args else str(exc),
+            )
+        ) from None
     return {"allowed": True, "reasons": [], "preview": preview}
 
 
@@ -474,5 +536,11 @@ def cancel_job(veil: Veil, provider: Principal, job_id: str) -> Job:
                 resource=resource,
             )
         else:
-            raise Conflict(f"job '{job_id}' has already ended ({job.status})")
+            raise Conflict(
+                Msg(
+                    "job '{job_id}' has already ended ({status})",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            )
     return job

@@ -21,6 +21,7 @@ from typing import Final
 
 from sqlalchemy import select
 
+from i18n import Msg
 from keys import OBJECT_HEADER, LocalKeyServer, Tenancy
 from keys.auditlog import AuditEntry, read_entries
 from policies import audit
@@ -123,14 +124,19 @@ def audit_log_path(settings: Settings) -> Path:
         path = LocalKeyServer(settings.keyserver_home).audit_log
     if path is None:
         raise Conflict(
-            "the external key server's audit log is not available to Veil: set "
-            "VEIL_KEYSERVER_AUDIT_LOG to the file of its file audit device "
-            "(docs/key-server-audit.md)"
+            Msg(
+                "the external key server's audit log is not available to Veil: "
+                "set VEIL_KEYSERVER_AUDIT_LOG to the file of its file audit "
+                "device (docs/key-server-audit.md)"
+            )
         )
     if not path.is_file():
         raise Conflict(
-            "the key server's audit log cannot be read: check VEIL_KEYSERVER_AUDIT_LOG (or, "
-            "for the embedded server, that it has started once)"
+            Msg(
+                "the key server's audit log cannot be read: check "
+                "VEIL_KEYSERVER_AUDIT_LOG (or, for the embedded server, that it "
+                "has started once)"
+            )
         )
     return path
 
@@ -212,7 +218,7 @@ def key_audit(
     ``principal`` None means the caller has this machine (the local CLI): every tenant.
     """
     if since is not None and since.tzinfo is None:
-        raise InvalidRequest("since needs a time zone, e.g. 2026-11-01T00:00:00Z")
+        raise InvalidRequest(Msg("since needs a time zone, e.g. 2026-11-01T00:00:00Z"))
     tenants, everyone = _visible_tenants(veil, principal, tenant_id)
     scan = _Scan(veil, tenants, load_platform_reasons(veil) if everyone else None)
     for entry in read_entries(audit_log_path(veil.settings), since):

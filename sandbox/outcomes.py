@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from i18n import Msg
 from policies import audit
 from policies.decisions import JobRequest, decide
 from policies.errors import Conflict
@@ -81,7 +82,7 @@ def still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
     grant = session.get(Grant, job.grant_id) if job.grant_id else None
     dataset = session.get(Dataset, job.dataset_id)
     if grant is None or dataset is None:
-        return ("the grant or the dataset is gone",)
+        return (Msg("the grant or the dataset is gone"),)
     schema = schema_from_json(dataset.declaration)
     query = parse_job_query(job.tier, job.query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT)
     if isinstance(query, CodeJob):
@@ -203,10 +204,18 @@ def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) ->
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
         if job.status != JobStatus.HELD:
-            raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
+            raise Conflict(
+                Msg(
+                    "job '{job_id}' has no held output (status: {status})",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            )
         refused = still_allowed(veil, session, job)
         if refused:
-            raise Conflict("the grant no longer allows this job: " + "; ".join(refused))
+            raise Conflict(
+                Msg("the grant no longer allows this job: {reasons}", reasons="; ".join(refused))
+            )
         result = {**held, "dataset_version": job.dataset_version}
         result["checks"] = {**result["checks"], "released_by_hand": reason}
         digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, func, select
 
+from i18n import Msg
 from keys import SigningPublicKey, key_operation
 from policies import audit, audit_export
 from policies.errors import Conflict, InvalidRequest
@@ -40,18 +41,29 @@ class EventFilter:
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in {r.value for r in Role}:
             raise InvalidRequest(
-                f"role must be one of {', '.join(r.value for r in Role)}; got an unknown role"
+                Msg(
+                    "role must be one of {allowed}; got an unknown role",
+                    allowed=", ".join(r.value for r in Role),
+                )
             )
         if self.outcome is not None and self.outcome not in {o.value for o in audit.Outcome}:
             raise InvalidRequest(
-                f"outcome must be one of {', '.join(o.value for o in audit.Outcome)}"
+                Msg(
+                    "outcome must be one of {allowed}",
+                    allowed=", ".join(o.value for o in audit.Outcome),
+                )
             )
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
-                raise InvalidRequest(f"{name} needs a time zone, e.g. 2026-11-01T00:00:00Z")
+                raise InvalidRequest(
+                    Msg(
+                        "{name} needs a time zone, e.g. 2026-11-01T00:00:00Z",
+                        name=name,
+                    )
+                )
         if self.since and self.until and self.since >= self.until:
-            raise InvalidRequest("since must be before until")
+            raise InvalidRequest(Msg("since must be before until"))
 
     def apply(self, query: Select[tuple[audit.AuditEvent]]) -> Select[tuple[audit.AuditEvent]]:
         event = audit.AuditEvent
@@ -144,7 +156,9 @@ def _resolve_range(
 ) -> tuple[int, int]:
     """The positions a range of sequence numbers or of times covers."""
     if (from_seq is not None or to_seq is not None) and (since or until):
-        raise InvalidRequest("give a range by positions (from_seq, to_seq) or by time, not both")
+        raise InvalidRequest(
+            Msg("give a range by positions (from_seq, to_seq) or by time, not both")
+        )
     EventFilter(since=since, until=until)  # validates the times
     event = audit.AuditEvent
     with veil.db.read() as session:
@@ -155,13 +169,18 @@ def _resolve_range(
             query = query.where(event.at < until)
         low, high = session.execute(query).one()
     if low is None:
-        raise InvalidRequest("there are no audit events in that time range; widen it")
+        raise InvalidRequest(Msg("there are no audit events in that time range; widen it"))
     first = from_seq if from_seq is not None else low
     last = to_seq if to_seq is not None else high
     if first < 1 or last < first:
-        raise InvalidRequest("from_seq must be at least 1 and at most to_seq")
+        raise InvalidRequest(Msg("from_seq must be at least 1 and at most to_seq"))
     if last > high:
-        raise InvalidRequest(f"to_seq is past the newest event ({high})")
+        raise InvalidRequest(
+            Msg(
+                "to_seq is past the newest event ({high})",
+                high=high,
+            )
+        )
     return first, last
 
 
@@ -184,8 +203,13 @@ def export(
     report = verify_chain(veil)
     if not report.ok:
         raise Conflict(
-            f"the audit chain is broken at event {report.first_bad_seq} ({report.problem}); "
-            "nothing is exported under a signature: run `veil audit verify` on the server"
+            Msg(
+                "the audit chain is broken at event {first_bad_seq} ({problem}); "
+                "nothing is exported under a signature: run `veil audit verify` "
+                "on the server",
+                first_bad_seq=report.first_bad_seq,
+                problem=report.problem,
+            )
         )
     scope = principal.scope if principal.role == Role.SECURITY_OFFICER else None
     with veil.db.transaction() as session, key_operation(f"export:{first}-{last}/1"):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any, Final
 
+from i18n import Msg
 from keys import InvalidSignature, Signature, SigningPublicKey, verify_signature
 from keys.signing import public_keys_from_pem
 from policies.errors import VeilError
@@ -69,18 +70,27 @@ def verify_receipt(
         public_keys if isinstance(public_keys, Mapping) else {k.key_version: k for k in public_keys}
     )
     if not isinstance(receipt, Mapping) or receipt.get("format") != FORMAT:
-        raise InvalidReceipt(f"not a Veil usage receipt (its format must be '{FORMAT}')")
+        raise InvalidReceipt(
+            Msg(
+                "not a Veil usage receipt (its format must be '{format}')",
+                format=FORMAT,
+            )
+        )
     text = receipt.get("signature")
     if not isinstance(text, str):
-        raise InvalidReceipt("the receipt has no signature")
+        raise InvalidReceipt(Msg("the receipt has no signature"))
     signature = Signature.from_text(text)
     if receipt.get("key_version") != signature.key_version:
         raise InvalidSignature()
     key = keys.get(signature.key_version)
     if key is None:
         raise InvalidReceipt(
-            f"no public key of version {signature.key_version} was given; export every "
-            "version with 'veil audit public-key' (or the newest with 'veil keys public-key')"
+            Msg(
+                "no public key of version {key_version} was given; export every "
+                "version with 'veil audit public-key' (or the newest with 'veil "
+                "keys public-key')",
+                key_version=signature.key_version,
+            )
         )
     verify_signature(key, signed_message(receipt), signature)
 
@@ -90,7 +100,12 @@ def load_public_keys(text: str) -> dict[int, SigningPublicKey]:
     try:
         return public_keys_from_pem(text)
     except ValueError as exc:
-        raise InvalidReceipt(f"the key file: {exc}; write it with 'veil keys public-key'") from None
+        raise InvalidReceipt(
+            Msg(
+                "the key file: {problem}; write it with 'veil keys public-key'",
+                problem=exc.args[0] if exc.args else str(exc),
+            )
+        ) from None
 
 
 # ---------------------------------------------------------------- the readable page
@@ -123,9 +138,9 @@ def load_receipt(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError:
-        raise InvalidReceipt("the file is not a receipt's JSON (or its HTML page)") from None
+        raise InvalidReceipt(Msg("the file is not a receipt's JSON (or its HTML page)")) from None
     if not isinstance(value, dict):
-        raise InvalidReceipt("the file is not a receipt's JSON (or its HTML page)")
+        raise InvalidReceipt(Msg("the file is not a receipt's JSON (or its HTML page)"))
     return value
 
 

@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from i18n import Msg
 from keys import key_operation
 from policies import audit
 from policies.db import new_id
@@ -72,16 +73,24 @@ def resolve_period(
     """``[since, until)``: until defaults to now, since to 30 days before until."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
-            raise InvalidRequest(f"{name} needs a time zone, e.g. '2026-01-31T00:00:00Z'")
+            raise InvalidRequest(
+                Msg(
+                    "{name} needs a time zone, e.g. '2026-01-31T00:00:00Z'",
+                    name=name,
+                )
+            )
     end = until or now
     start = since or end - DEFAULT_PERIOD
     if end > now:
-        raise InvalidRequest("until lies in the future; leave it out to mean now")
+        raise InvalidRequest(Msg("until lies in the future; leave it out to mean now"))
     if start >= end:
-        raise InvalidRequest("since must be before until")
+        raise InvalidRequest(Msg("since must be before until"))
     if end - start > MAX_PERIOD:
         raise InvalidRequest(
-            f"the period may be at most {MAX_PERIOD.days} days; ask for several receipts"
+            Msg(
+                "the period may be at most {days} days; ask for several receipts",
+                days=MAX_PERIOD.days,
+            )
         )
     return start, end
 
@@ -92,11 +101,11 @@ def _enterprise_for(session: Session, caller: Principal, enterprise_id: str | No
     if caller.role == Role.ENTERPRISE:
         if enterprise_id not in (None, caller.id):
             raise Forbidden(
-                "an enterprise receives receipts on its own data only; leave enterprise_id out"
+                Msg("an enterprise receives receipts on its own data only; leave enterprise_id out")
             )
         return caller
     if enterprise_id is None:
-        raise InvalidRequest("operators and security officers must name the enterprise_id")
+        raise InvalidRequest(Msg("operators and security officers must name the enterprise_id"))
     in_scope = caller.role == Role.OPERATOR or caller.scope is None or enterprise_id in caller.scope
     enterprise = session.get(Principal, enterprise_id)
     if not in_scope or enterprise is None or enterprise.role != Role.ENTERPRISE:

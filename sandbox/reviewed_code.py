@@ -33,9 +33,11 @@ from analytics.syft_code import (
     string_literals,
 )
 from analytics.syft_dp import DpCall, DpError
+from i18n import Msg
 from policies import audit
 from policies.db import new_id
-from policies.errors import Conflict, InvalidRequest, NotFound
+from policies.decisions import tier_not_granted
+from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
@@ -66,7 +68,7 @@ def parse_code_job(document: dict[str, Any]) -> CodeJob:
     keys = set(document)
     if keys != {"code_request_id"} or not isinstance(document["code_request_id"], str):
         raise InvalidRequest(
-            'a tier-5 job\'s query is {"code_request_id": "<id>"}, the approved code request'
+            Msg('a tier-5 job\'s query is {"code_request_id": "<id>"}, the approved code request')
         )
     return CodeJob(document["code_request_id"])
 
@@ -77,12 +79,17 @@ def resolve_code_job(
     """The job with its columns, its code request, and why it may not run (or None)."""
     code = session.get(CodeRequest, job.code_request_id)
     if code is None or code.provider_id != provider_id or code.dataset_id != dataset_id:
-        return job, None, f"code request '{job.code_request_id}' is not yours for this dataset"
+        refused = Msg("code request '{id}' is not yours for this dataset", id=job.code_request_id)
+        return job, None, refused
     resolved = CodeJob(code.id, tuple(code.columns))
     if code.status != CodeStatus.APPROVED:
-        return resolved, code, f"code request '{code.id}' is {code.status}, not approved"
+        return (
+            resolved,
+            code,
+            Msg("code request '{id}' is {status}, not approved", id=code.id, status=code.status),
+        )
     if source_sha256(code.source) != code.sha256:
-        return resolved, code, f"code request '{code.id}' changed after its approval"
+        return resolved, code, Msg("code request '{id}' changed after its approval", id=code.id)
     return resolved, code, None
 
 
@@ -107,8 +114,14 @@ def _tier5_grant(
     for grant in grants:
         if CODE_TIER in grant.tiers and purpose in grant.purposes:
             return dataset, grant
+    if not any(CODE_TIER in grant.tiers for grant in grants):
+        raise Forbidden(tier_not_granted(CODE_TIER), code="tier_not_granted")
     raise InvalidRequest(
-        f"no grant of yours allows tier 5 (reviewed code) for purpose '{purpose}' on this dataset"
+        Msg(
+            "no grant of yours allows tier 5 (reviewed code) for purpose "
+            "'{purpose}' on this dataset",
+            purpose=purpose,
+        )
     )
 
 
@@ -117,20 +130,26 @@ def _columns(code: SyftCode, schema: DatasetSchema, grant: Grant) -> tuple[str, 
     named_secret = sorted(secret & set(columns_named(code)))
     if named_secret:
         raise InvalidRequest(
-            f"the code names secret column(s) {', '.join(map(repr, named_secret))}: "
-            "secret columns can never be used"
+            Msg(
+                "the code names secret column(s) {columns}: secret columns can never be used",
+                columns=", ".join(map(repr, named_secret)),
+            )
         )
     usable = [c.name for c in schema.columns if c.column_class != ColumnClass.SECRET]
     used = columns_read(code, usable)
     outside = sorted(set(used) - set(grant.columns))
     if outside:
         raise InvalidRequest(
-            f"the code reads column(s) {', '.join(map(repr, outside))}, which your grant "
-            "does not give you"
+            Msg(
+                "the code reads column(s) {columns}, which your grant does not give you",
+                columns=", ".join(map(repr, outside)),
+            )
         )
     if not used:
         raise InvalidRequest(
-            'the code names no column of the dataset: name each column it reads, e.g. data["x"]'
+            Msg(
+                'the code names no column of the dataset: name each column it reads, e.g. data["x"]'
+            )
         )
     id_column = schema.privacy_unit.id_column
     if id_column is not None and id_column in grant.columns and id_column not in used:
@@ -155,7 +174,12 @@ def _run_on_mock(
     try:
         answer = sandbox.run(mock_task(schema, code, columns), b"")
     except SandboxError as exc:
-        raise InvalidRequest(f"the function failed on the mock: {exc.reason}") from None
+        raise InvalidRequest(
+            Msg(
+                "the function failed on the mock: {reason}",
+                reason=exc.reason,
+            )
+        ) from None
     value = decode_value(answer.message["result"].get("output"), answer.blobs)
     mock = mock_frame(schema, MOCK_ROWS, 0).select(list(columns))
     calls = reported_calls(answer.message.get("dp_calls"))
@@ -203,7 +227,12 @@ def submit_code(
     try:
         code = parse_submission(source)
     except CodeError as exc:
-        raise InvalidRequest(f"code: {exc}") from None
+        raise InvalidRequest(
+            Msg(
+                "code: {problem}",
+                problem=exc.args[0] if exc.args else str(exc),
+            )
+        ) from None
     with veil.db.transaction() as session:
         dataset, grant = _tier5_grant(session, veil, provider, dataset_id, purpose)
         schema = schema_from_json(dataset.declaration)
@@ -261,7 +290,7 @@ def list_code(veil: Veil, principal: Principal, status: str | None = None) -> li
     query = select(CodeRequest).where(column == principal.id)
     if status is not None:
         if status not in set(CodeStatus):
-            raise InvalidRequest("status: expected pending, approved or denied")
+            raise InvalidRequest(Msg("status: expected pending, approved or denied"))
         query = query.where(CodeRequest.status == status)
     with veil.db.transaction() as session:
         return list(session.scalars(query.order_by(CodeRequest.created_at.desc())))
@@ -278,9 +307,20 @@ def review_code(
         if code.enterprise_id != enterprise.id:
             raise NotFound("code request", code_id)
         if code.status != CodeStatus.PENDING:
-            raise Conflict(f"code request '{code_id}' was already {code.status}")
+            raise Conflict(
+                Msg(
+                    "code request '{code_id}' was already {status}",
+                    code_id=code_id,
+                    status=code.status,
+                )
+            )
         if source_sha256(code.source) != code.sha256:  # pragma: no cover - storage tampered
-            raise Conflict(f"code request '{code_id}' does not match its hash")
+            raise Conflict(
+                Msg(
+                    "code request '{code_id}' does not match its hash",
+                    code_id=code_id,
+                )
+            )
         code.status = CodeStatus.APPROVED if approve else CodeStatus.DENIED
         code.reviewer_id, code.review_reason, code.decided_at = enterprise.id, text, veil.clock()
         audit.record(
@@ -315,7 +355,13 @@ def held_output(veil: Veil, enterprise: Principal, job_id: str) -> dict[str, Any
         if job is None or job.enterprise_id != enterprise.id:
             raise NotFound("job", job_id)
         if job.status != JobStatus.HELD or job.artifact_path is None:
-            raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
+            raise Conflict(
+                Msg(
+                    "job '{job_id}' has no held output (status: {status})",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            )
         assert enterprise.slug is not None
         held = load_held(veil, enterprise.slug, job)
     return {
@@ -337,7 +383,13 @@ def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, r
         if job is None or job.enterprise_id != enterprise.id:
             raise NotFound("job", job_id)
         if job.status != JobStatus.HELD:
-            raise Conflict(f"job '{job_id}' has no held output (status: {job.status})")
+            raise Conflict(
+                Msg(
+                    "job '{job_id}' has no held output (status: {status})",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            )
         if release:
             job = None
         else:

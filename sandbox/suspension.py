@@ -26,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from i18n import Msg
 from policies import audit
 from policies.errors import Conflict, NotFound
 from policies.grants import Grant
@@ -67,7 +68,10 @@ def suspend_provider(
         provider, tenants = _provider_in_scope(session, caller, provider_id)
         if provider.status == Status.SUSPENDED:
             raise Conflict(
-                f"provider '{provider_id}' is suspended already; reinstate it to restore access"
+                Msg(
+                    "provider '{provider_id}' is suspended already; reinstate it to restore access",
+                    provider_id=provider_id,
+                )
             )
         provider.status = Status.SUSPENDED
         cancelled = _jobs(
@@ -112,7 +116,10 @@ def reinstate_provider(
         provider, tenants = _provider_in_scope(session, caller, provider_id)
         if provider.status == Status.ACTIVE:
             raise Conflict(
-                f"provider '{provider_id}' is active; only a suspended one is reinstated"
+                Msg(
+                    "provider '{provider_id}' is active; only a suspended one is reinstated",
+                    provider_id=provider_id,
+                )
             )
         provider.status = Status.ACTIVE
         for tenant_id in _tenants_or_platform(tenants):

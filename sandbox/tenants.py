@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from i18n import Msg
 from keys import key_operation
 from policies import audit
 from policies.errors import Conflict, Forbidden, InvalidRequest
@@ -18,14 +19,21 @@ def require_role(principal: Principal, *roles: Role) -> None:
     """Function-level authorization: refuse a caller whose role is not among ``roles``."""
     if principal.role not in roles:
         allowed = " or ".join(r.value for r in roles)
-        raise Forbidden(f"only {allowed} principals may do this")
+        raise Forbidden(
+            Msg(
+                "only {allowed} principals may do this",
+                allowed=allowed,
+            )
+        )
 
 
 def require_reason(reason: str | None) -> str:
     """The stripped reason a change must give (1-500 characters), or InvalidRequest."""
     text = (reason or "").strip()
     if not 1 <= len(text) <= 500:
-        raise InvalidRequest("say why (a reason of 1-500 characters); it goes into the audit log")
+        raise InvalidRequest(
+            Msg("say why (a reason of 1-500 characters); it goes into the audit log")
+        )
     return text
 
 
@@ -35,7 +43,12 @@ def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> 
     validate_slug(slug)
     with veil.db.transaction() as session:
         if session.scalar(select(Principal.id).where(Principal.slug == slug)) is not None:
-            raise Conflict(f"an enterprise with slug '{slug}' exists already; choose another")
+            raise Conflict(
+                Msg(
+                    "an enterprise with slug '{slug}' exists already; choose another",
+                    slug=slug,
+                )
+            )
     # Keys first: an enterprise row never exists without its keys. Provisioning is
     # idempotent, so a failed database write below leaves nothing that a retry trips on.
     with key_operation(f"enterprise:{slug}/1"):  # names it in the key server's log
@@ -52,7 +65,12 @@ def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> 
                 details={"name": enterprise.name, "slug": slug},
             )
     except IntegrityError:
-        raise Conflict(f"an enterprise with slug '{slug}' exists already") from None
+        raise Conflict(
+            Msg(
+                "an enterprise with slug '{slug}' exists already",
+                slug=slug,
+            )
+        ) from None
     return enterprise
 
 
@@ -78,7 +96,12 @@ def create_security_officer(
         for enterprise_id in scope or []:
             found = session.get(Principal, enterprise_id)
             if found is None or found.role != Role.ENTERPRISE:
-                raise InvalidRequest(f"scope names '{enterprise_id}', which is not an enterprise")
+                raise InvalidRequest(
+                    Msg(
+                        "scope names '{enterprise_id}', which is not an enterprise",
+                        enterprise_id=enterprise_id,
+                    )
+                )
         officer = create_principal(session, Role.SECURITY_OFFICER, name, scope=scope)
         audit.record(
             session,
@@ -95,7 +118,7 @@ def list_principals(veil: Veil, caller: Principal, role: Role) -> list[Principal
     if not (
         caller.role == Role.OPERATOR or (caller.role == Role.ENTERPRISE and role == Role.PROVIDER)
     ):
-        raise Forbidden("you may not list these principals")
+        raise Forbidden(Msg("you may not list these principals"))
     with veil.db.transaction() as session:
         rows = session.scalars(
             select(Principal).where(Principal.role == role).order_by(Principal.created_at)

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from i18n import Msg
 from policies import audit
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.principals import (
@@ -81,8 +82,11 @@ def lifetime(settings: Settings, days: int | None) -> timedelta:
         return timedelta(days=settings.token_ttl_days)
     if not 1 <= days <= settings.token_max_ttl_days:
         raise InvalidRequest(
-            f"ttl_days must be between 1 and {settings.token_max_ttl_days} "
-            "(the operator's VEIL_TOKEN_MAX_TTL_DAYS)"
+            Msg(
+                "ttl_days must be between 1 and {token_max_ttl_days} (the "
+                "operator's VEIL_TOKEN_MAX_TTL_DAYS)",
+                token_max_ttl_days=settings.token_max_ttl_days,
+            )
         )
     return timedelta(days=days)
 
@@ -170,8 +174,11 @@ def rotate(veil: Veil, caller: Principal, token_id: str, ttl_days: int | None = 
         state = record.state(now)
         if state is not TokenState.ACTIVE:
             raise Conflict(
-                f"this token is {state}: only a working token can be rotated; ask the operator "
-                "to issue a new one (veil tokens issue)"
+                Msg(
+                    "this token is {state}: only a working token can be rotated; ask "
+                    "the operator to issue a new one (veil tokens issue)",
+                    state=state,
+                )
             )
         revoke_token(record, now)
         issued = issue_token(session, owner, lifetime=span, now=now)

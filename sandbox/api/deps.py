@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from i18n import Msg
 from policies import audit
 from policies.errors import Unauthenticated
 from policies.principals import Principal
@@ -33,7 +34,7 @@ def current_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]
     scheme, _, token = header.partition(" ")
     try:
         if scheme.lower() != "bearer":
-            raise Unauthenticated("send 'Authorization: Bearer <token>'")
+            raise Unauthenticated(Msg("send 'Authorization: Bearer <token>'"))
         credential = authenticate_request(veil, token.strip())
     except Unauthenticated as exc:
         record_failed_login(veil, request, str(exc))

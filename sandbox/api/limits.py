@@ -22,6 +22,9 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from i18n import Msg
+from i18n.catalog import translate
+from sandbox.api.language import request_language
 from sandbox.api.transport import security_headers
 from sandbox.settings import Settings
 
@@ -188,9 +191,13 @@ class RequestGuard:
         )
         refusal = self._admit(key, address, bool(credential))
         if refusal is not None:
-            detail, retry_after = refusal
+            message, retry_after = refusal
             await _answer(
-                scope, send, 429, {"detail": detail}, ((b"retry-after", retry_after.encode()),)
+                scope,
+                send,
+                429,
+                {"code": "rate_limited", "message": message},
+                ((b"retry-after", retry_after.encode()),),
             )
             return
         limit, setting = self._body_limit(scope)
@@ -215,23 +222,43 @@ class RequestGuard:
 
     def _admit(
         self, key: bytes | str, address: str, has_credential: bool
-    ) -> tuple[str, str] | None:
-        """None to let the request in; else the 429's detail and Retry-After (seconds)."""
+    ) -> tuple[Msg, str] | None:
+        """None to let the request in; else the 429's message and Retry-After (seconds)."""
         if not (has_credential and self.requests.trusted(key)):
             wait = math.ceil(self.failures.wait(address))
             if wait:
                 return (
-                    "too many failed authentications from this address: at most "
-                    f"{self.failure_burst}, then {self.failures_per_min:g} a minute "
-                    f"({', '.join(FAILURE_SETTINGS)}); retry in {wait} s",
+                    Msg(
+                        "too many failed authentications from this address: at most "
+                        "{burst}, then {rate} a minute ({settings}); retry in {wait} s",
+                        burst=self.failure_burst,
+                        rate=f"{self.failures_per_min:g}",
+                        settings=", ".join(FAILURE_SETTINGS),
+                        wait=wait,
+                    ),
                     str(wait),
                 )
         wait = math.ceil(self.requests.take(key))
         if wait:
-            who = "with this credential" if has_credential else "from this address without one"
+            template = (
+                Msg(
+                    "too many requests with this credential: at most {burst} at once, "
+                    "then {rate} a second ({settings}); retry in {wait} s"
+                )
+                if has_credential
+                else Msg(
+                    "too many requests from this address without a credential: at most "
+                    "{burst} at once, then {rate} a second ({settings}); retry in {wait} s"
+                )
+            )
             return (
-                f"too many requests {who}: at most {self.burst} at once, then "
-                f"{self.per_second:g} a second ({', '.join(RATE_SETTINGS)}); retry in {wait} s",
+                Msg(
+                    template.template,
+                    burst=self.burst,
+                    rate=f"{self.per_second:g}",
+                    settings=", ".join(RATE_SETTINGS),
+                    wait=wait,
+                ),
                 str(wait),
             )
         return None
@@ -303,10 +330,32 @@ def _with_headers(
 
 def _too_large(limit: int, setting: str) -> dict[str, object]:
     return {
-        "detail": f"the request body is larger than this endpoint accepts ({limit} bytes); "
-        f"{setting} raises the limit",
-        "problems": [{"location": "body", "expected": f"at most {limit} bytes ({setting})"}],
+        "code": "body_too_large",
+        "message": Msg(
+            "the request body is larger than this endpoint accepts ({limit} bytes); "
+            "{setting} raises the limit",
+            limit=limit,
+            setting=setting,
+        ),
+        "problems": [
+            {
+                "location": "body",
+                "expected": Msg("at most {limit} bytes ({setting})", limit=limit, setting=setting),
+            }
+        ],
     }
+
+
+def _translated(content: dict[str, object], language: str) -> dict[str, object]:
+    """``content`` with its messages in ``language``."""
+    message = translate(content["message"], language)
+    translated: dict[str, object] = content | {"message": message, "detail": message}
+    problems = content.get("problems")
+    if isinstance(problems, list):
+        translated["problems"] = [
+            p | {"expected": translate(p["expected"], language)} for p in problems
+        ]
+    return translated
 
 
 async def _answer(
@@ -319,13 +368,21 @@ async def _answer(
     """A JSON error in the API's format (on console paths, a short page the console's script
     shows next to its form), with the security headers."""
     path: str = scope["path"]
+    # This layer runs outside the language middleware: it reads the request's choice itself.
+    names = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    language = request_language(names)
+    content = _translated(content, language)
     if path == "/console" or path.startswith("/console/"):
         text = html.escape(str(content["detail"]))
         body = f'<main><div class="error" role="alert"><p>{text}</p></div></main>'.encode()
         media = b"text/html; charset=utf-8"
     else:
         body, media = json.dumps(content).encode(), b"application/json"
-    raw = [(b"content-type", media), (b"content-length", str(len(body)).encode())]
+    raw = [
+        (b"content-type", media),
+        (b"content-length", str(len(body)).encode()),
+        (b"content-language", language.encode()),
+    ]
     await send(
         {
             "type": "http.response.start",

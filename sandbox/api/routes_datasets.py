@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from analytics.schema import ColumnSpec, DatasetSchema, PrivacyUnit
+from i18n import Msg
 from policies.errors import InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT
 from policies.principals import Principal, Role
@@ -177,12 +178,14 @@ def get_mock(
 
 
 class PayloadTooLarge(InvalidRequest):
-    pass
+    """An upload over VEIL_MAX_UPLOAD_BYTES (the same code as the request guard's 413)."""
+
+    default_code = "body_too_large"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The whole body in memory, refusing past ``limit`` without reading further."""
-    message = f"the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)"
+    message = Msg("the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)", limit=limit)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(message)

@@ -10,11 +10,13 @@ from sqlalchemy import select
 
 from analytics.query_document import query_json_schema
 from analytics.training_document import training_json_schema
+from i18n import Msg
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role
 from sandbox import jobs
 from sandbox.api.deps import PrincipalDep, VeilDep, current_principal
+from sandbox.api.messages import translate_stored
 from sandbox.api.schemas import (
     BudgetOut,
     JobIn,
@@ -37,11 +39,19 @@ def _progress(job: Job, viewer: Principal | None) -> dict[str, Any] | None:
     return {k: v for k, v in job.progress.items() if k != "loss"}
 
 
+def _checks_out(checks: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Tier 5's output checks with their reasons in the reader's language (stored English)."""
+    reasons = checks.get("reasons") if checks else None
+    if not checks or not isinstance(reasons, list):
+        return checks
+    return checks | {"reasons": [translate_stored(r) for r in reasons]}
+
+
 def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
     return JobOut(
         progress=_progress(job, viewer),
         cancel_requested=job.cancel_requested,
-        output_check=job.output_check,
+        output_check=_checks_out(job.output_check),
         id=job.id,
         provider_id=job.provider_id,
         dataset_id=job.dataset_id,
@@ -53,8 +63,9 @@ def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
         epsilon=job.epsilon / EPSILON_UNIT,
         delta=job.delta / DELTA_UNIT,
         status=job.status,
-        reasons=job.reasons,
-        error=job.error,
+        # Stored in English (receipts sign them); shown in the reader's language.
+        reasons=[translate_stored(r) for r in job.reasons],
+        error=translate_stored(job.error) if job.error else job.error,
         created_at=job.created_at,
         finished_at=job.finished_at,
     )
@@ -64,7 +75,9 @@ def _submission(body: JobIn) -> jobs.JobSubmission:
     if not body.purpose.isprintable():
         # Purposes are shown in denials, the audit log and receipts: nothing that can hide or
         # reorder text there (control characters, bidirectional overrides).
-        raise InvalidRequest("purpose must be 1-64 printable characters, no control characters")
+        raise InvalidRequest(
+            Msg("purpose must be 1-64 printable characters, no control characters")
+        )
     return jobs.JobSubmission(
         dataset_id=body.dataset_id,
         purpose=body.purpose,
@@ -103,7 +116,7 @@ def preview_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> PreviewOut:
         )
     preview = answer["preview"]
     if preview is None:
-        return PreviewOut(allowed=False, reasons=answer["reasons"])
+        return PreviewOut(allowed=False, reasons=[translate_stored(r) for r in answer["reasons"]])
     return PreviewOut(
         allowed=True,
         reasons=[],
@@ -130,7 +143,13 @@ def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response
         job = jobs.visible_job(session, caller, job_id)
         enterprise = session.get(Principal, job.enterprise_id)
     if job.status != JobStatus.RELEASED or not job.artifact_path or not job.artifact_wrapped_key:
-        raise Conflict(f"job '{job_id}' has no released model (status: {job.status})")
+        raise Conflict(
+            Msg(
+                "job '{job_id}' has no released model (status: {status})",
+                job_id=job_id,
+                status=job.status,
+            )
+        )
     assert enterprise is not None and enterprise.slug is not None
     data = load_artifact(veil, enterprise.slug, job.id, job.artifact_path, job.artifact_wrapped_key)
     return Response(
@@ -183,7 +202,13 @@ def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         if job.status != JobStatus.RELEASED or job.result is None or job.result_sha256 is None:
-            raise Conflict(f"job '{job_id}' has no released result (status: {job.status})")
+            raise Conflict(
+                Msg(
+                    "job '{job_id}' has no released result (status: {status})",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            )
         grant = session.get(Grant, job.grant_id)
         assert grant is not None
         return ResultOut(

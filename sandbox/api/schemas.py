@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from analytics.schema import ColumnClass, ColumnType
+from i18n import Msg
 
 
 class Input(BaseModel):
@@ -27,7 +28,8 @@ def _storable(value: datetime | None) -> datetime | None:
     except OverflowError:
         year = 0
     if not 2 <= year <= 9998:
-        raise ValueError("a time between the years 2 and 9998 (in UTC)")
+        # A Msg: the validation handler shows it as the sentence (sandbox.api.validation).
+        raise ValueError(Msg("must be a time between the years 2 and 9998 (in UTC)"))
     return value
 
 
@@ -388,6 +390,10 @@ class VerifyOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """An error body (``sandbox.api.errors.ERROR_SCHEMA`` documents it)."""
+
+    code: str
+    message: str
     detail: str
     reasons: list[str] | None = None
     job_id: str | None = None

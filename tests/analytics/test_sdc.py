@@ -241,7 +241,7 @@ def test_threshold_counts_individuals_when_there_is_an_id() -> None:
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        (TableQuery((Aggregate(AggregateKind.SUM, "diagnosis"),)), "only DP tiers (3–5)"),  # noqa: RUF001
+        (TableQuery((Aggregate(AggregateKind.SUM, "diagnosis"),)), "only DP tiers (3 to 5)"),
         (count_by("diagnosis"), "column 'diagnosis' is confidential"),
         (TableQuery((Aggregate(AggregateKind.MEAN, "ssn"),)), "column 'ssn' is secret"),
         (count_by("ssn"), "column 'ssn' is secret"),

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - the Chinese messages use full-width punctuation
 """The decision engine's rules, one by one (pure: no database, no server)."""
 
 from __future__ import annotations
@@ -6,11 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from i18n.catalog import translate
 from policies.decisions import NO_GRANT, JobRequest, decide
 from policies.grants import EPSILON_UNIT, Grant
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
-CLASSES = {"shift": "public", "temp": "internal", "yield": "confidential", "recipe": "secret"}
+CLASSES = {
+    "shift": "public",
+    "temp": "internal",
+    "yield": "confidential",
+    "recipe": "secret",
+    "pressure": "internal",
+}
 
 
 def grant(**changes: object) -> Grant:
@@ -60,10 +68,19 @@ def test_allowed_with_the_permitting_grant() -> None:
         (request(), grant(provider_id="prv_2"), NO_GRANT),
         (request(dataset_id="ds_2"), grant(), NO_GRANT),
         (request(purpose="marketing"), grant(), "purpose 'marketing' is not granted"),
-        (request(tier=4), grant(), "tier 4 is not granted"),
+        (request(tier=4), grant(), "tier 4 (private training) is not in your grant"),
         (request(columns=frozenset({"recipe"})), grant(), "column 'recipe' is secret"),
         (request(tier=2, columns=frozenset({"yield"})), grant(), "column 'yield' is confidential"),
-        (request(columns=frozenset({"other"})), grant(), "column 'other' is not in your grant"),
+        (
+            request(columns=frozenset({"pressure"})),
+            grant(),
+            "column 'pressure' is not in your grant",
+        ),
+        (
+            request(columns=frozenset({"tmp"})),
+            grant(),
+            "unknown column 'tmp' (did you mean 'temp'?)",
+        ),
         (request(), grant(revoked_at=NOW), "your grant was revoked"),
         (request(), grant(valid_until=NOW), "your grant expired"),
         (request(), grant(valid_from=NOW + timedelta(hours=1)), "your grant is valid only from"),
@@ -110,3 +127,17 @@ def test_reasons_come_from_a_live_grant_rather_than_a_revoked_one() -> None:
     decision = decide(request(), CLASSES, [revoked, future], NOW)
     assert decision.grant is future
     assert decision.reasons[0].startswith("your grant is valid only from")
+
+
+def test_an_unknown_column_is_never_suggested_a_secret_or_ungranted_name() -> None:
+    for column in ("recipes", "pressur"):  # close to secret "recipe", ungranted "pressure"
+        decision = decide(request(columns=frozenset({column})), CLASSES, [grant()], NOW)
+        assert decision.reasons == (f"unknown column '{column}'",)
+
+
+def test_reasons_are_templates_that_translate() -> None:
+    decision = decide(request(tier=4, columns=frozenset({"pressure"})), CLASSES, [grant()], NOW)
+    assert [translate(r, "zh-CN") for r in decision.reasons] == [
+        "第 4 级（隐私训练）不在你的授权范围内",
+        "列“pressure”不在你的授权范围内",
+    ]

@@ -145,7 +145,7 @@ def test_expired_not_yet_valid_and_tier_not_granted(world: World) -> None:
     )
     with pytest.raises(ApiError) as tier:
         world.provider.submit_job(world.dataset_id, PURPOSE, 0.1, COUNT)
-    assert "tier 3 is not granted" in tier.value.reasons
+    assert "tier 3 (private query) is not in your grant" in tier.value.reasons
 
 
 def test_roles_are_checked(world: World) -> None:

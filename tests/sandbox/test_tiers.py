@@ -54,9 +54,17 @@ def test_mock_data_follows_the_declaration_and_ignores_the_data(all_tiers: World
 
 
 def test_mock_needs_tier_1(world: World) -> None:
+    # Granted the dataset, not tier 1: told which tier is missing (it knows the dataset).
     with pytest.raises(ApiError) as e:
         world.provider.mock(world.dataset_id)
-    assert e.value.status == 404
+    assert e.value.status == 403
+    assert e.value.detail == "tier 1 (mock data) is not in your grant"
+    # No grant on the dataset at all: the same 404 as for a dataset that does not exist.
+    for dataset_id in (world.globex_dataset_id, "ds_missing"):
+        with pytest.raises(ApiError) as e:
+            world.provider.mock(dataset_id)
+        assert e.value.status == 404
+        assert e.value.detail == f"dataset '{dataset_id}' not found"
 
 
 def run_table(

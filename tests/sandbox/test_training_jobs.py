@@ -91,7 +91,7 @@ def test_training_needs_tier_4(world: World) -> None:
             world.dataset_id, PURPOSE, TRAINING, epsilon=0.5, delta=DELTA
         )
     assert e.value.status == 403
-    assert "tier 4 is not granted" in e.value.reasons
+    assert "tier 4 (private training) is not in your grant" in e.value.reasons
 
 
 def test_secret_targets_are_refused(trainer: World) -> None:
