@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import analytics
+import i18n
 from sandbox import child, seccomp
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def python_paths() -> tuple[Path, ...]:
         library = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("LDLIBRARY")
         paths |= {library, library.resolve()}
     paths.add(Path(analytics.__file__).resolve().parent)
+    paths.add(Path(i18n.__file__).resolve().parent)
     paths.add(Path(child.__file__).resolve())
     return tuple(sorted(p for p in paths if p.exists()))
 

@@ -271,12 +271,16 @@ def query_choices(view: DatasetView) -> QueryChoices:
     """Granted, non-secret columns; group keys also exclude confidential ones."""
     usable = [c for c in view.columns if c.granted and c.column_class != ColumnClass.SECRET]
     columns = [Choice("", gettext("rows (count only)"))] + [
-        Choice(c.name, f"{c.name} ({_word(c.column_class)} {_word(c.type)})") for c in usable
+        Choice(
+            c.name,
+            gettext("{name} ({klass} {type})").format(
+                name=c.name, klass=_word(c.column_class), type=_word(c.type)
+            ),
+        )
+        for c in usable
     ]
     keys = [
-        Choice(
-            c.name, f"{c.name} ({_word(c.column_class)}{'; ' + c.declared if c.declared else ''})"
-        )
+        Choice(c.name, _key_label(c))
         for c in usable
         if c.column_class != ColumnClass.CONFIDENTIAL and c.type in _KEY_TYPES
     ]
@@ -284,6 +288,16 @@ def query_choices(view: DatasetView) -> QueryChoices:
 
 
 # ---------------------------------------------------------------- results and jobs
+
+
+def _key_label(column: ColumnView) -> str:
+    """A group key as the form offers it: its name, class and declared categories."""
+    klass = _word(column.column_class)
+    if column.declared:
+        return gettext("{name} ({klass}; {declared})").format(
+            name=column.name, klass=klass, declared=column.declared
+        )
+    return gettext("{name} ({klass})").format(name=column.name, klass=klass)
 
 
 def _word(code: object) -> str:
