@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 #: Technical words a Chinese page may keep (names of formats, standards and products).
 ALLOWED = {
-    "API", "CSV", "JSON", "JSONL", "Parquet", "Veil", "OpenDP", "OpenBao", "UTC", "SHA",
+    "API", "CSV", "JSON", "JSONL", "Parquet", "Polars", "Veil", "OpenDP", "OpenBao", "UTC", "SHA",
     "PEM", "UTF", "MiB", "Cookie", "SGD", "ID", "SQL", "URL",
 }  # fmt: skip
 #: What the page walk does not read: data, code, text in another language (the switch's
