@@ -4,6 +4,7 @@ numbers are the reader's, and the switches never redirect to another site."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from policies.errors import InvalidRequest
 from sandbox.console.enterprise_forms import minute, parse_minute
 from sandbox.console.preferences import safe_next
 from sandbox.console.render import number, when
-from sandbox.console.timezone import set_zone
+from sandbox.console.timezone import DEFAULT_TIMEZONE, set_zone
 from sandbox.settings import Settings
 from tests.console.conftest import log_in, token_of
 from tests.sandbox.conftest import World
@@ -26,6 +27,13 @@ MOMENT = datetime(2026, 11, 26, 22, 14, 5, tzinfo=UTC)
 
 
 # -- without a browser ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def default_zone() -> Iterator[None]:
+    """Each test sets the zone it needs; the next test finds the default again."""
+    yield
+    set_zone(DEFAULT_TIMEZONE)
 
 
 def test_dates_and_numbers_are_the_readers() -> None:
