@@ -50,6 +50,8 @@ READ_PAGE = """(skipped) => {
   return texts.join("\\n");
 }"""
 _WORD = re.compile(r"[A-Za-z0-9_]+")
+#: A statistic as code writes it (``mean(temperature_c)``, ``quantile(x, 0.9)``): not prose.
+_CALL = re.compile(r"\b[a-z_]+\([^()]*\)")
 _LATIN_RUN = re.compile(r"[A-Za-z]{3,}")
 
 
@@ -64,7 +66,7 @@ def data_words(world: World) -> set[str]:
 def english_left(text: str, data: set[str]) -> list[str]:
     """The words of ``text`` that look like English UI text, not data or allowed terms."""
     found = []
-    for word in _WORD.findall(text):
+    for word in _WORD.findall(_CALL.sub(" ", text)):
         if not _LATIN_RUN.search(word) or "_" in word or any(c.isdigit() for c in word):
             continue  # no English word in it, or an identifier (ids, tokens, hashes)
         if word in ALLOWED or word in data:
