@@ -123,7 +123,8 @@ def _preview_item(
 ) -> PreviewItem:
     aggregate = query.aggregates[index]
     name, label_ = KEYS_ALIAS if index == outcome.reused else alias(index), label(aggregate)
-    spends = f"spends epsilon {_aggregate_epsilon(schema, query, index, outcome):.4g}"
+    spent = _aggregate_epsilon(schema, query, index, outcome)
+    spends = Msg("spends epsilon {epsilon}", epsilon=f"{spent:.4g}")
     if aggregate.kind == AggregateKind.MEAN:
         return _mean_item(schema.column(str(aggregate.column)), label_, noise, name, rows, spends)
     if aggregate.kind in (AggregateKind.QUANTILE, AggregateKind.MEDIAN):
@@ -131,10 +132,16 @@ def _preview_item(
     item = noise[name]
     note = spends
     if index == outcome.reused:
-        note += f"; released only for keys whose noisy count reaches {outcome.steps[0].threshold}"
+        note = Msg(
+            "{note}; released only for keys whose noisy count reaches {threshold}",
+            note=note,
+            threshold=outcome.steps[0].threshold,
+        )
     if aggregate.kind == AggregateKind.HISTOGRAM:
         bins = histogram_bins(schema.column(str(aggregate.column)), aggregate.bins)
-        note = f"{len(bins.keys)} counts per group, each with this noise; {spends}"
+        note = Msg(
+            "{n} counts per group, each with this noise; {spends}", n=len(bins.keys), spends=spends
+        )
     return PreviewItem(label_, item.scale, item.accuracy, note)
 
 
@@ -147,9 +154,12 @@ def _mean_item(
     spends: str,
 ) -> PreviewItem:
     sums, lens = noise[f"{name}_sum"], noise[f"{name}_len"]
-    note = (
-        f"noisy sum (Laplace scale {sums.scale:.4g}) over noisy row count (scale "
-        f"{lens.scale:.4g}); the interval depends on the unknown row count; {spends}"
+    note = Msg(
+        "noisy sum (Laplace scale {sum_scale}) over noisy row count (scale {count_scale}); "
+        "the interval depends on the unknown row count; {spends}",
+        sum_scale=f"{sums.scale:.4g}",
+        count_scale=f"{lens.scale:.4g}",
+        spends=spends,
     )
     low, high = bounds(spec)
     n_low = (rows or 0.0) - lens.half_accuracy
@@ -158,7 +168,9 @@ def _mean_item(
     # |S~/N~ - S/N| <= (a_S + |S/N| a_N) / (N - a_N) on the joint 95% box (union bound).
     magnitude = max(abs(float(low)), abs(float(high)))
     half = min((sums.half_accuracy + magnitude * lens.half_accuracy) / n_low, high - low)
-    note += f"; half-width estimated for {rows:.0f} rows per group"
+    note = Msg(
+        "{note}; half-width estimated for {rows} rows per group", note=note, rows=f"{rows:.0f}"
+    )
     return PreviewItem(label_, None, half, note)
 
 
@@ -169,12 +181,17 @@ def _quantile_item(
     scale = rank_scale(aggregate, noise.scale)
     rank_error = scale * math.log(len(candidates) / ALPHA)
     step = (candidates[-1] - candidates[0]) / (len(candidates) - 1)
-    note = (
-        f"exponential mechanism over {len(candidates)} candidates from {candidates[0]} to "
-        f"{candidates[-1]} (step about {step:.4g});"
-        f" with 95% probability the released candidate's rank error exceeds the best "
-        f"candidate's by at most {rank_error:.4g} rows; no value interval without the data "
-        f"(a release gives the declared bounds as ci95); {spends}"
+    note = Msg(
+        "exponential mechanism over {n} candidates from {first} to {last} (step about {step});"
+        " with 95% probability the released candidate's rank error exceeds the best "
+        "candidate's by at most {rank_error} rows; no value interval without the data "
+        "(a release gives the declared bounds as ci95); {spends}",
+        n=len(candidates),
+        first=candidates[0],
+        last=candidates[-1],
+        step=f"{step:.4g}",
+        rank_error=f"{rank_error:.4g}",
+        spends=spends,
     )
     return PreviewItem(label(aggregate), scale, None, note)
 
@@ -190,26 +207,46 @@ def _has_float_sum(schema: DatasetSchema, query: PrivateQuery) -> bool:
 def _preview_notes(
     schema: DatasetSchema, query: PrivateQuery, outcome: Outcome, noise: dict[str, Noise]
 ) -> tuple[str, ...]:
-    notes = [
-        "no data was read: OpenDP sized the noise on an empty frame of the declared types",
-        f"{len(outcome.steps)} OpenDP measurement(s) at global noise scale "
-        f"{outcome.steps[-1].scale:.6g} per unit of sensitivity",
+    notes: list[str] = [
+        Msg("no data was read: OpenDP sized the noise on an empty frame of the declared types"),
+        Msg(
+            "{n} OpenDP measurement(s) at global noise scale {scale} per unit of sensitivity",
+            n=len(outcome.steps),
+            scale=f"{outcome.steps[-1].scale:.6g}",
+        ),
     ]
     if has_public_keys(schema, query) and query.group_by:
-        notes.append(f"{key_count(schema, query)} public keys, each released")
+        notes.append(Msg("{n} public keys, each released", n=key_count(schema, query)))
     threshold = outcome.steps[0].threshold
     if threshold is not None and _has_float_sum(schema, query):
         notes.append(
-            "float sums and means: OpenDP widens their noise by a rounding allowance per "
-            "released key; shown here for one key, so a release's are larger"
+            Msg(
+                "float sums and means: OpenDP widens their noise by a rounding allowance per "
+                "released key; shown here for one key, so a release's are larger"
+            )
         )
     if threshold is not None:
         keys = noise[KEYS_ALIAS]
-        hidden = "" if outcome.reused is not None else " (a hidden count, not released)"
-        notes.append(
-            f"DP key selection on {', '.join(query.group_by)}: a key is released only where "
-            f"its noisy row count{hidden} (Laplace scale {keys.scale:.4g}) reaches "
-            f"{threshold}; this spends delta {outcome.delta:.3g}; keys with far fewer rows "
-            "are unlikely to appear"
-        )
+        params = {
+            "columns": ", ".join(query.group_by),
+            "scale": f"{keys.scale:.4g}",
+            "threshold": threshold,
+            "delta": f"{outcome.delta:.3g}",
+        }
+        if outcome.reused is None:
+            selection = Msg(
+                "DP key selection on {columns}: a key is released only where its noisy row "
+                "count (a hidden count, not released) (Laplace scale {scale}) reaches "
+                "{threshold}; this spends delta {delta}; keys with far fewer rows are unlikely "
+                "to appear",
+                **params,
+            )
+        else:
+            selection = Msg(
+                "DP key selection on {columns}: a key is released only where its noisy row count "
+                "(Laplace scale {scale}) reaches {threshold}; this spends delta {delta}; keys "
+                "with far fewer rows are unlikely to appear",
+                **params,
+            )
+        notes.append(selection)
     return tuple(notes)

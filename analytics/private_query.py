@@ -111,6 +111,7 @@ from analytics.schema import (
     DatasetSchema,
     PrivateQuery,
 )
+from i18n import N_
 
 __all__ = [
     "MAX_AGGREGATES",
@@ -129,7 +130,8 @@ __all__ = [
     "validate_query",
 ]
 
-MECHANISM: Final = (
+#: Marked for the catalog (``N_``): pages show it in the reader's language, looked up whole.
+MECHANISM: Final = N_(
     "OpenDP 0.16 via the Polars context: Laplace (integer/float) for counts, sums and "
     "histograms, exponential mechanism for quantiles, thresholded counts for key selection"
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
@@ -145,6 +146,13 @@ class Settings(BaseSettings):
         "under the sandbox's own uid); stops fork bombs.",
     )
 
+    # Console (docs/console.md).
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA time zone the console shows and reads dates in, unless the reader "
+        "chooses another (the pilot cities' zone by default).",
+    )
+
     # API server.
     api_host: str = Field(default="127.0.0.1", description="Address `veil serve` listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port `veil serve` listens on.")
@@ -211,6 +219,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "VEIL_WORKER_LEASE_S must be at least three times VEIL_WORKER_HEARTBEAT_S, so "
                 "that one late heartbeat does not end a live worker's jobs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_timezone(self) -> Settings:
+        if self.timezone not in zoneinfo.available_timezones():
+            raise ValueError(
+                "VEIL_TIMEZONE is not a time zone of the IANA database: use a name such as "
+                "Asia/Shanghai or UTC"
             )
         return self
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from i18n import N_
+from i18n.catalog import gettext
 from sandbox.console import (
+    preferences,
     routes_enterprise,
     routes_enterprise_datasets,
     routes_officer,
@@ -23,6 +26,7 @@ from sandbox.console.session import PREFIX, CsrfRejected, LoginRequired
 
 STATIC = Path(__file__).resolve().parent / "static"
 ROUTERS = (
+    preferences,
     routes_session,
     routes_enterprise_datasets,
     routes_enterprise,
@@ -37,7 +41,12 @@ def install(app: FastAPI) -> None:
     """Serve the console (pages and local assets) from ``app``."""
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
     for module in ROUTERS:
-        app.include_router(module.router, prefix=PREFIX, include_in_schema=False)
+        app.include_router(
+            module.router,
+            prefix=PREFIX,
+            include_in_schema=False,
+            dependencies=[Depends(preferences.use_request_zone)],
+        )
 
 
 class _Pages:
@@ -51,6 +60,13 @@ class _Pages:
 
 
 PAGES = _Pages()
+#: The heading of an error page, by status.
+HEADINGS = {
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    409: N_("Conflict"),
+    503: N_("Unavailable"),
+}
 
 
 def error_page(request: Request, exc: Exception, status: int) -> Response:
@@ -62,9 +78,7 @@ def error_page(request: Request, exc: Exception, status: int) -> Response:
         return response
     if isinstance(exc, CsrfRejected):
         status = 403
-    heading = {403: "Not allowed", 404: "Not found", 409: "Conflict", 503: "Unavailable"}.get(
-        status, "Something is wrong"
-    )
+    heading = gettext(HEADINGS.get(status, N_("Something is wrong")))
     return page(
         request,
         "error.html",

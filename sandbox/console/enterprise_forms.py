@@ -18,8 +18,11 @@ from typing import Any, Final
 from fastapi import Request
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
+from i18n import Msg
+from i18n.catalog import gettext
 from policies.errors import InvalidRequest
 from policies.grants import Grant, GrantChange, GrantTerms
+from sandbox.console.timezone import current_zone, current_zone_name
 
 #: How much of a chosen file the page's script sends for detection (CSV; Parquet is sent whole).
 SAMPLE_BYTES: Final = 1 << 20
@@ -78,25 +81,29 @@ class Declaration:
 def declaration(fields: Fields) -> Declaration:
     """The dataset declaration the upload form describes (one fieldset per column)."""
     if not fields.has("columns"):
-        raise InvalidRequest("choose a file first: Veil detects its columns for you to classify")
+        raise InvalidRequest(
+            Msg("choose a file first: Veil detects its columns for you to classify")
+        )
     problems: list[dict[str, Any]] = []
     name = fields.one("name")
     if not 1 <= len(name) <= 200:
-        problems.append({"field": "name", "expected": "a dataset name of 1-200 characters"})
-    count = parse_int(fields.one("columns"), "the number of columns", 1, 500)
+        problems.append({"field": "name", "expected": Msg("a dataset name of 1-200 characters")})
+    count = parse_int(fields.one("columns"), Msg("the number of columns"), 1, 500)
     columns = [_column(fields, i, problems) for i in range(count)]
     id_column = fields.one("id_column") or None
-    per_id = parse_int(fields.one("max_rows_per_id", "1"), "rows per individual", 1, 1000)
+    per_id = parse_int(fields.one("max_rows_per_id", "1"), Msg("rows per individual"), 1, 1000)
     if problems:
-        invalid = InvalidRequest("some fields need a correction before the upload")
+        invalid = InvalidRequest(Msg("some fields need a correction before the upload"))
         invalid.problems = problems  # type: ignore[attr-defined]
         raise invalid
     schema = DatasetSchema(tuple(c for c in columns if c), PrivacyUnit(id_column, per_id))
     epsilon_cap = (
-        parse_float(fields.one("epsilon_cap"), "the ε cap") if fields.one("epsilon_cap") else None
+        parse_float(fields.one("epsilon_cap"), Msg("the ε cap"))
+        if fields.one("epsilon_cap")
+        else None
     )
     delta_cap = (
-        parse_float(fields.one("delta_cap"), "the δ cap") if fields.one("delta_cap") else None
+        parse_float(fields.one("delta_cap"), Msg("the δ cap")) if fields.one("delta_cap") else None
     )
     return Declaration(name, schema, epsilon_cap, delta_cap)
 
@@ -107,7 +114,8 @@ def _column(fields: Fields, i: int, problems: list[dict[str, Any]]) -> ColumnSpe
         kind = ColumnType(fields.one(f"col-{i}-type"))
         klass = ColumnClass(fields.one(f"col-{i}-class"))
     except ValueError:
-        problems.append({"column": name, "expected": "a type and a class chosen from the lists"})
+        expected = Msg("a type and a class chosen from the lists")
+        problems.append({"column": name, "expected": expected})
         return None
     lower = upper = None
     if kind in (ColumnType.INTEGER, ColumnType.FLOAT):
@@ -115,7 +123,8 @@ def _column(fields: Fields, i: int, problems: list[dict[str, Any]]) -> ColumnSpe
             lower = parse_float(fields.one(f"col-{i}-lower"), "")
             upper = parse_float(fields.one(f"col-{i}-upper"), "")
         except InvalidRequest:
-            problems.append({"column": name, "expected": "a lowest and a highest value (numbers)"})
+            expected = Msg("a lowest and a highest value (numbers)")
+            problems.append({"column": name, "expected": expected})
     categories = None
     if kind is ColumnType.STRING:
         text = fields.one(f"col-{i}-categories")
@@ -131,9 +140,9 @@ def parse_float(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidRequest(f"{what}: enter a number, such as 0.5") from None
+        raise InvalidRequest(Msg("{what}: enter a number, such as 0.5", what=what)) from None
     if not math.isfinite(value):
-        raise InvalidRequest(f"{what}: enter a finite number")
+        raise InvalidRequest(Msg("{what}: enter a finite number", what=what))
     return value
 
 
@@ -141,24 +150,36 @@ def parse_int(text: str, what: str, low: int, high: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise InvalidRequest(f"{what}: enter a whole number from {low} to {high}") from None
+        raise InvalidRequest(_whole(what, low, high)) from None
     if not low <= value <= high:
-        raise InvalidRequest(f"{what}: enter a whole number from {low} to {high}")
+        raise InvalidRequest(_whole(what, low, high))
     return value
 
 
+def _whole(what: str, low: int, high: int) -> Msg:
+    return Msg("{what}: enter a whole number from {low} to {high}", what=what, low=low, high=high)
+
+
 def parse_minute(text: str, what: str) -> datetime:
-    """A ``datetime-local`` value, read as UTC (the pages say so next to each such field)."""
+    """A ``datetime-local`` value, read in the reader's time zone (the pages name it next to
+    each such field), as UTC."""
+    zone = current_zone()
     try:
-        return datetime.strptime(text, MINUTE_FORMAT).replace(tzinfo=UTC)
+        local = datetime.strptime(text, MINUTE_FORMAT).replace(tzinfo=zone)
     except ValueError:
         raise InvalidRequest(
-            f"{what}: enter a date and time (UTC), such as 2027-01-31 18:00"
+            Msg(
+                "{what}: enter a date and time ({zone}), such as 2027-01-31 18:00",
+                what=what,
+                zone=current_zone_name(),
+            )
         ) from None
+    return local.astimezone(UTC)
 
 
 def minute(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(MINUTE_FORMAT)
+    """A moment as a ``datetime-local`` field shows it, in the reader's time zone."""
+    return value.astimezone(current_zone()).strftime(MINUTE_FORMAT)
 
 
 def split_list(text: str) -> list[str]:
@@ -171,11 +192,11 @@ def split_list(text: str) -> list[str]:
 def grant_terms(fields: Fields, now: datetime) -> GrantTerms:
     """The terms of the "New grant" form."""
     if not fields.one("provider_id"):
-        raise InvalidRequest("choose the provider to grant access to")
+        raise InvalidRequest(Msg("choose the provider to grant access to"))
     try:
         tiers = tuple(int(t) for t in fields.all("tiers"))
     except ValueError:
-        raise InvalidRequest("tiers: choose from the tiers listed") from None
+        raise InvalidRequest(Msg("tiers: choose from the tiers listed")) from None
     min_group = fields.one("min_group_size")
     return GrantTerms(
         provider_id=fields.one("provider_id"),
@@ -184,10 +205,12 @@ def grant_terms(fields: Fields, now: datetime) -> GrantTerms:
         tiers=tiers,
         purposes=tuple(split_list(fields.one("purposes"))),
         valid_from=now,
-        valid_until=parse_minute(fields.one("valid_until"), "valid until"),
-        epsilon=parse_float(fields.one("epsilon"), "ε budget"),
-        delta=parse_float(fields.one("delta", "0") or "0", "δ budget"),
-        min_group_size=parse_int(min_group, "minimum group size", 1, 10**6) if min_group else None,
+        valid_until=parse_minute(fields.one("valid_until"), Msg("valid until")),
+        epsilon=parse_float(fields.one("epsilon"), Msg("ε budget")),
+        delta=parse_float(fields.one("delta", "0") or "0", Msg("δ budget")),
+        min_group_size=(
+            parse_int(min_group, Msg("minimum group size"), 1, 10**6) if min_group else None
+        ),
     )
 
 
@@ -220,20 +243,20 @@ def grant_change(fields: Fields, grant: Grant) -> GrantChange:
         tiers = listed("tiers", fields.all("tiers"))
         tier_values = tuple(int(t) for t in tiers) if tiers is not None else None
     except ValueError:
-        raise InvalidRequest("tiers: choose from the tiers listed") from None
+        raise InvalidRequest(Msg("tiers: choose from the tiers listed")) from None
     return GrantChange(
         columns=listed("columns", fields.all("columns")),
         tiers=tier_values,
         purposes=tuple(purposes) if set(purposes) != set(grant.purposes) else None,
-        epsilon=parse_float(fields.one("epsilon"), "ε budget") if changed("epsilon") else None,
-        delta=parse_float(fields.one("delta"), "δ budget") if changed("delta") else None,
+        epsilon=parse_float(fields.one("epsilon"), Msg("ε budget")) if changed("epsilon") else None,
+        delta=parse_float(fields.one("delta"), Msg("δ budget")) if changed("delta") else None,
         valid_until=(
-            parse_minute(fields.one("valid_until"), "valid until")
+            parse_minute(fields.one("valid_until"), Msg("valid until"))
             if changed("valid_until")
             else None
         ),
         min_group_size=(
-            parse_int(fields.one("min_group_size"), "minimum group size", 1, 10**6)
+            parse_int(fields.one("min_group_size"), Msg("minimum group size"), 1, 10**6)
             if changed("min_group_size")
             else None
         ),
@@ -244,9 +267,11 @@ def receipt_period(fields: Fields, now: datetime) -> tuple[datetime, datetime]:
     """``since`` (start of that UTC day) and ``until`` (end of that day, at most now)."""
     until = now
     if fields.one("until"):
-        until = min(now, _day(fields.one("until"), "until") + timedelta(days=1))
+        until = min(now, _day(fields.one("until"), Msg("until")) + timedelta(days=1))
     since = (
-        _day(fields.one("since"), "since") if fields.one("since") else until - timedelta(days=30)
+        _day(fields.one("since"), Msg("since"))
+        if fields.one("since")
+        else until - timedelta(days=30)
     )
     return since, until
 
@@ -255,10 +280,10 @@ def _day(text: str, what: str) -> datetime:
     try:
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
-        raise InvalidRequest(f"{what}: enter a date, such as 2026-01-31") from None
+        raise InvalidRequest(Msg("{what}: enter a date, such as 2026-01-31", what=what)) from None
 
 
 def shown_json(value: Any, limit: int = 4000) -> str:
     """A JSON value as a reviewer reads it: indented, cut after ``limit`` characters."""
     text = json.dumps(value, indent=2, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit] + "\n… (cut)"
+    return text if len(text) <= limit else text[:limit] + "\n… " + gettext("(cut)")

@@ -14,6 +14,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from analytics.schema import ColumnClass, ColumnType
+from i18n import Msg
+from i18n.catalog import translate
 from policies.errors import InvalidRequest
 from sandbox import ingest
 from sandbox.console.enterprise_forms import Fields, number
@@ -75,7 +77,7 @@ class Upload:
     def file(self, name: str) -> FilePart:
         found = self.files.get(name)
         if found is None or not found.data:
-            raise InvalidRequest("choose a CSV or Parquet file to upload")
+            raise InvalidRequest(Msg("choose a CSV or Parquet file to upload"))
         return found
 
 
@@ -83,8 +85,10 @@ async def read_multipart(request: Request, limit: int) -> Upload:
     """Parse a ``multipart/form-data`` body in memory, refusing more than ``limit`` bytes."""
     kind, params = parse_options_header(request.headers.get("content-type"))
     if kind != b"multipart/form-data" or b"boundary" not in params:
-        raise InvalidRequest("send the form as multipart/form-data: reload the page and retry")
-    too_large = InvalidRequest(f"the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)")
+        raise InvalidRequest(Msg("send the form as multipart/form-data: reload the page and retry"))
+    too_large = InvalidRequest(
+        Msg("the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)", limit=limit)
+    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -107,10 +111,10 @@ async def read_multipart(request: Request, limit: int) -> Upload:
                 raise too_large
             parser.write(chunk)
             if len(found.parts) > _MAX_FIELDS:
-                raise InvalidRequest(f"a form of at most {_MAX_FIELDS} fields")
+                raise InvalidRequest(Msg("a form of at most {most} fields", most=_MAX_FIELDS))
         parser.finalize()
     except MultipartParseError:
-        raise InvalidRequest("the form arrived damaged: reload the page and retry") from None
+        raise InvalidRequest(Msg("the form arrived damaged: reload the page and retry")) from None
     return _upload(found.parts)
 
 
@@ -151,7 +155,9 @@ def invalid_upload(error: ingest.IngestError) -> InvalidRequest:
     rows: dict[tuple[str | None, str], list[int]] = {}
     for p in error.problems:
         rows.setdefault((p.column, p.expected), []).extend([p.row] if p.row else [])
-    invalid = InvalidRequest(f"the file cannot be used as it is ({error.total} to fix)")
+    invalid = InvalidRequest(
+        Msg("the file cannot be used as it is ({total} to fix)", total=error.total)
+    )
     invalid.problems = [  # type: ignore[attr-defined]
         {"column": column, **_rows(found), "expected": expected}
         for (column, expected), found in rows.items()
@@ -162,7 +168,7 @@ def invalid_upload(error: ingest.IngestError) -> InvalidRequest:
 def _rows(found: list[int]) -> dict[str, str]:
     if len(found) <= 1:
         return {"row": str(found[0])} if found else {}
-    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    more = translate(Msg(" and {n} more", n=len(found) - 5)) if len(found) > 5 else ""
     return {"rows": ", ".join(map(str, found[:5])) + more}
 
 
@@ -174,9 +180,9 @@ def detect_columns(sample: FilePart, partial: bool) -> list[DetectedColumn]:
         raise invalid_upload(exc) from None
     frame = _parquet(sample.data) if fmt is ingest.FileFormat.PARQUET else _csv(sample, partial)
     if frame.width == 0 or frame.height == 0:
-        raise InvalidRequest("the file has no columns or no data rows to detect")
+        raise InvalidRequest(Msg("the file has no columns or no data rows to detect"))
     if frame.width > 500:
-        raise InvalidRequest("the file has more than 500 columns, the most Veil accepts")
+        raise InvalidRequest(Msg("the file has more than 500 columns, the most Veil accepts"))
     return [_detect(frame[name]) for name in frame.columns]
 
 
@@ -188,9 +194,11 @@ def _csv(sample: FilePart, partial: bool) -> pl.DataFrame:
         text = data.decode("utf-8-sig")
         frame = pl.read_csv(io.StringIO(text), infer_schema=False, n_rows=_SAMPLE_ROWS)
     except UnicodeDecodeError:
-        raise InvalidRequest("the file is not UTF-8 text: save the CSV as UTF-8") from None
+        raise InvalidRequest(Msg("the file is not UTF-8 text: save the CSV as UTF-8")) from None
     except Exception:  # parser texts quote data: say only what is wrong
-        raise InvalidRequest("the file is not a well-formed CSV file with a header row") from None
+        raise InvalidRequest(
+            Msg("the file is not a well-formed CSV file with a header row")
+        ) from None
     return frame.rename({old: old.strip() for old in frame.columns})
 
 
@@ -198,7 +206,7 @@ def _parquet(data: bytes) -> pl.DataFrame:
     try:
         return pl.read_parquet(io.BytesIO(data), n_rows=_SAMPLE_ROWS)
     except Exception:  # parser texts quote data
-        raise InvalidRequest("the file is not a readable Parquet file") from None
+        raise InvalidRequest(Msg("the file is not a readable Parquet file")) from None
 
 
 def _detect(series: pl.Series) -> DetectedColumn:

@@ -21,6 +21,8 @@ from urllib.parse import urlencode
 
 from sqlalchemy import select
 
+from i18n import N_, Msg
+from i18n.catalog import gettext, translate
 from keys import KeysError
 from policies import audit
 from policies.errors import InvalidRequest
@@ -29,6 +31,7 @@ from policies.principals import Principal, Role
 from sandbox import oversight
 from sandbox.attention import Attention
 from sandbox.console import charts
+from sandbox.console.timezone import current_zone, current_zone_name
 from sandbox.core import Veil
 from sandbox.tenants import require_role
 
@@ -38,10 +41,10 @@ PAGE_SIZES = (10, 25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 #: The attention page's periods: (value, label, length).
 PERIODS = (
-    ("1d", "the last 24 hours", timedelta(days=1)),
-    ("7d", "the last 7 days", timedelta(days=7)),
-    ("30d", "the last 30 days", timedelta(days=30)),
-    ("90d", "the last 90 days", timedelta(days=90)),
+    ("1d", N_("the last 24 hours"), timedelta(days=1)),
+    ("7d", N_("the last 7 days"), timedelta(days=7)),
+    ("30d", N_("the last 30 days"), timedelta(days=30)),
+    ("90d", N_("the last 90 days"), timedelta(days=90)),
 )
 DEFAULT_PERIOD = "7d"
 #: Denials per day are counted from at most this many events (pages of 1000).
@@ -51,7 +54,8 @@ _MAX_LENGTH = {"action": 64, "resource": 120, "actor": 40, "tenant": 40}
 
 
 def parse_time(name: str, text: str | None) -> datetime | None:
-    """A form's date or date-and-time, read as UTC unless it names a zone; None when empty."""
+    """A form's date or date-and-time, read in the reader's time zone unless it names one;
+    None when empty."""
     text = (text or "").strip()
     if not text:
         return None
@@ -59,9 +63,14 @@ def parse_time(name: str, text: str | None) -> datetime | None:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRequest(
-            f"'{name}' is not a date and time: pick one, or write it like 2026-11-01T08:00 (UTC)"
+            Msg(
+                "'{name}' is not a date and time: pick one, or write it like "
+                "2026-11-01T08:00 ({zone})",
+                name=name,
+                zone=current_zone_name(),
+            )
         ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=current_zone())
 
 
 def parse_int(name: str, text: str | None, minimum: int = 1) -> int | None:
@@ -70,7 +79,9 @@ def parse_int(name: str, text: str | None, minimum: int = 1) -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < minimum:
-        raise InvalidRequest(f"'{name}' must be a whole number of at least {minimum}")
+        raise InvalidRequest(
+            Msg("'{name}' must be a whole number of at least {minimum}", name=name, minimum=minimum)
+        )
     return int(text)
 
 
@@ -99,17 +110,20 @@ def read_audit_query(params: Mapping[str, str]) -> AuditQuery:
     form = {name: (params.get(name) or "").strip() for name in FILTER_FIELDS}
     query = AuditQuery(form=form)
     try:
-        size = parse_int("per page", params.get("limit"))
+        size = parse_int(Msg("per page"), params.get("limit"))
         if size is not None and size not in PAGE_SIZES:
-            raise InvalidRequest(f"'per page' must be one of {', '.join(map(str, PAGE_SIZES))}")
+            sizes = ", ".join(map(str, PAGE_SIZES))
+            raise InvalidRequest(Msg("'per page' must be one of {sizes}", sizes=sizes))
         query.page_size = size or DEFAULT_PAGE_SIZE
-        query.before_seq = parse_int("older than event", params.get("before_seq"))
+        query.before_seq = parse_int(Msg("older than event"), params.get("before_seq"))
         for name, most in _MAX_LENGTH.items():
             if len(form[name]) > most:
-                raise InvalidRequest(f"'{name}' is at most {most} characters long")
+                raise InvalidRequest(
+                    Msg("'{name}' is at most {most} characters long", name=name, most=most)
+                )
         query.where = oversight.EventFilter(
-            since=parse_time("since", form["since"]),
-            until=parse_time("until", form["until"]),
+            since=parse_time(Msg("since"), form["since"]),
+            until=parse_time(Msg("until"), form["until"]),
             tenant_id=form["tenant"] or None,
             actor_id=form["actor"] or None,
             role=form["role"] or None,
@@ -118,7 +132,8 @@ def read_audit_query(params: Mapping[str, str]) -> AuditQuery:
             resource=form["resource"] or None,
         )
     except InvalidRequest as exc:
-        query.error = {"message": f"This filter does not work: {exc}.", "reasons": []}
+        message = gettext("This filter does not work: {reason}.")
+        query.error = {"message": message.format(reason=translate(exc.message)), "reasons": []}
     return query
 
 
@@ -127,7 +142,7 @@ class EventRow:
     """One audit event as the table shows it."""
 
     seq: int
-    at: str
+    at: datetime
     actor_role: str
     actor_id: str
     actor_name: str
@@ -167,7 +182,7 @@ def _row(event: audit.AuditEvent, names: Mapping[str, str]) -> EventRow:
     summary, full = summarise(event.details or {})
     return EventRow(
         seq=event.seq,
-        at=event.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        at=event.at,
         actor_role=event.actor_role or "",
         actor_id=event.actor_id or "",
         actor_name=names.get(event.actor_id or "", ""),
@@ -250,16 +265,16 @@ class ExportForm:
 
     def arguments(self) -> dict[str, Any]:
         """The range for :func:`sandbox.oversight.export`, or InvalidRequest in plain words."""
-        first = parse_int("from event", self.from_seq)
-        last = parse_int("to event", self.to_seq)
-        since = parse_time("from time", self.since)
-        until = parse_time("to time", self.until)
+        first = parse_int(Msg("from event"), self.from_seq)
+        last = parse_int(Msg("to event"), self.to_seq)
+        since = parse_time(Msg("from time"), self.since)
+        until = parse_time(Msg("to time"), self.until)
         if (first is not None or last is not None) and (since or until):
-            raise InvalidRequest("give a range by event numbers or by time, not both")
+            raise InvalidRequest(Msg("give a range by event numbers or by time, not both"))
         if first is not None and last is not None and first > last:
-            raise InvalidRequest("'from event' must not come after 'to event'")
+            raise InvalidRequest(Msg("'from event' must not come after 'to event'"))
         if since and until and since >= until:
-            raise InvalidRequest("'from time' must come before 'to time'")
+            raise InvalidRequest(Msg("'from time' must come before 'to time'"))
         return {"from_seq": first, "to_seq": last, "since": since, "until": until}
 
 
@@ -276,7 +291,7 @@ def period_start(choice: str | None, now: datetime) -> tuple[str, datetime]:
     for name, _, length in PERIODS:
         if name == value:
             return value, now - length
-    raise InvalidRequest("choose a period from the list (the last 24 hours to 90 days)")
+    raise InvalidRequest(Msg("choose a period from the list (the last 24 hours to 90 days)"))
 
 
 @dataclass
@@ -372,10 +387,11 @@ def denial_charts(view: Attention, daily: DailyDenials) -> dict[str, Any]:
         (d.provider_name or d.provider_id, float(d.count)) for d in view.denied_by_provider
     ]
     return {
-        "by_provider_svg": charts.bar_chart("Denied attempts per provider", per_provider),
+        "by_provider_svg": charts.bar_chart(gettext("Denied attempts per provider"), per_provider),
         "by_provider_rows": [(name, int(count)) for name, count in per_provider],
         "by_day_svg": charts.day_bars(
-            "Denied attempts per day (UTC)", {d: float(n) for d, n in daily.counts.items()}
+            gettext("Denied attempts per day (UTC)"),
+            {d: float(n) for d, n in daily.counts.items()},
         ),
         "by_day_rows": [(d.isoformat(), n) for d, n in daily.counts.items()],
     }

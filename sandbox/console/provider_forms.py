@@ -20,30 +20,35 @@ from markupsafe import Markup
 from starlette.datastructures import FormData
 
 from analytics.schema import AggregateKind, ColumnClass, ColumnSpec, ColumnType
+from i18n import N_, Msg
+from i18n.catalog import gettext, translate
 from policies.errors import InvalidRequest
 from policies.grants import Grant
 from sandbox.api.schemas import ID_LENGTH, PURPOSE_LENGTH, JobOut, ReleasedValueOut
 from sandbox.catalog import MOCK_TIER, CatalogEntry
 from sandbox.console.charts import day_bars
+from sandbox.console.labels import LABELS
+from sandbox.console.render import number
 from sandbox.datasets import schema_from_json
 from sandbox.jobs import PRIVATE_QUERY_TIER, JobSubmission
 
 #: Rows of statistics the form offers (the query document allows more; the API takes them).
 AGGREGATE_ROWS = 3
-#: Kinds offered in each row, with a word for people; "" leaves the row out.
+#: Kinds offered in each row, with a word for people (translated when shown); "" leaves
+#: the row out.
 KINDS: tuple[tuple[str, str], ...] = (
-    ("", "none"),
-    *((str(k), str(k)) for k in AggregateKind),
+    ("", N_("none")),
+    *((str(k), LABELS.get(str(k), str(k))) for k in AggregateKind),
 )
 _NEEDS_COLUMN = frozenset(str(k) for k in AggregateKind if k != AggregateKind.COUNT)
 _KEY_TYPES = frozenset({ColumnType.STRING, ColumnType.INTEGER, ColumnType.BOOLEAN})
 TIER_NAMES = {
-    0: "catalog",
-    1: "mock data",
-    2: "aggregate tables",
-    3: "private query",
-    4: "private training",
-    5: "reviewed code",
+    0: N_("catalog"),
+    1: N_("mock data"),
+    2: N_("aggregate tables"),
+    3: N_("private query"),
+    4: N_("private training"),
+    5: N_("reviewed code"),
 }
 
 
@@ -94,7 +99,7 @@ def _declared(spec: ColumnSpec) -> str:
     if spec.categories:
         return ", ".join(spec.categories)
     if spec.lower is not None or spec.upper is not None:
-        return f"{_plain(spec.lower)} to {_plain(spec.upper)}"
+        return gettext("{low} to {high}").format(low=_plain(spec.lower), high=_plain(spec.upper))
     return ""
 
 
@@ -175,14 +180,16 @@ class QueryForm:
             _aggregate(i, row) for i, row in enumerate(self.aggregates, start=1) if row.kind
         ]
         if not aggregates:
-            raise InvalidRequest("choose at least one statistic (a kind other than 'none')")
+            raise InvalidRequest(Msg("choose at least one statistic (a kind other than 'none')"))
         if not self.purpose:
-            raise InvalidRequest("choose the purpose of this query")
+            raise InvalidRequest(Msg("choose the purpose of this query"))
         # As the API's schema does: longer values do not fit their columns (PostgreSQL).
         if len(self.purpose) > PURPOSE_LENGTH:
-            raise InvalidRequest(f"the purpose is longer than {PURPOSE_LENGTH} characters")
+            raise InvalidRequest(
+                Msg("the purpose is longer than {most} characters", most=PURPOSE_LENGTH)
+            )
         if not 1 <= len(self.dataset_id) <= ID_LENGTH:
-            raise InvalidRequest("choose one of the datasets listed")
+            raise InvalidRequest(Msg("choose one of the datasets listed"))
         query: dict[str, Any] = {"aggregates": aggregates}
         if self.group_by:
             query["group_by"] = list(self.group_by)
@@ -191,8 +198,10 @@ class QueryForm:
             purpose=self.purpose,
             query=query,
             tier=PRIVATE_QUERY_TIER,
-            epsilon=_number(self.epsilon, "epsilon (ε)", "a number above 0, such as 0.5"),
-            delta=_number(self.delta, "delta (δ)", "0, or a small number such as 0.000001"),
+            epsilon=_number(self.epsilon, Msg("epsilon (ε)"), Msg("a number above 0, such as 0.5")),
+            delta=_number(
+                self.delta, Msg("delta (δ)"), Msg("0, or a small number such as 0.000001")
+            ),
         )
 
 
@@ -205,29 +214,37 @@ def _number(text: str, name: str, expected: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidRequest(f"{name} must be {expected}") from None
+        raise InvalidRequest(
+            Msg("{name} must be {expected}", name=name, expected=expected)
+        ) from None
     if not math.isfinite(value) or value < 0:
-        raise InvalidRequest(f"{name} must be {expected}")
+        raise InvalidRequest(Msg("{name} must be {expected}", name=name, expected=expected))
     return value
 
 
 def _aggregate(index: int, row: AggregateRow) -> dict[str, Any]:
-    where = f"statistic {index} ({row.kind})"
     if row.kind not in _NEEDS_COLUMN | {"count"}:
-        raise InvalidRequest(f"statistic {index}: choose a kind from the list")
+        raise InvalidRequest(Msg("statistic {index}: choose a kind from the list", index=index))
+    where = Msg("statistic {index} ({kind})", index=index, kind=Msg(LABELS.get(row.kind, row.kind)))
     item: dict[str, Any] = {"kind": row.kind}
     if row.column:
         item["column"] = row.column
     elif row.kind in _NEEDS_COLUMN:
-        raise InvalidRequest(f"{where} needs a column: choose one")
+        raise InvalidRequest(Msg("{where} needs a column: choose one", where=where))
     if row.kind == AggregateKind.QUANTILE:
-        q = _number(row.q, f"{where}: q", "a number between 0 and 1, such as 0.9")
+        q = _number(
+            row.q, Msg("{where}: q", where=where), Msg("a number between 0 and 1, such as 0.9")
+        )
         if not 0 < q < 1:
-            raise InvalidRequest(f"{where}: q must be between 0 and 1, such as 0.9")
+            raise InvalidRequest(
+                Msg("{where}: q must be between 0 and 1, such as 0.9", where=where)
+            )
         item["q"] = q
     if row.kind == AggregateKind.HISTOGRAM and row.bins:
         if not row.bins.isdigit():
-            raise InvalidRequest(f"{where}: bins must be a whole number, such as 10")
+            raise InvalidRequest(
+                Msg("{where}: bins must be a whole number, such as 10", where=where)
+            )
         item["bins"] = int(row.bins)
     return item
 
@@ -253,11 +270,17 @@ class QueryChoices:
 def query_choices(view: DatasetView) -> QueryChoices:
     """Granted, non-secret columns; group keys also exclude confidential ones."""
     usable = [c for c in view.columns if c.granted and c.column_class != ColumnClass.SECRET]
-    columns = [Choice("", "rows (count only)")] + [
-        Choice(c.name, f"{c.name} ({c.column_class} {c.type})") for c in usable
+    columns = [Choice("", gettext("rows (count only)"))] + [
+        Choice(
+            c.name,
+            gettext("{name} ({klass} {type})").format(
+                name=c.name, klass=_word(c.column_class), type=_word(c.type)
+            ),
+        )
+        for c in usable
     ]
     keys = [
-        Choice(c.name, f"{c.name} ({c.column_class}{'; ' + c.declared if c.declared else ''})")
+        Choice(c.name, _key_label(c))
         for c in usable
         if c.column_class != ColumnClass.CONFIDENTIAL and c.type in _KEY_TYPES
     ]
@@ -267,25 +290,47 @@ def query_choices(view: DatasetView) -> QueryChoices:
 # ---------------------------------------------------------------- results and jobs
 
 
+def _key_label(column: ColumnView) -> str:
+    """A group key as the form offers it: its name, class and declared categories."""
+    klass = _word(column.column_class)
+    if column.declared:
+        return gettext("{name} ({klass}; {declared})").format(
+            name=column.name, klass=klass, declared=column.declared
+        )
+    return gettext("{name} ({klass})").format(name=column.name, klass=klass)
+
+
+def _word(code: object) -> str:
+    """The reader's word for a code (a class, a type): see :mod:`sandbox.console.labels`."""
+    text = str(code)
+    return gettext(LABELS[text]) if text in LABELS else text
+
+
 def accuracy_statement(value: ReleasedValueOut) -> str:
     """The 95% interval of a released value, in words."""
-    low, high = value.ci95
+    low, high = (number(v) for v in value.ci95)
     if value.aggregate.startswith(("quantile(", "median(")):
         # OpenDP states a quantile's accuracy in ranks, which depend on the private data.
-        return (
-            f"with 95% confidence, the true value is between {low:,.4g} and {high:,.4g} "
+        return gettext(
+            "with 95% confidence, the true value is between {low} and {high} "
             "(the declared bounds: a quantile's accuracy in the column's units depends on "
             "the private data)"
-        )
-    return f"with 95% confidence, the true value is between {low:,.4g} and {high:,.4g}"
+        ).format(low=low, high=high)
+    return gettext("with 95% confidence, the true value is between {low} and {high}").format(
+        low=low, high=high
+    )
 
 
 def preview_statement(half_width: float | None, note: str | None) -> str:
     """The expected accuracy of one statistic, before it runs."""
     if half_width is not None:
-        text = f"within ±{half_width:,.4g} of the true value, with 95% confidence"
-        return f"{text} ({note})" if note else text
-    return note or "depends on the data; the released value will carry its own interval"
+        text = gettext("within ±{half_width} of the true value, with 95% confidence").format(
+            half_width=number(half_width)
+        )
+        return f"{text} ({translate(note)})" if note else text
+    if note:
+        return translate(note)
+    return gettext("depends on the data; the released value will carry its own interval")
 
 
 def group_columns(rows: Iterable[Any]) -> list[str]:
@@ -300,7 +345,8 @@ def group_columns(rows: Iterable[Any]) -> list[str]:
 def jobs_per_day(jobs: Sequence[JobOut]) -> tuple[Markup, list[tuple[str, int]]]:
     """The jobs-per-day chart of these jobs, and its numbers."""
     counts: Counter[date] = Counter(j.created_at.date() for j in jobs)
-    svg = day_bars("Jobs per day", {d: float(n) for d, n in counts.items()}, unit=" jobs")
+    unit = gettext(" jobs")
+    svg = day_bars(gettext("Jobs per day"), {d: float(n) for d, n in counts.items()}, unit=unit)
     return svg, [(d.isoformat(), n) for d, n in sorted(counts.items())]
 
 
@@ -318,25 +364,26 @@ def progress_steps(job: JobOut, started_at: Any) -> list[Step]:
     """Submitted → running → released (or where it stopped), for the job page."""
     status = job.status
     if status == "denied":
-        return [Step("Refused by the policy; nothing was spent", "failed", job.created_at)]
-    steps = [Step("Submitted; budget debited; queued", "done", job.created_at)]
+        return [Step(N_("Refused by the policy; nothing was spent"), "failed", job.created_at)]
+    steps = [Step(N_("Submitted; budget debited; queued"), "done", job.created_at)]
+    released = Step(N_("Released"), "todo")
     if status == "queued":
-        return [*steps, Step("Waiting for a sandbox", "current"), Step("Released", "todo")]
+        return [*steps, Step(N_("Waiting for a sandbox"), "current"), released]
     if status == "running":
-        running = Step("Running in the isolated sandbox", "current", started_at, _epochs(job))
-        return [*steps, running, Step("Released", "todo")]
+        running = Step(N_("Running in the isolated sandbox"), "current", started_at, _epochs(job))
+        return [*steps, running, released]
     if started_at is not None:  # a job cancelled while queued never ran
-        steps.append(Step("Ran in the isolated sandbox", "done", started_at))
+        steps.append(Step(N_("Ran in the isolated sandbox"), "done", started_at))
     if status == "released":
-        return [*steps, Step("Output checked and released", "done", job.finished_at)]
+        return [*steps, Step(N_("Output checked and released"), "done", job.finished_at)]
     if status == "held":
-        return [*steps, Step("Held by the output checks for the enterprise", "current")]
-    return [*steps, Step("Failed", "failed", job.finished_at, job.error or "")]
+        return [*steps, Step(N_("Held by the output checks for the enterprise"), "current")]
+    return [*steps, Step(N_("Failed"), "failed", job.finished_at, job.error or "")]
 
 
 def _epochs(job: JobOut) -> str:
     progress = job.progress or {}
     epoch, epochs = progress.get("epoch"), progress.get("epochs")
     if isinstance(epoch, int) and isinstance(epochs, int):
-        return f"epoch {epoch} of {epochs}"
+        return gettext("epoch {epoch} of {epochs}").format(epoch=epoch, epochs=epochs)
     return ""

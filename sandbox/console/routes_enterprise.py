@@ -20,6 +20,8 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from analytics.schema import ColumnClass
+from i18n import N_, Msg
+from i18n.catalog import gettext
 from keys import KeysError
 from policies.errors import NotFound, VeilError
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant
@@ -30,6 +32,7 @@ from sandbox.api.errors import status_for
 from sandbox.api.routes_receipts import PAGE_POLICY
 from sandbox.console import enterprise_forms as forms
 from sandbox.console.charts import line_chart
+from sandbox.console.labels import TIERS as LABELED_TIERS
 from sandbox.console.render import SECURITY_HEADERS, error_text, number, page, when
 from sandbox.console.session import (
     CSRF_HEADER,
@@ -45,23 +48,27 @@ from sandbox.models import CodeRequest, CodeStatus, Dataset
 router = APIRouter()
 
 ERRORS: Final = (VeilError, KeysError)
-TIERS: Final = {
-    0: "catalog",
-    1: "mock data",
-    2: "aggregates (SDC-checked)",
-    3: "private queries (DP)",
-    4: "private training (DP)",
-    5: "reviewed code",
-}
+#: The tiers' names (translated where a page shows them).
+TIERS: Final = LABELED_TIERS
+#: What a finished change says on its page (fixed texts, translated when shown: nothing
+#: from the URL is shown but the choice among them).
 NOTICES: Final = {
-    "dataset-created": "The dataset was declared and its first version stored, encrypted.",
-    "version-uploaded": "The new version was stored, encrypted.",
-    "grant-created": "The grant was created; the provider can use it now.",
-    "grant-changed": "The grant was changed; the change is in the audit log with your reason.",
-    "grant-revoked": "The grant was revoked; its queued jobs were cancelled.",
-    "code-approved": "The code was approved; only this exact source may run.",
-    "code-denied": "The code was denied; it will never run on your data.",
+    "dataset-created": N_("The dataset was declared and its first version stored, encrypted."),
+    "version-uploaded": N_("The new version was stored, encrypted."),
+    "grant-created": N_("The grant was created; the provider can use it now."),
+    "grant-changed": N_("The grant was changed; the change is in the audit log with your reason."),
+    "grant-revoked": N_("The grant was revoked; its queued jobs were cancelled."),
+    "code-approved": N_("The code was approved; only this exact source may run."),
+    "code-denied": N_("The code was denied; it will never run on your data."),
 }
+
+
+def notice_text(key: str | None) -> str | None:
+    """The notice named in a page's URL, in the reader's language (None for another)."""
+    text = NOTICES.get(key or "")
+    return gettext(text) if text else None
+
+
 #: Room for the form's own fields besides the file, in a dataset upload.
 FORM_SLACK: Final = 1 << 20
 
@@ -75,7 +82,7 @@ async def require_csrf_header(request: Request) -> None:
     """Uploads come from the page's script with the CSRF header, so Starlette never parses
     their body (it would spool the file to disk); :func:`uploads.read_multipart` does."""
     if request.headers.get(CSRF_HEADER) is None:
-        raise CsrfRejected("this form works with the page's script: reload the page and retry")
+        raise CsrfRejected(Msg("this form works with the page's script: reload the page and retry"))
     await require_csrf(request)
 
 
@@ -234,7 +241,7 @@ def _budget_burn(
         end = min(now, view.grant.revoked_at or now, view.grant.valid_until)
         if points and end > points[-1][0]:
             points.append((end, points[-1][1]))
-    title = "Budget burn: cumulative ε spent per grant"
+    title = gettext("Budget burn: cumulative ε spent per grant")
     return line_chart(title, series, unit=" ε", totals=totals), rows
 
 
@@ -242,7 +249,7 @@ def _budget_burn(
 def grants_page(
     request: Request, veil: VeilDep, owner: EnterpriseDep, notice: str | None = None
 ) -> Response:
-    return _grants_page(request, veil, owner, notice=NOTICES.get(notice or ""))
+    return _grants_page(request, veil, owner, notice=notice_text(notice))
 
 
 @router.post("/grants", dependencies=[CsrfDep])
@@ -348,7 +355,7 @@ def _code_page(
 def code_page(
     request: Request, veil: VeilDep, owner: EnterpriseDep, notice: str | None = None
 ) -> Response:
-    return _code_page(request, veil, owner, notice=NOTICES.get(notice or ""))
+    return _code_page(request, veil, owner, notice=notice_text(notice))
 
 
 @router.post("/code/{code_id}/{decision}", dependencies=[CsrfDep])

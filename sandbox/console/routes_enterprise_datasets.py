@@ -22,10 +22,10 @@ from sandbox.console.render import page
 from sandbox.console.routes_enterprise import (
     ERRORS,
     FORM_SLACK,
-    NOTICES,
     EnterpriseDep,
     UploadCsrf,
     done_redirect,
+    notice_text,
     problem_fragment,
 )
 from sandbox.core import Veil
@@ -71,7 +71,7 @@ def datasets_page(
         "enterprise_datasets.html",
         owner,
         datasets=_dataset_views(veil, owner),
-        notice=NOTICES.get(notice or ""),
+        notice=notice_text(notice),
         sample_bytes=uploads.SAMPLE_BYTES,
         max_bytes=veil.settings.max_upload_bytes,
         default_cap=veil.settings.default_dataset_epsilon_cap,

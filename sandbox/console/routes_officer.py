@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
+from i18n.catalog import gettext
 from keys import KeysError
 from policies.errors import InvalidRequest, VeilError
 from policies.principals import Principal
@@ -186,8 +187,12 @@ def _change(
         result = act(veil, principal, provider_id, reason)
     except (VeilError, KeysError) as exc:
         error = error_text(exc)
-        done = "suspended" if action == "suspend" else "reinstated"
-        error["message"] = f"Not {done}: {error['message']}"
+        not_done = (
+            gettext("Not suspended: {reason}")
+            if action == "suspend"
+            else gettext("Not reinstated: {reason}")
+        )
+        error["message"] = not_done.format(reason=error["message"])
         failed = {"provider_id": provider_id, "action": action, "reason": reason, "error": error}
         return _providers(request, veil, principal, failed=failed, status_code=status_for(exc))
     response = RedirectResponse(PROVIDERS, status_code=303)
@@ -229,16 +234,15 @@ def _providers(
 def _notice(result: suspension.SuspensionResult) -> str:
     """What a suspension or reinstatement did, in a sentence or two."""
     if result.status == "suspended":
-        cancelled = ", ".join(result.cancelled_job_ids) or "none"
-        stopping = ", ".join(result.stopping_job_ids) or "none"
-        return (
-            f"{result.name} is suspended: its tokens are refused from now on. "
-            f"Queued jobs cancelled: {cancelled}. Running jobs asked to stop: {stopping}."
-        )
-    return (
-        f"{result.name} is active again: its tokens work. "
-        "Jobs cancelled by the suspension stay cancelled."
-    )
+        cancelled = ", ".join(result.cancelled_job_ids) or gettext("none")
+        stopping = ", ".join(result.stopping_job_ids) or gettext("none")
+        return gettext(
+            "{name} is suspended: its tokens are refused from now on. "
+            "Queued jobs cancelled: {cancelled}. Running jobs asked to stop: {stopping}."
+        ).format(name=result.name, cancelled=cancelled, stopping=stopping)
+    return gettext(
+        "{name} is active again: its tokens work. Jobs cancelled by the suspension stay cancelled."
+    ).format(name=result.name)
 
 
 def _read_notice(request: Request) -> str | None:

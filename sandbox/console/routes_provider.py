@@ -13,6 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from i18n import N_
+from i18n.catalog import gettext, translate
 from keys import KeysError
 from policies.errors import Denied, VeilError
 from policies.principals import Principal, Role
@@ -43,8 +45,8 @@ router = APIRouter()
 
 #: What a finished action says on the job page (fixed texts: nothing from the URL is shown).
 NOTICES = {
-    "cancelled": "The job was cancelled. The budget it debited stays spent.",
-    "cancel-requested": "Cancelling: the job stops at its next check. Its budget stays spent.",
+    "cancelled": N_("The job was cancelled. The budget it debited stays spent."),
+    "cancel-requested": N_("Cancelling: the job stops at its next check. Its budget stays spent."),
 }
 _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -67,7 +69,7 @@ def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:
         raise exc
     error = error_text(exc)
     if isinstance(exc, Denied):
-        error["message"] = "Refused by the policy; nothing was spent"
+        error["message"] = gettext("Refused by the policy; nothing was spent")
     return status, error
 
 
@@ -164,7 +166,8 @@ def preview_query(
         return _query_page(request, veil, principal, form, status_code=status, error=error)
     found = answer["preview"]
     if found is None:
-        error = {"message": "This query would be refused", "reasons": answer["reasons"]}
+        reasons = [translate(r) for r in answer["reasons"]]
+        error = {"message": gettext("This query would be refused"), "reasons": reasons}
         return _query_page(request, veil, principal, form, status_code=403, error=error)
     preview = {
         "epsilon": found.epsilon,
@@ -262,7 +265,8 @@ def job_page(
 ) -> Response:
     """Status and progress (refreshing while active); the released result and its accuracy."""
     _provider(principal)
-    return _job_page(request, veil, principal, job_id, notice=NOTICES.get(done or ""))
+    notice = NOTICES.get(done or "")
+    return _job_page(request, veil, principal, job_id, notice=gettext(notice) if notice else None)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[CsrfDep])

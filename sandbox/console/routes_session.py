@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from i18n.catalog import gettext, translate
 from policies.errors import Unauthenticated
 from sandbox.api.deps import VeilDep, record_failed_login
 from sandbox.console.render import NAV, page
@@ -46,7 +47,9 @@ def login(
         authenticate_request(veil, token)
     except Unauthenticated as exc:
         record_failed_login(veil, request, str(exc))
-        error = {"message": f"That token does not work: {exc}.", "reasons": []}
+        reason = translate(exc.message)
+        message = gettext("That token does not work: {reason}.").format(reason=reason)
+        error = {"message": message, "reasons": []}
         return page(
             request, "login.html", None, status_code=401, next_path=_safe_next(next), error=error
         )

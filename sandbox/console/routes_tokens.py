@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from i18n.catalog import gettext
 from policies.errors import VeilError
 from policies.principals import Principal
 from sandbox import tokens
@@ -67,7 +68,9 @@ def revoke(
         response.delete_cookie(COOKIE, path=PREFIX)
         return response
     response = RedirectResponse(TOKENS, status_code=303)
-    notice = f"Token {view.id} of {view.principal_name} is revoked: it is refused from now on."
+    notice = gettext("Token {id} of {name} is revoked: it is refused from now on.").format(
+        id=view.id, name=view.principal_name
+    )
     response.set_cookie(
         NOTICE_COOKIE,
         base64.urlsafe_b64encode(notice.encode()).decode(),
@@ -137,7 +140,10 @@ def _tokens(
 
 def _failed(token_id: str, action: str, exc: Exception, reason: str = "") -> dict[str, Any]:
     error = error_text(exc)
-    error["message"] = f"Not {'revoked' if action == 'revoke' else 'rotated'}: {error['message']}"
+    not_done = (
+        gettext("Not revoked: {reason}") if action == "revoke" else gettext("Not rotated: {reason}")
+    )
+    error["message"] = not_done.format(reason=error["message"])
     return {"token_id": token_id, "action": action, "reason": reason, "error": error}
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
 
+from i18n import Msg
 from policies.errors import Unauthenticated, VeilError
 from policies.principals import Principal
 from sandbox.api.deps import get_veil, record_failed_login
@@ -81,7 +82,7 @@ def console_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]
     revoked or expired token ends the session at once."""
     token = session_token(request)
     if not token:
-        raise LoginRequired("log in with your API token")
+        raise LoginRequired(Msg("log in with your API token"))
     try:
         credential = authenticate_request(veil, token)
     except Unauthenticated as exc:
@@ -95,7 +96,7 @@ async def require_csrf(request: Request) -> None:
     """Refuse a change whose CSRF token is missing or wrong, or that comes from elsewhere."""
     origin = request.headers.get("origin")
     if origin and urlsplit(origin).netloc != request.url.netloc:
-        raise CsrfRejected("this form was sent from another site; reload the page and retry")
+        raise CsrfRejected(Msg("this form was sent from another site; reload the page and retry"))
     token = session_token(request)
     sent = request.headers.get(CSRF_HEADER)
     # Only small url-encoded forms are read here: reading a multipart body would make
@@ -108,7 +109,7 @@ async def require_csrf(request: Request) -> None:
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
     if not token or not sent or not hmac.compare_digest(sent, csrf_token(token)):
-        raise CsrfRejected("the form has expired or did not come from this session; reload it")
+        raise CsrfRejected(Msg("the form has expired or did not come from this session; reload it"))
 
 
 PrincipalDep = Annotated[Principal, Depends(console_principal)]

@@ -4,6 +4,13 @@
 
 const PARQUET = /\.(parquet|pq)$/i;
 
+// The page's words for what this script says, in the reader's language: the template puts
+// them on the file field as data-text-* attributes (the CSP allows no inline script).
+function veilText(name) {
+  const holder = document.querySelector("[data-text-" + name + "]");
+  return holder ? holder.getAttribute("data-text-" + name) : "";
+}
+
 // Send the start of the chosen file (a CSV's first MiB; a Parquet file whole, as its schema
 // is at its end) for the server to detect each column's type; show the fieldsets it answers.
 async function veilDetect(input) {
@@ -19,11 +26,9 @@ async function veilDetect(input) {
   const body = new FormData();
   body.append("sample", sample, file.name);
   body.append("partial", !whole && file.size > limit ? "1" : "0");
-  status.textContent = "Reading the file's columns…";
+  status.textContent = veilText("reading");
   const ok = await veilFetchInto(input.dataset.detect, body, target);
-  status.textContent = ok
-    ? "Columns detected: check the class of each below."
-    : "The file could not be read: see the message below.";
+  status.textContent = ok ? veilText("detected") : veilText("unreadable");
   if (ok) {
     const first = target.querySelector("select, input:not([type=hidden])");
     if (first) {
@@ -55,8 +60,15 @@ async function veilUpload(form) {
     const main = doc.querySelector("main");
     box.innerHTML = main ? main.innerHTML : doc.body.innerHTML;
   } catch (error) {
-    box.innerHTML = '<div class="error" role="alert"><p><strong>The upload did not reach ' +
-      "the server; check the connection and try again.</strong></p></div>";
+    const alert = document.createElement("div");
+    const line = document.createElement("p");
+    const strong = document.createElement("strong");
+    alert.className = "error";
+    alert.setAttribute("role", "alert");
+    strong.textContent = veilText("offline");
+    line.appendChild(strong);
+    alert.appendChild(line);
+    box.replaceChildren(alert);
   }
   button.disabled = false;
   box.focus();
