@@ -49,3 +49,23 @@ def test_languages_are_negotiated() -> None:
     assert from_environment({"LANG": "zh_CN.UTF-8"}) == "zh-CN"
     assert from_environment({"LANG": "C.UTF-8"}) == "en"
     assert from_environment({"VEIL_LANG": "en", "LANG": "zh_CN.UTF-8"}) == "en"
+
+
+def test_a_message_has_one_translation_across_the_catalog_files() -> None:
+    """Every .po file of a language is merged, the last one winning: two files that translate
+    one message differently would make the wording depend on file names."""
+    from babel.messages.pofile import read_po
+
+    from i18n.catalog import LOCALE_DIR
+
+    first: dict[str, tuple[str, object]] = {}
+    clashes = []
+    for path in sorted((LOCALE_DIR / "zh_CN" / "LC_MESSAGES").glob("*.po")):
+        with path.open("rb") as handle:
+            for message in read_po(handle):
+                if not message.id:
+                    continue
+                if message.id in first and first[message.id][1] != message.string:
+                    clashes.append(f"{message.id!r}: {first[message.id][0]} and {path.name}")
+                first.setdefault(message.id, (path.name, message.string))
+    assert not clashes, "translated differently in two files:\n" + "\n".join(clashes)

@@ -33,7 +33,7 @@ ALLOWED = {
 }  # fmt: skip
 #: What the page walk does not read: data, code, text in another language (the switch's
 #: "English"), and the charts' SVG, whose own words are drawn by ``charts.py``.
-SKIPPED = ".data, code, pre, script, style, noscript, svg, [lang]:not([lang='zh-CN'])"
+SKIPPED = ".data, code, pre, script, style, noscript, [lang]:not([lang='zh-CN'])"
 #: Reads the page as a person would, after opening every <details>.
 READ_PAGE = """(skipped) => {
   document.querySelectorAll("details").forEach((d) => { d.open = true; });
@@ -144,6 +144,11 @@ def visit(page: Page, url: str) -> None:
 ENTERPRISE = ["/console/datasets", "/console/grants", "/console/code", "/console/receipts"]
 PROVIDER = ["/console/catalog", "/console/query", "/console/jobs"]
 OVERSIGHT = ["/console/audit", "/console/attention", "/console/providers"]
+OPERATOR = [
+    "/console/operator/enterprises",
+    "/console/operator/providers",
+    "/console/operator/officers",
+]
 
 
 def test_enterprise_pages_in_chinese(zh_page: Page, walk: Walk) -> None:
@@ -191,7 +196,8 @@ def test_oversight_pages_in_chinese(zh_page: Page, walk: Walk, role: str) -> Non
     world, data = walk.world, data_words(walk.world)
     token = walk.officer if role == "security officer" else token_of(world.operator)
     zh_log_in(zh_page, world.url, token)
-    for path in [*OVERSIGHT, "/console/tokens"]:
+    own = OPERATOR if role == "operator" else []
+    for path in [*OVERSIGHT, *own, "/console/tokens"]:
         visit(zh_page, world.url + path)
         check_chinese(zh_page, data, f"{path} ({role})")
     expect(zh_page.get_by_role("navigation", name="主导航")).to_contain_text("审计日志")
@@ -202,7 +208,7 @@ def test_oversight_pages_in_chinese(zh_page: Page, walk: Walk, role: str) -> Non
     [
         ("acme", [*ENTERPRISE, "/console/tokens"]),
         ("provider", [*PROVIDER, "/console/tokens"]),
-        ("operator", [*OVERSIGHT, "/console/tokens"]),
+        ("operator", [*OVERSIGHT, *OPERATOR, "/console/tokens"]),
     ],
 )
 def test_the_same_pages_still_work_in_english(
