@@ -100,6 +100,7 @@ def create_dataset(
         raise InvalidRequest(
             "name must be 1-200 printable characters, without control characters, / or \\"
         )
+    schema = ingest.normalised_schema(schema)  # names stored and compared in NFC
     try:
         ingest.validate_schema(schema)
     except ingest.IngestError as exc:
@@ -173,8 +174,10 @@ def upload_version(
     *,
     content_type: str | None = None,
     filename: str | None = None,
+    encoding: str | None = None,
 ) -> DatasetVersion:
-    """Validate ``data`` against the declaration and store it encrypted as the next version."""
+    """Validate ``data`` against the declaration and store it encrypted as the next version
+    (a CSV's ``encoding`` detected unless named: ``sandbox.ingest_text``)."""
     require_role(enterprise, Role.ENTERPRISE)
     assert enterprise.slug is not None
     with veil.db.transaction() as session:
@@ -194,7 +197,7 @@ def upload_version(
     )
     try:
         fmt = ingest.detect_format(data, content_type, filename)
-        checked = ingest.encode_upload(data, fmt, schema, limits)
+        checked = ingest.encode_upload(data, fmt, schema, limits, encoding=encoding)
     except ingest.IngestError as exc:
         raise _problems_to_invalid(exc) from None
     row_count = checked.rows

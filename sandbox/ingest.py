@@ -8,7 +8,6 @@ exceptions are never passed on, as their texts quote data: they become generic p
 
 from __future__ import annotations
 
-import codecs
 import csv
 import enum
 import io
@@ -18,18 +17,20 @@ from typing import Protocol, TypeVar
 
 import polars as pl
 
+from analytics.column_names import is_column_name, normalise
 from analytics.schema import ColumnType, DatasetSchema
 from sandbox.ingest_schema import (
-    COLUMN_NAME,
     PARSER_ERRORS,
     IngestError,
     IngestLimits,
     Problem,
     fail,
     guarded,
+    normalised_schema,
     quote,
     validate_schema,
 )
+from sandbox.ingest_text import ENCODINGS, to_utf8
 from sandbox.ingest_values import (
     Problems,
     conversions,
@@ -42,6 +43,7 @@ from sandbox.ingest_values import (
 )
 
 __all__ = [
+    "ENCODINGS",
     "EncodedUpload",
     "FileFormat",
     "IngestError",
@@ -49,6 +51,7 @@ __all__ = [
     "Problem",
     "detect_format",
     "encode_upload",
+    "normalised_schema",
     "read_upload",
     "validate_schema",
 ]
@@ -124,13 +127,16 @@ def read_upload(
     fmt: FileFormat,
     schema: DatasetSchema,
     limits: IngestLimits = _DEFAULT_LIMITS,
+    *,
+    encoding: str | None = None,
 ) -> pl.DataFrame:
     """Parse ``data`` and check it against ``schema``; raise ``IngestError`` if anything is wrong.
 
     Returns the declared columns, in declared order, typed Int64, Float64,
-    String or Boolean.  Row numbers in problems are 1-based data rows.
+    String or Boolean.  Row numbers in problems are 1-based data rows.  A CSV's
+    ``encoding`` (one of ``ENCODINGS``) is detected when None (``ingest_text``).
     """
-    return _checked(data, fmt, schema, limits, _FrameOutput)
+    return _checked(data, fmt, schema, limits, _FrameOutput, encoding)
 
 
 def encode_upload(
@@ -138,12 +144,14 @@ def encode_upload(
     fmt: FileFormat,
     schema: DatasetSchema,
     limits: IngestLimits = _DEFAULT_LIMITS,
+    *,
+    encoding: str | None = None,
 ) -> EncodedUpload:
     """``read_upload``, written as Parquet in memory without ever holding the whole table.
 
     The checks and their problems are exactly those of ``read_upload``.
     """
-    return _checked(data, fmt, schema, limits, _ParquetOutput)
+    return _checked(data, fmt, schema, limits, _ParquetOutput, encoding)
 
 
 class _Output(Protocol[_T_co]):
@@ -179,6 +187,7 @@ def _checked(
     schema: DatasetSchema,
     limits: IngestLimits,
     output: Callable[[], _Output[_T]],
+    encoding: str | None = None,
 ) -> _T:
     """Check the upload and write its rows to a fresh ``output()`` (a new one for each pass)."""
     validate_schema(schema)
@@ -187,6 +196,7 @@ def _checked(
         raise fail(f"at most {limit} (this file has {len(data)})")
     if FileFormat(fmt) is FileFormat.PARQUET:
         return _checked_parquet(data, schema, limits, output)
+    data = to_utf8(data, encoding)
     names = _csv_header(data, schema, limits)
     scan = _scan_csv(data, names, schema, limits, typed=True)
     converts = [fast_convert(pl.col(s.name), s) for s in schema.columns]
@@ -221,8 +231,7 @@ _BAD_CSV = 'a well-formed CSV file: comma-separated, quoted with ", one record p
 
 
 def _csv_header(data: bytes, schema: DatasetSchema, limits: IngestLimits) -> list[str]:
-    """The CSV's column names, once it is known to be UTF-8 naming the declared columns."""
-    _require_utf8(data)
+    """The CSV's column names (NFC), once it is known to name the declared columns."""
     # The header is within the first MiB (500 names of 64 characters need far less); the csv
     # module parses just that, while polars would scan the whole file, and would rename
     # duplicate names where we want to report them.  The cut may split a character: ignore it.
@@ -231,7 +240,7 @@ def _csv_header(data: bytes, schema: DatasetSchema, limits: IngestLimits) -> lis
     header = guarded(lambda: next(csv.reader(io.StringIO(text)), None), expected)
     if not header:
         raise fail(expected)
-    names = [name.strip() for name in header]  # tolerate "a, b" headers
+    names = [normalise(name.strip()) for name in header]  # tolerate "a, b" headers
     _check_columns(names, schema, limits)
     return names
 
@@ -251,21 +260,6 @@ def _scan_csv(
     ).select(schema.names)
 
 
-def _require_utf8(data: bytes) -> None:
-    """Check UTF-8 in chunks, so a large upload is not copied into one big str."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    view = memoryview(data)
-    chunk = 1 << 20
-    try:
-        for start in range(0, len(view) + 1, chunk):
-            decoder.decode(view[start : start + chunk], final=start + chunk > len(view))
-    except UnicodeDecodeError:
-        failure = fail("UTF-8 text (save the CSV as UTF-8)")
-    else:
-        return
-    raise failure  # outside the handler: the decoder's message names the offending byte
-
-
 def _check_columns(names: Sequence[str], schema: DatasetSchema, limits: IngestLimits) -> None:
     """The file's columns must be exactly the declared ones, in any order."""
     if len(names) > limits.max_columns:
@@ -281,7 +275,7 @@ def _check_columns(names: Sequence[str], schema: DatasetSchema, limits: IngestLi
         problems.insert(0, Problem(None, None, "a header row naming the declared columns"))
     seen: set[str] = set()
     for position, name in enumerate(names if is_header else (), start=1):
-        safe = COLUMN_NAME.fullmatch(name) is not None
+        safe = is_column_name(name)
         label, where = (name, "") if safe else (None, f" (header field {position})")
         if name in seen:
             problems.append(Problem(label, None, f"each column named once{where}"))

@@ -7,17 +7,18 @@ exceptions are never passed on, as their texts quote data: they become generic p
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard, TypeVar
 
 import polars as pl
 
+from analytics.column_names import column_name_problem, normalise
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
+from i18n import Msg
 
-COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_CATEGORIES = 1000
 _MAX_ROWS_PER_ID = 1000
 _INT64 = 2**63 - 1
@@ -99,6 +100,20 @@ def guarded(step: Callable[[], _T], expected: str) -> _T:
 # --- The declaration ---------------------------------------------------------------
 
 
+def normalised_schema(schema: DatasetSchema) -> DatasetSchema:
+    """``schema`` with its column names (and privacy-unit id) in NFC, the form names are
+    stored and compared in; names that are not text are left for ``validate_schema``."""
+
+    def nfc(name: str) -> str:
+        return normalise(name) if isinstance(name, str) else name
+
+    columns = tuple(dataclasses.replace(c, name=nfc(c.name)) for c in schema.columns)
+    unit = dataclasses.replace(
+        schema.privacy_unit, id_column=nfc(schema.privacy_unit.id_column or "") or None
+    )
+    return DatasetSchema(columns, unit)
+
+
 def validate_schema(schema: DatasetSchema) -> None:
     """Raise ``IngestError`` listing everything wrong with a dataset declaration."""
     if not schema.columns:
@@ -116,10 +131,10 @@ def validate_schema(schema: DatasetSchema) -> None:
 
 
 def _column_problems(spec: ColumnSpec) -> list[Problem]:
-    if not isinstance(spec.name, str) or not COLUMN_NAME.fullmatch(spec.name):
+    problem = column_name_problem(spec.name)
+    if problem is not None or spec.name != normalise(spec.name):
         shown = quote(spec.name)[1:-1]  # a name, not data, but it may be any length
-        rule = "1 to 64 letters, digits or underscores, not starting with a digit"
-        return [Problem(shown, None, f"a column name of {rule}")]
+        return [Problem(shown, None, problem or Msg("a column name in Unicode NFC form"))]
     problems = []
     lower, upper = spec.lower, spec.upper
     if spec.is_numeric:

@@ -8,7 +8,16 @@ from pydantic import ValidationError
 
 from keys import KeysError
 from policies.errors import VeilError
-from sandbox.cli import attention, audit_verify, keyaudit, local, receipts, remote, tokens
+from sandbox.cli import (
+    attention,
+    audit_verify,
+    classification,
+    keyaudit,
+    local,
+    receipts,
+    remote,
+    tokens,
+)
 from sandbox.cli.app import app
 from sandbox.cli.output import err_console
 from sandbox.client import ApiError
@@ -17,6 +26,7 @@ from sandbox.datadir import restrict_umask
 _ = (
     attention,
     audit_verify,
+    classification,
     keyaudit,
     local,
     receipts,

@@ -94,7 +94,7 @@ def datasets_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Declare a dataset from a JSON file (see docs/datasets.md)."""
-    spec = json.loads(declaration.read_text())
+    spec = json.loads(declaration.read_text(encoding="utf-8-sig"))  # Chinese names too
     with connect(url, token) as c:
         ds = c.create_dataset(spec["name"], spec["columns"], spec.get("privacy_unit"))
     out = Output(as_json)
@@ -109,7 +109,18 @@ def datasets_create(
 
 @datasets_app.command("upload")
 def datasets_upload(
-    dataset_id: str, file: Path, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+    dataset_id: str,
+    file: Path,
+    token: Token,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="The CSV's text encoding: utf-8, gb18030, gbk, utf-16, ... "
+            "(default: detected; see docs/datasets.md)."
+        ),
+    ] = None,
 ) -> None:
     """Upload a CSV or Parquet file as the dataset's next version (shows progress)."""
     with (
@@ -124,7 +135,10 @@ def datasets_upload(
     ):
         task = bar.add_task("upload", total=file.stat().st_size)
         version = c.upload_file(
-            dataset_id, file, progress=lambda done, total: bar.update(task, completed=done)
+            dataset_id,
+            file,
+            progress=lambda done, total: bar.update(task, completed=done),
+            encoding=encoding,
         )
     Output(as_json).record(f"stored encrypted as version {version['version']}", version)
 

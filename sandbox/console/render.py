@@ -10,6 +10,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from i18n import catalog
 from policies.errors import Denied, VeilError
 from policies.principals import Principal
 from sandbox.console.session import csrf_token, session_token
@@ -58,6 +59,11 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=catalog.translate, ngettext=catalog.ngettext, newstyle=False
     )
     env.filters["when"] = when
     env.filters["num"] = number

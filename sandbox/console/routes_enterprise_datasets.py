@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from analytics.schema import ColumnClass, ColumnType, DatasetSchema
 from policies.grants import EPSILON_UNIT
 from policies.principals import Principal
-from sandbox import datasets, ingest
+from sandbox import classification, datasets, ingest, ingest_suggest
 from sandbox.api.deps import VeilDep
 from sandbox.console import enterprise_forms as forms
 from sandbox.console import enterprise_upload as uploads
@@ -85,7 +85,8 @@ async def detect_columns(request: Request, veil: VeilDep, owner: EnterpriseDep) 
         upload = await uploads.read_multipart(request, veil.settings.max_upload_bytes + FORM_SLACK)
         sample = upload.file("sample")
         partial = upload.fields.one("partial") == "1"
-        columns = await run_in_threadpool(uploads.detect_columns, sample, partial)
+        encoding = upload.fields.one("encoding") or None
+        columns = await run_in_threadpool(uploads.detect_columns, sample, partial, encoding)
     except ERRORS as exc:
         return problem_fragment(request, owner, exc)
     return page(
@@ -95,6 +96,10 @@ async def detect_columns(request: Request, veil: VeilDep, owner: EnterpriseDep) 
         columns=columns,
         classes=list(ColumnClass),
         types=list(ColumnType),
+        domains=classification.DOMAIN_LABELS,
+        levels=classification.LEVEL_LABELS,
+        default_level=classification.DEFAULT_LEVEL,
+        bounds_help=ingest_suggest.BOUNDS_HELP,
     )
 
 
@@ -104,23 +109,32 @@ async def create_dataset(request: Request, veil: VeilDep, owner: EnterpriseDep) 
     try:
         upload = await uploads.read_multipart(request, veil.settings.max_upload_bytes + FORM_SLACK)
         declared = forms.declaration(upload.fields)
-        await run_in_threadpool(_create_with_upload, veil, owner, declared, upload.file("file"))
+        encoding = upload.fields.one("encoding") or None
+        await run_in_threadpool(
+            _create_with_upload, veil, owner, declared, upload.file("file"), encoding
+        )
     except ERRORS as exc:
         return problem_fragment(request, owner, exc)
     return done_redirect("/datasets", "dataset-created")
 
 
 def _create_with_upload(
-    veil: Veil, owner: Principal, declared: forms.Declaration, file: uploads.FilePart
+    veil: Veil,
+    owner: Principal,
+    declared: forms.Declaration,
+    file: uploads.FilePart,
+    encoding: str | None,
 ) -> None:
     """Check the file against the declaration first, so a bad file creates nothing."""
     s = veil.settings
     limits = ingest.IngestLimits(s.max_upload_bytes, s.max_upload_rows, s.max_upload_columns)
     try:
         fmt = ingest.detect_format(file.data, file.content_type, file.filename)
-        ingest.read_upload(file.data, fmt, declared.schema, limits)
+        schema = ingest.normalised_schema(declared.schema)
+        ingest.read_upload(file.data, fmt, schema, limits, encoding=encoding)
     except ingest.IngestError as exc:
         raise uploads.invalid_upload(exc) from None
+    classification.parse_columns(schema, declared.classification)  # before anything is made
     dataset = datasets.create_dataset(
         veil,
         owner,
@@ -129,8 +143,16 @@ def _create_with_upload(
         epsilon_cap=declared.epsilon_cap,
         delta_cap=declared.delta_cap,
     )
+    if declared.classification:
+        classification.classify(veil, owner, dataset.id, declared.classification)
     datasets.upload_version(
-        veil, owner, dataset.id, file.data, content_type=file.content_type, filename=file.filename
+        veil,
+        owner,
+        dataset.id,
+        file.data,
+        content_type=file.content_type,
+        filename=file.filename,
+        encoding=encoding,
     )
 
 
@@ -150,6 +172,7 @@ async def upload_version(
             file.data,
             content_type=file.content_type,
             filename=file.filename,
+            encoding=upload.fields.one("encoding") or None,
         )
     except ERRORS as exc:
         return problem_fragment(request, owner, exc)
