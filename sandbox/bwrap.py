@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import analytics
+import i18n
 from sandbox import child, seccomp
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def system_library_paths() -> tuple[Path, ...]:
 def python_paths() -> tuple[Path, ...]:
     """What the job process needs of Python and Veil, each bound read-only at its own path:
     the standard library, the virtualenv's packages and its ``pyvenv.cfg``, the
-    interpreter, ``libpython`` when shared, ``analytics`` and ``sandbox/child.py``."""
+    interpreter, ``libpython`` when shared, ``analytics``, ``i18n`` and ``sandbox/child.py``."""
     scheme = sysconfig.get_paths()
     paths = {Path(scheme[name]) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths.add(Path(sys.executable))
@@ -97,6 +98,7 @@ def python_paths() -> tuple[Path, ...]:
         library = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("LDLIBRARY")
         paths |= {library, library.resolve()}
     paths.add(Path(analytics.__file__).resolve().parent)
+    paths.add(Path(i18n.__file__).resolve().parent)  # analytics' messages (Msg); no data
     paths.add(Path(child.__file__).resolve())
     return tuple(sorted(p for p in paths if p.exists()))
 

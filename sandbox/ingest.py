@@ -30,7 +30,7 @@ from sandbox.ingest_schema import (
     quote,
     validate_schema,
 )
-from sandbox.ingest_text import ENCODINGS, to_utf8
+from sandbox.ingest_text import ENCODINGS, record_problems, to_utf8
 from sandbox.ingest_values import (
     Problems,
     conversions,
@@ -198,6 +198,10 @@ def _checked(
         return _checked_parquet(data, schema, limits, output)
     data = to_utf8(data, encoding)
     names = _csv_header(data, schema, limits)
+    # A short record reads as empty values: where they are allowed, check records first.
+    checked_records = any(s.nullable for s in schema.columns)
+    if checked_records:
+        _require_records(data, len(names), limits)
     scan = _scan_csv(data, names, schema, limits, typed=True)
     converts = [fast_convert(pl.col(s.name), s) for s in schema.columns]
     columns = enumerate(schema.columns)
@@ -205,6 +209,8 @@ def _checked(
     fast = _fast(scan, schema, limits, output(), converts, good, blank_is_doubt=True)
     if fast is not None:
         return fast
+    if not checked_records:
+        _require_records(data, len(names), limits)
     scan = _scan_csv(data, names, schema, limits, typed=False)
     return _exact(scan, schema, limits, output(), _BAD_CSV, blank=True)
 
@@ -243,6 +249,13 @@ def _csv_header(data: bytes, schema: DatasetSchema, limits: IngestLimits) -> lis
     names = [normalise(name.strip()) for name in header]  # tolerate "a, b" headers
     _check_columns(names, schema, limits)
     return names
+
+
+def _require_records(data: bytes, width: int, limits: IngestLimits) -> None:
+    """Raise ``IngestError`` naming the row of each record that is not ``width`` fields."""
+    problems, total = record_problems(data, width, limits.max_problems)
+    if problems:
+        raise IngestError(problems, total)
 
 
 def _scan_csv(

@@ -38,10 +38,25 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
-        where = [f"column {self.column!r}"] if self.column is not None else []
-        where += [f"row {self.row}"] if self.row is not None else []
-        prefix = f"{', '.join(where)}: " if where else ""
-        return f"{prefix}expected {self.expected}"
+        return self.message()
+
+    def message(self) -> Msg:
+        """The problem as a sentence that can be translated (``expected`` too, if a Msg)."""
+        column, row, expected = self.column, self.row, self.expected
+        if column is not None and row is not None:
+            return Msg(
+                "column {column}, row {row}: expected {expected}",
+                column=repr(column),
+                row=row,
+                expected=expected,
+            )
+        if column is not None:
+            return Msg(
+                "column {column}: expected {expected}", column=repr(column), expected=expected
+            )
+        if row is not None:
+            return Msg("row {row}: expected {expected}", row=row, expected=expected)
+        return Msg("expected {expected}", expected=expected)
 
 
 class IngestError(ValueError):

@@ -13,10 +13,12 @@ Privacy rule: no message quotes the file's bytes or says where a bad byte sits.
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 from typing import Final
 
 from i18n import Msg
-from sandbox.ingest_schema import fail
+from sandbox.ingest_schema import Problem, fail
 
 #: The encodings an uploader may name (``--encoding``, the API's ``encoding`` parameter),
 #: by the names Python's codecs know; ``auto`` (or nothing) detects.
@@ -133,3 +135,40 @@ def _in_gb2312(char: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# --- Records -------------------------------------------------------------------------
+#
+# The CSV reader of the fast pass fills a record with too few fields with empty values, and
+# rejects one with too many without saying where.  This pass reads the records with
+# Python's csv module (strict quoting) and names the row of each malformed one; it runs on
+# every CSV with a nullable column (where a short record would be taken for empty values)
+# and before the exact pass reports anything.
+
+
+def record_problems(data: bytes, width: int, max_problems: int) -> tuple[list[Problem], int]:
+    """The malformed records of a UTF-8 CSV (header first), at most ``max_problems`` of
+    them, and how many there are in all; rows are 1-based data rows, as everywhere."""
+    lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    reader = csv.reader(lines, strict=True)
+    problems: list[Problem] = []
+    total = row = 0
+    try:
+        next(reader, None)  # the header, checked by the caller
+        for row, record in enumerate(reader, start=1):  # noqa: B007 - row is read after
+            if record and len(record) != width:
+                total += 1
+                if len(problems) < max_problems:
+                    found = Msg("{width} fields, found {count}", width=width, count=len(record))
+                    problems.append(Problem(None, row, found))
+    except csv.Error:  # its text quotes the data: say what is wrong, and where
+        total += 1
+        if len(problems) < max(max_problems, 1):
+            problems.append(Problem(None, row + 1, _BAD_QUOTES))
+    return problems, total
+
+
+_BAD_QUOTES: Final = Msg(
+    'a well-formed quoted field: a field that starts with " ends with " before the next '
+    'comma or line, and a " inside it is written ""'
+)
