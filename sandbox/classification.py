@@ -28,7 +28,6 @@ from analytics.schema import ColumnClass, DatasetSchema
 from i18n import N_, Msg
 from policies import audit
 from policies.errors import InvalidRequest
-from policies.grants import grants_for
 from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.datasets import owned_dataset, schema_from_json, visible_dataset
@@ -96,6 +95,15 @@ class ColumnClassification:
     level: Level
     level_set: bool  # False: the default of its Veil class
 
+    @property
+    def domain_label(self) -> str | None:
+        """The domain's label, to translate (``N_``); None when unset."""
+        return DOMAIN_LABELS[self.domain] if self.domain else None
+
+    @property
+    def level_label(self) -> str:
+        return LEVEL_LABELS[self.level]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -127,16 +135,9 @@ def columns_of(dataset: Dataset) -> list[ColumnClassification]:
 
 
 def visible_columns(veil: Veil, caller: Principal, dataset_id: str) -> list[ColumnClassification]:
-    """The classification its owner sees whole, and a provider for its granted columns."""
-    dataset = visible_dataset(veil, caller, dataset_id)
-    columns = columns_of(dataset)
-    if caller.role == Role.PROVIDER:
-        now = veil.clock()
-        with veil.db.read() as session:
-            grants = grants_for(session, caller.id, dataset_id)
-            granted = {c for g in grants if g.active_at(now) for c in g.columns}
-        columns = [c for c in columns if c.name in granted]
-    return columns
+    """The classification of every column, for its owner and for a provider whose grant
+    names the dataset (like the catalog's schema, tier 0: names and classes, no data)."""
+    return columns_of(visible_dataset(veil, caller, dataset_id))
 
 
 def parse_columns(

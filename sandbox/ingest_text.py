@@ -155,7 +155,7 @@ def record_problems(data: bytes, width: int, max_problems: int) -> tuple[list[Pr
     total = row = 0
     try:
         next(reader, None)  # the header, checked by the caller
-        for row, record in enumerate(reader, start=1):  # noqa: B007 - row is read after
+        for row, record in enumerate(reader, start=1):
             if record and len(record) != width:
                 total += 1
                 if len(problems) < max_problems:

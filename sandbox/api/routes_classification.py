@@ -37,8 +37,8 @@ class ClassificationOut(BaseModel):
 
 @router.get("/datasets/{dataset_id}/classification")
 def get_classification(dataset_id: str, veil: VeilDep, caller: PrincipalDep) -> ClassificationOut:
-    """Each column's Veil class, MIIT domain and GB/T 43697 level (its owner; a provider
-    with a grant on the dataset sees its granted columns only)."""
+    """Each column's Veil class, MIIT domain and GB/T 43697 level (its owner, and a provider
+    whose grant names the dataset, as in the catalog)."""
     columns = classification.visible_columns(veil, caller, dataset_id)
     return ClassificationOut(dataset_id=dataset_id, columns=[c.as_json() for c in columns])
 

@@ -3,8 +3,10 @@ column-classification form (detection from a sample; the upload read in memory).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -12,23 +14,31 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from analytics.schema import ColumnClass, ColumnType, DatasetSchema
+from i18n import N_
+from i18n.catalog import gettext
+from policies.errors import NotFound
 from policies.grants import EPSILON_UNIT
 from policies.principals import Principal
-from sandbox import classification, datasets, ingest, ingest_suggest
+from sandbox import classification, datasets, important_data, ingest, ingest_suggest
 from sandbox.api.deps import VeilDep
+from sandbox.api.errors import status_for
+from sandbox.api.routes_classification import XLSX
 from sandbox.console import enterprise_forms as forms
 from sandbox.console import enterprise_upload as uploads
-from sandbox.console.render import page
+from sandbox.console.render import error_text, page
 from sandbox.console.routes_enterprise import (
     ERRORS,
     FORM_SLACK,
     NOTICES,
     EnterpriseDep,
+    FieldsDep,
     UploadCsrf,
     done_redirect,
     problem_fragment,
 )
+from sandbox.console.session import CsrfDep
 from sandbox.core import Veil
+from sandbox.ingest_text import ENCODINGS
 from sandbox.models import Dataset, DatasetVersion
 
 router = APIRouter()
@@ -42,6 +52,7 @@ class DatasetView:
     dataset: Dataset
     schema: DatasetSchema
     versions: list[DatasetVersion]
+    national: list[classification.ColumnClassification]
 
     @property
     def epsilon(self) -> tuple[float, float]:
@@ -59,23 +70,88 @@ def _dataset_views(veil: Veil, owner: Principal) -> list[DatasetView]:
         )
         for row in rows:
             versions[row.dataset_id].append(row)
-    return [DatasetView(d, datasets.schema_from_json(d.declaration), versions[d.id]) for d in owned]
+    return [
+        DatasetView(
+            d,
+            datasets.schema_from_json(d.declaration),
+            versions[d.id],
+            classification.columns_of(d),
+        )
+        for d in owned
+    ]
+
+
+_NOTICES: Final = {"classified": N_("The classification was saved; it is in the audit log.")}
 
 
 @router.get("/datasets")
 def datasets_page(
     request: Request, veil: VeilDep, owner: EnterpriseDep, notice: str | None = None
 ) -> Response:
+    return _datasets_page(request, veil, owner, notice=notice)
+
+
+def _datasets_page(
+    request: Request,
+    veil: Veil,
+    owner: Principal,
+    status: int = 200,
+    *,
+    notice: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> Response:
     return page(
         request,
         "enterprise_datasets.html",
         owner,
+        status,
         datasets=_dataset_views(veil, owner),
-        notice=NOTICES.get(notice or ""),
+        notice=NOTICES.get(notice or "") or gettext(_NOTICES.get(notice or "", "")) or None,
+        classification_error=error,
         sample_bytes=uploads.SAMPLE_BYTES,
         max_bytes=veil.settings.max_upload_bytes,
         default_cap=veil.settings.default_dataset_epsilon_cap,
+        encodings=ENCODINGS[1:],
+        domains=classification.DOMAIN_LABELS,
+        levels=classification.LEVEL_LABELS,
     )
+
+
+@router.post("/datasets/{dataset_id}/classification", dependencies=[CsrfDep])
+def classify_columns(
+    dataset_id: str, request: Request, veil: VeilDep, owner: EnterpriseDep, fields: FieldsDep
+) -> Response:
+    """Set the MIIT domain and GB/T 43697 level of the dataset's columns (all of them: a
+    level left empty goes back to its class's default)."""
+    try:
+        count = forms.parse_int(fields.one("columns"), "the number of columns", 1, 500)
+        given = {
+            fields.one(f"col-{i}-name"): {
+                "domain": fields.one(f"col-{i}-domain"),
+                "level": fields.one(f"col-{i}-level"),
+            }
+            for i in range(count)
+        }
+        classification.classify(veil, owner, dataset_id, given, replace=True)
+    except NotFound:
+        raise
+    except ERRORS as exc:
+        return _datasets_page(request, veil, owner, status_for(exc), error=error_text(exc))
+    return done_redirect("/datasets", "classified")
+
+
+@router.get("/important-data.{fmt}")
+def important_data_download(fmt: str, veil: VeilDep, owner: EnterpriseDep) -> Response:
+    """The enterprise's catalogue of important data (重要数据目录), as XLSX or JSON."""
+    if fmt not in ("xlsx", "json"):
+        raise NotFound("page", f"important-data.{fmt}")
+    catalogue = important_data.build(veil, owner)
+    name = f"important-data-{owner.slug or owner.id}.{fmt}"
+    disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if fmt == "xlsx":
+        return Response(important_data.to_xlsx(catalogue), media_type=XLSX, headers=disposition)
+    body = json.dumps(catalogue, ensure_ascii=False, indent=2).encode()
+    return Response(body, media_type="application/json", headers=disposition)
 
 
 @router.post("/datasets/detect", dependencies=[UploadCsrf])
