@@ -18,7 +18,7 @@ import io
 from typing import Final
 
 from i18n import Msg
-from sandbox.ingest_schema import Problem, fail
+from sandbox.ingest_schema import IngestError, Problem, fail
 
 #: The encodings an uploader may name (``--encoding``, the API's ``encoding`` parameter),
 #: by the names Python's codecs know; ``auto`` (or nothing) detects.
@@ -58,13 +58,23 @@ def detect_encoding(data: bytes) -> str:
         return "utf-8"
     if _decodes(data, "gb18030") and _reads_as_chinese(data[:_SAMPLE]):
         return "gb18030"
-    raise fail(
+    raise _undetermined()
+
+
+def _undetermined() -> IngestError:
+    return fail(
         Msg(
             "UTF-8 text, or an encoding Veil can tell (this file is neither UTF-8 nor GB18030 "
             "Chinese text): {how}",
             how=_HOW,
         )
     )
+
+
+def _not_decodable(codec: str, named: bool) -> IngestError:
+    if not named:  # a BOM said UTF-16, but the text is not: the encoding is unknown
+        return _undetermined()
+    return fail(Msg("{encoding} text (the encoding named for this file)", encoding=codec))
 
 
 def to_utf8(data: bytes, encoding: str | None = None) -> bytes:
@@ -80,7 +90,7 @@ def to_utf8(data: bytes, encoding: str | None = None) -> bytes:
             text = decoder.decode(view[start : start + _CHUNK], final=start + _CHUNK > len(view))
             out += text.encode("utf-8")
     except UnicodeDecodeError:
-        failure = fail(Msg("{encoding} text (the encoding named for this file)", encoding=codec))
+        failure = _not_decodable(codec, encoding is not None)
     else:
         return bytes(out)
     raise failure  # outside the handler: the decoder's message names the offending byte
@@ -95,17 +105,17 @@ def to_text(data: bytes, encoding: str | None = None, *, partial: bool = False) 
         encoding is None and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     ):
         # UTF-16's newline is two bytes: decode what is whole, then cut the text.
-        text = _guarded_decode(data, "utf-16")
+        text = _guarded_decode(data, "utf-16", named=encoding is not None)
         return text[: text.rfind("\n") + 1]
     # In UTF-8 and GB18030 the byte 0A is only ever a newline, so the bytes can be cut.
     return to_utf8(data[: data.rfind(b"\n") + 1], encoding).decode("utf-8-sig")
 
 
-def _guarded_decode(data: bytes, codec: str) -> str:
+def _guarded_decode(data: bytes, codec: str, *, named: bool) -> str:
     try:
         return codecs.getincrementaldecoder(codec)().decode(data, final=False)
     except UnicodeDecodeError:
-        failure = fail(Msg("{encoding} text (the encoding named for this file)", encoding=codec))
+        failure = _not_decodable(codec, named)
     raise failure
 
 
