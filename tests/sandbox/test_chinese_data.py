@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 from openpyxl import load_workbook  # type: ignore[import-untyped]
 
+from i18n.catalog import use
+from sandbox import important_data
 from sandbox.client import ApiError, VeilClient
 from sandbox.core import Veil, bootstrap_operator
 from tests.sandbox.conftest import PURPOSE
@@ -143,13 +149,17 @@ def test_classification_and_the_catalogue_of_important_data(chinese: tuple) -> N
     assert rows["配方参数"]["domain"] == "production" and rows["良率"]["level"] == "important"
     assert rows["良率"]["rows_rounded"] == 600 and rows["良率"]["dataset"] == "主轴日志"
     assert catalogue["enterprise"]["id"] == enterprise_id
-    # Only names, classes, domains, levels, counts and dates: no value of the data.
+    # Only names, classes, domains, levels, counts and dates: no value of the data (dates
+    # and ids aside, whose digits can happen to contain a value's).
     values = {
-        line.split(",")[i] for line in chinese_csv(600, 3).splitlines()[1:] for i in (1, 2, 3, 4)
+        field for line in chinese_csv(600, 3).splitlines()[1:] for field in line.split(",")[1:]
     }
-    text = json.dumps(catalogue, ensure_ascii=False)
-    assert not any(v in text for v in values)
-
+    stamps = ("generated_at", "declared_at", "classified_at", "dataset_id", "id")
+    shown = [
+        json.dumps({k: v for k, v in part.items() if k not in stamps}, ensure_ascii=False)
+        for part in (catalogue["enterprise"], *catalogue["entries"])
+    ]
+    assert not any(value in text for value in values for text in shown)
     book = load_workbook(io.BytesIO(enterprise.important_data(fmt="xlsx")))
     sheet = book.worksheets[0]
     cells = [[c.value for c in row] for row in sheet.iter_rows()]
@@ -160,3 +170,62 @@ def test_classification_and_the_catalogue_of_important_data(chinese: tuple) -> N
         analyst.important_data()
     actions = [e["action"] for e in operator.audit_events(limit=50)]
     assert "dataset.classified" in actions and "important_data.exported" in actions
+
+
+def _veil(url: str, client: VeilClient, *args: str) -> subprocess.CompletedProcess[str]:
+    token = client._http.headers["Authorization"].removeprefix("Bearer ")
+    clean = {k: v for k, v in os.environ.items() if k not in ("VEIL_TOKEN", "VEIL_URL")}
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, "VEIL_URL": url, "VEIL_TOKEN": token},
+    )
+
+
+def test_the_cli_uploads_gbk_classifies_and_exports(
+    chinese: tuple, api: str, tmp_path: Path
+) -> None:  # type: ignore[type-arg]
+    _, enterprise, _, dataset_id, _ = chinese
+    gbk = tmp_path / "主轴日志.csv"
+    gbk.write_bytes(chinese_csv(50, seed=4).encode("gbk"))
+    upload = _veil(
+        api, enterprise, "datasets", "upload", dataset_id, str(gbk), "--encoding", "gbk", "--json"
+    )
+    assert upload.returncode == 0, upload.stderr
+    assert json.loads(upload.stdout)["row_count"] == 50
+    wrong = _veil(
+        api, enterprise, "datasets", "upload", dataset_id, str(gbk), "--encoding", "utf-16"
+    )
+    assert wrong.returncode == 1 and "utf-16 text" in wrong.stderr and "机台" not in wrong.stderr
+
+    classify = _veil(
+        api,
+        enterprise,
+        "datasets",
+        "classify",
+        dataset_id,
+        "--set",
+        "良率=management:important",
+        "--json",
+    )
+    assert classify.returncode == 0, classify.stderr
+    levels = {c["name"]: c["level"] for c in json.loads(classify.stdout)["columns"]}
+    assert levels["良率"] == "important"
+    bad = _veil(api, enterprise, "datasets", "classify", dataset_id, "--set", "良率")
+    assert bad.returncode != 0 and "COLUMN=DOMAIN" in bad.stderr
+
+    out = tmp_path / "目录.xlsx"
+    export = _veil(
+        api, enterprise, "datasets", "important-data", "--format", "xlsx", "-o", str(out)
+    )
+    assert export.returncode == 0, export.stderr
+    sheet = load_workbook(out).worksheets[0]
+    assert {row[2].value for row in sheet.iter_rows(min_row=2)} == {"配方参数", "良率"}
+    # The headings follow the reader's language.
+    with use("zh-CN"):
+        book = load_workbook(
+            io.BytesIO(important_data.to_xlsx(json.loads(enterprise.important_data())))
+        )
+    assert [c.value for c in book.worksheets[0][1]][:3] == ["数据集 ID", "数据集", "列"]
