@@ -132,6 +132,25 @@ def test_enterprise_flow(page: Page, world: World, veil: Veil, tmp_path: Path) -
     national = {c["name"]: c for c in world.acme.classification(created["id"])["columns"]}
     assert national["recipe_p1"]["domain"] == "production"
     assert national["recipe_p1"]["level"] == "important"
+    # The national classification: yield marked important data, then the catalogue.
+    section = card(page, "line-2-log")
+    section.get_by_text("Data domain and level of line-2-log's columns").click()
+    section.get_by_label("Level of yield_pct").select_option("important")
+    section.get_by_label("Data domain of yield_pct").select_option("management")
+    section.get_by_role("button", name="Save the classification").click()
+    expect(notice(page)).to_contain_text("classification was saved")
+    section = card(page, "line-2-log")
+    section.get_by_text("Columns (9)").click()
+    expect(
+        section.get_by_role("row", name=re.compile("yield_pct.*管理数据域.*重要数据"))
+    ).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="download JSON").click()
+    listed = json.loads(Path(download.value.path()).read_text())
+    assert {(e["dataset"], e["column"]) for e in listed["entries"]} >= {
+        ("line-2-log", "recipe_p1"),
+        ("line-2-log", "yield_pct"),
+    }
     assert created["latest_version"]["version"] == 2
     assert created["latest_version"]["row_count"] == 300
 
