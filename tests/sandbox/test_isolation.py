@@ -357,9 +357,10 @@ def test_the_sandbox_sees_only_what_the_imports_need(pool: SandboxPool) -> None:
     )
     seen = run(pool, code)
     assert isinstance(seen, dict)
-    # Of Veil's checkout: the analytics package, the job's entry script, the virtualenv's
-    # packages (when it lives in the checkout) — no other package, test, doc or .git.
-    assert set(seen["checkout"]) <= {"analytics", "sandbox", "tests", ".venv"}
+    # Of Veil's checkout: the analytics package (and i18n, its messages' module), the job's
+    # entry script, the virtualenv's packages (when it lives in the checkout) — no other
+    # package, test, doc or .git.
+    assert set(seen["checkout"]) <= {"analytics", "i18n", "sandbox", "tests", ".venv"}
     assert seen["sandbox"] == ["child.py"]
     assert "policies" not in seen["checkout"] and "keys" not in seen["checkout"]
     assert set(seen["usr"]) <= {"lib", "lib64", "bin"}  # shared libraries (and setpriv)
