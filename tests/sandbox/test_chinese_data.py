@@ -61,7 +61,9 @@ def chinese(veil: Veil, api: str) -> tuple[VeilClient, VeilClient, VeilClient, s
     version = enterprise.upload(ds["id"], chinese_csv(600, seed=3).encode("gb18030"))
     assert version["row_count"] == 600
     soon = datetime.now(UTC) + timedelta(days=1)
-    enterprise.create_grant(provider["id"], [ds["id"]], GRANTED, [0, 1, 2, 3], [PURPOSE], soon, 5)
+    enterprise.create_grant(
+        provider["id"], [ds["id"]], GRANTED, [0, 1, 2, 3, 5], [PURPOSE], soon, 5
+    )
     return operator, enterprise, analyst, ds["id"], acme["id"]
 
 
@@ -229,3 +231,25 @@ def test_the_cli_uploads_gbk_classifies_and_exports(
             io.BytesIO(important_data.to_xlsx(json.loads(enterprise.important_data())))
         )
     assert [c.value for c in book.worksheets[0][1]][:3] == ["数据集 ID", "数据集", "列"]
+
+
+MEAN_BY_SHIFT = """import syft as sy
+
+
+@sy.syft_function_single_use(data=asset)
+def mean_by_shift(data):
+    return data.groupby("班次")["主轴温度"].mean()
+"""
+
+
+def test_reviewed_code_reads_chinese_columns(chinese: tuple) -> None:  # type: ignore[type-arg]
+    _, enterprise, analyst, dataset_id, _ = chinese
+    code = analyst.submit_code(dataset_id, PURPOSE, MEAN_BY_SHIFT)
+    assert code["columns"] == sorted(["主轴温度", "班次"])
+    enterprise.approve_code(code["id"], "均值可以")
+    job = analyst.submit_code_job(dataset_id, PURPOSE, code["id"])
+    final = analyst.wait_for_job(str(job["id"]), timeout=240)
+    assert final["status"] == "released", (final["error"], final.get("output_check"))
+    output = analyst.get_result(str(job["id"]))["output"]
+    assert set(output["index"]) <= set(SHIFTS) and output["index"]
+    assert all(40 <= v <= 90 for v in output["values"])
