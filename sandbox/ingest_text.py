@@ -24,8 +24,8 @@ from sandbox.ingest_schema import IngestError, Problem, fail
 #: by the names Python's codecs know; ``auto`` (or nothing) detects.
 ENCODINGS: Final = ("auto", "utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312", "utf-16", "big5")
 _CHUNK: Final = 1 << 20
-_SAMPLE: Final = 1 << 20  # bytes of a file whose characters are looked at to tell GB18030
-#: A GB18030 reading is taken when at least this share of its non-ASCII characters are
+_SAMPLE_CHARS: Final = 20_000  # non-ASCII characters looked at to tell GB18030 text
+#: A GB18030 reading is taken when at least this share of its first non-ASCII characters are
 #: GB2312 characters (the 6,763 common hanzi and CJK punctuation and full-width forms).
 _CJK_SHARE: Final = 0.9
 _HOW: Final = Msg(
@@ -56,7 +56,7 @@ def detect_encoding(data: bytes) -> str:
         return "utf-16"
     if _decodes(data, "utf-8"):
         return "utf-8"
-    if _decodes(data, "gb18030") and _reads_as_chinese(data[:_SAMPLE]):
+    if _decodes(data, "gb18030") and _reads_as_chinese(data):
         return "gb18030"
     raise _undetermined()
 
@@ -130,13 +130,20 @@ def _decodes(data: bytes, codec: str) -> bool:
     return True
 
 
-def _reads_as_chinese(sample: bytes) -> bool:
-    text = sample.decode("gb18030", errors="ignore")
-    wide = [c for c in text if ord(c) > 0x7F]
-    if not wide:
-        return False
-    common = sum(1 for c in wide if _in_gb2312(c))
-    return common >= _CJK_SHARE * len(wide)
+def _reads_as_chinese(data: bytes) -> bool:
+    """Whether the first ``_SAMPLE_CHARS`` non-ASCII characters (wherever they are: a file
+    may be ASCII for its first megabytes) are mostly GB2312 characters."""
+    decoder = codecs.getincrementaldecoder("gb18030")(errors="ignore")
+    view = memoryview(data)
+    wide = common = 0
+    for start in range(0, len(view), _CHUNK):
+        for char in decoder.decode(view[start : start + _CHUNK]):
+            if ord(char) > 0x7F:
+                wide += 1
+                common += _in_gb2312(char)
+        if wide >= _SAMPLE_CHARS:
+            break
+    return wide > 0 and common >= _CJK_SHARE * wide
 
 
 def _in_gb2312(char: str) -> bool:

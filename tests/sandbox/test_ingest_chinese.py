@@ -114,6 +114,13 @@ def test_an_encoding_can_be_named() -> None:
     assert problem.startswith("expected an encoding among auto, utf-8")
 
 
+def test_chinese_text_after_a_long_ascii_start_is_still_detected() -> None:
+    schema = DatasetSchema((ColumnSpec("machine", ColumnType.STRING, ColumnClass.INTERNAL),))
+    text = "machine\n" + "A1\n" * 600_000 + "机台-02\n"  # the first hanzi after 1.8 MB
+    frame = ingest.read_upload(text.encode("gb18030"), ingest.FileFormat.CSV, schema)
+    assert frame["machine"].to_list()[-1] == "机台-02"
+
+
 def test_text_in_an_encoding_that_cannot_be_told_asks_for_it() -> None:
     # Windows-1252 whose bytes happen to decode as GB18030, but do not read as Chinese.
     data = "设备编号,主轴温度,件数\nMüller-Éà,61.5,3\n".encode()
