@@ -197,6 +197,7 @@ def upload_version(
     )
     try:
         fmt = ingest.detect_format(data, content_type, filename)
+        encoding = encoding or ingest.charset(content_type)  # text/csv; charset=gbk
         checked = ingest.encode_upload(data, fmt, schema, limits, encoding=encoding)
     except ingest.IngestError as exc:
         raise _problems_to_invalid(exc) from None

@@ -30,7 +30,7 @@ from sandbox.ingest_schema import (
     quote,
     validate_schema,
 )
-from sandbox.ingest_text import ENCODINGS, record_problems, to_utf8
+from sandbox.ingest_text import ENCODINGS, charset, record_problems, to_utf8
 from sandbox.ingest_values import (
     Problems,
     conversions,
@@ -49,6 +49,7 @@ __all__ = [
     "IngestError",
     "IngestLimits",
     "Problem",
+    "charset",
     "detect_format",
     "encode_upload",
     "normalised_schema",

@@ -48,6 +48,15 @@ def known_encoding(name: str | None) -> str | None:
     return codec
 
 
+def charset(content_type: str | None) -> str | None:
+    """The ``charset`` a content type names (``text/csv; charset=gbk``), else None."""
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "charset" and value.strip(' "'):
+            return value.strip(' "')
+    return None
+
+
 def detect_encoding(data: bytes) -> str:
     """The encoding of a CSV file's bytes, or ``IngestError`` asking to name it."""
     if data.startswith(codecs.BOM_UTF8):

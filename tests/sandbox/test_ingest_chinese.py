@@ -229,3 +229,8 @@ def test_no_suggestion_ever_holds_a_value_of_the_data(rows: list[list[str]], rep
         assert column.name in ("班次", "读数", "machine")
         assert column.type in ColumnType and column.suggested_class in ColumnClass
         assert str(column.reason) in REASONS and isinstance(column.nullable, bool)
+
+
+def test_a_content_type_may_name_the_charset() -> None:
+    assert ingest.charset('text/csv; charset="GBK"') == "GBK"
+    assert ingest.charset("text/csv") is None and ingest.charset(None) is None
