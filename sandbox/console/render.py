@@ -10,7 +10,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from i18n import catalog
+from i18n import catalog as i18n_catalog
 from policies.errors import Denied, VeilError
 from policies.principals import Principal
 from sandbox.console.session import csrf_token, session_token
@@ -61,9 +61,11 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         extensions=["jinja2.ext.i18n"],
     )
+    # {% trans %} and _() read the request's language (i18n.catalog.current()); trimmed, as
+    # the catalog check extracts them (i18n/check.py).
     env.policies["ext.i18n.trimmed"] = True
     env.install_gettext_callables(  # type: ignore[attr-defined]
-        gettext=catalog.translate, ngettext=catalog.ngettext, newstyle=False
+        i18n_catalog.gettext, i18n_catalog.ngettext, newstyle=True
     )
     env.filters["when"] = when
     env.filters["num"] = number

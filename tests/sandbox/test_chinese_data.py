@@ -96,6 +96,9 @@ def test_chinese_columns_are_declared_uploaded_queried_and_released(chinese: tup
         analyst.submit_job(dataset_id, PURPOSE, 0.1, [{"kind": "mean", "column": "配方参数"}])
     actions = [e["action"] for e in operator.audit_events(limit=50)]
     assert "dataset.uploaded" in actions
+    # The usage receipt names the dataset and its jobs as they are, Chinese included.
+    receipt = json.dumps(enterprise.usage_receipt(final["provider_id"]), ensure_ascii=False)
+    assert "主轴日志" in receipt
 
 
 def test_a_name_typed_decomposed_is_the_same_column(veil: Veil, api: str) -> None:
