@@ -137,6 +137,7 @@ def columns_of(dataset: Dataset) -> list[ColumnClassification]:
 def visible_columns(veil: Veil, caller: Principal, dataset_id: str) -> list[ColumnClassification]:
     """The classification of every column, for its owner and for a provider whose grant
     names the dataset (like the catalog's schema, tier 0: names and classes, no data)."""
+    require_role(caller, Role.ENTERPRISE, Role.PROVIDER)
     return columns_of(visible_dataset(veil, caller, dataset_id))
 
 
