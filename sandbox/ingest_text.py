@@ -61,6 +61,8 @@ def detect_encoding(data: bytes) -> str:
     """The encoding of a CSV file's bytes, or ``IngestError`` asking to name it."""
     if data.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # not one Veil reads
+        raise _undetermined()
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     if _decodes(data, "utf-8"):
@@ -101,7 +103,10 @@ def to_utf8(data: bytes, encoding: str | None = None) -> bytes:
     except UnicodeDecodeError:
         failure = _not_decodable(codec, encoding is not None)
     else:
-        return bytes(out)
+        if encoding is None and b"\x00" in out:  # text has no NUL: the guess was wrong
+            failure = _undetermined()
+        else:
+            return bytes(out)
     raise failure  # outside the handler: the decoder's message names the offending byte
 
 
