@@ -5,7 +5,9 @@ A column name is a Unicode identifier: letters of any script (``设备编号``, 
 characters once NFC-normalised.  Invisible characters (controls, zero-width and bidi
 formatting characters) are refused, since two names that look the same must be the same
 name; so is a name mixing Latin, Greek and Cyrillic letters, whose look-alikes (Latin ``a``,
-Cyrillic ``\u0430``) would make a confusable twin of another column.
+Cyrillic ``\u0430``) would make a confusable twin of another column, and so is one with
+full-width Latin letters or digits (U+FF01 to U+FF5E, typed with a Chinese input method),
+the twin of a half-width name.
 
 Names are compared in their NFC form: :func:`normalise` is applied to a declaration's names,
 an upload's header and every name a query, table, training spec or code request gives.
@@ -51,6 +53,8 @@ def column_name_problem(name: object) -> Msg | None:
             "not starting with a digit",
             limit=MAX_LENGTH,
         )
+    if any("\uff01" <= c <= "\uff5e" for c in text):  # an IME's full-width A-z, 0-9, _
+        return Msg("a column name with half-width letters and digits (not full-width ones)")
     if len(_scripts(text)) > 1:
         return Msg("a column name whose letters are all Latin, all Greek or all Cyrillic")
     return None

@@ -55,6 +55,7 @@ def test_unicode_identifiers_are_column_names(name: str) -> None:
         ("\ufeffname", "invisible"),  # a BOM glued to a header
         ("p\u0430y", "all Latin"),  # a Cyrillic a among Latin letters
         ("", "1 to 64"),
+        ("温度\uff11", "half-width"),  # a full-width digit one, typed with an IME
     ],
 )
 def test_names_that_are_refused_say_why(name: str, why: str) -> None:
