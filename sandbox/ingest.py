@@ -19,6 +19,7 @@ import polars as pl
 
 from analytics.column_names import is_column_name, normalise
 from analytics.schema import ColumnType, DatasetSchema
+from i18n import Msg
 from sandbox.ingest_schema import (
     PARSER_ERRORS,
     IngestError,
@@ -88,10 +89,12 @@ def detect_format(data: bytes, content_type: str | None, filename: str | None) -
     mime = (content_type or "").split(";")[0].strip().lower()
     says_parquet = mime in _PARQUET_TYPES
     if not (says_parquet or mime in _CSV_TYPES or mime in _SAYS_NOTHING):
-        raise fail(f"a CSV or Parquet file (content type {quote(mime)} is not supported)")
+        raise fail(
+            Msg("a CSV or Parquet file (content type {type} is not supported)", type=quote(mime))
+        )
     is_parquet = data[:4] == _PARQUET_MAGIC
     if not is_parquet and (says_parquet or (filename or "").lower().endswith((".parquet", ".pq"))):
-        raise fail("a Parquet file (it does not start with PAR1)")
+        raise fail(Msg("a Parquet file (it does not start with PAR1)"))
     return FileFormat.PARQUET if is_parquet else FileFormat.CSV
 
 
@@ -193,8 +196,13 @@ def _checked(
     """Check the upload and write its rows to a fresh ``output()`` (a new one for each pass)."""
     validate_schema(schema)
     if len(data) > limits.max_bytes:
-        limit = f"{limits.max_bytes} bytes, the setting VEIL_MAX_UPLOAD_BYTES"
-        raise fail(f"at most {limit} (this file has {len(data)})")
+        raise fail(
+            Msg(
+                "at most {limit} bytes, the setting VEIL_MAX_UPLOAD_BYTES (this file has {size})",
+                limit=limits.max_bytes,
+                size=len(data),
+            )
+        )
     if FileFormat(fmt) is FileFormat.PARQUET:
         return _checked_parquet(data, schema, limits, output)
     data = to_utf8(data, encoding)
@@ -220,7 +228,7 @@ def _checked_parquet(
     data: bytes, schema: DatasetSchema, limits: IngestLimits, output: Callable[[], _Output[_T]]
 ) -> _T:
     """Parquet: its own types, no blank lines; the fast pass runs the exact pass's checks."""
-    expected = "a readable Parquet file"
+    expected = Msg("a readable Parquet file")
     names = guarded(lambda: list(pl.read_parquet_schema(io.BytesIO(data))), expected)
     _check_columns(names, schema, limits)
     scan = pl.scan_parquet(io.BytesIO(data), n_rows=limits.max_rows + 1).select(schema.names)
@@ -234,7 +242,7 @@ def _checked_parquet(
     return _exact(scan, schema, limits, output(), expected, blank=False)
 
 
-_BAD_CSV = 'a well-formed CSV file: comma-separated, quoted with ", one record per row'
+_BAD_CSV = Msg('a well-formed CSV file: comma-separated, quoted with ", one record per row')
 
 
 def _csv_header(data: bytes, schema: DatasetSchema, limits: IngestLimits) -> list[str]:
@@ -243,7 +251,7 @@ def _csv_header(data: bytes, schema: DatasetSchema, limits: IngestLimits) -> lis
     # module parses just that, while polars would scan the whole file, and would rename
     # duplicate names where we want to report them.  The cut may split a character: ignore it.
     text = data[: 1 << 20].decode("utf-8-sig", errors="ignore")
-    expected = "a CSV file with a header row"
+    expected = Msg("a CSV file with a header row")
     header = guarded(lambda: next(csv.reader(io.StringIO(text)), None), expected)
     if not header:
         raise fail(expected)
@@ -277,24 +285,36 @@ def _scan_csv(
 def _check_columns(names: Sequence[str], schema: DatasetSchema, limits: IngestLimits) -> None:
     """The file's columns must be exactly the declared ones, in any order."""
     if len(names) > limits.max_columns:
-        raise fail(f"at most {limits.max_columns} columns")
+        raise fail(Msg("at most {limit} columns", limit=limits.max_columns))
     declared = set(schema.names)
     # A file without a header row makes its first data row look like a header: then
     # no declared name matches, and its "names" are data that we must not echo.
     is_header = bool(declared & set(names))
     problems = [
-        Problem(n, None, f"a column named {n!r} (declared)") for n in schema.names if n not in names
+        Problem(n, None, Msg("a column named {name} (declared)", name=repr(n)))
+        for n in schema.names
+        if n not in names
     ]
     if not is_header:
-        problems.insert(0, Problem(None, None, "a header row naming the declared columns"))
+        problems.insert(0, Problem(None, None, Msg("a header row naming the declared columns")))
     seen: set[str] = set()
     for position, name in enumerate(names if is_header else (), start=1):
         safe = is_column_name(name)
-        label, where = (name, "") if safe else (None, f" (header field {position})")
+        label = name if safe else None
         if name in seen:
-            problems.append(Problem(label, None, f"each column named once{where}"))
+            once = (
+                Msg("each column named once")
+                if safe
+                else Msg("each column named once (header field {position})", position=position)
+            )
+            problems.append(Problem(label, None, once))
         elif name not in declared:
-            problems.append(Problem(label, None, f"no undeclared columns{where}"))
+            undeclared = (
+                Msg("no undeclared columns")
+                if safe
+                else Msg("no undeclared columns (header field {position})", position=position)
+            )
+            problems.append(Problem(label, None, undeclared))
         seen.add(name)
     if problems:
         raise IngestError(problems[: limits.max_problems], len(problems))

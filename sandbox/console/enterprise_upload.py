@@ -75,7 +75,7 @@ class Upload:
     def file(self, name: str) -> FilePart:
         found = self.files.get(name)
         if found is None or not found.data:
-            raise InvalidRequest("choose a CSV or Parquet file to upload")
+            raise InvalidRequest(Msg("choose a CSV or Parquet file to upload"))
         return found
 
 
@@ -83,8 +83,10 @@ async def read_multipart(request: Request, limit: int) -> Upload:
     """Parse a ``multipart/form-data`` body in memory, refusing more than ``limit`` bytes."""
     kind, params = parse_options_header(request.headers.get("content-type"))
     if kind != b"multipart/form-data" or b"boundary" not in params:
-        raise InvalidRequest("send the form as multipart/form-data: reload the page and retry")
-    too_large = InvalidRequest(f"the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)")
+        raise InvalidRequest(Msg("send the form as multipart/form-data: reload the page and retry"))
+    too_large = InvalidRequest(
+        Msg("the upload is larger than VEIL_MAX_UPLOAD_BYTES ({limit} bytes)", limit=limit)
+    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -107,10 +109,10 @@ async def read_multipart(request: Request, limit: int) -> Upload:
                 raise too_large
             parser.write(chunk)
             if len(found.parts) > _MAX_FIELDS:
-                raise InvalidRequest(f"a form of at most {_MAX_FIELDS} fields")
+                raise InvalidRequest(Msg("a form of at most {n} fields", n=_MAX_FIELDS))
         parser.finalize()
     except MultipartParseError:
-        raise InvalidRequest("the form arrived damaged: reload the page and retry") from None
+        raise InvalidRequest(Msg("the form arrived damaged: reload the page and retry")) from None
     return _upload(found.parts)
 
 
@@ -152,7 +154,9 @@ def invalid_upload(error: ingest.IngestError) -> InvalidRequest:
     rows: dict[tuple[str | None, str], list[int]] = {}
     for p in error.problems:
         rows.setdefault((p.column, p.expected), []).extend([p.row] if p.row else [])
-    invalid = InvalidRequest(f"the file cannot be used as it is ({error.total} to fix)")
+    invalid = InvalidRequest(
+        Msg("the file cannot be used as it is ({count} to fix)", count=error.total)
+    )
     invalid.problems = [  # type: ignore[attr-defined]
         {"column": column, **_rows(found), "expected": expected}
         for (column, expected), found in rows.items()
