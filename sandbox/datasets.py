@@ -64,7 +64,7 @@ def schema_from_json(data: dict[str, Any]) -> DatasetSchema:
 
 
 def _problems_to_invalid(error: ingest.IngestError) -> InvalidRequest:
-    invalid = InvalidRequest(str(error))
+    invalid = InvalidRequest(error.args[0])  # a Msg: read in the caller's language
     invalid.problems = [  # type: ignore[attr-defined]
         {"column": p.column, "row": p.row, "expected": p.expected} for p in error.problems
     ]
