@@ -106,7 +106,7 @@ def _datasets_page(
         owner,
         status,
         datasets=_dataset_views(veil, owner),
-        notice=NOTICES.get(notice or "") or gettext(_NOTICES.get(notice or "", "")) or None,
+        notice=NOTICES.get(notice or "") or _own_notice(notice),
         classification_error=error,
         sample_bytes=uploads.SAMPLE_BYTES,
         max_bytes=veil.settings.max_upload_bytes,
@@ -115,6 +115,12 @@ def _datasets_page(
         domains=classification.DOMAIN_LABELS,
         levels=classification.LEVEL_LABELS,
     )
+
+
+def _own_notice(key: str | None) -> str | None:
+    """This page's own notices (translated); gettext("") would answer the catalog's header."""
+    text = _NOTICES.get(key or "")
+    return gettext(text) if text else None
 
 
 @router.post("/datasets/{dataset_id}/classification", dependencies=[CsrfDep])
