@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Final
 
+from analytics.column_names import COLUMN_PATTERN, column_name_problem, is_column_name, normalise
 from analytics.dp_catalog import MAX_AGGREGATES, MAX_BINS, MAX_GROUP_COLUMNS, MIN_BINS, QueryError
 from analytics.schema import Aggregate, AggregateKind, PrivateQuery
 from i18n import Msg
 
-#: Column names as datasets declare them: a letter or underscore, then up to 63 more.
-COLUMN_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
-_COLUMN: Final = re.compile(COLUMN_PATTERN)
-_COLUMN_HELP: Final = Msg("a column name (a letter or _, then up to 63 letters, digits or _)")
 _KINDS: Final = tuple(str(kind) for kind in AggregateKind)
 #: The fields each kind takes, and which of them are required.
 _FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
@@ -128,7 +124,7 @@ def _no_unknown_fields(doc: dict[Any, Any], allowed: frozenset[str], path: str) 
     for key in doc:
         if key not in allowed:
             # Echo the name only when it is shaped like a column name: short and plain.
-            shown = f" {key!r}" if isinstance(key, str) and _COLUMN.match(key) else ""
+            shown = f" {key!r}" if is_column_name(key) else ""
             expected = ", ".join(sorted(allowed))
             raise QueryError(
                 Msg(
@@ -178,15 +174,11 @@ def _aggregate(item: Any, path: str) -> Aggregate:
 
 
 def _column(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _COLUMN.match(value):
-        raise QueryError(
-            Msg(
-                "{path}: expected {column_help}",
-                path=path,
-                column_help=_COLUMN_HELP,
-            )
-        )
-    return value
+    problem = column_name_problem(value)
+    if problem is not None:
+        raise QueryError(Msg("{path}: expected {column_help}", path=path, column_help=problem))
+    assert isinstance(value, str)
+    return normalise(value)
 
 
 def _q(value: Any, path: str) -> float:
@@ -226,7 +218,7 @@ def _group_by(value: Any) -> tuple[str, ...]:
             Msg(
                 "group_by: expected {column_help}, or a list of at most "
                 "{max_group_columns} of them",
-                column_help=_COLUMN_HELP,
+                column_help=Msg("a column name"),
                 max_group_columns=MAX_GROUP_COLUMNS,
             )
         )

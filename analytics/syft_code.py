@@ -51,6 +51,7 @@ import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs installed
 import polars as pl
 
 from analytics import syft_dp
+from analytics.column_names import is_column_name, normalise
 from i18n import Msg
 
 MAX_SOURCE_BYTES: Final = 64_000
@@ -526,7 +527,7 @@ def columns_read(code: SyftCode, available: Sequence[str]) -> tuple[str, ...]:
     seen: they fail on the private run, whose frame holds only the columns found here.
     """
     names = set(available)
-    found = {n for n in _literals(code) if n in names}
+    found = {normalise(n) for n in _literals(code) if normalise(n) in names}
     found |= {n for n in _plain_attributes(code) if n in names}
     return tuple(sorted(found))
 
@@ -537,7 +538,7 @@ def columns_named(code: SyftCode) -> tuple[str, ...]:
     Also ``"sum"`` or ``"mean"`` in ``agg("sum")``: the caller intersects these with the
     dataset's declared names and refuses a declared column the grant does not give.
     """
-    return tuple(sorted({n for n in _literals(code) if n.isidentifier()}))
+    return tuple(sorted({normalise(n) for n in _literals(code) if is_column_name(n)}))
 
 
 def string_literals(code: SyftCode) -> frozenset[str]:

@@ -14,10 +14,9 @@ repeat a submitted value, except an unknown field's name when it looks like a co
 
 from __future__ import annotations
 
-import re
 from typing import Any, Final
 
-from analytics.query_document import COLUMN_PATTERN
+from analytics.column_names import COLUMN_PATTERN, column_name_problem, is_column_name, normalise
 from analytics.training_spec import (
     MAX_FEATURES,
     MAX_HIDDEN_LAYERS,
@@ -32,8 +31,6 @@ from analytics.training_spec import (
 )
 from i18n import Msg
 
-_COLUMN: Final = re.compile(COLUMN_PATTERN)
-_COLUMN_HELP: Final = Msg("a column name (a letter or _, then up to 63 letters, digits or _)")
 _REQUIRED: Final = ("family", "features", "target", "epsilon", "delta")
 _FIELDS: Final = frozenset(
     {"family", "features", "target", "hidden_sizes", *(f.name for f in NUMBER_FIELDS)}
@@ -94,7 +91,7 @@ def parse_training(doc: Any) -> TrainingSpec:
         raise TrainingError(Msg("training: expected a JSON object"))
     for key in doc:
         if key not in _FIELDS:
-            shown = f" {key!r}" if isinstance(key, str) and _COLUMN.match(key) else ""
+            shown = f" {key!r}" if is_column_name(key) else ""
             raise TrainingError(
                 Msg(
                     "training: unknown field{shown}; expected only {fields}",
@@ -137,15 +134,11 @@ def _family(value: Any) -> ModelFamily:
 
 
 def _column(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _COLUMN.match(value):
-        raise TrainingError(
-            Msg(
-                "{path}: expected {column_help}",
-                path=path,
-                column_help=_COLUMN_HELP,
-            )
-        )
-    return value
+    problem = column_name_problem(value)
+    if problem is not None:
+        raise TrainingError(Msg("{path}: expected {column_help}", path=path, column_help=problem))
+    assert isinstance(value, str)
+    return normalise(value)
 
 
 def _features(value: Any) -> tuple[str, ...]:

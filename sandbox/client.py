@@ -171,8 +171,10 @@ class VeilClient:
         filename: str | None = None,
         content_type: str = "text/csv",
         progress: Progress | None = None,
+        encoding: str | None = None,
     ) -> dict[str, Any]:
-        """Upload a version as the raw body, in chunks, reporting progress."""
+        """Upload a version as the raw body, in chunks, reporting progress (a CSV's
+        ``encoding`` detected by the server unless named)."""
         total = len(data)
 
         def chunks() -> Iterator[bytes]:
@@ -181,7 +183,8 @@ class VeilClient:
                 if progress:
                     progress(min(start + _UPLOAD_CHUNK, total), total)
 
-        params = {"filename": filename} if filename else None
+        params = {"filename": filename} if filename else {}
+        params |= {"encoding": encoding} if encoding else {}
         headers = {"Content-Type": content_type, "Content-Length": str(total)}
         return dict(
             self._call(
@@ -189,18 +192,44 @@ class VeilClient:
                 f"/v1/datasets/{dataset_id}/versions",
                 content=chunks(),
                 headers=headers,
-                params=params,
+                params=params or None,
             )
         )
 
     def upload_file(
-        self, dataset_id: str, path: Path, progress: Progress | None = None
+        self,
+        dataset_id: str,
+        path: Path,
+        progress: Progress | None = None,
+        encoding: str | None = None,
     ) -> dict[str, Any]:
         is_parquet = path.suffix.lower() in {".parquet", ".pq"}
         kind = "application/vnd.apache.parquet" if is_parquet else "text/csv"
+        data = path.read_bytes()
         return self.upload(
-            dataset_id, path.read_bytes(), filename=path.name, content_type=kind, progress=progress
+            dataset_id,
+            data,
+            filename=path.name,
+            content_type=kind,
+            progress=progress,
+            encoding=encoding,
         )
+
+    def classification(self, dataset_id: str) -> dict[str, Any]:
+        """Each column's class, MIIT data domain and GB/T 43697-2024 level."""
+        return dict(self._call("GET", f"/v1/datasets/{dataset_id}/classification"))
+
+    def classify(
+        self, dataset_id: str, columns: dict[str, dict[str, str]], *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Set some columns' domain and level (enterprise)."""
+        body = {"columns": columns, "replace": replace}
+        return dict(self._call("PUT", f"/v1/datasets/{dataset_id}/classification", json=body))
+
+    def important_data(self, enterprise_id: str | None = None, fmt: str = "json") -> bytes:
+        """The catalogue of important data (重要数据目录) as JSON or XLSX bytes."""
+        params = {"format": fmt} | ({"enterprise_id": enterprise_id} if enterprise_id else {})
+        return self._download("/v1/important-data", params)
 
     def list_datasets(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/datasets"))

@@ -65,7 +65,7 @@ def schema_from_json(data: dict[str, Any]) -> DatasetSchema:
 
 
 def _problems_to_invalid(error: ingest.IngestError) -> InvalidRequest:
-    invalid = InvalidRequest(str(error))
+    invalid = InvalidRequest(error.args[0])  # a Msg: read in the caller's language
     invalid.problems = [  # type: ignore[attr-defined]
         {"column": p.column, "row": p.row, "expected": p.expected} for p in error.problems
     ]
@@ -101,6 +101,7 @@ def create_dataset(
         raise InvalidRequest(
             Msg("name must be 1-200 printable characters, without control characters, / or \\")
         )
+    schema = ingest.normalised_schema(schema)  # names stored and compared in NFC
     try:
         ingest.validate_schema(schema)
     except ingest.IngestError as exc:
@@ -174,8 +175,10 @@ def upload_version(
     *,
     content_type: str | None = None,
     filename: str | None = None,
+    encoding: str | None = None,
 ) -> DatasetVersion:
-    """Validate ``data`` against the declaration and store it encrypted as the next version."""
+    """Validate ``data`` against the declaration and store it encrypted as the next version
+    (a CSV's ``encoding`` detected unless named: ``sandbox.ingest_text``)."""
     require_role(enterprise, Role.ENTERPRISE)
     assert enterprise.slug is not None
     with veil.db.transaction() as session:
@@ -195,7 +198,8 @@ def upload_version(
     )
     try:
         fmt = ingest.detect_format(data, content_type, filename)
-        checked = ingest.encode_upload(data, fmt, schema, limits)
+        encoding = encoding or ingest.charset(content_type)  # text/csv; charset=gbk
+        checked = ingest.encode_upload(data, fmt, schema, limits, encoding=encoding)
     except ingest.IngestError as exc:
         raise _problems_to_invalid(exc) from None
     row_count = checked.rows

@@ -8,7 +8,6 @@ exceptions are never passed on, as their texts quote data: they become generic p
 
 from __future__ import annotations
 
-import codecs
 import csv
 import enum
 import io
@@ -18,18 +17,21 @@ from typing import Protocol, TypeVar
 
 import polars as pl
 
+from analytics.column_names import is_column_name, normalise
 from analytics.schema import ColumnType, DatasetSchema
+from i18n import Msg
 from sandbox.ingest_schema import (
-    COLUMN_NAME,
     PARSER_ERRORS,
     IngestError,
     IngestLimits,
     Problem,
     fail,
     guarded,
+    normalised_schema,
     quote,
     validate_schema,
 )
+from sandbox.ingest_text import ENCODINGS, charset, record_problems, to_utf8
 from sandbox.ingest_values import (
     Problems,
     conversions,
@@ -42,13 +44,16 @@ from sandbox.ingest_values import (
 )
 
 __all__ = [
+    "ENCODINGS",
     "EncodedUpload",
     "FileFormat",
     "IngestError",
     "IngestLimits",
     "Problem",
+    "charset",
     "detect_format",
     "encode_upload",
+    "normalised_schema",
     "read_upload",
     "validate_schema",
 ]
@@ -84,10 +89,12 @@ def detect_format(data: bytes, content_type: str | None, filename: str | None) -
     mime = (content_type or "").split(";")[0].strip().lower()
     says_parquet = mime in _PARQUET_TYPES
     if not (says_parquet or mime in _CSV_TYPES or mime in _SAYS_NOTHING):
-        raise fail(f"a CSV or Parquet file (content type {quote(mime)} is not supported)")
+        raise fail(
+            Msg("a CSV or Parquet file (content type {type} is not supported)", type=quote(mime))
+        )
     is_parquet = data[:4] == _PARQUET_MAGIC
     if not is_parquet and (says_parquet or (filename or "").lower().endswith((".parquet", ".pq"))):
-        raise fail("a Parquet file (it does not start with PAR1)")
+        raise fail(Msg("a Parquet file (it does not start with PAR1)"))
     return FileFormat.PARQUET if is_parquet else FileFormat.CSV
 
 
@@ -124,13 +131,16 @@ def read_upload(
     fmt: FileFormat,
     schema: DatasetSchema,
     limits: IngestLimits = _DEFAULT_LIMITS,
+    *,
+    encoding: str | None = None,
 ) -> pl.DataFrame:
     """Parse ``data`` and check it against ``schema``; raise ``IngestError`` if anything is wrong.
 
     Returns the declared columns, in declared order, typed Int64, Float64,
-    String or Boolean.  Row numbers in problems are 1-based data rows.
+    String or Boolean.  Row numbers in problems are 1-based data rows.  A CSV's
+    ``encoding`` (one of ``ENCODINGS``) is detected when None (``ingest_text``).
     """
-    return _checked(data, fmt, schema, limits, _FrameOutput)
+    return _checked(data, fmt, schema, limits, _FrameOutput, encoding)
 
 
 def encode_upload(
@@ -138,12 +148,14 @@ def encode_upload(
     fmt: FileFormat,
     schema: DatasetSchema,
     limits: IngestLimits = _DEFAULT_LIMITS,
+    *,
+    encoding: str | None = None,
 ) -> EncodedUpload:
     """``read_upload``, written as Parquet in memory without ever holding the whole table.
 
     The checks and their problems are exactly those of ``read_upload``.
     """
-    return _checked(data, fmt, schema, limits, _ParquetOutput)
+    return _checked(data, fmt, schema, limits, _ParquetOutput, encoding)
 
 
 class _Output(Protocol[_T_co]):
@@ -179,15 +191,26 @@ def _checked(
     schema: DatasetSchema,
     limits: IngestLimits,
     output: Callable[[], _Output[_T]],
+    encoding: str | None = None,
 ) -> _T:
     """Check the upload and write its rows to a fresh ``output()`` (a new one for each pass)."""
     validate_schema(schema)
     if len(data) > limits.max_bytes:
-        limit = f"{limits.max_bytes} bytes, the setting VEIL_MAX_UPLOAD_BYTES"
-        raise fail(f"at most {limit} (this file has {len(data)})")
+        raise fail(
+            Msg(
+                "at most {limit} bytes, the setting VEIL_MAX_UPLOAD_BYTES (this file has {size})",
+                limit=limits.max_bytes,
+                size=len(data),
+            )
+        )
     if FileFormat(fmt) is FileFormat.PARQUET:
         return _checked_parquet(data, schema, limits, output)
+    data = to_utf8(data, encoding)
     names = _csv_header(data, schema, limits)
+    # A short record reads as empty values: where they are allowed, check records first.
+    checked_records = any(s.nullable for s in schema.columns)
+    if checked_records:
+        _require_records(data, len(names), limits)
     scan = _scan_csv(data, names, schema, limits, typed=True)
     converts = [fast_convert(pl.col(s.name), s) for s in schema.columns]
     columns = enumerate(schema.columns)
@@ -195,6 +218,8 @@ def _checked(
     fast = _fast(scan, schema, limits, output(), converts, good, blank_is_doubt=True)
     if fast is not None:
         return fast
+    if not checked_records:
+        _require_records(data, len(names), limits)
     scan = _scan_csv(data, names, schema, limits, typed=False)
     return _exact(scan, schema, limits, output(), _BAD_CSV, blank=True)
 
@@ -203,7 +228,7 @@ def _checked_parquet(
     data: bytes, schema: DatasetSchema, limits: IngestLimits, output: Callable[[], _Output[_T]]
 ) -> _T:
     """Parquet: its own types, no blank lines; the fast pass runs the exact pass's checks."""
-    expected = "a readable Parquet file"
+    expected = Msg("a readable Parquet file")
     names = guarded(lambda: list(pl.read_parquet_schema(io.BytesIO(data))), expected)
     _check_columns(names, schema, limits)
     scan = pl.scan_parquet(io.BytesIO(data), n_rows=limits.max_rows + 1).select(schema.names)
@@ -217,23 +242,29 @@ def _checked_parquet(
     return _exact(scan, schema, limits, output(), expected, blank=False)
 
 
-_BAD_CSV = 'a well-formed CSV file: comma-separated, quoted with ", one record per row'
+_BAD_CSV = Msg('a well-formed CSV file: comma-separated, quoted with ", one record per row')
 
 
 def _csv_header(data: bytes, schema: DatasetSchema, limits: IngestLimits) -> list[str]:
-    """The CSV's column names, once it is known to be UTF-8 naming the declared columns."""
-    _require_utf8(data)
+    """The CSV's column names (NFC), once it is known to name the declared columns."""
     # The header is within the first MiB (500 names of 64 characters need far less); the csv
     # module parses just that, while polars would scan the whole file, and would rename
     # duplicate names where we want to report them.  The cut may split a character: ignore it.
     text = data[: 1 << 20].decode("utf-8-sig", errors="ignore")
-    expected = "a CSV file with a header row"
+    expected = Msg("a CSV file with a header row")
     header = guarded(lambda: next(csv.reader(io.StringIO(text)), None), expected)
     if not header:
         raise fail(expected)
-    names = [name.strip() for name in header]  # tolerate "a, b" headers
+    names = [normalise(name.strip()) for name in header]  # tolerate "a, b" headers
     _check_columns(names, schema, limits)
     return names
+
+
+def _require_records(data: bytes, width: int, limits: IngestLimits) -> None:
+    """Raise ``IngestError`` naming the row of each record that is not ``width`` fields."""
+    problems, total = record_problems(data, width, limits.max_problems)
+    if problems:
+        raise IngestError(problems, total)
 
 
 def _scan_csv(
@@ -251,42 +282,39 @@ def _scan_csv(
     ).select(schema.names)
 
 
-def _require_utf8(data: bytes) -> None:
-    """Check UTF-8 in chunks, so a large upload is not copied into one big str."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    view = memoryview(data)
-    chunk = 1 << 20
-    try:
-        for start in range(0, len(view) + 1, chunk):
-            decoder.decode(view[start : start + chunk], final=start + chunk > len(view))
-    except UnicodeDecodeError:
-        failure = fail("UTF-8 text (save the CSV as UTF-8)")
-    else:
-        return
-    raise failure  # outside the handler: the decoder's message names the offending byte
-
-
 def _check_columns(names: Sequence[str], schema: DatasetSchema, limits: IngestLimits) -> None:
     """The file's columns must be exactly the declared ones, in any order."""
     if len(names) > limits.max_columns:
-        raise fail(f"at most {limits.max_columns} columns")
+        raise fail(Msg("at most {limit} columns", limit=limits.max_columns))
     declared = set(schema.names)
     # A file without a header row makes its first data row look like a header: then
     # no declared name matches, and its "names" are data that we must not echo.
     is_header = bool(declared & set(names))
     problems = [
-        Problem(n, None, f"a column named {n!r} (declared)") for n in schema.names if n not in names
+        Problem(n, None, Msg("a column named {name} (declared)", name=repr(n)))
+        for n in schema.names
+        if n not in names
     ]
     if not is_header:
-        problems.insert(0, Problem(None, None, "a header row naming the declared columns"))
+        problems.insert(0, Problem(None, None, Msg("a header row naming the declared columns")))
     seen: set[str] = set()
     for position, name in enumerate(names if is_header else (), start=1):
-        safe = COLUMN_NAME.fullmatch(name) is not None
-        label, where = (name, "") if safe else (None, f" (header field {position})")
+        safe = is_column_name(name)
+        label = name if safe else None
         if name in seen:
-            problems.append(Problem(label, None, f"each column named once{where}"))
+            once = (
+                Msg("each column named once")
+                if safe
+                else Msg("each column named once (header field {position})", position=position)
+            )
+            problems.append(Problem(label, None, once))
         elif name not in declared:
-            problems.append(Problem(label, None, f"no undeclared columns{where}"))
+            undeclared = (
+                Msg("no undeclared columns")
+                if safe
+                else Msg("no undeclared columns (header field {position})", position=position)
+            )
+            problems.append(Problem(label, None, undeclared))
         seen.add(name)
     if problems:
         raise IngestError(problems[: limits.max_problems], len(problems))

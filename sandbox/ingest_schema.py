@@ -7,17 +7,18 @@ exceptions are never passed on, as their texts quote data: they become generic p
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard, TypeVar
 
 import polars as pl
 
+from analytics.column_names import column_name_problem, normalise
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
+from i18n import Msg
 
-COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_CATEGORIES = 1000
 _MAX_ROWS_PER_ID = 1000
 _INT64 = 2**63 - 1
@@ -37,10 +38,25 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
-        where = [f"column {self.column!r}"] if self.column is not None else []
-        where += [f"row {self.row}"] if self.row is not None else []
-        prefix = f"{', '.join(where)}: " if where else ""
-        return f"{prefix}expected {self.expected}"
+        return self.message()
+
+    def message(self) -> Msg:
+        """The problem as a sentence that can be translated (``expected`` too, if a Msg)."""
+        column, row, expected = self.column, self.row, self.expected
+        if column is not None and row is not None:
+            return Msg(
+                "column {column}, row {row}: expected {expected}",
+                column=repr(column),
+                row=row,
+                expected=expected,
+            )
+        if column is not None:
+            return Msg(
+                "column {column}: expected {expected}", column=repr(column), expected=expected
+            )
+        if row is not None:
+            return Msg("row {row}: expected {expected}", row=row, expected=expected)
+        return Msg("expected {expected}", expected=expected)
 
 
 class IngestError(ValueError):
@@ -56,11 +72,18 @@ class IngestError(ValueError):
     def __init__(self, problems: Sequence[Problem], total: int | None = None) -> None:
         self.problems = tuple(problems)
         self.total = max(total or 0, len(self.problems))
-        lines = [f"  - {p}" for p in self.problems[:_SHOWN_PROBLEMS]]
+        lines = [Msg("  - {problem}", problem=p.message()) for p in self.problems[:_SHOWN_PROBLEMS]]
         if self.total > _SHOWN_PROBLEMS:
-            lines.append(f"  ... and {self.total - _SHOWN_PROBLEMS} more")
-        noun = "problem" if self.total == 1 else "problems"
-        super().__init__("\n".join([f"{self.total} {noun}:", *lines]))
+            lines.append(Msg("  ... and {count} more", count=self.total - _SHOWN_PROBLEMS))
+        heading = Msg("1 problem:") if self.total == 1 else Msg("{n} problems:", n=self.total)
+        super().__init__(_lines(heading, *lines))
+
+
+def _lines(first: Msg, *rest: Msg) -> Msg:
+    """Lines as one message, each translated on its own (a Msg's Msg parameters are)."""
+    if not rest:
+        return first
+    return Msg("{first}\n{rest}", first=first, rest=_lines(*rest))
 
 
 @dataclass(frozen=True)
@@ -99,15 +122,29 @@ def guarded(step: Callable[[], _T], expected: str) -> _T:
 # --- The declaration ---------------------------------------------------------------
 
 
+def normalised_schema(schema: DatasetSchema) -> DatasetSchema:
+    """``schema`` with its column names (and privacy-unit id) in NFC, the form names are
+    stored and compared in; names that are not text are left for ``validate_schema``."""
+
+    def nfc(name: str) -> str:
+        return normalise(name) if isinstance(name, str) else name
+
+    columns = tuple(dataclasses.replace(c, name=nfc(c.name)) for c in schema.columns)
+    unit = dataclasses.replace(
+        schema.privacy_unit, id_column=nfc(schema.privacy_unit.id_column or "") or None
+    )
+    return DatasetSchema(columns, unit)
+
+
 def validate_schema(schema: DatasetSchema) -> None:
     """Raise ``IngestError`` listing everything wrong with a dataset declaration."""
     if not schema.columns:
-        raise fail("at least one declared column")
+        raise fail(Msg("at least one declared column"))
     problems: list[Problem] = []
     seen: set[str] = set()
     for spec in schema.columns:
         if spec.name in seen:
-            problems.append(Problem(spec.name, None, "a unique column name"))
+            problems.append(Problem(spec.name, None, Msg("a unique column name")))
         seen.add(spec.name)
         problems += _column_problems(spec)
     problems += _privacy_unit_problems(schema)
@@ -116,25 +153,31 @@ def validate_schema(schema: DatasetSchema) -> None:
 
 
 def _column_problems(spec: ColumnSpec) -> list[Problem]:
-    if not isinstance(spec.name, str) or not COLUMN_NAME.fullmatch(spec.name):
+    problem = column_name_problem(spec.name)
+    if problem is not None or spec.name != normalise(spec.name):
         shown = quote(spec.name)[1:-1]  # a name, not data, but it may be any length
-        rule = "1 to 64 letters, digits or underscores, not starting with a digit"
-        return [Problem(shown, None, f"a column name of {rule}")]
+        return [Problem(shown, None, problem or Msg("a column name in Unicode NFC form"))]
     problems = []
     lower, upper = spec.lower, spec.upper
     if spec.is_numeric:
         if not (_finite(lower) and _finite(upper) and lower < upper):
-            problems.append(Problem(spec.name, None, "finite bounds with lower < upper"))
+            problems.append(Problem(spec.name, None, Msg("finite bounds with lower < upper")))
         elif spec.type is ColumnType.INTEGER and not -_INT64 <= lower <= upper <= _INT64:
             # The values are 64-bit integers, and so must the DP library's bounds be.
-            problems.append(Problem(spec.name, None, f"bounds from -{_INT64} to {_INT64}"))
+            problems.append(
+                Problem(spec.name, None, Msg("bounds from -{limit} to {limit}", limit=_INT64))
+            )
     elif (lower, upper) != (None, None):
-        problems.append(Problem(spec.name, None, "no bounds (only numeric columns have them)"))
+        problems.append(Problem(spec.name, None, Msg("no bounds (only numeric columns have them)")))
     if spec.categories is not None and spec.type is not ColumnType.STRING:
-        problems.append(Problem(spec.name, None, "no categories (only string columns have them)"))
+        problems.append(
+            Problem(spec.name, None, Msg("no categories (only string columns have them)"))
+        )
     # Public strings need categories (their public group keys); other strings may have them.
     elif spec.categories is not None or spec.column_class is ColumnClass.PUBLIC:
-        need = f"declared categories: 1 to {_MAX_CATEGORIES} distinct non-empty strings"
+        need = Msg(
+            "declared categories: 1 to {limit} distinct non-empty strings", limit=_MAX_CATEGORIES
+        )
         bad = spec.type is ColumnType.STRING and not _good_categories(spec.categories)
         problems += [Problem(spec.name, None, need)] if bad else []
     return problems
@@ -160,16 +203,22 @@ def _privacy_unit_problems(schema: DatasetSchema) -> list[Problem]:
     unit = schema.privacy_unit
     per_id = unit.max_rows_per_id
     if unit.id_column is None:
-        return [] if per_id == 1 else [Problem(None, None, "max_rows_per_id 1 with no id column")]
+        return (
+            [] if per_id == 1 else [Problem(None, None, Msg("max_rows_per_id 1 with no id column"))]
+        )
     name = unit.id_column
     if name not in schema.names:
-        return [Problem(quote(name)[1:-1], None, "a declared column as privacy-unit id")]
+        return [Problem(quote(name)[1:-1], None, Msg("a declared column as privacy-unit id"))]
     problems = []
     spec = schema.column(name)
     if spec.type is ColumnType.FLOAT:
-        problems.append(Problem(name, None, "an id column that is not float"))
+        problems.append(Problem(name, None, Msg("an id column that is not float")))
     if spec.nullable:  # a row with no id belongs to no protected individual
-        problems.append(Problem(name, None, "an id column that is not nullable"))
+        problems.append(Problem(name, None, Msg("an id column that is not nullable")))
     if type(per_id) is not int or not 1 <= per_id <= _MAX_ROWS_PER_ID:
-        problems.append(Problem(name, None, f"max_rows_per_id between 1 and {_MAX_ROWS_PER_ID}"))
+        problems.append(
+            Problem(
+                name, None, Msg("max_rows_per_id between 1 and {limit}", limit=_MAX_ROWS_PER_ID)
+            )
+        )
     return problems

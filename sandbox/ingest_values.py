@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
+from i18n import Msg
 from sandbox.ingest_schema import IngestError, IngestLimits, Problem, fail, guarded, quote
 
 _ROW = "#row"  # not a valid declared name, so it cannot collide with a column
@@ -73,13 +74,13 @@ class Problems:
         batch = batch.with_row_index(_ROW, offset=self.rows + 1)
         self.rows += batch.height
         if self.rows > self.limits.max_rows:
-            raise fail(f"at most {self.limits.max_rows} data rows")
+            raise fail(Msg("at most {limit} data rows", limit=self.limits.max_rows))
         if self.skip_blank:
             batch = batch.filter(~pl.all_horizontal(pl.exclude(_ROW).is_null()))
         self.kept += batch.height
         if self.unsupported or batch.height == 0:
             return  # only counting rows, so that a row limit or an empty file is reported first
-        expected = "values that can be checked"
+        expected = Msg("values that can be checked")
         typed = guarded(lambda: batch.with_columns(self.converts), expected)
         budget = self.limits.max_problems
         self._add(*guarded(lambda: _find(typed, self.checks, budget), expected))
@@ -89,7 +90,7 @@ class Problems:
     def raise_any(self) -> None:
         """Raise ``IngestError`` if anything is wrong, the first problems in row order."""
         if self.kept == 0:
-            raise fail("at least one data row")
+            raise fail(Msg("at least one data row"))
         if self.unsupported:
             raise IngestError(self.unsupported)
         if self.id_column is not None:  # rows per id: across all the batches
@@ -97,7 +98,8 @@ class Problems:
             checks = _privacy_unit_checks(ids, self.schema)
             budget, first = self.limits.max_problems, len(self.checks)
             found = guarded(
-                lambda: _find(ids, checks, budget, first_check=first), "values that can be checked"
+                lambda: _find(ids, checks, budget, first_check=first),
+                Msg("values that can be checked"),
             )
             self._add(*found)
         if self.total:
@@ -124,13 +126,17 @@ class Check:
     def problem(self, row: int, value: object) -> Problem:
         if self.shown is None or value is None:
             return Problem(self.column, row, self.expected)
-        return Problem(self.column, row, f"{self.expected}, not {quote(value)}")
+        return Problem(
+            self.column,
+            row,
+            Msg("{expected}, not {value}", expected=self.expected, value=quote(value)),
+        )
 
 
 _TYPE_EXPECTED = {
-    ColumnType.INTEGER: "an integer",
-    ColumnType.FLOAT: "a finite number",
-    ColumnType.BOOLEAN: "true/false, 1/0 or yes/no",
+    ColumnType.INTEGER: Msg("an integer"),
+    ColumnType.FLOAT: Msg("a finite number"),
+    ColumnType.BOOLEAN: Msg("true/false, 1/0 or yes/no"),
     ColumnType.STRING: "text",  # never fails: any text is a string
 }
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -220,16 +226,20 @@ def _column_checks(spec: ColumnSpec, index: int, source: pl.DataType) -> list[Ch
     blank = text if spec.type is ColumnType.STRING else text.str.strip_chars()
     empty = raw.is_null() if source.is_numeric() else raw.is_null() | (blank == "")
     shown = text if spec.column_class is ColumnClass.PUBLIC else None
-    checks = [] if spec.nullable else [Check(spec.name, "no empty values", empty)]
+    checks = [] if spec.nullable else [Check(spec.name, Msg("no empty values"), empty)]
     if spec.type is not ColumnType.STRING:  # any text is a string
         checks.append(Check(spec.name, _TYPE_EXPECTED[spec.type], ~empty & value.is_null(), shown))
     if spec.is_numeric and spec.lower is not None and spec.upper is not None:
         outside = (value < spec.lower) | (value > spec.upper)
-        between = f"a number between {_number(spec.lower)} and {_number(spec.upper)}"
+        between = Msg(
+            "a number between {lower} and {upper}",
+            lower=_number(spec.lower),
+            upper=_number(spec.upper),
+        )
         checks.append(Check(spec.name, between, outside, shown))
     if spec.categories is not None:
         other = value.is_not_null() & ~value.is_in(list(spec.categories))
-        checks.append(Check(spec.name, "one of the declared categories", other, shown))
+        checks.append(Check(spec.name, Msg("one of the declared categories"), other, shown))
     return checks
 
 
@@ -245,7 +255,9 @@ def _privacy_unit_checks(typed: pl.DataFrame, schema: DatasetSchema) -> list[Che
         return []
     # 0-based position of each row among its id's rows: equal to the limit on the first row past it.
     over_limit = ids.is_not_null() & (pl.int_range(pl.len()).over(ids) == unit.max_rows_per_id)
-    return [Check(unit.id_column, f"at most {unit.max_rows_per_id} rows per id", over_limit)]
+    return [
+        Check(unit.id_column, Msg("at most {n} rows per id", n=unit.max_rows_per_id), over_limit)
+    ]
 
 
 def _find(

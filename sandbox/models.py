@@ -40,6 +40,9 @@ class Dataset(Base):
     # Tier 2's cell-key secret, wrapped by the enterprise's key (sandbox.cell_secrets);
     # None until the first tier-2 job on the dataset.
     cellkey_wrapped: Mapped[str | None] = mapped_column(Text, default=None)
+    # National classification (sandbox.classification): per column the MIIT domain and the
+    # GB/T 43697 level the enterprise set; None until it sets one.
+    classification: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class DatasetVersion(Base):

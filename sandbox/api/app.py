@@ -17,6 +17,7 @@ from sandbox.api import (
     errors,
     routes_attention,
     routes_audit,
+    routes_classification,
     routes_code,
     routes_datasets,
     routes_grants,
@@ -109,6 +110,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_attention,
         routes_keyaudit,
         routes_receipts,
+        routes_classification,
     ):
         app.include_router(module.router)
 

@@ -217,8 +217,12 @@ async def upload_version(
     veil: VeilDep,
     caller: PrincipalDep,
     filename: str | None = None,
+    encoding: str | None = None,
 ) -> VersionOut:
-    """Upload the data as the raw body (CSV or Parquet); stored encrypted as a new version."""
+    """Upload the data as the raw body (CSV or Parquet); stored encrypted as a new version.
+
+    A CSV's ``encoding`` (utf-8, gb18030, gbk, utf-16, ...) is detected when not given:
+    UTF-8, UTF-16 with a BOM, or GB18030 Chinese text (``docs/datasets.md``)."""
     data = await _read_body(request, veil.settings.max_upload_bytes)
     version = await run_in_threadpool(
         datasets.upload_version,
@@ -228,5 +232,6 @@ async def upload_version(
         data,
         content_type=request.headers.get("content-type"),
         filename=filename,
+        encoding=encoding,
     )
     return _version_out(version, owner=True)

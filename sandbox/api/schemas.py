@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from analytics import column_names
 from analytics.schema import ColumnClass, ColumnType
 from i18n import Msg
 
@@ -49,7 +50,10 @@ COLUMN_NAME_LENGTH = 64
 ObjectId = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
 #: A purpose: a job's must be one of its grant's, and is stored with the job.
 Purpose = Annotated[str, Field(min_length=1, max_length=PURPOSE_LENGTH)]
-ColumnName = Annotated[str, Field(min_length=1, max_length=COLUMN_NAME_LENGTH)]
+#: A column a caller names: compared with the declared names in NFC (analytics.column_names).
+ColumnName = Annotated[
+    str, Field(min_length=1, max_length=COLUMN_NAME_LENGTH), AfterValidator(column_names.normalise)
+]
 
 
 class PrincipalOut(BaseModel):

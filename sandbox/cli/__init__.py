@@ -19,6 +19,7 @@ from i18n.catalog import gettext
 from sandbox.cli import (
     attention,
     audit_verify,
+    classification,
     errors,
     keyaudit,
     language,
@@ -33,6 +34,7 @@ from sandbox.datadir import restrict_umask
 _ = (
     attention,
     audit_verify,
+    classification,
     keyaudit,
     local,
     receipts,

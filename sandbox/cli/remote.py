@@ -126,7 +126,18 @@ def datasets_create(
 
 @datasets_app.command("upload")
 def datasets_upload(
-    dataset_id: str, file: Path, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+    dataset_id: str,
+    file: Path,
+    token: Token,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="The CSV's text encoding: utf-8, gb18030, gbk, utf-16, ... "
+            "(default: detected; see docs/datasets.md)."
+        ),
+    ] = None,
 ) -> None:
     """Upload a CSV or Parquet file as the dataset's next version (shows progress)."""
     size = file.stat().st_size  # a missing file is told before the progress bar starts
@@ -142,7 +153,10 @@ def datasets_upload(
     ):
         task = bar.add_task("upload", total=size)
         version = c.upload_file(
-            dataset_id, file, progress=lambda done, total: bar.update(task, completed=done)
+            dataset_id,
+            file,
+            progress=lambda done, total: bar.update(task, completed=done),
+            encoding=encoding,
         )
     title = Msg("stored encrypted as version {version}", version=version["version"])
     Output(as_json).record(title, version)

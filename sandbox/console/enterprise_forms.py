@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -76,6 +76,8 @@ class Declaration:
     schema: DatasetSchema
     epsilon_cap: float | None
     delta_cap: float | None
+    #: Per column the MIIT domain and GB/T 43697 level chosen (sandbox.classification).
+    classification: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def declaration(fields: Fields) -> Declaration:
@@ -105,7 +107,12 @@ def declaration(fields: Fields) -> Declaration:
     delta_cap = (
         parse_float(fields.one("delta_cap"), Msg("the δ cap")) if fields.one("delta_cap") else None
     )
-    return Declaration(name, schema, epsilon_cap, delta_cap)
+    national = {}
+    for i, column in enumerate(columns):
+        chosen = {k: fields.one(f"col-{i}-{k}") for k in ("domain", "level")}
+        if column is not None and any(chosen.values()):
+            national[column.name] = {k: v for k, v in chosen.items() if v}
+    return Declaration(name, schema, epsilon_cap, delta_cap, national)
 
 
 def _column(fields: Fields, i: int, problems: list[dict[str, Any]]) -> ColumnSpec | None:

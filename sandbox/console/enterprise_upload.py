@@ -4,7 +4,6 @@ detection of each column's type from a sample for the classification form."""
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -13,18 +12,18 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from analytics.column_names import normalise
 from analytics.schema import ColumnClass, ColumnType
 from i18n import Msg
 from i18n.catalog import translate
 from policies.errors import InvalidRequest
-from sandbox import ingest
-from sandbox.console.enterprise_forms import Fields, number
+from sandbox import ingest, ingest_suggest
+from sandbox.console.enterprise_forms import Fields
+from sandbox.ingest_text import to_text
 
 #: How much of a chosen file the page's script sends for detection (CSV; Parquet is sent whole).
 SAMPLE_BYTES: Final = 1 << 20
 _SAMPLE_ROWS: Final = 10_000
-#: A text column with at most this many distinct values (each repeated) looks like a category.
-_CATEGORY_LIMIT: Final = 50
 _MAX_FIELDS: Final = 5_000
 _BOOLEANS: Final = frozenset({"true", "false", "yes", "no"})
 MINUTE_FORMAT: Final = "%Y-%m-%dT%H:%M"
@@ -139,14 +138,15 @@ def _upload(parts: list[_Part]) -> Upload:
 
 @dataclass(frozen=True)
 class DetectedColumn:
-    """What the sample suggests for one column; the owner confirms or changes each part."""
+    """What the sample suggests for one column; the owner confirms or changes each part.
+
+    It holds no value of the data: no bounds, no categories (``sandbox.ingest_suggest``).
+    """
 
     name: str
     type: ColumnType
     suggested_class: ColumnClass
-    lower: str = ""
-    upper: str = ""
-    categories: str = ""
+    reason: str
     nullable: bool = False
 
 
@@ -172,13 +172,19 @@ def _rows(found: list[int]) -> dict[str, str]:
     return {"rows": ", ".join(map(str, found[:5])) + more}
 
 
-def detect_columns(sample: FilePart, partial: bool) -> list[DetectedColumn]:
-    """Each column of the sample with its type and suggested class, bounds and categories."""
+def detect_columns(
+    sample: FilePart, partial: bool, encoding: str | None = None
+) -> list[DetectedColumn]:
+    """Each column of the sample with its type and a suggested class (from its name)."""
     try:
         fmt = ingest.detect_format(sample.data, sample.content_type, sample.filename)
+        frame = (
+            _parquet(sample.data)
+            if fmt is ingest.FileFormat.PARQUET
+            else _csv(sample, partial, encoding)
+        )
     except ingest.IngestError as exc:
         raise invalid_upload(exc) from None
-    frame = _parquet(sample.data) if fmt is ingest.FileFormat.PARQUET else _csv(sample, partial)
     if frame.width == 0 or frame.height == 0:
         raise InvalidRequest(Msg("the file has no columns or no data rows to detect"))
     if frame.width > 500:
@@ -186,20 +192,15 @@ def detect_columns(sample: FilePart, partial: bool) -> list[DetectedColumn]:
     return [_detect(frame[name]) for name in frame.columns]
 
 
-def _csv(sample: FilePart, partial: bool) -> pl.DataFrame:
-    data = sample.data
-    if partial:  # the script sent the start of a larger file: drop its last, cut line
-        data = data[: data.rfind(b"\n") + 1]
+def _csv(sample: FilePart, partial: bool, encoding: str | None) -> pl.DataFrame:
+    text = to_text(sample.data, encoding, partial=partial)
     try:
-        text = data.decode("utf-8-sig")
         frame = pl.read_csv(io.StringIO(text), infer_schema=False, n_rows=_SAMPLE_ROWS)
-    except UnicodeDecodeError:
-        raise InvalidRequest(Msg("the file is not UTF-8 text: save the CSV as UTF-8")) from None
     except Exception:  # parser texts quote data: say only what is wrong
         raise InvalidRequest(
             Msg("the file is not a well-formed CSV file with a header row")
         ) from None
-    return frame.rename({old: old.strip() for old in frame.columns})
+    return frame.rename({old: normalise(old.strip()) for old in frame.columns})
 
 
 def _parquet(data: bytes) -> pl.DataFrame:
@@ -210,47 +211,33 @@ def _parquet(data: bytes) -> pl.DataFrame:
 
 
 def _detect(series: pl.Series) -> DetectedColumn:
+    """The column's type from its values; its class from its name and type only."""
     name, dtype = series.name, series.dtype
+    few = False
     if dtype.is_integer() or dtype.is_float() or dtype.is_decimal():
-        numbers = series.cast(pl.Float64).filter(series.cast(pl.Float64).is_finite())
         kind = ColumnType.INTEGER if dtype.is_integer() else ColumnType.FLOAT
-        return _numeric(name, kind, numbers, nullable=numbers.len() < series.len())
-    if dtype == pl.Boolean:
-        nullable = series.null_count() > 0
-        return DetectedColumn(name, ColumnType.BOOLEAN, ColumnClass.INTERNAL, nullable=nullable)
-    text = series.cast(pl.String, strict=False)
+        nullable = series.cast(pl.Float64).is_finite().fill_null(False).sum() < series.len()
+    elif dtype == pl.Boolean:
+        kind, nullable = ColumnType.BOOLEAN, series.null_count() > 0
+    else:
+        kind, nullable, few = _text_type(series.cast(pl.String, strict=False))
+    suggestion = ingest_suggest.suggest(name, kind, few_values=few)
+    return DetectedColumn(name, kind, suggestion.column_class, suggestion.reason, nullable)
+
+
+def _text_type(text: pl.Series) -> tuple[ColumnType, bool, bool]:
+    """A text column's type, whether it has empty values, and whether it has few values."""
     present = text.filter(text.is_not_null() & (text.str.strip_chars() != ""))
-    nullable = present.len() < series.len()
+    nullable = present.len() < text.len()
     stripped = present.str.strip_chars()
     if present.len() == 0:
-        return DetectedColumn(name, ColumnType.STRING, ColumnClass.CONFIDENTIAL, nullable=True)
+        return ColumnType.STRING, True, False
     for kind, cast in ((ColumnType.INTEGER, pl.Int64), (ColumnType.FLOAT, pl.Float64)):
         numbers = stripped.cast(cast, strict=False)
         if numbers.null_count() == 0 and numbers.cast(pl.Float64).is_finite().all():
-            return _numeric(name, kind, numbers.cast(pl.Float64), nullable)
+            return kind, nullable, False
     if stripped.str.to_lowercase().is_in(list(_BOOLEANS)).all():
-        return DetectedColumn(name, ColumnType.BOOLEAN, ColumnClass.INTERNAL, nullable=nullable)
-    distinct = present.unique().sort()
-    if distinct.len() <= _CATEGORY_LIMIT and distinct.len() * 2 <= present.len():
-        categories = ", ".join(str(v) for v in distinct)
-        return DetectedColumn(
-            name, ColumnType.STRING, ColumnClass.PUBLIC, categories=categories, nullable=nullable
-        )
-    return DetectedColumn(name, ColumnType.STRING, ColumnClass.CONFIDENTIAL, nullable=nullable)
-
-
-def _numeric(name: str, kind: ColumnType, numbers: pl.Series, nullable: bool) -> DetectedColumn:
-    if numbers.len() == 0:
-        return DetectedColumn(name, kind, ColumnClass.INTERNAL, nullable=True)
-    low, high = nice_bounds(float(numbers.min()), float(numbers.max()))  # type: ignore[arg-type]
-    return DetectedColumn(
-        name, kind, ColumnClass.INTERNAL, number(low), number(high), nullable=nullable
-    )
-
-
-def nice_bounds(low: float, high: float) -> tuple[float, float]:
-    """Round ``[low, high]`` outward to a step of a power of ten, so bounds look declared."""
-    span = high - low or abs(high) or 1.0
-    step = 10.0 ** math.floor(math.log10(span))
-    lower, upper = math.floor(low / step) * step, math.ceil(high / step) * step
-    return round(lower, 12), round(upper if upper > lower else lower + step, 12)
+        return ColumnType.BOOLEAN, nullable, False
+    distinct = present.n_unique()
+    few = distinct <= ingest_suggest.CATEGORY_LIMIT and distinct * 2 <= present.len()
+    return ColumnType.STRING, nullable, few

@@ -26,6 +26,7 @@ from policies.errors import InvalidRequest
 from policies.grants import Grant
 from sandbox.api.schemas import ID_LENGTH, PURPOSE_LENGTH, JobOut, ReleasedValueOut
 from sandbox.catalog import MOCK_TIER, CatalogEntry
+from sandbox.classification import ColumnClassification, columns_of
 from sandbox.console.charts import day_bars
 from sandbox.console.labels import LABELS
 from sandbox.console.render import number
@@ -93,6 +94,8 @@ class DatasetView:
     budgets: list[BudgetView]
     mock: bool
     queryable: bool
+    #: Each column's national classification (sandbox.classification), by name.
+    national: dict[str, ColumnClassification] = field(default_factory=dict)
 
 
 def _declared(spec: ColumnSpec) -> str:
@@ -126,6 +129,7 @@ def dataset_view(entry: CatalogEntry, grants: Sequence[Grant]) -> DatasetView:
         budgets=[BudgetView.of(g) for g in grants if g.id in entry.grant_ids],
         mock=MOCK_TIER in entry.tiers,
         queryable=PRIVATE_QUERY_TIER in entry.tiers,
+        national={c.name: c for c in columns_of(entry.dataset)},
     )
 
 

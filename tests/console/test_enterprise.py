@@ -19,7 +19,7 @@ from analytics.syft_code import source_sha256
 from policies.db import new_id
 from sandbox.api.routes_receipts import PAGE_POLICY
 from sandbox.core import Veil
-from sandbox.demo_data import production_log
+from sandbox.demo_data import DECLARATION, production_log
 from sandbox.models import CodeRequest, CodeStatus
 from sandbox.receipt_format import verify_receipt
 from tests.console.conftest import log_in, token_of
@@ -49,6 +49,17 @@ def card(page: Page, heading: str | re.Pattern[str]) -> Locator:
 
 def notice(page: Page) -> Locator:
     return page.locator("p.notice")
+
+
+def declare_bounds(form: Locator) -> None:
+    """Type each column's bounds and categories, as an owner must (none are suggested)."""
+    for column in DECLARATION["columns"]:
+        name = column["name"]
+        if "categories" in column:
+            form.get_by_label(f"Categories of {name}").fill(", ".join(column["categories"]))
+        if "lower" in column:
+            form.get_by_label(f"Lowest value of {name}").fill(str(column["lower"]))
+            form.get_by_label(f"Highest value of {name}").fill(str(column["upper"]))
 
 
 def upload_form(page: Page, url: str, csv: Path, name: str) -> Locator:
@@ -95,10 +106,14 @@ def test_enterprise_flow(page: Page, world: World, veil: Veil, tmp_path: Path) -
     form = upload_form(page, world.url, csv, "line-2-log")
     expect(form.get_by_role("group", name="temperature_c detected: float")).to_be_visible()
     expect(form.get_by_role("group", name="failure_24h detected: boolean")).to_be_visible()
+    # Classes come from names, the stricter when unknown; nothing is taken from the data.
     expect(form.get_by_label("Class of machine")).to_have_value("public")
-    expect(form.get_by_label("Categories of machine")).to_have_value(re.compile("press-01"))
-    expect(form.get_by_label("Lowest value of temperature_c")).to_have_value(re.compile(r"^\d+$"))
-    form.get_by_label("Class of recipe_p1").select_option("secret")
+    expect(form.get_by_label("Class of recipe_p1")).to_have_value("secret")
+    expect(form.get_by_label("Class of yield_pct")).to_have_value("confidential")
+    expect(form.get_by_label("Categories of machine")).to_have_value("")
+    expect(form.get_by_label("Lowest value of temperature_c")).to_have_value("")
+    declare_bounds(form)
+    form.get_by_label("Data domain of recipe_p1").select_option("production")
     for column in ("defects", "yield_pct", "failure_24h"):
         form.get_by_label(f"Class of {column}").select_option("confidential")
     shot(page, "upload")
@@ -114,6 +129,28 @@ def test_enterprise_flow(page: Page, world: World, veil: Veil, tmp_path: Path) -
     created = next(d for d in world.acme.list_datasets() if d["name"] == "line-2-log")
     classes = {c["name"]: c["class"] for c in created["columns"]}
     assert classes["recipe_p1"] == "secret" and classes["machine"] == "public"
+    national = {c["name"]: c for c in world.acme.classification(created["id"])["columns"]}
+    assert national["recipe_p1"]["domain"] == "production"
+    assert national["recipe_p1"]["level"] == "important"
+    # The national classification: yield marked important data, then the catalogue.
+    section = card(page, "line-2-log")
+    section.get_by_text("Data domain and level of line-2-log's columns").click()
+    section.get_by_label("Level of yield_pct").select_option("important")
+    section.get_by_label("Data domain of yield_pct").select_option("management")
+    section.get_by_role("button", name="Save the classification").click()
+    expect(notice(page)).to_contain_text("classification was saved")
+    section = card(page, "line-2-log")
+    section.get_by_text("Columns (9)").click()
+    expect(
+        section.get_by_role("row", name=re.compile("yield_pct.*管理数据域.*重要数据"))
+    ).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="download JSON").click()
+    listed = json.loads(Path(download.value.path()).read_text())
+    assert {(e["dataset"], e["column"]) for e in listed["entries"]} >= {
+        ("line-2-log", "recipe_p1"),
+        ("line-2-log", "yield_pct"),
+    }
     assert created["latest_version"]["version"] == 2
     assert created["latest_version"]["row_count"] == 300
 
@@ -190,6 +227,7 @@ def test_errors_are_shown_next_to_their_forms(page: Page, world: World, tmp_path
     csv = tmp_path / "log.csv"
     csv.write_bytes(production_log(200, seed=3))
     form = upload_form(page, world.url, csv, "too-narrow")
+    declare_bounds(form)
     form.get_by_label("Lowest value of temperature_c").fill("20")
     form.get_by_label("Highest value of temperature_c").fill("50")
     form.get_by_role("button", name="Upload dataset").click()

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 ALLOWED = {
     "API", "CSV", "JSON", "JSONL", "Parquet", "Polars", "Veil", "OpenDP", "OpenBao", "UTC", "SHA",
     "PEM", "UTF", "MiB", "Cookie", "SGD", "ID", "SQL", "URL",
+    "BOM", "GBK", "XLSX", "Excel", "MES",  # encodings, the catalogue's format, its sources
 }  # fmt: skip
 #: What the page walk does not read: data, code, text in another language (the switch's
 #: "English"), and the charts' SVG, whose own words are drawn by ``charts.py``.

@@ -224,7 +224,9 @@ def test_a_csv_header_alone_means_no_data_rows() -> None:
 
 def test_latin1_text_is_rejected_as_not_utf8() -> None:
     data = csv("1,30,37,day,1,café").decode().encode("latin-1")
-    assert problems(data) == (Problem(None, None, "UTF-8 text (save the CSV as UTF-8)"),)
+    (problem,) = problems(data)
+    assert problem.expected.startswith("UTF-8 text, or an encoding Veil can tell")
+    assert "--encoding gb18030" in problem.expected
 
 
 def test_malformed_files_are_one_generic_file_level_problem() -> None:

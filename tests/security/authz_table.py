@@ -163,6 +163,13 @@ POLICY: tuple[Endpoint, ...] = (
     row("POST", "/v1/datasets/{dataset_id}/versions", target="dataset", consumes=True,
         operator=403, officer=403, scoped=(403, 403), enterprise=(201, 404),
         provider=(403, 403), nogrant=403),
+    # National classification (docs/classification.md): read like the schema, set by the owner.
+    row("GET", "/v1/datasets/{dataset_id}/classification", target="dataset",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(200, 404), nogrant=404),
+    row("PUT", "/v1/datasets/{dataset_id}/classification", target="dataset",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(403, 403), nogrant=403),
     # -- grants: the enterprise grants; the provider reads those given to it --------------
     # Other: enterprise A granting enterprise B's dataset.
     row("POST", "/v1/grants", target="dataset",
@@ -270,6 +277,10 @@ POLICY: tuple[Endpoint, ...] = (
     # Other for an enterprise: naming another enterprise (documented as 403: an enterprise
     # is refused any enterprise_id but its own, whether it exists or not).
     row("GET", "/v1/receipts", target="receipt",
+        operator=200, officer=200, scoped=(200, 404), enterprise=(200, 403),
+        provider=(403, 403), nogrant=403),
+    # The catalogue of important data: as receipts (an enterprise naming another: 403).
+    row("GET", "/v1/important-data", target="tenant",
         operator=200, officer=200, scoped=(200, 404), enterprise=(200, 403),
         provider=(403, 403), nogrant=403),
 )  # fmt: skip

@@ -440,6 +440,10 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("POST", "/v1/principals/{principal_id}/tokens"): lambda t, _: {"json": {"ttl_days": 30}},
     ("POST", "/v1/tokens/{token_id}/revoke"): lambda t, _: {"json": REASON},
     ("POST", "/v1/tokens/{token_id}/rotate"): lambda t, _: {"json": {"ttl_days": 30}},
+    ("PUT", "/v1/datasets/{dataset_id}/classification"): lambda t, _: {
+        "json": {"columns": {"machine": {"domain": "production"}}}
+    },
+    ("GET", "/v1/important-data"): lambda t, tenant: {"params": {"enterprise_id": tenant}},
     ("GET", "/v1/receipts"): lambda t, provider: {
         "params": {"provider_id": provider, "enterprise_id": t.enterprise}
     },

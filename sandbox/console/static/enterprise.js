@@ -26,6 +26,11 @@ async function veilDetect(input) {
   const body = new FormData();
   body.append("sample", sample, file.name);
   body.append("partial", !whole && file.size > limit ? "1" : "0");
+  // A CSV's text encoding, when the owner chose one (else the server detects it).
+  const encoding = input.form && input.form.elements.namedItem("encoding");
+  if (encoding && encoding.value) {
+    body.append("encoding", encoding.value);
+  }
   status.textContent = veilText("reading");
   const ok = await veilFetchInto(input.dataset.detect, body, target);
   status.textContent = ok ? veilText("detected") : veilText("unreadable");
@@ -77,6 +82,10 @@ async function veilUpload(form) {
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("input[data-detect]").forEach((input) => {
     input.addEventListener("change", () => veilDetect(input));
+    const encoding = input.form && input.form.elements.namedItem("encoding");
+    if (encoding) {
+      encoding.addEventListener("change", () => veilDetect(input));
+    }
   });
   document.querySelectorAll("form[data-upload]").forEach((form) => {
     form.addEventListener("submit", (event) => {
