@@ -56,6 +56,7 @@ KINDS = {
     "grant": Msg("grant"),
     "code request": Msg("code request"),
     "receipt": Msg("receipt"),
+    "page": Msg("page"),
 }
 
 

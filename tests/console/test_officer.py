@@ -102,8 +102,9 @@ def page_to_older_events_and_back(page: Page) -> None:
     page.get_by_label("Outcome").select_option("ok")
     page.get_by_label("Per page").select_option("10")
     page.get_by_role("button", name="Search").click()
+    expect(page).to_have_url(re.compile(r"outcome=ok.*limit=10"))  # the new page, not the old
+    expect(page.get_by_role("table").get_by_role("row")).to_have_count(11)  # with the header
     first = seqs(page)
-    assert len(first) == 10
     page.get_by_role("link", name="Older events").click()
     expect(page).to_have_url(re.compile(rf"before_seq={first[-1]}"))
     older = seqs(page)
@@ -111,6 +112,7 @@ def page_to_older_events_and_back(page: Page) -> None:
     assert all(r[OUTCOME] == "ok" for r in event_rows(page))
     expect(page.get_by_label("Outcome")).to_have_value("ok")
     page.get_by_role("link", name="Newest events").click()
+    expect(page).not_to_have_url(re.compile(r"before_seq="))
     assert seqs(page) == first
 
 

@@ -47,6 +47,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "token_id": "tok_none",  # token routes show metadata only (tests/sandbox/test_tokens.py)
         "decision": "approve",
         "kind": "download",
+        "fmt": "json",
     }
     calls = []
     for route in create_app(veil.settings).routes:
