@@ -114,3 +114,25 @@ def test_every_relative_link_resolves(page: str) -> None:
 def test_the_anchor_of_a_chinese_heading_keeps_its_characters() -> None:
     assert slug("失败作业的预算何时退还") == "失败作业的预算何时退还"
     assert slug("Tier 3: private `queries`") == "tier-3-private-queries"
+
+
+WALKTHROUGH = re.compile(r"^```sh[ \t]+readme-walkthrough[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def walkthrough_commands(page: str) -> list[str]:
+    """The commands of a page's ``readme-walkthrough`` blocks, comments left out (they are
+    what is translated)."""
+    script = "\n".join(WALKTHROUGH.findall(read(page)))
+    lines = (re.sub(r"(^|\s+)#\s.*$", "", line).rstrip() for line in script.splitlines())
+    return [line for line in lines if line]
+
+
+@pytest.mark.parametrize("page", ["README.zh-CN.md", "docs/zh-CN/quick-start.md"])
+def test_the_chinese_walkthrough_runs_the_english_commands(page: str) -> None:
+    english = walkthrough_commands("README.md")
+    if not english:
+        pytest.skip("README.md has no readme-walkthrough blocks yet (wip/newcomer adds them)")
+    assert walkthrough_commands(page) == english, (
+        f"{page}: the commands of its readme-walkthrough blocks differ from README.md's, "
+        "which tests/sandbox/test_readme_walkthrough.py runs; copy them, translate comments only"
+    )
