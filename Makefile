@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	# Bytecode caches now, readable by all: Veil's processes write none (sandbox/datadir.py).
-	$(BIN)/python -m compileall -q sandbox policies analytics keys cluster i18n
+	$(BIN)/python -m compileall -q sandbox policies analytics keys cluster i18n node
 	touch $(STAMP)
 
 demo: system $(STAMP)

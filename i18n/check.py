@@ -20,7 +20,7 @@ from i18n.catalog import LANGUAGES, catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The code whose messages a reader can see.
-SOURCES = ("sandbox", "policies", "analytics", "keys", "i18n")
+SOURCES = ("sandbox", "policies", "analytics", "keys", "i18n", "node")
 KEYWORDS = DEFAULT_KEYWORDS | {"Msg": None, "N_": None, "_l": None}
 JINJA_OPTIONS = {"trimmed": "true", "extensions": "jinja2.ext.i18n"}
 

@@ -70,6 +70,8 @@ class Grant(Base):
     delta_spent: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Made on the enterprise's node: the grant as the node signed it ({document, signature}).
+    node_signed: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     def active_at(self, now: datetime) -> bool:
         return self.revoked_at is None and self.valid_from <= now < self.valid_until

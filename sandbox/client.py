@@ -109,6 +109,16 @@ class VeilClient:
     def create_enterprise(self, name: str, slug: str) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/enterprises", json={"name": name, "slug": slug}))
 
+    def create_node_enterprise(self, name: str, slug: str) -> dict[str, Any]:
+        """An enterprise whose data lives on its own node, with its one-time enrolment code."""
+        return dict(self._call("POST", "/v1/nodes", json={"name": name, "slug": slug}))
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/nodes"))
+
+    def new_enrolment_code(self, enterprise_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/nodes/{enterprise_id}/enrolment-code"))
+
     def list_enterprises(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/enterprises"))
 

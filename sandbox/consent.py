@@ -29,6 +29,7 @@ from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.datasets import owned_dataset, schema_from_json
 from sandbox.jobs import cancel_queued_jobs
+from sandbox.nodes.models import refuse_if_on_node
 from sandbox.tenants import require_reason, require_role
 
 
@@ -40,6 +41,7 @@ def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
     """Create a grant after checking the provider, the datasets (own) and the columns."""
     require_role(enterprise, Role.ENTERPRISE)
     with veil.db.transaction() as session:
+        refuse_if_on_node(session, enterprise.id)
         provider = session.get(Principal, terms.provider_id)
         if provider is None or provider.role != Role.PROVIDER:
             raise NotFound("provider", terms.provider_id)
@@ -71,6 +73,7 @@ def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
 
 
 def _own_grant(session: Any, enterprise: Principal, grant_id: str) -> Grant:
+    refuse_if_on_node(session, enterprise.id)  # the node's grants change on the node
     grant = visible_grant(session, grant_id, enterprise.id)
     if grant.enterprise_id != enterprise.id:
         raise NotFound("grant", grant_id)

@@ -30,6 +30,7 @@ from policies.principals import Principal, Role
 from sandbox import ingest
 from sandbox.core import Veil
 from sandbox.models import Dataset, DatasetVersion
+from sandbox.nodes.models import refuse_if_on_node
 from sandbox.objects import read_decrypted, write_encrypted
 from sandbox.tenants import require_role
 
@@ -96,6 +97,8 @@ def create_dataset(
 ) -> Dataset:
     """Declare a dataset; its privacy caps default to the platform settings."""
     require_role(enterprise, Role.ENTERPRISE)
+    with veil.db.read() as session:
+        refuse_if_on_node(session, enterprise.id)
     name = name.strip()
     if not (1 <= len(name) <= 200 and name.isprintable() and not _PATH_SEPARATORS & set(name)):
         raise InvalidRequest(
@@ -182,6 +185,7 @@ def upload_version(
     require_role(enterprise, Role.ENTERPRISE)
     assert enterprise.slug is not None
     with veil.db.transaction() as session:
+        refuse_if_on_node(session, enterprise.id)
         dataset = owned_dataset(session, enterprise, dataset_id)
         schema = schema_from_json(dataset.declaration)
         next_version = (

@@ -168,7 +168,13 @@ def _interrupted(
     dead = {lease.id for lease in leases if _dead(lease, oldest_alive)}
     alive = {lease.id for lease in leases} - dead
     running = session.execute(select(Job.id, Job.worker_id).where(Job.status == JobStatus.RUNNING))
-    return dead, [(job_id, worker) for job_id, worker in running if worker not in alive]
+    # A job running under a node's id (``node_...``) is the node's: it ends when the node
+    # answers, or expires with its grant, never by a worker lease.
+    return dead, [
+        (job_id, worker)
+        for job_id, worker in running
+        if worker not in alive and not (worker or "").startswith("node_")
+    ]
 
 
 def _requeue_or_fail(veil: Veil, job_id: str, worker: str | None) -> bool | None:

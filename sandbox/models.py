@@ -43,6 +43,9 @@ class Dataset(Base):
     # National classification (sandbox.classification): per column the MIIT domain and the
     # GB/T 43697 level the enterprise set; None until it sets one.
     classification: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Held on the enterprise's own node (``sandbox.nodes``): the control plane keeps the
+    # declaration and the public row count only, never a data byte or a key.
+    node_id: Mapped[str | None] = mapped_column(String(40), default=None)
 
 
 class DatasetVersion(Base):
@@ -117,6 +120,8 @@ class Job(Base):
     # claim, before any plaintext existed; never cleared).  Unset: the job read no data,
     # and a failure gives its debit back (``sandbox.refunds``).
     data_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Run by an enterprise node: its release as the node signed it (``sandbox.nodes``).
+    node_release: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class CodeStatus(enum.StrEnum):

@@ -49,6 +49,10 @@ from sandbox.suspension import fail_jobs_of_suspended
 
 log = logging.getLogger(__name__)
 
+# Jobs on datasets held on an enterprise's node are that node's to run (``sandbox.nodes``):
+# the control plane has neither their data nor a key to it.
+_ON_NODES = select(Dataset.id).where(Dataset.node_id.is_not(None))
+
 
 def claim_next_job(veil: Veil) -> str | None:
     """Atomically move the oldest queued job to running for this worker; return its id.
@@ -60,7 +64,11 @@ def claim_next_job(veil: Veil) -> str | None:
         fail_jobs_of_suspended(session, veil.clock())
         # PostgreSQL: another worker's claim in flight is skipped, not waited for (SQLite
         # ignores the clause; its writers take turns anyway).
-        oldest = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+        oldest = (
+            select(Job.id)
+            .where(Job.status == JobStatus.QUEUED, Job.dataset_id.not_in(_ON_NODES))
+            .order_by(Job.created_at)
+        )
         job_id = session.scalar(oldest.limit(1).with_for_update(skip_locked=True))
         if job_id is None:
             return None
@@ -78,7 +86,7 @@ def claim_job(veil: Veil, job_id: str) -> bool:
 def _claim(veil: Veil, session: Session, job_id: str) -> bool:
     claimed = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.dataset_id.not_in(_ON_NODES))
         .values(
             status=JobStatus.RUNNING,
             # A job queued again after its worker died keeps its first start: the key

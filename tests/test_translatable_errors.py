@@ -25,7 +25,7 @@ import sandbox.receipt_format
 ROOT = Path(__file__).resolve().parent.parent
 #: The code whose error messages users read. The console, the CLI and ingestion are
 #: checked by their own owners' tests.
-PACKAGES = ("sandbox", "policies", "analytics", "keys")
+PACKAGES = ("sandbox", "policies", "analytics", "keys", "node")
 EXCLUDED = ("sandbox/console/", "sandbox/cli/", "sandbox/ingest")
 
 

@@ -23,6 +23,7 @@ from sandbox.api import (
     routes_grants,
     routes_jobs,
     routes_keyaudit,
+    routes_nodes,
     routes_principals,
     routes_receipts,
     routes_tokens,
@@ -111,6 +112,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_keyaudit,
         routes_receipts,
         routes_classification,
+        routes_nodes,
     ):
         app.include_router(module.router)
 

@@ -48,10 +48,25 @@ def enterprises_create(
     slug: Annotated[str, typer.Option(help="e.g. acme-metal")],
     token: Token,
     url: Url = DEFAULT_URL,
+    on_node: Annotated[
+        bool,
+        typer.Option(
+            "--on-node",
+            help="Its data and keys live on its own node (`veil node init --enrol CODE` "
+            "there); prints the one-time enrolment code.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create an enterprise; its key-server namespace and key are provisioned."""
+    """Create an enterprise; its key-server namespace and key are provisioned (here, or on
+    its own node with --on-node)."""
     with connect(url, token) as c:
+        if on_node:
+            made = c.create_node_enterprise(name, slug)
+            record = {**made["enterprise"], "node_id": made["node"]["id"],
+                      "enrolment_code": made["enrolment_code"]}  # fmt: skip
+            Output(as_json).record("enterprise created", record)
+            return
         Output(as_json).record("enterprise created", c.create_enterprise(name, slug))
 
 

@@ -1,0 +1,108 @@
+"""The node's link to the control plane: one thread, outbound only.
+
+Each round: publish what changed (catalog, grants) and mirror the providers; take the jobs
+waiting on this node's datasets (each decided here again, ``node.jobs``); sign the answers
+of the jobs that ended; send every answer not yet acknowledged.  When the control plane
+cannot be reached the node keeps its data and answers, serves nothing to anyone, and
+tries again later (doubling the wait up to ``max_backoff_s``); nothing is lost: an answer
+stays in ``node_jobs`` until the control plane acknowledges it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from node import jobs
+from node.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
+from node.publish import Publisher
+from sandbox.core import Veil
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundReport:
+    published: int = 0
+    taken: int = 0
+    answered: int = 0
+    delivered: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class NodeLink:
+    """Publishes, pulls jobs and returns answers, in rounds (``run_round`` or the thread)."""
+
+    def __init__(
+        self,
+        veil: Veil,
+        control: ControlPlane,
+        node_id: str,
+        enterprise_id: str,
+        *,
+        poll_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        jobs_per_round: int = 8,
+    ) -> None:
+        self.veil, self.control = veil, control
+        self.node_id, self.enterprise_id = node_id, enterprise_id
+        self.publisher = Publisher(veil, control, node_id)
+        self.poll_s, self.max_backoff_s, self.jobs_per_round = poll_s, max_backoff_s, jobs_per_round
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = False
+
+    def run_round(self) -> RoundReport:
+        """One round; raises ControlPlaneUnavailable when the control plane is away."""
+        report = RoundReport()
+        report.published = self.publisher.sync()
+        for _ in range(self.jobs_per_round):
+            job = self.control.call("POST", "/node/v1/jobs/claim")
+            if job is None:
+                break
+            jobs.take(self.veil, self.node_id, self.enterprise_id, job)
+            report.taken += 1
+        report.answered = jobs.answer_finished(self.veil, self.node_id)
+        for control_id, answer in jobs.undelivered(self.veil):
+            verb = "release" if answer.get("kind") == "release" else "fail"
+            path = f"/node/v1/jobs/{control_id}/{verb}"
+            try:
+                self.control.call("POST", path, answer)
+            except ControlPlaneRefused as exc:
+                if exc.status >= 500:
+                    raise
+                # The control plane will never take it (e.g. the job was cancelled there
+                # meanwhile): kept here, in node_jobs and the audit chain; not sent again.
+                report.errors.append(f"{control_id}: {exc.code}")
+            jobs.delivered(self.veil, control_id)
+            report.delivered += 1
+        return report
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="veil-node-link", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        wait = self.poll_s
+        while not self._stop.is_set():
+            try:
+                report = self.run_round()
+            except ControlPlaneUnavailable as exc:
+                if self.connected:
+                    log.warning("control plane unreachable (%s): retrying", exc)
+                self.connected = False
+                wait = min(max(wait * 2, self.poll_s), self.max_backoff_s)
+            except Exception:
+                log.exception("node link round failed")
+                wait = min(max(wait * 2, self.poll_s), self.max_backoff_s)
+            else:
+                self.connected, wait = True, self.poll_s
+                if report.taken or report.answered:
+                    continue  # more may be waiting: no pause
+            self._stop.wait(wait)

@@ -1,0 +1,128 @@
+"""What the node tells the control plane: its catalog (declarations and public row counts,
+never data) and its grants (signed by the node's key server), and the provider directory
+it takes back.  Each is sent when it changed since it was last sent."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+
+from keys.node_auth import canonical_json
+from node.client import ControlPlane
+from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.principals import Principal, Role, Status
+from sandbox.core import Veil
+from sandbox.datasets import rounded_count
+from sandbox.models import Dataset, DatasetVersion
+
+
+def sign(veil: Veil, node_id: str, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (naming this node) and its signature by the node's key server."""
+    document = {**document, "node_id": node_id}
+    return {"document": document, "signature": veil.keys.sign(canonical_json(document)).to_text()}
+
+
+def dataset_document(dataset: Dataset, versions: list[DatasetVersion]) -> dict[str, Any]:
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "declaration": dataset.declaration,
+        "classification": dataset.classification,
+        "epsilon_cap": dataset.epsilon_cap / EPSILON_UNIT,
+        "delta_cap": dataset.delta_cap / DELTA_UNIT,
+        "versions": [
+            {
+                "version": v.version,
+                "rows_public": rounded_count(v.row_count),  # never the exact count
+                "created_at": v.created_at.isoformat(),
+            }
+            for v in versions
+        ],
+    }
+
+
+def grant_document(grant: Grant) -> dict[str, Any]:
+    return {
+        "kind": "grant",
+        "id": grant.id,
+        "enterprise_id": grant.enterprise_id,
+        "provider_id": grant.provider_id,
+        "dataset_ids": list(grant.dataset_ids),
+        "columns": list(grant.columns),
+        "tiers": list(grant.tiers),
+        "purposes": list(grant.purposes),
+        "valid_from": grant.valid_from.isoformat(),
+        "valid_until": grant.valid_until.isoformat(),
+        "min_group_size": grant.min_group_size,
+        "epsilon_budget": grant.epsilon_budget,
+        "delta_budget": grant.delta_budget,
+        "revoked_at": grant.revoked_at.isoformat() if grant.revoked_at else None,
+    }
+
+
+class Publisher:
+    """Sends what changed; remembers (in memory) the digest of what was sent."""
+
+    def __init__(self, veil: Veil, control: ControlPlane, node_id: str) -> None:
+        self.veil, self.control, self.node_id = veil, control, node_id
+        self._sent: dict[str, str] = {}
+
+    def _changed(self, key: str, document: Any) -> bool:
+        digest = hashlib.sha256(canonical_json(document)).hexdigest()
+        if self._sent.get(key) == digest:
+            return False
+        self._sent[key] = digest
+        return True
+
+    def sync(self) -> int:
+        """Providers in, then datasets and grants out; how many documents were sent."""
+        self.mirror_providers(self.control.call("GET", "/node/v1/providers"))
+        sent = 0
+        with self.veil.db.read() as session:
+            datasets = list(session.scalars(select(Dataset).order_by(Dataset.created_at)))
+            versions = {
+                d.id: list(
+                    session.scalars(
+                        select(DatasetVersion)
+                        .where(DatasetVersion.dataset_id == d.id)
+                        .order_by(DatasetVersion.version)
+                    )
+                )
+                for d in datasets
+            }
+            grants = list(session.scalars(select(Grant).order_by(Grant.created_at)))
+            docs = [(d.id, dataset_document(d, versions[d.id])) for d in datasets]
+            grant_docs = [grant_document(g) for g in grants]
+        for dataset_id, doc in docs:
+            if self._changed(f"dataset:{dataset_id}", doc):
+                try:
+                    self.control.call("PUT", f"/node/v1/datasets/{dataset_id}", doc)
+                except Exception:
+                    self._sent.pop(f"dataset:{dataset_id}", None)
+                    raise
+                sent += 1
+        for doc in grant_docs:
+            if self._changed(f"grant:{doc['id']}", doc):
+                try:
+                    signed = sign(self.veil, self.node_id, doc)
+                    self.control.call("PUT", f"/node/v1/grants/{doc['id']}", signed)
+                except Exception:
+                    self._sent.pop(f"grant:{doc['id']}", None)
+                    raise
+                sent += 1
+        return sent
+
+    def mirror_providers(self, providers: list[dict[str, Any]]) -> None:
+        """Keep a row for each provider (id, name, status) so grants can name them here;
+        a provider has no token on the node and cannot sign in to it."""
+        with self.veil.db.transaction() as session:
+            for entry in providers:
+                ident, name = str(entry["id"]), str(entry["name"])[:200]
+                state = Status(entry.get("status", Status.ACTIVE))
+                row = session.get(Principal, ident)
+                if row is None:
+                    session.add(Principal(id=ident, role=Role.PROVIDER, name=name, status=state))
+                elif row.role == Role.PROVIDER:
+                    row.name, row.status = name, state

@@ -1,0 +1,165 @@
+"""Enterprise nodes: the operator's registry (``/v1/nodes``) and the node protocol
+(``/node/v1``, requests signed by the node, ``keys.node_auth``; ``docs/nodes.md``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from i18n import Msg
+from keys.node_auth import RequestRejected
+from policies.errors import InvalidRequest, Unauthenticated
+from policies.principals import Role
+from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
+from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH
+from sandbox.core import Veil
+from sandbox.nodes import feed, mirror, registry
+from sandbox.nodes.models import Node
+from sandbox.tenants import require_role
+
+router = APIRouter(tags=["nodes"])
+
+
+class NodeEnterpriseIn(BaseModel):
+    name: str = Field(min_length=1, max_length=NAME_LENGTH)
+    slug: str = Field(min_length=1, max_length=SLUG_LENGTH)
+
+
+class EnrolIn(BaseModel):
+    code: str = Field(min_length=8, max_length=200)
+    identity_key: str = Field(min_length=1, max_length=4000)
+    signing_key: str = Field(min_length=1, max_length=4000)
+
+
+@router.post("/v1/nodes", status_code=status.HTTP_201_CREATED)
+def create_node_enterprise(
+    body: NodeEnterpriseIn, veil: VeilDep, caller: PrincipalDep
+) -> dict[str, Any]:
+    """Create an enterprise whose data and keys live on its own node; the one-time
+    enrolment code (shown once) is what `veil node init --enrol CODE` takes on the node."""
+    made = registry.create_node_enterprise(veil, caller, body.name, body.slug)
+    return {
+        "enterprise": {"id": made.enterprise.id, "name": made.enterprise.name,
+                       "slug": made.enterprise.slug},
+        "node": made.node.summary(),
+        "enrolment_code": made.code,
+    }  # fmt: skip
+
+
+@router.get("/v1/nodes")
+def list_nodes(veil: VeilDep, caller: PrincipalDep) -> list[dict[str, object]]:
+    """Every node and when it was last heard from (operators)."""
+    require_role(caller, Role.OPERATOR)
+    with veil.db.read() as session:
+        return [n.summary() for n in session.scalars(select(Node).order_by(Node.created_at))]
+
+
+@router.post("/v1/nodes/{enterprise_id}/enrolment-code")
+def new_enrolment_code(enterprise_id: str, veil: VeilDep, caller: PrincipalDep) -> dict[str, str]:
+    """A fresh enrolment code for a node not yet enrolled (the previous one stops working)."""
+    return {"enrolment_code": registry.new_enrolment_code(veil, caller, enterprise_id)}
+
+
+@router.post("/node/v1/enrol")
+def enrol(body: EnrolIn, veil: VeilDep) -> dict[str, Any]:
+    """A node enrols once with the operator's code and its two public keys."""
+    try:
+        node, enterprise = registry.enrol(veil, body.code, body.identity_key, body.signing_key)
+    except RequestRejected as exc:
+        raise Unauthenticated(exc.reason, code="enrolment_refused") from None
+    return {
+        "node_id": node.id,
+        "enterprise": {"id": enterprise.id, "name": enterprise.name, "slug": enterprise.slug},
+        "control_plane_key": veil.keys.signing_public_key().to_pem(),
+    }
+
+
+class Signed:
+    """A request signed by an enrolled node: the node, and the body's JSON."""
+
+    def __init__(self, node: Node, body: Any) -> None:
+        self.node, self.body = node, body
+
+
+async def signed_request(request: Request, veil: Annotated[Veil, Depends(get_veil)]) -> Signed:
+    """Authenticate the node's signature over this exact request (401 otherwise)."""
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    path = request.url.path
+    try:
+        node = await run_in_threadpool(
+            registry.authenticate, veil, request.method, path, body, headers
+        )
+    except RequestRejected as exc:
+        raise Unauthenticated(exc.reason, code="node_unauthenticated") from None
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        raise InvalidRequest(Msg("the request body is not JSON")) from None
+    return Signed(node, parsed)
+
+
+SignedDep = Annotated[Signed, Depends(signed_request)]
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(Msg("the request body must be a JSON object"))
+    return value
+
+
+@router.get("/node/v1/providers")
+def providers(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
+    """The providers an enterprise may grant to (ids and names)."""
+    return mirror.providers(veil)
+
+
+@router.put("/node/v1/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def publish_dataset(dataset_id: str, veil: VeilDep, signed: SignedDep) -> Response:
+    """Publish a dataset's catalog entry: its declaration and public row counts, no data."""
+    doc = _object(signed.body)
+    if doc.get("id") != dataset_id:
+        raise InvalidRequest(Msg("the body's id is not the path's"))
+    try:
+        mirror.publish_dataset(veil, signed.node, doc)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidRequest(Msg("the dataset document is incomplete")) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/node/v1/grants/{grant_id}", status_code=status.HTTP_204_NO_CONTENT)
+def publish_grant(grant_id: str, veil: VeilDep, signed: SignedDep) -> Response:
+    """Publish a grant the enterprise made on its node, signed by the node's key server."""
+    body = _object(signed.body)
+    if _object(body.get("document")).get("id") != grant_id:
+        raise InvalidRequest(Msg("the body's id is not the path's"))
+    try:
+        mirror.publish_grant(veil, signed.node, body)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidRequest(Msg("the grant document is incomplete")) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/node/v1/jobs/claim", response_model=None)
+def claim_job(veil: VeilDep, signed: SignedDep) -> dict[str, Any] | Response:
+    """The oldest queued job on this node's datasets, now running for the node (204: none)."""
+    job = feed.claim(veil, signed.node)
+    return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/node/v1/jobs/{job_id}/release")
+def release_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
+    """The node's signed release of a job's result (at most once; a repeat is answered
+    "already")."""
+    return {"outcome": feed.accept_release(veil, signed.node, job_id, _object(signed.body))}
+
+
+@router.post("/node/v1/jobs/{job_id}/fail")
+def fail_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
+    """The node's signed refusal or failure of a job, with its reason."""
+    return {"outcome": feed.accept_failure(veil, signed.node, job_id, _object(signed.body))}

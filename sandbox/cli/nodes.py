@@ -1,0 +1,147 @@
+"""``veil node``: an enterprise's node, on the enterprise's machine (init, run, token, status);
+``veil nodes``: the operator's view of them on the control plane (list, enrolment-code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandbox.cli.app import app
+from sandbox.cli.output import Output, console
+from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
+from sandbox.settings import Settings
+
+node_app = typer.Typer(
+    help="This enterprise's node: its data, keys and jobs, on its own machine.",
+    no_args_is_help=True,
+)
+nodes_app = typer.Typer(help="Enterprise nodes, seen from the control plane (operator).",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(node_app, name="node")
+app.add_typer(nodes_app, name="nodes")
+
+NodeDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir", envvar="VEIL_NODE_DIR", help="The node's directory (default ./.veil-node)."
+    ),
+]
+
+
+def _dir(node_dir: Path | None) -> Path:
+    from node.setup import default_node_dir
+
+    return node_dir.resolve() if node_dir else default_node_dir()
+
+
+def _settings(node_dir: Path, port: int | None = None) -> Settings:
+    from node.setup import node_settings
+
+    return node_settings(node_dir, **({"api_port": port} if port else {}))
+
+
+@node_app.command("init")
+def node_init(
+    enrol: Annotated[str, typer.Option("--enrol", help="The operator's one-time enrolment code.")],
+    control_plane: Annotated[
+        str,
+        typer.Option("--control-plane", help="The control plane's URL, e.g. https://veil.example"),
+    ],
+    node_dir: NodeDir = None,
+    ca: Annotated[
+        Path | None, typer.Option("--ca", help="CA bundle for the control plane's TLS certificate.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Enrol this machine as the enterprise's node (once): its keys are made here, in its own
+    key server, and never leave it; prints a token for the node's console and API."""
+    from node.setup import init_node
+
+    where = _dir(node_dir)
+    config, token = init_node(where, control_plane, enrol, _settings(where),
+                              verify=str(ca) if ca else True)  # fmt: skip
+    Output(as_json).record(
+        "node enrolled",
+        {"node_id": config.node_id, "enterprise": config.enterprise_name,
+         "directory": str(where), "enterprise_token": token},
+    )  # fmt: skip
+
+
+@node_app.command("run")
+def node_run(
+    node_dir: NodeDir = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port of the node's own console and API.")
+    ] = None,
+) -> None:
+    """Run the node: its job worker, its console and API for the enterprise (loopback by
+    default), and its outbound link to the control plane."""
+    import uvicorn
+
+    from node.setup import running_node
+    from sandbox.api import create_app
+
+    where = _dir(node_dir)
+    settings = _settings(where, port)
+    with running_node(where, settings) as (veil, _):
+        console.print(f"node console and API: http://{settings.api_host}:{settings.api_port}")
+        uvicorn.run(create_app(settings, veil), host=settings.api_host, port=settings.api_port)
+
+
+@node_app.command("token")
+def node_token(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
+    """A new token for the enterprise on its node (on the node's machine; audited there)."""
+    from node.setup import NodeConfig, enterprise_token
+    from sandbox.core import open_veil
+
+    where = _dir(node_dir)
+    config = NodeConfig.load(where)
+    with open_veil(_settings(where), worker=False) as veil:
+        token = enterprise_token(veil, config)
+    Output(as_json).record("token issued", {"enterprise": config.enterprise_name, "token": token})
+
+
+@node_app.command("status")
+def node_status(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
+    """The node's identity and its jobs by state (read from its directory)."""
+    from sqlalchemy import func, select
+
+    from node.models import NodeJob
+    from node.setup import NodeConfig
+    from sandbox.database import Database
+
+    where = _dir(node_dir)
+    config = NodeConfig.load(where)
+    settings = _settings(where)
+    db = Database(settings.db_url)
+    try:
+        with db.read() as session:
+            rows = session.execute(select(NodeJob.state, func.count()).group_by(NodeJob.state))
+            counts: dict[str, int] = {str(state): int(n) for state, n in rows}
+    finally:
+        db.dispose()
+    Output(as_json).record(
+        "node",
+        {"node_id": config.node_id, "enterprise": config.enterprise_name,
+         "control_plane": config.control_plane_url,
+         **{f"jobs_{state}": int(n) for state, n in counts.items()}},
+    )  # fmt: skip
+
+
+@nodes_app.command("list")
+def nodes_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Every enterprise node and when it was last heard from."""
+    columns = ["id", "enterprise_id", "status", "enrolled_at", "last_seen_at"]
+    with connect(url, token) as c:
+        Output(as_json).table("nodes", c.list_nodes(), columns)
+
+
+@nodes_app.command("enrolment-code")
+def nodes_enrolment_code(
+    enterprise_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """A fresh one-time enrolment code for an enterprise's node not yet enrolled."""
+    with connect(url, token) as c:
+        Output(as_json).record("enrolment code", c.new_enrolment_code(enterprise_id))

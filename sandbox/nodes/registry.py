@@ -1,0 +1,165 @@
+"""Which enterprises keep their data on a node, enrolment, and authenticating a node's requests.
+
+An enterprise created "on a node" gets no key-server tenant here at all: its keys are made
+by its node, in the node's own key server, with credentials that exist only on the node.
+The operator hands the enterprise a one-time enrolment code (only its SHA-256 is stored);
+``veil node init --enrol CODE`` on the node sends it with the node's public keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from i18n import Msg
+from keys.node_auth import MAX_SKEW_S, RequestRejected, claimed, load_public_pem, verify_request
+from keys.signing import SigningPublicKey
+from policies import audit
+from policies.db import new_id
+from policies.errors import Conflict, InvalidRequest, NotFound
+from policies.principals import Principal, Role, create_principal, validate_slug
+from sandbox.core import Veil
+from sandbox.nodes.models import Node, NodeNonce, NodeStatus, node_of
+from sandbox.tenants import require_role
+
+ENROLMENT_LIFETIME: Final = timedelta(days=7)
+_SEEN_EVERY: Final = timedelta(seconds=30)  # last_seen_at is written at most this often
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.strip().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    enterprise: Principal
+    node: Node
+    code: str  # shown once
+
+
+def create_node_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> Enrolment:
+    """An enterprise whose data and keys will live on its own node, and its enrolment code.
+
+    Unlike :func:`sandbox.tenants.create_enterprise`, nothing is provisioned in the control
+    plane's key server: no key of this enterprise ever exists here.
+    """
+    require_role(operator, Role.OPERATOR)
+    validate_slug(slug)
+    code = secrets.token_urlsafe(24)
+    now = veil.clock()
+    try:
+        with veil.db.transaction() as session:
+            enterprise = create_principal(session, Role.ENTERPRISE, name, slug=slug)
+            node = Node(
+                id=new_id("node"),
+                enterprise_id=enterprise.id,
+                status=NodeStatus.PENDING,
+                enrolment_sha256=_code_hash(code),
+                enrolment_expires_at=now + ENROLMENT_LIFETIME,
+                created_at=now,
+            )
+            session.add(node)
+            audit.record(
+                session,
+                "enterprise.created",
+                actor=operator,
+                tenant_id=enterprise.id,
+                resource=f"principal:{enterprise.id}",
+                details={"name": enterprise.name, "slug": slug, "node_id": node.id},
+            )
+    except IntegrityError:
+        raise Conflict(Msg("an enterprise with slug '{slug}' exists already", slug=slug)) from None
+    return Enrolment(enterprise, node, code)
+
+
+def new_enrolment_code(veil: Veil, operator: Principal, enterprise_id: str) -> str:
+    """A fresh one-time code for a node not yet enrolled (the old one stops working)."""
+    require_role(operator, Role.OPERATOR)
+    code = secrets.token_urlsafe(24)
+    with veil.db.transaction() as session:
+        node = node_of(session, enterprise_id)
+        if node is None:
+            raise NotFound("node", enterprise_id)
+        if node.status != NodeStatus.PENDING:
+            raise Conflict(
+                Msg("this enterprise's node is enrolled already; retire it before enrolling anew")
+            )
+        node.enrolment_sha256 = _code_hash(code)
+        node.enrolment_expires_at = veil.clock() + ENROLMENT_LIFETIME
+        audit.record(
+            session,
+            "node.enrolment_code",
+            actor=operator,
+            tenant_id=enterprise_id,
+            resource=f"node:{node.id}",
+        )
+    return code
+
+
+def enrol(veil: Veil, code: str, identity_pem: str, signing_pem: str) -> tuple[Node, Principal]:
+    """Enrol the node that presents ``code`` with its two public keys (once)."""
+    try:
+        load_public_pem(identity_pem)
+        SigningPublicKey.from_pem(signing_pem)
+    except ValueError as exc:
+        raise InvalidRequest(Msg("enrolment refused: {why}", why=str(exc))) from None
+    now = veil.clock()
+    with veil.db.transaction() as session:
+        node = session.scalar(select(Node).where(Node.enrolment_sha256 == _code_hash(code)))
+        expires = node.enrolment_expires_at if node else None
+        if node is None or node.status != NodeStatus.PENDING or expires is None or expires <= now:
+            raise RequestRejected(
+                Msg(
+                    "the enrolment code is unknown, used or expired; ask the operator for a new one"
+                )
+            )
+        node.status, node.enrolled_at = NodeStatus.ACTIVE, now
+        node.identity_key, node.signing_key = identity_pem, signing_pem
+        node.enrolment_sha256 = node.enrolment_expires_at = None
+        enterprise = session.get(Principal, node.enterprise_id)
+        assert enterprise is not None
+        audit.record(
+            session,
+            "node.enrolled",
+            tenant_id=enterprise.id,
+            resource=f"node:{node.id}",
+            details={"identity_key_sha256": hashlib.sha256(identity_pem.encode()).hexdigest()},
+        )
+        session.expunge(node)
+        session.expunge(enterprise)
+    return node, enterprise
+
+
+def authenticate(veil: Veil, method: str, path: str, body: bytes, headers: dict[str, str]) -> Node:
+    """The enrolled node that signed this request; RequestRejected otherwise (never which
+    check failed beyond what the node can fix)."""
+    now = veil.clock()
+    request = claimed(headers)
+    with veil.db.transaction() as session:
+        node = session.get(Node, request.node_id)
+        if node is None or node.status != NodeStatus.ACTIVE or node.identity_key is None:
+            raise RequestRejected(Msg("this node is not enrolled (or was retired)"))
+        verify_request(
+            load_public_pem(node.identity_key), method, path, body, headers, now.timestamp()
+        )
+        _spend_nonce(session, node.id, request.nonce, now)
+        if node.last_seen_at is None or now - node.last_seen_at >= _SEEN_EVERY:
+            node.last_seen_at = now
+        session.expunge(node)
+    return node
+
+
+def _spend_nonce(session: Session, node_id: str, nonce: str, now: datetime) -> None:
+    window = timedelta(seconds=MAX_SKEW_S * 2)
+    session.execute(delete(NodeNonce).where(NodeNonce.seen_at < now - window))
+    if session.get(NodeNonce, (node_id, nonce)) is not None:
+        raise RequestRejected(Msg("this request was sent before (its nonce is spent)"))
+    session.add(NodeNonce(node_id=node_id, nonce=nonce, seen_at=now))
+    session.flush()
