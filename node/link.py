@@ -56,6 +56,9 @@ class NodeLink:
     def run_round(self) -> RoundReport:
         """One round; raises ControlPlaneUnavailable when the control plane is away."""
         report = RoundReport()
+        # Local first: the answers of ended jobs are signed and kept even when the control
+        # plane is away (they are sent once it answers).
+        report.answered = jobs.answer_finished(self.veil, self.node_id)
         report.published = self.publisher.sync()
         for _ in range(self.jobs_per_round):
             job = self.control.call("POST", "/node/v1/jobs/claim")
@@ -63,7 +66,7 @@ class NodeLink:
                 break
             jobs.take(self.veil, self.node_id, self.enterprise_id, job)
             report.taken += 1
-        report.answered = jobs.answer_finished(self.veil, self.node_id)
+        report.answered += jobs.answer_finished(self.veil, self.node_id)
         for control_id, answer in jobs.undelivered(self.veil):
             verb = "release" if answer.get("kind") == "release" else "fail"
             path = f"/node/v1/jobs/{control_id}/{verb}"

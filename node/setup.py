@@ -121,11 +121,12 @@ def init_node(
 def ensure_enterprise(veil: Veil, config: NodeConfig) -> None:
     """The enterprise as a tenant of this node: its key in the node's own key server, and
     its principal under the control plane's id (idempotent)."""
+    with veil.db.read() as session:
+        if session.get(Principal, config.enterprise_id) is not None:
+            return  # provisioned (keys first, then the row: see sandbox.tenants)
     with key_operation(f"enterprise:{config.enterprise_slug}/1"):
         veil.keys.create_tenant(config.enterprise_slug)
     with veil.db.transaction() as session:
-        if session.get(Principal, config.enterprise_id) is not None:
-            return
         session.add(
             Principal(
                 id=config.enterprise_id,
@@ -136,13 +137,15 @@ def ensure_enterprise(veil: Veil, config: NodeConfig) -> None:
                 created_at=veil.clock(),
             )
         )
+        # The action `veil audit keys` explains the tenant's provisioning by.
         audit.record(
             session,
-            "node.initialised",
+            "enterprise.created",
             tenant_id=config.enterprise_id,
-            resource=f"node:{config.node_id}",
-            details={"control_plane": config.control_plane_url},
-        )
+            resource=f"principal:{config.enterprise_id}",
+            details={"name": config.enterprise_name, "slug": config.enterprise_slug,
+                     "via": "veil node init", "node_id": config.node_id},
+        )  # fmt: skip
 
 
 def enterprise_token(veil: Veil, config: NodeConfig) -> str:

@@ -37,6 +37,7 @@ def node_settings_for(node_dir: Path, server: LocalKeyServer) -> Settings:
         vault_secret_id=config.secret_id,
         vault_namespace=config.namespace,
         vault_tenancy=config.tenancy,
+        keyserver_audit_log=server.audit_log,  # the node reads its own key server's log
         job_poll_interval_s=0.05,
     )
 
@@ -59,6 +60,7 @@ class NodeWorld:
     dataset_id: str
     grant_id: str
     csv: bytes
+    node_keys: LocalKeyServer  # the node's own OpenBao
 
     def sync(self) -> None:
         """One link round (publish, take jobs, answer)."""
@@ -126,5 +128,5 @@ def node_world(
         link.run_round()  # catalog and grant reach the control plane
         yield NodeWorld(
             veil, api, node, node_url, link, config, node_dir, operator, provider_client,
-            provider["id"], enterprise, ds["id"], grant["id"], csv,
+            provider["id"], enterprise, ds["id"], grant["id"], csv, own_key_server,
         )  # fmt: skip

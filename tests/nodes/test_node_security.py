@@ -1,0 +1,377 @@
+"""Issue 20's properties 1-4 with a node: the control plane holds no data byte and no way to
+decrypt one; the node enforces what the enterprise granted whatever the control plane says;
+releases are signed by the node; no control-plane credential reaches a tenant key.
+
+"A compromised control plane" is played by writing its database directly (forged grants,
+jobs and budgets) and by sending the node's endpoints what an attacker could."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import pytest
+from sqlalchemy import select
+
+from keys import KeyService, LocalKeyServer
+from keys.errors import KeysError
+from keys.node_auth import NodeIdentity, canonical_json
+from keys.signing import public_keys_from_pem, verify_signature
+from node.client import ControlPlane, ControlPlaneRefused
+from node.jobs import take
+from node.models import NodeJob
+from policies.grants import EPSILON_UNIT, Grant
+from sandbox.keyaudit import key_audit
+from sandbox.models import DatasetVersion, Job, JobStatus
+from sandbox.nodes.feed import job_document
+from tests.nodes.conftest import PURPOSE, NodeWorld
+
+pytestmark = pytest.mark.integration
+
+MEAN = [{"kind": "mean", "column": "temperature_c"}]
+
+
+class Recording(ControlPlane):
+    """The node's client, keeping every body it sent (what the control plane received)."""
+
+    def __init__(self, base: ControlPlane, url: str) -> None:
+        super().__init__(url, base.identity)
+        self.sent: list[bytes] = []
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        self.sent.append(b"" if body is None else canonical_json(body))
+        return super().call(method, path, body)
+
+
+def with_canaries(data: bytes, rows: int = 60) -> tuple[bytes, list[str]]:
+    """The CSV with unique values no one could guess in a granted and a secret column."""
+    rng = random.Random(uuid.uuid4().int)  # noqa: S311 - canaries, not secrets
+    records = list(csv.DictReader(io.StringIO(data.decode())))
+    canaries: list[str] = []
+    for record in records[:rows]:
+        record["temperature_c"] = f"{float(record['temperature_c']):.2f}{rng.randrange(10**7):07d}"
+        record["recipe_p1"] = f"0.{rng.randrange(10**10):010d}"
+        canaries += [record["temperature_c"], record["recipe_p1"]]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue().encode(), canaries
+
+
+def files_holding(root: Path, canaries: list[str]) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            found += [f"{path}: {c}" for c in canaries if c.encode() in blob]
+    return found
+
+
+def test_control_plane_never_holds_a_data_byte(
+    node_world: NodeWorld, key_server: LocalKeyServer, tmp_path: Path
+) -> None:
+    data, canaries = with_canaries(node_world.csv)
+    recording = Recording(node_world.link.control, node_world.cp_url)
+    node_world.link.control = node_world.link.publisher.control = recording
+    node_world.enterprise.upload(node_world.dataset_id, data)
+    node_world.sync()
+    job = node_world.submit(MEAN, epsilon=0.25)
+    assert job["status"] == "released" and job["dataset_version"] == 2
+    table = node_world.provider.submit_query(
+        node_world.dataset_id, PURPOSE, {"group_by": ["machine"], "aggregates": MEAN[:0] or
+                                         [{"kind": "count"}]}, tier=2)  # fmt: skip
+    node_world.run_jobs()
+    assert node_world.provider.get_job(table["id"])["status"] == "released"
+    node_world.cp.checkpoint()
+
+    # The scanner finds a canary where there is one (it can fail) ...
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "x.bin").write_bytes(b"\x00" + canaries[0].encode() + b"\xff")
+    assert files_holding(planted, canaries) and canaries[0].encode() in data
+    # ... and finds none in the control plane's storage, database, logs and key server,
+    assert files_holding(node_world.cp.settings.data_dir, canaries) == []
+    assert files_holding(key_server.home, canaries) == []
+    # nor in anything the node sent it,
+    assert recording.sent and not [c for c in canaries for body in recording.sent
+                                   if c.encode() in body]  # fmt: skip
+    # and the control plane stores no object for the node's dataset, only public counts.
+    with node_world.cp.db.read() as session:
+        versions = list(session.scalars(select(DatasetVersion).where(
+            DatasetVersion.dataset_id == node_world.dataset_id)))  # fmt: skip
+    assert [(v.object_path, v.wrapped_key, v.size_bytes) for v in versions] == [("", "", 0)] * 2
+    assert {v.row_count for v in versions} == {2000}  # rounded: never the exact 2,037
+    # The node keeps its data encrypted at rest too.
+    assert files_holding(node_world.node.settings.objects_dir, canaries) == []
+
+
+def test_control_plane_credentials_cannot_decrypt_the_nodes_objects(
+    node_world: NodeWorld, key_server: LocalKeyServer
+) -> None:
+    with node_world.node.db.read() as session:
+        version = session.scalars(select(DatasetVersion)).one()
+    ciphertext = (node_world.node.settings.objects_dir / version.object_path).read_bytes()
+    slug, object_id = node_world.config.enterprise_slug, f"dataset:{version.dataset_id}"
+    # The node's own key server opens it (so the attempt below could succeed if keys leaked).
+    plain = node_world.node.keys.decrypt_bytes(
+        slug, object_id, version.version, version.wrapped_key, ciphertext
+    )
+    assert plain.startswith(b"PAR1")  # the node stores Parquet
+    # A process with every credential the control plane has: its key-server AppRole ...
+    attacker = KeyService.connect(node_world.cp.settings.external_key_server())
+    assert not attacker.tenant_exists(slug)  # no key of this enterprise exists there
+    with pytest.raises(KeysError):
+        attacker.decrypt_bytes(slug, object_id, version.version, version.wrapped_key, ciphertext)
+    # ... is no one to the node's key server: it cannot log in there at all.
+    cp = node_world.cp.settings
+    node_server = hvac.Client(url=node_world.node_keys.config().addr)
+    secret = cp.vault_secret_id.get_secret_value() if cp.vault_secret_id else ""
+    with pytest.raises(hvac.exceptions.VaultError):
+        node_server.auth.approle.login(role_id=cp.vault_role_id, secret_id=secret)
+    # Nor does it hold the node's key-server credentials anywhere in its files.
+    node_config = node_world.node_keys.config()
+    node_secrets = [node_config.role_id, node_config.secret_id]
+    assert files_holding(node_world.cp.settings.data_dir, node_secrets) == []
+
+
+def test_enrolment_is_once_and_the_code_is_not_stored(
+    node_world: NodeWorld, tmp_path: Path
+) -> None:
+    made = node_world.operator.create_node_enterprise("Globex", f"globex-{uuid.uuid4().hex[:8]}")
+    code = made["enrolment_code"]
+    assert files_holding(node_world.cp.settings.data_dir, [code]) == []  # only its hash
+    key = NodeIdentity.generate_key(tmp_path / "k")
+    pem = NodeIdentity("node_x", key).public_pem()
+    signing = node_world.node.keys.signing_public_key().to_pem()
+    from node.client import enrol
+
+    enrol(node_world.cp_url, code, pem, signing, True)
+    with pytest.raises(ControlPlaneRefused) as again:
+        enrol(node_world.cp_url, code, pem, signing, True)
+    assert again.value.status == 401
+
+
+def _signed_call(world: NodeWorld, key_path: Path | None = None) -> ControlPlane:
+    identity = world.link.control.identity
+    if key_path is not None:
+        identity = NodeIdentity(identity.node_id, NodeIdentity.generate_key(key_path))
+    return ControlPlane(world.cp_url, identity)
+
+
+def test_node_requests_must_be_signed_fresh_and_unaltered(
+    node_world: NodeWorld, tmp_path: Path
+) -> None:
+    import httpx
+
+    assert _signed_call(node_world).call("GET", "/node/v1/providers")
+    with pytest.raises(ControlPlaneRefused) as forged:
+        _signed_call(node_world, tmp_path / "other.key").call("GET", "/node/v1/providers")
+    assert forged.value.status == 401
+    identity = node_world.link.control.identity
+    body = canonical_json({"x": 1})
+    headers = identity.headers("POST", "/node/v1/jobs/claim", body, time.time())
+    url = f"{node_world.cp_url}/node/v1/jobs/claim"
+    assert httpx.post(url, content=body, headers=headers).status_code in (200, 204)
+    replayed = httpx.post(url, content=body, headers=headers)
+    assert replayed.status_code == 401  # the nonce is spent
+    fresh = identity.headers("POST", "/node/v1/jobs/claim", body, time.time())
+    altered = httpx.post(url, content=canonical_json({"x": 2}), headers=fresh)
+    assert altered.status_code == 401
+    stale = identity.headers("POST", "/node/v1/jobs/claim", body, time.time() - 3600)
+    assert httpx.post(url, content=body, headers=stale).status_code == 401
+    unsigned = httpx.post(url, content=body)
+    assert unsigned.status_code == 401
+
+
+def _queue_as_compromised_control_plane(world: NodeWorld, **changes: Any) -> str:
+    """Queue a job in the control plane's database that no decision allowed."""
+    job_id = f"job_{uuid.uuid4().hex}"
+    fields: dict[str, Any] = {
+        "provider_id": world.provider_id, "dataset_id": world.dataset_id,
+        "enterprise_id": world.config.enterprise_id, "dataset_version": 1,
+        "grant_id": world.grant_id, "purpose": PURPOSE, "tier": 3,
+        "query": {"aggregates": MEAN, "epsilon": 0.25}, "epsilon": int(0.25 * EPSILON_UNIT),
+        "delta": 0, "status": JobStatus.QUEUED, "reasons": [], "created_at": world.cp.clock(),
+    }  # fmt: skip
+    with world.cp.db.transaction() as session:
+        session.add(Job(id=job_id, **(fields | changes)))
+    return job_id
+
+
+def _node_spent(world: NodeWorld) -> float:
+    [grant] = world.enterprise.list_grants()
+    return float(grant["budget"]["epsilon_spent"])
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        {"tier": 4},  # a tier the enterprise never granted
+        {"purpose": "marketing"},  # another purpose
+        {"query": {"aggregates": [{"kind": "mean", "column": "recipe_p1"}], "epsilon": 0.25}},
+        {"query": {"aggregates": MEAN, "epsilon": 5.0}, "epsilon": 5 * EPSILON_UNIT},  # budget
+    ],
+    ids=["tier", "purpose", "secret-column", "over-budget"],
+)
+def test_node_refuses_what_its_grants_do_not_cover(
+    node_world: NodeWorld, forgery: dict[str, Any]
+) -> None:
+    job_id = _queue_as_compromised_control_plane(node_world, **forgery)
+    node_world.run_jobs()
+    with node_world.cp.db.read() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status == JobStatus.FAILED and job.result is None
+        assert "node did not release" in (job.error or "")
+    assert _node_spent(node_world) == 0.0  # the node's own ledger: nothing spent
+    with node_world.node.db.read() as session:
+        local = session.scalars(select(Job)).all()
+        assert all(j.status != JobStatus.RELEASED for j in local)
+
+
+def test_node_refuses_a_grant_forged_on_the_control_plane(node_world: NodeWorld) -> None:
+    """The control plane widens the mirrored grant (all tiers, budget 100): nothing changes
+    on the node, which decides with the grant the enterprise signed."""
+    with node_world.cp.db.transaction() as session:
+        grant = session.get(Grant, node_world.grant_id)
+        assert grant is not None
+        grant.tiers, grant.epsilon_budget = [0, 1, 2, 3, 4, 5], 100 * EPSILON_UNIT
+        grant.columns = [*grant.columns, "recipe_p1"]
+    job = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 5.0, MEAN)
+    assert job["status"] == "queued"  # the control plane said yes
+    node_world.run_jobs()
+    final = node_world.provider.get_job(job["id"])
+    assert (final["status"] == "failed" and "result" not in final) or not final.get("result")
+    assert _node_spent(node_world) == 0.0
+
+
+def test_a_replayed_job_never_runs_twice(node_world: NodeWorld) -> None:
+    job = node_world.submit(MEAN, epsilon=0.25)
+    assert job["status"] == "released"
+    with node_world.cp.db.read() as session:
+        document = job_document(session.get(Job, job["id"]))  # type: ignore[arg-type]
+    for _ in range(2):  # the control plane hands the same job over again
+        take(node_world.node, node_world.config.node_id, node_world.config.enterprise_id,
+             document)  # fmt: skip
+    node_world.run_jobs()
+    with node_world.node.db.read() as session:
+        assert len(session.scalars(select(Job)).all()) == 1
+        assert session.get(NodeJob, job["id"]) is not None
+    assert _node_spent(node_world) == pytest.approx(0.25)  # debited once
+
+
+def test_releases_are_signed_by_the_node_and_bound_to_the_job(node_world: NodeWorld) -> None:
+    job = node_world.submit(MEAN, epsilon=0.25)
+    with node_world.cp.db.read() as session:
+        stored = session.get(Job, job["id"])
+        assert stored is not None and stored.node_release is not None
+        release = stored.node_release
+    keys = public_keys_from_pem(node_world.node.keys.signing_public_key().to_pem())
+    document = release["document"]
+    sig = release["signature"]
+    verify_signature(keys[int(sig.split(":")[1][1:])], canonical_json(document), sig)
+    assert document["job_id"] == job["id"] and document["data_read_at"]
+    # The node's audit chain holds the job's events, and the release names them.
+    actions = [e["action"] for e in document["audit"]["events"]]
+    assert "job.submitted" in actions or actions  # the local job's own trail
+    # Its key server's log explains every data-key operation by a job (veil audit keys).
+    report = key_audit(node_world.node, None)
+    assert report.ok, report.unexplained
+
+    # Sent again, it is "already" released; a release the node did not sign is refused.
+    client = _signed_call(node_world)
+    assert client.call("POST", f"/node/v1/jobs/{job['id']}/release", release) == {
+        "outcome": "already"
+    }
+    forged = {**release, "document": {**document, "result": {"rows": []}}}
+    with pytest.raises(ControlPlaneRefused) as refused:
+        client.call("POST", f"/node/v1/jobs/{job['id']}/release", forged)
+    assert refused.value.status in (403, 409)
+
+
+def test_a_release_for_another_query_is_refused(node_world: NodeWorld) -> None:
+    job_id = _queue_as_compromised_control_plane(node_world)
+    client = _signed_call(node_world)
+    claimed = client.call("POST", "/node/v1/jobs/claim")
+    assert claimed["id"] == job_id
+    from node.publish import sign
+
+    wrong = sign(node_world.node, node_world.config.node_id, {
+        "kind": "release", "job_id": job_id, "query_sha256": "0" * 64, "result": {"rows": []},
+    })  # fmt: skip
+    with pytest.raises(ControlPlaneRefused) as refused:
+        client.call("POST", f"/node/v1/jobs/{job_id}/release", wrong)
+    assert refused.value.status == 422
+    with node_world.cp.db.read() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.RUNNING and job.result is None
+
+
+def test_jobs_wait_while_the_node_is_away_and_expire_with_their_grant(
+    node_world: NodeWorld,
+) -> None:
+    from sandbox.jobs import cancel_expired
+
+    first = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
+    time.sleep(0.5)  # the control plane's own worker polls meanwhile: it never takes it
+    assert node_world.provider.get_job(first["id"])["status"] == "queued"
+    node_world.run_jobs()  # the node is back: the job runs
+    assert node_world.provider.get_job(first["id"])["status"] == "released"
+
+    second = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
+    with node_world.cp.db.transaction() as session:  # the grant ends while the node is away
+        grant = session.get(Grant, node_world.grant_id)
+        assert grant is not None
+        grant.valid_until = node_world.cp.clock() - timedelta(seconds=1)
+    cancel_expired(node_world.cp)  # (the control plane's worker may have run it already)
+    node_world.run_jobs()
+    expired = node_world.provider.get_job(second["id"])
+    assert expired["status"] == "failed" and "expired" in expired["error"]
+    with node_world.node.db.read() as session:
+        assert session.get(NodeJob, second["id"]) is None  # never handed to the node
+    assert _node_spent(node_world) == pytest.approx(0.25)  # only the job that ran
+
+
+def test_control_plane_away_loses_no_answer_and_releases_once(
+    node_world: NodeWorld, tmp_path: Path
+) -> None:
+    from keys.bao import free_port
+    from node.client import ControlPlaneUnavailable
+
+    job = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
+    real = node_world.link.control
+    node_world.link.run_round()  # taken by the node
+    away = ControlPlane(f"http://127.0.0.1:{free_port()}", real.identity, timeout_s=2)
+    node_world.link.control = node_world.link.publisher.control = away
+    deadline = time.monotonic() + 60
+    while True:  # the node computes, but cannot deliver: the answer waits on the node
+        with pytest.raises(ControlPlaneUnavailable):
+            node_world.link.run_round()
+        with node_world.node.db.read() as session:
+            row = session.get(NodeJob, job["id"])
+            if row is not None and row.outcome is not None:
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert node_world.provider.get_job(job["id"])["status"] == "running"
+    node_world.link.control = node_world.link.publisher.control = real
+    node_world.run_jobs()
+    assert node_world.provider.get_job(job["id"])["status"] == "released"
+    # Delivered once; sending it again changes nothing.
+    with node_world.node.db.transaction() as session:
+        row = session.get(NodeJob, job["id"])
+        assert row is not None and row.delivered_at is not None
+        row.delivered_at = None
+    node_world.link.run_round()
+    with node_world.cp.db.read() as session:
+        released = session.scalars(select(Job).where(Job.status == JobStatus.RELEASED)).all()
+    assert [j.id for j in released] == [job["id"]]
