@@ -10,6 +10,8 @@ one answer this node signed is what it sends, however often it is asked.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from typing import Any
 
@@ -23,6 +25,7 @@ from node.publish import sign
 from policies import audit
 from policies.errors import Denied, VeilError
 from policies.principals import Principal, Role
+from sandbox.artifacts import load_artifact
 from sandbox.core import Veil
 from sandbox.jobs import JobSubmission, submit_job
 from sandbox.models import Dataset, Job, JobStatus
@@ -171,6 +174,8 @@ def _release(veil: Veil, node_id: str, control_id: str, job: Job) -> dict[str, A
     if job.status == JobStatus.RELEASED and job.result is not None:
         document = {"kind": "release", **common, "result": job.result,
                     "output_check": job.output_check}  # fmt: skip
+        if job.artifact_path and job.artifact_wrapped_key:  # tier 4: the released model
+            document["model"] = _model(veil, job)
         return {"kind": "release", **sign(veil, node_id, document)}
     reason = job.error or (
         "; ".join(job.reasons) if job.reasons else Msg("the node did not release a result")
@@ -180,6 +185,18 @@ def _release(veil: Veil, node_id: str, control_id: str, job: Job) -> dict[str, A
     document = {"kind": "fail", **common, "refused": job.status == JobStatus.DENIED,
                 "reason": reason}  # fmt: skip
     return {"kind": "fail", **sign(veil, node_id, document)}
+
+
+def _model(veil: Veil, job: Job) -> dict[str, str]:
+    """A released model's weights, for the provider (the signature covers them)."""
+    with veil.db.read() as session:
+        enterprise = session.get(Principal, job.enterprise_id)
+        assert enterprise is not None and enterprise.slug is not None
+        slug = enterprise.slug
+    assert job.artifact_path is not None and job.artifact_wrapped_key is not None
+    weights = load_artifact(veil, slug, job.id, job.artifact_path, job.artifact_wrapped_key)
+    digest = hashlib.sha256(weights).hexdigest()
+    return {"sha256": digest, "base64": base64.b64encode(weights).decode()}
 
 
 def undelivered(veil: Veil) -> list[tuple[str, dict[str, Any]]]:

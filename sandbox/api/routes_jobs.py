@@ -142,7 +142,12 @@ def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         enterprise = session.get(Principal, job.enterprise_id)
-    if job.status != JobStatus.RELEASED or not job.artifact_path or not job.artifact_wrapped_key:
+    from_node = job.node_release is not None  # a node's release: kept as released (nodes)
+    if (
+        job.status != JobStatus.RELEASED
+        or not job.artifact_path
+        or not (job.artifact_wrapped_key or from_node)
+    ):
         raise Conflict(
             Msg(
                 "job '{job_id}' has no released model (status: {status})",
@@ -150,8 +155,14 @@ def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response
                 status=job.status,
             )
         )
-    assert enterprise is not None and enterprise.slug is not None
-    data = load_artifact(veil, enterprise.slug, job.id, job.artifact_path, job.artifact_wrapped_key)
+    if from_node:
+        data = (veil.settings.objects_dir / job.artifact_path).read_bytes()
+    else:
+        assert enterprise is not None and enterprise.slug is not None
+        assert job.artifact_wrapped_key is not None
+        data = load_artifact(
+            veil, enterprise.slug, job.id, job.artifact_path, job.artifact_wrapped_key
+        )
     return Response(
         content=data,
         media_type="application/octet-stream",

@@ -10,9 +10,12 @@ expire with their grant (``sandbox.jobs.cancel_expired``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -112,6 +115,9 @@ def accept_release(veil: Veil, node: Node, job_id: str, signed: dict[str, Any]) 
                          tenant_id=row.enterprise_id, resource=f"job:{row.id}",
                          details={"reason": row.error, "node_id": node.id})  # fmt: skip
             return "refused"
+        if isinstance(doc.get("model"), dict):
+            row.artifact_path, row.artifact_sha256 = _store_model(veil, job_id, doc["model"])
+            row.artifact_wrapped_key = None  # a release: stored as the provider receives it
         released = {**result, "dataset_version": row.dataset_version}
         digest = hashlib.sha256(json.dumps(released, sort_keys=True).encode()).hexdigest()
         row.status, row.result, row.result_sha256 = JobStatus.RELEASED, released, digest
@@ -163,6 +169,24 @@ def _check_bound(doc: dict[str, Any], job: Job) -> None:
     """A release answers exactly this job: its id, and the query the provider submitted."""
     if doc.get("job_id") != job.id or doc.get("query_sha256") != document_sha256(job.query):
         raise InvalidRequest(Msg("the release is about another job or another query"))
+
+
+def _store_model(veil: Veil, job_id: str, model: dict[str, Any]) -> tuple[str, str]:
+    """Keep a node's released model (tier 4) for its provider to download."""
+    try:
+        weights = base64.b64decode(str(model.get("base64", "")), validate=True)
+    except binascii.Error:
+        raise InvalidRequest(Msg("the release's model is not base64")) from None
+    digest = hashlib.sha256(weights).hexdigest()
+    if digest != model.get("sha256"):
+        raise InvalidRequest(Msg("the release's model does not match its digest"))
+    relative = Path("releases") / f"{job_id}.safetensors"
+    path = veil.settings.objects_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(weights)
+    partial.replace(path)
+    return str(relative), digest
 
 
 def _when(value: object) -> datetime | None:

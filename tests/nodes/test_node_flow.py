@@ -3,6 +3,7 @@ the data, the keys, the decision that counts and the computation are the node's.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
+from analytics.training import load_model, predict
 from sandbox.client import ApiError, VeilClient
 from sandbox.demo_data import DECLARATION
 from sandbox.models import Job
@@ -73,3 +75,37 @@ def test_the_enterprise_cannot_upload_or_grant_on_the_control_plane(
         with pytest.raises(ApiError) as refused:
             attempt()
         assert refused.value.status == 409 and refused.value.code == "data_on_node"
+
+
+TRAINING = {
+    "family": "logistic_regression",
+    "features": ["temperature_c", "vibration_mm_s"],
+    "target": "failure_24h",
+    "epochs": 3,
+    "batch_size": 128,
+    "learning_rate": 1.0,
+    "max_grad_norm": 1.0,
+}
+
+
+def test_tier_4_model_is_trained_on_the_node_and_downloaded_from_the_control_plane(
+    node_world: NodeWorld,
+) -> None:
+    node_world.enterprise.create_grant(
+        node_world.provider_id, [node_world.dataset_id],
+        ["temperature_c", "vibration_mm_s", "failure_24h"], [4], [PURPOSE],
+        datetime.now(UTC) + timedelta(days=1), 2.0, delta=1e-4,
+    )  # fmt: skip
+    node_world.sync()
+    job = node_world.provider.submit_training(
+        node_world.dataset_id, PURPOSE, TRAINING, epsilon=1.0, delta=1e-5
+    )
+    node_world.run_jobs(timeout=300)
+    final = node_world.provider.get_job(job["id"])
+    assert final["status"] == "released", final
+    weights, card = node_world.provider.download_model(job["id"])
+    result = node_world.provider.get_result(job["id"])
+    assert hashlib.sha256(weights).hexdigest() == result["model_sha256"]
+    model = load_model(weights, card)
+    predictions = predict(model, card, pl.read_csv(io.BytesIO(node_world.csv)).head(20))
+    assert len(predictions) == 20
