@@ -84,11 +84,27 @@ def demo(
             ),
         ),
     ] = False,
+    hosted: Annotated[
+        bool,
+        typer.Option(
+            "--hosted",
+            help=N_(
+                "The single-process story (every enterprise's data and keys with the "
+                "platform) instead of one node per enterprise; --keep implies it."
+            ),
+        ),
+    ] = False,
 ) -> None:
-    """Run the main path end to end on the embedded defaults."""
-    from sandbox.demo import run_demo
+    """Run the main path end to end on the embedded defaults: a control plane and one node
+    per demo enterprise (--hosted: everything in one process)."""
+    if hosted or keep:
+        from sandbox.demo import run_demo
 
-    run_demo(Settings(), console, keep=keep)
+        run_demo(Settings(), console, keep=keep)
+        return
+    from node.demo import run_node_demo
+
+    run_node_demo(Settings(), console)
 
 
 @app.command()

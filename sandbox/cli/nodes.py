@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -85,7 +86,8 @@ def node_run(
 
     where = _dir(node_dir)
     settings = _settings(where, port)
-    with running_node(where, settings) as (veil, _):
+    poll_s = float(os.environ.get("VEIL_NODE_POLL_S") or 1.0)  # the link's poll interval
+    with running_node(where, settings, poll_s=poll_s) as (veil, _):
         console.print(f"node console and API: http://{settings.api_host}:{settings.api_port}")
         uvicorn.run(create_app(settings, veil), host=settings.api_host, port=settings.api_port)
 

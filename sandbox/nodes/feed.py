@@ -24,7 +24,7 @@ from i18n import Msg
 from keys.node_auth import document_sha256
 from policies import audit
 from policies.errors import Conflict, InvalidRequest
-from policies.grants import DELTA_UNIT, EPSILON_UNIT
+from policies.grants import DELTA_UNIT, EPSILON_UNIT, BudgetDebit
 from sandbox.core import Veil
 from sandbox.models import Dataset, Job, JobStatus
 from sandbox.nodes.mirror import verify_node_document
@@ -154,14 +154,17 @@ def accept_failure(veil: Veil, node: Node, job_id: str, signed: dict[str, Any]) 
             raise Conflict(Msg("job {id} has ended already", id=job_id), code="job_ended")
         row.node_release = signed
         row.data_read_at = _when(doc.get("data_read_at"))
-        # Not the provider's doing when the node read nothing: the debit comes back.
-        fail_with_refund(
-            session,
-            row,
-            f"the enterprise's node did not release a result: {reason}",
-            veil.clock(),
-            {"node_id": node.id, "refused": bool(doc.get("refused"))},
-        )
+        why = f"the enterprise's node did not release a result: {reason}"
+        details = {"node_id": node.id, "refused": bool(doc.get("refused"))}
+        paid = session.scalar(select(BudgetDebit.id).where(BudgetDebit.job_id == job_id).limit(1))
+        if paid is not None:
+            # Not the provider's doing when the node read nothing: the debit comes back.
+            fail_with_refund(session, row, why, veil.clock(), details)
+            return "failed"
+        row.status, row.error, row.finished_at = JobStatus.FAILED, why, veil.clock()
+        audit.record(session, "job.failed", outcome=audit.Outcome.DENIED,
+                     tenant_id=row.enterprise_id, resource=f"job:{row.id}",
+                     details={"reason": why, **details})  # fmt: skip
     return "failed"
 
 

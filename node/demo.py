@@ -1,0 +1,264 @@
+"""`veil demo`: a control plane and one node per enterprise, and what stays where.
+
+The control plane runs in this process (embedded OpenBao, SQLite, API on a free loopback
+port).  Each demo enterprise's node is a process of its own (``veil node run``), in its own
+directory, with its own OpenBao, database and job worker, enrolled with the operator's
+one-time code (``veil node init``).  The enterprises upload and grant on their nodes; the
+provider works through the control plane's API exactly as before (tiers 0-4); the story
+ends by showing where each thing is, and a compromised control plane being refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from keys import LocalKeyServer
+from keys.bao import free_port
+from policies.grants import EPSILON_UNIT
+from sandbox.api.thread import ApiThread
+from sandbox.client import VeilClient
+from sandbox.core import Veil, bootstrap_operator, open_veil
+from sandbox.datadir import prepare_data_dir
+from sandbox.demo import (
+    GRANTED_COLUMNS,
+    PURPOSE,
+    _audit,
+    _explore,
+    _grant_training,
+    _queries,
+    _refusals,
+    _train,
+)
+from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
+from sandbox.models import Dataset, Job, JobStatus
+from sandbox.settings import Settings
+
+ENTERPRISES = (("Acme Metal Works", "acme-metal"), ("Globex Parts", "globex-parts"))
+
+
+def _veil(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sandbox.cli", *args]
+
+
+def _fresh(settings: Settings) -> tuple[Settings, Path]:
+    prepare_data_dir(settings.data_dir)
+    home = settings.data_dir / "demo"
+    for server in [home / "control-plane" / "keyserver",
+                   *home.glob("node-*/veil/keyserver")]:  # fmt: skip
+        LocalKeyServer(server).stop()  # servers left by an interrupted run
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    cp = settings.model_copy(
+        update={"data_dir": home / "control-plane", "vault_addr": None, "database_url": None}
+    )
+    return cp, home
+
+
+@contextmanager
+def _node_process(node_dir: Path, console: Console) -> Iterator[str]:
+    """``veil node run`` for ``node_dir`` on a free port; its URL once it answers."""
+    port = free_port()
+    env = {**os.environ, "VEIL_NODE_POLL_S": "0.2", "VEIL_API_HOST": "127.0.0.1",
+           "VEIL_VAULT_ADDR": "", "VEIL_DATABASE_URL": ""}  # fmt: skip
+    env = {k: v for k, v in env.items() if v != ""}
+    log = (node_dir / "node.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603 - our own CLI, arguments we made
+        _veil("node", "run", "--dir", str(node_dir), "--port", str(port)),
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the node stopped; see {node_dir / 'node.log'}")
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the node did not start; see {node_dir / 'node.log'}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _enrol(node_dir: Path, code: str, cp_url: str) -> dict[str, Any]:
+    done = subprocess.run(  # noqa: S603 - our own CLI, arguments we made
+        _veil("node", "init", "--enrol", code, "--control-plane", cp_url,
+              "--dir", str(node_dir), "--json"),
+        capture_output=True, text=True, check=False,
+        env={k: v for k, v in os.environ.items() if k not in ("VEIL_VAULT_ADDR",
+                                                              "VEIL_DATABASE_URL")},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"veil node init failed: {done.stderr.strip()[-500:]}")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def _wait_published(analyst: VeilClient, count: int, tier: int = 0) -> None:
+    deadline = time.monotonic() + 60
+    while len([e for e in analyst.catalog() if tier in e["tiers"]]) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the node's catalog did not reach the control plane")
+        time.sleep(0.2)
+
+
+def run_node_demo(settings: Settings, console: Console) -> None:
+    cp_settings, home = _fresh(settings)
+    console.rule(
+        "[bold]Veil demo[/bold]: data usable, not visible — each enterprise on its own node"
+    )
+    console.print(f"state under {home}: control-plane/ (this process) and one node-*/ per "
+                  "enterprise (a process each, its own OpenBao and database)")  # fmt: skip
+    with ExitStack() as stack:
+        cp = stack.enter_context(open_veil(cp_settings))
+        url = stack.enter_context(ApiThread(cp_settings, cp))
+        token = bootstrap_operator(cp)
+        assert token is not None
+        console.rule("1. Operator (control plane): enterprises on their own nodes, a provider")
+        operator = stack.enter_context(VeilClient(url, token))
+        made = [operator.create_node_enterprise(name, slug) for name, slug in ENTERPRISES]
+        provider = operator.create_provider("PredictaMaint Analytics")
+        analyst = stack.enter_context(VeilClient(url, operator.issue_token(provider["id"])))
+        for entry in made:
+            node_id = entry["node"]["id"]
+            console.print(
+                f"{entry['enterprise']['name']}: no key and no data on the control plane; "
+                f"one-time enrolment code issued for node {node_id}"
+            )
+
+        console.rule("2. Enterprises: enrol their nodes, upload and grant there")
+        clients: list[VeilClient] = []
+        for entry, (_, slug) in zip(made, ENTERPRISES, strict=True):
+            node_dir = home / f"node-{slug}"
+            enrolled = _enrol(node_dir, entry["enrolment_code"], url)
+            node_url = stack.enter_context(_node_process(node_dir, console))
+            clients.append(stack.enter_context(VeilClient(node_url, enrolled["enterprise_token"])))
+            console.print(f"node {enrolled['node_id']} of {enrolled['enterprise']} runs at "
+                          f"{node_url} (outbound only to the control plane)")  # fmt: skip
+        acme, globex = clients
+        dataset_id, data = _acme_uploads(acme, provider["id"], console)
+        gds = globex.create_dataset(DECLARATION["name"], DECLARATION["columns"])
+        globex.upload(gds["id"], second_enterprise_log())
+        console.print(
+            f"Globex Parts uploaded its own log on its node ({gds['id']}), granted nothing"
+        )
+        _wait_published(analyst, 1)
+
+        _explore(analyst, dataset_id, console)
+        _refusals(analyst, dataset_id, gds["id"], console)
+        _queries(analyst, dataset_id, console)
+        _grant_training(acme, provider["id"], dataset_id, console)
+        _wait_published(analyst, 1, tier=4)  # the node publishes the new grant within a poll
+        _train(analyst, dataset_id, console)
+        _where_things_are(cp, home, data, console)
+        _compromised_control_plane(cp, provider["id"], dataset_id, console)
+        _audit(operator, console)
+    console.print("\n[green]Demo finished[/green]; the control plane and the nodes were stopped.")
+
+
+def _acme_uploads(acme: VeilClient, provider_id: str, console: Console) -> tuple[str, bytes]:
+    ds = acme.create_dataset(DECLARATION["name"], DECLARATION["columns"],
+                             DECLARATION["privacy_unit"])  # fmt: skip
+    data = production_log()
+    version = acme.upload(ds["id"], data, filename="production.csv")
+    console.print(
+        f"Acme declared {ds['name']} and uploaded {len(data) / 2**20:.1f} MiB "
+        f"({version['row_count']:,} rows) to its node: stored encrypted there under a key in "
+        "the node's own OpenBao"
+    )
+    grant = acme.create_grant(provider_id, [ds["id"]], GRANTED_COLUMNS, [0, 1, 2, 3], [PURPOSE],
+                              datetime.now(UTC) + timedelta(days=30), epsilon=1.0)  # fmt: skip
+    console.print(f"grant {grant['id']} made on the node: tiers 0-3, epsilon 1; the node signs "
+                  "it and publishes it with the declaration (never the data)")  # fmt: skip
+    return str(ds["id"]), data
+
+
+def _size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _where_things_are(cp: Veil, home: Path, data: bytes, console: Console) -> None:
+    console.rule("7. What stays where")
+    rows = [line.encode() for line in data.decode().splitlines()[1:6]]  # 5 whole records
+    cp_dir = cp.settings.data_dir
+    found = [p for p in cp_dir.rglob("*") if p.is_file() and any(r in p.read_bytes() for r in rows)]
+    table = Table("where", "holds", "bytes", title_justify="left",
+                  title="every file of each party, and what it holds")  # fmt: skip
+    table.add_row("control plane", "declarations, signed grants, jobs, releases, audit log; "
+                  f"no data object, no enterprise key (records found in it: {len(found)})",
+                  f"{_size(cp_dir):,}")  # fmt: skip
+    for node_dir in sorted(home.glob("node-*")):
+        objects = node_dir / "veil" / "objects"
+        holds = "encrypted data, its own OpenBao (keys), grants, budget ledger, audit chain"
+        sizes = f"{_size(node_dir):,} ({_size(objects):,} data)"
+        table.add_row(node_dir.name, holds, sizes)
+    console.print(table)
+    tenants = [slug for _, slug in ENTERPRISES if cp.keys.tenant_exists(slug)]
+    console.print(f"the control plane's key server holds keys of: {tenants or 'no enterprise'}")
+    if found or tenants:
+        raise RuntimeError("the control plane holds an enterprise's data or keys")
+
+
+def _compromised_control_plane(
+    cp: Veil, provider_id: str, dataset_id: str, console: Console
+) -> None:
+    """Write a job no grant allows straight into the control plane's database: the node
+    decides with its own grants and refuses it."""
+    console.print("\n[bold]A compromised control plane[/bold]")
+    job_id = f"job_{uuid.uuid4().hex}"
+    with cp.db.transaction() as session:
+        enterprise_id = session.scalar(
+            select(Dataset.enterprise_id).where(Dataset.id == dataset_id)
+        )
+        session.add(Job(
+            id=job_id, provider_id=provider_id, dataset_id=dataset_id,
+            enterprise_id=enterprise_id, dataset_version=1, grant_id=None, purpose=PURPOSE,
+            tier=3, query={"aggregates": [{"kind": "mean", "column": "recipe_p1"}]},
+            epsilon=5 * EPSILON_UNIT, delta=0, status=JobStatus.QUEUED, reasons=[],
+            created_at=cp.clock(),
+        ))  # fmt: skip
+    cp.job_queued(job_id)
+    deadline = time.monotonic() + 60
+    while True:
+        with cp.db.read() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the node did not answer the forged job")
+        time.sleep(0.2)
+    console.print("the control plane queues a job on the secret recipe column at epsilon 5, "
+                  f"no grant behind it -> Acme's node: [yellow]{job.status}[/yellow]: "
+                  f"{job.error}", highlight=False)  # fmt: skip
+    if job.status == JobStatus.RELEASED:
+        raise RuntimeError("the node released a forged job")
