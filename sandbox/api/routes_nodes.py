@@ -20,6 +20,7 @@ from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH
 from sandbox.core import Veil
 from sandbox.nodes import feed, mirror, registry
 from sandbox.nodes.models import Node
+from sandbox.nodes.schemas import DatasetDoc, JobDoc, SignedDoc, body
 from sandbox.tenants import require_role
 
 router = APIRouter(tags=["nodes"])
@@ -119,7 +120,8 @@ def providers(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
     return mirror.providers(veil)
 
 
-@router.put("/node/v1/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.put("/node/v1/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
+            openapi_extra=body(DatasetDoc))  # fmt: skip
 def publish_dataset(dataset_id: str, veil: VeilDep, signed: SignedDep) -> Response:
     """Publish a dataset's catalog entry: its declaration and public row counts, no data."""
     doc = _object(signed.body)
@@ -132,7 +134,8 @@ def publish_dataset(dataset_id: str, veil: VeilDep, signed: SignedDep) -> Respon
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.put("/node/v1/grants/{grant_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.put("/node/v1/grants/{grant_id}", status_code=status.HTTP_204_NO_CONTENT,
+            openapi_extra=body(SignedDoc))  # fmt: skip
 def publish_grant(grant_id: str, veil: VeilDep, signed: SignedDep) -> Response:
     """Publish a grant the enterprise made on its node, signed by the node's key server."""
     body = _object(signed.body)
@@ -145,21 +148,27 @@ def publish_grant(grant_id: str, veil: VeilDep, signed: SignedDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/node/v1/jobs/claim", response_model=None)
+_CLAIMED: dict[int | str, dict[str, Any]] = {
+    200: {"model": JobDoc},
+    204: {"description": "no job waiting"},
+}
+
+
+@router.post("/node/v1/jobs/claim", response_model=None, responses=_CLAIMED)
 def claim_job(veil: VeilDep, signed: SignedDep) -> dict[str, Any] | Response:
     """The oldest queued job on this node's datasets, now running for the node (204: none)."""
     job = feed.claim(veil, signed.node)
     return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/node/v1/jobs/{job_id}/release")
+@router.post("/node/v1/jobs/{job_id}/release", openapi_extra=body(SignedDoc))
 def release_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
     """The node's signed release of a job's result (at most once; a repeat is answered
     "already")."""
     return {"outcome": feed.accept_release(veil, signed.node, job_id, _object(signed.body))}
 
 
-@router.post("/node/v1/jobs/{job_id}/fail")
+@router.post("/node/v1/jobs/{job_id}/fail", openapi_extra=body(SignedDoc))
 def fail_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
     """The node's signed refusal or failure of a job, with its reason."""
     return {"outcome": feed.accept_failure(veil, signed.node, job_id, _object(signed.body))}
