@@ -311,6 +311,15 @@ def test_a_release_for_another_query_is_refused(node_world: NodeWorld) -> None:
     with pytest.raises(ControlPlaneRefused) as refused:
         client.call("POST", f"/node/v1/jobs/{job_id}/release", wrong)
     assert refused.value.status == 422
+    # A well-formed release signed by any other key (here the control plane's own) is not
+    # the node's: refused before anything is looked at.
+    document = {"kind": "release", "job_id": job_id, "node_id": node_world.config.node_id,
+                "query_sha256": claimed["query_sha256"], "result": {"rows": []}}  # fmt: skip
+    other = node_world.cp.keys.sign(canonical_json(document)).to_text()
+    with pytest.raises(ControlPlaneRefused) as forged:
+        client.call("POST", f"/node/v1/jobs/{job_id}/release",
+                    {"document": document, "signature": other})  # fmt: skip
+    assert forged.value.status == 403 and forged.value.code == "bad_signature"
     with node_world.cp.db.read() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == JobStatus.RUNNING and job.result is None
