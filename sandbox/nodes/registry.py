@@ -161,5 +161,8 @@ def _spend_nonce(session: Session, node_id: str, nonce: str, now: datetime) -> N
     session.execute(delete(NodeNonce).where(NodeNonce.seen_at < now - window))
     if session.get(NodeNonce, (node_id, nonce)) is not None:
         raise RequestRejected(Msg("this request was sent before (its nonce is spent)"))
-    session.add(NodeNonce(node_id=node_id, nonce=nonce, seen_at=now))
-    session.flush()
+    try:  # the same nonce on two API processes at once: the database keeps one
+        with session.begin_nested():
+            session.add(NodeNonce(node_id=node_id, nonce=nonce, seen_at=now))
+    except IntegrityError:
+        raise RequestRejected(Msg("this request was sent before (its nonce is spent)")) from None

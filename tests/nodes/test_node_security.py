@@ -199,7 +199,7 @@ def _queue_as_compromised_control_plane(world: NodeWorld, **changes: Any) -> str
         "provider_id": world.provider_id, "dataset_id": world.dataset_id,
         "enterprise_id": world.config.enterprise_id, "dataset_version": 1,
         "grant_id": world.grant_id, "purpose": PURPOSE, "tier": 3,
-        "query": {"aggregates": MEAN, "epsilon": 0.25}, "epsilon": int(0.25 * EPSILON_UNIT),
+        "query": {"aggregates": MEAN}, "epsilon": int(0.25 * EPSILON_UNIT),
         "delta": 0, "status": JobStatus.QUEUED, "reasons": [], "created_at": world.cp.clock(),
     }  # fmt: skip
     with world.cp.db.transaction() as session:
@@ -217,14 +217,16 @@ def _node_spent(world: NodeWorld) -> float:
     [
         {"tier": 4},  # a tier the enterprise never granted
         {"purpose": "marketing"},  # another purpose
-        {"query": {"aggregates": [{"kind": "mean", "column": "recipe_p1"}], "epsilon": 0.25}},
-        {"query": {"aggregates": MEAN, "epsilon": 5.0}, "epsilon": 5 * EPSILON_UNIT},  # budget
+        {"query": {"aggregates": [{"kind": "mean", "column": "recipe_p1"}]}},
+        {"epsilon": 5 * EPSILON_UNIT},  # more than the node's budget
     ],
     ids=["tier", "purpose", "secret-column", "over-budget"],
 )
 def test_node_refuses_what_its_grants_do_not_cover(
-    node_world: NodeWorld, forgery: dict[str, Any]
+    node_world: NodeWorld, forgery: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
+    reason = {"tier": "tier", "purpose": "purpose", "secret-column": "recipe_p1",
+              "over-budget": "budget"}[request.node.callspec.id]  # fmt: skip
     job_id = _queue_as_compromised_control_plane(node_world, **forgery)
     node_world.run_jobs()
     with node_world.cp.db.read() as session:
@@ -232,6 +234,7 @@ def test_node_refuses_what_its_grants_do_not_cover(
         assert job is not None
         assert job.status == JobStatus.FAILED and job.result is None
         assert "node did not release" in (job.error or "")
+        assert reason in (job.error or ""), job.error  # refused for the forgery, not a typo
     assert _node_spent(node_world) == 0.0  # the node's own ledger: nothing spent
     with node_world.node.db.read() as session:
         local = session.scalars(select(Job)).all()

@@ -122,6 +122,16 @@ POLICY: tuple[Endpoint, ...] = (
         operator=201, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/enterprises",
         operator=200, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
+    # Enterprises whose data lives on their own node (docs/nodes.md): the operator's.
+    row("POST", "/v1/nodes",
+        operator=201, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
+    row("GET", "/v1/nodes",
+        operator=200, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
+    # The fixture's enterprises are hosted, so the operator finds no node to re-enrol (404);
+    # every other role is refused for its role first (403), the object never looked up.
+    row("POST", "/v1/nodes/{enterprise_id}/enrolment-code", target="tenant",
+        operator=404, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403),
     row("POST", "/v1/providers",
         operator=201, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
     # Enterprises list providers, to choose whom to grant.

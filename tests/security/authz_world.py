@@ -400,6 +400,9 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("POST", "/v1/enterprises"): lambda t, _: {
         "json": {"name": "Initech", "slug": f"initech-{uuid.uuid4().hex[:8]}"}
     },
+    ("POST", "/v1/nodes"): lambda t, _: {
+        "json": {"name": "Initech", "slug": f"initech-{uuid.uuid4().hex[:8]}"}
+    },
     ("POST", "/v1/providers"): lambda t, _: {"json": {"name": "Sneaky Analytics"}},
     ("POST", "/v1/security-officers"): lambda t, _: {"json": {"name": "Eve", "scope": None}},
     ("POST", "/v1/datasets"): lambda t, _: {
