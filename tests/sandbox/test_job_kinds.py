@@ -116,3 +116,14 @@ def test_a_refused_document_is_parsed_once_and_says_what_it_said_before(world: W
     assert e.value.status == 422 and e.value.detail.startswith("query: ")
     assert _parses_since(before) == {3: 1}
     assert job_kinds.PARSED is PARSED  # one counter for the process
+
+
+def test_only_tier_5_has_no_preview() -> None:
+    for tier in (2, 3, 4):
+        kind_for(tier).require_preview()
+    with pytest.raises(InvalidRequest) as e:
+        kind_for(5).require_preview()
+    assert str(e.value.message) == (
+        "previews are for tiers 2 to 4 (tier 5 shows its output on the mock when submitted)"
+    )
+    assert [kind_for(tier).releases_model for tier in JOB_TIERS] == [False, False, True, False]
