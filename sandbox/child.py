@@ -35,6 +35,7 @@ import shutil
 import struct
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -111,64 +112,86 @@ def _read_data(stream: IO[bytes]) -> bytes:
 
 def compute(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None = None) -> None:
     """Run ``task`` on the Parquet ``data``; send its result (or raise).  ``stdin`` carries
-    the parent's answers to the process's questions (tier 5's DP helper calls)."""
+    the parent's answers to the process's questions (tier 5's DP helper calls).
+
+    ``task.kind`` names the function (``_COMPUTE``); the parent's job kind chose it
+    (``sandbox.job_kinds``, which this process cannot import).
+    """
+    run = _COMPUTE.get(task.kind)
+    if run is None:
+        raise ValueError(f"unknown task kind {task.kind!r}")
+    run(task, data, channel, stdin)
+
+
+def _frame(data: bytes) -> Any:
+    """The Parquet as a polars frame; None for a mock run (no data)."""
     import polars as pl
 
-    if task.kind == "query":
-        _private_query(task, data, channel)
-        return
-    frame: Any = pl.read_parquet(io.BytesIO(data)) if data else None  # a mock run: none
+    return pl.read_parquet(io.BytesIO(data)) if data else None
+
+
+def _table(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+    """Tier 2: the cell-key perturbed, SDC-checked table."""
+    from analytics.cellkey import statement
+    from analytics.sdc import SdcRules, run_table_query
+
+    frame = _frame(data)
     del data
-    if task.kind == "table":
-        from analytics.cellkey import statement
-        from analytics.sdc import SdcRules, run_table_query
-
-        rules = SdcRules(min_count=task.min_count)
-        table = run_table_query(frame, task.schema, task.query, rules, secret=task.cell_secret)
-        cells = [asdict(c) for c in table.cells]
-        suppressed = sum(1 for c in table.cells if c.status != "ok")
-        result = {"tier": 2, "cells": cells, "rules": asdict(rules), "perturbation": statement()}
-        channel.send(
-            {
-                "type": "result",
-                "result": result,
-                "details": {"cells": len(table.cells), "suppressed": suppressed},
-                "blobs": 0,
-            }
-        )
-    elif task.kind == "training":
-        from analytics.training import train_model
-
-        def on_epoch(epoch: int, loss: float) -> None:
-            channel.send({"type": "progress", "epoch": epoch, "loss": loss})
-
-        model = train_model(
-            frame,
-            task.schema,
-            task.query,
-            task.rows_public,
-            on_epoch=on_epoch,
-            secure_mode=task.secure_mode,
-        )
-        result = {
-            "tier": 4,
-            "card": model.card,
-            "epsilon": model.epsilon,
-            "delta": model.delta,
-            "model_format": "safetensors",
+    rules = SdcRules(min_count=task.min_count)
+    table = run_table_query(frame, task.schema, task.query, rules, secret=task.cell_secret)
+    cells = [asdict(c) for c in table.cells]
+    suppressed = sum(1 for c in table.cells if c.status != "ok")
+    result = {"tier": 2, "cells": cells, "rules": asdict(rules), "perturbation": statement()}
+    channel.send(
+        {
+            "type": "result",
+            "result": result,
+            "details": {"cells": len(table.cells), "suppressed": suppressed},
+            "blobs": 0,
         }
-        details = {"epsilon_spent": model.epsilon, "delta_spent": model.delta}
-        channel.send(
-            {"type": "result", "result": result, "details": details, "blobs": 1},
-            (model.weights,),
-        )
-    elif task.kind in ("syft", "syft-mock"):
-        _run_code(task, frame, channel, stdin or sys.stdin.buffer)
-    else:
-        raise ValueError(f"unknown task kind {task.kind!r}")
+    )
 
 
-def _private_query(task: Task, data: bytes, channel: _Channel) -> None:
+def _training(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+    """Tier 4: the DP-SGD model, its card, and its weights as the one blob."""
+    from analytics.training import train_model
+
+    frame = _frame(data)
+    del data
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        channel.send({"type": "progress", "epoch": epoch, "loss": loss})
+
+    model = train_model(
+        frame,
+        task.schema,
+        task.query,
+        task.rows_public,
+        on_epoch=on_epoch,
+        secure_mode=task.secure_mode,
+    )
+    result = {
+        "tier": 4,
+        "card": model.card,
+        "epsilon": model.epsilon,
+        "delta": model.delta,
+        "model_format": "safetensors",
+    }
+    details = {"epsilon_spent": model.epsilon, "delta_spent": model.delta}
+    channel.send(
+        {"type": "result", "result": result, "details": details, "blobs": 1},
+        (model.weights,),
+    )
+
+
+def _code(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+    """Tier 5 (``syft``, ``syft-mock``): see ``_run_code``."""
+    frame = _frame(data)
+    del data
+    _run_code(task, frame, channel, stdin or sys.stdin.buffer)
+
+
+def _private_query(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
     """Tier 3.  The Parquet goes as it is to the job's tmpfs, and OpenDP scans it there,
     decoding only the columns the query reads, once per plan (``analytics.dp_scratch``)."""
     import polars as pl
@@ -276,6 +299,16 @@ def _ask_parent(channel: _Channel, stdin: IO[bytes]) -> Any:
         raise error(str(refusal or "Veil refused the DP helper call"))
 
     return ask
+
+
+#: What each task kind computes (``Task.kind``, set by the parent's job kind).
+_COMPUTE: Final[dict[str, Callable[[Task, bytes, _Channel, IO[bytes] | None], None]]] = {
+    "table": _table,
+    "query": _private_query,
+    "training": _training,
+    "syft": _code,
+    "syft-mock": _code,
+}
 
 
 # ---------------------------------------------------------------- tier-5 outputs

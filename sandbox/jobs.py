@@ -18,13 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from analytics.private_query import QueryError, preview_query, validate_query
-from analytics.query_document import parse_query
-from analytics.schema import ColumnClass, DatasetSchema, PrivateQuery
-from analytics.sdc import SdcQueryError, SdcRules, TableQuery, validate_table_query
-from analytics.sdc_preview import preview_table
-from analytics.training_document import parse_training
-from analytics.training_spec import TrainingError, TrainingSpec
+from analytics.schema import ColumnClass, DatasetSchema
 from i18n import Msg
 from policies import audit
 from policies.db import new_id
@@ -35,15 +29,16 @@ from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
-from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
-from sandbox.reviewed_code import CodeJob, parse_code_job, resolve_code_job
-from sandbox.tenants import require_role
 
-AGGREGATE_TIER = 2
-PRIVATE_QUERY_TIER = 3
-TRAINING_TIER = 4
-CODE_TIER = 5
-JOB_TIERS = (AGGREGATE_TIER, PRIVATE_QUERY_TIER, TRAINING_TIER, CODE_TIER)
+# The tiers were named here first; they live with their kinds now (re-exported).
+from sandbox.job_kinds import AGGREGATE_TIER as AGGREGATE_TIER
+from sandbox.job_kinds import CODE_TIER as CODE_TIER
+from sandbox.job_kinds import JOB_TIERS as JOB_TIERS
+from sandbox.job_kinds import PRIVATE_QUERY_TIER as PRIVATE_QUERY_TIER
+from sandbox.job_kinds import TRAINING_TIER as TRAINING_TIER
+from sandbox.job_kinds import JobKind, JobQuery, kind_for
+from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
+from sandbox.tenants import require_role
 
 
 @dataclass(frozen=True)
@@ -58,111 +53,22 @@ class JobSubmission:
     delta: float = 0.0
 
 
-JobQuery = PrivateQuery | TableQuery | TrainingSpec | CodeJob
+@dataclass(frozen=True)
+class _Parsed:
+    """A submission read once: its kind, its query, and its cost in units."""
+
+    kind: JobKind
+    query: JobQuery
+    epsilon: int
+    delta: int
 
 
-def _with_budget(document: dict[str, Any], epsilon: float, delta: float) -> dict[str, Any]:
-    """The training document with the job's own epsilon and delta (one source of truth)."""
-    for name, value in (("epsilon", epsilon), ("delta", delta)):
-        if name in document and document[name] != value:
-            raise InvalidRequest(
-                Msg(
-                    "training.{name} differs from the job's {name}; give it once",
-                    name=name,
-                )
-            )
-    return document | {"epsilon": epsilon, "delta": delta}
-
-
-def parse_job_query(
-    tier: int, document: dict[str, Any], epsilon: float = 0.0, delta: float = 0.0
-) -> JobQuery:
-    """The query (tiers 2, 3) or training spec (tier 4) of a job; InvalidRequest if malformed."""
-    if tier not in JOB_TIERS:
-        raise InvalidRequest(
-            Msg(
-                "tier {tier} has no jobs here: tier 0 is GET /v1/catalog, tier 1 "
-                "is GET /v1/datasets/{{id}}/mock, tiers 2 to 5 are jobs",
-                tier=tier,
-            )
-        )
-    if tier == CODE_TIER:
-        return parse_code_job(document)
-    if tier == TRAINING_TIER:
-        try:
-            return parse_training(_with_budget(document, epsilon, delta))
-        except TrainingError as exc:
-            raise InvalidRequest(
-                Msg(
-                    "training: {problem}",
-                    problem=exc.args[0] if exc.args else str(exc),
-                )
-            ) from None
-    try:
-        query = parse_query(document)
-    except QueryError as exc:
-        raise InvalidRequest(
-            Msg(
-                "query: {problem}",
-                problem=exc.args[0] if exc.args else str(exc),
-            )
-        ) from None
-    if tier == AGGREGATE_TIER:
-        return TableQuery(query.aggregates, query.group_by)
-    return query
-
-
-def _validate(schema: DatasetSchema, query: JobQuery, rows_public: int) -> None:
-    if isinstance(query, CodeJob):
-        return  # checked when the code was submitted and approved
-    try:
-        if isinstance(query, TrainingSpec):
-            # Imported here: analytics.training loads torch and Opacus (about 3 s), which
-            # only training needs; the API and the CLI start without them.
-            from analytics.training import preview_training, validate_training
-
-            validate_training(schema, query)
-            preview_training(schema, query, rows_public)  # checks delta against 1/n, etc.
-        elif isinstance(query, TableQuery):
-            validate_table_query(schema, query)
-        else:
-            validate_query(schema, query)
-    except (QueryError, SdcQueryError, TrainingError) as exc:
-        raise InvalidRequest(
-            Msg(
-                "query: {problem}",
-                problem=exc.args[0] if exc.args else str(exc),
-            )
-        ) from None
-
-
-def columns_of(query: JobQuery) -> frozenset[str]:
-    if isinstance(query, CodeJob):
-        return frozenset(query.columns)
-    if isinstance(query, TrainingSpec):
-        return frozenset({*query.features, query.target})
-    used = {a.column for a in query.aggregates if a.column is not None}
-    return frozenset(used | set(query.group_by))
-
-
-def _costs(sub: JobSubmission) -> tuple[int, int]:
+def _parse(sub: JobSubmission) -> _Parsed:
+    """The submission's one parse (submit and preview each call this once)."""
     eps, delta = epsilon_units(sub.epsilon), delta_units(sub.delta)
-    if sub.tier in (PRIVATE_QUERY_TIER, TRAINING_TIER) and eps <= 0:
-        raise InvalidRequest(
-            Msg(
-                "a tier-{tier} job needs epsilon > 0 (at least 0.000001)",
-                tier=sub.tier,
-            )
-        )
-    if sub.tier == TRAINING_TIER and delta <= 0:
-        raise InvalidRequest(Msg("a tier-4 training job needs delta > 0 (e.g. 1e-6), below 1/rows"))
-    if sub.tier == AGGREGATE_TIER and (eps or delta):
-        raise InvalidRequest(
-            Msg("a tier-2 job costs no privacy budget: leave epsilon and delta at 0")
-        )
-    if sub.tier == CODE_TIER and delta:
-        raise InvalidRequest(Msg("a tier-5 job's DP helpers are pure epsilon-DP: leave delta at 0"))
-    return eps, delta
+    kind = kind_for(sub.tier)
+    kind.cost(eps, delta)
+    return _Parsed(kind, kind.parse(sub.query, sub.epsilon, sub.delta), eps, delta)
 
 
 def _cap_reason(dataset: Dataset, eps: int, delta: int) -> str | None:
@@ -192,21 +98,18 @@ def _decide(
     veil: Veil,
     provider: Principal,
     sub: JobSubmission,
-    query: JobQuery,
-    eps: int,
-    delta: int,
+    parsed: _Parsed,
 ) -> _Decided:
     dataset = session.get(Dataset, sub.dataset_id)
     grants = provider_grants(session, provider.id, sub.dataset_id) if dataset else []
     if dataset is None or not grants:  # the same answer whether it exists or not
         return _Decided(Decision(False, (NO_GRANT,)))
     schema = schema_from_json(dataset.declaration)
-    _check_columns_known(schema, query, grants)
-    refused = None
-    if isinstance(query, CodeJob):
-        query, _, refused = resolve_code_job(session, provider.id, dataset.id, query)
+    kind, eps, delta = parsed.kind, parsed.epsilon, parsed.delta
+    _check_columns_known(schema, kind.columns(parsed.query), grants)
+    query, refused = kind.resolve(session, provider.id, dataset.id, parsed.query)
     request = JobRequest(
-        provider.id, dataset.id, sub.purpose, sub.tier, columns_of(query), eps, delta
+        provider.id, dataset.id, sub.purpose, sub.tier, kind.columns(query), eps, delta
     )
     classes = {c.name: str(c.column_class) for c in schema.columns}
     decision = decide(request, classes, grants, veil.clock())
@@ -220,21 +123,20 @@ def _decide(
     if cap:
         decision = Decision(False, (cap,), decision.grant)
     if decision.allowed and version is not None:
-        _validate(schema, query, rounded_count(version.row_count))
+        kind.validate(schema, query, rounded_count(version.row_count))
     return _Decided(decision, dataset, version, schema)
 
 
-def _check_columns_known(schema: DatasetSchema, query: JobQuery, grants: list[Grant]) -> None:
+def _check_columns_known(schema: DatasetSchema, used: frozenset[str], grants: list[Grant]) -> None:
     """422 ``unknown_column`` for a column the dataset does not have.
 
     Only asked once the provider is known to hold a grant on the dataset (an unknown or
     ungranted dataset answers as before, saying nothing of its columns). The suggestion
-    comes from the granted, non-secret columns only: a name the caller may use.
+    comes from the granted, non-secret columns only: a name the caller may use. (A tier-5
+    job names no columns before it is resolved: its code's were checked when submitted.)
     """
-    if isinstance(query, CodeJob):
-        return  # the reviewed code's columns were checked when it was submitted
     known = {c.name for c in schema.columns}
-    unknown = sorted(columns_of(query) - known)
+    unknown = sorted(used - known)
     if unknown:
         granted = {c for g in grants for c in g.columns}
         usable = {
@@ -277,11 +179,11 @@ def _debit(
     return None
 
 
-def _check_training_early(
-    veil: Veil, provider: Principal, sub: JobSubmission, spec: TrainingSpec
-) -> None:
-    """Run a training spec's slow check (the noise search, up to seconds) before the write
+def _validate_early(veil: Veil, provider: Principal, sub: JobSubmission, parsed: _Parsed) -> None:
+    """Run a slow validation (training's noise search, up to seconds) before the write
     transaction, so it never holds the database lock; the check inside hits its cache."""
+    if not parsed.kind.slow_validation:
+        return
     with veil.db.transaction() as session:
         dataset = session.get(Dataset, sub.dataset_id)
         if dataset is None or not provider_grants(session, provider.id, dataset.id):
@@ -290,18 +192,17 @@ def _check_training_early(
         schema = schema_from_json(dataset.declaration)
     if version is not None:
         with contextlib.suppress(InvalidRequest):  # reported after the policy decision
-            _validate(schema, spec, rounded_count(version.row_count))
+            parsed.kind.validate(schema, parsed.query, rounded_count(version.row_count))
 
 
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
     require_role(provider, Role.PROVIDER)
-    eps, delta = _costs(sub)
-    query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
-    if isinstance(query, TrainingSpec):
-        _check_training_early(veil, provider, sub, query)
+    parsed = _parse(sub)
+    eps, delta = parsed.epsilon, parsed.delta
+    _validate_early(veil, provider, sub, parsed)
     with veil.db.transaction() as session:
-        decided = _decide(session, veil, provider, sub, query, eps, delta)
+        decided = _decide(session, veil, provider, sub, parsed)
         decision, dataset, version = decided.decision, decided.dataset, decided.version
         job = Job(
             id=new_id("job"),
@@ -387,18 +288,11 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     estimates and the training sampling rate.
     """
     require_role(provider, Role.PROVIDER)
-    eps, delta = _costs(sub)
-    query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
-    if isinstance(query, CodeJob):
-        raise InvalidRequest(
-            Msg(
-                "previews are for tiers 2 to 4 (tier 5 shows its output on the mock when submitted)"
-            )
-        )
-    if isinstance(query, TrainingSpec):
-        _check_training_early(veil, provider, sub, query)
+    parsed = _parse(sub)
+    parsed.kind.require_preview()
+    _validate_early(veil, provider, sub, parsed)
     with veil.db.transaction() as session:
-        decided = _decide(session, veil, provider, sub, query, eps, delta)
+        decided = _decide(session, veil, provider, sub, parsed)
         audit.record(
             session,
             "job.previewed",
@@ -414,33 +308,14 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
         )
     if not decided.decision.allowed or decided.schema is None or decided.version is None:
         return {"allowed": False, "reasons": list(decided.decision.reasons), "preview": None}
-    if isinstance(query, TableQuery):
-        assert decided.decision.grant is not None
-        rules = SdcRules(min_count=decided.decision.grant.min_group_size)
-        table = preview_table(decided.schema, query, rules)
-        return {"allowed": True, "reasons": [], "preview": None, "table": table}
-    rows_public = rounded_count(decided.version.row_count)
-    if isinstance(query, TrainingSpec):
-        from analytics.training import preview_training  # torch: lazily
-
-        return {
-            "allowed": True,
-            "reasons": [],
-            "preview": None,
-            "training": preview_training(decided.schema, query, rows_public),
-        }
-    try:
-        preview = preview_query(
-            decided.schema, query, sub.epsilon, sub.delta, rows_hint=rows_public
-        )
-    except QueryError as exc:
-        raise InvalidRequest(
-            Msg(
-                "query: {problem}",
-                problem=exc.args[0] if exc.args else str(exc),
-            )
-        ) from None
-    return {"allowed": True, "reasons": [], "preview": preview}
+    assert decided.decision.grant is not None
+    return parsed.kind.preview(
+        decided.schema,
+        parsed.query,
+        (sub.epsilon, sub.delta),
+        decided.decision.grant.min_group_size,
+        rounded_count(decided.version.row_count),
+    )
 
 
 def visible_job(session: Session, principal: Principal, job_id: str) -> Job:

@@ -19,17 +19,17 @@ from i18n import Msg
 from policies import audit
 from policies.decisions import JobRequest, decide
 from policies.errors import Conflict
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.grants import Grant
 from policies.principals import Principal
 from sandbox.artifacts import StoredArtifact, store_artifact
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
 from sandbox.held_outputs import attach_held, delete_held, detach_held, encrypt_held, load_held
 from sandbox.isolation import ChildResult, SandboxError
-from sandbox.jobs import columns_of, parse_job_query
+from sandbox.job_kinds import JobKind, JobQuery, kind_for, parse_stored
 from sandbox.models import Dataset, Job, JobStatus
 from sandbox.refunds import fail_with_refund
-from sandbox.reviewed_code import CheckedOutput, CodeJob, resolve_code_job
+from sandbox.reviewed_code import CheckedOutput
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +77,26 @@ def fail_running(
         return True
 
 
-def still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
-    """Reasons the job's grant no longer allows it (empty when it still does)."""
+def still_allowed(
+    veil: Veil, session: Session, job: Job, query: JobQuery | None = None
+) -> tuple[str, ...]:
+    """Reasons the job's grant no longer allows it (empty when it still does).
+
+    ``query``: the job's parsed query when the caller has it (a run parses it once,
+    ``sandbox.job_kinds.parse_stored``); else it is parsed here.
+    """
     grant = session.get(Grant, job.grant_id) if job.grant_id else None
     dataset = session.get(Dataset, job.dataset_id)
     if grant is None or dataset is None:
         return (Msg("the grant or the dataset is gone"),)
     schema = schema_from_json(dataset.declaration)
-    query = parse_job_query(job.tier, job.query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT)
-    if isinstance(query, CodeJob):
-        query, _, refused = resolve_code_job(session, job.provider_id, job.dataset_id, query)
-        if refused:
-            return (refused,)
+    kind = kind_for(job.tier)
+    parsed = parse_stored(job) if query is None else query
+    resolved, refused = kind.resolve(session, job.provider_id, job.dataset_id, parsed)
+    if refused:
+        return (refused,)
     request = JobRequest(
-        job.provider_id, job.dataset_id, job.purpose, job.tier, columns_of(query), 0, 0,
+        job.provider_id, job.dataset_id, job.purpose, job.tier, kind.columns(resolved), 0, 0,
         epsilon_paid=job.epsilon > 0,
     )  # fmt: skip  # already paid: only the terms are re-checked
     classes = {c.name: str(c.column_class) for c in schema.columns}
@@ -107,14 +113,16 @@ class Output:
     artifact: StoredArtifact | None = None
 
 
-def checked_output(veil: Veil, enterprise: Principal, job_id: str, answer: ChildResult) -> Output:
+def checked_output(
+    veil: Veil, enterprise: Principal, job_id: str, kind: JobKind, answer: ChildResult
+) -> Output:
     """Check the shape of the sandbox's answer (it is not trusted) and store a model."""
     message = answer.message
     result, details = message.get("result"), message.get("details")
     if not isinstance(result, dict) or not isinstance(details, dict):
         raise SandboxError("the job's process sent a malformed result")
     artifact = None
-    if result.get("tier") == 4:
+    if kind.releases_model:
         if len(answer.blobs) != 1:
             raise SandboxError("the job's process sent a malformed result")
         assert enterprise.slug is not None
@@ -124,13 +132,14 @@ def checked_output(veil: Veil, enterprise: Principal, job_id: str, answer: Child
     return Output(result, details, artifact)
 
 
-def release(veil: Veil, job_id: str, output: Output) -> None:
+def release(veil: Veil, job_id: str, output: Output, query: JobQuery | None = None) -> None:
+    """Release ``output`` if the grant still allows the job (``query``: as parsed by the run)."""
     with veil.db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
         if not _still_ours(veil, job):  # nothing released
             return
-        refused = still_allowed(veil, session, job)
+        refused = still_allowed(veil, session, job, query)
         if not refused:
             result = {**output.result, "dataset_version": job.dataset_version}
             digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
@@ -156,11 +165,13 @@ def release(veil: Veil, job_id: str, output: Output) -> None:
         )
 
 
-def finish_code_job(veil: Veil, job_id: str, checked: CheckedOutput, tenant: str) -> None:
+def finish_code_job(
+    veil: Veil, job_id: str, checked: CheckedOutput, tenant: str, query: JobQuery | None = None
+) -> None:
     """Tier 5: release an output that passed, hold one the checks held (encrypted under the
     enterprise's key, ``sandbox.held_outputs``), fail a blocked one."""
     if checked.status == "pass":
-        release(veil, job_id, Output(checked.result, checked.details))
+        release(veil, job_id, Output(checked.result, checked.details), query)
         return
     if checked.status == "blocked":
         fail_running(

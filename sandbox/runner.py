@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from analytics.schema import DatasetSchema
-from analytics.sdc import TableQuery
-from analytics.syft_code import parse_submission
 from analytics.training_spec import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
@@ -28,11 +25,11 @@ from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
 from sandbox.cell_secrets import cell_secret
 from sandbox.child import Task
-from sandbox.code_runs import all_public, run_code_job
+from sandbox.code_runs import run_code_job
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
-from sandbox.jobs import AGGREGATE_TIER, parse_job_query
+from sandbox.job_kinds import RunInputs, kind_for, parse_stored
 from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus
 from sandbox.objects import read_decrypted
 from sandbox.outcomes import (
@@ -44,7 +41,6 @@ from sandbox.outcomes import (
     still_allowed,
 )
 from sandbox.refunds import ClaimLost, data_read_marker
-from sandbox.reviewed_code import CODE_TIER, MOCK_ROWS
 from sandbox.suspension import fail_jobs_of_suspended
 
 log = logging.getLogger(__name__)
@@ -100,13 +96,18 @@ def _claim(veil: Veil, session: Session, job_id: str) -> bool:
 
 
 def run_job(veil: Veil, job_id: str) -> None:
-    """Run a claimed job to ``released`` or ``failed``."""
+    """Run a claimed job to ``released`` or ``failed``.
+
+    The job's stored query is parsed exactly once, here (``parse_stored``); the re-check,
+    the task and the release all use that parse.
+    """
     with veil.db.transaction() as session:
         job = session.get(Job, job_id)
         assert job is not None
         if job.status != JobStatus.RUNNING or job.worker_id != veil.worker_id:
             return  # this worker was taken for dead meanwhile: the job is not its own now
-        refused = still_allowed(veil, session, job)
+        kind, query = kind_for(job.tier), parse_stored(job)
+        refused = still_allowed(veil, session, job, query)
         dataset = session.get(Dataset, job.dataset_id)
         enterprise = session.get(Principal, job.enterprise_id)
         version = session.scalar(
@@ -116,7 +117,7 @@ def run_job(veil: Veil, job_id: str) -> None:
             )
         )
         grant = session.get(Grant, job.grant_id)
-        code = _code_request(session, job) if job.tier == CODE_TIER else None
+        code = None if refused else kind.code_request(session, query)
     if refused:
         fail_running(
             veil,
@@ -126,17 +127,17 @@ def run_job(veil: Veil, job_id: str) -> None:
         )
         return
     assert dataset and enterprise and enterprise.slug and version and grant
-    schema = schema_from_json(dataset.declaration)
-    task = _task(veil, job, grant, version, schema, code)
+    inputs = _inputs(veil, job, grant, version, schema_from_json(dataset.declaration), code)
+    task = kind.task(query, inputs)
     progress = JobProgress(veil, job_id, task)
     try:
-        secret = None
-        if job.tier == AGGREGATE_TIER or (code and not all_public(schema, tuple(code.columns))):
+        if kind.needs_cell_secret(inputs):
             # The dataset's cell-key secret, made on first need: tier 2 perturbs its cells
             # with it, tier 5 the aggregates it releases.
             secret = cell_secret(veil, dataset, enterprise.slug, version.version, job_id)
-        if job.tier == AGGREGATE_TIER and secret is not None:
-            task = replace(task, cell_secret=secret)
+            task = kind.with_cell_secret(task, secret)
+        else:
+            secret = None
         data = read_decrypted(
             veil,
             enterprise.slug,
@@ -150,15 +151,16 @@ def run_job(veil: Veil, job_id: str) -> None:
             # Tier 5 runs code that is not Veil's: sandboxes of its own, used once, holding
             # only the granted columns (sandbox.code_runs).
             checked = run_code_job(
-                veil, task, data, schema, grant.min_group_size, progress, secret, code.reference
-            )
+                veil, task, data, inputs.schema, grant.min_group_size, progress, secret,
+                code.reference,
+            )  # fmt: skip
             del data
-            finish_code_job(veil, job_id, checked, enterprise.slug)
+            finish_code_job(veil, job_id, checked, enterprise.slug, query)
             return
         sandbox = (veil.sandboxes or SandboxPool(veil.settings, warm=False)).take()
         answer = sandbox.run(task, data, progress.on_progress, progress.should_stop)
         del data
-        output = checked_output(veil, enterprise, job_id, answer)
+        output = checked_output(veil, enterprise, job_id, kind, answer)
     except SandboxCancelled:
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
@@ -170,7 +172,7 @@ def run_job(veil: Veil, job_id: str) -> None:
         # while being stopped): the cancellation is what the provider must read.
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
-    release(veil, job_id, output)
+    release(veil, job_id, output, query)
 
 
 def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:
@@ -192,38 +194,24 @@ def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:
     fail_running(veil, job_id, reason, refund_unread=True)
 
 
-def _code_request(session: Session, job: Job) -> CodeRequest:
-    code = session.get(CodeRequest, job.query.get("code_request_id"))
-    assert code is not None  # still_allowed checked it is there and approved
-    return code
-
-
-def _task(
+def _inputs(
     veil: Veil,
     job: Job,
     grant: Grant,
     version: DatasetVersion,
     schema: DatasetSchema,
-    code: CodeRequest | None = None,
-) -> Task:
-    """What the sandboxed process computes (parsed and checked here, in the parent)."""
+    code: CodeRequest | None,
+) -> RunInputs:
+    """What the job's kind builds its task from (the task is checked here, in the parent)."""
     eps, delta = job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT
-    if code is not None:  # tier 5: the approved source, its pin checked again in there
-        parsed = parse_submission(code.source)
-        extra = {"columns": list(code.columns), "approved_sha256": code.sha256,
-                 "mock_rows": MOCK_ROWS}  # fmt: skip
-        return Task("syft", schema, parsed, epsilon=eps, extra=extra)
-    query = parse_job_query(job.tier, job.query, eps, delta)
-    kind = {TableQuery: "table", TrainingSpec: "training"}.get(type(query), "query")
-    return Task(
-        kind=kind,
+    return RunInputs(
         schema=schema,
-        query=query,
         epsilon=eps,
         delta=delta,
         rows_public=rounded_count(version.row_count),
         min_count=grant.min_group_size,
         secure_mode=veil.settings.training_secure_mode,
+        code=code,
     )
 
 
