@@ -27,17 +27,17 @@ from analytics.training_document import parse_training
 from analytics.training_spec import TrainingError, TrainingSpec
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, require
 from policies.db import new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide, unknown_column
 from policies.errors import Conflict, Denied, InvalidRequest, NotFound
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, debit, delta_units, epsilon_units
 from policies.grants import grants_for as provider_grants
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
 from sandbox.reviewed_code import CodeJob, parse_code_job, resolve_code_job
-from sandbox.tenants import require_role
 
 AGGREGATE_TIER = 2
 PRIVATE_QUERY_TIER = 3
@@ -295,7 +295,7 @@ def _check_training_early(
 
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.SUBMIT_JOBS)
     eps, delta = _costs(sub)
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
     if isinstance(query, TrainingSpec):
@@ -386,7 +386,7 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     (tier 2: bounds and privacy unit) and its rounded row count (tier 0), for mean
     estimates and the training sampling rate.
     """
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.SUBMIT_JOBS)
     eps, delta = _costs(sub)
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
     if isinstance(query, CodeJob):
@@ -509,7 +509,7 @@ def cancel_expired(veil: Veil) -> int:
 
 def cancel_job(veil: Veil, provider: Principal, job_id: str) -> Job:
     """Cancel a queued job at once, or ask a running one to stop (its budget stays spent)."""
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.SUBMIT_JOBS)
     with veil.db.transaction() as session:
         job = visible_job(session, provider, job_id)
         if job.provider_id != provider.id:
