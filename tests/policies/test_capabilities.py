@@ -235,6 +235,17 @@ def test_officer_scope_is_read_in_one_place() -> None:
     assert "require_role" not in (ROOT / "sandbox" / "tenants.py").read_text(encoding="utf-8")
 
 
+def test_console_pages_ask_the_table() -> None:
+    """Templates neither compare a role nor read an officer's scope: they get ``may`` and
+    ``tenant_scope`` from the page's context (sandbox/console/render.py)."""
+    templates = ROOT / "sandbox" / "console" / "templates"
+    asking = re.compile(r"principal\.(role|scope)\b")
+    offenders = sorted(
+        p.name for p in templates.rglob("*.html") if asking.search(p.read_text(encoding="utf-8"))
+    )
+    assert not offenders, f"templates deciding by role or scope themselves: {offenders}"
+
+
 # -- every route against every role ---------------------------------------------------------
 
 
