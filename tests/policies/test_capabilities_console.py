@@ -166,3 +166,24 @@ def test_console_serves_roles_with_the_capability(
     """A page is never refused to a role holding its capability."""
     answer = console_send(authz, key, name)
     assert answer.status_code != 403, f"{key} refused {name}: {answer.text[:300]}"
+
+
+@pytest.mark.integration
+def test_pages_say_what_the_table_says(authz: AuthzWorld) -> None:
+    """The notes a page shows follow ``tenant_scope`` and ``may`` (no role test in templates):
+    only a scoped officer is told it sees some enterprises; only the operator, which may
+    manage every token, gets everyone's tokens."""
+    said = {
+        name: {
+            path: console_send(authz, ("GET", path), name).text
+            for path in ("/console/audit", "/console/providers", "/console/tokens")
+        }
+        for name in ("operator", "officer", "officer-scoped", "enterprise", "provider")
+    }
+    for name in ("operator", "officer", "officer-scoped"):
+        scoped = name == "officer-scoped"
+        assert ("appear only as their hashes" in said[name]["/console/audit"]) == scoped, name
+        assert ("enterprise you oversee" in said[name]["/console/providers"]) == scoped, name
+    for name, pages in said.items():
+        everyone = name == "operator"
+        assert ("You may rotate or revoke any of them" in pages["/console/tokens"]) == everyone, name
