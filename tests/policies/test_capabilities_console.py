@@ -186,4 +186,6 @@ def test_pages_say_what_the_table_says(authz: AuthzWorld) -> None:
         assert ("enterprise you oversee" in said[name]["/console/providers"]) == scoped, name
     for name, pages in said.items():
         everyone = name == "operator"
-        assert ("You may rotate or revoke any of them" in pages["/console/tokens"]) == everyone, name
+        assert ("You may rotate or revoke any of them" in pages["/console/tokens"]) == everyone, (
+            name
+        )
