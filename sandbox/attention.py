@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, require, tenants_in_scope
 from policies.errors import InvalidRequest
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant
 from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.models import Job, JobStatus
-from sandbox.tenants import require_role
 
 DEFAULT_PERIOD = timedelta(days=7)
 TOP_REASONS = 5
@@ -110,13 +110,13 @@ class Attention:
 
 def attention(veil: Veil, caller: Principal, since: datetime | None = None) -> Attention:
     """The attention views since ``since`` (default: the last 7 days) for ``caller``'s tenants."""
-    require_role(caller, Role.OPERATOR, Role.SECURITY_OFFICER)
+    require(caller, Capability.READ_ATTENTION)
     now = veil.clock()
     if since is None:
         since = now - DEFAULT_PERIOD
     elif since.tzinfo is None:
         raise InvalidRequest(Msg("since needs a time zone, e.g. '2025-01-31T00:00:00Z'"))
-    scope = caller.scope if caller.role == Role.SECURITY_OFFICER else None
+    scope = tenants_in_scope(caller).as_list()
     with veil.db.transaction() as session:
         return Attention(
             since=since,

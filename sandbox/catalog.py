@@ -16,14 +16,14 @@ from sqlalchemy import select
 from analytics.mock import mock_csv, mock_parquet
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.decisions import tier_not_granted
 from policies.errors import Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset
-from sandbox.tenants import require_role
 
 MAX_MOCK_ROWS = 100_000
 MOCK_TIER = 1
@@ -41,7 +41,7 @@ class CatalogEntry:
 
 def catalog(veil: Veil, provider: Principal) -> list[CatalogEntry]:
     """The datasets named by the provider's active grants, with what those grants allow."""
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.READ_CATALOG)
     now = veil.clock()
     with veil.db.read() as session:
         grants = [
@@ -78,10 +78,10 @@ def _may_mock(veil: Veil, principal: Principal, dataset_id: str) -> Dataset:
     """
     with veil.db.read() as session:
         dataset = session.get(Dataset, dataset_id)
-        if dataset is not None and principal.role == Role.ENTERPRISE:
+        if dataset is not None and may(principal, Capability.OWN_DATA):
             if dataset.enterprise_id == principal.id:
                 return dataset
-        elif dataset is not None and principal.role == Role.PROVIDER:
+        elif dataset is not None and may(principal, Capability.USE_GRANTS):
             now = veil.clock()
             grants = [
                 g

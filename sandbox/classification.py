@@ -27,12 +27,12 @@ from analytics.column_names import normalise
 from analytics.schema import ColumnClass, DatasetSchema
 from i18n import N_, Msg
 from policies import audit
+from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox.core import Veil
 from sandbox.datasets import owned_dataset, schema_from_json, visible_dataset
 from sandbox.models import Dataset
-from sandbox.tenants import require_role
 
 
 class Domain(enum.StrEnum):
@@ -137,7 +137,7 @@ def columns_of(dataset: Dataset) -> list[ColumnClassification]:
 def visible_columns(veil: Veil, caller: Principal, dataset_id: str) -> list[ColumnClassification]:
     """The classification of every column, for its owner and for a provider whose grant
     names the dataset (like the catalog's schema, tier 0: names and classes, no data)."""
-    require_role(caller, Role.ENTERPRISE, Role.PROVIDER)
+    require(caller, Capability.READ_DATASETS)
     return columns_of(visible_dataset(veil, caller, dataset_id))
 
 
@@ -195,7 +195,7 @@ def classify(
     replace: bool = False,
 ) -> list[ColumnClassification]:
     """Set the domain and level of some columns (``replace``: of all, the rest to defaults)."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.CLASSIFY_DATA)
     with veil.db.transaction() as session:
         dataset = owned_dataset(session, enterprise, dataset_id)
         schema = schema_from_json(dataset.declaration)

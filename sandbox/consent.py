@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, select
 
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.errors import InvalidRequest, NotFound
 from policies.grants import (
     Grant,
@@ -30,7 +31,7 @@ from sandbox.core import Veil
 from sandbox.datasets import owned_dataset, schema_from_json
 from sandbox.jobs import cancel_queued_jobs
 from sandbox.nodes.models import refuse_if_on_node
-from sandbox.tenants import require_reason, require_role
+from sandbox.tenants import require_reason
 
 
 def _jsonable(value: Any) -> Any:
@@ -39,7 +40,7 @@ def _jsonable(value: Any) -> Any:
 
 def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
     """Create a grant after checking the provider, the datasets (own) and the columns."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.GRANT_ACCESS)
     with veil.db.transaction() as session:
         refuse_if_on_node(session, enterprise.id)
         provider = session.get(Principal, terms.provider_id)
@@ -84,7 +85,7 @@ def change(
     veil: Veil, enterprise: Principal, grant_id: str, changes: GrantChange, reason: str | None
 ) -> Grant:
     """Narrow a grant (columns, tiers, purposes, budget, min group size) or extend its validity."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.GRANT_ACCESS)
     why = require_reason(reason)
     with veil.db.transaction() as session:
         grant = _own_grant(session, enterprise, grant_id)
@@ -104,7 +105,7 @@ def change(
 
 def revoke(veil: Veil, enterprise: Principal, grant_id: str, reason: str | None = None) -> Grant:
     """Revoke at once and cancel the grant's queued jobs."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.GRANT_ACCESS)
     why = (reason or "").strip()[:500] or "no reason given"
     with veil.db.transaction() as session:
         grant = _own_grant(session, enterprise, grant_id)
@@ -125,8 +126,8 @@ def revoke(veil: Veil, enterprise: Principal, grant_id: str, reason: str | None 
 
 def list_grants(veil: Veil, principal: Principal) -> list[Grant]:
     """An enterprise's grants, or the grants given to a provider."""
-    require_role(principal, Role.ENTERPRISE, Role.PROVIDER)
-    column = Grant.enterprise_id if principal.role == Role.ENTERPRISE else Grant.provider_id
+    require(principal, Capability.READ_GRANTS)
+    column = Grant.enterprise_id if may(principal, Capability.OWN_DATA) else Grant.provider_id
     with veil.db.read() as session:
         return list(
             session.scalars(select(Grant).where(column == principal.id).order_by(Grant.created_at))
@@ -140,7 +141,7 @@ _GRANT_BY_ID = select(Grant).where(Grant.id == bindparam("grant_id"))
 
 def get_grant(veil: Veil, principal: Principal, grant_id: str) -> Grant:
     """A grant its enterprise or its provider may see; :class:`NotFound` for anyone else."""
-    require_role(principal, Role.ENTERPRISE, Role.PROVIDER)
+    require(principal, Capability.READ_GRANTS)
     with veil.db.read() as session:
         grant = session.scalars(_GRANT_BY_ID, {"grant_id": grant_id}).first()
         if grant is None:

@@ -22,17 +22,17 @@ from sqlalchemy.orm import Session
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, delta_units, epsilon_units
 from policies.grants import grants_for as provider_grants
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox import ingest
 from sandbox.core import Veil
 from sandbox.models import Dataset, DatasetVersion
 from sandbox.nodes.models import refuse_if_on_node
 from sandbox.objects import read_decrypted, write_encrypted
-from sandbox.tenants import require_role
 
 # A dataset's name is a label, never a path; separators in it only ever serve to mislead.
 _PATH_SEPARATORS = frozenset("/\\")
@@ -96,7 +96,7 @@ def create_dataset(
     delta_cap: float | None = None,
 ) -> Dataset:
     """Declare a dataset; its privacy caps default to the platform settings."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.UPLOAD_DATA)
     with veil.db.read() as session:
         refuse_if_on_node(session, enterprise.id)
     name = name.strip()
@@ -151,7 +151,7 @@ def owned_dataset(session: Session, enterprise: Principal, dataset_id: str) -> D
 
 
 def list_datasets(veil: Veil, enterprise: Principal) -> list[tuple[Dataset, DatasetVersion | None]]:
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.OWN_DATA)
     with veil.db.transaction() as session:
         datasets = session.scalars(
             select(Dataset)
@@ -182,7 +182,7 @@ def upload_version(
 ) -> DatasetVersion:
     """Validate ``data`` against the declaration and store it encrypted as the next version
     (a CSV's ``encoding`` detected unless named: ``sandbox.ingest_text``)."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.UPLOAD_DATA)
     assert enterprise.slug is not None
     with veil.db.transaction() as session:
         refuse_if_on_node(session, enterprise.id)
@@ -263,9 +263,9 @@ def load_frame(veil: Veil, tenant: str, version: DatasetVersion) -> pl.DataFrame
 def visible_dataset(veil: Veil, principal: Principal, dataset_id: str) -> Dataset:
     """Its owner sees a dataset; a provider sees it while one of its grants names it."""
     with veil.db.transaction() as session:
-        if principal.role == Role.ENTERPRISE:
+        if may(principal, Capability.OWN_DATA):
             return owned_dataset(session, principal, dataset_id)
-        if principal.role == Role.PROVIDER:
+        if may(principal, Capability.USE_GRANTS):
             dataset = session.get(Dataset, dataset_id)
             now = veil.clock()
             if dataset is not None and any(
@@ -277,7 +277,7 @@ def visible_dataset(veil: Veil, principal: Principal, dataset_id: str) -> Datase
 
 def granted_datasets(veil: Veil, provider: Principal) -> list[Dataset]:
     """Datasets named by the provider's active grants."""
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.USE_GRANTS)
     with veil.db.transaction() as session:
         now = veil.clock()
         ids = sorted(

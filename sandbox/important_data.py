@@ -19,13 +19,13 @@ from sqlalchemy import select
 from i18n import N_, Msg
 from i18n.catalog import gettext
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.errors import Forbidden, InvalidRequest, NotFound
 from policies.principals import Principal, Role
 from sandbox.classification import DOMAIN_LABELS, LEVEL_LABELS, LISTED, columns_of
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count
 from sandbox.models import Dataset
-from sandbox.tenants import require_role
 
 FORMAT_VERSION: Final = "veil-important-data/1"
 #: The XLSX columns: the JSON entry's key and the heading shown (translated).
@@ -43,8 +43,8 @@ _COLUMNS: Final = (
 
 
 def _enterprise(veil: Veil, caller: Principal, enterprise_id: str | None) -> Principal:
-    require_role(caller, Role.ENTERPRISE, Role.SECURITY_OFFICER, Role.OPERATOR)
-    if caller.role == Role.ENTERPRISE:
+    require(caller, Capability.READ_IMPORTANT_DATA)
+    if may(caller, Capability.OWN_DATA):  # the data holder asks about itself
         if enterprise_id not in (None, caller.id):
             raise Forbidden(
                 Msg("an enterprise exports its own catalogue only; leave enterprise_id out")
@@ -52,7 +52,7 @@ def _enterprise(veil: Veil, caller: Principal, enterprise_id: str | None) -> Pri
         return caller
     if enterprise_id is None:
         raise InvalidRequest(Msg("operators and security officers must name the enterprise_id"))
-    in_scope = caller.role == Role.OPERATOR or caller.scope is None or enterprise_id in caller.scope
+    in_scope = may(caller, Capability.READ_IMPORTANT_DATA, enterprise_id)
     with veil.db.read() as session:
         enterprise = session.get(Principal, enterprise_id)
         if not in_scope or enterprise is None or enterprise.role != Role.ENTERPRISE:

@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session
 from analytics.schema import ColumnClass, DatasetSchema
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, require
 from policies.db import new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide, unknown_column
 from policies.errors import Conflict, Denied, InvalidRequest, NotFound
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, debit, delta_units, epsilon_units
 from policies.grants import grants_for as provider_grants
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 
@@ -38,7 +39,6 @@ from sandbox.job_kinds import PRIVATE_QUERY_TIER as PRIVATE_QUERY_TIER
 from sandbox.job_kinds import TRAINING_TIER as TRAINING_TIER
 from sandbox.job_kinds import JobKind, JobQuery, kind_for
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
-from sandbox.tenants import require_role
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def _validate_early(veil: Veil, provider: Principal, sub: JobSubmission, parsed:
 
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.SUBMIT_JOBS)
     parsed = _parse(sub)
     eps, delta = parsed.epsilon, parsed.delta
     _validate_early(veil, provider, sub, parsed)
@@ -287,7 +287,7 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     (tier 2: bounds and privacy unit) and its rounded row count (tier 0), for mean
     estimates and the training sampling rate.
     """
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.SUBMIT_JOBS)
     parsed = _parse(sub)
     parsed.kind.require_preview()
     _validate_early(veil, provider, sub, parsed)
@@ -384,7 +384,7 @@ def cancel_expired(veil: Veil) -> int:
 
 def cancel_job(veil: Veil, provider: Principal, job_id: str) -> Job:
     """Cancel a queued job at once, or ask a running one to stop (its budget stays spent)."""
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.SUBMIT_JOBS)
     with veil.db.transaction() as session:
         job = visible_job(session, provider, job_id)
         if job.provider_id != provider.id:

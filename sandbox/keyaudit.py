@@ -25,6 +25,7 @@ from i18n import Msg
 from keys import OBJECT_HEADER, LocalKeyServer, Tenancy
 from keys.auditlog import AuditEntry, read_entries
 from policies import audit
+from policies.capabilities import ALL_TENANTS, Capability, require, tenants_in_scope
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.principals import Principal, Role
 from sandbox.core import Veil
@@ -39,7 +40,6 @@ from sandbox.keyaudit_reasons import (
     load_reasons,
 )
 from sandbox.settings import Settings
-from sandbox.tenants import require_role
 
 #: Most operations and events listed per tenant (the newest); counts cover everything.
 LIST_LIMIT = 1000
@@ -248,15 +248,14 @@ def _visible_tenants(
 ) -> tuple[list[Principal], bool]:
     """The enterprises the caller may see (and whether that is all of them)."""
     if principal is not None:
-        require_role(principal, Role.OPERATOR, Role.SECURITY_OFFICER)
-    scope = principal.scope if principal and principal.role == Role.SECURITY_OFFICER else None
+        require(principal, Capability.READ_KEY_AUDIT)
+    scope = tenants_in_scope(principal) if principal is not None else ALL_TENANTS
     with veil.db.read() as session:
         query = select(Principal).where(Principal.role == Role.ENTERPRISE)
         tenants = [p for p in session.scalars(query.order_by(Principal.created_at)) if p.slug]
-    if scope is not None:
-        tenants = [t for t in tenants if t.id in scope]
+    tenants = [t for t in tenants if t.id in scope]
     if tenant_id is None:
-        return tenants, scope is None
+        return tenants, scope.everything
     chosen = [t for t in tenants if t.id == tenant_id]
     if not chosen:
         raise NotFound("enterprise", tenant_id)  # unknown, or outside the officer's scope

@@ -16,12 +16,10 @@ from sqlalchemy import Select, func, select
 from i18n import Msg
 from keys import SigningPublicKey, key_operation
 from policies import audit, audit_export
+from policies.capabilities import Capability, require, tenants_in_scope
 from policies.errors import Conflict, InvalidRequest
 from policies.principals import Principal, Role
 from sandbox.core import Veil
-from sandbox.tenants import require_role
-
-OVERSEERS = (Role.OPERATOR, Role.SECURITY_OFFICER)
 
 
 @dataclass(frozen=True)
@@ -95,8 +93,9 @@ class EventFilter:
 def _scoped(
     principal: Principal, query: Select[tuple[audit.AuditEvent]]
 ) -> Select[tuple[audit.AuditEvent]]:
-    if principal.role == Role.SECURITY_OFFICER and principal.scope is not None:
-        query = query.where(audit.AuditEvent.tenant_id.in_(principal.scope))
+    scope = tenants_in_scope(principal).as_list()
+    if scope is not None:
+        query = query.where(audit.AuditEvent.tenant_id.in_(scope))
     return query
 
 
@@ -109,7 +108,7 @@ def list_events(
     limit: int = 100,
 ) -> list[audit.AuditEvent]:
     """Events matching ``where``, newest first, ``limit`` of them before ``before_seq``."""
-    require_role(principal, *OVERSEERS)
+    require(principal, Capability.READ_AUDIT)
     query = select(audit.AuditEvent).order_by(audit.AuditEvent.seq.desc()).limit(limit)
     if before_seq is not None:
         query = query.where(audit.AuditEvent.seq < before_seq)
@@ -121,7 +120,7 @@ def list_events(
 def verify_chain(veil: Veil, principal: Principal | None = None) -> audit.VerifyReport:
     """Recompute the whole chain and check every signed checkpoint."""
     if principal is not None:
-        require_role(principal, *OVERSEERS)
+        require(principal, Capability.VERIFY_AUDIT)
     # A read transaction: one consistent snapshot, without holding up writers meanwhile.
     with veil.db.read() as session:
         return audit.verify(session, public_keys(veil))
@@ -143,7 +142,7 @@ def _version(key: SigningPublicKey) -> int:
 
 
 def sign_checkpoint(veil: Veil, principal: Principal) -> audit.AuditCheckpoint | None:
-    require_role(principal, *OVERSEERS)
+    require(principal, Capability.VERIFY_AUDIT)
     return veil.checkpoint()
 
 
@@ -198,7 +197,7 @@ def export(
     The whole chain is verified first: a manifest is never signed over a broken chain.
     The export itself is audited.
     """
-    require_role(principal, *OVERSEERS)
+    require(principal, Capability.READ_AUDIT)
     first, last = _resolve_range(veil, from_seq, to_seq, since, until)
     report = verify_chain(veil)
     if not report.ok:
@@ -211,7 +210,7 @@ def export(
                 problem=report.problem,
             )
         )
-    scope = principal.scope if principal.role == Role.SECURITY_OFFICER else None
+    scope = tenants_in_scope(principal).as_list()
     with veil.db.transaction() as session, key_operation(f"export:{first}-{last}/1"):
         plan = audit_export.plan_export(
             session,

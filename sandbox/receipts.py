@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from i18n import Msg
 from keys import key_operation
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.db import new_id
 from policies.errors import Forbidden, InvalidRequest, NotFound
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, BudgetDebit, Grant
@@ -43,7 +44,6 @@ from sandbox.receipt_format import (
     sign_receipt,
     verify_receipt,
 )
-from sandbox.tenants import require_role
 
 SIGNING_KEY_NAME: Final = "veil-platform/audit-signing"  # keys.tenancy's platform signing key
 DEFAULT_PERIOD: Final = timedelta(days=30)
@@ -97,8 +97,8 @@ def resolve_period(
 
 def _enterprise_for(session: Session, caller: Principal, enterprise_id: str | None) -> Principal:
     """The enterprise the caller may receive a receipt about (role and scope checked)."""
-    require_role(caller, Role.ENTERPRISE, Role.SECURITY_OFFICER, Role.OPERATOR)
-    if caller.role == Role.ENTERPRISE:
+    require(caller, Capability.READ_RECEIPTS)
+    if may(caller, Capability.OWN_DATA):  # the data holder asks about itself
         if enterprise_id not in (None, caller.id):
             raise Forbidden(
                 Msg("an enterprise receives receipts on its own data only; leave enterprise_id out")
@@ -106,7 +106,7 @@ def _enterprise_for(session: Session, caller: Principal, enterprise_id: str | No
         return caller
     if enterprise_id is None:
         raise InvalidRequest(Msg("operators and security officers must name the enterprise_id"))
-    in_scope = caller.role == Role.OPERATOR or caller.scope is None or enterprise_id in caller.scope
+    in_scope = may(caller, Capability.READ_RECEIPTS, enterprise_id)
     enterprise = session.get(Principal, enterprise_id)
     if not in_scope or enterprise is None or enterprise.role != Role.ENTERPRISE:
         raise NotFound("enterprise", enterprise_id)  # out of scope answers like missing

@@ -35,19 +35,20 @@ from analytics.syft_code import (
 from analytics.syft_dp import DpCall, DpError
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.db import new_id
 from policies.decisions import tier_not_granted
 from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
 from sandbox.held_outputs import delete_held, detach_held, load_held
 from sandbox.isolation import SandboxError, SandboxPool
 from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
-from sandbox.tenants import require_reason, require_role
+from sandbox.tenants import require_reason
 
 CODE_TIER: Final = 5
 #: Rows of the mock a function is run on for its reviewer.
@@ -223,7 +224,7 @@ def submit_code(
     veil: Veil, provider: Principal, dataset_id: str, purpose: str, source: str
 ) -> CodeRequest:
     """Parse, check against the grant, run on the mock (sandboxed), store as pending."""
-    require_role(provider, Role.PROVIDER)
+    require(provider, Capability.SUBMIT_CODE)
     try:
         code = parse_submission(source)
     except CodeError as exc:
@@ -283,9 +284,11 @@ def visible_code(session: Session, principal: Principal, code_id: str) -> CodeRe
 
 
 def list_code(veil: Veil, principal: Principal, status: str | None = None) -> list[CodeRequest]:
-    require_role(principal, Role.PROVIDER, Role.ENTERPRISE)
+    require(principal, Capability.READ_CODE)
     column = (
-        CodeRequest.provider_id if principal.role == Role.PROVIDER else CodeRequest.enterprise_id
+        CodeRequest.provider_id
+        if may(principal, Capability.USE_GRANTS)
+        else CodeRequest.enterprise_id
     )
     query = select(CodeRequest).where(column == principal.id)
     if status is not None:
@@ -300,7 +303,7 @@ def review_code(
     veil: Veil, enterprise: Principal, code_id: str, approve: bool, reason: str
 ) -> CodeRequest:
     """Approve (pinning the source's hash) or deny a pending request, with a reason."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.REVIEW_CODE)
     text = require_reason(reason)
     with veil.db.transaction() as session:
         code = visible_code(session, enterprise, code_id)
@@ -349,7 +352,7 @@ class CheckedOutput:
 
 def held_output(veil: Veil, enterprise: Principal, job_id: str) -> dict[str, Any]:
     """A held output, decrypted for its enterprise to look at: job id, output, checks, hash."""
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.REVIEW_CODE)
     with veil.db.read() as session:
         job = session.get(Job, job_id)
         if job is None or job.enterprise_id != enterprise.id:
@@ -376,7 +379,7 @@ def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, r
     """Release a held tier-5 output by hand, or reject it; with a reason (audited)."""
     from sandbox.outcomes import release_held
 
-    require_role(enterprise, Role.ENTERPRISE)
+    require(enterprise, Capability.REVIEW_CODE)
     text = require_reason(reason)
     with veil.db.transaction() as session:
         job = session.get(Job, job_id)

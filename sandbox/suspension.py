@@ -28,13 +28,14 @@ from sqlalchemy.orm import Session
 
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, require, tenants_in_scope
 from policies.errors import Conflict, NotFound
 from policies.grants import Grant
 from policies.principals import Principal, Role, Status
 from sandbox.core import Veil
 from sandbox.jobs import cancel_queued_jobs
 from sandbox.models import Job, JobStatus
-from sandbox.tenants import require_reason, require_role
+from sandbox.tenants import require_reason
 
 CANCELLED_WHY = "the provider was suspended; the job's budget stays spent"
 STOP_WHY = "the provider was suspended"
@@ -61,7 +62,7 @@ def suspend_provider(
     veil: Veil, caller: Principal, provider_id: str, reason: str | None
 ) -> SuspensionResult:
     """Suspend ``provider_id``: tokens refused, queued jobs cancelled, running ones stopped."""
-    require_role(caller, Role.OPERATOR, Role.SECURITY_OFFICER)
+    require(caller, Capability.SUSPEND_PROVIDER)
     why = require_reason(reason)
     now = veil.clock()
     with veil.db.transaction() as session:
@@ -109,7 +110,7 @@ def reinstate_provider(
     veil: Veil, caller: Principal, provider_id: str, reason: str | None
 ) -> SuspensionResult:
     """Let a suspended provider's tokens work again; jobs cancelled by the suspension stay so."""
-    require_role(caller, Role.OPERATOR, Role.SECURITY_OFFICER)
+    require(caller, Capability.SUSPEND_PROVIDER)
     why = require_reason(reason)
     now = veil.clock()
     with veil.db.transaction() as session:
@@ -164,8 +165,7 @@ def _provider_in_scope(
     tenants = sorted(
         set(session.scalars(select(Grant.enterprise_id).where(Grant.provider_id == provider.id)))
     )
-    scope = _scope(caller)
-    if scope is not None and not scope & set(tenants):
+    if not tenants_in_scope(caller).reaches_any(tenants):
         raise NotFound("provider", provider_id)  # outside the officer's tenants: never confirm
     return provider, tenants
 
@@ -173,13 +173,6 @@ def _provider_in_scope(
 def _tenants_or_platform(tenants: list[str]) -> list[str | None]:
     """Where events go: each enterprise that granted the provider anything, else none."""
     return list(tenants) if tenants else [None]
-
-
-def _scope(caller: Principal) -> set[str] | None:
-    """The enterprises a caller oversees; None for all (operators, unscoped officers)."""
-    if caller.role == Role.SECURITY_OFFICER and caller.scope is not None:
-        return set(caller.scope)
-    return None
 
 
 def _jobs(session: Session, job_ids: list[str]) -> list[Job]:
@@ -211,5 +204,5 @@ def _ids_of(jobs: list[Job], tenant_id: str | None) -> list[str]:
 
 
 def _visible_ids(jobs: list[Job], caller: Principal) -> list[str]:
-    scope = _scope(caller)
-    return [job.id for job in jobs if scope is None or job.enterprise_id in scope]
+    scope = tenants_in_scope(caller)
+    return [job.id for job in jobs if job.enterprise_id in scope]

@@ -10,21 +10,10 @@ from sqlalchemy.exc import IntegrityError
 from i18n import Msg
 from keys import key_operation
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.errors import Conflict, Forbidden, InvalidRequest
 from policies.principals import Principal, Role, create_principal, validate_slug
 from sandbox.core import Veil
-
-
-def require_role(principal: Principal, *roles: Role) -> None:
-    """Function-level authorization: refuse a caller whose role is not among ``roles``."""
-    if principal.role not in roles:
-        allowed = " or ".join(r.value for r in roles)
-        raise Forbidden(
-            Msg(
-                "only {allowed} principals may do this",
-                allowed=allowed,
-            )
-        )
 
 
 def require_reason(reason: str | None) -> str:
@@ -39,7 +28,7 @@ def require_reason(reason: str | None) -> str:
 
 def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> Principal:
     """Create an enterprise and provision its key-server namespace and key first."""
-    require_role(operator, Role.OPERATOR)
+    require(operator, Capability.MANAGE_PRINCIPALS)
     validate_slug(slug)
     with veil.db.transaction() as session:
         if session.scalar(select(Principal.id).where(Principal.slug == slug)) is not None:
@@ -75,7 +64,7 @@ def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> 
 
 
 def create_provider(veil: Veil, operator: Principal, name: str) -> Principal:
-    require_role(operator, Role.OPERATOR)
+    require(operator, Capability.MANAGE_PRINCIPALS)
     with veil.db.transaction() as session:
         provider = create_principal(session, Role.PROVIDER, name)
         audit.record(
@@ -91,7 +80,7 @@ def create_provider(veil: Veil, operator: Principal, name: str) -> Principal:
 def create_security_officer(
     veil: Veil, operator: Principal, name: str, scope: list[str] | None
 ) -> Principal:
-    require_role(operator, Role.OPERATOR)
+    require(operator, Capability.MANAGE_PRINCIPALS)
     with veil.db.transaction() as session:
         for enterprise_id in scope or []:
             found = session.get(Principal, enterprise_id)
@@ -115,9 +104,8 @@ def create_security_officer(
 
 def list_principals(veil: Veil, caller: Principal, role: Role) -> list[Principal]:
     """Operators see everyone; enterprises may list providers (to grant to them)."""
-    if not (
-        caller.role == Role.OPERATOR or (caller.role == Role.ENTERPRISE and role == Role.PROVIDER)
-    ):
+    needed = Capability.LIST_PROVIDERS if role == Role.PROVIDER else Capability.MANAGE_PRINCIPALS
+    if not may(caller, needed):
         raise Forbidden(Msg("you may not list these principals"))
     with veil.db.transaction() as session:
         rows = session.scalars(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, may, require
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.principals import (
     ApiToken,
@@ -39,7 +40,7 @@ from policies.principals import (
 )
 from sandbox.core import Veil
 from sandbox.settings import Settings
-from sandbox.tenants import require_reason, require_role
+from sandbox.tenants import require_reason
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def issue(
     veil: Veil, operator: Principal, principal_id: str, ttl_days: int | None = None
 ) -> IssuedToken:
     """A new token for ``principal_id`` (operator only); its secret is returned once."""
-    require_role(operator, Role.OPERATOR)
+    require(operator, Capability.ISSUE_TOKENS)
     span = lifetime(veil.settings, ttl_days)
     with veil.db.transaction() as session:
         principal = session.get(Principal, principal_id)
@@ -128,7 +129,7 @@ def issue(
 def list_tokens(veil: Veil, caller: Principal, principal_id: str | None = None) -> list[TokenView]:
     """Tokens, newest first: the operator's choice of everyone's (or ``principal_id``'s);
     anyone else's own only (naming another principal is 404)."""
-    if caller.role != Role.OPERATOR:
+    if not may(caller, Capability.MANAGE_ALL_TOKENS):
         if principal_id not in (None, caller.id):
             raise NotFound("principal", str(principal_id))
         principal_id = caller.id
@@ -208,7 +209,9 @@ def _reachable(session: Session, caller: Principal, token_id: str) -> tuple[ApiT
     """The token and its owner, if ``caller`` may act on it: its own, or any for the
     operator.  Anyone else's is :class:`NotFound`, the same answer as an unknown id."""
     record = session.get(ApiToken, token_id)
-    if record is None or (caller.role != Role.OPERATOR and record.principal_id != caller.id):
+    if record is None or (
+        not may(caller, Capability.MANAGE_ALL_TOKENS) and record.principal_id != caller.id
+    ):
         raise NotFound("token", token_id)
     owner = session.get(Principal, record.principal_id)
     if owner is None:  # the foreign key forbids it; never answer with another's token

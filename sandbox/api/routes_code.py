@@ -6,13 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from policies.principals import Role
+from policies.capabilities import Capability, require
 from sandbox import reviewed_code
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.routes_jobs import job_out
 from sandbox.api.schemas import CodeIn, CodeOut, HeldOut, JobOut, ReasonIn
 from sandbox.models import CodeRequest
-from sandbox.tenants import require_role
 
 router = APIRouter(prefix="/v1", tags=["reviewed code"])
 
@@ -44,7 +43,7 @@ def list_code(
 @router.get("/code-requests/{code_id}")
 def get_code(code_id: str, veil: VeilDep, caller: PrincipalDep) -> CodeOut:
     """The code, the columns it reads, its output on the mock, and the review."""
-    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
+    require(caller, Capability.READ_CODE)
     with veil.db.transaction() as session:
         return code_out(reviewed_code.visible_code(session, caller, code_id))
 
@@ -64,7 +63,7 @@ def deny_code(code_id: str, body: ReasonIn, veil: VeilDep, caller: PrincipalDep)
 @router.get("/jobs/{job_id}/held")
 def held_output(job_id: str, veil: VeilDep, caller: PrincipalDep) -> HeldOut:
     """A tier-5 output the checks held, for the enterprise to look at before deciding."""
-    require_role(caller, Role.ENTERPRISE)
+    require(caller, Capability.REVIEW_CODE)
     return HeldOut(**reviewed_code.held_output(veil, caller, job_id))
 
 

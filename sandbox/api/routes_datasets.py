@@ -10,9 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from analytics.schema import ColumnSpec, DatasetSchema, PrivacyUnit
 from i18n import Msg
+from policies.capabilities import Capability, may, require
 from policies.errors import InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox import catalog, datasets
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import (
@@ -25,7 +26,6 @@ from sandbox.api.schemas import (
 )
 from sandbox.core import Veil
 from sandbox.models import Dataset, DatasetVersion
-from sandbox.tenants import require_role
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
@@ -91,7 +91,7 @@ def _cap(dataset: Dataset) -> BudgetOut:
 def _out(veil: Veil, dataset: Dataset, viewer: Principal) -> DatasetOut:
     with veil.db.transaction() as session:
         latest = datasets.latest_version(session, dataset.id)
-    owner = viewer.role == Role.ENTERPRISE
+    owner = may(viewer, Capability.OWN_DATA)
     return DatasetOut(
         id=dataset.id,
         enterprise_id=dataset.enterprise_id,
@@ -121,14 +121,14 @@ def create_dataset(body: DatasetIn, veil: VeilDep, caller: PrincipalDep) -> Data
 @router.get("/datasets", response_model_by_alias=True)
 def list_datasets(veil: VeilDep, caller: PrincipalDep) -> list[DatasetOut]:
     """An enterprise's own datasets; a provider's granted ones (schema only, no row counts)."""
-    if caller.role == Role.PROVIDER:
+    if may(caller, Capability.USE_GRANTS):
         return [_out(veil, d, caller) for d in datasets.granted_datasets(veil, caller)]
     return [_out(veil, d, caller) for d, _ in datasets.list_datasets(veil, caller)]
 
 
 @router.get("/datasets/{dataset_id}", response_model_by_alias=True)
 def get_dataset(dataset_id: str, veil: VeilDep, caller: PrincipalDep) -> DatasetOut:
-    require_role(caller, Role.ENTERPRISE, Role.PROVIDER)  # the role refusal comes first: 403
+    require(caller, Capability.READ_DATASETS)  # the role refusal comes first: 403
     return _out(veil, datasets.visible_dataset(veil, caller, dataset_id), caller)
 
 
@@ -167,7 +167,7 @@ def get_mock(
     format: Literal["csv", "parquet"] = "csv",
 ) -> Response:
     """Tier 1: synthetic rows from the declaration only; reproducible from ``seed``; free."""
-    require_role(caller, Role.ENTERPRISE, Role.PROVIDER)
+    require(caller, Capability.READ_DATASETS)
     data = catalog.mock_data(veil, caller, dataset_id, rows=rows, seed=seed, fmt=format)
     filename = f"{dataset_id}-mock-{seed}.{format}"
     return Response(

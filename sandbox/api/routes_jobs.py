@@ -11,9 +11,10 @@ from sqlalchemy import select
 from analytics.query_document import query_json_schema
 from analytics.training_document import training_json_schema
 from i18n import Msg
+from policies.capabilities import Capability, may, require
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox import jobs
 from sandbox.api.deps import PrincipalDep, VeilDep, current_principal
 from sandbox.api.messages import translate_stored
@@ -27,7 +28,6 @@ from sandbox.api.schemas import (
 )
 from sandbox.artifacts import load_artifact
 from sandbox.models import Job, JobStatus
-from sandbox.tenants import require_role
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -138,7 +138,7 @@ def cancel_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
 @router.get("/jobs/{job_id}/model", responses={200: {"content": {"application/octet-stream": {}}}})
 def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response:
     """Tier 4: the released model's weights (safetensors; load them with the card)."""
-    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
+    require(caller, Capability.READ_JOBS)
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         enterprise = session.get(Principal, job.enterprise_id)
@@ -190,8 +190,8 @@ def list_jobs(
     veil: VeilDep, caller: PrincipalDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[JobOut]:
     """A provider's jobs, or the jobs on an enterprise's data; newest first."""
-    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
-    column = Job.provider_id if caller.role == Role.PROVIDER else Job.enterprise_id
+    require(caller, Capability.READ_JOBS)
+    column = Job.provider_id if may(caller, Capability.USE_GRANTS) else Job.enterprise_id
     with veil.db.transaction() as session:
         rows = session.scalars(
             select(Job).where(column == caller.id).order_by(Job.created_at.desc()).limit(limit)
@@ -201,7 +201,7 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
-    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
+    require(caller, Capability.READ_JOBS)
     with veil.db.transaction() as session:
         return job_out(jobs.visible_job(session, caller, job_id), caller)
 
@@ -209,7 +209,7 @@ def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
 @router.get("/jobs/{job_id}/result")
 def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
     """The released result (a DP query with accuracy, or an SDC-checked table) and the budget."""
-    require_role(caller, Role.PROVIDER, Role.ENTERPRISE)
+    require(caller, Capability.READ_JOBS)
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         if job.status != JobStatus.RELEASED or job.result is None or job.result_sha256 is None:

@@ -13,15 +13,14 @@ from starlette.concurrency import run_in_threadpool
 
 from i18n import Msg
 from keys.node_auth import RequestRejected
+from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, Unauthenticated
-from policies.principals import Role
 from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
 from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH
 from sandbox.core import Veil
 from sandbox.nodes import feed, mirror, registry
 from sandbox.nodes.models import Node
 from sandbox.nodes.schemas import DatasetDoc, JobDoc, SignedDoc, body
-from sandbox.tenants import require_role
 
 router = APIRouter(tags=["nodes"])
 
@@ -55,7 +54,7 @@ def create_node_enterprise(
 @router.get("/v1/nodes")
 def list_nodes(veil: VeilDep, caller: PrincipalDep) -> list[dict[str, object]]:
     """Every node and when it was last heard from (operators)."""
-    require_role(caller, Role.OPERATOR)
+    require(caller, Capability.MANAGE_PRINCIPALS)
     with veil.db.read() as session:
         return [n.summary() for n in session.scalars(select(Node).order_by(Node.created_at))]
 

@@ -25,6 +25,7 @@ from i18n import N_, Msg
 from i18n.catalog import gettext, translate
 from keys import KeysError
 from policies import audit
+from policies.capabilities import Capability, require, tenants_in_scope
 from policies.errors import InvalidRequest
 from policies.grants import Grant
 from policies.principals import Principal, Role
@@ -33,7 +34,6 @@ from sandbox.attention import Attention
 from sandbox.console import charts
 from sandbox.console.timezone import current_zone, current_zone_name
 from sandbox.core import Veil
-from sandbox.tenants import require_role
 
 #: The audit page's filter fields, in the order of the form.
 FILTER_FIELDS = ("since", "until", "tenant", "actor", "role", "action", "outcome", "resource")
@@ -225,9 +225,9 @@ def names_of(veil: Veil, ids: set[str | None]) -> dict[str, str]:
 
 def enterprises_in_scope(veil: Veil, principal: Principal) -> list[tuple[str, str]]:
     """(id, name) of the enterprises whose events the caller sees, for the tenant filter."""
-    require_role(principal, *oversight.OVERSEERS)
+    require(principal, Capability.READ_AUDIT)
     query = select(Principal.id, Principal.name).where(Principal.role == Role.ENTERPRISE)
-    scope = _scope(principal)
+    scope = tenants_in_scope(principal).as_list()
     if scope is not None:
         query = query.where(Principal.id.in_(scope))
     with veil.db.transaction() as session:
@@ -345,8 +345,8 @@ class ProviderRow:
 def providers_in_reach(veil: Veil, principal: Principal) -> list[ProviderRow]:
     """Providers the caller may act on: all for operators and unscoped officers; for a
     scoped officer those holding a grant (in any state) from one of its enterprises."""
-    require_role(principal, *oversight.OVERSEERS)
-    scope = _scope(principal)
+    require(principal, Capability.SUSPEND_PROVIDER)
+    scope = tenants_in_scope(principal).as_list()
     grants = select(Grant.provider_id, Grant.enterprise_id)
     if scope is not None:
         grants = grants.where(Grant.enterprise_id.in_(scope))
@@ -369,13 +369,6 @@ def providers_in_reach(veil: Veil, principal: Principal) -> list[ProviderRow]:
         )
         for p in providers
     ]
-
-
-def _scope(principal: Principal) -> list[str] | None:
-    """The enterprises a caller oversees; None for all (operators, unscoped officers)."""
-    if principal.role == Role.SECURITY_OFFICER and principal.scope is not None:
-        return list(principal.scope)
-    return None
 
 
 # -- the attention page's charts -----------------------------------------------------------------

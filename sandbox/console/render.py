@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse
 
 from i18n import N_
 from i18n.catalog import babel_locale, current, gettext, ngettext, translate
+from policies.capabilities import Capability, may, tenants_in_scope
 from policies.errors import Denied, VeilError
 from policies.principals import Principal
 from sandbox.console import preferences, timezone
@@ -190,6 +191,10 @@ def page(
         .render(
             request_path=request.url.path,
             principal=principal,
+            # The page asks the capability table, like the routes: ``may("…")``, and the
+            # tenants in ``tenant_scope`` (None without a session).
+            may=lambda capability: principal is not None and may(principal, Capability(capability)),
+            tenant_scope=tenants_in_scope(principal) if principal is not None else None,
             role_name=gettext(ROLE_NAMES[role]) if role in ROLE_NAMES else "",
             nav=[(path, gettext(text)) for path, text in NAV.get(role or "", [])],
             csrf=csrf_token(token) if token and principal is not None else "",

@@ -23,6 +23,7 @@ from analytics.schema import ColumnClass
 from i18n import N_, Msg
 from i18n.catalog import gettext
 from keys import KeysError
+from policies.capabilities import Capability, require
 from policies.errors import NotFound, VeilError
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant
 from policies.principals import Principal, Role
@@ -74,7 +75,7 @@ FORM_SLACK: Final = 1 << 20
 
 
 def enterprise(principal: PrincipalDep) -> Principal:
-    tenants.require_role(principal, Role.ENTERPRISE)
+    require(principal, Capability.OWN_DATA)
     return principal
 
 

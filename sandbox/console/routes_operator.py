@@ -25,6 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from i18n import Msg
 from i18n.catalog import translate
 from keys import KeysError
+from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, VeilError
 from policies.principals import Principal, Role
 from sandbox import tenants, tokens
@@ -43,7 +44,7 @@ NOTICE_COOKIE = "veil_operator_notice"
 
 def operator_principal(principal: Annotated[Principal, Depends(console_principal)]) -> Principal:
     """The session's principal if it is the operator; anyone else is refused (403)."""
-    tenants.require_role(principal, Role.OPERATOR)
+    require(principal, Capability.MANAGE_PRINCIPALS)
     return principal
 
 

@@ -16,8 +16,9 @@ from fastapi.responses import RedirectResponse, Response
 from i18n import N_
 from i18n.catalog import gettext, translate
 from keys import KeysError
+from policies.capabilities import Capability, require
 from policies.errors import Denied, VeilError
-from policies.principals import Principal, Role
+from policies.principals import Principal
 from sandbox import catalog, consent, datasets, jobs
 from sandbox.api import routes_jobs
 from sandbox.api.deps import VeilDep
@@ -39,7 +40,6 @@ from sandbox.console.result_charts import result_charts
 from sandbox.console.session import PREFIX, CsrfDep, PrincipalDep
 from sandbox.core import Veil
 from sandbox.models import JobStatus
-from sandbox.tenants import require_role
 
 router = APIRouter()
 
@@ -52,7 +52,7 @@ _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 def _provider(principal: Principal) -> Principal:
-    require_role(principal, Role.PROVIDER)
+    require(principal, Capability.USE_GRANTS)
     return principal
 
 

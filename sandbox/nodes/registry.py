@@ -22,12 +22,12 @@ from i18n import Msg
 from keys.node_auth import MAX_SKEW_S, RequestRejected, claimed, load_public_pem, verify_request
 from keys.signing import SigningPublicKey
 from policies import audit
+from policies.capabilities import Capability, require
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.principals import Principal, Role, create_principal, validate_slug
 from sandbox.core import Veil
 from sandbox.nodes.models import Node, NodeNonce, NodeStatus, node_of
-from sandbox.tenants import require_role
 
 ENROLMENT_LIFETIME: Final = timedelta(days=7)
 _SEEN_EVERY: Final = timedelta(seconds=30)  # last_seen_at is written at most this often
@@ -50,7 +50,7 @@ def create_node_enterprise(veil: Veil, operator: Principal, name: str, slug: str
     Unlike :func:`sandbox.tenants.create_enterprise`, nothing is provisioned in the control
     plane's key server: no key of this enterprise ever exists here.
     """
-    require_role(operator, Role.OPERATOR)
+    require(operator, Capability.MANAGE_PRINCIPALS)
     validate_slug(slug)
     code = secrets.token_urlsafe(24)
     now = veil.clock()
@@ -81,7 +81,7 @@ def create_node_enterprise(veil: Veil, operator: Principal, name: str, slug: str
 
 def new_enrolment_code(veil: Veil, operator: Principal, enterprise_id: str) -> str:
     """A fresh one-time code for a node not yet enrolled (the old one stops working)."""
-    require_role(operator, Role.OPERATOR)
+    require(operator, Capability.MANAGE_PRINCIPALS)
     code = secrets.token_urlsafe(24)
     with veil.db.transaction() as session:
         node = node_of(session, enterprise_id)
