@@ -142,7 +142,10 @@ def nodes_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -
 
 @nodes_app.command("enrolment-code")
 def nodes_enrolment_code(
-    enterprise_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+    enterprise_id: Annotated[str, typer.Argument(help="The enterprise's id (ent_...).")],
+    token: Token,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
 ) -> None:
     """A fresh one-time enrolment code for an enterprise's node not yet enrolled."""
     with connect(url, token) as c:
