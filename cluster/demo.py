@@ -11,6 +11,7 @@ Run: ``make cluster-demo`` (or ``.venv/bin/python cluster/demo.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -24,9 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cluster.local import LocalCluster  # noqa: E402
+from node.demo import enrol_node, node_process  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
 from sandbox.datadir import restrict_umask  # noqa: E402
 from sandbox.demo import PURPOSE, run_scenario  # noqa: E402
+from sandbox.demo_data import DECLARATION, production_log  # noqa: E402
 
 API_PROCESSES, WORKERS, KEY_NODES = 2, 3, 3
 LOSS_JOBS = 12
@@ -56,6 +59,7 @@ def main() -> int:
         _lose_nodes(cluster, token, console)
         _show_workers(cluster, console)
         _verify(cluster, token, console)
+        _nodes(cluster, token, console)
     except Exception as exc:
         cluster.stop(keep_home=True)
         console.print(f"[red]cluster demo failed[/red]: {exc}; logs under {cluster.logs}")
@@ -137,6 +141,55 @@ def _verify(cluster: LocalCluster, operator_token: str, console: Console) -> Non
         f"audit chain intact across every process: {report['events']} events, "
         f"{report['checkpoints']} signed checkpoints"
     )
+
+
+NODE_ENTERPRISES = (("Initech Castings", "initech-castings"), ("Umbrella Fasteners", "umbrella"))
+
+
+def _nodes(cluster: LocalCluster, operator_token: str, console: Console) -> None:
+    """Two enterprises on their own nodes (a process each, its own OpenBao and SQLite),
+    alongside this PostgreSQL/procrastinate control plane: their jobs are the nodes' to
+    run, never the workers'."""
+    console.rule("Enterprise nodes alongside the cluster")
+    with VeilClient(cluster.url, operator_token) as operator:
+        provider = operator.create_provider("Node-side Analytics")
+        provider_token = operator.issue_token(provider["id"])
+        made = [operator.create_node_enterprise(n, s) for n, s in NODE_ENTERPRISES]
+    with contextlib.ExitStack() as stack:
+        datasets = []
+        for entry, (name, slug) in zip(made, NODE_ENTERPRISES, strict=True):
+            node_dir = cluster.data_dir / "nodes" / slug
+            enrolled = enrol_node(node_dir, entry["enrolment_code"], cluster.url)
+            node_url = stack.enter_context(node_process(node_dir, console))
+            with VeilClient(node_url, enrolled["enterprise_token"]) as owner:
+                ds = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])
+                owner.upload(ds["id"], production_log(5_000, seed=len(datasets) + 40))
+                owner.create_grant(
+                    provider["id"], [ds["id"]], ["machine", "temperature_c"], [3], [PURPOSE],
+                    datetime.now(UTC) + timedelta(days=1), epsilon=1.0,
+                )  # fmt: skip
+            datasets.append(ds["id"])
+            console.print(f"{name}: node {enrolled['node_id']} at {node_url}, dataset {ds['id']}")
+        with VeilClient(cluster.url, provider_token) as analyst:
+            deadline = time.monotonic() + 60
+            while len(analyst.catalog()) < len(datasets):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the nodes' catalogs did not reach the control plane")
+                time.sleep(0.3)
+            jobs = [
+                analyst.submit_job(d, PURPOSE, 0.2, [{"kind": "mean", "column": "temperature_c"}])
+                for d in datasets
+                for _ in range(3)
+            ]
+            finals = [analyst.wait_for_job(j["id"], timeout=120) for j in jobs]
+        released = sum(f["status"] == "released" for f in finals)
+        console.print(f"{released} of {len(jobs)} queries on the nodes' data released")
+        if released != len(jobs):
+            raise RuntimeError(f"node jobs: {[f['status'] for f in finals]}")
+        by_worker = cluster.jobs_by_worker()
+        node_ids = {key for key in by_worker if key.startswith("node_")}
+        console.print(f"jobs run per node: {[by_worker[k] for k in sorted(node_ids)]}; the "
+                      "cluster's workers ran none of them (the data is not theirs)")  # fmt: skip
 
 
 if __name__ == "__main__":

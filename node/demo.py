@@ -73,7 +73,7 @@ def _fresh(settings: Settings) -> tuple[Settings, Path]:
 
 
 @contextmanager
-def _node_process(node_dir: Path, console: Console) -> Iterator[str]:
+def node_process(node_dir: Path, console: Console) -> Iterator[str]:
     """``veil node run`` for ``node_dir`` on a free port; its URL once it answers."""
     port = free_port()
     env = {**os.environ, "VEIL_NODE_POLL_S": "0.2", "VEIL_API_HOST": "127.0.0.1",
@@ -109,7 +109,7 @@ def _node_process(node_dir: Path, console: Console) -> Iterator[str]:
         log.close()
 
 
-def _enrol(node_dir: Path, code: str, cp_url: str) -> dict[str, Any]:
+def enrol_node(node_dir: Path, code: str, cp_url: str) -> dict[str, Any]:
     done = subprocess.run(  # noqa: S603 - our own CLI, arguments we made
         _veil("node", "init", "--enrol", code, "--control-plane", cp_url,
               "--dir", str(node_dir), "--json"),
@@ -159,8 +159,8 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         clients: list[VeilClient] = []
         for entry, (_, slug) in zip(made, ENTERPRISES, strict=True):
             node_dir = home / f"node-{slug}"
-            enrolled = _enrol(node_dir, entry["enrolment_code"], url)
-            node_url = stack.enter_context(_node_process(node_dir, console))
+            enrolled = enrol_node(node_dir, entry["enrolment_code"], url)
+            node_url = stack.enter_context(node_process(node_dir, console))
             clients.append(stack.enter_context(VeilClient(node_url, enrolled["enterprise_token"])))
             console.print(f"node {enrolled['node_id']} of {enrolled['enterprise']} runs at "
                           f"{node_url} (outbound only to the control plane)")  # fmt: skip

@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +16,7 @@ from keys.node_auth import RequestRejected
 from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, Unauthenticated
 from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
-from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH
+from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH, Input
 from sandbox.core import Veil
 from sandbox.nodes import feed, mirror, registry
 from sandbox.nodes.models import Node
@@ -25,12 +25,12 @@ from sandbox.nodes.schemas import DatasetDoc, JobDoc, SignedDoc, body
 router = APIRouter(tags=["nodes"])
 
 
-class NodeEnterpriseIn(BaseModel):
+class NodeEnterpriseIn(Input):
     name: str = Field(min_length=1, max_length=NAME_LENGTH)
     slug: str = Field(min_length=1, max_length=SLUG_LENGTH)
 
 
-class EnrolIn(BaseModel):
+class EnrolIn(Input):
     code: str = Field(min_length=8, max_length=200)
     identity_key: str = Field(min_length=1, max_length=4000)
     signing_key: str = Field(min_length=1, max_length=4000)

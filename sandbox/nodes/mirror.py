@@ -8,6 +8,7 @@ decides every job again against its own grants and ledger (``node.jobs``).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from keys import InvalidSignature
 from keys.node_auth import canonical_json
 from keys.signing import Signature, public_keys_from_pem, verify_signature
 from policies import audit
+from policies.db import new_id
 from policies.errors import Conflict, Forbidden, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role
@@ -28,6 +30,15 @@ from sandbox.models import Dataset, DatasetVersion
 from sandbox.nodes.models import Node
 
 NODE_FORMAT = "node"  # DatasetVersion.source_format of a version held on a node
+_ID = re.compile(r"^(?=.{3,40}$)[a-z]{1,8}_[A-Za-z0-9_-]+$")  # new_id's ids, at most 40
+
+
+def _ident(value: object, kind: str) -> str:
+    """An id a node chose (its dataset's, its grant's), checked before it is stored."""
+    text = str(value)
+    if not _ID.fullmatch(text):
+        raise InvalidRequest(Msg("the {kind} id is not a Veil id", kind=kind))
+    return text
 
 
 def verify_node_document(node: Node, signed: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +71,7 @@ def providers(veil: Veil) -> list[dict[str, Any]]:
 
 def publish_dataset(veil: Veil, node: Node, doc: dict[str, Any]) -> None:
     """Create or update the catalog entry of a dataset held on ``node``."""
-    dataset_id = str(doc.get("id", ""))
+    dataset_id = _ident(doc.get("id", ""), "dataset")
     with veil.db.transaction() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is not None and dataset.node_id != node.id:
@@ -104,7 +115,7 @@ def _publish_versions(session: Session, dataset_id: str, versions: list[Any]) ->
             continue
         session.add(
             DatasetVersion(
-                id=f"{dataset_id}@{number}"[:40],
+                id=new_id("dsv"),
                 dataset_id=dataset_id,
                 version=number,
                 row_count=rows,  # the node sends the public (rounded) count only
@@ -121,7 +132,7 @@ def _publish_versions(session: Session, dataset_id: str, versions: list[Any]) ->
 def publish_grant(veil: Veil, node: Node, signed: dict[str, Any]) -> None:
     """Create or update a grant the enterprise made on its node (signed by the node)."""
     doc = verify_node_document(node, signed)
-    grant_id = str(doc["id"])
+    grant_id = _ident(doc["id"], "grant")
     now = veil.clock()
     with veil.db.transaction() as session:
         _check_grant(session, node, doc)

@@ -63,6 +63,20 @@ class JobDoc(BaseModel):
 
 
 def body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` naming ``model`` as the JSON request body."""
-    schema = {"application/json": {"schema": model.model_json_schema()}}
-    return {"requestBody": {"required": True, "content": schema}}
+    """``openapi_extra`` naming ``model`` as the JSON request body (its nested models
+    inlined: OpenAPI has no ``$defs`` of its own in a request body)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(value: Any) -> Any:
+        if isinstance(value, dict):
+            ref = value.get("$ref", "")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [inline(v) for v in value]
+        return value
+
+    content = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": content}}

@@ -48,6 +48,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "decision": "approve",
         "kind": "download",
         "fmt": "json",
+        "enterprise_id": "ent_none",  # the operator's node enrolment: refused to a provider
     }
     calls = []
     for route in create_app(veil.settings).routes:
