@@ -20,13 +20,13 @@ from policies.decisions import tier_not_granted
 from policies.errors import Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.principals import Principal, Role
+from policies.tiers import MOCK_TIER as MOCK_TIER  # importable from here, as before
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset
 from sandbox.tenants import require_role
 
 MAX_MOCK_ROWS = 100_000
-MOCK_TIER = 1
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Jobs: submit (decide, debit, queue — one transaction), preview, cancel; all audited.
+r"""Jobs: submit (decide, debit, queue — one transaction), preview, cancel; all audited.
 
 Lifecycle: submit → policy decision (allow or deny with reasons; both audited)
-→ budget debit of the grant *and* of the dataset's enterprise-wide cap,
+→ budget debit of the grant *and* of the dataset's enterprise-wide cap
+(``policies.caps``: the rule and the debit, in :class:`policies.budget.Budget`\ s),
 atomic and committed **before** any data is read → queued → run by the
 worker (``sandbox.runner``).  Tier 2 (SDC-checked tables) costs no ε; tier 3
 (DP queries) debits what it asks for.  Composition is basic sequential
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analytics.private_query import QueryError, preview_query, validate_query
@@ -27,23 +28,26 @@ from analytics.training_document import parse_training
 from analytics.training_spec import TrainingError, TrainingSpec
 from i18n import Msg
 from policies import audit
+from policies.budget import Budget
+from policies.caps import cap_reason, debit_job
 from policies.db import new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide, unknown_column
 from policies.errors import Conflict, Denied, InvalidRequest, NotFound
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, debit, delta_units, epsilon_units
+from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
+from policies.tiers import (  # where tiers live; the names stay importable from here
+    AGGREGATE_TIER as AGGREGATE_TIER,
+)
+from policies.tiers import CODE_TIER as CODE_TIER
+from policies.tiers import JOB_TIERS as JOB_TIERS
+from policies.tiers import PRIVATE_QUERY_TIER as PRIVATE_QUERY_TIER
+from policies.tiers import TRAINING_TIER as TRAINING_TIER
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
 from sandbox.reviewed_code import CodeJob, parse_code_job, resolve_code_job
 from sandbox.tenants import require_role
-
-AGGREGATE_TIER = 2
-PRIVATE_QUERY_TIER = 3
-TRAINING_TIER = 4
-CODE_TIER = 5
-JOB_TIERS = (AGGREGATE_TIER, PRIVATE_QUERY_TIER, TRAINING_TIER, CODE_TIER)
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,9 @@ def columns_of(query: JobQuery) -> frozenset[str]:
     return frozenset(used | set(query.group_by))
 
 
-def _costs(sub: JobSubmission) -> tuple[int, int]:
-    eps, delta = epsilon_units(sub.epsilon), delta_units(sub.delta)
+def _costs(sub: JobSubmission) -> Budget:
+    cost = Budget.from_floats(sub.epsilon, sub.delta)
+    eps, delta = cost.epsilon_units, cost.delta_units
     if sub.tier in (PRIVATE_QUERY_TIER, TRAINING_TIER) and eps <= 0:
         raise InvalidRequest(
             Msg(
@@ -162,21 +167,7 @@ def _costs(sub: JobSubmission) -> tuple[int, int]:
         )
     if sub.tier == CODE_TIER and delta:
         raise InvalidRequest(Msg("a tier-5 job's DP helpers are pure epsilon-DP: leave delta at 0"))
-    return eps, delta
-
-
-def _cap_reason(dataset: Dataset, eps: int, delta: int) -> str | None:
-    if (
-        dataset.epsilon_spent + eps <= dataset.epsilon_cap
-        and dataset.delta_spent + delta <= dataset.delta_cap
-    ):
-        return None
-    return Msg(
-        "the dataset's enterprise-wide privacy cap (all providers together) has epsilon "
-        "{epsilon} and delta {delta} left",
-        epsilon=f"{(dataset.epsilon_cap - dataset.epsilon_spent) / EPSILON_UNIT:g}",
-        delta=f"{(dataset.delta_cap - dataset.delta_spent) / DELTA_UNIT:g}",
-    )
+    return cost
 
 
 @dataclass
@@ -193,8 +184,7 @@ def _decide(
     provider: Principal,
     sub: JobSubmission,
     query: JobQuery,
-    eps: int,
-    delta: int,
+    cost: Budget,
 ) -> _Decided:
     dataset = session.get(Dataset, sub.dataset_id)
     grants = provider_grants(session, provider.id, sub.dataset_id) if dataset else []
@@ -206,7 +196,13 @@ def _decide(
     if isinstance(query, CodeJob):
         query, _, refused = resolve_code_job(session, provider.id, dataset.id, query)
     request = JobRequest(
-        provider.id, dataset.id, sub.purpose, sub.tier, columns_of(query), eps, delta
+        provider.id,
+        dataset.id,
+        sub.purpose,
+        sub.tier,
+        columns_of(query),
+        cost.epsilon_units,
+        cost.delta_units,
     )
     classes = {c.name: str(c.column_class) for c in schema.columns}
     decision = decide(request, classes, grants, veil.clock())
@@ -216,7 +212,7 @@ def _decide(
     if decision.allowed and version is None:
         no_data = Msg("the dataset has no uploaded data yet")
         decision = Decision(False, (no_data,), decision.grant)
-    cap = _cap_reason(dataset, eps, delta) if decision.allowed else None
+    cap = cap_reason(dataset.cap, dataset.cap_spent, cost) if decision.allowed else None
     if cap:
         decision = Decision(False, (cap,), decision.grant)
     if decision.allowed and version is not None:
@@ -245,38 +241,6 @@ def _check_columns_known(schema: DatasetSchema, query: JobQuery, grants: list[Gr
         raise InvalidRequest(unknown_column(unknown[0], usable), code="unknown_column")
 
 
-def debit_dataset(session: Session, dataset: Dataset, eps: int, delta: int) -> bool:
-    """Debit the dataset's enterprise-wide cap atomically; False if it would be exceeded."""
-    result = session.execute(
-        update(Dataset)
-        .where(
-            Dataset.id == dataset.id,
-            Dataset.epsilon_spent + eps <= Dataset.epsilon_cap,
-            Dataset.delta_spent + delta <= Dataset.delta_cap,
-        )
-        .values(epsilon_spent=Dataset.epsilon_spent + eps, delta_spent=Dataset.delta_spent + delta)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
-
-
-def _debit(
-    session: Session, grant: Grant, dataset: Dataset, job_id: str, eps: int, delta: int
-) -> str | None:
-    """Both debits or neither (a savepoint); the reason when refused."""
-    if not eps and not delta:
-        return None
-    savepoint = session.begin_nested()
-    if not debit(session, grant, job_id, eps, delta):
-        savepoint.rollback()
-        return Msg("budget short: another job spent it first")
-    if not debit_dataset(session, dataset, eps, delta):
-        savepoint.rollback()
-        return Msg("the dataset's enterprise-wide privacy cap was reached by another job")
-    savepoint.commit()
-    return None
-
-
 def _check_training_early(
     veil: Veil, provider: Principal, sub: JobSubmission, spec: TrainingSpec
 ) -> None:
@@ -296,12 +260,12 @@ def _check_training_early(
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
     require_role(provider, Role.PROVIDER)
-    eps, delta = _costs(sub)
+    cost = _costs(sub)
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
     if isinstance(query, TrainingSpec):
         _check_training_early(veil, provider, sub, query)
     with veil.db.transaction() as session:
-        decided = _decide(session, veil, provider, sub, query, eps, delta)
+        decided = _decide(session, veil, provider, sub, query, cost)
         decision, dataset, version = decided.decision, decided.dataset, decided.version
         job = Job(
             id=new_id("job"),
@@ -313,14 +277,14 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
             purpose=sub.purpose,
             tier=sub.tier,
             query=sub.query,
-            epsilon=eps,
-            delta=delta,
+            epsilon=cost.epsilon_units,
+            delta=cost.delta_units,
             status=JobStatus.QUEUED,
             reasons=[],
             created_at=veil.clock(),
         )
         if decision.allowed and decision.grant and dataset:
-            refused = _debit(session, decision.grant, dataset, job.id, eps, delta)
+            refused = debit_job(session, decision.grant, Dataset, dataset.id, job.id, cost)
             if refused:
                 decision = Decision(False, (refused,), decision.grant)
         _record_submission(session, job, provider, decision)
@@ -336,8 +300,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
         "dataset_id": job.dataset_id,
         "purpose": job.purpose,
         "tier": job.tier,
-        "epsilon": job.epsilon / EPSILON_UNIT,
-        "delta": job.delta / DELTA_UNIT,
+        **job.cost.describe(),
     }
     if not decision.allowed:
         job.status, job.reasons = JobStatus.DENIED, list(decision.reasons)
@@ -362,7 +325,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
         resource=resource,
         details=details | {"grant_id": job.grant_id},
     )
-    if job.epsilon or job.delta:
+    if job.cost:
         audit.record(
             session,
             "budget.debited",
@@ -372,8 +335,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
             details={
                 "job_id": job.id,
                 "dataset_id": job.dataset_id,
-                "epsilon": job.epsilon / EPSILON_UNIT,
-                "delta": job.delta / DELTA_UNIT,
+                **job.cost.describe(),
             },
         )
 
@@ -387,7 +349,7 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     estimates and the training sampling rate.
     """
     require_role(provider, Role.PROVIDER)
-    eps, delta = _costs(sub)
+    cost = _costs(sub)
     query = parse_job_query(sub.tier, sub.query, sub.epsilon, sub.delta)
     if isinstance(query, CodeJob):
         raise InvalidRequest(
@@ -398,7 +360,7 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     if isinstance(query, TrainingSpec):
         _check_training_early(veil, provider, sub, query)
     with veil.db.transaction() as session:
-        decided = _decide(session, veil, provider, sub, query, eps, delta)
+        decided = _decide(session, veil, provider, sub, query, cost)
         audit.record(
             session,
             "job.previewed",

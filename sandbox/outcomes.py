@@ -19,8 +19,9 @@ from i18n import Msg
 from policies import audit
 from policies.decisions import JobRequest, decide
 from policies.errors import Conflict
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.grants import Grant
 from policies.principals import Principal
+from policies.tiers import TRAINING_TIER
 from sandbox.artifacts import StoredArtifact, store_artifact
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
@@ -84,7 +85,7 @@ def still_allowed(veil: Veil, session: Session, job: Job) -> tuple[str, ...]:
     if grant is None or dataset is None:
         return (Msg("the grant or the dataset is gone"),)
     schema = schema_from_json(dataset.declaration)
-    query = parse_job_query(job.tier, job.query, job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT)
+    query = parse_job_query(job.tier, job.query, job.cost.epsilon, job.cost.delta)
     if isinstance(query, CodeJob):
         query, _, refused = resolve_code_job(session, job.provider_id, job.dataset_id, query)
         if refused:
@@ -114,7 +115,7 @@ def checked_output(veil: Veil, enterprise: Principal, job_id: str, answer: Child
     if not isinstance(result, dict) or not isinstance(details, dict):
         raise SandboxError("the job's process sent a malformed result")
     artifact = None
-    if result.get("tier") == 4:
+    if result.get("tier") == TRAINING_TIER:
         if len(answer.blobs) != 1:
             raise SandboxError("the job's process sent a malformed result")
         assert enterprise.slug is not None

@@ -26,13 +26,14 @@ from keys import KeyServerUnavailable
 from policies import audit
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal
+from policies.tiers import AGGREGATE_TIER, CODE_TIER
 from sandbox.cell_secrets import cell_secret
 from sandbox.child import Task
 from sandbox.code_runs import all_public, run_code_job
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
-from sandbox.jobs import AGGREGATE_TIER, parse_job_query
+from sandbox.jobs import parse_job_query
 from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus
 from sandbox.objects import read_decrypted
 from sandbox.outcomes import (
@@ -44,7 +45,7 @@ from sandbox.outcomes import (
     still_allowed,
 )
 from sandbox.refunds import ClaimLost, data_read_marker
-from sandbox.reviewed_code import CODE_TIER, MOCK_ROWS
+from sandbox.reviewed_code import MOCK_ROWS
 from sandbox.suspension import fail_jobs_of_suspended
 
 log = logging.getLogger(__name__)

@@ -24,14 +24,15 @@ from i18n import N_, Msg
 from i18n.catalog import gettext, translate
 from policies.errors import InvalidRequest
 from policies.grants import Grant
+from policies.tiers import MOCK_TIER, PRIVATE_QUERY_TIER
 from sandbox.api.schemas import ID_LENGTH, PURPOSE_LENGTH, JobOut, ReleasedValueOut
-from sandbox.catalog import MOCK_TIER, CatalogEntry
+from sandbox.catalog import CatalogEntry
 from sandbox.classification import ColumnClassification, columns_of
 from sandbox.console.charts import day_bars
 from sandbox.console.labels import LABELS
 from sandbox.console.render import number
 from sandbox.datasets import schema_from_json
-from sandbox.jobs import PRIVATE_QUERY_TIER, JobSubmission
+from sandbox.jobs import JobSubmission
 
 #: Rows of statistics the form offers (the query document allows more; the API takes them).
 AGGREGATE_ROWS = 3
