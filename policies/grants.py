@@ -27,7 +27,7 @@ from i18n import Msg
 from policies.budget import DELTA_UNIT as DELTA_UNIT  # re-exported for older callers
 from policies.budget import EPSILON_UNIT as EPSILON_UNIT
 from policies.budget import MAX_EPSILON as MAX_EPSILON
-from policies.budget import Budget, delta_units, epsilon_units, summary
+from policies.budget import Budget, summary
 from policies.db import Base, UTCDateTime, new_id, utcnow
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.tiers import ALL_TIERS
@@ -256,7 +256,7 @@ def change_grant(
 
 def _change_budget(session: Session, grant: Grant, change: GrantChange) -> None:
     if change.epsilon is not None:
-        units = epsilon_units(change.epsilon)
+        units = Budget.from_floats(change.epsilon).epsilon_units
         if not _lower(session, grant, "epsilon", units):
             raise InvalidRequest(
                 Msg(
@@ -264,7 +264,8 @@ def _change_budget(session: Session, grant: Grant, change: GrantChange) -> None:
                     spent=grant.budget_spent.epsilon_text,
                 )
             )
-    if change.delta is not None and not _lower(session, grant, "delta", delta_units(change.delta)):
+    delta = None if change.delta is None else Budget.from_floats(0.0, change.delta).delta_units
+    if delta is not None and not _lower(session, grant, "delta", delta):
         raise InvalidRequest(Msg("delta can only be lowered, and not below what was spent"))
 
 
