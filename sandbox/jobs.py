@@ -1,8 +1,8 @@
-r"""Jobs: submit (decide, debit, queue — one transaction), preview, cancel; all audited.
+"""Jobs: submit (decide, debit, queue — one transaction), preview, cancel; all audited.
 
 Lifecycle: submit → policy decision (allow or deny with reasons; both audited)
 → budget debit of the grant *and* of the dataset's enterprise-wide cap
-(``policies.caps``: the rule and the debit, in :class:`policies.budget.Budget`\ s),
+(``policies.caps``: the rule and the debit, as :class:`policies.budget.Budget` values),
 atomic and committed **before** any data is read → queued → run by the
 worker (``sandbox.runner``).  Tier 2 (SDC-checked tables) costs no ε; tier 3
 (DP queries) debits what it asks for.  Composition is basic sequential
@@ -36,9 +36,9 @@ from policies.errors import Conflict, Denied, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
-from policies.tiers import (  # where tiers live; the names stay importable from here
-    AGGREGATE_TIER as AGGREGATE_TIER,
-)
+
+# Tiers live in policies.tiers; these names stay importable from here for older callers.
+from policies.tiers import AGGREGATE_TIER as AGGREGATE_TIER
 from policies.tiers import CODE_TIER as CODE_TIER
 from policies.tiers import JOB_TIERS as JOB_TIERS
 from policies.tiers import PRIVATE_QUERY_TIER as PRIVATE_QUERY_TIER
