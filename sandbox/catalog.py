@@ -20,7 +20,7 @@ from policies.decisions import tier_not_granted
 from policies.errors import Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.principals import Principal, Role
-from policies.tiers import MOCK_TIER as MOCK_TIER  # importable from here, as before
+from policies.tiers import MOCK_TIER
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset

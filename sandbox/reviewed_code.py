@@ -41,7 +41,7 @@ from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal, Role
-from policies.tiers import CODE_TIER as CODE_TIER  # importable from here, as before
+from policies.tiers import CODE_TIER
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
