@@ -24,15 +24,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from i18n import Msg
-from policies.budget import DELTA_UNIT as DELTA_UNIT  # re-exported for older callers
+
+# The ``X as X`` imports (and TIERS) are names this module had before policies.budget and
+# policies.tiers, still importable from here: tests, reliability/ and node/ use them.
+from policies.budget import DELTA_UNIT as DELTA_UNIT
 from policies.budget import EPSILON_UNIT as EPSILON_UNIT
 from policies.budget import MAX_EPSILON as MAX_EPSILON
 from policies.budget import Budget, summary
+from policies.budget import delta_units as delta_units
+from policies.budget import epsilon_units as epsilon_units
 from policies.db import Base, UTCDateTime, new_id, utcnow
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.tiers import ALL_TIERS
 
-TIERS = ALL_TIERS  # kept for older callers; policies.tiers is where tiers live
+TIERS = ALL_TIERS  # policies.tiers is where tiers live
 
 
 class Grant(Base):
