@@ -13,25 +13,23 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from i18n import Msg
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.budget import Budget
+from policies.grants import Grant
+from policies.tiers import CODE_TIER, DP_TIERS, Tier
 
-#: Tiers whose releases are differentially private: confidential columns are allowed there.
-DP_TIERS = frozenset({3, 4})
-#: Reviewed code: confidential columns only with a DP budget (its output must be DP).
-CODE_TIER = 5
 CONFIDENTIAL = "confidential"
 SECRET = "secret"  # noqa: S105 - a column class, not a password
 NO_GRANT = Msg("no grant gives you this dataset")
 #: The refusal of each tier a grant does not give, in the same words for every tier.
 #: Whole sentences, not "tier {tier} ({name})": a denial is stored as English text and
 #: translated when shown by looking the sentence up (``sandbox.api.messages``).
-TIER_NOT_GRANTED = {
-    0: Msg("tier 0 (catalog) is not in your grant"),
-    1: Msg("tier 1 (mock data) is not in your grant"),
-    2: Msg("tier 2 (aggregate tables) is not in your grant"),
-    3: Msg("tier 3 (private query) is not in your grant"),
-    4: Msg("tier 4 (private training) is not in your grant"),
-    5: Msg("tier 5 (reviewed code) is not in your grant"),
+TIER_NOT_GRANTED: dict[int, Msg] = {
+    Tier.CATALOG: Msg("tier 0 (catalog) is not in your grant"),
+    Tier.MOCK: Msg("tier 1 (mock data) is not in your grant"),
+    Tier.AGGREGATE: Msg("tier 2 (aggregate tables) is not in your grant"),
+    Tier.PRIVATE_QUERY: Msg("tier 3 (private query) is not in your grant"),
+    Tier.TRAINING: Msg("tier 4 (private training) is not in your grant"),
+    Tier.CODE: Msg("tier 5 (reviewed code) is not in your grant"),
 }
 
 
@@ -61,10 +59,15 @@ class JobRequest:
     purpose: str
     tier: int
     columns: frozenset[str]
-    epsilon: int  # units of grants.EPSILON_UNIT
-    delta: int  # units of grants.DELTA_UNIT
+    epsilon: int  # units of policies.budget.EPSILON_UNIT
+    delta: int  # units of policies.budget.DELTA_UNIT
     #: Re-checks of a job already paid for (epsilon 0 here): whether it was paid in epsilon.
     epsilon_paid: bool = False
+
+    @property
+    def cost(self) -> Budget:
+        """What the job asks to spend."""
+        return Budget(self.epsilon, self.delta)
 
 
 @dataclass(frozen=True)
@@ -142,17 +145,16 @@ def _grant_reasons(
     if request.tier not in grant.tiers:
         reasons.append(tier_not_granted(request.tier))
     reasons += _column_reasons(request, classes, set(grant.columns))
-    eps_left = grant.epsilon_budget - grant.epsilon_spent
-    delta_left = grant.delta_budget - grant.delta_spent
-    if request.epsilon > eps_left or request.delta > delta_left:
+    cost, left = request.cost, grant.budget_left
+    if not cost.fits_within(left):
         reasons.append(
             Msg(
                 "budget short: this job needs epsilon {epsilon} and delta {delta}; "
                 "the grant has epsilon {epsilon_left} and delta {delta_left} left",
-                epsilon=f"{request.epsilon / EPSILON_UNIT:g}",
-                delta=f"{request.delta / DELTA_UNIT:g}",
-                epsilon_left=f"{eps_left / EPSILON_UNIT:g}",
-                delta_left=f"{delta_left / DELTA_UNIT:g}",
+                epsilon=cost.epsilon_text,
+                delta=cost.delta_text,
+                epsilon_left=left.epsilon_text,
+                delta_left=left.delta_text,
             )
         )
     return reasons

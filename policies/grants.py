@@ -1,7 +1,9 @@
 """Consent grants (an enterprise lets a provider use datasets) and the privacy-budget ledger.
 
 Budgets are stored as exact integers (ε in millionths, δ in 10⁻¹²) so that
-ten debits of 0.1 exhaust a budget of 1.0 exactly; floats would drift.  A
+ten debits of 0.1 exhaust a budget of 1.0 exactly; floats would drift.  Code works
+with :class:`policies.budget.Budget` values; the models convert at their boundary
+(``Grant.budget_total``, ``Grant.budget_spent``, ``BudgetDebit.amount``).  A
 debit is one conditional ``UPDATE`` that succeeds only if the whole amount
 fits, so concurrent jobs can never overspend, on SQLite or PostgreSQL.
 
@@ -13,7 +15,6 @@ entries of a grant always add up to what it has spent.  Whether a debit may be r
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,31 +24,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from i18n import Msg
+
+# The ``X as X`` imports (and TIERS) are names this module had before policies.budget and
+# policies.tiers, still importable from here: tests, reliability/ and node/ use them.
+from policies.budget import DELTA_UNIT as DELTA_UNIT
+from policies.budget import EPSILON_UNIT as EPSILON_UNIT
+from policies.budget import MAX_EPSILON as MAX_EPSILON
+from policies.budget import Budget, summary
+from policies.budget import delta_units as delta_units
+from policies.budget import epsilon_units as epsilon_units
 from policies.db import Base, UTCDateTime, new_id, utcnow
 from policies.errors import Conflict, InvalidRequest, NotFound
+from policies.tiers import ALL_TIERS
 
-EPSILON_UNIT = 1_000_000  # units per 1.0 of epsilon
-DELTA_UNIT = 1_000_000_000_000  # units per 1.0 of delta
-MAX_EPSILON = 100.0
-TIERS = frozenset(range(6))
-
-
-def epsilon_units(value: float) -> int:
-    """ε as exact millionths; refuses values that are not finite, negative, or too large."""
-    if not math.isfinite(value) or value < 0 or value > MAX_EPSILON:
-        raise InvalidRequest(
-            Msg(
-                "epsilon must be a number between 0 and {max_epsilon}",
-                max_epsilon=f"{MAX_EPSILON:g}",
-            )
-        )
-    return round(value * EPSILON_UNIT)
-
-
-def delta_units(value: float) -> int:
-    if not math.isfinite(value) or not 0 <= value < 1:
-        raise InvalidRequest(Msg("delta must be a number in [0, 1)"))
-    return round(value * DELTA_UNIT)
+TIERS = ALL_TIERS  # policies.tiers is where tiers live
 
 
 class Grant(Base):
@@ -76,15 +66,24 @@ class Grant(Base):
     def active_at(self, now: datetime) -> bool:
         return self.revoked_at is None and self.valid_from <= now < self.valid_until
 
+    @property
+    def budget_total(self) -> Budget:
+        """What the grant allows in all (its columns, in the ledger's units)."""
+        return Budget(self.epsilon_budget, self.delta_budget)
+
+    @property
+    def budget_spent(self) -> Budget:
+        """What its jobs have spent of it (net of refunds)."""
+        return Budget(self.epsilon_spent, self.delta_spent)
+
+    @property
+    def budget_left(self) -> Budget:
+        """What is left to spend."""
+        return self.budget_total - self.budget_spent
+
     def budget(self) -> dict[str, float]:
-        return {
-            "epsilon": self.epsilon_budget / EPSILON_UNIT,
-            "delta": self.delta_budget / DELTA_UNIT,
-            "epsilon_spent": self.epsilon_spent / EPSILON_UNIT,
-            "delta_spent": self.delta_spent / DELTA_UNIT,
-            "epsilon_remaining": (self.epsilon_budget - self.epsilon_spent) / EPSILON_UNIT,
-            "delta_remaining": (self.delta_budget - self.delta_spent) / DELTA_UNIT,
-        }
+        """The budget as the API shows it (:func:`policies.budget.summary`)."""
+        return summary(self.budget_total, self.budget_spent)
 
 
 class BudgetDebit(Base):
@@ -101,6 +100,17 @@ class BudgetDebit(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Unique: the database itself refuses a second refund of one debit.
     refund_of: Mapped[str | None] = mapped_column(String(40), unique=True, default=None)
+
+    @property
+    def is_refund(self) -> bool:
+        """Whether this entry gives a debit back (its stored amounts are negative)."""
+        return self.refund_of is not None
+
+    @property
+    def amount(self) -> Budget:
+        """How much this entry moved, as a (non-negative) budget: spent by a debit,
+        given back by a refund (:attr:`is_refund`)."""
+        return Budget(abs(self.epsilon), abs(self.delta))
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,7 @@ def _check_terms(terms: GrantTerms) -> None:
         raise InvalidRequest(Msg("a grant needs at least one dataset"))
     if not terms.columns:
         raise InvalidRequest(Msg("a grant needs at least one column"))
-    if not terms.tiers or not set(terms.tiers) <= TIERS:
+    if not terms.tiers or not set(terms.tiers) <= ALL_TIERS:
         raise InvalidRequest(Msg("tiers must be a non-empty list of numbers from 0 to 5"))
     purposes = [p.strip() for p in terms.purposes]
     # Purposes are shown in denials, the audit log and receipts: nothing that can hide or
@@ -157,6 +167,7 @@ def create_grant(
 ) -> Grant:
     """Store a grant (caller checked that the datasets, columns and provider exist)."""
     _check_terms(terms)
+    total = Budget.from_floats(terms.epsilon, terms.delta)
     min_group = terms.min_group_size if terms.min_group_size is not None else min_group_floor
     if min_group < min_group_floor:
         raise InvalidRequest(
@@ -176,8 +187,8 @@ def create_grant(
         valid_from=terms.valid_from,
         valid_until=terms.valid_until,
         min_group_size=min_group,
-        epsilon_budget=epsilon_units(terms.epsilon),
-        delta_budget=delta_units(terms.delta),
+        epsilon_budget=total.epsilon_units,
+        delta_budget=total.delta_units,
         epsilon_spent=0,
         delta_spent=0,
         created_at=utcnow(),
@@ -252,15 +263,16 @@ def change_grant(
 
 def _change_budget(session: Session, grant: Grant, change: GrantChange) -> None:
     if change.epsilon is not None:
-        units = epsilon_units(change.epsilon)
+        units = Budget.from_floats(change.epsilon).epsilon_units
         if not _lower(session, grant, "epsilon", units):
             raise InvalidRequest(
                 Msg(
                     "epsilon can only be lowered, and not below what was spent ({spent})",
-                    spent=f"{grant.epsilon_spent / EPSILON_UNIT:g}",
+                    spent=grant.budget_spent.epsilon_text,
                 )
             )
-    if change.delta is not None and not _lower(session, grant, "delta", delta_units(change.delta)):
+    delta = None if change.delta is None else Budget.from_floats(0.0, change.delta).delta_units
+    if delta is not None and not _lower(session, grant, "delta", delta):
         raise InvalidRequest(Msg("delta can only be lowered, and not below what was spent"))
 
 
@@ -284,8 +296,12 @@ def grants_for(session: Session, provider_id: str, dataset_id: str) -> list[Gran
     return [g for g in rows if dataset_id in g.dataset_ids]
 
 
-def debit(session: Session, grant: Grant, job_id: str, epsilon: int, delta: int) -> bool:
-    """Debit ``grant`` atomically; False (and nothing spent) if it would overspend or is revoked."""
+def debit(session: Session, grant: Grant, job_id: str, cost: Budget | int, delta: int = 0) -> bool:
+    """Debit ``cost`` from ``grant`` atomically; False (and nothing spent) if it would
+    overspend or is revoked.  (``cost`` may still be given as ε and δ in units.)"""
+    if not isinstance(cost, Budget):
+        cost = Budget(cost, delta)
+    epsilon, delta = cost.epsilon_units, cost.delta_units
     result = session.execute(
         update(Grant)
         .where(

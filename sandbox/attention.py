@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from i18n import Msg
 from policies import audit
+from policies.budget import ledger_epsilon
 from policies.capabilities import Capability, require, tenants_in_scope
 from policies.errors import InvalidRequest
-from policies.grants import EPSILON_UNIT, BudgetDebit, Grant
+from policies.grants import BudgetDebit, Grant
 from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.models import Job, JobStatus
@@ -208,10 +209,10 @@ def _burn(
             enterprise_id=g.enterprise_id,
             enterprise_name=names.get(g.enterprise_id, ""),
             dataset_ids=tuple(g.dataset_ids),
-            epsilon_budget=g.epsilon_budget / EPSILON_UNIT,
-            epsilon_spent=g.epsilon_spent / EPSILON_UNIT,
+            epsilon_budget=g.budget_total.epsilon,
+            epsilon_spent=g.budget_spent.epsilon,
             fraction_used=g.epsilon_spent / g.epsilon_budget if g.epsilon_budget else 0.0,
-            epsilon_spent_in_period=int(spent.get(g.id) or 0) / EPSILON_UNIT,
+            epsilon_spent_in_period=ledger_epsilon(int(spent.get(g.id) or 0)),
             jobs_in_period=int(jobs.get(g.id) or 0),
             active=g.active_at(now),
         )

@@ -21,12 +21,12 @@ from policies.decisions import tier_not_granted
 from policies.errors import Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.principals import Principal
+from policies.tiers import MOCK_TIER
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.models import Dataset
 
 MAX_MOCK_ROWS = 100_000
-MOCK_TIER = 1
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,11 @@ from analytics.output_cells import RECORD_KEYS
 from analytics.output_checks import Inspection, OutputCheck, Status, inspect_output, verdict
 from analytics.schema import ColumnClass, DatasetSchema
 from analytics.syft_code import SyftCode, string_literals
+from policies.tiers import CODE_TIER
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.isolation import ChildResult, SandboxError, SandboxPool
 from sandbox.reviewed_code import (
-    CODE_TIER,
     CheckedOutput,
     dp_required,
     reported_calls,

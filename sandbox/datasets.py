@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
 from i18n import Msg
 from policies import audit
+from policies.budget import Budget
 from policies.capabilities import Capability, may, require
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, delta_units, epsilon_units
+from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal
 from sandbox import ingest
@@ -110,16 +111,18 @@ def create_dataset(
     except ingest.IngestError as exc:
         raise _problems_to_invalid(exc) from None
     s = veil.settings
-    eps_cap = epsilon_units(s.default_dataset_epsilon_cap if epsilon_cap is None else epsilon_cap)
-    delta_cap_units = delta_units(s.default_dataset_delta_cap if delta_cap is None else delta_cap)
+    cap = Budget.from_floats(
+        s.default_dataset_epsilon_cap if epsilon_cap is None else epsilon_cap,
+        s.default_dataset_delta_cap if delta_cap is None else delta_cap,
+    )
     with veil.db.transaction() as session:
         dataset = Dataset(
             id=new_id("ds"),
             enterprise_id=enterprise.id,
             name=name,
             declaration=schema_to_json(schema),
-            epsilon_cap=eps_cap,
-            delta_cap=delta_cap_units,
+            epsilon_cap=cap.epsilon_units,
+            delta_cap=cap.delta_units,
             epsilon_spent=0,
             delta_spent=0,
             created_at=veil.clock(),
@@ -135,8 +138,8 @@ def create_dataset(
             details={
                 "name": name,
                 "columns": list(schema.names),
-                "epsilon_cap": eps_cap / EPSILON_UNIT,
-                "delta_cap": delta_cap_units / DELTA_UNIT,
+                "epsilon_cap": cap.epsilon,
+                "delta_cap": cap.delta,
             },
         )
     return dataset

@@ -37,18 +37,11 @@ from analytics.training_document import parse_training
 from analytics.training_spec import TrainingError, TrainingSpec
 from i18n import Msg
 from policies.errors import InvalidRequest
-from policies.grants import DELTA_UNIT, EPSILON_UNIT
+from policies.tiers import AGGREGATE_TIER, CODE_TIER, PRIVATE_QUERY_TIER, TRAINING_TIER
 from sandbox.child import Task
 from sandbox.code_runs import all_public
 from sandbox.models import CodeRequest, Job
 from sandbox.reviewed_code import MOCK_ROWS, CodeJob, parse_code_job, resolve_code_job
-
-# The job tiers (moved here verbatim from sandbox.jobs, which re-exports them: sandbox.jobs
-# imports this module, so they cannot stay there without an import cycle).
-AGGREGATE_TIER = 2
-PRIVATE_QUERY_TIER = 3
-TRAINING_TIER = 4
-CODE_TIER = 5
 
 JobQuery = PrivateQuery | TableQuery | TrainingSpec | CodeJob
 
@@ -376,5 +369,4 @@ def kind_for(tier: int) -> JobKind:
 
 def parse_stored(job: Job) -> JobQuery:
     """A stored job's query, parsed with the budget it was charged: the run's one parse."""
-    epsilon, delta = job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT
-    return kind_for(job.tier).parse(job.query, epsilon, delta)
+    return kind_for(job.tier).parse(job.query, job.cost.epsilon, job.cost.delta)

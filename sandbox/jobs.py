@@ -1,7 +1,8 @@
 """Jobs: submit (decide, debit, queue — one transaction), preview, cancel; all audited.
 
 Lifecycle: submit → policy decision (allow or deny with reasons; both audited)
-→ budget debit of the grant *and* of the dataset's enterprise-wide cap,
+→ budget debit of the grant *and* of the dataset's enterprise-wide cap
+(``policies.caps``: the rule and the debit, as :class:`policies.budget.Budget` values),
 atomic and committed **before** any data is read → queued → run by the
 worker (``sandbox.runner``).  Tier 2 (SDC-checked tables) costs no ε; tier 3
 (DP queries) debits what it asks for.  Composition is basic sequential
@@ -15,28 +16,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analytics.schema import ColumnClass, DatasetSchema
 from i18n import Msg
 from policies import audit
+from policies.budget import Budget
 from policies.capabilities import Capability, require
+from policies.caps import cap_reason, debit_job
 from policies.db import new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide, unknown_column
 from policies.errors import Conflict, Denied, InvalidRequest, NotFound
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant, debit, delta_units, epsilon_units
+from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal
+
+# The tiers were named here first; they live in policies.tiers now (re-exported), the
+# tiers that have jobs in the registry of job kinds.
+from policies.tiers import AGGREGATE_TIER as AGGREGATE_TIER
+from policies.tiers import CODE_TIER as CODE_TIER
+from policies.tiers import PRIVATE_QUERY_TIER as PRIVATE_QUERY_TIER
+from policies.tiers import TRAINING_TIER as TRAINING_TIER
 from sandbox.core import Veil
 from sandbox.datasets import latest_version, rounded_count, schema_from_json
-
-# The tiers were named here first; they live with their kinds now (re-exported).
-from sandbox.job_kinds import AGGREGATE_TIER as AGGREGATE_TIER
-from sandbox.job_kinds import CODE_TIER as CODE_TIER
 from sandbox.job_kinds import JOB_TIERS as JOB_TIERS
-from sandbox.job_kinds import PRIVATE_QUERY_TIER as PRIVATE_QUERY_TIER
-from sandbox.job_kinds import TRAINING_TIER as TRAINING_TIER
 from sandbox.job_kinds import JobKind, JobQuery, kind_for
 from sandbox.models import Dataset, DatasetVersion, Job, JobStatus
 
@@ -55,34 +59,19 @@ class JobSubmission:
 
 @dataclass(frozen=True)
 class _Parsed:
-    """A submission read once: its kind, its query, and its cost in units."""
+    """A submission read once: its kind, its query, and its cost."""
 
     kind: JobKind
     query: JobQuery
-    epsilon: int
-    delta: int
+    cost: Budget
 
 
 def _parse(sub: JobSubmission) -> _Parsed:
     """The submission's one parse (submit and preview each call this once)."""
-    eps, delta = epsilon_units(sub.epsilon), delta_units(sub.delta)
+    cost = Budget.from_floats(sub.epsilon, sub.delta)
     kind = kind_for(sub.tier)
-    kind.cost(eps, delta)
-    return _Parsed(kind, kind.parse(sub.query, sub.epsilon, sub.delta), eps, delta)
-
-
-def _cap_reason(dataset: Dataset, eps: int, delta: int) -> str | None:
-    if (
-        dataset.epsilon_spent + eps <= dataset.epsilon_cap
-        and dataset.delta_spent + delta <= dataset.delta_cap
-    ):
-        return None
-    return Msg(
-        "the dataset's enterprise-wide privacy cap (all providers together) has epsilon "
-        "{epsilon} and delta {delta} left",
-        epsilon=f"{(dataset.epsilon_cap - dataset.epsilon_spent) / EPSILON_UNIT:g}",
-        delta=f"{(dataset.delta_cap - dataset.delta_spent) / DELTA_UNIT:g}",
-    )
+    kind.cost(cost.epsilon_units, cost.delta_units)
+    return _Parsed(kind, kind.parse(sub.query, sub.epsilon, sub.delta), cost)
 
 
 @dataclass
@@ -105,11 +94,17 @@ def _decide(
     if dataset is None or not grants:  # the same answer whether it exists or not
         return _Decided(Decision(False, (NO_GRANT,)))
     schema = schema_from_json(dataset.declaration)
-    kind, eps, delta = parsed.kind, parsed.epsilon, parsed.delta
+    kind, cost = parsed.kind, parsed.cost
     _check_columns_known(schema, kind.columns(parsed.query), grants)
     query, refused = kind.resolve(session, provider.id, dataset.id, parsed.query)
     request = JobRequest(
-        provider.id, dataset.id, sub.purpose, sub.tier, kind.columns(query), eps, delta
+        provider.id,
+        dataset.id,
+        sub.purpose,
+        sub.tier,
+        kind.columns(query),
+        cost.epsilon_units,
+        cost.delta_units,
     )
     classes = {c.name: str(c.column_class) for c in schema.columns}
     decision = decide(request, classes, grants, veil.clock())
@@ -119,7 +114,7 @@ def _decide(
     if decision.allowed and version is None:
         no_data = Msg("the dataset has no uploaded data yet")
         decision = Decision(False, (no_data,), decision.grant)
-    cap = _cap_reason(dataset, eps, delta) if decision.allowed else None
+    cap = cap_reason(dataset.cap, dataset.cap_spent, cost) if decision.allowed else None
     if cap:
         decision = Decision(False, (cap,), decision.grant)
     if decision.allowed and version is not None:
@@ -147,38 +142,6 @@ def _check_columns_known(schema: DatasetSchema, used: frozenset[str], grants: li
         raise InvalidRequest(unknown_column(unknown[0], usable), code="unknown_column")
 
 
-def debit_dataset(session: Session, dataset: Dataset, eps: int, delta: int) -> bool:
-    """Debit the dataset's enterprise-wide cap atomically; False if it would be exceeded."""
-    result = session.execute(
-        update(Dataset)
-        .where(
-            Dataset.id == dataset.id,
-            Dataset.epsilon_spent + eps <= Dataset.epsilon_cap,
-            Dataset.delta_spent + delta <= Dataset.delta_cap,
-        )
-        .values(epsilon_spent=Dataset.epsilon_spent + eps, delta_spent=Dataset.delta_spent + delta)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
-
-
-def _debit(
-    session: Session, grant: Grant, dataset: Dataset, job_id: str, eps: int, delta: int
-) -> str | None:
-    """Both debits or neither (a savepoint); the reason when refused."""
-    if not eps and not delta:
-        return None
-    savepoint = session.begin_nested()
-    if not debit(session, grant, job_id, eps, delta):
-        savepoint.rollback()
-        return Msg("budget short: another job spent it first")
-    if not debit_dataset(session, dataset, eps, delta):
-        savepoint.rollback()
-        return Msg("the dataset's enterprise-wide privacy cap was reached by another job")
-    savepoint.commit()
-    return None
-
-
 def _validate_early(veil: Veil, provider: Principal, sub: JobSubmission, parsed: _Parsed) -> None:
     """Run a slow validation (training's noise search, up to seconds) before the write
     transaction, so it never holds the database lock; the check inside hits its cache."""
@@ -199,7 +162,7 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
     require(provider, Capability.SUBMIT_JOBS)
     parsed = _parse(sub)
-    eps, delta = parsed.epsilon, parsed.delta
+    cost = parsed.cost
     _validate_early(veil, provider, sub, parsed)
     with veil.db.transaction() as session:
         decided = _decide(session, veil, provider, sub, parsed)
@@ -214,14 +177,14 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
             purpose=sub.purpose,
             tier=sub.tier,
             query=sub.query,
-            epsilon=eps,
-            delta=delta,
+            epsilon=cost.epsilon_units,
+            delta=cost.delta_units,
             status=JobStatus.QUEUED,
             reasons=[],
             created_at=veil.clock(),
         )
         if decision.allowed and decision.grant and dataset:
-            refused = _debit(session, decision.grant, dataset, job.id, eps, delta)
+            refused = debit_job(session, decision.grant, Dataset, dataset.id, job.id, cost)
             if refused:
                 decision = Decision(False, (refused,), decision.grant)
         _record_submission(session, job, provider, decision)
@@ -237,8 +200,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
         "dataset_id": job.dataset_id,
         "purpose": job.purpose,
         "tier": job.tier,
-        "epsilon": job.epsilon / EPSILON_UNIT,
-        "delta": job.delta / DELTA_UNIT,
+        **job.cost.describe(),
     }
     if not decision.allowed:
         job.status, job.reasons = JobStatus.DENIED, list(decision.reasons)
@@ -263,7 +225,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
         resource=resource,
         details=details | {"grant_id": job.grant_id},
     )
-    if job.epsilon or job.delta:
+    if job.cost:
         audit.record(
             session,
             "budget.debited",
@@ -273,8 +235,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
             details={
                 "job_id": job.id,
                 "dataset_id": job.dataset_id,
-                "epsilon": job.epsilon / EPSILON_UNIT,
-                "delta": job.delta / DELTA_UNIT,
+                **job.cost.describe(),
             },
         )
 

@@ -18,10 +18,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from policies.budget import Budget
+from policies.caps import CapColumns
 from policies.db import Base, UTCDateTime, utcnow
 
 
-class Dataset(Base):
+class Dataset(CapColumns, Base):
     """A named dataset of one enterprise, with its column declaration."""
 
     __tablename__ = "datasets"
@@ -30,12 +32,9 @@ class Dataset(Base):
     enterprise_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     declaration: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # The enterprise-wide cap across all providers together (against collusion), in the
-    # ledger's exact units (policies.grants.EPSILON_UNIT / DELTA_UNIT), and what was spent.
-    epsilon_cap: Mapped[int] = mapped_column(BigInteger)
-    delta_cap: Mapped[int] = mapped_column(BigInteger)
-    epsilon_spent: Mapped[int] = mapped_column(BigInteger, default=0)
-    delta_spent: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The enterprise-wide cap across all providers together (against collusion) and what
+    # was spent of it: epsilon_cap, delta_cap, epsilon_spent, delta_spent, in the ledger's
+    # exact units, from policies.caps.CapColumns (``cap`` and ``cap_spent`` as budgets).
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Tier 2's cell-key secret, wrapped by the enterprise's key (sandbox.cell_secrets);
     # None until the first tier-2 job on the dataset.
@@ -122,6 +121,11 @@ class Job(Base):
     data_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Run by an enterprise node: its release as the node signed it (``sandbox.nodes``).
     node_release: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+    @property
+    def cost(self) -> Budget:
+        """What the job was charged (its ``epsilon`` and ``delta`` columns, in units)."""
+        return Budget(self.epsilon, self.delta)
 
 
 class CodeStatus(enum.StrEnum):

@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 from i18n import Msg
 from keys import key_operation
 from policies import audit
+from policies.budget import ZERO, Budget
 from policies.capabilities import Capability, may, require
 from policies.db import new_id
 from policies.errors import Forbidden, InvalidRequest, NotFound
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, BudgetDebit, Grant
+from policies.grants import BudgetDebit, Grant
 from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.models import CodeRequest, Dataset, Job, JobStatus
@@ -59,7 +60,7 @@ APPROVAL_ACTIONS: Final = (
     "job.rejected",
 )
 _CHUNK: Final = 500
-_NOTHING: Final = (0, 0, 0, 0)
+_NOTHING: Final = (ZERO, ZERO)
 _SEQ_OF: Final = {"job.released": "released_seq", "job.refunded": "refunded_seq"}
 T = TypeVar("T", str, int)
 
@@ -233,19 +234,19 @@ def _chunks(ids: Iterable[T]) -> Iterable[list[T]]:
         yield items[start : start + _CHUNK]
 
 
-def _charges(session: Session, job_ids: list[str]) -> dict[str, tuple[int, int, int, int]]:
-    """Per job, in exact units: what the ledger charged in the end (its debit less any
-    refund) and what it gave back (ε, δ, ε refunded, δ refunded; denied jobs: nothing)."""
-    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+def _charges(session: Session, job_ids: list[str]) -> dict[str, tuple[Budget, Budget]]:
+    """Per job, exactly: what the ledger charged in the end (its debits less any refund)
+    and what it gave back (denied jobs: nothing)."""
+    debited: dict[str, Budget] = defaultdict(Budget)
+    refunded: dict[str, Budget] = defaultdict(Budget)
     for chunk in _chunks(job_ids):
         for entry in session.scalars(select(BudgetDebit).where(BudgetDebit.job_id.in_(chunk))):
-            row = sums[entry.job_id]
-            row[0] += entry.epsilon
-            row[1] += entry.delta
-            if entry.refund_of is not None:
-                row[2] -= entry.epsilon
-                row[3] -= entry.delta
-    return {job_id: (row[0], row[1], row[2], row[3]) for job_id, row in sums.items()}
+            book = refunded if entry.is_refund else debited
+            book[entry.job_id] += entry.amount
+    return {
+        job_id: (debited[job_id] - refunded[job_id], refunded[job_id])
+        for job_id in debited.keys() | refunded.keys()
+    }
 
 
 def _job_events(
@@ -348,12 +349,9 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
-def _eps(units: int) -> float:
-    return units / EPSILON_UNIT
-
-
-def _delta(units: int) -> float:
-    return units / DELTA_UNIT
+def _charged(entries: list[dict[str, Any]]) -> Budget:
+    """What the ledger charged for ``entries`` (job entries) together."""
+    return Budget(sum(e["epsilon_units"] for e in entries), sum(e["delta_units"] for e in entries))
 
 
 def _overlaps(grant: Grant, since: datetime, until: datetime) -> bool:
@@ -366,11 +364,12 @@ def _overlaps(grant: Grant, since: datetime, until: datetime) -> bool:
 def _job_entry(
     job: Job,
     datasets: Mapping[str, Dataset],
-    charged: tuple[int, int, int, int],
+    charged: tuple[Budget, Budget],
     seqs: Mapping[str, int | None],
 ) -> dict[str, Any]:
     released = job.status == JobStatus.RELEASED
     dataset = datasets.get(job.dataset_id)
+    spent, refunded = charged
     return {
         "job_id": job.id,
         "dataset_id": job.dataset_id,
@@ -380,12 +379,12 @@ def _job_entry(
         "tier": job.tier,
         "status": job.status,
         "reasons": list(job.reasons) if job.status == JobStatus.DENIED else [],
-        "epsilon_charged": _eps(charged[0]),
-        "delta_charged": _delta(charged[1]),
-        "epsilon_units": charged[0],
-        "delta_units": charged[1],
-        "epsilon_refunded": _eps(charged[2]),
-        "delta_refunded": _delta(charged[3]),
+        "epsilon_charged": spent.epsilon,
+        "delta_charged": spent.delta,
+        "epsilon_units": spent.epsilon_units,
+        "delta_units": spent.delta_units,
+        "epsilon_refunded": refunded.epsilon,
+        "delta_refunded": refunded.delta,
         "submitted_at": _time(job.created_at),
         "finished_at": _time(job.finished_at),
         "result_sha256": job.result_sha256 if released else None,
@@ -395,14 +394,13 @@ def _job_entry(
 
 
 def _totals(entries: list[dict[str, Any]], approvals: list[dict[str, Any]]) -> dict[str, Any]:
-    eps = sum(e["epsilon_units"] for e in entries)
-    delta = sum(e["delta_units"] for e in entries)
+    spent = _charged(entries)
     by_status = Counter(e["status"] for e in entries)
     return {
         "jobs": len(entries),
         "by_status": dict(sorted(by_status.items())),
-        "epsilon_charged": _eps(eps),
-        "delta_charged": _delta(delta),
+        "epsilon_charged": spent.epsilon,
+        "delta_charged": spent.delta,
         "results_released": by_status.get(JobStatus.RELEASED, 0),
         "approvals": len(approvals),
     }
@@ -416,12 +414,13 @@ def _purposes(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["released"] += e["status"] == JobStatus.RELEASED
         row["epsilon_units"] = row.get("epsilon_units", 0) + e["epsilon_units"]
     for row in rows.values():
-        row["epsilon_charged"] = _eps(row.pop("epsilon_units"))
+        row["epsilon_charged"] = Budget(row.pop("epsilon_units")).epsilon
     return sorted(rows.values(), key=lambda r: str(r["purpose"]))
 
 
 def _grant_entry(grant: Grant, entries: list[dict[str, Any]]) -> dict[str, Any]:
     mine = [e for e in entries if e["grant_id"] == grant.id]
+    spent = _charged(mine)
     return {
         "grant_id": grant.id,
         "dataset_ids": grant.dataset_ids,
@@ -431,12 +430,12 @@ def _grant_entry(grant: Grant, entries: list[dict[str, Any]]) -> dict[str, Any]:
         "valid_until": _time(grant.valid_until),
         "revoked_at": _time(grant.revoked_at),
         "jobs_in_period": len(mine),
-        "epsilon_spent_in_period": _eps(sum(e["epsilon_units"] for e in mine)),
-        "delta_spent_in_period": _delta(sum(e["delta_units"] for e in mine)),
-        "epsilon_budget": _eps(grant.epsilon_budget),
-        "delta_budget": _delta(grant.delta_budget),
-        "epsilon_spent_total": _eps(grant.epsilon_spent),
-        "delta_spent_total": _delta(grant.delta_spent),
+        "epsilon_spent_in_period": spent.epsilon,
+        "delta_spent_in_period": spent.delta,
+        "epsilon_budget": grant.budget_total.epsilon,
+        "delta_budget": grant.budget_total.delta,
+        "epsilon_spent_total": grant.budget_spent.epsilon,
+        "delta_spent_total": grant.budget_spent.delta,
     }
 
 
@@ -445,11 +444,11 @@ def _dataset_entry(dataset: Dataset, entries: list[dict[str, Any]]) -> dict[str,
     return {
         "dataset_id": dataset.id,
         "name": dataset.name,
-        "epsilon_spent_by_provider_in_period": _eps(sum(e["epsilon_units"] for e in mine)),
-        "epsilon_cap": _eps(dataset.epsilon_cap),
-        "delta_cap": _delta(dataset.delta_cap),
-        "epsilon_spent_all_providers": _eps(dataset.epsilon_spent),
-        "delta_spent_all_providers": _delta(dataset.delta_spent),
+        "epsilon_spent_by_provider_in_period": _charged(mine).epsilon,
+        "epsilon_cap": dataset.cap.epsilon,
+        "delta_cap": dataset.cap.delta,
+        "epsilon_spent_all_providers": dataset.cap_spent.epsilon,
+        "delta_spent_all_providers": dataset.cap_spent.delta,
     }
 
 

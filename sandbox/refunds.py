@@ -41,7 +41,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from policies import audit
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, BudgetDebit, refund
+from policies.budget import Budget
+from policies.caps import restore_cap
+from policies.grants import BudgetDebit, refund
 from sandbox.core import Veil
 from sandbox.models import Dataset, Job, JobStatus
 
@@ -86,6 +88,11 @@ class Refund:
     delta: int
     entries: tuple[str, ...]
 
+    @property
+    def amount(self) -> Budget:
+        """What came back, as a budget."""
+        return Budget(self.epsilon, self.delta)
+
 
 def refund_unread(session: Session, job: Job, now: datetime) -> Refund | None:
     """Give a running job's debits back to its grant and dataset if it read no data; None
@@ -107,29 +114,14 @@ def refund_unread(session: Session, job: Job, now: datetime) -> Refund | None:
         return None
     savepoint = session.begin_nested()
     entries = [refund(session, debit, now) for debit in debits]
-    epsilon, delta = sum(d.epsilon for d in debits), sum(d.delta for d in debits)
-    if any(e is None for e in entries) or not _restore_dataset(session, job, epsilon, delta):
+    amount = sum((d.amount for d in debits), Budget())
+    if any(e is None for e in entries) or not restore_cap(session, Dataset, job.dataset_id, amount):
         savepoint.rollback()  # refunded already (or the books disagree): nothing changes
         return None
     savepoint.commit()
-    return Refund(epsilon, delta, tuple(e.id for e in entries if e is not None))
-
-
-def _restore_dataset(session: Session, job: Job, epsilon: int, delta: int) -> bool:
-    restored = session.execute(
-        update(Dataset)
-        .where(
-            Dataset.id == job.dataset_id,
-            Dataset.epsilon_spent >= epsilon,
-            Dataset.delta_spent >= delta,
-        )
-        .values(
-            epsilon_spent=Dataset.epsilon_spent - epsilon,
-            delta_spent=Dataset.delta_spent - delta,
-        )
-        .execution_options(synchronize_session=False)
+    return Refund(
+        amount.epsilon_units, amount.delta_units, tuple(e.id for e in entries if e is not None)
     )
-    return bool(restored.rowcount == 1)
 
 
 def fail_with_refund(
@@ -145,7 +137,7 @@ def fail_with_refund(
     The caller holds the job, locked and still running under its own claim.
     """
     given = refund_unread(session, job, now)
-    paid = job.epsilon or job.delta
+    paid = bool(job.cost)
     note = GIVEN_BACK if given else KEPT if paid else ""
     job.status, job.error, job.finished_at = JobStatus.FAILED, reason + note, now
     audit.record(
@@ -165,8 +157,7 @@ def fail_with_refund(
             details={
                 "grant_id": job.grant_id,
                 "dataset_id": job.dataset_id,
-                "epsilon": given.epsilon / EPSILON_UNIT,
-                "delta": given.delta / DELTA_UNIT,
+                **given.amount.describe(),
                 "epsilon_units": given.epsilon,
                 "delta_units": given.delta,
                 "ledger_entries": list(given.entries),

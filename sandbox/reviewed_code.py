@@ -42,6 +42,7 @@ from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal
+from policies.tiers import CODE_TIER
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
@@ -50,7 +51,6 @@ from sandbox.isolation import SandboxError, SandboxPool
 from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
 from sandbox.tenants import require_reason
 
-CODE_TIER: Final = 5
 #: Rows of the mock a function is run on for its reviewer.
 MOCK_ROWS: Final = 200
 #: A budget for the DP helpers on the mock only: nothing real is spent there.

@@ -21,7 +21,7 @@ from analytics.schema import DatasetSchema
 from analytics.training_spec import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.grants import Grant
 from policies.principals import Principal
 from sandbox.cell_secrets import cell_secret
 from sandbox.child import Task
@@ -203,11 +203,10 @@ def _inputs(
     code: CodeRequest | None,
 ) -> RunInputs:
     """What the job's kind builds its task from (the task is checked here, in the parent)."""
-    eps, delta = job.epsilon / EPSILON_UNIT, job.delta / DELTA_UNIT
     return RunInputs(
         schema=schema,
-        epsilon=eps,
-        delta=delta,
+        epsilon=job.cost.epsilon,
+        delta=job.cost.delta,
         rows_public=rounded_count(version.row_count),
         min_count=grant.min_group_size,
         secure_mode=veil.settings.training_secure_mode,

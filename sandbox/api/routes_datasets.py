@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from analytics.schema import ColumnSpec, DatasetSchema, PrivacyUnit
 from i18n import Msg
+from policies.budget import summary
 from policies.capabilities import Capability, may, require
 from policies.errors import InvalidRequest
-from policies.grants import DELTA_UNIT, EPSILON_UNIT
 from policies.principals import Principal
 from sandbox import catalog, datasets
 from sandbox.api.deps import PrincipalDep, VeilDep
@@ -77,15 +77,7 @@ def _version_out(v: DatasetVersion, owner: bool) -> VersionOut:
 
 
 def _cap(dataset: Dataset) -> BudgetOut:
-    e, d = EPSILON_UNIT, DELTA_UNIT
-    return BudgetOut(
-        epsilon=dataset.epsilon_cap / e,
-        delta=dataset.delta_cap / d,
-        epsilon_spent=dataset.epsilon_spent / e,
-        delta_spent=dataset.delta_spent / d,
-        epsilon_remaining=(dataset.epsilon_cap - dataset.epsilon_spent) / e,
-        delta_remaining=(dataset.delta_cap - dataset.delta_spent) / d,
-    )
+    return BudgetOut(**summary(dataset.cap, dataset.cap_spent))
 
 
 def _out(veil: Veil, dataset: Dataset, viewer: Principal) -> DatasetOut:

@@ -13,7 +13,7 @@ from analytics.training_document import training_json_schema
 from i18n import Msg
 from policies.capabilities import Capability, may, require
 from policies.errors import Conflict, InvalidRequest
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.grants import Grant
 from policies.principals import Principal
 from sandbox import jobs
 from sandbox.api.deps import PrincipalDep, VeilDep, current_principal
@@ -60,8 +60,8 @@ def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
         purpose=job.purpose,
         tier=job.tier,
         query=job.query,
-        epsilon=job.epsilon / EPSILON_UNIT,
-        delta=job.delta / DELTA_UNIT,
+        epsilon=job.cost.epsilon,
+        delta=job.cost.delta,
         status=job.status,
         # Stored in English (receipts sign them); shown in the reader's language.
         reasons=[translate_stored(r) for r in job.reasons],

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from i18n import N_
+from policies.tiers import Tier
 
 LABELS: Final[dict[str, str]] = {
     # Jobs (sandbox.models.JobStatus), code reviews (CodeStatus), output checks.
@@ -59,11 +60,4 @@ LABELS: Final[dict[str, str]] = {
 }
 
 #: The tiers of access, as the enterprise grants them.
-TIERS: Final[dict[int, str]] = {
-    0: N_("catalog"),
-    1: N_("mock data"),
-    2: N_("aggregates (SDC-checked)"),
-    3: N_("private queries (DP)"),
-    4: N_("private training (DP)"),
-    5: N_("reviewed code"),
-}
+TIERS: Final[dict[int, str]] = {int(tier): tier.label for tier in Tier}

@@ -24,14 +24,15 @@ from i18n import N_, Msg
 from i18n.catalog import gettext, translate
 from policies.errors import InvalidRequest
 from policies.grants import Grant
+from policies.tiers import MOCK_TIER, PRIVATE_QUERY_TIER, Tier
 from sandbox.api.schemas import ID_LENGTH, PURPOSE_LENGTH, JobOut, ReleasedValueOut
-from sandbox.catalog import MOCK_TIER, CatalogEntry
+from sandbox.catalog import CatalogEntry
 from sandbox.classification import ColumnClassification, columns_of
 from sandbox.console.charts import day_bars
 from sandbox.console.labels import LABELS
 from sandbox.console.render import number
 from sandbox.datasets import schema_from_json
-from sandbox.jobs import PRIVATE_QUERY_TIER, JobSubmission
+from sandbox.jobs import JobSubmission
 
 #: Rows of statistics the form offers (the query document allows more; the API takes them).
 AGGREGATE_ROWS = 3
@@ -43,13 +44,14 @@ KINDS: tuple[tuple[str, str], ...] = (
 )
 _NEEDS_COLUMN = frozenset(str(k) for k in AggregateKind if k != AggregateKind.COUNT)
 _KEY_TYPES = frozenset({ColumnType.STRING, ColumnType.INTEGER, ColumnType.BOOLEAN})
-TIER_NAMES = {
-    0: N_("catalog"),
-    1: N_("mock data"),
-    2: N_("aggregate tables"),
-    3: N_("private query"),
-    4: N_("private training"),
-    5: N_("reviewed code"),
+#: The tiers as a provider's pages name them (policies.tiers has the enterprise's labels).
+TIER_NAMES: dict[int, str] = {
+    Tier.CATALOG: N_("catalog"),
+    Tier.MOCK: N_("mock data"),
+    Tier.AGGREGATE: N_("aggregate tables"),
+    Tier.PRIVATE_QUERY: N_("private query"),
+    Tier.TRAINING: N_("private training"),
+    Tier.CODE: N_("reviewed code"),
 }
 
 

@@ -23,9 +23,10 @@ from analytics.schema import ColumnClass
 from i18n import N_, Msg
 from i18n.catalog import gettext
 from keys import KeysError
+from policies.budget import ledger_epsilon
 from policies.capabilities import Capability, require
 from policies.errors import NotFound, VeilError
-from policies.grants import EPSILON_UNIT, BudgetDebit, Grant
+from policies.grants import BudgetDebit, Grant
 from policies.principals import Principal, Role
 from sandbox import consent, datasets, receipts, reviewed_code, tenants
 from sandbox.api.deps import VeilDep
@@ -228,12 +229,12 @@ def _budget_burn(
         view = by_id[debit.grant_id]
         points = series[view.label]
         spent[debit.grant_id] += debit.epsilon
-        points.append((debit.created_at, spent[debit.grant_id] / EPSILON_UNIT))
+        points.append((debit.created_at, ledger_epsilon(spent[debit.grant_id])))
         rows.append(
             (
                 view.label,
                 when(debit.created_at),
-                number(debit.epsilon / EPSILON_UNIT),
+                number(ledger_epsilon(debit.epsilon)),
                 number(points[-1][1]),
             )
         )

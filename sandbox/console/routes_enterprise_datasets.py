@@ -17,7 +17,6 @@ from analytics.schema import ColumnClass, ColumnType, DatasetSchema
 from i18n import N_
 from i18n.catalog import gettext
 from policies.errors import NotFound
-from policies.grants import EPSILON_UNIT
 from policies.principals import Principal
 from sandbox import classification, datasets, important_data, ingest, ingest_suggest
 from sandbox.api.deps import VeilDep
@@ -56,7 +55,7 @@ class DatasetView:
 
     @property
     def epsilon(self) -> tuple[float, float]:
-        return self.dataset.epsilon_spent / EPSILON_UNIT, self.dataset.epsilon_cap / EPSILON_UNIT
+        return self.dataset.cap_spent.epsilon, self.dataset.cap.epsilon
 
 
 def _dataset_views(veil: Veil, owner: Principal) -> list[DatasetView]:
