@@ -14,7 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from node import jobs
+from node import jobs, recovery
 from node.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
 from node.publish import Publisher
 from sandbox.core import Veil
@@ -52,6 +52,9 @@ class NodeLink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = False
+        # Set at start and after each failed round: a claim's answer may have been lost, or
+        # the node stopped before recording a job it claimed (``_take_lost``).
+        self._recover = True
 
     def run_round(self) -> RoundReport:
         """One round; raises ControlPlaneUnavailable when the control plane is away."""
@@ -60,6 +63,9 @@ class NodeLink:
         # plane is away (they are sent once it answers).
         report.answered = jobs.answer_finished(self.veil, self.node_id)
         report.published = self.publisher.sync()
+        if self._recover:
+            report.taken += self._take_lost()
+            self._recover = False
         for _ in range(self.jobs_per_round):
             job = self.control.call("POST", "/node/v1/jobs/claim")
             if job is None:
@@ -82,6 +88,17 @@ class NodeLink:
             report.delivered += 1
         return report
 
+    def _take_lost(self) -> int:
+        """Take again the jobs running under this node's claim on the control plane that it
+        did not finish taking (``node.recovery``); those it took are left alone."""
+        running = self.control.call("GET", "/node/v1/jobs/running") or []
+        lost = recovery.lost(self.veil, [str(job.get("id", "")) for job in running])
+        for job in running:
+            if job.get("id") in lost:
+                log.warning("taking job %s again: claimed before the node stopped", job["id"])
+                recovery.take_again(self.veil, self.node_id, self.enterprise_id, job)
+        return len(lost)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="veil-node-link", daemon=True)
         self._thread.start()
@@ -97,11 +114,13 @@ class NodeLink:
             try:
                 report = self.run_round()
             except ControlPlaneUnavailable as exc:
+                self._recover = True
                 if self.connected:
                     log.warning("control plane unreachable (%s): retrying", exc)
                 self.connected = False
                 wait = min(max(wait * 2, self.poll_s), self.max_backoff_s)
             except Exception:
+                self._recover = True
                 log.exception("node link round failed")
                 wait = min(max(wait * 2, self.poll_s), self.max_backoff_s)
             else:

@@ -16,12 +16,12 @@ from reliability.report import Outcome, print_summary  # noqa: E402
 
 
 def main() -> None:
-    from reliability import concurrency, crashes, fuzz, keyserver_loss, statistical
+    from reliability import concurrency, crashes, fuzz, keyserver_loss, nodes, statistical
 
     quick = "--quick" in sys.argv[1:]
     started = time.monotonic()
     outcomes: list[Outcome] = []
-    for check in (fuzz, crashes, keyserver_loss, concurrency, statistical):
+    for check in (fuzz, crashes, keyserver_loss, nodes, concurrency, statistical):
         print(f"== {check.__name__.rsplit('.', 1)[-1]}", flush=True)
         outcomes += check.run(quick=quick)
     print()

@@ -160,6 +160,12 @@ def claim_job(veil: VeilDep, signed: SignedDep) -> dict[str, Any] | Response:
     return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.get("/node/v1/jobs/running", response_model=list[JobDoc])
+def running_jobs(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
+    """The jobs running under this node's claim (a restarted node takes those it lost)."""
+    return feed.running(veil, signed.node)
+
+
 @router.post("/node/v1/jobs/{job_id}/release", openapi_extra=body(SignedDoc))
 def release_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
     """The node's signed release of a job's result (at most once; a repeat is answered

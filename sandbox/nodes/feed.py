@@ -71,6 +71,18 @@ def claim(veil: Veil, node: Node) -> dict[str, Any] | None:
         return job_document(job)
 
 
+def running(veil: Veil, node: Node) -> list[dict[str, Any]]:
+    """The documents of the jobs running under ``node``'s claim: a node that stopped (or lost
+    the claim's answer) before recording a claimed job takes it again from these."""
+    with veil.db.read() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(Job.status == JobStatus.RUNNING, Job.worker_id == node.id)
+            .order_by(Job.created_at)
+        )
+        return [job_document(job) for job in jobs]
+
+
 def _running_job(veil: Veil, node: Node, job_id: str, signed: dict[str, Any]) -> Job | None:
     """The job the node's document ends, or None when that document ended it already."""
     with veil.db.read() as session:
