@@ -18,14 +18,15 @@ waits on average half a poll plus a round for its claim.  Each phase is timed fr
 rows' timestamps on both sides (one machine, one clock) and printed to stderr.
 
 Throughput: K jobs spread over 1, 2 and 4 nodes (each its own enterprise, directory and
-OpenBao, one provider granted on all), submitted at once; jobs/s until all released.
-Baseline: the same K jobs on the plain control plane.  All nodes share this machine's
+OpenBao, one provider granted on all), submitted at once; jobs/s until all released;
+the median of R rounds after a warm-up.  Baseline: the same K jobs on the plain control
+plane, measured before any node is enrolled.  All nodes share this machine's
 cores (and one Python process), so this measures the protocol's overhead and
 contention, not scale-out across machines.
 
-Run alone: ``.venv/bin/python -m bench.node_bench [--jobs 15] [--throughput-jobs 24]
-[--nodes 1 2 4] [--poll 0.01]`` (or ``VEIL_BENCH_NODE_JOBS``,
-``VEIL_BENCH_NODE_THROUGHPUT_JOBS``).
+Run alone: ``.venv/bin/python -m bench.node_bench [--jobs 15] [--throughput-jobs 16]
+[--rounds 3] [--nodes 1 2 4] [--poll 0.01]`` (or ``VEIL_BENCH_NODE_JOBS``,
+``VEIL_BENCH_NODE_THROUGHPUT_JOBS``, ``VEIL_BENCH_NODE_ROUNDS``).
 """
 
 from __future__ import annotations
@@ -160,20 +161,34 @@ def _burst(world: NodeBenchWorld, datasets: list[str], jobs: int) -> float:
     return jobs / (time.perf_counter() - started)
 
 
-def throughput(world: NodeBenchWorld, jobs: int, counts: list[int], plain: float) -> list[Row]:
-    results: dict[int, float] = {}
+def _rates(world: NodeBenchWorld, datasets: list[str], jobs: int, rounds: int) -> list[float]:
+    """A warm-up burst (one job per dataset), then ``rounds`` bursts of ``jobs``: jobs/s."""
+    _burst(world, datasets, len(datasets))
+    return [_burst(world, datasets, jobs) for _ in range(rounds)]
+
+
+def _spread(rates: list[float]) -> str:
+    return f"median {statistics.median(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) jobs/s"
+
+
+def throughput(
+    world: NodeBenchWorld, jobs: int, rounds: int, counts: list[int], plain: list[float]
+) -> list[Row]:
+    """jobs/s with each count of nodes, nodes added between counts (none idles unused)."""
+    results: dict[int, list[float]] = {}
     for count in counts:
         while len(world.nodes) < count:
             world.add_node()
-        datasets = [n.dataset_id for n in world.nodes[:count]]
-        _burst(world, datasets, len(datasets))  # warm-up: each node's sandbox, caches
-        results[count] = _burst(world, datasets, jobs)
-        print(f"{count} node(s): {results[count]:.2f} jobs/s", file=sys.stderr)
+        results[count] = _rates(world, [n.dataset_id for n in world.nodes[:count]], jobs, rounds)
+        print(f"{count} node(s): {_spread(results[count])}", file=sys.stderr)
     cores, load = os.cpu_count() or 1, os.getloadavg()[0]
-    label = f"{jobs} jobs of {ROWS:,} rows (vs plain single process; {cores} cores shared, "
+    label = (
+        f"{jobs} jobs x {rounds} rounds of {ROWS:,} rows (vs plain single process; "
+        f"{cores} cores shared, load {load:.1f})"
+    )
     return [
-        row(f"node: jobs/s with {n} node(s), {label}load {load:.1f})", results[n], plain,
-            "jobs/s", "report", None)
+        row(f"node: jobs/s with {n} node(s), {label}", statistics.median(results[n]),
+            statistics.median(plain), "jobs/s", "report", None)
         for n in counts
     ]  # fmt: skip
 
@@ -183,21 +198,22 @@ def run(
     throughput_jobs: int | None = None,
     counts: list[int] | None = None,
     poll_s: float = 0.01,
+    rounds: int | None = None,
 ) -> list[Row]:
     jobs = jobs or _env_int("VEIL_BENCH_NODE_JOBS", 15)
-    throughput_jobs = throughput_jobs or _env_int("VEIL_BENCH_NODE_THROUGHPUT_JOBS", 24)
+    throughput_jobs = throughput_jobs or _env_int("VEIL_BENCH_NODE_THROUGHPUT_JOBS", 16)
+    rounds = rounds or _env_int("VEIL_BENCH_NODE_ROUNDS", 3)
     counts = counts or [1, 2, 4]
     with (
         tempfile.TemporaryDirectory(prefix="veil-node-bench-") as home,
         NodeBenchWorld(Path(home), poll_s) as world,
     ):
-        # Plain throughput first, before any node polls the control plane.
-        _burst(world, [world.plain_dataset], 2)
-        plain = _burst(world, [world.plain_dataset], throughput_jobs)
-        print(f"plain: {plain:.2f} jobs/s", file=sys.stderr)
+        # The plain baseline first, before any node polls the control plane.
+        plain = _rates(world, [world.plain_dataset], throughput_jobs, rounds)
+        print(f"plain: {_spread(plain)}", file=sys.stderr)
         world.add_node()
         rows = latency(world, jobs)
-        rows += throughput(world, throughput_jobs, counts, plain)
+        rows += throughput(world, throughput_jobs, rounds, counts, plain)
     return rows
 
 
@@ -214,9 +230,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=None, help="latency jobs per variant")
     parser.add_argument("--throughput-jobs", type=int, default=None)
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--rounds", type=int, default=None, help="throughput rounds per count")
     parser.add_argument("--poll", type=float, default=0.01, help="node link poll, seconds")
     args = parser.parse_args()
-    print_rows(_timed(lambda: run(args.jobs, args.throughput_jobs, args.nodes, args.poll)))
+    print_rows(
+        _timed(lambda: run(args.jobs, args.throughput_jobs, args.nodes, args.poll, args.rounds))
+    )
 
 
 if __name__ == "__main__":
