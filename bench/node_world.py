@@ -181,12 +181,17 @@ def ms(later: datetime | None, earlier: datetime | None) -> float:
     return (later - earlier).total_seconds() * 1000
 
 
+#: The job's own run (sandbox, compute, local release): the same work on either side.
+PLAIN_RUN = "run + release"
+NODE_RUN = "run + release on the node"
+
+
 def plain_phases(sent: datetime, job: Job) -> dict[str, float]:
     """A plain job's phases from its row: submit, wait for the worker, run and release."""
     return {
         "submit (HTTP, decide, queue)": ms(job.created_at, sent),
         "wait for a worker": ms(job.started_at, job.created_at),
-        "run + release": ms(job.finished_at, job.started_at),
+        PLAIN_RUN: ms(job.finished_at, job.started_at),
     }
 
 
@@ -200,7 +205,7 @@ def node_phases(sent: datetime, job: Job, rows: NodeRows) -> dict[str, float]:
         "hand-over to the node (claim answer)": ms(record.created_at, job.started_at),
         "node decides again (take)": ms(local.created_at, record.created_at),
         "wait for the node's worker": ms(local.started_at, local.created_at),
-        "run + release on the node": ms(local.finished_at, local.started_at),
+        NODE_RUN: ms(local.finished_at, local.started_at),
         "answer: link notices + node signs": ms(rows.signed_at, local.finished_at),
         "answer: send, CP verifies + releases": ms(job.finished_at, rows.signed_at),
     }
