@@ -213,10 +213,10 @@ def throughput(
             world.add_node()
         results[count] = _rates(world, [n.dataset_id for n in world.nodes[:count]], jobs, rounds)
         print(f"{count} node(s): {_spread(results[count])}", file=sys.stderr)
-    cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+    cores, load = os.cpu_count() or 1, os.getloadavg()[1]
     label = (
         f"{jobs} jobs x {rounds} rounds of {ROWS:,} rows (vs plain single process; "
-        f"{cores} cores shared, load {load:.1f})"
+        f"{cores} cores shared, 5-min load {load:.1f})"
     )
     return [
         row(f"node: jobs/s with {n} node(s), {label}", statistics.median(results[n]),
