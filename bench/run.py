@@ -16,6 +16,7 @@ from bench import (  # noqa: E402
     audit_bench,
     ingest_bench,
     keys_bench,
+    node_bench,
     query_bench,
     runner_bench,
     scaling_bench,
@@ -35,6 +36,7 @@ def main() -> None:
     rows += runner_bench.run()
     rows += training_bench.run()
     rows += scaling_bench.run()
+    rows += node_bench.run()
     print_rows(rows)
     save_rows(rows, ROOT / "bench" / "last-run.json")
     print(f"\nrows saved to {ROOT / 'bench' / 'last-run.json'}")
