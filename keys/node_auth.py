@@ -5,7 +5,7 @@ node (``identity.key`` in its directory, mode 0600).  What is signed binds the r
 its method, path, time, a one-time nonce and the SHA-256 of its body, so a captured
 request cannot be replayed, redirected or altered::
 
-    veil-node-1\\n<METHOD>\\n<path>\\n<unix seconds>\\n<nonce>\\n<hex sha256 of body>
+    veil-node-1\\n<METHOD>\\n<path and ?query>\\n<unix seconds>\\n<nonce>\\n<hex sha256 of body>
 
 sent in the headers ``Veil-Node`` (node id), ``Veil-Timestamp``, ``Veil-Nonce`` and
 ``Veil-Signature`` (base64).  The control plane accepts a timestamp within

@@ -199,6 +199,15 @@ def _model(veil: Veil, job: Job) -> dict[str, str]:
     return {"sha256": digest, "base64": base64.b64encode(weights).decode()}
 
 
+def in_flight(veil: Veil) -> bool:
+    """Whether a job handed over is still being decided or computed here."""
+    with veil.db.read() as session:
+        busy = select(NodeJob.control_job_id).where(
+            NodeJob.state.in_((NodeJobState.TAKEN, NodeJobState.SUBMITTED))
+        )
+        return session.scalar(busy.limit(1)) is not None
+
+
 def undelivered(veil: Veil) -> list[tuple[str, dict[str, Any]]]:
     """The signed answers the control plane has not acknowledged yet."""
     with veil.db.read() as session:

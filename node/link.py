@@ -21,6 +21,12 @@ from sandbox.core import Veil
 
 log = logging.getLogger(__name__)
 
+#: How long the thread's idle claim waits on the control plane for a job (a long poll: a
+#: job queued meanwhile is handed over at once). The control plane caps it at 20 s.
+CLAIM_WAIT_S = 10.0
+#: While a job runs here, how often the thread looks for its end.
+IN_FLIGHT_POLL_S = 0.01
+
 
 @dataclass
 class RoundReport:
@@ -44,11 +50,13 @@ class NodeLink:
         poll_s: float = 1.0,
         max_backoff_s: float = 30.0,
         jobs_per_round: int = 8,
+        claim_wait_s: float = CLAIM_WAIT_S,
     ) -> None:
         self.veil, self.control = veil, control
         self.node_id, self.enterprise_id = node_id, enterprise_id
         self.publisher = Publisher(veil, control, node_id)
         self.poll_s, self.max_backoff_s, self.jobs_per_round = poll_s, max_backoff_s, jobs_per_round
+        self.claim_wait_s = claim_wait_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -56,23 +64,35 @@ class NodeLink:
         # the node stopped before recording a job it claimed (``_take_lost``).
         self._recover = True
 
-    def run_round(self) -> RoundReport:
-        """One round; raises ControlPlaneUnavailable when the control plane is away."""
+    def run_round(self, claim_wait_s: float = 0.0) -> RoundReport:
+        """One round; raises ControlPlaneUnavailable when the control plane is away.
+
+        ``claim_wait_s``: how long the first claim may wait on the control plane for a job
+        to be queued (a long poll: the thread uses it when nothing is in flight here)."""
         report = RoundReport()
-        # Local first: the answers of ended jobs are signed and kept even when the control
-        # plane is away (they are sent once it answers).
+        # Answers first: signed and kept even when the control plane is away, and sent
+        # before anything else so a finished job's release waits for nothing.
         report.answered = jobs.answer_finished(self.veil, self.node_id)
+        report.delivered = self._deliver(report)
         report.published = self.publisher.sync()
         if self._recover:
             report.taken += self._take_lost()
             self._recover = False
+        wait = claim_wait_s if not jobs.in_flight(self.veil) else 0.0
         for _ in range(self.jobs_per_round):
-            job = self.control.call("POST", "/node/v1/jobs/claim")
+            path = "/node/v1/jobs/claim" + (f"?wait={wait:g}" if wait else "")
+            job = self.control.call("POST", path)
             if job is None:
                 break
             jobs.take(self.veil, self.node_id, self.enterprise_id, job)
-            report.taken += 1
+            report.taken, wait = report.taken + 1, 0.0
         report.answered += jobs.answer_finished(self.veil, self.node_id)
+        report.delivered += self._deliver(report)
+        return report
+
+    def _deliver(self, report: RoundReport) -> int:
+        """Send every answer the control plane has not acknowledged; how many were sent."""
+        sent = 0
         for control_id, answer in jobs.undelivered(self.veil):
             verb = "release" if answer.get("kind") == "release" else "fail"
             path = f"/node/v1/jobs/{control_id}/{verb}"
@@ -85,8 +105,8 @@ class NodeLink:
                 # meanwhile): kept here, in node_jobs and the audit chain; not sent again.
                 report.errors.append(f"{control_id}: {exc.code}")
             jobs.delivered(self.veil, control_id)
-            report.delivered += 1
-        return report
+            sent += 1
+        return sent
 
     def _take_lost(self) -> int:
         """Take again the jobs running under this node's claim on the control plane that it
@@ -112,7 +132,7 @@ class NodeLink:
         wait = self.poll_s
         while not self._stop.is_set():
             try:
-                report = self.run_round()
+                report = self.run_round(self.claim_wait_s)
             except ControlPlaneUnavailable as exc:
                 self._recover = True
                 if self.connected:
@@ -127,4 +147,8 @@ class NodeLink:
                 self.connected, wait = True, self.poll_s
                 if report.taken or report.answered:
                     continue  # more may be waiting: no pause
+                if jobs.in_flight(self.veil):
+                    wait = IN_FLIGHT_POLL_S  # a local job runs: notice its end at once
+                elif self.claim_wait_s:
+                    continue  # the round's claim waited on the control plane already
             self._stop.wait(wait)

@@ -5,6 +5,7 @@ it takes back.  Each is sent when it changed since it was last sent."""
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -74,12 +75,18 @@ def grant_document(grant: Grant) -> dict[str, Any]:
     }
 
 
+#: How often the provider directory is read again (a new provider is grantable on the node
+#: within this long).
+PROVIDERS_EVERY_S = 5.0
+
+
 class Publisher:
     """Sends what changed; remembers (in memory) the digest of what was sent."""
 
     def __init__(self, veil: Veil, control: ControlPlane, node_id: str) -> None:
         self.veil, self.control, self.node_id = veil, control, node_id
         self._sent: dict[str, str] = {}
+        self._providers_at: float | None = None
 
     def _changed(self, key: str, document: Any) -> bool:
         digest = hashlib.sha256(canonical_json(document)).hexdigest()
@@ -89,8 +96,12 @@ class Publisher:
         return True
 
     def sync(self) -> int:
-        """Providers in, then datasets and grants out; how many documents were sent."""
-        self.mirror_providers(self.control.call("GET", "/node/v1/providers"))
+        """Providers in (every ``PROVIDERS_EVERY_S``), then datasets and grants out when
+        they changed; how many documents were sent."""
+        now = time.monotonic()
+        if self._providers_at is None or now - self._providers_at >= PROVIDERS_EVERY_S:
+            self.mirror_providers(self.control.call("GET", "/node/v1/providers"))
+            self._providers_at = now
         sent = 0
         with self.veil.db.read() as session:
             datasets = list(session.scalars(select(Dataset).order_by(Dataset.created_at)))

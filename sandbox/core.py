@@ -46,9 +46,14 @@ class Veil:
     #: This process's lease as a job worker (``sandbox.leases``), which its claims record.
     worker_id: str | None = None
 
+    #: Notified when a job is queued: a node's long-polling claim wakes at once.
+    job_signal: threading.Condition = field(default_factory=threading.Condition)
+
     def job_queued(self, job_id: str) -> None:
-        """Hand a just-committed queued job to the engine."""
+        """Hand a just-committed queued job to the engine (and wake nodes' claims)."""
         self.jobs_waiting.set()
+        with self.job_signal:
+            self.job_signal.notify_all()
         if self.queue is not None:
             self.queue.queued(job_id)
 

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +24,7 @@ from sandbox.nodes.models import Node
 from sandbox.nodes.schemas import DatasetDoc, JobDoc, SignedDoc, body
 
 router = APIRouter(tags=["nodes"])
+MAX_CLAIM_WAIT_S = 20.0  # a long-polling claim holds one of the server's threads this long
 
 
 class NodeEnterpriseIn(Input):
@@ -90,7 +92,8 @@ async def signed_request(request: Request, veil: Annotated[Veil, Depends(get_vei
     """Authenticate the node's signature over this exact request (401 otherwise)."""
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    path = request.url.path
+    query = request.url.query  # signed with the path: a long poll's wait is the node's
+    path = request.url.path + (f"?{query}" if query else "")
     try:
         node = await run_in_threadpool(
             registry.authenticate, veil, request.method, path, body, headers
@@ -154,9 +157,22 @@ _CLAIMED: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/node/v1/jobs/claim", response_model=None, responses=_CLAIMED)
-def claim_job(veil: VeilDep, signed: SignedDep) -> dict[str, Any] | Response:
-    """The oldest queued job on this node's datasets, now running for the node (204: none)."""
-    job = feed.claim(veil, signed.node)
+def claim_job(
+    veil: VeilDep,
+    signed: SignedDep,
+    wait: Annotated[float, Query(ge=0, le=MAX_CLAIM_WAIT_S)] = 0.0,
+) -> dict[str, Any] | Response:
+    """The oldest queued job on this node's datasets, now running for the node; with
+    ``wait``, a long poll: answered as soon as one is queued, 204 after ``wait`` seconds
+    without one."""
+    deadline = time.monotonic() + wait
+    while True:
+        job = feed.claim(veil, signed.node)
+        left = deadline - time.monotonic()
+        if job is not None or left <= 0:
+            break
+        with veil.job_signal:  # woken by a submission here; another process's within 0.5 s
+            veil.job_signal.wait(timeout=min(0.5, left))
     return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -190,6 +190,9 @@ def test_node_requests_must_be_signed_fresh_and_unaltered(
     assert httpx.post(url, content=body, headers=stale).status_code == 401
     unsigned = httpx.post(url, content=body)
     assert unsigned.status_code == 401
+    signed_plain = identity.headers("POST", "/node/v1/jobs/claim", body, time.time())
+    added_query = httpx.post(f"{url}?wait=1", content=body, headers=signed_plain)
+    assert added_query.status_code == 401  # the query is signed with the path
 
 
 def _queue_as_compromised_control_plane(world: NodeWorld, **changes: Any) -> str:
@@ -387,3 +390,28 @@ def test_control_plane_away_loses_no_answer_and_releases_once(
     with node_world.cp.db.read() as session:
         released = session.scalars(select(Job).where(Job.status == JobStatus.RELEASED)).all()
     assert [j.id for j in released] == [job["id"]]
+
+
+def test_a_waiting_claim_is_answered_with_the_job_queued_meanwhile(node_world: NodeWorld) -> None:
+    """The long poll: a node's claim that waits gets the job submitted while it waits."""
+    import threading
+
+    client = _signed_call(node_world)
+    answers: list[Any] = []
+
+    def claim() -> None:
+        try:
+            answers.append(client.call("POST", "/node/v1/jobs/claim?wait=15"))
+        except Exception as exc:  # shown by the assertion below
+            answers.append(exc)
+
+    waiting = threading.Thread(target=claim)
+    waiting.start()
+    time.sleep(0.3)  # the claim is waiting now (or soon): either way it must get the job
+    job = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
+    waiting.join(timeout=30)
+    assert answers and isinstance(answers[0], dict), answers
+    assert answers[0]["id"] == job["id"]
+    with pytest.raises(ControlPlaneRefused) as too_long:
+        client.call("POST", "/node/v1/jobs/claim?wait=3600")
+    assert too_long.value.status == 422
