@@ -161,7 +161,7 @@ def latency(world: NodeBenchWorld, jobs: int) -> list[Row]:
     overhead = med(_column(samples[True], "outside the run")) - med(
         _column(samples[False], "outside the run")
     )
-    poll = f"node polls every {world.poll_s * 1000:.0f} ms"
+    poll = "the node long-polls for jobs"
     item = f"tier-3 DP query, {ROWS:,} rows, submit -> released"
     rows = [
         row(f"node: {item}, median ({poll})", med(noded), med(plain), "ms", "report", None),
