@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -87,6 +89,9 @@ def node_run(
     where = _dir(node_dir)
     settings = _settings(where, port)
     poll_s = float(os.environ.get("VEIL_NODE_POLL_S") or 1.0)  # the link's poll interval
+    # uvicorn stops serving on SIGTERM, then raises the signal again: let that unwind the
+    # node (its link, worker and own key server stop) instead of ending the process there.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with running_node(where, settings, poll_s=poll_s) as (veil, _):
         console.print(f"node console and API: http://{settings.api_host}:{settings.api_port}")
         uvicorn.run(create_app(settings, veil), host=settings.api_host, port=settings.api_port)
