@@ -88,6 +88,7 @@ TRAINING = {
 }
 
 
+@pytest.mark.slow  # DP-SGD on the node: about 50 s here (make test-slow)
 def test_tier_4_model_is_trained_on_the_node_and_downloaded_from_the_control_plane(
     node_world: NodeWorld,
 ) -> None:
