@@ -20,9 +20,10 @@ from keys import InvalidSignature
 from keys.node_auth import canonical_json
 from keys.signing import Signature, public_keys_from_pem, verify_signature
 from policies import audit
+from policies.budget import Budget
 from policies.db import new_id
 from policies.errors import Conflict, Forbidden, InvalidRequest
-from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
+from policies.grants import Grant
 from policies.principals import Principal, Role
 from sandbox.core import Veil
 from sandbox.jobs import cancel_queued_jobs
@@ -76,10 +77,8 @@ def publish_dataset(veil: Veil, node: Node, doc: dict[str, Any]) -> None:
         dataset = session.get(Dataset, dataset_id)
         if dataset is not None and dataset.node_id != node.id:
             raise Conflict(Msg("dataset id {id} is taken", id=dataset_id))
-        caps = (
-            int(float(doc["epsilon_cap"]) * EPSILON_UNIT),
-            int(float(doc["delta_cap"]) * DELTA_UNIT),
-        )
+        cap = Budget.from_floats(float(doc["epsilon_cap"]), float(doc["delta_cap"]))
+        caps = cap.epsilon_units, cap.delta_units  # rounded to the unit, never truncated
         if dataset is None:
             dataset = Dataset(
                 id=dataset_id,
