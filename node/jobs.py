@@ -24,7 +24,7 @@ from node.models import NodeJob, NodeJobState
 from node.publish import sign
 from policies import audit
 from policies.errors import Denied, VeilError
-from policies.principals import Principal, Role
+from policies.principals import Principal, Role, Status
 from sandbox.artifacts import load_artifact
 from sandbox.core import Veil
 from sandbox.jobs import JobSubmission, submit_job
@@ -50,14 +50,18 @@ def take(veil: Veil, node_id: str, enterprise_id: str, job: dict[str, Any]) -> N
         provider = session.get(Principal, job["provider_id"])
         assert provider is not None
         session.expunge(provider)
-    submission = JobSubmission(
-        dataset_id=str(job["dataset_id"]),
-        purpose=str(job["purpose"]),
-        query=dict(job["query"]),
-        tier=int(job["tier"]),
-        epsilon=float(job["epsilon"]),
-        delta=float(job["delta"]),
-    )
+    try:
+        submission = JobSubmission(
+            dataset_id=str(job["dataset_id"]),
+            purpose=str(job["purpose"]),
+            query=dict(job["query"]),
+            tier=int(job["tier"]),
+            epsilon=float(job["epsilon"]),
+            delta=float(job["delta"]),
+        )
+    except (TypeError, ValueError):
+        return _answer_refusal(veil, node_id, control_id, job,
+                               Msg("the job document is incomplete"))  # fmt: skip
     try:
         local = submit_job(veil, provider, submission)
     except Denied as exc:
@@ -100,6 +104,8 @@ def _refusal(veil: Veil, enterprise_id: str, job: dict[str, Any]) -> str | None:
         dataset = session.get(Dataset, str(job["dataset_id"]))
         if provider is None or provider.role != Role.PROVIDER:
             return Msg("the provider is unknown to this node")
+        if provider.status != Status.ACTIVE:
+            return Msg("the provider is suspended")
         if dataset is None or dataset.enterprise_id != enterprise_id:
             return Msg("the dataset is not on this node")
     return None

@@ -31,6 +31,7 @@ from sandbox.nodes.mirror import verify_node_document
 from sandbox.nodes.models import Node
 from sandbox.outcomes import still_allowed
 from sandbox.refunds import fail_with_refund
+from sandbox.suspension import fail_jobs_of_suspended
 
 
 def job_document(job: Job) -> dict[str, Any]:
@@ -56,6 +57,7 @@ def claim(veil: Veil, node: Node) -> dict[str, Any] | None:
     """Move the oldest queued job on ``node``'s datasets to running for it; its document."""
     on_node = select(Dataset.id).where(Dataset.node_id == node.id)
     with veil.db.transaction() as session:
+        fail_jobs_of_suspended(session, veil.clock())  # as the control plane's own workers
         job = session.scalar(
             select(Job)
             .where(Job.status == JobStatus.QUEUED, Job.dataset_id.in_(on_node))

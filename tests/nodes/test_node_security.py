@@ -415,3 +415,28 @@ def test_a_waiting_claim_is_answered_with_the_job_queued_meanwhile(node_world: N
     with pytest.raises(ControlPlaneRefused) as too_long:
         client.call("POST", "/node/v1/jobs/claim?wait=3600")
     assert too_long.value.status == 422
+
+
+def test_a_suspended_providers_jobs_never_reach_the_node(node_world: NodeWorld) -> None:
+    """Suspended on the control plane: its queued job ends there; a forged one that still
+    reached the node would be refused by the node's mirror of the provider's status."""
+    job_id = _queue_as_compromised_control_plane(node_world)
+    node_world.operator.suspend_provider(node_world.provider_id, "contract ended")
+    node_world.run_jobs()
+    with node_world.cp.db.read() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.FAILED and job.result is None
+    with node_world.node.db.read() as session:
+        assert session.get(NodeJob, job_id) is None  # never handed to the node
+    # The node's own check, as a compromised control plane would test it.
+    node_world.link.publisher._providers_at = None  # read the directory at once
+    node_world.sync()
+    document = {"id": f"job_{uuid.uuid4().hex}", "provider_id": node_world.provider_id,
+                "dataset_id": node_world.dataset_id, "purpose": PURPOSE, "tier": 3,
+                "query": {"aggregates": MEAN}, "epsilon": 0.25, "delta": 0.0}  # fmt: skip
+    take(node_world.node, node_world.config.node_id, node_world.config.enterprise_id, document)
+    with node_world.node.db.read() as session:
+        row = session.get(NodeJob, document["id"])
+        assert row is not None and row.outcome is not None
+        assert "suspended" in row.outcome["document"]["reason"]
+    assert _node_spent(node_world) == 0.0
