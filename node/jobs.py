@@ -205,6 +205,22 @@ def _model(veil: Veil, job: Job) -> dict[str, str]:
     return {"sha256": digest, "base64": base64.b64encode(weights).decode()}
 
 
+def progress(veil: Veil) -> list[tuple[str, int, int]]:
+    """(control job id, epoch, epochs) of the jobs training here now (tier 4)."""
+    with veil.db.read() as session:
+        rows = session.execute(
+            select(NodeJob.control_job_id, Job.progress)
+            .join(Job, Job.id == NodeJob.local_job_id)
+            .where(NodeJob.state == NodeJobState.SUBMITTED, Job.progress.is_not(None))
+        )
+        found = []
+        for control_id, shown in rows:
+            epoch, epochs = (shown or {}).get("epoch"), (shown or {}).get("epochs")
+            if isinstance(epoch, int) and isinstance(epochs, int):
+                found.append((control_id, epoch, epochs))
+        return found
+
+
 def in_flight(veil: Veil) -> bool:
     """Whether a job handed over is still being decided or computed here."""
     with veil.db.read() as session:

@@ -10,6 +10,7 @@ stays in ``node_jobs`` until the control plane acknowledges it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class NodeLink:
         self.publisher = Publisher(veil, control, node_id)
         self.poll_s, self.max_backoff_s, self.jobs_per_round = poll_s, max_backoff_s, jobs_per_round
         self.claim_wait_s = claim_wait_s
+        self._progress_sent: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -88,7 +90,19 @@ class NodeLink:
             report.taken, wait = report.taken + 1, 0.0
         report.answered += jobs.answer_finished(self.veil, self.node_id)
         report.delivered += self._deliver(report)
+        self._send_progress()
         return report
+
+    def _send_progress(self) -> None:
+        """Tell the control plane each new epoch of a job training here (never its loss:
+        the enterprise sees that on its node)."""
+        for control_id, epoch, epochs in jobs.progress(self.veil):
+            if self._progress_sent.get(control_id, 0) >= epoch:
+                continue
+            body = {"epoch": epoch, "epochs": epochs}
+            with contextlib.suppress(ControlPlaneRefused):  # ended there: its answer says so
+                self.control.call("POST", f"/node/v1/jobs/{control_id}/progress", body)
+            self._progress_sent[control_id] = epoch
 
     def _deliver(self, report: RoundReport) -> int:
         """Send every answer the control plane has not acknowledged; how many were sent."""
@@ -149,6 +163,7 @@ class NodeLink:
                     continue  # more may be waiting: no pause
                 if jobs.in_flight(self.veil):
                     wait = IN_FLIGHT_POLL_S  # a local job runs: notice its end at once
+                    self._send_progress()
                 elif self.claim_wait_s:
                     continue  # the round's claim waited on the control plane already
             self._stop.wait(wait)

@@ -189,6 +189,13 @@ def release_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]
     return {"outcome": feed.accept_release(veil, signed.node, job_id, _object(signed.body))}
 
 
+@router.post("/node/v1/jobs/{job_id}/progress", status_code=status.HTTP_204_NO_CONTENT)
+def job_progress(job_id: str, veil: VeilDep, signed: SignedDep) -> Response:
+    """A training job's epoch on the node (``{"epoch": 3, "epochs": 5}``; never its loss)."""
+    feed.progress(veil, signed.node, job_id, _object(signed.body))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post("/node/v1/jobs/{job_id}/fail", openapi_extra=body(SignedDoc))
 def fail_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
     """The node's signed refusal or failure of a job, with its reason."""

@@ -182,6 +182,19 @@ def accept_failure(veil: Veil, node: Node, job_id: str, signed: dict[str, Any]) 
     return "failed"
 
 
+def progress(veil: Veil, node: Node, job_id: str, body: dict[str, Any]) -> None:
+    """A training job's epoch, as the node reports it (shown to the provider while it runs)."""
+    epoch, epochs = body.get("epoch"), body.get("epochs")
+    if not (isinstance(epoch, int) and isinstance(epochs, int) and 0 < epoch <= epochs <= 10_000):
+        raise InvalidRequest(Msg("progress is an epoch between 1 and its number of epochs"))
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.worker_id != node.id or job.status != JobStatus.RUNNING:
+            raise Conflict(Msg("job {id} is not running on this node", id=job_id),
+                           code="not_claimed")  # fmt: skip
+        job.progress = {"epoch": epoch, "epochs": epochs, "at": veil.clock().isoformat()}
+
+
 def _check_bound(doc: dict[str, Any], job: Job) -> None:
     """A release answers exactly this job: its id, and the query the provider submitted."""
     if doc.get("job_id") != job.id or doc.get("query_sha256") != document_sha256(job.query):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -101,9 +102,20 @@ def test_tier_4_model_is_trained_on_the_node_and_downloaded_from_the_control_pla
     job = node_world.provider.submit_training(
         node_world.dataset_id, PURPOSE, TRAINING, epsilon=1.0, delta=1e-5
     )
-    node_world.run_jobs(timeout=300)
+    epochs_seen: set[int] = set()
+    deadline = time.monotonic() + 300
+    while node_world.provider.get_job(job["id"])["status"] in ("queued", "running"):
+        node_world.link.run_round()  # each round also reports a new epoch
+        progress = node_world.provider.get_job(job["id"]).get("progress") or {}
+        if progress.get("epoch"):
+            assert "loss" not in progress  # the loss stays with the enterprise, on its node
+            epochs_seen.add(progress["epoch"])
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    node_world.run_jobs()
     final = node_world.provider.get_job(job["id"])
     assert final["status"] == "released", final
+    assert epochs_seen and max(epochs_seen) <= TRAINING["epochs"]  # progress reached the provider
     weights, card = node_world.provider.download_model(job["id"])
     result = node_world.provider.get_result(job["id"])
     assert hashlib.sha256(weights).hexdigest() == result["model_sha256"]
