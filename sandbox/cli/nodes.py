@@ -155,3 +155,27 @@ def nodes_enrolment_code(
     """A fresh one-time enrolment code for an enterprise's node not yet enrolled."""
     with connect(url, token) as c:
         Output(as_json).record("enrolment code", c.new_enrolment_code(enterprise_id))
+
+
+@nodes_app.command("check")
+def nodes_check(as_json: JsonOpt = False) -> None:
+    """Verify again, on this machine, every release and refusal the nodes signed: the
+    node's signature, the job and query it answers, the result released, the node's read of
+    the data and its audit events (exit 1 on any problem)."""
+    from sandbox.database import Database
+    from sandbox.nodes.checks import check_releases
+
+    db = Database(Settings().db_url)
+    try:
+        checks = check_releases(db)
+    finally:
+        db.dispose()
+    rows = [
+        {"job": c.job_id, "node": c.node_id, "status": c.status,
+         "data_read_at": c.data_read_at or "-", "node_events": c.node_events,
+         "problems": "; ".join(c.problems) or "none"}
+        for c in checks
+    ]  # fmt: skip
+    Output(as_json).table("node releases", rows, list(rows[0]) if rows else ["job"])
+    if any(c.problems for c in checks):
+        raise typer.Exit(1)

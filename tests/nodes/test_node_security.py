@@ -440,3 +440,22 @@ def test_a_suspended_providers_jobs_never_reach_the_node(node_world: NodeWorld) 
         assert row is not None and row.outcome is not None
         assert "suspended" in row.outcome["document"]["reason"]
     assert _node_spent(node_world) == 0.0
+
+
+def test_the_control_plane_cross_checks_every_node_release(node_world: NodeWorld) -> None:
+    from sandbox.nodes.checks import check_releases
+
+    job = node_world.submit(MEAN, epsilon=0.25)
+    forged = _queue_as_compromised_control_plane(node_world, tier=4)  # refused by the node
+    node_world.run_jobs()
+    checks = {c.job_id: c for c in check_releases(node_world.cp.db)}
+    assert checks[job["id"]].problems == [] and checks[job["id"]].data_read_at
+    assert checks[job["id"]].node_events >= 1
+    assert checks[forged].problems == [] and checks[forged].status == "failed"
+    # A released result changed afterwards on the control plane no longer matches.
+    with node_world.cp.db.transaction() as session:
+        row = session.get(Job, job["id"])
+        assert row is not None
+        row.result_sha256 = "0" * 64
+    [tampered] = [c for c in check_releases(node_world.cp.db) if c.job_id == job["id"]]
+    assert tampered.problems == ["the released result is not the one the node signed"]
