@@ -73,7 +73,9 @@ class Workers:
         return process
 
     def stop(self) -> None:
-        stop_processes(self.processes, timeout_s=30)
+        # A worker stopped while starting first finishes warming its sandbox (it imports
+        # the analytics stack): on a loaded machine that alone has taken over 30 s.
+        stop_processes(self.processes, timeout_s=90)
 
     def output(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.logs.glob("worker-*.log")))
