@@ -65,6 +65,7 @@ class NodeConfig:
 
 class NodeNotInitialised(Exception):
     def __init__(self, node_dir: Path) -> None:
+        self.node_dir = node_dir
         super().__init__(
             f"{node_dir} is not a node directory: run `veil node init --enrol CODE "
             "--control-plane URL` there first"
@@ -73,6 +74,7 @@ class NodeNotInitialised(Exception):
 
 class NodeAlreadyInitialised(Exception):
     def __init__(self, node_dir: Path) -> None:
+        self.node_dir = node_dir
         super().__init__(
             f"{node_dir} holds a node already (node.json or identity.key): a node enrols "
             "once; use another directory for another node"
@@ -97,11 +99,16 @@ def init_node(
     if NodeConfig.path(node_dir).exists() or (node_dir / "identity.key").exists():
         raise NodeAlreadyInitialised(node_dir)
     node_dir.mkdir(parents=True, exist_ok=True)
-    key = NodeIdentity.generate_key(node_dir / "identity.key")
+    key_path = node_dir / "identity.key"
+    key = NodeIdentity.generate_key(key_path)
     with open_veil(settings, worker=False) as veil:
         signing_pem = veil.keys.signing_public_key().to_pem()
-        answer = client.enrol(url, code, NodeIdentity("node_x", key).public_pem(), signing_pem,
-                              verify)  # fmt: skip
+        try:
+            answer = client.enrol(url, code, NodeIdentity("node_x", key).public_pem(),
+                                  signing_pem, verify)  # fmt: skip
+        except BaseException:
+            key_path.unlink()  # not enrolled: `veil node init` may be run again here
+            raise
         enterprise = answer["enterprise"]
         config = NodeConfig(
             node_id=answer["node_id"],

@@ -6,12 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from i18n import Msg
+from i18n.catalog import translate
 from sandbox.cli.app import app
+from sandbox.cli.errors import CliError
 from sandbox.cli.output import Output, console
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
 from sandbox.settings import Settings
@@ -31,6 +36,33 @@ NodeDir = Annotated[
         "--dir", envvar="VEIL_NODE_DIR", help="The node's directory (default ./.veil-node)."
     ),
 ]
+
+
+@contextmanager
+def _node_errors() -> Iterator[None]:
+    """The node's expected failures as the CLI's one-line errors."""
+    from node.client import ControlPlaneRefused, ControlPlaneUnavailable
+    from node.setup import NodeAlreadyInitialised, NodeNotInitialised
+
+    try:
+        yield
+    except NodeAlreadyInitialised as exc:
+        raise CliError(translate(Msg("{path} holds a node already: a node enrols once; use "
+                                     "another directory", path=str(exc.node_dir))),
+                       code="node_exists") from None  # fmt: skip
+    except NodeNotInitialised as exc:
+        message = Msg(
+            "{path} is not a node directory: run `veil node init --enrol CODE "
+            "--control-plane URL` first",
+            path=str(exc.node_dir),
+        )
+        raise CliError(translate(message), code="not_a_node") from None
+    except ControlPlaneRefused as exc:
+        raise CliError(translate(Msg("the control plane refused: {message}",
+                                     message=exc.message)), code=exc.code) from None  # fmt: skip
+    except ControlPlaneUnavailable:
+        raise CliError(translate(Msg("the control plane cannot be reached: check its URL and "
+                                     "that it runs")), code="connection") from None  # fmt: skip
 
 
 def _dir(node_dir: Path | None) -> Path:
@@ -63,8 +95,9 @@ def node_init(
     from node.setup import init_node
 
     where = _dir(node_dir)
-    config, token = init_node(where, control_plane, enrol, _settings(where),
-                              verify=str(ca) if ca else True)  # fmt: skip
+    with _node_errors():
+        config, token = init_node(where, control_plane, enrol, _settings(where),
+                                  verify=str(ca) if ca else True)  # fmt: skip
     Output(as_json).record(
         "node enrolled",
         {"node_id": config.node_id, "enterprise": config.enterprise_name,
@@ -83,11 +116,13 @@ def node_run(
     default), and its outbound link to the control plane."""
     import uvicorn
 
-    from node.setup import running_node
+    from node.setup import NodeConfig, running_node
     from sandbox.api import create_app
 
     where = _dir(node_dir)
     settings = _settings(where, port)
+    with _node_errors():
+        NodeConfig.load(where)  # a clear error before anything starts
     poll_s = float(os.environ.get("VEIL_NODE_POLL_S") or 1.0)  # the link's poll interval
     # uvicorn stops serving on SIGTERM, then raises the signal again: let that unwind the
     # node (its link, worker and own key server stop) instead of ending the process there.
@@ -104,7 +139,8 @@ def node_token(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
     from sandbox.core import open_veil
 
     where = _dir(node_dir)
-    config = NodeConfig.load(where)
+    with _node_errors():
+        config = NodeConfig.load(where)
     with open_veil(_settings(where), worker=False) as veil:
         token = enterprise_token(veil, config)
     Output(as_json).record("token issued", {"enterprise": config.enterprise_name, "token": token})
@@ -120,7 +156,8 @@ def node_status(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
     from sandbox.database import Database
 
     where = _dir(node_dir)
-    config = NodeConfig.load(where)
+    with _node_errors():
+        config = NodeConfig.load(where)
     settings = _settings(where)
     db = Database(settings.db_url)
     try:
