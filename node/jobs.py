@@ -31,7 +31,9 @@ from sandbox.jobs import JobSubmission, submit_job
 from sandbox.models import Dataset, Job, JobStatus
 
 log = logging.getLogger(__name__)
-_DONE = frozenset({JobStatus.RELEASED, JobStatus.FAILED, JobStatus.DENIED, JobStatus.HELD})
+#: A local job's endings that are answered.  A held output (tier 5) is not one: it waits
+#: here for the enterprise to release or reject it (``held``), then is answered.
+_DONE = frozenset({JobStatus.RELEASED, JobStatus.FAILED, JobStatus.DENIED})
 
 
 def take(veil: Veil, node_id: str, enterprise_id: str, job: dict[str, Any]) -> NodeJobState:
@@ -186,8 +188,6 @@ def _release(veil: Veil, node_id: str, control_id: str, job: Job) -> dict[str, A
     reason = job.error or (
         "; ".join(job.reasons) if job.reasons else Msg("the node did not release a result")
     )
-    if job.status == JobStatus.HELD:
-        reason = Msg("the output checks held the output for the enterprise to review")
     document = {"kind": "fail", **common, "refused": job.status == JobStatus.DENIED,
                 "reason": reason}  # fmt: skip
     return {"kind": "fail", **sign(veil, node_id, document)}
@@ -221,13 +221,29 @@ def progress(veil: Veil) -> list[tuple[str, int, int]]:
         return found
 
 
-def in_flight(veil: Veil) -> bool:
-    """Whether a job handed over is still being decided or computed here."""
+def held(veil: Veil) -> list[str]:
+    """The control job ids whose output the checks hold here for the enterprise (tier 5)."""
     with veil.db.read() as session:
-        busy = select(NodeJob.control_job_id).where(
-            NodeJob.state.in_((NodeJobState.TAKEN, NodeJobState.SUBMITTED))
+        return list(
+            session.scalars(
+                select(NodeJob.control_job_id)
+                .join(Job, Job.id == NodeJob.local_job_id)
+                .where(NodeJob.state == NodeJobState.SUBMITTED, Job.status == JobStatus.HELD)
+            )
         )
-        return session.scalar(busy.limit(1)) is not None
+
+
+def in_flight(veil: Veil) -> bool:
+    """Whether a job handed over is still being decided or computed here (a held output
+    waits for a person, not for the worker: not in flight)."""
+    with veil.db.read() as session:
+        taken = select(NodeJob.control_job_id).where(NodeJob.state == NodeJobState.TAKEN)
+        computing = (
+            select(NodeJob.control_job_id)
+            .join(Job, Job.id == NodeJob.local_job_id)
+            .where(NodeJob.state == NodeJobState.SUBMITTED, Job.status != JobStatus.HELD)
+        )
+        return any(session.scalar(q.limit(1)) is not None for q in (taken, computing))
 
 
 def undelivered(veil: Veil) -> list[tuple[str, dict[str, Any]]]:

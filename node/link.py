@@ -1,8 +1,10 @@
 """The node's link to the control plane: one thread, outbound only.
 
-Each round: publish what changed (catalog, grants) and mirror the providers; take the jobs
-waiting on this node's datasets (each decided here again, ``node.jobs``); sign the answers
-of the jobs that ended; send every answer not yet acknowledged.  When the control plane
+Each round: publish what changed (catalog, grants) and mirror the providers; take the
+pending code requests and send the enterprise's decisions on them (``node.code``); take
+the jobs waiting on this node's datasets (each decided here again, ``node.jobs``); sign
+the answers of the jobs that ended; send every answer not yet acknowledged; say which
+outputs wait here for the enterprise.  When the control plane
 cannot be reached the node keeps its data and answers, serves nothing to anyone, and
 tries again later (doubling the wait up to ``max_backoff_s``); nothing is lost: an answer
 stays in ``node_jobs`` until the control plane acknowledges it.
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 from node import jobs, recovery
 from node.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
+from node.code import CodeDesk
 from node.publish import Publisher
 from sandbox.core import Veil
 
@@ -56,9 +59,11 @@ class NodeLink:
         self.veil, self.control = veil, control
         self.node_id, self.enterprise_id = node_id, enterprise_id
         self.publisher = Publisher(veil, control, node_id)
+        self.code_desk = CodeDesk(veil, control, node_id, enterprise_id)
         self.poll_s, self.max_backoff_s, self.jobs_per_round = poll_s, max_backoff_s, jobs_per_round
         self.claim_wait_s = claim_wait_s
         self._progress_sent: dict[str, int] = {}
+        self._held_sent: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -77,6 +82,7 @@ class NodeLink:
         report.answered = jobs.answer_finished(self.veil, self.node_id)
         report.delivered = self._deliver(report)
         report.published = self.publisher.sync()
+        report.published += self.code_desk.sync()
         if self._recover:
             report.taken += self._take_lost()
             self._recover = False
@@ -91,7 +97,17 @@ class NodeLink:
         report.answered += jobs.answer_finished(self.veil, self.node_id)
         report.delivered += self._deliver(report)
         self._send_progress()
+        self._send_held()
         return report
+
+    def _send_held(self) -> None:
+        """Tell the control plane each job whose output waits here for the enterprise."""
+        for control_id in jobs.held(self.veil):
+            if control_id in self._held_sent:
+                continue
+            with contextlib.suppress(ControlPlaneRefused):  # ended there: its answer says so
+                self.control.call("POST", f"/node/v1/jobs/{control_id}/held")
+            self._held_sent.add(control_id)
 
     def _send_progress(self) -> None:
         """Tell the control plane each new epoch of a job training here (never its loss:

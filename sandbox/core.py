@@ -52,10 +52,14 @@ class Veil:
     def job_queued(self, job_id: str) -> None:
         """Hand a just-committed queued job to the engine (and wake nodes' claims)."""
         self.jobs_waiting.set()
-        with self.job_signal:
-            self.job_signal.notify_all()
+        self.wake_nodes()
         if self.queue is not None:
             self.queue.queued(job_id)
+
+    def wake_nodes(self) -> None:
+        """Wake the nodes' waiting claims: something for them was just committed."""
+        with self.job_signal:
+            self.job_signal.notify_all()
 
     def checkpoint(self) -> audit.AuditCheckpoint | None:
         """Sign the audit chain's head now (no-op when nothing new was logged)."""

@@ -49,6 +49,7 @@ from sandbox.datasets import schema_from_json
 from sandbox.held_outputs import delete_held, detach_held, load_held
 from sandbox.isolation import SandboxError, SandboxPool
 from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
+from sandbox.nodes.models import refuse_if_on_node
 from sandbox.tenants import require_reason
 
 #: Rows of the mock a function is run on for its reviewer.
@@ -221,9 +222,17 @@ def stored_reference(stored: dict[str, Any]) -> Inspection:
 
 
 def submit_code(
-    veil: Veil, provider: Principal, dataset_id: str, purpose: str, source: str
+    veil: Veil,
+    provider: Principal,
+    dataset_id: str,
+    purpose: str,
+    source: str,
+    request_id: str | None = None,
 ) -> CodeRequest:
-    """Parse, check against the grant, run on the mock (sandboxed), store as pending."""
+    """Parse, check against the grant, run on the mock (sandboxed), store as pending.
+
+    ``request_id``: the id the control plane gave the request (on an enterprise's node,
+    which keeps its own copy under the same id; ``node.code``)."""
     require(provider, Capability.SUBMIT_CODE)
     try:
         code = parse_submission(source)
@@ -242,7 +251,7 @@ def submit_code(
     mock, reference = _run_on_mock(veil, schema, code, columns, min_count)
     with veil.db.transaction() as session:
         request = CodeRequest(
-            id=new_id("code"),
+            id=request_id or new_id("code"),
             provider_id=provider.id,
             enterprise_id=enterprise_id,
             dataset_id=dataset_id,
@@ -272,6 +281,7 @@ def submit_code(
                 "mock_checks": mock["checks"],
             },
         )
+    veil.wake_nodes()  # a node holding the dataset takes the request for its review now
     return request
 
 
@@ -309,6 +319,7 @@ def review_code(
         code = visible_code(session, enterprise, code_id)
         if code.enterprise_id != enterprise.id:
             raise NotFound("code request", code_id)
+        refuse_if_on_node(session, code.enterprise_id)  # reviewed on the node, signed there
         if code.status != CodeStatus.PENDING:
             raise Conflict(
                 Msg(
@@ -357,6 +368,7 @@ def held_output(veil: Veil, enterprise: Principal, job_id: str) -> dict[str, Any
         job = session.get(Job, job_id)
         if job is None or job.enterprise_id != enterprise.id:
             raise NotFound("job", job_id)
+        refuse_if_on_node(session, job.enterprise_id)  # the held output is on the node
         if job.status != JobStatus.HELD or job.artifact_path is None:
             raise Conflict(
                 Msg(
@@ -385,6 +397,7 @@ def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, r
         job = session.get(Job, job_id)
         if job is None or job.enterprise_id != enterprise.id:
             raise NotFound("job", job_id)
+        refuse_if_on_node(session, job.enterprise_id)  # decided on the node
         if job.status != JobStatus.HELD:
             raise Conflict(
                 Msg(

@@ -19,9 +19,9 @@ from policies.errors import InvalidRequest, Unauthenticated
 from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
 from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH, Input
 from sandbox.core import Veil
-from sandbox.nodes import feed, mirror, registry
+from sandbox.nodes import code, feed, mirror, registry
 from sandbox.nodes.models import Node
-from sandbox.nodes.schemas import DatasetDoc, JobDoc, SignedDoc, body
+from sandbox.nodes.schemas import CodeRequestDoc, DatasetDoc, JobDoc, SignedDoc, body
 
 router = APIRouter(tags=["nodes"])
 MAX_CLAIM_WAIT_S = 20.0  # a long-polling claim holds one of the server's threads this long
@@ -163,13 +163,18 @@ def claim_job(
     wait: Annotated[float, Query(ge=0, le=MAX_CLAIM_WAIT_S)] = 0.0,
 ) -> dict[str, Any] | Response:
     """The oldest queued job on this node's datasets, now running for the node; with
-    ``wait``, a long poll: answered as soon as one is queued, 204 after ``wait`` seconds
-    without one."""
-    deadline = time.monotonic() + wait
+    ``wait``, a long poll: answered as soon as one is queued (204 at once when a code
+    request for the node was submitted meanwhile), 204 after ``wait`` seconds without
+    one."""
+    deadline, started = time.monotonic() + wait, veil.clock()
     while True:
         job = feed.claim(veil, signed.node)
         left = deadline - time.monotonic()
-        if job is not None or left <= 0:
+        if (
+            job is not None
+            or left <= 0
+            or (wait and code.waiting_since(veil, signed.node, started))
+        ):
             break
         with veil.job_signal:  # woken by a submission here; another process's within 0.5 s
             veil.job_signal.wait(timeout=min(0.5, left))
@@ -200,3 +205,29 @@ def job_progress(job_id: str, veil: VeilDep, signed: SignedDep) -> Response:
 def fail_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
     """The node's signed refusal or failure of a job, with its reason."""
     return {"outcome": feed.accept_failure(veil, signed.node, job_id, _object(signed.body))}
+
+
+@router.post("/node/v1/jobs/{job_id}/held", status_code=status.HTTP_204_NO_CONTENT)
+def job_held(job_id: str, veil: VeilDep, signed: SignedDep) -> Response:
+    """The node's output checks held a tier-5 job's output for its enterprise to decide
+    (on the node); the job shows as held until the node's release or failure comes."""
+    code.held(veil, signed.node, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/node/v1/code-requests", response_model=list[CodeRequestDoc])
+def pending_code(
+    veil: VeilDep,
+    signed: SignedDep,
+    after: Annotated[str | None, Query(max_length=40)] = None,
+) -> list[dict[str, Any]]:
+    """The oldest pending code requests (tier 5) on this node's datasets, after the id
+    ``after``: the node checks each against its own grants and runs it on the mock."""
+    return code.pending(veil, signed.node, after)
+
+
+@router.post("/node/v1/code-requests/{code_id}/decision", openapi_extra=body(SignedDoc))
+def code_decision(code_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
+    """The enterprise's decision on a code request, made on its node and signed there
+    (``{"kind": "code_decision", "id", "sha256", "approved", "reason"}``)."""
+    return {"outcome": code.accept_decision(veil, signed.node, code_id, _object(signed.body))}

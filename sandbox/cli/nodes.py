@@ -148,12 +148,15 @@ def node_token(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
 
 @node_app.command("status")
 def node_status(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
-    """The node's identity and its jobs by state (read from its directory)."""
+    """The node's identity, its jobs by state, the code requests waiting for the
+    enterprise's review and the held outputs waiting for its decision (read from its
+    directory; a held output is decided with the node's job id)."""
     from sqlalchemy import func, select
 
     from node.models import NodeJob
     from node.setup import NodeConfig
     from sandbox.database import Database
+    from sandbox.models import CodeRequest, CodeStatus, Job, JobStatus
 
     where = _dir(node_dir)
     with _node_errors():
@@ -164,13 +167,25 @@ def node_status(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
         with db.read() as session:
             rows = session.execute(select(NodeJob.state, func.count()).group_by(NodeJob.state))
             counts: dict[str, int] = {str(state): int(n) for state, n in rows}
+            to_review = session.scalar(
+                select(func.count()).where(CodeRequest.status == CodeStatus.PENDING)
+            )
+            held = [
+                f"{local} ({control})"
+                for control, local in session.execute(
+                    select(NodeJob.control_job_id, NodeJob.local_job_id)
+                    .join(Job, Job.id == NodeJob.local_job_id)
+                    .where(Job.status == JobStatus.HELD)
+                )
+            ]
     finally:
         db.dispose()
     Output(as_json).record(
         "node",
         {"node_id": config.node_id, "enterprise": config.enterprise_name,
          "control_plane": config.control_plane_url,
-         **{f"jobs_{state}": int(n) for state, n in counts.items()}},
+         **{f"jobs_{state}": int(n) for state, n in counts.items()},
+         "code_to_review": int(to_review or 0), "held_outputs": ", ".join(held) or "-"},
     )  # fmt: skip
 
 

@@ -33,6 +33,10 @@ from sandbox.outcomes import still_allowed
 from sandbox.refunds import fail_with_refund
 from sandbox.suspension import fail_jobs_of_suspended
 
+#: The states of a job a node claimed and has not ended: computing, or held there for its
+#: enterprise to decide (``sandbox.nodes.code.held``).
+NODE_ACTIVE = frozenset({JobStatus.RUNNING, JobStatus.HELD})
+
 
 def job_document(job: Job) -> dict[str, Any]:
     """What a node is told about a job (it decides again from this, not from our decision)."""
@@ -91,7 +95,7 @@ def _running_job(veil: Veil, node: Node, job_id: str, signed: dict[str, Any]) ->
         job = session.get(Job, job_id)
         if job is None or job.worker_id != node.id:
             raise Conflict(Msg("job {id} is not this node's", id=job_id), code="not_claimed")
-        if job.status == JobStatus.RUNNING:
+        if job.status in NODE_ACTIVE:
             session.expunge(job)
             return job
         if job.node_release == signed:
@@ -113,7 +117,7 @@ def accept_release(veil: Veil, node: Node, job_id: str, signed: dict[str, Any]) 
     with veil.db.transaction() as session:
         row = session.get(Job, job_id, with_for_update=True)
         assert row is not None
-        if row.status != JobStatus.RUNNING or row.worker_id != node.id:
+        if row.status not in NODE_ACTIVE or row.worker_id != node.id:
             raise Conflict(Msg("job {id} has ended already", id=job_id), code="job_ended")
         refused = still_allowed(veil, session, row)
         row.node_release = signed
@@ -164,7 +168,7 @@ def accept_failure(veil: Veil, node: Node, job_id: str, signed: dict[str, Any]) 
     with veil.db.transaction() as session:
         row = session.get(Job, job_id, with_for_update=True)
         assert row is not None
-        if row.status != JobStatus.RUNNING or row.worker_id != node.id:
+        if row.status not in NODE_ACTIVE or row.worker_id != node.id:
             raise Conflict(Msg("job {id} has ended already", id=job_id), code="job_ended")
         row.node_release = signed
         row.data_read_at = _when(doc.get("data_read_at"))

@@ -34,8 +34,9 @@ NODE_FORMAT = "node"  # DatasetVersion.source_format of a version held on a node
 _ID = re.compile(r"^(?=.{3,40}$)[a-z]{1,8}_[A-Za-z0-9_-]+$")  # new_id's ids, at most 40
 
 
-def _ident(value: object, kind: str) -> str:
-    """An id a node chose (its dataset's, its grant's), checked before it is stored."""
+def checked_id(value: object, kind: str) -> str:
+    """An id the other side chose (a node: its dataset's, its grant's; the control plane: a
+    code request's), checked before it is stored."""
     text = str(value)
     if not _ID.fullmatch(text):
         raise InvalidRequest(Msg("the {kind} id is not a Veil id", kind=kind))
@@ -72,7 +73,7 @@ def providers(veil: Veil) -> list[dict[str, Any]]:
 
 def publish_dataset(veil: Veil, node: Node, doc: dict[str, Any]) -> None:
     """Create or update the catalog entry of a dataset held on ``node``."""
-    dataset_id = _ident(doc.get("id", ""), "dataset")
+    dataset_id = checked_id(doc.get("id", ""), "dataset")
     with veil.db.transaction() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is not None and dataset.node_id != node.id:
@@ -131,7 +132,7 @@ def _publish_versions(session: Session, dataset_id: str, versions: list[Any]) ->
 def publish_grant(veil: Veil, node: Node, signed: dict[str, Any]) -> None:
     """Create or update a grant the enterprise made on its node (signed by the node)."""
     doc = verify_node_document(node, signed)
-    grant_id = _ident(doc["id"], "grant")
+    grant_id = checked_id(doc["id"], "grant")
     now = veil.clock()
     with veil.db.transaction() as session:
         _check_grant(session, node, doc)

@@ -39,7 +39,8 @@ class SignedDoc(BaseModel):
         "(integer units), revoked_at, node_id. release: job_id, query_sha256, result, "
         "output_check, data_read_at, audit {events, head_seq, head_hash}, model "
         "{sha256, base64} (tier 4), node_id. fail: job_id, reason, refused, data_read_at, "
-        "node_id."
+        "node_id. code_decision: id, sha256 (of the source the node reviewed), approved, "
+        "reason, node_id."
     )
     signature: str
 
@@ -59,6 +60,19 @@ class JobDoc(BaseModel):
     query_sha256: str
     epsilon: float
     delta: float
+    created_at: str
+
+
+class CodeRequestDoc(BaseModel):
+    """A pending tier-5 code request on the node's data: the node checks it against its
+    own grants, runs it on the mock, and its enterprise reviews it there."""
+
+    id: str
+    provider_id: str
+    dataset_id: str
+    purpose: str
+    source: str
+    sha256: str
     created_at: str
 
 
