@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from node import jobs, recovery
 from node.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
@@ -92,8 +93,9 @@ class NodeLink:
             job = self.control.call("POST", path)
             if job is None:
                 break
-            jobs.take(self.veil, self.node_id, self.enterprise_id, job)
             report.taken, wait = report.taken + 1, 0.0
+            if self._acknowledge(job):
+                jobs.take(self.veil, self.node_id, self.enterprise_id, job)
         report.answered += jobs.answer_finished(self.veil, self.node_id)
         report.delivered += self._deliver(report)
         self._send_progress()
@@ -108,6 +110,19 @@ class NodeLink:
             with contextlib.suppress(ControlPlaneRefused):  # ended there: its answer says so
                 self.control.call("POST", f"/node/v1/jobs/{control_id}/held")
             self._held_sent.add(control_id)
+
+    def _acknowledge(self, job: dict[str, Any]) -> bool:
+        """Tell the control plane this node has the job, before deciding it; False when the
+        control plane took it back meanwhile (a claim answered while this node was away:
+        it is queued again there, and claimed again, or it expired)."""
+        try:
+            self.control.call("POST", f"/node/v1/jobs/{job.get('id', '')}/taken")
+        except ControlPlaneRefused as exc:
+            if exc.status >= 500:
+                raise
+            log.warning("job %s was taken back by the control plane: %s", job.get("id"), exc.code)
+            return False
+        return True
 
     def _send_progress(self) -> None:
         """Tell the control plane each new epoch of a job training here (never its loss:
@@ -144,7 +159,7 @@ class NodeLink:
         running = self.control.call("GET", "/node/v1/jobs/running") or []
         lost = recovery.lost(self.veil, [str(job.get("id", "")) for job in running])
         for job in running:
-            if job.get("id") in lost:
+            if job.get("id") in lost and self._acknowledge(job):
                 log.warning("taking job %s again: claimed before the node stopped", job["id"])
                 recovery.take_again(self.veil, self.node_id, self.enterprise_id, job)
         return len(lost)

@@ -29,6 +29,7 @@ from sandbox.isolation import SandboxPool
 from sandbox.job_queue import QUEUE, RUN_JOB, procrastinate_app, requeue_lost
 from sandbox.jobs import cancel_expired
 from sandbox.leases import WorkerLease, recover_interrupted_jobs
+from sandbox.nodes.feed import requeue_unacknowledged
 from sandbox.runner import claim_job, claim_next_job, run_job
 from sandbox.settings import Settings
 
@@ -51,6 +52,7 @@ class Upkeep:
             recovered = recover_interrupted_jobs(self.veil)
             if recovered:
                 log.warning("%d job(s) of stopped or dead workers ended failed", recovered)
+        requeue_unacknowledged(self.veil)  # before expiry: a requeued job may have expired
         cancel_expired(self.veil)
         self._maybe_checkpoint()
 

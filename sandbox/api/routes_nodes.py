@@ -181,6 +181,14 @@ def claim_job(
     return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post("/node/v1/jobs/{job_id}/taken", status_code=status.HTTP_204_NO_CONTENT)
+def job_taken(job_id: str, veil: VeilDep, signed: SignedDep) -> Response:
+    """The node has the job it claimed (sent before it decides it); a claimed job not
+    acknowledged within 30 s is queued again (``409 not_claimed`` afterwards)."""
+    feed.taken(veil, signed.node, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.get("/node/v1/jobs/running", response_model=list[JobDoc])
 def running_jobs(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
     """The jobs running under this node's claim (a restarted node takes those it lost)."""

@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,11 @@ from sandbox.nodes.models import Node
 from sandbox.outcomes import still_allowed
 from sandbox.refunds import fail_with_refund
 from sandbox.suspension import fail_jobs_of_suspended
+
+#: How long a claimed job waits for its node to acknowledge it (``taken``) before it is
+#: queued again: a claim answered while the node was already away (a long poll in flight
+#: when it stopped or lost its network) must not keep the job from expiring or waiting.
+HANDOVER_S = 30.0
 
 #: The states of a job a node claimed and has not ended: computing, or held there for its
 #: enterprise to decide (``sandbox.nodes.code.held``).
@@ -60,6 +65,7 @@ def job_document(job: Job) -> dict[str, Any]:
 def claim(veil: Veil, node: Node) -> dict[str, Any] | None:
     """Move the oldest queued job on ``node``'s datasets to running for it; its document."""
     on_node = select(Dataset.id).where(Dataset.node_id == node.id)
+    requeue_unacknowledged(veil)
     with veil.db.transaction() as session:
         fail_jobs_of_suspended(session, veil.clock())  # as the control plane's own workers
         job = session.scalar(
@@ -72,9 +78,46 @@ def claim(veil: Veil, node: Node) -> dict[str, Any] | None:
         if job is None:
             return None
         job.status, job.worker_id = JobStatus.RUNNING, node.id
-        job.started_at = job.started_at or veil.clock()
+        job.started_at, job.node_taken_at = veil.clock(), None  # this hand-over's start
         job.attempts += 1
         return job_document(job)
+
+
+def taken(veil: Veil, node: Node, job_id: str) -> None:
+    """The node has the job it claimed (before it decides it): it is not queued again."""
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.worker_id != node.id or job.status not in NODE_ACTIVE:
+            raise Conflict(Msg("job {id} is not this node's", id=job_id), code="not_claimed")
+        job.node_taken_at = job.node_taken_at or veil.clock()
+
+
+def requeue_unacknowledged(veil: Veil) -> int:
+    """Queue again each job a node claimed but never acknowledged within ``HANDOVER_S``
+    (its claim's answer went to a node that was away); how many.  The node, when it comes
+    back, cannot take it any more (``taken`` refuses): it claims it again, or it expires."""
+    now = veil.clock()
+    stale = now - timedelta(seconds=HANDOVER_S)
+    with veil.db.transaction() as session:
+        jobs = list(
+            session.scalars(
+                select(Job)
+                .where(
+                    Job.status == JobStatus.RUNNING,
+                    Job.worker_id.in_(select(Node.id)),
+                    Job.node_taken_at.is_(None),
+                    Job.started_at <= stale,
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for job in jobs:
+            audit.record(session, "job.requeued", tenant_id=job.enterprise_id,
+                         resource=f"job:{job.id}",
+                         details={"node_id": job.worker_id,
+                                  "reason": "the node did not acknowledge its claim"})  # fmt: skip
+            job.status, job.worker_id = JobStatus.QUEUED, None
+        return len(jobs)
 
 
 def running(veil: Veil, node: Node) -> list[dict[str, Any]]:

@@ -20,5 +20,6 @@ def test_node_protocol_schema_is_current() -> None:
         "/node/v1/grants/{grant_id}", "/node/v1/jobs/claim", "/node/v1/jobs/running",
         "/node/v1/jobs/{job_id}/release", "/node/v1/jobs/{job_id}/fail",
         "/node/v1/jobs/{job_id}/progress", "/node/v1/jobs/{job_id}/held",
+        "/node/v1/jobs/{job_id}/taken",
         "/node/v1/code-requests", "/node/v1/code-requests/{code_id}/decision",
     }  # fmt: skip

@@ -31,7 +31,7 @@ from node.models import NodeJob
 from policies.grants import EPSILON_UNIT, Grant
 from sandbox.keyaudit import key_audit
 from sandbox.models import DatasetVersion, Job, JobStatus
-from sandbox.nodes.feed import job_document
+from sandbox.nodes.feed import HANDOVER_S, job_document, requeue_unacknowledged
 from tests.nodes.conftest import PURPOSE, NodeWorld
 
 pytestmark = pytest.mark.integration
@@ -415,6 +415,30 @@ def test_a_waiting_claim_is_answered_with_the_job_queued_meanwhile(node_world: N
     with pytest.raises(ControlPlaneRefused) as too_long:
         client.call("POST", "/node/v1/jobs/claim?wait=3600")
     assert too_long.value.status == 422
+
+
+def test_a_claim_answered_into_an_absent_node_is_queued_again(node_world: NodeWorld) -> None:
+    """A claim's answer that reaches no node (a long poll in flight when the node went away)
+    is never acknowledged: the job is queued again after the hand-over time, the stale
+    answer cannot be taken any more, and the job runs once when the node claims it anew."""
+    job = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
+    handed = _signed_call(node_world).call("POST", "/node/v1/jobs/claim")
+    assert handed["id"] == job["id"]  # ... and that answer is lost
+    assert requeue_unacknowledged(node_world.cp) == 0  # not yet: the node may still answer
+    real_clock = node_world.cp.clock
+    node_world.cp.clock = lambda: real_clock() + timedelta(seconds=HANDOVER_S + 1)
+    try:
+        assert requeue_unacknowledged(node_world.cp) == 1
+    finally:
+        node_world.cp.clock = real_clock
+    assert node_world.provider.get_job(job["id"])["status"] == "queued"
+    assert not node_world.link._acknowledge(handed)  # the stale answer: taken back
+    node_world.run_jobs()
+    final = node_world.provider.get_job(job["id"])
+    assert final["status"] == "released", final
+    with node_world.cp.db.read() as session:
+        stored = session.get(Job, job["id"])
+        assert stored is not None and stored.attempts == 2 and stored.node_taken_at is not None
 
 
 def test_a_suspended_providers_jobs_never_reach_the_node(node_world: NodeWorld) -> None:
