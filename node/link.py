@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 CLAIM_WAIT_S = 10.0
 #: While a job runs here, how often the thread looks for its end.
 IN_FLIGHT_POLL_S = 0.01
+#: While a job runs here, how often a full round (publish, claim more) still happens; in
+#: between the thread only looks for the job's end.
+IN_FLIGHT_ROUND_S = 0.1
+#: How often a round reads the pending code requests (tier 5) when nothing woke it for one
+#: (a waiting claim returns at once when one is submitted).
+CODE_EVERY_S = 2.0
 
 
 @dataclass
@@ -65,6 +72,7 @@ class NodeLink:
         self.claim_wait_s = claim_wait_s
         self._progress_sent: dict[str, int] = {}
         self._held_sent: set[str] = set()
+        self._code_at, self._code_due = 0.0, True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -76,22 +84,30 @@ class NodeLink:
         """One round; raises ControlPlaneUnavailable when the control plane is away.
 
         ``claim_wait_s``: how long the first claim may wait on the control plane for a job
-        to be queued (a long poll: the thread uses it when nothing is in flight here)."""
+        to be queued (a long poll: the thread uses it when nothing is in flight here, and
+        then reads the pending code requests only when woken for one or every
+        ``CODE_EVERY_S``; a round without it reads them every time)."""
         report = RoundReport()
         # Answers first: signed and kept even when the control plane is away, and sent
         # before anything else so a finished job's release waits for nothing.
         report.answered = jobs.answer_finished(self.veil, self.node_id)
         report.delivered = self._deliver(report)
         report.published = self.publisher.sync()
-        report.published += self.code_desk.sync()
+        if not claim_wait_s or self._code_due or time.monotonic() - self._code_at >= CODE_EVERY_S:
+            report.published += self.code_desk.sync()
+            self._code_at, self._code_due = time.monotonic(), False
         if self._recover:
             report.taken += self._take_lost()
             self._recover = False
         wait = claim_wait_s if not jobs.in_flight(self.veil) else 0.0
         for _ in range(self.jobs_per_round):
             path = "/node/v1/jobs/claim" + (f"?wait={wait:g}" if wait else "")
+            asked = time.monotonic()
             job = self.control.call("POST", path)
             if job is None:
+                # A waiting claim that returns empty before its time was woken for a code
+                # request submitted meanwhile: the next round takes it.
+                self._code_due = wait > 0 and time.monotonic() - asked < wait - 0.25
                 break
             report.taken, wait = report.taken + 1, 0.0
             if self._acknowledge(job):
@@ -173,11 +189,24 @@ class NodeLink:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    def _answer_round(self) -> RoundReport:
+        """While a local job runs: only look for its end and send its answer (no request to
+        the control plane otherwise; a full round comes every ``IN_FLIGHT_ROUND_S``)."""
+        report = RoundReport()
+        report.answered = jobs.answer_finished(self.veil, self.node_id)
+        if report.answered:
+            report.delivered = self._deliver(report)
+        return report
+
     def _run(self) -> None:
-        wait = self.poll_s
+        wait, full_at, watching = self.poll_s, 0.0, False
         while not self._stop.is_set():
             try:
-                report = self.run_round(self.claim_wait_s)
+                if watching and time.monotonic() - full_at < IN_FLIGHT_ROUND_S:
+                    report = self._answer_round()
+                else:
+                    full_at = time.monotonic()
+                    report = self.run_round(self.claim_wait_s)
             except ControlPlaneUnavailable as exc:
                 self._recover = True
                 if self.connected:
@@ -191,8 +220,10 @@ class NodeLink:
             else:
                 self.connected, wait = True, self.poll_s
                 if report.taken or report.answered:
+                    watching = False
                     continue  # more may be waiting: no pause
-                if jobs.in_flight(self.veil):
+                watching = jobs.in_flight(self.veil)
+                if watching:
                     wait = IN_FLIGHT_POLL_S  # a local job runs: notice its end at once
                     self._send_progress()
                 elif self.claim_wait_s:
