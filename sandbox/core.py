@@ -6,9 +6,10 @@ everything (key server, database migration, job worker) and stop it again.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -46,8 +47,12 @@ class Veil:
     #: This process's lease as a job worker (``sandbox.leases``), which its claims record.
     worker_id: str | None = None
 
-    #: Notified when a job is queued: a node's long-polling claim wakes at once.
-    job_signal: threading.Condition = field(default_factory=threading.Condition)
+    #: The nodes' waiting claims (``node_wakeup``): each an event in the API's event loop,
+    #: set when something for the nodes is committed here (a job queued, a code request).
+    _node_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
+        default_factory=set, repr=False
+    )
+    _node_waiters_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def job_queued(self, job_id: str) -> None:
         """Hand a just-committed queued job to the engine (and wake nodes' claims)."""
@@ -58,8 +63,24 @@ class Veil:
 
     def wake_nodes(self) -> None:
         """Wake the nodes' waiting claims: something for them was just committed."""
-        with self.job_signal:
-            self.job_signal.notify_all()
+        with self._node_waiters_lock:
+            waiters = list(self._node_waiters)
+        for loop, event in waiters:
+            with suppress(RuntimeError):  # its loop closed: the claim is gone
+                loop.call_soon_threadsafe(event.set)
+
+    @contextmanager
+    def node_wakeup(self) -> Iterator[asyncio.Event]:
+        """An event ``wake_nodes`` sets, for a claim waiting in the running event loop (a
+        long poll holds no thread while it waits)."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._node_waiters_lock:
+            self._node_waiters.add(entry)
+        try:
+            yield entry[1]
+        finally:
+            with self._node_waiters_lock:
+                self._node_waiters.discard(entry)
 
     def checkpoint(self) -> audit.AuditCheckpoint | None:
         """Sign the audit chain's head now (no-op when nothing new was logged)."""

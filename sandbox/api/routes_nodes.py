@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from typing import Annotated, Any
@@ -24,7 +26,7 @@ from sandbox.nodes.models import Node
 from sandbox.nodes.schemas import CodeRequestDoc, DatasetDoc, JobDoc, SignedDoc, body
 
 router = APIRouter(tags=["nodes"])
-MAX_CLAIM_WAIT_S = 20.0  # a long-polling claim holds one of the server's threads this long
+MAX_CLAIM_WAIT_S = 20.0  # the longest a claim may wait for a job (a long poll)
 
 
 class NodeEnterpriseIn(Input):
@@ -157,7 +159,7 @@ _CLAIMED: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/node/v1/jobs/claim", response_model=None, responses=_CLAIMED)
-def claim_job(
+async def claim_job(
     veil: VeilDep,
     signed: SignedDep,
     wait: Annotated[float, Query(ge=0, le=MAX_CLAIM_WAIT_S)] = 0.0,
@@ -165,19 +167,20 @@ def claim_job(
     """The oldest queued job on this node's datasets, now running for the node; with
     ``wait``, a long poll: answered as soon as one is queued (204 at once when a code
     request for the node was submitted meanwhile), 204 after ``wait`` seconds without
-    one."""
+    one.  A waiting claim holds no server thread: it waits in the event loop, woken by a
+    submission in this process, and looks again every 0.5 s for other processes'."""
     deadline, started = time.monotonic() + wait, veil.clock()
-    while True:
-        job = feed.claim(veil, signed.node)
-        left = deadline - time.monotonic()
-        if (
-            job is not None
-            or left <= 0
-            or (wait and code.waiting_since(veil, signed.node, started))
-        ):
-            break
-        with veil.job_signal:  # woken by a submission here; another process's within 0.5 s
-            veil.job_signal.wait(timeout=min(0.5, left))
+    with veil.node_wakeup() as woken:
+        while True:
+            woken.clear()  # before looking: a submission from now on wakes the wait below
+            job = await run_in_threadpool(feed.claim, veil, signed.node)
+            left = deadline - time.monotonic()
+            if job is not None or left <= 0:
+                break
+            if wait and await run_in_threadpool(code.waiting_since, veil, signed.node, started):
+                break  # the node takes the new code request in its next round
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=min(0.5, left))
     return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

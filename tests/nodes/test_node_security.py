@@ -417,6 +417,31 @@ def test_a_waiting_claim_is_answered_with_the_job_queued_meanwhile(node_world: N
     assert too_long.value.status == 422
 
 
+def test_waiting_claims_hold_no_server_thread(node_world: NodeWorld) -> None:
+    """More waiting claims than the API has worker threads (40): the API still answers
+    everyone else, and each claim still gets its 204 when its wait ends."""
+    import threading
+
+    client = _signed_call(node_world)
+    answers: list[Any] = []
+
+    def claim() -> None:
+        try:
+            answers.append(client.call("POST", "/node/v1/jobs/claim?wait=12"))
+        except Exception as exc:  # shown by the assertion below
+            answers.append(exc)
+
+    waiting = [threading.Thread(target=claim) for _ in range(48)]
+    for thread in waiting:
+        thread.start()
+    time.sleep(1.0)  # they are waiting now (a few may still be arriving)
+    assert node_world.provider.catalog()  # a plain request needs a server thread
+    assert not answers  # ... and got one while every claim was still waiting
+    for thread in waiting:
+        thread.join(timeout=60)
+    assert answers == [None] * 48  # each claim: 204 after its wait
+
+
 def test_a_claim_answered_into_an_absent_node_is_queued_again(node_world: NodeWorld) -> None:
     """A claim's answer that reaches no node (a long poll in flight when the node went away)
     is never acknowledged: the job is queued again after the hand-over time, the stale
