@@ -110,8 +110,8 @@ class NodeLink:
                 self._code_due = wait > 0 and time.monotonic() - asked < wait - 0.25
                 break
             report.taken, wait = report.taken + 1, 0.0
-            if self._acknowledge(job):
-                jobs.take(self.veil, self.node_id, self.enterprise_id, job)
+            jobs.take(self.veil, self.node_id, self.enterprise_id, job)
+            self._acknowledge(job)  # after: the local worker starts on it meanwhile
         report.answered += jobs.answer_finished(self.veil, self.node_id)
         report.delivered += self._deliver(report)
         self._send_progress()
@@ -128,9 +128,13 @@ class NodeLink:
             self._held_sent.add(control_id)
 
     def _acknowledge(self, job: dict[str, Any]) -> bool:
-        """Tell the control plane this node has the job, before deciding it; False when the
-        control plane took it back meanwhile (a claim answered while this node was away:
-        it is queued again there, and claimed again, or it expired)."""
+        """Tell the control plane this node has the job (after taking it: deciding it costs
+        no round trip); False when the control plane took it back meanwhile, because this
+        node was away past ``sandbox.nodes.feed.HANDOVER_S`` with the claim's answer
+        unread.  Then the job is queued there again, or ended (expired, cancelled): handed
+        again, it is a replay here and gets the one answer this node signs; ended, that
+        answer is refused and kept here.  The node decides with its own grants either way
+        (an expired grant refuses it here too)."""
         try:
             self.control.call("POST", f"/node/v1/jobs/{job.get('id', '')}/taken")
         except ControlPlaneRefused as exc:
@@ -175,9 +179,10 @@ class NodeLink:
         running = self.control.call("GET", "/node/v1/jobs/running") or []
         lost = recovery.lost(self.veil, [str(job.get("id", "")) for job in running])
         for job in running:
-            if job.get("id") in lost and self._acknowledge(job):
+            if job.get("id") in lost:
                 log.warning("taking job %s again: claimed before the node stopped", job["id"])
                 recovery.take_again(self.veil, self.node_id, self.enterprise_id, job)
+                self._acknowledge(job)
         return len(lost)
 
     def start(self) -> None:

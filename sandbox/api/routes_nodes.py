@@ -186,7 +186,7 @@ async def claim_job(
 
 @router.post("/node/v1/jobs/{job_id}/taken", status_code=status.HTTP_204_NO_CONTENT)
 def job_taken(job_id: str, veil: VeilDep, signed: SignedDep) -> Response:
-    """The node has the job it claimed (sent before it decides it); a claimed job not
+    """The node has the job it claimed (sent once it took it); a claimed job not
     acknowledged within 30 s is queued again (``409 not_claimed`` afterwards)."""
     feed.taken(veil, signed.node, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -84,7 +84,7 @@ def claim(veil: Veil, node: Node) -> dict[str, Any] | None:
 
 
 def taken(veil: Veil, node: Node, job_id: str) -> None:
-    """The node has the job it claimed (before it decides it): it is not queued again."""
+    """The node has the job it claimed: it is not queued again."""
     with veil.db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.worker_id != node.id or job.status not in NODE_ACTIVE:
@@ -94,8 +94,9 @@ def taken(veil: Veil, node: Node, job_id: str) -> None:
 
 def requeue_unacknowledged(veil: Veil) -> int:
     """Queue again each job a node claimed but never acknowledged within ``HANDOVER_S``
-    (its claim's answer went to a node that was away); how many.  The node, when it comes
-    back, cannot take it any more (``taken`` refuses): it claims it again, or it expires."""
+    (its claim's answer went to a node that was away); how many.  It waits, is claimed
+    again, or expires with its grant; a node that read the stale answer meanwhile gets the
+    job as a replay when it is handed again (``node.jobs.take``: one run, one answer)."""
     now = veil.clock()
     stale = now - timedelta(seconds=HANDOVER_S)
     with veil.db.transaction() as session:

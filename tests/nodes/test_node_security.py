@@ -28,6 +28,7 @@ from keys.signing import public_keys_from_pem, verify_signature
 from node.client import ControlPlane, ControlPlaneRefused
 from node.jobs import take
 from node.models import NodeJob
+from policies.audit import AuditEvent
 from policies.grants import EPSILON_UNIT, Grant
 from sandbox.keyaudit import key_audit
 from sandbox.models import DatasetVersion, Job, JobStatus
@@ -464,6 +465,33 @@ def test_a_claim_answered_into_an_absent_node_is_queued_again(node_world: NodeWo
     with node_world.cp.db.read() as session:
         stored = session.get(Job, job["id"])
         assert stored is not None and stored.attempts == 2 and stored.node_taken_at is not None
+    # The node reads a stale answer after the job was queued again, and takes it: handed
+    # again, it is a replay there — one run on the node, one release.
+    late = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
+    stale = _signed_call(node_world).call("POST", "/node/v1/jobs/claim")
+    node_world.cp.clock = lambda: real_clock() + timedelta(seconds=HANDOVER_S + 1)
+    try:
+        assert requeue_unacknowledged(node_world.cp) == 1
+    finally:
+        node_world.cp.clock = real_clock
+    take(node_world.node, node_world.config.node_id, node_world.config.enterprise_id, stale)
+    assert not node_world.link._acknowledge(stale)
+    node_world.run_jobs()
+    assert node_world.provider.get_job(late["id"])["status"] == "released"
+    with node_world.node.db.read() as session:
+        row = session.get(NodeJob, late["id"])
+        assert row is not None and row.local_job_id is not None
+        replayed = session.scalars(
+            select(AuditEvent.action).where(AuditEvent.resource == f"job:{late['id']}")
+        ).all()
+    assert "node.job_replayed" in replayed  # handed again: not run again
+    with node_world.cp.db.read() as session:
+        released = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "job.released", AuditEvent.resource == f"job:{late['id']}"
+            )
+        ).all()
+    assert len(released) == 1
 
 
 def test_a_suspended_providers_jobs_never_reach_the_node(node_world: NodeWorld) -> None:
