@@ -114,7 +114,7 @@ def _serve(app: FastAPI, port: int, profile: Path | None, clock: str = "wall") -
 
 def _veil(port: int, profile: Path | None, clock: str) -> None:
     from sandbox.api.app import create_app
-    from sandbox.core import bootstrap_operator, open_veil
+    from sandbox.service import bootstrap_operator, open_veil
     from sandbox.settings import Settings
 
     settings = Settings()

@@ -27,9 +27,10 @@ from node.setup import init_node, node_settings, running_node
 from policies import audit
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil, bootstrap_operator, open_veil
+from sandbox.core import Veil
 from sandbox.demo_data import DECLARATION, production_log
 from sandbox.models import Job, JobStatus
+from sandbox.service import bootstrap_operator, open_veil
 from sandbox.settings import Settings
 
 PURPOSE = "process-optimization"

@@ -32,9 +32,10 @@ from analytics.query_document import parse_query
 from bench.report import Row
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil, bootstrap_operator, open_veil
+from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
 from sandbox.models import Dataset
+from sandbox.service import bootstrap_operator, open_veil
 from sandbox.settings import Settings
 
 SHM = Path("/dev/shm")  # noqa: S108 - memory, where the baseline hands rows to OpenDP

@@ -33,7 +33,7 @@ from keys.bao import free_port
 from policies.grants import EPSILON_UNIT
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil, bootstrap_operator, open_veil
+from sandbox.core import Veil
 from sandbox.datadir import prepare_data_dir
 from sandbox.demo import (
     GRANTED_COLUMNS,
@@ -47,6 +47,7 @@ from sandbox.demo import (
 )
 from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
 from sandbox.models import Dataset, Job, JobStatus
+from sandbox.service import bootstrap_operator, open_veil
 from sandbox.settings import Settings
 
 ENTERPRISES = (("Acme Metal Works", "acme-metal"), ("Globex Parts", "globex-parts"))

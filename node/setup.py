@@ -26,7 +26,8 @@ from node.client import ControlPlane
 from node.link import NodeLink
 from policies import audit
 from policies.principals import Principal, Role, Status, issue_token
-from sandbox.core import Veil, open_veil
+from sandbox.core import Veil
+from sandbox.service import open_veil
 from sandbox.settings import Settings
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
@@ -33,15 +33,13 @@ from policies.tiers import CODE_TIER
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.isolation import ChildResult, SandboxError, SandboxPool
+from sandbox.job_progress import JobProgress
 from sandbox.reviewed_code import (
     CheckedOutput,
     dp_required,
     reported_calls,
     stored_reference,
 )
-
-if TYPE_CHECKING:
-    from sandbox.runner import JobProgress
 
 #: Most seconds the reference run may take beyond the private one.
 _REFERENCE_GRACE_S = 60.0

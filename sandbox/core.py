@@ -1,7 +1,7 @@
 """The running service's core: settings, database, key service and clock, wired once.
 
-``open_veil`` is what ``veil serve``, the demo and the tests use to start
-everything (key server, database migration, job worker) and stop it again.
+``sandbox.service.open_veil`` builds the one :class:`Veil` that ``veil serve``, the demo
+and the tests pass down to every request and job.
 """
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import Protocol
 
-from keys import KeyService, LocalKeyServer, key_operation
+from keys import KeyService, key_operation
 from policies import audit
 from policies.db import utcnow
-from policies.principals import Principal, Role, create_principal, issue_token
-from sandbox.database import Database, migrate
-from sandbox.datadir import prepare_data_dir
+from sandbox.database import Database
 from sandbox.isolation import SandboxPool
-from sandbox.keyserver import KeyOutageAudit
 from sandbox.settings import Settings
 
-if TYPE_CHECKING:
-    from sandbox.job_queue import JobQueue
+
+class JobQueue(Protocol):
+    """Tells the engine that a job was queued (its row committed); ``sandbox.job_queue``
+    has the engines."""
+
+    def queued(self, job_id: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -89,74 +92,3 @@ class Veil:
             # The key server's log names what was signed (``veil audit keys`` explains it).
             with key_operation(f"checkpoint:{head.seq if head else 0}/1"):
                 return audit.checkpoint(session, self.keys.sign)
-
-
-def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:
-    """Create the first operator and return its one-time token; None if one exists already."""
-    with veil.db.transaction() as session:
-        if session.query(Principal).filter_by(role=Role.OPERATOR).first() is not None:
-            return None
-        operator = create_principal(session, Role.OPERATOR, name)
-        lifetime = timedelta(days=veil.settings.token_ttl_days)
-        issued = issue_token(session, operator, lifetime=lifetime, now=veil.clock())
-        audit.record(
-            session,
-            "operator.created",
-            resource=f"principal:{operator.id}",
-            details={
-                "name": operator.name,
-                "via": "veil init",
-                "token_id": issued.record.id,
-                "token_expires_at": issued.record.expires_at.isoformat(),
-            },
-        )
-        return issued.secret
-
-
-@contextmanager
-def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
-    """Start the key server (embedded or external), migrate the database, fail the jobs of
-    dead workers, and run the embedded job worker (``worker`` and ``VEIL_JOB_ENGINE`` is
-    ``embedded``) and the auditing of key-server outages (``KeyOutageAudit``)."""
-    from sandbox.job_queue import open_queue
-    from sandbox.leases import WorkerLease, recover_interrupted_jobs
-    from sandbox.workers import JobWorker
-
-    prepare_data_dir(settings.data_dir)
-    local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
-    owns_server = local is not None and not local.is_running()
-    config = local.start() if local is not None else settings.external_key_server()
-    db: Database | None = None
-    queue: JobQueue | None = None
-    lease: WorkerLease | None = None
-    job_worker: JobWorker | None = None
-    outages: KeyOutageAudit | None = None
-    try:
-        keys = KeyService.connect(config)
-        migrate(settings.db_url)
-        db = Database(settings.db_url, pool_size=settings.database_pool_size)
-        queue = open_queue(settings)
-        veil = Veil(settings=settings, db=db, keys=keys, queue=queue)
-        outages = KeyOutageAudit(db, veil.clock)
-        keys.on_unavailable(outages.seen)
-        outages.start()
-        recover_interrupted_jobs(veil)
-        if worker and settings.job_engine == "embedded":
-            lease = WorkerLease(veil)
-            lease.start()
-            job_worker = JobWorker(veil)
-            job_worker.start()
-        yield veil
-    finally:
-        if job_worker is not None:
-            job_worker.stop()
-        if lease is not None:
-            lease.stop()
-        if outages is not None:
-            outages.stop()
-        if queue is not None:
-            queue.close()
-        if db is not None:
-            db.dispose()
-        if local is not None and owns_server:
-            local.stop()

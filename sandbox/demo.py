@@ -24,11 +24,11 @@ from rich.table import Table
 from keys import LocalKeyServer
 from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError, VeilClient
-from sandbox.core import bootstrap_operator, open_veil
 from sandbox.datadir import prepare_data_dir
 from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
 from sandbox.demo_keep import prepare_exploration, print_logins, wait_for_stop
 from sandbox.demo_oversight import run_oversight
+from sandbox.service import bootstrap_operator, open_veil
 from sandbox.settings import Settings
 
 PURPOSE = "predictive-maintenance"

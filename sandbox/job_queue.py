@@ -5,7 +5,7 @@
   polls the ``jobs`` table, so a job queued by another process is found too.
 - ``procrastinate`` (PostgreSQL only): a submission defers a procrastinate task naming the
   job on the same database; ``veil worker`` processes, on any number of machines, run
-  procrastinate's worker (``sandbox.workers.run_worker``), one job at a time each, in the
+  procrastinate's worker (``sandbox.service.run_worker``), one job at a time each, in the
   isolated runner as always.
   Server processes then run no jobs.
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import make_url, text
 
-from sandbox.core import Veil
+from sandbox.core import JobQueue, Veil
 from sandbox.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,14 +35,6 @@ QUEUE: Final = "veil-jobs"
 RUN_JOB: Final = "veil.run_job"
 #: A queued job whose task is missing for this long is deferred again.
 REQUEUE_AFTER_S: Final = 10.0
-
-
-class JobQueue(Protocol):
-    """Tells the engine that a job was queued (its row committed)."""
-
-    def queued(self, job_id: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def conninfo(database_url: str) -> str:

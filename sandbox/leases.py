@@ -22,6 +22,9 @@ it was run with (``sandbox.outcomes``).
 Any worker makes that finding at start and then periodically; it is idempotent, and a job
 that ended meanwhile is left as it ended.  Leases compare the database's stored times, so
 the machines' clocks must agree to well within the lease (NTP).
+
+A node's claim has no lease: a job a node claimed but never acknowledged (``taken``)
+within ``HANDOVER_S`` is queued again (:func:`requeue_unacknowledged`).
 """
 
 from __future__ import annotations
@@ -40,10 +43,16 @@ from policies import audit
 from policies.db import new_id
 from sandbox.core import Veil
 from sandbox.models import Job, JobStatus, JobWorkerLease
+from sandbox.nodes.models import Node
 from sandbox.outcomes import CANCELLED
 from sandbox.refunds import fail_with_refund
 
 log = logging.getLogger(__name__)
+
+#: How long a claimed job waits for its node to acknowledge it (``taken``) before it is
+#: queued again: a claim answered while the node was already away (a long poll in flight
+#: when it stopped or lost its network) must not keep the job from expiring or waiting.
+HANDOVER_S = 30.0
 
 #: How many times a job may be claimed: once more after its worker died, then it fails.
 MAX_ATTEMPTS = 2
@@ -201,3 +210,32 @@ def _requeue_or_fail(veil: Veil, job_id: str, worker: str | None) -> bool | None
             details={"reason": REQUEUED if again else CANCELLED, "attempts": job.attempts},
         )
         return again
+
+
+def requeue_unacknowledged(veil: Veil) -> int:
+    """Queue again each job a node claimed but never acknowledged within ``HANDOVER_S``
+    (its claim's answer went to a node that was away); how many.  It waits, is claimed
+    again, or expires with its grant; a node that read the stale answer meanwhile gets the
+    job as a replay when it is handed again (``node.jobs.take``: one run, one answer)."""
+    now = veil.clock()
+    stale = now - timedelta(seconds=HANDOVER_S)
+    with veil.db.transaction() as session:
+        jobs = list(
+            session.scalars(
+                select(Job)
+                .where(
+                    Job.status == JobStatus.RUNNING,
+                    Job.worker_id.in_(select(Node.id)),
+                    Job.node_taken_at.is_(None),
+                    Job.started_at <= stale,
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for job in jobs:
+            audit.record(session, "job.requeued", tenant_id=job.enterprise_id,
+                         resource=f"job:{job.id}",
+                         details={"node_id": job.worker_id,
+                                  "reason": "the node did not acknowledge its claim"})  # fmt: skip
+            job.status, job.worker_id = JobStatus.QUEUED, None
+        return len(jobs)

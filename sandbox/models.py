@@ -122,7 +122,7 @@ class Job(Base):
     # Run by an enterprise node: its release as the node signed it (``sandbox.nodes``).
     node_release: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # When the node that claimed it acknowledged the hand-over (unset: requeued after a
-    # while, ``sandbox.nodes.feed.requeue_unacknowledged``).
+    # while, ``sandbox.leases.requeue_unacknowledged``).
     node_taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     @property

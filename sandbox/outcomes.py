@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from i18n import Msg
 from policies import audit
+from policies.capabilities import Capability, require
 from policies.decisions import JobRequest, decide
-from policies.errors import Conflict
+from policies.errors import Conflict, NotFound
 from policies.grants import Grant
 from policies.principals import Principal
 from sandbox.artifacts import StoredArtifact, store_artifact
@@ -28,8 +29,10 @@ from sandbox.held_outputs import attach_held, delete_held, detach_held, encrypt_
 from sandbox.isolation import ChildResult, SandboxError
 from sandbox.job_kinds import JobKind, JobQuery, kind_for, parse_stored
 from sandbox.models import Dataset, Job, JobStatus
+from sandbox.nodes.models import refuse_if_on_node
 from sandbox.refunds import fail_with_refund
 from sandbox.reviewed_code import CheckedOutput
+from sandbox.tenants import require_reason
 
 log = logging.getLogger(__name__)
 
@@ -247,4 +250,42 @@ def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) ->
             },
         )
     delete_held(veil, path)
+    return job
+
+
+def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, reason: str) -> Job:
+    """Release a held tier-5 output by hand, or reject it; with a reason (audited)."""
+    require(enterprise, Capability.REVIEW_CODE)
+    text = require_reason(reason)
+    with veil.db.transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.enterprise_id != enterprise.id:
+            raise NotFound("job", job_id)
+        refuse_if_on_node(session, job.enterprise_id)  # decided on the node
+        if job.status != JobStatus.HELD:
+            raise Conflict(
+                Msg(
+                    "job '{job_id}' has no held output (status: {status})",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            )
+        if release:
+            job = None
+        else:
+            job.status, job.finished_at = JobStatus.FAILED, veil.clock()
+            job.error = f"the held output was rejected by the enterprise: {text}"
+            job.result = None
+            path = detach_held(job)
+            audit.record(
+                session,
+                "job.rejected",
+                actor=enterprise,
+                tenant_id=enterprise.id,
+                resource=f"job:{job.id}",
+                details={"reason": text, "checks": job.output_check},
+            )
+    if job is None:
+        return release_held(veil, enterprise, job_id, text)
+    delete_held(veil, path)  # after the rejection committed
     return job

@@ -1,4 +1,5 @@
-"""Tier 5: providers submit syft functions, enterprises review them, held outputs are decided.
+"""Tier 5: providers submit syft functions, enterprises review them and see held outputs
+(which ``sandbox.outcomes.decide_held`` releases or rejects).
 
 A provider submits the source of one syft function for one dataset and purpose
 (``analytics.syft_code`` says what the source must look like).  Veil parses it (never
@@ -46,7 +47,7 @@ from policies.tiers import CODE_TIER
 from sandbox.child import Task, decode_value
 from sandbox.core import Veil
 from sandbox.datasets import schema_from_json
-from sandbox.held_outputs import delete_held, detach_held, load_held
+from sandbox.held_outputs import load_held
 from sandbox.isolation import SandboxError, SandboxPool
 from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
 from sandbox.nodes.models import refuse_if_on_node
@@ -385,43 +386,3 @@ def held_output(veil: Veil, enterprise: Principal, job_id: str) -> dict[str, Any
         "checks": held["checks"],
         "code_sha256": held["code_sha256"],
     }
-
-
-def decide_held(veil: Veil, enterprise: Principal, job_id: str, release: bool, reason: str) -> Job:
-    """Release a held tier-5 output by hand, or reject it; with a reason (audited)."""
-    from sandbox.outcomes import release_held
-
-    require(enterprise, Capability.REVIEW_CODE)
-    text = require_reason(reason)
-    with veil.db.transaction() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.enterprise_id != enterprise.id:
-            raise NotFound("job", job_id)
-        refuse_if_on_node(session, job.enterprise_id)  # decided on the node
-        if job.status != JobStatus.HELD:
-            raise Conflict(
-                Msg(
-                    "job '{job_id}' has no held output (status: {status})",
-                    job_id=job_id,
-                    status=job.status,
-                )
-            )
-        if release:
-            job = None
-        else:
-            job.status, job.finished_at = JobStatus.FAILED, veil.clock()
-            job.error = f"the held output was rejected by the enterprise: {text}"
-            job.result = None
-            path = detach_held(job)
-            audit.record(
-                session,
-                "job.rejected",
-                actor=enterprise,
-                tenant_id=enterprise.id,
-                resource=f"job:{job.id}",
-                details={"reason": text, "checks": job.output_check},
-            )
-    if job is None:
-        return release_held(veil, enterprise, job_id, text)
-    delete_held(veil, path)  # after the rejection committed
-    return job

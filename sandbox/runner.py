@@ -11,25 +11,22 @@ the grant is checked once more in the transaction that releases it.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from analytics.schema import DatasetSchema
-from analytics.training_spec import TrainingSpec
 from keys import KeyServerUnavailable
 from policies import audit
 from policies.grants import Grant
 from policies.principals import Principal
 from sandbox.cell_secrets import cell_secret
-from sandbox.child import Task
 from sandbox.code_runs import run_code_job
 from sandbox.core import Veil
 from sandbox.datasets import rounded_count, schema_from_json
 from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
 from sandbox.job_kinds import RunInputs, kind_for, parse_stored
+from sandbox.job_progress import JobProgress
 from sandbox.models import CodeRequest, Dataset, DatasetVersion, Job, JobStatus
 from sandbox.objects import read_decrypted
 from sandbox.outcomes import (
@@ -212,43 +209,3 @@ def _inputs(
         secure_mode=veil.settings.training_secure_mode,
         code=code,
     )
-
-
-class JobProgress:
-    """Reports training epochs to the job row and polls the provider's cancel request
-    (at most twice a second)."""
-
-    def __init__(self, veil: Veil, job_id: str, task: Task) -> None:
-        self.veil, self.job_id = veil, job_id
-        self.epochs = task.query.epochs if isinstance(task.query, TrainingSpec) else None
-        self._checked = 0.0
-        self._stop = False
-
-    def on_progress(self, message: dict[str, Any]) -> None:
-        epoch, loss = message.get("epoch"), message.get("loss")
-        if self.epochs is None or not isinstance(epoch, int) or not 0 < epoch <= self.epochs:
-            return  # only training reports progress; anything else is ignored
-        with self.veil.db.transaction() as session:
-            job = session.get(Job, self.job_id)
-            assert job is not None
-            job.progress = {
-                "epoch": epoch,
-                "epochs": self.epochs,
-                "loss": float(loss) if isinstance(loss, int | float) else None,
-                "at": self.veil.clock().isoformat(),
-            }
-
-    def cancelled(self) -> bool:
-        """Whether the provider (or a suspension) asked this job to stop, read now."""
-        with self.veil.db.read() as session:
-            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
-
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if not self._stop and now - self._checked >= 0.5:
-            self._checked = now
-            with self.veil.db.transaction() as session:
-                self._stop = bool(
-                    session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
-                )
-        return self._stop

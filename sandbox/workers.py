@@ -1,9 +1,9 @@
-"""Job workers: the embedded worker thread, the ``veil worker`` process, and the upkeep every
-worker does.
+"""Job workers: the embedded worker thread, the sandboxes every worker keeps, and the upkeep
+every worker does.
 
 ``VEIL_JOB_ENGINE=embedded`` (the default): each server process runs a :class:`JobWorker`
 thread that claims queued jobs from the database and runs them.  ``procrastinate``:
-``veil worker`` processes (:func:`run_worker`) run them as procrastinate's tasks
+``veil worker`` processes (``sandbox.service.run_worker``) run them as procrastinate's tasks
 (``sandbox.job_queue``).  Either way each worker holds a
 lease (``sandbox.leases``) and does the same :class:`Upkeep`: fail the jobs of dead
 workers, cancel expired queued jobs, sign audit checkpoints.
@@ -11,14 +11,9 @@ workers, cancel expired queued jobs, sign audit checkpoints.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
@@ -26,12 +21,9 @@ from keys import KeyServerUnavailable
 from policies import audit
 from sandbox.core import Veil
 from sandbox.isolation import SandboxPool
-from sandbox.job_queue import QUEUE, RUN_JOB, procrastinate_app, requeue_lost
 from sandbox.jobs import cancel_expired
-from sandbox.leases import WorkerLease, recover_interrupted_jobs
-from sandbox.nodes.feed import requeue_unacknowledged
-from sandbox.runner import claim_job, claim_next_job, run_job
-from sandbox.settings import Settings
+from sandbox.leases import recover_interrupted_jobs, requeue_unacknowledged
+from sandbox.runner import claim_next_job, run_job
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +86,11 @@ class JobWorker(threading.Thread):
 
     def run(self) -> None:
         # Sandboxes are started from this thread (bubblewrap's --die-with-parent).
-        pools = _open_pools(self.veil)
+        pools = open_pools(self.veil)
         try:
             self._serve()
         finally:
-            _close_pools(self.veil, pools)
+            close_pools(self.veil, pools)
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
@@ -116,81 +108,7 @@ class JobWorker(threading.Thread):
                 self.veil.jobs_waiting.wait(self.veil.settings.job_poll_interval_s)
 
 
-class _Stopped(Exception):
-    """SIGINT or SIGTERM came before procrastinate's worker took the signals over."""
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise _Stopped
-
-
-def run_worker(settings: Settings) -> None:
-    """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM.
-
-    A signal that comes while the worker is still starting (before procrastinate installs
-    its own handlers) stops it as cleanly: whatever had started stops, its lease given up.
-    """
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        _run_worker(settings)
-    except _Stopped:
-        log.info("veil worker stopped while starting")
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def _run_worker(settings: Settings) -> None:
-    from sandbox.core import open_veil
-
-    with open_veil(settings, worker=False) as veil, contextlib.ExitStack() as stopping:
-        lease = WorkerLease(veil)
-        lease.start()
-        stopping.callback(lease.stop)  # callbacks run last first: upkeep, jobs, lease
-        jobs = _JobThread(veil)
-        stopping.callback(jobs.close)
-        upkeep = _UpkeepThread(veil, Upkeep(veil), lambda: requeue_lost(veil))
-        upkeep.start()
-        stopping.callback(upkeep.stop)
-        app = procrastinate_app(settings, sync=False)
-
-        def one_job(job_id: str) -> None:
-            if claim_job(veil, job_id):
-                run_job(veil, job_id)
-
-        @app.task(name=RUN_JOB, queue=QUEUE)
-        async def run_job_task(job_id: str) -> None:
-            await asyncio.get_running_loop().run_in_executor(jobs.executor, one_job, job_id)
-
-        log.info("veil worker %s waiting for jobs", lease.id)
-        app.run_worker(
-            queues=[QUEUE],
-            name=lease.id,
-            concurrency=1,  # one job at a time: it has the worker's sandbox and memory
-            delete_jobs="successful",
-            install_signal_handlers=True,
-        )
-
-
-class _JobThread:
-    """The one thread that runs this worker's jobs and owns its warm sandbox (bubblewrap's
-    --die-with-parent binds a sandbox to the thread that started it)."""
-
-    def __init__(self, veil: Veil) -> None:
-        self.veil = veil
-        self.pools: tuple[SandboxPool, ...] = ()
-        self.executor = ThreadPoolExecutor(1, "veil-job", initializer=self._prepare)
-        self.executor.submit(lambda: None)  # starts the thread: the sandbox warms up now
-
-    def _prepare(self) -> None:
-        self.pools = _open_pools(self.veil)
-
-    def close(self) -> None:
-        self.executor.submit(lambda: _close_pools(self.veil, self.pools)).result(timeout=60)
-        self.executor.shutdown()
-
-
-def _open_pools(veil: Veil) -> tuple[SandboxPool, ...]:
+def open_pools(veil: Veil) -> tuple[SandboxPool, ...]:
     """The worker's sandboxes, from the calling thread (the one that will run the jobs):
     the warm worker of the built-in kinds, started now, and tier 5's, which keeps a spare
     from its first job on (PySyft takes seconds to import, and a worker that never runs
@@ -207,26 +125,7 @@ def _open_pools(veil: Veil) -> tuple[SandboxPool, ...]:
     return pools
 
 
-def _close_pools(veil: Veil, pools: tuple[SandboxPool, ...]) -> None:
+def close_pools(veil: Veil, pools: tuple[SandboxPool, ...]) -> None:
     veil.sandboxes = veil.code_sandboxes = None
     for pool in pools:
         pool.close()
-
-
-class _UpkeepThread(threading.Thread):
-    def __init__(self, veil: Veil, *steps: Callable[[], object]) -> None:
-        super().__init__(name="veil-upkeep", daemon=True)
-        self.veil, self.steps = veil, steps
-        self._stopping = threading.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join(30)
-
-    def run(self) -> None:
-        while not self._stopping.wait(self.veil.settings.job_poll_interval_s * 4):
-            for step in self.steps:
-                try:
-                    step()
-                except Exception:
-                    log.exception("worker upkeep failed; retried")

@@ -1,5 +1,1 @@
-"""Veil's REST API under /v1 (FastAPI); OpenAPI at /openapi.json."""
-
-from sandbox.api.app import app_from_environment, create_app
-
-__all__ = ["app_from_environment", "create_app"]
+"""Veil's REST API under /v1 (FastAPI); OpenAPI at /openapi.json (``sandbox.api.app``)."""

@@ -11,7 +11,6 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
-from sandbox import console
 from sandbox.api import (
     docs_offline,
     errors,
@@ -30,10 +29,12 @@ from sandbox.api import (
 )
 from sandbox.api.language import LanguageMiddleware
 from sandbox.api.limits import BodyLimit, RequestGuard
+from sandbox.console import site as console_site
 from sandbox.console.routes_enterprise import FORM_SLACK
 from sandbox.console.session import COOKIE
-from sandbox.core import Veil, open_veil
+from sandbox.core import Veil
 from sandbox.datadir import restrict_umask
+from sandbox.service import open_veil
 from sandbox.settings import Settings
 
 
@@ -98,7 +99,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         redoc_url=None,
         description="Data usable, not visible: private analytics on enterprise data.",
     )
-    errors.install(app, console.PAGES)
+    errors.install(app, console_site.PAGES)
     docs_offline.install(app)
     for module in (
         routes_principals,
@@ -125,7 +126,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
 
     # Last: Starlette tries routes in order, so the API's requests match without first
     # being compared with every console path.
-    console.install(app)
+    console_site.install(app)
     return app
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from policies.capabilities import Capability, require
-from sandbox import reviewed_code
+from sandbox import outcomes, reviewed_code
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.routes_jobs import job_out
 from sandbox.api.schemas import CodeIn, CodeOut, HeldOut, JobOut, ReasonIn
@@ -70,10 +70,10 @@ def held_output(job_id: str, veil: VeilDep, caller: PrincipalDep) -> HeldOut:
 @router.post("/jobs/{job_id}/release")
 def release_held(job_id: str, body: ReasonIn, veil: VeilDep, caller: PrincipalDep) -> JobOut:
     """Release a held tier-5 output by hand (enterprise, with a reason; audited)."""
-    return job_out(reviewed_code.decide_held(veil, caller, job_id, True, body.reason), caller)
+    return job_out(outcomes.decide_held(veil, caller, job_id, True, body.reason), caller)
 
 
 @router.post("/jobs/{job_id}/reject")
 def reject_held(job_id: str, body: ReasonIn, veil: VeilDep, caller: PrincipalDep) -> JobOut:
     """Reject a held tier-5 output (enterprise, with a reason; audited): never released."""
-    return job_out(reviewed_code.decide_held(veil, caller, job_id, False, body.reason), caller)
+    return job_out(outcomes.decide_held(veil, caller, job_id, False, body.reason), caller)

@@ -36,7 +36,7 @@ def init(
     ] = False,
 ) -> None:
     """Create the data directory and database, start the key server, print an operator token."""
-    from sandbox.core import bootstrap_operator, open_veil
+    from sandbox.service import bootstrap_operator, open_veil
     from sandbox.tokens import recover_operator_token
 
     settings = Settings()
@@ -120,7 +120,7 @@ def serve(
     VEIL_TLS_KEY_FILE are set."""
     import uvicorn
 
-    from sandbox.api import create_app
+    from sandbox.api.app import create_app
     from sandbox.api.transport import TlsConfigError, tls_options
 
     settings = Settings()
@@ -143,7 +143,9 @@ def serve(
     try:
         KeyService.connect(local.start() if local else settings.external_key_server())
         migrate(settings.db_url)
-        uvicorn.run("sandbox.api:app_from_environment", factory=True, workers=processes, **where)
+        uvicorn.run(
+            "sandbox.api.app:app_from_environment", factory=True, workers=processes, **where
+        )
     finally:
         if local is not None and owns_server:
             local.stop()
@@ -155,7 +157,7 @@ def worker() -> None:
     stopped (SIGINT/SIGTERM); start as many as you like, on any machines."""
     import logging
 
-    from sandbox.workers import run_worker
+    from sandbox.service import run_worker
 
     settings = Settings()
     if settings.job_engine != "procrastinate":
@@ -235,8 +237,8 @@ def keys_rotate(
     as_json: JsonOpt = False,
 ) -> None:
     """Rotate an enterprise's key and rewrap its stored data keys (audited `key.rotated`)."""
-    from sandbox.core import open_veil
     from sandbox.key_rotation import rotate_enterprise_key
+    from sandbox.service import open_veil
 
     with open_veil(Settings(), worker=False) as veil:
         rotation = rotate_enterprise_key(veil, None, enterprise)

@@ -117,7 +117,7 @@ def node_run(
     import uvicorn
 
     from node.setup import NodeConfig, running_node
-    from sandbox.api import create_app
+    from sandbox.api.app import create_app
 
     where = _dir(node_dir)
     settings = _settings(where, port)
@@ -136,7 +136,7 @@ def node_run(
 def node_token(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
     """A new token for the enterprise on its node (on the node's machine; audited there)."""
     from node.setup import NodeConfig, enterprise_token
-    from sandbox.core import open_veil
+    from sandbox.service import open_veil
 
     where = _dir(node_dir)
     with _node_errors():

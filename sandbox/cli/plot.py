@@ -1,10 +1,7 @@
 """``--plot FILE.svg``: a released result's histograms and group-by statistics as an image.
 
-The drawing is the console's (``sandbox.console.result_charts``), imported only when a plot
-is asked for: the console package brings the web framework with it, which other commands
-need not load.  It is imported through ``sandbox.api``, the order the server uses: imported
-first, ``sandbox.console`` meets a circular import (its routes import ``sandbox.api``, whose
-app imports a console route module).  The file name is checked when the command line is
+The drawing is the console's (``sandbox.console.result_charts``, which needs no web
+framework).  The file name is checked when the command line is
 read, so a refused name (a ``.png``, a missing folder) costs no job and no budget.
 """
 
@@ -18,19 +15,12 @@ import typer
 from i18n import Msg
 from i18n.catalog import translate
 from sandbox.cli.output import Output, err_console
-
-
-def _load_console() -> None:
-    """Load the console in the server's import order (see the module)."""
-    import sandbox.api  # noqa: F401 - loads sandbox.console without its import cycle
+from sandbox.console.result_charts import PlotError, check_plot_path, write_plot
 
 
 def _checked(value: Path | None) -> Path | None:
     if value is None:
         return None
-    _load_console()
-    from sandbox.console.result_charts import PlotError, check_plot_path
-
     try:
         return check_plot_path(value)
     except PlotError as error:
@@ -53,9 +43,6 @@ def write_result_plot(result: dict[str, Any], path: Path | None, out: Output) ->
     """Write ``result``'s charts to ``path`` (if given) and say so on stderr."""
     if path is None:
         return
-    _load_console()
-    from sandbox.console.result_charts import write_plot
-
     drawn = write_plot(result, path)
     if out.as_json:
         return

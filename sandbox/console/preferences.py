@@ -1,4 +1,5 @@
-"""The reader's language and time zone in the console: two cookies, and the routes that set them.
+"""The reader's language and time zone in the console: two cookies (``routes_preferences``
+sets them).
 
 The language is negotiated for every request by :mod:`sandbox.api.language` (the
 ``veil_lang`` cookie, else ``Accept-Language``); the switch on every page only sets that
@@ -13,18 +14,14 @@ on the login page too; they redirect only to a console path (never to another si
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import Request
 
 from i18n.catalog import LANGUAGES
-from sandbox.api.language import LANGUAGE_COOKIE
 from sandbox.console.session import PREFIX
-from sandbox.console.timezone import DEFAULT_TIMEZONE, set_zone, valid_zone, zone_names
-
-router = APIRouter()
+from sandbox.console.timezone import DEFAULT_TIMEZONE, set_zone, valid_zone
 
 #: The cookie of the time-zone setting (an IANA name such as ``Asia/Shanghai``).
 TIMEZONE_COOKIE: Final = "veil_tz"
@@ -86,58 +83,3 @@ def switch_links(request: Request) -> list[tuple[str, str, str]]:
         for lang in ("zh-CN", "en")
         if lang in LANGUAGES
     ]
-
-
-def _remember(response: Response, request: Request, name: str, value: str) -> None:
-    response.set_cookie(
-        name,
-        value,
-        path="/",
-        max_age=PREFERENCE_MAX_AGE_S,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
-
-
-@router.get("/language")
-def choose_language(
-    request: Request,
-    lang: Annotated[str, Query(max_length=16)] = "",
-    next: Annotated[str, Query(max_length=2000)] = PREFIX + "/",
-) -> Response:
-    """Keep the chosen language (an unknown one changes nothing) and go back."""
-    response = RedirectResponse(safe_next(next), status_code=303)
-    if lang in LANGUAGES:
-        _remember(response, request, LANGUAGE_COOKIE, lang)
-    return response
-
-
-@router.get("/timezone")
-def choose_timezone(
-    request: Request,
-    tz: Annotated[str, Query(max_length=64)] = "",
-    next: Annotated[str, Query(max_length=2000)] = PREFIX + "/",
-) -> Response:
-    """Keep the chosen time zone (one of the IANA database; another changes nothing)."""
-    response = RedirectResponse(safe_next(next), status_code=303)
-    if valid_zone(tz):
-        _remember(response, request, TIMEZONE_COOKIE, tz)
-    return response
-
-
-@router.get("/preferences")
-def preferences_page(
-    request: Request, next: Annotated[str, Query(max_length=2000)] = PREFIX + "/"
-) -> Response:
-    """The time-zone form (the language switch is on every page)."""
-    from sandbox.console.render import page  # render imports this module
-
-    return page(
-        request,
-        "preferences.html",
-        None,
-        zones=zone_names(),
-        next_path=safe_next(next),
-        default_zone=configured_zone(request),
-    )

@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,13 @@ from policies import audit
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, BudgetDebit
 from sandbox.core import Veil
+from sandbox.leases import requeue_unacknowledged
 from sandbox.models import Dataset, Job, JobStatus
 from sandbox.nodes.mirror import verify_node_document
 from sandbox.nodes.models import Node
 from sandbox.outcomes import still_allowed
 from sandbox.refunds import fail_with_refund
 from sandbox.suspension import fail_jobs_of_suspended
-
-#: How long a claimed job waits for its node to acknowledge it (``taken``) before it is
-#: queued again: a claim answered while the node was already away (a long poll in flight
-#: when it stopped or lost its network) must not keep the job from expiring or waiting.
-HANDOVER_S = 30.0
 
 #: The states of a job a node claimed and has not ended: computing, or held there for its
 #: enterprise to decide (``sandbox.nodes.code.held``).
@@ -90,35 +86,6 @@ def taken(veil: Veil, node: Node, job_id: str) -> None:
         if job is None or job.worker_id != node.id or job.status not in NODE_ACTIVE:
             raise Conflict(Msg("job {id} is not this node's", id=job_id), code="not_claimed")
         job.node_taken_at = job.node_taken_at or veil.clock()
-
-
-def requeue_unacknowledged(veil: Veil) -> int:
-    """Queue again each job a node claimed but never acknowledged within ``HANDOVER_S``
-    (its claim's answer went to a node that was away); how many.  It waits, is claimed
-    again, or expires with its grant; a node that read the stale answer meanwhile gets the
-    job as a replay when it is handed again (``node.jobs.take``: one run, one answer)."""
-    now = veil.clock()
-    stale = now - timedelta(seconds=HANDOVER_S)
-    with veil.db.transaction() as session:
-        jobs = list(
-            session.scalars(
-                select(Job)
-                .where(
-                    Job.status == JobStatus.RUNNING,
-                    Job.worker_id.in_(select(Node.id)),
-                    Job.node_taken_at.is_(None),
-                    Job.started_at <= stale,
-                )
-                .with_for_update(skip_locked=True)
-            )
-        )
-        for job in jobs:
-            audit.record(session, "job.requeued", tenant_id=job.enterprise_id,
-                         resource=f"job:{job.id}",
-                         details={"node_id": job.worker_id,
-                                  "reason": "the node did not acknowledge its claim"})  # fmt: skip
-            job.status, job.worker_id = JobStatus.QUEUED, None
-        return len(jobs)
 
 
 def running(veil: Veil, node: Node) -> list[dict[str, Any]]:

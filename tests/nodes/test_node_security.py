@@ -31,8 +31,9 @@ from node.models import NodeJob
 from policies.audit import AuditEvent
 from policies.grants import EPSILON_UNIT, Grant
 from sandbox.keyaudit import key_audit
+from sandbox.leases import HANDOVER_S, requeue_unacknowledged
 from sandbox.models import DatasetVersion, Job, JobStatus
-from sandbox.nodes.feed import HANDOVER_S, job_document, requeue_unacknowledged
+from sandbox.nodes.feed import job_document
 from tests.nodes.conftest import PURPOSE, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,10 @@ from cluster.local import stop_processes
 from keys import LocalKeyServer
 from policies import audit
 from sandbox.api.thread import ApiThread
-from sandbox.core import Veil, open_veil
+from sandbox.core import Veil
 from sandbox.models import Job, JobWorkerLease
 from sandbox.oversight import verify_chain
+from sandbox.service import open_veil
 from sandbox.settings import Settings
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 

@@ -30,8 +30,9 @@ from sandbox.api.schemas import PURPOSE_LENGTH
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.console.session import CSRF_FIELD, PREFIX, csrf_token
-from sandbox.core import Veil, open_veil
+from sandbox.core import Veil
 from sandbox.demo_data import DECLARATION
+from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration

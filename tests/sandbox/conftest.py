@@ -14,8 +14,9 @@ import pytest
 from keys import LocalKeyServer
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil, bootstrap_operator, open_veil
+from sandbox.core import Veil
 from sandbox.demo_data import DECLARATION, production_log
+from sandbox.service import bootstrap_operator, open_veil
 from sandbox.settings import Settings
 
 PURPOSE = "process-optimization"

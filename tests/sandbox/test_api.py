@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from keys import LocalKeyServer
-from sandbox.api import create_app
+from sandbox.api.app import create_app
 from sandbox.settings import Settings
 
 pytestmark = pytest.mark.integration

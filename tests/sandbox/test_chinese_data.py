@@ -20,7 +20,8 @@ from openpyxl import load_workbook  # type: ignore[import-untyped]
 from i18n.catalog import use
 from sandbox import important_data
 from sandbox.client import ApiError, VeilClient
-from sandbox.core import Veil, bootstrap_operator
+from sandbox.core import Veil
+from sandbox.service import bootstrap_operator
 from tests.sandbox.conftest import PURPOSE
 
 pytestmark = pytest.mark.integration

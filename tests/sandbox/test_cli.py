@@ -15,8 +15,8 @@ from keys import LocalKeyServer, Tenancy, platform_policy
 from keys.bao import free_port
 from policies.audit import AuditEvent
 from policies.principals import authenticate, authenticate_token
-from sandbox.core import open_veil
 from sandbox.oversight import public_keys_pem
+from sandbox.service import open_veil
 from sandbox.settings import Settings
 from sandbox.tenants import create_provider
 

@@ -20,8 +20,9 @@ import pytest
 from keys.bao import free_port
 from sandbox.cli.errors import describe
 from sandbox.client import VeilClient
-from sandbox.core import Veil, bootstrap_operator
+from sandbox.core import Veil
 from sandbox.demo_data import DECLARATION
+from sandbox.service import bootstrap_operator
 
 #: Variables that choose a language; each test sets its own.
 LANGUAGE_VARIABLES = ("VEIL_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")

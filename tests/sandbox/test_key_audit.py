@@ -29,7 +29,7 @@ from policies.errors import Conflict
 from policies.principals import Principal, Role
 from sandbox.cli import app as cli_app
 from sandbox.client import ApiError
-from sandbox.core import Veil, open_veil
+from sandbox.core import Veil
 from sandbox.key_rotation import rotate_enterprise_key
 from sandbox.keyaudit import key_audit
 from sandbox.keyaudit_reasons import (
@@ -41,6 +41,7 @@ from sandbox.keyaudit_reasons import (
     explain_platform,
 )
 from sandbox.models import Dataset, DatasetVersion
+from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, World, settings_for
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from keys.cluster import LocalKeyCluster
 from policies.audit import AuditEvent
 from sandbox.api.thread import ApiThread
-from sandbox.core import open_veil
+from sandbox.service import open_veil
 from sandbox.settings import Settings
 from tests.sandbox.conftest import PURPOSE, make_world
 

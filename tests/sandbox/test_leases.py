@@ -16,7 +16,7 @@ from sqlalchemy import select
 from keys import LocalKeyServer
 from policies import audit
 from sandbox.api.thread import ApiThread
-from sandbox.core import Veil, open_veil
+from sandbox.core import Veil
 from sandbox.leases import (
     HOST,
     INTERRUPTED,
@@ -28,6 +28,7 @@ from sandbox.models import Job, JobStatus, JobWorkerLease
 from sandbox.outcomes import CANCELLED, fail_running
 from sandbox.refunds import GIVEN_BACK, KEPT, data_read_marker
 from sandbox.runner import claim_next_job, run_job
+from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for
 
 pytestmark = pytest.mark.integration

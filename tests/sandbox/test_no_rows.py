@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from sandbox.api import create_app
+from sandbox.api.app import create_app
 from sandbox.core import Veil
 from tests.sandbox.conftest import PURPOSE, World
 

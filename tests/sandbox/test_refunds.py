@@ -25,7 +25,7 @@ from policies.grants import BudgetDebit, Grant, refund
 from policies.principals import Principal
 from sandbox import outcomes
 from sandbox.api.thread import ApiThread
-from sandbox.core import Veil, open_veil
+from sandbox.core import Veil
 from sandbox.datasets import latest_version
 from sandbox.leases import recover_interrupted_jobs
 from sandbox.models import Dataset, Job, JobStatus
@@ -33,6 +33,7 @@ from sandbox.objects import read_decrypted
 from sandbox.outcomes import fail_running
 from sandbox.refunds import GIVEN_BACK, KEPT, ClaimLost, data_read_marker, refund_unread
 from sandbox.runner import claim_next_job, run_job
+from sandbox.service import open_veil
 from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration

@@ -248,8 +248,8 @@ def test_dataset_cap_holds_across_providers(veil: Veil, api: str) -> None:
 
 def test_revocation_and_expiry_cancel_queued_jobs(tmp_path: Path, key_server) -> None:  # type: ignore[no-untyped-def]
     from sandbox.api.thread import ApiThread
-    from sandbox.core import open_veil
     from sandbox.jobs import cancel_expired
+    from sandbox.service import open_veil
 
     with (
         open_veil(settings_for(tmp_path, key_server), worker=False) as veil,

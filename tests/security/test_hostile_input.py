@@ -24,8 +24,9 @@ import pytest
 
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil, bootstrap_operator
+from sandbox.core import Veil
 from sandbox.demo_data import DECLARATION, production_log
+from sandbox.service import bootstrap_operator
 from tests.sandbox.conftest import PURPOSE, World
 
 MiB = 2**20

@@ -24,14 +24,14 @@ from cluster.local import LocalCluster, stop_processes
 from keys import KeyService, LocalKeyServer
 from keys.bao import free_port
 from policies import audit
-from sandbox.api import app_from_environment
+from sandbox.api.app import app_from_environment
 from sandbox.cli import main
 from sandbox.client import VeilClient
-from sandbox.core import open_veil
 from sandbox.database import Database, migrate, sqlite_url
 from sandbox.datadir import prepare_data_dir
 from sandbox.demo_data import DECLARATION, production_log
 from sandbox.objects import write_encrypted
+from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, settings_for
 
 pytestmark = pytest.mark.integration

@@ -111,7 +111,7 @@ def test_the_console_keeps_its_own_policy(world: World) -> None:
 def test_even_an_unexpected_error_carries_them(veil: Veil) -> None:
     from fastapi.testclient import TestClient
 
-    from sandbox.api import create_app
+    from sandbox.api.app import create_app
 
     app = create_app(veil.settings, veil)
 

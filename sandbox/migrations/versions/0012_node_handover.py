@@ -7,7 +7,7 @@ Create Date: 2026-12-05 02:10:00
 ``jobs.node_taken_at``: set when the node that claimed a job says it has it
 (``POST /node/v1/jobs/{id}/taken``).  A claim answered while the node was already away (a
 long poll in flight when it stopped) is never acknowledged: the control plane queues that
-job again after ``sandbox.nodes.feed.HANDOVER_S`` (``requeue_unacknowledged``).
+job again after ``sandbox.leases.HANDOVER_S`` (``requeue_unacknowledged``).
 """
 
 from __future__ import annotations

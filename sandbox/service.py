@@ -1,0 +1,193 @@
+"""The running service, started and stopped: the key server, the database, the job worker.
+
+``open_veil`` is what ``veil serve``, the demo and the tests use to start everything (key
+server, database migration, job worker) and stop it again; ``run_worker`` is the
+``veil worker`` process (``VEIL_JOB_ENGINE=procrastinate``); ``bootstrap_operator`` creates
+the first operator (``veil init``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+
+from keys import KeyService, LocalKeyServer
+from policies import audit
+from policies.principals import Principal, Role, create_principal, issue_token
+from sandbox.core import JobQueue, Veil
+from sandbox.database import Database, migrate
+from sandbox.datadir import prepare_data_dir
+from sandbox.isolation import SandboxPool
+from sandbox.job_queue import QUEUE, RUN_JOB, open_queue, procrastinate_app, requeue_lost
+from sandbox.keyserver import KeyOutageAudit
+from sandbox.leases import WorkerLease, recover_interrupted_jobs
+from sandbox.runner import claim_job, run_job
+from sandbox.settings import Settings
+from sandbox.workers import JobWorker, Upkeep, close_pools, open_pools
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:
+    """Create the first operator and return its one-time token; None if one exists already."""
+    with veil.db.transaction() as session:
+        if session.query(Principal).filter_by(role=Role.OPERATOR).first() is not None:
+            return None
+        operator = create_principal(session, Role.OPERATOR, name)
+        lifetime = timedelta(days=veil.settings.token_ttl_days)
+        issued = issue_token(session, operator, lifetime=lifetime, now=veil.clock())
+        audit.record(
+            session,
+            "operator.created",
+            resource=f"principal:{operator.id}",
+            details={
+                "name": operator.name,
+                "via": "veil init",
+                "token_id": issued.record.id,
+                "token_expires_at": issued.record.expires_at.isoformat(),
+            },
+        )
+        return issued.secret
+
+
+@contextmanager
+def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
+    """Start the key server (embedded or external), migrate the database, fail the jobs of
+    dead workers, and run the embedded job worker (``worker`` and ``VEIL_JOB_ENGINE`` is
+    ``embedded``) and the auditing of key-server outages (``KeyOutageAudit``)."""
+    prepare_data_dir(settings.data_dir)
+    local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
+    owns_server = local is not None and not local.is_running()
+    config = local.start() if local is not None else settings.external_key_server()
+    db: Database | None = None
+    queue: JobQueue | None = None
+    lease: WorkerLease | None = None
+    job_worker: JobWorker | None = None
+    outages: KeyOutageAudit | None = None
+    try:
+        keys = KeyService.connect(config)
+        migrate(settings.db_url)
+        db = Database(settings.db_url, pool_size=settings.database_pool_size)
+        queue = open_queue(settings)
+        veil = Veil(settings=settings, db=db, keys=keys, queue=queue)
+        outages = KeyOutageAudit(db, veil.clock)
+        keys.on_unavailable(outages.seen)
+        outages.start()
+        recover_interrupted_jobs(veil)
+        if worker and settings.job_engine == "embedded":
+            lease = WorkerLease(veil)
+            lease.start()
+            job_worker = JobWorker(veil)
+            job_worker.start()
+        yield veil
+    finally:
+        if job_worker is not None:
+            job_worker.stop()
+        if lease is not None:
+            lease.stop()
+        if outages is not None:
+            outages.stop()
+        if queue is not None:
+            queue.close()
+        if db is not None:
+            db.dispose()
+        if local is not None and owns_server:
+            local.stop()
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM came before procrastinate's worker took the signals over."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def run_worker(settings: Settings) -> None:
+    """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM.
+
+    A signal that comes while the worker is still starting (before procrastinate installs
+    its own handlers) stops it as cleanly: whatever had started stops, its lease given up.
+    """
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _run_worker(settings)
+    except _Stopped:
+        log.info("veil worker stopped while starting")
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _run_worker(settings: Settings) -> None:
+    with open_veil(settings, worker=False) as veil, contextlib.ExitStack() as stopping:
+        lease = WorkerLease(veil)
+        lease.start()
+        stopping.callback(lease.stop)  # callbacks run last first: upkeep, jobs, lease
+        jobs = _JobThread(veil)
+        stopping.callback(jobs.close)
+        upkeep = _UpkeepThread(veil, Upkeep(veil), lambda: requeue_lost(veil))
+        upkeep.start()
+        stopping.callback(upkeep.stop)
+        app = procrastinate_app(settings, sync=False)
+
+        def one_job(job_id: str) -> None:
+            if claim_job(veil, job_id):
+                run_job(veil, job_id)
+
+        @app.task(name=RUN_JOB, queue=QUEUE)
+        async def run_job_task(job_id: str) -> None:
+            await asyncio.get_running_loop().run_in_executor(jobs.executor, one_job, job_id)
+
+        log.info("veil worker %s waiting for jobs", lease.id)
+        app.run_worker(
+            queues=[QUEUE],
+            name=lease.id,
+            concurrency=1,  # one job at a time: it has the worker's sandbox and memory
+            delete_jobs="successful",
+            install_signal_handlers=True,
+        )
+
+
+class _JobThread:
+    """The one thread that runs this worker's jobs and owns its warm sandbox (bubblewrap's
+    --die-with-parent binds a sandbox to the thread that started it)."""
+
+    def __init__(self, veil: Veil) -> None:
+        self.veil = veil
+        self.pools: tuple[SandboxPool, ...] = ()
+        self.executor = ThreadPoolExecutor(1, "veil-job", initializer=self._prepare)
+        self.executor.submit(lambda: None)  # starts the thread: the sandbox warms up now
+
+    def _prepare(self) -> None:
+        self.pools = open_pools(self.veil)
+
+    def close(self) -> None:
+        self.executor.submit(lambda: close_pools(self.veil, self.pools)).result(timeout=60)
+        self.executor.shutdown()
+
+
+class _UpkeepThread(threading.Thread):
+    def __init__(self, veil: Veil, *steps: Callable[[], object]) -> None:
+        super().__init__(name="veil-upkeep", daemon=True)
+        self.veil, self.steps = veil, steps
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(30)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.veil.settings.job_poll_interval_s * 4):
+            for step in self.steps:
+                try:
+                    step()
+                except Exception:
+                    log.exception("worker upkeep failed; retried")
