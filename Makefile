@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	# Bytecode caches now, readable by all: Veil's processes write none (sandbox/datadir.py).
+	# Bytecode caches now, readable by all: Veil's processes write none (sandbox/config/datadir.py).
 	$(BIN)/python -m compileall -q sandbox policies analytics keys cluster i18n node
 	touch $(STAMP)
 

@@ -1,7 +1,7 @@
 """Benchmark of the audit log: appending events, and verifying a log of 1M events.
 
 * **Append**: ``policies.audit.record`` on a real SQLite database migrated with
-  ``sandbox.database.migrate`` (WAL, ``synchronous=FULL``), one event per transaction
+  ``sandbox.store.database.migrate`` (WAL, ``synchronous=FULL``), one event per transaction
   (as most requests do) and 1 000 events in one transaction.
 * **Verify**: ``policies.audit.verify``, the code behind ``veil audit verify``, the API
   and the console, over a database of ``--events`` events with a signed checkpoint every
@@ -46,7 +46,7 @@ from keys import Signature, SigningPublicKey
 from policies import audit, audit_export
 from policies.audit import GENESIS, Outcome, checkpoint_body
 from policies.principals import Principal
-from sandbox.database import Database, migrate
+from sandbox.store.database import Database, migrate
 
 CHECKPOINT_EVERY = 100  # the default VEIL_AUDIT_CHECKPOINT_EVERY
 SAMPLE = 2_000  # events appended with record() too, and compared row for row
@@ -402,7 +402,9 @@ def run(
         try:
 
             def verify() -> audit.VerifyReport:
-                with db.transaction() as session:  # as sandbox.oversight.verify_chain does
+                with (
+                    db.transaction() as session
+                ):  # as sandbox.oversight.audit_log.verify_chain does
                     return audit.verify(session, PUBLIC)
 
             # Verification and the baseline take turns, so that both see the same load.

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import Row
 from keys.bao import free_port
 from sandbox.client import VeilClient
-from sandbox.demo_data import DECLARATION, MACHINES, SHIFTS
+from sandbox.demo.data import DECLARATION, MACHINES, SHIFTS
 
 _VEIL = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "veil"
 _CHUNK_ROWS = 1_000_000

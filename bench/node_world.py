@@ -27,11 +27,11 @@ from node.setup import init_node, node_settings, running_node
 from policies import audit
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION, production_log
-from sandbox.models import Job, JobStatus
+from sandbox.config.settings import Settings
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator, open_veil
-from sandbox.settings import Settings
+from sandbox.store.models import Job, JobStatus
 
 PURPOSE = "process-optimization"
 COLUMNS = ["machine", "shift", "temperature_c", "cycle_time_s", "defects"]

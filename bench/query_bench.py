@@ -32,11 +32,11 @@ from analytics.query_document import parse_query
 from bench.report import Row
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil
-from sandbox.datasets import schema_from_json
-from sandbox.models import Dataset
+from sandbox.config.settings import Settings
+from sandbox.data.datasets import schema_from_json
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator, open_veil
-from sandbox.settings import Settings
+from sandbox.store.models import Dataset
 
 SHM = Path("/dev/shm")  # noqa: S108 - memory, where the baseline hands rows to OpenDP
 LINES = [f"line-{i:02d}" for i in range(20)]

@@ -37,9 +37,9 @@ from analytics.query_document import parse_query
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
 from bench.query_bench import LINES, QUERY, SHM, make_frame
 from bench.report import Row
-from sandbox.child import Task
-from sandbox.isolation import SandboxPool
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.isolation.child import Task
+from sandbox.isolation.pool import SandboxPool
 
 EPSILON = 0.3
 

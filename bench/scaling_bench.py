@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import Row, print_rows, row
 from cluster.local import LocalCluster
 from sandbox.client import VeilClient
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.demo.data import DECLARATION, production_log
 
 PURPOSE = "process-optimization"
 QUERY = [

@@ -2,7 +2,7 @@
 
 Starts PostgreSQL, three OpenBao nodes (raft), two API processes behind one address
 (``veil serve --processes 2``) and three ``veil worker`` processes; tells the demo's story
-(``sandbox.demo.run_scenario``) through that address; then kills the key server's leader
+(``sandbox.demo.walkthrough.run_scenario``) through that address; then kills the key server's leader
 and one worker (SIGKILL) and shows that queries submitted afterwards are all released;
 verifies the audit chain; stops everything.  Exits non-zero if any step fails.
 
@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 from cluster.local import LocalCluster  # noqa: E402
 from node.demo import enrol_node, node_process  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
-from sandbox.datadir import restrict_umask  # noqa: E402
-from sandbox.demo import PURPOSE, run_scenario  # noqa: E402
-from sandbox.demo_data import DECLARATION, production_log  # noqa: E402
+from sandbox.config.datadir import restrict_umask  # noqa: E402
+from sandbox.demo.data import DECLARATION, production_log  # noqa: E402
+from sandbox.demo.walkthrough import PURPOSE, run_scenario  # noqa: E402
 
 API_PROCESSES, WORKERS, KEY_NODES = 2, 3, 3
 LOSS_JOBS = 12

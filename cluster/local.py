@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, text
 from cluster.postgres import PostgresServer, find_postgres_bin, usable_as_root
 from keys import KeyServerConfig
 from keys.bao import free_port
-from sandbox.datadir import make_private_dirs, open_private
+from sandbox.config.datadir import make_private_dirs, open_private
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

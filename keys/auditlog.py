@@ -5,7 +5,7 @@ The log's response entries hold their request: time, namespace, path, mount, ope
 the caller, and the request headers the server was told to audit in clear (Veil's
 ``X-Veil-Object``; see :func:`keys.key_operation`).  :func:`operation_of` names what each
 request did to keys, policies or authentication, reads included (a key's configuration, an
-export, a backup, a role id), and ``sandbox.keyaudit`` puts these next to Veil's own audit
+export, a backup, a role id), and ``sandbox.oversight.keyaudit`` puts these next to Veil's own audit
 events.
 """
 

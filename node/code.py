@@ -2,12 +2,12 @@
 
 Each round the node reads the pending code requests on its datasets from the control plane
 (``sandbox.nodes.code``).  A request it has not seen is checked again against the node's own
-grants and run on the mock in the node's own sandbox (``sandbox.reviewed_code.submit_code``
+grants and run on the mock in the node's own sandbox (``sandbox.jobs.reviewed_code.submit_code``
 on the node's core), and kept here under the control plane's id with the SHA-256 of the
 source the node received.  The enterprise approves or denies it on its node (its console or
 ``veil code approve`` pointed at the node); the node signs the decision and sends it while
 the control plane still lists the request as pending.  A tier-5 job runs here only on the
-node's own approved copy (``sandbox.reviewed_code.resolve_code_job``): a request the control
+node's own approved copy (``sandbox.jobs.reviewed_code.resolve_code_job``): a request the control
 plane marks approved, or whose source it changed, is refused.
 """
 
@@ -23,11 +23,11 @@ from node.publish import sign
 from policies import audit
 from policies.errors import Denied, InvalidRequest, VeilError
 from policies.principals import Principal, Role
-from sandbox.core import Veil
-from sandbox.models import CodeRequest, CodeStatus, Dataset
+from sandbox.jobs.reviewed_code import submit_code
 from sandbox.nodes.code import PENDING_BATCH
 from sandbox.nodes.mirror import checked_id
-from sandbox.reviewed_code import submit_code
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import CodeRequest, CodeStatus, Dataset
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,10 @@ from keys.bao import free_port
 from policies.grants import EPSILON_UNIT
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil
-from sandbox.datadir import prepare_data_dir
-from sandbox.demo import (
+from sandbox.config.datadir import prepare_data_dir
+from sandbox.config.settings import Settings
+from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
+from sandbox.demo.walkthrough import (
     GRANTED_COLUMNS,
     PURPOSE,
     _audit,
@@ -45,10 +46,9 @@ from sandbox.demo import (
     _refusals,
     _train,
 )
-from sandbox.demo_data import DECLARATION, production_log, second_enterprise_log
-from sandbox.models import Dataset, Job, JobStatus
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator, open_veil
-from sandbox.settings import Settings
+from sandbox.store.models import Dataset, Job, JobStatus
 
 ENTERPRISES = (("Acme Metal Works", "acme-metal"), ("Globex Parts", "globex-parts"))
 

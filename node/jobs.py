@@ -3,7 +3,7 @@
 Whatever the control plane says, a job runs on this node only if this node's own records
 allow it: the provider holds a grant *here* (made by the enterprise on this node) covering
 the dataset, tier, columns and purpose, and this node's own ledger has the budget
-(``sandbox.jobs.submit_job`` on the node's core: the same decision and debit as any job).
+(``sandbox.jobs.submit.submit_job`` on the node's core: the same decision and debit as any job).
 A job id is taken once (``node_jobs``): a replayed hand-over is never run again, and the
 one answer this node signed is what it sends, however often it is asked.
 """
@@ -25,10 +25,10 @@ from node.publish import sign
 from policies import audit
 from policies.errors import Denied, VeilError
 from policies.principals import Principal, Role, Status
-from sandbox.artifacts import load_artifact
-from sandbox.core import Veil
-from sandbox.jobs import JobSubmission, submit_job
-from sandbox.models import Dataset, Job, JobStatus
+from sandbox.jobs.artifacts import load_artifact
+from sandbox.jobs.submit import JobSubmission, submit_job
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Dataset, Job, JobStatus
 
 log = logging.getLogger(__name__)
 #: A local job's endings that are answered.  A held output (tier 5) is not one: it waits

@@ -23,7 +23,7 @@ from node import jobs, recovery
 from node.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
 from node.code import CodeDesk
 from node.publish import Publisher
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 
 log = logging.getLogger(__name__)
 

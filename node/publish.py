@@ -16,9 +16,9 @@ from node.client import ControlPlane
 from policies import audit
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role, Status
-from sandbox.core import Veil
-from sandbox.datasets import rounded_count
-from sandbox.models import Dataset, DatasetVersion
+from sandbox.data.datasets import rounded_count
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Dataset, DatasetVersion
 
 
 def sign(veil: Veil, node_id: str, document: dict[str, Any]) -> dict[str, Any]:

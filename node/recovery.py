@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from node import jobs
 from node.models import NodeJob, NodeJobState
 from policies import audit
-from sandbox.core import Veil
-from sandbox.models import Job
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Job
 
 
 def lost(veil: Veil, control_ids: list[str]) -> set[str]:

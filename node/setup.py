@@ -26,9 +26,9 @@ from node.client import ControlPlane
 from node.link import NodeLink
 from policies import audit
 from policies.principals import Principal, Role, Status, issue_token
-from sandbox.core import Veil
+from sandbox.config.settings import Settings
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
-from sandbox.settings import Settings
 
 
 def default_node_dir() -> Path:
@@ -131,7 +131,7 @@ def ensure_enterprise(veil: Veil, config: NodeConfig) -> None:
     its principal under the control plane's id (idempotent)."""
     with veil.db.read() as session:
         if session.get(Principal, config.enterprise_id) is not None:
-            return  # provisioned (keys first, then the row: see sandbox.tenants)
+            return  # provisioned (keys first, then the row: see sandbox.accounts.tenants)
     with key_operation(f"enterprise:{config.enterprise_slug}/1"):
         veil.keys.create_tenant(config.enterprise_slug)
     with veil.db.transaction() as session:

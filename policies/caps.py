@@ -8,7 +8,7 @@ neither (:func:`debit_job`), and a refund gives both back (:func:`restore_cap` w
 
 The rule (:func:`cap_reason`) is pure.  The ledger operations are single conditional
 ``UPDATE`` statements, like the grant's, so concurrent jobs can never overspend the cap.  The
-table that holds a cap (``sandbox.models.Dataset``) lives above this package, so it takes
+table that holds a cap (``sandbox.store.models.Dataset``) lives above this package, so it takes
 its cap columns from :class:`CapColumns` and is passed in.
 """
 

@@ -10,7 +10,7 @@ fits, so concurrent jobs can never overspend, on SQLite or PostgreSQL.
 The ledger (``budget_debits``) only grows: a refund is a new, negative entry naming the
 debit it gives back (``refund_of``, unique: a debit is refunded at most once), so the
 entries of a grant always add up to what it has spent.  Whether a debit may be refunded
-(its job read no data) is the caller's decision (``sandbox.refunds``).
+(its job read no data) is the caller's decision (``sandbox.jobs.refunds``).
 """
 
 from __future__ import annotations

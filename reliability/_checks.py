@@ -28,8 +28,8 @@ from policies.audit import AuditEvent
 from policies.grants import BudgetDebit, Grant
 from reliability._cluster import CANARY, CSV_HEADER, Cluster, World
 from sandbox.client import VeilClient
-from sandbox.database import make_engine
-from sandbox.models import Dataset, Job, JobStatus
+from sandbox.store.database import make_engine
+from sandbox.store.models import Dataset, Job, JobStatus
 
 PARQUET_MAGIC = b"PAR1"
 _OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)

@@ -34,8 +34,8 @@ import httpx
 from keys import LocalKeyServer
 from keys.bao import free_port
 from sandbox.client import FINAL_JOB_STATUSES, ApiError, VeilClient
-from sandbox.demo import QUERIES
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.demo.walkthrough import QUERIES
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -37,8 +37,8 @@ from keys import LocalKeyServer
 from keys.bao import free_port
 from reliability._cluster import CANARY_COLUMN, GRANTED, HOST, PURPOSE, Cluster, canary_csv
 from sandbox.client import ApiError, VeilClient
-from sandbox.database import make_engine
-from sandbox.demo_data import DECLARATION
+from sandbox.demo.data import DECLARATION
+from sandbox.store.database import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The purpose of the short grant (scenario "grant expires while the node is away").

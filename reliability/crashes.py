@@ -40,7 +40,7 @@ from reliability._checks import (  # noqa: E402
 )
 from reliability._cluster import Cluster, Load, Process, World, descendants  # noqa: E402
 from reliability.report import Outcome, main  # noqa: E402
-from sandbox.models import Job, JobStatus  # noqa: E402
+from sandbox.store.models import Job, JobStatus  # noqa: E402
 
 AREA = "crashes"
 SETTLE_S = 60.0  # a job open at a kill must end within this after the restart

@@ -63,7 +63,7 @@ from bench.api_bench import HOST, server  # noqa: E402
 from bench.api_server import TOKEN_FILE  # noqa: E402
 from reliability.report import Outcome, main  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
-from sandbox.demo_data import DECLARATION, production_log  # noqa: E402
+from sandbox.demo.data import DECLARATION, production_log  # noqa: E402
 
 AREA = "fuzzing"
 ROLES = ("provider", "enterprise", "security officer", "operator")  # the provider first: the

@@ -9,7 +9,7 @@ same keys) and checks that service resumes with no manual step: a job submitted 
 released, the health check answers 200 and an upload works, within a bounded time.  At the end
 the privacy ledger, the release events, the audit chain and the disk are checked as after crashes,
 and no job that failed before reading its data may have kept its debit (it is refunded,
-``job.refunded``: ``sandbox.refunds``).
+``job.refunded``: ``sandbox.jobs.refunds``).
 
 Run alone: ``.venv/bin/python reliability/keyserver_loss.py [--quick]`` (quick: one outage;
 full: three).
@@ -44,7 +44,7 @@ from reliability._checks import (  # noqa: E402
 from reliability._cluster import Cluster, Load, World, call_status, canary_csv  # noqa: E402
 from reliability.report import Outcome, main  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
-from sandbox.models import Job, JobStatus  # noqa: E402
+from sandbox.store.models import Job, JobStatus  # noqa: E402
 
 AREA = "key-server loss"
 RESUME_S = 60.0  # after OpenBao is back, a new job must be released within this

@@ -52,7 +52,7 @@ from reliability._nodes import (  # noqa: E402
 )
 from reliability.report import Outcome, main  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
-from sandbox.models import Job, JobStatus  # noqa: E402
+from sandbox.store.models import Job, JobStatus  # noqa: E402
 
 AREA = "nodes"
 EPSILON = 0.05

@@ -21,16 +21,16 @@ from datetime import timedelta
 from keys import KeyService, LocalKeyServer
 from policies import audit
 from policies.principals import Principal, Role, create_principal, issue_token
-from sandbox.core import JobQueue, Veil
-from sandbox.database import Database, migrate
-from sandbox.datadir import prepare_data_dir
-from sandbox.isolation import SandboxPool
-from sandbox.job_queue import QUEUE, RUN_JOB, open_queue, procrastinate_app, requeue_lost
-from sandbox.keyserver import KeyOutageAudit
-from sandbox.leases import WorkerLease, recover_interrupted_jobs
-from sandbox.runner import claim_job, run_job
-from sandbox.settings import Settings
-from sandbox.workers import JobWorker, Upkeep, close_pools, open_pools
+from sandbox.config.datadir import prepare_data_dir
+from sandbox.config.settings import Settings
+from sandbox.isolation.pool import SandboxPool
+from sandbox.jobs.leases import WorkerLease, recover_interrupted_jobs
+from sandbox.jobs.queue import QUEUE, RUN_JOB, open_queue, procrastinate_app, requeue_lost
+from sandbox.jobs.runner import claim_job, run_job
+from sandbox.jobs.workers import JobWorker, Upkeep, close_pools, open_pools
+from sandbox.runtime.keyserver import KeyOutageAudit
+from sandbox.runtime.veil import JobQueue, Veil
+from sandbox.store.database import Database, migrate
 
 log = logging.getLogger(__name__)
 

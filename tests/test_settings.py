@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from keys import Tenancy
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 
 
 def test_data_dir_comes_from_veil_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

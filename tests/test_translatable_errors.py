@@ -20,7 +20,7 @@ import analytics.training_spec
 import keys
 import policies.errors
 import sandbox.api.routes_datasets
-import sandbox.receipt_format
+import sandbox.oversight.receipt_format
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The code whose error messages users read. The console, the CLI and ingestion are
@@ -42,7 +42,7 @@ def _subclasses(*bases: type) -> set[type]:
 
 def _error_names() -> set[str]:
     # The imports above load every module that defines one of these errors.
-    assert sandbox.api.routes_datasets and sandbox.receipt_format
+    assert sandbox.api.routes_datasets and sandbox.oversight.receipt_format
     classes = _subclasses(
         policies.errors.VeilError,
         keys.KeysError,

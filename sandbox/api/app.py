@@ -29,13 +29,13 @@ from sandbox.api import (
 )
 from sandbox.api.language import LanguageMiddleware
 from sandbox.api.limits import BodyLimit, RequestGuard
+from sandbox.config.datadir import restrict_umask
+from sandbox.config.settings import Settings
 from sandbox.console import site as console_site
 from sandbox.console.routes_enterprise import FORM_SLACK
 from sandbox.console.session import COOKIE
-from sandbox.core import Veil
-from sandbox.datadir import restrict_umask
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
-from sandbox.settings import Settings
 
 
 class Health(BaseModel):

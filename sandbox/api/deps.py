@@ -10,9 +10,9 @@ from i18n import Msg
 from policies import audit
 from policies.errors import Unauthenticated
 from policies.principals import Principal
+from sandbox.accounts.tokens import authenticate_request
 from sandbox.api.limits import AUTH_FAILED
-from sandbox.core import Veil
-from sandbox.tokens import authenticate_request
+from sandbox.runtime.veil import Veil
 
 
 async def get_veil(request: Request) -> Veil:

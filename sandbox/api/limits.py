@@ -26,7 +26,7 @@ from i18n import Msg
 from i18n.catalog import translate
 from sandbox.api.language import request_language
 from sandbox.api.transport import security_headers
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 
 #: Buckets kept before the full (idle) ones are forgotten.
 MAX_BUCKETS: Final = 100_000

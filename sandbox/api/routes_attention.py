@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox import attention, suspension
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import Input, OptionalTime
+from sandbox.jobs import suspension
+from sandbox.oversight import attention
 
 router = APIRouter(prefix="/v1", tags=["oversight"])
 

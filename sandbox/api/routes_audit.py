@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from sandbox import oversight
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import AuditEventOut, CheckpointOut, OptionalTime, VerifyOut
+from sandbox.oversight import audit_log as oversight
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 MAX_SEQ = 2**63 - 1  # the largest integer the database stores

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from sandbox import classification, important_data
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import Input
+from sandbox.data import classification, important_data
 
 router = APIRouter(prefix="/v1", tags=["classification"])
 

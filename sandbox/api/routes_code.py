@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from policies.capabilities import Capability, require
-from sandbox import outcomes, reviewed_code
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.routes_jobs import job_out
 from sandbox.api.schemas import CodeIn, CodeOut, HeldOut, JobOut, ReasonIn
-from sandbox.models import CodeRequest
+from sandbox.jobs import outcomes, reviewed_code
+from sandbox.store.models import CodeRequest
 
 router = APIRouter(prefix="/v1", tags=["reviewed code"])
 

@@ -14,7 +14,6 @@ from policies.budget import summary
 from policies.capabilities import Capability, may, require
 from policies.errors import InvalidRequest
 from policies.principals import Principal
-from sandbox import catalog, datasets
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import (
     BudgetOut,
@@ -24,8 +23,9 @@ from sandbox.api.schemas import (
     DatasetOut,
     VersionOut,
 )
-from sandbox.core import Veil
-from sandbox.models import Dataset, DatasetVersion
+from sandbox.data import catalog, datasets
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Dataset, DatasetVersion
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 

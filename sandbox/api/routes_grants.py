@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from policies.grants import Grant, GrantChange, GrantTerms, describe
-from sandbox import consent
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import GrantChangeIn, GrantIn, GrantOut, RevokeIn
+from sandbox.grants import consent
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
 

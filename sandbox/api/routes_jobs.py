@@ -15,7 +15,6 @@ from policies.capabilities import Capability, may, require
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import Grant
 from policies.principals import Principal
-from sandbox import jobs
 from sandbox.api.deps import PrincipalDep, VeilDep, current_principal
 from sandbox.api.messages import translate_stored
 from sandbox.api.schemas import (
@@ -26,8 +25,9 @@ from sandbox.api.schemas import (
     PreviewOut,
     ResultOut,
 )
-from sandbox.artifacts import load_artifact
-from sandbox.models import Job, JobStatus
+from sandbox.jobs import submit as jobs
+from sandbox.jobs.artifacts import load_artifact
+from sandbox.store.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from sandbox import keyaudit
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import OptionalTime
+from sandbox.oversight import keyaudit
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 

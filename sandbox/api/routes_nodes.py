@@ -20,10 +20,10 @@ from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, Unauthenticated
 from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
 from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH, Input
-from sandbox.core import Veil
 from sandbox.nodes import code, feed, mirror, registry
-from sandbox.nodes.models import Node
 from sandbox.nodes.schemas import CodeRequestDoc, DatasetDoc, JobDoc, SignedDoc, body
+from sandbox.runtime.veil import Veil
+from sandbox.store.node_models import Node
 
 router = APIRouter(tags=["nodes"])
 MAX_CLAIM_WAIT_S = 20.0  # the longest a claim may wait for a job (a long poll)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from policies.principals import Principal, Role
-from sandbox import tenants
+from sandbox.accounts import tenants
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import (
     EnterpriseIn,

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from sandbox import receipts
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import OptionalTime
+from sandbox.oversight import receipts
 
 router = APIRouter(prefix="/v1", tags=["receipts"])
 

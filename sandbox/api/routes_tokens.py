@@ -1,5 +1,5 @@
 """API tokens: the operator issues them; each principal lists, revokes and rotates its own,
-the operator everyone's (``sandbox/tokens.py``; another principal's token is 404)."""
+the operator everyone's (``sandbox/accounts/tokens.py``; another principal's token is 404)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 
 from policies.principals import IssuedToken
-from sandbox import tokens
+from sandbox.accounts import tokens
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import ID_LENGTH, TokenIn, TokenInfoOut, TokenOut, TokenRevokeIn
 

@@ -10,8 +10,8 @@ import uvicorn
 from keys.bao import free_port
 from sandbox.api.app import create_app
 from sandbox.api.transport import tls_options
-from sandbox.core import Veil
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.runtime.veil import Veil
 
 
 class ApiThread:

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from starlette.types import Scope
 
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 
 #: A year, once a browser has seen the API over TLS (RFC 6797); sent only over TLS.
 HSTS: Final = (b"strict-transport-security", b"max-age=31536000")

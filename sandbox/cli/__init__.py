@@ -30,7 +30,7 @@ from sandbox.cli import (
     tokens,
 )
 from sandbox.cli.app import app
-from sandbox.datadir import restrict_umask
+from sandbox.config.datadir import restrict_umask
 
 _ = (
     attention,

@@ -37,7 +37,7 @@ from sandbox.cli.app import audit_app
 from sandbox.cli.output import Output, console, err_console
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Url, connect
 from sandbox.client import ApiError
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 
 #: Nothing could be verified (as opposed to 1: verified, and broken).
 NOTHING_VERIFIED = 2
@@ -147,7 +147,7 @@ def _verify_remote(url: str, token: str, public_key: Path | None, out: Output) -
 def _verify_local(public_key: Path | None, out: Output) -> None:
     """This machine's database, read only; never created."""
     from policies import audit
-    from sandbox.database import is_initialised, make_engine
+    from sandbox.store.database import is_initialised, make_engine
 
     settings = Settings()
     where = _database_location(settings)

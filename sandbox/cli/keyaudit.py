@@ -69,11 +69,11 @@ def _local_report(tenant: str | None, since: datetime | None) -> dict[str, Any]:
 
     from policies.errors import Conflict
     from sandbox.api.routes_keyaudit import KeyAuditOut
-    from sandbox.core import Veil
-    from sandbox.database import Database, is_initialised
-    from sandbox.keyaudit import key_audit
-    from sandbox.keyserver import key_service
-    from sandbox.settings import Settings
+    from sandbox.config.settings import Settings
+    from sandbox.oversight.keyaudit import key_audit
+    from sandbox.runtime.keyserver import key_service
+    from sandbox.runtime.veil import Veil
+    from sandbox.store.database import Database, is_initialised
 
     settings = Settings()
     db = Database(settings.db_url)

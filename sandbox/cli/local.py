@@ -17,9 +17,9 @@ from keys import KeyService, LocalKeyServer, Tenancy, platform_policy
 from sandbox.cli.app import app, keys_app, models_app
 from sandbox.cli.errors import read_json
 from sandbox.cli.output import Output, console, err_console
-from sandbox.datadir import prepare_data_dir
-from sandbox.keyserver import key_service
-from sandbox.settings import Settings
+from sandbox.config.datadir import prepare_data_dir
+from sandbox.config.settings import Settings
+from sandbox.runtime.keyserver import key_service
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -36,8 +36,8 @@ def init(
     ] = False,
 ) -> None:
     """Create the data directory and database, start the key server, print an operator token."""
+    from sandbox.accounts.tokens import recover_operator_token
     from sandbox.service import bootstrap_operator, open_veil
-    from sandbox.tokens import recover_operator_token
 
     settings = Settings()
     with open_veil(settings, worker=False) as veil:
@@ -98,7 +98,7 @@ def demo(
     """Run the main path end to end on the embedded defaults: a control plane and one node
     per demo enterprise (--hosted: everything in one process)."""
     if hosted or keep:
-        from sandbox.demo import run_demo
+        from sandbox.demo.walkthrough import run_demo
 
         run_demo(Settings(), console, keep=keep)
         return
@@ -135,7 +135,7 @@ def serve(
         return
     # The processes share everything through the database and the key server: start the
     # embedded key server, provision Veil's keys and migrate once here, before they start.
-    from sandbox.database import migrate
+    from sandbox.store.database import migrate
 
     prepare_data_dir(settings.data_dir)
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
@@ -237,7 +237,7 @@ def keys_rotate(
     as_json: JsonOpt = False,
 ) -> None:
     """Rotate an enterprise's key and rewrap its stored data keys (audited `key.rotated`)."""
-    from sandbox.key_rotation import rotate_enterprise_key
+    from sandbox.accounts.key_rotation import rotate_enterprise_key
     from sandbox.service import open_veil
 
     with open_veil(Settings(), worker=False) as veil:

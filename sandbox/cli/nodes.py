@@ -19,7 +19,7 @@ from sandbox.cli.app import app
 from sandbox.cli.errors import CliError
 from sandbox.cli.output import Output, console
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 
 node_app = typer.Typer(
     help="This enterprise's node: its data, keys and jobs, on its own machine.",
@@ -155,8 +155,8 @@ def node_status(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
 
     from node.models import NodeJob
     from node.setup import NodeConfig
-    from sandbox.database import Database
-    from sandbox.models import CodeRequest, CodeStatus, Job, JobStatus
+    from sandbox.store.database import Database
+    from sandbox.store.models import CodeRequest, CodeStatus, Job, JobStatus
 
     where = _dir(node_dir)
     with _node_errors():
@@ -214,8 +214,8 @@ def nodes_check(as_json: JsonOpt = False) -> None:
     """Verify again, on this machine, every release and refusal the nodes signed: the
     node's signature, the job and query it answers, the result released, the node's read of
     the data and its audit events (exit 1 on any problem)."""
-    from sandbox.database import Database
     from sandbox.nodes.checks import check_releases
+    from sandbox.store.database import Database
 
     db = Database(Settings().db_url)
     try:

@@ -11,10 +11,10 @@ import typer
 from i18n import Msg
 from i18n.catalog import translate
 from keys import InvalidSignature
-from sandbox import receipts
 from sandbox.cli.app import receipts_app
 from sandbox.cli.output import Output, err_console
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
+from sandbox.oversight import receipts
 
 Moment = Annotated[
     str | None,

@@ -76,7 +76,7 @@ class Declaration:
     schema: DatasetSchema
     epsilon_cap: float | None
     delta_cap: float | None
-    #: Per column the MIIT domain and GB/T 43697 level chosen (sandbox.classification).
+    #: Per column the MIIT domain and GB/T 43697 level chosen (sandbox.data.classification).
     classification: dict[str, dict[str, str]] = field(default_factory=dict)
 
 

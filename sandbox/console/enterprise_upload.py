@@ -17,9 +17,10 @@ from analytics.schema import ColumnClass, ColumnType
 from i18n import Msg
 from i18n.catalog import translate
 from policies.errors import InvalidRequest
-from sandbox import ingest, ingest_suggest
 from sandbox.console.enterprise_forms import Fields
-from sandbox.ingest_text import to_text
+from sandbox.ingest import parse as ingest
+from sandbox.ingest import suggest as ingest_suggest
+from sandbox.ingest.text import to_text
 
 #: How much of a chosen file the page's script sends for detection (CSV; Parquet is sent whole).
 SAMPLE_BYTES: Final = 1 << 20
@@ -140,7 +141,7 @@ def _upload(parts: list[_Part]) -> Upload:
 class DetectedColumn:
     """What the sample suggests for one column; the owner confirms or changes each part.
 
-    It holds no value of the data: no bounds, no categories (``sandbox.ingest_suggest``).
+    It holds no value of the data: no bounds, no categories (``sandbox.ingest.suggest``).
     """
 
     name: str

@@ -14,7 +14,7 @@ from i18n import N_
 from policies.tiers import Tier
 
 LABELS: Final[dict[str, str]] = {
-    # Jobs (sandbox.models.JobStatus), code reviews (CodeStatus), output checks.
+    # Jobs (sandbox.store.models.JobStatus), code reviews (CodeStatus), output checks.
     "denied": N_("denied"),
     "queued": N_("queued"),
     "running": N_("running"),

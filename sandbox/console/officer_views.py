@@ -3,8 +3,8 @@
 The pages (``routes_officer``) stay a few lines each; reading the form fields,
 turning audit events into table rows, counting denials per day and listing the
 providers an officer may act on live here.  Everything is read-only and scoped
-like the services it sits on: events through :func:`sandbox.oversight.list_events`,
-providers by the rule of :mod:`sandbox.suspension` (a scoped officer acts only on
+like the services it sits on: events through :func:`sandbox.oversight.audit_log.list_events`,
+providers by the rule of :mod:`sandbox.jobs.suspension` (a scoped officer acts only on
 providers holding a grant, in any state, from one of its enterprises).
 """
 
@@ -29,11 +29,11 @@ from policies.capabilities import Capability, require, tenants_in_scope
 from policies.errors import InvalidRequest
 from policies.grants import Grant
 from policies.principals import Principal, Role
-from sandbox import oversight
-from sandbox.attention import Attention
 from sandbox.console import charts
 from sandbox.console.timezone import current_zone, current_zone_name
-from sandbox.core import Veil
+from sandbox.oversight import audit_log as oversight
+from sandbox.oversight.attention import Attention
+from sandbox.runtime.veil import Veil
 
 #: The audit page's filter fields, in the order of the form.
 FILTER_FIELDS = ("since", "until", "tenant", "actor", "role", "action", "outcome", "resource")
@@ -264,7 +264,7 @@ class ExportForm:
     until: str = ""
 
     def arguments(self) -> dict[str, Any]:
-        """The range for :func:`sandbox.oversight.export`, or InvalidRequest in plain words."""
+        """The range for :func:`sandbox.oversight.audit_log.export`, or InvalidRequest in plain words."""
         first = parse_int(Msg("from event"), self.from_seq)
         last = parse_int(Msg("to event"), self.to_seq)
         since = parse_time(Msg("from time"), self.since)

@@ -3,7 +3,7 @@
 The query form is plain HTML fields (a few rows of statistics, group-by boxes, ε and
 δ) read as strings, so that whatever the provider typed comes back unchanged when the
 page is shown again with an error.  :meth:`QueryForm.submission` turns it into the
-same :class:`sandbox.jobs.JobSubmission` the API builds from its JSON body; the
+same :class:`sandbox.jobs.submit.JobSubmission` the API builds from its JSON body; the
 service checks everything else (grant, purpose, budget, the query's shape).
 """
 
@@ -26,13 +26,13 @@ from policies.errors import InvalidRequest
 from policies.grants import Grant
 from policies.tiers import MOCK_TIER, PRIVATE_QUERY_TIER, Tier
 from sandbox.api.schemas import ID_LENGTH, PURPOSE_LENGTH, JobOut, ReleasedValueOut
-from sandbox.catalog import CatalogEntry
-from sandbox.classification import ColumnClassification, columns_of
 from sandbox.console.charts import day_bars
 from sandbox.console.labels import LABELS
 from sandbox.console.render import number
-from sandbox.datasets import schema_from_json
-from sandbox.jobs import JobSubmission
+from sandbox.data.catalog import CatalogEntry
+from sandbox.data.classification import ColumnClassification, columns_of
+from sandbox.data.datasets import schema_from_json
+from sandbox.jobs.submit import JobSubmission
 
 #: Rows of statistics the form offers (the query document allows more; the API takes them).
 AGGREGATE_ROWS = 3
@@ -96,7 +96,7 @@ class DatasetView:
     budgets: list[BudgetView]
     mock: bool
     queryable: bool
-    #: Each column's national classification (sandbox.classification), by name.
+    #: Each column's national classification (sandbox.data.classification), by name.
     national: dict[str, ColumnClassification] = field(default_factory=dict)
 
 

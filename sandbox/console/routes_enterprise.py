@@ -1,7 +1,7 @@
 """The enterprise's pages: datasets (upload and classify), grants, code approvals, receipts.
 
-Each page calls the services the API calls (``sandbox.datasets``, ``sandbox.consent``,
-``sandbox.reviewed_code``, ``sandbox.receipts``) as the logged-in enterprise.  A refused
+Each page calls the services the API calls (``sandbox.data.datasets``, ``sandbox.grants.consent``,
+``sandbox.jobs.reviewed_code``, ``sandbox.oversight.receipts``) as the logged-in enterprise.  A refused
 change is shown next to the form that caused it, keeping what was typed; a change that
 was made redirects (303) to its page with a notice.
 """
@@ -28,7 +28,7 @@ from policies.capabilities import Capability, require
 from policies.errors import NotFound, VeilError
 from policies.grants import BudgetDebit, Grant
 from policies.principals import Principal, Role
-from sandbox import consent, datasets, receipts, reviewed_code, tenants
+from sandbox.accounts import tenants
 from sandbox.api.deps import VeilDep
 from sandbox.api.errors import status_for
 from sandbox.api.routes_receipts import PAGE_POLICY
@@ -44,8 +44,12 @@ from sandbox.console.session import (
     PrincipalDep,
     require_csrf,
 )
-from sandbox.core import Veil
-from sandbox.models import CodeRequest, CodeStatus, Dataset
+from sandbox.data import datasets
+from sandbox.grants import consent
+from sandbox.jobs import reviewed_code
+from sandbox.oversight import receipts
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import CodeRequest, CodeStatus, Dataset
 
 router = APIRouter()
 

@@ -18,7 +18,6 @@ from i18n import N_
 from i18n.catalog import gettext
 from policies.errors import NotFound
 from policies.principals import Principal
-from sandbox import classification, datasets, important_data, ingest, ingest_suggest
 from sandbox.api.deps import VeilDep
 from sandbox.api.errors import status_for
 from sandbox.api.routes_classification import XLSX
@@ -36,9 +35,12 @@ from sandbox.console.routes_enterprise import (
     problem_fragment,
 )
 from sandbox.console.session import CsrfDep
-from sandbox.core import Veil
-from sandbox.ingest_text import ENCODINGS
-from sandbox.models import Dataset, DatasetVersion
+from sandbox.data import classification, datasets, important_data
+from sandbox.ingest import parse as ingest
+from sandbox.ingest import suggest as ingest_suggest
+from sandbox.ingest.text import ENCODINGS
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Dataset, DatasetVersion
 
 router = APIRouter()
 

@@ -20,13 +20,15 @@ from i18n.catalog import gettext
 from keys import KeysError
 from policies.errors import InvalidRequest, VeilError
 from policies.principals import Principal
-from sandbox import attention, oversight, suspension
 from sandbox.api.deps import VeilDep
 from sandbox.api.errors import status_for
 from sandbox.console import officer_views as views
 from sandbox.console.render import error_text, page
 from sandbox.console.session import PREFIX, CsrfDep, PrincipalDep
-from sandbox.core import Veil
+from sandbox.jobs import suspension
+from sandbox.oversight import attention
+from sandbox.oversight import audit_log as oversight
+from sandbox.runtime.veil import Veil
 
 router = APIRouter()
 

@@ -1,7 +1,7 @@
 """The operator's pages: enterprises, provider accounts and security officers, each listed with
 a form that creates one, and an API token issued for any of them.
 
-Each form calls the service the API and the CLI call (``sandbox.tenants``, ``sandbox.tokens``)
+Each form calls the service the API and the CLI call (``sandbox.accounts.tenants``, ``sandbox.accounts.tokens``)
 with the logged-in principal, so the checks and the audit events are exactly the API's
 (``enterprise.created``, ``provider.created``, ``security_officer.created``, ``token.issued``).
 Only the operator reaches these pages: anyone else is refused (403) before anything is read.
@@ -28,12 +28,12 @@ from keys import KeysError
 from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, VeilError
 from policies.principals import Principal, Role
-from sandbox import tenants, tokens
+from sandbox.accounts import tenants, tokens
 from sandbox.api.deps import VeilDep
 from sandbox.api.errors import status_for
 from sandbox.console.render import error_text, page
 from sandbox.console.session import PREFIX, CsrfDep, console_principal
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 
 router = APIRouter()
 

@@ -1,8 +1,8 @@
 """The provider's pages: granted datasets and mock data, a private query with its accuracy
 preview, jobs with their progress, released results with their accuracy, budgets.
 
-Every page calls the same services as the API (``sandbox.catalog``, ``sandbox.jobs``,
-``sandbox.consent`` and the job/result views of ``sandbox.api.routes_jobs``) with the
+Every page calls the same services as the API (``sandbox.data.catalog``, ``sandbox.jobs.submit``,
+``sandbox.grants.consent`` and the job/result views of ``sandbox.api.routes_jobs``) with the
 session's principal; nothing here reads data or decides anything itself.
 """
 
@@ -19,7 +19,6 @@ from keys import KeysError
 from policies.capabilities import Capability, require
 from policies.errors import Denied, VeilError
 from policies.principals import Principal
-from sandbox import catalog, consent, datasets, jobs
 from sandbox.api import routes_jobs
 from sandbox.api.deps import VeilDep
 from sandbox.api.errors import status_for
@@ -38,8 +37,11 @@ from sandbox.console.provider_forms import (
 from sandbox.console.render import SECURITY_HEADERS, error_text, page
 from sandbox.console.result_charts import result_charts
 from sandbox.console.session import PREFIX, CsrfDep, PrincipalDep
-from sandbox.core import Veil
-from sandbox.models import JobStatus
+from sandbox.data import catalog, datasets
+from sandbox.grants import consent
+from sandbox.jobs import submit as jobs
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import JobStatus
 
 router = APIRouter()
 

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from i18n.catalog import gettext, translate
 from policies.errors import Unauthenticated
+from sandbox.accounts.tokens import authenticate_request
 from sandbox.api.deps import VeilDep, record_failed_login
 from sandbox.console.render import NAV, page
 from sandbox.console.session import (
@@ -18,7 +19,6 @@ from sandbox.console.session import (
     PrincipalDep,
     set_session_cookie,
 )
-from sandbox.tokens import authenticate_request
 
 router = APIRouter()
 

@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from i18n.catalog import gettext
 from policies.errors import VeilError
 from policies.principals import Principal
-from sandbox import tokens
+from sandbox.accounts import tokens
 from sandbox.api.deps import VeilDep
 from sandbox.api.errors import status_for
 from sandbox.console.render import error_text, page
@@ -31,7 +31,7 @@ from sandbox.console.session import (
     renew_session,
     set_session_cookie,
 )
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 
 router = APIRouter()
 

@@ -23,9 +23,9 @@ from fastapi import Depends, Request, Response
 from i18n import Msg
 from policies.errors import Unauthenticated, VeilError
 from policies.principals import Principal
+from sandbox.accounts.tokens import authenticate_request
 from sandbox.api.deps import get_veil, record_failed_login
-from sandbox.core import Veil
-from sandbox.tokens import authenticate_request
+from sandbox.runtime.veil import Veil
 
 COOKIE = "veil_console"
 CSRF_FIELD = "csrf"

@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from keys.node_auth import document_sha256
 from policies.errors import VeilError
-from sandbox.database import Database
-from sandbox.models import Job, JobStatus
 from sandbox.nodes.mirror import verify_node_document
-from sandbox.nodes.models import Node
+from sandbox.store.database import Database
+from sandbox.store.models import Job, JobStatus
+from sandbox.store.node_models import Node
 
 
 @dataclass

@@ -20,11 +20,11 @@ from sqlalchemy import select
 from i18n import Msg
 from policies import audit
 from policies.errors import Conflict, InvalidRequest, NotFound
-from sandbox.core import Veil
-from sandbox.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
 from sandbox.nodes.feed import NODE_ACTIVE
 from sandbox.nodes.mirror import verify_node_document
-from sandbox.nodes.models import Node
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import CodeRequest, CodeStatus, Dataset, Job, JobStatus
+from sandbox.store.node_models import Node
 
 #: Most pending requests handed to a node at once (the rest come in its next rounds).
 PENDING_BATCH = 20

@@ -1,11 +1,11 @@
 """Jobs on node-held datasets: handed to their node, and taken back only as signed releases.
 
-The control plane's own workers never claim these jobs (``sandbox.runner``); a node claims
+The control plane's own workers never claim these jobs (``sandbox.jobs.runner``); a node claims
 them over the node protocol.  A claimed job is ``running`` under the node's id.  It ends
 when the node sends a release its key server signed (checked here against the node's
 public key, the job and its query), or a refusal; a job never ends twice, so no result is
 released twice.  While the node is away its jobs stay queued, their budget held, and
-expire with their grant (``sandbox.jobs.cancel_expired``).
+expire with their grant (``sandbox.jobs.submit.cancel_expired``).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from keys.node_auth import document_sha256
 from policies import audit
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, BudgetDebit
-from sandbox.core import Veil
-from sandbox.leases import requeue_unacknowledged
-from sandbox.models import Dataset, Job, JobStatus
+from sandbox.jobs.leases import requeue_unacknowledged
+from sandbox.jobs.outcomes import still_allowed
+from sandbox.jobs.refunds import fail_with_refund
+from sandbox.jobs.suspension import fail_jobs_of_suspended
 from sandbox.nodes.mirror import verify_node_document
-from sandbox.nodes.models import Node
-from sandbox.outcomes import still_allowed
-from sandbox.refunds import fail_with_refund
-from sandbox.suspension import fail_jobs_of_suspended
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Dataset, Job, JobStatus
+from sandbox.store.node_models import Node
 
 #: The states of a job a node claimed and has not ended: computing, or held there for its
 #: enterprise to decide (``sandbox.nodes.code.held``).

@@ -25,10 +25,10 @@ from policies.db import new_id
 from policies.errors import Conflict, Forbidden, InvalidRequest
 from policies.grants import Grant
 from policies.principals import Principal, Role
-from sandbox.core import Veil
-from sandbox.jobs import cancel_queued_jobs
-from sandbox.models import Dataset, DatasetVersion
-from sandbox.nodes.models import Node
+from sandbox.jobs.submit import cancel_queued_jobs
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Dataset, DatasetVersion
+from sandbox.store.node_models import Node
 
 NODE_FORMAT = "node"  # DatasetVersion.source_format of a version held on a node
 _ID = re.compile(r"^(?=.{3,40}$)[a-z]{1,8}_[A-Za-z0-9_-]+$")  # new_id's ids, at most 40

@@ -26,8 +26,8 @@ from policies.capabilities import Capability, require
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.principals import Principal, Role, create_principal, validate_slug
-from sandbox.core import Veil
-from sandbox.nodes.models import Node, NodeNonce, NodeStatus, node_of
+from sandbox.runtime.veil import Veil
+from sandbox.store.node_models import Node, NodeNonce, NodeStatus, node_of
 
 ENROLMENT_LIFETIME: Final = timedelta(days=7)
 _SEEN_EVERY: Final = timedelta(seconds=30)  # last_seen_at is written at most this often
@@ -47,7 +47,7 @@ class Enrolment:
 def create_node_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> Enrolment:
     """An enterprise whose data and keys will live on its own node, and its enrolment code.
 
-    Unlike :func:`sandbox.tenants.create_enterprise`, nothing is provisioned in the control
+    Unlike :func:`sandbox.accounts.tenants.create_enterprise`, nothing is provisioned in the control
     plane's key server: no key of this enterprise ever exists here.
     """
     require(operator, Capability.MANAGE_PRINCIPALS)

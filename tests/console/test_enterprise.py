@@ -18,10 +18,10 @@ from playwright.sync_api import Locator, Page, expect
 from analytics.syft_code import source_sha256
 from policies.db import new_id
 from sandbox.api.routes_receipts import PAGE_POLICY
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION, production_log
-from sandbox.models import CodeRequest, CodeStatus
-from sandbox.receipt_format import verify_receipt
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.oversight.receipt_format import verify_receipt
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import CodeRequest, CodeStatus
 from tests.console.conftest import log_in, token_of
 from tests.sandbox.conftest import PURPOSE, World
 

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from sandbox.client import ApiError
-from sandbox.demo_data import DECLARATION, MACHINES, SHIFTS
+from sandbox.demo.data import DECLARATION, MACHINES, SHIFTS
 from tests.console.conftest import log_in, token_of
 from tests.sandbox.conftest import PURPOSE, World, make_world
 

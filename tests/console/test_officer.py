@@ -18,7 +18,7 @@ from policies.audit_export import verify_export
 from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError
 from sandbox.console.session import csrf_token
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
 from tests.console.conftest import log_in, token_of
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for

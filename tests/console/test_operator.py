@@ -18,7 +18,7 @@ from i18n import Msg
 from i18n.catalog import translate
 from sandbox.client import VeilClient
 from sandbox.console.session import csrf_token
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.demo.data import DECLARATION, production_log
 from tests.console.conftest import token_of
 from tests.sandbox.conftest import World
 

@@ -15,11 +15,11 @@ from playwright.sync_api import Browser, Page, expect
 
 from i18n.catalog import LOCALE_DIR, use
 from policies.errors import InvalidRequest
+from sandbox.config.settings import Settings
 from sandbox.console.enterprise_forms import minute, parse_minute
 from sandbox.console.preferences import safe_next
 from sandbox.console.render import number, when
 from sandbox.console.timezone import DEFAULT_TIMEZONE, set_zone
-from sandbox.settings import Settings
 from tests.console.conftest import log_in, token_of
 from tests.sandbox.conftest import World
 

@@ -18,7 +18,7 @@ from keys import KeyServerConfig, KeyServerUnavailable, KeyService
 from keys.bao import free_ports
 from keys.cluster import LocalKeyCluster, main
 from keys.vault import KeyServerClient
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from node.link import NodeLink
 from node.setup import NodeConfig, init_node, running_node
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION, production_log
-from sandbox.models import Job, JobStatus
+from sandbox.config.settings import Settings
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator
-from sandbox.settings import Settings
+from sandbox.store.models import Job, JobStatus
 from tests.sandbox.conftest import GRANTED, PURPOSE, api, veil  # noqa: F401 - fixtures
 
 __all__ = ["GRANTED", "PURPOSE", "NodeWorld"]

@@ -17,10 +17,10 @@ from node.models import NodeJob
 from policies.grants import Grant
 from sandbox.cli import run
 from sandbox.client import ApiError, VeilClient
-from sandbox.demo_data import MACHINES
-from sandbox.models import CodeRequest, CodeStatus
+from sandbox.demo.data import MACHINES
 from sandbox.nodes import code as cp_code
-from sandbox.nodes.models import Node
+from sandbox.store.models import CodeRequest, CodeStatus
+from sandbox.store.node_models import Node
 from tests.nodes.conftest import GRANTED, PURPOSE, NodeWorld
 from tests.sandbox.test_reviewed_code import MAX_CYCLE, MEAN_CYCLE, RAW_ROWS
 

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 from node.link import NodeLink
 from node.models import NodeJob, NodeJobState
 from policies.principals import Principal
-from sandbox.jobs import JobSubmission, submit_job
-from sandbox.models import Job, JobStatus
+from sandbox.jobs.submit import JobSubmission, submit_job
+from sandbox.store.models import Job, JobStatus
 from tests.nodes.conftest import PURPOSE, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import pytest
 
 from analytics.training import load_model, predict
 from sandbox.client import ApiError, VeilClient
-from sandbox.demo_data import DECLARATION
-from sandbox.models import Job
+from sandbox.demo.data import DECLARATION
+from sandbox.store.models import Job
 from tests.nodes.conftest import PURPOSE, NodeWorld
 
 pytestmark = pytest.mark.integration

@@ -30,10 +30,10 @@ from node.jobs import take
 from node.models import NodeJob
 from policies.audit import AuditEvent
 from policies.grants import EPSILON_UNIT, Grant
-from sandbox.keyaudit import key_audit
-from sandbox.leases import HANDOVER_S, requeue_unacknowledged
-from sandbox.models import DatasetVersion, Job, JobStatus
+from sandbox.jobs.leases import HANDOVER_S, requeue_unacknowledged
 from sandbox.nodes.feed import job_document
+from sandbox.oversight.keyaudit import key_audit
+from sandbox.store.models import DatasetVersion, Job, JobStatus
 from tests.nodes.conftest import PURPOSE, NodeWorld
 
 pytestmark = pytest.mark.integration
@@ -336,7 +336,7 @@ def test_a_release_for_another_query_is_refused(node_world: NodeWorld) -> None:
 def test_jobs_wait_while_the_node_is_away_and_expire_with_their_grant(
     node_world: NodeWorld,
 ) -> None:
-    from sandbox.jobs import cancel_expired
+    from sandbox.jobs.submit import cancel_expired
 
     first = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
     time.sleep(0.5)  # the control plane's own worker polls meanwhile: it never takes it

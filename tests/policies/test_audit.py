@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from keys import KeyService, SigningPublicKey
 from policies import audit, audit_export
 from policies.principals import Principal
-from sandbox.database import Database, migrate
+from sandbox.store.database import Database, migrate
 
 
 @pytest.fixture

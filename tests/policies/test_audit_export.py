@@ -23,7 +23,7 @@ from policies.audit_export import (
     plan_export,
     verify_export,
 )
-from sandbox.database import Database, migrate
+from sandbox.store.database import Database, migrate
 
 _PRIVATE = Ed25519PrivateKey.generate()
 PUBLIC = {

@@ -29,7 +29,7 @@ from policies.capabilities import (
 from policies.errors import Forbidden, NotFound
 from policies.principals import Principal, Role
 from sandbox.api.app import create_app
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 from tests.security.authz_table import BY_KEY, RELATED, Endpoint
 from tests.security.authz_world import AuthzWorld, send, target_for
 
@@ -235,7 +235,9 @@ def test_officer_scope_is_read_in_one_place() -> None:
         if OFFICER_SCOPE.search(path.read_text(encoding="utf-8"))
     )
     assert readers == ["policies/capabilities.py", "sandbox/api/routes_principals.py"]
-    assert "require_role" not in (ROOT / "sandbox" / "tenants.py").read_text(encoding="utf-8")
+    assert "require_role" not in (ROOT / "sandbox" / "accounts" / "tenants.py").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_console_pages_ask_the_table() -> None:

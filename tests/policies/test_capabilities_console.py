@@ -19,8 +19,8 @@ from fastapi.routing import APIRoute
 from policies.capabilities import ROLES, Capability
 from policies.principals import Role
 from sandbox.api.app import create_app
+from sandbox.config.settings import Settings
 from sandbox.console.session import csrf_token
-from sandbox.settings import Settings
 from tests.policies.test_capabilities import CALLERS
 from tests.security.authz_world import AuthzWorld
 

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from keys import LocalKeyServer
 from keys.bao import free_port
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.demo.data import DECLARATION, production_log
 from tests.sandbox.conftest import GRANTED, PURPOSE
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from policies import audit
 from policies.db import new_id
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant, GrantTerms, create_grant
 from policies.principals import Role, create_principal
-from sandbox.database import WRITE_LOCK_KEY, Database, migrate
-from sandbox.models import Job, JobStatus
+from sandbox.store.database import WRITE_LOCK_KEY, Database, migrate
+from sandbox.store.models import Job, JobStatus
 from tests.postgres.workers import claim_all, debit_and_audit, run_processes
 
 pytestmark = pytest.mark.integration

@@ -19,11 +19,11 @@ from cluster.local import stop_processes
 from keys import LocalKeyServer
 from policies import audit
 from sandbox.api.thread import ApiThread
-from sandbox.core import Veil
-from sandbox.models import Job, JobWorkerLease
-from sandbox.oversight import verify_chain
+from sandbox.config.settings import Settings
+from sandbox.oversight.audit_log import verify_chain
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
-from sandbox.settings import Settings
+from sandbox.store.models import Job, JobWorkerLease
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration

@@ -14,12 +14,12 @@ from keys import LocalKeyServer
 from policies.grants import BudgetDebit, Grant, refund
 from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError
-from sandbox.core import Veil
-from sandbox.models import Dataset
-from sandbox.outcomes import fail_running
-from sandbox.oversight import verify_chain
-from sandbox.runner import claim_job
+from sandbox.jobs.outcomes import fail_running
+from sandbox.jobs.runner import claim_job
+from sandbox.oversight.audit_log import verify_chain
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
+from sandbox.store.models import Dataset
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ import node.models
 import policies.audit
 import policies.grants
 import policies.principals
-import sandbox.models
-import sandbox.nodes.models
+import sandbox.store.models
+import sandbox.store.node_models
 from cluster.postgres import PostgresServer
 from keys import LocalKeyServer
 from policies.db import Base
@@ -30,8 +30,8 @@ from sandbox.api.schemas import PURPOSE_LENGTH
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.console.session import CSRF_FIELD, PREFIX, csrf_token
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION
+from sandbox.demo.data import DECLARATION
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
@@ -89,8 +89,8 @@ def _code(**change: Any) -> dict[str, Any]:
 def test_every_length_limited_column_is_known() -> None:
     """The columns the schema limits below; a new ``String(n)`` column fails here until its
     inputs are checked (and added)."""
-    _ = (policies.audit, policies.grants, policies.principals, sandbox.models,
-         sandbox.nodes.models, node.models)  # every table  # fmt: skip
+    _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
+         sandbox.store.node_models, node.models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()

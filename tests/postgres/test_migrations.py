@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from policies.db import Base
-from sandbox.database import alembic_config, migrate
+from sandbox.store.database import alembic_config, migrate
 
 pytestmark = pytest.mark.integration
 

@@ -25,10 +25,10 @@ from keys.vault import KeyServerClient
 from policies import audit
 from policies.db import new_id
 from policies.grants import Grant, debit
-from sandbox.core import Veil
-from sandbox.database import Database
-from sandbox.runner import claim_next_job
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.jobs.runner import claim_next_job
+from sandbox.runtime.veil import Veil
+from sandbox.store.database import Database
 
 #: How long all the workers together may take, start-up included.  Starting one costs a
 #: fresh interpreter importing Veil (1.5 s on an idle core; several times that on two

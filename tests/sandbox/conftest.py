@@ -14,10 +14,10 @@ import pytest
 from keys import LocalKeyServer
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.config.settings import Settings
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator, open_veil
-from sandbox.settings import Settings
 
 PURPOSE = "process-optimization"
 GRANTED = ["machine", "shift", "temperature_c", "cycle_time_s", "defects", "yield_pct"]

@@ -1,6 +1,6 @@
 """A stand-in job process for the sandbox's own tests: runs the code it is sent.
 
-Bound into the sandbox by ``SandboxPool(entry=...)`` exactly like ``sandbox/child.py``
+Bound into the sandbox by ``SandboxPool(entry=...)`` exactly like ``sandbox/isolation/child.py``
 (same bubblewrap view, same limits).  The task's ``extra["code"]`` is executed with
 ``data`` (the bytes sent) in scope; whatever it leaves in ``result`` is sent back.
 """
@@ -12,7 +12,7 @@ import os
 import pickle
 import sys
 
-from sandbox.child import read_frame, write_frame
+from sandbox.isolation.child import read_frame, write_frame
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from keys import LocalKeyServer
 from sandbox.api.app import create_app
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sandbox.client import VeilClient
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import PURPOSE, World
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")

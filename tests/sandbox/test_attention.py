@@ -18,8 +18,8 @@ from policies import audit
 from policies.db import new_id
 from sandbox.cli import app as cli_app
 from sandbox.client import ApiError, VeilClient
-from sandbox.core import Veil
-from sandbox.models import Job, JobStatus
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import Job, JobStatus
 from tests.sandbox.conftest import GRANTED, PURPOSE, World
 
 pytestmark = pytest.mark.integration

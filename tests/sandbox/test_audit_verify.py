@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keys.bao import free_port
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 from tests.console.conftest import token_of
 from tests.sandbox.conftest import World
 

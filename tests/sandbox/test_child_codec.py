@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sandbox.child import Opaque, decode_value, encode_value
+from sandbox.isolation.child import Opaque, decode_value, encode_value
 
 
 def round_trip(value: object) -> object:

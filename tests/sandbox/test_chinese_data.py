@@ -18,9 +18,9 @@ import pytest
 from openpyxl import load_workbook  # type: ignore[import-untyped]
 
 from i18n.catalog import use
-from sandbox import important_data
 from sandbox.client import ApiError, VeilClient
-from sandbox.core import Veil
+from sandbox.data import important_data
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator
 from tests.sandbox.conftest import PURPOSE
 

@@ -15,10 +15,10 @@ from keys import LocalKeyServer, Tenancy, platform_policy
 from keys.bao import free_port
 from policies.audit import AuditEvent
 from policies.principals import authenticate, authenticate_token
-from sandbox.oversight import public_keys_pem
+from sandbox.accounts.tenants import create_provider
+from sandbox.config.settings import Settings
+from sandbox.oversight.audit_log import public_keys_pem
 from sandbox.service import open_veil
-from sandbox.settings import Settings
-from sandbox.tenants import create_provider
 
 
 def veil(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -20,8 +20,8 @@ import pytest
 from keys.bao import free_port
 from sandbox.cli.errors import describe
 from sandbox.client import VeilClient
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION
+from sandbox.demo.data import DECLARATION
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator
 
 #: Variables that choose a language; each test sets its own.

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from policies import audit
-from sandbox.database import Database, migrate
+from sandbox.store.database import Database, migrate
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sandbox.client import ApiError
-from sandbox.core import Veil
-from sandbox.oversight import verify_chain
-from sandbox.runner import claim_next_job, run_job
+from sandbox.jobs.runner import claim_next_job, run_job
+from sandbox.oversight.audit_log import verify_chain
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import PURPOSE, World
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from policies.errors import InvalidRequest
 from policies.grants import EPSILON_UNIT, Grant, GrantChange, change_grant
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import World
 
 

@@ -11,8 +11,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
-from sandbox import ingest, ingest_values
-from sandbox.ingest import (
+from sandbox.ingest import parse as ingest
+from sandbox.ingest import values as ingest_values
+from sandbox.ingest.parse import (
     FileFormat,
     IngestError,
     IngestLimits,

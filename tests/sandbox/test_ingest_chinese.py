@@ -12,9 +12,9 @@ from analytics.column_names import column_name_problem, is_column_name, normalis
 from analytics.query_document import parse_query
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
 from analytics.training_document import parse_training
-from sandbox import ingest
 from sandbox.console.enterprise_upload import FilePart, detect_columns
-from sandbox.ingest_suggest import suggest
+from sandbox.ingest import parse as ingest
+from sandbox.ingest.suggest import suggest
 
 SCHEMA = DatasetSchema(
     (

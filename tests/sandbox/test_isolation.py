@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.child import Task
-from sandbox.isolation import SandboxCancelled, SandboxError, SandboxPool
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.isolation.child import Task
+from sandbox.isolation.pool import SandboxCancelled, SandboxError, SandboxPool
 
 PROBE = Path(__file__).with_name("probe_child.py")
 
@@ -254,7 +254,7 @@ result = {
 
 
 def test_the_seccomp_filter_refuses_what_a_job_never_needs(pool: SandboxPool) -> None:
-    from sandbox import seccomp
+    from sandbox.isolation import seccomp
 
     refused = run(pool, _FILTERED_CALLS.replace("NUMBERS", repr(seccomp.numbers())))
     assert refused == {
@@ -298,7 +298,7 @@ def _bpf(program: bytes, number: int, arch: int, arg0: int = 0) -> int:
 
 @pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
 def test_the_filter_program_refuses_exactly_its_list(machine: str) -> None:
-    from sandbox import seccomp
+    from sandbox.isolation import seccomp
 
     arch, table, _ = seccomp.ARCHITECTURES[machine]
     program = seccomp.program(machine)
@@ -350,6 +350,7 @@ def test_the_sandbox_sees_only_what_the_imports_need(pool: SandboxPool) -> None:
         "result = {\n"
         "    'checkout': sorted(os.listdir(checkout)),\n"
         "    'sandbox': sorted(os.listdir(checkout + '/sandbox')),\n"
+        "    'isolation': sorted(os.listdir(checkout + '/sandbox/isolation')),\n"
         "    'usr': sorted(os.listdir('/usr')),\n"
         "    'usr/bin': sorted(os.listdir('/usr/bin')) if os.path.isdir('/usr/bin') else [],\n"
         "    'etc': os.path.exists('/etc'),\n"
@@ -361,7 +362,8 @@ def test_the_sandbox_sees_only_what_the_imports_need(pool: SandboxPool) -> None:
     # script, the virtualenv's packages (when it lives in the checkout) — no other package,
     # test, doc or .git.
     assert set(seen["checkout"]) <= {"analytics", "i18n", "sandbox", "tests", ".venv"}
-    assert seen["sandbox"] == ["child.py"]
+    assert seen["sandbox"] == ["isolation"]
+    assert seen["isolation"] == ["child.py"]
     assert "policies" not in seen["checkout"] and "keys" not in seen["checkout"]
     assert set(seen["usr"]) <= {"lib", "lib64", "bin"}  # shared libraries (and setpriv)
     assert set(seen["usr/bin"]) <= {"setpriv"}

@@ -10,11 +10,11 @@ from analytics.query_document import parse_query
 from analytics.sdc import TableQuery
 from analytics.training_document import parse_training
 from policies.errors import InvalidRequest
-from sandbox import job_kinds
 from sandbox.client import ApiError
-from sandbox.core import Veil
-from sandbox.job_kinds import JOB_TIERS, PARSED, kind_for
-from sandbox.reviewed_code import CodeJob
+from sandbox.jobs import kinds as job_kinds
+from sandbox.jobs.kinds import JOB_TIERS, PARSED, kind_for
+from sandbox.jobs.reviewed_code import CodeJob
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import PURPOSE, World, make_world
 
 DOCUMENT = {"aggregates": [{"kind": "count"}, {"kind": "mean", "column": "temperature_c"}],

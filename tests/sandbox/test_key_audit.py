@@ -27,12 +27,11 @@ from keys.auditlog import AuditEntry, operation_of, parse_label, read_entries
 from policies.audit import AuditEvent
 from policies.errors import Conflict
 from policies.principals import Principal, Role
+from sandbox.accounts.key_rotation import rotate_enterprise_key
 from sandbox.cli import app as cli_app
 from sandbox.client import ApiError
-from sandbox.core import Veil
-from sandbox.key_rotation import rotate_enterprise_key
-from sandbox.keyaudit import key_audit
-from sandbox.keyaudit_reasons import (
+from sandbox.oversight.keyaudit import key_audit
+from sandbox.oversight.keyaudit_reasons import (
     CLOCK_SLACK,
     PlatformReasons,
     Reasons,
@@ -40,8 +39,9 @@ from sandbox.keyaudit_reasons import (
     explain,
     explain_platform,
 )
-from sandbox.models import Dataset, DatasetVersion
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
+from sandbox.store.models import Dataset, DatasetVersion
 from tests.sandbox.conftest import PURPOSE, World, settings_for
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from keys.cluster import LocalKeyCluster
 from policies.audit import AuditEvent
 from sandbox.api.thread import ApiThread
+from sandbox.config.settings import Settings
 from sandbox.service import open_veil
-from sandbox.settings import Settings
 from tests.sandbox.conftest import PURPOSE, make_world
 
 pytestmark = pytest.mark.integration

@@ -16,19 +16,19 @@ from sqlalchemy import select
 from keys import LocalKeyServer
 from policies import audit
 from sandbox.api.thread import ApiThread
-from sandbox.core import Veil
-from sandbox.leases import (
+from sandbox.jobs.leases import (
     HOST,
     INTERRUPTED,
     MAX_ATTEMPTS,
     WorkerLease,
     recover_interrupted_jobs,
 )
-from sandbox.models import Job, JobStatus, JobWorkerLease
-from sandbox.outcomes import CANCELLED, fail_running
-from sandbox.refunds import GIVEN_BACK, KEPT, data_read_marker
-from sandbox.runner import claim_next_job, run_job
+from sandbox.jobs.outcomes import CANCELLED, fail_running
+from sandbox.jobs.refunds import GIVEN_BACK, KEPT, data_read_marker
+from sandbox.jobs.runner import claim_next_job, run_job
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
+from sandbox.store.models import Job, JobStatus, JobWorkerLease
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for
 
 pytestmark = pytest.mark.integration

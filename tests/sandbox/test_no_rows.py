@@ -12,7 +12,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from sandbox.api.app import create_app
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import PURPOSE, World
 
 pytestmark = pytest.mark.integration

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 import sandbox.cli  # noqa: F401 - registers every command on the app
 from keys import InvalidSignature, SigningPublicKey
-from sandbox import receipts
 from sandbox.cli.app import app as cli_app
 from sandbox.client import ApiError, VeilClient
-from sandbox.core import Veil
-from sandbox.oversight import verify_chain
+from sandbox.oversight import receipts
+from sandbox.oversight.audit_log import verify_chain
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import GRANTED, PURPOSE, World
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """Refunds: a job that failed before any of its data was read gets its debit back, exactly and
-once; a job that read its data never does (``sandbox.refunds``).
+once; a job that read its data never does (``sandbox.jobs.refunds``).
 
 The key server is a real OpenBao that the tests stop; "read" is the job's own record, set
 once the data key is unwrapped, so a key-server loss *after* the read (tier 4 storing its
@@ -23,17 +23,17 @@ from keys import LocalKeyServer
 from policies import audit
 from policies.grants import BudgetDebit, Grant, refund
 from policies.principals import Principal
-from sandbox import outcomes
 from sandbox.api.thread import ApiThread
-from sandbox.core import Veil
-from sandbox.datasets import latest_version
-from sandbox.leases import recover_interrupted_jobs
-from sandbox.models import Dataset, Job, JobStatus
-from sandbox.objects import read_decrypted
-from sandbox.outcomes import fail_running
-from sandbox.refunds import GIVEN_BACK, KEPT, ClaimLost, data_read_marker, refund_unread
-from sandbox.runner import claim_next_job, run_job
+from sandbox.data.datasets import latest_version
+from sandbox.data.objects import read_decrypted
+from sandbox.jobs import outcomes
+from sandbox.jobs.leases import recover_interrupted_jobs
+from sandbox.jobs.outcomes import fail_running
+from sandbox.jobs.refunds import GIVEN_BACK, KEPT, ClaimLost, data_read_marker, refund_unread
+from sandbox.jobs.runner import claim_next_job, run_job
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
+from sandbox.store.models import Dataset, Job, JobStatus
 from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration

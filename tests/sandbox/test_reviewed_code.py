@@ -22,9 +22,9 @@ from sqlalchemy import update
 
 from sandbox.client import ApiError
 from sandbox.client import VeilClient as ApiClient
-from sandbox.core import Veil
-from sandbox.demo_data import MACHINES
-from sandbox.models import CodeRequest, Job
+from sandbox.demo.data import MACHINES
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import CodeRequest, Job
 from tests.sandbox.conftest import PURPOSE, World, make_world
 
 MEAN_CYCLE = """import syft as sy

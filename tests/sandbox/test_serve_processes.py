@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from cluster.local import stop_processes
 from keys.bao import free_port
 from sandbox.client import ApiError, VeilClient
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.demo.data import DECLARATION, production_log
 
 pytestmark = pytest.mark.integration
 

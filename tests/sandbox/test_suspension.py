@@ -13,11 +13,11 @@ from policies.principals import Principal, Status
 from sandbox.api.thread import ApiThread
 from sandbox.cli import app as cli_app
 from sandbox.client import ApiError, VeilClient
-from sandbox.core import Veil
-from sandbox.models import Job
-from sandbox.oversight import verify_chain
-from sandbox.runner import claim_next_job
+from sandbox.jobs.runner import claim_next_job
+from sandbox.oversight.audit_log import verify_chain
+from sandbox.runtime.veil import Veil
 from sandbox.service import open_veil
+from sandbox.store.models import Job
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sandbox.child import Task
 from sandbox.client import ApiError
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.isolation.child import Task
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration
@@ -248,7 +248,7 @@ def test_dataset_cap_holds_across_providers(veil: Veil, api: str) -> None:
 
 def test_revocation_and_expiry_cancel_queued_jobs(tmp_path: Path, key_server) -> None:  # type: ignore[no-untyped-def]
     from sandbox.api.thread import ApiThread
-    from sandbox.jobs import cancel_expired
+    from sandbox.jobs.submit import cancel_expired
     from sandbox.service import open_veil
 
     with (

@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 
 from policies.principals import LAST_USED_RESOLUTION, hash_token
 from sandbox.client import ApiError, VeilClient
-from sandbox.core import Veil
-from sandbox.database import alembic_config, migrate
+from sandbox.runtime.veil import Veil
+from sandbox.store.database import alembic_config, migrate
 from tests.sandbox.conftest import World
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pytest
 
 from analytics.training import load_model, predict
 from sandbox.client import ApiError
-from sandbox.core import Veil
-from sandbox.demo_data import production_log
+from sandbox.demo.data import production_log
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world
 
 pytestmark = pytest.mark.integration

@@ -30,12 +30,12 @@ from keys import LocalKeyServer
 from policies.db import Base, new_id
 from policies.principals import ApiToken, Principal
 from sandbox.api.thread import ApiThread
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION, production_log
-from sandbox.held_outputs import attach_held, encrypt_held
-from sandbox.models import CodeRequest, CodeStatus, Job, JobStatus
-from sandbox.runner import claim_next_job
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.jobs.held_outputs import attach_held, encrypt_held
+from sandbox.jobs.runner import claim_next_job
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator, open_veil
+from sandbox.store.models import CodeRequest, CodeStatus, Job, JobStatus
 from tests.sandbox.conftest import settings_for
 from tests.security.authz_table import OTHER, OWN, Endpoint
 

@@ -27,8 +27,8 @@ from policies.audit import AuditEvent
 from policies.grants import Grant
 from policies.principals import ApiToken, hash_token
 from sandbox.api.app import create_app
-from sandbox.models import CodeRequest, Job
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.store.models import CodeRequest, Job
 from tests.security.authz_table import (
     BY_KEY,
     OBJECT_COLUMNS,

@@ -25,8 +25,8 @@ from fastapi.routing import APIRoute
 
 from keys import LocalKeyServer
 from sandbox.api.app import create_app
-from sandbox.demo_data import DECLARATION
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.demo.data import DECLARATION
 from tests.security.authz_table import BY_KEY, Endpoint
 from tests.security.authz_world import (
     GRANTED,

@@ -16,8 +16,8 @@ import pytest
 from sandbox.api.app import create_app
 from sandbox.api.errors import ERROR_SCHEMA
 from sandbox.client import ApiError, VeilClient
-from sandbox.demo_data import DECLARATION
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.demo.data import DECLARATION
 from tests.sandbox.conftest import GRANTED, PURPOSE, World
 
 ERRORS = {"401", "403", "404", "409", "413", "422", "429", "503"}

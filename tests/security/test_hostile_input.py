@@ -24,8 +24,8 @@ import pytest
 
 from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
-from sandbox.core import Veil
-from sandbox.demo_data import DECLARATION, production_log
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator
 from tests.sandbox.conftest import PURPOSE, World
 

@@ -2,7 +2,7 @@
 real run (``veil init``, ``veil serve``, an upload, a job, an audit export and verification)
 has no group or other bit, however loose the umask Veil was started with; each layer (the
 entry points' umask, the modes Veil sets itself) holds on its own; an existing data
-directory open to others is named with the ``chmod`` that closes it (``sandbox/datadir.py``).
+directory open to others is named with the ``chmod`` that closes it (``sandbox/config/datadir.py``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from policies import audit
 from sandbox.api.app import app_from_environment
 from sandbox.cli import main
 from sandbox.client import VeilClient
-from sandbox.database import Database, migrate, sqlite_url
-from sandbox.datadir import prepare_data_dir
-from sandbox.demo_data import DECLARATION, production_log
-from sandbox.objects import write_encrypted
+from sandbox.config.datadir import prepare_data_dir
+from sandbox.data.objects import write_encrypted
+from sandbox.demo.data import DECLARATION, production_log
 from sandbox.service import open_veil
+from sandbox.store.database import Database, migrate, sqlite_url
 from tests.sandbox.conftest import PURPOSE, settings_for
 
 pytestmark = pytest.mark.integration
@@ -171,7 +171,7 @@ def test_an_open_data_directory_is_named_with_its_fix(tmp_path: Path) -> None:
 def test_the_data_directory_check(
     tmp_path: Path, loose_umask: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sandbox.datadir")
+    caplog.set_level(logging.WARNING, logger="sandbox.config.datadir")
     fresh = tmp_path / "new" / "veil"
     prepare_data_dir(fresh)  # created, with its missing parent, private
     assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700

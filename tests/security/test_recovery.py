@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from keys import KeyServerUnavailable, LocalKeyServer
 from policies.audit import AuditEvent
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator, open_veil
 from tests.sandbox.conftest import settings_for
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sandbox.child import Task
 from sandbox.client import ApiError
-from sandbox.code_runs import granted_rows
-from sandbox.core import Veil
-from sandbox.isolation import SandboxPool
-from sandbox.models import CodeRequest
-from sandbox.settings import Settings
+from sandbox.config.settings import Settings
+from sandbox.isolation.child import Task
+from sandbox.isolation.pool import SandboxPool
+from sandbox.jobs.code_runs import granted_rows
+from sandbox.runtime.veil import Veil
+from sandbox.store.models import CodeRequest
 from tests.sandbox.conftest import PURPOSE, World, make_world
 
 PROBE = Path(__file__).parents[1] / "sandbox" / "probe_child.py"

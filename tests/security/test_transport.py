@@ -20,7 +20,7 @@ from sandbox.api.thread import ApiThread
 from sandbox.api.transport import TlsConfigError, tls_options
 from sandbox.cli import app as cli
 from sandbox.console.render import SECURITY_HEADERS
-from sandbox.core import Veil
+from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import World
 
 API_HEADERS = {

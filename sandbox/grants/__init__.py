@@ -1,0 +1,1 @@
+"""An enterprise's consent: grants to providers, narrowed, extended and revoked."""
