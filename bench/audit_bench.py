@@ -402,9 +402,8 @@ def run(
         try:
 
             def verify() -> audit.VerifyReport:
-                with (
-                    db.transaction() as session
-                ):  # as sandbox.oversight.audit_log.verify_chain does
+                # As sandbox.oversight.audit_log.verify_chain does.
+                with db.transaction() as session:
                     return audit.verify(session, PUBLIC)
 
             # Verification and the baseline take turns, so that both see the same load.

@@ -61,7 +61,8 @@ print(seconds, cpu, hwm)
 
 
 def write_csv(path: Path, size_mib: int, seed: int = 2026) -> int:
-    """Write a production log (``demo_data``'s columns) of about ``size_mib`` MiB; return rows."""
+    """Write a production log (``sandbox.demo.data``'s columns) of about ``size_mib`` MiB;
+    return rows."""
     rng = np.random.default_rng(seed)
     target = size_mib * 2**20
     rows = 0

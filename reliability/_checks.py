@@ -7,7 +7,8 @@
   debit; and no job that failed before reading its data kept its debit (budget lost);
 - releases: each job was released at most once (one ``job.released`` event), and only jobs whose
   status is ``released`` have one;
-- audit: the chain verifies (``GET /v1/audit/verify``: ``oversight.verify_chain``);
+- audit: the chain verifies (``GET /v1/audit/verify``:
+  ``sandbox.oversight.audit_log.verify_chain``);
 - disk: no plaintext of the dataset under the cluster's home (data directory, TMPDIR, logs).
 """
 

@@ -264,7 +264,8 @@ class ExportForm:
     until: str = ""
 
     def arguments(self) -> dict[str, Any]:
-        """The range for :func:`sandbox.oversight.audit_log.export`, or InvalidRequest in plain words."""
+        """The range for :func:`sandbox.oversight.audit_log.export`, or InvalidRequest in
+        plain words."""
         first = parse_int(Msg("from event"), self.from_seq)
         last = parse_int(Msg("to event"), self.to_seq)
         since = parse_time(Msg("from time"), self.since)

@@ -1,9 +1,9 @@
 """The enterprise's pages: datasets (upload and classify), grants, code approvals, receipts.
 
-Each page calls the services the API calls (``sandbox.data.datasets``, ``sandbox.grants.consent``,
-``sandbox.jobs.reviewed_code``, ``sandbox.oversight.receipts``) as the logged-in enterprise.  A refused
-change is shown next to the form that caused it, keeping what was typed; a change that
-was made redirects (303) to its page with a notice.
+Each page calls the services the API calls (``sandbox.data.datasets``,
+``sandbox.grants.consent``, ``sandbox.jobs.reviewed_code``, ``sandbox.oversight.receipts``)
+as the logged-in enterprise.  A refused change is shown next to the form that caused it,
+keeping what was typed; a change that was made redirects (303) to its page with a notice.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The operator's pages: enterprises, provider accounts and security officers, each listed with
 a form that creates one, and an API token issued for any of them.
 
-Each form calls the service the API and the CLI call (``sandbox.accounts.tenants``, ``sandbox.accounts.tokens``)
-with the logged-in principal, so the checks and the audit events are exactly the API's
+Each form calls the service the API and the CLI call (``sandbox.accounts.tenants``,
+``sandbox.accounts.tokens``) with the logged-in principal, so the checks and the audit
+events are exactly the API's
 (``enterprise.created``, ``provider.created``, ``security_officer.created``, ``token.issued``).
 Only the operator reaches these pages: anyone else is refused (403) before anything is read.
 

@@ -2,7 +2,7 @@
 
 Plaintext exists only in memory: the upload body is read into memory (the API
 never spools it to disk), validated and re-encoded as Parquet in memory batch by
-batch (``ingest.encode_upload``), and written encrypted under a fresh data key
+batch (``sandbox.ingest.parse.encode_upload``), and written encrypted under a fresh data key
 (``keys`` streaming format) bound to tenant, dataset and version.
 """
 

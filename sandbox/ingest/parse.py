@@ -1,6 +1,6 @@
 """Parse an uploaded CSV or Parquet file in memory (never on disk) and check it against its
-declaration (``ingest_schema``) value by value (``ingest_values``), giving a typed frame or
-Parquet file ready to be stored.
+declaration (``sandbox.ingest.schema``) value by value (``sandbox.ingest.values``), giving a
+typed frame or Parquet file ready to be stored.
 
 Privacy rule: no message made here ever holds a value of a non-public column.  Parser
 exceptions are never passed on, as their texts quote data: they become generic problems.
@@ -138,7 +138,7 @@ def read_upload(
 
     Returns the declared columns, in declared order, typed Int64, Float64,
     String or Boolean.  Row numbers in problems are 1-based data rows.  A CSV's
-    ``encoding`` (one of ``ENCODINGS``) is detected when None (``ingest_text``).
+    ``encoding`` (one of ``ENCODINGS``) is detected when None (``sandbox.ingest.text``).
     """
     return _checked(data, fmt, schema, limits, _FrameOutput, encoding)
 

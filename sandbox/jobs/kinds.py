@@ -142,7 +142,8 @@ class JobKind:
         min_count: int,
         rows_public: int,
     ) -> dict[str, Any]:
-        """What the job would cost and how accurate it would be (``sandbox.jobs.submit.preview_job``)."""
+        """What the job would cost and how accurate it would be
+        (``sandbox.jobs.submit.preview_job``)."""
         assert isinstance(query, PrivateQuery)
         epsilon, delta = budget
         try:
