@@ -130,7 +130,7 @@ class NodeLink:
     def _acknowledge(self, job: dict[str, Any]) -> bool:
         """Tell the control plane this node has the job (after taking it: deciding it costs
         no round trip); False when the control plane took it back meanwhile, because this
-        node was away past ``sandbox.nodes.feed.HANDOVER_S`` with the claim's answer
+        node was away past ``sandbox.jobs.leases.HANDOVER_S`` with the claim's answer
         unread.  Then the job is queued there again, or ended (expired, cancelled): handed
         again, it is a replay here and gets the one answer this node signs; ended, that
         answer is refused and kept here.  The node decides with its own grants either way
