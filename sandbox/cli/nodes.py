@@ -148,9 +148,7 @@ def node_token(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
 
 @node_app.command("status")
 def node_status(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
-    """The node's identity, its jobs by state, the code requests waiting for the
-    enterprise's review and the held outputs waiting for its decision (read from its
-    directory; a held output is decided with the node's job id)."""
+    """The node's identity, jobs by state, code to review and held outputs (from its directory)."""
     from sqlalchemy import func, select
 
     from node.models import NodeJob

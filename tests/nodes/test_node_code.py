@@ -81,8 +81,8 @@ def test_code_is_reviewed_on_the_node_and_runs_there(node_world: NodeWorld) -> N
 
 
 def test_the_node_runs_only_code_its_enterprise_approved(node_world: NodeWorld) -> None:
-    """A compromised control plane marks a request approved (or swaps an approved
-    request's source): the node runs its own approved copy, or nothing."""
+    """A compromised control plane marks a request approved, or swaps an approved request's
+    source: the node runs its own approved copy, or nothing."""
     world = node_world
     grant_tier_5(world)
     pending = world.provider.submit_code(world.dataset_id, PURPOSE, MEAN_CYCLE)
@@ -111,6 +111,28 @@ def test_the_node_runs_only_code_its_enterprise_approved(node_world: NodeWorld) 
     with pytest.raises(Exception) as bad:
         cp_code.accept_decision(world.cp, node, pending["id"], unsigned)
     assert getattr(bad.value, "code", "") == "bad_signature"
+    # The enterprise approves on its node; then the control plane swaps the source for one
+    # that returns rows (with a matching hash, so its own checks pass): the node runs its
+    # own approved copy.
+    with world.cp.db.transaction() as session:
+        session.execute(
+            update(CodeRequest)
+            .where(CodeRequest.id == pending["id"])
+            .values(status=CodeStatus.PENDING, review_reason=None)
+        )
+    world.enterprise.approve_code(pending["id"], "aggregates by machine are fine")
+    world.sync()
+    with world.cp.db.transaction() as session:
+        session.execute(
+            update(CodeRequest)
+            .where(CodeRequest.id == pending["id"])
+            .values(source=RAW_ROWS, sha256=source_sha256(RAW_ROWS))
+        )
+    job = world.provider.submit_code_job(world.dataset_id, PURPOSE, pending["id"], 0.0)
+    world.run_jobs(timeout=240)
+    result = world.provider.get_result(job["id"])
+    assert result["code_sha256"] == pending["sha256"] != source_sha256(RAW_ROWS)
+    assert set(result["output"]["index"]) <= set(MACHINES)
 
 
 def test_code_needs_a_tier_5_grant_made_on_the_node(node_world: NodeWorld) -> None:
@@ -131,28 +153,6 @@ def test_code_needs_a_tier_5_grant_made_on_the_node(node_world: NodeWorld) -> No
         assert local is not None and local.status == CodeStatus.DENIED
     with pytest.raises(ApiError):
         world.provider.submit_code_job(world.dataset_id, PURPOSE, submitted["id"], 0.0)
-
-
-def test_a_swapped_source_never_runs(node_world: NodeWorld) -> None:
-    """After the node approved a request, the control plane swaps its source for one that
-    returns rows: the node runs its own approved copy."""
-    world = node_world
-    grant_tier_5(world)
-    submitted = world.provider.submit_code(world.dataset_id, PURPOSE, MEAN_CYCLE)
-    world.sync()
-    world.enterprise.approve_code(submitted["id"], "aggregates by machine are fine")
-    world.sync()
-    with world.cp.db.transaction() as session:
-        session.execute(
-            update(CodeRequest)
-            .where(CodeRequest.id == submitted["id"])
-            .values(source=RAW_ROWS, sha256=source_sha256(RAW_ROWS))  # its own checks pass
-        )
-    job = world.provider.submit_code_job(world.dataset_id, PURPOSE, submitted["id"], 0.0)
-    world.run_jobs(timeout=240)
-    result = world.provider.get_result(job["id"])
-    assert result["code_sha256"] == submitted["sha256"] != source_sha256(RAW_ROWS)
-    assert set(result["output"]["index"]) <= set(MACHINES)
 
 
 def test_a_held_output_waits_on_the_node_for_the_enterprise(

@@ -429,7 +429,7 @@ def test_waiting_claims_hold_no_server_thread(node_world: NodeWorld) -> None:
 
     def claim() -> None:
         try:
-            answers.append(client.call("POST", "/node/v1/jobs/claim?wait=12"))
+            answers.append(client.call("POST", "/node/v1/jobs/claim?wait=8"))
         except Exception as exc:  # shown by the assertion below
             answers.append(exc)
 
