@@ -101,6 +101,7 @@ def _serving(cli: Cli) -> Iterator[None]:
             process.wait(10)
 
 
+@pytest.mark.slow  # the whole CLI path again on PostgreSQL, ~27 s (make test-slow)
 def test_the_main_path_through_the_cli(cli: Cli, tmp_path: Path, postgres_url: str) -> None:
     operator = cli("init").strip().splitlines()[-1]
     assert operator.startswith("veil_")

@@ -246,6 +246,7 @@ def mean_by_shift(data):
 """
 
 
+@pytest.mark.slow  # PySyft in two sandboxes, ~30 s (make test-slow); tier 5 is tested in make test
 def test_reviewed_code_reads_chinese_columns(chinese: tuple) -> None:  # type: ignore[type-arg]
     _, enterprise, analyst, dataset_id, _ = chinese
     code = analyst.submit_code(dataset_id, PURPOSE, MEAN_BY_SHIFT)

@@ -43,6 +43,7 @@ def _reader(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> N
     lines.put(None)
 
 
+@pytest.mark.slow  # a whole demo, ~25 s (make test-slow)
 def test_demo_keep_leaves_the_instance_running_until_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VEIL_", "VAULT_"))}
     env |= {"VEIL_DATA_DIR": str(tmp_path / "veil"), "VEIL_LANG": "en", "COLUMNS": "200"}
