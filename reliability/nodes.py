@@ -13,8 +13,9 @@ control plane.  Scenarios (issue 20, property 5), each checked from both databas
    debited on the node; after SIGCONT they run;
 3. the control plane SIGKILLed while the node holds a finished answer: the node's own API
    keeps serving the enterprise, the answer is delivered once the control plane is back;
-4. a job whose grant expires while the node is stopped ends failed ("the grant expired")
-   and the node never takes it.
+4. a job whose grant expires while the node is stopped ends failed ("the grant expired");
+   the node never runs it (taking the stale answer of its claim in flight after SIGCONT,
+   it refuses it with its own expired grant).
 
 Throughout: one ``job.released`` event per released job on the control plane.
 
@@ -258,6 +259,15 @@ def control_plane_killed(cluster: Cluster, node: NodeProcess, world: NodeWorld,
     )  # fmt: skip
 
 
+def refused_here(row: NodeJob | None) -> bool:
+    """The node never took the job, or took the stale claim's answer after SIGCONT and
+    refused it with its own (expired) grant: nothing read, nothing debited."""
+    if row is None:
+        return True
+    document = (row.outcome or {}).get("document") or {}
+    return row.local_job_id is None and bool(document.get("refused"))
+
+
 def grant_expires_while_away(cluster: Cluster, node: NodeProcess, world: NodeWorld) -> Outcome:
     grant_id, until = short_grant(cluster, node, world, 20.0)  # outlasts a loaded publish
     node.pause()
@@ -270,12 +280,14 @@ def grant_expires_while_away(cluster: Cluster, node: NodeProcess, world: NodeWor
     row, _ = node_side(node, job_id)
     spent, _ = node_ledger(node, grant_id)
     waited = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0.0
+    reason = str(((row.outcome or {}).get("document") or {}).get("reason")) if row else ""
+    taken = "no" if row is None else f"after SIGCONT, and refused it itself: {reason[:50]}"
     held = (done and job.status == JobStatus.FAILED and "the grant expired" in (job.error or "")
-            and row is None and spent == 0 and job.attempts <= 1)  # fmt: skip
+            and refused_here(row) and spent == 0 and job.attempts <= 1)  # fmt: skip
     return Outcome(
         AREA, "grant expired while the node was SIGSTOPped, one job queued on it", held,
         f"job {job.status} after {waited:.1f} s queued: \"{(job.error or '')[:60]}\"; "
-        f"node took it: {'no' if row is None else 'YES'}; node spent "
+        f"node took it: {taken}; node spent "
         f"{spent / EPSILON_UNIT:g} ε on that grant; claims {job.attempts}"
         + (" (answered into the stopped node's claim in flight, never acknowledged, queued "
            "again)" if job.attempts else ""),
