@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from analytics.syft_code import source_sha256
 from node.models import NodeJob
+from node.publish import sign
 from policies.grants import Grant
 from sandbox.cli import run
 from sandbox.client import ApiError, VeilClient
@@ -120,6 +121,13 @@ def test_the_node_runs_only_code_its_enterprise_approved(node_world: NodeWorld) 
             .where(CodeRequest.id == pending["id"])
             .values(status=CodeStatus.PENDING, review_reason=None)
         )
+    # A decision the node signed, but on another source than the control plane's copy:
+    # refused, so the provider never sees "approved" for code the node did not review.
+    other = {"kind": "code_decision", "id": pending["id"], "approved": True,
+             "sha256": "0" * 64, "reason": "x"}  # fmt: skip
+    with pytest.raises(Exception) as mismatch:
+        cp_code.accept_decision(world.cp, node, pending["id"], sign(world.node, node.id, other))
+    assert getattr(mismatch.value, "code", "") == "code_mismatch"
     world.enterprise.approve_code(pending["id"], "aggregates by machine are fine")
     world.sync()
     with world.cp.db.transaction() as session:
