@@ -25,7 +25,6 @@ from keys.node_auth import document_sha256
 from policies import audit
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, BudgetDebit
-from sandbox.jobs.leases import requeue_unacknowledged
 from sandbox.jobs.outcomes import still_allowed
 from sandbox.jobs.refunds import fail_with_refund
 from sandbox.jobs.suspension import fail_jobs_of_suspended
@@ -61,7 +60,6 @@ def job_document(job: Job) -> dict[str, Any]:
 def claim(veil: Veil, node: Node) -> dict[str, Any] | None:
     """Move the oldest queued job on ``node``'s datasets to running for it; its document."""
     on_node = select(Dataset.id).where(Dataset.node_id == node.id)
-    requeue_unacknowledged(veil)
     with veil.db.transaction() as session:
         fail_jobs_of_suspended(session, veil.clock())  # as the control plane's own workers
         job = session.scalar(
