@@ -113,8 +113,8 @@ def _serve(app: FastAPI, port: int, profile: Path | None, clock: str = "wall") -
 
 
 def _veil(port: int, profile: Path | None, clock: str) -> None:
-    from sandbox.api.app import create_app
     from sandbox.config.settings import Settings
+    from sandbox.server.app import create_app
     from sandbox.service import bootstrap_operator, open_veil
 
     settings = Settings()

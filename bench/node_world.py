@@ -21,15 +21,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from node.link import NodeLink
-from node.models import NodeJob
-from node.setup import init_node, node_settings, running_node
+from node.link.rounds import NodeLink
+from node.setup.provision import init_node, node_settings, running_node
+from node.work.models import NodeJob
 from policies import audit
-from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.models import Job, JobStatus
 

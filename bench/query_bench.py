@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analytics.private_query import run_private_query
 from analytics.query_document import parse_query
 from bench.report import Row
-from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.config.settings import Settings
 from sandbox.data.datasets import schema_from_json
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.models import Dataset
 

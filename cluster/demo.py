@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cluster.local import LocalCluster  # noqa: E402
-from node.demo import enrol_node, node_process  # noqa: E402
+from node.setup.demo import enrol_node, node_process  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
 from sandbox.config.datadir import restrict_umask  # noqa: E402
 from sandbox.demo.data import DECLARATION, production_log  # noqa: E402

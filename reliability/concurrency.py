@@ -49,10 +49,10 @@ from keys import LocalKeyServer  # noqa: E402
 from policies.audit import AuditEvent  # noqa: E402
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant  # noqa: E402
 from reliability.report import Outcome, main  # noqa: E402
-from sandbox.api.thread import ApiThread  # noqa: E402
 from sandbox.client import ApiError, VeilClient  # noqa: E402
 from sandbox.config.settings import Settings  # noqa: E402
 from sandbox.runtime.veil import Veil  # noqa: E402
+from sandbox.server.thread import ApiThread  # noqa: E402
 from sandbox.service import bootstrap_operator, open_veil  # noqa: E402
 from sandbox.store.models import Dataset, Job  # noqa: E402
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from node.models import NodeJob, NodeJobState  # noqa: E402
+from node.work.models import NodeJob, NodeJobState  # noqa: E402
 from policies.audit import AuditEvent  # noqa: E402
 from policies.grants import EPSILON_UNIT, BudgetDebit, Grant  # noqa: E402
 from reliability._cluster import PURPOSE, Cluster  # noqa: E402

@@ -102,7 +102,7 @@ def demo(
 
         run_demo(Settings(), console, keep=keep)
         return
-    from node.demo import run_node_demo
+    from node.setup.demo import run_node_demo
 
     run_node_demo(Settings(), console)
 
@@ -120,8 +120,8 @@ def serve(
     VEIL_TLS_KEY_FILE are set."""
     import uvicorn
 
-    from sandbox.api.app import create_app
     from sandbox.api.transport import TlsConfigError, tls_options
+    from sandbox.server.app import create_app
 
     settings = Settings()
     try:
@@ -144,7 +144,7 @@ def serve(
         KeyService.connect(local.start() if local else settings.external_key_server())
         migrate(settings.db_url)
         uvicorn.run(
-            "sandbox.api.app:app_from_environment", factory=True, workers=processes, **where
+            "sandbox.server.app:app_from_environment", factory=True, workers=processes, **where
         )
     finally:
         if local is not None and owns_server:

@@ -41,8 +41,8 @@ NodeDir = Annotated[
 @contextmanager
 def _node_errors() -> Iterator[None]:
     """The node's expected failures as the CLI's one-line errors."""
-    from node.client import ControlPlaneRefused, ControlPlaneUnavailable
-    from node.setup import NodeAlreadyInitialised, NodeNotInitialised
+    from node.protocol.client import ControlPlaneRefused, ControlPlaneUnavailable
+    from node.setup.provision import NodeAlreadyInitialised, NodeNotInitialised
 
     try:
         yield
@@ -66,13 +66,13 @@ def _node_errors() -> Iterator[None]:
 
 
 def _dir(node_dir: Path | None) -> Path:
-    from node.setup import default_node_dir
+    from node.setup.provision import default_node_dir
 
     return node_dir.resolve() if node_dir else default_node_dir()
 
 
 def _settings(node_dir: Path, port: int | None = None) -> Settings:
-    from node.setup import node_settings
+    from node.setup.provision import node_settings
 
     return node_settings(node_dir, **({"api_port": port} if port else {}))
 
@@ -92,7 +92,7 @@ def node_init(
 ) -> None:
     """Enrol this machine as the enterprise's node (once): its keys are made here, in its own
     key server, and never leave it; prints a token for the node's console and API."""
-    from node.setup import init_node
+    from node.setup.provision import init_node
 
     where = _dir(node_dir)
     with _node_errors():
@@ -116,8 +116,8 @@ def node_run(
     default), and its outbound link to the control plane."""
     import uvicorn
 
-    from node.setup import NodeConfig, running_node
-    from sandbox.api.app import create_app
+    from node.setup.provision import NodeConfig, running_node
+    from sandbox.server.app import create_app
 
     where = _dir(node_dir)
     settings = _settings(where, port)
@@ -135,7 +135,7 @@ def node_run(
 @node_app.command("token")
 def node_token(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
     """A new token for the enterprise on its node (on the node's machine; audited there)."""
-    from node.setup import NodeConfig, enterprise_token
+    from node.setup.provision import NodeConfig, enterprise_token
     from sandbox.service import open_veil
 
     where = _dir(node_dir)
@@ -151,8 +151,8 @@ def node_status(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
     """The node's identity, jobs by state, code to review and held outputs (from its directory)."""
     from sqlalchemy import func, select
 
-    from node.models import NodeJob
-    from node.setup import NodeConfig
+    from node.setup.provision import NodeConfig
+    from node.work.models import NodeJob
     from sandbox.store.database import Database
     from sandbox.store.models import CodeRequest, CodeStatus, Job, JobStatus
 

@@ -1,5 +1,5 @@
 """The console on the app: its routers under ``/console``, its static files, and its error
-pages (``sandbox.api.app`` installs it)."""
+pages (``sandbox.server.app`` installs it)."""
 
 from __future__ import annotations
 

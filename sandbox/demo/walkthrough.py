@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from keys import LocalKeyServer
-from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError, VeilClient
 from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
 from sandbox.demo.keep import prepare_exploration, print_logins, wait_for_stop
 from sandbox.demo.oversight import run_oversight
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 
 PURPOSE = "predictive-maintenance"

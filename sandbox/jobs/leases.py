@@ -216,7 +216,7 @@ def requeue_unacknowledged(veil: Veil) -> int:
     """Queue again each job a node claimed but never acknowledged within ``HANDOVER_S``
     (its claim's answer went to a node that was away); how many.  It waits, is claimed
     again, or expires with its grant; a node that read the stale answer meanwhile gets the
-    job as a replay when it is handed again (``node.jobs.take``: one run, one answer)."""
+    job as a replay when it is handed again (``node.work.jobs.take``: one run, one answer)."""
     now = veil.clock()
     stale = now - timedelta(seconds=HANDOVER_S)
     with veil.db.transaction() as session:

@@ -233,7 +233,7 @@ def submit_code(
     """Parse, check against the grant, run on the mock (sandboxed), store as pending.
 
     ``request_id``: the id the control plane gave the request (on an enterprise's node,
-    which keeps its own copy under the same id; ``node.code``)."""
+    which keeps its own copy under the same id; ``node.work.code``)."""
     require(provider, Capability.SUBMIT_CODE)
     try:
         code = parse_submission(source)

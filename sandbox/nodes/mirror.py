@@ -3,7 +3,7 @@ and grants, signed by the node's key server.
 
 The control plane keeps a copy so providers see the catalog and their grants, and so it can
 decide and queue jobs as for any dataset.  The copy is not what protects the data: the node
-decides every job again against its own grants and ledger (``node.jobs``).
+decides every job again against its own grants and ledger (``node.work.jobs``).
 """
 
 from __future__ import annotations

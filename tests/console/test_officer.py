@@ -15,10 +15,10 @@ from playwright.sync_api import Page, expect
 from keys import LocalKeyServer
 from keys.signing import public_keys_from_pem
 from policies.audit_export import verify_export
-from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError
 from sandbox.console.session import csrf_token
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from tests.console.conftest import log_in, token_of
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for

@@ -12,10 +12,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from keys import LocalKeyServer
-from sandbox.api.thread import ApiThread
 from sandbox.demo.data import DECLARATION
 from sandbox.jobs.runner import claim_next_job, run_job
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from tests.console.conftest import log_in, token_of
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from sandbox.api.app import create_app
 from sandbox.runtime.veil import Veil
+from sandbox.server.app import create_app
 from tests.sandbox.conftest import World
 
 pytestmark = pytest.mark.integration

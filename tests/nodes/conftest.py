@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from keys import LocalKeyServer
-from node.link import NodeLink
-from node.setup import NodeConfig, init_node, running_node
-from sandbox.api.thread import ApiThread
+from node.link.rounds import NodeLink
+from node.setup.provision import NodeConfig, init_node, running_node
 from sandbox.client import VeilClient
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator
 from sandbox.store.models import Job, JobStatus
 from tests.sandbox.conftest import GRANTED, PURPOSE, api, veil  # noqa: F401 - fixtures

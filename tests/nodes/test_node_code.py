@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import update
 
 from analytics.syft_code import source_sha256
-from node.models import NodeJob
-from node.publish import sign
+from node.protocol.signing import sign
+from node.work.models import NodeJob
 from policies.grants import Grant
 from sandbox.cli import run
 from sandbox.client import ApiError, VeilClient

@@ -2,9 +2,9 @@
 nothing, and decides and debits the job once.
 
 The claim moves the job to ``running`` under the node's id on the control plane, which only
-ever hands out queued jobs; the node takes it in three commits (``node.jobs.take``).  If the
+ever hands out queued jobs; the node takes it in three commits (``node.work.jobs.take``).  If the
 node dies before, or between, them (or the claim's answer is lost on the way), the job
-stayed ``running`` on the control plane for ever, its budget held; ``node.recovery`` takes
+stayed ``running`` on the control plane for ever, its budget held; ``node.work.recovery`` takes
 it again when the link starts.  ``reliability/nodes.py`` SIGKILLs a real node at that
 moment; these tests play each point in-process."""
 
@@ -15,8 +15,8 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from node.link import NodeLink
-from node.models import NodeJob, NodeJobState
+from node.link.rounds import NodeLink
+from node.work.models import NodeJob, NodeJobState
 from policies.principals import Principal
 from sandbox.jobs.submit import JobSubmission, submit_job
 from sandbox.store.models import Job, JobStatus

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sandbox.api.nodes_openapi import node_openapi
+from sandbox.server.nodes_openapi import node_openapi
 
 ROOT = Path(__file__).resolve().parents[2]
 

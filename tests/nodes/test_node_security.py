@@ -25,9 +25,9 @@ from keys import KeyService, LocalKeyServer
 from keys.errors import KeysError
 from keys.node_auth import NodeIdentity, canonical_json
 from keys.signing import public_keys_from_pem, verify_signature
-from node.client import ControlPlane, ControlPlaneRefused
-from node.jobs import take
-from node.models import NodeJob
+from node.protocol.client import ControlPlane, ControlPlaneRefused
+from node.work.jobs import take
+from node.work.models import NodeJob
 from policies.audit import AuditEvent
 from policies.grants import EPSILON_UNIT, Grant
 from sandbox.jobs.leases import HANDOVER_S, requeue_unacknowledged
@@ -154,7 +154,7 @@ def test_enrolment_is_once_and_the_code_is_not_stored(
     key = NodeIdentity.generate_key(tmp_path / "k")
     pem = NodeIdentity("node_x", key).public_pem()
     signing = node_world.node.keys.signing_public_key().to_pem()
-    from node.client import enrol
+    from node.protocol.client import enrol
 
     enrol(node_world.cp_url, code, pem, signing, True)
     with pytest.raises(ControlPlaneRefused) as again:
@@ -311,7 +311,7 @@ def test_a_release_for_another_query_is_refused(node_world: NodeWorld) -> None:
     client = _signed_call(node_world)
     claimed = client.call("POST", "/node/v1/jobs/claim")
     assert claimed["id"] == job_id
-    from node.publish import sign
+    from node.protocol.signing import sign
 
     wrong = sign(node_world.node, node_world.config.node_id, {
         "kind": "release", "job_id": job_id, "query_sha256": "0" * 64, "result": {"rows": []},
@@ -362,7 +362,7 @@ def test_control_plane_away_loses_no_answer_and_releases_once(
     node_world: NodeWorld, tmp_path: Path
 ) -> None:
     from keys.bao import free_port
-    from node.client import ControlPlaneUnavailable
+    from node.protocol.client import ControlPlaneUnavailable
 
     job = node_world.provider.submit_job(node_world.dataset_id, PURPOSE, 0.25, MEAN)
     real = node_world.link.control

@@ -28,8 +28,8 @@ from policies.capabilities import (
 )
 from policies.errors import Forbidden, NotFound
 from policies.principals import Principal, Role
-from sandbox.api.app import create_app
 from sandbox.config.settings import Settings
+from sandbox.server.app import create_app
 from tests.security.authz_table import BY_KEY, RELATED, Endpoint
 from tests.security.authz_world import AuthzWorld, send, target_for
 

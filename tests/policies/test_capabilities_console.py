@@ -18,9 +18,9 @@ from fastapi.routing import APIRoute
 
 from policies.capabilities import ROLES, Capability
 from policies.principals import Role
-from sandbox.api.app import create_app
 from sandbox.config.settings import Settings
 from sandbox.console.session import csrf_token
+from sandbox.server.app import create_app
 from tests.policies.test_capabilities import CALLERS
 from tests.security.authz_world import AuthzWorld
 

@@ -18,10 +18,10 @@ from sqlalchemy import select, text
 from cluster.local import stop_processes
 from keys import LocalKeyServer
 from policies import audit
-from sandbox.api.thread import ApiThread
 from sandbox.config.settings import Settings
 from sandbox.oversight.audit_log import verify_chain
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from sandbox.store.models import Job, JobWorkerLease
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for

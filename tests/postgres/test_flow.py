@@ -12,12 +12,12 @@ from sqlalchemy import select
 
 from keys import LocalKeyServer
 from policies.grants import BudgetDebit, Grant, refund
-from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError
 from sandbox.jobs.outcomes import fail_running
 from sandbox.jobs.runner import claim_job
 from sandbox.oversight.audit_log import verify_chain
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from sandbox.store.models import Dataset
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import String
 
-import node.models
+import node.work.models
 import policies.audit
 import policies.grants
 import policies.principals
@@ -27,11 +27,11 @@ from cluster.postgres import PostgresServer
 from keys import LocalKeyServer
 from policies.db import Base
 from sandbox.api.schemas import PURPOSE_LENGTH
-from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.console.session import CSRF_FIELD, PREFIX, csrf_token
 from sandbox.demo.data import DECLARATION
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
@@ -90,7 +90,7 @@ def test_every_length_limited_column_is_known() -> None:
     """The columns the schema limits below; a new ``String(n)`` column fails here until its
     inputs are checked (and added)."""
     _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
-         sandbox.store.node_models, node.models)  # every table  # fmt: skip
+         sandbox.store.node_models, node.work.models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -128,7 +128,7 @@ def test_every_length_limited_column_is_known() -> None:
         "audit_checkpoints.signature", "jobs.worker_id", "job_workers.id",
         "job_workers.host",  # the hostname cut to 180, "/", 8 characters of the boot id
         # Enterprise nodes: ids Veil makes, hashes, states; a node's own ids are checked
-        # (sandbox.nodes.mirror._ident, node.jobs: the control plane's job id cut to 40).
+        # (sandbox.nodes.mirror._ident, node.work.jobs: the control plane's job id cut to 40).
         "nodes.id", "nodes.status", "nodes.enrolment_sha256", "node_nonces.node_id",
         "node_nonces.nonce", "node_jobs.control_job_id", "node_jobs.local_job_id",
         "node_jobs.state", "datasets.node_id",

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from keys import LocalKeyServer
-from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 
 PURPOSE = "process-optimization"

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from keys import LocalKeyServer
-from sandbox.api.app import create_app
 from sandbox.config.settings import Settings
+from sandbox.server.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -195,7 +195,7 @@ def test_the_request_guard_answers_in_the_callers_language(world: World, veil: V
     settings = veil.settings.model_copy(
         update={"max_request_bytes": 1000, "rate_limit_per_s": 0.01, "rate_limit_burst": 2}
     )
-    from sandbox.api.thread import ApiThread
+    from sandbox.server.thread import ApiThread
 
     with ApiThread(settings, veil) as url:
         auth = bearer(world.acme) | {"content-type": "application/json"}

@@ -18,9 +18,9 @@ import pytest
 from keys import LocalKeyServer
 from keys.signing import public_keys_from_pem
 from policies.audit_export import verify_export
-from sandbox.api.thread import ApiThread
 from sandbox.client import ApiError, VeilClient
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 

@@ -170,7 +170,7 @@ def test_unauthenticated_requests_are_refused_and_audited(world: World) -> None:
 
 
 def test_revocation_reaches_a_claimed_job(tmp_path, key_server) -> None:  # type: ignore[no-untyped-def]
-    from sandbox.api.thread import ApiThread
+    from sandbox.server.thread import ApiThread
     from sandbox.service import open_veil
     from tests.sandbox.conftest import make_world, settings_for
 
@@ -218,7 +218,7 @@ def test_parallel_submissions_never_overspend(veil: Veil, api: str) -> None:
 
 
 def test_jobs_fail_closed_when_the_key_server_is_lost(tmp_path, own_key_server) -> None:  # type: ignore[no-untyped-def]
-    from sandbox.api.thread import ApiThread
+    from sandbox.server.thread import ApiThread
     from sandbox.service import open_veil
     from tests.sandbox.conftest import make_world, settings_for
 

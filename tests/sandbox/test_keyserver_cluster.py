@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from keys.cluster import LocalKeyCluster
 from policies.audit import AuditEvent
-from sandbox.api.thread import ApiThread
 from sandbox.config.settings import Settings
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, make_world
 

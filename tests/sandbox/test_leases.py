@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from keys import LocalKeyServer
 from policies import audit
-from sandbox.api.thread import ApiThread
 from sandbox.jobs.leases import (
     HOST,
     INTERRUPTED,
@@ -27,6 +26,7 @@ from sandbox.jobs.outcomes import CANCELLED, fail_running
 from sandbox.jobs.refunds import GIVEN_BACK, KEPT, data_read_marker
 from sandbox.jobs.runner import claim_next_job, run_job
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from sandbox.store.models import Job, JobStatus, JobWorkerLease
 from tests.sandbox.conftest import PURPOSE, make_world, settings_for

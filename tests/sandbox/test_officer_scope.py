@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from policies import audit
 from policies.db import new_id
-from sandbox.api.app import create_app
 from sandbox.demo.data import DECLARATION
 from sandbox.runtime.veil import Veil
+from sandbox.server.app import create_app
 from sandbox.store.models import CodeRequest, CodeStatus
 from tests.sandbox.conftest import GRANTED, PURPOSE, World
 

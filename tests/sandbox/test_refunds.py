@@ -23,7 +23,6 @@ from keys import LocalKeyServer
 from policies import audit
 from policies.grants import BudgetDebit, Grant, refund
 from policies.principals import Principal
-from sandbox.api.thread import ApiThread
 from sandbox.data.datasets import latest_version
 from sandbox.data.objects import read_decrypted
 from sandbox.jobs import outcomes
@@ -32,6 +31,7 @@ from sandbox.jobs.outcomes import fail_running
 from sandbox.jobs.refunds import GIVEN_BACK, KEPT, ClaimLost, data_read_marker, refund_unread
 from sandbox.jobs.runner import claim_next_job, run_job
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from sandbox.store.models import Dataset, Job, JobStatus
 from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world, settings_for

@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 
 from keys import LocalKeyServer
 from policies.principals import Principal, Status
-from sandbox.api.thread import ApiThread
 from sandbox.cli import app as cli_app
 from sandbox.client import ApiError, VeilClient
 from sandbox.jobs.runner import claim_next_job
 from sandbox.oversight.audit_log import verify_chain
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from sandbox.store.models import Job
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for

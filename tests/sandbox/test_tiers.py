@@ -247,8 +247,8 @@ def test_dataset_cap_holds_across_providers(veil: Veil, api: str) -> None:
 
 
 def test_revocation_and_expiry_cancel_queued_jobs(tmp_path: Path, key_server) -> None:  # type: ignore[no-untyped-def]
-    from sandbox.api.thread import ApiThread
     from sandbox.jobs.submit import cancel_expired
+    from sandbox.server.thread import ApiThread
     from sandbox.service import open_veil
 
     with (

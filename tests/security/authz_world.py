@@ -29,11 +29,11 @@ from analytics.syft_code import source_sha256
 from keys import LocalKeyServer
 from policies.db import Base, new_id
 from policies.principals import ApiToken, Principal
-from sandbox.api.thread import ApiThread
 from sandbox.demo.data import DECLARATION, production_log
 from sandbox.jobs.held_outputs import attach_held, encrypt_held
 from sandbox.jobs.runner import claim_next_job
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.models import CodeRequest, CodeStatus, Job, JobStatus
 from tests.sandbox.conftest import settings_for

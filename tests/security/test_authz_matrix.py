@@ -26,8 +26,8 @@ from keys import LocalKeyServer
 from policies.audit import AuditEvent
 from policies.grants import Grant
 from policies.principals import ApiToken, hash_token
-from sandbox.api.app import create_app
 from sandbox.config.settings import Settings
+from sandbox.server.app import create_app
 from sandbox.store.models import CodeRequest, Job
 from tests.security.authz_table import (
     BY_KEY,

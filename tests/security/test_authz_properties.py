@@ -24,9 +24,9 @@ import pytest
 from fastapi.routing import APIRoute
 
 from keys import LocalKeyServer
-from sandbox.api.app import create_app
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION
+from sandbox.server.app import create_app
 from tests.security.authz_table import BY_KEY, Endpoint
 from tests.security.authz_world import (
     GRANTED,

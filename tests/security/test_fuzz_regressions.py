@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.api.app import create_app
 from sandbox.api.errors import ERROR_SCHEMA
 from sandbox.client import ApiError, VeilClient
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION
+from sandbox.server.app import create_app
 from tests.sandbox.conftest import GRANTED, PURPOSE, World
 
 ERRORS = {"401", "403", "404", "409", "413", "422", "429", "503"}

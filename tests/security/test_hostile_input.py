@@ -22,10 +22,10 @@ import httpx
 import polars as pl
 import pytest
 
-from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.demo.data import DECLARATION, production_log
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator
 from tests.sandbox.conftest import PURPOSE, World
 

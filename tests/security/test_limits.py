@@ -15,11 +15,11 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from sandbox.api.limits import AUTH_FAILED, MAX_BUCKETS, RequestGuard, TokenBuckets
-from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.config.settings import Settings
 from sandbox.console.routes_enterprise import FORM_SLACK
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from tests.sandbox.conftest import World
 
 MiB = 2**20

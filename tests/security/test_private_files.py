@@ -24,12 +24,12 @@ from cluster.local import LocalCluster, stop_processes
 from keys import KeyService, LocalKeyServer
 from keys.bao import free_port
 from policies import audit
-from sandbox.api.app import app_from_environment
 from sandbox.cli import main
 from sandbox.client import VeilClient
 from sandbox.config.datadir import prepare_data_dir
 from sandbox.data.objects import write_encrypted
 from sandbox.demo.data import DECLARATION, production_log
+from sandbox.server.app import app_from_environment
 from sandbox.service import open_veil
 from sandbox.store.database import Database, migrate, sqlite_url
 from tests.sandbox.conftest import PURPOSE, settings_for

@@ -16,11 +16,11 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from sandbox.api.docs_offline import SWAGGER_POLICY
-from sandbox.api.thread import ApiThread
 from sandbox.api.transport import TlsConfigError, tls_options
 from sandbox.cli import app as cli
 from sandbox.console.render import SECURITY_HEADERS
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from tests.sandbox.conftest import World
 
 API_HEADERS = {
@@ -111,7 +111,7 @@ def test_the_console_keeps_its_own_policy(world: World) -> None:
 def test_even_an_unexpected_error_carries_them(veil: Veil) -> None:
     from fastapi.testclient import TestClient
 
-    from sandbox.api.app import create_app
+    from sandbox.server.app import create_app
 
     app = create_app(veil.settings, veil)
 

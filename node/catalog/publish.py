@@ -10,31 +10,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from keys import key_operation
-from keys.node_auth import canonical_json, document_sha256
-from node.client import ControlPlane
-from policies import audit
+from keys.node_auth import canonical_json
+from node.protocol.client import ControlPlane
+from node.protocol.signing import sign
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role, Status
 from sandbox.data.datasets import rounded_count
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import Dataset, DatasetVersion
-
-
-def sign(veil: Veil, node_id: str, document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` (naming this node) and its signature by the node's key server.
-
-    Each signature is audited (``node.signed``) and tagged in the key server's log, so
-    ``veil audit keys`` on the node explains every use of its signing key."""
-    document = {**document, "node_id": node_id}
-    ident = document.get("job_id") or document.get("id") or "document"
-    tag = f"node:{document.get('kind', 'document')}-{ident}"[:120]
-    with key_operation(f"{tag}/1"):
-        signature = veil.keys.sign(canonical_json(document)).to_text()
-    with veil.db.transaction() as session:
-        audit.record(session, "node.signed", resource=tag,
-                     details={"sha256": document_sha256(document)})  # fmt: skip
-    return {"document": document, "signature": signature}
 
 
 def dataset_document(dataset: Dataset, versions: list[DatasetVersion]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The node's link to the control plane: one thread, outbound only.
 
 Each round: publish what changed (catalog, grants) and mirror the providers; take the
-pending code requests and send the enterprise's decisions on them (``node.code``); take
-the jobs waiting on this node's datasets (each decided here again, ``node.jobs``); sign
+pending code requests and send the enterprise's decisions on them (``node.work.code``); take
+the jobs waiting on this node's datasets (each decided here again, ``node.work.jobs``); sign
 the answers of the jobs that ended; send every answer not yet acknowledged; say which
 outputs wait here for the enterprise.  When the control plane
 cannot be reached the node keeps its data and answers, serves nothing to anyone, and
@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from node import jobs, recovery
-from node.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
-from node.code import CodeDesk
-from node.publish import Publisher
+from node.catalog.publish import Publisher
+from node.protocol.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
+from node.work import jobs, recovery
+from node.work.code import CodeDesk
 from sandbox.runtime.veil import Veil
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class NodeLink:
 
     def _take_lost(self) -> int:
         """Take again the jobs running under this node's claim on the control plane that it
-        did not finish taking (``node.recovery``); those it took are left alone."""
+        did not finish taking (``node.work.recovery``); those it took are left alone."""
         running = self.control.call("GET", "/node/v1/jobs/running") or []
         lost = recovery.lost(self.veil, [str(job.get("id", "")) for job in running])
         for job in running:

@@ -8,10 +8,10 @@ import time
 import uvicorn
 
 from keys.bao import free_port
-from sandbox.api.app import create_app
 from sandbox.api.transport import tls_options
 from sandbox.config.settings import Settings
 from sandbox.runtime.veil import Veil
+from sandbox.server.app import create_app
 
 
 class ApiThread:

@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from i18n import Msg
 from keys.node_auth import document_sha256
-from node.models import NodeJob, NodeJobState
-from node.publish import sign
+from node.protocol.signing import sign
+from node.work.models import NodeJob, NodeJobState
 from policies import audit
 from policies.errors import Denied, VeilError
 from policies.principals import Principal, Role, Status

@@ -21,9 +21,9 @@ from typing import Any
 
 from keys import key_operation
 from keys.node_auth import NodeIdentity
-from node import client
-from node.client import ControlPlane
-from node.link import NodeLink
+from node.link.rounds import NodeLink
+from node.protocol import client
+from node.protocol.client import ControlPlane
 from policies import audit
 from policies.principals import Principal, Role, Status, issue_token
 from sandbox.config.settings import Settings

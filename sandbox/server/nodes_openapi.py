@@ -8,8 +8,8 @@ from typing import Any
 
 
 def node_openapi() -> dict[str, Any]:
-    from sandbox.api.app import create_app
     from sandbox.config.settings import Settings
+    from sandbox.server.app import create_app
 
     full = create_app(Settings()).openapi()
     paths = {p: v for p, v in full["paths"].items() if p.startswith("/node/v1/")}

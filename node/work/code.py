@@ -18,8 +18,8 @@ from typing import Any
 
 from analytics.syft_code import source_sha256
 from i18n import Msg
-from node.client import ControlPlane, ControlPlaneRefused
-from node.publish import sign
+from node.protocol.client import ControlPlane, ControlPlaneRefused
+from node.protocol.signing import sign
 from policies import audit
 from policies.errors import Denied, InvalidRequest, VeilError
 from policies.principals import Principal, Role

@@ -1,7 +1,7 @@
 """Jobs this node claimed but did not finish taking, found again after it stopped.
 
 A claim moves the job to ``running`` under the node's id on the control plane, which never
-hands it out again.  Taking it here is three commits (``node.jobs.take``: the ``taken``
+hands it out again.  Taking it here is three commits (``node.work.jobs.take``: the ``taken``
 row, the local decision and debit, the link between them).  If the node stops (SIGKILL, a
 power cut) or loses the claim's answer in between, the job would stay running on the
 control plane for ever.  So, when the link starts and after each failed round, the node
@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from node import jobs
-from node.models import NodeJob, NodeJobState
+from node.work import jobs
+from node.work.models import NodeJob, NodeJobState
 from policies import audit
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import Job

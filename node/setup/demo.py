@@ -31,7 +31,6 @@ from sqlalchemy import select
 from keys import LocalKeyServer
 from keys.bao import free_port
 from policies.grants import EPSILON_UNIT
-from sandbox.api.thread import ApiThread
 from sandbox.client import VeilClient
 from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
@@ -47,6 +46,7 @@ from sandbox.demo.walkthrough import (
     _train,
 )
 from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.models import Dataset, Job, JobStatus
 
