@@ -181,6 +181,8 @@ class Party:
     _held: dict[str, tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=dict)
     _sharers: tuple[str, ...] = ()
     _answered: bool = False
+    _survivors: frozenset[str] = frozenset()
+    _labels: set[str] = field(default_factory=set)
 
     def advertise(self) -> Advert:
         c, s = self._c.public_key(), self._s.public_key()
@@ -256,7 +258,7 @@ class Party:
             raise SecureSumError("unmasking a party that never shared its keys")
         if gone != set(self._held) - alive:
             raise SecureSumError("every party that shared its keys is a survivor or dropped")
-        self._answered = True
+        self._answered, self._survivors = True, frozenset(alive)
         return Reveal(
             self.party,
             seeds={p: self._held[p][0] for p in alive},
@@ -264,7 +266,41 @@ class Party:
         )
 
 
+    def masked_again(self, values: Vector, label: str) -> Vector:
+        """A further vector of this party for the same round, after its unmask answer, that
+        only the sum over exactly the survivors it was told of can open: masked by the
+        pairwise masks towards each other survivor, under ``label`` (once per label).
+
+        The aggregator holds every survivor's self-mask seed by then but none of their
+        mask keys, so each survivor's further vector stays hidden; if one survivor does
+        not send its own, the masks do not cancel and nothing can be read."""
+        if not self._answered:
+            raise SecureSumError("a further vector comes after this party's unmask answer")
+        if label in self._labels or not label:
+            raise SecureSumError("each further vector needs a label of its own")
+        self._labels.add(label)
+        values = np.asarray(values, dtype=np.uint64)
+        masked = values.copy()
+        for other in sorted(self._survivors - {self.party}):
+            seed = _pair_seed(self._s, self._adverts[other].s_public, self.round_id)
+            mask = prg(_kdf(seed, f"again|{label}".encode()), len(values))
+            masked = masked + mask if self.party < other else masked - mask
+        return masked
+
+
 # ---------------------------------------------------------------- the aggregator
+
+
+def summed_again(survivors: Iterable[str], masked: Mapping[str, Vector]) -> Vector:
+    """The sum of the survivors' further vectors (:meth:`Party.masked_again`): every survivor
+    must have sent one, or the pairwise masks do not cancel."""
+    if set(masked) != set(survivors) or not masked:
+        raise SecureSumError("every survivor must send its further vector")
+    vectors = [np.asarray(v, dtype=np.uint64) for v in masked.values()]
+    total = np.zeros(len(vectors[0]), dtype=np.uint64)
+    for vector in vectors:
+        total = total + vector
+    return total
 
 
 def unmasked_sum(

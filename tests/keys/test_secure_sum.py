@@ -18,6 +18,7 @@ from keys.secure_sum import (
     decode,
     encode,
     split,
+    summed_again,
     unmasked_sum,
 )
 
@@ -144,3 +145,29 @@ def test_adverts_bind_the_round_and_the_keys() -> None:
     assert advert.signed_bytes(ROUND) != advert.signed_bytes("round-2")
     swapped = Advert(advert.party, advert.s_public, advert.c_public)
     assert swapped.signed_bytes(ROUND) != advert.signed_bytes(ROUND)
+
+
+def test_a_further_vector_opens_only_in_the_survivors_sum() -> None:
+    """After the unmask, each survivor's further vector (e.g. its dominance vetoes) is
+    hidden by pairwise masks the aggregator cannot rebuild; their sum is exact, and a
+    missing survivor leaves the masks in (refused)."""
+    inputs = vectors(NAMES)
+    _, _, parties = run_round(inputs, threshold=4, drop_before_input=frozenset({"ent_f"}))
+    survivors = NAMES[:5]
+    flags = {n: np.array([i % 2, 1, 0], dtype=np.uint64) for i, n in enumerate(survivors)}
+    again = {n: parties[n].masked_again(flags[n], "veto") for n in survivors}
+    assert np.array_equal(summed_again(survivors, again), sum(flags.values()))
+    for n in survivors:
+        assert not np.array_equal(again[n], flags[n])
+        assert int(again[n].max()) > 2**40  # uniform-looking, not a small flag vector
+    partial = {n: again[n] for n in survivors[:4]}
+    with pytest.raises(SecureSumError, match="every survivor"):
+        summed_again(survivors, partial)
+    # The sum of all but one is not that party's complement: the masks stay in.
+    assert not np.array_equal(
+        sum(partial.values()), sum(flags[n] for n in survivors[:4])
+    )
+    with pytest.raises(SecureSumError, match="label of its own"):
+        parties["ent_a"].masked_again(flags["ent_a"], "veto")
+    with pytest.raises(SecureSumError, match="after this party's unmask"):
+        Party("ent_z", ROUND, 4).masked_again(flags["ent_a"], "veto")
