@@ -17,6 +17,7 @@ from bench import (  # noqa: E402
     ingest_bench,
     keys_bench,
     node_bench,
+    psi_bench,
     query_bench,
     runner_bench,
     scaling_bench,
@@ -37,6 +38,7 @@ def main() -> None:
     rows += training_bench.run()
     rows += scaling_bench.run()
     rows += node_bench.run()
+    rows += psi_bench.run([10_000], repeats=5)  # 100k, 1M a side: psi_bench.py --sizes N
     print_rows(rows)
     save_rows(rows, ROOT / "bench" / "last-run.json")
     print(f"\nrows saved to {ROOT / 'bench' / 'last-run.json'}")
