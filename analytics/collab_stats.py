@@ -413,7 +413,8 @@ def _quantiles(
         return ReleasedStatistic(stat.label, suppressed=reason)
     edges = np.linspace(stat.lower, stat.upper, bins + 1)
     clipped = np.clip(histogram, 0.0, None)
-    cdf = np.concatenate([[0.0], np.cumsum(clipped) / clipped.sum()])
+    cdf = np.concatenate([[0.0], np.minimum(np.cumsum(clipped) / clipped.sum(), 1.0)])
+    cdf[-1] = 1.0  # exactly, whatever the rounding of the cumulative sum
     noisy = np.concatenate([[0.0], np.cumsum(histogram)])  # un-clipped, Gaussian noise
     spread = sigma / HISTOGRAM_UNIT
     z = _z((1 - LEVEL) / max(bins - 1, 1))
