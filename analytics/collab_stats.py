@@ -503,3 +503,81 @@ def where_it_stands(
         cdf = released.cdf
         found[stat.label] = 100.0 * (cdf[j] + (x - j) * (cdf[j + 1] - cdf[j]))
     return found
+
+
+# ---------------------------------------------------------------- as JSON, between machines
+
+
+def _estimate_json(estimate: Estimate | None) -> list[float] | None:
+    return None if estimate is None else [estimate.value, estimate.low, estimate.high]
+
+
+def _estimate_of(value: object) -> Estimate | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 3):
+        raise BenchmarkError(Msg("a released estimate is [value, low, high]"))
+    return Estimate(*(float(v) for v in value))
+
+
+def release_to_json(cells: tuple[ReleasedCell, ...]) -> list[dict[str, object]]:
+    """The release as JSON (what the control plane stores, shows and hands the nodes for
+    the dominance vetoes); a suppression is its English sentence."""
+    return [
+        {
+            "category": cell.category,
+            "enterprises": _estimate_json(cell.enterprises),
+            "suppressed": None if cell.suppressed is None else str(cell.suppressed),
+            "statistics": [
+                {
+                    "label": s.label,
+                    "estimate": _estimate_json(s.estimate),
+                    "quantiles": [[q, _estimate_json(e)] for q, e in s.quantiles],
+                    "total": s.total,
+                    "cdf": list(s.cdf),
+                    "suppressed": None if s.suppressed is None else str(s.suppressed),
+                }
+                for s in cell.statistics
+            ],
+        }
+        for cell in cells
+    ]
+
+
+def _suppressed(text: object) -> Msg | None:
+    """A suppression read back from JSON: its stored English sentence, kept as it is."""
+    return None if text is None else Msg("{reason}", reason=str(text))
+
+
+def release_from_json(spec: BenchmarkSpec, cells: object) -> tuple[ReleasedCell, ...]:
+    """A release read back from JSON (a node reads the control plane's, for its vetoes and
+    its standing), checked against ``spec``'s cells and statistics."""
+    if not isinstance(cells, list) or len(cells) != len(spec.cells):
+        raise BenchmarkError(Msg("the release does not have this benchmark's cells"))
+    out = []
+    for cell in cells:
+        stats = cell.get("statistics") if isinstance(cell, dict) else None
+        if not isinstance(stats, list) or len(stats) != len(spec.statistics):
+            raise BenchmarkError(Msg("the release does not have this benchmark's statistics"))
+        statistics = tuple(
+            ReleasedStatistic(
+                str(s["label"]),
+                _estimate_of(s.get("estimate")),
+                tuple((float(q), e) for q, raw in s.get("quantiles") or []
+                      if (e := _estimate_of(raw)) is not None),
+                None if s.get("total") is None else float(s["total"]),
+                tuple(float(v) for v in s.get("cdf") or []),
+                _suppressed(s.get("suppressed")),
+            )
+            for s in stats
+        )  # fmt: skip
+        suppressed = cell.get("suppressed")
+        out.append(
+            ReleasedCell(
+                str(cell["category"]),
+                _estimate_of(cell.get("enterprises")),
+                statistics,
+                _suppressed(suppressed),
+            )
+        )
+    return tuple(out)

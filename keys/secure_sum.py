@@ -265,7 +265,6 @@ class Party:
             keys={p: self._held[p][1] for p in gone},
         )
 
-
     def masked_again(self, values: Vector, label: str) -> Vector:
         """A further vector of this party for the same round, after its unmask answer, that
         only the sum over exactly the survivors it was told of can open: masked by the

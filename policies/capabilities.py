@@ -46,6 +46,10 @@ class Capability(enum.StrEnum):
     READ_CATALOG = "read_catalog"
     SUBMIT_JOBS = "submit_jobs"  # submit, preview, cancel
     SUBMIT_CODE = "submit_code"
+    # Collaborations across enterprises: proposed and run by a provider (each enterprise
+    # joins from its own node); the operator reads them all, a provider its own.
+    PROPOSE_COLLABORATIONS = "propose_collaborations"
+    READ_COLLABORATIONS = "read_collaborations"
     # Both sides, each seeing what is its own (the services filter by the relation).
     READ_DATASETS = "read_datasets"
     READ_GRANTS = "read_grants"
@@ -95,7 +99,13 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
     {
         Role.OPERATOR: RoleRules(
             frozenset(
-                {_C.MANAGE_PRINCIPALS, _C.LIST_PROVIDERS, _C.ISSUE_TOKENS, _C.MANAGE_ALL_TOKENS}
+                {
+                    _C.MANAGE_PRINCIPALS,
+                    _C.LIST_PROVIDERS,
+                    _C.ISSUE_TOKENS,
+                    _C.MANAGE_ALL_TOKENS,
+                    _C.READ_COLLABORATIONS,
+                }
                 | _OVERSIGHT
             ),
             Reach.ALL,
@@ -119,7 +129,15 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
         ),
         Role.PROVIDER: RoleRules(
             frozenset(
-                {_C.USE_GRANTS, _C.READ_CATALOG, _C.SUBMIT_JOBS, _C.SUBMIT_CODE} | _BOTH_SIDES
+                {
+                    _C.USE_GRANTS,
+                    _C.READ_CATALOG,
+                    _C.SUBMIT_JOBS,
+                    _C.SUBMIT_CODE,
+                    _C.PROPOSE_COLLABORATIONS,
+                    _C.READ_COLLABORATIONS,
+                }
+                | _BOTH_SIDES
             ),
             Reach.NONE,
         ),

@@ -57,6 +57,8 @@ KINDS = {
     "code request": Msg("code request"),
     "receipt": Msg("receipt"),
     "page": Msg("page"),
+    "collaboration": Msg("collaboration"),
+    "collaboration run": Msg("collaboration run"),
 }
 
 

@@ -606,6 +606,44 @@ class VeilClient:
         )
         return self._download("/v1/receipts", params=params)
 
+    # ------------------------------------------------------------ collaborations
+
+    def propose_collaboration(
+        self, title: str, purpose: str, columns: list[dict[str, str]], benchmark: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Propose a benchmark across enterprises (provider); they join on their nodes."""
+        body = {"title": title, "purpose": purpose, "columns": columns, "benchmark": benchmark}
+        return dict(self._call("POST", "/v1/collaborations", json=body))
+
+    def list_collaborations(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/collaborations"))
+
+    def get_collaboration(self, collaboration_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/collaborations/{collaboration_id}"))
+
+    def close_collaboration(self, collaboration_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/collaborations/{collaboration_id}/close"))
+
+    def start_collaboration_run(self, collaboration_id: str) -> dict[str, Any]:
+        """Start a run over the enterprises taking part now (409 under the minimum)."""
+        return dict(self._call("POST", f"/v1/collaborations/{collaboration_id}/runs"))
+
+    def get_collaboration_run(self, collaboration_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/collaborations/{collaboration_id}/runs/{run_id}"))
+
+    def wait_for_collaboration_run(
+        self, collaboration_id: str, run_id: str, *, timeout: float = 120.0, poll: float = 0.2
+    ) -> dict[str, Any]:
+        """The run once it is released or failed (TimeoutError after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get_collaboration_run(collaboration_id, run_id)
+            if run["status"] != "running":
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still running after {timeout:g} s")
+            time.sleep(poll)
+
 
 def _params(**values: object) -> dict[str, Any]:
     """Query parameters without the unset ones; datetimes as ISO 8601."""

@@ -1,7 +1,8 @@
 """The node's link to the control plane: one thread, outbound only.
 
 Each round: publish what changed (catalog, grants) and mirror the providers; take the
-pending code requests and send the enterprise's decisions on them (``node.work.code``); take
+pending code requests and send the enterprise's decisions on them (``node.work.code``);
+answer the collaboration runs' phases (``node.work.collab``); take
 the jobs waiting on this node's datasets (each decided here again, ``node.work.jobs``); sign
 the answers of the jobs that ended; send every answer not yet acknowledged; say which
 outputs wait here for the enterprise.  When the control plane
@@ -23,6 +24,7 @@ from node.catalog.publish import Publisher
 from node.protocol.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
 from node.work import jobs, recovery
 from node.work.code import CodeDesk
+from node.work.collab import CollabDesk
 from sandbox.runtime.veil import Veil
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class NodeLink:
         self.node_id, self.enterprise_id = node_id, enterprise_id
         self.publisher = Publisher(veil, control, node_id)
         self.code_desk = CodeDesk(veil, control, node_id, enterprise_id)
+        self.collab_desk = CollabDesk(veil, control, node_id, enterprise_id)
         self.poll_s, self.max_backoff_s, self.jobs_per_round = poll_s, max_backoff_s, jobs_per_round
         self.claim_wait_s = claim_wait_s
         self._progress_sent: dict[str, int] = {}
@@ -95,6 +98,7 @@ class NodeLink:
         report.published = self.publisher.sync()
         if not claim_wait_s or self._code_due or time.monotonic() - self._code_at >= CODE_EVERY_S:
             report.published += self.code_desk.sync()
+            report.published += self.collab_desk.sync()
             self._code_at, self._code_due = time.monotonic(), False
         if self._recover:
             report.taken += self._take_lost()
@@ -106,7 +110,7 @@ class NodeLink:
             job = self.control.call("POST", path)
             if job is None:
                 # A waiting claim that returns empty before its time was woken for a code
-                # request submitted meanwhile: the next round takes it.
+                # request or a collaboration phase: the next round takes it.
                 self._code_due = wait > 0 and time.monotonic() - asked < wait - 0.25
                 break
             report.taken, wait = report.taken + 1, 0.0

@@ -24,9 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from i18n import Msg
 from i18n.catalog import translate
+from keys.node_auth import NODE_HEADER
 from sandbox.api.language import request_language
 from sandbox.api.transport import security_headers
 from sandbox.config.settings import Settings
+
+_NODE_HEADER: Final = NODE_HEADER.lower().encode()
 
 #: Buckets kept before the full (idle) ones are forgotten.
 MAX_BUCKETS: Final = 100_000
@@ -208,17 +211,21 @@ class RequestGuard:
         await self._forward(scope, receive, send, trust, address, limit, setting, declared)
 
     def _read_headers(self, scope: Scope) -> tuple[bytes | None, int | None]:
-        credential = declared = None
+        credential = declared = node = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 credential = value
+            elif name == _NODE_HEADER:
+                # A node's signed request: the node is its credential (its own bucket, as a
+                # token has), so nodes behind one address do not share the anonymous one.
+                node = b"node:" + value
             elif name == b"content-length":
                 declared = int(value) if value.isdigit() else None
             elif name == b"cookie" and credential is None and self.cookie is not None:
                 start = value.find(self.cookie)
                 if start >= 0:
                     credential = value[start:].split(b";", 1)[0]
-        return credential, declared
+        return credential or node, declared
 
     def _admit(
         self, key: bytes | str, address: str, has_credential: bool

@@ -20,6 +20,7 @@ from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, Unauthenticated
 from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
 from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH, Input
+from sandbox.collaborations import proposals, runs
 from sandbox.nodes import code, feed, mirror, registry
 from sandbox.nodes.schemas import CodeRequestDoc, DatasetDoc, JobDoc, SignedDoc, body
 from sandbox.runtime.veil import Veil
@@ -242,3 +243,33 @@ def code_decision(code_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, s
     """The enterprise's decision on a code request, made on its node and signed there
     (``{"kind": "code_decision", "id", "sha256", "approved", "reason"}``)."""
     return {"outcome": code.accept_decision(veil, signed.node, code_id, _object(signed.body))}
+
+
+@router.get("/node/v1/collaborations")
+def open_collaborations(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
+    """The open proposals this node's enterprise may join (with the exact spec it pins)."""
+    return proposals.open_for_nodes(veil)
+
+
+@router.put("/node/v1/collaborations/{collaboration_id}/membership",
+            openapi_extra=body(SignedDoc))  # fmt: skip
+def collaboration_membership(
+    collaboration_id: str, veil: VeilDep, signed: SignedDep
+) -> dict[str, str]:
+    """The enterprise joins (naming the spec's SHA-256) or leaves, signed by its node."""
+    status = proposals.set_membership(veil, signed.node, collaboration_id, _object(signed.body))
+    return {"status": status}
+
+
+@router.get("/node/v1/collaborations/tasks")
+def collaboration_tasks(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
+    """What this node is asked now in each run it takes part in (one phase each)."""
+    return runs.tasks(veil, signed.node)
+
+
+@router.post("/node/v1/collaborations/runs/{run_id}/{phase}",
+             status_code=status.HTTP_204_NO_CONTENT)  # fmt: skip
+def collaboration_answer(run_id: str, phase: str, veil: VeilDep, signed: SignedDep) -> Response:
+    """This node's answer to one phase of a run (once)."""
+    runs.answer(veil, signed.node, run_id, phase, signed.body)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

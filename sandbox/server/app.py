@@ -18,6 +18,7 @@ from sandbox.api import (
     routes_audit,
     routes_classification,
     routes_code,
+    routes_collaborations,
     routes_datasets,
     routes_grants,
     routes_jobs,
@@ -114,6 +115,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_receipts,
         routes_classification,
         routes_nodes,
+        routes_collaborations,
     ):
         app.include_router(module.router)
 

@@ -164,9 +164,7 @@ def test_a_further_vector_opens_only_in_the_survivors_sum() -> None:
     with pytest.raises(SecureSumError, match="every survivor"):
         summed_again(survivors, partial)
     # The sum of all but one is not that party's complement: the masks stay in.
-    assert not np.array_equal(
-        sum(partial.values()), sum(flags[n] for n in survivors[:4])
-    )
+    assert not np.array_equal(sum(partial.values()), sum(flags[n] for n in survivors[:4]))
     with pytest.raises(SecureSumError, match="label of its own"):
         parties["ent_a"].masked_again(flags["ent_a"], "veto")
     with pytest.raises(SecureSumError, match="after this party's unmask"):

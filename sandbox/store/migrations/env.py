@@ -8,11 +8,12 @@ from sqlalchemy import create_engine
 import policies.audit
 import policies.grants
 import policies.principals
-import sandbox.store.models  # noqa: F401 - registers the sandbox tables
+import sandbox.store.collab_models
+import sandbox.store.models
 from policies.db import Base
 from sandbox.store.database import WRITE_LOCK_KEY
 
-_ = (policies.audit, policies.grants, policies.principals)
+_ = (policies.audit, policies.grants, policies.principals, sandbox.store.collab_models)
 target_metadata = Base.metadata
 
 

@@ -1,0 +1,307 @@
+"""Benchmarks across enterprises: a control plane and six enterprise nodes, each a real Veil
+core with its own OpenBao and database; the runs go through secure aggregation over HTTP.
+
+What must hold: a run releases DP statistics only with enough participants and never
+shows the control plane one enterprise's partial; a node that left, was suspended or drops
+mid-run is not used and does not break the run; each node debits its own ledger and keeps
+its receipt and its standing; a forged or replayed step is refused by the nodes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sqlalchemy import select
+
+from analytics.collab_stats import encode_partial, enterprise_values, parse_benchmark
+from node.link.rounds import NodeLink
+from node.setup.provision import init_node, node_settings, running_node
+from node.work import collab
+from node.work.models import NodeCollaboration, NodeCollaborationRun
+from policies import audit
+from policies.budget import Budget
+from sandbox.client import ApiError, VeilClient
+from sandbox.config.settings import Settings
+from sandbox.demo.data import DECLARATION, production_log
+from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
+from sandbox.service import bootstrap_operator, open_veil
+from sandbox.store.collab_models import RunMessage
+
+LOCAL: dict[str, Any] = {"vault_addr": None, "database_url": None, "job_poll_interval_s": 0.05}
+NODES = 6
+COLUMNS = [{"name": "cycle_time", "type": "float"}, {"name": "defects", "type": "int"}]
+MAPPING = {"cycle_time": "cycle_time_s", "defects": "defects"}
+
+
+def benchmark(minimum: int = 3) -> dict[str, Any]:
+    """A count and a mean over few enterprises: ε 10 keeps the count's noise near one
+    enterprise (at ε 1 it is about eight: nothing survives suppression with six)."""
+    return {
+        "statistics": [
+            {"kind": "count"},
+            {"kind": "mean", "column": "cycle_time", "lower": 10, "upper": 90},
+        ],
+        "by": None,
+        "epsilon": 10.0,
+        "delta": 1e-6,
+        "min_participants": minimum,
+    }
+
+
+@dataclass
+class Member:
+    veil: Veil
+    link: NodeLink
+    node_id: str
+    enterprise_id: str
+    dataset_id: str
+    csv: bytes
+
+
+@dataclass
+class World:
+    cp: Veil
+    url: str
+    operator: VeilClient
+    provider: VeilClient
+    members: list[Member] = field(default_factory=list)
+
+    def rounds(self, collaboration_id: str, run_id: str, skip: frozenset[int] = frozenset(),
+               limit: int = 40) -> dict[str, Any]:  # fmt: skip
+        """Link rounds of every node (but ``skip``) until the run ends; the run."""
+        for _ in range(limit):
+            for i, member in enumerate(self.members):
+                if i not in skip:
+                    member.link.run_round()
+            run = self.provider.get_collaboration_run(collaboration_id, run_id)
+            if run["status"] != "running":
+                return run
+        raise AssertionError("the run did not end")
+
+    def join(self, members: list[Member], collaboration_id: str, epsilon: float = 100.0) -> None:
+        for member in members:
+            collab.join(member.veil, member.link.control, member.node_id, member.enterprise_id,
+                        collaboration_id, member.dataset_id, MAPPING, "machining",
+                        Budget.from_floats(epsilon, 1e-3))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("collab")
+    with contextlib.ExitStack() as stack:
+        settings = Settings(data_dir=home / "cp", **LOCAL)
+        cp = stack.enter_context(open_veil(settings))
+        url = stack.enter_context(ApiThread(settings, cp))
+        token = bootstrap_operator(cp)
+        assert token is not None
+        operator = stack.enter_context(VeilClient(url, token))
+        made = operator.create_provider("Benchmarks Inc")
+        provider = stack.enter_context(VeilClient(url, operator.issue_token(made["id"])))
+        world = World(cp, url, operator, provider)
+        for index in range(NODES):
+            enterprise = operator.create_node_enterprise(
+                f"Works {index}", f"works{index}-{uuid.uuid4().hex[:6]}"
+            )
+            node_dir = home / f"node-{index}"
+            node_set = node_settings(node_dir, **LOCAL)
+            config, node_token = init_node(node_dir, url, enterprise["enrolment_code"], node_set)
+            veil, link = stack.enter_context(running_node(node_dir, node_set, link=False))
+            csv = production_log(400 + 50 * index, seed=100 + index)
+            with ApiThread(node_set, veil) as node_url, VeilClient(node_url, node_token) as owner:
+                ds = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])
+                owner.upload(ds["id"], csv)
+            world.members.append(Member(veil, link, config.node_id, config.enterprise_id,
+                                        ds["id"], csv))  # fmt: skip
+        yield world
+
+
+def propose(world: World, minimum: int = 3) -> str:
+    made = world.provider.propose_collaboration(
+        "Cycle time benchmark", "industry benchmark", COLUMNS, benchmark(minimum)
+    )
+    return str(made["id"])
+
+
+def test_a_benchmark_over_six_nodes_is_released_noised_and_each_node_keeps_its_part(
+    world: World,
+) -> None:
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    done = world.rounds(collaboration, run["id"])
+    assert done["status"] == "released", done
+    assert done["survivors"] == NODES
+    (cell,) = done["release"]["cells"]
+    assert done["release"]["dominance_checked"] is True
+    if cell["suppressed"] is None:  # the noisy count reached the minimum (about 99.6%)
+        count, mean = cell["statistics"]
+        value, low, high = count["estimate"]
+        assert low <= value <= high and value != NODES  # noised: never exactly the count
+        if mean["suppressed"] is None:
+            value, low, high = mean["estimate"]
+            assert low <= value <= high
+        else:  # a noisy total small enough that one enterprise's mean dominates it
+            assert "dominate" in mean["suppressed"], mean
+    else:
+        assert "fewer than" in cell["suppressed"]
+    # The control plane read only masked vectors: no message carries one node's partial.
+    with world.cp.db.read() as session:
+        inputs = session.scalars(
+            select(RunMessage).where(RunMessage.run_id == run["id"], RunMessage.phase == "input")
+        ).all()
+        assert len(inputs) == NODES
+        vectors = [
+            np.frombuffer(base64.b64decode(m.body["vector"]), dtype="<u8").view(np.int64)
+            for m in inputs
+        ]
+    # No stored vector is any node's partial, nor that partial plus noise (the noise is a
+    # few units of 2^32 at most; a masked vector differs by a uniform 64-bit mask).
+    spec = parse_benchmark(benchmark())
+    for member in world.members:
+        frame = pl.read_csv(member.csv).select(
+            [pl.col(local).alias(common) for common, local in MAPPING.items()]
+        )
+        partial = encode_partial(spec, enterprise_values(spec, frame), "machining")
+        for vector in vectors:
+            gap = np.abs((vector - partial).astype(np.float64))
+            assert float(gap.max()) > 2**50
+    # Each node takes the release on its next round, and keeps it with its receipt.
+    for member in world.members:
+        member.link.run_round()
+    # Each node debited its own ledger once and keeps its receipt (and its standing).
+    for member in world.members:
+        with member.veil.db.read() as session:
+            row = session.get(NodeCollaboration, collaboration)
+            receipt = session.get(NodeCollaborationRun, run["id"])
+            assert row is not None and receipt is not None
+            assert row.epsilon_spent == receipt.epsilon > 0
+            assert receipt.state == "released"
+            contributed = session.scalars(
+                select(audit.AuditEvent).where(
+                    audit.AuditEvent.action == "collaboration.contributed"
+                )
+            ).all()
+            assert [e.resource for e in contributed].count(f"collaboration:{run['id']}") == 1
+
+
+def test_too_few_participants_nothing_runs(world: World) -> None:
+    collaboration = propose(world, minimum=5)
+    world.join(world.members[:4], collaboration)  # four join: one short
+    with pytest.raises(ApiError) as refused:
+        world.provider.start_collaboration_run(collaboration)
+    assert refused.value.status == 409 and refused.value.code == "too_few_participants"
+
+
+def test_a_node_that_left_is_not_asked_and_the_others_go_on(world: World) -> None:
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    gone = world.members[0]
+    collab.leave(gone.veil, gone.link.control, gone.node_id, gone.enterprise_id, collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    done = world.rounds(collaboration, run["id"])
+    assert done["status"] == "released" and done["nodes"] == NODES - 1
+    with gone.veil.db.read() as session:
+        assert session.get(NodeCollaborationRun, run["id"]) is None
+
+
+def test_a_node_restarting_mid_run_drops_out_and_the_others_are_released(world: World) -> None:
+    """Node 5 answers the first phases, then loses its keys (a restart): it declines the
+    rest, and the run goes on with the five others (its shares unmask nothing of it)."""
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    for _ in range(2):  # advertise, then share
+        for member in world.members:
+            member.link.run_round()
+    world.members[5].link.collab_desk._rounds.clear()
+    done = world.rounds(collaboration, run["id"])
+    assert done["status"] == "released", done
+    assert done["survivors"] == NODES - 1
+    with world.members[5].veil.db.read() as session:
+        assert session.get(NodeCollaborationRun, run["id"]) is None  # no partial, no debit
+
+
+def test_a_silent_node_is_dropped_at_the_phase_deadline(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox.collaborations import runs as cp_runs
+
+    monkeypatch.setattr(cp_runs, "PHASE_S", 1.0)
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    for member in world.members[1:]:
+        member.link.run_round()  # five adverts; node 0 never answers
+    time.sleep(1.1)
+    done = world.rounds(collaboration, run["id"], skip=frozenset({0}))
+    assert done["status"] == "released", done
+    assert done["survivors"] == NODES - 1
+
+
+def test_a_node_refuses_a_run_over_its_budget(world: World) -> None:
+    collaboration = propose(world)
+    world.join(world.members, collaboration, epsilon=15.0)  # room for one run of ε 10
+    first = world.provider.start_collaboration_run(collaboration)
+    assert world.rounds(collaboration, first["id"])["status"] == "released"
+    second = world.provider.start_collaboration_run(collaboration)
+    done = world.rounds(collaboration, second["id"])
+    assert done["status"] == "failed" and "nothing is released" in done["reason"]
+    for member in world.members:
+        with member.veil.db.read() as session:
+            assert session.get(NodeCollaborationRun, second["id"]) is None
+            row = session.get(NodeCollaboration, collaboration)
+            assert row is not None and row.epsilon_spent <= row.epsilon_cap
+
+
+def test_a_control_plane_swapping_an_advert_key_is_refused_by_the_nodes(world: World) -> None:
+    """The control plane relays adverts: one whose key it swapped for a key of its own (to
+    open that node's shares) is not the sender's signature, and every other node refuses
+    the run rather than seal its shares to the control plane."""
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    for member in world.members:
+        member.link.run_round()  # adverts sent
+    mine = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    with world.cp.db.transaction() as session:
+        message = session.scalars(
+            select(RunMessage).where(RunMessage.run_id == run["id"],
+                                     RunMessage.phase == "advertise")
+        ).first()  # fmt: skip
+        assert message is not None
+        victim = message.sender
+        body = json.loads(json.dumps(message.body))
+        body["document"]["c_public"] = base64.b64encode(mine).decode()
+        message.body = body
+    done = world.rounds(collaboration, run["id"])
+    assert done["status"] == "failed", done  # too few nodes sealed their shares
+    for member in world.members:
+        if member.node_id == victim:
+            continue
+        with member.veil.db.read() as session:
+            reasons = [
+                e.details.get("reason", "")
+                for e in session.scalars(
+                    select(audit.AuditEvent).where(
+                        audit.AuditEvent.action == "collaboration.refused",
+                        audit.AuditEvent.resource == f"collaboration-run:{run['id']}",
+                    )
+                )
+            ]
+        assert any("not signed by it" in r for r in reasons), reasons
+
+
+_ = (datetime, UTC, timedelta, Path)
