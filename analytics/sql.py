@@ -81,6 +81,12 @@ _OPS: Final[dict[type[exp.Expr], tuple[str, str]]] = {
 }
 _NUMBER: Final = re.compile(r"^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$|^\.[0-9]+([eE][+-]?[0-9]+)?$")
 _INTEGER: Final = re.compile(r"^[0-9]+$")
+#: Refused before any other construct, in this order: the query is of another kind.
+_FIRST: Final[tuple[tuple[type[exp.Expr], ...], ...]] = (
+    (exp.Join, exp.Lateral),
+    (exp.With, exp.CTE, exp.Union, exp.Intersect, exp.Except),
+    (exp.Subquery, exp.Select),
+)
 
 
 class SqlError(QueryError):
@@ -219,12 +225,15 @@ def refuse(node: exp.Expr, text: str, problem: Msg, code: str) -> SqlError:
 
 
 def _check_nodes(root: exp.Expr, text: str) -> None:
-    """Refuse the first node (in reading order) that the subset does not allow."""
+    """Refuse the first node (in reading order) that the subset does not allow; a
+    statement other than SELECT, a JOIN or a subquery first, wherever it is (fixing
+    anything else would not make the query acceptable)."""
     bad = []
     for node in root.walk():
         if not _allowed(node, root):
-            found = _position(node, text)
-            bad.append((found or (math.inf, math.inf), node))
+            rank = next((i for i, kinds in enumerate(_FIRST) if isinstance(node, kinds)), None)
+            first = len(_FIRST) if rank is None and node is not root else (rank or 0)
+            bad.append(((first, *(_position(node, text) or (math.inf, math.inf))), node))
     if bad:
         node = min(bad, key=lambda pair: pair[0])[1]
         problem, code = refusal(node, root)

@@ -122,6 +122,7 @@ def test_from_names_the_dataset_by_id_or_name() -> None:
 REFUSED: list[tuple[str, str, tuple[str, ...]]] = [
     ("SELECT COUNT(*) FROM a JOIN b ON a.k = b.k", "sql_join", ("FROM", "JOIN", "templates")),
     ("SELECT COUNT(*) FROM a, b", "sql_join", ("JOIN", "one dataset")),
+    ("SELECT a.k, COUNT(*) AS n FROM a x JOIN b y ON x.k = y.k", "sql_join", ("JOIN",)),
     ("SELECT COUNT(*) FROM a LEFT JOIN b USING (k)", "sql_join", ("column 34", "JOIN")),
     ("SELECT COUNT(*) FROM (SELECT * FROM a)", "sql_subquery", ("subqueries",)),
     ("SELECT COUNT(*) FROM a WHERE k IN (SELECT k FROM b)", "sql_subquery", ("WHERE",)),
