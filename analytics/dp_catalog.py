@@ -16,6 +16,12 @@ Rules
   public strings with declared categories, the keys are the cartesian product of those
   categories (public keys, at most ``MAX_KEYS`` including histogram bins); otherwise the
   keys are chosen by OpenDP's DP key selection, which needs delta > 0.
+* where: up to ``MAX_FILTERS`` filters on declared, non-secret columns (confidential ones
+  too: a filter runs inside the DP measurement, so only noisy statistics of the rows that
+  pass are released).  Numeric columns compare with numbers (``= != < <= > >= in``);
+  string and boolean columns with values of their type (``= != in``); a string column
+  with declared categories only with those categories.  Rows whose value is null (or
+  NaN) pass no filter on that column, as in SQL.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from analytics.schema import (
     ColumnSpec,
     ColumnType,
     DatasetSchema,
+    Filter,
+    FilterOp,
+    FilterScalar,
     PrivateQuery,
 )
 from i18n import Msg
@@ -44,6 +53,10 @@ MAX_GROUP_COLUMNS: Final = 4
 MAX_KEYS: Final = 10_000
 MIN_BINS: Final = 2
 MAX_BINS: Final = 100
+#: Filters in a query's ``where``, values in one ``in`` list, characters in a text value.
+MAX_FILTERS: Final = 16
+MAX_IN_VALUES: Final = 100
+MAX_FILTER_TEXT: Final = 200
 #: 101 candidates = 100 equal steps over the declared bounds, both bounds included.
 QUANTILE_CANDIDATES: Final = 101
 #: Alias of the row count that OpenDP thresholds when it selects private keys.
@@ -72,6 +85,7 @@ def validate_query(schema: DatasetSchema, query: PrivateQuery) -> None:
     for aggregate in query.aggregates:
         _check_aggregate(schema, aggregate)
     _check_group_by(schema, query)
+    _check_where(schema, query)
     unit = schema.privacy_unit
     if unit.id_column is not None and unit.id_column not in schema.names:
         raise QueryError(
@@ -281,6 +295,56 @@ def _check_group_by(schema: DatasetSchema, query: PrivateQuery) -> None:
                 )
 
 
+def _check_where(schema: DatasetSchema, query: PrivateQuery) -> None:
+    if len(query.where) > MAX_FILTERS:
+        raise QueryError(Msg("where has at most {max_filters} filters", max_filters=MAX_FILTERS))
+    for i, item in enumerate(query.where):
+        spec = _usable(schema, item.column, "where")
+        values = item.value if isinstance(item.value, tuple) else (item.value,)
+        if item.op == FilterOp.IN and not values:
+            raise QueryError(Msg("where[{i}]: in needs at least one value", i=i))
+        if spec.is_numeric:
+            fits = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            expected = Msg("numbers")
+        elif spec.type == ColumnType.BOOLEAN:
+            fits = all(isinstance(v, bool) for v in values)
+            expected = Msg("true or false")
+        else:
+            fits = all(isinstance(v, str) for v in values)
+            expected = Msg("texts")
+        if not fits:
+            raise QueryError(
+                Msg(
+                    "where[{i}]: column {name} is {type}; compare it with {expected}",
+                    i=i,
+                    name=repr(spec.name),
+                    type=spec.type,
+                    expected=expected,
+                )
+            )
+        if not spec.is_numeric and item.op not in (FilterOp.EQ, FilterOp.NE, FilterOp.IN):
+            raise QueryError(
+                Msg(
+                    "where[{i}]: column {name} is {type}: only =, != and in compare it",
+                    i=i,
+                    name=repr(spec.name),
+                    type=spec.type,
+                )
+            )
+        if spec.type == ColumnType.STRING and spec.categories:
+            declared = set(spec.categories)
+            if any(v not in declared for v in values):
+                # The value is not repeated: say where it is and what to compare with.
+                raise QueryError(
+                    Msg(
+                        "where[{i}]: a value is not a declared category of column {name}; "
+                        "the catalog lists its categories",
+                        i=i,
+                        name=repr(spec.name),
+                    )
+                )
+
+
 def has_public_keys(schema: DatasetSchema, query: PrivateQuery) -> bool:
     """True when every group key is a public string column with declared categories."""
     return all(_is_public_key(schema.column(name)) for name in query.group_by)
@@ -442,6 +506,49 @@ def parts(schema: DatasetSchema, index: int, aggregate: Aggregate) -> list[Part]
         rows = Part(f"{name}_len", dp_len(signed=True).alias(f"{name}_len"))
         return [_clamped_sum(spec, f"{name}_sum"), rows]
     return [_selection(spec, aggregate, name)]
+
+
+def _comparison(column: pl.Expr, op: FilterOp, value: FilterScalar) -> pl.Expr:
+    literal = pl.lit(value)
+    if op == FilterOp.EQ:
+        return column == literal
+    if op == FilterOp.NE:
+        return column != literal
+    if op == FilterOp.LT:
+        return column < literal
+    if op == FilterOp.LE:
+        return column <= literal
+    if op == FilterOp.GT:
+        return column > literal
+    return column >= literal
+
+
+def _filter_expr(spec: ColumnSpec, item: Filter) -> pl.Expr:
+    column = pl.col(spec.name)
+    if item.op == FilterOp.IN:
+        # OpenDP 0.16 does not take is_in in a filter: a disjunction of equalities.
+        assert isinstance(item.value, tuple)  # checked by parse_query
+        terms = [column == pl.lit(v) for v in item.value]
+        predicate = terms[0]
+        for term in terms[1:]:
+            predicate = predicate | term
+    else:
+        assert not isinstance(item.value, tuple)
+        predicate = _comparison(column, item.op, item.value)
+    if spec.type == ColumnType.FLOAT:
+        # Polars orders NaN above every number; as in SQL, no comparison holds for it.
+        predicate = column.is_not_nan() & predicate
+    # A null comparison is null, and filter drops it: null passes no filter.
+    return predicate
+
+
+def where_expr(schema: DatasetSchema, query: PrivateQuery) -> pl.Expr | None:
+    """The row predicate of the query's filters (all of them), None without filters."""
+    predicate: pl.Expr | None = None
+    for item in query.where:
+        term = _filter_expr(schema.column(item.column), item)
+        predicate = term if predicate is None else predicate & term
+    return predicate
 
 
 def bin_expr(schema: DatasetSchema, index: int, aggregate: Aggregate) -> pl.Expr:

@@ -36,6 +36,7 @@ from analytics.dp_catalog import (
     histogram_bins,
     parts,
     public_keys,
+    where_expr,
     with_bins,
 )
 from analytics.schema import AggregateKind, ColumnType, DatasetSchema, PrivateQuery
@@ -153,10 +154,20 @@ class Plans:
     query: PrivateQuery
 
     def start(self) -> Any:
-        """A fresh plan: truncated to ``max_rows_per_id`` rows per id when there are ids."""
+        """A fresh plan: the rows that pass the query's filters, truncated to
+        ``max_rows_per_id`` rows per id when there are ids.
+
+        The filter is a row-by-row transformation inside the measurement (OpenDP accounts
+        for it: one unit still changes at most its own rows), so how many rows pass is
+        released only through noisy statistics.  It runs before the truncation, which then
+        keeps up to ``max_rows_per_id`` of an id's rows that pass.
+        """
         plan = self.context.query()
         if not isinstance(plan, LazyFrameQuery):
             raise TypeError("OpenDP did not build a Polars query")  # pragma: no cover
+        predicate = where_expr(self.schema, self.query)
+        if predicate is not None:
+            plan = plan.filter(predicate)
         unit = self.schema.privacy_unit
         if unit.id_column is not None:
             plan = plan.truncate_per_group(unit.max_rows_per_id)

@@ -6,7 +6,12 @@ A provider submits a query as JSON, never code::
                     {"kind": "mean", "column": "temperature_c"},
                     {"kind": "quantile", "column": "cycle_time_s", "q": 0.9},
                     {"kind": "histogram", "column": "temperature_c", "bins": 10}],
-     "group_by": ["shift"]}
+     "group_by": ["shift"],
+     "where": [{"column": "line", "op": "in", "value": ["L1", "L2"]},
+               {"column": "temperature_c", "op": "<", "value": 90}]}
+
+``where`` keeps the rows that pass every filter (AND); ``docs/sql.md`` gives the same
+query as SQL (``analytics.sql`` translates SQL into this document).
 
 ``parse_query`` checks the document's shape only (fields, types, ranges); whether the
 dataset can answer it is ``analytics.private_query.validate_query``'s job.  Error
@@ -22,11 +27,31 @@ import math
 from typing import Any, Final
 
 from analytics.column_names import COLUMN_PATTERN, column_name_problem, is_column_name, normalise
-from analytics.dp_catalog import MAX_AGGREGATES, MAX_BINS, MAX_GROUP_COLUMNS, MIN_BINS, QueryError
-from analytics.schema import Aggregate, AggregateKind, PrivateQuery
+from analytics.dp_catalog import (
+    MAX_AGGREGATES,
+    MAX_BINS,
+    MAX_FILTER_TEXT,
+    MAX_FILTERS,
+    MAX_GROUP_COLUMNS,
+    MAX_IN_VALUES,
+    MIN_BINS,
+    QueryError,
+)
+from analytics.schema import (
+    Aggregate,
+    AggregateKind,
+    Filter,
+    FilterOp,
+    FilterScalar,
+    FilterValue,
+    PrivateQuery,
+)
 from i18n import Msg
 
 _KINDS: Final = tuple(str(kind) for kind in AggregateKind)
+_OPS: Final = tuple(str(op) for op in FilterOp)
+#: Operators that order their operands: numbers only.
+ORDERING_OPS: Final = frozenset({FilterOp.LT, FilterOp.LE, FilterOp.GT, FilterOp.GE})
 #: The fields each kind takes, and which of them are required.
 _FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "count": (frozenset({"kind", "column"}), frozenset({"kind"})),
@@ -68,8 +93,41 @@ def query_json_schema() -> dict[str, Any]:
                     {"type": "null"},
                 ],
             },
+            "where": {
+                "description": "Filters applied to every row before aggregating; a row is "
+                "kept when it passes all of them (AND).",
+                "type": "array",
+                "maxItems": MAX_FILTERS,
+                "items": {"$ref": "#/$defs/filter"},
+            },
         },
-        "$defs": {"column": {"type": "string", "pattern": COLUMN_PATTERN}},
+        "$defs": {
+            "column": {"type": "string", "pattern": COLUMN_PATTERN},
+            "scalar": {
+                "oneOf": [
+                    {"type": "string", "maxLength": MAX_FILTER_TEXT},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                ]
+            },
+            "filter": _filter_schema(),
+        },
+    }
+
+
+def _filter_schema() -> dict[str, Any]:
+    scalar = {"$ref": "#/$defs/scalar"}
+    values = {"type": "array", "minItems": 1, "maxItems": MAX_IN_VALUES, "items": scalar}
+    return {
+        "description": "column op value; ordering operators take a number, in a list.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["column", "op", "value"],
+        "properties": {
+            "column": {"$ref": "#/$defs/column"},
+            "op": {"enum": list(_OPS)},
+            "value": {"oneOf": [scalar, values]},
+        },
     }
 
 
@@ -105,7 +163,7 @@ def parse_query(doc: Any) -> PrivateQuery:
     """The PrivateQuery of a query document; QueryError naming the JSON path otherwise."""
     if not isinstance(doc, dict):
         raise QueryError(Msg("query: expected a JSON object"))
-    _no_unknown_fields(doc, frozenset({"aggregates", "group_by"}), "query")
+    _no_unknown_fields(doc, frozenset({"aggregates", "group_by", "where"}), "query")
     if "aggregates" not in doc:
         raise QueryError(Msg("aggregates: required"))
     items = doc["aggregates"]
@@ -117,7 +175,7 @@ def parse_query(doc: Any) -> PrivateQuery:
             )
         )
     aggregates = tuple(_aggregate(item, f"aggregates[{i}]") for i, item in enumerate(items))
-    return PrivateQuery(aggregates, _group_by(doc.get("group_by")))
+    return PrivateQuery(aggregates, _group_by(doc.get("group_by")), _where(doc.get("where")))
 
 
 def _no_unknown_fields(doc: dict[Any, Any], allowed: frozenset[str], path: str) -> None:
@@ -232,6 +290,107 @@ def _group_by(value: Any) -> tuple[str, ...]:
                 )
             )
     return names
+
+
+def _where(value: Any) -> tuple[Filter, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_FILTERS:
+        raise QueryError(
+            Msg(
+                "where: expected a list of at most {max_filters} filters",
+                max_filters=MAX_FILTERS,
+            )
+        )
+    return tuple(_filter(item, f"where[{i}]") for i, item in enumerate(value))
+
+
+def _filter(item: Any, path: str) -> Filter:
+    if not isinstance(item, dict):
+        raise QueryError(Msg("{path}: expected an object", path=path))
+    _no_unknown_fields(item, frozenset({"column", "op", "value"}), path)
+    for name in ("column", "op", "value"):
+        if name not in item:
+            raise QueryError(Msg("{path}.{missing}: required", path=path, missing=name))
+    column = _column(item["column"], f"{path}.column")
+    op = item["op"]
+    if not isinstance(op, str) or op not in _OPS:
+        raise QueryError(Msg("{path}.op: expected one of {ops}", path=path, ops=", ".join(_OPS)))
+    return Filter(column, FilterOp(op), _filter_value(FilterOp(op), item["value"], path))
+
+
+def _filter_value(op: FilterOp, value: Any, path: str) -> FilterValue:
+    if op == FilterOp.IN:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_IN_VALUES:
+            raise QueryError(
+                Msg(
+                    "{path}.value: in takes a list of 1 to {max_values} values",
+                    path=path,
+                    max_values=MAX_IN_VALUES,
+                )
+            )
+        values = tuple(_scalar(v, f"{path}.value[{i}]") for i, v in enumerate(value))
+        if len({_json_type(v) for v in values}) > 1:
+            raise QueryError(
+                Msg("{path}.value: the values of in must all be of one type", path=path)
+            )
+        return values
+    scalar = _scalar(value, f"{path}.value")
+    if op in ORDERING_OPS and _json_type(scalar) != "number":
+        raise QueryError(
+            Msg("{path}.value: {op} compares numbers only; expected a number", path=path, op=op)
+        )
+    return scalar
+
+
+def _scalar(value: Any, path: str) -> FilterScalar:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and math.isfinite(value):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_FILTER_TEXT:
+        return value
+    raise QueryError(
+        Msg(
+            "{path}: expected a finite number, a boolean or a text of at most "
+            "{max_text} characters",
+            path=path,
+            max_text=MAX_FILTER_TEXT,
+        )
+    )
+
+
+def _json_type(value: FilterScalar) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return "string" if isinstance(value, str) else "number"
+
+
+def query_document(query: PrivateQuery) -> dict[str, Any]:
+    """The query document of ``query``: ``parse_query(query_document(q)) == q``."""
+    aggregates = []
+    for a in query.aggregates:
+        item: dict[str, Any] = {"kind": str(a.kind)}
+        if a.column is not None:
+            item["column"] = a.column
+        if a.q is not None:
+            item["q"] = a.q
+        if a.bins is not None:
+            item["bins"] = a.bins
+        aggregates.append(item)
+    doc: dict[str, Any] = {"aggregates": aggregates}
+    if query.group_by:
+        doc["group_by"] = list(query.group_by)
+    if query.where:
+        doc["where"] = [
+            {
+                "column": f.column,
+                "op": str(f.op),
+                "value": list(f.value) if isinstance(f.value, tuple) else f.value,
+            }
+            for f in query.where
+        ]
+    return doc
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerates docs/query.schema.json

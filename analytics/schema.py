@@ -105,9 +105,40 @@ class Aggregate:
     bins: int | None = None  # HISTOGRAM over a numeric column only
 
 
+class FilterOp(enum.StrEnum):
+    """How a filter compares a column with its value (SQL's operators; ``in``: a list)."""
+
+    EQ = "="
+    NE = "!="
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    IN = "in"
+
+
+#: A filter's value: a number, a string or a boolean (a tuple of them for ``in``).
+FilterScalar = str | int | float | bool
+FilterValue = FilterScalar | tuple[FilterScalar, ...]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One row predicate ``column op value``; a query keeps the rows that pass them all.
+
+    The filter runs inside the DP measurement, row by row, before any aggregate: how
+    many rows pass is never released except through the query's noisy statistics.
+    """
+
+    column: str
+    op: FilterOp
+    value: FilterValue
+
+
 @dataclass(frozen=True)
 class PrivateQuery:
-    """A declarative DP query: some aggregates, optionally grouped by one or more columns.
+    """A declarative DP query: some aggregates over the rows that pass every filter of
+    ``where``, optionally grouped by one or more columns.
 
     Group keys come from declared category sets (public string columns); any
     other allowed key column needs DP key selection, which costs delta > 0.
@@ -115,7 +146,8 @@ class PrivateQuery:
 
     aggregates: tuple[Aggregate, ...]
     group_by: tuple[str, ...] = ()
+    where: tuple[Filter, ...] = ()
 
     def columns_used(self) -> frozenset[str]:
         used = {a.column for a in self.aggregates if a.column is not None}
-        return frozenset(used | set(self.group_by))
+        return frozenset(used | set(self.group_by) | {f.column for f in self.where})

@@ -321,6 +321,33 @@ class VeilClient:
         }
         return dict(self._call("POST", "/v1/jobs", json=body))
 
+    def submit_sql(
+        self,
+        sql: str,
+        purpose: str,
+        *,
+        epsilon: float,
+        delta: float = 0.0,
+        dataset_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit a tier-3 private query written in SQL (docs/sql.md); FROM names the
+        dataset by its id or name.  The job keeps the SQL and the query it translates to."""
+        body = {"purpose": purpose, "tier": 3, "epsilon": epsilon, "delta": delta, "sql": sql}
+        if dataset_id is not None:
+            body["dataset_id"] = dataset_id
+        return dict(self._call("POST", "/v1/jobs", json=body))
+
+    def preview_sql(
+        self, sql: str, purpose: str, *, epsilon: float, delta: float = 0.0
+    ) -> dict[str, Any]:
+        """Cost and expected error of a tier-3 query written in SQL; spends nothing."""
+        body = {"purpose": purpose, "tier": 3, "epsilon": epsilon, "delta": delta, "sql": sql}
+        return dict(self._call("POST", "/v1/jobs/preview", json=body))
+
+    def translate_sql(self, sql: str) -> dict[str, Any]:
+        """The dataset and the query document an SQL query translates to; submits nothing."""
+        return dict(self._call("POST", "/v1/queries/translate", json={"sql": sql}))
+
     def submit_job(
         self,
         dataset_id: str,

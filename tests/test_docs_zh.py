@@ -16,6 +16,7 @@ ORIGINALS = {
     "docs/zh-CN/quick-start.md": "README.md",
     "docs/zh-CN/datasets.md": "docs/datasets.md",
     "docs/zh-CN/private-queries.md": "docs/private-queries.md",
+    "docs/zh-CN/sql.md": "docs/sql.md",
     "docs/zh-CN/oversight.md": "docs/oversight.md",
     "docs/zh-CN/console.md": "docs/console.md",
 }

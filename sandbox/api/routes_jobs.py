@@ -24,7 +24,10 @@ from sandbox.api.schemas import (
     PreviewItemOut,
     PreviewOut,
     ResultOut,
+    SqlIn,
+    SqlTranslationOut,
 )
+from sandbox.jobs import sql_jobs
 from sandbox.jobs import submit as jobs
 from sandbox.jobs.artifacts import load_artifact
 from sandbox.store.models import Job, JobStatus
@@ -60,6 +63,7 @@ def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
         purpose=job.purpose,
         tier=job.tier,
         query=job.query,
+        sql=job.sql,
         epsilon=job.cost.epsilon,
         delta=job.cost.delta,
         status=job.status,
@@ -78,13 +82,18 @@ def _submission(body: JobIn) -> jobs.JobSubmission:
         raise InvalidRequest(
             Msg("purpose must be 1-64 printable characters, no control characters")
         )
+    if (body.query is None) == (body.sql is None):
+        raise InvalidRequest(Msg("give the query as query (JSON) or as sql, exactly one of them"))
+    if body.sql is None and body.dataset_id is None:
+        raise InvalidRequest(Msg("dataset_id: required (only an sql query names it in FROM)"))
     return jobs.JobSubmission(
-        dataset_id=body.dataset_id,
+        dataset_id=body.dataset_id or "",
         purpose=body.purpose,
         tier=body.tier,
         epsilon=body.epsilon,
         delta=body.delta,
-        query=body.query,
+        query=body.query or {},
+        sql=body.sql,
     )
 
 
@@ -127,6 +136,13 @@ def preview_job(body: JobIn, veil: VeilDep, caller: PrincipalDep) -> PreviewOut:
         ],
         notes=list(preview.notes),
     )
+
+
+@router.post("/queries/translate")
+def translate_sql(body: SqlIn, veil: VeilDep, caller: PrincipalDep) -> SqlTranslationOut:
+    """The query document an SQL query translates to, and the dataset it names; submits
+    nothing, spends nothing, reads no data (docs/sql.md)."""
+    return SqlTranslationOut(**sql_jobs.explain(veil, caller, body.sql))
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from analytics import column_names
 from analytics.schema import ColumnClass, ColumnType
+from analytics.sql import MAX_SQL_CHARS
 from i18n import Msg
 
 
@@ -256,18 +257,37 @@ class GrantOut(BaseModel):
 
 
 class JobIn(Input):
-    dataset_id: ObjectId
+    dataset_id: ObjectId | None = Field(
+        default=None, description="Required, except with sql, whose FROM names the dataset"
+    )
     purpose: Purpose
     tier: int = Field(
         default=3, description="2: SDC table; 3: DP query; 4: DP training; 5: reviewed code"
     )
     epsilon: float = Field(default=0.0, ge=0, le=100, description="Tier 3: required, > 0")
     delta: float = Field(default=0.0, ge=0, lt=1)
-    query: dict[str, Any] = Field(
+    query: dict[str, Any] | None = Field(
+        default=None,
         description="Tiers 2-3: the query document (/v1/schemas/query); "
         'tier 4: the training document (/v1/schemas/training); tier 5: {"code_request_id": id}'
-        " of an approved code request"
+        " of an approved code request.  Give it or sql, not both.",
     )
+    sql: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SQL_CHARS,
+        description="Tier 3: the query as SQL instead of query (docs/sql.md); translated "
+        "once into the query document, and both are kept with the job",
+    )
+
+
+class SqlIn(Input):
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS, description="docs/sql.md")
+
+
+class SqlTranslationOut(BaseModel):
+    dataset_id: str = Field(description="The dataset FROM names (one you hold a grant on)")
+    query: dict[str, Any] = Field(description="The query document the SQL translates to")
 
 
 class JobOut(BaseModel):
@@ -279,6 +299,9 @@ class JobOut(BaseModel):
     purpose: str
     tier: int
     query: dict[str, Any]
+    sql: str | None = Field(
+        default=None, description="The SQL as submitted, when query was translated from it"
+    )
     epsilon: float
     delta: float
     status: str

@@ -386,13 +386,27 @@ Sums = Annotated[list[str] | None, typer.Option("--sum", help="Sum a column (rep
 Means = Annotated[list[str] | None, typer.Option("--mean", help="Mean of a column (repeat)")]
 Medians = Annotated[list[str] | None, typer.Option("--median", help="Median of a column (repeat)")]
 GroupBy = Annotated[list[str] | None, typer.Option("--group-by", help="Group key column (repeat)")]
+Sql = Annotated[
+    str | None,
+    typer.Option("--sql", help="Tier 3: the query as SQL (docs/sql.md); FROM names the dataset"),
+]
+Dataset = Annotated[str | None, typer.Option(help="Dataset id (with --sql: FROM names it)")]
+
+
+def _no_sql_with(sql: str | None, dataset: str | None, document_given: bool) -> None:
+    if sql is not None and document_given:
+        raise typer.BadParameter(
+            translate(Msg("give --sql or the query options (--count, --query, ...), not both"))
+        )
+    if sql is None and dataset is None:
+        raise typer.BadParameter(translate(Msg("--dataset is required without --sql")))
 
 
 @jobs_app.command("submit")
 def jobs_submit(
-    dataset: Annotated[str, typer.Option(help="Dataset id")],
     purpose: Annotated[str, typer.Option(help="Purpose (must be granted)")],
     token: Token,
+    dataset: Dataset = None,
     epsilon: Annotated[float, typer.Option(help="Privacy loss to spend (tier 3)")] = 0.0,
     delta: Annotated[float, typer.Option(help="Delta to spend (tier 3, key selection)")] = 0.0,
     tier: Annotated[int, typer.Option(help="2: SDC-checked table; 3: DP query")] = 3,
@@ -402,15 +416,23 @@ def jobs_submit(
     median: Medians = None,
     group_by: GroupBy = None,
     query_file: QueryFile = None,
+    sql: Sql = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result and print it")] = True,
     plot: Plot = None,
     url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a job (tier 3 DP query, or tier 2 table) and, by default, wait for its result."""
-    document = _query(count, total, mean, median, group_by, query_file)
+    _no_sql_with(sql, dataset, bool(count or total or mean or median or group_by or query_file))
     with connect(url, token) as c:
-        job = c.submit_query(dataset, purpose, document, tier=tier, epsilon=epsilon, delta=delta)
+        if sql is not None:
+            job = c.submit_sql(sql, purpose, epsilon=epsilon, delta=delta, dataset_id=dataset)
+        else:
+            assert dataset is not None
+            document = _query(count, total, mean, median, group_by, query_file)
+            job = c.submit_query(
+                dataset, purpose, document, tier=tier, epsilon=epsilon, delta=delta
+            )
         if not wait:
             Output(as_json).record("job queued", job)
             return
@@ -424,11 +446,30 @@ def jobs_submit(
         write_result_plot(result, plot, Output(as_json))
 
 
+@jobs_app.command("explain")
+def jobs_explain(
+    sql: Annotated[str, typer.Option("--sql", help="The query as SQL (docs/sql.md)")],
+    token: Token,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the dataset and the JSON query document an SQL query translates to; submits
+    nothing and spends nothing."""
+    with connect(url, token) as c:
+        answer = c.translate_sql(sql)
+    out = Output(as_json)
+    if as_json:
+        out.data(answer)
+        return
+    out.say(Msg("dataset: {dataset_id}", dataset_id=answer["dataset_id"]))
+    console.print_json(data=answer["query"])
+
+
 @jobs_app.command("preview")
 def jobs_preview(
-    dataset: Annotated[str, typer.Option(help="Dataset id")],
     purpose: Annotated[str, typer.Option(help="Purpose (must be granted)")],
     token: Token,
+    dataset: Dataset = None,
     epsilon: Annotated[float, typer.Option(help="Privacy loss it would spend (tier 3)")] = 0.0,
     delta: Annotated[float, typer.Option(help="Delta it would spend")] = 0.0,
     tier: Annotated[int, typer.Option(help="2: perturbed SDC table; 3: DP query")] = 3,
@@ -438,14 +479,20 @@ def jobs_preview(
     median: Medians = None,
     group_by: GroupBy = None,
     query_file: QueryFile = None,
+    sql: Sql = None,
     url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what a tier-3 query (or a tier-2 table) would cost and its expected error;
     spends nothing."""
-    document = _query(count, total, mean, median, group_by, query_file)
+    _no_sql_with(sql, dataset, bool(count or total or mean or median or group_by or query_file))
     with connect(url, token) as c:
-        answer = c.preview(dataset, purpose, document, epsilon=epsilon, delta=delta, tier=tier)
+        if sql is not None:
+            answer = c.preview_sql(sql, purpose, epsilon=epsilon, delta=delta)
+        else:
+            assert dataset is not None
+            document = _query(count, total, mean, median, group_by, query_file)
+            answer = c.preview(dataset, purpose, document, epsilon=epsilon, delta=delta, tier=tier)
     out = Output(as_json)
     if as_json:
         out.data(answer)

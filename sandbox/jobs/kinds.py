@@ -114,6 +114,8 @@ class JobKind:
     def columns(self, query: JobQuery) -> frozenset[str]:
         """The dataset columns the query reads (policy decides on these)."""
         assert isinstance(query, PrivateQuery | TableQuery)
+        if isinstance(query, PrivateQuery):
+            return query.columns_used()  # filters too: the grant must give their columns
         used = {a.column for a in query.aggregates if a.column is not None}
         return frozenset(used | set(query.group_by))
 
@@ -187,6 +189,16 @@ class TableKind(JobKind):
     def _parse(self, document: dict[str, Any], epsilon: float, delta: float) -> JobQuery:
         query = super()._parse(document, epsilon, delta)
         assert isinstance(query, PrivateQuery)
+        if query.where:
+            # Two tables differing by a filter would difference out rows that cell-key
+            # perturbation and the cell rules cannot protect: filters are DP-only.
+            raise InvalidRequest(
+                Msg(
+                    "query: where (filters) is for tier-3 private queries only; a tier-2 "
+                    "table takes no filter: group by the column instead, or use tier 3"
+                ),
+                code="filter_not_allowed",
+            )
         return TableQuery(query.aggregates, query.group_by)
 
     def cost(self, epsilon: int, delta: int) -> None:

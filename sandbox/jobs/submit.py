@@ -12,7 +12,7 @@ composition: the ε and δ of every job add up, per grant and per dataset.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -41,13 +41,19 @@ from policies.tiers import TRAINING_TIER as TRAINING_TIER
 from sandbox.data.datasets import latest_version, rounded_count, schema_from_json
 from sandbox.jobs.kinds import JOB_TIERS as JOB_TIERS
 from sandbox.jobs.kinds import JobKind, JobQuery, kind_for
+from sandbox.jobs.sql_jobs import resolve_dataset, translate
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import Dataset, DatasetVersion, Job, JobStatus
 
 
 @dataclass(frozen=True)
 class JobSubmission:
-    """What a provider asks for: a declarative query document on one dataset."""
+    """What a provider asks for: a declarative query document on one dataset.
+
+    A tier-3 query may come as ``sql`` instead (``query`` empty, ``dataset_id`` empty or
+    the dataset FROM names): it is translated into ``query`` once, at submission
+    (``sandbox.jobs.sql_jobs``).
+    """
 
     dataset_id: str
     purpose: str
@@ -55,6 +61,7 @@ class JobSubmission:
     tier: int = PRIVATE_QUERY_TIER
     epsilon: float = 0.0
     delta: float = 0.0
+    sql: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,19 @@ class _Parsed:
     kind: JobKind
     query: JobQuery
     cost: Budget
+
+
+def _translated(veil: Veil, provider: Principal, sub: JobSubmission) -> JobSubmission:
+    """The submission with its SQL (if any) translated into its dataset and query document."""
+    if sub.sql is None:
+        return sub
+    if sub.query:
+        raise InvalidRequest(Msg("give the query as query (JSON) or as sql, not both"))
+    translation = translate(sub.sql, sub.tier)
+    with veil.db.transaction() as session:
+        named = translation.dataset
+        dataset_id = resolve_dataset(session, provider, named, sub.dataset_id or None)
+    return replace(sub, dataset_id=dataset_id, query=translation.document)
 
 
 def _parse(sub: JobSubmission) -> _Parsed:
@@ -161,6 +181,7 @@ def _validate_early(veil: Veil, provider: Principal, sub: JobSubmission, parsed:
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
     """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
     require(provider, Capability.SUBMIT_JOBS)
+    sub = _translated(veil, provider, sub)
     parsed = _parse(sub)
     cost = parsed.cost
     _validate_early(veil, provider, sub, parsed)
@@ -177,6 +198,7 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
             purpose=sub.purpose,
             tier=sub.tier,
             query=sub.query,
+            sql=sub.sql,
             epsilon=cost.epsilon_units,
             delta=cost.delta_units,
             status=JobStatus.QUEUED,
@@ -249,6 +271,7 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     estimates and the training sampling rate.
     """
     require(provider, Capability.SUBMIT_JOBS)
+    sub = _translated(veil, provider, sub)
     parsed = _parse(sub)
     parsed.kind.require_preview()
     _validate_early(veil, provider, sub, parsed)

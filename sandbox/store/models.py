@@ -90,6 +90,9 @@ class Job(Base):
     purpose: Mapped[str] = mapped_column(String(64))
     tier: Mapped[int] = mapped_column(Integer)
     query: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The SQL text as submitted, when the query was written in SQL; ``query`` is what it
+    # was translated into at submission (``analytics.sql``), and what runs.
+    sql: Mapped[str | None] = mapped_column(Text, default=None)
     epsilon: Mapped[int] = mapped_column(BigInteger)
     delta: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(12), index=True)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from analytics.private_query import QueryError
-from analytics.query_document import parse_query, query_json_schema, schema_text
-from analytics.schema import Aggregate, AggregateKind, PrivateQuery
+from analytics.query_document import parse_query, query_document, query_json_schema, schema_text
+from analytics.schema import Aggregate, AggregateKind, Filter, FilterOp, PrivateQuery
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 K = AggregateKind
@@ -62,6 +62,10 @@ def one(aggregate: dict[str, Any]) -> dict[str, Any]:
     return {"aggregates": [{"kind": "count"}, aggregate]}
 
 
+def where(*filters: dict[str, Any]) -> dict[str, Any]:
+    return {"aggregates": [{"kind": "count"}], "where": list(filters)}
+
+
 ERRORS: list[tuple[Any, str]] = [
     ([], "query: expected a JSON object"),
     ({"aggregates": [{"kind": "count"}], "limit": 3}, "query: unknown field 'limit'"),
@@ -91,6 +95,18 @@ ERRORS: list[tuple[Any, str]] = [
     ({"aggregates": [{"kind": "count"}], "group_by": ["a", 7]}, "group_by[1]: expected a col"),
     ({"aggregates": [{"kind": "count"}], "group_by": ["a", "a"]}, "group_by[1]: column listed"),
     ({"aggregates": [{"kind": "count"}], "group_by": list("abcde")}, "at most 4 of them"),
+    ({"aggregates": [{"kind": "count"}], "where": {}}, "where: expected a list of at most 16"),
+    (where({"column": "t", "op": "=", "value": 1, "x": 2}), "where[0]: unknown field 'x'"),
+    (where({"column": "t", "op": "="}), "where[0].value: required"),
+    (where({"column": "t", "op": "~", "value": 1}), "where[0].op: expected one of =, !=, <"),
+    (where({"column": "1t", "op": "=", "value": 1}), "where[0].column: expected a column name"),
+    (where({"column": "t", "op": "<", "value": "a"}), "where[0].value: < compares numbers"),
+    (where({"column": "t", "op": "in", "value": 1}), "where[0].value: in takes a list of 1"),
+    (where({"column": "t", "op": "in", "value": []}), "where[0].value: in takes a list of 1"),
+    (where({"column": "t", "op": "in", "value": [1, "a"]}), "the values of in must all be"),
+    (where({"column": "t", "op": "=", "value": None}), "where[0].value: expected a finite"),
+    (where({"column": "t", "op": "=", "value": [1]}), "where[0].value: expected a finite"),
+    (where({"column": "t", "op": "=", "value": "x" * 201}), "at most 200 characters"),
 ]
 
 
@@ -109,7 +125,29 @@ SNEAKY: list[dict[str, Any]] = [
     one({"kind": "count", f"{SECRET_VALUE}-x": 1}),
     {"aggregates": [{"kind": "count"}], "group_by": [SECRET_VALUE]},
     {"aggregates": [{"kind": "count"}], "x" * 200: 1},
+    where({"column": "t", "op": SECRET_VALUE, "value": 1}),
+    where({"column": "t", "op": "<", "value": SECRET_VALUE}),
+    where({"column": "t", "op": "=", "value": [SECRET_VALUE]}),
+    where({"column": "t", "op": "in", "value": [1, SECRET_VALUE]}),
+    where({"column": "t", "op": "=", "value": SECRET_VALUE * 20}),
 ]
+
+
+def test_where_parses_to_filters_and_back() -> None:
+    doc = where(
+        {"column": "line", "op": "in", "value": ["L1", "L2"]},
+        {"column": "t", "op": "<", "value": 90},
+        {"column": "ok", "op": "!=", "value": False},
+    )
+    query = parse_query(doc)
+    assert query.where == (
+        Filter("line", FilterOp.IN, ("L1", "L2")),
+        Filter("t", FilterOp.LT, 90),
+        Filter("ok", FilterOp.NE, False),
+    )
+    assert query.columns_used() == {"line", "t", "ok"}
+    assert query_document(query) == doc
+    assert parse_query(where()).where == ()
 
 
 @pytest.mark.parametrize("doc", SNEAKY)

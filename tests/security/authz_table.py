@@ -207,6 +207,10 @@ POLICY: tuple[Endpoint, ...] = (
     row("POST", "/v1/jobs/preview", target="dataset",
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(200, 200), nogrant=200),
+    # Translating SQL names a dataset in FROM: one without a grant is unknown (404).
+    row("POST", "/v1/queries/translate", target="dataset",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(200, 404), nogrant=404),
     row("POST", "/v1/jobs/{job_id}/cancel", target="queued_job", consumes=True,
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(200, 404), nogrant=404),

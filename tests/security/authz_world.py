@@ -429,6 +429,9 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("POST", "/v1/grants/{grant_id}/revoke"): lambda t, _: {"json": REASON},
     ("POST", "/v1/jobs"): lambda t, dataset: {"json": job_body(t, dataset)},
     ("POST", "/v1/jobs/preview"): lambda t, dataset: {"json": job_body(t, dataset)},
+    ("POST", "/v1/queries/translate"): lambda t, dataset: {
+        "json": {"sql": f"SELECT COUNT(*) FROM {dataset}"}  # noqa: S608 - translated, not run
+    },
     ("POST", "/v1/code-requests"): lambda t, dataset: {
         "json": {"dataset_id": dataset, "purpose": PURPOSE, "source": UNGRANTED_SOURCE}
     },
