@@ -1,8 +1,8 @@
 """jobs.sql: the SQL text a tier-3 query was submitted as
 
-Revision ID: 0013
-Revises: 0012
-Create Date: 2026-12-06 10:00:00
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-05 06:00:00
 
 A provider may write a private query as SQL (``analytics.sql``); the job keeps the text
 as submitted in ``jobs.sql`` next to ``jobs.query``, the query document it was translated
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
