@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ from sandbox.store.models import Dataset
 log = logging.getLogger(__name__)
 
 JOINED, LEFT = "joined", "left"
+PHASES = frozenset({"advertise", "share", "input", "unmask", "veto", "released"})
+_ID = re.compile(r"^[a-z]{1,8}_[A-Za-z0-9_-]{1,31}$")  # the control plane's ids, at most 40
 
 
 def spec_sha256(spec: dict[str, Any]) -> str:
@@ -219,6 +222,9 @@ class CollabDesk:
         done = 0
         for task in self.control.call("GET", "/node/v1/collaborations/tasks") or []:
             run_id, phase = str(task.get("run_id", "")), str(task.get("phase", ""))
+            if not (_ID.fullmatch(run_id) and phase in PHASES):
+                log.warning("a collaboration task this node cannot read was skipped")
+                continue
             if (run_id, phase) in self._refused:
                 continue
             try:

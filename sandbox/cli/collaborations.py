@@ -28,6 +28,9 @@ node_collab_app = typer.Typer(
 app.add_typer(collab_app, name="collaborations")
 node_app.add_typer(node_collab_app, name="collaborations")
 
+CollaborationId = Annotated[str, typer.Argument(help="The collaboration's id (col_…)")]
+RunId = Annotated[str, typer.Argument(help="The run's id (crun_…)")]
+
 _RUN_COLUMNS = ["id", "status", "phase", "nodes", "survivors", "threshold", "reason"]
 _CELL_COLUMNS = ["category", "statistic", "value", "low", "high", "suppressed"]
 
@@ -72,7 +75,7 @@ def collab_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) 
 
 @collab_app.command("run")
 def collab_run(
-    collaboration_id: str,
+    collaboration_id: CollaborationId,
     token: Token,
     url: Url = DEFAULT_URL,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the release")] = True,
@@ -88,7 +91,7 @@ def collab_run(
 
 @collab_app.command("show-run")
 def collab_show_run(
-    collaboration_id: str, run_id: str, token: Token, url: Url = DEFAULT_URL,
+    collaboration_id: CollaborationId, run_id: RunId, token: Token, url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """A run: its phase, and once released the statistics with their 95% intervals."""
@@ -98,7 +101,10 @@ def collab_show_run(
 
 @collab_app.command("close")
 def collab_close(
-    collaboration_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
+    collaboration_id: CollaborationId,
+    token: Token,
+    url: Url = DEFAULT_URL,
+    as_json: JsonOpt = False,
 ) -> None:
     """No more runs of this collaboration."""
     with connect(url, token) as c:
@@ -159,7 +165,7 @@ def node_proposals(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
 
 @node_collab_app.command("join")
 def node_join(
-    collaboration_id: str,
+    collaboration_id: CollaborationId,
     dataset: Annotated[str, typer.Option("--dataset", help="This enterprise's dataset id")],
     category: Annotated[str, typer.Option("--category", help="Its public category here")],
     epsilon: Annotated[float, typer.Option("--epsilon", help="Budget for this collaboration")],
@@ -186,7 +192,9 @@ def node_join(
 
 
 @node_collab_app.command("leave")
-def node_leave(collaboration_id: str, node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
+def node_leave(
+    collaboration_id: CollaborationId, node_dir: NodeDir = None, as_json: JsonOpt = False
+) -> None:
     """Leave: no future run uses this enterprise's data."""
     from node.setup.provision import NodeConfig, running_node
     from node.work.collab import leave

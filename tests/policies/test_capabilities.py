@@ -42,7 +42,7 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         Reach.ALL,
         {
             C.MANAGE_PRINCIPALS, C.LIST_PROVIDERS, C.ISSUE_TOKENS, C.MANAGE_ALL_TOKENS,
-            C.READ_AUDIT, C.VERIFY_AUDIT, C.READ_ATTENTION, C.READ_KEY_AUDIT,
+            C.READ_COLLABORATIONS, C.READ_AUDIT, C.VERIFY_AUDIT, C.READ_ATTENTION, C.READ_KEY_AUDIT,
             C.SUSPEND_PROVIDER, C.READ_RECEIPTS, C.READ_IMPORTANT_DATA,
         },
     ),
@@ -65,7 +65,8 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         Reach.NONE,
         {
             C.USE_GRANTS, C.READ_CATALOG, C.SUBMIT_JOBS, C.SUBMIT_CODE,
-            C.READ_DATASETS, C.READ_GRANTS, C.READ_JOBS, C.READ_CODE,
+            C.PROPOSE_COLLABORATIONS, C.READ_COLLABORATIONS, C.READ_DATASETS, C.READ_GRANTS,
+            C.READ_JOBS, C.READ_CODE,
         },
     ),
 }  # fmt: skip
@@ -103,6 +104,13 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("POST", "/v1/jobs"): C.SUBMIT_JOBS,
     ("POST", "/v1/jobs/preview"): C.SUBMIT_JOBS,
     ("POST", "/v1/jobs/{job_id}/cancel"): C.SUBMIT_JOBS,
+    ("POST", "/v1/queries/translate"): C.SUBMIT_JOBS,
+    ("POST", "/v1/collaborations"): C.PROPOSE_COLLABORATIONS,
+    ("GET", "/v1/collaborations"): C.READ_COLLABORATIONS,
+    ("GET", "/v1/collaborations/{collaboration_id}"): C.READ_COLLABORATIONS,
+    ("POST", "/v1/collaborations/{collaboration_id}/close"): C.PROPOSE_COLLABORATIONS,
+    ("POST", "/v1/collaborations/{collaboration_id}/runs"): C.PROPOSE_COLLABORATIONS,
+    ("GET", "/v1/collaborations/{collaboration_id}/runs/{run_id}"): C.READ_COLLABORATIONS,
     ("GET", "/v1/jobs/{job_id}/model"): C.READ_JOBS,
     ("GET", "/v1/schemas/training"): None,
     ("GET", "/v1/schemas/query"): None,

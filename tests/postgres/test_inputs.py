@@ -21,6 +21,7 @@ import node.work.models
 import policies.audit
 import policies.grants
 import policies.principals
+import sandbox.store.collab_models
 import sandbox.store.models
 import sandbox.store.node_models
 from cluster.postgres import PostgresServer
@@ -90,7 +91,8 @@ def test_every_length_limited_column_is_known() -> None:
     """The columns the schema limits below; a new ``String(n)`` column fails here until its
     inputs are checked (and added)."""
     _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
-         sandbox.store.node_models, node.work.models)  # every table  # fmt: skip
+         sandbox.store.node_models, node.work.models,
+         sandbox.store.collab_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -109,6 +111,10 @@ def test_every_length_limited_column_is_known() -> None:
         "code_requests.purpose": "CodeIn.purpose: Purpose",
         "code_requests.function_name": "analytics.syft_code: at most 64 characters",
         "audit_events.resource": "built from stored ids, or cut to 120 (failed logins)",
+        "collaborations.title": "CollaborationIn.title: NAME_LENGTH",
+        "collaborations.purpose": "CollaborationIn.purpose: 500",
+        "collaboration_members.category": "proposals.set_membership: 1-100 characters",
+        "node_collaborations.category": "node.work.collab.join: 1-100 characters",
     }
     # Set by Veil itself, never from a caller's text: ids it generates, hashes, enum values,
     # paths under the data directory, signatures.
@@ -132,6 +138,17 @@ def test_every_length_limited_column_is_known() -> None:
         "nodes.id", "nodes.status", "nodes.enrolment_sha256", "node_nonces.node_id",
         "node_nonces.nonce", "node_jobs.control_job_id", "node_jobs.local_job_id",
         "node_jobs.state", "datasets.node_id",
+        # Collaborations: ids Veil makes or checks (a node checks the run ids it is handed,
+        # node.work.collab._ID; the control plane takes a phase only when it is the run's),
+        # hashes, states.
+        "collaborations.id", "collaborations.spec_sha256", "collaborations.status",
+        "collaboration_members.node_id", "collaboration_members.status",
+        "collaboration_runs.id", "collaboration_runs.status", "collaboration_runs.phase",
+        "collaboration_messages.phase", "collaboration_messages.sender",
+        "collaboration_messages.recipient", "node_collaborations.collaboration_id",
+        "node_collaborations.spec_sha256", "node_collaborations.dataset_id",
+        "node_collaborations.status", "node_collaboration_runs.run_id",
+        "node_collaboration_runs.collaboration_id", "node_collaboration_runs.state",
     }  # fmt: skip
     assert limited - internal == set(inputs)
 

@@ -211,6 +211,28 @@ POLICY: tuple[Endpoint, ...] = (
     row("POST", "/v1/queries/translate", target="dataset",
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(200, 404), nogrant=404),
+    # -- collaborations: a provider proposes and runs its own; the operator reads all ------
+    # Any provider may propose (no grant is involved: each enterprise joins on its node).
+    row("POST", "/v1/collaborations",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=201, nogrant=201),
+    row("GET", "/v1/collaborations",
+        operator=200, officer=403, scoped=403, enterprise=403, provider=200, nogrant=200),
+    # Own: proposed by the caller; other: by another provider (404, never confirmed).
+    row("GET", "/v1/collaborations/{collaboration_id}", target="collaboration",
+        operator=200, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(200, 404), nogrant=404),
+    row("POST", "/v1/collaborations/{collaboration_id}/close", target="collaboration",
+        consumes=True, operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(200, 404), nogrant=404),
+    # Nobody joined the fixture's proposals: the proposer's run is refused for its state
+    # (409 too_few_participants), after authorization passed.
+    row("POST", "/v1/collaborations/{collaboration_id}/runs", target="collaboration",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(409, 404), nogrant=404),
+    # No run exists: the proposer gets 404 for the run, everyone else as for the proposal.
+    row("GET", "/v1/collaborations/{collaboration_id}/runs/{run_id}", target="collaboration",
+        operator=404, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(404, 404), nogrant=404),
     row("POST", "/v1/jobs/{job_id}/cancel", target="queued_job", consumes=True,
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(200, 404), nogrant=404),

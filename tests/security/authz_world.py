@@ -58,6 +58,15 @@ STATE_TABLES = tuple(t.name for t in Base.metadata.sorted_tables if not t.name.s
 BOOKKEEPING = {("api_tokens", "last_used_at")}
 
 
+#: A benchmark proposal (a provider's; no enterprise joins it in this world).
+COLLABORATION: dict[str, Any] = {
+    "title": "benchmark",
+    "purpose": "industry benchmark",
+    "columns": [{"name": "cycle_time", "type": "float"}],
+    "benchmark": {"statistics": [{"kind": "count"}], "epsilon": 1.0},
+}
+
+
 def tomorrow() -> str:
     return (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
@@ -77,6 +86,7 @@ class Tenant:
     code: str  # pending
     held_job: str
     suspended_provider: str
+    collaboration: str = ""  # proposed by this tenant's provider
 
     def ids(self, kind: str) -> str:
         """The id of this tenant's object of ``kind`` (a row's ``target``)."""
@@ -92,6 +102,7 @@ class Tenant:
             "suspended_provider": self.suspended_provider,
             "tenant": self.enterprise,
             "receipt": self.provider,
+            "collaboration": self.collaboration,
         }[kind]
 
 
@@ -195,6 +206,8 @@ class AuthzWorld:
             return self._held(tenant)
         if kind in ("provider", "suspended_provider"):
             return self._granted_provider(tenant, suspended=kind == "suspended_provider")[0]
+        if kind == "collaboration":
+            return self._collaboration(tenant)
         raise AssertionError(f"no fresh objects of kind {kind}")
 
     def _dataset(self, tenant: Tenant) -> str:
@@ -212,6 +225,11 @@ class AuthzWorld:
             "epsilon": 5.0,
         }
         return str(self.ok(tenant.enterprise_token, "POST", "/v1/grants", json=body)["id"])
+
+    def _collaboration(self, tenant: Tenant) -> str:
+        return str(
+            self.ok(tenant.provider_token, "POST", "/v1/collaborations", json=COLLABORATION)["id"]
+        )
 
     def _job(self, tenant: Tenant) -> str:
         body = {"dataset_id": tenant.dataset, "purpose": PURPOSE, "epsilon": 0.01, "query": QUERY}
@@ -306,6 +324,7 @@ def _tenant(world: AuthzWorld, name: str, seed: int) -> Tenant:
     tenant = Tenant(enterprise["id"], e_token, provider["id"], p_token, dataset, *[""] * 6)
     tenant.grant = world._grant(tenant, tenant.provider, dataset)
     tenant.job = world._job(tenant)
+    tenant.collaboration = world._collaboration(tenant)
     return tenant
 
 
@@ -429,6 +448,7 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("POST", "/v1/grants/{grant_id}/revoke"): lambda t, _: {"json": REASON},
     ("POST", "/v1/jobs"): lambda t, dataset: {"json": job_body(t, dataset)},
     ("POST", "/v1/jobs/preview"): lambda t, dataset: {"json": job_body(t, dataset)},
+    ("POST", "/v1/collaborations"): lambda t, _: {"json": COLLABORATION},
     ("POST", "/v1/queries/translate"): lambda t, dataset: {
         "json": {"sql": f"SELECT COUNT(*) FROM {dataset}"}  # noqa: S608 - translated, not run
     },
