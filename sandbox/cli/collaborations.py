@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +18,11 @@ from sandbox.cli.errors import CliError
 from sandbox.cli.nodes import NodeDir, _dir, _node_errors, _settings, node_app
 from sandbox.cli.output import Output
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
+
+if TYPE_CHECKING:
+    from node.protocol.client import ControlPlane
+    from node.setup.provision import NodeConfig
+    from sandbox.runtime.veil import Veil
 
 collab_app = typer.Typer(
     help="Benchmarks across enterprises (provider): propose, run, read the release.",
@@ -148,17 +155,33 @@ def _pairs(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-@node_collab_app.command("proposals")
-def node_proposals(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
-    """The open proposals on the control plane this enterprise may join."""
-    from node.setup.provision import NodeConfig, running_node
-    from node.work.collab import proposals
+@contextmanager
+def _on_node(node_dir: Path | None) -> Iterator[tuple[Veil, ControlPlane, NodeConfig]]:
+    """The node's core (no job worker: the running node has its own) and its signed link to
+    the control plane, from the node's directory."""
+    from node.protocol.client import ControlPlane
+    from node.setup.provision import NodeConfig, identity
+    from sandbox.service import open_veil
 
     where = _dir(node_dir)
     with _node_errors():
-        NodeConfig.load(where)
-        with running_node(where, _settings(where), link=False) as (_, link):
-            rows = proposals(link.control)
+        config = NodeConfig.load(where)
+        control = ControlPlane(config.control_plane_url, identity(where, config),
+                               verify=config.verify)  # fmt: skip
+        try:
+            with open_veil(_settings(where), worker=False) as veil:
+                yield veil, control, config
+        finally:
+            control.close()
+
+
+@node_collab_app.command("proposals")
+def node_proposals(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
+    """The open proposals on the control plane this enterprise may join."""
+    from node.work.collab import proposals
+
+    with _on_node(node_dir) as (_, control, _config):
+        rows = proposals(control)
     Output(as_json).table("open proposals", rows,
                           ["id", "title", "proposer", "purpose", "min_participants"])  # fmt: skip
 
@@ -175,17 +198,13 @@ def node_join(
     as_json: JsonOpt = False,
 ) -> None:
     """Join with one dataset; the node checks and signs the opt-in, and keeps the ledger."""
-    from node.setup.provision import NodeConfig, running_node
     from node.work.collab import join
     from policies.budget import Budget
 
-    where = _dir(node_dir)
-    with _node_errors():
-        config = NodeConfig.load(where)
-        with running_node(where, _settings(where), link=False) as (veil, link):
-            row = join(veil, link.control, config.node_id, config.enterprise_id,
-                       collaboration_id, dataset, _pairs(mapping), category,
-                       Budget.from_floats(epsilon, delta))  # fmt: skip
+    with _on_node(node_dir) as (veil, control, config):
+        budget = Budget.from_floats(epsilon, delta)
+        row = join(veil, control, config.node_id, config.enterprise_id, collaboration_id,
+                   dataset, _pairs(mapping), category, budget)  # fmt: skip
     joined = {"collaboration": row.collaboration_id, "dataset": row.dataset_id,
               "sha256": row.spec_sha256}  # fmt: skip
     Output(as_json).record("joined", joined)
@@ -196,14 +215,10 @@ def node_leave(
     collaboration_id: CollaborationId, node_dir: NodeDir = None, as_json: JsonOpt = False
 ) -> None:
     """Leave: no future run uses this enterprise's data."""
-    from node.setup.provision import NodeConfig, running_node
     from node.work.collab import leave
 
-    where = _dir(node_dir)
-    with _node_errors():
-        config = NodeConfig.load(where)
-        with running_node(where, _settings(where), link=False) as (veil, link):
-            leave(veil, link.control, config.node_id, config.enterprise_id, collaboration_id)
+    with _on_node(node_dir) as (veil, control, config):
+        leave(veil, control, config.node_id, config.enterprise_id, collaboration_id)
     Output(as_json).record("left", {"collaboration": collaboration_id})
 
 
