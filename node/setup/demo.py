@@ -51,6 +51,28 @@ from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.models import Dataset, Job, JobStatus
 
 ENTERPRISES = (("Acme Metal Works", "acme-metal"), ("Globex Parts", "globex-parts"))
+#: Four more machining SMEs of the pilot city, for the benchmark across enterprises.
+SUPPLIERS = (("Hangzhou Precision", "hz-precision"), ("Ningbo Castings", "nb-castings"),
+             ("Suzhou Fasteners", "sz-fasteners"), ("Wuxi Gears", "wx-gears"))  # fmt: skip
+#: The benchmark a provider proposes: how many take part, their mean cycle time and its
+#: median across the enterprises.  Six enterprises are few for enterprise-level DP: ε 10
+#: keeps the count's noise near one enterprise (docs/collaborations.md).
+BENCHMARK: dict[str, Any] = {
+    "title": "机加工周期基准 machining cycle-time benchmark",
+    "purpose": "industry benchmark",
+    "columns": [{"name": "cycle_time", "type": "float"}],
+    "benchmark": {
+        "statistics": [
+            {"kind": "count"},
+            {"kind": "mean", "column": "cycle_time", "lower": 10, "upper": 90},
+            {"kind": "quantile", "column": "cycle_time", "lower": 10, "upper": 90,
+             "q": [0.5], "bins": 16},
+        ],
+        "epsilon": 10.0,
+        "delta": 1e-6,
+        "min_participants": 3,
+    },
+}  # fmt: skip
 
 
 def _veil(*args: str) -> list[str]:
@@ -147,6 +169,7 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         console.rule("1. Operator (control plane): enterprises on their own nodes, a provider")
         operator = stack.enter_context(VeilClient(url, token))
         made = [operator.create_node_enterprise(name, slug) for name, slug in ENTERPRISES]
+        suppliers = [operator.create_node_enterprise(name, slug) for name, slug in SUPPLIERS]
         provider = operator.create_provider("PredictaMaint Analytics")
         analyst = stack.enter_context(VeilClient(url, operator.issue_token(provider["id"])))
         for entry in made:
@@ -182,6 +205,10 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         _train(analyst, dataset_id, console)
         _where_things_are(cp, home, data, console)
         _compromised_control_plane(cp, provider["id"], dataset_id, console)
+        members = [(home / f"node-{slug}", ds) for (_, slug), ds in
+                   zip(ENTERPRISES, (dataset_id, gds["id"]), strict=True)]  # fmt: skip
+        members += _supplier_nodes(stack, suppliers, home, url, console)
+        _benchmark(analyst, members, console)
         _audit(operator, console)
     console.print("\n[green]Demo finished[/green]; the control plane and the nodes were stopped.")
 
@@ -201,6 +228,87 @@ def _acme_uploads(acme: VeilClient, provider_id: str, console: Console) -> tuple
     console.print(f"grant {grant['id']} made on the node: tiers 0-3, epsilon 1; the node signs "
                   "it and publishes it with the declaration (never the data)")  # fmt: skip
     return str(ds["id"]), data
+
+
+def _supplier_nodes(
+    stack: ExitStack, made: list[dict[str, Any]], home: Path, url: str, console: Console
+) -> list[tuple[Path, str]]:
+    """Four more enterprises, each on its own node with its own production log."""
+    console.rule("8. Four more machining SMEs enrol their nodes (for a benchmark)")
+    members = []
+    for i, (entry, (name, slug)) in enumerate(zip(made, SUPPLIERS, strict=True)):
+        node_dir = home / f"node-{slug}"
+        enrolled = enrol_node(node_dir, entry["enrolment_code"], url)
+        node_url = stack.enter_context(node_process(node_dir, console))
+        with VeilClient(node_url, enrolled["enterprise_token"]) as owner:
+            ds = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])
+            owner.upload(ds["id"], production_log(600 + 150 * i, seed=300 + i))
+        console.print(f"{name}: node {enrolled['node_id']}, its log uploaded there")
+        members.append((node_dir, str(ds["id"])))
+    return members
+
+
+def _node_cli(node_dir: Path, *args: str) -> Any:
+    """``veil node …`` against a running node's directory; its JSON answer."""
+    done = subprocess.run(  # noqa: S603 - our own CLI, arguments we made
+        _veil("node", *args, "--dir", str(node_dir), "--json"),
+        capture_output=True, text=True, check=False,
+        env={k: v for k, v in os.environ.items() if k not in ("VEIL_VAULT_ADDR",
+                                                              "VEIL_DATABASE_URL")},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"veil node {args[0]} failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
+
+
+def _benchmark(analyst: VeilClient, members: list[tuple[Path, str]], console: Console) -> None:
+    """A provider's benchmark over the six enterprises: each joins on its node, the run is
+    secure aggregation through the control plane, each node keeps where it stands."""
+    console.rule("9. A benchmark across six enterprises (secure aggregation, DP)")
+    made = analyst.propose_collaboration(
+        BENCHMARK["title"], BENCHMARK["purpose"], BENCHMARK["columns"], BENCHMARK["benchmark"]
+    )
+    console.print(f"the provider proposes {made['id']}: count, mean and median cycle time "
+                  f"across enterprises, ε {BENCHMARK['benchmark']['epsilon']:g} per run, "
+                  f"at least {made['min_participants']} enterprises")  # fmt: skip
+    for node_dir, dataset in members:
+        _node_cli(node_dir, "collaborations", "join", made["id"], "--dataset", dataset,
+                  "--map", "cycle_time=cycle_time_s", "--category", "machining",
+                  "--epsilon", "30")  # fmt: skip
+    console.print("each enterprise joins on its own node: its dataset, its mapping, a budget "
+                  "of ε 30 for this collaboration, signed by the node")  # fmt: skip
+    run = analyst.start_collaboration_run(made["id"])
+    run = analyst.wait_for_collaboration_run(made["id"], run["id"], timeout=180)
+    if run["status"] != "released":
+        raise RuntimeError(f"the benchmark run did not release: {run['reason']}")
+    table = Table("statistic", "value", "95% interval", title_justify="left",
+                  title=f"released to the provider ({run['survivors']} enterprises; "
+                  "no enterprise's figure was seen by anyone)")  # fmt: skip
+    for cell in run["release"]["cells"]:
+        for stat in cell["statistics"]:
+            table.add_row(*_released(cell, stat))
+    console.print(table)
+    standing = None
+    for _ in range(5):  # the node takes the release on its next round
+        receipts = _node_cli(members[0][0], "collaborations", "receipts")
+        runs = [r for r in receipts["runs"] if r["run_id"] == run["id"]]
+        if runs and runs[0]["state"] == "released":
+            standing = runs[0]["standing"]
+            break
+        time.sleep(1)
+    console.print(f"Acme's node keeps its receipt (ε spent, the release) and where Acme "
+                  f"stands, seen only there: {standing or 'not yet taken'}")  # fmt: skip
+
+
+def _released(cell: dict[str, Any], stat: dict[str, Any]) -> tuple[str, str, str]:
+    reason = stat["suppressed"] or cell["suppressed"]
+    if reason:
+        return stat["label"], "-", reason
+    if stat["quantiles"]:
+        q, (value, low, high) = stat["quantiles"][0]
+        return f"{stat['label']} q{q:g}", f"{value:.1f}", f"{low:.1f} .. {high:.1f}"
+    value, low, high = stat["estimate"]
+    return stat["label"], f"{value:.1f}", f"{low:.1f} .. {high:.1f}"
 
 
 def _size(root: Path) -> int:

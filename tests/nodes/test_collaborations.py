@@ -35,6 +35,7 @@ from policies.budget import Budget
 from sandbox.client import ApiError, VeilClient
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log
+from sandbox.oversight.keyaudit import key_audit
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
@@ -195,6 +196,10 @@ def test_a_benchmark_over_six_nodes_is_released_noised_and_each_node_keeps_its_p
                 )
             ).all()
             assert [e.resource for e in contributed].count(f"collaboration:{run['id']}") == 1
+        # The node's key server log explains the dataset key's use by the contribution, and
+        # every other key operation (veil audit keys on the node).
+        report = key_audit(member.veil, None)
+        assert report.ok, report.unexplained
 
 
 def test_too_few_participants_nothing_runs(world: World) -> None:

@@ -22,4 +22,6 @@ def test_node_protocol_schema_is_current() -> None:
         "/node/v1/jobs/{job_id}/progress", "/node/v1/jobs/{job_id}/held",
         "/node/v1/jobs/{job_id}/taken",
         "/node/v1/code-requests", "/node/v1/code-requests/{code_id}/decision",
+        "/node/v1/collaborations", "/node/v1/collaborations/{collaboration_id}/membership",
+        "/node/v1/collaborations/tasks", "/node/v1/collaborations/runs/{run_id}/{phase}",
     }  # fmt: skip
