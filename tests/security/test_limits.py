@@ -284,3 +284,32 @@ def test_a_refusal_flagged_in_the_scope_counts_as_a_failed_login(tmp_path: Path)
     cookie = (b"cookie", b"theme=dark; veil_console=stale")
     statuses = [run_guard(guard, http_scope(cookie), [b""])["status"] for _ in range(3)]
     assert statuses == [303, 303, 429]
+
+
+def test_each_node_has_its_own_bucket_and_forged_nodes_hit_the_failure_limit(
+    tmp_path: Path,
+) -> None:
+    """Nodes behind one address (one NAT) do not share the anonymous bucket: a node's
+    signed requests are limited per node, as a token's are.  Naming a node is no way around
+    the limits: a request whose signature fails (401) counts as a failed login of its
+    address, and the address is then refused whatever node it names."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        named = dict(scope["headers"]).get(b"veil-node", b"")
+        status = 401 if named.startswith(b"forged") else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    settings = Settings(data_dir=tmp_path, rate_limit_per_s=0.001, rate_limit_burst=2,
+                        auth_failures_per_min=0.001, auth_failure_burst=3)  # fmt: skip
+    guard = RequestGuard(app, settings)
+
+    def status(*headers: tuple[bytes, bytes]) -> int:
+        return int(run_guard(guard, http_scope(*headers), [b""])["status"])
+
+    node_a, node_b = (b"veil-node", b"node_a"), (b"veil-node", b"node_b")
+    assert [status(node_a) for _ in range(3)] == [200, 200, 429]  # node A's own bucket
+    assert [status(node_b) for _ in range(2)] == [200, 200]  # B is not A
+    assert [status() for _ in range(2)] == [200, 200]  # nor is the anonymous one
+    forged = [status((b"veil-node", f"forged-{i}".encode())) for i in range(5)]
+    assert forged == [401, 401, 401, 429, 429]  # fresh node names: still the failure limit
