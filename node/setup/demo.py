@@ -234,7 +234,7 @@ def _supplier_nodes(
     stack: ExitStack, made: list[dict[str, Any]], home: Path, url: str, console: Console
 ) -> list[tuple[Path, str]]:
     """Four more enterprises, each on its own node with its own production log."""
-    console.rule("8. Four more machining SMEs enrol their nodes (for a benchmark)")
+    console.rule("Four more machining SMEs enrol their nodes (for a benchmark)")
     members = []
     for i, (entry, (name, slug)) in enumerate(zip(made, SUPPLIERS, strict=True)):
         node_dir = home / f"node-{slug}"
@@ -264,7 +264,7 @@ def _node_cli(node_dir: Path, *args: str) -> Any:
 def _benchmark(analyst: VeilClient, members: list[tuple[Path, str]], console: Console) -> None:
     """A provider's benchmark over the six enterprises: each joins on its node, the run is
     secure aggregation through the control plane, each node keeps where it stands."""
-    console.rule("9. A benchmark across six enterprises (secure aggregation, DP)")
+    console.rule("A benchmark across six enterprises (secure aggregation, DP)")
     made = analyst.propose_collaboration(
         BENCHMARK["title"], BENCHMARK["purpose"], BENCHMARK["columns"], BENCHMARK["benchmark"]
     )
@@ -296,8 +296,10 @@ def _benchmark(analyst: VeilClient, members: list[tuple[Path, str]], console: Co
             standing = runs[0]["standing"]
             break
         time.sleep(1)
+    where = ", ".join(f"{label}: percentile {value:.0f}"
+                      for label, value in (standing or {}).items())  # fmt: skip
     console.print(f"Acme's node keeps its receipt (ε spent, the release) and where Acme "
-                  f"stands, seen only there: {standing or 'not yet taken'}")  # fmt: skip
+                  f"stands, seen only there: {where or 'not yet taken'}")  # fmt: skip
 
 
 def _released(cell: dict[str, Any], stat: dict[str, Any]) -> tuple[str, str, str]:
