@@ -1,4 +1,7 @@
-"""Statistical: the black-box ε-DP check of Veil's DP count, as one outcome.
+"""Statistical: the black-box ε-DP check of Veil's DP count, and the statistical checks of
+the benchmarks across enterprises (an empirical ε audit of a combined release over ten
+nodes, interval coverage at 20 and 100 nodes, the variance of the nodes' noise shares),
+one outcome each.
 
 Runs ``pytest -m statistical tests/security/test_dp_distribution.py -q`` with this
 virtualenv's Python in a subprocess (the test's docstring states the method: neighbouring
@@ -54,7 +57,29 @@ def run(quick: bool = False) -> list[Outcome]:
     took = time.monotonic() - started
     summary = _summary(done.stdout + done.stderr)
     detail = f"pytest exit {done.returncode} in {took:.0f} s: {summary}"
-    return [Outcome("statistical", tried, done.returncode == 0, detail)]
+    return [Outcome("statistical", tried, done.returncode == 0, detail), _collaborations(python)]
+
+
+COLLAB_TEST = "tests/analytics/test_collab_stats.py"
+
+
+def _collaborations(python: str) -> Outcome:
+    """The collaboration statistics' slow checks (``-m statistical``; their docstrings give
+    the methods): ε observed on neighbouring enterprise sets within the claimed ε, 95%
+    intervals covering at their rate, the summed shares' variance as planned."""
+    tried = "benchmark releases: empirical ε audit (10 nodes), coverage (20, 100 nodes), shares"
+    command = [python, "-m", "pytest", "-m", "statistical", COLLAB_TEST, "-q",
+               "-p", "no:cacheprovider"]  # fmt: skip
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return Outcome("statistical", tried, False, f"pytest did not end within {LIMIT_S} s")
+    took = time.monotonic() - started
+    detail = f"pytest exit {done.returncode} in {took:.0f} s: {_summary(done.stdout + done.stderr)}"
+    return Outcome("statistical", tried, done.returncode == 0, detail)
 
 
 if __name__ == "__main__":
