@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -195,6 +196,28 @@ def test_node_requests_must_be_signed_fresh_and_unaltered(
     signed_plain = identity.headers("POST", "/node/v1/jobs/claim", body, time.time())
     added_query = httpx.post(f"{url}?wait=1", content=body, headers=signed_plain)
     assert added_query.status_code == 401  # the query is signed with the path
+
+
+def test_every_node_route_but_enrolment_refuses_an_unsigned_request(
+    node_world: NodeWorld,
+) -> None:
+    """Each /node/v1 route the control plane serves (read from its OpenAPI document, so a
+    route added later is covered) answers an unsigned request with 401, whatever it does."""
+    import httpx
+
+    from sandbox.server.nodes_openapi import node_openapi
+
+    paths = node_openapi()["paths"]
+    tried = 0
+    for path, methods in paths.items():
+        if path == "/node/v1/enrol":
+            continue
+        url = node_world.cp_url + re.sub(r"\{[^}]+\}", "x_1", path)
+        for method in methods:
+            answer = httpx.request(method.upper(), url, json={})
+            assert answer.status_code == 401, (method, path, answer.status_code)
+            tried += 1
+    assert tried >= 16  # every route of the protocol, the collaborations' included
 
 
 def _queue_as_compromised_control_plane(world: NodeWorld, **changes: Any) -> str:
