@@ -201,12 +201,16 @@ def tasks(veil: Veil, node: Node) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     moved = False
     with veil.db.transaction() as session:
+        # Locked (PostgreSQL): a phase is closed once, however many nodes ask at once.
         runs = session.scalars(
-            select(CollaborationRun).where(
+            select(CollaborationRun)
+            .where(
                 CollaborationRun.status.in_([RunStatus.RUNNING, RunStatus.RELEASED]),
                 CollaborationRun.finished_at.is_(None)
                 | (CollaborationRun.finished_at > now - timedelta(hours=1)),
             )
+            .order_by(CollaborationRun.id)
+            .with_for_update()
         ).all()
         for run in runs:
             if node.id not in run.participants:
