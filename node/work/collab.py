@@ -40,7 +40,7 @@ from keys import InvalidSignature
 from keys.node_auth import canonical_json
 from keys.secure_sum import Advert, Party, SealedShares, SecureSumError
 from keys.signing import Signature, public_keys_from_pem, verify_signature
-from node.protocol.client import ControlPlane, ControlPlaneRefused
+from node.protocol.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
 from node.protocol.signing import sign
 from node.work.models import NodeCollaboration, NodeCollaborationRun
 from policies import audit
@@ -229,8 +229,14 @@ class CollabDesk:
                 continue
             try:
                 body = self._answer(task)
+            except ControlPlaneUnavailable:
+                raise
             except (Refused, SecureSumError, InvalidRequest, Conflict, NotFound) as exc:
                 self._refuse(run_id, phase, str(exc))
+                continue
+            except Exception as exc:  # a task this node cannot use: never the link's end
+                log.exception("collaboration run %s, phase %s: bad task", run_id, phase)
+                self._refuse(run_id, phase, f"the task could not be used ({type(exc).__name__})")
                 continue
             try:
                 self.control.call("POST", f"/node/v1/collaborations/runs/{run_id}/{phase}", body)

@@ -310,3 +310,33 @@ def test_a_control_plane_swapping_an_advert_key_is_refused_by_the_nodes(world: W
 
 
 _ = (datetime, UTC, timedelta, Path)
+
+
+def test_a_malformed_task_is_declined_and_the_link_goes_on(world: World) -> None:
+    """A control plane that hands a node a broken sealed share: the node declines that run
+    (audited) and its link round ends normally (jobs keep flowing); the others go on."""
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    for _ in range(2):  # advertise, share
+        for member in world.members:
+            member.link.run_round()
+    victim = world.members[2]
+    with world.cp.db.transaction() as session:
+        message = session.scalars(
+            select(RunMessage).where(
+                RunMessage.run_id == run["id"], RunMessage.phase == "share",
+                RunMessage.recipient == victim.node_id,
+            )
+        ).first()  # fmt: skip
+        assert message is not None
+        message.body = {k: v for k, v in message.body.items() if k != "nonce"}
+    report = victim.link.run_round()  # does not raise
+    assert not report.errors
+    done = world.rounds(collaboration, run["id"])
+    assert done["status"] == "released" and done["survivors"] == NODES - 1
+    with victim.veil.db.read() as session:
+        refused = session.scalars(
+            select(audit.AuditEvent).where(audit.AuditEvent.action == "collaboration.refused")
+        ).all()
+    assert any("could not be used" in e.details.get("reason", "") for e in refused)
