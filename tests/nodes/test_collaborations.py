@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,34 +98,40 @@ class World:
                         Budget.from_floats(epsilon, 1e-3))  # fmt: skip
 
 
+def build_world(
+    stack: contextlib.ExitStack, home: Path, settings: Settings, nodes: int = NODES
+) -> World:
+    """A control plane on ``settings`` and ``nodes`` enrolled nodes with a dataset each."""
+    cp = stack.enter_context(open_veil(settings))
+    url = stack.enter_context(ApiThread(settings, cp))
+    token = bootstrap_operator(cp)
+    assert token is not None
+    operator = stack.enter_context(VeilClient(url, token))
+    made = operator.create_provider("Benchmarks Inc")
+    provider = stack.enter_context(VeilClient(url, operator.issue_token(made["id"])))
+    world = World(cp, url, operator, provider)
+    for index in range(nodes):
+        enterprise = operator.create_node_enterprise(
+            f"Works {index}", f"works{index}-{uuid.uuid4().hex[:6]}"
+        )
+        node_dir = home / f"node-{index}"
+        node_set = node_settings(node_dir, **LOCAL)
+        config, node_token = init_node(node_dir, url, enterprise["enrolment_code"], node_set)
+        veil, link = stack.enter_context(running_node(node_dir, node_set, link=False))
+        csv = production_log(400 + 50 * index, seed=100 + index)
+        with ApiThread(node_set, veil) as node_url, VeilClient(node_url, node_token) as owner:
+            ds = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])
+            owner.upload(ds["id"], csv)
+        world.members.append(Member(veil, link, config.node_id, config.enterprise_id,
+                                    ds["id"], csv))  # fmt: skip
+    return world
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("collab")
     with contextlib.ExitStack() as stack:
-        settings = Settings(data_dir=home / "cp", **LOCAL)
-        cp = stack.enter_context(open_veil(settings))
-        url = stack.enter_context(ApiThread(settings, cp))
-        token = bootstrap_operator(cp)
-        assert token is not None
-        operator = stack.enter_context(VeilClient(url, token))
-        made = operator.create_provider("Benchmarks Inc")
-        provider = stack.enter_context(VeilClient(url, operator.issue_token(made["id"])))
-        world = World(cp, url, operator, provider)
-        for index in range(NODES):
-            enterprise = operator.create_node_enterprise(
-                f"Works {index}", f"works{index}-{uuid.uuid4().hex[:6]}"
-            )
-            node_dir = home / f"node-{index}"
-            node_set = node_settings(node_dir, **LOCAL)
-            config, node_token = init_node(node_dir, url, enterprise["enrolment_code"], node_set)
-            veil, link = stack.enter_context(running_node(node_dir, node_set, link=False))
-            csv = production_log(400 + 50 * index, seed=100 + index)
-            with ApiThread(node_set, veil) as node_url, VeilClient(node_url, node_token) as owner:
-                ds = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])
-                owner.upload(ds["id"], csv)
-            world.members.append(Member(veil, link, config.node_id, config.enterprise_id,
-                                        ds["id"], csv))  # fmt: skip
-        yield world
+        yield build_world(stack, home, Settings(data_dir=home / "cp", **LOCAL))
 
 
 def propose(world: World, minimum: int = 3) -> str:
@@ -307,9 +312,6 @@ def test_a_control_plane_swapping_an_advert_key_is_refused_by_the_nodes(world: W
                 )
             ]
         assert any("not signed by it" in r for r in reasons), reasons
-
-
-_ = (datetime, UTC, timedelta, Path)
 
 
 def test_a_malformed_task_is_declined_and_the_link_goes_on(world: World) -> None:
