@@ -32,6 +32,7 @@ from node.work import collab
 from node.work.models import NodeCollaboration, NodeCollaborationRun
 from policies import audit
 from policies.budget import Budget
+from policies.db import new_id
 from sandbox.client import ApiError, VeilClient
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log
@@ -195,6 +196,15 @@ def test_a_benchmark_over_six_nodes_is_released_noised_and_each_node_keeps_its_p
                 )
             ).all()
             assert [e.resource for e in contributed].count(f"collaboration:{run['id']}") == 1
+
+
+def test_a_node_reads_every_run_id_the_control_plane_makes() -> None:
+    """The node skips a task whose run id it cannot read; the ids the control plane makes
+    (a prefix and 32 hex digits) must pass, or no node ever takes part in a run."""
+    for _ in range(20):
+        assert collab._ID.fullmatch(new_id("crun"))
+    for bad in ("crun_" + "a" * 36, "crun_../x", "CRUN_ab", "crun_a b", "_abc", ""):
+        assert not collab._ID.fullmatch(bad), bad
 
 
 def test_too_few_participants_nothing_runs(world: World) -> None:
