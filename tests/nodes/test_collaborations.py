@@ -314,4 +314,26 @@ def test_a_control_plane_swapping_an_advert_key_is_refused_by_the_nodes(world: W
         assert any("not signed by it" in r for r in reasons), reasons
 
 
+def test_link_threads_answer_each_phase_when_it_opens(world: World) -> None:
+    """The nodes' link threads, as in production: each long-polls the control plane for
+    jobs, and a phase opening returns its waiting claim at once (a claim waits 10 s; five
+    phases waiting for it took 50 s)."""
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    for member in world.members:
+        member.link.start()
+    try:
+        started = time.monotonic()
+        run = world.provider.start_collaboration_run(collaboration)
+        done = world.provider.wait_for_collaboration_run(collaboration, run["id"], poll=0.05)
+        took = time.monotonic() - started
+    finally:
+        for member in world.members:
+            member.link._stop.set()  # all at once: each stops when its claim returns
+        for member in world.members:
+            member.link.stop()
+    assert done["status"] == "released" and done["survivors"] == NODES, done
+    assert took < 8.0, f"the run took {took:.1f} s: a phase waited for the nodes' claims"
+
+
 _ = (datetime, UTC, timedelta, Path)
