@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 from bench import (  # noqa: E402
     api_bench,
     audit_bench,
+    collab_bench,
     ingest_bench,
     keys_bench,
     node_bench,
@@ -39,6 +40,7 @@ def main() -> None:
     rows += scaling_bench.run()
     rows += node_bench.run()
     rows += psi_bench.run([10_000], repeats=5)  # 100k, 1M a side: psi_bench.py --sizes N
+    rows += collab_bench.run([20], repeats=3)  # 100 nodes: collab_bench.py --nodes 100
     print_rows(rows)
     save_rows(rows, ROOT / "bench" / "last-run.json")
     print(f"\nrows saved to {ROOT / 'bench' / 'last-run.json'}")

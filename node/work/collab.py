@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 
 JOINED, LEFT = "joined", "left"
 PHASES = frozenset({"advertise", "share", "input", "unmask", "veto", "released"})
-_ID = re.compile(r"^(?=.{3,40}$)[a-z]{1,8}_[A-Za-z0-9_-]+$")  # the control plane's ids, at most 40
+#: The control plane's ids (``policies.db.new_id``: a prefix, ``_``, 32 hex digits), at most
+#: 40 characters as its columns are.
+_ID = re.compile(r"^(?=.{3,40}$)[a-z]{1,8}_[A-Za-z0-9_-]+$")
 
 
 def spec_sha256(spec: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -167,10 +168,13 @@ async def claim_job(
 ) -> dict[str, Any] | Response:
     """The oldest queued job on this node's datasets, now running for the node; with
     ``wait``, a long poll: answered as soon as one is queued (204 at once when a code
-    request for the node was submitted meanwhile), 204 after ``wait`` seconds without
-    one.  A waiting claim holds no server thread: it waits in the event loop, woken by a
-    submission in this process, and looks again every 0.5 s for other processes'."""
+    request for the node was submitted meanwhile, or when a collaboration run asks the node
+    to answer a phase that opened since, or just before the claim), 204 after ``wait``
+    seconds without one.  A waiting claim holds no server thread: it waits in the event
+    loop, woken by a submission in this process, and looks again every 0.5 s for other
+    processes'."""
     deadline, started = time.monotonic() + wait, veil.clock()
+    recent = started - timedelta(seconds=runs.CLAIM_GRACE_S)
     with veil.node_wakeup() as woken:
         while True:
             woken.clear()  # before looking: a submission from now on wakes the wait below
@@ -180,6 +184,8 @@ async def claim_job(
                 break
             if wait and await run_in_threadpool(code.waiting_since, veil, signed.node, started):
                 break  # the node takes the new code request in its next round
+            if wait and await run_in_threadpool(runs.asks_since, veil, signed.node, recent):
+                break  # a collaboration phase opened: the node answers it in its next round
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=min(0.5, left))
     return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)

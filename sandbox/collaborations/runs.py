@@ -62,6 +62,9 @@ from sandbox.store.node_models import Node
 PHASES = ("advertise", "share", "input", "unmask", "veto")
 #: How long the nodes have to answer each phase before those silent count as dropped.
 PHASE_S = 20.0
+#: A node's waiting claim also returns for a phase that opened this long before the claim
+#: began: the node whose answer closes a phase claims again just after its wake went by.
+CLAIM_GRACE_S = 2.0
 RELEASED_ACK = "released"  # a node's receipt of the release (it keeps it on its node)
 MAX_VECTOR = 1 << 16  # entries of a masked vector, more than any benchmark needs
 
@@ -224,6 +227,31 @@ def tasks(veil: Veil, node: Node) -> list[dict[str, Any]]:
     if moved:
         veil.wake_nodes()
     return out
+
+
+def asks_since(veil: Veil, node: Node, since: datetime) -> bool:
+    """Whether a run asks ``node`` to answer a phase that opened after ``since`` (a node's
+    waiting claim then returns, so the node answers in its next round)."""
+    with veil.db.read() as session:
+        runs = session.scalars(
+            select(CollaborationRun).where(
+                CollaborationRun.status.in_([RunStatus.RUNNING, RunStatus.RELEASED]),
+                CollaborationRun.finished_at.is_(None) | (CollaborationRun.finished_at > since),
+            )
+        ).all()
+        for run in runs:
+            if node.id not in run.participants:
+                continue
+            released = run.status == RunStatus.RELEASED
+            opened = (
+                run.finished_at if released else run.phase_deadline - timedelta(seconds=PHASE_S)
+            )
+            if opened is None or opened <= since:
+                continue
+            phase = RELEASED_ACK if released else run.phase
+            if node.id in _expected(run, phase) and node.id not in _senders(session, run.id, phase):
+                return True
+    return False
 
 
 def _task(session: Session, run: CollaborationRun, node: Node) -> dict[str, Any] | None:
