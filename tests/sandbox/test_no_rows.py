@@ -49,6 +49,15 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "kind": "download",
         "fmt": "json",
         "enterprise_id": "ent_none",  # the operator's node enrolment: refused to a provider
+        # The provider's own benchmark proposal; no run of it (nobody joined).
+        "collaboration_id": world.provider.propose_collaboration(
+            "t",
+            "p",
+            [{"name": "x", "type": "float"}],
+            {"statistics": [{"kind": "count"}], "epsilon": 1.0},
+        )["id"],
+        "run_id": "crun_none",
+        "phase": "advertise",  # the node protocol's routes: refused without a node signature
     }
     calls = []
     for route in create_app(veil.settings).routes:
