@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from analytics.collab_spec import Kind
+from analytics.collab_spec import BenchmarkError, Kind
 from analytics.collab_stats import (
     apply_vetoes,
     release,
@@ -309,7 +309,7 @@ def answer(veil: Veil, node: Node, run_id: str, phase: str, body: Any) -> None:
         elif phase == "share":
             _keep_shares(session, run, node, body)
         else:
-            _check_answer(run, phase, body)
+            _check_answer(session, run, phase, body)
             session.add(RunMessage(run_id=run.id, phase=phase, sender=node.id, recipient="",
                                    body=body))  # fmt: skip
         session.flush()
@@ -320,11 +320,19 @@ def answer(veil: Veil, node: Node, run_id: str, phase: str, body: Any) -> None:
         veil.wake_nodes()  # the next phase is theirs: a waiting claim returns at once
 
 
-def _check_answer(run: CollaborationRun, phase: str, body: dict[str, Any]) -> None:
+def _check_answer(
+    session: Session, run: CollaborationRun, phase: str, body: dict[str, Any]
+) -> None:
     if phase == "advertise" and not isinstance(body.get("document"), dict):
         raise InvalidRequest(Msg("an advert is a signed document"))
-    if phase in ("input", "veto") and not isinstance(body.get("vector"), str):
-        raise InvalidRequest(Msg("a masked vector is base64 text"))
+    if phase in ("input", "veto"):
+        if not isinstance(body.get("vector"), str):
+            raise InvalidRequest(Msg("a masked vector is base64 text"))
+        collaboration = session.get(Collaboration, run.collaboration_id)
+        assert collaboration is not None
+        spec = benchmark_of(collaboration.spec)
+        length = vector_length(spec) if phase == "input" else len(spec.cells) * len(spec.statistics)
+        vector_of(body["vector"], length)  # refused now, not when the sum is opened
     if phase == "unmask" and not (
         isinstance(body.get("seeds"), dict) and isinstance(body.get("keys"), dict)
     ):
@@ -405,11 +413,17 @@ def _adverts(session: Session, run: CollaborationRun) -> dict[str, Advert]:
     return adverts
 
 
-def _reveal(message: RunMessage) -> Reveal:
+def _reveal(message: RunMessage) -> Reveal | None:
+    """A survivor's unmask shares; None when they are not shares (that answer is left out:
+    the others open the sum if they reach the threshold)."""
+
     def pairs(value: Any) -> dict[str, tuple[int, int]]:
         return {str(k): (int(v[0]), int(v[1])) for k, v in dict(value).items()}
 
-    return Reveal(message.sender, pairs(message.body["seeds"]), pairs(message.body["keys"]))
+    try:
+        return Reveal(message.sender, pairs(message.body["seeds"]), pairs(message.body["keys"]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def _unmask(session: Session, run: CollaborationRun, now: datetime) -> bool:
@@ -420,20 +434,22 @@ def _unmask(session: Session, run: CollaborationRun, now: datetime) -> bool:
     spec = benchmark_of(collaboration.spec)
     survivors = run.answered["input"]
     length = vector_length(spec)
-    masked = {m.sender: vector_of(m.body["vector"], length)
-              for m in _messages(session, run.id, "input") if m.sender in survivors}  # fmt: skip
-    reveals = [_reveal(m) for m in _messages(session, run.id, "unmask")
-               if m.sender in run.answered["unmask"]]  # fmt: skip
-    try:
+    try:  # a node's malformed answer fails the run (nothing released), never the server
+        inputs = _messages(session, run.id, "input")
+        masked = {m.sender: vector_of(m.body["vector"], length)
+                  for m in inputs if m.sender in survivors}  # fmt: skip
+        answers = [m for m in _messages(session, run.id, "unmask")
+                   if m.sender in run.answered["unmask"]]  # fmt: skip
+        reveals = [r for m in answers if (r := _reveal(m)) is not None]
         total = unmasked_sum(run.id, run.threshold, _adverts(session, run),
                              run.answered["share"], masked, reveals)  # fmt: skip
-    except (SecureSumError, KeyError, ValueError, TypeError):
+        cells = release(spec, total, len(survivors), run.threshold)
+    except (SecureSumError, InvalidRequest, BenchmarkError, KeyError, ValueError, TypeError):
         run.status, run.finished_at = RunStatus.FAILED, now
         run.reason = "the unmask answers did not open the sum: nothing is released"
         audit.record(session, "collaboration.run_failed", resource=run.id,
                      details={"phase": "unmask"})  # fmt: skip
         return False
-    cells = release(spec, total, len(survivors), run.threshold)
     run.release = {"cells": release_to_json(cells), "survivors": len(survivors)}
     return True
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from analytics.collab_stats import encode_partial, enterprise_values, parse_benchmark
 from node.link.rounds import NodeLink
+from node.protocol.client import ControlPlaneRefused
 from node.setup.provision import init_node, node_settings, running_node
 from node.work import collab
 from node.work.models import NodeCollaboration, NodeCollaborationRun
@@ -377,3 +378,27 @@ def test_link_threads_answer_each_phase_when_it_opens(world: World) -> None:
     # Five phases each waiting out the nodes' 10 s claims take 40-50 s; woken, a few seconds
     # (6.5 s for 20 nodes: docs/performance.md). The bound leaves room for a loaded machine.
     assert took < 30.0, f"the run took {took:.1f} s: a phase waited for the nodes' claims"
+
+
+def test_a_node_sending_a_malformed_unmask_answer_is_left_out(world: World) -> None:
+    """A survivor's unmask shares that are not numbers are left out, and the others open the
+    sum (the control plane never fails on them); a wrong-length vector is refused at once."""
+    collaboration = propose(world)
+    world.join(world.members, collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    for _ in range(3):  # advertise, share, input
+        for member in world.members:
+            member.link.run_round()
+    bad = world.members[0]
+    with pytest.raises(ControlPlaneRefused) as short:
+        bad.link.control.call("POST", f"/node/v1/collaborations/runs/{run['id']}/input",
+                              {"vector": base64.b64encode(b"\0" * 8).decode()})  # fmt: skip
+    assert short.value.status in (409, 422)  # its input is in already, or refused
+    bad.link.collab_desk._rounds.clear()  # it answers its unmask by hand, badly
+    bad.link.control.call("POST", f"/node/v1/collaborations/runs/{run['id']}/unmask",
+                          {"seeds": {"x": ["not", "numbers"]}, "keys": {}})  # fmt: skip
+    done = world.rounds(collaboration, run["id"])  # node 0, without its keys, declines
+    # Its masked input is in the sum, and its veto never comes: released, unchecked cells
+    # suppressed.
+    assert done["status"] == "released" and done["survivors"] == NODES, done
+    assert done["release"]["dominance_checked"] is False
