@@ -444,3 +444,73 @@ def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
     if isinstance(node, exp.And):
         return [*_conjuncts(node.this), *_conjuncts(node.expression)]
     return [node]
+
+
+# ---------------------------------------------------------------- JOIN in approved templates
+
+#: The joined table's name once the JOIN is removed (never shown: FROM is rewritten).
+JOINED: Final = "joined"
+
+
+def translate_join_sql(
+    text: object, tables: dict[str, tuple[str, frozenset[str]]]
+) -> SqlTranslation:
+    """The query document of an analysis template's SQL (``analytics.pair_spec``).
+
+    ``tables`` names the template's two tables: ``name -> (join key, its columns)``.  The
+    statement must read ``FROM a JOIN b ON a.key = b.key`` (an inner join of the two tables
+    on their declared keys, an alias allowed for each) and is otherwise the subset of
+    :func:`translate_sql`, over the joined table: every column is one of a table's
+    (prefixed by its table or alias, or alone).  ``JOIN`` is refused everywhere else.
+    """
+    root = _parse(text)
+    assert isinstance(text, str)
+    if not isinstance(root, exp.Select):
+        raise SqlError(Msg("only a SELECT statement is accepted"))
+    joins = root.args.get("joins") or []
+    source = root.args.get("from_")
+    if len(joins) != 1 or not isinstance(source, exp.From):
+        raise refuse(root, text, Msg("an analysis template reads FROM one side's table JOIN "
+                                     "the other's ON their keys"), "sql_unsupported")  # fmt: skip
+    join = joins[0]
+    aliases = {}
+    for table in (source.this, join.this):
+        if not isinstance(table, exp.Table) or table.name not in tables:
+            names = ", ".join(sorted(tables))
+            problem = Msg("name the template's two tables: {names}", names=names)
+            raise refuse(table, text, problem, "sql_unsupported")
+        aliases[table.alias_or_name] = table.name
+        aliases[table.name] = table.name
+    if len(set(aliases.values())) != 2 or any(
+        join.args.get(k) for k in ("kind", "side", "using", "method")
+    ):
+        raise refuse(join, text, Msg("JOIN the two tables once, as an inner join ON their "
+                                     "keys"), "sql_unsupported")  # fmt: skip
+    on = join.args.get("on")
+    sides = (
+        [on.this, on.expression]
+        if isinstance(on, exp.EQ) and all(isinstance(c, exp.Column) for c in on.iter_expressions())
+        else []
+    )
+    named = {aliases.get(c.table): c.name for c in sides}
+    if (
+        len(sides) != 2
+        or set(named) != set(tables)
+        or any(named[name] != key for name, (key, _) in tables.items())
+    ):
+        raise refuse(join, text, Msg("ON must equate the two tables' join keys "
+                                     "(a.key = b.key)"), "sql_unsupported")  # fmt: skip
+    owner = {column: name for name, (_, columns) in tables.items() for column in columns}
+    join.pop()
+    for column in list(root.find_all(exp.Column)):
+        prefix = column.table
+        if prefix:
+            if aliases.get(prefix) is None or owner.get(column.name) != aliases[prefix]:
+                raise refuse(column, text, Msg("the table {table} has no column {name} in "
+                                               "the template", table=prefix,
+                                               name=column.name), "sql_unsupported")  # fmt: skip
+            column.set("table", None)
+    source.set("this", exp.Table(this=exp.to_identifier(JOINED)))
+    _check_nodes(root, text)
+    translation = _Translator(text).select(root)
+    return SqlTranslation(JOINED, translation.document, translation.query)

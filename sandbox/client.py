@@ -636,10 +636,18 @@ class VeilClient:
     # ------------------------------------------------------------ collaborations
 
     def propose_collaboration(
-        self, title: str, purpose: str, columns: list[dict[str, str]], benchmark: dict[str, Any]
+        self,
+        title: str,
+        purpose: str,
+        columns: list[dict[str, str]] | None = None,
+        benchmark: dict[str, Any] | None = None,
+        analysis: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Propose a benchmark across enterprises (provider); they join on their nodes."""
-        body = {"title": title, "purpose": purpose, "columns": columns, "benchmark": benchmark}
+        """Propose a benchmark across enterprises, or a supply-chain analysis between two
+        (``analysis``: the template), as a provider; the enterprises join on their nodes."""
+        body = {"title": title, "purpose": purpose, "columns": columns, "benchmark": benchmark,
+                "analysis": analysis}  # fmt: skip
+        body = {k: v for k, v in body.items() if v is not None}
         return dict(self._call("POST", "/v1/collaborations", json=body))
 
     def list_collaborations(self) -> list[dict[str, Any]]:

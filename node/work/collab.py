@@ -35,6 +35,8 @@ from analytics.collab_stats import (
     release_from_json,
     where_it_stands,
 )
+from analytics.dp_catalog import QueryError
+from analytics.pair_spec import parse_analysis
 from i18n import Msg
 from keys import InvalidSignature
 from keys.node_auth import canonical_json
@@ -43,6 +45,7 @@ from keys.signing import Signature, public_keys_from_pem, verify_signature
 from node.protocol.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
 from node.protocol.signing import sign
 from node.work.models import NodeCollaboration, NodeCollaborationRun
+from node.work.pairs import PairDesk, PairRefused
 from policies import audit
 from policies.budget import Budget
 from policies.errors import Conflict, InvalidRequest, NotFound
@@ -54,7 +57,8 @@ from sandbox.store.models import Dataset
 log = logging.getLogger(__name__)
 
 JOINED, LEFT = "joined", "left"
-PHASES = frozenset({"advertise", "share", "input", "unmask", "veto", "released"})
+PHASES = frozenset({"advertise", "share", "input", "unmask", "veto", "released",
+                    "request", "answer", "intersect", "rows", "compute"})  # fmt: skip
 #: The control plane's ids (``policies.db.new_id``: a prefix, ``_``, 32 hex digits), at most
 #: 40 characters as its columns are.
 _ID = re.compile(r"^(?=.{3,40}$)[a-z]{1,8}_[A-Za-z0-9_-]+$")
@@ -95,35 +99,36 @@ def join(
     mapping: dict[str, str],
     category: str,
     budget: Budget,
+    *,
+    min_rows: int | None = None,
 ) -> NodeCollaboration:
-    """Join a proposal with one of this enterprise's datasets; checked here, signed here."""
+    """Join a proposal with one of this enterprise's datasets; checked here, signed here.
+
+    For a supply-chain analysis (``node.work.pairs``) this is the approval of its exact
+    template: the enterprise must be named on one side (its side is the category), map that
+    side's key and columns, and may ask for more joined rows (``min_rows``) than the
+    template's minimum: the stricter side's minimum applies."""
     found = [p for p in proposals(control) if p.get("id") == collaboration_id]
     if not found:
         raise NotFound("collaboration", collaboration_id)
     spec = dict(found[0]["spec"])
-    parsed = parse_benchmark(spec["benchmark"])
-    common = {str(c["name"]): str(c["type"]) for c in spec["columns"]}
     with veil.db.read() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None or dataset.enterprise_id != enterprise_id:
             raise NotFound("dataset", dataset_id)
         declared = {c["name"]: c for c in dataset.declaration.get("columns", [])}
-    wanted = {s.column for s in parsed.statistics if s.column is not None}
-    for column in sorted(wanted):
-        local = mapping.get(column)
-        if local is None:
-            raise InvalidRequest(Msg("map the common column {column} to a column of the "
-                                     "dataset (--map {column}=LOCAL)", column=column))  # fmt: skip
-        spec_of = declared.get(local) or {}
-        if spec_of.get("type") not in ("integer", "float"):
-            raise InvalidRequest(Msg("the dataset has no numeric column {column}", column=local))
-        if spec_of.get("class") == "secret":
-            raise InvalidRequest(Msg("{column} is secret: nothing of it leaves, not even in a "
-                                     "collaboration", column=local))  # fmt: skip
-    unknown = set(mapping) - set(common)
-    if unknown:
-        raise InvalidRequest(Msg("{column} is not a column of the common schema",
-                                 column=sorted(unknown)[0]))  # fmt: skip
+    rules: dict[str, Any] | None = None
+    if spec.get("kind") == "analysis":
+        category, wanted, rules = _approval(spec, enterprise_id, min_rows)
+    else:
+        parsed = parse_benchmark(spec["benchmark"])
+        common = {str(c["name"]): str(c["type"]) for c in spec["columns"]}
+        wanted = {s.column: "numeric" for s in parsed.statistics if s.column is not None}
+        unknown = set(mapping) - set(common)
+        if unknown:
+            raise InvalidRequest(Msg("{column} is not a column of the common schema",
+                                     column=sorted(unknown)[0]))  # fmt: skip
+    _check_mapping(wanted, mapping, declared)
     if not category or len(category) > 100:
         raise InvalidRequest(Msg("give the enterprise's category (1-100 characters)"))
     with veil.db.transaction() as session:
@@ -133,19 +138,61 @@ def join(
                                     delta_spent=0, joined_at=veil.clock())  # fmt: skip
             session.add(row)
         row.spec, row.spec_sha256 = spec, spec_sha256(spec)
-        row.dataset_id, row.mapping, row.category = dataset_id, dict(mapping), category
+        row.dataset_id, row.category = dataset_id, category
+        row.mapping = {k: v for k, v in mapping.items() if k in wanted}
+        row.rules = rules
         row.epsilon_cap, row.delta_cap = budget.epsilon_units, budget.delta_units
         row.status, row.left_at = JOINED, None
         audit.record(session, "collaboration.joined", tenant_id=enterprise_id,
                      resource=f"collaboration:{collaboration_id}",
                      details={"dataset_id": dataset_id, "sha256": row.spec_sha256,
-                              "epsilon_cap": budget.epsilon,
-                              "delta_cap": budget.delta})  # fmt: skip
+                              "epsilon_cap": budget.epsilon, "delta_cap": budget.delta,
+                              **(rules or {})})  # fmt: skip
         session.flush()
         session.expunge(row)
     control.call("PUT", f"/node/v1/collaborations/{collaboration_id}/membership",
                  _membership(veil, node_id, row, True))  # fmt: skip
     return row
+
+
+def _approval(
+    spec: dict[str, Any], enterprise_id: str, min_rows: int | None
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """This enterprise's side of an analysis template: its role, the columns it must map
+    (the key included) with their kind, and its rules."""
+    try:
+        template = parse_analysis(spec["analysis"])
+    except QueryError as exc:
+        raise InvalidRequest(exc.args[0] if exc.args else Msg("the template is invalid")) from None
+    side = template.side_of(enterprise_id)
+    if side is None:
+        raise InvalidRequest(Msg("the analysis does not name this enterprise: it cannot approve"))
+    if min_rows is not None and min_rows < template.min_rows:
+        raise InvalidRequest(Msg("--min-rows can only be stricter than the template's {n}",
+                                 n=template.min_rows))  # fmt: skip
+    wanted = {side.key: "key"}
+    for column in side.columns:
+        wanted[column.name] = "numeric" if column.is_numeric else "string"
+    return side.role, wanted, {"min_rows": max(template.min_rows, min_rows or 0)}
+
+
+def _check_mapping(
+    wanted: dict[str, str], mapping: dict[str, str], declared: dict[str, dict[str, Any]]
+) -> None:
+    """Each wanted column maps to a dataset column of its kind, never a secret one."""
+    for column, kind in sorted(wanted.items()):
+        local = mapping.get(column)
+        if local is None:
+            raise InvalidRequest(Msg("map the common column {column} to a column of the "
+                                     "dataset (--map {column}=LOCAL)", column=column))  # fmt: skip
+        spec_of = declared.get(local) or {}
+        if kind == "numeric" and spec_of.get("type") not in ("integer", "float"):
+            raise InvalidRequest(Msg("the dataset has no numeric column {column}", column=local))
+        if kind != "numeric" and not spec_of:
+            raise InvalidRequest(Msg("the dataset has no column {column}", column=local))
+        if spec_of.get("class") == "secret":
+            raise InvalidRequest(Msg("{column} is secret: nothing of it leaves, not even in a "
+                                     "collaboration", column=local))  # fmt: skip
 
 
 def leave(
@@ -218,6 +265,7 @@ class CollabDesk:
         self.node_id, self.enterprise_id = node_id, enterprise_id
         self._rounds: dict[str, _Round] = {}
         self._refused: set[tuple[str, str]] = set()
+        self.pairs = PairDesk(veil, node_id, enterprise_id)
 
     def sync(self) -> int:
         """Answer every phase the control plane asks of this node now; how many."""
@@ -233,7 +281,8 @@ class CollabDesk:
                 body = self._answer(task)
             except ControlPlaneUnavailable:
                 raise
-            except (Refused, SecureSumError, InvalidRequest, Conflict, NotFound) as exc:
+            except (Refused, PairRefused, SecureSumError, InvalidRequest, Conflict,
+                    NotFound) as exc:  # fmt: skip
                 self._refuse(run_id, phase, str(exc))
                 continue
             except Exception as exc:  # a task this node cannot use: never the link's end
@@ -255,6 +304,7 @@ class CollabDesk:
         that this node declines (never why), so the phase need not wait for it."""
         self._refused.add((run_id, phase))
         self._rounds.pop(run_id, None)
+        self.pairs.forget(run_id)
         if tell:
             with contextlib.suppress(ControlPlaneRefused):
                 self.control.call("POST", f"/node/v1/collaborations/runs/{run_id}/{phase}",
@@ -267,6 +317,10 @@ class CollabDesk:
 
     def _answer(self, task: dict[str, Any]) -> dict[str, Any]:
         phase, run_id = task["phase"], task["run_id"]
+        if "role" in task:  # a supply-chain analysis between two enterprises (node.work.pairs)
+            if phase == "released":
+                return self.pairs.answer(None, task)
+            return self.pairs.answer(self._joined(task), task)
         if phase == "advertise":
             return self._advertise(task)
         if phase == "released":

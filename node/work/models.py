@@ -47,6 +47,8 @@ class NodeCollaboration(Base):
     #: common column -> this dataset's column
     mapping: Mapped[dict[str, str]] = mapped_column(JSON)
     category: Mapped[str] = mapped_column(String(100))
+    #: A supply-chain analysis's own rules (``{"min_rows": n}``); null for a benchmark.
+    rules: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     epsilon_cap: Mapped[int] = mapped_column(BigInteger)  # ledger units (policies.budget)
     delta_cap: Mapped[int] = mapped_column(BigInteger)
     epsilon_spent: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -19,19 +19,29 @@ router = APIRouter(prefix="/v1", tags=["collaborations"])
 class CollaborationIn(Input):
     title: str = Field(min_length=1, max_length=NAME_LENGTH)
     purpose: str = Field(min_length=1, max_length=500)
-    columns: list[dict[str, Any]] = Field(
-        description='The common schema: [{"name": ..., "type": "int"|"float"}]'
+    columns: list[dict[str, Any]] | None = Field(
+        default=None,
+        description='A benchmark\'s common schema: [{"name": ..., "type": "int"|"float"}]',
     )
-    benchmark: dict[str, Any] = Field(
-        description="The statistics wanted, by public category, with their budget and the "
-        "minimum number of enterprises (docs/collaborations.md)"
+    benchmark: dict[str, Any] | None = Field(
+        default=None,
+        description="A benchmark's statistics, by public category, with their budget and the "
+        "minimum number of enterprises (docs/collaborations.md)",
+    )
+    analysis: dict[str, Any] | None = Field(
+        default=None,
+        description="Instead of a benchmark: a supply-chain analysis template between two "
+        "named enterprises (docs/collaborations.md, 'Supply-chain analyses')",
     )
 
 
 @router.post("/collaborations", status_code=status.HTTP_201_CREATED)
 def propose(body: CollaborationIn, veil: VeilDep, caller: PrincipalDep) -> dict[str, Any]:
-    """Propose a benchmark across enterprises (provider); each enterprise joins on its node."""
-    made = proposals.propose(veil, caller, body.title, body.purpose, body.columns, body.benchmark)
+    """Propose a benchmark across enterprises, or an analysis between two (provider); each
+    enterprise joins (approves) on its node."""
+    made = proposals.propose(
+        veil, caller, body.title, body.purpose, body.columns, body.benchmark, body.analysis
+    )
     return proposals.summary(made, 0)
 
 

@@ -57,16 +57,20 @@ def _load(path: Path) -> dict[str, Any]:
 
 @collab_app.command("propose")
 def collab_propose(
-    spec: Annotated[Path, typer.Argument(help="A JSON file: title, purpose, columns, benchmark")],
+    spec: Annotated[
+        Path,
+        typer.Argument(help="A JSON file: title, purpose, and columns and benchmark, or analysis"),
+    ],
     token: Token,
     url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:
-    """Propose a benchmark; enterprises join it on their nodes."""
+    """Propose a benchmark, or an analysis between two enterprises; they join on their nodes."""
     doc = _load(spec)
     with connect(url, token) as c:
         made = c.propose_collaboration(str(doc.get("title", "")), str(doc.get("purpose", "")),
-                                       doc.get("columns"), doc.get("benchmark"))  # type: ignore[arg-type]  # fmt: skip
+                                       doc.get("columns"), doc.get("benchmark"),
+                                       doc.get("analysis"))  # fmt: skip
     Output(as_json).record("collaboration proposed", {k: made[k] for k in
                            ("id", "title", "spec_sha256", "min_participants")})  # fmt: skip
 
@@ -190,9 +194,15 @@ def node_proposals(node_dir: NodeDir = None, as_json: JsonOpt = False) -> None:
 def node_join(
     collaboration_id: CollaborationId,
     dataset: Annotated[str, typer.Option("--dataset", help="This enterprise's dataset id")],
-    category: Annotated[str, typer.Option("--category", help="Its public category here")],
     epsilon: Annotated[float, typer.Option("--epsilon", help="Budget for this collaboration")],
     mapping: Mapping,
+    category: Annotated[
+        str, typer.Option("--category", help="Its public category here (benchmarks)")
+    ] = "",
+    min_rows: Annotated[
+        int | None,
+        typer.Option("--min-rows", help="An analysis: the fewest joined rows it may release"),
+    ] = None,
     delta: Annotated[float, typer.Option("--delta", help="δ budget")] = 1e-5,
     node_dir: NodeDir = None,
     as_json: JsonOpt = False,
@@ -204,7 +214,7 @@ def node_join(
     with _on_node(node_dir) as (veil, control, config):
         budget = Budget.from_floats(epsilon, delta)
         row = join(veil, control, config.node_id, config.enterprise_id, collaboration_id,
-                   dataset, _pairs(mapping), category, budget)  # fmt: skip
+                   dataset, _pairs(mapping), category, budget, min_rows=min_rows)  # fmt: skip
     joined = {"collaboration": row.collaboration_id, "dataset": row.dataset_id,
               "sha256": row.spec_sha256}  # fmt: skip
     Output(as_json).record("joined", joined)

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from analytics.collab_stats import BenchmarkSpec, parse_benchmark
 from analytics.column_names import is_column_name
 from analytics.dp_catalog import QueryError
+from analytics.pair_spec import AnalysisSpec, parse_analysis
 from i18n import Msg
 from keys.node_auth import canonical_json
 from policies import audit
@@ -42,9 +43,22 @@ def spec_sha256(spec: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(spec)).hexdigest()
 
 
+BENCHMARK, ANALYSIS = "benchmark", "analysis"
+
+
+def kind_of(spec: dict[str, Any]) -> str:
+    """A benchmark across many enterprises, or a supply-chain analysis between two."""
+    return ANALYSIS if spec.get("kind") == ANALYSIS else BENCHMARK
+
+
 def benchmark_of(spec: dict[str, Any]) -> BenchmarkSpec:
     """The parsed statistics of a stored spec (it was checked when proposed)."""
     return parse_benchmark(spec["benchmark"])
+
+
+def analysis_of(spec: dict[str, Any]) -> AnalysisSpec:
+    """The parsed template of a stored analysis (it was checked when proposed)."""
+    return parse_analysis(spec["analysis"])
 
 
 def _columns(value: Any) -> list[dict[str, str]]:
@@ -67,10 +81,47 @@ def _columns(value: Any) -> list[dict[str, str]]:
 
 
 def propose(
-    veil: Veil, provider: Principal, title: str, purpose: str, columns: Any, benchmark: Any
+    veil: Veil,
+    provider: Principal,
+    title: str,
+    purpose: str,
+    columns: Any = None,
+    benchmark: Any = None,
+    analysis: Any = None,
 ) -> Collaboration:
-    """A new open collaboration; its statistics may name only the common schema's columns."""
+    """A new open collaboration: a benchmark (``columns`` and ``benchmark``, whose statistics
+    name only the common schema's columns) or a supply-chain analysis between two named
+    enterprises (``analysis``, the template: ``analytics.pair_spec``)."""
     require(provider, Capability.PROPOSE_COLLABORATIONS)
+    if (analysis is None) == (benchmark is None):
+        raise InvalidRequest(
+            Msg("propose either a benchmark ('columns' and 'benchmark') or an 'analysis'")
+        )
+    if analysis is not None:
+        spec, minimum = _analysis(veil, analysis)
+    else:
+        spec, minimum = _benchmark(columns, benchmark)
+    with veil.db.transaction() as session:
+        collaboration = Collaboration(
+            id=new_id("col"),
+            proposer_id=provider.id,
+            title=title,
+            purpose=purpose,
+            spec=spec,
+            spec_sha256=spec_sha256(spec),
+            min_participants=minimum,
+            status=CollaborationStatus.OPEN,
+            created_at=veil.clock(),
+        )
+        session.add(collaboration)
+        audit.record(session, "collaboration.proposed", actor=provider,
+                     resource=collaboration.id,
+                     details={"sha256": collaboration.spec_sha256,
+                              "kind": kind_of(spec)})  # fmt: skip
+    return collaboration
+
+
+def _benchmark(columns: Any, benchmark: Any) -> tuple[dict[str, Any], int]:
     declared = _columns(columns)
     try:
         parsed = parse_benchmark(benchmark)
@@ -85,24 +136,23 @@ def propose(
                 Msg("statistic column {column} is not in the common schema",
                     column=statistic.column)
             )  # fmt: skip
-    spec = {"columns": declared, "benchmark": benchmark}
-    with veil.db.transaction() as session:
-        collaboration = Collaboration(
-            id=new_id("col"),
-            proposer_id=provider.id,
-            title=title,
-            purpose=purpose,
-            spec=spec,
-            spec_sha256=spec_sha256(spec),
-            min_participants=parsed.min_participants,
-            status=CollaborationStatus.OPEN,
-            created_at=veil.clock(),
-        )
-        session.add(collaboration)
-        audit.record(session, "collaboration.proposed", actor=provider,
-                     resource=collaboration.id,
-                     details={"sha256": collaboration.spec_sha256})  # fmt: skip
-    return collaboration
+    return {"columns": declared, "benchmark": benchmark}, parsed.min_participants
+
+
+def _analysis(veil: Veil, template: Any) -> tuple[dict[str, Any], int]:
+    """The stored spec of a checked template naming two active enterprises."""
+    try:
+        parsed = parse_analysis(template)
+    except QueryError as exc:
+        raise InvalidRequest(exc.args[0] if exc.args else Msg("the template is invalid")) from None
+    with veil.db.read() as session:
+        for side in (parsed.compute, parsed.other):
+            enterprise = session.get(Principal, side.enterprise)
+            if enterprise is None or enterprise.role != Role.ENTERPRISE:
+                raise InvalidRequest(
+                    Msg("sides.{role}.enterprise names no enterprise", role=side.role)
+                )
+    return {"kind": ANALYSIS, "analysis": template}, 2
 
 
 def members_joined(session: Any, collaboration_id: str) -> int:
@@ -121,6 +171,7 @@ def summary(collaboration: Collaboration, joined: int) -> dict[str, Any]:
     """What the proposer and operators see: never which enterprises joined, only how many."""
     return {
         "id": collaboration.id,
+        "kind": kind_of(collaboration.spec),
         "title": collaboration.title,
         "purpose": collaboration.purpose,
         "status": collaboration.status,
@@ -174,7 +225,8 @@ def open_for_nodes(veil: Veil) -> list[dict[str, Any]]:
             .order_by(Collaboration.created_at)
         )
         return [
-            {"id": c.id, "title": c.title, "purpose": c.purpose, "proposer": name,
+            {"id": c.id, "kind": kind_of(c.spec), "title": c.title, "purpose": c.purpose,
+             "proposer": name,
              "spec": c.spec, "spec_sha256": c.spec_sha256,
              "min_participants": c.min_participants}
             for c, name in rows
@@ -201,6 +253,11 @@ def set_membership(veil: Veil, node: Node, collaboration_id: str, signed: dict[s
         if joined and document.get("spec_sha256") != collaboration.spec_sha256:
             raise Conflict(Msg("the opt-in names another version of the proposal"),
                            code="spec_mismatch")  # fmt: skip
+        if joined and kind_of(collaboration.spec) == ANALYSIS:
+            side = analysis_of(collaboration.spec).side_of(node.enterprise_id)
+            if side is None or side.role != category:
+                raise Conflict(Msg("the analysis does not name this enterprise on that side"),
+                               code="not_a_party")  # fmt: skip
         member = session.get(CollaborationMember, (collaboration_id, node.enterprise_id))
         status = MemberStatus.JOINED if joined else MemberStatus.LEFT
         if member is None:

@@ -48,7 +48,15 @@ from policies.capabilities import Capability, require
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
 from policies.principals import Principal, Status
-from sandbox.collaborations.proposals import active_members, benchmark_of, visible
+from sandbox.collaborations import pairs
+from sandbox.collaborations.proposals import (
+    ANALYSIS,
+    active_members,
+    analysis_of,
+    benchmark_of,
+    kind_of,
+    visible,
+)
 from sandbox.runtime.veil import Veil
 from sandbox.store.collab_models import (
     Collaboration,
@@ -115,17 +123,25 @@ def start(veil: Veil, provider: Principal, collaboration_id: str) -> Collaborati
             )  # fmt: skip
         now = veil.clock()
         participants = [m.node_id for m in members]
+        first, seconds = PHASES[0], PHASE_S
+        if kind_of(row.spec) == ANALYSIS:
+            # The compute side's node first: it answers the odd phases (``pairs``).
+            template = analysis_of(row.spec)
+            by_enterprise = {m.enterprise_id: m.node_id for m in members}
+            participants = [by_enterprise[template.compute.enterprise],
+                            by_enterprise[template.other.enterprise]]  # fmt: skip
+            first, seconds = pairs.PHASES[0], pairs.PHASE_S
         run = CollaborationRun(
             id=new_id("crun"),
             collaboration_id=row.id,
             requested_by=provider.id,
             status=RunStatus.RUNNING,
-            phase=PHASES[0],
+            phase=first,
             participants=participants,
             threshold=max(row.min_participants, len(participants) // 2 + 1),
             answered={},
             created_at=now,
-            phase_deadline=now + timedelta(seconds=PHASE_S),
+            phase_deadline=now + timedelta(seconds=seconds),
         )
         session.add(run)
         audit.record(session, "collaboration.run_started", actor=provider, resource=run.id,
@@ -165,6 +181,8 @@ def show(veil: Veil, caller: Principal, collaboration_id: str, run_id: str) -> d
 
 def _expected(run: CollaborationRun, phase: str) -> list[str]:
     """The nodes asked to answer ``phase``."""
+    if phase in pairs.PHASES or (phase == RELEASED_ACK and run.phase in pairs.PHASES):
+        return pairs.expected(run, phase)
     before = {"advertise": None, "share": "advertise", "input": "share", "unmask": "input",
               "veto": "input", RELEASED_ACK: "input"}[phase]  # fmt: skip
     return list(run.participants) if before is None else list(run.answered.get(before, []))
@@ -243,8 +261,9 @@ def asks_since(veil: Veil, node: Node, since: datetime) -> bool:
             if node.id not in run.participants:
                 continue
             released = run.status == RunStatus.RELEASED
+            seconds = pairs.PHASE_S if run.phase in pairs.PHASES else PHASE_S
             opened = (
-                run.finished_at if released else run.phase_deadline - timedelta(seconds=PHASE_S)
+                run.finished_at if released else run.phase_deadline - timedelta(seconds=seconds)
             )
             if opened is None or opened <= since:
                 continue
@@ -266,7 +285,9 @@ def _task(session: Session, run: CollaborationRun, node: Node) -> dict[str, Any]
         "run_id": run.id, "collaboration_id": run.collaboration_id, "phase": phase,
         "spec_sha256": collaboration.spec_sha256, "threshold": run.threshold,
     }  # fmt: skip
-    if phase == "share":
+    if run.phase in pairs.PHASES:
+        task.update(pairs.task_fields(session, run, node, phase))
+    elif phase == "share":
         adverts = []
         for message in _messages(session, run.id, "advertise"):
             if message.sender not in run.answered.get("advertise", []):
@@ -308,6 +329,10 @@ def answer(veil: Veil, node: Node, run_id: str, phase: str, body: Any) -> None:
                                    body={"declined": True}))  # fmt: skip
         elif phase == "share":
             _keep_shares(session, run, node, body)
+        elif phase in pairs.PHASES:
+            pairs.check_answer(node, run, phase, body)
+            session.add(RunMessage(run_id=run.id, phase=phase, sender=node.id, recipient="",
+                                   body=body))  # fmt: skip
         else:
             _check_answer(session, run, phase, body)
             session.add(RunMessage(run_id=run.id, phase=phase, sender=node.id, recipient="",
@@ -363,6 +388,12 @@ def _advance(session: Session, run: CollaborationRun, now: datetime) -> None:
     """Close the current phase when every node asked answered or its deadline passed."""
     while run.status == RunStatus.RUNNING:
         phase = run.phase
+        if phase in pairs.PHASES:
+            before = phase
+            pairs.advance(session, run, now, _senders(session, run.id, phase))
+            if run.phase == before:
+                return
+            continue
         got = _senders(session, run.id, phase)
         expected = set(_expected(run, phase))
         if not expected <= got and now < run.phase_deadline:

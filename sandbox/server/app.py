@@ -63,10 +63,18 @@ class _GuardedApp(FastAPI):
 
 
 def uploads(settings: Settings) -> tuple[BodyLimit, ...]:
-    """The endpoints that take a dataset file, and how much each may receive."""
+    """The endpoints that take a dataset file (or, from a node, a supply-chain analysis's
+    PSI messages and sealed rows, which grow with its keys), and how much each may
+    receive."""
     upload, setting = settings.max_upload_bytes, "VEIL_MAX_UPLOAD_BYTES"
     return (
         BodyLimit("POST", re.compile(r"/v1/datasets/[^/]+/versions"), upload, setting),
+        BodyLimit(
+            "POST",
+            re.compile(r"/node/v1/collaborations/runs/[^/]+/(request|answer|intersect|rows)"),
+            upload,
+            setting,
+        ),
         # The console's multipart forms carry their fields besides the file.
         BodyLimit(
             "POST",
