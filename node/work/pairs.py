@@ -149,6 +149,12 @@ class PairDesk:
             tenant = enterprise.slug
         started = self.veil.clock().isoformat()
         frame = load_frame(self.veil, tenant, version)
+        with self.veil.db.transaction() as session:  # explains the key's use (audit keys)
+            audit.record(session, "collaboration.read", tenant_id=self.enterprise_id,
+                         resource=f"collaboration:{run_id}",
+                         details={"dataset_id": row.dataset_id, "version": version.version,
+                                  "started": started,
+                                  "collaboration_id": row.collaboration_id})  # fmt: skip
         local = {common: frame[name] for common, name in row.mapping.items()}
         renamed = pl.DataFrame({c: local[c] for c in [side.key, *(s.name for s in side.columns)]})
         reduced = reduce_side(renamed, side)

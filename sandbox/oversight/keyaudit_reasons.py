@@ -109,7 +109,7 @@ class Reasons:
 
 _REASON_ACTIONS = ("enterprise.created", "dataset.uploaded", "job.submitted", "job.released",
                    "job.failed", "job.held", "key.rotated",
-                   "collaboration.contributed")  # fmt: skip
+                   "collaboration.contributed", "collaboration.read")  # fmt: skip
 
 
 def load_reasons(veil: Veil, tenant_id: str, slug: str) -> Reasons:
@@ -160,12 +160,13 @@ def _remember(
         rotation, started = e.details.get("rotation"), e.details.get("started_at")
         if isinstance(rotation, str) and isinstance(started, str):
             reasons.rotations[rotation] = (datetime.fromisoformat(started), e.at, e.seq)
-    elif e.action == "collaboration.contributed":
-        # A node's partial for a collaboration run (node.work.collab): it read the dataset
-        # version named, between ``started`` and the event; explained as a run of its own.
+    elif e.action in ("collaboration.contributed", "collaboration.read"):
+        # A node's partial for a collaboration run (node.work.collab), or its rows read for
+        # an analysis run (node.work.pairs, whether or not the run went on): it read the
+        # dataset version named, between ``started`` and the event; a run of its own.
         dataset, started = e.details.get("dataset_id"), e.details.get("started")
         if isinstance(dataset, str) and isinstance(version, int) and isinstance(started, str):
-            reasons.runs[f"collab:{ident}"] = _Run(
+            reasons.runs[f"collab:{ident}:{e.action}"] = _Run(
                 f"{kind}:{ident}", (dataset, version), datetime.fromisoformat(started), e.at,
                 False, e.seq,
             )  # fmt: skip

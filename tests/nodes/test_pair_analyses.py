@@ -12,6 +12,7 @@ a message is refused."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import uuid
@@ -24,6 +25,7 @@ import polars as pl
 import pytest
 from sqlalchemy import select
 
+from analytics.pair_spec import parse_analysis, reduce_side
 from node.link.rounds import NodeLink
 from node.setup.provision import init_node, node_settings, running_node
 from node.work import collab, pairs
@@ -44,6 +46,7 @@ from sandbox.demo.supply import (
     supplier_stock,
     template,
 )
+from sandbox.oversight.keyaudit import key_audit
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
@@ -51,6 +54,7 @@ from sandbox.store.collab_models import CollaborationRun, RunMessage
 
 LOCAL: dict[str, Any] = {"vault_addr": None, "database_url": None, "job_poll_interval_s": 0.05}
 PARTS, OVERLAP = 120, 60  # the OEM's parts 0..119, the supplier's 60..179
+SEALED_OVERHEAD = 32 + 12 + 16  # keys.sealed: the ephemeral key, the nonce, the tag
 
 
 @dataclass
@@ -274,6 +278,10 @@ def test_the_stricter_minimum_applies_and_nothing_is_spent(world: World) -> None
             ledger = session.get(NodeCollaboration, collaboration)
             assert ledger is not None and ledger.epsilon_spent == 0
             assert session.get(NodeCollaborationRun, run["id"]) is None
+        # Each node read its rows for the run: its key server's log explains that by the
+        # read, although the run stopped before any contribution (veil audit keys).
+        report = key_audit(world.parties[name].veil, None)
+        assert report.ok, report.unexplained
 
 
 def test_a_relay_that_swaps_the_run_key_is_refused(world: World) -> None:
@@ -311,3 +319,36 @@ def test_a_template_is_checked_when_proposed(world: World) -> None:
         with pytest.raises(ApiError) as refused:
             world.provider.propose_collaboration("x", "y", analysis=spec)
         assert refused.value.status == 422
+
+
+def _box_size(cp: Veil, run_id: str, phase: str) -> int:
+    with cp.db.read() as session:
+        message = session.scalar(
+            select(RunMessage).where(RunMessage.run_id == run_id, RunMessage.phase == phase)
+        )
+        assert message is not None
+        return len(base64.b64decode(message.body["document"]["box"]))
+
+
+def test_the_relay_learns_nothing_of_the_intersection_size(world: World) -> None:
+    """The sealed intersection is as long as all of the OEM's keys, the sealed rows as all
+    of the supplier's rows: their lengths are the same whatever the intersection."""
+    collaboration = world.propose()
+    world.approve("oem", collaboration)
+    world.approve("supplier", collaboration)
+    run = world.provider.start_collaboration_run(collaboration)
+    oem, supplier = world.parties["oem"].link, world.parties["supplier"].link
+    oem.run_round()  # request
+    supplier.run_round()  # answer
+    oem.run_round()  # intersect
+    everything = json.dumps(sorted(part(i) for i in range(PARTS))).encode()
+    assert _box_size(world.cp, run["id"], "intersect") == SEALED_OVERHEAD + len(everything)
+    supplier.run_round()  # rows
+    parsed = parse_analysis(template(world.parties["oem"].enterprise_id,
+                                     world.parties["supplier"].enterprise_id))  # fmt: skip
+    stock = pl.read_csv(supplier_stock(PARTS, OVERLAP)).select(
+        pl.col("part_no"), pl.col("on_hand").cast(pl.Float64)
+    )
+    all_rows = pairs._rows_bytes(reduce_side(stock, parsed.other))
+    assert _box_size(world.cp, run["id"], "rows") == SEALED_OVERHEAD + len(all_rows)
+    assert world.rounds(collaboration, run["id"])["status"] == "released"
