@@ -187,28 +187,44 @@ class QueryForm:
         ]
         if not aggregates:
             raise InvalidRequest(Msg("choose at least one statistic (a kind other than 'none')"))
-        if not self.purpose:
-            raise InvalidRequest(Msg("choose the purpose of this query"))
-        # As the API's schema does: longer values do not fit their columns (PostgreSQL).
-        if len(self.purpose) > PURPOSE_LENGTH:
-            raise InvalidRequest(
-                Msg("the purpose is longer than {most} characters", most=PURPOSE_LENGTH)
-            )
+        check_purpose(self.purpose)
         if not 1 <= len(self.dataset_id) <= ID_LENGTH:
             raise InvalidRequest(Msg("choose one of the datasets listed"))
         query: dict[str, Any] = {"aggregates": aggregates}
         if self.group_by:
             query["group_by"] = list(self.group_by)
+        epsilon, delta = privacy_cost(self.epsilon, self.delta)
         return JobSubmission(
             dataset_id=self.dataset_id,
             purpose=self.purpose,
             query=query,
             tier=PRIVATE_QUERY_TIER,
-            epsilon=_number(self.epsilon, Msg("epsilon (ε)"), Msg("a number above 0, such as 0.5")),
-            delta=_number(
-                self.delta, Msg("delta (δ)"), Msg("0, or a small number such as 0.000001")
-            ),
+            epsilon=epsilon,
+            delta=delta,
         )
+
+
+def check_purpose(purpose: str) -> None:
+    """InvalidRequest, in plain words, unless ``purpose`` could be a grant's purpose."""
+    if not purpose:
+        raise InvalidRequest(Msg("choose the purpose of this query"))
+    # As the API's schema does: longer values do not fit their columns (PostgreSQL).
+    if len(purpose) > PURPOSE_LENGTH:
+        raise InvalidRequest(
+            Msg("the purpose is longer than {most} characters", most=PURPOSE_LENGTH)
+        )
+    if not purpose.isprintable():  # as the API refuses it (sandbox.api.routes_jobs)
+        raise InvalidRequest(
+            Msg("purpose must be 1-64 printable characters, no control characters")
+        )
+
+
+def privacy_cost(epsilon: str, delta: str) -> tuple[float, float]:
+    """ε and δ as typed, as numbers; InvalidRequest saying what to type otherwise."""
+    return (
+        _number(epsilon, Msg("epsilon (ε)"), Msg("a number above 0, such as 0.5")),
+        _number(delta, Msg("delta (δ)"), Msg("0, or a small number such as 0.000001")),
+    )
 
 
 def _text(form: FormData, name: str) -> str:

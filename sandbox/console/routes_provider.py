@@ -2,12 +2,14 @@
 preview, jobs with their progress, released results with their accuracy, budgets.
 
 Every page calls the same services as the API (``sandbox.data.catalog``, ``sandbox.jobs.submit``,
-``sandbox.grants.consent`` and the job/result views of ``sandbox.api.routes_jobs``) with the
-session's principal; nothing here reads data or decides anything itself.
+``sandbox.jobs.sql_jobs``, ``sandbox.grants.consent`` and the job/result views of
+``sandbox.api.routes_jobs``) with the session's principal; nothing here reads data or decides
+anything itself.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,7 +19,7 @@ from i18n import N_
 from i18n.catalog import gettext, translate
 from keys import KeysError
 from policies.capabilities import Capability, require
-from policies.errors import Denied, VeilError
+from policies.errors import Denied, NotFound, VeilError
 from policies.principals import Principal
 from sandbox.api import routes_jobs
 from sandbox.api.deps import VeilDep
@@ -34,11 +36,13 @@ from sandbox.console.provider_forms import (
     progress_steps,
     query_choices,
 )
+from sandbox.console.provider_sql import SqlForm, TranslationView
 from sandbox.console.render import SECURITY_HEADERS, error_text, page
 from sandbox.console.result_charts import result_charts
 from sandbox.console.session import PREFIX, CsrfDep, PrincipalDep
 from sandbox.data import catalog, datasets
 from sandbox.grants import consent
+from sandbox.jobs import sql_jobs
 from sandbox.jobs import submit as jobs
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import JobStatus
@@ -51,6 +55,11 @@ NOTICES = {
     "cancel-requested": N_("Cancelling: the job stops at its next check. Its budget stays spent."),
 }
 _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+#: How to fix an SQL query whose FROM names no dataset the provider may query.
+FROM_HINT = N_(
+    "FROM names one dataset you hold a grant on, by its name in double quotes or by its id: "
+    "the Dataset list above shows them."
+)
 
 
 def _provider(principal: Principal) -> Principal:
@@ -114,58 +123,89 @@ async def read_query_form(request: Request) -> QueryForm:
     return QueryForm.read(await request.form())
 
 
+async def read_sql_form(request: Request) -> SqlForm:
+    return SqlForm.read(await request.form())
+
+
 QueryFormDep = Annotated[QueryForm, Depends(read_query_form)]
+SqlFormDep = Annotated[SqlForm, Depends(read_sql_form)]
+#: The page's two ways to write a query: the form (the JSON query document), or SQL.
+SQL_MODE = "sql"
 
 
 def _query_page(
     request: Request,
     veil: Veil,
     principal: Principal,
-    form: QueryForm | None = None,
+    form: QueryForm | SqlForm | None = None,
     *,
     dataset_id: str | None = None,
+    sql: bool = False,
     status_code: int = 200,
+    explained: dict[str, Any] | None = None,
     **context: Any,
 ) -> Response:
-    views = [v for v in _datasets(veil, principal) if v.queryable]
+    every = _datasets(veil, principal)
+    views = [v for v in every if v.queryable]
+    sql = sql or isinstance(form, SqlForm)
     wanted = form.dataset_id if form is not None else dataset_id
     chosen = next((v for v in views if v.id == wanted), views[0] if views else None)
     if chosen is not None and (form is None or form.dataset_id != chosen.id):
-        form = QueryForm.blank(chosen.id, chosen.purposes[0] if chosen.purposes else "")
+        purpose = chosen.purposes[0] if chosen.purposes else ""
+        if isinstance(form, SqlForm):  # the SQL as typed stays; the page shows this dataset
+            form = replace(form, dataset_id=chosen.id)
+        elif sql:
+            form = SqlForm.blank(chosen.id, chosen.name, purpose)
+        else:
+            form = QueryForm.blank(chosen.id, purpose)
+    names = {v.id: v.name for v in every}
     return page(
         request,
         "provider_query.html",
         principal,
         status_code=status_code,
+        mode=SQL_MODE if sql else "form",
         datasets=views,
         choices=query_choices(chosen) if chosen is not None else None,
         form=form,
         error=context.pop("error", None),
         preview=context.pop("preview", None),
+        translation=TranslationView.of(explained, names) if explained else None,
         **context,
     )
 
 
+def _refused(
+    request: Request, veil: Veil, principal: Principal, form: QueryForm | SqlForm, exc: Exception
+) -> Response:
+    """The form again, with what was refused, why, and how to fix it."""
+    status, error = _failure(exc)
+    if isinstance(form, SqlForm) and isinstance(exc, NotFound):
+        # Only FROM names a dataset here; the same words whether it exists or not.
+        error["reasons"] = [gettext(FROM_HINT)]
+    return _query_page(request, veil, principal, form, status_code=status, error=error)
+
+
 @router.get("/query")
 def query_page(
-    request: Request, veil: VeilDep, principal: PrincipalDep, dataset: str | None = None
+    request: Request,
+    veil: VeilDep,
+    principal: PrincipalDep,
+    dataset: str | None = None,
+    mode: str | None = None,
 ) -> Response:
-    """The form: dataset, purpose, statistics, group-by, ε and δ."""
+    """The form: dataset, purpose, statistics, group-by, ε and δ; or the query in SQL."""
     _provider(principal)
-    return _query_page(request, veil, principal, dataset_id=dataset)
+    return _query_page(request, veil, principal, dataset_id=dataset, sql=mode == SQL_MODE)
 
 
-@router.post("/query/preview", dependencies=[CsrfDep])
-def preview_query(
-    request: Request, veil: VeilDep, principal: PrincipalDep, form: QueryFormDep
+def _preview_page(
+    request: Request, veil: Veil, principal: Principal, form: QueryForm | SqlForm
 ) -> Response:
-    """What the query would cost and how accurate it would be; spends nothing."""
-    _provider(principal)
     try:
         answer = jobs.preview_job(veil, principal, form.submission())
     except (VeilError, KeysError) as exc:
-        status, error = _failure(exc)
-        return _query_page(request, veil, principal, form, status_code=status, error=error)
+        return _refused(request, veil, principal, form, exc)
     found = answer["preview"]
     if found is None:
         reasons = [translate(r) for r in answer["reasons"]]
@@ -183,18 +223,63 @@ def preview_query(
     return _query_page(request, veil, principal, form, preview=preview)
 
 
+def _submitted(
+    request: Request, veil: Veil, principal: Principal, form: QueryForm | SqlForm
+) -> Response:
+    try:
+        job = jobs.submit_job(veil, principal, form.submission())
+    except (VeilError, KeysError) as exc:
+        return _refused(request, veil, principal, form, exc)
+    return RedirectResponse(f"{PREFIX}/jobs/{job.id}", status_code=303)
+
+
+@router.post("/query/preview", dependencies=[CsrfDep])
+def preview_query(
+    request: Request, veil: VeilDep, principal: PrincipalDep, form: QueryFormDep
+) -> Response:
+    """What the query would cost and how accurate it would be; spends nothing."""
+    _provider(principal)
+    return _preview_page(request, veil, principal, form)
+
+
 @router.post("/query", dependencies=[CsrfDep])
 def run_query(
     request: Request, veil: VeilDep, principal: PrincipalDep, form: QueryFormDep
 ) -> Response:
     """Submit the query (decided, debited and queued at once); then its job page."""
     _provider(principal)
+    return _submitted(request, veil, principal, form)
+
+
+@router.post("/query/sql/translate", dependencies=[CsrfDep])
+def translate_sql(
+    request: Request, veil: VeilDep, principal: PrincipalDep, form: SqlFormDep
+) -> Response:
+    """The query document the SQL translates to, and the dataset FROM names (the service of
+    ``POST /v1/queries/translate``); submits nothing, spends nothing, reads no data."""
+    _provider(principal)
     try:
-        job = jobs.submit_job(veil, principal, form.submission())
+        explained = sql_jobs.explain(veil, principal, form.checked_sql())
     except (VeilError, KeysError) as exc:
-        status, error = _failure(exc)
-        return _query_page(request, veil, principal, form, status_code=status, error=error)
-    return RedirectResponse(f"{PREFIX}/jobs/{job.id}", status_code=303)
+        return _refused(request, veil, principal, form, exc)
+    form = replace(form, dataset_id=explained["dataset_id"])  # the page follows FROM
+    return _query_page(request, veil, principal, form, explained=explained)
+
+
+@router.post("/query/sql/preview", dependencies=[CsrfDep])
+def preview_sql(
+    request: Request, veil: VeilDep, principal: PrincipalDep, form: SqlFormDep
+) -> Response:
+    """What the SQL query would cost and how accurate it would be; spends nothing."""
+    _provider(principal)
+    return _preview_page(request, veil, principal, form)
+
+
+@router.post("/query/sql", dependencies=[CsrfDep])
+def run_sql(request: Request, veil: VeilDep, principal: PrincipalDep, form: SqlFormDep) -> Response:
+    """Submit the SQL query as the API does: translated once, the job keeps both."""
+    _provider(principal)
+    return _submitted(request, veil, principal, form)
 
 
 # ---------------------------------------------------------------- jobs and results

@@ -79,3 +79,20 @@ def log_in(page: Page, url: str, token: str) -> None:
 def token_of(client: Any) -> str:
     """The bearer token a VeilClient was made with."""
     return str(client._http.headers["Authorization"]).removeprefix("Bearer ")
+
+
+@pytest.fixture
+def zh_page(browser: Browser) -> Iterator[Page]:
+    """A browser whose language is Simplified Chinese (its Accept-Language says so)."""
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+def zh_log_in(page: Page, url: str, token: str) -> None:
+    """Log in through the form, as a person reading Chinese would."""
+    page.goto(f"{url}/console/login")
+    page.get_by_label("API 令牌").fill(token)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_load_state()

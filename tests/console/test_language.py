@@ -12,16 +12,15 @@ anything else is English the catalogs missed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from sandbox.client import ApiError
 from sandbox.demo.data import DECLARATION, MACHINES, SHIFTS
-from tests.console.conftest import log_in, token_of
+from tests.console.conftest import log_in, token_of, zh_log_in
 from tests.sandbox.conftest import PURPOSE, World, make_world
 
 pytestmark = pytest.mark.integration
@@ -119,22 +118,6 @@ def walk(veil: Any, api: str) -> Walk:
     created = world.operator.create_security_officer("Olivia", None)
     officer = world.operator.issue_token(created["id"])
     return Walk(world, officer, job["id"], table["id"])
-
-
-@pytest.fixture
-def zh_page(browser: Browser) -> Iterator[Page]:
-    """A browser whose language is Simplified Chinese (its Accept-Language says so)."""
-    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    yield context.new_page()
-    context.close()
-
-
-def zh_log_in(page: Page, url: str, token: str) -> None:
-    page.goto(f"{url}/console/login")
-    page.get_by_label("API 令牌").fill(token)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_load_state()
 
 
 def visit(page: Page, url: str) -> None:

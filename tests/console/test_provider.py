@@ -1,8 +1,11 @@
 """The provider's pages in a real browser: catalog and mock data, a private query with its
-accuracy preview, the job's progress and released result, jobs per day, refusals, keyboard."""
+accuracy preview, the job's progress and released result, jobs per day, refusals, keyboard;
+the query in SQL (translated, previewed and run as the API does; refused with where and why;
+in Chinese)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,8 @@ from sandbox.jobs.runner import claim_next_job, run_job
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
-from tests.console.conftest import log_in, token_of
+from tests.console.conftest import log_in, token_of, zh_log_in
+from tests.console.test_language import check_chinese, data_words
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration
@@ -216,3 +220,138 @@ def test_every_kind_of_statistic_renders_and_others_see_nothing(veil: Veil, worl
     with httpx.Client(base_url=world.url, cookies={"veil_console": token_of(world.acme)}) as http:
         assert http.get("/console/catalog").status_code == 403
         assert http.get(job_path).status_code == 403
+
+
+# ---------------------------------------------------------------- the query in SQL
+
+SQL = (
+    f'SELECT shift, COUNT(*), AVG(temperature_c)\nFROM "{NAME}"\n'
+    "WHERE machine IN ('press-01', 'lathe-01') AND cycle_time_s < 60\nGROUP BY shift"
+)
+DOCUMENT = {
+    "aggregates": [{"kind": "count"}, {"kind": "mean", "column": "temperature_c"}],
+    "group_by": ["shift"],
+    "where": [
+        {"column": "machine", "op": "in", "value": ["press-01", "lathe-01"]},
+        {"column": "cycle_time_s", "op": "<", "value": 60},
+    ],
+}
+#: OR in WHERE, at line 3, column 7: refused by the subset (sql_unsupported).
+REFUSED = f"SELECT COUNT(*)\nFROM \"{NAME}\"\nWHERE machine = 'press-01' OR shift = 'late'"
+
+SQL_KEYWORDS = {"SELECT", "FROM", "WHERE", "AND", "GROUP", "COUNT", "SUM", "AVG", "MEDIAN"}
+
+
+def open_sql_form(page: Page) -> None:
+    page.get_by_role("link", name="New query").click()
+    page.get_by_role("navigation", name="How to write the query").get_by_role(
+        "link", name="SQL"
+    ).click()
+    expect(page).to_have_url(re.compile(r"/console/query\?mode=sql"))
+
+
+def test_sql_is_translated_previewed_and_run_with_its_sql_kept(
+    page: Page, veil: Veil, world: World
+) -> None:
+    log_in(page, world.url, token_of(world.provider))
+    open_sql_form(page)
+    sql = page.get_by_label("The query in SQL")
+    expect(sql).to_have_value(f'SELECT COUNT(*)\nFROM "{NAME}"')  # a blank form's start
+    sql.fill(SQL)
+    page.get_by_label("Epsilon (ε) to spend").fill("0.1")
+
+    page.get_by_role("button", name="Translate to JSON").click()
+    translation = page.get_by_role("region", name="Translation")
+    expect(translation).to_be_focused()
+    expect(translation).to_contain_text(world.dataset_id)
+    assert json.loads(translation.locator("pre").inner_text()) == DOCUMENT
+    expect(page.get_by_label("The query in SQL")).to_have_value(SQL)  # as typed
+    assert spent(world) == 0 and world.provider.list_jobs() == []
+
+    page.get_by_role("button", name="Preview accuracy").click()
+    preview = page.get_by_role("region", name="Accuracy preview")
+    expect(preview).to_contain_text("would spend ε 0.1")
+    expect(preview.get_by_role("row", name="mean(temperature_c)")).to_be_visible()
+    assert spent(world) == 0 and world.provider.list_jobs() == []
+    page.screenshot(path="/tmp/provider-query-sql.png", full_page=True)
+
+    page.get_by_role("button", name="Run").click()
+    expect(page).to_have_url(re.compile(r"/console/jobs/job_\w+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("pre.job-sql")).to_have_text(SQL)
+    job = world.provider.get_job(job_id)
+    # What the API stores for POST /v1/jobs with this sql: the text, and its document.
+    assert job["sql"] == SQL and job["query"] == DOCUMENT
+    assert job["dataset_id"] == world.dataset_id and job["purpose"] == PURPOSE
+    assert spent(world) == pytest.approx(0.1)
+    run_queued_job(veil)
+    expect(page.get_by_role("region", name="Result")).to_be_visible(timeout=30_000)
+
+
+def test_a_refused_sql_says_where_and_why_and_creates_no_job(page: Page, world: World) -> None:
+    log_in(page, world.url, token_of(world.provider))
+    open_sql_form(page)
+    page.get_by_label("The query in SQL").fill(REFUSED)
+    form = page.locator("#query-form")
+    alert = form.get_by_role("alert")
+    for button in ("Translate to JSON", "Preview accuracy", "Run"):
+        page.get_by_role("button", name=button).click()
+        expect(alert).to_contain_text("sql: WHERE at line 3, column 7: OR is not supported")
+        expect(alert).to_contain_text("for several values of one column use IN")  # how to fix
+        expect(alert).not_to_contain_text("press-01")  # never a constant of the query
+        expect(page.get_by_label("The query in SQL")).to_have_value(REFUSED)
+        expect(page.get_by_role("region", name="Translation")).to_have_count(0)
+    page.screenshot(path="/tmp/provider-query-sql-refused.png", full_page=True)
+
+    page.get_by_label("The query in SQL").fill("SELECT COUNT(*) FROM nowhere")
+    page.get_by_role("button", name="Run").click()
+    expect(alert).to_contain_text("not found")
+    expect(alert.get_by_role("listitem")).to_contain_text("FROM names one dataset you hold")
+    page.get_by_label("The query in SQL").fill("  ")
+    page.get_by_role("button", name="Translate to JSON").click()
+    expect(alert).to_contain_text("write the query in SQL")
+    assert world.provider.list_jobs() == [] and spent(world) == 0
+
+
+def test_sql_forms_need_the_session_and_its_csrf_token(world: World) -> None:
+    form = {"sql": SQL, "purpose": PURPOSE, "epsilon": "0.1", "delta": "0"}
+    with httpx.Client(
+        base_url=world.url, cookies={"veil_console": token_of(world.provider)}
+    ) as http:
+        csrf = re.search(r'name="csrf" value="(\w+)"', http.get("/console/query?mode=sql").text)
+        assert csrf is not None
+        for path in ("/console/query/sql", "/console/query/sql/translate"):
+            assert http.post(path, data=form).status_code == 403
+            assert http.post(path, data=form | {"csrf": "0" * 64}).status_code == 403
+        translated = http.post("/console/query/sql/translate", data=form | {"csrf": csrf[1]})
+        assert translated.status_code == 200 and "cycle_time_s" in translated.text
+        refused = http.post("/console/query/sql", data=form | {"csrf": csrf[1], "epsilon": "x"})
+        assert refused.status_code == 422 and "epsilon (ε) must be" in refused.text
+    without_session = httpx.post(f"{world.url}/console/query/sql", data=form)
+    assert without_session.status_code == 403  # no session, so no CSRF token: nothing submitted
+    assert world.provider.list_jobs() == []
+
+
+def test_the_sql_form_in_chinese(zh_page: Page, world: World) -> None:
+    # SQL's keywords are code in any language (the reasons name them: "WHERE 中不支持 OR").
+    data = data_words(world) | SQL_KEYWORDS
+    zh_log_in(zh_page, world.url, token_of(world.provider))
+    zh_page.goto(f"{world.url}/console/query")
+    zh_page.get_by_role("navigation", name="查询的写法").get_by_role("link", name="SQL").click()
+    expect(zh_page.get_by_label("以 SQL 写的查询")).to_be_visible()
+    sql_page = zh_page.url
+    # check_chinese takes data (the textarea among it) off the page: each step reloads it.
+    check_chinese(zh_page, data, "the SQL form")
+    zh_page.goto(sql_page)
+    zh_page.get_by_label("以 SQL 写的查询").fill(SQL)
+    zh_page.get_by_role("button", name="转换为 JSON").click()
+    expect(zh_page.get_by_role("region", name="转换结果")).to_contain_text("没有提交作业")
+    check_chinese(zh_page, data, "a translation")
+    zh_page.goto(sql_page)
+    zh_page.get_by_label("以 SQL 写的查询").fill(REFUSED)
+    zh_page.get_by_role("button", name="运行").click()
+    alert = zh_page.locator("#query-error").get_by_role("alert")
+    expect(alert).to_contain_text("第 3 行第 7 列")
+    expect(alert).to_contain_text("WHERE 中不支持 OR")
+    check_chinese(zh_page, data, "a refused SQL query")
+    assert world.provider.list_jobs() == []

@@ -105,8 +105,8 @@ def test_every_length_limited_column_is_known() -> None:
         "principals.name": "EnterpriseIn, ProviderIn, SecurityOfficerIn: NAME_LENGTH",
         "principals.slug": "EnterpriseIn.slug: SLUG_LENGTH",
         "datasets.name": "DatasetIn.name: NAME_LENGTH (console: enterprise_forms.declaration)",
-        "jobs.dataset_id": "JobIn.dataset_id: ObjectId (console: QueryForm.submission)",
-        "jobs.purpose": "JobIn.purpose: Purpose (console: QueryForm.submission)",
+        "jobs.dataset_id": "JobIn.dataset_id: ObjectId (console: QueryForm.submission; SQL: FROM)",
+        "jobs.purpose": "JobIn.purpose: Purpose (console: provider_forms.check_purpose)",
         "code_requests.dataset_id": "CodeIn.dataset_id: ObjectId",
         "code_requests.purpose": "CodeIn.purpose: Purpose",
         "code_requests.function_name": "analytics.syft_code: at most 64 characters",
@@ -262,6 +262,11 @@ def test_the_console_query_form_refuses_an_over_long_purpose(world: World) -> No
         long_id = console.post(f"{PREFIX}/query", data=form | {"purpose": PURPOSE,
                                                                "dataset_id": ID})  # fmt: skip
         fits = console.post(f"{PREFIX}/query", data=form | {"purpose": PURPOSE})
+        count = "SELECT COUNT(*) FROM " + world.dataset_id  # noqa: S608 - Veil translates it
+        sql = {CSRF_FIELD: form[CSRF_FIELD], "sql": count, "epsilon": "0.1",
+               "purpose": PURPOSE_LONG}  # fmt: skip
+        long_sql_purpose = console.post(f"{PREFIX}/query/sql", data=sql)
+    assert long_sql_purpose.status_code == 422, long_sql_purpose.text[:2000]
     assert (long_purpose.status_code, long_id.status_code) == (422, 422)
     assert f"longer than {PURPOSE_LENGTH} characters" in long_purpose.text
     assert fits.status_code == 303, fits.text[:2000]  # to the new job's page
