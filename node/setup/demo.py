@@ -34,6 +34,7 @@ from policies.grants import EPSILON_UNIT
 from sandbox.client import VeilClient
 from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
+from sandbox.demo import supply
 from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
 from sandbox.demo.walkthrough import (
     GRANTED_COLUMNS,
@@ -209,6 +210,8 @@ def run_node_demo(settings: Settings, console: Console) -> None:
                    zip(ENTERPRISES, (dataset_id, gds["id"]), strict=True)]  # fmt: skip
         members += _supplier_nodes(stack, suppliers, home, url, console)
         _benchmark(analyst, members, console)
+        _supply_chain(analyst, acme, made[0], suppliers[0], (members[0][0], members[2][0]),
+                      console)  # fmt: skip
         _audit(operator, console)
     console.print("\n[green]Demo finished[/green]; the control plane and the nodes were stopped.")
 
@@ -243,6 +246,11 @@ def _supplier_nodes(
         with VeilClient(node_url, enrolled["enterprise_token"]) as owner:
             ds = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])
             owner.upload(ds["id"], production_log(600 + 150 * i, seed=300 + i))
+            if i == 0:  # Acme's supplier: its stock, for the supply-chain analysis
+                stock = owner.create_dataset(supply.SUPPLIER_STOCK["name"],
+                                             supply.SUPPLIER_STOCK["columns"])  # fmt: skip
+                owner.upload(stock["id"], supply.supplier_stock(SUPPLY_PARTS, SUPPLY_OVERLAP))
+                entry["stock_dataset"] = stock["id"]
         console.print(f"{name}: node {enrolled['node_id']}, its log uploaded there")
         members.append((node_dir, str(ds["id"])))
     return members
@@ -300,6 +308,55 @@ def _benchmark(analyst: VeilClient, members: list[tuple[Path, str]], console: Co
                       for label, value in (standing or {}).items())  # fmt: skip
     console.print(f"Acme's node keeps its receipt (ε spent, the release) and where Acme "
                   f"stands, seen only there: {where or 'not yet taken'}")  # fmt: skip
+
+
+#: The OEM plans this many parts; its supplier stocks as many, this many of them the OEM's.
+SUPPLY_PARTS, SUPPLY_OVERLAP = 2000, 1000
+
+
+def _supply_chain(
+    analyst: VeilClient,
+    acme: VeilClient,
+    oem: dict[str, Any],
+    supplier: dict[str, Any],
+    node_dirs: tuple[Path, Path],
+    console: Console,
+) -> None:
+    """An OEM and its supplier: inventory cover of the OEM's plan per part family, by PSI on
+    part numbers and a join in the OEM node's sandbox (docs/collaborations.md)."""
+    console.rule("A supply-chain analysis between Acme (OEM) and its supplier (PSI, join, DP)")
+    plan = acme.create_dataset(supply.OEM_PLAN["name"], supply.OEM_PLAN["columns"])
+    acme.upload(plan["id"], supply.oem_plan(SUPPLY_PARTS))
+    console.print(f"Acme uploads its weekly production plan ({SUPPLY_PARTS} parts) on its node; "
+                  f"the supplier its stock ({SUPPLY_PARTS} parts, {SUPPLY_OVERLAP} of them "
+                  "Acme's) on its own")  # fmt: skip
+    template = supply.template(oem["enterprise"]["id"], supplier["enterprise"]["id"])
+    made = analyst.propose_collaboration("库存覆盖 inventory cover", "supply chain",
+                                         analysis=template)  # fmt: skip
+    console.print(f"the provider proposes template {made['id']} (SHA-256 "
+                  f"{made['spec_sha256'][:12]}…): {template['sql']}")  # fmt: skip
+    sides = ((node_dirs[0], plan["id"], supply.OEM_MAPPING),
+             (node_dirs[1], supplier["stock_dataset"], supply.SUPPLIER_MAPPING))  # fmt: skip
+    for node_dir, dataset, mapping in sides:
+        maps = [arg for k, v in mapping.items() for arg in ("--map", f"{k}={v}")]
+        _node_cli(node_dir, "collaborations", "join", made["id"], "--dataset", dataset, *maps,
+                  "--epsilon", "5")  # fmt: skip
+    console.print("both enterprises approve that exact template on their nodes, each with a "
+                  "budget of ε 5 (the stricter minimum of joined parts applies)")  # fmt: skip
+    run = analyst.start_collaboration_run(made["id"])
+    run = analyst.wait_for_collaboration_run(made["id"], run["id"], timeout=300)
+    if run["status"] != "released":
+        raise RuntimeError(f"the supply-chain run did not release: {run['reason']}")
+    table = Table("family", "parts in common", "planned demand", "stock on hand", "cover",
+                  title_justify="left",
+                  title=f"released to the provider (ε {template['epsilon']:g}, signed by the "
+                  "OEM's node; no part number or row left either node)")  # fmt: skip
+    for row in run["release"]["rows"]:
+        count, planned, stock = (v["value"] for v in row["values"])
+        cover = f"{stock / planned:.2f}" if planned else "-"
+        table.add_row(row["group"]["family"], f"{count:.0f}", f"{planned:,.0f}",
+                      f"{stock:,.0f}", cover)  # fmt: skip
+    console.print(table)
 
 
 def _released(cell: dict[str, Any], stat: dict[str, Any]) -> tuple[str, str, str]:
