@@ -101,34 +101,39 @@ class World:
         return str(made["id"])
 
 
+def build_pair_world(stack: contextlib.ExitStack, home: Path, settings: Settings) -> World:
+    """A control plane on ``settings``; the OEM's, the supplier's and a third enterprise's
+    nodes, enrolled, each with its dataset."""
+    cp = stack.enter_context(open_veil(settings))
+    url = stack.enter_context(ApiThread(settings, cp))
+    token = bootstrap_operator(cp)
+    assert token is not None
+    operator = stack.enter_context(VeilClient(url, token))
+    made = operator.create_provider("Supply Analytics")
+    provider = stack.enter_context(VeilClient(url, operator.issue_token(made["id"])))
+    world = World(cp, operator, provider)
+    data = {"oem": (OEM_PLAN, oem_plan(PARTS)),
+            "supplier": (SUPPLIER_STOCK, supplier_stock(PARTS, OVERLAP)),
+            "outsider": (SUPPLIER_STOCK, supplier_stock(PARTS, OVERLAP, seed=9))}  # fmt: skip
+    for name, (declaration, csv) in data.items():
+        enterprise = operator.create_node_enterprise(name, f"{name}-{uuid.uuid4().hex[:6]}")
+        node_dir = home / name
+        node_set = node_settings(node_dir, **LOCAL)
+        config, node_token = init_node(node_dir, url, enterprise["enrolment_code"], node_set)
+        veil, link = stack.enter_context(running_node(node_dir, node_set, link=False))
+        with ApiThread(node_set, veil) as node_url, VeilClient(node_url, node_token) as owner:
+            ds = owner.create_dataset(declaration["name"], declaration["columns"])
+            owner.upload(ds["id"], csv)
+        world.parties[name] = Party(veil, link, config.node_id, config.enterprise_id,
+                                    ds["id"], node_dir)  # fmt: skip
+    return world
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("pairs")
-    settings = Settings(data_dir=home / "cp", **LOCAL)
     with contextlib.ExitStack() as stack:
-        cp = stack.enter_context(open_veil(settings))
-        url = stack.enter_context(ApiThread(settings, cp))
-        token = bootstrap_operator(cp)
-        assert token is not None
-        operator = stack.enter_context(VeilClient(url, token))
-        made = operator.create_provider("Supply Analytics")
-        provider = stack.enter_context(VeilClient(url, operator.issue_token(made["id"])))
-        world = World(cp, operator, provider)
-        data = {"oem": (OEM_PLAN, oem_plan(PARTS)),
-                "supplier": (SUPPLIER_STOCK, supplier_stock(PARTS, OVERLAP)),
-                "outsider": (SUPPLIER_STOCK, supplier_stock(PARTS, OVERLAP, seed=9))}  # fmt: skip
-        for name, (declaration, csv) in data.items():
-            enterprise = operator.create_node_enterprise(name, f"{name}-{uuid.uuid4().hex[:6]}")
-            node_dir = home / name
-            node_set = node_settings(node_dir, **LOCAL)
-            config, node_token = init_node(node_dir, url, enterprise["enrolment_code"], node_set)
-            veil, link = stack.enter_context(running_node(node_dir, node_set, link=False))
-            with ApiThread(node_set, veil) as node_url, VeilClient(node_url, node_token) as owner:
-                ds = owner.create_dataset(declaration["name"], declaration["columns"])
-                owner.upload(ds["id"], csv)
-            world.parties[name] = Party(veil, link, config.node_id, config.enterprise_id,
-                                        ds["id"], node_dir)  # fmt: skip
-        yield world
+        yield build_pair_world(stack, home, Settings(data_dir=home / "cp", **LOCAL))
 
 
 def _truth() -> dict[str, tuple[int, float, float]]:

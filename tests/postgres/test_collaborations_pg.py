@@ -30,3 +30,24 @@ def test_a_benchmark_is_released_with_the_control_plane_on_postgresql(pg_world: 
     done = pg_world.rounds(collaboration, run["id"])
     assert done["status"] == "released", done
     assert done["survivors"] == 5 and done["release"]["dominance_checked"] is True
+
+
+def test_a_supply_chain_analysis_is_released_with_the_control_plane_on_postgresql(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> None:
+    """The two-party phases, their locks and the deletion of the sealed messages."""
+    from tests.nodes.test_pair_analyses import build_pair_world
+
+    home = tmp_path_factory.mktemp("pairs-pg")
+    settings = Settings(
+        data_dir=home / "cp", **{**LOCAL, "database_url": postgres.create_database()}
+    )
+    with contextlib.ExitStack() as stack:
+        world = build_pair_world(stack, home, settings)
+        collaboration = world.propose()
+        world.approve("oem", collaboration)
+        world.approve("supplier", collaboration)
+        run = world.provider.start_collaboration_run(collaboration)
+        done = world.rounds(collaboration, run["id"])
+    assert done["status"] == "released", done
+    assert {row["group"]["family"] for row in done["release"]["rows"]} >= {"axle", "brake"}
