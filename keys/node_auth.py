@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +46,11 @@ NODE_HEADER, TIME_HEADER, NONCE_HEADER, SIGNATURE_HEADER = (
     "Veil-Nonce",
     "Veil-Signature",
 )
+#: Hints in the control plane's answers, which a node may act on and never trusts: on a
+#: waiting claim's early 204, what woke it (``collaboration`` or ``code``); on the
+#: collaboration tasks, the control plane's time they were read (Unix seconds), which the
+#: node's next waiting claim echoes as ``since``.
+WAKE_HEADER, TASKS_AT_HEADER = "Veil-Wake", "Veil-Tasks-At"
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
 _NODE_ID = re.compile(r"^node_[A-Za-z0-9_-]{1,40}$")
 
@@ -126,8 +132,10 @@ def public_pem(key: Ed25519PrivateKey) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def load_public_pem(text: str) -> Ed25519PublicKey:
-    """An Ed25519 public key from PEM, or ValueError saying what is wrong."""
+    """An Ed25519 public key from PEM, or ValueError saying what is wrong (parsed once per
+    text: the control plane checks every node request with its node's key)."""
     try:
         key = serialization.load_pem_public_key(text.encode())
     except (ValueError, TypeError):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,8 @@ from sandbox.store.node_models import Node, NodeNonce, NodeStatus, node_of
 
 ENROLMENT_LIFETIME: Final = timedelta(days=7)
 _SEEN_EVERY: Final = timedelta(seconds=30)  # last_seen_at is written at most this often
+_PURGE_EVERY_S: Final = 30.0  # spent nonces past the window are deleted at most this often
+_purged_at = -_PURGE_EVERY_S  # this process's last purge (time.monotonic())
 
 
 def _code_hash(code: str) -> str:
@@ -157,12 +160,22 @@ def authenticate(veil: Veil, method: str, path: str, body: bytes, headers: dict[
 
 
 def _spend_nonce(session: Session, node_id: str, nonce: str, now: datetime) -> None:
-    window = timedelta(seconds=MAX_SKEW_S * 2)
-    session.execute(delete(NodeNonce).where(NodeNonce.seen_at < now - window))
-    if session.get(NodeNonce, (node_id, nonce)) is not None:
-        raise RequestRejected(Msg("this request was sent before (its nonce is spent)"))
-    try:  # the same nonce on two API processes at once: the database keeps one
-        with session.begin_nested():
-            session.add(NodeNonce(node_id=node_id, nonce=nonce, seen_at=now))
+    """Keep the request's nonce; a nonce kept before is a replay.  One insert: the primary
+    key refuses a second (on two API processes at once, the database keeps one)."""
+    _purge_nonces(session, now)
+    try:
+        session.execute(insert(NodeNonce).values(node_id=node_id, nonce=nonce, seen_at=now))
     except IntegrityError:
         raise RequestRejected(Msg("this request was sent before (its nonce is spent)")) from None
+
+
+def _purge_nonces(session: Session, now: datetime) -> None:
+    """Forget the nonces older than the clock window (a request that old is refused by its
+    time), every ``_PURGE_EVERY_S`` rather than on each request: the purge reads the whole
+    table, which holds every request of the window."""
+    global _purged_at
+    if time.monotonic() - _purged_at < _PURGE_EVERY_S:
+        return
+    _purged_at = time.monotonic()
+    window = timedelta(seconds=MAX_SKEW_S * 2)
+    session.execute(delete(NodeNonce).where(NodeNonce.seen_at < now - window))
