@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from keys.node_auth import WAKE_HEADER
 from node.catalog.publish import Publisher
 from node.protocol.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
 from node.work import jobs, recovery
@@ -76,6 +78,7 @@ class NodeLink:
         self._progress_sent: dict[str, int] = {}
         self._held_sent: set[str] = set()
         self._code_at, self._code_due = 0.0, True
+        self._woke = ""  # what woke the last claim (the control plane's hint)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -89,29 +92,38 @@ class NodeLink:
         ``claim_wait_s``: how long the first claim may wait on the control plane for a job
         to be queued (a long poll: the thread uses it when nothing is in flight here, and
         then reads the pending code requests only when woken for one or every
-        ``CODE_EVERY_S``; a round without it reads them every time)."""
+        ``CODE_EVERY_S``, and a round whose claim a collaboration phase woke answers only the
+        phase; a round without it reads everything every time)."""
         report = RoundReport()
         # Answers first: signed and kept even when the control plane is away, and sent
         # before anything else so a finished job's release waits for nothing.
         report.answered = jobs.answer_finished(self.veil, self.node_id)
         report.delivered = self._deliver(report)
-        report.published = self.publisher.sync()
-        if not claim_wait_s or self._code_due or time.monotonic() - self._code_at >= CODE_EVERY_S:
-            report.published += self.code_desk.sync()
-            report.published += self.collab_desk.sync()
-            self._code_at, self._code_due = time.monotonic(), False
+        if self._collab_only(claim_wait_s):
+            # Woken for a collaboration phase, and the rest was read moments ago: only the
+            # phase (the nodes' answers are what the run waits for).
+            report.published = self.collab_desk.sync()
+        else:
+            report.published = self.publisher.sync()
+            due = self._code_due or time.monotonic() - self._code_at >= CODE_EVERY_S
+            if not claim_wait_s or due:
+                report.published += self.code_desk.sync()
+                report.published += self.collab_desk.sync()
+                self._code_at, self._code_due = time.monotonic(), False
+        self._woke = ""
         if self._recover:
             report.taken += self._take_lost()
             self._recover = False
         wait = claim_wait_s if not jobs.in_flight(self.veil) else 0.0
         for _ in range(self.jobs_per_round):
-            path = "/node/v1/jobs/claim" + (f"?wait={wait:g}" if wait else "")
-            asked = time.monotonic()
-            job = self.control.call("POST", path)
+            reply = self.control.send("POST", self._claim_path(wait))
+            job = reply.body
             if job is None:
-                # A waiting claim that returns empty before its time was woken for a code
-                # request or a collaboration phase: the next round takes it.
-                self._code_due = wait > 0 and time.monotonic() - asked < wait - 0.25
+                # A waiting claim that returns empty early was woken for a code request or
+                # a collaboration phase (the reply says which): the next round takes it.
+                woke = reply.headers.get(WAKE_HEADER, "") if wait else ""
+                self._woke = woke if woke in ("code", "collaboration") else ""
+                self._code_due = self._code_due or self._woke == "code"
                 break
             report.taken, wait = report.taken + 1, 0.0
             jobs.take(self.veil, self.node_id, self.enterprise_id, job)
@@ -121,6 +133,28 @@ class NodeLink:
         self._send_progress()
         self._send_held()
         return report
+
+    def _collab_only(self, claim_wait_s: float) -> bool:
+        """Whether this round answers only the collaboration phase that woke its claim: not
+        when the catalog and the code requests are due (every ``CODE_EVERY_S``)."""
+        return (
+            bool(claim_wait_s)
+            and self._woke == "collaboration"
+            and not self._code_due
+            and time.monotonic() - self._code_at < CODE_EVERY_S
+        )
+
+    def _claim_path(self, wait: float) -> str:
+        """A claim, waiting ``wait`` s; it returns early for a phase opened since the node
+        last read its tasks (``since``: the control plane's time of that read)."""
+        if not wait:
+            return "/node/v1/jobs/claim"
+        query = f"?wait={wait:g}"
+        with contextlib.suppress(ValueError):
+            since = float(self.collab_desk.read_at)
+            if math.isfinite(since) and since > 0:
+                query += f"&since={since:.6f}"
+        return "/node/v1/jobs/claim" + query
 
     def _send_held(self) -> None:
         """Tell the control plane each job whose output waits here for the enterprise."""

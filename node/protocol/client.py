@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -27,6 +29,15 @@ class ControlPlaneRefused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+@dataclass(frozen=True)
+class Reply:
+    """The control plane's answer: its JSON (None for 204) and its headers (hints the node
+    may act on, never data it trusts: ``keys.node_auth.WAKE_HEADER``, ``TASKS_AT_HEADER``)."""
+
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -44,6 +55,10 @@ class ControlPlane:
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """Send one signed request; the answer's JSON (None for 204)."""
+        return self.send(method, path, body).body
+
+    def send(self, method: str, path: str, body: Any = None) -> Reply:
+        """Send one signed request; the answer's JSON and headers."""
         data = b"" if body is None else canonical_json(body)
         headers = self.identity.headers(method, path, data, time.time())
         if body is not None:
@@ -53,7 +68,7 @@ class ControlPlane:
         except httpx.TransportError as exc:
             raise ControlPlaneUnavailable(str(exc)) from None
         if response.status_code == 204:
-            return None
+            return Reply(None, response.headers)
         if response.status_code >= 400:
             try:
                 error = response.json()
@@ -64,7 +79,7 @@ class ControlPlane:
                 str(error.get("code", "error")),
                 str(error.get("message") or error.get("detail") or response.text[:200]),
             )
-        return response.json()
+        return Reply(response.json(), response.headers)
 
 
 def enrol(url: str, code: str, identity_pem: str, signing_pem: str, verify: bool | str) -> Any:

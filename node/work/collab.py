@@ -39,7 +39,7 @@ from analytics.dp_catalog import QueryError
 from analytics.pair_spec import parse_analysis
 from i18n import Msg
 from keys import InvalidSignature
-from keys.node_auth import canonical_json
+from keys.node_auth import TASKS_AT_HEADER, canonical_json
 from keys.secure_sum import Advert, Party, SealedShares, SecureSumError
 from keys.signing import Signature, public_keys_from_pem, verify_signature
 from node.protocol.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
@@ -266,11 +266,14 @@ class CollabDesk:
         self._rounds: dict[str, _Round] = {}
         self._refused: set[tuple[str, str]] = set()
         self.pairs = PairDesk(veil, node_id, enterprise_id)
+        self.read_at = ""  # the control plane's time of the last tasks read (a hint)
 
     def sync(self) -> int:
         """Answer every phase the control plane asks of this node now; how many."""
         done = 0
-        for task in self.control.call("GET", "/node/v1/collaborations/tasks") or []:
+        reply = self.control.send("GET", "/node/v1/collaborations/tasks")
+        self.read_at = reply.headers.get(TASKS_AT_HEADER, "")  # the next claim's ``since``
+        for task in reply.body or []:
             run_id, phase = str(task.get("run_id", "")), str(task.get("phase", ""))
             if not (_ID.fullmatch(run_id) and phase in PHASES):
                 log.warning("a collaboration task this node cannot read was skipped")

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from i18n import Msg
-from keys.node_auth import RequestRejected
+from keys.node_auth import TASKS_AT_HEADER, WAKE_HEADER, RequestRejected
 from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, Unauthenticated
 from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
@@ -29,6 +29,7 @@ from sandbox.store.node_models import Node
 
 router = APIRouter(tags=["nodes"])
 MAX_CLAIM_WAIT_S = 20.0  # the longest a claim may wait for a job (a long poll)
+MAX_SINCE = 4_102_444_800.0  # a claim's ``since`` (Unix seconds) is before 2100
 
 
 class NodeEnterpriseIn(Input):
@@ -165,30 +166,52 @@ async def claim_job(
     veil: VeilDep,
     signed: SignedDep,
     wait: Annotated[float, Query(ge=0, le=MAX_CLAIM_WAIT_S)] = 0.0,
+    since: Annotated[float | None, Query(ge=0, le=MAX_SINCE)] = None,
 ) -> dict[str, Any] | Response:
     """The oldest queued job on this node's datasets, now running for the node; with
     ``wait``, a long poll: answered as soon as one is queued (204 at once when a code
     request for the node was submitted meanwhile, or when a collaboration run asks the node
-    to answer a phase that opened since, or just before the claim), 204 after ``wait``
-    seconds without one.  A waiting claim holds no server thread: it waits in the event
-    loop, woken by a submission in this process, and looks again every 0.5 s for other
-    processes'."""
+    to answer a phase that opened since, with ``Veil-Wake: code`` or ``collaboration``), 204
+    after ``wait`` seconds without one.  ``since``: when the node last read its
+    collaboration tasks (the ``Veil-Tasks-At`` they came with); a phase opened after it
+    returns the claim (without it: a phase opened since, or just before, the claim).  A
+    waiting claim holds no server thread: it waits in the event loop, woken by a submission
+    in this process, and looks again every 0.5 s for other processes'."""
     deadline, started = time.monotonic() + wait, veil.clock()
-    recent = started - timedelta(seconds=runs.CLAIM_GRACE_S)
+    recent = _tasks_seen(started, since)
+    woke, first = "", True
     with veil.node_wakeup() as woken:
         while True:
             woken.clear()  # before looking: a submission from now on wakes the wait below
-            job = await run_in_threadpool(feed.claim, veil, signed.node)
+            job = None
+            # Looked at again: the write lock only when a job is queued (N nodes wait, and
+            # every wake or 0.5 s each looks).
+            if first or await run_in_threadpool(feed.queued, veil, signed.node):
+                job = await run_in_threadpool(feed.claim, veil, signed.node)
+            first = False
             left = deadline - time.monotonic()
             if job is not None or left <= 0:
                 break
             if wait and await run_in_threadpool(code.waiting_since, veil, signed.node, started):
-                break  # the node takes the new code request in its next round
+                woke = "code"  # the node takes the new code request in its next round
+                break
             if wait and await run_in_threadpool(runs.asks_since, veil, signed.node, recent):
-                break  # a collaboration phase opened: the node answers it in its next round
+                woke = "collaboration"  # the node answers the phase in its next round
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=min(0.5, left))
-    return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
+    if job is not None:
+        return job
+    return Response(status_code=status.HTTP_204_NO_CONTENT,
+                    headers={WAKE_HEADER: woke} if woke else None)  # fmt: skip
+
+
+def _tasks_seen(started: datetime, since: float | None) -> datetime:
+    """Since when a waiting claim looks for collaboration phases: the node's last read of
+    its tasks (never later than the claim), or a grace before the claim began."""
+    if since is None:
+        return started - timedelta(seconds=runs.CLAIM_GRACE_S)
+    return min(datetime.fromtimestamp(since, UTC), started)
 
 
 @router.post("/node/v1/jobs/{job_id}/taken", status_code=status.HTTP_204_NO_CONTENT)
@@ -268,8 +291,13 @@ def collaboration_membership(
 
 
 @router.get("/node/v1/collaborations/tasks")
-def collaboration_tasks(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
-    """What this node is asked now in each run it takes part in (one phase each)."""
+def collaboration_tasks(
+    veil: VeilDep, signed: SignedDep, response: Response
+) -> list[dict[str, Any]]:
+    """What this node is asked now in each run it takes part in (one phase each); the
+    ``Veil-Tasks-At`` header is when they were read (a waiting claim's ``since``)."""
+    read_at = veil.clock()  # before the read: a phase opened after it is not in the answer
+    response.headers[TASKS_AT_HEADER] = f"{read_at.timestamp():.6f}"
     return runs.tasks(veil, signed.node)
 
 

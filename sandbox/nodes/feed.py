@@ -77,6 +77,19 @@ def claim(veil: Veil, node: Node) -> dict[str, Any] | None:
         return job_document(job)
 
 
+def queued(veil: Veil, node: Node) -> bool:
+    """Whether a job is queued on ``node``'s datasets (read only: a waiting claim looks with
+    this before it takes the write lock to ``claim`` one)."""
+    on_node = select(Dataset.id).where(Dataset.node_id == node.id)
+    with veil.db.read() as session:
+        found = session.scalar(
+            select(Job.id)
+            .where(Job.status == JobStatus.QUEUED, Job.dataset_id.in_(on_node))
+            .limit(1)
+        )
+        return found is not None
+
+
 def taken(veil: Veil, node: Node, job_id: str) -> None:
     """The node has the job it claimed: it is not queued again."""
     with veil.db.transaction() as session:
