@@ -198,6 +198,18 @@ def _senders(session: Session, run_id: str, phase: str) -> set[str]:
     return set(rows)
 
 
+def _answered(session: Session, run_id: str, phase: str, node_id: str) -> bool:
+    """Whether ``node_id`` answered ``phase`` (declining included): one row looked up, not
+    every sender's (each node asks; reading all senders for each is N² a phase)."""
+    found = session.scalar(
+        select(RunMessage.sender).where(
+            RunMessage.run_id == run_id, RunMessage.phase == phase,
+            RunMessage.sender == node_id, RunMessage.recipient == "",
+        ).limit(1)
+    )  # fmt: skip
+    return found is not None
+
+
 def _declined(session: Session, run_id: str, phase: str) -> set[str]:
     return {m.sender for m in _messages(session, run_id, phase) if m.body.get("declined")}
 
@@ -237,7 +249,8 @@ def tasks(veil: Veil, node: Node) -> list[dict[str, Any]]:
             if node.id not in run.participants:
                 continue
             before = (run.status, run.phase)
-            _advance(session, run, now)
+            if run.status == RunStatus.RUNNING and now >= run.phase_deadline:
+                _advance(session, run, now)  # before it, the last answer advanced the run
             moved = moved or (run.status, run.phase) != before
             task = _task(session, run, node)
             if task is not None:
@@ -268,7 +281,7 @@ def asks_since(veil: Veil, node: Node, since: datetime) -> bool:
             if opened is None or opened <= since:
                 continue
             phase = RELEASED_ACK if released else run.phase
-            if node.id in _expected(run, phase) and node.id not in _senders(session, run.id, phase):
+            if node.id in _expected(run, phase) and not _answered(session, run.id, phase, node.id):
                 return True
     return False
 
@@ -277,7 +290,7 @@ def _task(session: Session, run: CollaborationRun, node: Node) -> dict[str, Any]
     phase = RELEASED_ACK if run.status == RunStatus.RELEASED else run.phase
     if run.status not in (RunStatus.RUNNING, RunStatus.RELEASED):
         return None
-    if node.id not in _expected(run, phase) or node.id in _senders(session, run.id, phase):
+    if node.id not in _expected(run, phase) or _answered(session, run.id, phase, node.id):
         return None
     collaboration = session.get(Collaboration, run.collaboration_id)
     assert collaboration is not None
@@ -288,15 +301,13 @@ def _task(session: Session, run: CollaborationRun, node: Node) -> dict[str, Any]
     if run.phase in pairs.PHASES:
         task.update(pairs.task_fields(session, run, node, phase))
     elif phase == "share":
-        adverts = []
-        for message in _messages(session, run.id, "advertise"):
-            if message.sender not in run.answered.get("advertise", []):
-                continue
-            sender = session.get(Node, message.sender)
-            assert sender is not None
-            adverts.append({"node_id": sender.id, "signing_key": sender.signing_key,
-                            "advert": message.body})  # fmt: skip
-        task["adverts"] = adverts
+        advertised = run.answered.get("advertise", [])
+        rows = session.execute(select(Node.id, Node.signing_key).where(Node.id.in_(advertised)))
+        keys = {node_id: key for node_id, key in rows}
+        task["adverts"] = [
+            {"node_id": m.sender, "signing_key": keys[m.sender], "advert": m.body}
+            for m in _messages(session, run.id, "advertise") if m.sender in keys
+        ]  # fmt: skip
     elif phase == "input":
         task["inbox"] = [{**m.body, "sender": m.sender}
                          for m in _messages(session, run.id, "share", node.id)]  # fmt: skip
@@ -320,7 +331,7 @@ def answer(veil: Veil, node: Node, run_id: str, phase: str, body: Any) -> None:
         expected = RELEASED_ACK if run.status == RunStatus.RELEASED else run.phase
         if phase != expected or run.status not in (RunStatus.RUNNING, RunStatus.RELEASED):
             raise Conflict(Msg("the run is not asking for this phase now"), code="wrong_phase")
-        if node.id not in _expected(run, phase) or node.id in _senders(session, run.id, phase):
+        if node.id not in _expected(run, phase) or _answered(session, run.id, phase, node.id):
             raise Conflict(Msg("this node's answer is not expected"), code="wrong_phase")
         if body.get("declined") is True:
             # The node decided not to take part (its opt-in, ledger or checks; it says no
