@@ -195,10 +195,10 @@ class Timings:
         self.wrap(collab.CollabDesk, "_answer",
                   lambda desk, task: f"node: compute {task.get('phase')}")  # fmt: skip
         self.wrap(collab, "sign", lambda *a, **k: "node: sign a document (OpenBao)")
-        self.wrap(ControlPlane, "call",
+        self.wrap(ControlPlane, "send",
                   lambda cp, verb, path, *a, **k: f"node: HTTP {verb} "
                   + ("claim" if "claim" in path else path.rsplit("/", 1)[-1]
-                     if "runs/" in path else path.split("/")[-1]))  # fmt: skip
+                     if "runs/" in path else path.split("?")[0].split("/")[-1]))  # fmt: skip
         return self
 
     def __exit__(self, *exc: object) -> None:
