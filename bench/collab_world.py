@@ -38,9 +38,6 @@ from sandbox.store.collab_models import CollaborationRun
 # Only what these settings name (no VEIL_VAULT_ADDR, no PostgreSQL URL from the
 # environment).  The control plane's embedded worker polls once a second.
 LOCAL: dict[str, Any] = {"vault_addr": None, "database_url": None, "job_poll_interval_s": 1.0}
-#: The nodes run no job here: their embedded workers (each on its own machine in production)
-#: poll every 30 s, so that N idle workers' upkeep does not take the cores the run needs.
-NODE_LOCAL: dict[str, Any] = {**LOCAL, "job_poll_interval_s": 30.0}
 ROWS = 400  # rows per enterprise: the partial is one value per statistic, whatever the rows
 COLUMNS = [{"name": "cycle_time", "type": "float"}, {"name": "temperature", "type": "float"}]
 MAPPING = {"cycle_time": "cycle_time_s", "temperature": "temperature_c"}
@@ -121,9 +118,14 @@ class CollabWorld:
             f"Works {index}", f"works{index}-{uuid.uuid4().hex[:6]}"
         )
         node_dir = self.home / f"node-{index}"
-        settings = node_settings(node_dir, **NODE_LOCAL)
+        settings = node_settings(node_dir, **LOCAL)
         config, token = init_node(node_dir, self.url, made["enrolment_code"], settings)
-        veil, link = self.stack.enter_context(running_node(node_dir, settings, link=False))
+        # No job worker: the nodes run no job here, and N idle workers (each with its warm
+        # sandbox, about 150 MiB) would take the memory and the cores the run needs; in
+        # production each node has its own machine.
+        veil, link = self.stack.enter_context(
+            running_node(node_dir, settings, link=False, worker=False)
+        )
         csv = production_log(ROWS, seed=100 + index)
         with ApiThread(settings, veil) as node_url, VeilClient(node_url, token) as owner:
             dataset = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])

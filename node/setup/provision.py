@@ -175,15 +175,21 @@ def enterprise_token(veil: Veil, config: NodeConfig) -> str:
 
 @contextmanager
 def running_node(
-    node_dir: Path, settings: Settings, *, poll_s: float = 1.0, link: bool = True
+    node_dir: Path,
+    settings: Settings,
+    *,
+    poll_s: float = 1.0,
+    link: bool = True,
+    worker: bool = True,
 ) -> Iterator[tuple[Veil, NodeLink]]:
-    """The node's core with its job worker, and its link to the control plane (started
-    unless ``link`` is False: tests drive rounds themselves)."""
+    """The node's core with its job worker (unless ``worker`` is False: a node that runs no
+    job, as in the collaboration bench), and its link to the control plane (started unless
+    ``link`` is False: tests drive rounds themselves)."""
     config = NodeConfig.load(node_dir)
     control = ControlPlane(config.control_plane_url, identity(node_dir, config),
                            verify=config.verify)  # fmt: skip
     try:
-        with open_veil(settings) as veil:
+        with open_veil(settings, worker=worker) as veil:
             ensure_enterprise(veil, config)
             node_link = NodeLink(veil, control, config.node_id, config.enterprise_id,
                                  poll_s=poll_s)  # fmt: skip
