@@ -5,7 +5,9 @@ answers the five phases of secure aggregation (advertise, share, input, unmask, 
 acknowledges the release through the node protocol (signed requests), from its own link
 thread as in production: a long-poll claim on the control plane, returned when a phase
 opens.  Each node is a full Veil core with its own SQLite database and embedded OpenBao
-(``bench.collab_world``); all of them share this machine's cores and one Python process.
+(``bench.collab_world``; no job worker: the nodes run no job here); all of them share this
+machine's cores and one Python process, so a run measures the control plane and N nodes
+together on one interpreter (``docs/performance.md``: where the time goes; 100 nodes).
 
 Measured per run: the control plane's row (``created_at`` → ``finished_at``, released),
 what the provider saw (POST sent → the GET that reads it released, polled every 20 ms),
