@@ -49,6 +49,11 @@ from sandbox.runtime.veil import Veil
 PAD: Final = b" "
 
 
+#: The side that answers each phase (the protocol's; never taken from the relay's task).
+_ANSWERED_BY: Final = {"request": "compute", "answer": "other", "intersect": "compute",
+                       "rows": "other", "compute": "compute"}  # fmt: skip
+
+
 class PairRefused(Exception):
     """This node does not take part (audited here; the run fails, nothing is released)."""
 
@@ -110,6 +115,11 @@ class PairDesk:
         phase, run_id = str(task["phase"]), str(task["run_id"])
         if phase == "released" or row is None:
             return self._released(task)
+        # Which side answers which phase is the protocol's, checked against this node's own
+        # approval before anything is read: a relay that asks the compute side for its rows
+        # (or the other side to compute) gets nothing.
+        if row.category != _ANSWERED_BY.get(phase):
+            raise PairRefused(f"this node's side does not answer the {phase} phase")
         if phase in ("request", "answer"):
             held = self._open(row, task)
         else:
@@ -120,8 +130,8 @@ class PairDesk:
         messages = dict(task.get("messages") or {})
         handler = {"request": self._request, "answer": self._answer, "intersect": self._intersect,
                    "rows": self._rows, "compute": self._compute}.get(phase)  # fmt: skip
-        if handler is None or held.side.role != task.get("role"):
-            raise PairRefused(f"this node is not the side that answers {phase}")
+        if handler is None or held.side.role != _ANSWERED_BY[phase]:
+            raise PairRefused(f"this node's side does not answer the {phase} phase")
         body = handler(held, task, messages)
         return sign(self.veil, self.node_id, {"kind": f"analysis-{phase}", "id": run_id,
                                               "run_id": run_id, **body})  # fmt: skip
@@ -181,7 +191,8 @@ class PairDesk:
         except (InvalidSignature, ValueError):
             raise PairRefused(f"the {phase} message is not signed by the peer node") from None
         if (
-            document.get("node_id") != peer.get("node_id")
+            peer.get("node_id") == self.node_id
+            or document.get("node_id") != peer.get("node_id")
             or document.get("run_id") != task["run_id"]
             or document.get("kind") != f"analysis-{phase}"
         ):

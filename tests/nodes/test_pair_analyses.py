@@ -357,3 +357,32 @@ def test_the_relay_learns_nothing_of_the_intersection_size(world: World) -> None
     all_rows = pairs._rows_bytes(reduce_side(stock, parsed.other))
     assert _box_size(world.cp, run["id"], "rows") == SEALED_OVERHEAD + len(all_rows)
     assert world.rounds(collaboration, run["id"])["status"] == "released"
+
+
+def test_a_relay_cannot_ask_a_side_for_another_sides_phase(world: World) -> None:
+    """A control plane that asks the OEM (the compute side) for the rows phase, or the
+    supplier to compute, gets a refusal before the node reads anything."""
+    collaboration = world.propose()
+    world.approve("oem", collaboration)
+    world.approve("supplier", collaboration)
+    for name, phase, role in (("oem", "rows", "other"), ("oem", "answer", "compute"),
+                              ("supplier", "request", "other"),
+                              ("supplier", "compute", "compute")):  # fmt: skip
+        party = world.parties[name]
+        with party.veil.db.read() as session:
+            row = session.get(NodeCollaboration, collaboration)
+            assert row is not None
+            session.expunge(row)
+            reads = _count(session, "collaboration.read")
+        task = {"phase": phase, "run_id": f"crun_{uuid.uuid4().hex}", "role": role,
+                "collaboration_id": collaboration, "messages": {}}  # fmt: skip
+        with pytest.raises(pairs.PairRefused, match="does not answer"):
+            party.link.collab_desk.pairs.answer(row, task)
+        with party.veil.db.read() as session:
+            assert _count(session, "collaboration.read") == reads
+
+
+def _count(session: Any, action: str) -> int:
+    return len(
+        session.scalars(select(audit.AuditEvent).where(audit.AuditEvent.action == action)).all()
+    )
