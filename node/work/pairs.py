@@ -13,8 +13,9 @@ Every message is signed by its node's key server and checked by the peer with th
 peer enrolled with (relayed by the control plane, as for a benchmark's adverts).  Each side
 decides again at each of its phases: its approval and the template's hash, its budget, its
 own minimum of joined rows (the stricter side's applies: each checks its own, the compute
-side both), once per run.  Both sides debit their ledgers and record the run in their audit
-chains.  The keys, the intersection and the rows live in this process's memory for the run
+side both), once per run.  Each side debits its ledger at its first phase, before anything
+of its own leaves, with no refund if the run stops later, and records the run in its audit
+chain.  The keys, the intersection and the rows live in this process's memory for the run
 only; nothing of the other side is written here.
 """
 
@@ -52,6 +53,11 @@ PAD: Final = b" "
 #: The side that answers each phase (the protocol's; never taken from the relay's task).
 _ANSWERED_BY: Final = {"request": "compute", "answer": "other", "intersect": "compute",
                        "rows": "other", "compute": "compute"}  # fmt: skip
+
+
+#: The peer's phase each phase answers.
+_ANSWERS: Final = {"answer": "request", "intersect": "answer", "rows": "intersect",
+                   "compute": "rows"}  # fmt: skip
 
 
 class PairRefused(Exception):
@@ -120,6 +126,10 @@ class PairDesk:
         # (or the other side to compute) gets nothing.
         if row.category != _ANSWERED_BY.get(phase):
             raise PairRefused(f"this node's side does not answer the {phase} phase")
+        messages = dict(task.get("messages") or {})
+        # The peer's document this phase answers, checked before anything is read or spent.
+        before = _ANSWERS.get(phase)
+        peer = self._peer_document(task, messages.get(before), before) if before else {}
         if phase in ("request", "answer"):
             held = self._open(row, task)
         else:
@@ -127,12 +137,11 @@ class PairDesk:
             if found is None:
                 raise PairRefused("this node holds no state for the run (it restarted)")
             held = found
-        messages = dict(task.get("messages") or {})
         handler = {"request": self._request, "answer": self._answer, "intersect": self._intersect,
                    "rows": self._rows, "compute": self._compute}.get(phase)  # fmt: skip
         if handler is None or held.side.role != _ANSWERED_BY[phase]:
             raise PairRefused(f"this node's side does not answer the {phase} phase")
-        body = handler(held, task, messages)
+        body = handler(held, task, peer)
         return sign(self.veil, self.node_id, {"kind": f"analysis-{phase}", "id": run_id,
                                               "run_id": run_id, **body})  # fmt: skip
 
@@ -174,6 +183,11 @@ class PairDesk:
         rules = dict(row.rules or {})
         held = _Pair(spec, side, reduced, started, version.version, row.dataset_id,
                      max(spec.min_rows, int(rules.get("min_rows", 0))))  # fmt: skip
+        # Spent now, before anything of this side leaves (its PSI message tells something
+        # already), and never refunded: the runs, and so the PSI sessions, a side can be
+        # drawn into are bounded by its budget; a second request or answer for the run is
+        # refused here (its record exists).
+        self._debit(held, run_id, row.collaboration_id)
         self._runs[run_id] = held
         return held
 
@@ -199,7 +213,7 @@ class PairDesk:
             raise PairRefused(f"the {phase} message is for another node, run or phase")
         return dict(document)
 
-    def _debit(self, held: _Pair, run_id: str, collaboration_id: str, rows: int) -> None:
+    def _debit(self, held: _Pair, run_id: str, collaboration_id: str) -> None:
         """Debit this side's ledger and record its contribution (once per run)."""
         cost = cost_of(held.spec)
         with self.veil.db.transaction() as session:
@@ -220,8 +234,15 @@ class PairDesk:
                          resource=f"collaboration:{run_id}",
                          details={"dataset_id": held.dataset_id, "version": held.version,
                                   "started": held.started, "collaboration_id": collaboration_id,
-                                  "side": held.side.role, "rows": rows,
+                                  "side": held.side.role,
                                   "epsilon": cost.epsilon, "delta": cost.delta})  # fmt: skip
+
+    def _record(self, task: dict[str, Any], action: str, rows: int) -> None:
+        with self.veil.db.transaction() as session:
+            audit.record(session, action, tenant_id=self.enterprise_id,
+                         resource=f"collaboration:{task['run_id']}",
+                         details={"collaboration_id": str(task["collaboration_id"]),
+                                  "rows": rows})  # fmt: skip
 
     # ------------------------------------------------------------ phases
 
@@ -233,11 +254,8 @@ class PairDesk:
         held.run_key = X25519PrivateKey.generate()
         return {"psi": _b64(held.receiver.request()), "run_key": _b64(public_bytes(held.run_key))}
 
-    def _answer(
-        self, held: _Pair, task: dict[str, Any], messages: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _answer(self, held: _Pair, task: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
         """Other side: the PSI answer (learning only how many keys the request holds)."""
-        request = self._peer_document(task, messages.get("request"), "request")
         held.job_key = _unb64(request.get("run_key"))
         if len(held.job_key) != 32:
             raise PairRefused("the run's key is not an X25519 key")
@@ -253,11 +271,10 @@ class PairDesk:
                 "min_rows": held.min_rows}  # fmt: skip
 
     def _intersect(
-        self, held: _Pair, task: dict[str, Any], messages: dict[str, Any]
+        self, held: _Pair, task: dict[str, Any], answer: dict[str, Any]
     ) -> dict[str, Any]:
         """Compute side: the intersection, sealed to the other side, padded to the size of
         all its keys; its own rows narrowed to it."""
-        answer = self._peer_document(task, messages.get("answer"), "answer")
         assert held.receiver is not None
         try:
             found = held.receiver.finish(_unb64(answer.get("psi")))
@@ -274,10 +291,9 @@ class PairDesk:
                    _context(str(task["run_id"]), "intersect"))  # fmt: skip
         return {"box": _b64(box)}
 
-    def _rows(self, held: _Pair, task: dict[str, Any], messages: dict[str, Any]) -> dict[str, Any]:
+    def _rows(self, held: _Pair, task: dict[str, Any], sealed: dict[str, Any]) -> dict[str, Any]:
         """Other side: check the intersection names only keys held here; send only those
         rows' approved columns, sealed to the run's key, padded to the size of all rows."""
-        sealed = self._peer_document(task, messages.get("intersect"), "intersect")
         assert held.run_key is not None
         try:
             plain = open_sealed(held.run_key, _unb64(sealed.get("box")),
@@ -292,19 +308,16 @@ class PairDesk:
             raise PairRefused("the intersection is smaller than this enterprise's minimum")
         rows = held.frame.filter(pl.col(KEY).is_in(keys))
         everything = _rows_bytes(held.frame)
-        self._debit(held, str(task["run_id"]), str(task["collaboration_id"]), rows.height)
+        self._record(task, "collaboration.rows_sent", rows.height)
         box = seal(held.job_key, _padded(_rows_bytes(rows), len(everything)),
                    _context(str(task["run_id"]), "rows"))  # fmt: skip
         self.forget(str(task["run_id"]))  # nothing of the run is kept here past its rows
         return {"box": _b64(box)}
 
-    def _compute(
-        self, held: _Pair, task: dict[str, Any], messages: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _compute(self, held: _Pair, task: dict[str, Any], sealed: dict[str, Any]) -> dict[str, Any]:
         """Compute side: open the other side's rows, join, and run the DP query in a job
         sandbox; only the release leaves; the run's key and both sides' rows are dropped."""
         run_id = str(task["run_id"])
-        sealed = self._peer_document(task, messages.get("rows"), "rows")
         assert held.run_key is not None
         try:
             plain = open_sealed(held.run_key, _unb64(sealed.get("box")), _context(run_id, "rows"))
@@ -322,7 +335,7 @@ class PairDesk:
         del theirs, plain
         if table.height < held.min_rows:
             raise PairRefused("the joined table is smaller than the stricter side's minimum")
-        self._debit(held, run_id, str(task["collaboration_id"]), table.height)
+        self._record(task, "collaboration.computed", table.height)
         buffer = io.BytesIO()
         table.write_parquet(buffer)
         del table

@@ -270,7 +270,11 @@ def _set_status(cp: Veil, principal_id: str, status: Status) -> None:
         principal.status = status
 
 
-def test_the_stricter_minimum_applies_and_nothing_is_spent(world: World) -> None:
+def test_the_stricter_minimum_applies_and_no_row_leaves(world: World) -> None:
+    """The supplier asks for more joined rows than the intersection has: the OEM stops at the
+    intersection, no row is sent or computed.  Each side paid its run's ε when it answered
+    PSI (before anything of its own left), with no refund, so a side is drawn into no more
+    PSI sessions than its budget allows; the run cannot be asked of it again."""
     collaboration = world.propose()
     world.approve("oem", collaboration)
     world.approve("supplier", collaboration, min_rows=OVERLAP + 1)  # above the intersection
@@ -279,14 +283,35 @@ def test_the_stricter_minimum_applies_and_nothing_is_spent(world: World) -> None
     assert done["status"] == "failed" and done["release"] is None
     assert "nothing is released" in done["reason"]
     for name in ("oem", "supplier"):
-        with world.parties[name].veil.db.read() as session:
+        party = world.parties[name]
+        with party.veil.db.read() as session:
             ledger = session.get(NodeCollaboration, collaboration)
-            assert ledger is not None and ledger.epsilon_spent == 0
-            assert session.get(NodeCollaborationRun, run["id"]) is None
-        # Each node read its rows for the run: its key server's log explains that by the
-        # read, although the run stopped before any contribution (veil audit keys).
-        report = key_audit(world.parties[name].veil, None)
+            receipt = session.get(NodeCollaborationRun, run["id"])
+            assert ledger is not None and receipt is not None
+            assert (
+                ledger.epsilon_spent == receipt.epsilon == Budget.from_floats(1.0, 0).epsilon_units
+            )
+            assert receipt.release is None
+            here = f"collaboration:{run['id']}"
+            assert _count(session, "collaboration.rows_sent", here) == 0
+            assert _count(session, "collaboration.computed", here) == 0
+            session.expunge(ledger)
+        # Each node read its rows for the run: its key server's log explains that (veil
+        # audit keys), although the run stopped.
+        report = key_audit(party.veil, None)
         assert report.ok, report.unexplained
+    # Asked again for its first phase of that run, the OEM refuses before reading anything.
+    oem = world.parties["oem"]
+    with oem.veil.db.read() as session:
+        reads = _count(session, "collaboration.read")
+        row = session.get(NodeCollaboration, collaboration)
+        assert row is not None
+        session.expunge(row)
+    task = {"phase": "request", "run_id": run["id"], "collaboration_id": collaboration}
+    with pytest.raises(pairs.PairRefused, match="already"):
+        oem.link.collab_desk.pairs.answer(row, task)
+    with oem.veil.db.read() as session:
+        assert _count(session, "collaboration.read") == reads
 
 
 def test_a_relay_that_swaps_the_run_key_is_refused(world: World) -> None:
@@ -382,7 +407,8 @@ def test_a_relay_cannot_ask_a_side_for_another_sides_phase(world: World) -> None
             assert _count(session, "collaboration.read") == reads
 
 
-def _count(session: Any, action: str) -> int:
-    return len(
-        session.scalars(select(audit.AuditEvent).where(audit.AuditEvent.action == action)).all()
-    )
+def _count(session: Any, action: str, resource: str | None = None) -> int:
+    query = select(audit.AuditEvent).where(audit.AuditEvent.action == action)
+    if resource is not None:
+        query = query.where(audit.AuditEvent.resource == resource)
+    return len(session.scalars(query).all())
