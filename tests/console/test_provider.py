@@ -148,6 +148,9 @@ def test_refusals_are_shown_next_to_the_form_and_it_works_by_keyboard(
         "budget short: this job needs epsilon 5 and delta 0; the grant has epsilon 1"
     )
     expect(page.get_by_label("Epsilon (ε) to spend")).to_have_value("5")
+    # The page's script moves the focus to the refusal once it has loaded: wait for it (a
+    # busy machine runs the script later than the text appears).
+    expect(page.locator("[data-focus]")).to_be_focused()
     page.keyboard.press("Tab")  # from the refusal, which has the focus, to the buttons
     expect(page.get_by_role("button", name="Preview accuracy")).to_be_focused()
     page.keyboard.press("Tab")
