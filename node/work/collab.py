@@ -38,12 +38,10 @@ from analytics.collab_stats import (
 from analytics.dp_catalog import QueryError
 from analytics.pair_spec import parse_analysis
 from i18n import Msg
-from keys import InvalidSignature
 from keys.node_auth import TASKS_AT_HEADER, canonical_json
 from keys.secure_sum import Advert, Party, SealedShares, SecureSumError
-from keys.signing import Signature, public_keys_from_pem, verify_signature
 from node.protocol.client import ControlPlane, ControlPlaneRefused, ControlPlaneUnavailable
-from node.protocol.signing import sign
+from node.protocol.signing import peer_document, sign
 from node.work.models import NodeCollaboration, NodeCollaborationRun
 from node.work.pairs import PairDesk, PairRefused
 from policies import audit
@@ -387,16 +385,10 @@ class CollabDesk:
     def _verified(self, item: dict[str, Any], run_id: str) -> Advert:
         """Another node's advert, if its key server signed it for this run (the control
         plane relays adverts and must not swap their keys)."""
-        node_id, signed = str(item.get("node_id")), item.get("advert") or {}
-        document, signature = signed.get("document") or {}, signed.get("signature")
-        try:
-            sig = Signature.from_text(str(signature))
-            key = public_keys_from_pem(str(item.get("signing_key"))).get(sig.key_version)
-            if key is None:
-                raise InvalidSignature()
-            verify_signature(key, canonical_json(document), sig)
-        except (InvalidSignature, ValueError):
-            raise Refused(f"the advert of node {node_id} is not signed by it") from None
+        node_id = str(item.get("node_id"))
+        document = peer_document(str(item.get("signing_key")), item.get("advert"))
+        if document is None:
+            raise Refused(f"the advert of node {node_id} is not signed by it")
         if document.get("node_id") != node_id or document.get("run_id") != run_id:
             raise Refused(f"the advert of node {node_id} is for another node or run")
         return Advert(node_id, base64.b64decode(document["c_public"]),

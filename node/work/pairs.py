@@ -31,12 +31,9 @@ import polars as pl
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from analytics.pair_spec import KEY, AnalysisSpec, Side, joined, parse_analysis, reduce_side
-from keys import InvalidSignature
-from keys.node_auth import canonical_json
 from keys.psi import IntersectionReceiver, PsiError, Sender
 from keys.sealed import SealedError, open_sealed, public_bytes, seal
-from keys.signing import Signature, public_keys_from_pem, verify_signature
-from node.protocol.signing import sign
+from node.protocol.signing import peer_document, sign
 from node.work.models import NodeCollaboration, NodeCollaborationRun
 from policies import audit
 from policies.budget import Budget
@@ -194,16 +191,9 @@ class PairDesk:
     def _peer_document(self, task: dict[str, Any], signed: Any, phase: str) -> dict[str, Any]:
         """The peer's document of ``phase`` in this run, if the peer's node signed it."""
         peer = dict(task.get("peer") or {})
-        signed = signed if isinstance(signed, dict) else {}
-        document, signature = signed.get("document") or {}, signed.get("signature")
-        try:
-            sig = Signature.from_text(str(signature))
-            key = public_keys_from_pem(str(peer.get("signing_key"))).get(sig.key_version)
-            if key is None:
-                raise InvalidSignature()
-            verify_signature(key, canonical_json(document), sig)
-        except (InvalidSignature, ValueError):
-            raise PairRefused(f"the {phase} message is not signed by the peer node") from None
+        document = peer_document(str(peer.get("signing_key")), signed)
+        if document is None:
+            raise PairRefused(f"the {phase} message is not signed by the peer node")
         if (
             peer.get("node_id") == self.node_id
             or document.get("node_id") != peer.get("node_id")
