@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import psutil
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from analytics.collab_stats import (
     encode_partial,
@@ -47,6 +48,7 @@ from analytics.collab_stats import (
 )
 from bench.collab_world import BENCHMARK, CATEGORY, CollabWorld, RunTimes
 from bench.report import Row, print_rows, row
+from keys import secure_sum
 from sandbox.collaborations.runs import PHASES
 
 GOAL_S = 2.0  # for 100 nodes (issue 21)
@@ -65,6 +67,35 @@ def baseline(world: CollabWorld, count: int) -> float:
         total = total + partial + noise_share(spec, threshold)
     release(spec, total, count, threshold)
     return time.perf_counter() - started
+
+
+def protocol_floor(count: int) -> float:
+    """CPU seconds of the secure aggregation's own cryptography for ``count`` parties in this
+    process, with nothing around it (no HTTP, database or key server): each party's
+    adverts signed (Ed25519, locally) and every advert checked by every party, the shares
+    sealed and opened, the masked inputs, the unmask and the sum.  Spread over machines
+    each party does 1/``count`` of it; on one machine it is a floor for the whole run."""
+    parties = [f"node-{i:03d}" for i in range(count)]
+    round_id, threshold = "floor", count // 2 + 1
+    started = time.process_time()
+    held = {p: secure_sum.Party(p, round_id, threshold) for p in parties}
+    signers = {p: Ed25519PrivateKey.generate() for p in parties}
+    adverts = [held[p].advertise() for p in parties]
+    signed = [(a, signers[a.party].sign(a.signed_bytes(round_id))) for a in adverts]
+    publics = {p: signers[p].public_key() for p in parties}
+    inbox: dict[str, list[secure_sum.SealedShares]] = {p: [] for p in parties}
+    for party in parties:
+        for advert, signature in signed:
+            publics[advert.party].verify(signature, advert.signed_bytes(round_id))
+        for sealed in held[party].share_keys(adverts):
+            inbox[sealed.recipient].append(sealed)
+    values = np.ones(32, dtype=np.uint64)
+    masked = {p: held[p].masked_input(values, inbox[p]) for p in parties}
+    reveals = [held[p].unmask(parties, []) for p in parties]
+    adverts_by = {a.party: a for a in adverts}
+    total = secure_sum.unmasked_sum(round_id, threshold, adverts_by, parties, masked, reveals)
+    assert int(total[0]) == count
+    return time.process_time() - started
 
 
 def phases(times: RunTimes) -> dict[str, float]:
@@ -95,6 +126,7 @@ def measure(world: CollabWorld, count: int, repeats: int) -> list[Row]:
                 runs.append(world.run(collaboration))
             else:
                 base.append(baseline(world, count))
+    floor = [protocol_floor(count) for _ in range(repeats)]
     bad = [f"{r.status} ({r.survivors} survivors)" for r in runs if r.status != "released"]
     if bad:
         raise RuntimeError(f"runs over {count} nodes not released: {bad}")
@@ -119,6 +151,20 @@ def measure(world: CollabWorld, count: int, repeats: int) -> list[Row]:
         row(f"{label} (provider's view over HTTP, polled every 20 ms)", med(client_s) * 1000,
             None, "ms", "report", None),
     ]  # fmt: skip
+    print(f"{count} nodes: secure aggregation's cryptography alone, one process, CPU "
+          f"{_spread(floor)}", file=sys.stderr)  # fmt: skip
+    rows.append(
+        row(
+            f"collaboration: {count} parties, the secure aggregation's cryptography "
+            f"alone in one process, CPU time (a floor on one machine; min {min(floor):.2f}, "
+            f"max {max(floor):.2f} s)",
+            med(floor) * 1000,
+            None,
+            "ms",
+            "report",
+            None,
+        )
+    )
     for phase, value in breakdown.items():
         rows.append(row(f"collaboration: {count} nodes, phase {phase} (median)", value * 1000,
                         None, "ms", "report", None))  # fmt: skip

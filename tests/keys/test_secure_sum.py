@@ -169,3 +169,24 @@ def test_a_further_vector_opens_only_in_the_survivors_sum() -> None:
         parties["ent_a"].masked_again(flags["ent_a"], "veto")
     with pytest.raises(SecureSumError, match="after this party's unmask"):
         Party("ent_z", ROUND, 4).masked_again(flags["ent_a"], "veto")
+
+
+def test_keys_agreed_with_one_set_of_adverts_are_not_reused_for_another() -> None:
+    """A party derives each channel and mask key once per set of adverts: given new adverts
+    (a party's keys replaced), it seals to the new keys, never to keys cached before."""
+    parties = {n: Party(n, ROUND, 3) for n in NAMES[:4]}
+    first = {n: p.advertise() for n, p in parties.items()}
+    parties["ent_a"].share_keys(first.values())  # keys agreed with the first ent_b
+    replaced = Party("ent_b", ROUND, 3)
+    second = {**first, "ent_b": replaced.advertise()}
+    inbox = [
+        s
+        for sender in ("ent_a", "ent_c")
+        for s in parties[sender].share_keys(second.values())
+        if s.recipient == "ent_b"
+    ]
+    replaced.share_keys(second.values())
+    replaced.masked_input(np.zeros(2, dtype=np.uint64), inbox)  # both open for the new keys
+    parties["ent_b"].share_keys(first.values())
+    with pytest.raises(SecureSumError, match="from ent_a do not open"):
+        parties["ent_b"].masked_input(np.zeros(2, dtype=np.uint64), inbox)
