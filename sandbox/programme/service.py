@@ -92,11 +92,8 @@ def _table_name(name: str) -> TableName:
 
 def load_facts(session: Session, now: datetime) -> Facts:
     """Everything the tables need, read in one transaction."""
-    enterprises = {
-        p.id: {c: getattr(p, c.value) for c in Category}
-        for p in session.scalars(select(Principal).where(Principal.role == Role.ENTERPRISE))
-    }
-    facts = Facts(enterprises)
+    enrolled = list(session.scalars(select(Principal).where(Principal.role == Role.ENTERPRISE)))
+    facts = Facts({p.id: {c: getattr(p, c.value) for c in Category} for p in enrolled})
     for enterprise_id, declaration in session.execute(
         select(Dataset.enterprise_id, Dataset.declaration)
     ):
@@ -132,6 +129,9 @@ def load_facts(session: Session, now: datetime) -> Facts:
         .tuples()
         .all()
     )
-    active = [j.month for j in facts.jobs] + [m for _, m in facts.spend]
-    facts.months = months_between(min(active, default=month_of(now)), month_of(now))
+    # From the first enrolment on, not from the first activity: that a month shows up
+    # must not say that someone was active in it.
+    first = [month_of(p.created_at) for p in enrolled]
+    first += [j.month for j in facts.jobs] + [m for _, m in facts.spend]  # none earlier
+    facts.months = months_between(min(first, default=month_of(now)), month_of(now))
     return facts

@@ -23,6 +23,7 @@ from policies.audit import AuditEvent
 from policies.grants import BudgetDebit, Grant
 from policies.principals import Role
 from sandbox import cli
+from sandbox.cli import language
 from sandbox.client import ApiError, VeilClient
 from sandbox.programme.service import load_facts
 from sandbox.programme.tables import BREAKDOWNS, TableName
@@ -237,6 +238,14 @@ def test_the_cli_creates_categorises_shows_and_exports(
     )
     shown = json.loads(capsys.readouterr().out)
     assert [r["category"] for r in shown["rows"]] == ["island", "north", None]
+    # For people: suppressed cells say so, in the reader's language.
+    args = ["programme", "show", "participation", "--by", "industry", "--lang", "zh-CN"]
+    try:
+        assert cli.run([*args, *token, "--url", programme.url], False) == 0
+    finally:
+        language.set_language("en")  # the next test reads English
+    table = capsys.readouterr().out
+    assert "optics" in table and "已抑制" in table and "合计" in table
     out = tmp_path / "coverage.xlsx"
     args = ["programme", "export", "coverage", "--format", "xlsx", "-o", str(out)]
     assert cli.run([*args, *token, *common], True) == 0
