@@ -58,7 +58,9 @@ def create_enterprise(
     try:
         with veil.db.transaction() as session:
             enterprise = create_principal(session, Role.ENTERPRISE, name, slug=slug)
-            set_now = categories.apply(enterprise, given or {})
+            set_now = {
+                k: v for k, v in categories.apply(enterprise, given or {}).items() if v is not None
+            }
             audit.record(
                 session,
                 "enterprise.created",

@@ -27,6 +27,7 @@ class City:
     url: str
     bureau: str  # its token
     enterprise: str  # one enterprise's token
+    operator: str  # its token
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def city(tmp_path_factory: pytest.TempPathFactory, key_server: LocalKeyServer) -
                 for i in range(7)
             ]
             bureau = operator.create_bureau("Industry Bureau")
-            yield City(url, operator.issue_token(bureau["id"]), operator.issue_token(made[0]["id"]))
+            bureau_token = operator.issue_token(bureau["id"])
+            yield City(url, bureau_token, operator.issue_token(made[0]["id"]), token)
 
 
 def cells(page: Page, group: str) -> list[str]:
@@ -102,3 +104,26 @@ def test_the_pages_in_chinese(zh_page: Page, city: City) -> None:
         if "providers" not in query:
             expect(zh_page.locator("#programme-table")).to_contain_text("合计")
         check_chinese(zh_page, data, f"/console/programme{query}")  # takes the data out
+
+
+def test_the_operator_sets_categories_when_creating_an_enterprise(page: Page, city: City) -> None:
+    log_in(page, city.url, city.operator)
+    page.goto(f"{city.url}/console/operator/enterprises")
+    form = page.locator("form[action='/console/operator/enterprises']")
+    slug = f"lens-{uuid.uuid4().hex[:6]}"
+    form.get_by_label("Name", exact=True).fill("Lens Works")
+    form.get_by_label("Slug", exact=True).fill(slug)
+    form.get_by_label("Industry").fill("optics")
+    form.get_by_label("Size band").select_option("medium")
+    form.get_by_role("button", name="Create the enterprise").click()
+    expect(page.get_by_role("status")).to_contain_text("Lens Works is created")
+    with VeilClient(city.url, city.operator) as operator:
+        (made,) = [e for e in operator.list_enterprises() if e["slug"] == slug]
+    assert (made["industry"], made["district"], made["size_band"]) == ("optics", None, "medium")
+    # A size band outside the list is refused next to the form, nothing created.
+    page.goto(f"{city.url}/console/operator/enterprises")
+    form.get_by_label("Name", exact=True).fill("Odd Size")
+    form.get_by_label("Slug", exact=True).fill(f"odd-{uuid.uuid4().hex[:6]}")
+    form.get_by_label("Industry").fill("=cmd")
+    form.get_by_role("button", name="Create the enterprise").click()
+    expect(page.locator("#create-error")).to_contain_text("industry must be 1-64 printable")
