@@ -85,7 +85,14 @@ def enterprises_create(
 def enterprises_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     """List the enterprises (operator)."""
     with connect(url, token) as c:
-        Output(as_json).table("enterprises", c.list_enterprises(), PRINCIPAL_COLUMNS)
+        columns = [
+            *PRINCIPAL_COLUMNS[:3],
+            "industry",
+            "district",
+            "size_band",
+            *PRINCIPAL_COLUMNS[3:],
+        ]
+        Output(as_json).table("enterprises", c.list_enterprises(), columns)
 
 
 @providers_app.command("create")
