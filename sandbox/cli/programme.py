@@ -8,11 +8,22 @@ from typing import Annotated, Any
 
 import typer
 
-from i18n import Msg
+from i18n import N_, Msg
 from i18n.catalog import gettext
 from sandbox.cli.app import app, enterprises_app
 from sandbox.cli.output import Output
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
+from sandbox.programme.export import TITLES
+from sandbox.programme.tables import TableName
+
+#: Column names of the tables printed here (``Output.table`` translates them, "_" as " ").
+HEADINGS = (
+    N_("industry"), N_("district"), N_("size band"), N_("month"),
+    N_("with datasets"), N_("with active grants"), N_("with active node"),
+    N_("enterprises with datasets"), N_("declared columns"), N_("datasets per enterprise"),
+    N_("columns per dataset"), N_("submitted"), N_("enterprises spending"),
+    N_("epsilon spent"),
+)  # fmt: skip
 
 bureau_app = typer.Typer(
     help="The programme's bureau, the city's 工信局 (operator).", no_args_is_help=True
@@ -94,7 +105,8 @@ def programme_show(
         }
         rows.append({"month": row.get("month") or "", "group": group, **values})
     lead = ["month", "group"] if any(r["month"] for r in rows) else ["group"]
-    Output(as_json).table(f"programme: {shown['table']}", rows, lead + columns, raw=shown)
+    title = gettext(TITLES[TableName(shown["table"])])
+    Output(as_json).table(title, rows, lead + columns, raw=shown)
 
 
 @programme_app.command("export")
