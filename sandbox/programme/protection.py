@@ -81,12 +81,21 @@ class Protector:
 
     def __init__(self, secret: bytes) -> None:
         self._key = hmac.digest(secret, _KEY_LABEL, "sha256")
+        # An enterprise is in a category's row and in the total: its key is made once.
+        self._records: dict[tuple[str, str], int] = {}
+
+    def _record_key(self, label: str, enterprise_id: str) -> int:
+        found = self._records.get((label, enterprise_id))
+        if found is None:
+            message = label.encode() + b"\0" + enterprise_id.encode()
+            found = int.from_bytes(hmac.digest(self._key, message, "sha256")[:8], "big")
+            self._records[(label, enterprise_id)] = found
+        return found
 
     def _cell_key(self, label: str, enterprises: list[str]) -> int:
         high = low = 0
         for enterprise_id in enterprises:
-            message = label.encode() + b"\0" + enterprise_id.encode()
-            record = int.from_bytes(hmac.digest(self._key, message, "sha256")[:8], "big")
+            record = self._record_key(label, enterprise_id)
             high += record >> 32
             low += record & (_LANE - 1)
         return cell_key(high, low)

@@ -186,12 +186,20 @@ def _job_counts(
     return counts
 
 
+def _jobs_by_month(facts: Facts) -> dict[str, list[JobFact]]:
+    grouped: dict[str, list[JobFact]] = {}
+    for job in facts.jobs:
+        grouped.setdefault(job.month, []).append(job)
+    return grouped
+
+
 def jobs(facts: Facts, by: str, protect: Protector) -> Table:
     t = TableName.JOBS
     rows = []
+    by_month = _jobs_by_month(facts)
     for month in facts.months:
         counted = _job_counts(
-            (j for j in facts.jobs if j.month == month and j.enterprise_id is not None),
+            (j for j in by_month.get(month, []) if j.enterprise_id is not None),
             lambda j: j.enterprise_id,
         )
         for value, total, members in groups(facts, by):
@@ -230,8 +238,9 @@ def providers(facts: Facts, by: str, protect: Protector) -> Table:
     """Each provider's jobs per month by status: the provider's own activity, exact."""
     t = TableName.PROVIDERS
     rows = []
+    by_month = _jobs_by_month(facts)
     for month in facts.months:
-        counted = _job_counts((j for j in facts.jobs if j.month == month), lambda j: j.provider_id)
+        counted = _job_counts(by_month.get(month, []), lambda j: j.provider_id)
         for provider_id, name in sorted(facts.providers.items(), key=lambda p: (p[1], p[0])):
             mine = counted.get(provider_id, dict.fromkeys(JOB_COLUMNS, 0))
             values = {column: Cell(float(mine[column])) for column in JOB_COLUMNS}
