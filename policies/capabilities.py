@@ -63,6 +63,8 @@ class Capability(enum.StrEnum):
     SUSPEND_PROVIDER = "suspend_provider"  # and reinstate
     READ_RECEIPTS = "read_receipts"
     READ_IMPORTANT_DATA = "read_important_data"
+    # The city programme's (the bureau's): aggregates across enterprises, never one's data.
+    READ_PROGRAMME = "read_programme"
 
 
 class Reach(enum.Enum):
@@ -141,6 +143,9 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
             ),
             Reach.NONE,
         ),
+        # No tenant as such: every figure it reads counts at least five enterprises
+        # (``sandbox.programme``), so it reaches none of them one by one.
+        Role.BUREAU: RoleRules(frozenset({_C.READ_PROGRAMME}), Reach.NONE),
     }
 )
 

@@ -30,6 +30,7 @@ class Role(enum.StrEnum):
     ENTERPRISE = "enterprise"
     PROVIDER = "provider"
     SECURITY_OFFICER = "security_officer"
+    BUREAU = "bureau"  # the city's industry bureau (工信局): the programme's aggregates
 
 
 class Status(enum.StrEnum):
@@ -50,6 +51,11 @@ class Principal(Base):
     status: Mapped[str] = mapped_column(String(12), default=Status.ACTIVE)
     # Security officers only: the enterprises overseen, or None for all.
     scope: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    # Enterprises only: the public categories of the programme's tables (migration 0016;
+    # ``sandbox.accounts.categories``), each unset until the operator sets it.
+    industry: Mapped[str | None] = mapped_column(String(64), default=None)
+    district: Mapped[str | None] = mapped_column(String(64), default=None)
+    size_band: Mapped[str | None] = mapped_column(String(16), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -130,7 +136,13 @@ def create_principal(
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise InvalidRequest(Msg("name must be 1-200 characters"))
-    prefix = {"operator": "op", "enterprise": "ent", "provider": "prv", "security_officer": "so"}
+    prefix = {
+        "operator": "op",
+        "enterprise": "ent",
+        "provider": "prv",
+        "security_officer": "so",
+        "bureau": "bur",
+    }
     principal = Principal(
         id=new_id(prefix[role]),
         role=role,

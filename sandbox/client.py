@@ -106,8 +106,27 @@ class VeilClient:
         return dict(self._call("GET", "/v1/me"))
 
     # -- operator -------------------------------------------------------------------------
-    def create_enterprise(self, name: str, slug: str) -> dict[str, Any]:
-        return dict(self._call("POST", "/v1/enterprises", json={"name": name, "slug": slug}))
+    def create_enterprise(self, name: str, slug: str, **categories: str | None) -> dict[str, Any]:
+        """An enterprise; ``categories``: its industry, district, size_band (any of them)."""
+        body = {"name": name, "slug": slug, **categories}
+        return dict(self._call("POST", "/v1/enterprises", json=body))
+
+    def set_categories(self, enterprise_id: str, **categories: str | None) -> dict[str, Any]:
+        """Set an enterprise's industry, district or size_band (operator; None unsets)."""
+        path = f"/v1/enterprises/{enterprise_id}/categories"
+        return dict(self._call("PATCH", path, json=categories))
+
+    def create_bureau(self, name: str) -> dict[str, Any]:
+        """The programme's bureau (operator; one per programme)."""
+        return dict(self._call("POST", "/v1/bureau", json={"name": name}))
+
+    def programme_table(self, table: str, by: str = "total") -> dict[str, Any]:
+        """One of the bureau's programme tables (docs/programme.md)."""
+        return dict(self._call("GET", f"/v1/programme/{table}", params={"by": by}))
+
+    def programme_export(self, table: str, by: str = "total", fmt: str = "csv") -> bytes:
+        """A programme table as CSV or XLSX."""
+        return self._download(f"/v1/programme/{table}", {"by": by, "format": fmt})
 
     def create_node_enterprise(self, name: str, slug: str) -> dict[str, Any]:
         """An enterprise whose data lives on its own node, with its one-time enrolment code."""

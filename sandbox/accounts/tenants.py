@@ -4,6 +4,8 @@ Tokens are ``sandbox.accounts.tokens``'s."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -13,6 +15,8 @@ from policies import audit
 from policies.capabilities import Capability, may, require
 from policies.errors import Conflict, Forbidden, InvalidRequest
 from policies.principals import Principal, Role, create_principal, validate_slug
+from sandbox.accounts import categories
+from sandbox.accounts.categories import Category
 from sandbox.runtime.veil import Veil
 
 
@@ -26,10 +30,19 @@ def require_reason(reason: str | None) -> str:
     return text
 
 
-def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> Principal:
-    """Create an enterprise and provision its key-server namespace and key first."""
+def create_enterprise(
+    veil: Veil,
+    operator: Principal,
+    name: str,
+    slug: str,
+    given: Mapping[Category, str | None] | None = None,
+) -> Principal:
+    """Create an enterprise and provision its key-server namespace and key first; ``given``:
+    its public categories (``sandbox.accounts.categories``), if any are known."""
     require(operator, Capability.MANAGE_PRINCIPALS)
     validate_slug(slug)
+    for category, value in (given or {}).items():
+        categories.validate(category, value)  # before any key is made
     with veil.db.transaction() as session:
         if session.scalar(select(Principal.id).where(Principal.slug == slug)) is not None:
             raise Conflict(
@@ -45,13 +58,16 @@ def create_enterprise(veil: Veil, operator: Principal, name: str, slug: str) -> 
     try:
         with veil.db.transaction() as session:
             enterprise = create_principal(session, Role.ENTERPRISE, name, slug=slug)
+            set_now = {
+                k: v for k, v in categories.apply(enterprise, given or {}).items() if v is not None
+            }
             audit.record(
                 session,
                 "enterprise.created",
                 actor=operator,
                 tenant_id=enterprise.id,
                 resource=f"principal:{enterprise.id}",
-                details={"name": enterprise.name, "slug": slug},
+                details={"name": enterprise.name, "slug": slug, **set_now},
             )
     except IntegrityError:
         raise Conflict(
@@ -100,6 +116,29 @@ def create_security_officer(
             details={"name": officer.name, "scope": scope},
         )
     return officer
+
+
+def create_bureau(veil: Veil, operator: Principal, name: str) -> Principal:
+    """Create the programme's bureau (the city's 工信局): one per programme, so a second is
+    a :class:`Conflict` (give the one there is another token instead)."""
+    require(operator, Capability.MANAGE_PRINCIPALS)
+    with veil.db.transaction() as session:
+        if session.scalar(select(Principal.id).where(Principal.role == Role.BUREAU)) is not None:
+            raise Conflict(
+                Msg(
+                    "this programme has its bureau already; issue it another token "
+                    "(`veil tokens issue BUREAU_ID`) instead"
+                )
+            )
+        bureau = create_principal(session, Role.BUREAU, name)
+        audit.record(
+            session,
+            "bureau.created",
+            actor=operator,
+            resource=f"principal:{bureau.id}",
+            details={"name": bureau.name},
+        )
+    return bureau
 
 
 def list_principals(veil: Veil, caller: Principal, role: Role) -> list[Principal]:

@@ -6,9 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from policies.principals import Principal, Role
-from sandbox.accounts import tenants
+from sandbox.accounts import categories, tenants
+from sandbox.accounts.categories import Category
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import (
+    BureauIn,
+    CategoriesIn,
     EnterpriseIn,
     PrincipalOut,
     ProviderIn,
@@ -26,8 +29,14 @@ def out(p: Principal) -> PrincipalOut:
         slug=p.slug,
         status=p.status,
         scope=p.scope,
+        **(categories.current(p) if p.role == Role.ENTERPRISE else {}),
         created_at=p.created_at,
     )
+
+
+def given_categories(body: CategoriesIn) -> dict[Category, str | None]:
+    """The categories the body names (left out: unchanged)."""
+    return {Category(name): getattr(body, name) for name in body.model_fields_set & set(Category)}
 
 
 @router.get("/me")
@@ -39,7 +48,16 @@ def me(principal: PrincipalDep) -> PrincipalOut:
 @router.post("/enterprises", status_code=status.HTTP_201_CREATED)
 def create_enterprise(body: EnterpriseIn, veil: VeilDep, caller: PrincipalDep) -> PrincipalOut:
     """Create an enterprise (tenant); its key-server namespace and key are provisioned now."""
-    return out(tenants.create_enterprise(veil, caller, body.name, body.slug))
+    made = tenants.create_enterprise(veil, caller, body.name, body.slug, given_categories(body))
+    return out(made)
+
+
+@router.patch("/enterprises/{enterprise_id}/categories")
+def set_enterprise_categories(
+    enterprise_id: str, body: CategoriesIn, veil: VeilDep, caller: PrincipalDep
+) -> PrincipalOut:
+    """Set an enterprise's public categories (operator): industry, district, size band."""
+    return out(categories.set_categories(veil, caller, enterprise_id, given_categories(body)))
 
 
 @router.get("/enterprises")
@@ -63,3 +81,9 @@ def create_security_officer(
     body: SecurityOfficerIn, veil: VeilDep, caller: PrincipalDep
 ) -> PrincipalOut:
     return out(tenants.create_security_officer(veil, caller, body.name, body.scope))
+
+
+@router.post("/bureau", status_code=status.HTTP_201_CREATED)
+def create_bureau(body: BureauIn, veil: VeilDep, caller: PrincipalDep) -> PrincipalOut:
+    """Create the programme's bureau (the city's 工信局; one per programme)."""
+    return out(tenants.create_bureau(veil, caller, body.name))

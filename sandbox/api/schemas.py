@@ -45,6 +45,8 @@ ID_LENGTH = 40  # every id column
 PURPOSE_LENGTH = 64  # jobs.purpose, code_requests.purpose
 NAME_LENGTH = 200  # principals.name, datasets.name
 SLUG_LENGTH = 48  # principals.slug
+CATEGORY_LENGTH = 64  # principals.industry, principals.district
+SIZE_BAND_LENGTH = 16  # principals.size_band
 COLUMN_NAME_LENGTH = 64
 
 #: An object id a caller names in a body: no id is longer than its column.
@@ -64,14 +66,37 @@ class PrincipalOut(BaseModel):
     slug: str | None = None
     status: str
     scope: list[str] | None = None
+    # Enterprises: their public categories (null: not set; docs/programme.md).
+    industry: str | None = None
+    district: str | None = None
+    size_band: str | None = None
     created_at: datetime
 
 
-class EnterpriseIn(Input):
+class CategoriesIn(Input):
+    """An enterprise's public categories (docs/programme.md); those left out are unchanged,
+    null or "" unsets one."""
+
+    industry: str | None = Field(
+        default=None, max_length=CATEGORY_LENGTH, description="e.g. machinery"
+    )
+    district: str | None = Field(
+        default=None, max_length=CATEGORY_LENGTH, description="e.g. Jiangbei"
+    )
+    size_band: str | None = Field(
+        default=None, max_length=SIZE_BAND_LENGTH, description="micro, small, medium or large"
+    )
+
+
+class EnterpriseIn(CategoriesIn):
     name: str = Field(min_length=1, max_length=NAME_LENGTH)
     slug: str = Field(
         min_length=1, max_length=SLUG_LENGTH, description="Key-server tenant id, e.g. acme-metal"
     )
+
+
+class BureauIn(Input):
+    name: str = Field(min_length=1, max_length=NAME_LENGTH)
 
 
 class ProviderIn(Input):

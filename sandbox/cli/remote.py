@@ -48,6 +48,15 @@ def enterprises_create(
     slug: Annotated[str, typer.Option(help="e.g. acme-metal")],
     token: Token,
     url: Url = DEFAULT_URL,
+    industry: Annotated[
+        str | None, typer.Option(help="Public category: the industry, e.g. machinery.")
+    ] = None,
+    district: Annotated[
+        str | None, typer.Option(help="Public category: the district, e.g. Jiangbei.")
+    ] = None,
+    size_band: Annotated[
+        str | None, typer.Option(help="Public category: micro, small, medium or large.")
+    ] = None,
     on_node: Annotated[
         bool,
         typer.Option(
@@ -67,14 +76,23 @@ def enterprises_create(
                       "enrolment_code": made["enrolment_code"]}  # fmt: skip
             Output(as_json).record("enterprise created", record)
             return
-        Output(as_json).record("enterprise created", c.create_enterprise(name, slug))
+        named = {"industry": industry, "district": district, "size_band": size_band}
+        categories = {k: v for k, v in named.items() if v is not None}
+        Output(as_json).record("enterprise created", c.create_enterprise(name, slug, **categories))
 
 
 @enterprises_app.command("list")
 def enterprises_list(token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     """List the enterprises (operator)."""
     with connect(url, token) as c:
-        Output(as_json).table("enterprises", c.list_enterprises(), PRINCIPAL_COLUMNS)
+        columns = [
+            *PRINCIPAL_COLUMNS[:3],
+            "industry",
+            "district",
+            "size_band",
+            *PRINCIPAL_COLUMNS[3:],
+        ]
+        Output(as_json).table("enterprises", c.list_enterprises(), columns)
 
 
 @providers_app.command("create")

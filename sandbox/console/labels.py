@@ -38,6 +38,12 @@ LABELS: Final[dict[str, str]] = {
     "enterprise": N_("enterprise"),
     "provider": N_("provider"),
     "security_officer": N_("security officer"),
+    "bureau": N_("industry bureau"),
+    # Size bands of enterprises (sandbox.accounts.categories.SizeBand).
+    "micro": N_("micro"),
+    "small": N_("small"),
+    "medium": N_("medium"),
+    "large": N_("large"),
     # Column classes and types (analytics.schema).
     "public": N_("public"),
     "internal": N_("internal"),

@@ -60,12 +60,17 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/providers", N_("Providers")),
         ("/console/tokens", N_("API tokens")),
     ],
+    "bureau": [
+        ("/console/programme", N_("Programme")),
+        ("/console/tokens", N_("API tokens")),
+    ],
 }
 ROLE_NAMES = {
     "enterprise": N_("Enterprise"),
     "provider": N_("Provider"),
     "security_officer": N_("Security officer"),
     "operator": N_("Operator"),
+    "bureau": N_("Industry bureau"),
 }
 
 

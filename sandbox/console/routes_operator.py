@@ -30,6 +30,7 @@ from policies.capabilities import Capability, require
 from policies.errors import InvalidRequest, VeilError
 from policies.principals import Principal, Role
 from sandbox.accounts import tenants, tokens
+from sandbox.accounts.categories import Category, SizeBand
 from sandbox.api.deps import VeilDep
 from sandbox.api.errors import status_for
 from sandbox.console.render import error_text, page
@@ -106,16 +107,26 @@ def create_enterprise(
     operator: OperatorDep,
     name: Annotated[str, Form()] = "",
     slug: Annotated[str, Form()] = "",
+    # Checked by the service (length, characters, the size bands), as the API's are.
+    industry: Annotated[str, Form()] = "",
+    district: Annotated[str, Form()] = "",
+    size_band: Annotated[str, Form()] = "",
 ) -> Response:
-    """Create an enterprise; the service provisions its key-server namespace and key first."""
+    """Create an enterprise, with its public categories if given (``docs/programme.md``);
+    the service provisions its key-server namespace and key first."""
     slug = slug.strip()
+    given = {
+        Category.INDUSTRY: industry,
+        Category.DISTRICT: district,
+        Category.SIZE_BAND: size_band,
+    }
     return _create(
         request,
         veil,
         operator,
         ENTERPRISES,
-        lambda: tenants.create_enterprise(veil, operator, name, slug),
-        {"name": name, "slug": slug},
+        lambda: tenants.create_enterprise(veil, operator, name, slug, given),
+        {"name": name, "slug": slug, **{c.value: v for c, v in given.items()}},
     )
 
 
@@ -280,6 +291,8 @@ def _listing(
 ) -> Response:
     principals = tenants.list_principals(veil, operator, kind.role)
     context: dict[str, Any] = {}
+    if kind is ENTERPRISES:
+        context["size_bands"] = [band.value for band in SizeBand]
     if kind is not ENTERPRISES:  # officers are scoped to enterprises; names for their ids
         enterprises = tenants.list_principals(veil, operator, Role.ENTERPRISE)
         context["enterprises"] = enterprises

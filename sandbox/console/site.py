@@ -13,6 +13,7 @@ from i18n import N_
 from i18n.catalog import gettext
 from sandbox.console import (
     preferences,
+    routes_bureau,
     routes_enterprise,
     routes_enterprise_datasets,
     routes_officer,
@@ -34,6 +35,7 @@ ROUTERS = (
     routes_provider,
     routes_officer,
     routes_operator,
+    routes_bureau,
     routes_tokens,
 )
 

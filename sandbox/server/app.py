@@ -25,6 +25,7 @@ from sandbox.api import (
     routes_keyaudit,
     routes_nodes,
     routes_principals,
+    routes_programme,
     routes_receipts,
     routes_tokens,
 )
@@ -124,6 +125,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_classification,
         routes_nodes,
         routes_collaborations,
+        routes_programme,
     ):
         app.include_router(module.router)
 

@@ -69,6 +69,7 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
             C.READ_JOBS, C.READ_CODE,
         },
     ),
+    Role.BUREAU: (Reach.NONE, {C.READ_PROGRAMME}),
 }  # fmt: skip
 
 #: What each /v1 route needs; None: any authenticated principal (or anyone, for health).
@@ -83,6 +84,8 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("POST", "/v1/nodes/{enterprise_id}/enrolment-code"): C.MANAGE_PRINCIPALS,
     ("GET", "/v1/providers"): C.LIST_PROVIDERS,
     ("POST", "/v1/security-officers"): C.MANAGE_PRINCIPALS,
+    ("POST", "/v1/bureau"): C.MANAGE_PRINCIPALS,
+    ("PATCH", "/v1/enterprises/{enterprise_id}/categories"): C.MANAGE_PRINCIPALS,
     ("POST", "/v1/principals/{principal_id}/tokens"): C.ISSUE_TOKENS,
     # Everyone's own tokens; the operator's MANAGE_ALL_TOKENS reaches the others'.
     ("GET", "/v1/tokens"): None,
@@ -136,6 +139,8 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("POST", "/v1/providers/{provider_id}/reinstate"): C.SUSPEND_PROVIDER,
     ("GET", "/v1/receipts"): C.READ_RECEIPTS,
     ("GET", "/v1/important-data"): C.READ_IMPORTANT_DATA,
+    ("GET", "/v1/programme"): C.READ_PROGRAMME,
+    ("GET", "/v1/programme/{table}"): C.READ_PROGRAMME,
 }
 
 #: Capabilities no route needs as such: they pick the side a principal sees (the owner's
@@ -148,6 +153,7 @@ CALLERS: dict[Role, tuple[str, ...]] = {
     Role.SECURITY_OFFICER: ("officer", "officer-scoped"),
     Role.ENTERPRISE: ("enterprise",),
     Role.PROVIDER: ("provider",),
+    Role.BUREAU: ("bureau",),
 }
 
 
@@ -182,7 +188,7 @@ def test_refusal_names_the_roles_allowed_in_table_order() -> None:
 
 def test_an_unknown_role_may_nothing() -> None:
     stranger = principal(Role.OPERATOR)
-    stranger.role = "bureau"  # a role written in the database but not in the table
+    stranger.role = "auditor"  # a role written in the database but not in the table
     assert not any(may(stranger, c) for c in Capability)
     assert tenants_in_scope(stranger).ids == ()
     with pytest.raises(Forbidden):
@@ -202,6 +208,7 @@ def test_scope_of_each_role() -> None:
     assert tenants_in_scope(principal(Role.SECURITY_OFFICER, [])).ids == ()
     assert tenants_in_scope(principal(Role.ENTERPRISE, ident="ent_a")).ids == ("ent_a",)
     assert tenants_in_scope(principal(Role.PROVIDER)).ids == ()
+    assert tenants_in_scope(principal(Role.BUREAU)).ids == ()  # aggregates, never a tenant
     assert ALL_TENANTS.as_list() is None and "anything" in ALL_TENANTS
     assert ALL_TENANTS.reaches_any([])  # a provider nobody granted: the operator reaches it
 

@@ -75,6 +75,8 @@ CONSOLE: dict[tuple[str, str], Capability | None] = {
     ("GET", "/console/providers"): C.SUSPEND_PROVIDER,
     ("POST", "/console/providers/{provider_id}/suspend"): C.SUSPEND_PROVIDER,
     ("POST", "/console/providers/{provider_id}/reinstate"): C.SUSPEND_PROVIDER,
+    ("GET", "/console/programme"): C.READ_PROGRAMME,
+    ("GET", "/console/programme/{table}.{fmt}"): C.READ_PROGRAMME,
     ("GET", "/console/operator/enterprises"): C.MANAGE_PRINCIPALS,
     ("GET", "/console/operator/providers"): C.MANAGE_PRINCIPALS,
     ("GET", "/console/operator/officers"): C.MANAGE_PRINCIPALS,
@@ -144,6 +146,7 @@ def console_url(authz: AuthzWorld, path: str) -> str:
         "token_id": "tok_x",
         "kind": "receipt.pdf",
         "fmt": "csv",
+        "table": "participation",
     }
     return re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], path)
 

@@ -24,6 +24,7 @@ import policies.principals
 import sandbox.store.collab_models
 import sandbox.store.models
 import sandbox.store.node_models
+import sandbox.store.programme_models
 from cluster.postgres import PostgresServer
 from keys import LocalKeyServer
 from policies.db import Base
@@ -92,7 +93,7 @@ def test_every_length_limited_column_is_known() -> None:
     inputs are checked (and added)."""
     _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
-         sandbox.store.collab_models)  # every table  # fmt: skip
+         sandbox.store.collab_models, sandbox.store.programme_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -104,6 +105,9 @@ def test_every_length_limited_column_is_known() -> None:
     inputs = {
         "principals.name": "EnterpriseIn, ProviderIn, SecurityOfficerIn: NAME_LENGTH",
         "principals.slug": "EnterpriseIn.slug: SLUG_LENGTH",
+        "principals.industry": "CategoriesIn.industry: CATEGORY_LENGTH",
+        "principals.district": "CategoriesIn.district: CATEGORY_LENGTH",
+        "principals.size_band": "CategoriesIn.size_band: SIZE_BAND_LENGTH",
         "datasets.name": "DatasetIn.name: NAME_LENGTH (console: enterprise_forms.declaration)",
         "jobs.dataset_id": "JobIn.dataset_id: ObjectId (console: QueryForm.submission; SQL: FROM)",
         "jobs.purpose": "JobIn.purpose: Purpose (console: provider_forms.check_purpose)",
@@ -149,6 +153,8 @@ def test_every_length_limited_column_is_known() -> None:
         "node_collaborations.spec_sha256", "node_collaborations.dataset_id",
         "node_collaborations.status", "node_collaboration_runs.run_id",
         "node_collaboration_runs.collaboration_id", "node_collaboration_runs.state",
+        # The programme's secret: its fixed name and a hex digest Veil makes.
+        "programme_secrets.name", "programme_secrets.secret",
     }  # fmt: skip
     assert limited - internal == set(inputs)
 
@@ -159,6 +165,13 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
         operator.post("/v1/enterprises", json={"name": NAME, "slug": f"s-{uuid.uuid4().hex[:8]}"}),
         operator.post("/v1/enterprises", json={"name": "Initech", "slug": "s" * 49}),
         operator.post("/v1/providers", json={"name": NAME}),
+        operator.post(
+            "/v1/enterprises",
+            json={"name": "Initech", "slug": f"s-{uuid.uuid4().hex[:8]}", "industry": "i" * 65},
+        ),
+        operator.patch(f"/v1/enterprises/{ID}/categories", json={"district": "d" * 65}),
+        operator.patch(f"/v1/enterprises/{ID}/categories", json={"size_band": "s" * 17}),
+        operator.post("/v1/bureau", json={"name": NAME}),
         operator.post("/v1/security-officers", json={"name": NAME}),
         operator.post("/v1/security-officers", json={"name": "Sam", "scope": [ID]}),
         acme.post("/v1/datasets", json={"name": NAME, "columns": DECLARATION["columns"]}),

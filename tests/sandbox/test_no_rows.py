@@ -57,6 +57,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
             {"statistics": [{"kind": "count"}], "epsilon": 1.0},
         )["id"],
         "run_id": "crun_none",
+        "table": "participation",  # the bureau's tables: refused to a provider
         "phase": "advertise",  # the node protocol's routes: refused without a node signature
     }
     calls = []

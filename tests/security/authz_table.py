@@ -29,7 +29,11 @@ enterprise-*         enterprise A (own: A's objects; other: B's)
 provider-*           a provider holding a grant from A (own: its grant, jobs and code
                      requests on A's data; other: another provider's on B's data)
 provider-nogrant     a provider without any grant, naming A's objects
+bureau               the programme's bureau (工信局): aggregates across enterprises only
 ==================== ===============================================================
+
+The bureau reaches no enterprise, provider or officer function: a row that does not name
+``bureau`` gives it 403 (the role refusal), and only the rows that differ say otherwise.
 
 Endpoints that name no object (``target`` None) have one column per role instead of
 own / other.
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 
 UNAUTHENTICATED = ("anonymous", "bad-token", "suspended")
 #: Callers whose relation to the object does not vary: they always name A's objects.
-UNRELATED = ("operator", "officer", "provider-nogrant")
+UNRELATED = ("operator", "officer", "provider-nogrant", "bureau")
 #: Tenant-bound callers: "own" names objects of their tenant, "other" of another's.
 RELATED = ("officer-scoped", "enterprise", "provider")
 OWN, OTHER = "own", "other"
@@ -91,6 +95,7 @@ def row(
     enterprise: int | Pair,
     provider: int | Pair,
     nogrant: int,
+    bureau: int = 403,
     target: str | None = None,
     consumes: bool = False,
     denied: tuple[str, ...] = (),
@@ -98,7 +103,12 @@ def row(
 ) -> Endpoint:
     """A row; tenant-bound callers take (own, other) exactly when the row has a target."""
     expect = {c: unauthenticated for c in UNAUTHENTICATED}
-    expect |= {"operator": operator, "officer": officer, "provider-nogrant": nogrant}
+    expect |= {
+        "operator": operator,
+        "officer": officer,
+        "provider-nogrant": nogrant,
+        "bureau": bureau,
+    }
     for role, value in (
         ("officer-scoped", scoped),
         ("enterprise", enterprise),
@@ -114,9 +124,11 @@ def row(
 # The policy.  Each line reads: who may do this, and what everyone else gets.
 POLICY: tuple[Endpoint, ...] = (
     row("GET", "/v1/health", unauthenticated=200,
-        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200),
+        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
+        bureau=200),
     row("GET", "/v1/me",
-        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200),
+        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
+        bureau=200),
     # -- principals: the operator's -----------------------------------------------------
     row("POST", "/v1/enterprises",
         operator=201, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
@@ -139,6 +151,13 @@ POLICY: tuple[Endpoint, ...] = (
         operator=200, officer=403, scoped=403, enterprise=200, provider=403, nogrant=403),
     row("POST", "/v1/security-officers",
         operator=201, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
+    # An enterprise's public categories, set by the operator (docs/programme.md).
+    row("PATCH", "/v1/enterprises/{enterprise_id}/categories", target="tenant",
+        operator=200, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403),
+    # The programme's bureau: one per programme, and the fixture has it already (409).
+    row("POST", "/v1/bureau",
+        operator=409, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
     # Own: a provider asking a token for itself; nobody but the operator issues tokens.
     row("POST", "/v1/principals/{principal_id}/tokens", target="principal",
         operator=201, officer=403, scoped=(403, 403), enterprise=(403, 403),
@@ -150,13 +169,13 @@ POLICY: tuple[Endpoint, ...] = (
     # unknown id (docs/api.md, "Tokens").
     row("GET", "/v1/tokens", target="holder",
         operator=200, officer=404, scoped=(200, 404), enterprise=(200, 404),
-        provider=(200, 404), nogrant=404),
+        provider=(200, 404), nogrant=404, bureau=404),
     row("POST", "/v1/tokens/{token_id}/revoke", target="holder_token", consumes=True,
         operator=200, officer=404, scoped=(200, 404), enterprise=(200, 404),
-        provider=(200, 404), nogrant=404),
+        provider=(200, 404), nogrant=404, bureau=404),
     row("POST", "/v1/tokens/{token_id}/rotate", target="holder_token", consumes=True,
         operator=201, officer=404, scoped=(201, 404), enterprise=(201, 404),
-        provider=(201, 404), nogrant=404),
+        provider=(201, 404), nogrant=404, bureau=404),
     # -- datasets: the enterprise's own; a provider sees those granted to it --------------
     row("POST", "/v1/datasets",
         operator=403, officer=403, scoped=403, enterprise=201, provider=403, nogrant=403),
@@ -241,9 +260,11 @@ POLICY: tuple[Endpoint, ...] = (
         operator=403, officer=403, scoped=(403, 403), enterprise=(409, 404),
         provider=(409, 404), nogrant=404),
     row("GET", "/v1/schemas/training",
-        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200),
+        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
+        bureau=200),
     row("GET", "/v1/schemas/query",
-        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200),
+        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
+        bureau=200),
     row("GET", "/v1/jobs",
         operator=403, officer=403, scoped=403, enterprise=200, provider=200, nogrant=200),
     row("GET", "/v1/jobs/{job_id}", target="job",
@@ -289,7 +310,8 @@ POLICY: tuple[Endpoint, ...] = (
     row("GET", "/v1/audit/export",
         operator=200, officer=200, scoped=200, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/audit/public-key",
-        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200),
+        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
+        bureau=200),
     row("POST", "/v1/audit/checkpoints",
         operator=201, officer=201, scoped=201, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/audit/verify",
@@ -319,6 +341,15 @@ POLICY: tuple[Endpoint, ...] = (
     row("GET", "/v1/important-data", target="tenant",
         operator=200, officer=200, scoped=(200, 404), enterprise=(200, 403),
         provider=(403, 403), nogrant=403),
+    # -- the programme: the bureau's tables across enterprises (docs/programme.md) ---------
+    # Nobody else reads them, the operator included: the operator sees metadata, the
+    # bureau aggregates, and neither is the other's view.
+    row("GET", "/v1/programme",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        bureau=200),
+    row("GET", "/v1/programme/{table}", target="programme_table",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403, bureau=200),
 )  # fmt: skip
 
 BY_KEY: dict[tuple[str, str], Endpoint] = {e.key: e for e in POLICY}

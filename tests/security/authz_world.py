@@ -103,6 +103,7 @@ class Tenant:
             "tenant": self.enterprise,
             "receipt": self.provider,
             "collaboration": self.collaboration,
+            "programme_table": "participation",  # the same table for every tenant
         }[kind]
 
 
@@ -388,6 +389,7 @@ def build(tmp: Path, key_server: LocalKeyServer) -> Iterator[AuthzWorld]:
                 "/v1/security-officers", name="Sam", scope=[world.a.enterprise]
             ),
             "provider-nogrant": world.principal("/v1/providers", name="Nobody Analytics"),
+            "bureau": world.principal("/v1/bureau", name="Industry Bureau"),
         }
         for role in ("enterprise", "provider", "officer-scoped"):
             world.principals[role] = world.ok(world.tokens[role], "GET", "/v1/me")["id"]
@@ -425,6 +427,11 @@ REQUESTS: dict[tuple[str, str], Body] = {
     },
     ("POST", "/v1/providers"): lambda t, _: {"json": {"name": "Sneaky Analytics"}},
     ("POST", "/v1/security-officers"): lambda t, _: {"json": {"name": "Eve", "scope": None}},
+    ("POST", "/v1/bureau"): lambda t, _: {"json": {"name": "Another Bureau"}},
+    ("PATCH", "/v1/enterprises/{enterprise_id}/categories"): lambda t, _: {
+        "json": {"industry": "machinery", "size_band": "small"}
+    },
+    ("GET", "/v1/programme/{table}"): lambda t, _: {"params": {"by": "industry"}},
     ("POST", "/v1/datasets"): lambda t, _: {
         "json": {**DECLARATION, "name": f"log-{uuid.uuid4().hex[:8]}"}
     },

@@ -10,10 +10,12 @@ import policies.grants
 import policies.principals
 import sandbox.store.collab_models
 import sandbox.store.models
+import sandbox.store.programme_models
 from policies.db import Base
 from sandbox.store.database import WRITE_LOCK_KEY
 
 _ = (policies.audit, policies.grants, policies.principals, sandbox.store.collab_models)
+_models = (sandbox.store.programme_models,)
 target_metadata = Base.metadata
 
 

@@ -1,0 +1,252 @@
+"""The bureau through the API and the CLI, on a real server: the operator creates the
+bureau and sets enterprises' categories; the bureau reads every table as JSON, CSV and
+XLSX, each figure over fewer than five enterprises suppressed (docs/programme.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import select
+
+from keys import LocalKeyServer
+from policies.audit import AuditEvent
+from policies.grants import BudgetDebit, Grant
+from policies.principals import Role
+from sandbox import cli
+from sandbox.cli import language
+from sandbox.client import ApiError, VeilClient
+from sandbox.programme.service import load_facts
+from sandbox.programme.tables import BREAKDOWNS, TableName
+from sandbox.runtime.veil import Veil
+from sandbox.server.thread import ApiThread
+from sandbox.service import bootstrap_operator, open_veil
+from tests.sandbox.conftest import settings_for
+
+pytestmark = pytest.mark.integration
+
+COLUMNS = [
+    {"name": "machine", "type": "string", "class": "public", "categories": ["a", "b"]},
+    {"name": "temperature_c", "type": "float", "class": "internal", "lower": 0, "upper": 99},
+]
+
+
+@dataclass
+class Programme:
+    veil: Veil
+    url: str
+    operator: VeilClient
+    bureau: VeilClient
+    bureau_token: str
+    #: Six in machinery (north), one alone in optics (island).
+    enterprises: dict[str, str]  # id -> industry
+
+
+@pytest.fixture(scope="module")
+def programme(
+    tmp_path_factory: pytest.TempPathFactory, key_server: LocalKeyServer
+) -> Iterator[Programme]:
+    settings = settings_for(tmp_path_factory.mktemp("programme"), key_server)
+    with open_veil(settings, worker=False) as veil, ApiThread(veil.settings, veil) as url:
+        token = bootstrap_operator(veil)
+        assert token is not None
+        operator = VeilClient(url, token)
+        enterprises = {}
+        for i in range(7):
+            industry = "machinery" if i < 6 else "optics"
+            made = operator.create_enterprise(
+                f"Factory {i}", f"f{i}-{uuid.uuid4().hex[:6]}", industry=industry,
+                district="north" if i < 6 else "island", size_band="small",
+            )  # fmt: skip
+            enterprises[made["id"]] = industry
+            with VeilClient(url, operator.issue_token(made["id"])) as owner:
+                owner.create_dataset(f"log-{i}", COLUMNS)
+        bureau = operator.create_bureau("Industry and Information Technology Bureau")
+        bureau_token = operator.issue_token(bureau["id"])
+        with VeilClient(url, bureau_token) as client:
+            yield Programme(veil, url, operator, client, bureau_token, enterprises)
+
+
+def test_the_operator_creates_one_bureau(programme: Programme) -> None:
+    me = programme.bureau._call("GET", "/v1/me")
+    assert me["role"] == Role.BUREAU and me["id"].startswith("bur_")
+    with pytest.raises(ApiError) as second:
+        programme.operator.create_bureau("Another bureau")
+    assert second.value.status == 409 and "bureau already" in str(second.value)
+
+
+def test_categories_are_set_checked_and_audited(programme: Programme) -> None:
+    operator = programme.operator
+    lone = next(e for e, industry in programme.enterprises.items() if industry == "optics")
+    listed = {e["id"]: e for e in operator.list_enterprises()}
+    assert listed[lone]["industry"] == "optics" and listed[lone]["size_band"] == "small"
+    for bad in ({"size_band": "huge"}, {"industry": "=HYPERLINK(1)"}, {"district": "a\nb"}):
+        with pytest.raises(ApiError) as refused:
+            operator.set_categories(lone, **bad)
+        assert refused.value.status == 422, bad
+    with pytest.raises(ApiError) as unknown:
+        operator.set_categories("ent_nobody", industry="x")
+    assert unknown.value.status == 404
+    changed = operator.set_categories(lone, size_band="medium")
+    assert changed["size_band"] == "medium" and changed["industry"] == "optics"  # others kept
+    operator.set_categories(lone, size_band="small")
+    with programme.veil.db.read() as session:
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "enterprise.categorised")
+        ).all()
+    assert events and events[-1].details["after"] == {"size_band": "small"}
+
+
+def test_every_table_in_every_breakdown_suppresses_the_lone_enterprise(
+    programme: Programme,
+) -> None:
+    for name in TableName:
+        for by in ["total"] if name is TableName.PROVIDERS else BREAKDOWNS:
+            table = programme.bureau.programme_table(name.value, by)
+            assert table["table"] == name.value and table["by"] == by
+            for row in table["rows"]:
+                if row.get("category") in ("optics", "island"):
+                    assert set(row["suppressed"]) == set(table["columns"]), row
+                    assert set(row["values"].values()) == {None}
+    participation = programme.bureau.programme_table("participation", "industry")
+    machinery = next(r for r in participation["rows"] if r["category"] == "machinery")
+    assert 5 <= machinery["values"]["enterprises"] <= 8  # six, perturbed by at most two
+    assert participation["protection"]["min_enterprises"] == 5
+
+
+def test_an_unknown_table_or_breakdown_is_refused_with_what_is_allowed(
+    programme: Programme,
+) -> None:
+    with pytest.raises(ApiError) as table:
+        programme.bureau.programme_table("enterprise_list")
+    assert table.value.status == 422 and "participation" in str(table.value)
+    with pytest.raises(ApiError) as by:
+        programme.bureau.programme_table("participation", "enterprise")
+    assert by.value.status == 422 and "size_band" in str(by.value)
+    with pytest.raises(ApiError):
+        programme.bureau.programme_table("providers", "industry")  # providers: total only
+
+
+def test_csv_and_xlsx_show_the_json_table(programme: Programme) -> None:
+    shown = programme.bureau.programme_table("participation", "industry")
+    body = programme.bureau.programme_export("participation", "industry", "csv")
+    assert body.startswith("\ufeff".encode())
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    assert rows[0][:2] == ["Group", "Enterprises enrolled"]
+    assert [r[0] for r in rows[1:]] == ["machinery", "optics", "Total"]
+    assert rows[2][1:] == ["suppressed"] * 4  # optics: never 0
+    assert int(rows[1][1]) == next(
+        r["values"]["enterprises"] for r in shown["rows"] if r["category"] == "machinery"
+    )
+    book = load_workbook(io.BytesIO(programme.bureau.programme_export("jobs", "total", "xlsx")))
+    sheet = book.worksheets[0]
+    cells = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert cells[0][:3] == ["Month", "Group", "Jobs submitted"]
+    assert all(r[1] == "Total" for r in cells[1:])
+    assert book.worksheets[1]["A2"].value == "Protection"
+
+
+def test_exports_speak_chinese(programme: Programme) -> None:
+    with httpx.Client(base_url=programme.url) as http:
+        answer = http.get(
+            "/v1/programme/coverage",
+            params={"by": "industry", "format": "csv"},
+            headers={
+                "Authorization": f"Bearer {programme.bureau_token}",
+                "Accept-Language": "zh-CN",
+            },
+        )
+    text = answer.content.decode("utf-8-sig")
+    assert answer.status_code == 200 and text.startswith("分组,有数据集的企业")
+    assert "已抑制" in text and "合计" in text
+
+
+def test_each_read_is_audited(programme: Programme) -> None:
+    programme.bureau.programme_table("budget", "district")
+    with programme.veil.db.read() as session:
+        event = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action == "programme.table_read")
+            .order_by(AuditEvent.seq.desc())
+        ).first()
+    assert event is not None and event.resource == "programme:budget"
+    assert event.details["by"] == "district"
+
+
+def test_budget_counts_each_jobs_net_epsilon_in_the_month_it_was_charged(
+    programme: Programme,
+) -> None:
+    """A refund (written later, negative) nets out its debit in the debit's month."""
+    veil = programme.veil
+    enterprise = next(iter(programme.enterprises))
+    provider = programme.operator.create_provider(f"Refunds {uuid.uuid4().hex[:6]}")
+    march = datetime(2026, 3, 10, tzinfo=UTC)
+    with veil.db.transaction() as session:
+        grant = Grant(
+            id=f"grant_{uuid.uuid4().hex[:8]}", enterprise_id=enterprise,
+            provider_id=provider["id"], dataset_ids=[], columns=[], tiers=[3],
+            purposes=["p"], valid_from=march, valid_until=march + timedelta(days=1),
+            epsilon_budget=10_000_000, delta_budget=0, created_at=march,
+        )  # fmt: skip
+        session.add(grant)
+        session.flush()
+        for job, units, at, refund in [
+            ("job_a", 500_000, march, None),
+            ("job_b", 300_000, march, None),
+            ("job_b", -300_000, march + timedelta(days=30), "debit_b"),
+        ]:
+            session.add(
+                BudgetDebit(
+                    id=f"debit_{uuid.uuid4().hex[:8]}" if refund is None else f"r_{job}",
+                    grant_id=grant.id, job_id=job, epsilon=units, delta=0,
+                    created_at=at, refund_of=refund,
+                )
+            )  # fmt: skip
+    with veil.db.read() as session:
+        facts = load_facts(session, veil.clock())
+    assert facts.spend[(enterprise, "2026-03")] == pytest.approx(0.5)
+    assert (enterprise, "2026-04") not in facts.spend
+    assert facts.months[0] == "2026-03" and facts.months[-1] == veil.clock().strftime("%Y-%m")
+
+
+def test_the_cli_creates_categorises_shows_and_exports(
+    programme: Programme, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--url", programme.url, "--json"]
+    operator_token = programme.operator._http.headers["authorization"].removeprefix("Bearer ")
+    lone = next(e for e, industry in programme.enterprises.items() if industry == "optics")
+    status = cli.run(
+        ["enterprises", "categorise", lone, "--district", "island", "--token", operator_token,
+         *common], True,
+    )  # fmt: skip
+    assert status == 0 and json.loads(capsys.readouterr().out)["district"] == "island"
+    assert cli.run(["bureau", "create", "Second", "--token", operator_token, *common], True) == 1
+    assert "bureau already" in capsys.readouterr().err
+    token = ["--token", programme.bureau_token]
+    assert (
+        cli.run(["programme", "show", "participation", "--by", "district", *token, *common], True)
+        == 0
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert [r["category"] for r in shown["rows"]] == ["island", "north", None]
+    # For people: suppressed cells say so, in the reader's language.
+    args = ["programme", "show", "participation", "--by", "industry", "--lang", "zh-CN"]
+    try:
+        assert cli.run([*args, *token, "--url", programme.url], False) == 0
+    finally:
+        language.set_language("en")  # the next test reads English
+    table = capsys.readouterr().out
+    assert "optics" in table and "已抑制" in table and "合计" in table
+    out = tmp_path / "coverage.xlsx"
+    args = ["programme", "export", "coverage", "--format", "xlsx", "-o", str(out)]
+    assert cli.run([*args, *token, *common], True) == 0
+    assert load_workbook(out).worksheets[0]["A1"].value == "Group"
