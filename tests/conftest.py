@@ -140,3 +140,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             server = item.funcargs.get(name)
             if isinstance(server, LocalKeyServer):
                 report.sections.append((f"OpenBao log ({name})", _log_tail(server)))
+
+
+#: The test files that take longest (measured with ``--durations``, longest first), run
+#: first: ``make test`` hands whole files to its workers in collection order, and a long
+#: file handed out last keeps one worker busy after the other has finished.
+LONGEST_FIRST = (
+    "tests/sandbox/test_reviewed_code.py",
+    "tests/security/test_reviewed_code_attacks.py",
+    "tests/nodes/test_node_security.py",
+    "tests/nodes/test_collaborations.py",
+    "tests/console/test_language.py",
+    "tests/sandbox/test_cli.py",
+    "tests/sandbox/test_audit_verify.py",
+    "tests/sandbox/test_chinese_data.py",
+    "tests/analytics/test_release_clamping.py",
+    "tests/security/test_private_files.py",
+    "tests/postgres/test_concurrency.py",
+    "tests/nodes/test_node_flow.py",
+    "tests/console/test_provider.py",
+    "tests/sandbox/test_audit_oversight.py",
+    "tests/console/test_charts.py",
+    "tests/nodes/test_node_crash.py",
+    "tests/sandbox/test_training_jobs.py",
+    "tests/postgres/test_engine.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest files first (``LONGEST_FIRST``), each file's tests in their own order."""
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    root = Path(__file__).resolve().parent.parent
+    late = len(LONGEST_FIRST)
+
+    def place(item: pytest.Item) -> int:
+        try:
+            name = item.path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            return late
+        return rank.get(name, late)
+
+    items.sort(key=place)  # stable: the other files and every file's tests keep their order

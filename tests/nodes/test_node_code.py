@@ -49,6 +49,7 @@ def on_control_plane(world: NodeWorld) -> VeilClient:
     return VeilClient(world.cp_url, world.operator.issue_token(world.config.enterprise_id))
 
 
+@pytest.mark.slow  # PySyft on a node, ~35 s (make test-slow)
 def test_code_is_reviewed_on_the_node_and_runs_there(node_world: NodeWorld) -> None:
     world = node_world
     grant_tier_5(world)
@@ -163,6 +164,7 @@ def test_code_needs_a_tier_5_grant_made_on_the_node(node_world: NodeWorld) -> No
         world.provider.submit_code_job(world.dataset_id, PURPOSE, submitted["id"], 0.0)
 
 
+@pytest.mark.slow  # PySyft on a node, ~35 s (make test-slow)
 def test_a_held_output_waits_on_the_node_for_the_enterprise(
     node_world: NodeWorld, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,6 +23,7 @@ def pg_world(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer)
         yield build_world(stack, home, settings, nodes=5)
 
 
+@pytest.mark.slow  # six nodes on PostgreSQL, ~25 s (make test-slow); on SQLite in make test
 def test_a_benchmark_is_released_with_the_control_plane_on_postgresql(pg_world: World) -> None:
     collaboration = propose(pg_world)
     pg_world.join(pg_world.members, collaboration)
@@ -32,6 +33,7 @@ def test_a_benchmark_is_released_with_the_control_plane_on_postgresql(pg_world: 
     assert done["survivors"] == 5 and done["release"]["dominance_checked"] is True
 
 
+@pytest.mark.slow  # two nodes on PostgreSQL, ~12 s (make test-slow); on SQLite in make test
 def test_a_supply_chain_analysis_is_released_with_the_control_plane_on_postgresql(
     tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> None:

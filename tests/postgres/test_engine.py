@@ -167,6 +167,7 @@ def _released(world: World, job_ids: list[str], workers: Workers) -> None:
         assert final["status"] == "released", f"{final}\n{workers.output()}"
 
 
+@pytest.mark.slow  # worker processes on PostgreSQL, ~13 s (make test-slow)
 def test_workers_run_the_jobs_and_a_lost_worker_loses_none(veil: Veil, workers: Workers) -> None:
     assert veil.worker_id is None  # the API process holds no lease: it runs no job
     first, second = workers.start(), workers.start()
@@ -192,6 +193,7 @@ def test_workers_run_the_jobs_and_a_lost_worker_loses_none(veil: Veil, workers: 
     assert report.ok, report.problem
 
 
+@pytest.mark.slow  # worker processes on PostgreSQL, ~9 s (make test-slow)
 def test_a_job_whose_task_was_lost_is_deferred_again(veil: Veil, workers: Workers) -> None:
     with ApiThread(veil.settings, veil) as url:
         world = make_world(veil, url, epsilon=1.0)

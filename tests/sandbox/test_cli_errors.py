@@ -78,6 +78,7 @@ def test_server_not_running_is_one_line_printed_once(nowhere: str) -> None:
     )
 
 
+@pytest.mark.slow  # CLI processes, ~8 s (make test-slow)
 def test_server_not_running_in_chinese(nowhere: str) -> None:
     for how in ({"lang": "zh_CN.UTF-8"}, {"VEIL_LANG": "zh-CN"}):
         result = cli("datasets", "list", "--token", "t", "--url", nowhere, **how)
@@ -126,6 +127,7 @@ def test_invalid_json_names_the_place_not_the_contents(tmp_path: Path) -> None:
     assert "第 2 行第 15 列" in zh
 
 
+@pytest.mark.slow  # CLI processes, ~12 s (make test-slow)
 def test_version_and_short_help() -> None:
     shown = cli("--version")
     assert shown.returncode == 0 and shown.stdout.strip() == f"veil {version('veil')}"
@@ -135,6 +137,7 @@ def test_version_and_short_help() -> None:
         assert "Usage: veil" in result.stdout and "--help" in result.stdout
 
 
+@pytest.mark.slow  # CLI processes, ~8 s (make test-slow)
 def test_a_mistyped_subcommand_gets_a_suggestion() -> None:
     result = cli("dataset", "list")
     assert result.returncode == 2
@@ -156,6 +159,7 @@ def test_usage_errors_exit_2_and_are_json_under_json() -> None:
     assert unknown.returncode == 2 and "zh-CN" in one_error_line(unknown)
 
 
+@pytest.mark.slow  # CLI processes, ~12 s (make test-slow)
 def test_help_follows_the_locale() -> None:
     zh = cli("--help", lang="zh_CN.UTF-8")
     assert zh.returncode == 0
@@ -209,6 +213,7 @@ def test_api_errors_carry_the_api_code_once(tmp_path: Path, veil: Veil, api: str
     assert as_json["code"] in ("invalid_request", "invalid_upload") and as_json["problems"]
 
 
+@pytest.mark.slow  # CLI processes, ~18 s (make test-slow)
 def test_an_unexpected_failure_is_one_line_with_where_its_traceback_is(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()

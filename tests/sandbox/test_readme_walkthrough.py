@@ -140,6 +140,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
             )  # fmt: skip
 
 
+@pytest.mark.slow  # the README's whole walkthrough, ~70 s (make test-slow)
 def test_the_readme_walkthrough_runs_as_written(server: Server) -> None:
     script = server.where / "walkthrough.sh"
     script.write_text("set -euo pipefail\nset -x\n" + walkthrough() + "\n")

@@ -108,6 +108,7 @@ def run(world: World, code_id: str, epsilon: float = 0.0) -> dict[str, object]:
     return world.provider.wait_for_job(str(job["id"]), timeout=240)
 
 
+@pytest.mark.slow  # PySyft twice, ~30 s (make test-slow); tier 5 stays in make test below
 def test_an_approved_benign_function_releases_its_aggregate(coder: World) -> None:
     # The provider first runs it here, through PySyft, on the mock (tier 1).
     local = coder.provider.try_code_on_mock(coder.dataset_id, MEAN_CYCLE)

@@ -40,6 +40,7 @@ def works(world: World, token: str) -> bool:
     return True
 
 
+@pytest.mark.slow  # CLI processes, ~9 s (make test-slow)
 def test_list_shows_ones_own_tokens_and_the_operator_everyones(world: World) -> None:
     provider, operator = token_of(world.provider), token_of(world.operator)
     provider_id = world.provider.me()["id"]
@@ -57,6 +58,7 @@ def test_list_shows_ones_own_tokens_and_the_operator_everyones(world: World) -> 
     assert {r["principal_id"] for r in only} == {provider_id}
 
 
+@pytest.mark.slow  # CLI processes, ~9 s (make test-slow); the API's token tests are in make test
 def test_issue_rotate_and_revoke(world: World) -> None:
     operator, provider = token_of(world.operator), token_of(world.provider)
     provider_id = world.provider.me()["id"]
