@@ -23,6 +23,7 @@ from sandbox.api import (
     routes_grants,
     routes_jobs,
     routes_keyaudit,
+    routes_kpi,
     routes_nodes,
     routes_principals,
     routes_receipts,
@@ -124,6 +125,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_classification,
         routes_nodes,
         routes_collaborations,
+        routes_kpi,
     ):
         app.include_router(module.router)
 

@@ -22,6 +22,7 @@ import policies.audit
 import policies.grants
 import policies.principals
 import sandbox.store.collab_models
+import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.node_models
 from cluster.postgres import PostgresServer
@@ -92,7 +93,7 @@ def test_every_length_limited_column_is_known() -> None:
     inputs are checked (and added)."""
     _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
-         sandbox.store.collab_models)  # every table  # fmt: skip
+         sandbox.store.collab_models, sandbox.store.kpi_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -115,6 +116,7 @@ def test_every_length_limited_column_is_known() -> None:
         "collaborations.purpose": "CollaborationIn.purpose: 500",
         "collaboration_members.category": "proposals.set_membership: 1-100 characters",
         "node_collaborations.category": "node.work.collab.join: 1-100 characters",
+        "kpi_contracts.dataset_id": "KpiContractIn.dataset_id: ObjectId (an existing dataset's)",
     }
     # Set by Veil itself, never from a caller's text: ids it generates, hashes, enum values,
     # paths under the data directory, signatures.
@@ -149,6 +151,11 @@ def test_every_length_limited_column_is_known() -> None:
         "node_collaborations.spec_sha256", "node_collaborations.dataset_id",
         "node_collaborations.status", "node_collaboration_runs.run_id",
         "node_collaboration_runs.collaboration_id", "node_collaboration_runs.state",
+        # KPI contracts: ids Veil makes, hashes, states; the error cut to 500
+        # (sandbox.kpi.verdicts).
+        "kpi_contracts.id", "kpi_contracts.terms_sha256", "kpi_contracts.status",
+        "kpi_verdicts.id", "kpi_verdicts.job_id", "kpi_verdicts.status", "kpi_verdicts.verdict",
+        "kpi_verdicts.error",
     }  # fmt: skip
     assert limited - internal == set(inputs)
 

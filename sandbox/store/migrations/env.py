@@ -9,11 +9,18 @@ import policies.audit
 import policies.grants
 import policies.principals
 import sandbox.store.collab_models
+import sandbox.store.kpi_models
 import sandbox.store.models
 from policies.db import Base
 from sandbox.store.database import WRITE_LOCK_KEY
 
-_ = (policies.audit, policies.grants, policies.principals, sandbox.store.collab_models)
+_ = (
+    policies.audit,
+    policies.grants,
+    policies.principals,
+    sandbox.store.collab_models,
+    sandbox.store.kpi_models,
+)
 target_metadata = Base.metadata
 
 
