@@ -1,5 +1,6 @@
-"""KPI contracts through the API: consent of both parties, an evaluation as a job that
-debits its ε before reading data, the signed verdict both parties read, and refusals."""
+"""KPI contracts through the API and the console: consent of both parties, an evaluation as
+a job that debits its ε before reading data, the signed verdict both parties read, and
+refusals."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -18,6 +20,7 @@ from keys.signing import public_keys_from_pem
 from policies.audit import AuditEvent
 from sandbox.cli import app
 from sandbox.client import ApiError, VeilClient
+from sandbox.console.session import csrf_token
 from sandbox.kpi.verdict_format import verify_verdict
 from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator
@@ -181,3 +184,50 @@ def test_refusals_say_why(parties: Parties, veil: Veil) -> None:
     with pytest.raises(ApiError) as caught:
         parties.provider.evaluate_kpi_contract(other["id"])
     assert caught.value.status == 409
+
+
+# -- the console page, for both parties -------------------------------------------------
+
+
+def _console(parties: Parties, client_token: str) -> httpx.Client:
+    url = str(parties.acme._http.base_url)
+    return httpx.Client(base_url=url, cookies={"veil_console": client_token}, timeout=60)
+
+
+def _token(client: object) -> str:
+    return str(client._http.headers["authorization"]).removeprefix("Bearer ")  # type: ignore[attr-defined]
+
+
+def test_both_parties_agree_and_read_the_verdict_in_the_console(parties: Parties) -> None:
+    made = parties.provider.propose_kpi_contract(parties.contract())
+    acme, provider = _token(parties.acme), _token(parties.provider)
+    with _console(parties, acme) as console:
+        shown = console.get("/console/kpi")
+        assert shown.status_code == 200
+        assert made["id"] in shown.text and made["terms_sha256"] in shown.text
+        assert "Accept these terms" in shown.text
+        form = {"csrf": csrf_token(acme), "terms_sha256": made["terms_sha256"]}
+        accepted = console.post(f"/console/kpi/{made['id']}/accept", data=form)
+        assert accepted.status_code == 303
+        evaluated = console.post(f"/console/kpi/{made['id']}/evaluate",
+                                 data={"csrf": csrf_token(acme)})  # fmt: skip
+        assert evaluated.status_code == 303
+    [pending] = parties.acme.list_kpi_verdicts(made["id"])
+    parties.acme.wait_for_kpi_verdict(made["id"], pending["id"])
+    with _console(parties, provider) as console:
+        page = console.get("/console/kpi").text
+        assert 'data-value="active"' in page and ">met<" in page
+        assert "Accept these terms" not in page  # the proposer never accepts
+    with _console(parties, _token(parties.stranger)) as console:
+        assert made["id"] not in console.get("/console/kpi").text
+
+
+@pytest.mark.parametrize("sha", ["0" * 64, ""])
+def test_accepting_other_terms_than_shown_is_refused(parties: Parties, sha: str) -> None:
+    made = parties.provider.propose_kpi_contract(parties.contract())
+    acme = _token(parties.acme)
+    with _console(parties, acme) as console:
+        form = {"csrf": csrf_token(acme), "terms_sha256": sha}
+        refused = console.post(f"/console/kpi/{made['id']}/accept", data=form)
+    assert refused.status_code == 409
+    assert parties.acme.get_kpi_contract(made["id"])["status"] == "proposed"

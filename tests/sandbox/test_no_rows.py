@@ -60,6 +60,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "code_id": "code_none",  # no tier-5 grant here: test_reviewed_code covers its outputs
         "token_id": "tok_none",  # token routes show metadata only (tests/sandbox/test_tokens.py)
         "decision": "approve",
+        "action": "decline",
         "kind": "download",
         "fmt": "json",
         "enterprise_id": "ent_none",  # the operator's node enrolment: refused to a provider
