@@ -174,7 +174,8 @@ def _settle(veil: Veil, session: Session, verdict: KpiVerdict) -> None:
         "epsilon": job.cost.epsilon,
         "issued_at": now.isoformat(),
     }
-    with key_operation(f"kpi_verdict:{verdict.id}"):  # named in the key server's log
+    # Named in the key server's log; the key audit explains it by kpi.verdict_released.
+    with key_operation(f"kpi_verdict:{verdict.id}/1"):
         document = sign_verdict(body, veil.keys.sign)
     verdict.status, verdict.verdict = VerdictStatus.RELEASED, str(change.verdict)
     verdict.document, verdict.decided_at = document, now
