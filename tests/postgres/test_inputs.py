@@ -88,6 +88,16 @@ def _code(**change: Any) -> dict[str, Any]:
     return {"dataset_id": "d", "purpose": PURPOSE, "source": "def f(): pass"} | change
 
 
+KPI = {"kpi": "lead_time", "columns": {"lead_time": "cycle_time_s"},
+       "time_column": "temperature_c", "baseline": {"from": 20, "to": 60},
+       "evaluation": {"from": 60, "to": 120}}  # fmt: skip
+
+
+def _kpi_contract(**change: Any) -> dict[str, Any]:
+    return {"dataset_id": "d", "purpose": PURPOSE, "kpi": KPI, "target": 0.05,
+            "epsilon": 0.1} | change  # fmt: skip
+
+
 def test_every_length_limited_column_is_known() -> None:
     """The columns the schema limits below; a new ``String(n)`` column fails here until its
     inputs are checked (and added)."""
@@ -186,6 +196,9 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
         provider.post("/v1/jobs/preview", json=_job(dataset_id=ID)),
         provider.post("/v1/code-requests", json=_code(dataset_id=ID)),
         provider.post("/v1/code-requests", json=_code(purpose=PURPOSE_LONG)),
+        provider.post("/v1/kpi-contracts", json=_kpi_contract(dataset_id=ID)),
+        provider.post("/v1/kpi-contracts", json=_kpi_contract(purpose=PURPOSE_LONG)),
+        acme.post("/v1/kpi-contracts", json=_kpi_contract(provider_id=ID)),
     ]
     answers = [(r.request.method, r.request.url.path, r.status_code) for r in refused]
     assert [a for a in answers if a[2] != 422] == []
@@ -221,6 +234,11 @@ def test_over_long_ids_in_paths_are_unknown_not_errors(world: World) -> None:
             ("GET", "/v1/jobs/{id}/model"),
             ("GET", "/v1/jobs/{id}/held"),
             ("POST", "/v1/jobs/{id}/cancel"),
+            ("GET", "/v1/kpi-contracts/{id}"),
+            ("POST", "/v1/kpi-contracts/{id}/accept"),
+            ("POST", "/v1/kpi-contracts/{id}/decline"),
+            ("POST", "/v1/kpi-contracts/{id}/evaluations"),
+            ("GET", "/v1/kpi-contracts/{id}/verdicts"),
         ],
     }
     bodies = {"reason": "because"}
@@ -277,3 +295,15 @@ def test_the_console_query_form_refuses_an_over_long_purpose(world: World) -> No
     assert (long_purpose.status_code, long_id.status_code) == (422, 422)
     assert f"longer than {PURPOSE_LENGTH} characters" in long_purpose.text
     assert fits.status_code == 303, fits.text[:2000]  # to the new job's page
+
+
+def test_a_kpi_contract_is_agreed_and_evaluated_on_postgresql(world: World) -> None:
+    """The contract, its consent, the evaluation's job and the signed verdict (settled under a
+    row lock) on PostgreSQL."""
+    made = world.provider.propose_kpi_contract(_kpi_contract(dataset_id=world.dataset_id))
+    world.acme.accept_kpi_contract(made["id"], made["terms_sha256"])
+    pending = world.provider.evaluate_kpi_contract(made["id"])
+    done = world.acme.wait_for_kpi_verdict(made["id"], pending["id"])
+    assert done["status"] == "released", done
+    assert done["document"]["verdict"] in ("met", "not_met", "inconclusive")
+    assert world.provider.list_kpi_verdicts(made["id"]) == [done]
