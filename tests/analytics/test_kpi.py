@@ -183,3 +183,31 @@ def test_the_document_round_trips() -> None:
     assert isinstance(query, KpiQuery)
     assert parse_kpi(query.document()) == query
     assert query.columns_used() == {"scrap", "produced", "day"}
+
+
+@pytest.mark.parametrize("document", [SCRAP, OEE], ids=["scrap_rate", "oee"])
+def test_the_interval_covers_the_true_change_at_its_confidence(document: dict) -> None:
+    """The interval over Laplace noise of the released scales holds the true change at least
+    as often as its confidence says (it is conservative: the union bound and the corners).
+    The noise here is numpy's, seeded: this checks the interval's arithmetic, not privacy."""
+    query = parse_kpi(document)
+    labels = [f"sum({c})" for _, c in query.columns] + (["count"] if document is OEE else [])
+    truth = {  # baseline, evaluation: a 5% improvement
+        BASELINE: [400.0, 4_000.0] if document is SCRAP else [400.0, 450.0, 475.0, 500.0],
+        EVALUATION: [380.0, 4_000.0] if document is SCRAP else [420.0, 450.0, 475.0, 500.0],
+    }
+    scales = [3.0] * len(labels)
+    exact = judge(query, SCHEMA, {p: [Statistic(a, v, 0.0) for a, v in
+                                      zip(labels, vs, strict=True)] for p, vs in truth.items()},
+                  0.05, 0.9)  # fmt: skip
+    assert exact.change == pytest.approx(0.05)
+    rng, draws, covered = np.random.default_rng(7), 1_000, 0
+    for _ in range(draws):
+        released = {
+            p: [Statistic(a, v + rng.laplace(0, b), b) for a, v, b in
+                zip(labels, vs, scales, strict=True)]
+            for p, vs in truth.items()
+        }  # fmt: skip
+        low, high = judge(query, SCHEMA, released, 0.05, 0.9).interval
+        covered += (low is None or low <= exact.change) and (high is None or exact.change <= high)
+    assert covered / draws >= 0.9
