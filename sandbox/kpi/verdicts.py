@@ -24,7 +24,7 @@ from keys import key_operation
 from policies import audit
 from policies.db import new_id
 from policies.errors import Conflict, Denied, NotFound
-from policies.principals import Principal
+from policies.principals import Principal, Status
 from sandbox.data.datasets import schema_from_json
 from sandbox.jobs.submit import JobSubmission, submit_job
 from sandbox.kpi.contracts import party_contract
@@ -50,6 +50,16 @@ def evaluate(veil: Veil, caller: Principal, contract_id: str) -> KpiVerdict:
             )
         provider = session.get(Principal, contract.provider_id)
         assert provider is not None
+        if provider.status != Status.ACTIVE:
+            # Its jobs would be failed unrun (sandbox.jobs.suspension), the ε spent for nothing.
+            raise Conflict(
+                Msg(
+                    "the provider of KPI contract '{id}' is suspended: it is evaluated again "
+                    "once the provider is reinstated",
+                    id=contract.id,
+                ),
+                code="provider_suspended",
+            )
         terms = dict(contract.terms)
     submission = JobSubmission(
         dataset_id=terms["dataset_id"],

@@ -167,6 +167,13 @@ def test_refusals_say_why(parties: Parties, veil: Veil) -> None:
     # Budget exhausted: the grant holds 3.0, each evaluation costs 2.0.
     made = parties.acme.propose_kpi_contract(parties.contract(provider_id=parties.provider_id))
     parties.provider.accept_kpi_contract(made["id"], made["terms_sha256"])
+    # A suspended provider's contract: not evaluated (its job would fail unrun, ε spent).
+    parties.operator.suspend_provider(parties.provider_id, "under review")
+    with pytest.raises(ApiError) as caught:
+        parties.acme.evaluate_kpi_contract(made["id"])
+    assert caught.value.status == 409 and caught.value.code == "provider_suspended"
+    assert parties.acme.get_grant(parties.grant_id)["budget"]["epsilon_spent"] == 0.0
+    parties.operator.reinstate_provider(parties.provider_id, "cleared")
     first = parties.provider.evaluate_kpi_contract(made["id"])
     with pytest.raises(ApiError) as caught:
         parties.provider.evaluate_kpi_contract(made["id"])
