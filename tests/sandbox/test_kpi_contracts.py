@@ -130,6 +130,16 @@ def test_a_contract_both_agreed_gives_a_signed_verdict_both_read(
     verify_verdict(document, keys)
     with pytest.raises(InvalidSignature):
         verify_verdict({**document, "verdict": "not_met"}, keys)
+    # The CLI, through the API: the contract, its verdicts, the signed verdict to a file.
+    cli = ["--url", str(parties.acme._http.base_url), "--token",
+           str(parties.acme._http.headers["authorization"]).removeprefix("Bearer ")]  # fmt: skip
+    listed = CliRunner().invoke(app, ["kpi", "list", "--json", *cli])
+    assert listed.exit_code == 0 and cid in listed.output, listed.output
+    out = tmp_path / "fetched.json"
+    fetched = CliRunner().invoke(app, ["kpi", "verdict", cid, pending["id"], "--out", str(out),
+                                       "--json", *cli])  # fmt: skip
+    assert fetched.exit_code == 0, fetched.output
+    assert json.loads(out.read_text()) == document
     # Offline, with the CLI.
     path, pem = tmp_path / "verdict.json", tmp_path / "keys.pem"
     path.write_text(json.dumps(document))
