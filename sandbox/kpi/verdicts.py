@@ -196,6 +196,34 @@ def _settle(veil: Veil, session: Session, verdict: KpiVerdict) -> None:
                           "key_version": document["key_version"]})  # fmt: skip
 
 
+def settle_pending(veil: Veil) -> int:
+    """Settle every pending evaluation whose job has ended; return how many were settled.
+
+    Reading an evaluation settles it too; this is for whoever aggregates verdicts without
+    reading each (the programme's scorecards) and for maintenance.  Each is settled in its
+    own transaction, under its row lock, so a concurrent reader signs nothing twice.
+    """
+    with veil.db.read() as session:
+        pending = list(
+            session.scalars(
+                select(KpiVerdict.id)
+                .join(Job, Job.id == KpiVerdict.job_id)
+                .where(
+                    KpiVerdict.status == VerdictStatus.PENDING,
+                    Job.status.not_in((JobStatus.QUEUED, JobStatus.RUNNING)),
+                )
+            )
+        )
+    settled = 0
+    for verdict_id in pending:
+        with veil.db.transaction() as session:
+            verdict = session.get(KpiVerdict, verdict_id, with_for_update=True)
+            if verdict is not None and verdict.status == VerdictStatus.PENDING:
+                _settle(veil, session, verdict)
+                settled += verdict.status != VerdictStatus.PENDING
+    return settled
+
+
 def show(veil: Veil, caller: Principal, contract_id: str, verdict_id: str) -> dict[str, Any]:
     """One verdict of a contract the caller is a party to (settled first if its job ended)."""
     with veil.db.transaction() as session:

@@ -22,6 +22,7 @@ from sandbox.cli import app
 from sandbox.client import ApiError, VeilClient
 from sandbox.console.session import csrf_token
 from sandbox.kpi.verdict_format import verify_verdict
+from sandbox.kpi.verdicts import settle_pending
 from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator
 
@@ -113,6 +114,9 @@ def test_a_contract_both_agreed_gives_a_signed_verdict_both_read(
     assert pending["status"] == "pending"
     # Debited when queued, before any data was read.
     assert parties.acme.get_grant(parties.grant_id)["budget"]["epsilon_spent"] == 2.0
+    # Settled without being read (as the programme's aggregates do), once its job ended.
+    parties.provider.wait_for_job(pending["job_id"])
+    assert settle_pending(veil) == 1 and settle_pending(veil) == 0
     done = parties.provider.wait_for_kpi_verdict(cid, pending["id"])
     assert done["status"] == "released", done
     document = done["document"]
