@@ -55,6 +55,9 @@ class Capability(enum.StrEnum):
     READ_GRANTS = "read_grants"
     READ_JOBS = "read_jobs"
     READ_CODE = "read_code"
+    # KPI contracts (pay for results): proposed by one side, accepted by the other; either
+    # side asks for an evaluation and reads the signed verdicts.
+    AGREE_KPI_CONTRACTS = "agree_kpi_contracts"
     # Oversight, over the tenants in reach.
     READ_AUDIT = "read_audit"
     VERIFY_AUDIT = "verify_audit"  # verify the chain, sign a checkpoint
@@ -85,7 +88,13 @@ class RoleRules:
 
 
 _C = Capability
-_BOTH_SIDES = {_C.READ_DATASETS, _C.READ_GRANTS, _C.READ_JOBS, _C.READ_CODE}
+_BOTH_SIDES = {
+    _C.READ_DATASETS,
+    _C.READ_GRANTS,
+    _C.READ_JOBS,
+    _C.READ_CODE,
+    _C.AGREE_KPI_CONTRACTS,
+}
 _OVERSIGHT = {
     _C.READ_AUDIT,
     _C.VERIFY_AUDIT,

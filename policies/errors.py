@@ -59,6 +59,8 @@ KINDS = {
     "page": Msg("page"),
     "collaboration": Msg("collaboration"),
     "collaboration run": Msg("collaboration run"),
+    "KPI contract": Msg("KPI contract"),
+    "KPI verdict": Msg("KPI verdict"),
 }
 
 

@@ -698,6 +698,51 @@ class VeilClient:
                 raise TimeoutError(f"run {run_id} still running after {timeout:g} s")
             time.sleep(poll)
 
+    # ------------------------------------------------------------ KPI contracts
+
+    def propose_kpi_contract(self, contract: dict[str, Any]) -> dict[str, Any]:
+        """Propose a KPI contract (``docs/verdicts.md``): dataset_id, purpose, kpi, target,
+        confidence, epsilon, and provider_id when an enterprise proposes."""
+        return dict(self._call("POST", "/v1/kpi-contracts", json=contract))
+
+    def list_kpi_contracts(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/kpi-contracts"))
+
+    def get_kpi_contract(self, contract_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/kpi-contracts/{contract_id}"))
+
+    def accept_kpi_contract(self, contract_id: str, terms_sha256: str) -> dict[str, Any]:
+        """Accept the terms whose SHA-256 you read (the party that did not propose)."""
+        body = {"terms_sha256": terms_sha256}
+        return dict(self._call("POST", f"/v1/kpi-contracts/{contract_id}/accept", json=body))
+
+    def decline_kpi_contract(self, contract_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/kpi-contracts/{contract_id}/decline"))
+
+    def evaluate_kpi_contract(self, contract_id: str) -> dict[str, Any]:
+        """Start an evaluation (it costs the contract's ε); returns it, pending."""
+        return dict(self._call("POST", f"/v1/kpi-contracts/{contract_id}/evaluations"))
+
+    def list_kpi_verdicts(self, contract_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/v1/kpi-contracts/{contract_id}/verdicts"))
+
+    def get_kpi_verdict(self, contract_id: str, verdict_id: str) -> dict[str, Any]:
+        path = f"/v1/kpi-contracts/{contract_id}/verdicts/{verdict_id}"
+        return dict(self._call("GET", path))
+
+    def wait_for_kpi_verdict(
+        self, contract_id: str, verdict_id: str, *, timeout: float = 300.0, poll: float = 0.2
+    ) -> dict[str, Any]:
+        """The evaluation once released or failed (TimeoutError after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            verdict = self.get_kpi_verdict(contract_id, verdict_id)
+            if verdict["status"] != "pending":
+                return verdict
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"evaluation {verdict_id} still pending after {timeout:g} s")
+            time.sleep(poll)
+
 
 def _params(**values: object) -> dict[str, Any]:
     """Query parameters without the unset ones; datetimes as ISO 8601."""

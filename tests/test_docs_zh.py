@@ -20,6 +20,7 @@ ORIGINALS = {
     "docs/zh-CN/oversight.md": "docs/oversight.md",
     "docs/zh-CN/console.md": "docs/console.md",
     "docs/zh-CN/programme.md": "docs/programme.md",
+    "docs/zh-CN/verdicts.md": "docs/verdicts.md",
 }
 PAGES = sorted(ORIGINALS)
 

@@ -37,12 +37,14 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/grants", N_("Grants")),
         ("/console/code", N_("Code approvals")),
         ("/console/receipts", N_("Usage receipts")),
+        ("/console/kpi", N_("KPI contracts")),
         ("/console/tokens", N_("API tokens")),
     ],
     "provider": [
         ("/console/catalog", N_("Catalog")),
         ("/console/query", N_("New query")),
         ("/console/jobs", N_("Jobs")),
+        ("/console/kpi", N_("KPI contracts")),
         ("/console/tokens", N_("API tokens")),
     ],
     "security_officer": [

@@ -80,7 +80,7 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
 class Task:
     """What the parent asks of one sandboxed process (analytics objects, already checked)."""
 
-    kind: str  # "table" (2), "query" (3), "training" (4), "syft" / "syft-mock" (5)
+    kind: str  # "table" (2), "query" / "kpi" (3), "training" (4), "syft" / "syft-mock" (5)
     schema: Any  # analytics.schema.DatasetSchema
     query: Any  # TableQuery, PrivateQuery or TrainingSpec
     epsilon: float = 0.0
@@ -236,6 +236,42 @@ def _private_query(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] 
     channel.send({"type": "result", "result": result, "details": details, "blobs": 0})
 
 
+def _release_rows(release: Any, group: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """A private query's released rows as JSON (``group`` overrides each row's group)."""
+    return [
+        {
+            "group": group if group is not None else row.group,
+            "values": [
+                {
+                    "aggregate": v.aggregate,
+                    "value": v.value,
+                    "noise_scale": v.noise_scale,
+                    "ci95": list(v.ci95),
+                }
+                for v in row.values
+            ],
+        }
+        for row in release.rows
+    ]
+
+
+def _kpi(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+    """Tier 3, a KPI contract's evaluation: each period's DP statistics (``analytics.kpi``);
+    the verdict is computed from them outside, as post-processing."""
+    from analytics.kpi import run_kpi
+    from analytics.private_query import MECHANISM
+
+    frame = _frame(data)
+    del data
+    releases = run_kpi(frame, task.schema, task.query, task.epsilon)
+    rows = [r for period, got in releases.items() for r in _release_rows(got, {"period": period})]
+    epsilon = sum(got.epsilon for got in releases.values())
+    result = {"tier": 3, "kpi": str(task.query.kpi), "rows": rows, "epsilon": epsilon,
+              "delta": 0.0, "mechanism": MECHANISM}  # fmt: skip
+    details = {"epsilon_spent": epsilon, "delta_spent": 0.0}
+    channel.send({"type": "result", "result": result, "details": details, "blobs": 0})
+
+
 def _run_code(task: Task, frame: Any, channel: _Channel, stdin: IO[bytes]) -> None:
     """Tier 5: run the approved syft function on the granted columns (the only ones this
     process was sent), or on the mock only (``syft-mock``: for the reviewer, and for the
@@ -305,6 +341,7 @@ def _ask_parent(channel: _Channel, stdin: IO[bytes]) -> Any:
 _COMPUTE: Final[dict[str, Callable[[Task, bytes, _Channel, IO[bytes] | None], None]]] = {
     "table": _table,
     "query": _private_query,
+    "kpi": _kpi,
     "training": _training,
     "syft": _code,
     "syft-mock": _code,

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from analytics.kpi import KpiQuery, parse_kpi, validate_kpi
 from analytics.private_query import QueryError, preview_query, validate_query
 from analytics.query_document import parse_query
 from analytics.schema import DatasetSchema, PrivateQuery
@@ -43,7 +44,7 @@ from sandbox.jobs.code_runs import all_public
 from sandbox.jobs.reviewed_code import MOCK_ROWS, CodeJob, parse_code_job, resolve_code_job
 from sandbox.store.models import CodeRequest, Job
 
-JobQuery = PrivateQuery | TableQuery | TrainingSpec | CodeJob
+JobQuery = PrivateQuery | TableQuery | TrainingSpec | CodeJob | KpiQuery
 
 #: What a query's check may raise, whatever its kind (each becomes ``query: …``).
 _CHECK_ERRORS: Final = (QueryError, SdcQueryError, TrainingError)
@@ -234,7 +235,50 @@ class TableKind(JobKind):
 
 
 class QueryKind(JobKind):
-    """Tier 3: differentially private statistics (OpenDP); ε (and δ) debited."""
+    """Tier 3: differentially private statistics (OpenDP); ε (and δ) debited.
+
+    A document ``{"kpi": {...}}`` is a KPI contract's evaluation (``analytics.kpi``): the
+    DP statistics of a KPI in two periods, computed by the child's ``kpi`` task.
+    """
+
+    def _parse(self, document: dict[str, Any], epsilon: float, delta: float) -> JobQuery:
+        if set(document) != {"kpi"}:
+            return super()._parse(document, epsilon, delta)
+        if delta:
+            raise InvalidRequest(Msg("a KPI evaluation is pure epsilon-DP: leave delta at 0"))
+        try:
+            return parse_kpi(document["kpi"])
+        except QueryError as exc:
+            raise _problem("query", exc) from None
+
+    def columns(self, query: JobQuery) -> frozenset[str]:
+        if isinstance(query, KpiQuery):
+            return query.columns_used()
+        return super().columns(query)
+
+    def validate(self, schema: DatasetSchema, query: JobQuery, rows_public: int) -> None:
+        if not isinstance(query, KpiQuery):
+            return super().validate(schema, query, rows_public)
+        try:
+            validate_kpi(schema, query)
+        except QueryError as exc:
+            raise _problem("query", exc) from None
+
+    def preview(
+        self,
+        schema: DatasetSchema,
+        query: JobQuery,
+        budget: tuple[float, float],
+        min_count: int,
+        rows_public: int,
+    ) -> dict[str, Any]:
+        if isinstance(query, KpiQuery):
+            raise InvalidRequest(Msg("a KPI evaluation has no preview: docs/verdicts.md"))
+        return super().preview(schema, query, budget, min_count, rows_public)
+
+    def task(self, query: JobQuery, inputs: RunInputs) -> Task:
+        task = super().task(query, inputs)
+        return replace(task, kind="kpi") if isinstance(query, KpiQuery) else task
 
 
 class TrainingKind(JobKind):

@@ -316,6 +316,9 @@ def load_platform_reasons(veil: Veil) -> PlatformReasons:
             kind, _, ident = (e.resource or "").partition(":")
             tag = f"receipt:{ident}" if kind == "receipt" else f"export:{ident}"
             reasons.signed[tag] = (kind if kind == "receipt" else "export", e.at, e.seq)
+        # A KPI verdict is signed as it is released (``sandbox.kpi.verdicts``).
+        for e in session.scalars(select(event).where(event.action == "kpi.verdict_released")):
+            reasons.signed[e.resource or ""] = ("kpi-verdict", e.at, e.seq)
         # An enterprise node signs its grants and releases (``node.protocol.signing.sign``).
         for e in session.scalars(select(event).where(event.action == "node.signed")):
             reasons.signed[e.resource or ""] = ("node-signature", e.at, e.seq)

@@ -23,6 +23,7 @@ from sandbox.api import (
     routes_grants,
     routes_jobs,
     routes_keyaudit,
+    routes_kpi,
     routes_nodes,
     routes_principals,
     routes_programme,
@@ -126,6 +127,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_nodes,
         routes_collaborations,
         routes_programme,
+        routes_kpi,
     ):
         app.include_router(module.router)
 

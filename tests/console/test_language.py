@@ -30,6 +30,7 @@ ALLOWED = {
     "API", "CSV", "JSON", "JSONL", "Parquet", "Polars", "Veil", "OpenDP", "OpenBao", "UTC", "SHA",
     "PEM", "UTF", "MiB", "Cookie", "SGD", "ID", "SQL", "URL",
     "BOM", "GBK", "XLSX", "Excel", "MES",  # encodings, the catalogue's format, its sources
+    "KPI",  # KPI contracts (docs/verdicts.md)
 }  # fmt: skip
 #: What the page walk does not read: data, code, text in another language (the switch's
 #: "English"), and the charts' SVG, whose own words are drawn by ``charts.py``.
@@ -115,6 +116,17 @@ def walk(veil: Any, api: str) -> Walk:
         provider.wait_for_job(submitted["id"], timeout=120)
     with pytest.raises(ApiError):  # a denied attempt, for the officer's attention page
         provider.submit_job(world.dataset_id, "marketing", 0.1, [{"kind": "count"}])
+    # A KPI contract with a verdict, and one waiting for the enterprise's consent.
+    kpi = {"kpi": "lead_time", "columns": {"lead_time": "cycle_time_s"},
+           "time_column": "temperature_c", "baseline": {"from": 20, "to": 60},
+           "evaluation": {"from": 60, "to": 120}}  # fmt: skip
+    body = {"dataset_id": world.dataset_id, "purpose": PURPOSE, "kpi": kpi, "target": 0.05,
+            "epsilon": 0.1}  # fmt: skip
+    agreed = provider.propose_kpi_contract(body)
+    world.acme.accept_kpi_contract(agreed["id"], agreed["terms_sha256"])
+    evaluation = provider.evaluate_kpi_contract(agreed["id"])
+    provider.wait_for_kpi_verdict(agreed["id"], evaluation["id"], timeout=120)
+    provider.propose_kpi_contract(body)
     created = world.operator.create_security_officer("Olivia", None)
     officer = world.operator.issue_token(created["id"])
     return Walk(world, officer, job["id"], table["id"])
@@ -125,8 +137,10 @@ def visit(page: Page, url: str) -> None:
     assert response is not None and response.ok, (url, response and response.status)
 
 
-ENTERPRISE = ["/console/datasets", "/console/grants", "/console/code", "/console/receipts"]
-PROVIDER = ["/console/catalog", "/console/query", "/console/jobs"]
+ENTERPRISE = [
+    "/console/datasets", "/console/grants", "/console/code", "/console/receipts", "/console/kpi",
+]  # fmt: skip
+PROVIDER = ["/console/catalog", "/console/query", "/console/jobs", "/console/kpi"]
 OVERSIGHT = ["/console/audit", "/console/attention", "/console/providers"]
 OPERATOR = [
     "/console/operator/enterprises",

@@ -59,6 +59,8 @@ def test_every_console_change_refuses_a_security_officer(
         "code_id": "code_x",
         "decision": "approve",
         "provider_id": world.provider_id,
+        "contract_id": "kpi_x",
+        "action": "decline",
     }
     grant_before = world.acme.get_grant(world.grant_id)
     routes = console_writes(veil)

@@ -58,7 +58,7 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         {
             C.OWN_DATA, C.UPLOAD_DATA, C.CLASSIFY_DATA, C.GRANT_ACCESS, C.REVIEW_CODE,
             C.LIST_PROVIDERS, C.READ_RECEIPTS, C.READ_IMPORTANT_DATA,
-            C.READ_DATASETS, C.READ_GRANTS, C.READ_JOBS, C.READ_CODE,
+            C.READ_DATASETS, C.READ_GRANTS, C.READ_JOBS, C.READ_CODE, C.AGREE_KPI_CONTRACTS,
         },
     ),
     Role.PROVIDER: (
@@ -66,7 +66,7 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         {
             C.USE_GRANTS, C.READ_CATALOG, C.SUBMIT_JOBS, C.SUBMIT_CODE,
             C.PROPOSE_COLLABORATIONS, C.READ_COLLABORATIONS, C.READ_DATASETS, C.READ_GRANTS,
-            C.READ_JOBS, C.READ_CODE,
+            C.READ_JOBS, C.READ_CODE, C.AGREE_KPI_CONTRACTS,
         },
     ),
     Role.BUREAU: (Reach.NONE, {C.READ_PROGRAMME}),
@@ -114,6 +114,14 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("POST", "/v1/collaborations/{collaboration_id}/close"): C.PROPOSE_COLLABORATIONS,
     ("POST", "/v1/collaborations/{collaboration_id}/runs"): C.PROPOSE_COLLABORATIONS,
     ("GET", "/v1/collaborations/{collaboration_id}/runs/{run_id}"): C.READ_COLLABORATIONS,
+    ("POST", "/v1/kpi-contracts"): C.AGREE_KPI_CONTRACTS,
+    ("GET", "/v1/kpi-contracts"): C.AGREE_KPI_CONTRACTS,
+    ("GET", "/v1/kpi-contracts/{contract_id}"): C.AGREE_KPI_CONTRACTS,
+    ("POST", "/v1/kpi-contracts/{contract_id}/accept"): C.AGREE_KPI_CONTRACTS,
+    ("POST", "/v1/kpi-contracts/{contract_id}/decline"): C.AGREE_KPI_CONTRACTS,
+    ("POST", "/v1/kpi-contracts/{contract_id}/evaluations"): C.AGREE_KPI_CONTRACTS,
+    ("GET", "/v1/kpi-contracts/{contract_id}/verdicts"): C.AGREE_KPI_CONTRACTS,
+    ("GET", "/v1/kpi-contracts/{contract_id}/verdicts/{verdict_id}"): C.AGREE_KPI_CONTRACTS,
     ("GET", "/v1/jobs/{job_id}/model"): C.READ_JOBS,
     ("GET", "/v1/schemas/training"): None,
     ("GET", "/v1/schemas/query"): None,

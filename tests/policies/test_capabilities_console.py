@@ -57,6 +57,8 @@ CONSOLE: dict[tuple[str, str], Capability | None] = {
     ("GET", "/console/receipts"): C.OWN_DATA,
     ("POST", "/console/receipts"): C.OWN_DATA,
     ("GET", "/console/receipts/{kind}"): C.OWN_DATA,
+    ("GET", "/console/kpi"): C.AGREE_KPI_CONTRACTS,
+    ("POST", "/console/kpi/{contract_id}/{action}"): C.AGREE_KPI_CONTRACTS,
     ("GET", "/console/catalog"): C.READ_CATALOG,
     ("GET", "/console/catalog/{dataset_id}/mock.csv"): C.USE_GRANTS,
     ("GET", "/console/query"): C.SUBMIT_JOBS,
@@ -147,6 +149,8 @@ def console_url(authz: AuthzWorld, path: str) -> str:
         "kind": "receipt.pdf",
         "fmt": "csv",
         "table": "participation",
+        "contract_id": a.kpi_contract,
+        "action": "decline",
     }
     return re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], path)
 

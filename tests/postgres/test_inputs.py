@@ -22,6 +22,7 @@ import policies.audit
 import policies.grants
 import policies.principals
 import sandbox.store.collab_models
+import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.node_models
 import sandbox.store.programme_models
@@ -88,12 +89,23 @@ def _code(**change: Any) -> dict[str, Any]:
     return {"dataset_id": "d", "purpose": PURPOSE, "source": "def f(): pass"} | change
 
 
+KPI = {"kpi": "lead_time", "columns": {"lead_time": "cycle_time_s"},
+       "time_column": "temperature_c", "baseline": {"from": 20, "to": 60},
+       "evaluation": {"from": 60, "to": 120}}  # fmt: skip
+
+
+def _kpi_contract(**change: Any) -> dict[str, Any]:
+    return {"dataset_id": "d", "purpose": PURPOSE, "kpi": KPI, "target": 0.05,
+            "epsilon": 0.1} | change  # fmt: skip
+
+
 def test_every_length_limited_column_is_known() -> None:
     """The columns the schema limits below; a new ``String(n)`` column fails here until its
     inputs are checked (and added)."""
     _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
-         sandbox.store.collab_models, sandbox.store.programme_models)  # every table  # fmt: skip
+         sandbox.store.collab_models, sandbox.store.programme_models,
+         sandbox.store.kpi_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -119,6 +131,7 @@ def test_every_length_limited_column_is_known() -> None:
         "collaborations.purpose": "CollaborationIn.purpose: 500",
         "collaboration_members.category": "proposals.set_membership: 1-100 characters",
         "node_collaborations.category": "node.work.collab.join: 1-100 characters",
+        "kpi_contracts.dataset_id": "KpiContractIn.dataset_id: ObjectId (an existing dataset's)",
     }
     # Set by Veil itself, never from a caller's text: ids it generates, hashes, enum values,
     # paths under the data directory, signatures.
@@ -155,6 +168,11 @@ def test_every_length_limited_column_is_known() -> None:
         "node_collaboration_runs.collaboration_id", "node_collaboration_runs.state",
         # The programme's secret: its fixed name and a hex digest Veil makes.
         "programme_secrets.name", "programme_secrets.secret",
+        # KPI contracts: ids Veil makes, hashes, states; the error cut to 500
+        # (sandbox.kpi.verdicts).
+        "kpi_contracts.id", "kpi_contracts.terms_sha256", "kpi_contracts.status",
+        "kpi_verdicts.id", "kpi_verdicts.job_id", "kpi_verdicts.status", "kpi_verdicts.verdict",
+        "kpi_verdicts.error",
     }  # fmt: skip
     assert limited - internal == set(inputs)
 
@@ -192,6 +210,9 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
         provider.post("/v1/jobs/preview", json=_job(dataset_id=ID)),
         provider.post("/v1/code-requests", json=_code(dataset_id=ID)),
         provider.post("/v1/code-requests", json=_code(purpose=PURPOSE_LONG)),
+        provider.post("/v1/kpi-contracts", json=_kpi_contract(dataset_id=ID)),
+        provider.post("/v1/kpi-contracts", json=_kpi_contract(purpose=PURPOSE_LONG)),
+        acme.post("/v1/kpi-contracts", json=_kpi_contract(provider_id=ID)),
     ]
     answers = [(r.request.method, r.request.url.path, r.status_code) for r in refused]
     assert [a for a in answers if a[2] != 422] == []
@@ -227,6 +248,11 @@ def test_over_long_ids_in_paths_are_unknown_not_errors(world: World) -> None:
             ("GET", "/v1/jobs/{id}/model"),
             ("GET", "/v1/jobs/{id}/held"),
             ("POST", "/v1/jobs/{id}/cancel"),
+            ("GET", "/v1/kpi-contracts/{id}"),
+            ("POST", "/v1/kpi-contracts/{id}/accept"),
+            ("POST", "/v1/kpi-contracts/{id}/decline"),
+            ("POST", "/v1/kpi-contracts/{id}/evaluations"),
+            ("GET", "/v1/kpi-contracts/{id}/verdicts"),
         ],
     }
     bodies = {"reason": "because"}
@@ -283,3 +309,15 @@ def test_the_console_query_form_refuses_an_over_long_purpose(world: World) -> No
     assert (long_purpose.status_code, long_id.status_code) == (422, 422)
     assert f"longer than {PURPOSE_LENGTH} characters" in long_purpose.text
     assert fits.status_code == 303, fits.text[:2000]  # to the new job's page
+
+
+def test_a_kpi_contract_is_agreed_and_evaluated_on_postgresql(world: World) -> None:
+    """The contract, its consent, the evaluation's job and the signed verdict (settled under a
+    row lock) on PostgreSQL."""
+    made = world.provider.propose_kpi_contract(_kpi_contract(dataset_id=world.dataset_id))
+    world.acme.accept_kpi_contract(made["id"], made["terms_sha256"])
+    pending = world.provider.evaluate_kpi_contract(made["id"])
+    done = world.acme.wait_for_kpi_verdict(made["id"], pending["id"])
+    assert done["status"] == "released", done
+    assert done["document"]["verdict"] in ("met", "not_met", "inconclusive")
+    assert world.provider.list_kpi_verdicts(made["id"]) == [done]

@@ -101,6 +101,21 @@ def _operations(report: dict[str, Any], tenant_id: str) -> list[dict[str, Any]]:
     return list(tenant["operations"])
 
 
+def _kpi_verdict(world: World) -> str:
+    """A KPI contract both parties agreed to, evaluated: its verdict is signed.  Its job's id."""
+    kpi = {"kpi": "lead_time", "columns": {"lead_time": "cycle_time_s"},
+           "time_column": "temperature_c", "baseline": {"from": 20, "to": 60},
+           "evaluation": {"from": 60, "to": 120}}  # fmt: skip
+    body = {"dataset_id": world.dataset_id, "purpose": PURPOSE, "kpi": kpi, "target": 0.05,
+            "epsilon": 0.1}  # fmt: skip
+    made = world.provider.propose_kpi_contract(body)
+    world.acme.accept_kpi_contract(made["id"], made["terms_sha256"])
+    pending = world.provider.evaluate_kpi_contract(made["id"])
+    done = world.provider.wait_for_kpi_verdict(made["id"], pending["id"])
+    assert done["status"] == "released", done
+    return str(done["job_id"])
+
+
 def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: Veil) -> None:
     """Uploads, jobs, logins, a rotation, signatures (checkpoint, receipt, export), set-up:
     every request Veil makes that touches keys, policies or logins has its record."""
@@ -112,6 +127,7 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
     assert wrapped_key_version(_wrapped_key(veil, world.dataset_id)) == 2
     after_rotation = _run_job(world)  # reads the dataset through its rewrapped key
     world.acme.usage_receipt(world.provider_id)
+    evaluation = _kpi_verdict(world)  # a job that reads the dataset, and a signature
     world.operator.audit_export(io.BytesIO())
     assert veil.checkpoint() is not None
 
@@ -133,9 +149,9 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
     assert issued["explained_by"]["kind"] == "upload"
     assert issued["explained_by"]["id"].startswith("dv_") and issued["explained_by"]["seq"]
     decrypted = [op for op in ops if op["operation"] == "decrypt"]
-    assert [op["explained_by"]["id"] for op in decrypted] == [job_id, after_rotation]
+    assert [op["explained_by"]["id"] for op in decrypted] == [job_id, after_rotation, evaluation]
     (tenant,) = [t for t in report["tenants"] if t["tenant_id"] == acme.id]
-    assert tenant["counts"]["decrypt"] == 2 and tenant["unexplained"] == 0
+    assert tenant["counts"]["decrypt"] == 3 and tenant["unexplained"] == 0
     actions = [e["action"] for e in tenant["events"]]
     assert "dataset.uploaded" in actions and "key.rotated" in actions
     # Every seq that explains something is one of this tenant's Veil events.
@@ -144,7 +160,8 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
 
     platform = report["platform"]
     kinds = {(op["operation"], op["explained_by"]["kind"]) for op in platform["operations"]}
-    assert {("transit.sign", k) for k in ("checkpoint", "receipt", "export")} <= kinds
+    signed = ("checkpoint", "receipt", "export", "kpi-verdict")
+    assert {("transit.sign", k) for k in signed} <= kinds
     assert ("key.read", "signing-key") in kinds and ("policy.write", "setup") in kinds
     assert platform["unexplained"] == 0
 

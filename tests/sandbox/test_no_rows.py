@@ -36,6 +36,20 @@ def _private_cells(world: World) -> set[str]:
     return {row[c] for row in rows for c in NON_PUBLIC if len(row[c]) >= 6}
 
 
+def _kpi_ids(world: World) -> dict[str, str]:
+    """A KPI contract both parties agreed to, and its released verdict."""
+    kpi = {"kpi": "lead_time", "columns": {"lead_time": "cycle_time_s"},
+           "time_column": "temperature_c", "baseline": {"from": 20, "to": 60},
+           "evaluation": {"from": 60, "to": 120}}  # fmt: skip
+    body = {"dataset_id": world.dataset_id, "purpose": PURPOSE, "kpi": kpi, "target": 0.05,
+            "epsilon": 0.1}  # fmt: skip
+    made = world.provider.propose_kpi_contract(body)
+    world.acme.accept_kpi_contract(made["id"], made["terms_sha256"])
+    verdict = world.provider.evaluate_kpi_contract(made["id"])
+    assert world.provider.wait_for_kpi_verdict(made["id"], verdict["id"])["status"] == "released"
+    return {"contract_id": made["id"], "verdict_id": verdict["id"]}
+
+
 def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, str]]:
     ids = {
         "dataset_id": world.dataset_id,
@@ -46,6 +60,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "code_id": "code_none",  # no tier-5 grant here: test_reviewed_code covers its outputs
         "token_id": "tok_none",  # token routes show metadata only (tests/sandbox/test_tokens.py)
         "decision": "approve",
+        "action": "decline",
         "kind": "download",
         "fmt": "json",
         "enterprise_id": "ent_none",  # the operator's node enrolment: refused to a provider
@@ -58,6 +73,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         )["id"],
         "run_id": "crun_none",
         "table": "participation",  # the bureau's tables: refused to a provider
+        **_kpi_ids(world),
         "phase": "advertise",  # the node protocol's routes: refused without a node signature
     }
     calls = []

@@ -192,6 +192,13 @@ def real_ids(veil: Veil, world: World) -> dict[str, str]:
             "t", "p", [{"name": "x", "type": "float"}],
             {"statistics": [{"kind": "count"}], "epsilon": 1.0},
         )["id"],
+        "contract_id": world.provider.propose_kpi_contract(
+            {"dataset_id": world.dataset_id, "purpose": PURPOSE, "target": 0.05, "epsilon": 0.1,
+             "kpi": {"kpi": "lead_time", "columns": {"lead_time": "cycle_time_s"},
+                     "time_column": "temperature_c", "baseline": {"from": 20, "to": 60},
+                     "evaluation": {"from": 60, "to": 120}}},
+        )["id"],
+        "verdict_id": "vrd_none",
     }  # fmt: skip
 
 

@@ -252,6 +252,36 @@ POLICY: tuple[Endpoint, ...] = (
     row("GET", "/v1/collaborations/{collaboration_id}/runs/{run_id}", target="collaboration",
         operator=404, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(404, 404), nogrant=404),
+    # -- KPI contracts: between an enterprise and a provider; only the two parties ---------
+    # Own: A's dataset, which A's provider holds a grant on; other: B's (404).
+    row("POST", "/v1/kpi-contracts", target="dataset",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(201, 404),
+        provider=(201, 404), nogrant=404),
+    row("GET", "/v1/kpi-contracts",
+        operator=403, officer=403, scoped=403, enterprise=200, provider=200, nogrant=200),
+    # Own: proposed by A's provider to A; other: B's contract (404, never confirmed).
+    row("GET", "/v1/kpi-contracts/{contract_id}", target="kpi_contract",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(200, 404), nogrant=404),
+    # The request names a SHA-256 that is not the terms' (and the proposer may not accept
+    # its own): 409 for both parties, after authorization passed.
+    row("POST", "/v1/kpi-contracts/{contract_id}/accept", target="kpi_contract",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(409, 404),
+        provider=(409, 404), nogrant=404),
+    row("POST", "/v1/kpi-contracts/{contract_id}/decline", target="kpi_contract",
+        consumes=True, operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(200, 404), nogrant=404),
+    # Not accepted yet: refused for its state (409 contract_not_active), nothing spent.
+    row("POST", "/v1/kpi-contracts/{contract_id}/evaluations", target="kpi_contract",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(409, 404),
+        provider=(409, 404), nogrant=404),
+    row("GET", "/v1/kpi-contracts/{contract_id}/verdicts", target="kpi_contract",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(200, 404), nogrant=404),
+    # No evaluation exists: the parties get 404 for the verdict, everyone else as above.
+    row("GET", "/v1/kpi-contracts/{contract_id}/verdicts/{verdict_id}", target="kpi_contract",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(404, 404),
+        provider=(404, 404), nogrant=404),
     row("POST", "/v1/jobs/{job_id}/cancel", target="queued_job", consumes=True,
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(200, 404), nogrant=404),

@@ -67,6 +67,15 @@ COLLABORATION: dict[str, Any] = {
 }
 
 
+def kpi_contract_body(tenant: Tenant, dataset_id: str) -> dict[str, Any]:
+    """A KPI contract on ``dataset_id`` between its tenant and that tenant's provider."""
+    kpi = {"kpi": "lead_time", "columns": {"lead_time": "cycle_time_s"},
+           "time_column": "temperature_c", "baseline": {"from": 20, "to": 60},
+           "evaluation": {"from": 60, "to": 120}}  # fmt: skip
+    return {"dataset_id": dataset_id, "purpose": PURPOSE, "provider_id": tenant.provider,
+            "kpi": kpi, "target": 0.05, "epsilon": 0.01}  # fmt: skip
+
+
 def tomorrow() -> str:
     return (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
@@ -87,6 +96,7 @@ class Tenant:
     held_job: str
     suspended_provider: str
     collaboration: str = ""  # proposed by this tenant's provider
+    kpi_contract: str = ""  # proposed by this tenant's provider, not yet accepted
 
     def ids(self, kind: str) -> str:
         """The id of this tenant's object of ``kind`` (a row's ``target``)."""
@@ -104,6 +114,7 @@ class Tenant:
             "receipt": self.provider,
             "collaboration": self.collaboration,
             "programme_table": "participation",  # the same table for every tenant
+            "kpi_contract": self.kpi_contract,
         }[kind]
 
 
@@ -209,6 +220,8 @@ class AuthzWorld:
             return self._granted_provider(tenant, suspended=kind == "suspended_provider")[0]
         if kind == "collaboration":
             return self._collaboration(tenant)
+        if kind == "kpi_contract":
+            return self._kpi_contract(tenant)
         raise AssertionError(f"no fresh objects of kind {kind}")
 
     def _dataset(self, tenant: Tenant) -> str:
@@ -231,6 +244,10 @@ class AuthzWorld:
         return str(
             self.ok(tenant.provider_token, "POST", "/v1/collaborations", json=COLLABORATION)["id"]
         )
+
+    def _kpi_contract(self, tenant: Tenant) -> str:
+        body = kpi_contract_body(tenant, tenant.dataset)
+        return str(self.ok(tenant.provider_token, "POST", "/v1/kpi-contracts", json=body)["id"])
 
     def _job(self, tenant: Tenant) -> str:
         body = {"dataset_id": tenant.dataset, "purpose": PURPOSE, "epsilon": 0.01, "query": QUERY}
@@ -326,6 +343,7 @@ def _tenant(world: AuthzWorld, name: str, seed: int) -> Tenant:
     tenant.grant = world._grant(tenant, tenant.provider, dataset)
     tenant.job = world._job(tenant)
     tenant.collaboration = world._collaboration(tenant)
+    tenant.kpi_contract = world._kpi_contract(tenant)
     return tenant
 
 
@@ -456,6 +474,11 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("POST", "/v1/jobs"): lambda t, dataset: {"json": job_body(t, dataset)},
     ("POST", "/v1/jobs/preview"): lambda t, dataset: {"json": job_body(t, dataset)},
     ("POST", "/v1/collaborations"): lambda t, _: {"json": COLLABORATION},
+    ("POST", "/v1/kpi-contracts"): lambda t, dataset: {"json": kpi_contract_body(t, dataset)},
+    # A SHA-256 that is not the terms': the parties' accept is refused for it (409).
+    ("POST", "/v1/kpi-contracts/{contract_id}/accept"): lambda t, _: {
+        "json": {"terms_sha256": "0" * 64}
+    },
     ("POST", "/v1/queries/translate"): lambda t, dataset: {
         "json": {"sql": f"SELECT COUNT(*) FROM {dataset}"}  # noqa: S608 - translated, not run
     },

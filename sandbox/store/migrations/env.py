@@ -9,13 +9,20 @@ import policies.audit
 import policies.grants
 import policies.principals
 import sandbox.store.collab_models
+import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.programme_models
 from policies.db import Base
 from sandbox.store.database import WRITE_LOCK_KEY
 
-_ = (policies.audit, policies.grants, policies.principals, sandbox.store.collab_models)
-_models = (sandbox.store.programme_models,)
+_ = (
+    policies.audit,
+    policies.grants,
+    policies.principals,
+    sandbox.store.collab_models,
+    sandbox.store.kpi_models,
+    sandbox.store.programme_models,
+)
 target_metadata = Base.metadata
 
 

@@ -1,0 +1,1 @@
+"""KPI contracts between an enterprise and a provider, and their signed DP verdicts."""
