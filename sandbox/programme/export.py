@@ -8,8 +8,6 @@ import io
 from collections.abc import Mapping
 from typing import Any, Final
 
-from openpyxl import Workbook  # type: ignore[import-untyped]
-
 from i18n import N_
 from i18n.catalog import gettext
 from sandbox.programme.protection import MIN_ENTERPRISES
@@ -148,6 +146,10 @@ def _safe(value: str | float) -> str | float:
 
 
 def to_xlsx(table: Table) -> bytes:
+    # Imported here: the CLI imports this module for its titles, and openpyxl takes a
+    # tenth of a second to import on every command.
+    from openpyxl import Workbook  # type: ignore[import-untyped]
+
     book = Workbook()
     sheet = book.active
     sheet.title = gettext(TITLES[table.name])[:31]

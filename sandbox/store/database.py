@@ -40,12 +40,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30
@@ -152,6 +153,10 @@ def _server_engine(url: str, *, read_only: bool, pool_size: int) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported when a schema is migrated, not by every command that opens the
+    # database (it takes about a tenth of a second).
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url)
@@ -160,6 +165,8 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Bring the database at ``url`` to the newest schema."""
+    from alembic import command
+
     create_private_sqlite(url)
     command.upgrade(alembic_config(url), "head")
 
