@@ -7,13 +7,22 @@ from sqlalchemy import create_engine
 
 import policies.audit
 import policies.grants
+import policies.letters
 import policies.principals
+import policies.purposes
 import sandbox.store.collab_models
 import sandbox.store.models
 from policies.db import Base
 from sandbox.store.database import WRITE_LOCK_KEY
 
-_ = (policies.audit, policies.grants, policies.principals, sandbox.store.collab_models)
+_ = (
+    policies.audit,
+    policies.grants,
+    policies.letters,
+    policies.principals,
+    policies.purposes,
+    sandbox.store.collab_models,
+)
 target_metadata = Base.metadata
 
 
