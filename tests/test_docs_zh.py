@@ -19,6 +19,7 @@ ORIGINALS = {
     "docs/zh-CN/sql.md": "docs/sql.md",
     "docs/zh-CN/oversight.md": "docs/oversight.md",
     "docs/zh-CN/console.md": "docs/console.md",
+    "docs/zh-CN/commitments.md": "docs/commitments.md",
 }
 PAGES = sorted(ORIGINALS)
 
