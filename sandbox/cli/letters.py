@@ -9,7 +9,11 @@ file offline with the platform's public key (``verify``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -177,6 +181,10 @@ def letters_show(
     html: Annotated[
         Path | None, typer.Option("--html", help="Write the printable page here.")
     ] = None,
+    pdf: Annotated[
+        Path | None,
+        typer.Option("--pdf", help="Also print the page to this PDF (needs Chromium here)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a grant's letter (its enterprise and provider); save its file or its page."""
@@ -184,8 +192,11 @@ def letters_show(
         view = c.get_letter(grant_id)
     if output is not None:
         output.write_text(dumps(view["letter"]))
+    page = letter_page.render_html(view["letter"])
     if html is not None:
-        html.write_text(letter_page.render_html(view["letter"]))
+        html.write_text(page)
+    if pdf is not None:
+        print_pdf(page, pdf)
     Output(as_json).record(N_("commitment letter"), _summary(view))
 
 
@@ -218,6 +229,39 @@ def letters_sign(
             raise CliError(translate(said), code="wrong_key")
         view = c.sign_letter(grant_id, sign_as_provider(letter, key))
     Output(as_json).record(N_("commitment letter signed"), _summary(view))
+
+
+#: Browsers that print a page to PDF headless, in the order tried.
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def print_pdf(page: str, target: Path) -> None:
+    """Print ``page`` to ``target`` with a headless Chromium of this machine (its own
+    profile in a temporary directory; the page has no script and loads nothing)."""
+    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if browser is None:
+        said = Msg(
+            "no Chromium found to print the PDF: install chromium, or save the --html page "
+            "as PDF from a browser's print dialog"
+        )
+        raise CliError(translate(said), code="no_browser")
+    with tempfile.TemporaryDirectory(prefix="veil-letter-") as work:
+        source = Path(work) / "letter.html"
+        source.write_text(page)
+        command = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
+            f"--user-data-dir={work}/profile", f"--print-to-pdf={target.resolve()}",
+            source.as_uri(),
+        ]  # fmt: skip
+        # A timeout leaves no PDF, refused below like any other failure to print.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(command, capture_output=True, timeout=120, check=False)  # noqa: S603
+    if not target.exists() or not target.read_bytes().startswith(b"%PDF"):
+        said = Msg(
+            "Chromium did not print the PDF; save the --html page as PDF from a browser's "
+            "print dialog"
+        )
+        raise CliError(translate(said), code="no_pdf")
 
 
 def _private_key(path: Path) -> Ed25519PrivateKey:

@@ -7,6 +7,7 @@ makes its own enterprises and providers (``make_world``).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from policies.letter_format import InvalidLetter, dumps, sign_as_provider, verif
 from sandbox.cli.app import app as cli_app
 from sandbox.client import ApiError
 from sandbox.console.session import csrf_token
-from sandbox.grants.letter_page import load_letter
+from sandbox.grants.letter_page import load_letter, render_html
 from sandbox.jobs.artifacts import store_artifact
 from sandbox.jobs.retention import shred_expired
 from sandbox.jobs.workers import Upkeep
@@ -38,6 +39,7 @@ from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.models import Job
+from tests.conftest import require
 from tests.sandbox import conftest
 from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world, settings_for
 
@@ -306,6 +308,10 @@ def test_cli_keygen_register_issue_sign_show_and_verify(
     letter_file, page = tmp_path / "letter.json", tmp_path / "letter.html"
     veil_cli("letters", "show", world.grant_id, "--output", str(letter_file), "--html", str(page),
              "--token", acme_token, *remote)  # fmt: skip
+    require(shutil.which("chromium") is not None, "Chromium (package chromium), for --pdf")
+    pdf = tmp_path / "letter.pdf"
+    veil_cli("letters", "show", world.grant_id, "--pdf", str(pdf), "--token", acme_token, *remote)
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000
     key_file = tmp_path / "platform.pem"
     key_file.write_text("".join(k.to_pem() for k in veil.keys.signing_public_keys()))
     for file in (letter_file, page):
@@ -484,3 +490,11 @@ def test_evidence_pack_verifies_offline_and_catches_any_change(
         with pytest.raises(ApiError) as hidden:
             stranger.evidence_pack(world.grant_id)
         assert hidden.value.status in (403, 404)
+
+
+def test_names_are_escaped_in_the_letter_page(world: World) -> None:
+    _, letter = issued(world)
+    hostile = {**letter, "enterprise": {"id": "ent_x", "name": "<script>alert(1)</script>"}}
+    page = render_html(hostile)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert load_letter(page) == hostile  # the embedded JSON reads back exactly
