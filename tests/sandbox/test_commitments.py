@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 import sandbox.cli  # noqa: F401 - registers every command on the app
 from keys import InvalidSignature, LocalKeyServer, SigningPublicKey
 from policies.audit import AuditEvent
-from policies.decisions import LETTER_UNSIGNED
+from policies.decisions import LETTER_UNSIGNED, JobRequest, decide
 from policies.errors import VeilError
+from policies.grants import Grant, GrantTerms, create_grant
 from policies.letter_format import InvalidLetter, dumps, sign_as_provider, verify_letter
 from sandbox.cli.app import app as cli_app
 from sandbox.client import ApiError
@@ -498,3 +499,44 @@ def test_names_are_escaped_in_the_letter_page(world: World) -> None:
     page = render_html(hostile)
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert load_letter(page) == hostile  # the embedded JSON reads back exactly
+
+
+def test_a_grant_made_before_the_vocabulary_keeps_its_purpose_and_needs_no_letter(
+    world: World, veil: Veil
+) -> None:
+    """A grant stored before migration 0017 (as an old installation has it): a purpose the
+    vocabulary never held, no letter required.  Its jobs run as before."""
+    until = datetime.now(UTC) + timedelta(days=1)
+    terms = GrantTerms(world.provider_id, (world.dataset_id,), tuple(GRANTED), (3,),
+                       ("legacy-benchmarking",), datetime.now(UTC), until, 1.0)  # fmt: skip
+    with veil.db.transaction() as session:
+        old = create_grant(session, world.acme.me()["id"], terms, min_group_floor=10)
+        old_id = old.id
+    world.acme.revoke_grant(world.grant_id)  # only the old grant gives the dataset now
+    job = world.provider.submit_job(world.dataset_id, "legacy-benchmarking", 0.1, COUNT)
+    assert job["grant_id"] == old_id
+    assert world.provider.wait_for_job(job["id"], timeout=60)["status"] == "released"
+    with pytest.raises(ApiError) as new_grant:
+        world.acme.create_grant(world.provider_id, [world.dataset_id], GRANTED, [3],
+                                ["legacy-benchmarking"], until, 1.0)  # fmt: skip
+    assert new_grant.value.status == 422
+
+
+def test_the_decision_rule_on_letters() -> None:
+    now = datetime.now(UTC)
+    request = JobRequest("prv_1", "ds_1", PURPOSE, 3, frozenset({"machine"}), 1000, 0)
+
+    def grant(**letter: Any) -> Grant:
+        return Grant(id="gr_1", enterprise_id="ent_1", provider_id="prv_1", dataset_ids=["ds_1"],
+                     columns=["machine"], tiers=[3], purposes=[PURPOSE],
+                     valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=1),
+                     epsilon_budget=10**6, delta_budget=0, epsilon_spent=0, delta_spent=0,
+                     revoked_at=None, **letter)  # fmt: skip
+
+    classes = {"machine": "public"}
+    assert decide(request, classes, [grant(letter_required=False)], now).allowed
+    unsigned = decide(request, classes, [grant(letter_required=True)], now)
+    assert not unsigned.allowed and unsigned.reasons == (LETTER_UNSIGNED,)
+    signed = grant(letter_required=True, letter_signed_at=now)
+    assert decide(request, classes, [signed], now).allowed
+    assert not grant(letter_required=True).active_at(now) and signed.active_at(now)
