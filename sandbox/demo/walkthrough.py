@@ -28,6 +28,7 @@ from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
 from sandbox.demo.keep import prepare_exploration, print_logins, wait_for_stop
 from sandbox.demo.oversight import run_oversight
+from sandbox.demo.programme import run_programme
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 
@@ -102,6 +103,12 @@ def run_scenario(url: str, operator_token: str, data_dir: Path, console: Console
         _audit(operator, console)
     with VeilClient(url, operator_token) as operator, VeilClient(url, acme_token) as acme:
         run_oversight(url, operator, acme, provider_token, provider["id"], data_dir, console)
+    with (
+        VeilClient(url, operator_token) as operator,
+        VeilClient(url, acme_token) as acme,
+        VeilClient(url, provider_token) as analyst,
+    ):
+        run_programme(url, operator, acme, analyst, console)
 
 
 def _setup(
