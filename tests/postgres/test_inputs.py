@@ -26,6 +26,7 @@ import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.node_models
 import sandbox.store.programme_models
+import sandbox.store.scorecard_models
 from cluster.postgres import PostgresServer
 from keys import LocalKeyServer
 from policies.db import Base
@@ -105,7 +106,7 @@ def test_every_length_limited_column_is_known() -> None:
     _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
          sandbox.store.collab_models, sandbox.store.programme_models,
-         sandbox.store.kpi_models)  # every table  # fmt: skip
+         sandbox.store.kpi_models, sandbox.store.scorecard_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -132,6 +133,10 @@ def test_every_length_limited_column_is_known() -> None:
         "collaboration_members.category": "proposals.set_membership: 1-100 characters",
         "node_collaborations.category": "node.work.collab.join: 1-100 characters",
         "kpi_contracts.dataset_id": "KpiContractIn.dataset_id: ObjectId (an existing dataset's)",
+        "evaluation_periods.name": "PeriodIn.name: 80 (sandbox.scorecards.periods: 1-80)",
+        "provider_assessments.assessor": "AssessmentIn.assessor: 80 (periods.assess: 1-80)",
+        "provider_assessments.reason": "AssessmentIn.reason: 500 (periods.assess: 1-500)",
+        "exit_proposals.reason": "ExitDecisionIn.reason: 500 (require_reason: 1-500)",
     }
     # Set by Veil itself, never from a caller's text: ids it generates, hashes, enum values,
     # paths under the data directory, signatures.
@@ -173,6 +178,10 @@ def test_every_length_limited_column_is_known() -> None:
         "kpi_contracts.id", "kpi_contracts.terms_sha256", "kpi_contracts.status",
         "kpi_verdicts.id", "kpi_verdicts.job_id", "kpi_verdicts.status", "kpi_verdicts.verdict",
         "kpi_verdicts.error",
+        # Scorecards and exit: ids Veil makes, states.
+        "evaluation_periods.id", "evaluation_periods.status", "provider_ratings.id",
+        "provider_assessments.id", "scorecards.id", "exit_proposals.id",
+        "exit_proposals.status",
     }  # fmt: skip
     assert limited - internal == set(inputs)
 
@@ -213,6 +222,7 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
         provider.post("/v1/kpi-contracts", json=_kpi_contract(dataset_id=ID)),
         provider.post("/v1/kpi-contracts", json=_kpi_contract(purpose=PURPOSE_LONG)),
         acme.post("/v1/kpi-contracts", json=_kpi_contract(provider_id=ID)),
+        acme.post("/v1/programme/ratings", json={"provider_id": ID, "rating": 3}),
     ]
     answers = [(r.request.method, r.request.url.path, r.status_code) for r in refused]
     assert [a for a in answers if a[2] != 422] == []
@@ -253,6 +263,7 @@ def test_over_long_ids_in_paths_are_unknown_not_errors(world: World) -> None:
             ("POST", "/v1/kpi-contracts/{id}/decline"),
             ("POST", "/v1/kpi-contracts/{id}/evaluations"),
             ("GET", "/v1/kpi-contracts/{id}/verdicts"),
+            ("GET", "/v1/scorecards/{id}"),
         ],
     }
     bodies = {"reason": "because"}

@@ -15,6 +15,7 @@ import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.node_models
 import sandbox.store.programme_models
+import sandbox.store.scorecard_models
 from policies.db import Base
 from sandbox.store.database import alembic_config, migrate
 
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.integration
 #: The job queue of VEIL_JOB_ENGINE=procrastinate, created by the same migrations.
 # Every model module, so that ``Base.metadata`` holds every table whatever ran before.
 _ = (node.work.models, sandbox.store.collab_models, sandbox.store.kpi_models,
-     sandbox.store.models, sandbox.store.node_models, sandbox.store.programme_models)  # fmt: skip
+     sandbox.store.models, sandbox.store.node_models, sandbox.store.programme_models,
+     sandbox.store.scorecard_models)  # fmt: skip
 
 PROCRASTINATE = {
     "procrastinate_jobs",

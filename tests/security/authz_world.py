@@ -97,6 +97,8 @@ class Tenant:
     suspended_provider: str
     collaboration: str = ""  # proposed by this tenant's provider
     kpi_contract: str = ""  # proposed by this tenant's provider, not yet accepted
+    scorecard: str = ""  # this tenant's provider's, of the world's closed period
+    closed_period: str = ""  # the same for every tenant
 
     def ids(self, kind: str) -> str:
         """The id of this tenant's object of ``kind`` (a row's ``target``)."""
@@ -115,6 +117,9 @@ class Tenant:
             "collaboration": self.collaboration,
             "programme_table": "participation",  # the same table for every tenant
             "kpi_contract": self.kpi_contract,
+            "scorecard": self.scorecard,
+            "closed_period": self.closed_period,
+            "exit": "exi_none",  # no proposal exists in the world
         }[kind]
 
 
@@ -409,9 +414,21 @@ def build(tmp: Path, key_server: LocalKeyServer) -> Iterator[AuthzWorld]:
             "provider-nogrant": world.principal("/v1/providers", name="Nobody Analytics"),
             "bureau": world.principal("/v1/bureau", name="Industry Bureau"),
         }
+        _periods(world)
         for role in ("enterprise", "provider", "officer-scoped"):
             world.principals[role] = world.ok(world.tokens[role], "GET", "/v1/me")["id"]
         yield world
+
+
+def _periods(world: AuthzWorld) -> None:
+    """A closed evaluation period (each provider's scorecard) and an open one."""
+    bureau = world.tokens["bureau"]
+    closed = world.ok(bureau, "POST", "/v1/programme/periods", json={"name": "authz-closed"})
+    cards = world.ok(bureau, "POST", f"/v1/programme/periods/{closed['id']}/close")
+    by_provider = {c["provider_id"]: c["id"] for c in cards["scorecards"]}
+    for tenant in (world.a, world.b):
+        tenant.scorecard, tenant.closed_period = by_provider[tenant.provider], closed["id"]
+    world.ok(bureau, "POST", "/v1/programme/periods", json={"name": "authz-open"})
 
 
 # -- requests: one per endpoint, as its owner would send it ---------------------------------
@@ -450,6 +467,16 @@ REQUESTS: dict[tuple[str, str], Body] = {
         "json": {"industry": "machinery", "size_band": "small"}
     },
     ("GET", "/v1/programme/{table}"): lambda t, _: {"params": {"by": "industry"}},
+    ("POST", "/v1/programme/periods"): lambda t, _: {"json": {"name": "another"}},
+    ("POST", "/v1/programme/assessments"): lambda t, _: {
+        "json": {"provider_id": t.provider, "score": 70, "reason": "on plan"}
+    },
+    ("POST", "/v1/programme/ratings"): lambda t, provider: {
+        "json": {"provider_id": provider, "rating": 4}
+    },
+    ("POST", "/v1/exits/{exit_id}/decide"): lambda t, _: {
+        "json": {"decision": "reject", "reason": "checked by the authorization tests"}
+    },
     ("POST", "/v1/datasets"): lambda t, _: {
         "json": {**DECLARATION, "name": f"log-{uuid.uuid4().hex[:8]}"}
     },
