@@ -30,6 +30,7 @@ from sandbox.cli import (
     programme,
     receipts,
     remote,
+    scorecards,
     tokens,
 )
 from sandbox.cli.app import app
@@ -47,6 +48,7 @@ _ = (
     programme,
     receipts,
     remote,
+    scorecards,
     tokens,
 )  # their commands register on ``app``
 
