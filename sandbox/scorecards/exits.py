@@ -38,7 +38,7 @@ from sandbox.jobs.held_outputs import delete_held
 from sandbox.jobs.submit import cancel_queued_jobs
 from sandbox.jobs.suspension import suspend_locked
 from sandbox.runtime.veil import Veil
-from sandbox.store.models import Job
+from sandbox.store.models import Job, JobStatus
 from sandbox.store.scorecard_models import (
     EvaluationPeriod,
     ExitProposal,
@@ -180,12 +180,14 @@ def _exit(
     else:
         more, _running = suspend_locked(session, caller, provider, tenants, why, now)
         cancelled += [job.id for job in more]
-    shredded, paths = _shred(session, caller, provider.id)
+    shredded, paths = _shred(session, caller, provider.id, now)
     return {"revoked_grant_ids": revoked, "cancelled_job_ids": cancelled,
             "shredded_job_ids": shredded}, paths  # fmt: skip
 
 
-def _shred(session: Session, caller: Principal, provider_id: str) -> tuple[list[str], list[str]]:
+def _shred(
+    session: Session, caller: Principal, provider_id: str, now: datetime
+) -> tuple[list[str], list[str]]:
     """Clear every derived output of the provider's jobs (audited for each enterprise)."""
     # Filtered here, not in SQL: a JSON column's None may be stored as JSON null.
     jobs = [
@@ -197,6 +199,9 @@ def _shred(session: Session, caller: Principal, provider_id: str) -> tuple[list[
     for job in jobs:
         job.result = job.node_release = None
         job.artifact_path = job.artifact_wrapped_key = job.artifact_sha256 = None
+        if job.status == JobStatus.HELD:  # nothing left for the enterprise to release
+            job.status, job.finished_at = JobStatus.FAILED, now
+            job.error = f"the held output was shredded: {REVOKED_WHY}"
     for tenant_id in sorted({j.enterprise_id for j in jobs if j.enterprise_id}):
         audit.record(session, "job.outputs_shredded", actor=caller, tenant_id=tenant_id,
                      resource=f"principal:{provider_id}",

@@ -248,6 +248,8 @@ def released_ratings(protect: Protector, label: str, ratings: Mapping[str, int])
     mean = ratio(total, count).value
     if mean is None:
         return {"raters": count.value, "shown": False, "mean": None, "note": "suppressed"}
+    # The perturbation may carry the ratio outside the scale: clamped (post-processing).
+    mean = round(min(max(mean, 1.0), 5.0), 2)
     return {"raters": count.value, "shown": True, "mean": mean, "note": None}
 
 

@@ -100,11 +100,12 @@ def test_exactly_one_exit_proposal_after_two_fails_in_a_row(programme: Programme
 
 
 def _jobs(p: Programme, provider: Principal) -> dict[str, str]:
-    """A queued job, a released one with a result, and a released model (encrypted)."""
+    """A queued job, a released one with a result, a released model (encrypted) and a held
+    output (its encrypted object stands in)."""
     ids = {}
     with p.veil.db.transaction() as session:
         for kind, status in (("queued", JobStatus.QUEUED), ("result", JobStatus.RELEASED),
-                             ("model", JobStatus.RELEASED)):  # fmt: skip
+                             ("model", JobStatus.RELEASED), ("held", JobStatus.HELD)):  # fmt: skip
             job = Job(id=new_id("job"), provider_id=provider.id, enterprise_id=p.acme.id,
                       dataset_id="ds_x", grant_id=p.grants[provider.id], purpose="x", tier=3,
                       query={}, epsilon=1, delta=0, status=status,
@@ -113,12 +114,13 @@ def _jobs(p: Programme, provider: Principal) -> dict[str, str]:
             session.add(job)
             ids[kind] = job.id
     assert p.acme.slug is not None
-    stored = store_artifact(p.veil, p.acme.slug, p.acme.id, ids["model"], b"weights")
-    with p.veil.db.transaction() as session:
-        model = session.get(Job, ids["model"])
-        assert model is not None
-        model.artifact_path, model.artifact_wrapped_key = stored.path, stored.wrapped_key
-        model.artifact_sha256 = stored.sha256
+    for kind in ("model", "held"):
+        stored = store_artifact(p.veil, p.acme.slug, p.acme.id, ids[kind], b"weights")
+        with p.veil.db.transaction() as session:
+            job = session.get(Job, ids[kind])
+            assert job is not None
+            job.artifact_path, job.artifact_wrapped_key = stored.path, stored.wrapped_key
+            job.artifact_sha256 = stored.sha256
     return ids
 
 
@@ -157,7 +159,7 @@ def test_confirmed_exit_leaves_nothing_of_the_provider(programme: Programme) -> 
         grants = session.scalars(select(Grant).where(Grant.provider_id == provider.id))
         assert all(g.revoked_at is not None for g in grants)
         jobs = list(session.scalars(select(Job).where(Job.provider_id == provider.id)))
-        assert not [j for j in jobs if j.status == JobStatus.QUEUED]
+        assert not [j for j in jobs if j.status in (JobStatus.QUEUED, JobStatus.HELD)]
         assert all(j.result is None and j.artifact_path is None for j in jobs)
         assert all(j.artifact_wrapped_key is None and j.node_release is None for j in jobs)
         assert session.get(Principal, provider.id).status == Status.SUSPENDED  # type: ignore[union-attr]
@@ -237,10 +239,12 @@ def test_released_ratings_cannot_isolate_one_enterprise() -> None:
     protect = Protector(secrets.token_bytes(32))
     four = {f"e{i}": 5 for i in range(4)}
     assert periods.released_ratings(protect, "l", four)["mean"] is None
-    # Five raters: a perturbed mean; one rater's change is not read off exactly.
+    # Five raters: the mean of the protection's perturbed sum and count, on the scale; the
+    # same raters in the same figure get the same release (asking again gains nothing).
     five = {**four, "e4": 1}
     shown = periods.released_ratings(protect, "l", five)
     assert shown["shown"] and 1 <= shown["mean"] <= 5
+    assert periods.released_ratings(protect, "l", dict(reversed(five.items()))) == shown
 
 
 def test_rating_rules(programme: Programme) -> None:
