@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from sandbox import cli
@@ -48,3 +49,15 @@ def test_a_period_through_the_api_and_the_cli(
     assert [c["id"] for c in json.loads(capsys.readouterr().out)] == [ours["id"]]
     assert cli.run(["exits", "list", *common], True) == 0
     assert json.loads(capsys.readouterr().out) == []
+    # The console: the provider's page shows its own scorecard, another provider's does not.
+    for who, shown in ((provider_token, True), (world.other_provider, False)):
+        value = who if isinstance(who, str) else who._http.headers["authorization"][7:]
+        page = httpx.get(f"{world.url}/console/scorecards", cookies={"veil_console": value})
+        assert page.status_code == 200
+        # Predicta's card passed; Other Analytics' own was not scored.
+        assert ("Predicta" in page.text) is shown
+        assert ('data-result="passed"' in page.text) is shown
+        assert ("too few to show (1 rated)" in page.text) is shown
+    bureau_page = httpx.get(f"{world.url}/console/scorecards", cookies={"veil_console": token})
+    assert "Predicta" in bureau_page.text and "Other Analytics" in bureau_page.text
+    assert "too few to show (1 rated)" in bureau_page.text
