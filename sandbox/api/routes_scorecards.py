@@ -14,7 +14,7 @@ from fastapi import APIRouter, status
 from pydantic import Field
 
 from sandbox.api.deps import PrincipalDep, VeilDep
-from sandbox.api.schemas import ID_LENGTH, Input, ObjectId
+from sandbox.api.schemas import Input, ObjectId
 from sandbox.scorecards import exits, periods
 from sandbox.store.scorecard_models import EvaluationPeriod, ExitProposal
 
@@ -94,7 +94,7 @@ def list_periods(veil: VeilDep, caller: PrincipalDep) -> list[dict[str, Any]]:
 @router.post("/programme/periods/{period_id}/close")
 def close_period(period_id: str, veil: VeilDep, caller: PrincipalDep) -> dict[str, Any]:
     """Close the open period: every provider's signed scorecard, and exit proposals."""
-    cards = periods.close_period(veil, caller, period_id[:ID_LENGTH])
+    cards = periods.close_period(veil, caller, period_id)
     return {"period_id": period_id, "scorecards": [periods.summary(c) for c in cards]}
 
 
@@ -118,7 +118,7 @@ def list_scorecards(
     veil: VeilDep, caller: PrincipalDep, period_id: str | None = None
 ) -> list[dict[str, Any]]:
     """Your scorecards (a provider), or every provider's (the bureau)."""
-    return periods.list_scorecards(veil, caller, period_id[:ID_LENGTH] if period_id else None)
+    return periods.list_scorecards(veil, caller, period_id)
 
 
 @router.get("/scorecards/{scorecard_id}")
