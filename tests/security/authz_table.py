@@ -413,10 +413,10 @@ POLICY: tuple[Endpoint, ...] = (
     row("GET", "/v1/exits/providers",
         operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
         bureau=200),
-    # No proposal exists in the world: the bureau gets 404, everyone else the role refusal.
+    # The world's proposal was rejected already: the bureau gets 409 (authorized, decided).
     row("POST", "/v1/exits/{exit_id}/decide", target="exit",
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
-        provider=(403, 403), nogrant=403, bureau=404),
+        provider=(403, 403), nogrant=403, bureau=409),
 )  # fmt: skip
 
 BY_KEY: dict[tuple[str, str], Endpoint] = {e.key: e for e in POLICY}

@@ -99,6 +99,7 @@ class Tenant:
     kpi_contract: str = ""  # proposed by this tenant's provider, not yet accepted
     scorecard: str = ""  # this tenant's provider's, of the world's closed period
     closed_period: str = ""  # the same for every tenant
+    exit: str = ""  # a decided (rejected) exit proposal, the same for every tenant
 
     def ids(self, kind: str) -> str:
         """The id of this tenant's object of ``kind`` (a row's ``target``)."""
@@ -119,7 +120,7 @@ class Tenant:
             "kpi_contract": self.kpi_contract,
             "scorecard": self.scorecard,
             "closed_period": self.closed_period,
-            "exit": "exi_none",  # no proposal exists in the world
+            "exit": self.exit,
         }[kind]
 
 
@@ -421,13 +422,21 @@ def build(tmp: Path, key_server: LocalKeyServer) -> Iterator[AuthzWorld]:
 
 
 def _periods(world: AuthzWorld) -> None:
-    """A closed evaluation period (each provider's scorecard) and an open one."""
+    """Two closed evaluation periods (each provider's scorecards), in which A's suspended
+    provider failed twice: its exit proposal, rejected; and an open period."""
     bureau = world.tokens["bureau"]
-    closed = world.ok(bureau, "POST", "/v1/programme/periods", json={"name": "authz-closed"})
-    cards = world.ok(bureau, "POST", f"/v1/programme/periods/{closed['id']}/close")
+    failing = {"provider_id": world.a.suspended_provider, "score": 0, "reason": "failing"}
+    for name in ("authz-first", "authz-closed"):
+        closed = world.ok(bureau, "POST", "/v1/programme/periods", json={"name": name})
+        world.ok(bureau, "POST", "/v1/programme/assessments", json=failing)
+        cards = world.ok(bureau, "POST", f"/v1/programme/periods/{closed['id']}/close")
     by_provider = {c["provider_id"]: c["id"] for c in cards["scorecards"]}
+    (proposal,) = world.ok(bureau, "GET", "/v1/exits")
+    decision = {"decision": "reject", "reason": "kept for the authorization tests"}
+    world.ok(bureau, "POST", f"/v1/exits/{proposal['id']}/decide", json=decision)
     for tenant in (world.a, world.b):
         tenant.scorecard, tenant.closed_period = by_provider[tenant.provider], closed["id"]
+        tenant.exit = proposal["id"]
     world.ok(bureau, "POST", "/v1/programme/periods", json={"name": "authz-open"})
 
 
