@@ -242,7 +242,7 @@ def build_world(url: str, operator_token: str) -> World:
             [ds["id"]],
             [c["name"] for c in COLUMNS],
             [0, 3],
-            ["bench"],
+            ["process-optimization"],  # from the city's purpose vocabulary
             datetime.now(UTC) + timedelta(days=1),
             epsilon=100.0,
         )
@@ -330,7 +330,7 @@ def run(
             job = json.dumps(
                 {
                     "dataset_id": world.dataset_id,
-                    "purpose": "bench",
+                    "purpose": "process-optimization",
                     "tier": 3,
                     "epsilon": JOB_EPSILON,
                     "query": COUNT_QUERY,

@@ -35,6 +35,7 @@ class Capability(enum.StrEnum):
     LIST_PROVIDERS = "list_providers"  # to choose whom to grant
     ISSUE_TOKENS = "issue_tokens"  # a token for any principal
     MANAGE_ALL_TOKENS = "manage_all_tokens"  # list, revoke, rotate anyone's (else: one's own)
+    MANAGE_PURPOSES = "manage_purposes"  # the city's purpose vocabulary (docs/commitments.md)
     # The data holder's side: its own datasets, and the jobs, grants and code on them.
     OWN_DATA = "own_data"
     UPLOAD_DATA = "upload_data"
@@ -47,6 +48,7 @@ class Capability(enum.StrEnum):
     READ_CATALOG = "read_catalog"
     SUBMIT_JOBS = "submit_jobs"  # submit, preview, cancel
     SUBMIT_CODE = "submit_code"
+    SIGN_LETTERS = "sign_letters"  # register a signing key, sign commitment letters
     # Collaborations across enterprises: proposed and run by a provider (each enterprise
     # joins from its own node); the operator reads them all, a provider its own.
     PROPOSE_COLLABORATIONS = "propose_collaborations"
@@ -120,6 +122,7 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
                     _C.LIST_PROVIDERS,
                     _C.ISSUE_TOKENS,
                     _C.MANAGE_ALL_TOKENS,
+                    _C.MANAGE_PURPOSES,
                     _C.READ_COLLABORATIONS,
                 }
                 | _OVERSIGHT
@@ -151,6 +154,7 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
                     _C.READ_CATALOG,
                     _C.SUBMIT_JOBS,
                     _C.SUBMIT_CODE,
+                    _C.SIGN_LETTERS,
                     _C.PROPOSE_COLLABORATIONS,
                     _C.READ_COLLABORATIONS,
                     _C.READ_SCORECARDS,
@@ -162,7 +166,10 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
         # No tenant as such: every figure it reads counts at least five enterprises
         # (``sandbox.programme``), so it reaches none of them one by one.
         Role.BUREAU: RoleRules(
-            frozenset({_C.READ_PROGRAMME, _C.RUN_SCORECARDS, _C.READ_SCORECARDS}), Reach.NONE
+            frozenset(
+                {_C.READ_PROGRAMME, _C.MANAGE_PURPOSES, _C.RUN_SCORECARDS, _C.READ_SCORECARDS}
+            ),
+            Reach.NONE,
         ),
     }
 )

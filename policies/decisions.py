@@ -20,6 +20,10 @@ from policies.tiers import CODE_TIER, DP_TIERS, Tier
 CONFIDENTIAL = "confidential"
 SECRET = "secret"  # noqa: S105 - a column class, not a password
 NO_GRANT = Msg("no grant gives you this dataset")
+LETTER_UNSIGNED = Msg(
+    "your grant is not in force yet: its commitment letter is not signed by you "
+    "(read it and sign it with 'veil letters sign')"
+)
 #: The refusal of each tier a grant does not give, in the same words for every tier.
 #: Whole sentences, not "tier {tier} ({name})": a denial is stored as English text and
 #: translated when shown by looking the sentence up (``sandbox.api.messages``).
@@ -132,6 +136,8 @@ def _grant_reasons(
         )
     elif now >= grant.valid_until:
         reasons.append(Msg("your grant expired at {time}", time=grant.valid_until.isoformat()))
+    if not grant.letter_in_force:
+        reasons.append(LETTER_UNSIGNED)
     if request.purpose not in grant.purposes:
         # A purpose with control characters is shown escaped (the API refuses them anyway).
         shown = f"'{request.purpose}'" if request.purpose.isprintable() else repr(request.purpose)

@@ -54,6 +54,7 @@ KINDS = {
     "principal": Msg("principal"),
     "token": Msg("token"),
     "grant": Msg("grant"),
+    "commitment letter": Msg("commitment letter"),
     "code request": Msg("code request"),
     "receipt": Msg("receipt"),
     "page": Msg("page"),

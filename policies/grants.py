@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, select, update
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -62,9 +62,22 @@ class Grant(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Made on the enterprise's node: the grant as the node signed it ({document, signature}).
     node_signed: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Commitment letters (docs/commitments.md): a grant made while they are required is in
+    # force only once its provider signed the letter (``letter_signed_at``).
+    letter_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    letter_signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     def active_at(self, now: datetime) -> bool:
-        return self.revoked_at is None and self.valid_from <= now < self.valid_until
+        return (
+            self.revoked_at is None
+            and self.valid_from <= now < self.valid_until
+            and self.letter_in_force
+        )
+
+    @property
+    def letter_in_force(self) -> bool:
+        """Whether the grant's commitment letter, if it needs one, is signed."""
+        return not self.letter_required or self.letter_signed_at is not None
 
     @property
     def budget_total(self) -> Budget:
@@ -127,6 +140,7 @@ class GrantTerms:
     epsilon: float
     delta: float = 0.0
     min_group_size: int | None = None  # tier 2; None = the platform floor
+    letter_required: bool = False  # in force only once the provider signed its letter
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,7 @@ def create_grant(
         epsilon_spent=0,
         delta_spent=0,
         created_at=utcnow(),
+        letter_required=terms.letter_required,
     )
     session.add(grant)
     session.flush()
@@ -393,4 +408,6 @@ def describe(grant: Grant) -> dict[str, Any]:
         "revoked_at": grant.revoked_at,
         "min_group_size": grant.min_group_size,
         "budget": grant.budget(),
+        "letter_required": grant.letter_required,
+        "letter_signed_at": grant.letter_signed_at,
     }

@@ -42,7 +42,7 @@ from sandbox.store.database import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The purpose of the short grant (scenario "grant expires while the node is away").
-SHORT_PURPOSE = "quality-audit"
+SHORT_PURPOSE = "quality-analysis"  # a second purpose of the city's vocabulary
 
 
 class NodeProcess:

@@ -309,6 +309,44 @@ class VeilClient:
         } | {"reason": reason}
         return dict(self._call("PATCH", f"/v1/grants/{grant_id}", json=body))
 
+    # -- the city's purpose vocabulary and commitment letters (docs/commitments.md) -------
+    def list_purposes(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/purposes"))
+
+    def set_purpose(
+        self, code: str, name_zh: str, name_en: str, *, retired: bool = False
+    ) -> dict[str, Any]:
+        """Add, rename, retire or restore a purpose (operator)."""
+        body = {"name_zh": name_zh, "name_en": name_en, "retired": retired}
+        return dict(self._call("PUT", f"/v1/purposes/{code}", json=body))
+
+    def register_letter_key(self, public_key_pem: str) -> dict[str, Any]:
+        """Register the provider's Ed25519 public key (PEM) for signing letters."""
+        body = {"public_key_pem": public_key_pem}
+        return dict(self._call("POST", "/v1/letters/keys", json=body))
+
+    def issue_letter(
+        self, grant_id: str, retention_days: int, insurance_reference: str
+    ) -> dict[str, Any]:
+        """The enterprise issues its grant's commitment letter."""
+        body = {"retention_days": retention_days, "insurance_reference": insurance_reference}
+        return dict(self._call("POST", f"/v1/grants/{grant_id}/letter", json=body))
+
+    def get_letter(self, grant_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/grants/{grant_id}/letter"))
+
+    def letter_html(self, grant_id: str) -> bytes:
+        return self._download(f"/v1/grants/{grant_id}/letter", params={"format": "html"})
+
+    def evidence_pack(self, grant_id: str) -> dict[str, Any]:
+        """The grant's signed evidence pack (letter, receipt, audit range)."""
+        return dict(self._call("GET", f"/v1/grants/{grant_id}/evidence"))
+
+    def sign_letter(self, grant_id: str, signature: str) -> dict[str, Any]:
+        """Hand in the provider's signature of the letter (made with its private key)."""
+        body = {"signature": signature}
+        return dict(self._call("POST", f"/v1/grants/{grant_id}/letter/signature", json=body))
+
     # -- provider: tiers 0 and 1 ----------------------------------------------------------
     def catalog(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/catalog"))

@@ -21,6 +21,7 @@ ORIGINALS = {
     "docs/zh-CN/console.md": "docs/console.md",
     "docs/zh-CN/programme.md": "docs/programme.md",
     "docs/zh-CN/verdicts.md": "docs/verdicts.md",
+    "docs/zh-CN/commitments.md": "docs/commitments.md",
 }
 PAGES = sorted(ORIGINALS)
 

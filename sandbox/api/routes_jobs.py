@@ -30,6 +30,7 @@ from sandbox.api.schemas import (
 from sandbox.jobs import sql_jobs
 from sandbox.jobs import submit as jobs
 from sandbox.jobs.artifacts import load_artifact
+from sandbox.jobs.retention import refuse_if_shredded
 from sandbox.store.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -72,6 +73,7 @@ def job_out(job: Job, viewer: Principal | None = None) -> JobOut:
         error=translate_stored(job.error) if job.error else job.error,
         created_at=job.created_at,
         finished_at=job.finished_at,
+        shredded_at=job.shredded_at,
     )
 
 
@@ -158,6 +160,7 @@ def download_model(job_id: str, veil: VeilDep, caller: PrincipalDep) -> Response
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
         enterprise = session.get(Principal, job.enterprise_id)
+    refuse_if_shredded(job)
     from_node = job.node_release is not None  # a node's release: kept as released (nodes)
     if (
         job.status != JobStatus.RELEASED
@@ -228,6 +231,7 @@ def get_result(job_id: str, veil: VeilDep, caller: PrincipalDep) -> ResultOut:
     require(caller, Capability.READ_JOBS)
     with veil.db.transaction() as session:
         job = jobs.visible_job(session, caller, job_id)
+        refuse_if_shredded(job)
         if job.status != JobStatus.RELEASED or job.result is None or job.result_sha256 is None:
             raise Conflict(
                 Msg(

@@ -279,6 +279,10 @@ class GrantOut(BaseModel):
     revoked_at: datetime | None
     min_group_size: int
     budget: BudgetOut
+    letter_required: bool = Field(
+        default=False, description="In force only once the provider signed its letter"
+    )
+    letter_signed_at: datetime | None = None
 
 
 class JobIn(Input):
@@ -341,6 +345,9 @@ class JobOut(BaseModel):
     )
     created_at: datetime
     finished_at: datetime | None
+    shredded_at: datetime | None = Field(
+        default=None, description="Its result and model were shredded (retention ended)"
+    )
 
 
 class ReleasedValueOut(BaseModel):
@@ -489,3 +496,62 @@ class HeldOut(BaseModel):
     output: Any
     checks: dict[str, Any]
     code_sha256: str
+
+
+# -- the city's purpose vocabulary and commitment letters (docs/commitments.md) -------------
+#: Names of a purpose in the vocabulary (policies.purposes.NAME_MAX).
+PurposeName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class PurposeIn(Input):
+    """A purpose's names, and whether it is retired (no new grant may name it)."""
+
+    name_zh: PurposeName
+    name_en: PurposeName
+    retired: bool = False
+
+
+class PurposeOut(BaseModel):
+    code: str
+    name_zh: str
+    name_en: str
+    retired: bool
+    retired_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProviderKeyIn(Input):
+    """An Ed25519 public key in PEM form ('veil letters keygen' writes one)."""
+
+    public_key_pem: str = Field(min_length=1, max_length=2000)
+
+
+class ProviderKeyOut(BaseModel):
+    id: str
+    fingerprint: str
+    created_at: datetime
+
+
+class LetterIn(Input):
+    """The obligations the enterprise asks of the provider, beyond the grant's terms."""
+
+    retention_days: int = Field(
+        ge=1, le=3650, description="Results and models are kept this long after the grant ends"
+    )
+    insurance_reference: str = Field(min_length=1, max_length=200)
+
+
+class LetterSignatureIn(Input):
+    """The provider's signature of the letter as fetched ('veil letters sign' makes it)."""
+
+    signature: str = Field(min_length=1, max_length=200)
+
+
+class LetterOut(BaseModel):
+    grant_id: str
+    status: str = Field(description="awaiting_signature, signed or shredded")
+    retain_until: datetime
+    signed_at: datetime | None
+    shredded_at: datetime | None
+    letter: dict[str, Any] = Field(description="The letter file: verify it offline")

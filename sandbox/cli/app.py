@@ -80,6 +80,17 @@ datasets_app = typer.Typer(
     help="Datasets (enterprise; providers see granted ones).", no_args_is_help=True
 )
 grants_app = typer.Typer(help="Grants (enterprise; providers see theirs).", no_args_is_help=True)
+purposes_app = typer.Typer(
+    help="The city's purpose vocabulary: list (everyone); set (operator).", no_args_is_help=True
+)
+letters_app = typer.Typer(
+    help="Commitment letters: keys and signing (provider), issuing (enterprise), offline check.",
+    no_args_is_help=True,
+)
+evidence_app = typer.Typer(
+    help="Evidence packs for insurers and auditors: create (enterprise, officers), verify offline.",
+    no_args_is_help=True,
+)
 models_app = typer.Typer(help="Trained models, on this machine (no server).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs and results (provider).", no_args_is_help=True)
 code_app = typer.Typer(
@@ -95,6 +106,9 @@ for name, sub in [
     ("tokens", tokens_app),
     ("datasets", datasets_app),
     ("grants", grants_app),
+    ("purposes", purposes_app),
+    ("letters", letters_app),
+    ("evidence", evidence_app),
     ("jobs", jobs_app),
     ("code", code_app),
     ("receipts", receipts_app),

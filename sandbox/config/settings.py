@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         default=10, ge=10, description="Platform floor of tier-2 cell sizes (grants may raise it)."
     )
 
+    # Commitment letters (docs/commitments.md).
+    commitment_letters: bool = Field(
+        default=False,
+        description="New grants are in force only once the provider signed the enterprise's "
+        "commitment letter (a city programme sets this).",
+    )
+
     # Tier 4.
     training_secure_mode: bool = Field(
         default=False,

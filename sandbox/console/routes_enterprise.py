@@ -45,7 +45,7 @@ from sandbox.console.session import (
     require_csrf,
 )
 from sandbox.data import datasets
-from sandbox.grants import consent
+from sandbox.grants import consent, letters, purposes
 from sandbox.jobs import reviewed_code
 from sandbox.oversight import receipts
 from sandbox.runtime.veil import Veil
@@ -64,6 +64,9 @@ NOTICES: Final = {
     "grant-created": N_("The grant was created; the provider can use it now."),
     "grant-changed": N_("The grant was changed; the change is in the audit log with your reason."),
     "grant-revoked": N_("The grant was revoked; its queued jobs were cancelled."),
+    "letter-issued": N_(
+        "The commitment letter was issued; the grant comes into force when the provider signs it."
+    ),
     "code-approved": N_("The code was approved; only this exact source may run."),
     "code-denied": N_("The code was denied; it will never run on your data."),
 }
@@ -210,6 +213,8 @@ def _grants_page(
         burn=chart,
         burn_rows=rows,
         notice=notice,
+        letters=letters.by_grant(veil, owner),
+        purposes=purposes.purposes(veil, owner),
     )
 
 

@@ -41,7 +41,7 @@ from sandbox.console.render import SECURITY_HEADERS, error_text, page
 from sandbox.console.result_charts import result_charts
 from sandbox.console.session import PREFIX, CsrfDep, PrincipalDep
 from sandbox.data import catalog, datasets
-from sandbox.grants import consent
+from sandbox.grants import consent, letters
 from sandbox.jobs import sql_jobs
 from sandbox.jobs import submit as jobs
 from sandbox.runtime.veil import Veil
@@ -92,7 +92,8 @@ def catalog_page(request: Request, veil: VeilDep, principal: PrincipalDep) -> Re
     """Each granted dataset: schema, what is granted, rounded rows, remaining budgets."""
     _provider(principal)
     views = _datasets(veil, principal)
-    return page(request, "provider_catalog.html", principal, datasets=views)
+    unsigned = letters.awaiting(veil, principal)
+    return page(request, "provider_catalog.html", principal, datasets=views, unsigned=unsigned)
 
 
 @router.get("/catalog/{dataset_id}/mock.csv")

@@ -8,6 +8,7 @@ releases anything.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -27,6 +28,7 @@ from policies.grants import (
     visible_grant,
 )
 from policies.principals import Principal, Role
+from policies.purposes import require_current
 from sandbox.accounts.tenants import require_reason
 from sandbox.data.datasets import owned_dataset, schema_from_json
 from sandbox.jobs.submit import cancel_queued_jobs
@@ -59,9 +61,13 @@ def grant_access(veil: Veil, enterprise: Principal, terms: GrantTerms) -> Grant:
                     columns=", ".join(repr(c) for c in unknown),
                 )
             )
+        terms = replace(terms, letter_required=veil.settings.commitment_letters)
         grant = create_grant(
             session, enterprise.id, terms, min_group_floor=veil.settings.sdc_min_count_floor
         )
+        # New grants name purposes from the city's vocabulary only (checked after the
+        # terms' own rules; a refusal rolls the grant back).
+        require_current(session, terms.purposes)
         audit.record(
             session,
             "grant.created",

@@ -6,7 +6,8 @@ thread that claims queued jobs from the database and runs them.  ``procrastinate
 ``veil worker`` processes (``sandbox.service.run_worker``) run them as procrastinate's tasks
 (``sandbox.jobs.queue``).  Either way each worker holds a
 lease (``sandbox.jobs.leases``) and does the same :class:`Upkeep`: fail the jobs of dead
-workers, cancel expired queued jobs, sign audit checkpoints.
+workers, cancel expired queued jobs, shred outputs past their commitment letter's retention
+period (``sandbox.jobs.retention``), sign audit checkpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from keys import KeyServerUnavailable
 from policies import audit
 from sandbox.isolation.pool import SandboxPool
 from sandbox.jobs.leases import recover_interrupted_jobs, requeue_unacknowledged
+from sandbox.jobs.retention import shred_expired
 from sandbox.jobs.runner import claim_next_job, run_job
 from sandbox.jobs.submit import cancel_expired
 from sandbox.runtime.veil import Veil
@@ -44,6 +46,7 @@ class Upkeep:
             recovered = recover_interrupted_jobs(self.veil)
             if recovered:
                 log.warning("%d job(s) of stopped or dead workers ended failed", recovered)
+            shred_expired(self.veil)  # commitment letters past their retention period
         requeue_unacknowledged(self.veil)  # before expiry: a requeued job may have expired
         cancel_expired(self.veil)
         self._maybe_checkpoint()

@@ -25,7 +25,7 @@ from policies.budget import Budget
 from policies.capabilities import Capability, may, require
 from policies.db import new_id
 from policies.errors import Conflict, InvalidRequest, NotFound
-from policies.grants import grants_for
+from policies.grants import EPSILON_UNIT, grants_for
 from policies.principals import Principal, Role
 from sandbox.data.datasets import schema_from_json
 from sandbox.runtime.veil import Veil
@@ -88,6 +88,17 @@ def propose(
         raise InvalidRequest(Msg("a KPI evaluation needs epsilon > 0 (e.g. 1.0)"))
     with veil.db.transaction() as session:
         dataset, enterprise_id, provider_id = _parties(session, caller, dataset_id, counterparty)
+        budgets = [g.epsilon_budget for g in grants_for(session, provider_id, dataset.id)]
+        if budgets and cost.epsilon_units > max(budgets):
+            # An evaluation is debited from the provider's grant: one that costs more than
+            # the grant's whole budget could never run.
+            raise InvalidRequest(
+                Msg(
+                    "each evaluation would cost more than the provider's grant on this dataset "
+                    "allows in all (ε {budget}); ask for a smaller epsilon",
+                    budget=f"{max(budgets) / EPSILON_UNIT:g}",
+                )
+            )
         try:
             validate_kpi(schema_from_json(dataset.declaration), query)
         except KpiError as exc:

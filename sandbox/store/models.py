@@ -127,6 +127,9 @@ class Job(Base):
     # When the node that claimed it acknowledged the hand-over (unset: requeued after a
     # while, ``sandbox.jobs.leases.requeue_unacknowledged``).
     node_taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When its result and model were shredded at the end of its grant's commitment letter's
+    # retention period (``sandbox.jobs.retention``).
+    shredded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     @property
     def cost(self) -> Budget:

@@ -163,7 +163,7 @@ def test_enterprise_flow(page: Page, world: World, veil: Veil, tmp_path: Path) -
     for column in ("machine", "temperature_c", "defects"):
         new.get_by_label(re.compile(f"^{column} ")).check()
     new.get_by_label("3 private queries (DP)").check()
-    new.get_by_label("Purposes").fill("quality-analytics")
+    new.get_by_label("Purposes").fill("quality-analysis")
     new.get_by_label("ε budget").fill("2")
     new.get_by_role("button", name="Create grant").click()
     expect(notice(page)).to_contain_text("grant was created")
@@ -295,13 +295,13 @@ def test_a_grant_can_be_made_with_the_keyboard_alone(page: Page, world: World) -
         page.keyboard.press("Space")
         expect(target).to_be_checked()
     tab_to(page, new.get_by_label("Purposes"))
-    page.keyboard.type("scheduling")
+    page.keyboard.type("production-scheduling")
     tab_to(page, new.get_by_label("ε budget"))
     page.keyboard.press("Control+A")
     page.keyboard.type("0.5")
     page.keyboard.press("Enter")
     expect(notice(page)).to_contain_text("grant was created")
-    other = [g for g in world.acme.list_grants() if g["purposes"] == ["scheduling"]]
+    other = [g for g in world.acme.list_grants() if g["purposes"] == ["production-scheduling"]]
     assert other and other[0]["columns"] == ["cycle_time_s", "shift"] and other[0]["tiers"] == [2]
     assert other[0]["provider_id"] != world.provider_id  # "Other Analytics", not "Predicta"
 

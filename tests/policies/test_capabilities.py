@@ -42,7 +42,8 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         Reach.ALL,
         {
             C.MANAGE_PRINCIPALS, C.LIST_PROVIDERS, C.ISSUE_TOKENS, C.MANAGE_ALL_TOKENS,
-            C.READ_COLLABORATIONS, C.READ_AUDIT, C.VERIFY_AUDIT, C.READ_ATTENTION, C.READ_KEY_AUDIT,
+            C.MANAGE_PURPOSES, C.READ_COLLABORATIONS, C.READ_AUDIT, C.VERIFY_AUDIT,
+            C.READ_ATTENTION, C.READ_KEY_AUDIT,
             C.SUSPEND_PROVIDER, C.READ_RECEIPTS, C.READ_IMPORTANT_DATA,
         },
     ),
@@ -64,12 +65,14 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
     Role.PROVIDER: (
         Reach.NONE,
         {
-            C.USE_GRANTS, C.READ_CATALOG, C.SUBMIT_JOBS, C.SUBMIT_CODE,
+            C.USE_GRANTS, C.READ_CATALOG, C.SUBMIT_JOBS, C.SUBMIT_CODE, C.SIGN_LETTERS,
             C.PROPOSE_COLLABORATIONS, C.READ_COLLABORATIONS, C.READ_DATASETS, C.READ_GRANTS,
             C.READ_JOBS, C.READ_CODE, C.AGREE_KPI_CONTRACTS, C.READ_SCORECARDS,
         },
     ),
-    Role.BUREAU: (Reach.NONE, {C.READ_PROGRAMME, C.RUN_SCORECARDS, C.READ_SCORECARDS}),
+    Role.BUREAU: (
+        Reach.NONE, {C.READ_PROGRAMME, C.MANAGE_PURPOSES, C.RUN_SCORECARDS, C.READ_SCORECARDS}
+    ),
 }  # fmt: skip
 
 #: What each /v1 route needs; None: any authenticated principal (or anyone, for health).
@@ -146,6 +149,13 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("POST", "/v1/providers/{provider_id}/suspend"): C.SUSPEND_PROVIDER,
     ("POST", "/v1/providers/{provider_id}/reinstate"): C.SUSPEND_PROVIDER,
     ("GET", "/v1/receipts"): C.READ_RECEIPTS,
+    ("GET", "/v1/purposes"): None,
+    ("PUT", "/v1/purposes/{code}"): C.MANAGE_PURPOSES,
+    ("POST", "/v1/letters/keys"): C.SIGN_LETTERS,
+    ("POST", "/v1/grants/{grant_id}/letter"): C.GRANT_ACCESS,
+    ("GET", "/v1/grants/{grant_id}/letter"): C.READ_GRANTS,
+    ("POST", "/v1/grants/{grant_id}/letter/signature"): C.SIGN_LETTERS,
+    ("GET", "/v1/grants/{grant_id}/evidence"): C.READ_RECEIPTS,
     ("GET", "/v1/important-data"): C.READ_IMPORTANT_DATA,
     ("GET", "/v1/programme"): C.READ_PROGRAMME,
     ("GET", "/v1/programme/{table}"): C.READ_PROGRAMME,

@@ -52,6 +52,8 @@ CONSOLE: dict[tuple[str, str], Capability | None] = {
     ("POST", "/console/grants"): C.GRANT_ACCESS,
     ("POST", "/console/grants/{grant_id}/change"): C.GRANT_ACCESS,
     ("POST", "/console/grants/{grant_id}/revoke"): C.GRANT_ACCESS,
+    ("POST", "/console/grants/{grant_id}/letter"): C.GRANT_ACCESS,
+    ("GET", "/console/letters/{grant_id}"): C.READ_GRANTS,
     ("GET", "/console/code"): C.REVIEW_CODE,
     ("POST", "/console/code/{code_id}/{decision}"): C.REVIEW_CODE,
     ("GET", "/console/receipts"): C.OWN_DATA,

@@ -20,7 +20,9 @@ from sqlalchemy import String
 import node.work.models
 import policies.audit
 import policies.grants
+import policies.letters
 import policies.principals
+import policies.purposes
 import sandbox.store.collab_models
 import sandbox.store.kpi_models
 import sandbox.store.models
@@ -103,7 +105,8 @@ def _kpi_contract(**change: Any) -> dict[str, Any]:
 def test_every_length_limited_column_is_known() -> None:
     """The columns the schema limits below; a new ``String(n)`` column fails here until its
     inputs are checked (and added)."""
-    _ = (policies.audit, policies.grants, policies.principals, sandbox.store.models,
+    _ = (policies.audit, policies.grants, policies.principals, policies.purposes,
+         policies.letters, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
          sandbox.store.collab_models, sandbox.store.programme_models,
          sandbox.store.kpi_models, sandbox.store.scorecard_models)  # every table  # fmt: skip
@@ -133,6 +136,9 @@ def test_every_length_limited_column_is_known() -> None:
         "collaboration_members.category": "proposals.set_membership: 1-100 characters",
         "node_collaborations.category": "node.work.collab.join: 1-100 characters",
         "kpi_contracts.dataset_id": "KpiContractIn.dataset_id: ObjectId (an existing dataset's)",
+        "purposes.code": "PUT /v1/purposes/{code}: Code (64), policies.purposes.check_code",
+        "purposes.name_zh": "PurposeIn.name_zh: PurposeName (100)",
+        "purposes.name_en": "PurposeIn.name_en: PurposeName (100)",
         "evaluation_periods.name": "PeriodIn.name: 80 (sandbox.scorecards.periods: 1-80)",
         "provider_assessments.assessor": "AssessmentIn.assessor: 80 (periods.assess: 1-80)",
         "provider_assessments.reason": "AssessmentIn.reason: 500 (periods.assess: 1-500)",
@@ -178,6 +184,9 @@ def test_every_length_limited_column_is_known() -> None:
         "kpi_contracts.id", "kpi_contracts.terms_sha256", "kpi_contracts.status",
         "kpi_verdicts.id", "kpi_verdicts.job_id", "kpi_verdicts.status", "kpi_verdicts.verdict",
         "kpi_verdicts.error",
+        # Commitment letters: ids Veil makes, key fingerprints it computes.
+        "provider_signing_keys.id", "provider_signing_keys.fingerprint",
+        "commitment_letters.id",
         # Scorecards and exit: ids Veil makes, states.
         "evaluation_periods.id", "evaluation_periods.status", "provider_ratings.id",
         "provider_assessments.id", "scorecards.id", "exit_proposals.id",
@@ -207,6 +216,9 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
             json={"name": "d", "columns": [{"name": "c" * 65, "type": "int", "class": "public"}]},
         ),
         acme.post("/v1/grants", json=_grant(provider_id=ID)),
+        operator.put(f"/v1/purposes/{'p' * 65}", json={"name_zh": "z", "name_en": "e"}),
+        operator.put("/v1/purposes/long-name", json={"name_zh": NAME, "name_en": "e"}),
+        operator.put("/v1/purposes/long-name", json={"name_zh": "z", "name_en": NAME}),
         acme.post("/v1/grants", json=_grant(dataset_ids=[ID])),
         acme.post("/v1/grants", json=_grant(columns=["c" * 65])),
         acme.post("/v1/grants", json=_grant(purposes=[PURPOSE_LONG])),
@@ -230,6 +242,9 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
     ok = acme.post("/v1/grants", json=_grant(provider_id=world.provider_id,
                                              dataset_ids=[world.dataset_id]))  # fmt: skip
     assert ok.status_code == 201, ok.text
+    longest = {"name_zh": "z" * 100, "name_en": "e" * 100}
+    fits = operator.put(f"/v1/purposes/{'p' * 64}", json=longest)
+    assert fits.status_code == 200, fits.text
 
 
 def test_over_long_ids_in_paths_are_unknown_not_errors(world: World) -> None:

@@ -10,6 +10,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 import node.work.models
+import policies.letters
+import policies.purposes
 import sandbox.store.collab_models
 import sandbox.store.kpi_models
 import sandbox.store.models
@@ -21,12 +23,12 @@ from sandbox.store.database import alembic_config, migrate
 
 pytestmark = pytest.mark.integration
 
-#: The job queue of VEIL_JOB_ENGINE=procrastinate, created by the same migrations.
 # Every model module, so that ``Base.metadata`` holds every table whatever ran before.
-_ = (node.work.models, sandbox.store.collab_models, sandbox.store.kpi_models,
-     sandbox.store.models, sandbox.store.node_models, sandbox.store.programme_models,
-     sandbox.store.scorecard_models)  # fmt: skip
+_ = (node.work.models, policies.letters, policies.purposes, sandbox.store.collab_models,
+     sandbox.store.kpi_models, sandbox.store.models, sandbox.store.node_models,
+     sandbox.store.programme_models, sandbox.store.scorecard_models)  # fmt: skip
 
+#: The job queue of VEIL_JOB_ENGINE=procrastinate, created by the same migrations.
 PROCRASTINATE = {
     "procrastinate_jobs",
     "procrastinate_events",

@@ -79,6 +79,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "exit_id": "exi_none",
         **_kpi_ids(world),
         "phase": "advertise",  # the node protocol's routes: refused without a node signature
+        "code": "process-optimization",  # the purpose vocabulary: the operator's to change
     }
     calls = []
     for route in create_app(veil.settings).routes:

@@ -188,6 +188,7 @@ def real_ids(veil: Veil, world: World) -> dict[str, str]:
         "enterprise_id": acme_id,
         "tenant_id": acme_id,
         "token_id": world.operator.list_tokens(world.provider_id)[0]["id"],
+        "code": "process-optimization",  # a purpose of the vocabulary
         "collaboration_id": world.provider.propose_collaboration(
             "t", "p", [{"name": "x", "type": "float"}],
             {"statistics": [{"kind": "count"}], "epsilon": 1.0},

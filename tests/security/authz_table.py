@@ -216,6 +216,37 @@ POLICY: tuple[Endpoint, ...] = (
     row("POST", "/v1/grants/{grant_id}/revoke", target="grant", consumes=True,
         operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
         provider=(403, 403), nogrant=403),
+    # -- the city's purpose vocabulary: everyone reads it; the bureau and the operator keep it
+    row("GET", "/v1/purposes",
+        operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
+        bureau=200),
+    # Target "purpose": one code, the same for either tenant (the vocabulary is the city's).
+    row("PUT", "/v1/purposes/{code}", target="purpose",
+        operator=200, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403, bureau=200),
+    # -- commitment letters (docs/commitments.md) ----------------------------------------
+    # Any provider registers its own signing key (no grant is involved).
+    row("POST", "/v1/letters/keys",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=201, nogrant=201),
+    # The enterprise issues its grant's letter (other: B's grant, 404 as unknown).
+    row("POST", "/v1/grants/{grant_id}/letter", target="grant", consumes=True,
+        operator=403, officer=403, scoped=(403, 403), enterprise=(201, 404),
+        provider=(403, 403), nogrant=403),
+    # Read like the grant: its enterprise and its provider.
+    row("GET", "/v1/grants/{grant_id}/letter", target="grant",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(200, 404), nogrant=404),
+    # The provider's own letter with a signature that does not verify: 422 after the role
+    # and the grant were checked (the 200 is tests/sandbox/test_commitments.py's).
+    row("POST", "/v1/grants/{grant_id}/letter/signature", target="grant",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(422, 404), nogrant=404),
+    # The evidence pack: who takes receipts.  The fixture's letters are not signed by the
+    # provider, so the authorized callers get 409 (a pack needs a signed letter; the 200 is
+    # tests/sandbox/test_commitments.py's); another's grant is 404.
+    row("GET", "/v1/grants/{grant_id}/evidence", target="grant",
+        operator=409, officer=409, scoped=(409, 404), enterprise=(409, 404),
+        provider=(403, 403), nogrant=403),
     # -- jobs: the provider submits on granted data --------------------------------------
     # A dataset the provider holds no grant on is a policy denial (audited, with reasons,
     # the same for another tenant's dataset as for an unknown id).

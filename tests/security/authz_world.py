@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select, text
 
 from analytics.syft_code import source_sha256
@@ -76,6 +78,16 @@ def kpi_contract_body(tenant: Tenant, dataset_id: str) -> dict[str, Any]:
             "kpi": kpi, "target": 0.05, "epsilon": 0.01}  # fmt: skip
 
 
+#: A commitment letter's obligations (docs/commitments.md).
+LETTER = {"retention_days": 90, "insurance_reference": "PICC-TEST-1"}
+
+
+def provider_key() -> str:
+    """A new Ed25519 public key in PEM form (a provider's letter-signing key)."""
+    key = Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
 def tomorrow() -> str:
     return (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
@@ -118,6 +130,7 @@ class Tenant:
             "collaboration": self.collaboration,
             "programme_table": "participation",  # the same table for every tenant
             "kpi_contract": self.kpi_contract,
+            "purpose": "carbon-accounting",
             "scorecard": self.scorecard,
             "closed_period": self.closed_period,
             "exit": self.exit,
@@ -346,7 +359,9 @@ def _tenant(world: AuthzWorld, name: str, seed: int) -> Tenant:
     csv = {"content": production_log(400, seed=seed), "headers": {"content-type": "text/csv"}}
     world.ok(e_token, "POST", f"/v1/datasets/{dataset}/versions", **csv)
     tenant = Tenant(enterprise["id"], e_token, provider["id"], p_token, dataset, *[""] * 6)
+    world.ok(p_token, "POST", "/v1/letters/keys", json={"public_key_pem": provider_key()})
     tenant.grant = world._grant(tenant, tenant.provider, dataset)
+    world.ok(e_token, "POST", f"/v1/grants/{tenant.grant}/letter", json=LETTER)
     tenant.job = world._job(tenant)
     tenant.collaboration = world._collaboration(tenant)
     tenant.kpi_contract = world._kpi_contract(tenant)
@@ -537,6 +552,14 @@ REQUESTS: dict[tuple[str, str], Body] = {
         "json": {"columns": {"machine": {"domain": "production"}}}
     },
     ("GET", "/v1/important-data"): lambda t, tenant: {"params": {"enterprise_id": tenant}},
+    ("PUT", "/v1/purposes/{code}"): lambda t, _: {
+        "json": {"name_zh": "碳核算", "name_en": f"Carbon accounting {uuid.uuid4().hex[:6]}"}
+    },
+    ("POST", "/v1/letters/keys"): lambda t, _: {"json": {"public_key_pem": provider_key()}},
+    ("POST", "/v1/grants/{grant_id}/letter"): lambda t, _: {"json": LETTER},
+    ("POST", "/v1/grants/{grant_id}/letter/signature"): lambda t, _: {
+        "json": {"signature": "ed25519:" + "A" * 86 + "=="}
+    },
     ("GET", "/v1/receipts"): lambda t, provider: {
         "params": {"provider_id": provider, "enterprise_id": t.enterprise}
     },

@@ -261,10 +261,14 @@ def test_no_write_route_lets_a_provider_change_its_grant_or_itself(authz: AuthzW
         endpoint = BY_KEY[key]
         declared = JSON_ROUTES[key]
         attempts = [{k: v for k, v in terms.items() if k in declared}, terms | MASS]
-        if key in OWN_TOKEN_ROUTES or key == ("POST", "/v1/queries/translate"):
+        if key in OWN_TOKEN_ROUTES or key in (
+            ("POST", "/v1/queries/translate"),
+            ("POST", "/v1/letters/keys"),
+        ):
             # Revoking or rotating its own token with a plain reason is the provider's right
-            # (those bodies hold no grant term), and translating SQL changes nothing (its
-            # body declares no grant term): only the escalating body must be refused.
+            # (those bodies hold no grant term), as is registering its letter-signing key,
+            # and translating SQL changes nothing (its body declares no grant term): only
+            # the escalating body must be refused.
             attempts = attempts[1:]
         for extra in attempts:
             target = target_for(authz, endpoint, "provider-own", shared=True)

@@ -7,7 +7,9 @@ from sqlalchemy import create_engine
 
 import policies.audit
 import policies.grants
+import policies.letters
 import policies.principals
+import policies.purposes
 import sandbox.store.collab_models
 import sandbox.store.kpi_models
 import sandbox.store.models
@@ -19,7 +21,9 @@ from sandbox.store.database import WRITE_LOCK_KEY
 _ = (
     policies.audit,
     policies.grants,
+    policies.letters,
     policies.principals,
+    policies.purposes,
     sandbox.store.collab_models,
     sandbox.store.kpi_models,
     sandbox.store.programme_models,

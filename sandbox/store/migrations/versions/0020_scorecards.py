@@ -1,7 +1,7 @@
 """Providers' scorecards and exit (issue 22)
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-05 12:00:00
 
 ``evaluation_periods`` (opened and closed by the bureau, with weights and a pass mark),
@@ -18,7 +18,7 @@ from alembic import op
 from policies.db import UTCDateTime
 
 revision = "0020"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
