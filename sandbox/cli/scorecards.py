@@ -11,10 +11,13 @@ import typer
 
 from i18n import Msg
 from i18n.catalog import translate
+from keys import InvalidSignature
 from sandbox.cli.app import app
 from sandbox.cli.errors import CliError
-from sandbox.cli.output import Output
+from sandbox.cli.output import Output, err_console
 from sandbox.cli.remote import DEFAULT_URL, JsonOpt, Token, Url, connect
+from sandbox.oversight.receipt_format import load_public_keys
+from sandbox.scorecards.document import InvalidScorecard, verify_scorecard
 
 scorecards_app = typer.Typer(
     help="Providers' scorecards: evaluation periods, ratings, assessments, signed results.",
@@ -161,6 +164,43 @@ def scorecards_show(
         text = json.dumps(card["document"], indent=2, sort_keys=True, ensure_ascii=True)
         out_file.write_text(text + "\n", encoding="utf-8")
     Output(as_json).data(card["document"])
+
+
+@scorecards_app.command("verify")
+def scorecards_verify(
+    file: Annotated[Path, typer.Argument(help="The signed scorecard's JSON file")],
+    public_key: Annotated[
+        Path, typer.Option("--public-key", help="PEM file(s) from 'veil keys public-key'.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a scorecard's signature offline; exit 1 if it was altered or cannot be checked."""
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        message = Msg("cannot read {path} as JSON: {reason}", path=str(file),
+                      reason=type(exc).__name__)  # fmt: skip
+        raise CliError(translate(message), code="bad_file") from None
+    out = Output(as_json)
+    try:
+        verify_scorecard(document, load_public_keys(public_key.read_text()))
+    except (InvalidSignature, InvalidScorecard) as exc:
+        problem = (
+            translate(Msg("the signature does not match: the scorecard was altered after it "
+                          "was signed, or signed by another key"))
+            if isinstance(exc, InvalidSignature)
+            else str(exc)
+        )  # fmt: skip
+        if as_json:
+            out.data({"ok": False, "problem": problem})
+        said = translate(Msg("[red]scorecard NOT valid:[/red] {problem}", problem=problem))
+        err_console.print(said, highlight=False)
+        raise typer.Exit(1) from None
+    summary = {k: document.get(k) for k in ("id", "provider_id", "result", "score")}
+    if as_json:
+        out.data({"ok": True, **summary})
+        return
+    out.record("scorecard verified: signature valid, content unaltered", summary)
 
 
 @exits_app.command("list")

@@ -4,6 +4,7 @@ Acme granted Predicta; Other Analytics has no grant)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_period_through_the_api_and_the_cli(
-    world: World, capsys: pytest.CaptureFixture[str]
+    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     bureau = world.client(world.operator.issue_token(world.operator.create_bureau("Bureau")["id"]))
     token = bureau._http.headers["authorization"].removeprefix("Bearer ")
@@ -61,3 +62,13 @@ def test_a_period_through_the_api_and_the_cli(
     bureau_page = httpx.get(f"{world.url}/console/scorecards", cookies={"veil_console": token})
     assert "Predicta" in bureau_page.text and "Other Analytics" in bureau_page.text
     assert "too few to show (1 rated)" in bureau_page.text
+    # Offline: the signed file verifies with the platform's public key; a change does not.
+    card, pem = tmp_path / "card.json", tmp_path / "keys.pem"
+    pem.write_text(world.operator.audit_public_key())
+    assert cli.run(["scorecards", "show", ours["id"], "--out", str(card), *mine], True) == 0
+    capsys.readouterr()
+    assert cli.run(["scorecards", "verify", str(card), "--public-key", str(pem)], True) == 0
+    changed = json.loads(card.read_text()) | {"result": "failed"}
+    card.write_text(json.dumps(changed))
+    assert cli.run(["scorecards", "verify", str(card), "--public-key", str(pem)], True) == 1
+    assert "scorecard NOT valid" in capsys.readouterr().err
