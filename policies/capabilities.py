@@ -42,6 +42,7 @@ class Capability(enum.StrEnum):
     CLASSIFY_DATA = "classify_data"
     GRANT_ACCESS = "grant_access"
     REVIEW_CODE = "review_code"  # approve or deny code, release or reject held outputs
+    RATE_PROVIDERS = "rate_providers"  # rate a provider it granted, in the open period
     # The data user's side: datasets reached through grants.
     USE_GRANTS = "use_grants"
     READ_CATALOG = "read_catalog"
@@ -70,6 +71,10 @@ class Capability(enum.StrEnum):
     READ_IMPORTANT_DATA = "read_important_data"
     # The city programme's (the bureau's): aggregates across enterprises, never one's data.
     READ_PROGRAMME = "read_programme"
+    # Evaluation periods, weights, assessments, every scorecard, and exit decisions.
+    RUN_SCORECARDS = "run_scorecards"
+    # Scorecards and exit proposals: a provider its own, the bureau (RUN_SCORECARDS) all.
+    READ_SCORECARDS = "read_scorecards"
 
 
 class Reach(enum.Enum):
@@ -136,6 +141,7 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
                     _C.LIST_PROVIDERS,
                     _C.READ_RECEIPTS,
                     _C.READ_IMPORTANT_DATA,
+                    _C.RATE_PROVIDERS,
                 }
                 | _BOTH_SIDES
             ),
@@ -151,6 +157,7 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
                     _C.SIGN_LETTERS,
                     _C.PROPOSE_COLLABORATIONS,
                     _C.READ_COLLABORATIONS,
+                    _C.READ_SCORECARDS,
                 }
                 | _BOTH_SIDES
             ),
@@ -158,7 +165,12 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
         ),
         # No tenant as such: every figure it reads counts at least five enterprises
         # (``sandbox.programme``), so it reaches none of them one by one.
-        Role.BUREAU: RoleRules(frozenset({_C.READ_PROGRAMME, _C.MANAGE_PURPOSES}), Reach.NONE),
+        Role.BUREAU: RoleRules(
+            frozenset(
+                {_C.READ_PROGRAMME, _C.MANAGE_PURPOSES, _C.RUN_SCORECARDS, _C.READ_SCORECARDS}
+            ),
+            Reach.NONE,
+        ),
     }
 )
 

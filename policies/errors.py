@@ -62,6 +62,9 @@ KINDS = {
     "collaboration run": Msg("collaboration run"),
     "KPI contract": Msg("KPI contract"),
     "KPI verdict": Msg("KPI verdict"),
+    "evaluation period": Msg("evaluation period"),
+    "scorecard": Msg("scorecard"),
+    "exit proposal": Msg("exit proposal"),
 }
 
 

@@ -781,6 +781,52 @@ class VeilClient:
                 raise TimeoutError(f"evaluation {verdict_id} still pending after {timeout:g} s")
             time.sleep(poll)
 
+    # -- scorecards and exit (docs/programme.md, "Scorecards and exit") -----------------------
+
+    def open_period(
+        self, name: str, weights: dict[str, float] | None = None, pass_mark: float | None = None
+    ) -> dict[str, Any]:
+        """Open an evaluation period (the bureau); weights and pass mark default if unset."""
+        body = _params(name=name, weights=weights, pass_mark=pass_mark)
+        return dict(self._call("POST", "/v1/programme/periods", json=body))
+
+    def list_periods(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/programme/periods"))
+
+    def close_period(self, period_id: str) -> dict[str, Any]:
+        """Close the open period: every provider's signed scorecard (the bureau)."""
+        return dict(self._call("POST", f"/v1/programme/periods/{period_id}/close"))
+
+    def assess_provider(
+        self, provider_id: str, score: float, reason: str, assessor: str | None = None
+    ) -> dict[str, Any]:
+        """The bureau's (or a named third-party assessor's) score of a provider, 0-100."""
+        body = _params(provider_id=provider_id, score=score, reason=reason, assessor=assessor)
+        return dict(self._call("POST", "/v1/programme/assessments", json=body))
+
+    def rate_provider(self, provider_id: str, rating: int) -> dict[str, Any]:
+        """An enterprise's rating (1-5) of a provider it granted, in the open period."""
+        body = {"provider_id": provider_id, "rating": rating}
+        return dict(self._call("POST", "/v1/programme/ratings", json=body))
+
+    def list_scorecards(self, period_id: str | None = None) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/scorecards", params=_params(period_id=period_id)))
+
+    def get_scorecard(self, scorecard_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/scorecards/{scorecard_id}"))
+
+    def list_exits(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/exits"))
+
+    def exited_providers(self) -> list[dict[str, Any]]:
+        """Suspended and exited providers, and why (the bureau)."""
+        return list(self._call("GET", "/v1/exits/providers"))
+
+    def decide_exit(self, exit_id: str, confirm: bool, reason: str) -> dict[str, Any]:
+        """Confirm or reject an exit proposal (the bureau)."""
+        body = {"decision": "confirm" if confirm else "reject", "reason": reason}
+        return dict(self._call("POST", f"/v1/exits/{exit_id}/decide", json=body))
+
 
 def _params(**values: object) -> dict[str, Any]:
     """Query parameters without the unset ones; datetimes as ISO 8601."""

@@ -31,6 +31,7 @@ from sandbox.cli import (
     programme,
     receipts,
     remote,
+    scorecards,
     tokens,
 )
 from sandbox.cli.app import app
@@ -49,6 +50,7 @@ _ = (
     programme,
     receipts,
     remote,
+    scorecards,
     tokens,
 )  # their commands register on ``app``
 

@@ -45,6 +45,7 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/query", N_("New query")),
         ("/console/jobs", N_("Jobs")),
         ("/console/kpi", N_("KPI contracts")),
+        ("/console/scorecards", N_("Scorecards")),
         ("/console/tokens", N_("API tokens")),
     ],
     "security_officer": [
@@ -64,6 +65,7 @@ NAV: dict[str, list[tuple[str, str]]] = {
     ],
     "bureau": [
         ("/console/programme", N_("Programme")),
+        ("/console/scorecards", N_("Scorecards")),
         ("/console/tokens", N_("API tokens")),
     ],
 }

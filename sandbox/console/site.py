@@ -22,6 +22,7 @@ from sandbox.console import (
     routes_operator,
     routes_preferences,
     routes_provider,
+    routes_scorecards,
     routes_session,
     routes_tokens,
 )
@@ -40,6 +41,7 @@ ROUTERS = (
     routes_officer,
     routes_operator,
     routes_bureau,
+    routes_scorecards,
     routes_tokens,
 )
 

@@ -74,27 +74,7 @@ def suspend_provider(
                     provider_id=provider_id,
                 )
             )
-        provider.status = Status.SUSPENDED
-        cancelled = _jobs(
-            session,
-            cancel_queued_jobs(
-                session, provider_ids=[provider.id], why=CANCELLED_WHY, now=now, actor=caller
-            ),
-        )
-        stopping = _stop_running(session, caller, provider.id)
-        for tenant_id in _tenants_or_platform(tenants):
-            audit.record(
-                session,
-                "provider.suspended",
-                actor=caller,
-                tenant_id=tenant_id,
-                resource=f"principal:{provider.id}",
-                details={
-                    "reason": why,
-                    "cancelled_job_ids": _ids_of(cancelled, tenant_id),
-                    "stopping_job_ids": _ids_of(stopping, tenant_id),
-                },
-            )
+        cancelled, stopping = suspend_locked(session, caller, provider, tenants, why, now)
         return SuspensionResult(
             provider.id,
             provider.name,
@@ -104,6 +84,41 @@ def suspend_provider(
             tuple(_visible_ids(cancelled, caller)),
             tuple(_visible_ids(stopping, caller)),
         )
+
+
+def suspend_locked(
+    session: Session,
+    caller: Principal,
+    provider: Principal,
+    tenants: list[str],
+    why: str,
+    now: datetime,
+) -> tuple[list[Job], list[Job]]:
+    """Suspend ``provider`` (locked, active) in ``session``, audited for each of
+    ``tenants``: its queued jobs cancelled and its running ones asked to stop (returned).
+    A confirmed exit (``sandbox.scorecards.exits``) suspends through this too."""
+    provider.status = Status.SUSPENDED
+    cancelled = _jobs(
+        session,
+        cancel_queued_jobs(
+            session, provider_ids=[provider.id], why=CANCELLED_WHY, now=now, actor=caller
+        ),
+    )
+    stopping = _stop_running(session, caller, provider.id)
+    for tenant_id in _tenants_or_platform(tenants):
+        audit.record(
+            session,
+            "provider.suspended",
+            actor=caller,
+            tenant_id=tenant_id,
+            resource=f"principal:{provider.id}",
+            details={
+                "reason": why,
+                "cancelled_job_ids": _ids_of(cancelled, tenant_id),
+                "stopping_job_ids": _ids_of(stopping, tenant_id),
+            },
+        )
+    return cancelled, stopping
 
 
 def reinstate_provider(

@@ -319,6 +319,11 @@ def load_platform_reasons(veil: Veil) -> PlatformReasons:
         # A KPI verdict is signed as it is released (``sandbox.kpi.verdicts``).
         for e in session.scalars(select(event).where(event.action == "kpi.verdict_released")):
             reasons.signed[e.resource or ""] = ("kpi-verdict", e.at, e.seq)
+        # A provider's scorecard is signed as its period closes (``sandbox.scorecards``).
+        for e in session.scalars(
+            select(event).where(event.action == "scorecards.scorecard_issued")
+        ):
+            reasons.signed[e.resource or ""] = ("scorecard", e.at, e.seq)
         # An enterprise node signs its grants and releases (``node.protocol.signing.sign``).
         for e in session.scalars(select(event).where(event.action == "node.signed")):
             reasons.signed[e.resource or ""] = ("node-signature", e.at, e.seq)

@@ -30,6 +30,7 @@ from sandbox.api import (
     routes_programme,
     routes_purposes,
     routes_receipts,
+    routes_scorecards,
     routes_tokens,
 )
 from sandbox.api.language import LanguageMiddleware
@@ -130,6 +131,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_classification,
         routes_nodes,
         routes_collaborations,
+        routes_scorecards,  # before the programme's /programme/{table}
         routes_programme,
         routes_kpi,
     ):

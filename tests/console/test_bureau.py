@@ -127,3 +127,20 @@ def test_the_operator_sets_categories_when_creating_an_enterprise(page: Page, ci
     form.get_by_label("Industry").fill("=cmd")
     form.get_by_role("button", name="Create the enterprise").click()
     expect(page.locator("#create-error")).to_contain_text("industry must be 1-64 printable")
+
+
+def test_the_scorecards_page_in_chinese(zh_page: Page, city: City) -> None:
+    """Two failed periods: the scorecards and the exit proposal, in Chinese."""
+    with VeilClient(city.url, city.operator) as operator:
+        provider = operator.create_provider("Gearbox AI")
+    with VeilClient(city.url, city.bureau) as bureau:
+        for name in ("2026-Q1", "2026-Q2"):
+            period = bureau.open_period(name)
+            bureau.assess_provider(provider["id"], 30, "late reports")
+            bureau.close_period(period["id"])
+    zh_log_in(zh_page, city.url, city.bureau)
+    zh_page.goto(f"{city.url}/console/scorecards")
+    expect(zh_page.locator("#scorecards td[data-result=failed]")).to_have_count(2)
+    expect(zh_page.locator("#exits td[data-status=proposed]")).to_have_count(1)
+    expect(zh_page.locator("#scorecards")).to_contain_text("评分企业太少")
+    check_chinese(zh_page, {"Bureau", "Gearbox", "AI"}, "/console/scorecards")

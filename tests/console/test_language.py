@@ -140,7 +140,9 @@ def visit(page: Page, url: str) -> None:
 ENTERPRISE = [
     "/console/datasets", "/console/grants", "/console/code", "/console/receipts", "/console/kpi",
 ]  # fmt: skip
-PROVIDER = ["/console/catalog", "/console/query", "/console/jobs", "/console/kpi"]
+PROVIDER = [
+    "/console/catalog", "/console/query", "/console/jobs", "/console/kpi", "/console/scorecards",
+]  # fmt: skip
 OVERSIGHT = ["/console/audit", "/console/attention", "/console/providers"]
 OPERATOR = [
     "/console/operator/enterprises",

@@ -58,7 +58,7 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         Reach.OWN,
         {
             C.OWN_DATA, C.UPLOAD_DATA, C.CLASSIFY_DATA, C.GRANT_ACCESS, C.REVIEW_CODE,
-            C.LIST_PROVIDERS, C.READ_RECEIPTS, C.READ_IMPORTANT_DATA,
+            C.RATE_PROVIDERS, C.LIST_PROVIDERS, C.READ_RECEIPTS, C.READ_IMPORTANT_DATA,
             C.READ_DATASETS, C.READ_GRANTS, C.READ_JOBS, C.READ_CODE, C.AGREE_KPI_CONTRACTS,
         },
     ),
@@ -67,10 +67,12 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         {
             C.USE_GRANTS, C.READ_CATALOG, C.SUBMIT_JOBS, C.SUBMIT_CODE, C.SIGN_LETTERS,
             C.PROPOSE_COLLABORATIONS, C.READ_COLLABORATIONS, C.READ_DATASETS, C.READ_GRANTS,
-            C.READ_JOBS, C.READ_CODE, C.AGREE_KPI_CONTRACTS,
+            C.READ_JOBS, C.READ_CODE, C.AGREE_KPI_CONTRACTS, C.READ_SCORECARDS,
         },
     ),
-    Role.BUREAU: (Reach.NONE, {C.READ_PROGRAMME, C.MANAGE_PURPOSES}),
+    Role.BUREAU: (
+        Reach.NONE, {C.READ_PROGRAMME, C.MANAGE_PURPOSES, C.RUN_SCORECARDS, C.READ_SCORECARDS}
+    ),
 }  # fmt: skip
 
 #: What each /v1 route needs; None: any authenticated principal (or anyone, for health).
@@ -157,6 +159,16 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("GET", "/v1/important-data"): C.READ_IMPORTANT_DATA,
     ("GET", "/v1/programme"): C.READ_PROGRAMME,
     ("GET", "/v1/programme/{table}"): C.READ_PROGRAMME,
+    ("POST", "/v1/programme/periods"): C.RUN_SCORECARDS,
+    ("GET", "/v1/programme/periods"): C.RUN_SCORECARDS,
+    ("POST", "/v1/programme/periods/{period_id}/close"): C.RUN_SCORECARDS,
+    ("POST", "/v1/programme/assessments"): C.RUN_SCORECARDS,
+    ("POST", "/v1/programme/ratings"): C.RATE_PROVIDERS,
+    ("GET", "/v1/scorecards"): C.READ_SCORECARDS,
+    ("GET", "/v1/scorecards/{scorecard_id}"): C.READ_SCORECARDS,
+    ("GET", "/v1/exits"): C.READ_SCORECARDS,
+    ("GET", "/v1/exits/providers"): C.RUN_SCORECARDS,
+    ("POST", "/v1/exits/{exit_id}/decide"): C.RUN_SCORECARDS,
 }
 
 #: Capabilities no route needs as such: they pick the side a principal sees (the owner's

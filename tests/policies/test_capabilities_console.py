@@ -81,6 +81,7 @@ CONSOLE: dict[tuple[str, str], Capability | None] = {
     ("POST", "/console/providers/{provider_id}/reinstate"): C.SUSPEND_PROVIDER,
     ("GET", "/console/programme"): C.READ_PROGRAMME,
     ("GET", "/console/programme/{table}.{fmt}"): C.READ_PROGRAMME,
+    ("GET", "/console/scorecards"): C.READ_SCORECARDS,
     ("GET", "/console/operator/enterprises"): C.MANAGE_PRINCIPALS,
     ("GET", "/console/operator/providers"): C.MANAGE_PRINCIPALS,
     ("GET", "/console/operator/officers"): C.MANAGE_PRINCIPALS,

@@ -28,6 +28,7 @@ import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.node_models
 import sandbox.store.programme_models
+import sandbox.store.scorecard_models
 from cluster.postgres import PostgresServer
 from keys import LocalKeyServer
 from policies.db import Base
@@ -108,7 +109,7 @@ def test_every_length_limited_column_is_known() -> None:
          policies.letters, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
          sandbox.store.collab_models, sandbox.store.programme_models,
-         sandbox.store.kpi_models)  # every table  # fmt: skip
+         sandbox.store.kpi_models, sandbox.store.scorecard_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -138,6 +139,10 @@ def test_every_length_limited_column_is_known() -> None:
         "purposes.code": "PUT /v1/purposes/{code}: Code (64), policies.purposes.check_code",
         "purposes.name_zh": "PurposeIn.name_zh: PurposeName (100)",
         "purposes.name_en": "PurposeIn.name_en: PurposeName (100)",
+        "evaluation_periods.name": "PeriodIn.name: 80 (sandbox.scorecards.periods: 1-80)",
+        "provider_assessments.assessor": "AssessmentIn.assessor: 80 (periods.assess: 1-80)",
+        "provider_assessments.reason": "AssessmentIn.reason: 500 (periods.assess: 1-500)",
+        "exit_proposals.reason": "ExitDecisionIn.reason: 500 (require_reason: 1-500)",
     }
     # Set by Veil itself, never from a caller's text: ids it generates, hashes, enum values,
     # paths under the data directory, signatures.
@@ -182,6 +187,10 @@ def test_every_length_limited_column_is_known() -> None:
         # Commitment letters: ids Veil makes, key fingerprints it computes.
         "provider_signing_keys.id", "provider_signing_keys.fingerprint",
         "commitment_letters.id",
+        # Scorecards and exit: ids Veil makes, states.
+        "evaluation_periods.id", "evaluation_periods.status", "provider_ratings.id",
+        "provider_assessments.id", "scorecards.id", "exit_proposals.id",
+        "exit_proposals.status",
     }  # fmt: skip
     assert limited - internal == set(inputs)
 
@@ -225,6 +234,7 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
         provider.post("/v1/kpi-contracts", json=_kpi_contract(dataset_id=ID)),
         provider.post("/v1/kpi-contracts", json=_kpi_contract(purpose=PURPOSE_LONG)),
         acme.post("/v1/kpi-contracts", json=_kpi_contract(provider_id=ID)),
+        acme.post("/v1/programme/ratings", json={"provider_id": ID, "rating": 3}),
     ]
     answers = [(r.request.method, r.request.url.path, r.status_code) for r in refused]
     assert [a for a in answers if a[2] != 422] == []
@@ -268,6 +278,7 @@ def test_over_long_ids_in_paths_are_unknown_not_errors(world: World) -> None:
             ("POST", "/v1/kpi-contracts/{id}/decline"),
             ("POST", "/v1/kpi-contracts/{id}/evaluations"),
             ("GET", "/v1/kpi-contracts/{id}/verdicts"),
+            ("GET", "/v1/scorecards/{id}"),
         ],
     }
     bodies = {"reason": "because"}

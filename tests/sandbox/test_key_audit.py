@@ -130,6 +130,8 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
     evaluation = _kpi_verdict(world)  # a job that reads the dataset, and a signature
     world.operator.audit_export(io.BytesIO())
     assert veil.checkpoint() is not None
+    bureau = world.client(world.operator.issue_token(world.operator.create_bureau("B")["id"]))
+    bureau.close_period(bureau.open_period("Q1")["id"])  # a signed scorecard per provider
 
     report = world.operator.key_audit()
     assert report["ok"] and report["unexplained"] == [], report["unexplained"]
@@ -160,7 +162,7 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
 
     platform = report["platform"]
     kinds = {(op["operation"], op["explained_by"]["kind"]) for op in platform["operations"]}
-    signed = ("checkpoint", "receipt", "export", "kpi-verdict")
+    signed = ("checkpoint", "receipt", "export", "kpi-verdict", "scorecard")
     assert {("transit.sign", k) for k in signed} <= kinds
     assert ("key.read", "signing-key") in kinds and ("policy.write", "setup") in kinds
     assert platform["unexplained"] == 0

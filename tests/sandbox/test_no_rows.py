@@ -73,6 +73,10 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         )["id"],
         "run_id": "crun_none",
         "table": "participation",  # the bureau's tables: refused to a provider
+        # Scorecards and exit: none exist here; another provider's would be "not found".
+        "period_id": "per_none",
+        "scorecard_id": "scd_none",
+        "exit_id": "exi_none",
         **_kpi_ids(world),
         "phase": "advertise",  # the node protocol's routes: refused without a node signature
         "code": "process-optimization",  # the purpose vocabulary: the operator's to change

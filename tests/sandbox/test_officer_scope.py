@@ -200,6 +200,7 @@ def real_ids(veil: Veil, world: World) -> dict[str, str]:
                      "evaluation": {"from": 60, "to": 120}}},
         )["id"],
         "verdict_id": "vrd_none",
+        "period_id": "per_none", "scorecard_id": "scd_none", "exit_id": "exi_none",
     }  # fmt: skip
 
 

@@ -411,6 +411,43 @@ POLICY: tuple[Endpoint, ...] = (
     row("GET", "/v1/programme/{table}", target="programme_table",
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(403, 403), nogrant=403, bureau=200),
+    # -- scorecards and exit (docs/programme.md, "Scorecards and exit") --------------------
+    # The world has a closed period (its scorecards) and an open one: opening another is
+    # refused for its state (409), as is closing the closed one.
+    row("POST", "/v1/programme/periods",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        bureau=409),
+    row("GET", "/v1/programme/periods",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        bureau=200),
+    row("POST", "/v1/programme/periods/{period_id}/close", target="closed_period",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403, bureau=409),
+    row("POST", "/v1/programme/assessments",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        bureau=201),
+    # Own: the provider A granted; other: B's provider, which A never granted (404).
+    row("POST", "/v1/programme/ratings", target="provider",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(403, 403), nogrant=403),
+    # A provider lists its own scorecards (none for a provider scored nowhere), the bureau all.
+    row("GET", "/v1/scorecards",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=200, nogrant=200,
+        bureau=200),
+    # Own: the scorecard of A's provider; other: B's provider's (404, never confirmed).
+    row("GET", "/v1/scorecards/{scorecard_id}", target="scorecard",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(200, 404), nogrant=404, bureau=200),
+    row("GET", "/v1/exits",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=200, nogrant=200,
+        bureau=200),
+    row("GET", "/v1/exits/providers",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        bureau=200),
+    # The world's proposal was rejected already: the bureau gets 409 (authorized, decided).
+    row("POST", "/v1/exits/{exit_id}/decide", target="exit",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403, bureau=409),
 )  # fmt: skip
 
 BY_KEY: dict[tuple[str, str], Endpoint] = {e.key: e for e in POLICY}

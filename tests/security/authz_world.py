@@ -109,6 +109,9 @@ class Tenant:
     suspended_provider: str
     collaboration: str = ""  # proposed by this tenant's provider
     kpi_contract: str = ""  # proposed by this tenant's provider, not yet accepted
+    scorecard: str = ""  # this tenant's provider's, of the world's closed period
+    closed_period: str = ""  # the same for every tenant
+    exit: str = ""  # a decided (rejected) exit proposal, the same for every tenant
 
     def ids(self, kind: str) -> str:
         """The id of this tenant's object of ``kind`` (a row's ``target``)."""
@@ -128,6 +131,9 @@ class Tenant:
             "programme_table": "participation",  # the same table for every tenant
             "kpi_contract": self.kpi_contract,
             "purpose": "carbon-accounting",
+            "scorecard": self.scorecard,
+            "closed_period": self.closed_period,
+            "exit": self.exit,
         }[kind]
 
 
@@ -424,9 +430,29 @@ def build(tmp: Path, key_server: LocalKeyServer) -> Iterator[AuthzWorld]:
             "provider-nogrant": world.principal("/v1/providers", name="Nobody Analytics"),
             "bureau": world.principal("/v1/bureau", name="Industry Bureau"),
         }
+        _periods(world)
         for role in ("enterprise", "provider", "officer-scoped"):
             world.principals[role] = world.ok(world.tokens[role], "GET", "/v1/me")["id"]
         yield world
+
+
+def _periods(world: AuthzWorld) -> None:
+    """Two closed evaluation periods (each provider's scorecards), in which A's suspended
+    provider failed twice: its exit proposal, rejected; and an open period."""
+    bureau = world.tokens["bureau"]
+    failing = {"provider_id": world.a.suspended_provider, "score": 0, "reason": "failing"}
+    for name in ("authz-first", "authz-closed"):
+        closed = world.ok(bureau, "POST", "/v1/programme/periods", json={"name": name})
+        world.ok(bureau, "POST", "/v1/programme/assessments", json=failing)
+        cards = world.ok(bureau, "POST", f"/v1/programme/periods/{closed['id']}/close")
+    by_provider = {c["provider_id"]: c["id"] for c in cards["scorecards"]}
+    (proposal,) = world.ok(bureau, "GET", "/v1/exits")
+    decision = {"decision": "reject", "reason": "kept for the authorization tests"}
+    world.ok(bureau, "POST", f"/v1/exits/{proposal['id']}/decide", json=decision)
+    for tenant in (world.a, world.b):
+        tenant.scorecard, tenant.closed_period = by_provider[tenant.provider], closed["id"]
+        tenant.exit = proposal["id"]
+    world.ok(bureau, "POST", "/v1/programme/periods", json={"name": "authz-open"})
 
 
 # -- requests: one per endpoint, as its owner would send it ---------------------------------
@@ -465,6 +491,16 @@ REQUESTS: dict[tuple[str, str], Body] = {
         "json": {"industry": "machinery", "size_band": "small"}
     },
     ("GET", "/v1/programme/{table}"): lambda t, _: {"params": {"by": "industry"}},
+    ("POST", "/v1/programme/periods"): lambda t, _: {"json": {"name": "another"}},
+    ("POST", "/v1/programme/assessments"): lambda t, _: {
+        "json": {"provider_id": t.provider, "score": 70, "reason": "on plan"}
+    },
+    ("POST", "/v1/programme/ratings"): lambda t, provider: {
+        "json": {"provider_id": provider, "rating": 4}
+    },
+    ("POST", "/v1/exits/{exit_id}/decide"): lambda t, _: {
+        "json": {"decision": "reject", "reason": "checked by the authorization tests"}
+    },
     ("POST", "/v1/datasets"): lambda t, _: {
         "json": {**DECLARATION, "name": f"log-{uuid.uuid4().hex[:8]}"}
     },

@@ -14,6 +14,7 @@ import sandbox.store.collab_models
 import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.programme_models
+import sandbox.store.scorecard_models
 from policies.db import Base
 from sandbox.store.database import WRITE_LOCK_KEY
 
@@ -26,6 +27,7 @@ _ = (
     sandbox.store.collab_models,
     sandbox.store.kpi_models,
     sandbox.store.programme_models,
+    sandbox.store.scorecard_models,
 )
 target_metadata = Base.metadata
 

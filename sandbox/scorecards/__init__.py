@@ -1,0 +1,1 @@
+"""Providers' scorecards per evaluation period, and the exit of a provider that keeps failing."""
