@@ -36,7 +36,14 @@ from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
 from sandbox.demo import supply
 from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
-from sandbox.demo.programme import bureau_tables, oee_grant, verdict
+from sandbox.demo.programme import (
+    bureau_tables,
+    city_bureau,
+    oee_grant,
+    open_period,
+    scorecard,
+    verdict,
+)
 from sandbox.demo.walkthrough import (
     GRANTED_COLUMNS,
     PURPOSE,
@@ -240,19 +247,26 @@ def _programme(
     console: Console,
 ) -> None:
     """The city programme (``sandbox.demo.programme``): a KPI verdict computed on Acme's
-    node, and the bureau's tables over the seven enterprises."""
-    console.rule("The city programme: a KPI verdict computed on Acme's node, the bureau")
-    _, dataset_id = oee_grant(acme, str(analyst.me()["id"]), console)
-    deadline = time.monotonic() + 60
-    while not any(e["dataset_id"] == dataset_id and 3 in e["tiers"] for e in analyst.catalog()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the node's OEE grant did not reach the control plane")
-        time.sleep(0.2)
-    # Acme agrees the contract on the control plane (a token the operator issues it there);
-    # the evaluation runs on its node like any tier-3 job.
-    with VeilClient(url, operator.issue_token(acme_id)) as consent:
-        verdict(consent, analyst, dataset_id, console)
-    bureau_tables(url, operator, console)
+    node, the provider's scorecard, and the bureau's tables over the seven enterprises."""
+    console.rule("The city programme: a KPI verdict on Acme's node, a scorecard, the bureau")
+    provider_id = str(analyst.me()["id"])
+    # Acme agrees the contract and rates on the control plane (a token the operator issues
+    # it there); the evaluation runs on its node like any tier-3 job.
+    with (
+        city_bureau(url, operator) as bureau,
+        VeilClient(url, operator.issue_token(acme_id)) as acme_cp,
+    ):
+        period = open_period(bureau, console)
+        _, dataset_id = oee_grant(acme, provider_id, console)
+        deadline = time.monotonic() + 60
+        while not any(e["dataset_id"] == dataset_id and 3 in e["tiers"]
+                      for e in analyst.catalog()):  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("the node's OEE grant did not reach the control plane")
+            time.sleep(0.2)
+        verdict(acme_cp, analyst, dataset_id, console)
+        scorecard(bureau, acme_cp, provider_id, period, console)
+        bureau_tables(bureau, console)
     console.print(
         "commitment letters (安全承诺函) are issued on the control plane only for now "
         "(not yet for an enterprise on its own node): `veil demo --hosted` signs one"

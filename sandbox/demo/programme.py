@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,11 +76,50 @@ def run_programme(
 ) -> None:
     """The story on one control plane that holds the enterprise's data (``--hosted``)."""
     provider_id = str(provider.me()["id"])
-    console.rule("11. The city programme: a commitment letter, a KPI verdict, the bureau")
-    grant_id, dataset_id = oee_grant(enterprise, provider_id, console)
-    _letter(enterprise, provider, grant_id, console)
-    verdict(enterprise, provider, dataset_id, console)
-    bureau_tables(url, operator, console)
+    console.rule("11. The city programme: a letter, a KPI verdict, a scorecard, the bureau")
+    with city_bureau(url, operator) as bureau:
+        period = open_period(bureau, console)
+        grant_id, dataset_id = oee_grant(enterprise, provider_id, console)
+        _letter(enterprise, provider, grant_id, console)
+        verdict(enterprise, provider, dataset_id, console)
+        scorecard(bureau, enterprise, provider_id, period, console)
+        bureau_tables(bureau, console)
+
+
+@contextmanager
+def city_bureau(url: str, operator: VeilClient) -> Iterator[VeilClient]:
+    """The city's bureau (工信局), created by the operator, with a token of its own."""
+    made = operator.create_bureau("City industry bureau (工信局)")
+    with VeilClient(url, operator.issue_token(made["id"])) as bureau:
+        yield bureau
+
+
+def open_period(bureau: VeilClient, console: Console) -> str:
+    """The bureau opens this quarter's evaluation period (default weights and pass mark)."""
+    period = bureau.open_period("2026-Q4")
+    console.print(
+        f"the bureau opened evaluation period {period['name']}: weights {period['weights']}, "
+        f"pass mark {period['pass_mark']:g}"
+    )
+    return str(period["id"])
+
+
+def scorecard(
+    bureau: VeilClient, enterprise: VeilClient, provider_id: str, period: str, console: Console
+) -> None:
+    """The enterprise rates the provider, the bureau assesses it and closes the period: the
+    provider's signed scorecard."""
+    enterprise.rate_provider(provider_id, 5)
+    bureau.assess_provider(provider_id, 80, "reports delivered on time")
+    cards = bureau.close_period(period)["scorecards"]
+    card = next(c for c in cards if c["provider_id"] == provider_id)
+    ratings = card["document"]["components"]["ratings"]
+    console.print(
+        f"period closed: the provider's signed scorecard {card['id']}: "
+        f"[bold]{card['result']}[/bold], score {card['score']:g} (its KPI verdicts, the "
+        f"bureau's assessment; {ratings.get('raters', 0)} enterprise rating, too few to show "
+        "or count below five raters). Two failed periods in a row would propose its exit."
+    )
 
 
 def oee_grant(enterprise: VeilClient, provider_id: str, console: Console) -> tuple[str, str]:
@@ -147,11 +188,9 @@ def verdict(
     )
 
 
-def bureau_tables(url: str, operator: VeilClient, console: Console) -> None:
-    """The city's bureau, created by the operator, reads its participation table."""
-    bureau = operator.create_bureau("City industry bureau (工信局)")
-    with VeilClient(url, operator.issue_token(bureau["id"])) as city:
-        table = city.programme_table("participation")
+def bureau_tables(bureau: VeilClient, console: Console) -> None:
+    """The bureau reads its participation table."""
+    table = bureau.programme_table("participation")
     figures = sum(len(row["values"]) for row in table["rows"])
     hidden = sum(len(row["suppressed"]) for row in table["rows"])
     console.print(
