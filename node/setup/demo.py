@@ -137,7 +137,13 @@ def node_process(node_dir: Path, console: Console) -> Iterator[str]:
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        if _answers(process, url, node_dir):
+        try:
+            up = _answers(process, url, node_dir)
+        except BaseException:  # it did not start in time, or the demo was interrupted
+            process.kill()
+            process.wait()
+            raise
+        if up:
             break
         if b"address already in use" not in log_path.read_bytes()[said:]:
             break
