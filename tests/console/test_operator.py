@@ -218,7 +218,14 @@ def test_the_operator_creates_the_bureau_once_and_issues_its_token(
     posted anyway is refused (409) next to it, creating nothing."""
     t = text(lang)
     page = page_in
-    log_in(page, world.url, token_of(world.operator))
+    operator = token_of(world.operator)
+    with httpx.Client(base_url=world.url, cookies={"veil_console": operator}) as http:
+        too_long = http.post(
+            "/console/operator/bureau", data={"csrf": csrf_token(operator), "name": "b" * 201}
+        )
+    assert too_long.status_code == 422 and 'role="alert"' in too_long.text
+    assert world.operator.audit_events(action="bureau.created") == []
+    log_in(page, world.url, operator)
     page.goto(f"{world.url}/console/operator/bureau")
     expect(page.get_by_role("heading", level=1)).to_have_text(t("Industry bureau"))
     form = page.locator("form[action='/console/operator/bureau']")
@@ -249,7 +256,6 @@ def test_the_operator_creates_the_bureau_once_and_issues_its_token(
     assert secret not in page.content()  # shown once
     if lang != "en":
         assert english_left(page, ["江北区工业和信息化局", bureau_id]) == []
-    operator = token_of(world.operator)
     with httpx.Client(base_url=world.url, cookies={"veil_console": operator}) as http:
         second = http.post(
             "/console/operator/bureau",
