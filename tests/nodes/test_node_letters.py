@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from keys import InvalidSignature, LocalKeyServer
+from keys.node_auth import canonical_json
 from keys.signing import public_keys_from_pem
 from node.protocol.signing import sign
 from policies.audit import AuditEvent
@@ -165,10 +166,10 @@ def test_the_control_plane_takes_only_the_nodes_own_letters(world: NodeWorld) ->
     node = _node_row(world)
     doc = {"kind": "letter", "id": letter["id"], "grant_id": world.grant_id, "letter": letter}
 
-    tampered = sign(world.node, node.id, doc)
-    tampered["document"]["letter"] = {**letter, "insurance_reference": "NONE"}
-    with pytest.raises(Forbidden):  # the node's document signature
-        publish_letter(world.cp, node, world.grant_id, tampered)
+    signed = sign(world.node, node.id, doc)
+    by_another = world.cp.keys.sign(canonical_json(signed["document"])).to_text()
+    with pytest.raises(Forbidden):  # the document is the node's letter, the signature not
+        publish_letter(world.cp, node, world.grant_id, {**signed, "signature": by_another})
 
     body = {k: v for k, v in letter.items() if k != "enterprise_signature"}
     by_cp = sign_for_enterprise(body, world.cp.keys.sign)  # not the node's key
