@@ -203,6 +203,9 @@ def test_a_node_letter_is_read_by_its_enterprise_and_provider_only(world: NodeWo
         with pytest.raises(ApiError) as refused:  # issuing stays on the node
             on_cp.issue_letter(world.grant_id, 30, INSURANCE)
         assert refused.value.status == 409 and refused.value.code == "data_on_node"
+        with pytest.raises(ApiError) as no_pack:  # its audit trail is the node's
+            on_cp.evidence_pack(world.grant_id)
+        assert no_pack.value.status == 409 and no_pack.value.code == "data_on_node"
     assert world.provider.get_letter(world.grant_id)["letter"] == letter
     other = world.operator.create_provider("Elsewhere Analytics")
     stranger = world.operator.create_node_enterprise("Other Works", f"o-{uuid.uuid4().hex[:6]}")
