@@ -17,7 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+import sandbox.cli  # noqa: F401 - registers every command on the app
 from keys import InvalidSignature, LocalKeyServer
 from keys.node_auth import canonical_json
 from keys.signing import public_keys_from_pem
@@ -27,6 +29,7 @@ from policies.errors import Forbidden, NotFound
 from policies.grants import EPSILON_UNIT, Grant
 from policies.letter_format import sign_as_provider, sign_for_enterprise, verify_letter
 from policies.letters import CommitmentLetter
+from sandbox.cli.app import app as cli_app
 from sandbox.client import ApiError, VeilClient
 from sandbox.jobs.retention import shred_expired
 from sandbox.nodes.letters import publish_letter
@@ -84,6 +87,12 @@ def queue_behind_the_nodes_back(world: NodeWorld) -> str:
     return job_id
 
 
+def veil_cli(*args: str) -> str:
+    done = CliRunner().invoke(cli_app, list(args))
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
 def node_grant(world: NodeWorld) -> Grant:
     with world.node.db.read() as session:
         grant = session.get(Grant, world.grant_id)
@@ -92,7 +101,9 @@ def node_grant(world: NodeWorld) -> Grant:
         return grant
 
 
-def test_the_node_signs_publishes_and_checks_the_providers_signature(world: NodeWorld) -> None:
+def test_the_node_signs_publishes_and_checks_the_providers_signature(
+    world: NodeWorld, tmp_path: Path
+) -> None:
     assert node_grant(world).letter_required  # from the node's own settings
     key, letter = issue(world)
 
@@ -113,8 +124,22 @@ def test_the_node_signs_publishes_and_checks_the_providers_signature(world: Node
     view = world.provider.get_letter(world.grant_id)
     assert view["letter"] == letter and view["status"] == "awaiting_signature"
     assert public_keys_from_pem(view["enterprise_key_pem"]).keys() == node_keys.keys()
-    signed = world.provider.sign_letter(world.grant_id, sign_as_provider(letter, key))
-    assert signed["status"] == "signed"
+    # The provider signs with the CLI, which checks the node's signature first; the letter
+    # then verifies offline with the node's public key.
+    private, public = tmp_path / "p.key", tmp_path / "p.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))  # fmt: skip
+    public.write_text(letter["provider"]["signing_key"]["public_key_pem"])
+    remote = ["--token", world.operator.issue_token(world.provider_id), "--url", world.cp_url]
+    veil_cli("letters", "sign", world.grant_id, "--private-key", str(private), *remote)
+    saved, node_pem = tmp_path / "l.json", tmp_path / "node.pem"
+    veil_cli("letters", "show", world.grant_id, "--output", str(saved),
+             "--signer-key", str(node_pem), *remote)  # fmt: skip
+    said = veil_cli("letters", "verify", str(saved), "--public-key", str(node_pem),
+                    "--provider-key", str(public))  # fmt: skip
+    assert "both signatures valid" in said
+    assert world.provider.get_letter(world.grant_id)["status"] == "signed"
 
     job = world.submit(MEAN)  # the node takes the signature before it decides the job
     assert job["status"] == "released"
