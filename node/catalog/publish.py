@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from keys.node_auth import canonical_json
+from node.catalog import letters
 from node.protocol.client import ControlPlane
 from node.protocol.signing import sign
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
@@ -55,6 +56,7 @@ def grant_document(grant: Grant) -> dict[str, Any]:
         "epsilon_budget": grant.epsilon_budget,
         "delta_budget": grant.delta_budget,
         "revoked_at": grant.revoked_at.isoformat() if grant.revoked_at else None,
+        "letter_required": grant.letter_required,
     }
 
 
@@ -70,6 +72,7 @@ class Publisher:
         self.veil, self.control, self.node_id = veil, control, node_id
         self._sent: dict[str, str] = {}
         self._providers_at: float | None = None
+        self.signatures = letters.SignatureDesk(veil, control)
 
     def _changed(self, key: str, document: Any) -> bool:
         digest = hashlib.sha256(canonical_json(document)).hexdigest()
@@ -79,8 +82,9 @@ class Publisher:
         return True
 
     def sync(self) -> int:
-        """Providers in (every ``PROVIDERS_EVERY_S``), then datasets and grants out when
-        they changed; how many documents were sent."""
+        """Providers in (every ``PROVIDERS_EVERY_S``), then datasets, grants and commitment
+        letters out when they changed, and the providers' signatures of letters in (each
+        checked here); how many documents were sent or taken."""
         now = time.monotonic()
         if self._providers_at is None or now - self._providers_at >= PROVIDERS_EVERY_S:
             self.mirror_providers(self.control.call("GET", "/node/v1/providers"))
@@ -118,11 +122,20 @@ class Publisher:
                     self._sent.pop(f"grant:{doc['id']}", None)
                     raise
                 sent += 1
-        return sent
+        for doc in letters.documents(self.veil):
+            if self._changed(f"letter:{doc['id']}", doc):
+                try:
+                    letters.publish(self.veil, self.control, self.node_id, doc)
+                except Exception:
+                    self._sent.pop(f"letter:{doc['id']}", None)
+                    raise
+                sent += 1
+        return sent + self.signatures.sync()
 
     def mirror_providers(self, providers: list[dict[str, Any]]) -> None:
-        """Keep a row for each provider (id, name, status) so grants can name them here;
-        a provider has no token on the node and cannot sign in to it."""
+        """Keep a row for each provider (id, name, status) so grants can name them here,
+        and the keys it registered to sign commitment letters (so letters issued here name
+        them); a provider has no token on the node and cannot sign in to it."""
         with self.veil.db.transaction() as session:
             for entry in providers:
                 ident, name = str(entry["id"]), str(entry["name"])[:200]
@@ -132,3 +145,7 @@ class Publisher:
                     session.add(Principal(id=ident, role=Role.PROVIDER, name=name, status=state))
                 elif row.role == Role.PROVIDER:
                     row.name, row.status = name, state
+                else:
+                    continue
+                session.flush()
+                letters.mirror_keys(session, ident, entry.get("letter_keys"))

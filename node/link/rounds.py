@@ -126,6 +126,9 @@ class NodeLink:
                 self._code_due = self._code_due or self._woke == "code"
                 break
             report.taken, wait = report.taken + 1, 0.0
+            # A provider may sign its letter and submit a job while this claim waited: take
+            # the signatures first (each checked here), or the job would be refused.
+            self.publisher.signatures.sync()
             jobs.take(self.veil, self.node_id, self.enterprise_id, job)
             self._acknowledge(job)  # after: the local worker starts on it meanwhile
         report.answered += jobs.answer_finished(self.veil, self.node_id)

@@ -3,9 +3,12 @@
 The control plane runs in this process (embedded OpenBao, SQLite, API on a free loopback
 port).  Each demo enterprise's node is a process of its own (``veil node run``), in its own
 directory, with its own OpenBao, database and job worker, enrolled with the operator's
-one-time code (``veil node init``).  The enterprises upload and grant on their nodes; the
-provider works through the control plane's API exactly as before (tiers 0-4); the story
-ends by showing where each thing is, and a compromised control plane being refused.
+one-time code (``veil node init``).  The enterprises upload and grant on their nodes, and
+issue each grant's commitment letter there (the nodes require letters: their key server
+signs for the enterprise, the provider signs on the control plane, the node checks that
+signature itself); the provider works through the control plane's API exactly as before
+(tiers 0-4); the story ends by showing where each thing is, and a compromised control plane
+being refused.
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
 from keys import LocalKeyServer
 from keys.bao import free_port
+from keys.signing import public_keys_from_pem
 from policies.grants import EPSILON_UNIT
-from sandbox.client import VeilClient
+from policies.letter_format import sign_as_provider, verify_letter
+from sandbox.client import ApiError, VeilClient
 from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
 from sandbox.demo import supply
@@ -126,7 +133,8 @@ def node_process(node_dir: Path, console: Console) -> Iterator[str]:
     taken by another program between our choice and the node's bind: tried again on
     another (a busy machine opens and closes ports all the time)."""
     env = {**os.environ, "VEIL_NODE_POLL_S": "0.2", "VEIL_API_HOST": "127.0.0.1",
-           "VEIL_VAULT_ADDR": "", "VEIL_DATABASE_URL": ""}  # fmt: skip
+           "VEIL_VAULT_ADDR": "", "VEIL_DATABASE_URL": "",
+           "VEIL_COMMITMENT_LETTERS": "true"}  # fmt: skip
     env = {k: v for k, v in env.items() if v != ""}
     log_path = node_dir / "node.log"
     for _ in range(3):
@@ -200,6 +208,7 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         suppliers = [operator.create_node_enterprise(name, slug) for name, slug in SUPPLIERS]
         provider = operator.create_provider("PredictaMaint Analytics")
         analyst = stack.enter_context(VeilClient(url, operator.issue_token(provider["id"])))
+        letter_key = _provider_letter_key(analyst, console)
         for entry in made:
             node_id = entry["node"]["id"]
             console.print(
@@ -217,7 +226,8 @@ def run_node_demo(settings: Settings, console: Console) -> None:
             console.print(f"node {enrolled['node_id']} of {enrolled['enterprise']} runs at "
                           f"{node_url} (outbound only to the control plane)")  # fmt: skip
         acme, globex = clients
-        dataset_id, data = _acme_uploads(acme, provider["id"], console)
+        dataset_id, data, grant_id = _acme_uploads(acme, provider["id"], console)
+        _letter(acme, analyst, letter_key, grant_id, console, story=True)
         gds = globex.create_dataset(DECLARATION["name"], DECLARATION["columns"])
         globex.upload(gds["id"], second_enterprise_log())
         console.print(
@@ -229,6 +239,8 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         _refusals(analyst, dataset_id, gds["id"], console)
         _queries(analyst, dataset_id, console)
         _grant_training(acme, provider["id"], dataset_id, console)
+        [training] = [g for g in acme.list_grants() if 4 in g["tiers"]]
+        _letter(acme, analyst, letter_key, training["id"], console)
         _wait_published(analyst, 1, tier=4)  # the node publishes the new grant within a poll
         _train(analyst, dataset_id, console)
         _where_things_are(cp, home, data, console)
@@ -239,7 +251,8 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         _benchmark(analyst, members, console)
         _supply_chain(analyst, acme, made[0], suppliers[0], (members[0][0], members[2][0]),
                       console)  # fmt: skip
-        _programme(url, operator, analyst, acme, made[0]["enterprise"]["id"], console)
+        _programme(url, operator, analyst, acme, made[0]["enterprise"]["id"], letter_key,
+                   console)  # fmt: skip
         _audit(operator, console)
     console.print("\n[green]Demo finished[/green]; the control plane and the nodes were stopped.")
 
@@ -250,6 +263,7 @@ def _programme(
     analyst: VeilClient,
     acme: VeilClient,
     acme_id: str,
+    letter_key: Ed25519PrivateKey,
     console: Console,
 ) -> None:
     """The city programme (``sandbox.demo.programme``): a KPI verdict computed on Acme's
@@ -263,7 +277,8 @@ def _programme(
         VeilClient(url, operator.issue_token(acme_id)) as acme_cp,
     ):
         period = open_period(bureau, console)
-        _, dataset_id = oee_grant(acme, provider_id, console)
+        grant_id, dataset_id = oee_grant(acme, provider_id, console)
+        _letter(acme, analyst, letter_key, grant_id, console)
         deadline = time.monotonic() + 60
         while not any(e["dataset_id"] == dataset_id and 3 in e["tiers"]
                       for e in analyst.catalog()):  # fmt: skip
@@ -273,13 +288,67 @@ def _programme(
         verdict(acme_cp, analyst, dataset_id, console)
         scorecard(bureau, acme_cp, provider_id, period, console)
         bureau_tables(bureau, console)
-    console.print(
-        "commitment letters (安全承诺函) are issued on the control plane only for now "
-        "(not yet for an enterprise on its own node): `veil demo --hosted` signs one"
+
+
+def _provider_letter_key(analyst: VeilClient, console: Console) -> Ed25519PrivateKey:
+    """The provider's letter-signing key pair (made on its own machine: here); the public
+    half registered on the control plane, which relays it to the nodes."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    registered = analyst.register_letter_key(public.decode())
+    console.print(f"the provider registered its key for commitment letters "
+                  f"({registered['fingerprint'][:16]}…); the nodes mirror it")  # fmt: skip
+    return key
 
 
-def _acme_uploads(acme: VeilClient, provider_id: str, console: Console) -> tuple[str, bytes]:
+def _letter(
+    enterprise: VeilClient,
+    analyst: VeilClient,
+    key: Ed25519PrivateKey,
+    grant_id: str,
+    console: Console,
+    *,
+    story: bool = False,
+) -> None:
+    """The grant's commitment letter: issued on the enterprise's node (signed there for it
+    by the node's key server), published, signed by the provider on the control plane; the
+    node checks that signature itself before the grant is in force there."""
+    deadline = time.monotonic() + 60
+    while True:  # the node mirrors the provider's key within a few seconds
+        try:
+            enterprise.issue_letter(grant_id, retention_days=365,
+                                    insurance_reference="PICC-DEMO-2026")  # fmt: skip
+            break
+        except ApiError as exc:
+            if exc.status != 409 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    while True:  # the node publishes it within a poll
+        try:
+            view = analyst.get_letter(grant_id)
+            break
+        except ApiError as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    node_key = public_keys_from_pem(view["enterprise_key_pem"])
+    verify_letter(view["letter"], node_key, require_provider=False)  # the node signed it
+    signed = analyst.sign_letter(grant_id, sign_as_provider(view["letter"], key))
+    if story:
+        console.print(
+            f"commitment letter (安全承诺函) for {grant_id}: issued by Acme on its node "
+            "(signed for it by the node's key server), signed by the provider on the control "
+            f"plane: {signed['status']}; the node checks the provider's signature itself "
+            "before the grant is in force there (docs/commitments.md)"
+        )
+    else:
+        console.print(f"commitment letter for {grant_id}: issued on the node, signed by "
+                      f"the provider: {signed['status']}")  # fmt: skip
+
+
+def _acme_uploads(acme: VeilClient, provider_id: str, console: Console) -> tuple[str, bytes, str]:
     ds = acme.create_dataset(DECLARATION["name"], DECLARATION["columns"],
                              DECLARATION["privacy_unit"])  # fmt: skip
     data = production_log()
@@ -293,7 +362,7 @@ def _acme_uploads(acme: VeilClient, provider_id: str, console: Console) -> tuple
                               datetime.now(UTC) + timedelta(days=30), epsilon=1.0)  # fmt: skip
     console.print(f"grant {grant['id']} made on the node: tiers 0-3, epsilon 1; the node signs "
                   "it and publishes it with the declaration (never the data)")  # fmt: skip
-    return str(ds["id"]), data
+    return str(ds["id"]), data, str(grant["id"])
 
 
 def _supplier_nodes(

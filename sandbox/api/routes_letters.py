@@ -23,7 +23,7 @@ from sandbox.oversight import evidence
 router = APIRouter(prefix="/v1", tags=["letters"])
 
 
-def out(letter: CommitmentLetter) -> LetterOut:
+def out(letter: CommitmentLetter, enterprise_key: str | None = None) -> LetterOut:
     state = "shredded" if letter.shredded_at else "signed" if letter.signed_at else None
     return LetterOut(
         grant_id=letter.grant_id,
@@ -32,6 +32,7 @@ def out(letter: CommitmentLetter) -> LetterOut:
         signed_at=letter.signed_at,
         shredded_at=letter.shredded_at,
         letter=letter.full(),
+        enterprise_key_pem=enterprise_key,
     )
 
 
@@ -63,7 +64,8 @@ def get_letter(
     if fmt == "html":
         page = letter_page.render_html(letter.full())
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
-    return JSONResponse(out(letter).model_dump(mode="json"))
+    view = out(letter, letters.enterprise_key(veil, letter))
+    return JSONResponse(view.model_dump(mode="json"))
 
 
 @router.post("/grants/{grant_id}/letter/signature")
@@ -72,7 +74,8 @@ def sign_letter(
 ) -> LetterOut:
     """The provider hands in its signature of the letter; once it verifies with the key the
     letter names, the grant is in force."""
-    return out(letters.sign(veil, caller, grant_id, body.signature))
+    letter = letters.sign(veil, caller, grant_id, body.signature)
+    return out(letter, letters.enterprise_key(veil, letter))
 
 
 @router.get("/grants/{grant_id}/evidence")

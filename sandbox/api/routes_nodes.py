@@ -23,6 +23,7 @@ from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
 from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH, Input
 from sandbox.collaborations import proposals, runs
 from sandbox.nodes import code, feed, mirror, registry
+from sandbox.nodes import letters as node_letters
 from sandbox.nodes.schemas import CodeRequestDoc, DatasetDoc, JobDoc, SignedDoc, body
 from sandbox.runtime.veil import Veil
 from sandbox.store.node_models import Node
@@ -153,6 +154,24 @@ def publish_grant(grant_id: str, veil: VeilDep, signed: SignedDep) -> Response:
     except (KeyError, TypeError, ValueError):
         raise InvalidRequest(Msg("the grant document is incomplete")) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/node/v1/letters/{grant_id}", status_code=status.HTTP_204_NO_CONTENT,
+            openapi_extra=body(SignedDoc))  # fmt: skip
+def publish_letter(grant_id: str, veil: VeilDep, signed: SignedDep) -> Response:
+    """Publish the commitment letter of a grant the node published, as the enterprise
+    signed it on the node (the node's key server), inside a document the node signs."""
+    try:
+        node_letters.publish_letter(veil, signed.node, grant_id, _object(signed.body))
+    except (KeyError, TypeError, ValueError):
+        raise InvalidRequest(Msg("the letter document is incomplete")) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/node/v1/letters/signatures")
+def letter_signatures(veil: VeilDep, signed: SignedDep) -> list[dict[str, str]]:
+    """The providers' signatures of the node's letters (the node checks each itself)."""
+    return node_letters.signed_letters(veil, signed.node)
 
 
 _CLAIMED: dict[int | str, dict[str, Any]] = {

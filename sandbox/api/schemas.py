@@ -569,3 +569,8 @@ class LetterOut(BaseModel):
     signed_at: datetime | None
     shredded_at: datetime | None
     letter: dict[str, Any] = Field(description="The letter file: verify it offline")
+    enterprise_key_pem: str | None = Field(
+        default=None,
+        description="For an enterprise on its own node: the node's public key(s), which "
+        "signed the letter for the enterprise (verify with it instead of the platform's)",
+    )

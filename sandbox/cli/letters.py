@@ -185,11 +185,21 @@ def letters_show(
         Path | None,
         typer.Option("--pdf", help="Also print the page to this PDF (needs Chromium here)."),
     ] = None,
+    signer_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signer-key",
+            help="Write here the public key that signed for the enterprise (the platform's, "
+            "or its node's), for 'veil letters verify --public-key'.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a grant's letter (its enterprise and provider); save its file or its page."""
     with connect(url, token) as c:
         view = c.get_letter(grant_id)
+        if signer_key is not None:
+            signer_key.write_text(view.get("enterprise_key_pem") or c.audit_public_key())
     if output is not None:
         output.write_text(dumps(view["letter"]))
     page = letter_page.render_html(view["letter"])
@@ -214,8 +224,9 @@ def letters_sign(
     with connect(url, token) as c:
         view = c.get_letter(grant_id)
         letter = view["letter"]
-        platform = load_public_keys(c.audit_public_key())
-        verify_letter(letter, platform, require_provider=False)  # what we sign is Veil's
+        # Signed for the enterprise by the platform, or by the enterprise's own node.
+        signer = view.get("enterprise_key_pem") or c.audit_public_key()
+        verify_letter(letter, load_public_keys(signer), require_provider=False)
         mine = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )

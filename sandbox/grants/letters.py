@@ -4,9 +4,12 @@ on its own machine, and the grant comes into force.  Every step is audited.
 
 The letter is signed for the enterprise by the key server's platform key (as receipts):
 that is Veil's signing path for an enterprise whose data and grants live on the control
-plane.  An enterprise on its own node makes its grants there, and letters for those are
-refused here like every other change of a node's grants (409 ``data_on_node``); see
-docs/commitments.md, "Limits".
+plane.  An enterprise on its own node makes its grants there and issues their letters
+there too (this same service on the node's core, so the node's key server signs for it);
+issuing one here is refused like every other change of a node's grants (409
+``data_on_node``).  The node publishes the letter (``sandbox.nodes.letters``); its provider
+reads and signs it here as any other (:func:`get`, :func:`sign`), and the node checks the
+signature itself before its grant comes into force there (``node.catalog.letters``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from policies.letters import (
 from policies.principals import Principal
 from policies.purposes import require_current
 from sandbox.runtime.veil import Veil
-from sandbox.store.node_models import refuse_if_on_node
+from sandbox.store.node_models import node_of, refuse_if_on_node
 
 BAD_SIGNATURE = Msg(
     "the signature does not verify: sign the letter exactly as fetched, with the private "
@@ -145,6 +148,17 @@ def get(veil: Veil, principal: Principal, grant_id: str) -> CommitmentLetter:
     require(principal, Capability.READ_GRANTS)
     with veil.db.read() as session:
         return _visible_letter(session, principal, grant_id)
+
+
+def enterprise_key(veil: Veil, letter: CommitmentLetter) -> str | None:
+    """The public key(s), PEM, that signed ``letter`` for its enterprise when that was the
+    enterprise's node (the key it enrolled with); None for the platform's own key."""
+    with veil.db.read() as session:
+        grant = session.get(Grant, letter.grant_id)
+        node = node_of(session, letter.enterprise_id)
+        if grant is None or grant.node_signed is None or node is None:
+            return None
+        return node.signing_key
 
 
 def sign(veil: Veil, provider: Principal, grant_id: str, signature: str) -> CommitmentLetter:

@@ -24,6 +24,7 @@ from policies.budget import Budget
 from policies.db import new_id
 from policies.errors import Conflict, Forbidden, InvalidRequest
 from policies.grants import Grant
+from policies.letters import ProviderKey
 from policies.principals import Principal, Role
 from sandbox.jobs.submit import cancel_queued_jobs
 from sandbox.runtime.veil import Veil
@@ -65,10 +66,24 @@ def verify_node_document(node: Node, signed: dict[str, Any]) -> dict[str, Any]:
 
 
 def providers(veil: Veil) -> list[dict[str, Any]]:
-    """The provider directory a node mirrors (names and ids only; no token, no grant)."""
+    """The provider directory a node mirrors: ids, names, states and the public keys each
+    provider registered to sign commitment letters (no token, no grant)."""
     with veil.db.read() as session:
         rows = session.scalars(select(Principal).where(Principal.role == Role.PROVIDER))
-        return [{"id": p.id, "name": p.name, "status": p.status} for p in rows]
+        keys: dict[str, list[dict[str, str]]] = {}
+        for key in session.scalars(select(ProviderKey).order_by(ProviderKey.created_at)):
+            keys.setdefault(key.provider_id, []).append(
+                {
+                    "id": key.id,
+                    "fingerprint": key.fingerprint,
+                    "public_key_pem": key.public_key_pem,
+                    "created_at": key.created_at.isoformat(),
+                }
+            )
+        return [
+            {"id": p.id, "name": p.name, "status": p.status, "letter_keys": keys.get(p.id, [])}
+            for p in rows
+        ]
 
 
 def publish_dataset(veil: Veil, node: Node, doc: dict[str, Any]) -> None:
@@ -150,6 +165,9 @@ def publish_grant(veil: Veil, node: Node, signed: dict[str, Any]) -> None:
         grant.valid_from = datetime.fromisoformat(doc["valid_from"])
         grant.valid_until = datetime.fromisoformat(doc["valid_until"])
         grant.min_group_size = int(doc["min_group_size"])
+        # The node's own setting decides whether the grant needs a signed letter; the
+        # provider's signature is then recorded here when it signs (``sandbox.nodes.letters``).
+        grant.letter_required = bool(doc.get("letter_required", False))
         grant.epsilon_budget, grant.delta_budget = (
             int(doc["epsilon_budget"]),
             int(doc["delta_budget"]),

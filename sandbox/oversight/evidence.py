@@ -52,6 +52,14 @@ def _grant_for(veil: Veil, caller: Principal, grant_id: str) -> Grant:
 def build_pack(veil: Veil, caller: Principal, grant_id: str) -> dict[str, Any]:
     """Issue the grant's evidence pack (its letter must be signed by both parties)."""
     grant = _grant_for(veil, caller, grant_id)
+    if grant.node_signed is not None:  # its letter and audit trail are the node's
+        raise Conflict(
+            Msg(
+                "evidence packs are made for grants held on the control plane only; this "
+                "grant is held on its enterprise's node"
+            ),
+            code="data_on_node",
+        )
     with veil.db.read() as session:
         letter = letter_for(session, grant.id)
         created = session.scalars(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +29,9 @@ from tests.sandbox.conftest import GRANTED, PURPOSE, api, veil  # noqa: F401 - f
 __all__ = ["GRANTED", "PURPOSE", "NodeWorld"]
 
 
-def node_settings_for(node_dir: Path, server: LocalKeyServer) -> Settings:
-    """The node's core on its own OpenBao (``server``), which the control plane never sees."""
+def node_settings_for(node_dir: Path, server: LocalKeyServer, **extra: Any) -> Settings:
+    """The node's core on its own OpenBao (``server``), which the control plane never sees;
+    ``extra``: more settings (``commitment_letters=True``)."""
     config = server.config()
     return Settings(
         data_dir=node_dir / "veil",
@@ -40,6 +42,7 @@ def node_settings_for(node_dir: Path, server: LocalKeyServer) -> Settings:
         vault_tenancy=config.tenancy,
         keyserver_audit_log=server.audit_log,  # the node reads its own key server's log
         job_poll_interval_s=0.05,
+        **extra,
     )
 
 
@@ -104,15 +107,29 @@ def node_world(
     api: str,  # noqa: F811
     own_key_server: LocalKeyServer,
 ) -> Iterator[NodeWorld]:
-    token = bootstrap_operator(veil)
+    with make_node_world(tmp_path, veil, api, own_key_server) as world:
+        yield world
+
+
+@contextmanager
+def make_node_world(
+    tmp_path: Path,
+    cp: Veil,
+    cp_url: str,
+    own_key_server: LocalKeyServer,
+    **node_settings: Any,
+) -> Iterator[NodeWorld]:
+    """A node enrolled with the control plane ``cp`` at ``cp_url``, a dataset and a grant
+    made there; ``node_settings``: the node's own settings beyond the usual."""
+    token = bootstrap_operator(cp)
     assert token is not None
-    operator = VeilClient(api, token)
+    operator = VeilClient(cp_url, token)
     made = operator.create_node_enterprise("Acme Metal", f"acme-{uuid.uuid4().hex[:8]}")
     provider = operator.create_provider("Predicta")
-    provider_client = VeilClient(api, operator.issue_token(provider["id"]))
+    provider_client = VeilClient(cp_url, operator.issue_token(provider["id"]))
     node_dir = tmp_path / "node"
-    settings = node_settings_for(node_dir, own_key_server)
-    config, enterprise_token = init_node(node_dir, api, made["enrolment_code"], settings)
+    settings = node_settings_for(node_dir, own_key_server, **node_settings)
+    config, enterprise_token = init_node(node_dir, cp_url, made["enrolment_code"], settings)
     with (
         running_node(node_dir, settings, link=False) as (node, link),
         ApiThread(settings, node) as node_url,
@@ -128,6 +145,6 @@ def node_world(
         )  # fmt: skip
         link.run_round()  # catalog and grant reach the control plane
         yield NodeWorld(
-            veil, api, node, node_url, link, config, node_dir, operator, provider_client,
+            cp, cp_url, node, node_url, link, config, node_dir, operator, provider_client,
             provider["id"], enterprise, ds["id"], grant["id"], csv, own_key_server,
         )  # fmt: skip

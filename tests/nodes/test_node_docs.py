@@ -17,7 +17,8 @@ def test_node_protocol_schema_is_current() -> None:
     )
     assert set(committed["paths"]) == {
         "/node/v1/enrol", "/node/v1/providers", "/node/v1/datasets/{dataset_id}",
-        "/node/v1/grants/{grant_id}", "/node/v1/jobs/claim", "/node/v1/jobs/running",
+        "/node/v1/grants/{grant_id}", "/node/v1/letters/{grant_id}",
+        "/node/v1/letters/signatures", "/node/v1/jobs/claim", "/node/v1/jobs/running",
         "/node/v1/jobs/{job_id}/release", "/node/v1/jobs/{job_id}/fail",
         "/node/v1/jobs/{job_id}/progress", "/node/v1/jobs/{job_id}/held",
         "/node/v1/jobs/{job_id}/taken",
