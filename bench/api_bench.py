@@ -317,6 +317,7 @@ def run(
         home = Path(home_name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("VEIL_")}
         env |= {"VEIL_DATA_DIR": str(home / "veil"), "PYTHONPATH": str(ROOT)}
+        env |= {"VEIL_COMMITMENT_LETTERS": "false"}  # letters: once per grant, not measured
         # One token sends everything: the limiter runs, at a rate no load here reaches.
         env |= {"VEIL_RATE_LIMIT_PER_S": "1000000", "VEIL_RATE_LIMIT_BURST": "1000000"}
         log = home / "servers.log"

@@ -37,7 +37,12 @@ from sandbox.store.collab_models import CollaborationRun
 
 # Only what these settings name (no VEIL_VAULT_ADDR, no PostgreSQL URL from the
 # environment).  The control plane's embedded worker polls once a second.
-LOCAL: dict[str, Any] = {"vault_addr": None, "database_url": None, "job_poll_interval_s": 1.0}
+LOCAL: dict[str, Any] = {
+    "vault_addr": None,
+    "database_url": None,
+    "job_poll_interval_s": 1.0,
+    "commitment_letters": False,  # letters: once per grant, not measured
+}
 ROWS = 400  # rows per enterprise: the partial is one value per statistic, whatever the rows
 COLUMNS = [{"name": "cycle_time", "type": "float"}, {"name": "temperature", "type": "float"}]
 MAPPING = {"cycle_time": "cycle_time_s", "temperature": "temperature_c"}

@@ -43,7 +43,12 @@ ROWS = 2_000
 FINAL = frozenset({JobStatus.RELEASED, JobStatus.FAILED, JobStatus.DENIED, JobStatus.HELD})
 # Only what these settings name; the rest of the environment (VEIL_VAULT_ADDR, a
 # PostgreSQL URL) must not send the bench's cores elsewhere.
-LOCAL: dict[str, Any] = {"vault_addr": None, "database_url": None, "job_poll_interval_s": 0.01}
+LOCAL: dict[str, Any] = {
+    "vault_addr": None,
+    "database_url": None,
+    "job_poll_interval_s": 0.01,
+    "commitment_letters": False,  # letters: once per grant, not measured
+}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from node.setup.demo import enrol_node, node_process  # noqa: E402
 from sandbox.client import VeilClient  # noqa: E402
 from sandbox.config.datadir import restrict_umask  # noqa: E402
 from sandbox.demo.data import DECLARATION, production_log  # noqa: E402
+from sandbox.demo.letters import ProviderLetters  # noqa: E402
 from sandbox.demo.walkthrough import PURPOSE, run_scenario  # noqa: E402
 
 API_PROCESSES, WORKERS, KEY_NODES = 2, 3, 3
@@ -84,12 +85,16 @@ def _lose_nodes(cluster: LocalCluster, operator_token: str, console: Console) ->
         provider_token = operator.issue_token(provider["id"])
         enterprise = next(e for e in operator.list_enterprises() if e["slug"] == "acme-metal")
         acme_token = operator.issue_token(enterprise["id"])
-    with VeilClient(cluster.url, acme_token) as acme:  # the demo's dataset, a new grant
+    with (  # the demo's dataset, a new grant, its commitment letter
+        VeilClient(cluster.url, acme_token) as acme,
+        VeilClient(cluster.url, provider_token) as analyst,
+    ):
         dataset = acme.list_datasets()[0]
-        acme.create_grant(
+        grant = acme.create_grant(
             provider["id"], [dataset["id"]], ["machine", "temperature_c"], [3], [PURPOSE],
             datetime.now(UTC) + timedelta(days=1), epsilon=1.2,
         )  # fmt: skip
+        ProviderLetters().commit(acme, analyst, str(grant["id"]))
     started = time.monotonic()
     with VeilClient(cluster.url, provider_token) as analyst:
         jobs = [

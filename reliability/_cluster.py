@@ -84,6 +84,7 @@ class Cluster:
             "VEIL_DATA_DIR": str(self.data_dir),
             "VEIL_API_PORT": str(self.port),
             "VEIL_JOB_POLL_INTERVAL_S": "0.05",
+            "VEIL_COMMITMENT_LETTERS": "false",  # letters: once per grant, not measured
             "VEIL_AUDIT_CHECKPOINT_EVERY": "25",  # signed checkpoints during the run
             "TMPDIR": str(self.tmp),
             "PYTHONPATH": str(ROOT),

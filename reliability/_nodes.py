@@ -58,6 +58,7 @@ class NodeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VEIL_", "VAULT_"))}
         self.env = env | {
             "VEIL_JOB_POLL_INTERVAL_S": "0.05",
+            "VEIL_COMMITMENT_LETTERS": "false",  # letters: once per grant, not measured
             "TMPDIR": str(home / "node-tmp"),
             "PYTHONPATH": str(ROOT),
         }

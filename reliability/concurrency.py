@@ -108,6 +108,7 @@ def running_veil() -> Iterator[tuple[Veil, str, str]]:
             vault_addr=None,
             database_url=None,
             job_poll_interval_s=0.05,
+            commitment_letters=False,  # letters: once per grant, not measured
         )
         try:
             with open_veil(settings) as veil, ApiThread(settings, veil) as url:

@@ -20,6 +20,13 @@ from keys.bao import find_bao_binary, free_port
 
 IN_CI = os.environ.get("CI") == "true"
 
+# Commitment letters are on by default (a city programme's grants are in force only once
+# the provider signed the enterprise's letter).  Tests about other things make grants and
+# run jobs at once; they run with letters off, here and in the servers they start.  The
+# tests of letters turn them on explicitly (``commitment_letters=True``), and
+# tests/sandbox/test_commitments.py checks the default.
+os.environ.setdefault("VEIL_COMMITMENT_LETTERS", "false")
+
 
 def require(available: bool, what: str) -> None:
     """Skip locally, fail under CI, when a real component is missing."""

@@ -100,9 +100,9 @@ class Settings(BaseSettings):
 
     # Commitment letters (docs/commitments.md).
     commitment_letters: bool = Field(
-        default=False,
+        default=True,
         description="New grants are in force only once the provider signed the enterprise's "
-        "commitment letter (a city programme sets this).",
+        "commitment letter (an installation outside a city programme may turn this off).",
     )
 
     # Tier 4.

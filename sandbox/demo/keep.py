@@ -22,6 +22,7 @@ from rich.console import Console
 from i18n import N_, Msg
 from i18n.catalog import _, translate
 from sandbox.client import VeilClient
+from sandbox.demo.letters import ProviderLetters
 
 #: What the exploring provider may spend: enough for a few queries.
 EXPLORE_EPSILON = 2.0
@@ -60,9 +61,9 @@ def prepare_exploration(
             Login("security_officer", officer_name, operator.issue_token(officer_id)),
             Login("operator", "operator", operator_token),
         ]
-    with VeilClient(url, logins[0].token) as acme:
+    with VeilClient(url, logins[0].token) as acme, VeilClient(url, logins[1].token) as analyst:
         dataset = acme.list_datasets()[0]
-        acme.create_grant(
+        grant = acme.create_grant(
             provider["id"],
             [dataset["id"]],
             columns,
@@ -71,6 +72,7 @@ def prepare_exploration(
             datetime.now(UTC) + timedelta(days=30),
             epsilon=EXPLORE_EPSILON,
         )
+        ProviderLetters().commit(acme, analyst, str(grant["id"]))  # letters are on by default
     return logins
 
 

@@ -20,13 +20,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 
-from keys.signing import public_keys_from_pem
-from policies.letter_format import sign_as_provider, verify_letter
 from sandbox.client import VeilClient
+from sandbox.demo.letters import INSURANCE, RETENTION_DAYS, ProviderLetters
 
 PURPOSE = "process-optimization"  # from the city's vocabulary (docs/commitments.md)
 DAYS, RUNS_PER_DAY = 180, 100
@@ -72,15 +69,21 @@ def oee_log(seed: int = 11) -> bytes:
 
 
 def run_programme(
-    url: str, operator: VeilClient, enterprise: VeilClient, provider: VeilClient, console: Console
+    url: str,
+    operator: VeilClient,
+    enterprise: VeilClient,
+    provider: VeilClient,
+    console: Console,
+    letters: ProviderLetters,
 ) -> None:
-    """The story on one control plane that holds the enterprise's data (``--hosted``)."""
+    """The story on one control plane that holds the enterprise's data (``--hosted``);
+    ``letters``: the provider's letter key."""
     provider_id = str(provider.me()["id"])
     console.rule("11. The city programme: a letter, a KPI verdict, a scorecard, the bureau")
     with city_bureau(url, operator) as bureau:
         period = open_period(bureau, console)
         grant_id, dataset_id = oee_grant(enterprise, provider_id, console)
-        _letter(enterprise, provider, grant_id, console)
+        _letter(letters, enterprise, provider, grant_id, console)
         verdict(enterprise, provider, dataset_id, console)
         scorecard(bureau, enterprise, provider_id, period, console)
         bureau_tables(bureau, console)
@@ -143,21 +146,19 @@ def oee_grant(enterprise: VeilClient, provider_id: str, console: Console) -> tup
     return str(grant["id"]), str(ds["id"])
 
 
-def _letter(enterprise: VeilClient, provider: VeilClient, grant_id: str, console: Console) -> None:
-    key = Ed25519PrivateKey.generate()  # the provider's own; only its public half is sent
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    provider.register_letter_key(public.decode())
-    enterprise.issue_letter(grant_id, retention_days=365, insurance_reference="PICC-DEMO-2026")
-    letter = provider.get_letter(grant_id)["letter"]
-    platform = public_keys_from_pem(provider.audit_public_key())
-    verify_letter(letter, platform, require_provider=False)  # Veil signed it for Acme
-    signed = provider.sign_letter(grant_id, sign_as_provider(letter, key))
+def _letter(
+    letters: ProviderLetters,
+    enterprise: VeilClient,
+    provider: VeilClient,
+    grant_id: str,
+    console: Console,
+) -> None:
+    signed = letters.commit(enterprise, provider, grant_id)
     console.print(
         f"commitment letter (安全承诺函) for {grant_id}: issued by Acme (signed by Veil for "
-        f"it), signed by the provider with its own key: {signed['status']}; retention 365 "
-        "days, insurance PICC-DEMO-2026, no third-party sharing (docs/commitments.md)"
+        f"it), signed by the provider with its own key: {signed['status']}; retention "
+        f"{RETENTION_DAYS} days, insurance {INSURANCE}, no third-party sharing "
+        "(docs/commitments.md)"
     )
 
 

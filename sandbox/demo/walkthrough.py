@@ -27,6 +27,7 @@ from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
 from sandbox.demo.keep import prepare_exploration, print_logins, wait_for_stop
+from sandbox.demo.letters import ProviderLetters
 from sandbox.demo.oversight import run_oversight
 from sandbox.demo.programme import run_programme
 from sandbox.server.thread import ApiThread
@@ -85,16 +86,19 @@ def run_scenario(url: str, operator_token: str, data_dir: Path, console: Console
     """The demo's story, told through the API at ``url`` (one process, or a cluster)."""
     with VeilClient(url, operator_token) as operator:
         _, acme_token, globex_token, provider, provider_token = _setup(operator, console)
-    with VeilClient(url, acme_token) as enterprise:
+    letters = ProviderLetters()  # the provider's letter key (its private half stays here)
+    with VeilClient(url, acme_token) as enterprise, VeilClient(url, provider_token) as analyst:
         dataset_id, grant_id = _upload_and_grant(enterprise, provider["id"], console)
+        _commit(letters, enterprise, analyst, grant_id, console)
     with VeilClient(url, globex_token) as globex:
         globex_dataset = _globex(globex, console)
     with VeilClient(url, provider_token) as analyst:
         _explore(analyst, dataset_id, console)
         _refusals(analyst, dataset_id, globex_dataset, console)
         _queries(analyst, dataset_id, console)
-    with VeilClient(url, acme_token) as enterprise:
-        _grant_training(enterprise, provider["id"], dataset_id, console)
+    with VeilClient(url, acme_token) as enterprise, VeilClient(url, provider_token) as analyst:
+        training_grant = _grant_training(enterprise, provider["id"], dataset_id, console)
+        _commit(letters, enterprise, analyst, training_grant, console)
     with VeilClient(url, provider_token) as analyst:
         _train(analyst, dataset_id, console)
     with VeilClient(url, acme_token) as enterprise:
@@ -108,7 +112,7 @@ def run_scenario(url: str, operator_token: str, data_dir: Path, console: Console
         VeilClient(url, acme_token) as acme,
         VeilClient(url, provider_token) as analyst,
     ):
-        run_programme(url, operator, acme, analyst, console)
+        run_programme(url, operator, acme, analyst, console, letters)
 
 
 def _setup(
@@ -183,6 +187,21 @@ def _upload_and_grant(
         f"{grant['budget']['epsilon']:g}; recipe_p1 (secret) is not grantable"
     )
     return ds["id"], grant["id"]
+
+
+def _commit(
+    letters: ProviderLetters,
+    enterprise: VeilClient,
+    provider: VeilClient,
+    grant_id: str,
+    console: Console,
+) -> None:
+    signed = letters.commit(enterprise, provider, grant_id)
+    console.print(
+        f"commitment letter (安全承诺函) for {grant_id}: issued by Acme (signed by Veil for "
+        f"it), checked and signed by the provider with its own key: {signed['status']}; "
+        "only now is the grant in force (docs/commitments.md)"
+    )
 
 
 def _globex(globex: VeilClient, console: Console) -> str:
@@ -317,7 +336,7 @@ TRAINING = {
 
 def _grant_training(
     enterprise: VeilClient, provider_id: str, dataset_id: str, console: Console
-) -> None:
+) -> str:
     console.rule("6. Tier 4: a failure-prediction model trained with DP-SGD")
     grant = enterprise.create_grant(
         provider_id,
@@ -333,6 +352,7 @@ def _grant_training(
         f"Acme grants tier 4 ({grant['id']}): epsilon 1, delta 1e-5, incl. the "
         "confidential target failure_24h"
     )
+    return str(grant["id"])
 
 
 def _train(analyst: VeilClient, dataset_id: str, console: Console) -> None:

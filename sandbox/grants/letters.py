@@ -100,7 +100,7 @@ def issue(
             insurance_reference=reference,
             now=now,
         )
-        with key_operation(f"letter:{body['id']}"):  # named in the key server's log
+        with key_operation(f"letter:{body['id']}/1"):  # named in the key server's log
             document = sign_for_enterprise(body, veil.keys.sign)
         letter = CommitmentLetter(
             id=document["id"],

@@ -97,7 +97,7 @@ def build_pack(veil: Veil, caller: Principal, grant_id: str) -> dict[str, Any]:
             )
         )
     pack_id = new_id("evp")
-    with veil.db.transaction() as session, key_operation(f"evidence:{pack_id}"):
+    with veil.db.transaction() as session, key_operation(f"evidence:{pack_id}/1"):
         head = session.get(audit.AuditHead, 1, with_for_update=True)
         assert head is not None  # the receipt's issue was audited
         plan = audit_export.plan_export(

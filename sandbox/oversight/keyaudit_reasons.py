@@ -12,7 +12,8 @@ unexplained, and the report flags it.  Nothing is trusted for being "known good"
 Veil tags its key-server requests (header ``X-Veil-Object``, ``keys.key_operation``) with
 what they serve: ``enterprise:<slug>/1``, ``dataset:<id>/<version>``, ``job:<id>/1`` (a
 model), ``rotation:<id>/1``, ``checkpoint:<seq>/1``, ``receipt:<id>/1``,
-``export:<from>-<to>/1``; the tag says which record to look for, the record and its time
+``export:<from>-<to>/1``, ``letter:<id>/1``, ``evidence:<id>/1``, ``kpi_verdict:<id>/1``,
+``scorecard:<id>/1``; the tag says which record to look for, the record and its time
 decide.
 """
 
@@ -329,6 +330,13 @@ def load_platform_reasons(veil: Veil) -> PlatformReasons:
         for e in session.scalars(select(event).where(event.action == "audit.verified")):
             tag = f"verification:{e.details.get('id')}"
             reasons.signed[tag] = ("verification", e.at, e.seq)
+        # A commitment letter is signed for its enterprise as it is issued, an evidence
+        # pack (and the audit range inside it) as it is made (``sandbox.grants.letters``,
+        # ``sandbox.oversight.evidence``).
+        for e in session.scalars(select(event).where(event.action == "letter.issued")):
+            reasons.signed[f"letter:{e.details.get('letter_id')}"] = ("letter", e.at, e.seq)
+        for e in session.scalars(select(event).where(event.action == "evidence.issued")):
+            reasons.signed[f"evidence:{e.details.get('pack_id')}"] = ("evidence", e.at, e.seq)
         # An enterprise node signs its grants and releases (``node.protocol.signing.sign``).
         for e in session.scalars(select(event).where(event.action == "node.signed")):
             reasons.signed[e.resource or ""] = ("node-signature", e.at, e.seq)

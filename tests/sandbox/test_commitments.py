@@ -29,6 +29,7 @@ from policies.grants import Grant, GrantTerms, create_grant
 from policies.letter_format import InvalidLetter, dumps, sign_as_provider, verify_letter
 from sandbox.cli.app import app as cli_app
 from sandbox.client import ApiError
+from sandbox.config.settings import Settings
 from sandbox.console.session import csrf_token
 from sandbox.grants.letter_page import load_letter, render_html
 from sandbox.jobs.artifacts import store_artifact
@@ -107,6 +108,15 @@ def submit(world: World) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the purpose vocabulary
+
+
+def test_letters_are_required_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installation that says nothing requires letters (the tests' conftest turns them
+    off for tests about other things; here the variable is removed)."""
+    monkeypatch.delenv("VEIL_COMMITMENT_LETTERS", raising=False)
+    assert Settings().commitment_letters is True
+    monkeypatch.setenv("VEIL_COMMITMENT_LETTERS", "false")
+    assert Settings().commitment_letters is False
 
 
 def test_vocabulary_is_seeded_read_by_everyone_and_kept_by_the_operator(

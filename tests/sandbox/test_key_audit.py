@@ -19,6 +19,8 @@ from typing import Any
 
 import hvac
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -26,6 +28,7 @@ from keys import OBJECT_HEADER, KeyServerUnavailable, LocalKeyServer, wrapped_ke
 from keys.auditlog import AuditEntry, operation_of, parse_label, read_entries
 from policies.audit import AuditEvent
 from policies.errors import Conflict
+from policies.letter_format import sign_as_provider
 from policies.principals import Principal, Role
 from sandbox.accounts.key_rotation import rotate_enterprise_key
 from sandbox.cli import app as cli_app
@@ -132,6 +135,14 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
     assert veil.checkpoint() is not None
     bureau = world.client(world.operator.issue_token(world.operator.create_bureau("B")["id"]))
     bureau.close_period(bureau.open_period("Q1")["id"])  # a signed scorecard per provider
+    key = Ed25519PrivateKey.generate()  # a commitment letter, signed for Acme, and its pack
+    world.provider.register_letter_key(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    )
+    world.acme.issue_letter(world.grant_id, retention_days=30, insurance_reference="PICC-1")
+    letter = world.provider.get_letter(world.grant_id)["letter"]
+    world.provider.sign_letter(world.grant_id, sign_as_provider(letter, key))
+    world.acme.evidence_pack(world.grant_id)
 
     report = world.operator.key_audit()
     assert report["ok"] and report["unexplained"] == [], report["unexplained"]
@@ -162,7 +173,7 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
 
     platform = report["platform"]
     kinds = {(op["operation"], op["explained_by"]["kind"]) for op in platform["operations"]}
-    signed = ("checkpoint", "receipt", "export", "kpi-verdict", "scorecard")
+    signed = ("checkpoint", "receipt", "export", "kpi-verdict", "scorecard", "letter", "evidence")
     assert {("transit.sign", k) for k in signed} <= kinds
     assert ("key.read", "signing-key") in kinds and ("policy.write", "setup") in kinds
     assert platform["unexplained"] == 0

@@ -61,6 +61,8 @@ def test_the_walkthrough_covers_the_whole_flow() -> None:
         "veil datasets create",
         "veil datasets upload",
         "veil grants create",
+        "veil letters issue",
+        "veil letters sign",
         "veil datasets catalog",
         "veil datasets mock",
         "veil jobs preview",
