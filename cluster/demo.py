@@ -160,7 +160,9 @@ def _nodes(cluster: LocalCluster, operator_token: str, console: Console) -> None
         provider = operator.create_provider("Node-side Analytics")
         provider_token = operator.issue_token(provider["id"])
         made = [operator.create_node_enterprise(n, s) for n, s in NODE_ENTERPRISES]
+    letters = ProviderLetters()  # each node grant's commitment letter, signed by the provider
     with contextlib.ExitStack() as stack:
+        analyst = stack.enter_context(VeilClient(cluster.url, provider_token))
         datasets = []
         for entry, (name, slug) in zip(made, NODE_ENTERPRISES, strict=True):
             node_dir = cluster.data_dir / "nodes" / slug
@@ -169,24 +171,24 @@ def _nodes(cluster: LocalCluster, operator_token: str, console: Console) -> None
             with VeilClient(node_url, enrolled["enterprise_token"]) as owner:
                 ds = owner.create_dataset(DECLARATION["name"], DECLARATION["columns"])
                 owner.upload(ds["id"], production_log(5_000, seed=len(datasets) + 40))
-                owner.create_grant(
+                grant = owner.create_grant(
                     provider["id"], [ds["id"]], ["machine", "temperature_c"], [3], [PURPOSE],
                     datetime.now(UTC) + timedelta(days=1), epsilon=1.0,
                 )  # fmt: skip
+                letters.commit(owner, analyst, str(grant["id"]))
             datasets.append(ds["id"])
             console.print(f"{name}: node {enrolled['node_id']} at {node_url}, dataset {ds['id']}")
-        with VeilClient(cluster.url, provider_token) as analyst:
-            deadline = time.monotonic() + 60
-            while len(analyst.catalog()) < len(datasets):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the nodes' catalogs did not reach the control plane")
-                time.sleep(0.3)
-            jobs = [
-                analyst.submit_job(d, PURPOSE, 0.2, [{"kind": "mean", "column": "temperature_c"}])
-                for d in datasets
-                for _ in range(3)
-            ]
-            finals = [analyst.wait_for_job(j["id"], timeout=120) for j in jobs]
+        deadline = time.monotonic() + 60
+        while len(analyst.catalog()) < len(datasets):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the nodes' catalogs did not reach the control plane")
+            time.sleep(0.3)
+        jobs = [
+            analyst.submit_job(d, PURPOSE, 0.2, [{"kind": "mean", "column": "temperature_c"}])
+            for d in datasets
+            for _ in range(3)
+        ]
+        finals = [analyst.wait_for_job(j["id"], timeout=120) for j in jobs]
         released = sum(f["status"] == "released" for f in finals)
         console.print(f"{released} of {len(jobs)} queries on the nodes' data released")
         if released != len(jobs):

@@ -27,22 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
 from keys import LocalKeyServer
 from keys.bao import free_port
-from keys.signing import public_keys_from_pem
 from policies.grants import EPSILON_UNIT
-from policies.letter_format import sign_as_provider, verify_letter
-from sandbox.client import ApiError, VeilClient
+from sandbox.client import VeilClient
 from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
 from sandbox.demo import supply
 from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
+from sandbox.demo.letters import ProviderLetters
 from sandbox.demo.programme import (
     bureau_tables,
     city_bureau,
@@ -208,7 +205,10 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         suppliers = [operator.create_node_enterprise(name, slug) for name, slug in SUPPLIERS]
         provider = operator.create_provider("PredictaMaint Analytics")
         analyst = stack.enter_context(VeilClient(url, operator.issue_token(provider["id"])))
-        letter_key = _provider_letter_key(analyst, console)
+        letters = ProviderLetters()  # the provider's letter key (its private half stays here)
+        registered = letters.register(analyst)
+        console.print(f"the provider registered its key for commitment letters "
+                      f"({registered['fingerprint'][:16]}…); the nodes mirror it")  # fmt: skip
         for entry in made:
             node_id = entry["node"]["id"]
             console.print(
@@ -227,7 +227,7 @@ def run_node_demo(settings: Settings, console: Console) -> None:
                           f"{node_url} (outbound only to the control plane)")  # fmt: skip
         acme, globex = clients
         dataset_id, data, grant_id = _acme_uploads(acme, provider["id"], console)
-        _letter(acme, analyst, letter_key, grant_id, console, story=True)
+        _letter(acme, analyst, letters, grant_id, console, story=True)
         gds = globex.create_dataset(DECLARATION["name"], DECLARATION["columns"])
         globex.upload(gds["id"], second_enterprise_log())
         console.print(
@@ -240,7 +240,7 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         _queries(analyst, dataset_id, console)
         _grant_training(acme, provider["id"], dataset_id, console)
         [training] = [g for g in acme.list_grants() if 4 in g["tiers"]]
-        _letter(acme, analyst, letter_key, training["id"], console)
+        _letter(acme, analyst, letters, training["id"], console)
         _wait_published(analyst, 1, tier=4)  # the node publishes the new grant within a poll
         _train(analyst, dataset_id, console)
         _where_things_are(cp, home, data, console)
@@ -251,7 +251,7 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         _benchmark(analyst, members, console)
         _supply_chain(analyst, acme, made[0], suppliers[0], (members[0][0], members[2][0]),
                       console)  # fmt: skip
-        _programme(url, operator, analyst, acme, made[0]["enterprise"]["id"], letter_key,
+        _programme(url, operator, analyst, acme, made[0]["enterprise"]["id"], letters,
                    console)  # fmt: skip
         _audit(operator, console)
     console.print("\n[green]Demo finished[/green]; the control plane and the nodes were stopped.")
@@ -263,7 +263,7 @@ def _programme(
     analyst: VeilClient,
     acme: VeilClient,
     acme_id: str,
-    letter_key: Ed25519PrivateKey,
+    letters: ProviderLetters,
     console: Console,
 ) -> None:
     """The city programme (``sandbox.demo.programme``): a KPI verdict computed on Acme's
@@ -278,7 +278,7 @@ def _programme(
     ):
         period = open_period(bureau, console)
         grant_id, dataset_id = oee_grant(acme, provider_id, console)
-        _letter(acme, analyst, letter_key, grant_id, console)
+        _letter(acme, analyst, letters, grant_id, console)
         deadline = time.monotonic() + 60
         while not any(e["dataset_id"] == dataset_id and 3 in e["tiers"]
                       for e in analyst.catalog()):  # fmt: skip
@@ -290,23 +290,10 @@ def _programme(
         bureau_tables(bureau, console)
 
 
-def _provider_letter_key(analyst: VeilClient, console: Console) -> Ed25519PrivateKey:
-    """The provider's letter-signing key pair (made on its own machine: here); the public
-    half registered on the control plane, which relays it to the nodes."""
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    registered = analyst.register_letter_key(public.decode())
-    console.print(f"the provider registered its key for commitment letters "
-                  f"({registered['fingerprint'][:16]}…); the nodes mirror it")  # fmt: skip
-    return key
-
-
 def _letter(
     enterprise: VeilClient,
     analyst: VeilClient,
-    key: Ed25519PrivateKey,
+    letters: ProviderLetters,
     grant_id: str,
     console: Console,
     *,
@@ -315,27 +302,7 @@ def _letter(
     """The grant's commitment letter: issued on the enterprise's node (signed there for it
     by the node's key server), published, signed by the provider on the control plane; the
     node checks that signature itself before the grant is in force there."""
-    deadline = time.monotonic() + 60
-    while True:  # the node mirrors the provider's key within a few seconds
-        try:
-            enterprise.issue_letter(grant_id, retention_days=365,
-                                    insurance_reference="PICC-DEMO-2026")  # fmt: skip
-            break
-        except ApiError as exc:
-            if exc.status != 409 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-    while True:  # the node publishes it within a poll
-        try:
-            view = analyst.get_letter(grant_id)
-            break
-        except ApiError as exc:
-            if exc.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    node_key = public_keys_from_pem(view["enterprise_key_pem"])
-    verify_letter(view["letter"], node_key, require_provider=False)  # the node signed it
-    signed = analyst.sign_letter(grant_id, sign_as_provider(view["letter"], key))
+    signed = letters.commit(enterprise, analyst, grant_id)
     if story:
         console.print(
             f"commitment letter (安全承诺函) for {grant_id}: issued by Acme on its node "
