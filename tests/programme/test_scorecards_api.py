@@ -29,7 +29,17 @@ def test_a_period_through_the_api_and_the_cli(
     with pytest.raises(ApiError) as unknown:  # Globex never granted Predicta
         world.globex.rate_provider(world.provider_id, 1)
     assert unknown.value.status == 404
-    bureau.assess_provider(world.provider_id, 40, "late reports", "Quality Institute")
+    # A registered assessor: the bureau registers it, the operator issues its token, and
+    # it records its own assessment (the bureau may no longer name one).
+    registered = bureau.register_assessor("Quality Institute")
+    assessor = world.client(world.operator.issue_token(registered["id"]))
+    assessor.record_assessment(world.provider_id, 40, "late reports")
+    forged = {"provider_id": world.provider_id, "score": 99, "reason": "x",
+              "assessor": registered["id"]}  # fmt: skip
+    refused = bureau._http.post("/v1/programme/assessments", json=forged)
+    assert refused.status_code == 422 and "assessors register" in refused.json()["message"]
+    own_route = {k: v for k, v in forged.items() if k != "assessor"}
+    assert bureau._http.post("/v1/assessments", json=own_route).status_code == 403
     args = ["scorecards", "assess", world.provider_id, "--score", "80", "--reason", "on plan"]
     assert cli.run([*args, *common], True) == 0
     capsys.readouterr()
@@ -40,6 +50,9 @@ def test_a_period_through_the_api_and_the_cli(
         "score": None, "raters": 1, "shown": False, "mean": None, "note": "too few to show"
     }  # fmt: skip
     assert document["score"] == 60.0 and document["result"] == "passed"  # (80 + 40) / 2
+    (named,) = document["components"]["assessors"]["assessments"]
+    assert named["assessor_id"] == registered["id"] and named["assessor"] == "Quality Institute"
+    assert named["score"] == 40 and named["assessor_status"] == "active"
     assert [c["id"] for c in world.provider.list_scorecards()] == [ours["id"]]
     with pytest.raises(ApiError) as hidden:
         world.other_provider.get_scorecard(ours["id"])
