@@ -98,7 +98,7 @@ def assess(
     with veil.db.transaction() as session:
         # Read again, locked: a suspension committed since the token was checked wins.
         me = session.get(Principal, assessor.id, with_for_update=True)
-        if me is None or me.role != Role.ASSESSOR or me.status != Status.ACTIVE:
+        if me is None or me.status != Status.ACTIVE:
             raise Forbidden(
                 Msg("this assessor is suspended: its assessments are refused; ask the bureau")
             )

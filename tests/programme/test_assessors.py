@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from policies.audit import AuditEvent
 from policies.capabilities import Capability, may
+from policies.db import new_id
 from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
 from policies.principals import Principal, Role, Status, authenticate, issue_token
 from sandbox.accounts.tenants import list_principals
@@ -51,10 +52,15 @@ def test_the_assessors_component_is_the_registered_assessors_mean(programme: Pro
     assert again.id == made.id  # recording again replaces it: one per assessor and period
     assessors.assess(p.veil, second, provider.id, 80, "on plan")
     periods.assess(p.veil, p.bureau, provider.id, 5, "the bureau's own")  # not an assessor's
-    view = assessors.own_view(p.veil, first)
-    assert view["period"]["id"] == period_id
-    mine = {row["id"]: row["assessment"] for row in view["providers"]}
-    assert mine[provider.id]["score"] == 60 and mine[p.providers[1].id] is None
+    with p.veil.db.transaction() as session:  # typed in by the bureau before migration 0022
+        session.add(Assessment(id=new_id("asm"), period_id=period_id, provider_id=provider.id,
+                               assessor="Old Institute", score=0.0, reason="unregistered",
+                               recorded_by=p.bureau.id, recorded_at=p.veil.clock()))  # fmt: skip
+    for who, score in ((first, 60), (second, 80)):  # each sees its own score, not another's
+        view = assessors.own_view(p.veil, who)
+        assert view["period"]["id"] == period_id
+        mine = {row["id"]: row["assessment"] for row in view["providers"]}
+        assert mine[provider.id]["score"] == score and mine[p.providers[1].id] is None
     document = _card(p, period_id, provider)
     part = document["components"]["assessors"]  # type: ignore[index]
     assert part["score"] == 70.0 and document["score"] == 70.0  # (60 + 80) / 2
