@@ -75,6 +75,7 @@ def test_a_period_through_the_api_and_the_cli(
     bureau_page = httpx.get(f"{world.url}/console/scorecards", cookies={"veil_console": token})
     assert "Predicta" in bureau_page.text and "Other Analytics" in bureau_page.text
     assert "too few to show (1 rated)" in bureau_page.text
+    assert "Quality Institute</span>: 40.0" in bureau_page.text  # the assessor, by name
     # Offline: the signed file verifies with the platform's public key; a change does not.
     card, pem = tmp_path / "card.json", tmp_path / "keys.pem"
     pem.write_text(world.operator.audit_public_key())
