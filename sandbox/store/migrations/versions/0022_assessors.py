@@ -1,7 +1,7 @@
 """Registered third-party assessors (issue 22)
 
 Revision ID: 0022
-Revises: 0020 (0021 once nodeletters lands)
+Revises: 0021
 Create Date: 2026-12-05 14:00:00
 
 An assessor is now a principal of its own (role ``assessor``, registered by the bureau)
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"  # nodeletters' 0021 (not on this branch: the lead chains them)
 branch_labels = None
 depends_on = None
 
