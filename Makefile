@@ -33,7 +33,7 @@ demo: system $(STAMP)
 TEST_WORKERS ?= 2
 
 test: system-test $(STAMP) lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not statistical"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not statistical" --durations=30
 
 # The demo across a cluster on this machine: PostgreSQL, three OpenBao nodes (raft), two
 # API processes behind one address and three job workers; then a node of each is killed.

@@ -19,7 +19,7 @@ import json
 import re
 from _json import make_encoder
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from json.scanner import make_scanner
@@ -103,6 +103,21 @@ def chain_hash(prev_hash: str, canonical: bytes) -> str:
 
 def checkpoint_body(seq: int, head_hash: str) -> bytes:
     return f"{CHECKPOINT_ORIGIN}\n{seq}\n{head_hash}\n".encode()
+
+
+#: What a full verification's record signs (``sandbox.oversight.audit_log``): its own
+#: origin, so that no checkpoint signature can stand in for it, nor it for one.
+VERIFIED_ORIGIN = "veil/audit-verified"
+VERIFIED_FIELDS = ("id", "at", "events", "anchor_seq", "anchor_hash", "ok", "first_bad_seq",
+                   "problem")  # fmt: skip
+
+
+def verified_body(details: Mapping[str, Any]) -> bytes:
+    """The signed part of an ``audit.verified`` event's details (canonical JSON)."""
+    return (
+        f"{VERIFIED_ORIGIN}\n".encode()
+        + encode_canonical({k: details.get(k) for k in VERIFIED_FIELDS}).encode()
+    )
 
 
 def _head(session: Session) -> AuditHead:
@@ -339,12 +354,17 @@ def event_rows(
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """The result of verifying the chain; ``first_bad_seq`` is None when everything holds."""
+    """The result of verifying the chain; ``first_bad_seq`` is None when everything holds.
+
+    ``from_seq``: 0 when every event was read; otherwise the signed checkpoint the check
+    started from (the events up to it were read by the full verification ``full_at``)."""
 
     events: int
     checkpoints: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    from_seq: int = 0
+    full_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -352,9 +372,15 @@ class VerifyReport:
 
 
 def verify(
-    source: Session | Connection, public_keys: Mapping[int, SigningPublicKey]
+    source: Session | Connection,
+    public_keys: Mapping[int, SigningPublicKey],
+    since: tuple[int, str] | None = None,
 ) -> VerifyReport:
     """Recompute the chain and check every checkpoint's signature and position.
+
+    ``since``: a signed checkpoint's (seq, head hash) to start from instead of the first
+    event: the events after it are read (the first must chain on from that hash), and the
+    checkpoints from it on are checked.
 
     Everything is read in the caller's transaction (a session's or a connection's), so the
     checkpoints, the events and the head are one consistent snapshot.  Verification only
@@ -362,36 +388,43 @@ def verify(
     on SQLite in WAL mode lets writers carry on while a long log is checked.
     """
     connection = source.connection() if isinstance(source, Session) else source
+    start, start_hash = since or (0, GENESIS)
+    query = select(AuditCheckpoint.seq, AuditCheckpoint.head_hash, AuditCheckpoint.signature)
     checkpoints = connection.execute(
-        select(AuditCheckpoint.seq, AuditCheckpoint.head_hash, AuditCheckpoint.signature).order_by(
-            AuditCheckpoint.id
-        )
+        query.where(AuditCheckpoint.seq >= start).order_by(AuditCheckpoint.id)
     ).all()
     walked = _walk_chain(
-        event_rows(connection),
+        event_rows(connection, (start + 1, 2**63 - 1) if since else None),
         row_canonicalizer(connection.dialect),
         {cp.seq for cp in checkpoints},
+        (start, start_hash),
     )
     if isinstance(walked, VerifyReport):
         return walked
     count, prev, hashes = walked
+    if since is not None:
+        hashes.setdefault(start, start_hash)
     head = connection.execute(
         select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
     ).first()
     if head is not None and (head.seq != count or head.hash != prev):
         return VerifyReport(count, 0, count + 1, f"events after {count} were deleted")
-    return _verify_checkpoints(checkpoints, public_keys, hashes, count)
+    report = _verify_checkpoints(checkpoints, public_keys, hashes, count)
+    return replace(report, from_seq=start)
 
 
 def _walk_chain(
     batches: Iterable[Sequence[Sequence[Any]]],
     canonical: Callable[[Sequence[Any]], bytes],
     wanted: set[int],
+    start: tuple[int, str] = (0, GENESIS),
 ) -> VerifyReport | tuple[int, str, dict[int, str]]:
-    """Check every event in order; the first bad one's report, or (events, last hash, the
-    hashes at the ``wanted`` positions) when all hold."""
+    """Check every event in order after ``start`` (a position and its hash); the first bad
+    one's report, or (events, last hash, the hashes at the ``wanted`` positions) when all
+    hold."""
     sha256 = hashlib.sha256
-    prev, prev_digest, count = GENESIS, bytes(32), 0
+    count, prev = start
+    prev_digest = bytes.fromhex(prev)
     hashes: dict[int, str] = {}  # only at checkpointed positions, so memory stays small
     for batch in batches:
         for row in batch:

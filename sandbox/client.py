@@ -632,8 +632,15 @@ class VeilClient:
         result = self._call("POST", "/v1/audit/checkpoints")
         return dict(result) if result else None
 
-    def verify_audit(self) -> dict[str, Any]:
-        return dict(self._call("GET", "/v1/audit/verify"))
+    def verify_audit(self, full: bool = False) -> dict[str, Any]:
+        """Verify the chain on the server: from its newest recorded full verification, or
+        every event with ``full``."""
+        params = {"full": "true"} if full else None
+        return dict(self._call("GET", "/v1/audit/verify", params=params))
+
+    def record_audit_verification(self) -> dict[str, Any]:
+        """Have the server verify every event now and record the result, signed."""
+        return dict(self._call("POST", "/v1/audit/verifications"))
 
     def audit_attention(self, since: datetime | None = None) -> dict[str, Any]:
         """What needs a security officer's attention: denials per provider, budget burn

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from sandbox.api.deps import PrincipalDep, VeilDep
 from sandbox.api.schemas import AuditEventOut, CheckpointOut, OptionalTime, VerifyOut
 from sandbox.oversight import audit_log as oversight
+from sandbox.runtime import verification
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 MAX_SEQ = 2**63 - 1  # the largest integer the database stores
@@ -86,13 +87,15 @@ def audit_checkpoint(veil: VeilDep, caller: PrincipalDep) -> CheckpointOut | Non
 
 
 @router.get("/verify")
-def audit_verify(veil: VeilDep, caller: PrincipalDep) -> VerifyOut:
-    """Recompute the hash chain and check every signed checkpoint."""
-    report = oversight.verify_chain(veil, caller)
-    return VerifyOut(
-        ok=report.ok,
-        events=report.events,
-        checkpoints=report.checkpoints,
-        first_bad_seq=report.first_bad_seq,
-        problem=report.problem,
-    )
+def audit_verify(veil: VeilDep, caller: PrincipalDep, full: bool = False) -> VerifyOut:
+    """Verify the chain: by default from the newest recorded full verification (the events
+    after its signed checkpoint; docs/oversight.md), every event with ``full=true``."""
+    verify = oversight.verify_chain if full else verification.routine
+    return VerifyOut.of(verify(veil, caller))
+
+
+@router.post("/verifications", status_code=status.HTTP_201_CREATED)
+def audit_record_verification(veil: VeilDep, caller: PrincipalDep) -> VerifyOut:
+    """Verify every event now and record the result, signed, in the chain: routine
+    verifications start from it."""
+    return VerifyOut.of(verification.record_full(veil, caller))

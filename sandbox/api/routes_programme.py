@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from policies.capabilities import Capability, require
 from sandbox.api.deps import PrincipalDep, VeilDep
+from sandbox.kpi.verdicts import settle_pending
 from sandbox.programme import export, service
 from sandbox.programme.protection import MIN_ENTERPRISES
 from sandbox.programme.tables import BREAKDOWNS, COLUMNS, TableName
@@ -45,7 +46,7 @@ def programme_table(
 ) -> Response:
     """One table, broken down ``by`` one category (industry, district, size_band) or total:
     every figure on enterprises counts at least five of them and is cell-key perturbed."""
-    built = service.read_table(veil, caller, table, by[:40])
+    built = service.read_table(veil, caller, table, by[:40], settle=settle_pending)
     if fmt == "json":
         return JSONResponse(export.as_json(built))
     name = f"programme-{built.name.value}-{built.by}.{fmt}"

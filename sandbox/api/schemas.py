@@ -14,6 +14,7 @@ from analytics import column_names
 from analytics.schema import ColumnClass, ColumnType
 from analytics.sql import MAX_SQL_CHARS
 from i18n import Msg
+from policies.audit import VerifyReport
 
 
 class Input(BaseModel):
@@ -441,11 +442,24 @@ class CheckpointOut(BaseModel):
 
 
 class VerifyOut(BaseModel):
+    """A verification's result.  ``verified_from_seq``: 0 when every event was read; else
+    the signed checkpoint it started from, the events up to which the full verification at
+    ``full_verification_at`` read."""
+
     ok: bool
     events: int
     checkpoints: int
     first_bad_seq: int | None
     problem: str | None
+    verified_from_seq: int = 0
+    full_verification_at: datetime | None = None
+
+    @classmethod
+    def of(cls, report: VerifyReport) -> VerifyOut:
+        return cls(ok=report.ok, events=report.events, checkpoints=report.checkpoints,
+                   first_bad_seq=report.first_bad_seq, problem=report.problem,
+                   verified_from_seq=report.from_seq,
+                   full_verification_at=report.full_at)  # fmt: skip
 
 
 class ErrorOut(BaseModel):

@@ -71,6 +71,14 @@ def audit_verify(
         bool,
         typer.Option("--local", help="Read this machine's database even with a token set."),
     ] = False,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="Have the server verify every event and record the result, signed: its "
+            "routine checks start from it (needs --token).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute the audit hash chain and check every signed checkpoint; exit 0 only when
@@ -81,7 +89,12 @@ def audit_verify(
     database (never creating one)."""
     out = Output(as_json)
     try:
-        if offline is not None:
+        if record:
+            if not token:
+                raise typer.BadParameter("give your token: --token (or VEIL_TOKEN)",
+                                         param_hint="--record")  # fmt: skip
+            _record_remote(url, token, out)
+        elif offline is not None:
             _verify_offline(offline, public_key, out)
         elif token and not local:
             _verify_remote(url, token, public_key, out)
@@ -142,6 +155,24 @@ def _verify_remote(url: str, token: str, public_key: Path | None, out: Output) -
             highlight=False,
         )
     _export_verdict(out, report, {"source": url, "public_key": key_source})
+
+
+def _record_remote(url: str, token: str, out: Output) -> None:
+    """The server verifies every event and records the result (``audit.verified``)."""
+    try:
+        with connect(url, token) as client:
+            report = client.record_audit_verification()
+    except httpx.TransportError as exc:
+        _nothing(f"cannot reach the Veil server at {url} ({type(exc).__name__})")
+    except ApiError as exc:
+        _nothing(f"the Veil server at {url} answered {exc.status}: {exc.detail}")
+    counts = {k: report[k] for k in ("events", "checkpoints", "full_verification_at")}
+    summary = Msg(
+        "{events} events, {checkpoints} signed checkpoints verified by the server and "
+        "recorded ({url})", events=report["events"], checkpoints=report["checkpoints"], url=url
+    )  # fmt: skip
+    _verdict(out, report["ok"], report["first_bad_seq"], report["problem"],
+             counts | {"source": url}, summary)  # fmt: skip
 
 
 def _verify_local(public_key: Path | None, out: Output) -> None:

@@ -22,7 +22,7 @@ HEADINGS = (
     N_("with datasets"), N_("with active grants"), N_("with active node"),
     N_("enterprises with datasets"), N_("declared columns"), N_("datasets per enterprise"),
     N_("columns per dataset"), N_("submitted"), N_("enterprises spending"),
-    N_("epsilon spent"),
+    N_("epsilon spent"), N_("enterprises with verdicts"), N_("verdicts"), N_("not met"),
 )  # fmt: skip
 
 bureau_app = typer.Typer(
@@ -48,7 +48,7 @@ By = Annotated[
 ]
 TableArg = Annotated[
     str,
-    typer.Argument(help="participation, coverage, jobs, budget or providers."),
+    typer.Argument(help="participation, coverage, jobs, budget, verdicts or providers."),
 ]
 
 

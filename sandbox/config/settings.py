@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # Audit checkpoints: signed after this many new events, or this many seconds.
     audit_checkpoint_every: int = Field(default=100, gt=0)
     audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    # A full verification of the chain, recorded signed, this often (each worker); routine
+    # verifications read only the events after it (docs/oversight.md).
+    audit_verify_interval_s: float = Field(default=3600.0, gt=0)
 
     # Jobs.
     job_poll_interval_s: float = Field(default=0.5, gt=0, description="Worker idle poll period.")

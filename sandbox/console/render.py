@@ -58,6 +58,7 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/operator/enterprises", N_("Enterprises")),
         ("/console/operator/providers", N_("Provider accounts")),
         ("/console/operator/officers", N_("Security officers")),
+        ("/console/operator/bureau", N_("Industry bureau")),
         ("/console/audit", N_("Audit log")),
         ("/console/attention", N_("Attention")),
         ("/console/providers", N_("Providers")),

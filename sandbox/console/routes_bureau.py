@@ -16,6 +16,7 @@ from policies.errors import NotFound
 from sandbox.api.deps import VeilDep
 from sandbox.console.render import page
 from sandbox.console.session import PrincipalDep
+from sandbox.kpi.verdicts import settle_pending
 from sandbox.programme import export, service
 from sandbox.programme.protection import MIN_ENTERPRISES
 from sandbox.programme.tables import BREAKDOWNS, Table, TableName
@@ -35,7 +36,7 @@ def programme_page(
     by: str = "total",
 ) -> Response:
     """A table of the programme, broken down by one category (or total)."""
-    built = service.read_table(veil, principal, table, by[:40])
+    built = service.read_table(veil, principal, table, by[:40], settle=settle_pending)
     return page(
         request,
         "bureau_programme.html",
@@ -74,7 +75,7 @@ def programme_download(
     """A table as CSV or XLSX, as the API exports it."""
     if fmt not in ("csv", "xlsx"):
         raise NotFound("page", f"programme/{table[:40]}.{fmt[:8]}")
-    built = service.read_table(veil, principal, table, by[:40])
+    built = service.read_table(veil, principal, table, by[:40], settle=settle_pending)
     name = f"programme-{built.name.value}-{built.by}.{fmt}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', **DOWNLOAD}
     if fmt == "xlsx":

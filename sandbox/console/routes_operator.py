@@ -1,10 +1,11 @@
-"""The operator's pages: enterprises, provider accounts and security officers, each listed with
-a form that creates one, and an API token issued for any of them.
+"""The operator's pages: enterprises, provider accounts, security officers and the programme's
+bureau, each listed with a form that creates one, and an API token issued for any of them.
 
 Each form calls the service the API and the CLI call (``sandbox.accounts.tenants``,
 ``sandbox.accounts.tokens``) with the logged-in principal, so the checks and the audit
 events are exactly the API's
-(``enterprise.created``, ``provider.created``, ``security_officer.created``, ``token.issued``).
+(``enterprise.created``, ``provider.created``, ``security_officer.created``,
+``bureau.created``, ``token.issued``).
 Only the operator reaches these pages: anyone else is refused (403) before anything is read.
 
 A creation redirects (303) to its page, with a one-time notice; a refused one is shown next to
@@ -65,7 +66,8 @@ class Kind:
 ENTERPRISES = Kind(Role.ENTERPRISE, "enterprises", "operator_enterprises.html")
 PROVIDERS = Kind(Role.PROVIDER, "providers", "operator_providers.html")
 OFFICERS = Kind(Role.SECURITY_OFFICER, "officers", "operator_officers.html")
-KINDS = {k.role: k for k in (ENTERPRISES, PROVIDERS, OFFICERS)}
+BUREAU = Kind(Role.BUREAU, "bureau", "operator_bureau.html")
+KINDS = {k.role: k for k in (ENTERPRISES, PROVIDERS, OFFICERS, BUREAU)}
 
 
 @dataclass
@@ -95,6 +97,13 @@ def providers_page(request: Request, veil: VeilDep, operator: OperatorDep) -> Re
 def officers_page(request: Request, veil: VeilDep, operator: OperatorDep) -> Response:
     """Every security officer with the enterprises it oversees, and the form that creates one."""
     return _listing(request, veil, operator, OFFICERS)
+
+
+@router.get("/operator/bureau")
+def bureau_page(request: Request, veil: VeilDep, operator: OperatorDep) -> Response:
+    """The programme's bureau (one per programme), and the form that creates it if there is
+    none yet (``docs/programme.md``)."""
+    return _listing(request, veil, operator, BUREAU)
 
 
 # -- creating -------------------------------------------------------------------------------------
@@ -161,6 +170,21 @@ def create_officer(
         return tenants.create_security_officer(veil, operator, name, officer_scope(reach, scope))
 
     return _create(request, veil, operator, OFFICERS, create, values)
+
+
+@router.post("/operator/bureau", dependencies=[CsrfDep])
+def create_bureau(
+    request: Request, veil: VeilDep, operator: OperatorDep, name: Annotated[str, Form()] = ""
+) -> Response:
+    """Create the programme's bureau; a second is refused (409) by the service, as in the API."""
+    return _create(
+        request,
+        veil,
+        operator,
+        BUREAU,
+        lambda: tenants.create_bureau(veil, operator, name),
+        {"name": name},
+    )
 
 
 def officer_scope(reach: str, scope: list[str] | None) -> list[str] | None:

@@ -25,6 +25,7 @@ from sandbox.jobs.leases import recover_interrupted_jobs, requeue_unacknowledged
 from sandbox.jobs.retention import shred_expired
 from sandbox.jobs.runner import claim_next_job, run_job
 from sandbox.jobs.submit import cancel_expired
+from sandbox.runtime import verification
 from sandbox.runtime.veil import Veil
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Upkeep:
         self.veil = veil
         self._last_recovery = 0.0
         self._last_checkpoint = time.monotonic()
+        self._last_verified = time.monotonic()
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -50,6 +52,20 @@ class Upkeep:
         requeue_unacknowledged(self.veil)  # before expiry: a requeued job may have expired
         cancel_expired(self.veil)
         self._maybe_checkpoint()
+        self._maybe_verify()
+
+    def _maybe_verify(self) -> None:
+        """A full verification of the audit chain, recorded, every ``audit_verify_interval_s``
+        when anything was logged since the last one (``sandbox.runtime.verification``)."""
+        if time.monotonic() - self._last_verified < self.veil.settings.audit_verify_interval_s:
+            return
+        self._last_verified = time.monotonic()
+        if not verification.logged_since_last(self.veil):
+            return
+        try:
+            verification.record_full(self.veil)
+        except KeyServerUnavailable:
+            log.warning("audit verification postponed: key server unavailable")
 
     def _maybe_checkpoint(self) -> None:
         settings = self.veil.settings

@@ -20,6 +20,7 @@ from policies.capabilities import Capability, require, tenants_in_scope
 from policies.errors import Conflict, InvalidRequest
 from policies.principals import Principal, Role
 from sandbox.runtime.veil import Veil
+from sandbox.runtime.verification import public_keys
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,6 @@ def verify_chain(veil: Veil, principal: Principal | None = None) -> audit.Verify
     # A read transaction: one consistent snapshot, without holding up writers meanwhile.
     with veil.db.read() as session:
         return audit.verify(session, public_keys(veil))
-
-
-def public_keys(veil: Veil) -> dict[int, SigningPublicKey]:
-    return {k.key_version: k for k in veil.keys.signing_public_keys()}
 
 
 def public_keys_pem(veil: Veil) -> str:

@@ -324,6 +324,11 @@ def load_platform_reasons(veil: Veil) -> PlatformReasons:
             select(event).where(event.action == "scorecards.scorecard_issued")
         ):
             reasons.signed[e.resource or ""] = ("scorecard", e.at, e.seq)
+        # A recorded full verification of the chain is signed as it is recorded
+        # (``sandbox.runtime.verification``).
+        for e in session.scalars(select(event).where(event.action == "audit.verified")):
+            tag = f"verification:{e.details.get('id')}"
+            reasons.signed[tag] = ("verification", e.at, e.seq)
         # An enterprise node signs its grants and releases (``node.protocol.signing.sign``).
         for e in session.scalars(select(event).where(event.action == "node.signed")):
             reasons.signed[e.resource or ""] = ("node-signature", e.at, e.seq)

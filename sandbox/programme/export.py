@@ -34,12 +34,18 @@ HEADINGS: Final[Mapping[str, str]] = {
     "pending": N_("Pending"),
     "enterprises_spending": N_("Enterprises spending ε"),
     "epsilon_spent": N_("ε spent"),
+    "enterprises_with_verdicts": N_("Enterprises with KPI verdicts"),
+    "verdicts": N_("KPI verdicts released"),
+    "met": N_("Met"),
+    "not_met": N_("Not met"),
+    "inconclusive": N_("Inconclusive"),
 }
 TITLES: Final[Mapping[TableName, str]] = {
     TableName.PARTICIPATION: N_("Participation"),
     TableName.COVERAGE: N_("Data coverage"),
     TableName.JOBS: N_("Jobs and reports"),
     TableName.BUDGET: N_("Budget use"),
+    TableName.VERDICTS: N_("Outcome verdicts"),
     TableName.PROVIDERS: N_("Jobs and reports per provider"),
 }
 BREAKDOWN_LABELS: Final[Mapping[str, str]] = {
@@ -106,7 +112,9 @@ def headings(table: Table) -> list[str]:
     return [gettext(HEADINGS[k]) for k in (*lead, *table.columns)]
 
 
-_MONTHLY: Final = frozenset({TableName.JOBS, TableName.BUDGET, TableName.PROVIDERS})
+_MONTHLY: Final = frozenset(
+    {TableName.JOBS, TableName.BUDGET, TableName.VERDICTS, TableName.PROVIDERS}
+)
 
 
 def cells(table: Table) -> list[list[str | float]]:

@@ -6,6 +6,7 @@ whole programme: there is no filter a caller could narrow to one enterprise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -27,9 +28,11 @@ from sandbox.programme.tables import (
     JobFact,
     Table,
     TableName,
+    VerdictFact,
     build,
 )
 from sandbox.runtime.veil import Veil
+from sandbox.store.kpi_models import KpiContract, KpiVerdict, VerdictStatus
 from sandbox.store.models import Dataset, Job
 from sandbox.store.node_models import Node, NodeStatus
 
@@ -51,8 +54,18 @@ def months_between(first: str, last: str) -> list[str]:
     return months[-MAX_MONTHS:]
 
 
-def read_table(veil: Veil, caller: Principal, name: str, by: str = TOTAL) -> Table:
-    """Table ``name`` broken down ``by`` one category or ``total`` (the bureau's), audited."""
+def read_table(
+    veil: Veil,
+    caller: Principal,
+    name: str,
+    by: str = TOTAL,
+    settle: Callable[[Veil], object] | None = None,
+) -> Table:
+    """Table ``name`` broken down ``by`` one category or ``total`` (the bureau's), audited.
+
+    ``settle`` (``sandbox.kpi.verdicts.settle_pending``, which this layer may not import)
+    signs the KPI verdicts whose jobs have ended before the verdicts table counts them.
+    """
     require(caller, Capability.READ_PROGRAMME)
     table = _table_name(name)
     if by not in BREAKDOWNS or (table is TableName.PROVIDERS and by != TOTAL):
@@ -64,6 +77,8 @@ def read_table(veil: Veil, caller: Principal, name: str, by: str = TOTAL) -> Tab
                 allowed=allowed,
             )
         )
+    if table is TableName.VERDICTS and settle is not None:
+        settle(veil)
     with veil.db.transaction() as session:
         protect = Protector(load_secret(session))
         facts = load_facts(session, veil.clock())
@@ -124,6 +139,15 @@ def load_facts(session: Session, now: datetime) -> Facts:
     for enterprise_id, _job, units, first in charged:
         key = (enterprise_id, month_of(first))
         facts.spend[key] = facts.spend.get(key, 0.0) + ledger_epsilon(int(units))
+    # Released (signed) KPI verdicts, in the month of their release, counted for the
+    # enterprise whose KPI they judge.
+    for enterprise_id, outcome, released in session.execute(
+        select(KpiContract.enterprise_id, KpiVerdict.verdict, KpiVerdict.decided_at)
+        .join(KpiContract, KpiContract.id == KpiVerdict.contract_id)
+        .where(KpiVerdict.status == VerdictStatus.RELEASED)
+    ):
+        if outcome is not None and released is not None:
+            facts.verdicts.append(VerdictFact(enterprise_id, outcome, month_of(released)))
     facts.providers = dict(
         session.execute(select(Principal.id, Principal.name).where(Principal.role == Role.PROVIDER))
         .tuples()
@@ -133,5 +157,6 @@ def load_facts(session: Session, now: datetime) -> Facts:
     # must not say that someone was active in it.
     first = [month_of(p.created_at) for p in enrolled]
     first += [j.month for j in facts.jobs] + [m for _, m in facts.spend]  # none earlier
+    first += [v.month for v in facts.verdicts]
     facts.months = months_between(min(first, default=month_of(now)), month_of(now))
     return facts

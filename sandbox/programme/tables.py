@@ -23,6 +23,7 @@ class TableName(enum.StrEnum):
     COVERAGE = "coverage"
     JOBS = "jobs"
     BUDGET = "budget"
+    VERDICTS = "verdicts"
     PROVIDERS = "providers"
 
 
@@ -33,6 +34,8 @@ BREAKDOWNS: Final = (TOTAL, *(c.value for c in Category))
 #: Job statuses as the tables group them.
 _PENDING = ("queued", "running", "held")
 JOB_COLUMNS: Final = ("submitted", "released", "failed", "denied", "pending")
+#: A KPI verdict's outcomes (``docs/verdicts.md``), each a column of the verdicts table.
+VERDICT_OUTCOMES: Final = ("met", "not_met", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,15 @@ class JobFact:
     provider_id: str
     status: str
     month: str  # YYYY-MM, UTC, of its submission
+
+
+@dataclass(frozen=True)
+class VerdictFact:
+    """A signed KPI verdict: the enterprise whose KPI it judges, its outcome, its month."""
+
+    enterprise_id: str
+    verdict: str  # met, not_met or inconclusive
+    month: str  # YYYY-MM, UTC, of its release
 
 
 @dataclass
@@ -56,6 +68,7 @@ class Facts:
     jobs: list[JobFact] = field(default_factory=list)
     #: ε spent, net of refunds, per (enterprise, month).
     spend: dict[tuple[str, str], float] = field(default_factory=dict)
+    verdicts: list[VerdictFact] = field(default_factory=list)
     providers: dict[str, str] = field(default_factory=dict)  # id -> name
     months: list[str] = field(default_factory=list)
 
@@ -100,6 +113,7 @@ COLUMNS: Final[Mapping[TableName, tuple[str, ...]]] = {
     ),
     TableName.JOBS: JOB_COLUMNS,
     TableName.BUDGET: ("enterprises_spending", "epsilon_spent"),
+    TableName.VERDICTS: ("enterprises_with_verdicts", "verdicts", *VERDICT_OUTCOMES),
     TableName.PROVIDERS: JOB_COLUMNS,
 }
 
@@ -234,6 +248,36 @@ def budget(facts: Facts, by: str, protect: Protector) -> Table:
     return Table(t, by, COLUMNS[t], rows)
 
 
+def verdicts(facts: Facts, by: str, protect: Protector) -> Table:
+    """KPI verdicts released per month: how many enterprises had one, how many there were,
+    and how many came out met, not met and inconclusive (each enterprise contributes its
+    own number of verdicts to a sum, so one with many cannot dominate unseen)."""
+    t = TableName.VERDICTS
+    rows = []
+    for month in facts.months:
+        counted: dict[str, dict[str, int]] = {}
+        for fact in facts.verdicts:
+            if fact.month == month:
+                figures = counted.setdefault(fact.enterprise_id, {"verdicts": 0})
+                figures["verdicts"] += 1
+                figures[fact.verdict] = figures.get(fact.verdict, 0) + 1
+        for value, total, members in groups(facts, by):
+            held = {e: counted[e] for e in members if e in counted}
+            values = {
+                "enterprises_with_verdicts": protect.count(
+                    _label(t, "enterprises_with_verdicts", month), set(held)
+                ),
+            }
+            for column in ("verdicts", *VERDICT_OUTCOMES):
+                values[column] = protect.total(
+                    _label(t, column, month),
+                    {e: own.get(column, 0) for e, own in held.items()},
+                    whole=True,
+                )
+            rows.append(Row(value, values, month=month, total=total))
+    return Table(t, by, COLUMNS[t], rows)
+
+
 def providers(facts: Facts, by: str, protect: Protector) -> Table:
     """Each provider's jobs per month by status: the provider's own activity, exact."""
     t = TableName.PROVIDERS
@@ -253,6 +297,7 @@ BUILDERS: Final[Mapping[TableName, Callable[[Facts, str, Protector], Table]]] = 
     TableName.COVERAGE: coverage,
     TableName.JOBS: jobs,
     TableName.BUDGET: budget,
+    TableName.VERDICTS: verdicts,
     TableName.PROVIDERS: providers,
 }
 

@@ -71,6 +71,11 @@ def test_the_bureau_reads_each_table_by_one_category(page: Page, city: City) -> 
     hidden = page.locator("#programme-table td[data-suppressed=true]")
     # Optics; then machinery and the total: no datasets, grants or nodes in this city yet.
     expect(hidden).to_have_count(4 + 3 + 3)
+    # The outcome verdicts: none released in this city yet, every figure suppressed.
+    page.get_by_role("link", name="Outcome verdicts").click()
+    expect(page).to_have_url(f"{city.url}/console/programme?table=verdicts&by=industry")
+    expect(page.locator("#programme-table thead")).to_contain_text("KPI verdicts released")
+    assert cells(page, "optics")[-5:] == ["suppressed"] * 5
     # Another table keeps the breakdown.
     page.get_by_role("link", name="Data coverage").click()
     expect(page).to_have_url(f"{city.url}/console/programme?table=coverage&by=industry")
@@ -96,10 +101,27 @@ def test_other_roles_do_not_see_the_programme(page: Page, city: City) -> None:
     assert response is not None and response.status == 403
 
 
+def test_the_operators_bureau_page_shows_the_one_bureau_and_refuses_a_second(
+    page: Page, city: City
+) -> None:
+    log_in(page, city.url, city.operator)
+    page.get_by_role("link", name="Industry bureau").click()
+    expect(page).to_have_url(f"{city.url}/console/operator/bureau")
+    expect(page.locator("table.principals")).to_contain_text("Industry Bureau")
+    expect(page.locator("form[action='/console/operator/bureau']")).to_have_count(0)
+    expect(page.locator("#one-bureau")).to_contain_text("issue it another token")
+
+
 def test_the_pages_in_chinese(zh_page: Page, city: City) -> None:
     zh_log_in(zh_page, city.url, city.bureau)
     data = {"machinery", "optics", "north", "island", "Industry", "Bureau", "CSV", "XLSX"}
-    for query in ("", "?table=jobs&by=size_band", "?table=providers", "?table=budget&by=district"):
+    for query in (
+        "",
+        "?table=jobs&by=size_band",
+        "?table=providers",
+        "?table=budget&by=district",
+        "?table=verdicts&by=industry",
+    ):
         zh_page.goto(f"{city.url}/console/programme{query}")
         if "providers" not in query:
             expect(zh_page.locator("#programme-table")).to_contain_text("合计")
@@ -120,6 +142,12 @@ def test_the_operator_sets_categories_when_creating_an_enterprise(page: Page, ci
     with VeilClient(city.url, city.operator) as operator:
         (made,) = [e for e in operator.list_enterprises() if e["slug"] == slug]
     assert (made["industry"], made["district"], made["size_band"]) == ("optics", None, "medium")
+    # The list shows every enterprise's categories ("not set" for the district left empty).
+    row = page.locator(f"#principal-{made['id']}")
+    expect(row.locator("td[data-category=industry]")).to_have_text("optics")
+    expect(row.locator("td[data-category=district]")).to_have_text("(not set)")
+    expect(row.locator("td[data-category=size_band]")).to_have_text("medium")
+    expect(page.locator("td[data-category=district]", has_text="island")).to_have_count(1)
     # A size band outside the list is refused next to the form, nothing created.
     page.goto(f"{city.url}/console/operator/enterprises")
     form.get_by_label("Name", exact=True).fill("Odd Size")

@@ -148,6 +148,7 @@ OPERATOR = [
     "/console/operator/enterprises",
     "/console/operator/providers",
     "/console/operator/officers",
+    "/console/operator/bureau",
 ]
 
 

@@ -249,6 +249,22 @@ def test_a_broken_chain_is_shown_in_plain_words(page: Page, world: World, veil: 
     expect(page.locator("#export-error")).to_be_focused()  # brought into view, for keyboards
 
 
+def test_after_a_recorded_full_verification_the_page_reads_only_newer_events(
+    page: Page, world: World
+) -> None:
+    token = officer_token(world)
+    world.operator.checkpoint()
+    recorded = world.operator.record_audit_verification()
+    assert recorded["ok"]
+    anchor = world.operator.verify_audit()["verified_from_seq"]
+    assert anchor > 0
+    log_in(page, world.url, token)
+    expect(page.locator("#chain-status")).to_contain_text("Intact")
+    expect(page.locator("#chain-routine")).to_contain_text(
+        f"from the signed checkpoint at event {anchor:,} on"
+    )
+
+
 def test_operators_see_the_pages_and_other_roles_are_refused(world: World) -> None:
     def console(token: str) -> httpx.Client:
         return httpx.Client(base_url=world.url, cookies={"veil_console": token})

@@ -29,6 +29,7 @@ PAGES = (
     "/console/operator/enterprises",
     "/console/operator/providers",
     "/console/operator/officers",
+    "/console/operator/bureau",
 )
 
 
@@ -209,6 +210,62 @@ def test_a_duplicate_slug_is_refused_next_to_the_form_and_nothing_is_created(
     assert world.operator.audit_events(action="enterprise.created") == events
 
 
+def test_the_operator_creates_the_bureau_once_and_issues_its_token(
+    page_in: Page, lang: str, world: World
+) -> None:
+    """The form creates the programme's bureau (audited as the API's ``bureau.created``); its
+    token, shown once, reads the programme; then the form is gone, and a second creation
+    posted anyway is refused (409) next to it, creating nothing."""
+    t = text(lang)
+    page = page_in
+    operator = token_of(world.operator)
+    with httpx.Client(base_url=world.url, cookies={"veil_console": operator}) as http:
+        too_long = http.post(
+            "/console/operator/bureau", data={"csrf": csrf_token(operator), "name": "b" * 201}
+        )
+    assert too_long.status_code == 422 and 'role="alert"' in too_long.text
+    assert world.operator.audit_events(action="bureau.created") == []
+    log_in(page, world.url, operator)
+    page.goto(f"{world.url}/console/operator/bureau")
+    expect(page.get_by_role("heading", level=1)).to_have_text(t("Industry bureau"))
+    form = page.locator("form[action='/console/operator/bureau']")
+    form.get_by_label(t("Name"), exact=True).fill("江北区工业和信息化局")
+    form.get_by_role("button", name=t("Create the bureau")).click()
+    (created,) = world.operator.audit_events(action="bureau.created")
+    bureau_id = created["resource"].removeprefix("principal:")
+    assert created["actor_role"] == "operator" and created["outcome"] == "ok"
+    assert created["details"] == {"name": "江北区工业和信息化局"}
+    notice = Msg(
+        "{name} is created, with id {id}. Issue its first API token from its row below.",
+        name="江北区工业和信息化局",
+        id=bureau_id,
+    )
+    expect(page.get_by_role("status")).to_have_text(t(notice))
+    expect(page.locator("form[action='/console/operator/bureau']")).to_have_count(0)
+    expect(page.locator("#one-bureau")).to_be_visible()
+    page.locator(f"#principal-{bureau_id}").get_by_role("button").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(t("New API token"))
+    secret = page.get_by_test_id("new-token").input_value()
+    headers = {"Authorization": f"Bearer {secret}"}
+    me = httpx.get(f"{world.url}/v1/me", headers=headers).json()
+    assert me["id"] == bureau_id and me["role"] == "bureau"
+    assert httpx.get(f"{world.url}/v1/programme", headers=headers).status_code == 200
+    issued = world.operator.audit_events(action="token.issued")[0]  # newest first
+    assert issued["details"]["principal_id"] == bureau_id
+    page.goto(f"{world.url}/console/operator/bureau")
+    assert secret not in page.content()  # shown once
+    if lang != "en":
+        assert english_left(page, ["江北区工业和信息化局", bureau_id]) == []
+    with httpx.Client(base_url=world.url, cookies={"veil_console": operator}) as http:
+        second = http.post(
+            "/console/operator/bureau",
+            data={"csrf": csrf_token(operator), "name": "Another bureau"},
+            headers={"Accept-Language": lang},
+        )
+    assert second.status_code == 409 and 'role="alert"' in second.text
+    assert len(world.operator.audit_events(action="bureau.created")) == 1
+
+
 def test_the_operator_creates_a_scoped_security_officer(
     page_in: Page, lang: str, world: World
 ) -> None:
@@ -254,6 +311,7 @@ def test_no_other_role_reaches_the_operators_pages(world: World, lang: str) -> N
         "/console/operator/enterprises": {"name": "Sneaky", "slug": "sneaky"},
         "/console/operator/providers": {"name": "Sneaky"},
         "/console/operator/officers": {"name": "Sneaky", "reach": "all"},
+        "/console/operator/bureau": {"name": "Sneaky"},
         "/console/operator/tokens": {"principal_id": world.provider_id},
     }
     headers = {"Accept-Language": lang}
@@ -284,6 +342,7 @@ def test_no_other_role_reaches_the_operators_pages(world: World, lang: str) -> N
             assert 'data-testid="new-token"' not in refused.text
     assert world.operator.list_enterprises() == enterprises
     assert world.operator.list_providers() == providers
+    assert world.operator.audit_events(action="bureau.created") == []
     assert len(world.operator.list_tokens(world.provider_id)) == 1
     latest = world.operator.audit_events(action="token.issued")[0]
     assert latest["details"]["principal_id"] == officer["id"]  # ours above; none refused issued

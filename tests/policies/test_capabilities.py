@@ -148,6 +148,7 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("GET", "/v1/audit/public-key"): None,
     ("POST", "/v1/audit/checkpoints"): C.VERIFY_AUDIT,
     ("GET", "/v1/audit/verify"): C.VERIFY_AUDIT,
+    ("POST", "/v1/audit/verifications"): C.VERIFY_AUDIT,
     ("GET", "/v1/audit/attention"): C.READ_ATTENTION,
     ("GET", "/v1/audit/keys"): C.READ_KEY_AUDIT,
     ("POST", "/v1/providers/{provider_id}/suspend"): C.SUSPEND_PROVIDER,

@@ -90,6 +90,8 @@ CONSOLE: dict[tuple[str, str], Capability | None] = {
     ("POST", "/console/operator/enterprises"): C.MANAGE_PRINCIPALS,
     ("POST", "/console/operator/providers"): C.MANAGE_PRINCIPALS,
     ("POST", "/console/operator/officers"): C.MANAGE_PRINCIPALS,
+    ("GET", "/console/operator/bureau"): C.MANAGE_PRINCIPALS,
+    ("POST", "/console/operator/bureau"): C.MANAGE_PRINCIPALS,
     ("POST", "/console/operator/tokens"): C.ISSUE_TOKENS,
 }
 

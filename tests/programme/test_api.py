@@ -30,6 +30,8 @@ from sandbox.programme.tables import BREAKDOWNS, TableName
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
+from sandbox.store.kpi_models import ContractStatus, KpiContract, KpiVerdict, VerdictStatus
+from sandbox.store.models import Job
 from tests.sandbox.conftest import settings_for
 
 pytestmark = pytest.mark.integration
@@ -250,3 +252,80 @@ def test_the_cli_creates_categorises_shows_and_exports(
     args = ["programme", "export", "coverage", "--format", "xlsx", "-o", str(out)]
     assert cli.run([*args, *token, *common], True) == 0
     assert load_workbook(out).worksheets[0]["A1"].value == "Group"
+
+
+def test_the_verdicts_table_counts_released_verdicts_by_category(
+    programme: Programme, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Signed verdicts, counted for the enterprise whose KPI they judge in the month of their
+    release: five machinery enterprises met and one did not, the optics enterprise's was
+    inconclusive.  One enterprise's outcome (the one not met, the optics one) is suppressed
+    in every breakdown; a pending verdict whose job ended is settled before counting."""
+    veil = programme.veil
+    provider = programme.operator.create_provider(f"Verdicts {uuid.uuid4().hex[:6]}")
+    may = datetime(2026, 5, 15, tzinfo=UTC)
+    machinery = [e for e, industry in programme.enterprises.items() if industry == "machinery"]
+    (optics,) = [e for e, industry in programme.enterprises.items() if industry == "optics"]
+    outcomes = {e: "met" for e in machinery[:5]} | {machinery[5]: "not_met", optics: "inconclusive"}
+    tag = uuid.uuid4().hex[:6]
+    with veil.db.transaction() as session:
+        for enterprise, outcome in outcomes.items():
+            contract = KpiContract(
+                id=f"kpi_{tag}{enterprise[-6:]}", enterprise_id=enterprise,
+                provider_id=provider["id"], dataset_id="ds_x", terms={}, terms_sha256="0" * 64,
+                status=ContractStatus.ACTIVE, proposed_by=enterprise,
+            )  # fmt: skip
+            session.add(contract)
+            session.flush()
+            session.add(
+                KpiVerdict(
+                    id=f"vrd_{tag}{enterprise[-6:]}", contract_id=contract.id, job_id="job_x",
+                    requested_by=enterprise, status=VerdictStatus.RELEASED, verdict=outcome,
+                    document={}, created_at=may, decided_at=may,
+                )
+            )  # fmt: skip
+        # Its job failed: settled (failed, counted nowhere) when the bureau reads the table.
+        session.add(
+            Job(
+                id=f"job_{tag}", provider_id=provider["id"], enterprise_id=machinery[0],
+                dataset_id="ds_x", purpose="p", tier=3, query={}, epsilon=0, delta=0,
+                status="failed", error="stopped",
+            )
+        )  # fmt: skip
+        session.add(
+            KpiVerdict(
+                id=f"vrd_{tag}pending", contract_id=f"kpi_{tag}{machinery[0][-6:]}",
+                job_id=f"job_{tag}", requested_by=machinery[0], status=VerdictStatus.PENDING,
+            )
+        )  # fmt: skip
+    with veil.db.read() as session:
+        facts = load_facts(session, veil.clock())
+    assert sorted(v.verdict for v in facts.verdicts if v.month == "2026-05") == sorted(
+        outcomes.values()
+    )
+    for by in BREAKDOWNS:
+        table = programme.bureau.programme_table("verdicts", by)
+        assert table["columns"] == [
+            "enterprises_with_verdicts", "verdicts", "met", "not_met", "inconclusive"
+        ]  # fmt: skip
+        for row in table["rows"]:
+            assert {"not_met", "inconclusive"} <= set(row["suppressed"]), (by, row)
+            if row["category"] in ("optics", "island") or row["month"] != "2026-05":
+                assert set(row["suppressed"]) == set(table["columns"]), (by, row)
+        may_rows = [r for r in table["rows"] if r["month"] == "2026-05"]
+        released = [r for r in may_rows if r["values"]["met"] is not None]
+        assert released, by  # five enterprises met: the total, machinery, north, small
+        assert all(3 <= r["values"]["met"] <= 7 for r in released)  # five, moved by < 2
+    with veil.db.read() as session:
+        settled = session.get(KpiVerdict, f"vrd_{tag}pending")
+        assert settled is not None and settled.status == VerdictStatus.FAILED
+    common = ["--url", programme.url, "--json", "--token", programme.bureau_token]
+    assert cli.run(["programme", "show", "verdicts", "--by", "industry", *common], True) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["table"] == "verdicts" and shown["protection"]["min_enterprises"] == 5
+    body = programme.bureau.programme_export("verdicts", "total", "csv")
+    heading = next(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    assert heading == [
+        "Month", "Group", "Enterprises with KPI verdicts", "KPI verdicts released", "Met",
+        "Not met", "Inconclusive",
+    ]  # fmt: skip

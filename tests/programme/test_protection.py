@@ -25,6 +25,7 @@ from sandbox.programme.tables import (
     Row,
     Table,
     TableName,
+    VerdictFact,
     build,
 )
 
@@ -33,6 +34,8 @@ LONE = "ent_lone"
 #: The month in which the lone enterprise alone was active.
 LONE_MONTH = "2026-12"
 PROTECTED = [t for t in TableName if t is not TableName.PROVIDERS]
+MONTHLY = (TableName.JOBS, TableName.BUDGET, TableName.VERDICTS)
+OUTCOMES = ("met", "not_met", "inconclusive")
 
 
 def enterprise(i: int) -> str:
@@ -42,8 +45,8 @@ def enterprise(i: int) -> str:
 def facts(lone_activity: int = 3) -> Facts:
     """Thirty enterprises in two industries, two districts and two size bands (15 each,
     the district cutting across the industry), plus :data:`LONE`, alone in its industry,
-    district and size band.  ``lone_activity``: how many datasets, jobs (each month) and
-    tenths of ε it has (0: none, and no grant, no node)."""
+    district and size band.  ``lone_activity``: how many datasets, jobs and KPI verdicts
+    (each month) and tenths of ε it has (0: none, and no grant, no node)."""
     others = {
         enterprise(i): {
             Category.INDUSTRY: "machinery" if i % 2 else "textiles",
@@ -64,6 +67,8 @@ def facts(lone_activity: int = 3) -> Facts:
             for j in range(1 + i % 4):
                 built.jobs.append(JobFact(e, f"prv_{i % 3}", ("released", "failed")[j % 2], month))
             built.spend[(e, month)] = 0.1 * (1 + i % 4)
+            for j in range(i % 3):
+                built.verdicts.append(VerdictFact(e, OUTCOMES[(i + j) % 3], month))
     if lone_activity:
         built.datasets[LONE] = (lone_activity, 10 * lone_activity)
         built.active_grants.add(LONE)
@@ -72,6 +77,8 @@ def facts(lone_activity: int = 3) -> Facts:
             for _ in range(lone_activity):
                 built.jobs.append(JobFact(LONE, "prv_0", "released", month))
             built.spend[(LONE, month)] = 0.1 * lone_activity
+            for j in range(lone_activity):
+                built.verdicts.append(VerdictFact(LONE, OUTCOMES[j % 3], month))
     built.providers = {"prv_0": "Predicta", "prv_1": "Quality Lab", "prv_2": "Gearbox AI"}
     return built
 
@@ -118,7 +125,7 @@ def test_the_lone_enterprise_is_suppressed_in_every_table_and_breakdown() -> Non
     protect = Protector(secrets.token_bytes(32))
     for table in every_table(facts(), protect):
         rows = lone_rows(table)
-        monthly = table.name in (TableName.JOBS, TableName.BUDGET)
+        monthly = table.name in MONTHLY
         expected = 0 if table.by == TOTAL else len(MONTHS) if monthly else 1
         assert len(rows) == expected, (table.name, table.by)
         for row in rows:
@@ -127,7 +134,7 @@ def test_the_lone_enterprise_is_suppressed_in_every_table_and_breakdown() -> Non
 
 def test_a_month_in_which_one_enterprise_alone_was_active_shows_nothing() -> None:
     protect = Protector(secrets.token_bytes(32))
-    for name in (TableName.JOBS, TableName.BUDGET):
+    for name in MONTHLY:
         for by in BREAKDOWNS:
             table = build(name, facts(), by, protect)
             alone = [r for r in table.rows if r.month == LONE_MONTH]
@@ -201,6 +208,7 @@ def differencing(table: Table) -> Iterator[tuple[str, str | None, float]]:
 def truth(name: TableName, figure: str, month: str | None, world: Facts) -> float:
     """The lone enterprise's true contribution to ``figure``."""
     jobs = [j for j in world.jobs if j.enterprise_id == LONE and j.month == month]
+    verdicts = [v.verdict for v in world.verdicts if v.enterprise_id == LONE and v.month == month]
     own = {
         "enterprises": 1.0,
         "with_datasets": float(LONE in world.datasets),
@@ -216,6 +224,9 @@ def truth(name: TableName, figure: str, month: str | None, world: Facts) -> floa
         "pending": 0.0,
         "enterprises_spending": float(world.spend.get((LONE, month or ""), 0) > 0),
         "epsilon_spent": world.spend.get((LONE, month or ""), 0.0),
+        "enterprises_with_verdicts": float(bool(verdicts)),
+        "verdicts": float(len(verdicts)),
+        **{outcome: float(verdicts.count(outcome)) for outcome in OUTCOMES},
     }
     return own[figure]
 
@@ -278,3 +289,25 @@ def test_every_row_of_a_protected_table_aggregates_enterprises_or_is_suppressed(
     direct = sum(1 for r in table.rows for f in table.columns if "per_" not in f)
     assert len(calls) == direct
     assert protection.MIN_ENTERPRISES == 5
+
+
+@pytest.mark.parametrize("by", BREAKDOWNS)
+def test_no_breakdown_releases_one_enterprises_verdict_outcome(by: str) -> None:
+    """Six enterprises with verdicts in a month, only one of them met: the month's verdict
+    count is released, but "met" (one enterprise's) is suppressed in every breakdown, and
+    so is every figure of a row that holds fewer than five of them."""
+    world = facts(lone_activity=0)
+    world.verdicts = [
+        VerdictFact(enterprise(i), "met" if i == 1 else "not_met", MONTHS[0])
+        for i in range(1, 13, 2)
+    ]  # six machinery enterprises, odd i: three in each size band, 4 north and 2 south
+    table = build(TableName.VERDICTS, world, by, Protector(secrets.token_bytes(32)))
+    rows = [r for r in table.rows if r.month == MONTHS[0]]
+    for row in rows:
+        assert row.values["met"].suppressed, (by, row.group)
+        assert row.values["inconclusive"].suppressed  # nobody: a suppressed 0, not a 0
+        released = row.values["verdicts"]
+        assert released.suppressed or (released.value is not None and released.value >= 4)
+    total = next(r for r in rows if r.total)
+    assert not total.values["verdicts"].suppressed and not total.values["not_met"].suppressed
+    assert all(c.suppressed for r in table.rows if r.month != MONTHS[0] for c in r.values.values())

@@ -29,11 +29,13 @@ from tests.sandbox.conftest import GRANTED, PURPOSE, World
 pytestmark = pytest.mark.integration
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-#: What an officer may do: suspension, and signing a checkpoint (it changes no data).
+#: What an officer may do: suspension, signing a checkpoint and recording a full
+#: verification of the chain (they change no data).
 ALLOWED = {
     ("POST", "/v1/providers/{provider_id}/suspend"): 200,
     ("POST", "/v1/providers/{provider_id}/reinstate"): 200,
     ("POST", "/v1/audit/checkpoints"): 201,
+    ("POST", "/v1/audit/verifications"): 201,
 }
 #: An officer may revoke or rotate only its own API tokens: another's (here the provider's)
 #: is 404, as an unknown id (the matrix in tests/security/authz_table.py has every caller).
@@ -232,7 +234,8 @@ def test_every_write_route_refuses_a_security_officer(
             answer = requester.send(client, method, path)
             assert answer.status_code == ALLOWED[(method, path)], (path, answer.text)
 
-    # The refused requests changed nothing: the officer acted only by suspending.
+    # The refused requests changed nothing: the officer acted only by suspending (and by
+    # recording a verification of the chain, which is an audit event only).
     with veil.db.transaction() as session:
         actions = set(
             session.scalars(
@@ -244,6 +247,7 @@ def test_every_write_route_refuses_a_security_officer(
         "provider.reinstated",
         "job.cancelled",
         "job.cancel_requested",
+        "audit.verified",
     }
     assert {"provider.suspended", "provider.reinstated"} <= actions
 

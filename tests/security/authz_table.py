@@ -381,6 +381,8 @@ POLICY: tuple[Endpoint, ...] = (
         operator=201, officer=201, scoped=201, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/audit/verify",
         operator=200, officer=200, scoped=200, enterprise=403, provider=403, nogrant=403),
+    row("POST", "/v1/audit/verifications",
+        operator=201, officer=201, scoped=201, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/audit/attention",
         operator=200, officer=200, scoped=200, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/audit/keys", target="tenant",

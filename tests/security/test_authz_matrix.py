@@ -41,8 +41,13 @@ from tests.security.authz_world import AuthzWorld, build, job_body, send, target
 
 pytestmark = pytest.mark.integration
 
-#: Successful calls that change no state table (a preview, signing the chain's head).
-STATELESS_WRITES = {("POST", "/v1/jobs/preview"), ("POST", "/v1/audit/checkpoints")}
+#: Successful calls that change no state table (a preview, signing the chain's head,
+#: recording a full verification of the chain in the chain itself).
+STATELESS_WRITES = {
+    ("POST", "/v1/jobs/preview"),
+    ("POST", "/v1/audit/checkpoints"),
+    ("POST", "/v1/audit/verifications"),
+}
 
 
 def cases() -> Iterator[Any]:
