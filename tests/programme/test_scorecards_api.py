@@ -31,9 +31,19 @@ def test_a_period_through_the_api_and_the_cli(
     assert unknown.value.status == 404
     # A registered assessor: the bureau registers it, the operator issues its token, and
     # it records its own assessment (the bureau may no longer name one).
-    registered = bureau.register_assessor("Quality Institute")
-    assessor = world.client(world.operator.issue_token(registered["id"]))
-    assessor.record_assessment(world.provider_id, 40, "late reports")
+    assert cli.run(["assessors", "register", "Quality Institute", *common], True) == 0
+    registered = json.loads(capsys.readouterr().out)
+    assessor_token = world.operator.issue_token(registered["id"])
+    theirs = ["--token", assessor_token, "--url", world.url, "--json"]
+    args = ["assessments", "record", world.provider_id, "--score", "40", "--reason", "late"]
+    assert cli.run([*args, *theirs], True) == 0
+    assert json.loads(capsys.readouterr().out)["assessor_id"] == registered["id"]
+    assert cli.run(["assessments", "list", *theirs], True) == 0
+    (listed,) = [p for p in json.loads(capsys.readouterr().out)["providers"]
+                 if p["id"] == world.provider_id]  # fmt: skip
+    assert listed["assessment"]["score"] == 40
+    assert cli.run(["assessors", "list", *common], True) == 0
+    assert [a["id"] for a in json.loads(capsys.readouterr().out)] == [registered["id"]]
     forged = {"provider_id": world.provider_id, "score": 99, "reason": "x",
               "assessor": registered["id"]}  # fmt: skip
     refused = bureau._http.post("/v1/programme/assessments", json=forged)
@@ -53,6 +63,11 @@ def test_a_period_through_the_api_and_the_cli(
     (named,) = document["components"]["assessors"]["assessments"]
     assert named["assessor_id"] == registered["id"] and named["assessor"] == "Quality Institute"
     assert named["score"] == 40 and named["assessor_status"] == "active"
+    assert cli.run(["assessors", "suspend", registered["id"], "--reason", "conflict", *common],
+                   True) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["status"] == "suspended"
+    assert cli.run(["assessments", "list", *theirs], True) != 0  # its token is refused now
+    capsys.readouterr()
     assert [c["id"] for c in world.provider.list_scorecards()] == [ours["id"]]
     with pytest.raises(ApiError) as hidden:
         world.other_provider.get_scorecard(ours["id"])
