@@ -75,6 +75,10 @@ class Capability(enum.StrEnum):
     RUN_SCORECARDS = "run_scorecards"
     # Scorecards and exit proposals: a provider its own, the bureau (RUN_SCORECARDS) all.
     READ_SCORECARDS = "read_scorecards"
+    # Third-party assessors: the bureau registers and suspends them; each records its own
+    # assessments of providers in the open period (docs/programme.md).
+    MANAGE_ASSESSORS = "manage_assessors"
+    ASSESS_PROVIDERS = "assess_providers"
 
 
 class Reach(enum.Enum):
@@ -167,10 +171,19 @@ ROLES: Mapping[Role, RoleRules] = MappingProxyType(
         # (``sandbox.programme``), so it reaches none of them one by one.
         Role.BUREAU: RoleRules(
             frozenset(
-                {_C.READ_PROGRAMME, _C.MANAGE_PURPOSES, _C.RUN_SCORECARDS, _C.READ_SCORECARDS}
+                {
+                    _C.READ_PROGRAMME,
+                    _C.MANAGE_PURPOSES,
+                    _C.RUN_SCORECARDS,
+                    _C.READ_SCORECARDS,
+                    _C.MANAGE_ASSESSORS,
+                }
             ),
             Reach.NONE,
         ),
+        # No tenant, no programme table, no scorecard: it records its own assessments of
+        # providers (``sandbox.scorecards.assessors``), and sees only those.
+        Role.ASSESSOR: RoleRules(frozenset({_C.ASSESS_PROVIDERS}), Reach.NONE),
     }
 )
 

@@ -65,6 +65,7 @@ KINDS = {
     "evaluation period": Msg("evaluation period"),
     "scorecard": Msg("scorecard"),
     "exit proposal": Msg("exit proposal"),
+    "assessor": Msg("assessor"),
 }
 
 

@@ -31,6 +31,7 @@ class Role(enum.StrEnum):
     PROVIDER = "provider"
     SECURITY_OFFICER = "security_officer"
     BUREAU = "bureau"  # the city's industry bureau (工信局): the programme's aggregates
+    ASSESSOR = "assessor"  # a third-party assessor the bureau registered: scores providers
 
 
 class Status(enum.StrEnum):
@@ -142,6 +143,7 @@ def create_principal(
         "provider": "prv",
         "security_officer": "so",
         "bureau": "bur",
+        "assessor": "asr",
     }
     principal = Principal(
         id=new_id(prefix[role]),

@@ -804,12 +804,37 @@ class VeilClient:
         """Close the open period: every provider's signed scorecard (the bureau)."""
         return dict(self._call("POST", f"/v1/programme/periods/{period_id}/close"))
 
-    def assess_provider(
-        self, provider_id: str, score: float, reason: str, assessor: str | None = None
-    ) -> dict[str, Any]:
-        """The bureau's (or a named third-party assessor's) score of a provider, 0-100."""
-        body = _params(provider_id=provider_id, score=score, reason=reason, assessor=assessor)
+    def assess_provider(self, provider_id: str, score: float, reason: str) -> dict[str, Any]:
+        """The bureau's own score of a provider, 0-100, in the open period."""
+        body = {"provider_id": provider_id, "score": score, "reason": reason}
         return dict(self._call("POST", "/v1/programme/assessments", json=body))
+
+    # -- registered assessors (docs/programme.md, "Assessors") ---------------------------------
+
+    def register_assessor(self, name: str) -> dict[str, Any]:
+        """Register a third-party assessor (the bureau); the operator issues its token."""
+        return dict(self._call("POST", "/v1/assessors", json={"name": name}))
+
+    def list_assessors(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/assessors"))
+
+    def suspend_assessor(self, assessor_id: str, reason: str) -> dict[str, Any]:
+        """Suspend an assessor: its tokens and later assessments are refused (the bureau)."""
+        path = f"/v1/assessors/{assessor_id}/suspend"
+        return dict(self._call("POST", path, json={"reason": reason}))
+
+    def reinstate_assessor(self, assessor_id: str, reason: str) -> dict[str, Any]:
+        path = f"/v1/assessors/{assessor_id}/reinstate"
+        return dict(self._call("POST", path, json={"reason": reason}))
+
+    def record_assessment(self, provider_id: str, score: float, reason: str) -> dict[str, Any]:
+        """An assessor's own score of a provider, 0-100, in the open period."""
+        body = {"provider_id": provider_id, "score": score, "reason": reason}
+        return dict(self._call("POST", "/v1/assessments", json=body))
+
+    def own_assessments(self) -> dict[str, Any]:
+        """The open period and the providers being scored, with the assessor's own scores."""
+        return dict(self._call("GET", "/v1/assessments"))
 
     def rate_provider(self, provider_id: str, rating: int) -> dict[str, Any]:
         """An enterprise's rating (1-5) of a provider it granted, in the open period."""

@@ -1,9 +1,10 @@
 """Providers' scorecards and exit (docs/programme.md, "Scorecards and exit").
 
-The bureau opens and closes evaluation periods (``/v1/programme/periods``), records
-assessments; enterprises rate providers they granted; closing a period signs every
-provider's scorecard (``/v1/scorecards``: a provider reads its own, the bureau all); two
-failures in a row propose an exit, which the bureau confirms or rejects (``/v1/exits``).
+The bureau opens and closes evaluation periods (``/v1/programme/periods``), records its
+own assessments (registered assessors record theirs: ``routes_assessors``); enterprises
+rate providers they granted; closing a period signs every provider's scorecard
+(``/v1/scorecards``: a provider reads its own, the bureau all); two failures in a row
+propose an exit, which the bureau confirms or rejects (``/v1/exits``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class AssessmentIn(Input):
     assessor: str | None = Field(
         default=None,
         max_length=80,
-        description="A third-party assessor's name; left out: the bureau's own assessment",
+        description="No longer accepted (422): registered assessors record their own "
+        "assessments (POST /v1/assessments); leave it out to record the bureau's own",
     )
 
 
@@ -100,7 +102,7 @@ def close_period(period_id: str, veil: VeilDep, caller: PrincipalDep) -> dict[st
 
 @router.post("/programme/assessments", status_code=status.HTTP_201_CREATED)
 def assess(body: AssessmentIn, veil: VeilDep, caller: PrincipalDep) -> dict[str, Any]:
-    """Record the bureau's or a named third-party assessor's score (0-100) of a provider."""
+    """Record the bureau's own score (0-100) of a provider in the open period."""
     made = periods.assess(veil, caller, body.provider_id, body.score, body.reason, body.assessor)
     return {"id": made.id, "period_id": made.period_id, "provider_id": made.provider_id,
             "assessor": made.assessor, "score": made.score, "reason": made.reason}  # fmt: skip

@@ -17,6 +17,7 @@ import click
 
 from i18n.catalog import gettext
 from sandbox.cli import (
+    assessors,
     attention,
     audit_verify,
     classification,
@@ -38,6 +39,7 @@ from sandbox.cli.app import app
 from sandbox.config.datadir import restrict_umask
 
 _ = (
+    assessors,
     attention,
     audit_verify,
     classification,

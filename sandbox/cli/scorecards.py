@@ -105,16 +105,12 @@ def scorecards_assess(
     score: Annotated[float, typer.Option("--score", help="0-100")],
     reason: Reason,
     token: Token,
-    assessor: Annotated[
-        str | None,
-        typer.Option("--assessor", help="A third-party assessor's name (unset: the bureau's)"),
-    ] = None,
     url: Url = DEFAULT_URL,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record an assessment of a provider in the open period (the bureau)."""
+    """Record the bureau's own assessment of a provider in the open period."""
     with connect(url, token) as c:
-        made = c.assess_provider(provider_id, score, reason, assessor)
+        made = c.assess_provider(provider_id, score, reason)
     Output(as_json).record("Assessment recorded", made)
 
 

@@ -39,6 +39,7 @@ LABELS: Final[dict[str, str]] = {
     "provider": N_("provider"),
     "security_officer": N_("security officer"),
     "bureau": N_("industry bureau"),
+    "assessor": N_("assessor"),
     # Size bands of enterprises (sandbox.accounts.categories.SizeBand).
     "micro": N_("micro"),
     "small": N_("small"),

@@ -69,6 +69,10 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/scorecards", N_("Scorecards")),
         ("/console/tokens", N_("API tokens")),
     ],
+    "assessor": [
+        ("/console/assessments", N_("Assessments")),
+        ("/console/tokens", N_("API tokens")),
+    ],
 }
 ROLE_NAMES = {
     "enterprise": N_("Enterprise"),
@@ -76,6 +80,7 @@ ROLE_NAMES = {
     "security_officer": N_("Security officer"),
     "operator": N_("Operator"),
     "bureau": N_("Industry bureau"),
+    "assessor": N_("Assessor"),
 }
 
 

@@ -29,6 +29,16 @@ def _row(card: dict[str, Any]) -> dict[str, Any]:
         "ratings": parts["ratings"],
         "bureau": (parts["bureau"] or {}).get("score"),
         "assessors": parts["assessors"]["score"],
+        # Each registered assessor's, by name (a card signed before migration 0022 has no
+        # status: its assessors were names the bureau typed in).
+        "assessments": [
+            {
+                "name": a.get("assessor"),
+                "score": a.get("score"),
+                "suspended": a.get("assessor_status") == "suspended",
+            }
+            for a in parts["assessors"].get("assessments", [])
+        ],
         "reasons": document["reasons"],
     }
 

@@ -13,6 +13,7 @@ from i18n import N_
 from i18n.catalog import gettext
 from sandbox.console import (
     preferences,
+    routes_assessments,
     routes_bureau,
     routes_enterprise,
     routes_enterprise_datasets,
@@ -42,6 +43,7 @@ ROUTERS = (
     routes_operator,
     routes_bureau,
     routes_scorecards,
+    routes_assessments,
     routes_tokens,
 )
 

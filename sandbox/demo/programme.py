@@ -85,6 +85,7 @@ def run_programme(
         grant_id, dataset_id = oee_grant(enterprise, provider_id, console)
         _letter(letters, enterprise, provider, grant_id, console)
         verdict(enterprise, provider, dataset_id, console)
+        third_party_assessment(url, operator, bureau, provider_id, console)
         scorecard(bureau, enterprise, provider_id, period, console)
         bureau_tables(bureau, console)
 
@@ -107,6 +108,20 @@ def open_period(bureau: VeilClient, console: Console) -> str:
     return str(period["id"])
 
 
+def third_party_assessment(
+    url: str, operator: VeilClient, bureau: VeilClient, provider_id: str, console: Console
+) -> None:
+    """The bureau registers a third-party assessor, the operator issues its token, and the
+    assessor records its own assessment of the provider (docs/programme.md, "Assessors")."""
+    made = bureau.register_assessor("Quality Institute (质量研究院)")
+    with VeilClient(url, operator.issue_token(made["id"])) as assessor:
+        assessor.record_assessment(provider_id, 70, "deliveries audited on site")
+    console.print(
+        f"the bureau registered a third-party assessor ({made['id']}); with its own token, "
+        "issued by the operator, it scored the provider 70 of 100 itself"
+    )
+
+
 def scorecard(
     bureau: VeilClient, enterprise: VeilClient, provider_id: str, period: str, console: Console
 ) -> None:
@@ -116,12 +131,14 @@ def scorecard(
     bureau.assess_provider(provider_id, 80, "reports delivered on time")
     cards = bureau.close_period(period)["scorecards"]
     card = next(c for c in cards if c["provider_id"] == provider_id)
-    ratings = card["document"]["components"]["ratings"]
+    parts = card["document"]["components"]
+    ratings, assessors = parts["ratings"], len(parts["assessors"]["assessments"])
     console.print(
         f"period closed: the provider's signed scorecard {card['id']}: "
-        f"[bold]{card['result']}[/bold], score {card['score']:g} (its KPI verdicts, the "
-        f"bureau's assessment; {ratings.get('raters', 0)} enterprise rating, too few to show "
-        "or count below five raters). Two failed periods in a row would propose its exit."
+        f"[bold]{card['result']}[/bold], score {card['score']:g} (its KPI verdicts, "
+        f"assessments by the bureau and by {assessors} registered assessor(s); "
+        f"{ratings.get('raters', 0)} enterprise rating, too few to show or count below five "
+        "raters). Two failed periods in a row would propose its exit."
     )
 
 

@@ -1,6 +1,14 @@
 """A scorecard's format: canonical bytes and the platform's signature (as KPI verdicts).
 
 Verifiable offline with the platform's public signing key (``veil audit public-key``).
+
+A document (``sandbox.scorecards.periods``) names the period, the provider, each component
+with what it rests on, the weights, the pass mark, the score, the result and the reasons.
+``components.assessors`` is the mean of the registered third-party assessors' scores and
+lists each one's assessment: ``assessor_id`` (the assessor's principal), ``assessor`` (its
+name), ``assessor_status`` (``suspended`` when the bureau suspended it after it recorded:
+its score, recorded while it was active, still counts), ``score``, ``reason`` and
+``recorded_at``; ``components.bureau`` is the bureau's own score and reason.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Evaluation periods: the bureau opens one, enterprises rate and the bureau assesses while
-it is open, and closing it signs every provider's scorecard (audited, in one transaction).
+"""Evaluation periods: the bureau opens one, enterprises rate, the bureau and registered
+assessors (``sandbox.scorecards.assessors``) assess while it is open, and closing it signs
+every provider's scorecard (audited, in one transaction).
 
 Only one period is open at a time; a period covers the time from its opening to its
 closing (a KPI verdict counts in the period in which it was released).
@@ -54,7 +55,7 @@ def open_period(
         raise InvalidRequest(Msg("the period's name must be 1-80 characters, e.g. 2026-Q4"))
     checked, mark = scoring.check_weights(weights), scoring.check_pass_mark(pass_mark)
     with veil.db.transaction() as session:
-        if _open(session) is not None:
+        if open_in(session) is not None:
             raise Conflict(Msg("a period is open already; close it before opening the next"))
         if session.scalar(select(EvaluationPeriod.id).where(EvaluationPeriod.name == name)):
             raise Conflict(Msg("a period of that name exists already; choose another name"))
@@ -81,14 +82,16 @@ def list_periods(veil: Veil, caller: Principal) -> list[EvaluationPeriod]:
         return list(session.scalars(select(EvaluationPeriod).order_by(EvaluationPeriod.opened_at)))
 
 
-def _open(session: Session) -> EvaluationPeriod | None:
+def open_in(session: Session) -> EvaluationPeriod | None:
+    """The open period, if one is."""
     return session.scalars(
         select(EvaluationPeriod).where(EvaluationPeriod.status == PeriodStatus.OPEN)
     ).first()
 
 
-def _open_or_conflict(session: Session) -> EvaluationPeriod:
-    period = _open(session)
+def open_or_conflict(session: Session) -> EvaluationPeriod:
+    """The open period, or :class:`Conflict` (rating and assessing need one)."""
+    period = open_in(session)
     if period is None:
         raise Conflict(Msg("no evaluation period is open; the bureau opens one first"))
     return period
@@ -108,7 +111,7 @@ def rate(veil: Veil, enterprise: Principal, provider_id: str, rating: int) -> Pr
         )
         if granted is None:  # only a provider it granted, now or before
             raise NotFound("provider", provider_id)
-        period = _open_or_conflict(session)
+        period = open_or_conflict(session)
         found = session.scalars(
             select(ProviderRating).where(
                 ProviderRating.period_id == period.id,
@@ -131,6 +134,16 @@ def rate(veil: Veil, enterprise: Principal, provider_id: str, rating: int) -> Pr
         return found
 
 
+def check_assessment(score: float, reason: str) -> tuple[float, str]:
+    """An assessment's score (0-100) and its stripped reason (1-500 characters)."""
+    if not 0 <= score <= 100:
+        raise InvalidRequest(Msg("an assessment's score is a number from 0 to 100"))
+    why = reason.strip()
+    if not 1 <= len(why) <= 500:
+        raise InvalidRequest(Msg("an assessment needs a reason of 1-500 characters"))
+    return float(score), why
+
+
 def assess(
     veil: Veil,
     caller: Principal,
@@ -139,38 +152,40 @@ def assess(
     reason: str,
     assessor: str | None = None,
 ) -> Assessment:
-    """Record the bureau's (``assessor`` unset) or a named third-party assessor's score
-    (0-100) of a provider in the open period, with its reason; replaces an earlier one."""
+    """Record the bureau's own score (0-100) of a provider in the open period, with its
+    reason; replaces an earlier one.  Naming an ``assessor`` is refused: registered
+    assessors record their own (``sandbox.scorecards.assessors``), nobody for them."""
     require(caller, Capability.RUN_SCORECARDS)
-    if not 0 <= score <= 100:
-        raise InvalidRequest(Msg("an assessment's score is a number from 0 to 100"))
-    why = reason.strip()
-    if not 1 <= len(why) <= 500:
-        raise InvalidRequest(Msg("an assessment needs a reason of 1-500 characters"))
-    who = (assessor or BUREAU).strip()
-    if not 1 <= len(who) <= 80:
-        raise InvalidRequest(Msg("the assessor's name must be 1-80 characters"))
+    if assessor is not None:
+        raise InvalidRequest(
+            Msg(
+                "the bureau records only its own assessment: leave out 'assessor'. A "
+                "third-party assessor is registered (veil assessors register) and records "
+                "its own assessments with its own token (veil assessments record)"
+            )
+        )
+    value, why = check_assessment(score, reason)
     with veil.db.transaction() as session:
         provider = session.get(Principal, provider_id)
         if provider is None or provider.role != Role.PROVIDER:
             raise NotFound("provider", provider_id)
-        period = _open_or_conflict(session)
+        period = open_or_conflict(session)
         found = session.scalars(
             select(Assessment).where(
                 Assessment.period_id == period.id,
                 Assessment.provider_id == provider_id,
-                Assessment.assessor == who,
+                Assessment.assessor == BUREAU,
             )
         ).first()
         if found is None:
             found = Assessment(id=new_id("asm"), period_id=period.id, provider_id=provider_id,
-                               assessor=who)  # fmt: skip
+                               assessor=BUREAU)  # fmt: skip
             session.add(found)
-        found.score, found.reason, found.recorded_by = float(score), why, caller.id
+        found.score, found.reason, found.recorded_by = value, why, caller.id
         found.recorded_at = veil.clock()
         audit.record(session, "scorecards.provider_assessed", actor=caller,
                      resource=f"principal:{provider_id}",
-                     details={"period_id": period.id, "assessor": who, "score": float(score),
+                     details={"period_id": period.id, "assessor": BUREAU, "score": value,
                               "reason": why})  # fmt: skip
         return found
 
@@ -190,7 +205,7 @@ def close_period(veil: Veil, caller: Principal, period_id: str) -> list[Scorecar
         period.status, period.closed_at = PeriodStatus.CLOSED, now
         protect = Protector(load_secret(session))
         cards = []
-        for provider in _scored_providers(session):
+        for provider in scored_providers(session):
             card = _scorecard(veil, session, period, provider, protect, now)
             session.add(card)
             session.flush()
@@ -207,7 +222,7 @@ def close_period(veil: Veil, caller: Principal, period_id: str) -> list[Scorecar
         return cards
 
 
-def _scored_providers(session: Session) -> list[Principal]:
+def scored_providers(session: Session) -> list[Principal]:
     """Every provider but those that exited the programme."""
     gone = set(exits.exited_ids(session))
     found = session.scalars(
@@ -279,13 +294,15 @@ def _scorecard(
             .order_by(Assessment.assessor)
         )
     )
-    own = next((a for a in assessed if a.assessor == BUREAU), None)
-    others = [a for a in assessed if a.assessor != BUREAU]
+    own = next((a for a in assessed if a.assessor == BUREAU and a.assessor_id is None), None)
+    # Registered assessors' only (each was active when it recorded: a suspended one is
+    # refused); a name the bureau typed in before migration 0022 counts no more.
+    others = [(a, session.get(Principal, a.assessor_id)) for a in assessed if a.assessor_id]
     components = {
         "kpi": scoring.kpi_component(len(verdicts["met"]), len(verdicts["not_met"])),
         "ratings": scoring.rating_component(shown["mean"]),
         "bureau": None if own is None else own.score,
-        "assessors": round(sum(a.score for a in others) / len(others), 2) if others else None,
+        "assessors": round(sum(a.score for a, _ in others) / len(others), 2) if others else None,
     }
     outcome = scoring.weigh(components, period.weights, period.pass_mark)
     result = {True: "passed", False: "failed", None: "not_scored"}[outcome.passed]
@@ -305,8 +322,7 @@ def _scorecard(
             "ratings": {"score": components["ratings"], **shown},
             "bureau": None if own is None else {"score": own.score, "reason": own.reason},
             "assessors": {"score": components["assessors"],
-                          "assessments": [{"assessor": a.assessor, "score": a.score,
-                                           "reason": a.reason} for a in others]},
+                          "assessments": [_assessed_by(a, who) for a, who in others]},
         },
         "weights": dict(period.weights),
         "used_weights": outcome.used_weights,
@@ -322,6 +338,16 @@ def _scorecard(
     return Scorecard(id=card_id, period_id=period.id, provider_id=provider.id,
                      passed=outcome.passed, score=outcome.score, document=document,
                      created_at=now)  # fmt: skip
+
+
+def _assessed_by(assessment: Assessment, assessor: Principal | None) -> dict[str, Any]:
+    """One registered assessor's assessment as its scorecard names it; an assessor suspended
+    since is marked so (its assessment, recorded while it was active, still counts)."""
+    return {"assessor_id": assessment.assessor_id,
+            "assessor": assessor.name if assessor is not None else None,
+            "assessor_status": assessor.status if assessor is not None else None,
+            "score": assessment.score, "reason": assessment.reason,
+            "recorded_at": assessment.recorded_at.isoformat()}  # fmt: skip
 
 
 def _reasons(

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from sandbox.api import (
     docs_offline,
     errors,
+    routes_assessors,
     routes_attention,
     routes_audit,
     routes_classification,
@@ -134,6 +135,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_scorecards,  # before the programme's /programme/{table}
         routes_programme,
         routes_kpi,
+        routes_assessors,
     ):
         app.include_router(module.router)
 

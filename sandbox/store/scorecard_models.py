@@ -2,8 +2,9 @@
 
 An **evaluation period** is opened and closed by the bureau, with the weights and the
 pass mark it set when opening it.  While it is open, enterprises rate the providers
-they have granted (1-5, one rating each, changeable) and the bureau records assessments
-(0-100 with a reason), its own or a named third-party assessor's.  Closing it stores one
+they have granted (1-5, one rating each, changeable), the bureau records its assessment
+and each registered third-party assessor its own (0-100 with a reason; migration 0022
+links an assessment to its assessor's principal).  Closing it stores one
 signed **scorecard** per provider, and an **exit proposal** for a provider whose
 scorecard failed twice in a row (``docs/programme.md``, "Scorecards and exit").
 """
@@ -60,7 +61,7 @@ class ProviderRating(Base):
 
 
 class Assessment(Base):
-    """The bureau's, or a named third-party assessor's, score of a provider in a period."""
+    """The bureau's, or a registered third-party assessor's, score of a provider in a period."""
 
     __tablename__ = "provider_assessments"
     __table_args__ = (UniqueConstraint("period_id", "provider_id", "assessor"),)
@@ -68,8 +69,14 @@ class Assessment(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     period_id: Mapped[str] = mapped_column(ForeignKey("evaluation_periods.id"), index=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
-    #: ``bureau`` for the bureau's own; otherwise the third-party assessor's name.
+    #: Who assessed, the key of "one per assessor, provider and period": ``bureau`` for the
+    #: bureau's own; a registered assessor's principal id (as ``assessor_id``); before
+    #: migration 0022, a name the bureau typed in (kept, never counted again).
     assessor: Mapped[str] = mapped_column(String(80))
+    #: The registered assessor (role ``assessor``) who recorded it; None for the bureau's.
+    assessor_id: Mapped[str | None] = mapped_column(
+        ForeignKey("principals.id"), nullable=True, index=True, default=None
+    )
     score: Mapped[float] = mapped_column(Float)
     reason: Mapped[str] = mapped_column(String(500))
     recorded_by: Mapped[str] = mapped_column(ForeignKey("principals.id"))

@@ -71,8 +71,12 @@ EXPECTED: dict[Role, tuple[Reach, set[Capability]]] = {
         },
     ),
     Role.BUREAU: (
-        Reach.NONE, {C.READ_PROGRAMME, C.MANAGE_PURPOSES, C.RUN_SCORECARDS, C.READ_SCORECARDS}
+        Reach.NONE,
+        {C.READ_PROGRAMME, C.MANAGE_PURPOSES, C.RUN_SCORECARDS, C.READ_SCORECARDS,
+         C.MANAGE_ASSESSORS},
     ),
+    # Its own assessments and nothing else: no tenant, no programme table, no scorecard.
+    Role.ASSESSOR: (Reach.NONE, {C.ASSESS_PROVIDERS}),
 }  # fmt: skip
 
 #: What each /v1 route needs; None: any authenticated principal (or anyone, for health).
@@ -170,6 +174,12 @@ ROUTES: dict[tuple[str, str], Capability | None] = {
     ("GET", "/v1/exits"): C.READ_SCORECARDS,
     ("GET", "/v1/exits/providers"): C.RUN_SCORECARDS,
     ("POST", "/v1/exits/{exit_id}/decide"): C.RUN_SCORECARDS,
+    ("POST", "/v1/assessors"): C.MANAGE_ASSESSORS,
+    ("GET", "/v1/assessors"): C.MANAGE_ASSESSORS,
+    ("POST", "/v1/assessors/{assessor_id}/suspend"): C.MANAGE_ASSESSORS,
+    ("POST", "/v1/assessors/{assessor_id}/reinstate"): C.MANAGE_ASSESSORS,
+    ("POST", "/v1/assessments"): C.ASSESS_PROVIDERS,
+    ("GET", "/v1/assessments"): C.ASSESS_PROVIDERS,
 }
 
 #: Capabilities no route needs as such: they pick the side a principal sees (the owner's
@@ -183,6 +193,7 @@ CALLERS: dict[Role, tuple[str, ...]] = {
     Role.ENTERPRISE: ("enterprise",),
     Role.PROVIDER: ("provider",),
     Role.BUREAU: ("bureau",),
+    Role.ASSESSOR: ("assessor",),
 }
 
 
@@ -238,6 +249,7 @@ def test_scope_of_each_role() -> None:
     assert tenants_in_scope(principal(Role.ENTERPRISE, ident="ent_a")).ids == ("ent_a",)
     assert tenants_in_scope(principal(Role.PROVIDER)).ids == ()
     assert tenants_in_scope(principal(Role.BUREAU)).ids == ()  # aggregates, never a tenant
+    assert tenants_in_scope(principal(Role.ASSESSOR)).ids == ()  # providers' scores only
     assert ALL_TENANTS.as_list() is None and "anything" in ALL_TENANTS
     assert ALL_TENANTS.reaches_any([])  # a provider nobody granted: the operator reaches it
 

@@ -82,6 +82,8 @@ CONSOLE: dict[tuple[str, str], Capability | None] = {
     ("GET", "/console/programme"): C.READ_PROGRAMME,
     ("GET", "/console/programme/{table}.{fmt}"): C.READ_PROGRAMME,
     ("GET", "/console/scorecards"): C.READ_SCORECARDS,
+    ("GET", "/console/assessments"): C.ASSESS_PROVIDERS,
+    ("POST", "/console/assessments"): C.ASSESS_PROVIDERS,
     ("GET", "/console/operator/enterprises"): C.MANAGE_PRINCIPALS,
     ("GET", "/console/operator/providers"): C.MANAGE_PRINCIPALS,
     ("GET", "/console/operator/officers"): C.MANAGE_PRINCIPALS,

@@ -119,7 +119,7 @@ def test_every_length_limited_column_is_known() -> None:
         and not column.foreign_keys  # holds an existing row's id: fits, as that id does
     }
     inputs = {
-        "principals.name": "EnterpriseIn, ProviderIn, SecurityOfficerIn: NAME_LENGTH",
+        "principals.name": "EnterpriseIn, ProviderIn, SecurityOfficerIn, AssessorIn: NAME_LENGTH",
         "principals.slug": "EnterpriseIn.slug: SLUG_LENGTH",
         "principals.industry": "CategoriesIn.industry: CATEGORY_LENGTH",
         "principals.district": "CategoriesIn.district: CATEGORY_LENGTH",
@@ -140,8 +140,9 @@ def test_every_length_limited_column_is_known() -> None:
         "purposes.name_zh": "PurposeIn.name_zh: PurposeName (100)",
         "purposes.name_en": "PurposeIn.name_en: PurposeName (100)",
         "evaluation_periods.name": "PeriodIn.name: 80 (sandbox.scorecards.periods: 1-80)",
-        "provider_assessments.assessor": "AssessmentIn.assessor: 80 (periods.assess: 1-80)",
-        "provider_assessments.reason": "AssessmentIn.reason: 500 (periods.assess: 1-500)",
+        "provider_assessments.reason": (
+            "AssessmentIn.reason, OwnAssessmentIn.reason: 500 (periods.check_assessment: 1-500)"
+        ),
         "exit_proposals.reason": "ExitDecisionIn.reason: 500 (require_reason: 1-500)",
     }
     # Set by Veil itself, never from a caller's text: ids it generates, hashes, enum values,
@@ -191,12 +192,21 @@ def test_every_length_limited_column_is_known() -> None:
         "evaluation_periods.id", "evaluation_periods.status", "provider_ratings.id",
         "provider_assessments.id", "scorecards.id", "exit_proposals.id",
         "exit_proposals.status",
+        # Who assessed: "bureau", or a registered assessor's id (migration 0022).
+        "provider_assessments.assessor", "provider_assessments.assessor_id",
     }  # fmt: skip
     assert limited - internal == set(inputs)
 
 
 def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
     operator, acme, provider = http(world.operator), http(world.acme), http(world.provider)
+    made = world.operator.create_bureau("Bureau")
+    bureau_client = world.client(world.operator.issue_token(made["id"]))
+    registered = bureau_client.register_assessor("Quality Institute")
+    bureau, assessor = (
+        http(bureau_client),
+        http(world.client(world.operator.issue_token(registered["id"]))),
+    )
     refused = [
         operator.post("/v1/enterprises", json={"name": NAME, "slug": f"s-{uuid.uuid4().hex[:8]}"}),
         operator.post("/v1/enterprises", json={"name": "Initech", "slug": "s" * 49}),
@@ -208,6 +218,11 @@ def test_over_long_inputs_are_refused_as_invalid(world: World) -> None:
         operator.patch(f"/v1/enterprises/{ID}/categories", json={"district": "d" * 65}),
         operator.patch(f"/v1/enterprises/{ID}/categories", json={"size_band": "s" * 17}),
         operator.post("/v1/bureau", json={"name": NAME}),
+        bureau.post("/v1/assessors", json={"name": NAME}),
+        assessor.post("/v1/assessments", json={"provider_id": ID, "score": 50, "reason": "r"}),
+        assessor.post(
+            "/v1/assessments", json={"provider_id": "p", "score": 50, "reason": "r" * 501}
+        ),
         operator.post("/v1/security-officers", json={"name": NAME}),
         operator.post("/v1/security-officers", json={"name": "Sam", "scope": [ID]}),
         acme.post("/v1/datasets", json={"name": NAME, "columns": DECLARATION["columns"]}),

@@ -29,7 +29,27 @@ def test_a_period_through_the_api_and_the_cli(
     with pytest.raises(ApiError) as unknown:  # Globex never granted Predicta
         world.globex.rate_provider(world.provider_id, 1)
     assert unknown.value.status == 404
-    bureau.assess_provider(world.provider_id, 40, "late reports", "Quality Institute")
+    # A registered assessor: the bureau registers it, the operator issues its token, and
+    # it records its own assessment (the bureau may no longer name one).
+    assert cli.run(["assessors", "register", "Quality Institute", *common], True) == 0
+    registered = json.loads(capsys.readouterr().out)
+    assessor_token = world.operator.issue_token(registered["id"])
+    theirs = ["--token", assessor_token, "--url", world.url, "--json"]
+    args = ["assessments", "record", world.provider_id, "--score", "40", "--reason", "late"]
+    assert cli.run([*args, *theirs], True) == 0
+    assert json.loads(capsys.readouterr().out)["assessor_id"] == registered["id"]
+    assert cli.run(["assessments", "list", *theirs], True) == 0
+    (listed,) = [p for p in json.loads(capsys.readouterr().out)["providers"]
+                 if p["id"] == world.provider_id]  # fmt: skip
+    assert listed["assessment"]["score"] == 40
+    assert cli.run(["assessors", "list", *common], True) == 0
+    assert [a["id"] for a in json.loads(capsys.readouterr().out)] == [registered["id"]]
+    forged = {"provider_id": world.provider_id, "score": 99, "reason": "x",
+              "assessor": registered["id"]}  # fmt: skip
+    refused = bureau._http.post("/v1/programme/assessments", json=forged)
+    assert refused.status_code == 422 and "assessors register" in refused.json()["message"]
+    own_route = {k: v for k, v in forged.items() if k != "assessor"}
+    assert bureau._http.post("/v1/assessments", json=own_route).status_code == 403
     args = ["scorecards", "assess", world.provider_id, "--score", "80", "--reason", "on plan"]
     assert cli.run([*args, *common], True) == 0
     capsys.readouterr()
@@ -40,6 +60,14 @@ def test_a_period_through_the_api_and_the_cli(
         "score": None, "raters": 1, "shown": False, "mean": None, "note": "too few to show"
     }  # fmt: skip
     assert document["score"] == 60.0 and document["result"] == "passed"  # (80 + 40) / 2
+    (named,) = document["components"]["assessors"]["assessments"]
+    assert named["assessor_id"] == registered["id"] and named["assessor"] == "Quality Institute"
+    assert named["score"] == 40 and named["assessor_status"] == "active"
+    assert cli.run(["assessors", "suspend", registered["id"], "--reason", "conflict", *common],
+                   True) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["status"] == "suspended"
+    assert cli.run(["assessments", "list", *theirs], True) != 0  # its token is refused now
+    capsys.readouterr()
     assert [c["id"] for c in world.provider.list_scorecards()] == [ours["id"]]
     with pytest.raises(ApiError) as hidden:
         world.other_provider.get_scorecard(ours["id"])
@@ -62,6 +90,7 @@ def test_a_period_through_the_api_and_the_cli(
     bureau_page = httpx.get(f"{world.url}/console/scorecards", cookies={"veil_console": token})
     assert "Predicta" in bureau_page.text and "Other Analytics" in bureau_page.text
     assert "too few to show (1 rated)" in bureau_page.text
+    assert "Quality Institute</span>: 40.0" in bureau_page.text  # the assessor, by name
     # Offline: the signed file verifies with the platform's public key; a change does not.
     card, pem = tmp_path / "card.json", tmp_path / "keys.pem"
     pem.write_text(world.operator.audit_public_key())

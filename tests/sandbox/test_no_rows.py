@@ -77,6 +77,7 @@ def _provider_calls(world: World, veil: Veil, job_id: str) -> list[tuple[str, st
         "period_id": "per_none",
         "scorecard_id": "scd_none",
         "exit_id": "exi_none",
+        "assessor_id": "asr_none",  # the bureau's register of assessors: refused to a provider
         **_kpi_ids(world),
         "phase": "advertise",  # the node protocol's routes: refused without a node signature
         "code": "process-optimization",  # the purpose vocabulary: the operator's to change

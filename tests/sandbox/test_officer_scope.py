@@ -203,6 +203,7 @@ def real_ids(veil: Veil, world: World) -> dict[str, str]:
         )["id"],
         "verdict_id": "vrd_none",
         "period_id": "per_none", "scorecard_id": "scd_none", "exit_id": "exi_none",
+        "assessor_id": "asr_none",  # the bureau's: an officer is refused for its role first
     }  # fmt: skip
 
 

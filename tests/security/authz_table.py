@@ -30,10 +30,12 @@ provider-*           a provider holding a grant from A (own: its grant, jobs and
                      requests on A's data; other: another provider's on B's data)
 provider-nogrant     a provider without any grant, naming A's objects
 bureau               the programme's bureau (工信局): aggregates across enterprises only
+assessor             a third-party assessor the bureau registered: its own assessments
 ==================== ===============================================================
 
 The bureau reaches no enterprise, provider or officer function: a row that does not name
 ``bureau`` gives it 403 (the role refusal), and only the rows that differ say otherwise.
+The same holds for the assessor, which reaches nothing but its own assessments.
 
 Endpoints that name no object (``target`` None) have one column per role instead of
 own / other.
@@ -46,7 +48,7 @@ from dataclasses import dataclass, field
 
 UNAUTHENTICATED = ("anonymous", "bad-token", "suspended")
 #: Callers whose relation to the object does not vary: they always name A's objects.
-UNRELATED = ("operator", "officer", "provider-nogrant", "bureau")
+UNRELATED = ("operator", "officer", "provider-nogrant", "bureau", "assessor")
 #: Tenant-bound callers: "own" names objects of their tenant, "other" of another's.
 RELATED = ("officer-scoped", "enterprise", "provider")
 OWN, OTHER = "own", "other"
@@ -96,6 +98,7 @@ def row(
     provider: int | Pair,
     nogrant: int,
     bureau: int = 403,
+    assessor: int = 403,
     target: str | None = None,
     consumes: bool = False,
     denied: tuple[str, ...] = (),
@@ -108,6 +111,7 @@ def row(
         "officer": officer,
         "provider-nogrant": nogrant,
         "bureau": bureau,
+        "assessor": assessor,
     }
     for role, value in (
         ("officer-scoped", scoped),
@@ -125,10 +129,10 @@ def row(
 POLICY: tuple[Endpoint, ...] = (
     row("GET", "/v1/health", unauthenticated=200,
         operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
-        bureau=200),
+        bureau=200, assessor=200),
     row("GET", "/v1/me",
         operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
-        bureau=200),
+        bureau=200, assessor=200),
     # -- principals: the operator's -----------------------------------------------------
     row("POST", "/v1/enterprises",
         operator=201, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403),
@@ -169,13 +173,13 @@ POLICY: tuple[Endpoint, ...] = (
     # unknown id (docs/api.md, "Tokens").
     row("GET", "/v1/tokens", target="holder",
         operator=200, officer=404, scoped=(200, 404), enterprise=(200, 404),
-        provider=(200, 404), nogrant=404, bureau=404),
+        provider=(200, 404), nogrant=404, bureau=404, assessor=404),
     row("POST", "/v1/tokens/{token_id}/revoke", target="holder_token", consumes=True,
         operator=200, officer=404, scoped=(200, 404), enterprise=(200, 404),
-        provider=(200, 404), nogrant=404, bureau=404),
+        provider=(200, 404), nogrant=404, bureau=404, assessor=404),
     row("POST", "/v1/tokens/{token_id}/rotate", target="holder_token", consumes=True,
         operator=201, officer=404, scoped=(201, 404), enterprise=(201, 404),
-        provider=(201, 404), nogrant=404, bureau=404),
+        provider=(201, 404), nogrant=404, bureau=404, assessor=404),
     # -- datasets: the enterprise's own; a provider sees those granted to it --------------
     row("POST", "/v1/datasets",
         operator=403, officer=403, scoped=403, enterprise=201, provider=403, nogrant=403),
@@ -219,7 +223,7 @@ POLICY: tuple[Endpoint, ...] = (
     # -- the city's purpose vocabulary: everyone reads it; the bureau and the operator keep it
     row("GET", "/v1/purposes",
         operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
-        bureau=200),
+        bureau=200, assessor=200),
     # Target "purpose": one code, the same for either tenant (the vocabulary is the city's).
     row("PUT", "/v1/purposes/{code}", target="purpose",
         operator=200, officer=403, scoped=(403, 403), enterprise=(403, 403),
@@ -322,10 +326,10 @@ POLICY: tuple[Endpoint, ...] = (
         provider=(409, 404), nogrant=404),
     row("GET", "/v1/schemas/training",
         operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
-        bureau=200),
+        bureau=200, assessor=200),
     row("GET", "/v1/schemas/query",
         operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
-        bureau=200),
+        bureau=200, assessor=200),
     row("GET", "/v1/jobs",
         operator=403, officer=403, scoped=403, enterprise=200, provider=200, nogrant=200),
     row("GET", "/v1/jobs/{job_id}", target="job",
@@ -372,7 +376,7 @@ POLICY: tuple[Endpoint, ...] = (
         operator=200, officer=200, scoped=200, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/audit/public-key",
         operator=200, officer=200, scoped=200, enterprise=200, provider=200, nogrant=200,
-        bureau=200),
+        bureau=200, assessor=200),
     row("POST", "/v1/audit/checkpoints",
         operator=201, officer=201, scoped=201, enterprise=403, provider=403, nogrant=403),
     row("GET", "/v1/audit/verify",
@@ -450,6 +454,27 @@ POLICY: tuple[Endpoint, ...] = (
     row("POST", "/v1/exits/{exit_id}/decide", target="exit",
         operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
         provider=(403, 403), nogrant=403, bureau=409),
+    # -- registered assessors: the bureau keeps the register, each assessor its own scores -
+    row("POST", "/v1/assessors",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        bureau=201),
+    row("GET", "/v1/assessors",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        bureau=200),
+    # Target "assessor": one the bureau registered, the same for either tenant.
+    row("POST", "/v1/assessors/{assessor_id}/suspend", target="assessor", consumes=True,
+        operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403, bureau=200),
+    row("POST", "/v1/assessors/{assessor_id}/reinstate", target="suspended_assessor",
+        consumes=True, operator=403, officer=403, scoped=(403, 403), enterprise=(403, 403),
+        provider=(403, 403), nogrant=403, bureau=200),
+    # Only an assessor records its own; the bureau cannot record one in its name.
+    row("POST", "/v1/assessments",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        assessor=201),
+    row("GET", "/v1/assessments",
+        operator=403, officer=403, scoped=403, enterprise=403, provider=403, nogrant=403,
+        assessor=200),
 )  # fmt: skip
 
 BY_KEY: dict[tuple[str, str], Endpoint] = {e.key: e for e in POLICY}

@@ -112,6 +112,8 @@ class Tenant:
     scorecard: str = ""  # this tenant's provider's, of the world's closed period
     closed_period: str = ""  # the same for every tenant
     exit: str = ""  # a decided (rejected) exit proposal, the same for every tenant
+    assessor: str = ""  # a registered assessor, the same for every tenant
+    suspended_assessor: str = ""  # a suspended one, the same for every tenant
 
     def ids(self, kind: str) -> str:
         """The id of this tenant's object of ``kind`` (a row's ``target``)."""
@@ -134,6 +136,8 @@ class Tenant:
             "scorecard": self.scorecard,
             "closed_period": self.closed_period,
             "exit": self.exit,
+            "assessor": self.assessor,
+            "suspended_assessor": self.suspended_assessor,
         }[kind]
 
 
@@ -241,6 +245,8 @@ class AuthzWorld:
             return self._collaboration(tenant)
         if kind == "kpi_contract":
             return self._kpi_contract(tenant)
+        if kind in ("assessor", "suspended_assessor"):
+            return self._assessor(suspended=kind == "suspended_assessor")
         raise AssertionError(f"no fresh objects of kind {kind}")
 
     def _dataset(self, tenant: Tenant) -> str:
@@ -334,6 +340,16 @@ class AuthzWorld:
             attach_held(job, held)
             session.add(job)
         return job_id
+
+    def _assessor(self, *, suspended: bool) -> str:
+        """A new assessor the bureau registered; suspended if asked."""
+        bureau = self.tokens["bureau"]
+        name = {"name": f"Assessor {uuid.uuid4().hex[:8]}"}
+        assessor = str(self.ok(bureau, "POST", "/v1/assessors", json=name)["id"])
+        if suspended:
+            body = {"reason": "set up for a test"}
+            self.ok(bureau, "POST", f"/v1/assessors/{assessor}/suspend", json=body)
+        return assessor
 
     def _granted_provider(self, tenant: Tenant, *, suspended: bool) -> tuple[str, str]:
         """A new provider holding a grant from ``tenant``; suspended if asked.  (id, token)"""
@@ -430,10 +446,21 @@ def build(tmp: Path, key_server: LocalKeyServer) -> Iterator[AuthzWorld]:
             "provider-nogrant": world.principal("/v1/providers", name="Nobody Analytics"),
             "bureau": world.principal("/v1/bureau", name="Industry Bureau"),
         }
+        world.tokens["assessor"] = _assessors(world)
         _periods(world)
         for role in ("enterprise", "provider", "officer-scoped"):
             world.principals[role] = world.ok(world.tokens[role], "GET", "/v1/me")["id"]
         yield world
+
+
+def _assessors(world: AuthzWorld) -> str:
+    """A registered assessor and a suspended one (every tenant's); the first's token, which
+    the operator issues (the bureau only registers)."""
+    active, suspended = world._assessor(suspended=False), world._assessor(suspended=True)
+    for tenant in (world.a, world.b):
+        tenant.assessor, tenant.suspended_assessor = active, suspended
+    path = f"/v1/principals/{active}/tokens"
+    return str(world.ok(world.operator_token, "POST", path)["token"])
 
 
 def _periods(world: AuthzWorld) -> None:
@@ -493,6 +520,14 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("GET", "/v1/programme/{table}"): lambda t, _: {"params": {"by": "industry"}},
     ("POST", "/v1/programme/periods"): lambda t, _: {"json": {"name": "another"}},
     ("POST", "/v1/programme/assessments"): lambda t, _: {
+        "json": {"provider_id": t.provider, "score": 70, "reason": "on plan"}
+    },
+    ("POST", "/v1/assessors"): lambda t, _: {
+        "json": {"name": f"Quality Institute {uuid.uuid4().hex[:8]}"}
+    },
+    ("POST", "/v1/assessors/{assessor_id}/suspend"): lambda t, _: {"json": REASON},
+    ("POST", "/v1/assessors/{assessor_id}/reinstate"): lambda t, _: {"json": REASON},
+    ("POST", "/v1/assessments"): lambda t, _: {
         "json": {"provider_id": t.provider, "score": 70, "reason": "on plan"}
     },
     ("POST", "/v1/programme/ratings"): lambda t, provider: {
