@@ -15,6 +15,7 @@ from bench import (  # noqa: E402
     api_bench,
     audit_bench,
     collab_bench,
+    gm_bench,
     ingest_bench,
     keys_bench,
     node_bench,
@@ -30,6 +31,7 @@ from bench.report import print_rows, save_rows  # noqa: E402
 
 def main() -> None:
     rows = keys_bench.run()
+    rows += gm_bench.run()  # the national-cryptography primitives vs the standard ones
     rows += ingest_bench.run(repeats=3)  # one upload swings by up to 2x on a shared machine
     rows += query_bench.run([1_000_000, 10_000_000])
     rows += table_bench.run([1_000_000])
