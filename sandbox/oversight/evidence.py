@@ -55,8 +55,9 @@ def build_pack(veil: Veil, caller: Principal, grant_id: str) -> dict[str, Any]:
     if grant.node_signed is not None:  # its letter and audit trail are the node's
         raise Conflict(
             Msg(
-                "evidence packs are made for grants held on the control plane only; this "
-                "grant is held on its enterprise's node"
+                "this grant is held on its enterprise's node, which keeps its letter and "
+                "audit trail: the enterprise takes the evidence pack from its node "
+                "('veil evidence create' with the node's URL)"
             ),
             code="data_on_node",
         )

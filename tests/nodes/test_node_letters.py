@@ -33,6 +33,7 @@ from sandbox.cli.app import app as cli_app
 from sandbox.client import ApiError, VeilClient
 from sandbox.jobs.retention import shred_expired
 from sandbox.nodes.letters import publish_letter
+from sandbox.oversight.evidence_format import verify_pack
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import Job, JobStatus
 from sandbox.store.node_models import Node
@@ -149,6 +150,15 @@ def test_the_node_signs_publishes_and_checks_the_providers_signature(
     full = world.enterprise.get_letter(world.grant_id)
     assert full["status"] == "signed"
     verify_letter(full["letter"], public_keys_from_pem(view["enterprise_key_pem"]))
+
+    # The evidence pack is made where the grant's audit trail is: on the node, signed by
+    # the node's key, and it verifies offline with that key alone.
+    pack = world.enterprise.evidence_pack(world.grant_id)
+    checked = verify_pack(pack, node_keys)
+    assert checked["letter"] == full["letter"]["id"] and checked["receipt_jobs"] >= 1
+    assert pack["letter"]["provider_signature"] == full["letter"]["provider_signature"]
+    with pytest.raises(InvalidSignature):
+        verify_pack(pack, cp_keys)
 
 
 def test_the_node_refuses_a_forged_signature_the_control_plane_relays(world: NodeWorld) -> None:
