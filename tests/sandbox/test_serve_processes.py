@@ -35,6 +35,7 @@ class Served:
             "VEIL_DATA_DIR": str(data_dir),
             "VEIL_API_PORT": str(self.port),
             "VEIL_JOB_POLL_INTERVAL_S": "0.05",
+            "VEIL_COMMITMENT_LETTERS": "false",  # not about letters (tests/conftest.py)
             "PYTHONPATH": str(ROOT),
         }
         self.log = data_dir.parent / "serve.log"

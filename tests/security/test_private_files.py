@@ -76,6 +76,7 @@ class VeilProcesses:
             "VEIL_DATA_DIR": str(data_dir),
             "VEIL_API_PORT": str(self.port),
             "VEIL_JOB_POLL_INTERVAL_S": "0.05",
+            "VEIL_COMMITMENT_LETTERS": "false",  # not about letters (tests/conftest.py)
             "PYTHONPATH": str(ROOT),
         }
 
