@@ -1,9 +1,9 @@
-"""Statistical: the black-box ε-DP check of Veil's DP count, and the statistical checks of
+"""Statistical: the black-box ε-DP check of Veil's DP count, the statistical checks of
 the benchmarks across enterprises (an empirical ε audit of a combined release over ten
 nodes, interval coverage at 20 and 100 nodes, the variance of the nodes' noise shares),
-one outcome each.
+and the black-box ε-DP check of a KPI verdict's statistic, one outcome each.
 
-Runs ``pytest -m statistical tests/security/test_dp_distribution.py -q`` with this
+Runs ``pytest -m statistical tests/security/test_dp_distribution.py -q`` (and the others) with this
 virtualenv's Python in a subprocess (the test's docstring states the method: neighbouring
 datasets sampled through ``analytics.private_query``, Clopper-Pearson bounds with a
 Bonferroni correction, 99.9 % family-wise confidence, and a negative control that must
@@ -38,7 +38,8 @@ def _summary(output: str) -> str:
 
 
 def run(quick: bool = False) -> list[Outcome]:
-    """One outcome: did the sampled DP count stay within e^ε, and did the control fail?"""
+    """One outcome each: the sampled DP count within e^ε (and its control failing), the
+    collaboration statistics, and a KPI verdict's statistic within e^ε."""
     del quick  # the same run either way (see the module docstring)
     tried = (
         f"{check.SAMPLES} DP counts each on D and D' (one row apart), ε {check.EPSILON:g}, "
@@ -46,30 +47,34 @@ def run(quick: bool = False) -> list[Outcome]:
         f"{(1 - check.FAMILY_ALPHA) * 100:g}%; control: claimed ε {check.UNDERSTATED:g}"
     )
     python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-    command = [python, "-m", "pytest", "-m", "statistical", TEST, "-q", "-p", "no:cacheprovider"]
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return [Outcome("statistical", tried, False, f"pytest did not end within {LIMIT_S} s")]
-    took = time.monotonic() - started
-    summary = _summary(done.stdout + done.stderr)
-    detail = f"pytest exit {done.returncode} in {took:.0f} s: {summary}"
-    return [Outcome("statistical", tried, done.returncode == 0, detail), _collaborations(python)]
+    return [
+        _pytest(python, TEST, tried),
+        # The collaboration statistics' slow checks (their docstrings give the methods):
+        # ε observed on neighbouring enterprise sets within the claimed ε, 95% intervals
+        # covering at their rate, the summed shares' variance as planned.
+        _pytest(
+            python,
+            COLLAB_TEST,
+            "benchmark releases: empirical ε audit (10 nodes), coverage (20, 100 nodes), shares",
+        ),
+        # A KPI verdict's relative change (post-processing of the evaluation's DP sums) on
+        # neighbouring datasets, against the tight ε of the one sum the row moves.
+        _pytest(
+            python,
+            KPI_TEST,
+            "KPI verdict statistic: the change on D and D' (one "
+            "worst-case row apart), Clopper-Pearson + Bonferroni; control: ε/16",
+        ),
+    ]
 
 
 COLLAB_TEST = "tests/analytics/test_collab_stats.py"
+KPI_TEST = "tests/security/test_dp_kpi_verdict.py"
 
 
-def _collaborations(python: str) -> Outcome:
-    """The collaboration statistics' slow checks (``-m statistical``; their docstrings give
-    the methods): ε observed on neighbouring enterprise sets within the claimed ε, 95%
-    intervals covering at their rate, the summed shares' variance as planned."""
-    tried = "benchmark releases: empirical ε audit (10 nodes), coverage (20, 100 nodes), shares"
-    command = [python, "-m", "pytest", "-m", "statistical", COLLAB_TEST, "-q",
-               "-p", "no:cacheprovider"]  # fmt: skip
+def _pytest(python: str, test: str, tried: str) -> Outcome:
+    """``pytest -m statistical TEST``: held when it exits 0."""
+    command = [python, "-m", "pytest", "-m", "statistical", test, "-q", "-p", "no:cacheprovider"]
     started = time.monotonic()
     try:
         done = subprocess.run(
