@@ -83,7 +83,7 @@ def run_programme(
     with city_bureau(url, operator) as bureau:
         period = open_period(bureau, console)
         grant_id, dataset_id = oee_grant(enterprise, provider_id, console)
-        _letter(letters, enterprise, provider, grant_id, console)
+        commit_letter(letters, enterprise, provider, grant_id, console)
         verdict(enterprise, provider, dataset_id, console)
         third_party_assessment(url, operator, bureau, provider_id, console)
         scorecard(bureau, enterprise, provider_id, period, console)
@@ -163,19 +163,21 @@ def oee_grant(enterprise: VeilClient, provider_id: str, console: Console) -> tup
     return str(grant["id"]), str(ds["id"])
 
 
-def _letter(
+def commit_letter(
     letters: ProviderLetters,
     enterprise: VeilClient,
     provider: VeilClient,
     grant_id: str,
     console: Console,
 ) -> None:
+    """Acme issues ``grant_id``'s commitment letter on the control plane, the provider
+    checks and signs it: only then is the grant in force."""
     signed = letters.commit(enterprise, provider, grant_id)
     console.print(
         f"commitment letter (安全承诺函) for {grant_id}: issued by Acme (signed by Veil for "
-        f"it), signed by the provider with its own key: {signed['status']}; retention "
-        f"{RETENTION_DAYS} days, insurance {INSURANCE}, no third-party sharing "
-        "(docs/commitments.md)"
+        f"it), checked and signed by the provider with its own key: {signed['status']}; "
+        f"retention {RETENTION_DAYS} days, insurance {INSURANCE}, no third-party sharing; "
+        "only now is the grant in force (docs/commitments.md)"
     )
 
 

@@ -29,7 +29,7 @@ from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
 from sandbox.demo.keep import prepare_exploration, print_logins, wait_for_stop
 from sandbox.demo.letters import ProviderLetters
 from sandbox.demo.oversight import run_oversight
-from sandbox.demo.programme import run_programme
+from sandbox.demo.programme import commit_letter, run_programme
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 
@@ -89,7 +89,7 @@ def run_scenario(url: str, operator_token: str, data_dir: Path, console: Console
     letters = ProviderLetters()  # the provider's letter key (its private half stays here)
     with VeilClient(url, acme_token) as enterprise, VeilClient(url, provider_token) as analyst:
         dataset_id, grant_id = _upload_and_grant(enterprise, provider["id"], console)
-        _commit(letters, enterprise, analyst, grant_id, console)
+        commit_letter(letters, enterprise, analyst, grant_id, console)
     with VeilClient(url, globex_token) as globex:
         globex_dataset = _globex(globex, console)
     with VeilClient(url, provider_token) as analyst:
@@ -98,7 +98,7 @@ def run_scenario(url: str, operator_token: str, data_dir: Path, console: Console
         _queries(analyst, dataset_id, console)
     with VeilClient(url, acme_token) as enterprise, VeilClient(url, provider_token) as analyst:
         training_grant = _grant_training(enterprise, provider["id"], dataset_id, console)
-        _commit(letters, enterprise, analyst, training_grant, console)
+        commit_letter(letters, enterprise, analyst, training_grant, console)
     with VeilClient(url, provider_token) as analyst:
         _train(analyst, dataset_id, console)
     with VeilClient(url, acme_token) as enterprise:
@@ -187,21 +187,6 @@ def _upload_and_grant(
         f"{grant['budget']['epsilon']:g}; recipe_p1 (secret) is not grantable"
     )
     return ds["id"], grant["id"]
-
-
-def _commit(
-    letters: ProviderLetters,
-    enterprise: VeilClient,
-    provider: VeilClient,
-    grant_id: str,
-    console: Console,
-) -> None:
-    signed = letters.commit(enterprise, provider, grant_id)
-    console.print(
-        f"commitment letter (安全承诺函) for {grant_id}: issued by Acme (signed by Veil for "
-        f"it), checked and signed by the provider with its own key: {signed['status']}; "
-        "only now is the grant in force (docs/commitments.md)"
-    )
 
 
 def _globex(globex: VeilClient, console: Console) -> str:
