@@ -20,6 +20,7 @@ from keys.errors import (
     KeyServerUnavailable,
     UnknownTenant,
 )
+from keys.profile import CryptoProfile
 from keys.service import KeyService, object_label, wrapped_key_version
 from keys.signing import Signature, SigningPublicKey, verify_signature
 from keys.tenancy import Tenancy, TenantLocation, platform_policy, validate_tenant_id
@@ -27,6 +28,7 @@ from keys.vault import OBJECT_HEADER, KeyServerConfig, key_operation
 
 __all__ = [
     "OBJECT_HEADER",
+    "CryptoProfile",
     "DecryptionError",
     "InvalidSignature",
     "InvalidTenantId",

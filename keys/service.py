@@ -22,6 +22,7 @@ import hvac.exceptions
 from i18n import Msg
 from keys import _stream, provisioning
 from keys.errors import DecryptionError, KeyServerMisconfigured
+from keys.profile import CryptoProfile
 from keys.signing import Signature, SigningPublicKey
 from keys.tenancy import DATA_KEY, PLATFORM_MOUNT, SIGNING_KEY, Tenancy, TenantLocation
 from keys.vault import KeyServerClient, KeyServerConfig, key_operation
@@ -47,12 +48,20 @@ def wrapped_key_version(wrapped_key: str) -> int:
 class KeyService:
     """Tenant keys, envelope encryption, rotation, shredding and signing."""
 
-    def __init__(self, server: KeyServerClient) -> None:
+    def __init__(
+        self, server: KeyServerClient, *, profile: CryptoProfile = CryptoProfile.STANDARD
+    ) -> None:
         self._server = server
+        self._profile = CryptoProfile(profile)
 
     @classmethod
-    def connect(cls, config: KeyServerConfig) -> KeyService:
+    def connect(
+        cls, config: KeyServerConfig, *, profile: CryptoProfile = CryptoProfile.STANDARD
+    ) -> KeyService:
         """Connect and check the server: reachable, unsealed, credentials and capabilities.
+
+        ``profile`` chooses the algorithms of what is encrypted and signed from now on
+        (``keys.profile``); whatever either profile made stays readable.
 
         Raises :class:`~keys.errors.KeyServerUnavailable` or
         :class:`~keys.errors.KeyServerMisconfigured` with what to fix.
@@ -60,7 +69,12 @@ class KeyService:
         server = KeyServerClient(config)
         server.check_ready()
         server.ensure_platform_keys()
-        return cls(server)
+        return cls(server, profile=profile)
+
+    @property
+    def profile(self) -> CryptoProfile:
+        """The crypto profile of what this service encrypts and signs from now on."""
+        return self._profile
 
     @property
     def tenancy(self) -> Tenancy:

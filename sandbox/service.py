@@ -72,7 +72,7 @@ def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
     job_worker: JobWorker | None = None
     outages: KeyOutageAudit | None = None
     try:
-        keys = KeyService.connect(config)
+        keys = KeyService.connect(config, profile=settings.crypto_profile)
         migrate(settings.db_url)
         db = Database(settings.db_url, pool_size=settings.database_pool_size)
         queue = open_queue(settings)

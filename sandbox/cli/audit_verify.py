@@ -239,7 +239,7 @@ def _local_public_keys(settings: Settings, pem: Path | None) -> Mapping[int, Sig
             )
     else:
         config = settings.external_key_server()
-    keys = KeyService.connect(config)
+    keys = KeyService.connect(config, profile=settings.crypto_profile)
     return {k.key_version: k for k in keys.signing_public_keys()}
 
 

@@ -141,7 +141,10 @@ def serve(
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
     owns_server = local is not None and not local.is_running()
     try:
-        KeyService.connect(local.start() if local else settings.external_key_server())
+        KeyService.connect(
+            local.start() if local else settings.external_key_server(),
+            profile=settings.crypto_profile,
+        )
         migrate(settings.db_url)
         uvicorn.run(
             "sandbox.server.app:app_from_environment", factory=True, workers=processes, **where
@@ -179,7 +182,7 @@ def keys_start() -> None:
     prepare_data_dir(settings.data_dir)
     server = LocalKeyServer(settings.keyserver_home)
     config = server.start()
-    KeyService.connect(config)
+    KeyService.connect(config, profile=settings.crypto_profile)
     console.print(
         translate(
             Msg(

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keys import KeyServerConfig, Tenancy
+from keys import CryptoProfile, KeyServerConfig, Tenancy
 
 
 def default_data_dir() -> Path:
@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     vault_tenancy: Tenancy = Field(
         default=Tenancy.AUTO,
         description="How tenants are separated: namespace, mount, or auto (detect).",
+    )
+    crypto_profile: CryptoProfile = Field(
+        default=CryptoProfile.STANDARD,
+        description="The algorithms of what is encrypted, chained and signed from now on: "
+        "standard (AES-256-GCM, SHA-256, Ed25519) or gm (SM4-GCM, SM3, SM2; docs/keys.md).",
     )
     vault_timeout_s: float = Field(
         default=5.0, gt=0, description="Timeout of each key-server call."

@@ -27,14 +27,14 @@ def key_service(settings: Settings, *, stop_embedded: bool = True) -> Iterator[K
     false or it was already running before (then it is left as it was).
     """
     if not settings.embedded_key_server:
-        yield KeyService.connect(settings.external_key_server())
+        yield KeyService.connect(settings.external_key_server(), profile=settings.crypto_profile)
         return
     prepare_data_dir(settings.data_dir)
     server = LocalKeyServer(settings.keyserver_home)
     already_running = server.is_running()
     config = server.start()
     try:
-        yield KeyService.connect(config)
+        yield KeyService.connect(config, profile=settings.crypto_profile)
     finally:
         if stop_embedded and not already_running:
             server.stop()

@@ -1,0 +1,24 @@
+"""Which algorithms a deployment uses: its crypto profile (``VEIL_CRYPTO_PROFILE``).
+
+* ``standard`` (the default): AES-256-GCM data encryption (streaming format
+  version 1, data keys from OpenBao's transit engine), a SHA-256 audit chain,
+  Ed25519 signatures made by OpenBao's transit engine.
+* ``gm`` (国密, the national algorithms): SM4-GCM data encryption (streaming
+  format version 2), an SM3 audit chain, SM2 signatures.  ``docs/keys.md``
+  says where the SM keys live and what that means for a compliance assessment.
+
+The profile decides what is **made** from now on.  What was made under the other
+profile stays readable and verifiable: every stored object, wrapped key, chain
+event and signature says which algorithm made it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class CryptoProfile(enum.StrEnum):
+    """The algorithms new encryptions, chain events and signatures use."""
+
+    STANDARD = "standard"
+    GM = "gm"
