@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from keys.tenancy import KEK
 from keys.vault import OBJECT_HEADER
 
 _HMAC_PREFIX = "hmac-sha256:"
-# A cheap filter before parsing JSON: transit, and everything under sys/, auth/ or identity/.
-_WORTH_PARSING = re.compile(r'"mount_type":"transit"|"path":"(?:sys|auth|identity)/')
+# A cheap filter before parsing JSON: transit, KV (the GM profile's SM4 keys), and
+# everything under sys/, auth/ or identity/.
+_WORTH_PARSING = re.compile(r'"mount_type":"(?:transit|kv)"|"path":"(?:sys|auth|identity)/')
 _READS = frozenset({"read", "list"})
 
 
@@ -51,9 +53,17 @@ class AuditEntry:
 
     @property
     def data_key(self) -> bool:
-        """A data key issued or decrypted (``<mount>/datakey/<kind>/<key>``, ``/decrypt/<key>``)."""
+        """A data key issued or decrypted (``<mount>/datakey/<kind>/<key>``, ``/decrypt/<key>``),
+        or, under the GM profile, the random bytes of a new SM4 data key (``<mount>/random/<n>``)
+        and a read of the SM4 key-encryption key that wraps or unwraps one."""
+        if self.mount_type == "kv":
+            return self.how == "read" and self.sub_path == f"data/{KEK}"
         parts = self.path.split("/")
-        return self.transit and (parts[-2:-1] == ["decrypt"] or parts[-3:-2] == ["datakey"])
+        return self.transit and (
+            parts[-2:-1] == ["decrypt"]
+            or parts[-3:-2] == ["datakey"]
+            or self.sub_path.startswith("random/")
+        )
 
     @property
     def sub_path(self) -> str:
@@ -111,8 +121,9 @@ def operation_of(entry: AuditEntry) -> str | None:
     another secrets engine).
 
     Names: ``datakey.generate``, ``decrypt``, ``key.read``, ``key.export``, ``key.config``,
-    ``policy.write``, ``auth.enable``, ``approle.secret-id.create``, ``token.create``,
-    ``namespace.create``, ``audit.enable``, ``sys.config``, ...
+    ``kek.read``, ``kek.write``, ``policy.write``, ``auth.enable``,
+    ``approle.secret-id.create``, ``token.create``, ``namespace.create``, ``audit.enable``,
+    ``sys.config``, ...
     """
     kind, mount, sub = entry.mount_type, entry.mount, entry.sub_path
     if not mount:  # a request the server answered before routing it (an error)
@@ -121,6 +132,8 @@ def operation_of(entry: AuditEntry) -> str | None:
         mount = f"{head}/"
     if kind == "transit":
         return transit_operation(sub, entry.how)
+    if kind == "kv":
+        return kv_operation(sub, entry.how)
     if kind in ("system", "ns_system"):
         return _system_operation(sub, entry.how)
     if kind == "identity":
@@ -152,6 +165,28 @@ def transit_operation(sub: str, how: str) -> str | None:
     if head in ("backup", "restore"):
         return f"key.{head}"
     return f"transit.{head}"  # sign, verify, hmac, hash, random, wrapping_key, cache-config
+
+
+def kv_operation(sub: str, how: str) -> str | None:
+    """What a request to ``<KV v2 mount>/<sub>`` did.  The GM profile's SM4 key-encryption
+    key (secret ``kek``, ``keys._kek``) reads ``kek.read`` (its key: a data key wrapped or
+    unwrapped), ``kek.versions`` (its metadata), ``kek.write`` (a new version),
+    ``kek.destroy``, ``kek.delete``; any other KV secret ``kv.read``, ``kv.write``, ..."""
+    head, _, name = sub.partition("/")
+    prefix = "kek" if name == KEK else "kv"
+    if head == "config":
+        return None if how in _READS else "kv.config"
+    if head == "data":
+        if how in _READS:
+            return f"{prefix}.read"
+        return f"{prefix}.delete" if how == "delete" else f"{prefix}.write"
+    if head == "metadata":
+        if how in _READS:
+            return f"{prefix}.versions"
+        return f"{prefix}.delete" if how == "delete" else f"{prefix}.config"
+    if head in ("destroy", "delete", "undelete"):
+        return f"{prefix}.{head}"
+    return f"kv.{head or 'list'}"
 
 
 #: Requests to sys/ that touch neither keys, policies nor authentication, written or read.

@@ -8,8 +8,15 @@ import hvac
 import hvac.exceptions
 
 from i18n import Msg
+from keys._kek import KekStore
 from keys.errors import KeyServerUnavailable, UnknownTenant
-from keys.tenancy import DATA_KEY, TENANT_MOUNTS_PREFIX, Tenancy, TenantLocation
+from keys.tenancy import (
+    DATA_KEY,
+    KEK_MOUNTS_PREFIX,
+    TENANT_MOUNTS_PREFIX,
+    Tenancy,
+    TenantLocation,
+)
 from keys.vault import KeyServerClient
 
 #: The tenant service token lives 15 minutes at most; a secret id serves one login.
@@ -22,8 +29,9 @@ _TENANT_ROLE_SETTINGS = {
 }
 
 
-def create_tenant(server: KeyServerClient, tenant: str) -> None:
-    """Provision ``tenant``: its namespace (or mount), data key, policy and AppRole.
+def create_tenant(server: KeyServerClient, tenant: str, *, kek: bool = False) -> None:
+    """Provision ``tenant``: its namespace (or mount), data key, policy and AppRole, and
+    with ``kek`` (the GM profile) its SM4 key-encryption key.
 
     Idempotent: running it again for an existing tenant changes nothing.
     """
@@ -40,18 +48,53 @@ def create_tenant(server: KeyServerClient, tenant: str) -> None:
     admin = server.platform_in(loc.namespace)
     _mount_transit(server, admin, loc)
     _create_data_key(server, admin, loc)
-    server.call(
-        Msg("write the tenant policy"),
-        lambda: admin.adapter.put(
-            f"/v1/sys/policies/acl/{loc.policy}", json={"policy": loc.tenant_policy()}
-        ),
-    )
+    _write_policy(server, admin, loc)
     _enable_approle(server, admin, loc)
     settings = dict(_TENANT_ROLE_SETTINGS, token_policies=[loc.policy])
     server.call(
         Msg("create the tenant role"),
         lambda: admin.adapter.post(f"/v1/auth/{loc.approle_mount}/role/{loc.role}", json=settings),
     )
+    if kek:
+        _create_kek(server, admin, loc)
+
+
+def ensure_tenant_kek(server: KeyServerClient, tenant: str) -> None:
+    """Give an existing ``tenant`` its SM4 key-encryption key, and its policy the right to
+    read it, unless it has them (idempotent): for tenants made before the GM profile."""
+    loc = server.location(tenant)
+    if not server.tenant_exists(tenant):
+        raise UnknownTenant(
+            Msg("tenant '{tenant}' has no keys in the key server; create it first", tenant=tenant)
+        )
+    admin = server.platform_in(loc.namespace)
+    _write_policy(server, admin, loc)  # policies written before the GM profile lack the KEK
+    _create_kek(server, admin, loc)
+
+
+def _write_policy(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
+    server.call(
+        Msg("write the tenant policy"),
+        lambda: admin.adapter.put(
+            f"/v1/sys/policies/acl/{loc.policy}", json={"policy": loc.tenant_policy()}
+        ),
+    )
+
+
+def _create_kek(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
+    try:
+        server.call(
+            Msg("mount the tenant's SM4 key store"),
+            lambda: admin.sys.enable_secrets_engine(
+                "kv", path=loc.kek_mount, options={"version": "2"}
+            ),
+        )
+    except hvac.exceptions.InvalidRequest as exc:
+        if "path is already in use" not in str(exc):
+            raise
+    store = KekStore(server)
+    if store.versions(loc.tenant)[1] == 0:
+        store.add_version(loc.tenant, first=True)
 
 
 def _mount_transit(server: KeyServerClient, admin: hvac.Client, loc: TenantLocation) -> None:
@@ -112,10 +155,10 @@ def _wait_until_namespace_gone(
 
 
 def destroy_tenant(server: KeyServerClient, tenant: str) -> None:
-    """Crypto-shred ``tenant``: delete its namespace (or mount, policy and role).
+    """Crypto-shred ``tenant``: delete its namespace (or mounts, policy and role).
 
-    Every data key wrapped by the tenant's key becomes undecryptable, and with it
-    every object encrypted under those data keys.
+    Every data key wrapped by the tenant's key (transit) or KEK (SM4, GM profile) becomes
+    undecryptable, and with it every object encrypted under those data keys.
     """
     loc = server.location(tenant)
     if not server.tenant_exists(tenant):
@@ -135,6 +178,12 @@ def destroy_tenant(server: KeyServerClient, tenant: str) -> None:
     mount = loc.transit_mount
     assert mount.startswith(f"{TENANT_MOUNTS_PREFIX}/")
     server.call(Msg("unmount the tenant keys"), lambda: base.sys.disable_secrets_engine(mount))
+    assert loc.kek_mount.startswith(f"{KEK_MOUNTS_PREFIX}/")
+    # Unmounting removes every KEK version (a no-op for a tenant that never had one).
+    server.call(
+        Msg("unmount the tenant's SM4 key store"),
+        lambda: base.sys.disable_secrets_engine(loc.kek_mount),
+    )
     server.call(
         Msg("delete the tenant role"),
         lambda: base.adapter.delete(f"/v1/auth/{loc.approle_mount}/role/{loc.role}"),

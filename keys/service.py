@@ -3,7 +3,11 @@
 Encrypt and decrypt objects under a tenant's key (envelope encryption with the
 streaming format), rotate, crypto-shred, and sign.  Data keys exist in clear
 only in this process's memory for the duration of one call; only their
-wrapped form (``vault:vN:...``) is returned for storage.
+wrapped form is returned for storage: ``vault:vN:...`` (an AES-256 data key
+wrapped by the tenant's transit key, streaming format 1) or, under the GM
+profile, ``veil-sm4:vN:...`` (an SM4 data key wrapped by the tenant's SM4
+key-encryption key, streaming format 2; ``keys._kek``).  Decryption follows
+what the wrapped key and the stream's header say, whatever the profile.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import hvac
 import hvac.exceptions
 
 from i18n import Msg
-from keys import _stream, provisioning
+from keys import _kek, _stream, provisioning
 from keys.errors import DecryptionError, KeyServerMisconfigured
+from keys.gm import _sm4_stream
 from keys.profile import CryptoProfile
 from keys.signing import Signature, SigningPublicKey
 from keys.tenancy import DATA_KEY, PLATFORM_MOUNT, SIGNING_KEY, Tenancy, TenantLocation
@@ -29,6 +34,7 @@ from keys.vault import KeyServerClient, KeyServerConfig, key_operation
 
 _WRAPPED_KEY = re.compile(r"^vault:v([1-9][0-9]{0,8}):[A-Za-z0-9+/=]{16,1024}$")
 _REWRAP_BATCH = 250  # stays under the server's 1000-strings JSON limit
+_SECRET_SIZE = 32
 
 
 def object_label(object_id: str, version: int) -> str:
@@ -38,11 +44,18 @@ def object_label(object_id: str, version: int) -> str:
 
 
 def wrapped_key_version(wrapped_key: str) -> int:
-    """The version of the tenant key that wrapped ``wrapped_key``."""
+    """The version of the tenant key that wrapped ``wrapped_key``: of its transit key for
+    ``vault:vN:...``, of its SM4 key-encryption key for ``veil-sm4:vN:...``."""
+    if wrapped_key.startswith(f"{_kek.PREFIX}:"):
+        return _kek.parse(wrapped_key)[0]
     match = _WRAPPED_KEY.fullmatch(wrapped_key)
     if not match:
         raise DecryptionError()
     return int(match.group(1))
+
+
+def _is_sm4(wrapped_key: str) -> bool:
+    return wrapped_key.startswith(f"{_kek.PREFIX}:")
 
 
 class KeyService:
@@ -53,6 +66,7 @@ class KeyService:
     ) -> None:
         self._server = server
         self._profile = CryptoProfile(profile)
+        self._keks = _kek.KekStore(server)
 
     @classmethod
     def connect(
@@ -102,8 +116,18 @@ class KeyService:
 
     # -- tenants ----------------------------------------------------------------------
     def create_tenant(self, tenant: str) -> None:
-        """Give ``tenant`` its own namespace, key, policy and login (idempotent)."""
-        provisioning.create_tenant(self._server, tenant)
+        """Give ``tenant`` its own namespace, key, policy and login (idempotent); under the
+        GM profile also its SM4 key-encryption key."""
+        provisioning.create_tenant(self._server, tenant, kek=self._gm)
+
+    def ensure_tenant_kek(self, tenant: str) -> None:
+        """Give a tenant made earlier its SM4 key-encryption key and bring its policy up to
+        date (idempotent).  GM encryption does it on first need."""
+        provisioning.ensure_tenant_kek(self._server, tenant)
+
+    @property
+    def _gm(self) -> bool:
+        return self._profile is CryptoProfile.GM
 
     def tenant_exists(self, tenant: str) -> bool:
         return self._server.tenant_exists(tenant)
@@ -126,12 +150,39 @@ class KeyService:
         """Encrypt ``src`` into ``dst`` under a fresh data key; return the wrapped data key.
 
         Store the wrapped key with the object's metadata: it is needed, together
-        with the same tenant, object id and version, to decrypt.
+        with the same tenant, object id and version, to decrypt.  Under the GM profile
+        the stream is format 2 (SM4-GCM) and the key ``veil-sm4:vN:...``.
         """
         context = _stream.object_context(tenant, object_id, version)
+        if self._gm:
+            key, wrapped = self._new_sm4_key(tenant, object_id, version, _sm4_stream.SM4_KEY_SIZE)
+            _sm4_stream.encrypt_stream_sm4(key, context, src, dst, chunk_size=chunk_size)
+            return wrapped
         key, wrapped = self._new_data_key(tenant, object_id, version)
         _stream.encrypt_stream(key, context, src, dst, chunk_size=chunk_size)
         return wrapped
+
+    def _new_sm4_key(
+        self, tenant: str, object_id: str, version: int, size: int
+    ) -> tuple[bytes, str]:
+        """Random bytes from the key server, wrapped by the newest KEK version (two calls,
+        both tagged with the object: the key server's log tells a new key from an unwrap)."""
+
+        def fetch() -> tuple[bytes, int, bytes]:
+            return self._keks.random(tenant, size), *self._keks.read(tenant)
+
+        with key_operation(object_label(object_id, version)):
+            try:
+                key, kek_version, kek = fetch()
+            except (
+                hvac.exceptions.InvalidPath,
+                hvac.exceptions.InvalidRequest,
+                KeyServerMisconfigured,
+            ):
+                # A tenant made before the GM profile: its KEK (and policy) on first need.
+                provisioning.ensure_tenant_kek(self._server, tenant)
+                key, kek_version, kek = fetch()
+        return key, _kek.wrap(kek, kek_version, tenant, key)
 
     def _new_data_key(self, tenant: str, object_id: str, version: int) -> tuple[bytes, str]:
         with key_operation(object_label(object_id, version)):
@@ -168,10 +219,14 @@ class KeyService:
         object can be read.  If it raises, nothing is decrypted.
         """
         context = _stream.object_context(tenant, object_id, version)
+        sm4 = _is_sm4(wrapped_key)  # the artefact decides, never the profile
+        size = _sm4_stream.SM4_KEY_SIZE if sm4 else _stream.KEY_SIZE
         with key_operation(object_label(object_id, version)):
-            key = self._unwrap(tenant, wrapped_key)
+            key = self._unwrap(tenant, wrapped_key, size)
         if on_unwrapped is not None:
             on_unwrapped()
+        if sm4:  # each decoder refuses the other's header: a mismatch is a DecryptionError
+            return _sm4_stream.decrypt_stream_sm4(key, context, src, dst)
         return _stream.decrypt_stream(key, context, src, dst)
 
     def encrypt_bytes(
@@ -193,8 +248,24 @@ class KeyService:
         self.decrypt_stream(tenant, object_id, version, wrapped_key, io.BytesIO(ciphertext), out)
         return out.getvalue()
 
-    def _unwrap(self, tenant: str, wrapped_key: str) -> bytes:
+    def _unwrap(self, tenant: str, wrapped_key: str, size: int) -> bytes:
+        """The key inside ``wrapped_key`` (either kind), which must be ``size`` bytes."""
         wrapped_key_version(wrapped_key)  # malformed -> DecryptionError before any call
+        key = self._unwrap_sm4(tenant, wrapped_key) if _is_sm4(wrapped_key) else None
+        if key is None:
+            key = self._unwrap_transit(tenant, wrapped_key)
+        if len(key) != size:
+            raise DecryptionError()
+        return key
+
+    def _unwrap_sm4(self, tenant: str, wrapped_key: str) -> bytes:
+        try:
+            _, kek = self._keks.read(tenant, wrapped_key_version(wrapped_key))
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
+            raise DecryptionError() from None  # no such KEK version: retired, or shredded
+        return _kek.unwrap(kek, tenant, wrapped_key)
+
+    def _unwrap_transit(self, tenant: str, wrapped_key: str) -> bytes:
         mount = self._server.location(tenant).transit_mount
 
         def decrypt(c: hvac.Client) -> str:
@@ -209,8 +280,6 @@ class KeyService:
         except (hvac.exceptions.InvalidRequest, binascii.Error):
             # Wrong tenant, damaged, or a key version retired by rotation: one opaque error.
             raise DecryptionError() from None
-        if len(key) != _stream.KEY_SIZE:
-            raise DecryptionError()
         return key
 
     # -- secrets for keyed computations ------------------------------------------------------
@@ -220,30 +289,79 @@ class KeyService:
         For keyed computations on the tenant's data (a dataset's cell-key record keys):
         store only the wrapped form; the secret itself stays in the caller's memory.
         ``object_id`` and ``version`` tag the request in the key server's audit log.
+        Under the GM profile it is wrapped by the tenant's SM4 key-encryption key.
         """
+        if self._gm:
+            return self._new_sm4_key(tenant, object_id, version, _SECRET_SIZE)
         return self._new_data_key(tenant, object_id, version)
 
     def open_secret(self, tenant: str, object_id: str, version: int, wrapped: str) -> bytes:
         """The secret that ``wrapped`` holds; :class:`~keys.errors.DecryptionError` if it is
         not one of ``tenant``'s (or its key version was retired)."""
         with key_operation(object_label(object_id, version)):
-            return self._unwrap(tenant, wrapped)
+            return self._unwrap(tenant, wrapped, _SECRET_SIZE)
 
     # -- rotation ---------------------------------------------------------------------------
     def rotate_tenant_key(self, tenant: str) -> int:
-        """Add a new version of the tenant's key (new data keys use it); return the version."""
+        """Add a new version of the tenant's key (new data keys use it); return the version.
+
+        A tenant may hold data keys of both kinds (made under either profile): both of its
+        keys that exist are rotated, its transit key and, if it has one, its SM4 KEK, so
+        that :meth:`rewrap_data_keys` moves every stored key to a new version.  The version
+        returned is that of the key the profile makes data keys with.
+        """
         loc = self._server.location(tenant)
         admin = self._server.platform_in(loc.namespace)
         self._server.call(
             Msg("rotate the tenant key"),
             lambda: admin.secrets.transit.rotate_key(DATA_KEY, mount_point=loc.transit_mount),
         )
-        return self._latest_version(admin, loc.transit_mount)
+        transit_version = self._latest_version(admin, loc.transit_mount)
+        if self._gm:
+            provisioning.ensure_tenant_kek(self._server, tenant)
+            return self._keks.add_version(tenant)
+        if self._kek_versions(tenant)[1]:
+            self._keks.add_version(tenant)
+        return transit_version
+
+    def _kek_versions(self, tenant: str) -> tuple[int, int]:
+        """The tenant's KEK versions; (0, 0) also when Veil's policy predates the GM profile
+        (then the tenant cannot have a KEK)."""
+        try:
+            return self._keks.versions(tenant)
+        except hvac.exceptions.Forbidden:
+            return 0, 0
 
     def rewrap_data_keys(self, tenant: str, wrapped_keys: Sequence[str]) -> list[str]:
-        """Rewrap data keys under the newest key version without exposing them."""
+        """Rewrap data keys, each in its own kind under the newest version of that kind,
+        without exposing them (transit keys in the key server; SM4-wrapped keys in this
+        process's memory, one KEK read per version per call)."""
         for wrapped in wrapped_keys:
             wrapped_key_version(wrapped)
+        sm4 = [w for w in wrapped_keys if _is_sm4(w)]
+        if not sm4:
+            return self._rewrap_transit(tenant, wrapped_keys)
+        transit = [w for w in wrapped_keys if not _is_sm4(w)]
+        new_sm4 = iter(self._rewrap_sm4(tenant, sm4))
+        new_transit = iter(self._rewrap_transit(tenant, transit) if transit else [])
+        return [next(new_sm4) if _is_sm4(w) else next(new_transit) for w in wrapped_keys]
+
+    def _rewrap_sm4(self, tenant: str, wrapped_keys: Sequence[str]) -> list[str]:
+        newest, kek = self._keks.read(tenant)
+        keks = {newest: kek}
+        result = []
+        for wrapped in wrapped_keys:
+            version = wrapped_key_version(wrapped)
+            if version not in keks:
+                try:
+                    keks[version] = self._keks.read(tenant, version)[1]
+                except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
+                    raise DecryptionError() from None
+            key = _kek.unwrap(keks[version], tenant, wrapped)
+            result.append(_kek.wrap(kek, newest, tenant, key))
+        return result
+
+    def _rewrap_transit(self, tenant: str, wrapped_keys: Sequence[str]) -> list[str]:
         mount = self._server.location(tenant).transit_mount
         result: list[str] = []
         for start in range(0, len(wrapped_keys), _REWRAP_BATCH):
@@ -267,8 +385,18 @@ class KeyService:
     def retire_key_versions_below(self, tenant: str, version: int) -> None:
         """Refuse, from now on, data keys wrapped by a key version older than ``version``.
 
-        Call it only after every stored wrapped key was rewrapped and saved.
+        Call it only after every stored wrapped key was rewrapped and saved.  The key is
+        the one the profile makes data keys with (the version :meth:`rotate_tenant_key`
+        returned).  Under the GM profile the older KEK versions are **destroyed**
+        (irreversible: no one can bring them back); the transit key's minimum decryption
+        version (standard profile) can be lowered again by an administrator.
         """
+        if self._gm:
+            latest = self._kek_versions(tenant)[1]
+            if not 1 <= version <= latest:
+                raise ValueError(f"version must be between 1 and the latest key version ({latest})")
+            self._keks.destroy_below(tenant, version)
+            return
         loc = self._server.location(tenant)
         admin = self._server.platform_in(loc.namespace)
         latest = self._latest_version(admin, loc.transit_mount)

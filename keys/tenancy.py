@@ -27,6 +27,11 @@ PLATFORM_MOUNT = "veil-platform"
 SIGNING_KEY = "audit-signing"
 DATA_KEY = "dek"
 TENANT_MOUNTS_PREFIX = "veil-tenants"
+#: The national-cryptography (GM) profile's per-tenant SM4 key-encryption key: a KV v2
+#: secret whose versions are the KEK's versions (``keys._kek``).
+KEK = "kek"
+KEK_MOUNT = "veil-kek"  # in the tenant's namespace (namespace tenancy)
+KEK_MOUNTS_PREFIX = "veil-tenants-gm"  # + /<tenant> in the base namespace (mount tenancy)
 TENANT_ROLE = "veil-tenant"
 PLATFORM_POLICY = "veil-platform"
 APPROLE_MOUNT = "approle"
@@ -68,14 +73,22 @@ class TenantLocation:
     approle_mount: str
     role: str
     policy: str
+    kek_mount: str  # the KV v2 mount of the tenant's SM4 key-encryption key (GM profile)
 
     def tenant_policy(self) -> str:
-        """The least-privilege policy of the tenant's own service token."""
-        m = self.transit_mount
+        """The least-privilege policy of the tenant's own service token.
+
+        Besides its transit key's data keys: under the GM profile, random bytes for new
+        SM4 data keys (the tenant's transit ``random`` endpoint) and reading its SM4
+        key-encryption key, every version (``keys._kek``).  Nothing else of the KV mount.
+        """
+        m, k = self.transit_mount, self.kek_mount
         return (
             f'path "{m}/datakey/plaintext/{DATA_KEY}" {{ capabilities = ["update"] }}\n'
             f'path "{m}/decrypt/{DATA_KEY}" {{ capabilities = ["update"] }}\n'
             f'path "{m}/rewrap/{DATA_KEY}" {{ capabilities = ["update"] }}\n'
+            f'path "{m}/random/*" {{ capabilities = ["update"] }}\n'
+            f'path "{k}/data/{KEK}" {{ capabilities = ["read"] }}\n'
         )
 
 
@@ -94,6 +107,7 @@ def locate(tenant: str, tenancy: Tenancy, base_namespace: str) -> TenantLocation
             approle_mount=APPROLE_MOUNT,
             role=TENANT_ROLE,
             policy=TENANT_ROLE,
+            kek_mount=KEK_MOUNT,
         )
     if tenancy is Tenancy.MOUNT:
         return TenantLocation(
@@ -103,6 +117,7 @@ def locate(tenant: str, tenancy: Tenancy, base_namespace: str) -> TenantLocation
             approle_mount=APPROLE_MOUNT,
             role=f"{TENANT_ROLE}-{tenant}",
             policy=f"{TENANT_ROLE}-{tenant}",
+            kek_mount=_join(KEK_MOUNTS_PREFIX, tenant),
         )
     raise ValueError("resolve Tenancy.AUTO against the key server before locating tenants")
 
@@ -120,11 +135,23 @@ _CRUD = ("create", "read", "update", "delete")
 _U = ("update",)
 
 
+def _kek_rules(mount: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Write versions, list them, destroy old ones: no ``read`` of ``data/`` (the key)."""
+    return [
+        (f"{mount}/data/{KEK}", ("create", "update")),
+        (f"{mount}/metadata/{KEK}", ("read",)),
+        (f"{mount}/destroy/{KEK}", _U),
+        ("sys/tools/random/*", _U),  # the random bytes of new KEK versions
+    ]
+
+
 def platform_policy(tenancy: Tenancy) -> str:
     """The policy Veil's own (non-root) token needs, relative to Veil's base namespace.
 
     It may create and destroy tenants, rotate their keys and issue their logins,
-    and sign with Veil's key; it may not use a tenant's key on data itself.
+    and sign with Veil's key; it may not use a tenant's key on data itself.  Of a
+    tenant's SM4 key-encryption key (GM profile) it may write new versions, read the
+    version list (metadata, no key) and destroy old versions, never read the key.
     """
     rules: list[tuple[str, tuple[str, ...]]] = [
         (f"sys/mounts/{PLATFORM_MOUNT}", _CRU),
@@ -140,6 +167,8 @@ def platform_policy(tenancy: Tenancy) -> str:
             (f"+/sys/policies/acl/{TENANT_ROLE}", _CRU),
             (f"+/transit/keys/{DATA_KEY}", _CRU),
             (f"+/transit/keys/{DATA_KEY}/*", _U),
+            (f"+/sys/mounts/{KEK_MOUNT}", _CRU),
+            *_kek_rules(f"+/{KEK_MOUNT}"),
             (f"+/{role}", _CRU),
             (f"+/{role}/role-id", ("read",)),
             (f"+/{role}/secret-id", _U),
@@ -149,6 +178,8 @@ def platform_policy(tenancy: Tenancy) -> str:
             (f"sys/mounts/{TENANT_MOUNTS_PREFIX}/*", _CRUD),
             (f"{TENANT_MOUNTS_PREFIX}/+/keys/{DATA_KEY}", _CRU),
             (f"{TENANT_MOUNTS_PREFIX}/+/keys/{DATA_KEY}/*", _U),
+            (f"sys/mounts/{KEK_MOUNTS_PREFIX}/*", _CRUD),
+            *_kek_rules(f"{KEK_MOUNTS_PREFIX}/+"),
             (f"sys/policies/acl/{TENANT_ROLE}-*", _CRUD),
             (f"sys/auth/{APPROLE_MOUNT}", (*_CRU, "sudo")),
             (f"{role}-*", _CRUD),

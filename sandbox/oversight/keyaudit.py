@@ -161,7 +161,9 @@ class _Directory:
                 self._roots[f"sys/namespaces/{tenant.slug}"] = tenant
                 continue
             self._roots[f"sys/mounts/{loc.transit_mount}"] = tenant
+            self._mounts[(loc.namespace, f"{loc.kek_mount}/")] = tenant
             for path in (
+                f"sys/mounts/{loc.kek_mount}",  # the GM profile's KEK: mount.enable
                 f"sys/policies/acl/{loc.policy}",
                 f"sys/policy/{loc.policy}",
                 f"auth/{loc.approle_mount}/role/{loc.role}",

@@ -59,6 +59,14 @@ TENANT_ALLOWED: Final[Mapping[str, tuple[str, ...]]] = {
     # Rotation (sandbox.accounts.key_rotation), by its key.rotated event.
     "key.rotate": ("rotation",),
     "rewrap": ("rotation",),
+    # The GM profile (keys._kek): a new SM4 data key is random bytes from the enterprise's
+    # transit mount and its KEK read to wrap it; unwrapping (a job, a download, a cell key)
+    # and rewrapping (a rotation) read the KEK.  The KEK is made with the enterprise and
+    # gets a new version at each rotation (its version list read first).
+    "transit.random": ("upload", "model", "cellkey"),
+    "kek.read": ("upload", "model", "cellkey", "job", "model-download", "rotation"),
+    "kek.write": ("enterprise", "rotation"),
+    "kek.versions": ("enterprise", "rotation"),
 }
 
 #: What Veil does outside every enterprise (its base namespace and those above it).  Any

@@ -1,9 +1,13 @@
-"""The streaming format on its own: round trips, and every tamper fails with one opaque error."""
+"""The streaming format on its own, both versions (1: AES-256-GCM, 2: SM4-GCM): round
+trips, and every tamper fails with one opaque error."""
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import pytest
 
@@ -15,22 +19,43 @@ from keys._stream import (
     encrypt_stream,
     object_context,
 )
+from keys.gm import decrypt_stream_sm4, encrypt_stream_sm4
 
-KEY = bytes(range(32))
 CTX = object_context("acme", "dataset-1", 3)
 CHUNK = 64
 SEALED = CHUNK + TAG_SIZE
 
 
-def seal(data: bytes, key: bytes = KEY, ctx: bytes = CTX) -> bytes:
+@dataclass(frozen=True)
+class Format:
+    """One version of the streaming format, as the tests drive it."""
+
+    version: int  # the header's format byte (= its algorithm byte)
+    key: bytes
+    encrypt: Callable[..., int]
+    decrypt: Callable[[bytes, bytes, BinaryIO, BinaryIO], int]
+
+
+FORMATS = {
+    "v1-aes256gcm": Format(1, bytes(range(32)), encrypt_stream, decrypt_stream),
+    "v2-sm4gcm": Format(2, bytes(range(16)), encrypt_stream_sm4, decrypt_stream_sm4),
+}
+
+
+@pytest.fixture(params=sorted(FORMATS))
+def fmt(request: pytest.FixtureRequest) -> Format:
+    return FORMATS[request.param]
+
+
+def seal(fmt: Format, data: bytes, key: bytes | None = None, ctx: bytes = CTX) -> bytes:
     out = io.BytesIO()
-    encrypt_stream(key, ctx, io.BytesIO(data), out, chunk_size=CHUNK)
+    fmt.encrypt(fmt.key if key is None else key, ctx, io.BytesIO(data), out, chunk_size=CHUNK)
     return out.getvalue()
 
 
-def unseal(blob: bytes, key: bytes = KEY, ctx: bytes = CTX) -> bytes:
+def unseal(fmt: Format, blob: bytes, key: bytes | None = None, ctx: bytes = CTX) -> bytes:
     out = io.BytesIO()
-    n = decrypt_stream(key, ctx, io.BytesIO(blob), out)
+    n = fmt.decrypt(fmt.key if key is None else key, ctx, io.BytesIO(blob), out)
     assert n == len(out.getvalue())
     return out.getvalue()
 
@@ -41,31 +66,33 @@ def chunks(blob: bytes) -> tuple[bytes, list[bytes]]:
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 5 * CHUNK + 7])
-def test_round_trip(size: int) -> None:
+def test_round_trip(fmt: Format, size: int) -> None:
     data = os.urandom(size)
-    blob = seal(data)
-    assert unseal(blob) == data
+    blob = seal(fmt, data)
+    assert unseal(fmt, blob) == data
+    assert blob[8:10] == bytes([fmt.version, fmt.version])  # format and algorithm
     expected_chunks = max(1, -(-size // CHUNK))
     assert len(blob) == HEADER.size + size + expected_chunks * TAG_SIZE
 
 
-def test_ciphertext_hides_the_plaintext_and_is_fresh_each_time() -> None:
+def test_ciphertext_hides_the_plaintext_and_is_fresh_each_time(fmt: Format) -> None:
     data = b"recipe-parameter-A=0.4431;" * 20
-    first, second = seal(data), seal(data)
+    first, second = seal(fmt, data), seal(fmt, data)
     assert b"recipe" not in first
     assert first != second  # fresh nonce prefix per stream
 
 
-def _opaque(blob: bytes, key: bytes = KEY, ctx: bytes = CTX) -> str:
+def _opaque(fmt: Format, blob: bytes, key: bytes | None = None, ctx: bytes = CTX) -> str:
     with pytest.raises(DecryptionError) as info:
-        unseal(blob, key, ctx)
+        unseal(fmt, blob, key, ctx)
     return str(info.value)
 
 
-def tampered_variants() -> dict[str, bytes]:
-    blob = seal(os.urandom(4 * CHUNK + 10))  # five chunks, the last one short
+def tampered_variants(fmt: Format) -> dict[str, bytes]:
+    blob = seal(fmt, os.urandom(4 * CHUNK + 10))  # five chunks, the last one short
     header, parts = chunks(blob)
-    other = seal(os.urandom(4 * CHUNK + 10))  # same key and context, another stream
+    other = seal(fmt, os.urandom(4 * CHUNK + 10))  # same key and context, another stream
+    claimed = bytes([3 - fmt.version])  # the other version's byte
     _, other_parts = chunks(other)
     flip = lambda b, i: b[:i] + bytes([b[i] ^ 1]) + b[i + 1 :]  # noqa: E731
     return {
@@ -74,7 +101,9 @@ def tampered_variants() -> dict[str, bytes]:
         "bit flipped in the header chunk size": flip(blob, 12),
         "bit flipped in the nonce prefix": flip(blob, HEADER.size - 1),
         "bad magic": b"X" + blob[1:],
-        "unknown format version": blob[:8] + b"\x02" + blob[9:],
+        "unknown format version": blob[:8] + b"\x03" + blob[9:],
+        "the other format version claimed": blob[:8] + claimed + blob[9:],
+        "the other algorithm claimed": blob[:9] + claimed + blob[10:],
         "final chunk dropped": header + b"".join(parts[:-1]),
         "cut inside the last chunk": blob[:-3],
         "cut inside the header": blob[: HEADER.size - 2],
@@ -89,9 +118,9 @@ def tampered_variants() -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("case", sorted(tampered_variants()))
-def test_tampering_is_detected(case: str) -> None:
-    message = _opaque(tampered_variants()[case])
+@pytest.mark.parametrize("case", sorted(tampered_variants(FORMATS["v1-aes256gcm"])))
+def test_tampering_is_detected(fmt: Format, case: str) -> None:
+    message = _opaque(fmt, tampered_variants(fmt)[case])
     assert message == str(DecryptionError())  # the same words whatever failed: no oracle
 
 
@@ -104,12 +133,19 @@ def test_tampering_is_detected(case: str) -> None:
     ],
     ids=["other tenant", "other object", "other version"],
 )
-def test_context_is_bound(ctx: bytes) -> None:
-    _opaque(seal(b"rows"), ctx=ctx)
+def test_context_is_bound(fmt: Format, ctx: bytes) -> None:
+    _opaque(fmt, seal(fmt, b"rows"), ctx=ctx)
 
 
-def test_wrong_key_is_refused() -> None:
-    _opaque(seal(b"rows"), key=bytes(32))
+def test_wrong_key_is_refused(fmt: Format) -> None:
+    _opaque(fmt, seal(fmt, b"rows"), key=bytes(len(fmt.key)))
+    _opaque(fmt, seal(fmt, b"rows"), key=bytes(48 - len(fmt.key)))  # the other format's size
+
+
+def test_the_two_formats_refuse_each_other() -> None:
+    aes, sm4 = FORMATS["v1-aes256gcm"], FORMATS["v2-sm4gcm"]
+    _opaque(sm4, seal(aes, b"rows"))
+    _opaque(aes, seal(sm4, b"rows"))
 
 
 def test_context_encoding_is_unambiguous() -> None:
@@ -117,11 +153,11 @@ def test_context_encoding_is_unambiguous() -> None:
     assert object_context("a", "b", 1) != object_context("a", "b", 256)
 
 
-def test_chunk_size_limits() -> None:
+def test_chunk_size_limits(fmt: Format) -> None:
     with pytest.raises(ValueError, match="chunk_size"):
-        encrypt_stream(KEY, CTX, io.BytesIO(b""), io.BytesIO(), chunk_size=1)
-    with pytest.raises(ValueError, match="32 bytes"):
-        encrypt_stream(b"short", CTX, io.BytesIO(b""), io.BytesIO())
+        fmt.encrypt(fmt.key, CTX, io.BytesIO(b""), io.BytesIO(), chunk_size=1)
+    with pytest.raises(ValueError, match=f"{len(fmt.key)} bytes"):
+        fmt.encrypt(b"short", CTX, io.BytesIO(b""), io.BytesIO())
 
 
 class TrickleReader(io.RawIOBase):
@@ -139,10 +175,10 @@ class TrickleReader(io.RawIOBase):
         return len(chunk)
 
 
-def test_short_reads_from_the_source_are_handled() -> None:
+def test_short_reads_from_the_source_are_handled(fmt: Format) -> None:
     data = os.urandom(3 * CHUNK + 5)
     out = io.BytesIO()
-    encrypt_stream(KEY, CTX, TrickleReader(data), out, chunk_size=CHUNK)  # type: ignore[arg-type]
+    fmt.encrypt(fmt.key, CTX, TrickleReader(data), out, chunk_size=CHUNK)
     back = io.BytesIO()
-    decrypt_stream(KEY, CTX, TrickleReader(out.getvalue()), back)  # type: ignore[arg-type]
+    fmt.decrypt(fmt.key, CTX, TrickleReader(out.getvalue()), back)  # type: ignore[arg-type]
     assert back.getvalue() == data
