@@ -44,6 +44,7 @@ class AuditEntry:
     actor: str | None
     mount: str = ""  # the mount the path is in, relative to the namespace ("transit/", "sys/")
     mount_type: str = ""  # transit, ns_system, system, approle, token, identity, ...
+    fields: frozenset[str] = frozenset()  # the request's data fields (their values HMAC'd)
 
     @property
     def label(self) -> str | None:
@@ -111,6 +112,7 @@ def _entry(raw: dict[str, Any]) -> AuditEntry | None:
         actor=(raw.get("auth") or {}).get("display_name"),
         mount=mount,
         mount_type=str(request.get("mount_type") or ""),
+        fields=frozenset(map(str, request.get("data") or {})),
     )
 
 
@@ -133,7 +135,7 @@ def operation_of(entry: AuditEntry) -> str | None:
     if kind == "transit":
         return transit_operation(sub, entry.how)
     if kind == "kv":
-        return kv_operation(sub, entry.how)
+        return kv_operation(sub, entry.how, entry.fields)
     if kind in ("system", "ns_system"):
         return _system_operation(sub, entry.how)
     if kind == "identity":
@@ -167,16 +169,23 @@ def transit_operation(sub: str, how: str) -> str | None:
     return f"transit.{head}"  # sign, verify, hmac, hash, random, wrapping_key, cache-config
 
 
-def kv_operation(sub: str, how: str) -> str | None:
-    """What a request to ``<KV v2 mount>/<sub>`` did.  The GM profile's SM4 key-encryption
-    key (secret ``kek``, ``keys._kek``) reads ``kek.read`` (its key: a data key wrapped or
-    unwrapped), ``kek.versions`` (its metadata), ``kek.write`` (a new version),
-    ``kek.destroy``, ``kek.delete``; any other KV secret ``kv.read``, ``kv.write``, ..."""
+def kv_operation(sub: str, how: str, fields: frozenset[str] = frozenset()) -> str | None:
+    """What a request to ``<KV v2 mount>/<sub>`` (with data ``fields``) did.
+
+    The GM profile's SM4 key-encryption key (secret ``kek``, ``keys._kek``): a read of its
+    key is ``kek.read.wrap`` (the newest version: a new data key wrapped, or a rewrap's
+    target) or ``kek.read.unwrap`` (a named version: a stored data key unwrapped), as
+    ``datakey.generate`` and ``decrypt`` are for transit; ``kek.versions`` (its metadata),
+    ``kek.write`` (a new version), ``kek.destroy``, ``kek.delete``.  Any other KV secret:
+    ``kv.read``, ``kv.write``, ...
+    """
     head, _, name = sub.partition("/")
     prefix = "kek" if name == KEK else "kv"
     if head == "config":
         return None if how in _READS else "kv.config"
     if head == "data":
+        if how in _READS and prefix == "kek":
+            return "kek.read.unwrap" if "version" in fields else "kek.read.wrap"
         if how in _READS:
             return f"{prefix}.read"
         return f"{prefix}.delete" if how == "delete" else f"{prefix}.write"

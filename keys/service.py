@@ -318,7 +318,8 @@ class KeyService:
         )
         transit_version = self._latest_version(admin, loc.transit_mount)
         if self._gm:
-            provisioning.ensure_tenant_kek(self._server, tenant)
+            if not self._kek_versions(tenant)[1]:  # a tenant made before the GM profile
+                provisioning.ensure_tenant_kek(self._server, tenant)
             return self._keks.add_version(tenant)
         if self._kek_versions(tenant)[1]:
             self._keks.add_version(tenant)

@@ -60,11 +60,13 @@ TENANT_ALLOWED: Final[Mapping[str, tuple[str, ...]]] = {
     "key.rotate": ("rotation",),
     "rewrap": ("rotation",),
     # The GM profile (keys._kek): a new SM4 data key is random bytes from the enterprise's
-    # transit mount and its KEK read to wrap it; unwrapping (a job, a download, a cell key)
-    # and rewrapping (a rotation) read the KEK.  The KEK is made with the enterprise and
-    # gets a new version at each rotation (its version list read first).
+    # transit mount and a read of its KEK's newest version to wrap it; unwrapping (a job, a
+    # download, a cell key) reads the KEK version that wrapped it; a rotation's rewrapping
+    # reads both.  The KEK is made with the enterprise and gets a new version at each
+    # rotation (its version list read first).
     "transit.random": ("upload", "model", "cellkey"),
-    "kek.read": ("upload", "model", "cellkey", "job", "model-download", "rotation"),
+    "kek.read.wrap": ("upload", "model", "cellkey", "rotation"),
+    "kek.read.unwrap": ("job", "model-download", "cellkey", "rotation"),
     "kek.write": ("enterprise", "rotation"),
     "kek.versions": ("enterprise", "rotation"),
 }

@@ -5,6 +5,7 @@ either profile readable under the other."""
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 import hvac
 import pytest
@@ -18,9 +19,10 @@ from keys import (
     LocalKeyServer,
     Tenancy,
     UnknownTenant,
+    _kek,
     wrapped_key_version,
 )
-from keys import _kek
+from keys.auditlog import AuditEntry, operation_of
 from keys.tenancy import DATA_KEY
 from tests.conftest import DevServer
 
@@ -230,3 +232,28 @@ def test_mount_tenancy_under_gm(dev_server: DevServer) -> None:
     assert "veil-tenants-gm/ma/" not in mounts and "veil-tenants-gm/mb/" in mounts
     with pytest.raises(UnknownTenant):
         gm.decrypt_bytes("ma", "o", 1, wrapped, blob)
+
+
+@pytest.mark.parametrize(
+    ("path", "how", "fields", "expected"),
+    [
+        ("veil-kek/data/kek", "read", frozenset(), "kek.read.wrap"),  # the newest: to wrap
+        ("veil-kek/data/kek", "read", frozenset({"version"}), "kek.read.unwrap"),
+        ("veil-kek/data/kek", "create", frozenset({"data", "options"}), "kek.write"),
+        ("veil-kek/metadata/kek", "read", frozenset(), "kek.versions"),
+        ("veil-kek/destroy/kek", "update", frozenset({"versions"}), "kek.destroy"),
+        ("veil-kek/metadata/kek", "delete", frozenset(), "kek.delete"),
+        ("veil-kek/data/other", "read", frozenset(), "kv.read"),
+        ("veil-kek/config", "read", frozenset(), None),
+    ],
+)
+def test_the_key_audit_names_each_kek_request(
+    path: str, how: str, fields: frozenset[str], expected: str | None
+) -> None:
+    entry = AuditEntry(
+        at=datetime.now(UTC), namespace="veil/acme", path=path, how=how, transit=False,
+        ok=True, header="dataset:ds_1/1", request_id="r1", remote_address=None, actor=None,
+        mount="veil-kek/", mount_type="kv", fields=fields,
+    )  # fmt: skip
+    assert operation_of(entry) == expected
+    assert entry.data_key == (expected in ("kek.read.wrap", "kek.read.unwrap"))

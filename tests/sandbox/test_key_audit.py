@@ -24,7 +24,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from keys import OBJECT_HEADER, KeyServerUnavailable, LocalKeyServer, wrapped_key_version
+from keys import (
+    OBJECT_HEADER,
+    CryptoProfile,
+    KeyServerUnavailable,
+    LocalKeyServer,
+    wrapped_key_version,
+)
 from keys.auditlog import AuditEntry, operation_of, parse_label, read_entries
 from policies.audit import AuditEvent
 from policies.errors import Conflict
@@ -53,10 +59,19 @@ COUNT = [{"kind": "count"}]
 
 
 @pytest.fixture
-def veil(tmp_path: Path, own_key_server: LocalKeyServer) -> Iterator[Veil]:
+def veil(
+    request: pytest.FixtureRequest, tmp_path: Path, own_key_server: LocalKeyServer
+) -> Iterator[Veil]:
     """Like the shared fixture, on an OpenBao of the test's own (the platform's part of the
-    log then holds this Veil's requests alone), whose audit log Veil may read."""
-    settings = settings_for(tmp_path, own_key_server, keyserver_audit_log=own_key_server.audit_log)
+    log then holds this Veil's requests alone), whose audit log Veil may read.  A test may
+    parametrize it (indirectly) with a crypto profile."""
+    profile = getattr(request, "param", CryptoProfile.STANDARD)
+    settings = settings_for(
+        tmp_path,
+        own_key_server,
+        keyserver_audit_log=own_key_server.audit_log,
+        crypto_profile=profile,
+    )
     with open_veil(settings) as running:
         yield running
 
@@ -119,9 +134,21 @@ def _kpi_verdict(world: World) -> str:
     return str(done["job_id"])
 
 
+@pytest.mark.parametrize("veil", list(CryptoProfile), indirect=True)
 def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: Veil) -> None:
     """Uploads, jobs, logins, a rotation, signatures (checkpoint, receipt, export), set-up:
-    every request Veil makes that touches keys, policies or logins has its record."""
+    every request Veil makes that touches keys, policies or logins has its record.  Under
+    the GM profile a new data key is the key server's random bytes and a read of the
+    enterprise's SM4 KEK, and an unwrap is a read of the KEK (``kek.read``)."""
+    gm = veil.keys.profile is CryptoProfile.GM
+    if gm:  # the dataset was stored as format 2 (SM4-GCM), its key wrapped by the KEK
+        with veil.db.read() as session:
+            stored = session.scalars(
+                select(DatasetVersion).where(DatasetVersion.dataset_id == world.dataset_id)
+            ).one()
+        assert stored.wrapped_key.startswith("veil-sm4:v1:")
+        header = (veil.settings.objects_dir / stored.object_path).read_bytes()[:10]
+        assert header == b"VEILSTRM\x02\x02"
     job_id = _run_job(world)
     enterprises = _enterprises(veil)
     acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
@@ -151,20 +178,35 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
 
     ops = _operations(report, acme.id)
     by_kind = {(op["operation"], (op["explained_by"] or {}).get("kind")) for op in ops}
-    for created in ("tenant.create", "key.create", "key.config", "policy.write", "auth.enable",
-                    "approle.role.write", "mount.enable"):  # fmt: skip
+    created_ops = ["tenant.create", "key.create", "key.config", "policy.write", "auth.enable",
+                   "approle.role.write", "mount.enable"]  # fmt: skip
+    created_ops += ["kek.write", "kek.versions"] if gm else []
+    for created in created_ops:
         assert (created, "enterprise") in by_kind, created
     assert ("approle.secret-id.create", "upload") in by_kind  # the login for the upload
-    assert ("key.rotate", "rotation") in by_kind and ("rewrap", "rotation") in by_kind
+    rewrap = (
+        ("kek.read.wrap", "kek.read.unwrap", "kek.write") if gm else ("rewrap",)
+    )  # SM4 keys: rewrapped in memory
+    assert ("key.rotate", "rotation") in by_kind
+    assert all((op, "rotation") in by_kind for op in rewrap)
     assert ("key.read", "rotation") in by_kind  # the rotation reads the key's new version
-    (issued,) = [op for op in ops if op["operation"] == "datakey.generate"]
+    (issued,) = [
+        op for op in ops if op["operation"] == ("transit.random" if gm else "datakey.generate")
+    ]
     assert issued["object"] == f"dataset:{world.dataset_id}/1"
     assert issued["explained_by"]["kind"] == "upload"
     assert issued["explained_by"]["id"].startswith("dv_") and issued["explained_by"]["seq"]
-    decrypted = [op for op in ops if op["operation"] == "decrypt"]
+    unwrap = "kek.read.unwrap" if gm else "decrypt"
+    decrypted = [
+        op for op in ops if op["operation"] == unwrap and op["explained_by"]["kind"] == "job"
+    ]
     assert [op["explained_by"]["id"] for op in decrypted] == [job_id, after_rotation, evaluation]
+    if gm:  # the KEK read that wrapped the upload's data key is the upload's
+        assert ("kek.read.wrap", "upload") in by_kind
     (tenant,) = [t for t in report["tenants"] if t["tenant_id"] == acme.id]
-    assert tenant["counts"]["decrypt"] == 3 and tenant["unexplained"] == 0
+    assert tenant["counts"].get("decrypt", 0) == (0 if gm else 3) and tenant["unexplained"] == 0
+    if gm:  # the three jobs' unwraps, and the rotation's of the upload's key
+        assert tenant["counts"]["kek.read.unwrap"] == 4
     actions = [e["action"] for e in tenant["events"]]
     assert "dataset.uploaded" in actions and "key.rotated" in actions
     # Every seq that explains something is one of this tenant's Veil events.
