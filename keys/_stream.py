@@ -15,14 +15,18 @@ are inside the associated data, reordering, dropping, duplicating, truncating,
 appending, splicing chunks from another object, or editing the header all fail
 authentication.  Memory use is two chunks, whatever the size of the stream.
 
-This module knows nothing of key servers: it takes a raw 32-byte key.
+This module knows nothing of key servers: it takes a raw key.  The chunk loop is
+shared by every version of the format (:class:`StreamFormat`); version 2, SM4-GCM,
+is ``keys.gm._sm4_stream``.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -68,6 +72,41 @@ def _read_full(src: BinaryIO, view: memoryview) -> int:
     return total
 
 
+class ChunkCipher(Protocol):
+    """One AEAD under one key, as the chunk loop uses it: each call seals or opens one chunk
+    into ``out`` and returns the bytes written (opening raises :class:`InvalidTag`)."""
+
+    def seal_into(self, nonce: bytes, data: memoryview, aad: bytes, out: memoryview) -> int: ...
+
+    def open_into(self, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> int: ...
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """A version of the format: its header bytes, key size and AEAD (``slack``: the extra
+    room its AEAD wants in output buffers)."""
+
+    version: int
+    algorithm: int
+    key_size: int
+    cipher: Callable[[bytes], ChunkCipher]
+    slack: int = 0
+
+
+class _AesGcm:
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal_into(self, nonce: bytes, data: memoryview, aad: bytes, out: memoryview) -> int:
+        return self._aead.encrypt_into(nonce, data, aad, out[: len(data) + TAG_SIZE])
+
+    def open_into(self, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> int:
+        return self._aead.decrypt_into(nonce, sealed, aad, out[: len(sealed) - TAG_SIZE])
+
+
+AES256GCM_STREAM = StreamFormat(FORMAT_VERSION, ALGORITHM_AES256GCM_STREAM, KEY_SIZE, _AesGcm)
+
+
 def encrypt_stream(
     key: bytes,
     context: bytes,
@@ -77,36 +116,7 @@ def encrypt_stream(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> int:
     """Encrypt everything readable from ``src`` into ``dst``; return the plaintext length."""
-    if len(key) != KEY_SIZE:
-        raise ValueError("the data key must be 32 bytes")
-    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes")
-    prefix = os.urandom(NONCE_PREFIX_SIZE)
-    header = HEADER.pack(MAGIC, FORMAT_VERSION, ALGORITHM_AES256GCM_STREAM, chunk_size, prefix)
-    aad = header + context
-    aead = AESGCM(key)
-    dst.write(header)
-
-    # Read one chunk ahead: a chunk is final only when the next read finds nothing.
-    current, following = bytearray(chunk_size), bytearray(chunk_size)
-    out = memoryview(bytearray(chunk_size + TAG_SIZE))
-    n = _read_full(src, memoryview(current))
-    index = 0
-    total = 0
-    while True:
-        m = _read_full(src, memoryview(following)) if n == chunk_size else 0
-        final = m == 0
-        if index >= _MAX_CHUNKS:
-            raise ValueError("the stream is too long for this chunk size; use larger chunks")
-        written = aead.encrypt_into(
-            _nonce(prefix, index, final), memoryview(current)[:n], aad, out[: n + TAG_SIZE]
-        )
-        dst.write(out[:written])
-        total += n
-        if final:
-            return total
-        index += 1
-        current, following, n = following, current, m
+    return encrypt_with(AES256GCM_STREAM, key, context, src, dst, chunk_size=chunk_size)
 
 
 def decrypt_stream(key: bytes, context: bytes, src: BinaryIO, dst: BinaryIO) -> int:
@@ -116,25 +126,72 @@ def decrypt_stream(key: bytes, context: bytes, src: BinaryIO, dst: BinaryIO) -> 
     whole is authentic only if this returns: on :class:`DecryptionError` the
     caller must discard whatever was written.
     """
-    if len(key) != KEY_SIZE:
+    return decrypt_with(AES256GCM_STREAM, key, context, src, dst)
+
+
+def encrypt_with(
+    fmt: StreamFormat,
+    key: bytes,
+    context: bytes,
+    src: BinaryIO,
+    dst: BinaryIO,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """Encrypt ``src`` into ``dst`` in format ``fmt``; return the plaintext length."""
+    if len(key) != fmt.key_size:
+        raise ValueError(f"the data key must be {fmt.key_size} bytes")
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes")
+    prefix = os.urandom(NONCE_PREFIX_SIZE)
+    header = HEADER.pack(MAGIC, fmt.version, fmt.algorithm, chunk_size, prefix)
+    aad = header + context
+    cipher = fmt.cipher(key)
+    dst.write(header)
+
+    # Read one chunk ahead: a chunk is final only when the next read finds nothing.
+    current, following = bytearray(chunk_size), bytearray(chunk_size)
+    out = memoryview(bytearray(chunk_size + TAG_SIZE + fmt.slack))
+    n = _read_full(src, memoryview(current))
+    index = 0
+    total = 0
+    while True:
+        m = _read_full(src, memoryview(following)) if n == chunk_size else 0
+        final = m == 0
+        if index >= _MAX_CHUNKS:
+            raise ValueError("the stream is too long for this chunk size; use larger chunks")
+        written = cipher.seal_into(_nonce(prefix, index, final), memoryview(current)[:n], aad, out)
+        dst.write(out[:written])
+        total += n
+        if final:
+            return total
+        index += 1
+        current, following, n = following, current, m
+
+
+def decrypt_with(
+    fmt: StreamFormat, key: bytes, context: bytes, src: BinaryIO, dst: BinaryIO
+) -> int:
+    """Decrypt a stream of format ``fmt`` (any other header is refused); return its length."""
+    if len(key) != fmt.key_size:
         raise DecryptionError()
     header_buf = bytearray(HEADER.size)
     if _read_full(src, memoryview(header_buf)) != HEADER.size:
         raise DecryptionError()
     raw_header = bytes(header_buf)
-    magic, fmt, algorithm, chunk_size, prefix = HEADER.unpack(raw_header)
+    magic, version, algorithm, chunk_size, prefix = HEADER.unpack(raw_header)
     if (
         magic != MAGIC
-        or fmt != FORMAT_VERSION
-        or algorithm != ALGORITHM_AES256GCM_STREAM
+        or version != fmt.version
+        or algorithm != fmt.algorithm
         or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE
     ):
         raise DecryptionError()
     aad = raw_header + context
-    aead = AESGCM(key)
+    cipher = fmt.cipher(key)
     sealed = chunk_size + TAG_SIZE
     current, following = bytearray(sealed), bytearray(sealed)
-    out = memoryview(bytearray(chunk_size))
+    out = memoryview(bytearray(chunk_size + fmt.slack))
     n = _read_full(src, memoryview(current))
     index = 0
     total = 0
@@ -144,11 +201,12 @@ def decrypt_stream(key: bytes, context: bytes, src: BinaryIO, dst: BinaryIO) -> 
         if n < TAG_SIZE or index >= _MAX_CHUNKS:
             raise DecryptionError()
         try:
-            written = aead.decrypt_into(
-                _nonce(prefix, index, final), memoryview(current)[:n], aad, out[: n - TAG_SIZE]
+            written = cipher.open_into(
+                _nonce(prefix, index, final), memoryview(current)[:n], aad, out
             )
         except InvalidTag:
             raise DecryptionError() from None
+        # Only now, the tag checked, may the chunk leave.
         dst.write(out[:written])
         total += written
         if final:

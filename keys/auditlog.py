@@ -170,32 +170,28 @@ def transit_operation(sub: str, how: str) -> str | None:
 
 
 def kv_operation(sub: str, how: str, fields: frozenset[str] = frozenset()) -> str | None:
-    """What a request to ``<KV v2 mount>/<sub>`` (with data ``fields``) did.
+    """What a request to ``<KV v2 mount>/<sub>`` (with data ``fields``) did to the GM
+    profile's SM4 key-encryption key (secret ``kek``, ``keys._kek``); None for any other
+    secret (another application's).
 
-    The GM profile's SM4 key-encryption key (secret ``kek``, ``keys._kek``): a read of its
-    key is ``kek.read.wrap`` (the newest version: a new data key wrapped, or a rewrap's
-    target) or ``kek.read.unwrap`` (a named version: a stored data key unwrapped), as
-    ``datakey.generate`` and ``decrypt`` are for transit; ``kek.versions`` (its metadata),
-    ``kek.write`` (a new version), ``kek.destroy``, ``kek.delete``.  Any other KV secret:
-    ``kv.read``, ``kv.write``, ...
+    A read of its key is ``kek.read.wrap`` (the newest version: a new data key wrapped, or
+    a rewrap's target) or ``kek.read.unwrap`` (a named version: a stored data key
+    unwrapped), as ``datakey.generate`` and ``decrypt`` are for transit; then
+    ``kek.versions`` (its metadata), ``kek.write`` (a new version), ``kek.config``,
+    ``kek.destroy``, ``kek.delete``, ``kek.undelete``.
     """
     head, _, name = sub.partition("/")
-    prefix = "kek" if name == KEK else "kv"
-    if head == "config":
-        return None if how in _READS else "kv.config"
+    if name != KEK:
+        return None
     if head == "data":
-        if how in _READS and prefix == "kek":
-            return "kek.read.unwrap" if "version" in fields else "kek.read.wrap"
         if how in _READS:
-            return f"{prefix}.read"
-        return f"{prefix}.delete" if how == "delete" else f"{prefix}.write"
+            return "kek.read.unwrap" if "version" in fields else "kek.read.wrap"
+        return "kek.delete" if how == "delete" else "kek.write"
     if head == "metadata":
         if how in _READS:
-            return f"{prefix}.versions"
-        return f"{prefix}.delete" if how == "delete" else f"{prefix}.config"
-    if head in ("destroy", "delete", "undelete"):
-        return f"{prefix}.{head}"
-    return f"kv.{head or 'list'}"
+            return "kek.versions"
+        return "kek.delete" if how == "delete" else "kek.config"
+    return f"kek.{head}"  # destroy, delete, undelete, subkeys
 
 
 #: Requests to sys/ that touch neither keys, policies nor authentication, written or read.

@@ -243,7 +243,7 @@ def test_mount_tenancy_under_gm(dev_server: DevServer) -> None:
         ("veil-kek/metadata/kek", "read", frozenset(), "kek.versions"),
         ("veil-kek/destroy/kek", "update", frozenset({"versions"}), "kek.destroy"),
         ("veil-kek/metadata/kek", "delete", frozenset(), "kek.delete"),
-        ("veil-kek/data/other", "read", frozenset(), "kv.read"),
+        ("veil-kek/data/other", "read", frozenset(), None),  # not Veil's
         ("veil-kek/config", "read", frozenset(), None),
     ],
 )
