@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from keys.tenancy import PLATFORM_GM_MOUNT
 from keys.vault import OBJECT_HEADER
 
 _HMAC_PREFIX = "hmac-sha256:"
-# A cheap filter before parsing JSON: transit, and everything under sys/, auth/ or identity/.
-_WORTH_PARSING = re.compile(r'"mount_type":"transit"|"path":"(?:sys|auth|identity)/')
+# A cheap filter before parsing JSON: transit, everything under sys/, auth/ or identity/,
+# and the gm profile's SM2 signing key (a KV v2 mount of Veil's own).
+_WORTH_PARSING = re.compile(
+    rf'"mount_type":"transit"|"path":"(?:sys|auth|identity|{PLATFORM_GM_MOUNT})/'
+)
 _READS = frozenset({"read", "list"})
 
 
@@ -121,6 +125,8 @@ def operation_of(entry: AuditEntry) -> str | None:
         mount = f"{head}/"
     if kind == "transit":
         return transit_operation(sub, entry.how)
+    if kind == "kv" and mount == f"{PLATFORM_GM_MOUNT}/":
+        return kv_operation(sub, entry.how)
     if kind in ("system", "ns_system"):
         return _system_operation(sub, entry.how)
     if kind == "identity":
@@ -152,6 +158,19 @@ def transit_operation(sub: str, how: str) -> str | None:
     if head in ("backup", "restore"):
         return f"key.{head}"
     return f"transit.{head}"  # sign, verify, hmac, hash, random, wrapping_key, cache-config
+
+
+def kv_operation(sub: str, how: str) -> str:
+    """What a request to ``<KV v2 mount>/<sub>`` did: ``secret.read`` (a key in clear),
+    ``secret.write``, ``secret.delete``, ``secret.metadata.read`` / ``.write``, ..."""
+    head = sub.split("/")[0]
+    if head == "data":
+        return {"read": "secret.read", "delete": "secret.delete"}.get(how, "secret.write")
+    if head == "metadata":
+        return {"read": "secret.metadata.read", "list": "secret.list"}.get(
+            how, "secret.metadata.write" if how != "delete" else "secret.destroy"
+        )
+    return f"secret.{head}"  # destroy, undelete, delete (versions), config, subkeys
 
 
 #: Requests to sys/ that touch neither keys, policies nor authentication, written or read.
