@@ -24,7 +24,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from keys import OBJECT_HEADER, KeyServerUnavailable, LocalKeyServer, wrapped_key_version
+from keys import (
+    OBJECT_HEADER,
+    CryptoProfile,
+    KeyServerUnavailable,
+    LocalKeyServer,
+    wrapped_key_version,
+)
 from keys.auditlog import AuditEntry, operation_of, parse_label, read_entries
 from policies.audit import AuditEvent
 from policies.errors import Conflict
@@ -53,10 +59,19 @@ COUNT = [{"kind": "count"}]
 
 
 @pytest.fixture
-def veil(tmp_path: Path, own_key_server: LocalKeyServer) -> Iterator[Veil]:
+def veil(
+    request: pytest.FixtureRequest, tmp_path: Path, own_key_server: LocalKeyServer
+) -> Iterator[Veil]:
     """Like the shared fixture, on an OpenBao of the test's own (the platform's part of the
-    log then holds this Veil's requests alone), whose audit log Veil may read."""
-    settings = settings_for(tmp_path, own_key_server, keyserver_audit_log=own_key_server.audit_log)
+    log then holds this Veil's requests alone), whose audit log Veil may read; under the
+    crypto profile a test asks for (``indirect``), standard by default."""
+    profile = getattr(request, "param", CryptoProfile.STANDARD)
+    settings = settings_for(
+        tmp_path,
+        own_key_server,
+        keyserver_audit_log=own_key_server.audit_log,
+        crypto_profile=profile,
+    )
     with open_veil(settings) as running:
         yield running
 
@@ -119,9 +134,11 @@ def _kpi_verdict(world: World) -> str:
     return str(done["job_id"])
 
 
+@pytest.mark.parametrize("veil", list(CryptoProfile), indirect=True)
 def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: Veil) -> None:
     """Uploads, jobs, logins, a rotation, signatures (checkpoint, receipt, export), set-up:
-    every request Veil makes that touches keys, policies or logins has its record."""
+    every request Veil makes that touches keys, policies or logins has its record.  Under
+    the gm profile each signature is a read of the SM2 key, explained the same way."""
     job_id = _run_job(world)
     enterprises = _enterprises(veil)
     acme, globex = enterprises["Acme Metal"], enterprises["Globex"]
@@ -174,8 +191,12 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
     platform = report["platform"]
     kinds = {(op["operation"], op["explained_by"]["kind"]) for op in platform["operations"]}
     signed = ("checkpoint", "receipt", "export", "kpi-verdict", "scorecard", "letter", "evidence")
-    assert {("transit.sign", k) for k in signed} <= kinds
+    gm = veil.keys.profile is CryptoProfile.GM
+    assert {("secret.read" if gm else "transit.sign", k) for k in signed} <= kinds
     assert ("key.read", "signing-key") in kinds and ("policy.write", "setup") in kinds
+    if gm:
+        assert not any(op == "transit.sign" for op, _ in kinds)
+        assert ("secret.metadata.read", "signing-key") in kinds
     assert platform["unexplained"] == 0
 
     later = world.operator.key_audit(tenant_id=globex.id, since=datetime.now(UTC))
