@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -19,11 +20,14 @@ from keys import (
     Signature,
     SigningPublicKey,
     Tenancy,
+    bao,
     platform_policy,
     verify_signature,
 )
+from keys.bao import hcl_string
 from keys.gm import Sm2PrivateKey
 from keys.signing import SM2, public_keys_from_pem
+from keys.tenancy import PLATFORM_GM_MOUNT
 from tests.conftest import DevServer
 
 MESSAGE = b"veil/audit\n2048\nq1w2e3r4t5y6\n"
@@ -75,23 +79,46 @@ def test_gm_signs_with_sm2_after_ed25519_and_both_verify(own_key_server: LocalKe
         gm.sign(MESSAGE)
 
 
-@pytest.mark.integration
-def test_a_policy_older_than_the_gm_profile_is_named(dev_server: DevServer) -> None:
-    root = dev_server.root()
-    old = "".join(
+def _policy_before_gm() -> str:
+    """The platform policy as it was before the gm profile existed."""
+    return "".join(
         line
         for line in platform_policy(Tenancy.NAMESPACE).splitlines(keepends=True)
-        if "veil-platform-gm" not in line
+        if PLATFORM_GM_MOUNT not in line
     )
-    root.sys.create_or_update_policy("old", old)
-    token = root.auth.token.create(policies=["old"], ttl="10m")["auth"]["client_token"]
-    config = KeyServerConfig(addr=dev_server.addr, token=token)
-    KeyService.connect(config).sign(MESSAGE)  # the standard profile does not need it
-    with pytest.raises(KeyServerMisconfigured) as info:
-        KeyService.connect(config, profile=GM)
+
+
+@pytest.mark.integration
+def test_an_embedded_server_initialised_before_the_gm_profile_is_named(
+    tmp_path: Path, bao_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = hcl_string(platform_policy(Tenancy.NAMESPACE))
+    assert new in bao.VEIL_INITIALIZE
+    monkeypatch.setattr(
+        bao, "VEIL_INITIALIZE", bao.VEIL_INITIALIZE.replace(new, hcl_string(_policy_before_gm()))
+    )
+    server = LocalKeyServer(tmp_path / "bao", bao_binary=bao_binary)
+    server.start()
+    try:
+        KeyService.connect(server.config()).sign(MESSAGE)  # standard does not need it
+        with pytest.raises(KeyServerMisconfigured) as info:
+            KeyService.connect(server.config(), profile=GM)
+    finally:
+        server.stop()
     message = str(info.value)
     assert "'read' on 'veil-platform-gm/data/sm2-signing'" in message
+    assert "'update' on 'veil-platform-gm/metadata/sm2-signing'" in message
     assert "veil keys policy" in message and "embedded key server" in message
+
+
+@pytest.mark.integration
+def test_a_transit_key_rotated_onto_the_sm2_version_is_refused(dev_server: DevServer) -> None:
+    root = dev_server.root()
+    gm = KeyService.connect(KeyServerConfig(addr=dev_server.addr, token="test-root"), profile=GM)
+    assert gm.sign(MESSAGE).key_version == 2
+    root.secrets.transit.rotate_key("audit-signing", mount_point="veil-platform")  # v2 too
+    with pytest.raises(KeyServerMisconfigured, match="both claim signing key version 2"):
+        gm.signing_public_keys()
 
 
 def test_sm2_signature_text_round_trip_and_pem() -> None:
