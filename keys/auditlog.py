@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from keys.tenancy import KEK
+from keys.tenancy import KEK, PLATFORM_GM_MOUNT
 from keys.vault import OBJECT_HEADER
 
 _HMAC_PREFIX = "hmac-sha256:"
-# A cheap filter before parsing JSON: transit, KV (the GM profile's SM4 keys), and
-# everything under sys/, auth/ or identity/.
-_WORTH_PARSING = re.compile(r'"mount_type":"(?:transit|kv)"|"path":"(?:sys|auth|identity)/')
+# A cheap filter before parsing JSON: transit, KV (the GM profile's SM4 key-encryption keys
+# and SM2 signing key), and everything under sys/, auth/ or identity/.
+_WORTH_PARSING = re.compile(
+    rf'"mount_type":"(?:transit|kv)"|"path":"(?:sys|auth|identity|{PLATFORM_GM_MOUNT})/'
+)
 _READS = frozenset({"read", "list"})
 
 
@@ -134,6 +136,8 @@ def operation_of(entry: AuditEntry) -> str | None:
         mount = f"{head}/"
     if kind == "transit":
         return transit_operation(sub, entry.how)
+    if kind == "kv" and mount == f"{PLATFORM_GM_MOUNT}/":
+        return signing_key_operation(sub, entry.how)
     if kind == "kv":
         return kv_operation(sub, entry.how, entry.fields)
     if kind in ("system", "ns_system"):
@@ -192,6 +196,20 @@ def kv_operation(sub: str, how: str, fields: frozenset[str] = frozenset()) -> st
             return "kek.versions"
         return "kek.delete" if how == "delete" else "kek.config"
     return f"kek.{head}"  # destroy, delete, undelete, subkeys
+
+
+def signing_key_operation(sub: str, how: str) -> str:
+    """What a request to Veil's own KV v2 mount of the GM profile's SM2 signing key
+    (``<mount>/<sub>``) did: ``secret.read`` (the key in clear),
+    ``secret.write``, ``secret.delete``, ``secret.metadata.read`` / ``.write``, ..."""
+    head = sub.split("/")[0]
+    if head == "data":
+        return {"read": "secret.read", "delete": "secret.delete"}.get(how, "secret.write")
+    if head == "metadata":
+        return {"read": "secret.metadata.read", "list": "secret.list"}.get(
+            how, "secret.metadata.write" if how != "delete" else "secret.destroy"
+        )
+    return f"secret.{head}"  # destroy, undelete, delete (versions), config, subkeys
 
 
 #: Requests to sys/ that touch neither keys, policies nor authentication, written or read.

@@ -24,11 +24,11 @@ import hvac
 import hvac.exceptions
 
 from i18n import Msg
-from keys import _kek, _stream, provisioning
+from keys import _kek, _sm2_key, _stream, provisioning
 from keys.errors import DecryptionError, KeyServerMisconfigured
 from keys.gm import _sm4_stream
 from keys.profile import CryptoProfile
-from keys.signing import Signature, SigningPublicKey
+from keys.signing import SM2, Signature, SigningPublicKey
 from keys.tenancy import DATA_KEY, PLATFORM_MOUNT, SIGNING_KEY, Tenancy, TenantLocation
 from keys.vault import KeyServerClient, KeyServerConfig, key_operation
 
@@ -81,9 +81,11 @@ class KeyService:
         :class:`~keys.errors.KeyServerMisconfigured` with what to fix.
         """
         server = KeyServerClient(config)
-        server.check_ready()
+        server.check_ready(CryptoProfile(profile))
         server.ensure_platform_keys()
-        return cls(server, profile=profile)
+        service = cls(server, profile=profile)
+        service._check_signing_profile()
+        return service
 
     @property
     def profile(self) -> CryptoProfile:
@@ -420,7 +422,16 @@ class KeyService:
 
     # -- signing ---------------------------------------------------------------------------------
     def sign(self, message: bytes) -> Signature:
-        """Sign ``message`` with Veil's Ed25519 key, held in the key server."""
+        """Sign ``message`` with Veil's current signing key: Ed25519 in the key server's
+        transit engine (profile ``standard``), or SM2 (profile ``gm``), its key read from
+        the key server for this one signature (``keys._sm2_key``).
+
+        Tag the call with :func:`~keys.key_operation` (what is signed): the key server's
+        audit log then explains each use of the key.
+        """
+        if self._profile is CryptoProfile.GM:
+            key = _sm2_key.read_key(self._server) or self._make_sm2_key()
+            return Signature(key.key_version, key.key.sign(message), SM2)
         client = self._server.platform()
         response = self._server.call(
             "sign",
@@ -434,8 +445,54 @@ class KeyService:
         _, version, value = text.split(":", 2)
         return Signature(int(version.removeprefix("v")), base64.b64decode(value))
 
+    def _make_sm2_key(self) -> _sm2_key.Sm2SigningKey:
+        """The first SM2 key: one version above every signing key so far (decision 2 of
+        issue 23: one sequence of versions across algorithms)."""
+        newest = max(k.key_version for k in self._ed25519_public_keys())
+        return _sm2_key.create_key(self._server, newest + 1)
+
+    def _check_signing_profile(self) -> None:
+        """At start-up: publish a half-made SM2 key's public half (profile ``gm``), or
+        refuse the standard profile once Veil signs with SM2."""
+        if self._profile is CryptoProfile.GM:
+            _sm2_key.publish_if_missing(self._server)
+            return
+        sm2 = _sm2_key.public_key(self._server)
+        if sm2 is not None:
+            raise KeyServerMisconfigured(
+                Msg(
+                    "this deployment signs with SM2 since signing key version {version} "
+                    "(crypto profile gm); switching back to the standard profile is not "
+                    "supported: set VEIL_CRYPTO_PROFILE=gm",
+                    version=sm2[0],
+                )
+            )
+
     def signing_public_keys(self) -> list[SigningPublicKey]:
-        """Every version of the signing key's public half, oldest first."""
+        """Every version of the signing key's public half, both algorithms, oldest first
+        (whatever the current profile, so that every signature made stays verifiable).
+
+        Raises :class:`~keys.errors.KeyServerMisconfigured` if two keys share a version.
+        """
+        keys = self._ed25519_public_keys()
+        sm2 = _sm2_key.public_key(self._server)
+        if sm2 is not None:
+            if any(k.key_version == sm2[0] for k in keys):
+                raise KeyServerMisconfigured(
+                    Msg(
+                        "the SM2 signing key and '{platform_mount}/keys/{signing_key}' both "
+                        "claim signing key version {version} (was the transit key rotated "
+                        "after the switch to the gm profile?); signatures of that version "
+                        "cannot be checked until one of them is removed",
+                        platform_mount=PLATFORM_MOUNT,
+                        signing_key=SIGNING_KEY,
+                        version=sm2[0],
+                    )
+                )
+            keys.append(SigningPublicKey(sm2[0], sm2[1], SM2))
+        return sorted(keys, key=lambda k: k.key_version)
+
+    def _ed25519_public_keys(self) -> list[SigningPublicKey]:
         client = self._server.platform()
         info = self._server.call(
             Msg("read the signing key"),
@@ -458,5 +515,10 @@ class KeyService:
             ) from None
 
     def signing_public_key(self) -> SigningPublicKey:
-        """The newest version of the signing key's public half."""
-        return self.signing_public_keys()[-1]
+        """The newest version of the signing key's public half: the one that signs now
+        (under the gm profile, the SM2 key, made now if no signature made it yet)."""
+        newest = self.signing_public_keys()[-1]
+        if self._profile is CryptoProfile.GM and newest.algorithm != SM2:
+            key = _sm2_key.read_key(self._server) or self._make_sm2_key()
+            return SigningPublicKey(key.key_version, key.key.public_key().raw, SM2)
+        return newest

@@ -22,9 +22,14 @@ from dataclasses import dataclass
 
 from i18n import Msg
 from keys.errors import InvalidTenantId
+from keys.profile import CryptoProfile
 
 PLATFORM_MOUNT = "veil-platform"
 SIGNING_KEY = "audit-signing"
+#: Veil's own KV v2 mount (base namespace) for the SM2 signing key of the ``gm`` profile,
+#: which transit cannot hold, and the secret in it (``docs/keys.md``).
+PLATFORM_GM_MOUNT = "veil-platform-gm"
+SM2_SIGNING_KEY = "sm2-signing"
 DATA_KEY = "dek"
 TENANT_MOUNTS_PREFIX = "veil-tenants"
 #: The national-cryptography (GM) profile's per-tenant SM4 key-encryption key: a KV v2
@@ -157,6 +162,10 @@ def platform_policy(tenancy: Tenancy) -> str:
         (f"sys/mounts/{PLATFORM_MOUNT}", _CRU),
         (f"{PLATFORM_MOUNT}/keys/{SIGNING_KEY}", _CRU),
         (f"{PLATFORM_MOUNT}/sign/{SIGNING_KEY}", _U),
+        # The gm profile's SM2 signing key: its mount, the key, and its public half.
+        (f"sys/mounts/{PLATFORM_GM_MOUNT}", _CRU),
+        (f"{PLATFORM_GM_MOUNT}/data/{SM2_SIGNING_KEY}", _CRU),
+        (f"{PLATFORM_GM_MOUNT}/metadata/{SM2_SIGNING_KEY}", _CRU),
     ]
     role = f"auth/{APPROLE_MOUNT}/role/{TENANT_ROLE}"
     if tenancy is Tenancy.NAMESPACE:
@@ -189,13 +198,21 @@ def platform_policy(tenancy: Tenancy) -> str:
     return _hcl(rules)
 
 
-def required_capabilities(tenancy: Tenancy, base_namespace: str) -> dict[str, str]:
-    """Paths (relative to the base namespace) that Veil's token must be able to use, and how."""
+def required_capabilities(
+    tenancy: Tenancy, base_namespace: str, profile: CryptoProfile = CryptoProfile.STANDARD
+) -> dict[str, str]:
+    """Paths (relative to the base namespace) that Veil's token must be able to use, and how.
+
+    The SM2 signing key's paths are needed under the ``gm`` profile only: a standard
+    deployment works with a policy written before that profile existed.
+    """
     probe = locate(CAPABILITY_PROBE_TENANT, tenancy, base_namespace)
     needed = {
         f"{PLATFORM_MOUNT}/sign/{SIGNING_KEY}": "update",
         f"{PLATFORM_MOUNT}/keys/{SIGNING_KEY}": "read",
     }
+    if profile is CryptoProfile.GM:
+        needed |= gm_signing_capabilities()
     if tenancy is Tenancy.NAMESPACE:
         t = CAPABILITY_PROBE_TENANT
         needed |= {
@@ -211,3 +228,11 @@ def required_capabilities(tenancy: Tenancy, base_namespace: str) -> dict[str, st
             f"auth/{APPROLE_MOUNT}/role/{probe.role}/secret-id": "update",
         }
     return needed
+
+
+def gm_signing_capabilities() -> dict[str, str]:
+    """What the ``gm`` profile's SM2 signing key needs of Veil's token (base namespace)."""
+    return {
+        f"{PLATFORM_GM_MOUNT}/data/{SM2_SIGNING_KEY}": "read",
+        f"{PLATFORM_GM_MOUNT}/metadata/{SM2_SIGNING_KEY}": "update",
+    }

@@ -28,6 +28,7 @@ from keys.errors import (
     KeyServerUnavailable,
     UnknownTenant,
 )
+from keys.profile import CryptoProfile
 from keys.tenancy import (
     APPROLE_MOUNT,
     DATA_KEY,
@@ -35,6 +36,7 @@ from keys.tenancy import (
     SIGNING_KEY,
     Tenancy,
     TenantLocation,
+    gm_signing_capabilities,
     locate,
     required_capabilities,
 )
@@ -254,8 +256,9 @@ class KeyServerClient:
                 time.sleep(RETRY_PAUSE_S)
 
     # -- start-up checks ------------------------------------------------------------
-    def check_ready(self) -> None:
-        """Raise a clear error unless the server is reachable, unsealed, and lets Veil in."""
+    def check_ready(self, profile: CryptoProfile = CryptoProfile.STANDARD) -> None:
+        """Raise a clear error unless the server is reachable, unsealed, and lets Veil in
+        with what ``profile`` needs."""
         probe = self._new_client("")
 
         def read_seal_status() -> bool:
@@ -274,7 +277,7 @@ class KeyServerClient:
         self.platform()  # authenticates, or raises KeyServerMisconfigured
         if self.tenancy is Tenancy.AUTO:
             self.tenancy = self._detect_tenancy()
-        self._check_capabilities()
+        self._check_capabilities(profile)
 
     def _detect_tenancy(self) -> Tenancy:
         client = self.platform()
@@ -289,9 +292,9 @@ class KeyServerClient:
             return Tenancy.NAMESPACE  # the call exists; the policy decides later checks
         return Tenancy.NAMESPACE
 
-    def _check_capabilities(self) -> None:
+    def _check_capabilities(self, profile: CryptoProfile) -> None:
         client = self.platform()
-        needed = required_capabilities(self.tenancy, self.config.namespace)
+        needed = required_capabilities(self.tenancy, self.config.namespace, profile)
         response = self.call(
             Msg("check Veil's capabilities"),
             lambda: client.adapter.post(
@@ -299,11 +302,24 @@ class KeyServerClient:
             ),
         )
         granted: dict[str, list[str]] = response.get("data", response)
-        missing = [
-            f"'{how}' on '{path}'"
+        lacking = [
+            path
             for path, how in sorted(needed.items())
             if how not in granted.get(path, []) and "root" not in granted.get(path, [])
         ]
+        missing = [f"'{needed[path]}' on '{path}'" for path in lacking]
+        if missing and all(path in gm_signing_capabilities() for path in lacking):
+            raise KeyServerMisconfigured(
+                Msg(
+                    "Veil's key-server token lacks {capabilities}, which the gm crypto profile "
+                    "needs for its SM2 signing key; grant it the policy printed by `veil keys "
+                    "policy --tenancy {tenancy}`. An embedded key server first started before "
+                    "the gm profile existed cannot be granted it (its policy is root-only): "
+                    "run it with VEIL_CRYPTO_PROFILE=standard (see docs/keys.md)",
+                    capabilities=", ".join(missing),
+                    tenancy=self.tenancy,
+                )
+            )
         if missing:
             raise KeyServerMisconfigured(
                 Msg(

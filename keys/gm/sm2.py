@@ -15,8 +15,8 @@ library error on a signature, a key or a message becomes that same error.
   (``ValueError``).  Veil signs no empty message.
 * GmSSL writes a line to standard error for each verification that fails.
 
-Part of the national-cryptography foundation (issue 23): nothing in Veil signs
-with SM2 yet.
+Veil signs with SM2 under the ``gm`` crypto profile (``keys.signing``,
+``keys._sm2_key``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Final
 from sqlalchemy import select
 
 from keys.auditlog import AuditEntry, parse_label
-from keys.tenancy import PLATFORM_MOUNT, SIGNING_KEY
+from keys.tenancy import PLATFORM_GM_MOUNT, PLATFORM_MOUNT, SIGNING_KEY, SM2_SIGNING_KEY
 from policies import audit
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import Dataset, DatasetVersion, Job, JobStatus
@@ -77,6 +77,13 @@ TENANT_ALLOWED: Final[Mapping[str, tuple[str, ...]]] = {
 PLATFORM_ALLOWED: Final[Mapping[str, tuple[str, ...]]] = {
     "key.read": ("signing-key",),  # the public half of Veil's audit-signing key
     "transit.sign": ("signature",),  # a checkpoint, a receipt, an export
+    # The gm profile's SM2 key (``keys._sm2_key``): each signature reads it; the first
+    # one mounts its store, makes it and publishes its public half, under the same tag.
+    "secret.read": ("signature",),
+    "secret.write": ("signature",),
+    "secret.metadata.write": ("signature",),
+    "mount.enable": ("signature",),
+    "secret.metadata.read": ("signing-key",),  # its public half
     # Mount tenancy: creating an enterprise enables the AppRole login in the base namespace
     # when it is not there yet (tagged enterprise:<slug>/1, like the rest of the creation).
     "auth.enable": ("enterprise",),
@@ -371,18 +378,27 @@ def explain_platform(
         if created is not None and entry.at <= created[1] + CLOCK_SLACK:
             return Explanation("enterprise", created[0], created[2])
         return None
-    on_signing_key = (
-        entry.namespace == reasons.base_namespace
-        and entry.mount == f"{PLATFORM_MOUNT}/"
-        and entry.sub_path.split("/")[1:2] == [SIGNING_KEY]
-    )
-    if not on_signing_key:
+    if not _on_signing_key(reasons, entry):
         return None
     if "signing-key" in rules:
-        return Explanation("signing-key", f"{PLATFORM_MOUNT}/{SIGNING_KEY}", None)
+        sm2 = entry.mount == f"{PLATFORM_GM_MOUNT}/"
+        key = f"{PLATFORM_GM_MOUNT}/{SM2_SIGNING_KEY}" if sm2 else f"{PLATFORM_MOUNT}/{SIGNING_KEY}"
+        return Explanation("signing-key", key, None)
     if "signature" in rules:
         return _signature(reasons, entry)
     return None
+
+
+def _on_signing_key(reasons: PlatformReasons, entry: AuditEntry) -> bool:
+    """Whether ``entry`` is on Veil's signing key: the transit key, or the gm profile's
+    SM2 key (its secret, or the mounting of its store)."""
+    if entry.namespace != reasons.base_namespace:
+        return False
+    if entry.mount == f"{PLATFORM_MOUNT}/":
+        return entry.sub_path.split("/")[1:2] == [SIGNING_KEY]
+    if entry.mount == f"{PLATFORM_GM_MOUNT}/":
+        return entry.sub_path.split("/")[1:] == [SM2_SIGNING_KEY]
+    return entry.path == f"sys/mounts/{PLATFORM_GM_MOUNT}"
 
 
 def _signature(reasons: PlatformReasons, entry: AuditEntry) -> Explanation | None:

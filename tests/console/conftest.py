@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require
-from tests.sandbox.conftest import api, veil, world  # noqa: F401 - the sandbox's fixtures
+from tests.sandbox.conftest import api, crypto_profile, veil, world  # noqa: F401 - the sandbox's fixtures
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("VEIL_SCREENSHOTS", ".test-screenshots"))

@@ -24,7 +24,7 @@ from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator
 from sandbox.store.models import Job, JobStatus
-from tests.sandbox.conftest import GRANTED, PURPOSE, api, veil  # noqa: F401 - fixtures
+from tests.sandbox.conftest import GRANTED, PURPOSE, api, crypto_profile, veil  # noqa: F401 - fixtures
 
 __all__ = ["GRANTED", "PURPOSE", "NodeWorld"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from keys import InvalidSignature, LocalKeyServer, Signature, verify_signature
+from keys import CryptoProfile, InvalidSignature, LocalKeyServer, Signature, verify_signature
 from policies.audit import AuditEvent
 from policies.db import new_id
 from policies.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -32,7 +32,7 @@ from sandbox.scorecards.document import signed_message
 from sandbox.service import open_veil
 from sandbox.store.models import Job, JobStatus
 from sandbox.store.scorecard_models import ExitProposal, ExitStatus
-from tests.sandbox.conftest import settings_for
+from tests.sandbox.conftest import key_server_for, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,15 @@ class Programme:
 
 
 @pytest.fixture
-def programme(tmp_path: Path, key_server: LocalKeyServer) -> Iterator[Programme]:
-    with open_veil(settings_for(tmp_path, key_server), worker=False) as veil:
+def programme(
+    tmp_path: Path, key_server: LocalKeyServer, bao_binary: Path, crypto_profile: CryptoProfile
+) -> Iterator[Programme]:
+    with (
+        key_server_for(crypto_profile, key_server, tmp_path / "bao-gm", bao_binary) as server,
+        open_veil(
+            settings_for(tmp_path, server, crypto_profile=crypto_profile), worker=False
+        ) as veil,
+    ):
         with veil.db.transaction() as session:
             operator = create_principal(session, Role.OPERATOR, "operator")
         bureau = create_bureau(veil, operator, "Bureau")
@@ -177,6 +184,7 @@ def test_confirmed_exit_leaves_nothing_of_the_provider(programme: Programme) -> 
     assert provider.id not in {c["provider_id"] for c in cards}
 
 
+@pytest.mark.parametrize("crypto_profile", list(CryptoProfile))
 def test_provider_reads_only_its_own_scorecards(programme: Programme) -> None:
     mine, theirs = programme.providers[0], programme.providers[1]
     cards = _period(programme, {mine.id: PASS, theirs.id: FAIL})
@@ -197,6 +205,7 @@ def test_provider_reads_only_its_own_scorecards(programme: Programme) -> None:
     signature = Signature.from_text(document["signature"])
     key = public_keys(programme.veil)[signature.key_version]
     verify_signature(key, signed_message(document), signature)
+    assert signature.algorithm == ("sm2" if programme.veil.keys.profile == "gm" else "ed25519")
     with pytest.raises(InvalidSignature):
         verify_signature(key, signed_message({**document, "result": "failed"}), signature)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from keys import LocalKeyServer
+from keys import CryptoProfile, LocalKeyServer
 from sandbox.client import VeilClient
 from sandbox.config.settings import Settings
 from sandbox.demo.data import DECLARATION, production_log
@@ -38,9 +39,39 @@ def settings_for(tmp_path: Path, key_server: LocalKeyServer, **extra: Any) -> Se
     )
 
 
+@contextmanager
+def key_server_for(
+    profile: CryptoProfile, shared: LocalKeyServer, home: Path, bao_binary: Path
+) -> Iterator[LocalKeyServer]:
+    """The session's OpenBao under the standard profile.  Under gm, one of the test's own:
+    a gm Veil signs with an SM2 key, after which its base namespace refuses the standard
+    profile, so it must never be the session's."""
+    if profile is CryptoProfile.STANDARD:
+        yield shared
+        return
+    own = LocalKeyServer(home, bao_binary=bao_binary)
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
 @pytest.fixture
-def veil(tmp_path: Path, key_server: LocalKeyServer) -> Iterator[Veil]:
-    with open_veil(settings_for(tmp_path, key_server)) as running:
+def crypto_profile() -> CryptoProfile:
+    """The crypto profile of the test's Veil; a test runs under gm with
+    ``@pytest.mark.parametrize("crypto_profile", [CryptoProfile.GM])``."""
+    return CryptoProfile.STANDARD
+
+
+@pytest.fixture
+def veil(
+    tmp_path: Path, key_server: LocalKeyServer, bao_binary: Path, crypto_profile: CryptoProfile
+) -> Iterator[Veil]:
+    with (
+        key_server_for(crypto_profile, key_server, tmp_path / "bao-gm", bao_binary) as server,
+        open_veil(settings_for(tmp_path, server, crypto_profile=crypto_profile)) as running,
+    ):
         yield running
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keys import LocalKeyServer
+from keys import CryptoProfile, LocalKeyServer
 from keys.signing import public_keys_from_pem
 from policies.audit_export import verify_export
 from sandbox.client import ApiError, VeilClient
@@ -93,6 +93,7 @@ def test_scoped_officer_searches_only_its_enterprises(world: World) -> None:
     assert scoped.audit_events(tenant_id=globex_id) == []
 
 
+@pytest.mark.parametrize("crypto_profile", list(CryptoProfile))
 def test_export_verifies_offline_and_tampering_fails(world: World, tmp_path: Path) -> None:
     so = officer(world)
     so_token = so._http.headers["Authorization"].removeprefix("Bearer ")

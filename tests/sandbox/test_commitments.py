@@ -21,7 +21,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 import sandbox.cli  # noqa: F401 - registers every command on the app
-from keys import InvalidSignature, LocalKeyServer, SigningPublicKey
+from keys import CryptoProfile, InvalidSignature, LocalKeyServer, SigningPublicKey
 from policies.audit import AuditEvent
 from policies.decisions import LETTER_UNSIGNED, JobRequest, decide
 from policies.errors import VeilError
@@ -43,7 +43,14 @@ from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.models import Job
 from tests.conftest import require
 from tests.sandbox import conftest
-from tests.sandbox.conftest import GRANTED, PURPOSE, World, make_world, settings_for
+from tests.sandbox.conftest import (
+    GRANTED,
+    PURPOSE,
+    World,
+    key_server_for,
+    make_world,
+    settings_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +59,25 @@ INSURANCE = "PICC-2026-DS-0042"
 
 
 @pytest.fixture(scope="module")
-def veil(tmp_path_factory: pytest.TempPathFactory, key_server: LocalKeyServer) -> Iterator[Veil]:
-    settings = settings_for(tmp_path_factory.mktemp("letters"), key_server, commitment_letters=True)
-    with open_veil(settings) as running:
+def crypto_profile() -> CryptoProfile:
+    """The module Veil's profile; gm tests parametrize it (``scope="module"``)."""
+    return CryptoProfile.STANDARD
+
+
+@pytest.fixture(scope="module")
+def veil(
+    tmp_path_factory: pytest.TempPathFactory,
+    key_server: LocalKeyServer,
+    bao_binary: Path,
+    crypto_profile: CryptoProfile,
+) -> Iterator[Veil]:
+    home = tmp_path_factory.mktemp("letters")
+    with (
+        key_server_for(crypto_profile, key_server, home / "bao-gm", bao_binary) as server,
+        open_veil(
+            settings_for(home, server, commitment_letters=True, crypto_profile=crypto_profile)
+        ) as running,
+    ):
         yield running
 
 
@@ -258,6 +281,7 @@ def test_who_sees_and_signs_a_letter(world: World) -> None:
 # ---------------------------------------------------------------- offline verification
 
 
+@pytest.mark.parametrize("crypto_profile", list(CryptoProfile), scope="module")
 def test_offline_verification_fails_on_any_altered_byte(world: World, veil: Veil) -> None:
     key, letter = issued(world)
     letter = world.provider.sign_letter(world.grant_id, sign_as_provider(letter, key))["letter"]
@@ -430,6 +454,7 @@ def test_results_and_models_are_shredded_when_the_retention_period_ends(
 # ---------------------------------------------------------------- evidence packs
 
 
+@pytest.mark.parametrize("crypto_profile", list(CryptoProfile), scope="module")
 def test_evidence_pack_verifies_offline_and_catches_any_change(
     world: World, veil: Veil, tmp_path: Path
 ) -> None:

@@ -63,8 +63,8 @@ def veil(
     request: pytest.FixtureRequest, tmp_path: Path, own_key_server: LocalKeyServer
 ) -> Iterator[Veil]:
     """Like the shared fixture, on an OpenBao of the test's own (the platform's part of the
-    log then holds this Veil's requests alone), whose audit log Veil may read.  A test may
-    parametrize it (indirectly) with a crypto profile."""
+    log then holds this Veil's requests alone), whose audit log Veil may read; under the
+    crypto profile a test asks for (``indirect``), standard by default."""
     profile = getattr(request, "param", CryptoProfile.STANDARD)
     settings = settings_for(
         tmp_path,
@@ -139,7 +139,8 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
     """Uploads, jobs, logins, a rotation, signatures (checkpoint, receipt, export), set-up:
     every request Veil makes that touches keys, policies or logins has its record.  Under
     the GM profile a new data key is the key server's random bytes and a read of the
-    enterprise's SM4 KEK, and an unwrap is a read of the KEK (``kek.read``)."""
+    enterprise's SM4 KEK, an unwrap is a read of the KEK (``kek.read``), and each signature
+    is a read of the SM2 key, explained the same way."""
     gm = veil.keys.profile is CryptoProfile.GM
     if gm:  # the dataset was stored as format 2 (SM4-GCM), its key wrapped by the KEK
         with veil.db.read() as session:
@@ -216,8 +217,12 @@ def test_every_key_operation_of_veils_own_work_is_explained(world: World, veil: 
     platform = report["platform"]
     kinds = {(op["operation"], op["explained_by"]["kind"]) for op in platform["operations"]}
     signed = ("checkpoint", "receipt", "export", "kpi-verdict", "scorecard", "letter", "evidence")
-    assert {("transit.sign", k) for k in signed} <= kinds
+    gm = veil.keys.profile is CryptoProfile.GM
+    assert {("secret.read" if gm else "transit.sign", k) for k in signed} <= kinds
     assert ("key.read", "signing-key") in kinds and ("policy.write", "setup") in kinds
+    if gm:
+        assert not any(op == "transit.sign" for op, _ in kinds)
+        assert ("secret.metadata.read", "signing-key") in kinds
     assert platform["unexplained"] == 0
 
     later = world.operator.key_audit(tenant_id=globex.id, since=datetime.now(UTC))

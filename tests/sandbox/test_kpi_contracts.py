@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from keys import InvalidSignature
+from keys import CryptoProfile, InvalidSignature
 from keys.signing import public_keys_from_pem
 from policies.audit import AuditEvent
 from sandbox.cli import app
@@ -90,6 +90,7 @@ def _actions(veil: Veil) -> list[str]:
         return [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
 
 
+@pytest.mark.parametrize("crypto_profile", list(CryptoProfile))
 def test_a_contract_both_agreed_gives_a_signed_verdict_both_read(
     parties: Parties, veil: Veil, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 import sandbox.cli  # noqa: F401 - registers every command on the app
-from keys import InvalidSignature, SigningPublicKey
+from keys import CryptoProfile, InvalidSignature, SigningPublicKey
 from sandbox.cli.app import app as cli_app
 from sandbox.client import ApiError, VeilClient
 from sandbox.oversight import receipts
@@ -146,10 +146,14 @@ def test_receipt_matches_the_audit_log(world: World, veil: Veil, used: dict[str,
     assert verify_chain(veil).ok
 
 
+@pytest.mark.parametrize("crypto_profile", list(CryptoProfile))
 def test_signature_verifies_offline_and_catches_tampering(
     world: World, veil: Veil, used: dict[str, Any]
 ) -> None:
     receipt = world.acme.usage_receipt(world.provider_id)
+    assert receipt["signature"].startswith(
+        f"veil-{'sm2' if veil.keys.profile == 'gm' else 'ed25519'}:"
+    )
     keys = public_keys(veil)
     receipts.verify_receipt(receipt, keys)
     receipts.verify_receipt(receipts.load_receipt(receipts.dumps(receipt)), keys.values())
@@ -158,7 +162,7 @@ def test_signature_verifies_offline_and_catches_tampering(
         (("results_released", 0, "result_sha256"), "0" * 64),
         (("totals", "epsilon_charged"), 0.5),
         (("period", "since"), "2000-01-01T00:00:00.000000+00:00"),
-        (("key_version",), 2),
+        (("key_version",), receipt["key_version"] + 1),
     ]:
         altered = copy.deepcopy(receipt)
         target: Any = altered

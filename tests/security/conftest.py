@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.sandbox.conftest import api, veil, world  # noqa: F401 - the sandbox's fixtures
+from tests.sandbox.conftest import api, crypto_profile, veil, world  # noqa: F401 - the sandbox's fixtures
