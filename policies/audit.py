@@ -31,9 +31,20 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from json.scanner import make_scanner
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import JSON, Connection, Dialect, Integer, Row, String, column, select, table
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Dialect,
+    Integer,
+    Row,
+    Select,
+    String,
+    column,
+    select,
+    table,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from keys import CryptoProfile, InvalidSignature, Signature, SigningPublicKey, verify_signature
@@ -118,6 +129,14 @@ class AuditCheckpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Digest(Protocol):
+    """What a ``hashlib`` hash object gives once fed: the digest, as bytes or hex."""
+
+    def digest(self) -> bytes: ...
+
+    def hexdigest(self) -> str: ...
+
+
 class _Sm3:
     """``keys.gm.sm3`` shaped as a ``hashlib`` object, for a Python whose OpenSSL lacks SM3."""
 
@@ -133,7 +152,7 @@ class _Sm3:
         return self._digest.hex()
 
 
-def _sm3_hasher() -> Callable[[bytes], Any]:
+def _sm3_hasher() -> Callable[[bytes], Digest]:
     """``hashlib``'s SM3 where Python's OpenSSL has it (a third faster); ``keys.gm``'s else."""
     try:
         hashlib.new(SM3)
@@ -144,7 +163,7 @@ def _sm3_hasher() -> Callable[[bytes], Any]:
 
 #: One call from bytes to a ``hashlib``-like object, per chain hash (tests/keys/test_gm.py's
 #: vectors and tests/policies/test_audit.py hold SM3 here to ``keys.gm.sm3``).
-HASHERS: dict[str, Callable[[bytes], Any]] = {SHA256: hashlib.sha256, SM3: _sm3_hasher()}
+HASHERS: dict[str, Callable[[bytes], Digest]] = {SHA256: hashlib.sha256, SM3: _sm3_hasher()}
 
 
 def chain_hash(prev_hash: str, canonical: bytes, algorithm: str = SHA256) -> str:
@@ -483,12 +502,13 @@ def verify(
     """
     connection = source.connection() if isinstance(source, Session) else source
     start, start_hash = since or (0, GENESIS)
-    in_force: str | None = SHA256
+    in_force = SHA256
     if since is not None:
-        switched_at, in_force = _hash_after(connection, start)
-        if in_force is None:
+        switched_at, anchored = _hash_after(connection, start)
+        if anchored is None:
             problem = f"event {switched_at} is not a valid switch of the chain's hash"
             return VerifyReport(start, 0, switched_at, problem)
+        in_force = anchored
     query = select(AuditCheckpoint.seq, AuditCheckpoint.head_hash, AuditCheckpoint.signature)
     checkpoints = connection.execute(
         query.where(AuditCheckpoint.seq >= start).order_by(AuditCheckpoint.id)
@@ -522,7 +542,7 @@ def verify(
 
 
 # The switch events' positions and raw details: few rows, found by the index on ``action``.
-_SWITCHES = (
+_SWITCHES: Select[tuple[Any, Any]] = (
     select(column("seq"), column("details"))
     .select_from(table("audit_events"))
     .where(column("action") == SWITCH_ACTION)
