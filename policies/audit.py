@@ -162,7 +162,7 @@ def _sm3_hasher() -> Callable[[bytes], Digest]:
 
 
 #: One call from bytes to a ``hashlib``-like object, per chain hash (tests/keys/test_gm.py's
-#: vectors and tests/policies/test_audit.py hold SM3 here to ``keys.gm.sm3``).
+#: vectors and tests/policies/test_audit_chain_hash.py hold SM3 here to ``keys.gm.sm3``).
 HASHERS: dict[str, Callable[[bytes], Digest]] = {SHA256: hashlib.sha256, SM3: _sm3_hasher()}
 
 
