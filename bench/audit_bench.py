@@ -12,6 +12,11 @@
 The baseline, measured in the same run, is raw hashing: SHA-256 over the same canonical
 bytes, chained one event at a time as the log is (``sha256(previous digest + event)``).
 
+* **SM3** (issue 23, ``VEIL_CRYPTO_PROFILE=gm``): full verification of a second database
+  whose chain switched to SM3 at event 1 (an ``audit.chain_hash_switched`` event) and then
+  holds the same events, against the SHA-256 chain's; and the raw SM3 chain against the
+  raw SHA-256 chain over the same bytes.  Each pair takes turns, ``--repeats`` times.
+
 The 1M-event database is filled fast: the chain is computed here and bulk-inserted, not
 appended with ``record`` a million times.  The first events are also appended with
 ``record`` into a second database, and the two must hold exactly the same rows.
@@ -212,15 +217,25 @@ def raw_row(seq: int, event: Event) -> tuple[Any, ...]:
 # -- filling a database fast ----------------------------------------------------------------------
 
 
-def fill(path: Path, count: int) -> list[bytes]:
+def switched(count: int, algorithm: str) -> Iterator[Event]:
+    """The switch of the chain to ``algorithm`` (as ``audit.switch_chain_hash`` writes it),
+    then ``count`` events."""
+    yield {"at": datetime(2026, 1, 5, 8, 0, tzinfo=UTC), "actor": None, "tenant_id": None,
+           "action": audit.SWITCH_ACTION, "outcome": Outcome.OK, "resource": None,
+           "details": {"from": audit.SHA256, "to": algorithm}}  # fmt: skip
+    yield from events(count)
+
+
+def fill(path: Path, count: int, algorithm: str = audit.SHA256) -> list[bytes]:
     """Write ``count`` chained events and a signed checkpoint every ``CHECKPOINT_EVERY``;
     return every event's canonical bytes, which the baseline hashes.
 
     The canonical bytes come from ``audit.row_canonicalizer`` on the very row stored; the
-    sample check in ``check_sample`` holds them to what ``record`` writes.
+    sample check in ``check_sample`` holds them to what ``record`` writes.  Another
+    ``algorithm`` than SHA-256: the first event is the switch to it (``count`` + 1 events).
     """
     canonical = audit.row_canonicalizer(sqlite.dialect())  # type: ignore[no-untyped-call]
-    sha256 = hashlib.sha256
+    hasher = audit.HASHERS[audit.SHA256]
     prev, every = GENESIS, []
     con = sqlite3.connect(path, isolation_level=None)
     # Only while filling (the benchmark then opens it as Veil does): no fsync, and a page
@@ -228,16 +243,19 @@ def fill(path: Path, count: int) -> list[bytes]:
     con.execute("PRAGMA synchronous=OFF")
     con.execute("PRAGMA cache_size=-524288")  # 512 MiB
     con.execute("BEGIN")
-    stream = events(count)
+    stream = events(count) if algorithm == audit.SHA256 else switched(count, algorithm)
+    count += algorithm != audit.SHA256
     for low in range(1, count + 1, CHUNK):
         rows, checkpoints, bodies = [], [], []
         for seq in range(low, min(low + CHUNK, count + 1)):
             row = raw_row(seq, next(stream))
             body = canonical(row)
-            digest = sha256(bytes.fromhex(prev) + body).hexdigest()
+            digest = hasher(bytes.fromhex(prev) + body).hexdigest()
             rows.append((*row, prev, digest))
             bodies.append(body)
             prev = digest
+            if seq == 1 and algorithm != audit.SHA256:
+                hasher = audit.HASHERS[algorithm]  # every event after the switch
             if seq % CHECKPOINT_EVERY == 0 or seq == count:
                 created = row[1]
                 checkpoints.append((seq, prev, sign(checkpoint_body(seq, prev)).to_text(), created))
@@ -248,18 +266,22 @@ def fill(path: Path, count: int) -> list[bytes]:
             "VALUES (?, ?, ?, ?)",
             checkpoints,
         )
-    con.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", (count, prev))
+    con.execute(
+        "INSERT INTO audit_head (id, seq, hash, hash_alg) VALUES (1, ?, ?, ?)",
+        (count, prev, algorithm),
+    )
     con.execute("COMMIT")
     con.close()
     return every
 
 
-def chain_seconds(bodies: list[bytes]) -> float:
-    """The baseline: SHA-256 over each event's canonical bytes, chained as the log is."""
-    sha256, digest = hashlib.sha256, bytes(32)
+def chain_seconds(bodies: list[bytes], algorithm: str = audit.SHA256) -> float:
+    """The baseline: SHA-256 (or ``algorithm``) over each event's canonical bytes, chained
+    as the log is."""
+    hasher, digest = audit.HASHERS[algorithm], bytes(32)
     t0 = time.perf_counter()
     for body in bodies:
-        h = sha256(digest + body)
+        h = hasher(digest + body)
         h.hexdigest()  # verification compares the hex text stored
         digest = h.digest()
     return time.perf_counter() - t0
@@ -416,7 +438,6 @@ def run(
                 verifying.append(time.perf_counter() - t0)
                 hashing.append(chain_seconds(bodies))
             seconds, sha_rate = statistics.median(verifying), count / statistics.median(hashing)
-            del bodies
             assert report is not None and report.ok and report.events == count, report
             log(f"verify: {seconds:.2f} s, {report}")
             log(f"baseline: {sha_rate:,.0f} events/s ({megabytes * sha_rate / count:.0f} MB/s)")
@@ -465,6 +486,9 @@ def run(
                     quick < 0.01 * seconds,
                 )
             )
+            rows += sm3_rows(directory, count, size, verify, bodies_sha=bodies, repeats=repeats,
+                             log=log)  # fmt: skip
+            del bodies
             if export:
                 exported = directory / "export.jsonl"
                 t0 = time.perf_counter()
@@ -491,6 +515,66 @@ def run(
         finally:
             db.dispose()
     return rows
+
+
+def spread(times: list[float]) -> str:
+    return f"median {statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f})"
+
+
+def sm3_rows(
+    directory: Path,
+    count: int,
+    size: str,
+    verify_sha: Callable[[], audit.VerifyReport],
+    *,
+    bodies_sha: list[bytes],
+    repeats: int,
+    log: Callable[[str], None],
+) -> list[Row]:
+    """Full verification of a chain switched to SM3 at event 1 (then the same events) and of
+    the SHA-256 chain, taking turns; the raw SM3 and SHA-256 chains likewise."""
+    path = directory / "audit-sm3.db"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    bodies_sm3 = fill(path, count, audit.SM3)[1:]  # the events after the switch
+    db = Database(url)
+    try:
+        timings: dict[str, list[float]] = {"sha": [], "sm3": [], "raw sha": [], "raw sm3": []}
+        report = None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            verify_sha()
+            timings["sha"].append(time.perf_counter() - t0)
+            with db.transaction() as session:
+                t0 = time.perf_counter()
+                report = audit.verify(session, PUBLIC)
+                timings["sm3"].append(time.perf_counter() - t0)
+            timings["raw sha"].append(chain_seconds(bodies_sha))
+            timings["raw sm3"].append(chain_seconds(bodies_sm3, audit.SM3))
+    finally:
+        db.dispose()
+    assert report is not None and report.ok and report.events == count + 1, report
+    for name, times in timings.items():
+        log(f"{name}: {spread(times)}")
+    rate = {name: count / statistics.median(times) for name, times in timings.items()}
+    return [
+        row(
+            f"audit verify {size} events, SM3 chain (switched at event 1) vs the SHA-256 chain",
+            rate["sm3"],
+            rate["sha"],
+            "events/s",
+            "report",
+            None,
+        ),
+        row(
+            f"audit raw chain hash {size} events, SM3 vs SHA-256",
+            rate["raw sm3"],
+            rate["raw sha"],
+            "events/s",
+            "report",
+            None,
+        ),
+    ]
 
 
 def main() -> list[Row]:

@@ -2,9 +2,16 @@
 
 Every event is appended in the same database transaction as the change it
 records (callers pass their session; nothing here commits).  Event ``n``
-stores ``hash_n = SHA-256(hash_{n-1} || canonical JSON of event n)``.  A
-single-row head table holds the newest sequence number and hash; appending
-locks it, so concurrent writers queue up instead of forking the chain.
+stores ``hash_n = H(hash_{n-1} || canonical JSON of event n)``.  A
+single-row head table holds the newest sequence number and hash, and ``H`` for
+the next event; appending locks it, so concurrent writers queue up instead of
+forking the chain.
+
+``H`` is SHA-256 until the chain records a switch: an ``audit.chain_hash_switched``
+event (``switch_chain_hash``) whose details name the hash in force and the next one
+(``{"from": "sha256", "to": "sm3"}``).  The switch event itself is hashed with the
+old function; every event after it with the new one.  So the hash of every position
+is written in the chain, and verifiers follow the switch events, never a setting.
 
 Checkpoints sign ``"veil/audit\\n<seq>\\n<hash hex>\\n"`` with the Ed25519 key
 held in the key server, so that a database administrator who rewrites
@@ -14,6 +21,7 @@ history (and recomputes every hash) is still caught by the signatures.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import re
@@ -23,17 +31,38 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from json.scanner import make_scanner
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import JSON, Connection, Dialect, Integer, Row, String, column, select, table
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Dialect,
+    Integer,
+    Row,
+    Select,
+    String,
+    column,
+    select,
+    table,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from keys import InvalidSignature, Signature, SigningPublicKey, verify_signature
+from keys import CryptoProfile, InvalidSignature, Signature, SigningPublicKey, verify_signature
+from keys.gm import sm3
 from policies.db import Base, UTCDateTime, utcnow
 from policies.principals import Principal
 
 GENESIS = "0" * 64
 CHECKPOINT_ORIGIN = "veil/audit"
+
+#: The chain's hash functions, by the name switch events and ``audit_head.hash_alg`` give.
+SHA256 = "sha256"
+SM3 = "sm3"
+CHAIN_HASHES = (SHA256, SM3)
+#: The hash each crypto profile chains new events with.
+PROFILE_CHAIN_HASH = {CryptoProfile.STANDARD: SHA256, CryptoProfile.GM: SM3}
+#: The action of the event that switches the chain to another hash function.
+SWITCH_ACTION = "audit.chain_hash_switched"
 
 
 class Outcome(enum.StrEnum):
@@ -85,6 +114,9 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    #: The hash the next event is chained with (migration 0023); it changes only with a
+    #: switch event in the chain, which is what verifiers read.
+    hash_alg: Mapped[str] = mapped_column(String(16), default=SHA256, server_default=SHA256)
 
 
 class AuditCheckpoint(Base):
@@ -97,8 +129,60 @@ class AuditCheckpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-def chain_hash(prev_hash: str, canonical: bytes) -> str:
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+class Digest(Protocol):
+    """What a ``hashlib`` hash object gives once fed: the digest, as bytes or hex."""
+
+    def digest(self) -> bytes: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class _Sm3:
+    """``keys.gm.sm3`` shaped as a ``hashlib`` object, for a Python whose OpenSSL lacks SM3."""
+
+    __slots__ = ("_digest",)
+
+    def __init__(self, data: bytes) -> None:
+        self._digest = sm3(data)
+
+    def digest(self) -> bytes:
+        return self._digest
+
+    def hexdigest(self) -> str:
+        return self._digest.hex()
+
+
+def _sm3_hasher() -> Callable[[bytes], Digest]:
+    """``hashlib``'s SM3 where Python's OpenSSL has it (a third faster); ``keys.gm``'s else."""
+    try:
+        hashlib.new(SM3)
+    except ValueError:
+        return _Sm3
+    return functools.partial(hashlib.new, SM3)
+
+
+#: One call from bytes to a ``hashlib``-like object, per chain hash (tests/keys/test_gm.py's
+#: vectors and tests/policies/test_audit_chain_hash.py hold SM3 here to ``keys.gm.sm3``).
+HASHERS: dict[str, Callable[[bytes], Digest]] = {SHA256: hashlib.sha256, SM3: _sm3_hasher()}
+
+
+def chain_hash(prev_hash: str, canonical: bytes, algorithm: str = SHA256) -> str:
+    """The next link: ``algorithm`` (a name in ``CHAIN_HASHES``) of the previous hash's
+    bytes and the event's canonical bytes, as lower-case hex."""
+    return HASHERS[algorithm](bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def switch_target(details: Any, in_force: str | None) -> str | None:
+    """The hash a switch event's ``details`` put in force, or None if they are not a valid
+    switch away from ``in_force`` (None: from whatever was in force)."""
+    if not isinstance(details, dict):
+        return None
+    source, target = details.get("from"), details.get("to")
+    if target not in CHAIN_HASHES or source not in CHAIN_HASHES or source == target:
+        return None
+    if in_force is not None and source != in_force:
+        return None
+    return str(target)
 
 
 def checkpoint_body(seq: int, head_hash: str) -> bytes:
@@ -123,7 +207,7 @@ def verified_body(details: Mapping[str, Any]) -> bytes:
 def _head(session: Session) -> AuditHead:
     head = session.get(AuditHead, 1, with_for_update=True)
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
+        head = AuditHead(id=1, seq=0, hash=GENESIS, hash_alg=SHA256)
         session.add(head)
         session.flush()
     return head
@@ -158,11 +242,35 @@ def record(
         details=dict(details or {}),
         prev_hash=head.hash,
     )
-    event.hash = chain_hash(event.prev_hash, event.canonical())
+    # The hash in force is read under the head's lock: a switch committed by any process
+    # is used by the next append everywhere.
+    event.hash = chain_hash(event.prev_hash, event.canonical(), head.hash_alg)
     session.add(event)
     head.seq, head.hash = event.seq, event.hash
     session.flush()
     return event
+
+
+def switch_chain_hash(
+    session: Session, target: str | CryptoProfile, *, actor: Principal | None = None
+) -> bool:
+    """Chain every event after this one with ``target`` (a name in ``CHAIN_HASHES``, or a
+    crypto profile: its hash); whether it switched (False: ``target`` is already in force).
+
+    The switch is an ``audit.chain_hash_switched`` event naming the old and new hash,
+    hashed with the old one, appended in ``session``'s transaction under the head's lock.
+    """
+    if isinstance(target, CryptoProfile):
+        target = PROFILE_CHAIN_HASH[target]
+    if target not in CHAIN_HASHES:
+        raise ValueError(f"unknown audit chain hash {target!r}: one of {', '.join(CHAIN_HASHES)}")
+    head = _head(session)
+    if head.hash_alg == target:
+        return False
+    record(session, SWITCH_ACTION, actor=actor, details={"from": head.hash_alg, "to": target})
+    head.hash_alg = target
+    session.flush()
+    return True
 
 
 def checkpoint(session: Session, sign: Callable[[bytes], Signature]) -> AuditCheckpoint | None:
@@ -378,9 +486,14 @@ def verify(
 ) -> VerifyReport:
     """Recompute the chain and check every checkpoint's signature and position.
 
+    Each event is hashed with the hash its position uses: SHA-256 from the start, then
+    whatever each switch event names (checked as it is passed); the head must name the
+    hash in force after the last event.
+
     ``since``: a signed checkpoint's (seq, head hash) to start from instead of the first
-    event: the events after it are read (the first must chain on from that hash), and the
-    checkpoints from it on are checked.
+    event: the events after it are read (the first must chain on from that hash, with the
+    hash the last switch event at or before it names), and the checkpoints from it on are
+    checked.
 
     Everything is read in the caller's transaction (a session's or a connection's), so the
     checkpoints, the events and the head are one consistent snapshot.  Verification only
@@ -389,28 +502,85 @@ def verify(
     """
     connection = source.connection() if isinstance(source, Session) else source
     start, start_hash = since or (0, GENESIS)
+    in_force = SHA256
+    if since is not None:
+        switched_at, anchored = _hash_after(connection, start)
+        if anchored is None:
+            problem = f"event {switched_at} is not a valid switch of the chain's hash"
+            return VerifyReport(start, 0, switched_at, problem)
+        in_force = anchored
     query = select(AuditCheckpoint.seq, AuditCheckpoint.head_hash, AuditCheckpoint.signature)
     checkpoints = connection.execute(
         query.where(AuditCheckpoint.seq >= start).order_by(AuditCheckpoint.id)
     ).all()
+    switches = dict(connection.execute(_SWITCHES.where(column("seq") > start)).tuples().all())
     walked = _walk_chain(
         event_rows(connection, (start + 1, 2**63 - 1) if since else None),
         row_canonicalizer(connection.dialect),
         {cp.seq for cp in checkpoints},
         (start, start_hash),
+        (in_force, switches),
     )
     if isinstance(walked, VerifyReport):
         return walked
-    count, prev, hashes = walked
+    count, prev, hashes, in_force = walked
     if since is not None:
         hashes.setdefault(start, start_hash)
     head = connection.execute(
-        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+        select(AuditHead.seq, AuditHead.hash, AuditHead.hash_alg).where(AuditHead.id == 1)
     ).first()
     if head is not None and (head.seq != count or head.hash != prev):
         return VerifyReport(count, 0, count + 1, f"events after {count} were deleted")
+    if head is not None and head.hash_alg != in_force:
+        problem = (
+            f"the head would chain event {count + 1} with {head.hash_alg}, but the chain's "
+            f"switch events put {in_force} in force"
+        )
+        return VerifyReport(count, 0, count + 1, problem)
     report = _verify_checkpoints(checkpoints, public_keys, hashes, count)
     return replace(report, from_seq=start)
+
+
+# The switch events' positions and raw details: few rows, found by the index on ``action``.
+_SWITCHES: Select[tuple[Any, Any]] = (
+    select(column("seq"), column("details"))
+    .select_from(table("audit_events"))
+    .where(column("action") == SWITCH_ACTION)
+)
+
+
+def _details(raw: Any) -> Any:
+    """A switch event's details as read raw (JSON text, or parsed by the driver); None when
+    unreadable (the event's own hash check reports that)."""
+    if isinstance(raw, bytes | str):
+        try:
+            return load_json(raw.decode() if isinstance(raw, bytes) else raw)
+        except UNREADABLE:
+            return None
+    return raw
+
+
+def _hash_after(connection: Connection, seq: int) -> tuple[int, str | None]:
+    """The hash chaining the events after position ``seq`` (the target of the last switch
+    event at or before it; SHA-256 when there is none), and that event's position (0: none);
+    None for the hash if that event is not a valid switch.  One query, by the index on
+    ``action``."""
+    last = connection.execute(
+        _SWITCHES.where(column("seq") <= seq).order_by(column("seq").desc()).limit(1)
+    ).first()
+    if last is None:
+        return 0, SHA256
+    return int(last[0]), switch_target(_details(last[1]), None)
+
+
+def chain_hash_after(source: Session | Connection, seq: int) -> str:
+    """The hash the chain uses for the events after position ``seq`` (0: from the start),
+    as its switch events say; ``ValueError`` if the last switch before it is not valid."""
+    connection = source.connection() if isinstance(source, Session) else source
+    switched_at, algorithm = _hash_after(connection, seq)
+    if algorithm is None:
+        raise ValueError(f"event {switched_at} of the audit chain is not a valid hash switch")
+    return algorithm
 
 
 def _walk_chain(
@@ -418,11 +588,19 @@ def _walk_chain(
     canonical: Callable[[Sequence[Any]], bytes],
     wanted: set[int],
     start: tuple[int, str] = (0, GENESIS),
-) -> VerifyReport | tuple[int, str, dict[int, str]]:
+    hashing: tuple[str, Mapping[int, Any]] = (SHA256, {}),
+) -> VerifyReport | tuple[int, str, dict[int, str], str]:
     """Check every event in order after ``start`` (a position and its hash); the first bad
-    one's report, or (events, last hash, the hashes at the ``wanted`` positions) when all
-    hold."""
-    sha256 = hashlib.sha256
+    one's report, or (events, last hash, the hashes at the ``wanted`` positions, the hash
+    in force after the last event) when all hold.
+
+    ``hashing``: the hash in force after ``start``, and the switch events after it (their
+    raw details by position); each switch event is checked with the hash in force, then
+    the next events with the one it names.
+    """
+    algorithm, switches = hashing
+    hash_ = HASHERS[algorithm]
+    wanted = wanted | switches.keys()  # the hot loop looks at one set, as before
     count, prev = start
     prev_digest = bytes.fromhex(prev)
     hashes: dict[int, str] = {}  # only at checkpointed positions, so memory stays small
@@ -435,7 +613,7 @@ def _walk_chain(
             if row[9] != prev:
                 return VerifyReport(count, 0, seq, f"event {seq} was altered or moved")
             try:
-                digest = sha256(prev_digest + canonical(row))
+                digest = hash_(prev_digest + canonical(row))
             except UNREADABLE:
                 return VerifyReport(count, 0, seq, f"event {seq} was altered (it cannot be read)")
             if digest.hexdigest() != row[10]:
@@ -443,7 +621,13 @@ def _walk_chain(
             prev, prev_digest = row[10], digest.digest()
             if seq in wanted:
                 hashes[seq] = prev
-    return count, prev, hashes
+                if seq in switches:
+                    target = switch_target(_details(switches[seq]), algorithm)
+                    if target is None:
+                        problem = f"event {seq} is not a valid switch from {algorithm}"
+                        return VerifyReport(count, 0, seq, problem)
+                    algorithm, hash_ = target, HASHERS[target]
+    return count, prev, hashes, algorithm
 
 
 def _verify_checkpoints(

@@ -3,14 +3,18 @@
 An export is JSON Lines (format ``veil-audit-export/1``):
 
 * line 1, the **manifest**: the range (``from_seq``..``to_seq``), the hash the range
-  starts from (``first_prev_hash``) and ends at (``last_hash``), how many events it
-  shows, the positions of the stored checkpoints it carries and of the elided
-  events, who exported it and when, and an Ed25519 signature by the key
-  server over all of that (``"veil/audit-export\\n" + canonical JSON``);
+  starts from (``first_prev_hash``) and ends at (``last_hash``), the hash function its
+  first event is chained with (``chain_hash``: ``sha256`` or ``sm3``; absent in exports
+  made before issue 23, which are all SHA-256), how many events it shows, the
+  positions of the stored checkpoints it carries and of the elided events, who
+  exported it and when, and an Ed25519 signature by the key server over all of that
+  (``"veil/audit-export\\n" + canonical JSON``);
 * one line per position of the range, in order: an ``event`` (every field, so its
   hash can be recomputed) or, for an event outside a scoped officer's tenants, an
   ``elided`` entry carrying only its position and hashes (the chain still links
-  through it, so nothing visible can be changed without breaking a hash);
+  through it, so nothing visible can be changed without breaking a hash).  A switch
+  of the chain's hash (``audit.chain_hash_switched``, no tenant's) is always shown:
+  the verifier follows it to hash the events after it;
 * one ``checkpoint`` line per signed checkpoint stored in the range.
 
 The verifier needs nothing but the file and the public key(s).  It reports the
@@ -32,15 +36,20 @@ from sqlalchemy.orm import Session
 
 from keys import InvalidSignature, Signature, SigningPublicKey, verify_signature
 from policies.audit import (
+    CHAIN_HASHES,
     GENESIS,
+    SHA256,
+    SWITCH_ACTION,
     AuditCheckpoint,
     AuditEvent,
     chain_hash,
+    chain_hash_after,
     checkpoint_body,
     encode_canonical,
     event_rows,
     load_json,
     row_canonicalizer,
+    switch_target,
 )
 
 FORMAT = "veil-audit-export/1"
@@ -123,13 +132,23 @@ def plan_export(
     The caller checks the range exists and the chain verifies before calling.
     """
     rows = session.execute(
-        select(AuditEvent.seq, AuditEvent.tenant_id, AuditEvent.prev_hash, AuditEvent.hash)
+        select(
+            AuditEvent.seq,
+            AuditEvent.tenant_id,
+            AuditEvent.action,
+            AuditEvent.prev_hash,
+            AuditEvent.hash,
+        )
         .where(AuditEvent.seq.between(from_seq, to_seq))
         .order_by(AuditEvent.seq)
     ).all()
     allowed = set(scope) if scope is not None else None
-    visible = [r.seq for r in rows if allowed is None or r.tenant_id in allowed]
-    elided = [r.seq for r in rows if allowed is not None and r.tenant_id not in allowed]
+
+    def shown(r: Any) -> bool:
+        return allowed is None or r.tenant_id in allowed or r.action == SWITCH_ACTION
+
+    visible = [r.seq for r in rows if shown(r)]
+    elided = [r.seq for r in rows if not shown(r)]
     checkpoints = session.scalars(
         select(AuditCheckpoint.seq)
         .where(AuditCheckpoint.seq.between(from_seq - 1, to_seq))
@@ -143,6 +162,7 @@ def plan_export(
         "to_seq": to_seq,
         "first_prev_hash": rows[0].prev_hash,
         "last_hash": rows[-1].hash,
+        "chain_hash": chain_hash_after(session, from_seq - 1),
         "events": len(visible),
         "elided": len(elided),
         "elided_ranges": as_ranges(elided),
@@ -271,6 +291,7 @@ class _Walk:
         self.manifest: dict[str, Any] | None = None
         self.expected = 0
         self.prev = GENESIS
+        self.algorithm = SHA256  # the hash of the next event, as the switch events say
         self.events = 0
         self.elided: list[int] = []
         self.hashes: dict[int, str] = {}  # at checkpointed positions only
@@ -312,6 +333,10 @@ class _Walk:
         _check_signature(
             self.keys, manifest_body(manifest), manifest.get("signature"), "the manifest", None
         )
+        algorithm = manifest.get("chain_hash", SHA256)  # exports before issue 23: SHA-256
+        if algorithm not in CHAIN_HASHES:
+            raise _Broken(None, f"the manifest names an unknown chain hash ({algorithm!r})")
+        self.algorithm = str(algorithm)
         self.manifest = manifest
         self.expected = int(manifest["from_seq"])
         self.prev = str(manifest["first_prev_hash"])
@@ -343,8 +368,14 @@ class _Walk:
             raise _Broken(seq, f"event {seq} should be {what} by the signed manifest")
         if entry["type"] == "event":
             body = {k: v for k, v in entry.items() if k not in ("type", "prev_hash", "hash")}
-            if chain_hash(self.prev, canonical_json(body)) != entry.get("hash"):
+            if chain_hash(self.prev, canonical_json(body), self.algorithm) != entry.get("hash"):
                 raise _Broken(seq, f"event {seq} was altered (its hash does not match its fields)")
+            if entry.get("action") == SWITCH_ACTION:
+                target = switch_target(entry.get("details"), self.algorithm)
+                if target is None:
+                    problem = f"event {seq} is not a valid switch from {self.algorithm}"
+                    raise _Broken(seq, problem)
+                self.algorithm = target
             self.events += 1
         else:
             self.elided.append(seq)

@@ -18,7 +18,9 @@ audit verify``) starts from the newest ``audit.verified`` record:
 - a record of a broken chain: that is the answer (no later event can mend it);
 - otherwise it reads only the events after the record's anchor: the event at the anchor
   must still carry the hash the checkpoint signed, every later event must chain on, every
-  later checkpoint's signature must hold, and the head must be the last event.
+  later checkpoint's signature must hold, and the head must be the last event.  The
+  events after the anchor are hashed with the hash the last switch event at or before it
+  names (``audit.chain_hash_switched``: SHA-256 or SM3), then as each later switch says.
 
 What it takes on trust, and for how long: that the events up to the anchor, which the
 recorded full verification read, were not altered since.  An alteration there is found by

@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect
 
 from keys import LocalKeyServer
 from keys.signing import public_keys_from_pem
+from policies import audit
 from policies.audit_export import verify_export
 from sandbox.client import ApiError
 from sandbox.console.session import csrf_token
@@ -21,6 +22,7 @@ from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from tests.console.conftest import log_in, token_of
+from tests.policies.chains import CHAIN_HASHES
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration
@@ -28,6 +30,20 @@ pytestmark = pytest.mark.integration
 COUNT = [{"kind": "count"}]
 # Columns of the events table.
 ACTION, OUTCOME = 4, 5
+
+
+@pytest.fixture
+def chain_hash() -> str:
+    """The chain's hash (the tamper tests run under each: tests/policies/chains.py)."""
+    return audit.SHA256
+
+
+@pytest.fixture
+def veil(veil: Veil, chain_hash: str) -> Veil:
+    """The conftest's Veil, its audit chain switched to ``chain_hash`` early."""
+    with veil.db.transaction() as session:
+        assert audit.switch_chain_hash(session, chain_hash) == (chain_hash != audit.SHA256)
+    return veil
 
 
 @pytest.fixture
@@ -235,6 +251,7 @@ def test_a_scoped_officer_sees_only_its_enterprises(page: Page, world: World) ->
     expect(page.get_by_role("row").filter(has_text="Other Analytics")).to_have_count(0)
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 def test_a_broken_chain_is_shown_in_plain_words(page: Page, world: World, veil: Veil) -> None:
     token = officer_token(world)
     world.operator.checkpoint()

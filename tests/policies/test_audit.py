@@ -17,6 +17,7 @@ from keys import KeyService, SigningPublicKey
 from policies import audit, audit_export
 from policies.principals import Principal
 from sandbox.store.database import Database, migrate
+from tests.policies.chains import CHAIN_HASHES, append, rehash
 
 
 @pytest.fixture
@@ -28,12 +29,13 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def _fill(db: Database, n: int) -> None:
+def _fill(db: Database, n: int, chain_hash: str = audit.SHA256) -> None:
+    """``n`` events; a chain meant for SM3 switches to it at ``chains.SWITCH_AT``."""
     for i in range(n):
         with db.transaction() as session:
-            audit.record(
+            append(
                 session,
-                "test.event",
+                chain_hash,
                 tenant_id="ent_a",
                 resource=f"thing:{i}",
                 details={"i": i, "text": "é ✓"},
@@ -44,8 +46,9 @@ def _keys(keys: KeyService) -> dict[int, SigningPublicKey]:
     return {k.key_version: k for k in keys.signing_public_keys()}
 
 
-def test_events_form_a_chain(db: Database) -> None:
-    _fill(db, 5)
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
+def test_events_form_a_chain(db: Database, chain_hash: str) -> None:
+    _fill(db, 5, chain_hash)
     with db.transaction() as session:
         events = session.query(audit.AuditEvent).order_by(audit.AuditEvent.seq).all()
         assert [e.seq for e in events] == [1, 2, 3, 4, 5]
@@ -55,13 +58,14 @@ def test_events_form_a_chain(db: Database) -> None:
     assert report.ok and report.events == 5
 
 
-def test_an_event_is_rolled_back_with_its_change(db: Database) -> None:
-    _fill(db, 2)
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
+def test_an_event_is_rolled_back_with_its_change(db: Database, chain_hash: str) -> None:
+    _fill(db, 4, chain_hash)
     with pytest.raises(RuntimeError), db.transaction() as session:
         audit.record(session, "doomed")
         raise RuntimeError("the change failed")
     with db.transaction() as session:
-        assert session.query(audit.AuditEvent).count() == 2
+        assert session.query(audit.AuditEvent).count() == 4
         assert audit.verify(session, {}).ok
     _fill(db, 1)  # and the chain carries on from the last committed event
     with db.transaction() as session:
@@ -69,8 +73,11 @@ def test_an_event_is_rolled_back_with_its_change(db: Database) -> None:
 
 
 @pytest.mark.integration
-def test_checkpoints_are_signed_and_verified(db: Database, keys: KeyService) -> None:
-    _fill(db, 3)
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
+def test_checkpoints_are_signed_and_verified(
+    db: Database, keys: KeyService, chain_hash: str
+) -> None:
+    _fill(db, 3, chain_hash)
     with db.transaction() as session:
         cp = audit.checkpoint(session, keys.sign)
         assert cp is not None and cp.seq == 3
@@ -92,11 +99,12 @@ TAMPERING = {
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 @pytest.mark.parametrize("case", sorted(TAMPERING))
 def test_tampering_is_reported_at_the_first_bad_event(
-    db: Database, keys: KeyService, case: str
+    db: Database, keys: KeyService, case: str, chain_hash: str
 ) -> None:
-    _fill(db, 8)
+    _fill(db, 8, chain_hash)
     with db.transaction() as session:
         audit.checkpoint(session, keys.sign)
     statement, first_bad = TAMPERING[case]
@@ -127,23 +135,20 @@ def test_tampering_is_reported_at_the_first_bad_event(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 def test_rewriting_history_with_recomputed_hashes_is_caught_by_the_signature(
-    db: Database, keys: KeyService
+    db: Database, keys: KeyService, chain_hash: str
 ) -> None:
-    _fill(db, 4)
+    _fill(db, 4, chain_hash)
     with db.transaction() as session:
         audit.checkpoint(session, keys.sign)
     # A database administrator edits event 2 and recomputes every hash after it.
     with db.transaction() as session:
         events = session.query(audit.AuditEvent).order_by(audit.AuditEvent.seq).all()
         events[1].details = {"i": 1, "text": "rewritten"}
-        prev = audit.GENESIS
-        for e in events:
-            e.prev_hash = prev
-            e.hash = prev = audit.chain_hash(prev, e.canonical())
         head = session.get(audit.AuditHead, 1)
         assert head is not None
-        head.hash = prev
+        head.hash = rehash(events)
     with db.transaction() as session:
         report = audit.verify(session, _keys(keys))
     assert not report.ok
@@ -343,12 +348,13 @@ def test_load_json_is_json_loads(text_: str) -> None:
         assert json.dumps(audit.load_json(text_)) == json.dumps(expected)
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 @pytest.mark.parametrize("batch", [1, 2, 3, 4096])
 def test_verification_reads_in_batches_and_still_names_the_first_bad_event(
-    db: Database, monkeypatch: pytest.MonkeyPatch, batch: int
+    db: Database, monkeypatch: pytest.MonkeyPatch, batch: int, chain_hash: str
 ) -> None:
     monkeypatch.setattr(audit, "_READ_BATCH", batch)
-    _fill(db, 7)
+    _fill(db, 7, chain_hash)
     with db.transaction() as session:
         assert audit.verify(session, {}) == audit.VerifyReport(7, 0)
     with db.engine.begin() as conn:
@@ -358,18 +364,20 @@ def test_verification_reads_in_batches_and_still_names_the_first_bad_event(
     assert (report.first_bad_seq, report.problem) == (4, "event 4 was altered or moved")
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 @pytest.mark.parametrize(
     ("statement", "first_bad"),
     [
         ("UPDATE audit_events SET details = 'not json' WHERE seq = 3", 3),
+        ("UPDATE audit_events SET details = 'not json' WHERE seq = 4", 4),
         ("UPDATE audit_events SET at = '2026-02-30 08:00:00.000000' WHERE seq = 2", 2),
         ("UPDATE audit_events SET seq = 0 WHERE seq = 1", 1),
     ],
 )
 def test_an_unreadable_or_misplaced_event_is_reported_not_raised(
-    db: Database, statement: str, first_bad: int
+    db: Database, statement: str, first_bad: int, chain_hash: str
 ) -> None:
-    _fill(db, 4)
+    _fill(db, 4, chain_hash)
     with db.engine.begin() as conn:
         conn.execute(text(statement))
     with db.transaction() as session:

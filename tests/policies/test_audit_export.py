@@ -24,6 +24,7 @@ from policies.audit_export import (
     verify_export,
 )
 from sandbox.store.database import Database, migrate
+from tests.policies.chains import CHAIN_HASHES, append
 
 _PRIVATE = Ed25519PrivateKey.generate()
 PUBLIC = {
@@ -41,16 +42,18 @@ def sign(message: bytes) -> Signature:
     return Signature(1, _PRIVATE.sign(message))
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
+@pytest.fixture(params=CHAIN_HASHES)
+def db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Database]:
+    """Twenty events, signed checkpoints at 6 and 12; SHA-256, or switched to SM3 at event
+    3 (every test here runs over both)."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     migrate(url)
     database = Database(url)
     for i in range(1, 21):
         with database.transaction() as session:
-            audit.record(
+            append(
                 session,
-                "test.event",
+                request.param,
                 tenant_id="ent_a" if i % 3 else "ent_b",
                 resource=f"thing:{i}",
                 details={"i": i, "text": "é ✓"},
@@ -102,16 +105,21 @@ def test_a_range_verifies_and_carries_the_checkpoint_before_it(db: Database) -> 
 
 
 def recompute_from(entries: list[dict[str, Any]], start: int) -> None:
-    """What a careful forger does: fix every hash from ``start`` on."""
+    """What a careful forger does: fix every hash from ``start`` on, each with the hash its
+    position uses (the manifest's, then each switch event's)."""
+    algorithm = entries[0].get("chain_hash", audit.SHA256)
     prev = None
-    for entry in entries[start:]:
+    for i, entry in enumerate(entries[1:], start=1):
         if entry["type"] != "event":
             continue
-        if prev is not None:
-            entry["prev_hash"] = prev
-        body = {k: v for k, v in entry.items() if k not in ("type", "prev_hash", "hash")}
-        entry["hash"] = audit.chain_hash(entry["prev_hash"], canonical_json(body))
-        prev = entry["hash"]
+        if i >= start:
+            if prev is not None:
+                entry["prev_hash"] = prev
+            body = {k: v for k, v in entry.items() if k not in ("type", "prev_hash", "hash")}
+            entry["hash"] = audit.chain_hash(entry["prev_hash"], canonical_json(body), algorithm)
+            prev = entry["hash"]
+        if entry["action"] == audit.SWITCH_ACTION:
+            algorithm = entry["details"]["to"]
 
 
 def edit(entries: list[dict[str, Any]]) -> None:
@@ -207,7 +215,9 @@ def test_a_scoped_export_elides_other_tenants_and_still_verifies(db: Database) -
     entries = export(db, scope=["ent_b"])
     shown = [e for e in entries if e["type"] == "event"]
     elided = [e for e in entries if e["type"] == "elided"]
-    assert {e["tenant_id"] for e in shown} == {"ent_b"} and len(shown) == 6
+    # A switch of the chain's hash (no tenant's) is always shown: the verifier follows it.
+    switches = [e for e in shown if e["action"] == audit.SWITCH_ACTION]
+    assert {e["tenant_id"] for e in shown if e not in switches} == {"ent_b"} and len(shown) == 6
     assert len(elided) == 14 and all(set(e) == {"type", "seq", "prev_hash", "hash"} for e in elided)
     report = check(entries)
     assert report.ok and report.elided == 14 and report.scope == ["ent_b"]

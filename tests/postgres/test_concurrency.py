@@ -21,7 +21,7 @@ from policies.grants import EPSILON_UNIT, BudgetDebit, Grant, GrantTerms, create
 from policies.principals import Role, create_principal
 from sandbox.store.database import WRITE_LOCK_KEY, Database, migrate
 from sandbox.store.models import Job, JobStatus
-from tests.postgres.workers import claim_all, debit_and_audit, run_processes
+from tests.postgres.workers import append_events, claim_all, debit_and_audit, run_processes
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +90,42 @@ def test_processes_never_overspend_and_the_chain_holds(postgres_url: str) -> Non
         assert report.events == 1 + PROCESSES * ATTEMPTS
         assert actions == {"grant.created": 1, "budget.debited": 100, "job.denied": 60}
         assert checks > 0
+    finally:
+        db.dispose()
+
+
+def test_a_switch_of_the_chain_hash_is_followed_by_every_process(postgres_url: str) -> None:
+    """Processes append while another switches the chain to SM3: every append after the
+    switch, in every process, is hashed with SM3 (the hash is read with the head, under
+    its lock), and the chain verifies in full and from a position after the switch."""
+    migrate(postgres_url)
+    db = Database(postgres_url)
+    switched_at = 0
+    try:
+
+        def switch_midway() -> None:
+            nonlocal switched_at
+            if not switched_at:
+                with db.transaction() as session:
+                    head = session.get(audit.AuditHead, 1)
+                    if head is not None and head.seq >= 30:
+                        assert audit.switch_chain_hash(session, audit.SM3)
+                        switched_at = head.seq
+            time.sleep(0.01)
+
+        run_processes(append_events, [(postgres_url, 60)] * 3, while_running=switch_midway)
+        assert switched_at, "the processes ended before the switch"
+        with db.read() as session:
+            assert audit.verify(session, {}) == audit.VerifyReport(181, 0)
+            after = session.get(audit.AuditEvent, switched_at + 1)
+            assert after is not None
+            assert audit.verify(session, {}, since=(after.seq, after.hash)).ok
+            later = session.scalars(
+                select(audit.AuditEvent).where(audit.AuditEvent.seq > switched_at + 1)
+            ).all()
+        assert len({e.details["pid"] for e in later}) >= 2  # appended by several processes
+        for e in later:
+            assert e.hash == audit.chain_hash(e.prev_hash, e.canonical(), audit.SM3)
     finally:
         db.dispose()
 

@@ -159,7 +159,8 @@ def test_every_length_limited_column_is_known() -> None:
         "budget_debits.refund_of",
         "audit_events.actor_id", "audit_events.actor_role", "audit_events.tenant_id",
         "audit_events.action", "audit_events.outcome", "audit_events.prev_hash",
-        "audit_events.hash", "audit_head.hash", "audit_checkpoints.head_hash",
+        "audit_events.hash", "audit_head.hash", "audit_head.hash_alg",
+        "audit_checkpoints.head_hash",
         "audit_checkpoints.signature", "jobs.worker_id", "job_workers.id",
         "job_workers.host",  # the hostname cut to 180, "/", 8 characters of the boot id
         # Enterprise nodes: ids Veil makes, hashes, states; a node's own ids are checked

@@ -172,6 +172,20 @@ def debit_and_audit(start: Barrier, url: str, grant_id: str, attempts: int, unit
     return granted
 
 
+def append_events(start: Barrier, url: str, count: int) -> int:
+    """Append ``count`` events, one per transaction, a few milliseconds apart; how many."""
+    db = Database(url)
+    try:
+        start.wait(DEADLINE_S)
+        for i in range(count):
+            with db.transaction() as session:
+                audit.record(session, "test.event", details={"pid": os.getpid(), "i": i})
+            time.sleep(0.005)
+    finally:
+        db.dispose()
+    return count
+
+
 def claim_all(start: Barrier, url: str, config: KeyServerConfig, data_dir: Path) -> list[str]:
     """Claim queued jobs as a job worker does, until none is left; the ids claimed.
 

@@ -17,14 +17,32 @@ import pytest
 
 from keys import CryptoProfile, LocalKeyServer
 from keys.signing import public_keys_from_pem
+from policies import audit
 from policies.audit_export import verify_export
 from sandbox.client import ApiError, VeilClient
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
+from tests.policies.chains import CHAIN_HASHES
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def chain_hash() -> str | None:
+    """The chain's hash, where a test asks for one (the tamper tests run under each:
+    tests/policies/chains.py); None: the crypto profile's."""
+    return None
+
+
+@pytest.fixture
+def veil(veil: Veil, chain_hash: str | None) -> Veil:
+    """The conftest's Veil, its audit chain switched to ``chain_hash`` early."""
+    if chain_hash is not None:
+        with veil.db.transaction() as session:
+            audit.switch_chain_hash(session, chain_hash)
+    return veil
 
 
 def veil_cli(*args: str, url: str, token: str) -> subprocess.CompletedProcess[str]:
@@ -93,7 +111,7 @@ def test_scoped_officer_searches_only_its_enterprises(world: World) -> None:
     assert scoped.audit_events(tenant_id=globex_id) == []
 
 
-@pytest.mark.parametrize("crypto_profile", list(CryptoProfile))
+@pytest.mark.parametrize("crypto_profile", list(CryptoProfile))  # gm: an SM3 chain, SM2
 def test_export_verifies_offline_and_tampering_fails(world: World, tmp_path: Path) -> None:
     so = officer(world)
     so_token = so._http.headers["Authorization"].removeprefix("Bearer ")
@@ -185,6 +203,7 @@ def test_scoped_export_elides_other_tenants(world: World) -> None:
     assert report.ok and report.scope == [acme_id]
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 def test_no_export_is_signed_over_a_broken_chain(world: World, veil: Veil) -> None:
     so = officer(world)
     world.operator.checkpoint()

@@ -24,11 +24,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keys.bao import free_port
+from policies import audit
 from sandbox.runtime.veil import Veil
 from tests.console.conftest import token_of
+from tests.policies.chains import CHAIN_HASHES
 from tests.sandbox.conftest import World
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def chain_hash() -> str:
+    """The chain's hash (the tamper tests run under each: tests/policies/chains.py)."""
+    return audit.SHA256
+
+
+@pytest.fixture
+def veil(veil: Veil, chain_hash: str) -> Veil:
+    """The conftest's Veil, its audit chain switched to ``chain_hash`` early."""
+    with veil.db.transaction() as session:
+        assert audit.switch_chain_hash(session, chain_hash) == (chain_hash != audit.SHA256)
+    return veil
 
 
 def verify(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -121,6 +137,7 @@ def drop_an_event(lines: list[str]) -> list[str]:
     return lines[: index + 1] + lines[index + 2 :]
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 @pytest.mark.integration
 def test_with_a_token_it_verifies_the_servers_chain_and_reads_nothing_here(
     world: World, tmp_path: Path
@@ -144,6 +161,7 @@ def test_with_a_token_it_verifies_the_servers_chain_and_reads_nothing_here(
     assert "audit chain intact" in pinned.stdout and world.url in pinned.stdout
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("edit", "said"), [(alter_an_event, "altered"), (drop_an_event, "missing")],
@@ -159,6 +177,7 @@ def test_with_a_token_it_catches_an_export_changed_on_its_way(
     assert "BROKEN" in answer.stdout and said in answer.stdout
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 @pytest.mark.integration
 def test_with_a_token_a_chain_the_server_refuses_to_export_is_broken(
     veil: Veil, world: World

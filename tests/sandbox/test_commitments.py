@@ -454,6 +454,7 @@ def test_results_and_models_are_shredded_when_the_retention_period_ends(
 # ---------------------------------------------------------------- evidence packs
 
 
+# gm: the pack's audit export spans the chain's switch to SM3 (at the deployment's start)
 @pytest.mark.parametrize("crypto_profile", list(CryptoProfile), scope="module")
 def test_evidence_pack_verifies_offline_and_catches_any_change(
     world: World, veil: Veil, tmp_path: Path

@@ -23,15 +23,25 @@ from sandbox.runtime import verification
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
+from tests.policies.chains import CHAIN_HASHES, rehash
 from tests.sandbox.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def veil(tmp_path: Path, key_server: LocalKeyServer) -> Iterator[Veil]:
+def chain_hash() -> str:
+    """The chain's hash from its start (the tamper tests run under each)."""
+    return audit.SHA256
+
+
+@pytest.fixture
+def veil(tmp_path: Path, key_server: LocalKeyServer, chain_hash: str) -> Iterator[Veil]:
     settings = settings_for(tmp_path, key_server, audit_verify_interval_s=0.001)
     with open_veil(settings, worker=False) as running:
+        with running.db.transaction() as session:
+            switched = audit.switch_chain_hash(session, chain_hash)
+        assert switched == (chain_hash != audit.SHA256)
         yield running
 
 
@@ -56,6 +66,7 @@ def _sql(veil: Veil, statement: str) -> None:
         session.execute(text(statement))
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 def test_routine_reads_from_the_anchor_and_reports_what_the_full_verification_finds(
     veil: Veil,
 ) -> None:
@@ -78,6 +89,7 @@ def test_routine_reads_from_the_anchor_and_reports_what_the_full_verification_fi
     assert "full verification" in (after.problem or "")
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 def test_a_change_after_the_anchor_is_found_at_once(veil: Veil) -> None:
     anchor = _anchored(veil)
     _log(veil, 5)
@@ -86,25 +98,22 @@ def test_a_change_after_the_anchor_is_found_at_once(veil: Veil) -> None:
     assert not report.ok and report.first_bad_seq == anchor + 2
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 def test_a_rewrite_that_recomputes_every_hash_breaks_the_anchor(veil: Veil) -> None:
     """Event 3 changed and every later hash recomputed (and the head): the chain links up,
     but the hash at the anchor is no longer the one its checkpoint signed."""
     _anchored(veil)
     with veil.db.transaction() as session:
         events = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
-        prev = audit.GENESIS
-        for event in events:
-            if event.seq == 3:
-                event.details = {"i": 999}
-            event.prev_hash = prev
-            event.hash = prev = audit.chain_hash(prev, event.canonical())
+        events[2].details = {"i": 999}
         head = session.get(audit.AuditHead, 1)
         assert head is not None
-        head.hash = prev
+        head.hash = rehash(events)
     report = verification.routine(veil)
     assert not report.ok
 
 
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
 @pytest.mark.parametrize("forgery", ["unsigned", "altered"])
 def test_a_forged_or_altered_record_is_reported(veil: Veil, forgery: str) -> None:
     """A record added at the head (its hash chained properly) claiming an anchor past an
@@ -126,7 +135,8 @@ def test_a_forged_or_altered_record_is_reported(veil: Veil, forgery: str) -> Non
                 select(AuditEvent).where(AuditEvent.action == verification.ACTION)
             ).one()
             record.details = {**record.details, "events": record.details["events"] + 1}
-            record.hash = audit.chain_hash(record.prev_hash, record.canonical())
+            in_force = audit.chain_hash_after(session, record.seq - 1)
+            record.hash = audit.chain_hash(record.prev_hash, record.canonical(), in_force)
         # (the chain after the record is now broken too; the record is what is reported)
     report = verification.routine(veil)
     assert not report.ok and "not signed" in (report.problem or "")
