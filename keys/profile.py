@@ -22,3 +22,16 @@ class CryptoProfile(enum.StrEnum):
 
     STANDARD = "standard"
     GM = "gm"
+
+
+#: How a wrapped data key of each profile starts: ``vault:v<N>:`` (OpenBao transit) or
+#: ``veil-sm4:v<N>:`` (an SM4 key-encryption key).
+_WRAPPED_PREFIXES = {"vault:": CryptoProfile.STANDARD, "veil-sm4:": CryptoProfile.GM}  # keys._kek
+
+
+def wrapped_key_profile(wrapped_key: str) -> CryptoProfile | None:
+    """The profile whose key wrapped ``wrapped_key``; None if it is neither's."""
+    for prefix, profile in _WRAPPED_PREFIXES.items():
+        if wrapped_key.startswith(prefix):
+            return profile
+    return None

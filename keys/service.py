@@ -297,6 +297,23 @@ class KeyService:
             return self._new_sm4_key(tenant, object_id, version, _SECRET_SIZE)
         return self._new_data_key(tenant, object_id, version)
 
+    def wrap_secret(self, tenant: str, object_id: str, version: int, secret: bytes) -> str:
+        """``secret`` (one :meth:`issue_secret` made, opened with :meth:`open_secret`) wrapped
+        again by the newest version of the tenant's SM4 key-encryption key: a change of profile
+        keeps the secret itself.  GM profile only (the transit key of the standard profile
+        wraps only the keys it makes itself); raises ``ValueError`` otherwise."""
+        if not self._gm:
+            raise ValueError("only the GM profile wraps a given secret")
+        if len(secret) != _SECRET_SIZE:
+            raise ValueError(f"a secret is {_SECRET_SIZE} bytes")
+        with key_operation(object_label(object_id, version)):
+            try:
+                kek_version, kek = self._keks.read(tenant)
+            except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
+                provisioning.ensure_tenant_kek(self._server, tenant)
+                kek_version, kek = self._keks.read(tenant)
+        return _kek.wrap(kek, kek_version, tenant, secret)
+
     def open_secret(self, tenant: str, object_id: str, version: int, wrapped: str) -> bytes:
         """The secret that ``wrapped`` holds; :class:`~keys.errors.DecryptionError` if it is
         not one of ``tenant``'s (or its key version was retired)."""

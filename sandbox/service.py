@@ -26,6 +26,7 @@ from sandbox.config.settings import Settings
 from sandbox.isolation.pool import SandboxPool
 from sandbox.jobs.leases import WorkerLease, recover_interrupted_jobs
 from sandbox.jobs.queue import QUEUE, RUN_JOB, open_queue, procrastinate_app, requeue_lost
+from sandbox.jobs.reencryption import check_profile
 from sandbox.jobs.runner import claim_job, run_job
 from sandbox.jobs.workers import JobWorker, Upkeep, close_pools, open_pools
 from sandbox.runtime.keyserver import KeyOutageAudit
@@ -58,10 +59,14 @@ def bootstrap_operator(veil: Veil, name: str = "operator") -> str | None:
 
 
 @contextmanager
-def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
-    """Start the key server (embedded or external), migrate the database, fail the jobs of
-    dead workers, and run the embedded job worker (``worker`` and ``VEIL_JOB_ENGINE`` is
-    ``embedded``) and the auditing of key-server outages (``KeyOutageAudit``)."""
+def open_veil(
+    settings: Settings, *, worker: bool = True, profile_check: bool = True
+) -> Iterator[Veil]:
+    """Start the key server (embedded or external), migrate the database, check the crypto
+    profile (``sandbox.jobs.reencryption.check_profile``, unless ``profile_check`` is false:
+    the migration itself), fail the jobs of dead workers, and run the embedded job worker
+    (``worker`` and ``VEIL_JOB_ENGINE`` is ``embedded``) and the auditing of key-server
+    outages (``KeyOutageAudit``)."""
     prepare_data_dir(settings.data_dir)
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
     owns_server = local is not None and not local.is_running()
@@ -80,6 +85,8 @@ def open_veil(settings: Settings, *, worker: bool = True) -> Iterator[Veil]:
         outages = KeyOutageAudit(db, veil.clock)
         keys.on_unavailable(outages.seen)
         outages.start()
+        if profile_check:
+            check_profile(veil)
         recover_interrupted_jobs(veil)
         if worker and settings.job_engine == "embedded":
             lease = WorkerLease(veil)

@@ -260,13 +260,111 @@ def keys_rotate(
     )
 
 
+NodeDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--node-dir",
+        help="An enterprise node's directory: act on the node's own Veil instead of this "
+        "machine's control plane.",
+    ),
+]
+
+
+def _local_settings(node_dir: Path | None) -> Settings:
+    if node_dir is None:
+        return Settings()
+    from node.setup.provision import node_settings
+
+    return node_settings(node_dir.resolve())
+
+
+@keys_app.command("profile")
+def keys_profile(node_dir: NodeDirOpt = None, as_json: JsonOpt = False) -> None:
+    """The crypto profile: the setting, the audit chain's hash, the signing keys, and how many
+    stored objects each profile holds (``veil keys migrate`` moves them)."""
+    from policies import audit
+    from sandbox.jobs.reencryption import census
+    from sandbox.service import open_veil
+
+    settings = _local_settings(node_dir)
+    with open_veil(settings, worker=False, profile_check=False) as veil:
+        with veil.db.read() as session:
+            counts = census(session)
+            head = session.get(audit.AuditHead, 1)
+            chain = head.hash_alg if head is not None else audit.SHA256
+        signing = [f"v{k.key_version} {k.algorithm}" for k in veil.keys.signing_public_keys()]
+    summary = {"setting": str(settings.crypto_profile), "audit_chain_hash": chain,
+               "signing_keys": signing, "stored": counts}  # fmt: skip
+    if as_json:
+        Output(True).data(summary)
+        return
+    Output(False).record(
+        N_("crypto profile"),
+        {
+            "setting": summary["setting"],
+            "audit_chain_hash": chain,
+            "signing_keys": ", ".join(signing),
+            **{
+                f"stored ({profile})": ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+                for profile, kinds in counts.items()
+            },
+        },
+    )
+
+
+@keys_app.command("migrate")
+def keys_migrate(node_dir: NodeDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Switch this deployment to VEIL_CRYPTO_PROFILE: the audit chain's hash, then every stored
+    dataset, model, held output and cell-key secret re-encrypted (progress shown; resumable:
+    run it again after a failure; audited). Stop Veil's servers first."""
+    from sandbox.jobs.reencryption import StoredItem, migrate
+    from sandbox.service import open_veil
+
+    def progress(done: int, total: int, item: StoredItem) -> None:
+        if not as_json:
+            err_console.print(
+                f"[{done + 1}/{total}] {item.kind} {item.object_id} v{item.version}",
+                highlight=False,
+            )
+
+    settings = _local_settings(node_dir)
+    with open_veil(settings, worker=False, profile_check=False) as veil:
+        run = migrate(veil, None, progress=progress)
+    summary = {"migration": run.id, "profile": str(run.profile),
+               "audit_chain_switched": run.chain_switched, "reencrypted": run.reencrypted,
+               "changed_meanwhile": run.changed_meanwhile, "failed": run.failed,
+               "remaining": run.remaining}  # fmt: skip
+    if as_json:
+        Output(True).data(summary)
+    else:
+        console.print(
+            translate(
+                Msg(
+                    "migrated to the {profile} profile ({migration}): {count} object(s) "
+                    "re-encrypted, {failed} failed, {remaining} left",
+                    profile=str(run.profile),
+                    migration=run.id,
+                    count=sum(run.reencrypted.values()),
+                    failed=len(run.failed),
+                    remaining=run.remaining,
+                )
+            ),
+            highlight=False,
+        )
+        for failure in run.failed:
+            err_console.print(f"failed: {failure}", highlight=False)
+    if not run.done:
+        raise typer.Exit(1)
+
+
 @keys_app.command("public-key")
 def keys_public_key(
     output: Annotated[Path, typer.Option("--output", "-o", help="Write the PEM here.")],
 ) -> None:
-    """Export the public key that verifies Veil's signatures offline."""
+    """Export the public keys that verify Veil's signatures offline (every version: after a
+    rotation or a change of crypto profile, older signatures need the older keys)."""
     with key_service(Settings()) as keys:
-        output.write_text(keys.signing_public_key().to_pem())
+        output.write_text("".join(k.to_pem() for k in keys.signing_public_keys()))
     console.print(translate(Msg("public key written to {path}", path=str(output))))
 
 

@@ -41,16 +41,16 @@ TENANT_ALLOWED: Final[Mapping[str, tuple[str, ...]]] = {
     # Creating the enterprise (sandbox.accounts.tenants), tagged enterprise:<slug>/1: its namespace
     # or mount, key, policy and login.
     "tenant.create": ("enterprise",),
-    "mount.enable": ("enterprise",),
+    "mount.enable": ("enterprise", "migration"),
     "key.create": ("enterprise",),
     "key.config": ("enterprise",),
-    "policy.write": ("enterprise",),
+    "policy.write": ("enterprise", "migration"),
     "auth.enable": ("enterprise",),
     "approle.role.write": ("enterprise",),
     # Data keys, for the object the tag names: an upload or a job storing its model; a job
     # reading its dataset or a released model's download.
-    "datakey.generate": ("upload", "model", "cellkey"),
-    "decrypt": ("job", "model-download", "cellkey"),
+    "datakey.generate": ("upload", "model", "cellkey", "reencryption"),
+    "decrypt": ("job", "model-download", "cellkey", "reencryption"),
     # The enterprise's service login (its role id, a one-use secret id) and the check that
     # its key exists, for whatever data-key operation or rotation the tag names.
     "approle.role-id.read": ("login",),
@@ -64,11 +64,11 @@ TENANT_ALLOWED: Final[Mapping[str, tuple[str, ...]]] = {
     # download, a cell key) reads the KEK version that wrapped it; a rotation's rewrapping
     # reads both.  The KEK is made with the enterprise and gets a new version at each
     # rotation (its version list read first).
-    "transit.random": ("upload", "model", "cellkey"),
-    "kek.read.wrap": ("upload", "model", "cellkey", "rotation"),
-    "kek.read.unwrap": ("job", "model-download", "cellkey", "rotation"),
-    "kek.write": ("enterprise", "rotation"),
-    "kek.versions": ("enterprise", "rotation"),
+    "transit.random": ("upload", "model", "cellkey", "reencryption"),
+    "kek.read.wrap": ("upload", "model", "cellkey", "rotation", "reencryption"),
+    "kek.read.unwrap": ("job", "model-download", "cellkey", "rotation", "reencryption"),
+    "kek.write": ("enterprise", "rotation", "migration"),
+    "kek.versions": ("enterprise", "rotation", "migration"),
 }
 
 #: What Veil does outside every enterprise (its base namespace and those above it).  Any
@@ -123,11 +123,18 @@ class Reasons:
     runs: dict[str, _Run] = field(default_factory=dict)
     # rotation id -> (started, ended, seq of its key.rotated event)
     rotations: dict[str, tuple[datetime, datetime, int]] = field(default_factory=dict)
+    # (object id, version) -> (started, ended, seq) of each object.reencrypted event
+    reencryptions: dict[tuple[str, int], list[tuple[datetime, datetime, int]]] = field(
+        default_factory=dict
+    )
+    # migration id -> (started, prepared, seq) of the enterprise's crypto.tenant_prepared
+    migrations: dict[str, tuple[datetime, datetime, int]] = field(default_factory=dict)
 
 
 _REASON_ACTIONS = ("enterprise.created", "dataset.uploaded", "job.submitted", "job.released",
-                   "job.failed", "job.held", "key.rotated",
-                   "collaboration.contributed", "collaboration.read")  # fmt: skip
+                   "job.failed", "job.held", "key.rotated", "object.reencrypted",
+                   "crypto.tenant_prepared", "collaboration.contributed",
+                   "collaboration.read")  # fmt: skip
 
 
 def load_reasons(veil: Veil, tenant_id: str, slug: str) -> Reasons:
@@ -178,6 +185,20 @@ def _remember(
         rotation, started = e.details.get("rotation"), e.details.get("started_at")
         if isinstance(rotation, str) and isinstance(started, str):
             reasons.rotations[rotation] = (datetime.fromisoformat(started), e.at, e.seq)
+    elif e.action == "crypto.tenant_prepared":
+        # A change of crypto profile gave the enterprise its SM4 key-encryption key (and its
+        # policy the lines for it), tagged migration:<id>/1, before this event.
+        migration, started = e.details.get("migration"), e.details.get("started_at")
+        if isinstance(migration, str) and isinstance(started, str):
+            reasons.migrations[migration] = (datetime.fromisoformat(started), e.at, e.seq)
+    elif e.action == "object.reencrypted":
+        # A change of crypto profile (sandbox.jobs.reencryption) read the object named and
+        # stored it again, between the migration's start and this event (failed or not).
+        started = e.details.get("started_at")
+        if e.resource and isinstance(version, int) and isinstance(started, str):
+            reasons.reencryptions.setdefault((e.resource, version), []).append(
+                (datetime.fromisoformat(started), e.at, e.seq)
+            )
     elif e.action in ("collaboration.contributed", "collaboration.read"):
         # A node's partial for a collaboration run (node.work.collab), or its rows read for
         # an analysis run (node.work.pairs, whether or not the run went on): it read the
@@ -279,9 +300,34 @@ def _cellkey(
     return Explanation("job", run.id, run.seq)
 
 
+def _reencryption(
+    reasons: Reasons, label: str | None, at: datetime, _: datetime
+) -> Explanation | None:
+    """Re-encrypting an object under another crypto profile, tagged with the object's own
+    label (``dataset:<id>/<version>``, ``job:<id>/1``, ``held:<id>/1``, ``cellkey:<id>/1``): by
+    its ``object.reencrypted`` event, within the migration's time."""
+    parsed = parse_label(label)
+    for started, ended, seq in reasons.reencryptions.get(parsed, []) if parsed else []:
+        if started - CLOCK_SLACK <= at <= ended + CLOCK_SLACK:
+            return Explanation("reencryption", parsed[0] if parsed else "", seq)
+    return None
+
+
+def _migration(
+    reasons: Reasons, label: str | None, at: datetime, _: datetime
+) -> Explanation | None:
+    """Preparing the enterprise for another crypto profile, tagged ``migration:<id>/1``."""
+    tagged = _object(label, "migration")
+    found = reasons.migrations.get(tagged[0]) if tagged else None
+    if found is not None and found[0] - CLOCK_SLACK <= at <= found[1] + CLOCK_SLACK:
+        return Explanation("migration", tagged[0] if tagged else "", found[2])
+    return None
+
+
 def _login(reasons: Reasons, label: str | None, at: datetime, now: datetime) -> Explanation | None:
     """A login (or key check) is explained by what explains the operation it was made for."""
-    for rule in (_upload, _job, _model, _download, _rotation, _cellkey):
+    for rule in (_upload, _job, _model, _download, _rotation, _cellkey, _reencryption,
+                 _migration):  # fmt: skip
         found = rule(reasons, label, at, now)
         if found is not None:
             return found
@@ -302,6 +348,8 @@ _TENANT_RULES: Final[Mapping[str, _Rule]] = {
     "cellkey": _cellkey,
     "login": _login,
     "rotation": _rotation,
+    "reencryption": _reencryption,
+    "migration": _migration,
 }
 
 
