@@ -1,10 +1,9 @@
 """The national-cryptography (国密) primitives: SM4-GCM streaming, SM3, SM2.
 
-The **foundation** of issue 23's profile, tested against the standards'
-published vectors and benchmarked, but **not wired in**: nothing in Veil
-encrypts, hashes its audit chain or signs with these yet, and there is no
-setting that selects them.  See ``docs/keys.md``, "The national-cryptography
-(国密) primitives".
+The national-cryptography profile's algorithms (``VEIL_CRYPTO_PROFILE=gm``,
+``keys.profile``), tested against the standards' published vectors and benchmarked.
+``KeyService`` encrypts with SM4-GCM and signs with SM2 under that profile, and the audit
+chain hashes with SM3; see ``docs/keys.md``, "The national-cryptography (国密) profile".
 
 * :func:`encrypt_stream_sm4` / :func:`decrypt_stream_sm4` — version 2 of the
   streaming format (``docs/encryption-format.md``): SM4-GCM (GB/T 32907) in the

@@ -3,8 +3,9 @@
 ``sm3_chain_hash`` mirrors ``policies.audit.chain_hash`` exactly —
 ``hash_n = H(hash_{n-1} || canonical JSON of event n)`` as lower-case hex — so
 that a chain kept under the national profile differs only in ``H``.  SM3 comes
-from ``cryptography`` (OpenSSL's implementation); nothing in Veil hashes with it
-yet (issue 23).
+from ``cryptography`` (OpenSSL's implementation); the audit chain uses
+``hashlib``'s SM3 where Python's OpenSSL has it and this one else
+(``policies.audit.HASHERS``, held equal by the tests).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from keys import LocalKeyServer
+from keys import CryptoProfile, LocalKeyServer
 from keys.bao import free_port
 from policies.grants import EPSILON_UNIT
 from sandbox.client import VeilClient
@@ -187,6 +187,12 @@ def _wait_published(analyst: VeilClient, count: int, tier: int = 0) -> None:
         time.sleep(0.2)
 
 
+_ALGORITHMS = {
+    CryptoProfile.STANDARD: "AES-256-GCM, SHA-256 audit chain, Ed25519",
+    CryptoProfile.GM: "国密: SM4-GCM, SM3 audit chain, SM2",
+}
+
+
 def run_node_demo(settings: Settings, console: Console) -> None:
     cp_settings, home = _fresh(settings)
     console.rule(
@@ -194,6 +200,9 @@ def run_node_demo(settings: Settings, console: Console) -> None:
     )
     console.print(f"state under {home}: control-plane/ (this process) and one node-*/ per "
                   "enterprise (a process each, its own OpenBao and database)")  # fmt: skip
+    profile = settings.crypto_profile
+    console.print(f"crypto profile: {profile} ({_ALGORITHMS[profile]}; VEIL_CRYPTO_PROFILE, "
+                  "docs/keys.md)")  # fmt: skip
     with ExitStack() as stack:
         cp = stack.enter_context(open_veil(cp_settings))
         url = stack.enter_context(ApiThread(cp_settings, cp))

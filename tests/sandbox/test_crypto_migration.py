@@ -202,3 +202,33 @@ def test_an_unreadable_object_is_kept_and_reported(
         with veil.db.read() as session:
             left = reencryption.pending(session, CryptoProfile.GM)
         assert [i.row for i in left] == [victim.row]
+
+
+def test_an_object_changed_meanwhile_is_left_for_the_next_run(
+    standard: Settings, stored: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation (or anything) storing another key for an object while it is re-encrypted:
+    what is stored wins, the new file is dropped, and the next run takes the object."""
+    real = reencryption._reencrypt_object
+
+    def rotated_meanwhile(
+        veil: Veil, item: reencryption.StoredItem
+    ) -> tuple[str, str, dict[str, object]]:
+        made = real(veil, item)
+        if item.kind == "model":
+            with veil.db.transaction() as session:
+                job = session.get(Job, item.row)
+                assert job is not None
+                job.artifact_wrapped_key = item.wrapped_key + "-changed"
+        return made
+
+    with open_veil(_gm(standard), worker=False, profile_check=False) as veil:
+        monkeypatch.setattr(reencryption, "_reencrypt_object", rotated_meanwhile)
+        run = reencryption.migrate(veil)
+        assert run.changed_meanwhile == 1 and run.reencrypted["model"] == 0
+        with veil.db.read() as session:
+            job = session.get(Job, str(stored["job"]))
+            items = reencryption.stored_items(session)
+        assert job is not None and str(job.artifact_wrapped_key).endswith("-changed")
+        named = {veil.settings.objects_dir / i.path for i in items if i.path is not None}
+        assert set(veil.settings.objects_dir.rglob("*.veil")) == named  # the new file dropped
