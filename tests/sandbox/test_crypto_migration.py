@@ -13,12 +13,16 @@ from sqlalchemy import select
 
 from keys import CryptoProfile, KeyServerMisconfigured, KeyServerUnavailable, LocalKeyServer
 from keys.profile import wrapped_key_profile
+from keys.signing import public_keys_from_pem
 from policies import audit
+from policies.audit_export import verify_export
+from policies.principals import Principal, Role
 from sandbox.config.settings import Settings
 from sandbox.data.cell_secrets import cell_secret
 from sandbox.data.datasets import load_frame
 from sandbox.jobs import reencryption
 from sandbox.jobs.artifacts import load_artifact, store_artifact
+from sandbox.oversight.audit_log import export, public_keys_pem
 from sandbox.oversight.keyaudit import key_audit
 from sandbox.runtime.veil import Veil
 from sandbox.runtime.verification import public_keys
@@ -57,6 +61,7 @@ def stored(standard: Settings) -> Iterator[dict[str, object]]:
             row.artifact_path, row.artifact_wrapped_key = model.path, model.wrapped_key
         secret = cell_secret(veil, dataset, slug, 1, job["id"])
         frames = _frames(veil)
+        assert veil.checkpoint() is not None  # an Ed25519 checkpoint before the switch
     # Closed: the tests open the deployment again under a profile of their choosing.
     yield {"world": world, "job": job["id"], "secret": secret, "frames": frames,
            "slug": slug, "enterprise": dataset.enterprise_id}  # fmt: skip
@@ -66,8 +71,6 @@ _COUNT = [{"kind": "count"}]
 
 
 def _slug(veil: Veil, enterprise_id: str) -> str:
-    from policies.principals import Principal
-
     with veil.db.read() as session:
         principal = session.get(Principal, enterprise_id)
         assert principal is not None and principal.slug
@@ -134,6 +137,19 @@ def test_migration_reencrypts_everything_and_continues_the_chain(
         assert job.artifact_path is not None and job.artifact_wrapped_key is not None
         weights = load_artifact(veil, slug, job.id, job.artifact_path, job.artifact_wrapped_key)
         assert weights == b"weights" * 100
+        # The chain verifies across the switch, online and offline: SHA-256 events and an
+        # Ed25519 checkpoint before it, SM3 events and an SM2 checkpoint after it.
+        with veil.db.read() as session:
+            operator = session.scalars(
+                select(Principal).where(Principal.role == Role.OPERATOR)
+            ).first()
+            signatures = list(session.scalars(select(audit.AuditCheckpoint.signature)))
+        assert operator is not None
+        assert {sig.split(":")[0] for sig in signatures} == {"veil-ed25519", "veil-sm2"}
+        exported = b"".join(export(veil, operator)).splitlines()
+        keys_pem = public_keys_pem(veil)
+        offline = verify_export(exported, public_keys_from_pem(keys_pem))
+        assert offline.ok and offline.checkpoints >= 2, offline.problem
         # The old files are gone: only the objects the rows name are left.
         named = {veil.settings.objects_dir / i.path for i in items if i.path is not None}
         on_disk = {p for p in veil.settings.objects_dir.rglob("*.veil")}
