@@ -4,19 +4,23 @@ picks up what is left, and start-up refuses a profile the data is not in."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+import sandbox.cli  # noqa: F401 - registers every command on the app
 from keys import CryptoProfile, KeyServerMisconfigured, KeyServerUnavailable, LocalKeyServer
 from keys.profile import wrapped_key_profile
 from keys.signing import public_keys_from_pem
 from policies import audit
 from policies.audit_export import verify_export
 from policies.principals import Principal, Role
+from sandbox.cli.app import app as cli_app
 from sandbox.config.settings import Settings
 from sandbox.data.cell_secrets import cell_secret
 from sandbox.data.datasets import load_frame
@@ -248,3 +252,33 @@ def test_an_object_changed_meanwhile_is_left_for_the_next_run(
         assert job is not None and str(job.artifact_wrapped_key).endswith("-changed")
         named = {veil.settings.objects_dir / i.path for i in items if i.path is not None}
         assert set(veil.settings.objects_dir.rglob("*.veil")) == named  # the new file dropped
+
+
+def test_the_cli_shows_the_profile_and_migrates(
+    standard: Settings, stored: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``veil keys profile`` and ``veil keys migrate`` as an operator runs them: the setting
+    from the environment, counts before and after, exit 0 once nothing is left."""
+    assert standard.vault_secret_id is not None
+    env = {"VEIL_DATA_DIR": str(standard.data_dir), "VEIL_VAULT_ADDR": standard.vault_addr,
+           "VEIL_VAULT_ROLE_ID": standard.vault_role_id,
+           "VEIL_VAULT_SECRET_ID": standard.vault_secret_id.get_secret_value(),
+           "VEIL_VAULT_NAMESPACE": standard.vault_namespace,
+           "VEIL_VAULT_TENANCY": str(standard.vault_tenancy),
+           "VEIL_CRYPTO_PROFILE": "gm"}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    runner = CliRunner()
+    before = runner.invoke(cli_app, ["keys", "profile", "--json"])
+    assert before.exit_code == 0, before.output
+    shown = json.loads(before.output)
+    assert shown["setting"] == "gm" and shown["audit_chain_hash"] == "sha256"
+    assert shown["stored"]["standard"] == {"dataset": 2, "model": 1, "held": 0, "cellkey": 1}
+    done = runner.invoke(cli_app, ["keys", "migrate", "--json"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.output)
+    assert summary["remaining"] == 0 and sum(summary["reencrypted"].values()) == 4
+    after = json.loads(runner.invoke(cli_app, ["keys", "profile", "--json"]).output)
+    assert after["audit_chain_hash"] == "sm3"
+    assert after["stored"]["gm"] == {"dataset": 2, "model": 1, "held": 0, "cellkey": 1}
+    assert any(key.endswith("sm2") for key in after["signing_keys"])
