@@ -1,10 +1,11 @@
-"""What the node tells the control plane: its catalog (declarations and public row counts,
-never data) and its grants (signed by the node's key server), and the provider directory
-it takes back.  Each is sent when it changed since it was last sent."""
+"""What the node tells the control plane: its signing public keys, its catalog (declarations
+and public row counts, never data) and its grants (signed by the node's key server), and
+the provider directory it takes back.  Each is sent when it changed since it was last sent."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from keys.node_auth import canonical_json
 from node.catalog import letters
-from node.protocol.client import ControlPlane
+from node.protocol.client import ControlPlane, ControlPlaneRefused
 from node.protocol.signing import sign
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
 from policies.principals import Principal, Role, Status
@@ -60,9 +61,15 @@ def grant_document(grant: Grant) -> dict[str, Any]:
     }
 
 
+log = logging.getLogger(__name__)
+
 #: How often the provider directory is read again (a new provider is grantable on the node
 #: within this long).
 PROVIDERS_EVERY_S = 5.0
+#: How often the node's signing public keys are read again from its key server: a version
+#: made while the link runs (a rotation) reaches the control plane within this long; one
+#: made before the link started (``veil keys migrate``), in the link's first round.
+KEYS_EVERY_S = 30.0
 
 
 class Publisher:
@@ -72,6 +79,7 @@ class Publisher:
         self.veil, self.control, self.node_id = veil, control, node_id
         self._sent: dict[str, str] = {}
         self._providers_at: float | None = None
+        self._keys_at: float | None = None
         self.signatures = letters.SignatureDesk(veil, control)
 
     def _changed(self, key: str, document: Any) -> bool:
@@ -80,6 +88,33 @@ class Publisher:
             return False
         self._sent[key] = digest
         return True
+
+    def publish_keys(self) -> int:
+        """Send every version of the node's signing public key when they changed since sent
+        (read at the link's first round, then every ``KEYS_EVERY_S``), before any document
+        they sign: the control plane checks those with the keys it holds, and takes new
+        versions only, never a change to one it has.  How many were sent (0 or 1)."""
+        now = time.monotonic()
+        if self._keys_at is not None and now - self._keys_at < KEYS_EVERY_S:
+            return 0
+        pem = "".join(k.to_pem() for k in self.veil.keys.signing_public_keys())
+        self._keys_at = now
+        if not self._changed("signing-keys", pem):
+            return 0
+        try:
+            self.control.call("PUT", "/node/v1/signing-keys", {"signing_keys": pem})
+        except ControlPlaneRefused as exc:
+            if exc.status >= 500 or exc.code == "signing_keys_changed":
+                self._sent.pop("signing-keys", None)  # sent again next time
+                raise
+            # Not sent again until the keys change: the control plane's operator and this
+            # node's must look (the documents a refused version signs are refused there).
+            log.error("the control plane refused this node's signing keys: %s", exc)
+            return 0
+        except Exception:
+            self._sent.pop("signing-keys", None)
+            raise
+        return 1
 
     def sync(self) -> int:
         """Providers in (every ``PROVIDERS_EVERY_S``), then datasets, grants and commitment

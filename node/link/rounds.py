@@ -1,7 +1,7 @@
 """The node's link to the control plane: one thread, outbound only.
 
-Each round: publish what changed (catalog, grants) and mirror the providers; take the
-pending code requests and send the enterprise's decisions on them (``node.work.code``);
+Each round: publish what changed (signing keys, catalog, grants) and mirror the providers;
+take the pending code requests and send the enterprise's decisions on them (``node.work.code``);
 answer the collaboration runs' phases (``node.work.collab``); take
 the jobs waiting on this node's datasets (each decided here again, ``node.work.jobs``); sign
 the answers of the jobs that ended; send every answer not yet acknowledged; say which
@@ -98,13 +98,16 @@ class NodeLink:
         # Answers first: signed and kept even when the control plane is away, and sent
         # before anything else so a finished job's release waits for nothing.
         report.answered = jobs.answer_finished(self.veil, self.node_id)
+        # The signing keys before any document they sign (after a switch of profile or a
+        # rotation, the answers above are signed by a version the control plane lacks).
+        report.published = self.publisher.publish_keys()
         report.delivered = self._deliver(report)
         if self._collab_only(claim_wait_s):
             # Woken for a collaboration phase, and the rest was read moments ago: only the
             # phase (the nodes' answers are what the run waits for).
-            report.published = self.collab_desk.sync()
+            report.published += self.collab_desk.sync()
         else:
-            report.published = self.publisher.sync()
+            report.published += self.publisher.sync()
             due = self._code_due or time.monotonic() - self._code_at >= CODE_EVERY_S
             if not claim_wait_s or due:
                 report.published += self.code_desk.sync()

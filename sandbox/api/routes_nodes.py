@@ -24,7 +24,15 @@ from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH, Input
 from sandbox.collaborations import proposals, runs
 from sandbox.nodes import code, feed, mirror, registry
 from sandbox.nodes import letters as node_letters
-from sandbox.nodes.schemas import CodeRequestDoc, DatasetDoc, JobDoc, SignedDoc, body
+from sandbox.nodes.schemas import (
+    CodeRequestDoc,
+    DatasetDoc,
+    JobDoc,
+    SignedDoc,
+    SigningKeysAnswer,
+    SigningKeysDoc,
+    body,
+)
 from sandbox.runtime.veil import Veil
 from sandbox.store.node_models import Node
 
@@ -126,6 +134,19 @@ def _object(value: Any) -> dict[str, Any]:
 def providers(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
     """The providers an enterprise may grant to (ids and names)."""
     return mirror.providers(veil)
+
+
+@router.put("/node/v1/signing-keys", response_model=SigningKeysAnswer,
+            openapi_extra=body(SigningKeysDoc))  # fmt: skip
+def publish_signing_keys(veil: VeilDep, signed: SignedDep) -> dict[str, list[int]]:
+    """The node's signing public keys, every version: taken only when they extend those the
+    control plane holds (same keys for the versions it has, newer versions added), ``409``
+    otherwise; the documents the node signs are checked against them."""
+    pem = _object(signed.body).get("signing_keys")
+    if not isinstance(pem, str):
+        raise InvalidRequest(Msg("'signing_keys' must be the keys' PEM text"))
+    published = registry.publish_signing_keys(veil, signed.node, pem)
+    return {"added": published.added, "versions": published.versions}
 
 
 @router.put("/node/v1/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,

@@ -4,6 +4,11 @@ An enterprise created "on a node" gets no key-server tenant here at all: its key
 by its node, in the node's own key server, with credentials that exist only on the node.
 The operator hands the enterprise a one-time enrolment code (only its SHA-256 is stored);
 ``veil node init --enrol CODE`` on the node sends it with the node's public keys.
+
+A node's signing keys (``Node.signing_key``: every version, PEM) only ever grow: the node
+publishes them again (:func:`publish_signing_keys`) after its key server made a new
+version (a rotation, or a switch of crypto profile), and every version held here stays as
+it is, so each signature the node made keeps verifying.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from i18n import Msg
 from keys.node_auth import MAX_SKEW_S, RequestRejected, claimed, load_public_pem, verify_request
-from keys.signing import SigningPublicKey
+from keys.signing import SigningPublicKey, public_keys_from_pem
 from policies import audit
 from policies.capabilities import Capability, require
 from policies.db import new_id
@@ -32,6 +37,7 @@ from sandbox.store.node_models import Node, NodeNonce, NodeStatus, node_of
 
 ENROLMENT_LIFETIME: Final = timedelta(days=7)
 _SEEN_EVERY: Final = timedelta(seconds=30)  # last_seen_at is written at most this often
+MAX_SIGNING_KEYS_CHARS: Final = 64_000  # every version's PEM, a few hundred versions
 _PURGE_EVERY_S: Final = 30.0  # spent nonces past the window are deleted at most this often
 _purged_at = -_PURGE_EVERY_S  # this process's last purge (time.monotonic())
 
@@ -138,6 +144,94 @@ def enrol(veil: Veil, code: str, identity_pem: str, signing_pem: str) -> tuple[N
         session.expunge(node)
         session.expunge(enterprise)
     return node, enterprise
+
+
+@dataclass(frozen=True)
+class PublishedKeys:
+    added: list[int]  # the versions this publication added (none: nothing changed)
+    versions: list[int]  # every version the control plane now holds
+
+
+def publish_signing_keys(veil: Veil, node: Node, pem: str) -> PublishedKeys:
+    """Take the node's signing public keys (every version, PEM) when they extend those held:
+    each version held is there with the same key, and only versions above the newest held
+    are new.  What was added (nothing when nothing changed); :class:`Conflict` otherwise,
+    and nothing changes (a forged or confused request can add a key, never replace or
+    remove one, so every signature made keeps verifying)."""
+    if len(pem) > MAX_SIGNING_KEYS_CHARS:
+        raise InvalidRequest(Msg("the signing keys are longer than {limit} characters",
+                                 limit=MAX_SIGNING_KEYS_CHARS))  # fmt: skip
+    try:
+        offered = public_keys_from_pem(pem)
+    except ValueError as exc:
+        raise InvalidRequest(Msg("the signing keys are refused: {why}", why=str(exc))) from None
+    with veil.db.transaction() as session:
+        row = session.get(Node, node.id)
+        assert row is not None and row.signing_key is not None  # authenticated: enrolled
+        held_pem = row.signing_key
+        added = _added_versions(public_keys_from_pem(held_pem), offered)
+        if not added:
+            return PublishedKeys([], sorted(offered))
+        # Written only over what was read: two publications at once cannot both replace it.
+        new_pem = "".join(offered[v].to_pem() for v in sorted(offered))
+        changed = session.execute(
+            update(Node)
+            .where(Node.id == row.id, Node.signing_key == held_pem)
+            .values(signing_key=new_pem)
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount != 1:
+            raise Conflict(Msg("the node's signing keys changed meanwhile; send them again"),
+                           code="signing_keys_changed")  # fmt: skip
+        audit.record(
+            session,
+            "node.signing_keys_updated",
+            tenant_id=row.enterprise_id,
+            resource=f"node:{row.id}",
+            details={"added": added, "versions": sorted(offered),
+                     "algorithms": {str(v): offered[v].algorithm for v in added}},
+        )  # fmt: skip
+    return PublishedKeys(added, sorted(offered))
+
+
+def _added_versions(
+    held: dict[int, SigningPublicKey], offered: dict[int, SigningPublicKey]
+) -> list[int]:
+    """The versions ``offered`` adds to ``held``; Conflict unless it extends them."""
+    for version, key in sorted(held.items()):
+        if version not in offered:
+            raise Conflict(
+                Msg(
+                    "the signing keys leave out version {version}, which the control plane "
+                    "holds: a node's keys are only ever added to, so that its signatures "
+                    "keep verifying; send every version",
+                    version=version,
+                ),
+                code="signing_key_missing",
+            )
+        if offered[version] != key:
+            raise Conflict(
+                Msg(
+                    "signing key version {version} is not the one the control plane holds: "
+                    "a key version is never replaced (re-enrol the node if its key server "
+                    "was lost)",
+                    version=version,
+                ),
+                code="signing_key_changed",
+            )
+    newest = max(held)
+    older = sorted(v for v in offered if v not in held and v < newest)
+    if older:
+        raise Conflict(
+            Msg(
+                "signing key version {version} is older than the newest the control plane "
+                "holds ({newest}): only newer versions can be added",
+                version=older[0],
+                newest=newest,
+            ),
+            code="signing_key_not_newer",
+        )
+    return sorted(set(offered) - set(held))
 
 
 def authenticate(veil: Veil, method: str, path: str, body: bytes, headers: dict[str, str]) -> Node:

@@ -45,6 +45,21 @@ class SignedDoc(BaseModel):
     signature: str
 
 
+class SigningKeysDoc(BaseModel):
+    """Every version of the node key server's signing public key, oldest first: each a
+    ``# veil-<algorithm> key version N`` line and its PEM block (``keys.signing``)."""
+
+    signing_keys: str
+
+
+class SigningKeysAnswer(BaseModel):
+    """The versions this publication added (none when the control plane had them all) and
+    every version it now holds."""
+
+    added: list[int]
+    versions: list[int]
+
+
 class JobDoc(BaseModel):
     """A job handed to the node; it decides it again against its own grants and ledger."""
 

@@ -29,7 +29,8 @@ class Node(Base):
     status: Mapped[str] = mapped_column(String(12))
     #: PEM of the Ed25519 key the node signs its requests with (``keys.node_auth``).
     identity_key: Mapped[str | None] = mapped_column(Text, default=None)
-    #: PEM of the node key server's signing key (grants and releases, ``keys.signing``).
+    #: PEM of the node key server's signing keys, every version the node published (grants
+    #: and releases, ``keys.signing``); only ever extended (``registry.publish_signing_keys``).
     signing_key: Mapped[str | None] = mapped_column(Text, default=None)
     enrolment_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     enrolment_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -16,7 +16,8 @@ def test_node_protocol_schema_is_current() -> None:
         "the node protocol changed: run scripts/node-openapi and commit docs/nodes-openapi.json"
     )
     assert set(committed["paths"]) == {
-        "/node/v1/enrol", "/node/v1/providers", "/node/v1/datasets/{dataset_id}",
+        "/node/v1/enrol", "/node/v1/providers", "/node/v1/signing-keys",
+        "/node/v1/datasets/{dataset_id}",
         "/node/v1/grants/{grant_id}", "/node/v1/letters/{grant_id}",
         "/node/v1/letters/signatures", "/node/v1/jobs/claim", "/node/v1/jobs/running",
         "/node/v1/jobs/{job_id}/release", "/node/v1/jobs/{job_id}/fail",
