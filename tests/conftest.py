@@ -26,6 +26,10 @@ IN_CI = os.environ.get("CI") == "true"
 # tests of letters turn them on explicitly (``commitment_letters=True``), and
 # tests/sandbox/test_commitments.py checks the default.
 os.environ.setdefault("VEIL_COMMITMENT_LETTERS", "false")
+# Most tests run no job: their Veils (and the servers they start) start the job worker's
+# warm sandbox with the first job, not ahead (seconds of CPU each on a loaded machine).
+# tests/sandbox/test_isolation.py checks the default.
+os.environ.setdefault("VEIL_JOB_SANDBOX_AHEAD", "false")
 
 
 def require(available: bool, what: str) -> None:

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
 
     # Jobs.
     job_poll_interval_s: float = Field(default=0.5, gt=0, description="Worker idle poll period.")
+    job_sandbox_ahead: bool = Field(
+        default=True,
+        description="Start the job worker's warm sandbox (the built-in job kinds) when the "
+        "worker starts, so that the first job does not wait seconds for it; false: on the "
+        "first job (the tests: most of them run no job).",
+    )
     job_engine: Literal["embedded", "procrastinate"] = Field(
         default="embedded",
         description="Who runs queued jobs: 'embedded' (a worker thread in each server process) "

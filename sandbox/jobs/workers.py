@@ -129,14 +129,17 @@ class JobWorker(threading.Thread):
 
 def open_pools(veil: Veil) -> tuple[SandboxPool, ...]:
     """The worker's sandboxes, from the calling thread (the one that will run the jobs):
-    the warm worker of the built-in kinds, started now, and tier 5's, which keeps a spare
-    from its first job on (PySyft takes seconds to import, and a worker that never runs
-    tier 5 should not pay for it)."""
+    the warm worker of the built-in kinds, started now (unless ``job_sandbox_ahead`` is
+    off: then with the first job), and tier 5's, which keeps a spare from its first job on
+    (PySyft takes seconds to import, and a worker that never runs tier 5 should not pay
+    for it)."""
     pools = (
         SandboxPool(veil.settings, reusable=True),
         SandboxPool(veil.settings, warm=True, code=True),
     )
     veil.sandboxes, veil.code_sandboxes = pools
+    if not veil.settings.job_sandbox_ahead:
+        return pools
     try:
         pools[0].prepare()
     except Exception:  # no bubblewrap: every job will fail closed with the reason

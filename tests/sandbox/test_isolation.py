@@ -167,6 +167,31 @@ def test_without_bubblewrap_jobs_fail_closed(
         SandboxPool(settings, warm=False).take()
 
 
+@pytest.mark.parametrize("ahead", [True, False])
+def test_the_job_worker_starts_its_warm_sandbox_ahead_by_default(
+    monkeypatch: pytest.MonkeyPatch, data_dir: Path, ahead: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from sandbox.jobs.workers import close_pools, open_pools
+
+    monkeypatch.delenv("VEIL_JOB_SANDBOX_AHEAD")  # tests/conftest.py turns it off
+    settings = (
+        Settings(data_dir=data_dir)
+        if ahead
+        else Settings(data_dir=data_dir, job_sandbox_ahead=False)
+    )
+    assert settings.job_sandbox_ahead is ahead
+    veil = SimpleNamespace(settings=settings, sandboxes=None, code_sandboxes=None)
+    pools = open_pools(veil)  # type: ignore[arg-type]
+    try:
+        started = pools[0]._spare
+        assert (started is not None and started.alive) is ahead
+        assert pools[1]._spare is None  # tier 5's: from its first job on
+    finally:
+        close_pools(veil, pools)  # type: ignore[arg-type]
+
+
 def test_the_warm_worker_forks_a_process_per_job_and_survives_a_failed_one(
     data_dir: Path,
 ) -> None:
