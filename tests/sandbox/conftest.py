@@ -1,4 +1,9 @@
-"""A complete Veil per test: real OpenBao (the session's), real SQLite, real HTTP on loopback."""
+"""A complete Veil per test: real OpenBao (the session's), real SQLite, real HTTP on loopback.
+
+A module whose tests each make their own world (``make_world``: new tenants, dataset and
+grant) may share one Veil among its tests (``shared_veil``): tier 5's, where a Veil's
+sandboxes (PySyft imported ahead) outlive a test.
+"""
 
 from __future__ import annotations
 
@@ -81,6 +86,20 @@ def api(veil: Veil) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def shared_veil(data: Path, key_server: LocalKeyServer) -> Iterator[tuple[Veil, str, str]]:
+    """A Veil for a module's tests (standard profile): it, its API's address and its
+    operator's token.  Each test makes its own world with that token
+    (``make_world(..., operator_token=...)``), so no test sees another's tenants."""
+    with (
+        open_veil(settings_for(data, key_server)) as running,
+        ApiThread(running.settings, running) as url,
+    ):
+        token = bootstrap_operator(running)
+        assert token is not None
+        yield running, url, token
+
+
 @dataclass
 class World:
     """Operator, two enterprises, two providers, one uploaded dataset and one grant."""
@@ -102,9 +121,17 @@ class World:
 
 
 def make_world(
-    veil: Veil, url: str, *, epsilon: float = 1.0, rows: int = 2_000, tiers: list[int] | None = None
+    veil: Veil,
+    url: str,
+    *,
+    epsilon: float = 1.0,
+    rows: int = 2_000,
+    tiers: list[int] | None = None,
+    operator_token: str | None = None,
 ) -> World:
-    token = bootstrap_operator(veil)
+    """A new world on ``veil``; ``operator_token``: of the operator made before (a shared
+    Veil's), else the first operator is made now."""
+    token = operator_token or bootstrap_operator(veil)
     assert token is not None
     operator = VeilClient(url, token)
     tag = uuid.uuid4().hex[:8]

@@ -1,7 +1,8 @@
 """Tier 5 end to end: submit a syft function, review it, run it sandboxed, check its output.
 
 Real PySyft, real bubblewrap, real OpenBao: each run on the mock (at submission) and on
-the data (the job) happens in a job sandbox.
+the data (the job) happens in a job sandbox.  The tests share one Veil, each with a world of
+its own: the job worker's spare sandbox, PySyft imported, passes from one test to the next.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 from sqlalchemy import update
 
+from keys import LocalKeyServer
 from sandbox.client import ApiError
 from sandbox.client import VeilClient as ApiClient
 from sandbox.demo.data import MACHINES
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import CodeRequest, Job
-from tests.sandbox.conftest import PURPOSE, World, make_world
+from tests.sandbox.conftest import PURPOSE, World, make_world, shared_veil
 
 MEAN_CYCLE = """import syft as sy
 
@@ -91,9 +94,29 @@ def reach_out(data):
 '''
 
 
+@pytest.fixture(scope="module")
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, key_server: LocalKeyServer
+) -> Iterator[tuple[Veil, str, str]]:
+    with shared_veil(tmp_path_factory.mktemp("tier5"), key_server) as running:
+        yield running
+
+
 @pytest.fixture
-def coder(veil: Veil, api: str) -> World:
-    return make_world(veil, api, rows=2_000, epsilon=2.0, tiers=[0, 1, 5])
+def veil(shared: tuple[Veil, str, str]) -> Veil:
+    return shared[0]
+
+
+@pytest.fixture
+def coder(shared: tuple[Veil, str, str]) -> World:
+    veil, url, operator = shared
+    return make_world(veil, url, rows=2_000, epsilon=2.0, tiers=[0, 1, 5], operator_token=operator)
+
+
+def audited(world: World, limit: int) -> set[str]:
+    """The actions of the newest events on the world's enterprise (the Veil is shared)."""
+    events = world.operator.audit_events(limit=limit, tenant_id=world.acme.me()["id"])
+    return {e["action"] for e in events}
 
 
 def approved(world: World, source: str) -> str:
@@ -135,8 +158,7 @@ def test_an_approved_benign_function_releases_its_aggregate(coder: World) -> Non
     released = dict(zip(means["index"], means["values"], strict=True))
     assert all(abs(released[m] - exact[m]) < 5 for m in released)
     assert all(released[m] != exact[m] for m in released)
-    events = [e["action"] for e in coder.operator.audit_events(limit=50)]
-    assert {"code.submitted", "code.approved", "job.released"} <= set(events)
+    assert {"code.submitted", "code.approved", "job.released"} <= audited(coder, 50)
 
 
 def held_at_rest(veil: Veil, job_id: str) -> tuple[Path, bytes]:
@@ -190,8 +212,7 @@ def test_raw_rows_are_blocked_and_a_row_value_held_until_the_enterprise_decides(
     assert not path.exists()  # and one released by hand lives on as the result only
     with pytest.raises(ApiError):
         coder.provider.get_result(str(again["id"]))
-    actions = [e["action"] for e in coder.operator.audit_events(limit=100)]
-    assert {"job.held", "job.rejected", "job.released"} <= set(actions)
+    assert {"job.held", "job.rejected", "job.released"} <= audited(coder, 100)
 
 
 def test_confidential_columns_need_dp_output_and_the_spend_is_reported(coder: World) -> None:

@@ -13,17 +13,19 @@ filter (the filter is a help to reviewers, not the wall):
 * **data-dependent shape** — DP values placed by a condition on the data.
 
 Real PySyft, bubblewrap and OpenBao; each job runs its two sandboxes (the private run
-and the reference run on the mock).
+and the reference run on the mock).  The tests share one Veil, each with a world of its own.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from keys import LocalKeyServer
 from sandbox.client import ApiError
 from sandbox.config.settings import Settings
 from sandbox.isolation.child import Task
@@ -31,14 +33,28 @@ from sandbox.isolation.pool import SandboxPool
 from sandbox.jobs.code_runs import granted_rows
 from sandbox.runtime.veil import Veil
 from sandbox.store.models import CodeRequest
-from tests.sandbox.conftest import PURPOSE, World, make_world
+from tests.sandbox.conftest import PURPOSE, World, make_world, shared_veil
 
 PROBE = Path(__file__).parents[1] / "sandbox" / "probe_child.py"
 
 
+@pytest.fixture(scope="module")
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, key_server: LocalKeyServer
+) -> Iterator[tuple[Veil, str, str]]:
+    with shared_veil(tmp_path_factory.mktemp("tier5"), key_server) as running:
+        yield running
+
+
 @pytest.fixture
-def coder(veil: Veil, api: str) -> World:
-    return make_world(veil, api, rows=600, epsilon=5.0, tiers=[0, 1, 5])
+def veil(shared: tuple[Veil, str, str]) -> Veil:
+    return shared[0]
+
+
+@pytest.fixture
+def coder(shared: tuple[Veil, str, str]) -> World:
+    veil, url, operator = shared
+    return make_world(veil, url, rows=600, epsilon=5.0, tiers=[0, 1, 5], operator_token=operator)
 
 
 def approved(world: World, source: str) -> str:
