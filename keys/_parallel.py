@@ -46,6 +46,8 @@ _MAX_WORKERS = 8
 # Shared-memory blocks a worker keeps mapped between runs (one per stream in flight).
 _MAPPED_LIMIT = 4
 _LENGTH = struct.Struct(">I")
+_ENV = {"PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "SYSTEMROOT", "TMPDIR", "LANG"}
+_ENV_PREFIXES = ("LC_", "OPENSSL_")
 
 RunFunction = Callable[..., int]
 
@@ -91,13 +93,15 @@ def _receive(pipe: IO[bytes]) -> Any:
 class _Worker:
     def __init__(self) -> None:
         # The child finds ``keys`` where this process found it, and nowhere else: ``-P``
-        # keeps the working directory off its path.
-        path = os.pathsep.join(p for p in sys.path if p)
+        # keeps the working directory off its path.  Of the environment it gets only what
+        # the interpreter and OpenSSL read, not this process's tokens and secrets.
+        env = {k: v for k, v in os.environ.items() if k in _ENV or k.startswith(_ENV_PREFIXES)}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self._process = subprocess.Popen(
             [sys.executable, "-P", "-c", "from keys._parallel import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
+            env=env,
         )
 
     def send(self, message: object) -> None:

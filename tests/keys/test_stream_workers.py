@@ -149,3 +149,19 @@ class _Dead:
 
     def close(self) -> None:
         pass
+
+
+def _sees(data: memoryview, out: memoryview, name: str) -> int:
+    """Run in a worker: whether it has the variable ``name`` in its environment."""
+    out[0] = name in os.environ
+    return 1
+
+
+def test_workers_get_no_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEIL_BAO_PLATFORM_SECRET_ID", "s3cret")
+    _parallel._close_idle()  # the next workers start with this environment
+    out = io.BytesIO()
+    with _parallel.Pipeline(2, 16, 16, out) as pipeline:
+        pipeline.submit(pipeline.take(), 0, _sees, "VEIL_BAO_PLATFORM_SECRET_ID")
+        pipeline.submit(pipeline.take(), 0, _sees, "PATH")
+    assert out.getvalue() == b"\x00\x01"
