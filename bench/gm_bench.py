@@ -6,7 +6,7 @@ falls on both alike; a row gives the median, the item text the min-max:
 
 * the streaming format: SM4-GCM (format 2) vs AES-256-GCM (format 1), encrypt
   and decrypt of ``--mib`` MiB held in memory, to a discarding sink (goal:
-  SM4-GCM >= 200 MiB/s); and SM4-GCM as Veil runs it (past 8 MiB on worker
+  SM4-GCM >= 200 MiB/s); and SM4-GCM as Veil runs it (past 4 MiB on worker
   processes, ``keys._parallel``) vs the serial loop alone (before those workers), on
   the same bytes, the three interleaved;
 * the audit chain's hash step: ``sm3_chain_hash`` vs ``policies.audit.chain_hash``

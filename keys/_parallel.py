@@ -166,6 +166,7 @@ class _Slot:
         self.input = input_view
         self.in_offset = in_offset
         self.out_offset = out_offset
+        self.worker: _Worker | None = None  # the one running it, once submitted
 
 
 class Pipeline:
@@ -195,12 +196,10 @@ class Pipeline:
         except OSError:
             self._release()
             raise
+        self._queued = dict.fromkeys(self._workers, 0)
         self._busy: deque[_Slot] = deque()
         self._next = 0
         self.written = 0
-
-    def _worker(self, slot: _Slot) -> _Worker:
-        return self._workers[slot.number % len(self._workers)]
 
     def take(self) -> _Slot:
         """The next slot to fill, in ring order (its earlier output written out first)."""
@@ -211,14 +210,27 @@ class Pipeline:
         return slot
 
     def submit(self, slot: _Slot, length: int, fn: RunFunction, *args: Any) -> None:
-        """Run ``fn(input[:length], output, *args)`` in a worker; it returns the bytes of output."""
+        """Run ``fn(input[:length], output, *args)`` in a worker; it returns the bytes of output.
+
+        The worker with the fewest runs outstanding gets it: on a shared machine one
+        worker may be slowed, and outputs leave in order, so it should not hold up the rest.
+        """
+        worker = min(self._workers, key=lambda w: self._queued[w])
+        self._queued[worker] += 1
+        slot.worker = worker
         self._busy.append(slot)
         message = (self._shm.name, slot.in_offset, length, slot.out_offset, self._out_size)
-        self._worker(slot).send((*message, fn, args))
+        worker.send((*message, fn, args))
+
+    def _answer(self, slot: _Slot) -> tuple[str, Any]:
+        worker = slot.worker
+        assert worker is not None
+        self._queued[worker] -= 1
+        return worker.receive()
 
     def _reap_oldest(self) -> None:
         slot = self._busy.popleft()
-        status, value = self._worker(slot).receive()
+        status, value = self._answer(slot)
         if status != "ok":
             raise value
         with self._buf[slot.out_offset : slot.out_offset + value] as output:
@@ -246,7 +258,7 @@ class Pipeline:
             )
             while healthy and self._busy:
                 try:
-                    self._worker(self._busy.popleft()).receive()
+                    self._answer(self._busy.popleft())
                 except WorkerLost:
                     healthy = False
             self._busy.clear()

@@ -18,7 +18,8 @@ authentication.  Memory use is two chunks, whatever the size of the stream.
 A format may name a size (``StreamFormat.parallel_above``) past which the rest of a
 stream is sealed or opened by ``keys._parallel``'s worker processes, a run of chunks
 (about 1 MiB) each, written in order: the same chunks under the same nonces, so the
-same bytes; memory is then a ring of twice as many runs as workers.
+same bytes; memory is then a ring of a few runs a worker (32 MiB at most with chunks of
+1 MiB or less).
 
 This module knows nothing of key servers: it takes a raw key.  The chunk loop is
 shared by every version of the format (:class:`StreamFormat`); version 2, SM4-GCM,
@@ -51,6 +52,10 @@ MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 16 << 20
 _MAX_CHUNKS = 1 << 32
 _CONTEXT_LABEL = b"veil.object.v1"
+# The ring of runs the worker processes share with this one: four runs a worker, within
+# 32 MiB (a container's /dev/shm is often 64 MiB) unless runs are larger than that allows.
+_SLOTS_PER_WORKER = 4
+_RING_BUDGET = 32 << 20
 
 
 def object_context(tenant: str, object_id: str, version: int) -> bytes:
@@ -264,9 +269,14 @@ def _in_parallel(
         return None
     per_run = max(1, fmt.parallel_run // unit)
     run = per_run * unit
-    slots = 2 * _parallel.worker_count()  # one being sealed by each worker, one filled or written
+    out_size = per_run * out_unit + fmt.slack
+    # Runs queued at each worker, so that one slowed by other work does not stall the
+    # ring (as deep as the budget allows), one being filled and one written by this process.
+    workers = _parallel.worker_count()
+    fit = _RING_BUDGET // (run + out_size)
+    slots = max(workers + 2, min(_SLOTS_PER_WORKER * workers + 2, fit))
     try:
-        pipeline = _parallel.Pipeline(slots, run, per_run * out_unit + fmt.slack, dst)
+        pipeline = _parallel.Pipeline(slots, run, out_size, dst)
     except OSError:
         return None
     read = 0

@@ -76,8 +76,9 @@ class _Sm4Gcm:
 
 
 # Past this, the rest of a stream is sealed / opened on worker processes (``keys._parallel``):
-# SM4 runs at ~130 MiB/s a core here, and holds the GIL.  Below it, no process is started.
-PARALLEL_ABOVE = 8 << 20
+# SM4 runs at ~130 MiB/s a core here, and holds the GIL.  Below it (~30 ms of work), no
+# process is started.
+PARALLEL_ABOVE = 4 << 20
 
 SM4GCM_STREAM = StreamFormat(
     FORMAT_VERSION_SM4,
