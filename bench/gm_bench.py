@@ -14,7 +14,8 @@ falls on both alike; a row gives the median, the item text the min-max:
 * signatures: SM2 (gmssl-pyx) vs Ed25519 (cryptography, a local key; Veil's own
   Ed25519 key signs inside the key server), sign and verify (ops/s).
 
-Run alone with ``nice .venv/bin/python bench/gm_bench.py [--mib 64] [--repeats 5]``.
+Run alone with ``nice .venv/bin/python bench/gm_bench.py [--mib 64] [--repeats 5]
+[--only streams]``.
 Needs no key server.  It prints the load average before and after: on a shared
 machine the worker processes' gain depends on the cores others leave free.
 """
@@ -189,10 +190,19 @@ def signature_rows(seconds: float, repeats: int) -> list[Row]:
     ]
 
 
-def run(mib: int = 64, repeats: int = 5, events: int = 20_000, seconds: float = 1.0) -> list[Row]:
-    return (
-        stream_rows(mib, repeats) + chain_rows(events, repeats) + signature_rows(seconds, repeats)
-    )
+def run(
+    mib: int = 64,
+    repeats: int = 5,
+    events: int = 20_000,
+    seconds: float = 1.0,
+    only: str | None = None,
+) -> list[Row]:
+    parts = {
+        "streams": lambda: stream_rows(mib, repeats),
+        "chain": lambda: chain_rows(events, repeats),
+        "signatures": lambda: signature_rows(seconds, repeats),
+    }
+    return [r for name, rows in parts.items() if only in (None, name) for r in rows()]
 
 
 def main() -> list[Row]:
@@ -201,9 +211,10 @@ def main() -> list[Row]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=1.0, help="per signature measurement")
+    parser.add_argument("--only", choices=["streams", "chain", "signatures"], help="one pair")
     args = parser.parse_args()
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    rows = run(args.mib, args.repeats, args.events, args.seconds)
+    rows = run(args.mib, args.repeats, args.events, args.seconds, args.only)
     print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     from bench.report import print_rows
 
