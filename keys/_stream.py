@@ -15,6 +15,12 @@ are inside the associated data, reordering, dropping, duplicating, truncating,
 appending, splicing chunks from another object, or editing the header all fail
 authentication.  Memory use is two chunks, whatever the size of the stream.
 
+A format may name a size (``StreamFormat.parallel_above``) past which the rest of a
+stream is sealed or opened by ``keys._parallel``'s worker processes, a run of chunks
+(about 1 MiB) each, written in order: the same chunks under the same nonces, so the
+same bytes; memory is then a ring of a few runs a worker (32 MiB at most with chunks of
+1 MiB or less).
+
 This module knows nothing of key servers: it takes a raw key.  The chunk loop is
 shared by every version of the format (:class:`StreamFormat`); version 2, SM4-GCM,
 is ``keys.gm._sm4_stream``.
@@ -31,6 +37,7 @@ from typing import BinaryIO, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from keys import _parallel
 from keys.errors import DecryptionError
 
 MAGIC = b"VEILSTRM"
@@ -45,6 +52,10 @@ MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 16 << 20
 _MAX_CHUNKS = 1 << 32
 _CONTEXT_LABEL = b"veil.object.v1"
+# The ring of runs the worker processes share with this one: four runs a worker, within
+# 32 MiB (a container's /dev/shm is often 64 MiB) unless runs are larger than that allows.
+_SLOTS_PER_WORKER = 4
+_RING_BUDGET = 32 << 20
 
 
 def object_context(tenant: str, object_id: str, version: int) -> bytes:
@@ -84,13 +95,17 @@ class ChunkCipher(Protocol):
 @dataclass(frozen=True)
 class StreamFormat:
     """A version of the format: its header bytes, key size and AEAD (``slack``: the extra
-    room its AEAD wants in output buffers)."""
+    room its AEAD wants in output buffers; ``parallel_above``: the bytes of a stream past
+    which its rest goes to worker processes, ``None`` for never; ``parallel_run``: about
+    how many bytes, whole chunks, a worker seals or opens at a time)."""
 
     version: int
     algorithm: int
     key_size: int
     cipher: Callable[[bytes], ChunkCipher]
     slack: int = 0
+    parallel_above: int | None = None
+    parallel_run: int = 1 << 20
 
 
 class _AesGcm:
@@ -155,6 +170,7 @@ def encrypt_with(
     n = _read_full(src, memoryview(current))
     index = 0
     total = 0
+    parallel_above = fmt.parallel_above
     while True:
         m = _read_full(src, memoryview(following)) if n == chunk_size else 0
         final = m == 0
@@ -167,6 +183,15 @@ def encrypt_with(
             return total
         index += 1
         current, following, n = following, current, m
+        if parallel_above is not None and total >= parallel_above:
+            parallel_above = None  # one try: without shared memory, stay serial
+            args = (fmt, key, aad, prefix, chunk_size)
+            rest = _in_parallel(
+                _seal_run, args, chunk_size, chunk_size + TAG_SIZE, fmt,
+                memoryview(current)[:n], index, src, dst,
+            )  # fmt: skip
+            if rest is not None:
+                return total + rest[0]
 
 
 def decrypt_with(
@@ -195,6 +220,7 @@ def decrypt_with(
     n = _read_full(src, memoryview(current))
     index = 0
     total = 0
+    parallel_above = fmt.parallel_above
     while True:
         m = _read_full(src, memoryview(following)) if n == sealed else 0
         final = m == 0
@@ -213,3 +239,99 @@ def decrypt_with(
             return total
         index += 1
         current, following, n = following, current, m
+        if parallel_above is not None and total >= parallel_above:
+            parallel_above = None
+            args = (fmt, key, aad, prefix, chunk_size)
+            try:
+                rest = _in_parallel(
+                    _open_run, args, sealed, chunk_size, fmt,
+                    memoryview(current)[:n], index, src, dst,
+                )  # fmt: skip
+            except (InvalidTag, _TooLong):
+                raise DecryptionError() from None
+            if rest is not None:
+                return total + rest[1]
+
+
+class _TooLong(ValueError):
+    def __init__(self) -> None:
+        super().__init__("the stream is too long for this chunk size; use larger chunks")
+
+
+def _in_parallel(
+    fn: _parallel.RunFunction, args: tuple[object, ...], unit: int, out_unit: int,
+    fmt: StreamFormat, carry: memoryview, index: int, src: BinaryIO, dst: BinaryIO,
+) -> tuple[int, int] | None:  # fmt: skip
+    """Feed the rest of ``src`` (after ``carry``, chunk ``index``, already read) to worker
+    processes, runs of whole ``unit``-byte chunks at a time; return the bytes read and
+    written, or ``None``, having consumed nothing, when no shared memory can be had."""
+    if _parallel.worker_count() < 2:
+        return None
+    per_run = max(1, fmt.parallel_run // unit)
+    run = per_run * unit
+    out_size = per_run * out_unit + fmt.slack
+    # Runs queued at each worker, so that one slowed by other work does not stall the
+    # ring (as deep as the budget allows), one being filled and one written by this process.
+    workers = _parallel.worker_count()
+    fit = _RING_BUDGET // (run + out_size)
+    slots = max(workers + 2, min(_SLOTS_PER_WORKER * workers + 2, fit))
+    try:
+        pipeline = _parallel.Pipeline(slots, run, out_size, dst)
+    except OSError:
+        return None
+    read = 0
+    with pipeline:
+        slot = pipeline.take()
+        slot.input[: len(carry)] = carry
+        n = len(carry) + (
+            _read_full(src, slot.input[len(carry) : run]) if len(carry) == unit else 0
+        )
+        while True:
+            following = pipeline.take() if n == run else None
+            m = _read_full(src, following.input[:run]) if following is not None else 0
+            final = m == 0
+            chunks = -(-n // unit)
+            if index + chunks > _MAX_CHUNKS:
+                raise _TooLong()
+            pipeline.submit(slot, n, fn, *args, index, final)
+            read += n
+            if final or following is None:
+                break
+            index += chunks
+            slot, n = following, m
+    return read, pipeline.written
+
+
+def _seal_run(
+    data: memoryview, out: memoryview, fmt: StreamFormat, key: bytes, aad: bytes, prefix: bytes,
+    chunk_size: int, index: int, final: bool,
+) -> int:  # fmt: skip
+    """Seal the chunks of ``data`` (chunk ``index`` on; the last is the stream's last if
+    ``final``) into ``out``, as :func:`encrypt_with` would; return the bytes written."""
+    cipher = fmt.cipher(key)
+    written = 0
+    for start in range(0, len(data), chunk_size):
+        last = final and start + chunk_size >= len(data)
+        piece = data[start : start + chunk_size]
+        written += cipher.seal_into(_nonce(prefix, index, last), piece, aad, out[written:])
+        index += 1
+    return written
+
+
+def _open_run(
+    data: memoryview, out: memoryview, fmt: StreamFormat, key: bytes, aad: bytes, prefix: bytes,
+    chunk_size: int, index: int, final: bool,
+) -> int:  # fmt: skip
+    """Open the sealed chunks of ``data`` into ``out`` as :func:`decrypt_with` would
+    (raising :class:`InvalidTag` on the first that does not verify); return the bytes."""
+    cipher = fmt.cipher(key)
+    sealed = chunk_size + TAG_SIZE
+    written = 0
+    for start in range(0, len(data), sealed):
+        piece = data[start : start + sealed]
+        if len(piece) < TAG_SIZE:
+            raise InvalidTag()
+        last = final and start + sealed >= len(data)
+        written += cipher.open_into(_nonce(prefix, index, last), piece, aad, out[written:])
+        index += 1
+    return written

@@ -1,12 +1,13 @@
-"""The streaming format on its own, both versions (1: AES-256-GCM, 2: SM4-GCM): round
-trips, and every tamper fails with one opaque error."""
+"""The streaming format on its own, both versions (1: AES-256-GCM, 2: SM4-GCM, the latter
+also with all but its first chunk on worker processes): round trips, and every tamper
+fails with one opaque error."""
 
 from __future__ import annotations
 
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import pytest
@@ -16,14 +17,20 @@ from keys._stream import (
     HEADER,
     TAG_SIZE,
     decrypt_stream,
+    decrypt_with,
     encrypt_stream,
+    encrypt_with,
     object_context,
 )
 from keys.gm import decrypt_stream_sm4, encrypt_stream_sm4
+from keys.gm._sm4_stream import SM4GCM_STREAM
 
 CTX = object_context("acme", "dataset-1", 3)
 CHUNK = 64
 SEALED = CHUNK + TAG_SIZE
+# SM4-GCM with every chunk after the first sealed and opened by worker processes, two
+# chunks a run: the tampers below then fall inside runs, across them and at their ends.
+SM4_WORKERS = replace(SM4GCM_STREAM, parallel_above=0, parallel_run=2 * SEALED)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,12 @@ class Format:
 FORMATS = {
     "v1-aes256gcm": Format(1, bytes(range(32)), encrypt_stream, decrypt_stream),
     "v2-sm4gcm": Format(2, bytes(range(16)), encrypt_stream_sm4, decrypt_stream_sm4),
+    "v2-sm4gcm-workers": Format(
+        2,
+        bytes(range(16)),
+        lambda *a, **kw: encrypt_with(SM4_WORKERS, *a, **kw),
+        lambda *a: decrypt_with(SM4_WORKERS, *a),
+    ),
 }
 
 
