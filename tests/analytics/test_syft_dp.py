@@ -82,8 +82,12 @@ def test_counts_are_noisy_and_centred_on_the_truth() -> None:
 def test_a_mean_is_near_the_true_mean() -> None:
     data = source()
     value = helpers(data=data).mean(data, "temperature", epsilon=1.0)
-    # Noise on the sum has scale ~209 (bound 200), on the count 2: a few tenths of a degree.
-    assert abs(value - float(data["temperature"].mean())) < 5.0
+    # The clamped sum (bound 200) and the count share epsilon 1: the mean of 400 rows is off
+    # by about 1.2 degrees on average (300 draws: mean absolute error 1.16, 99th percentile
+    # 6.0, so the 5 that was here failed about one run in fifty, as it once did in CI).  15 is
+    # about 13 such scales (fails about once in 400,000), and the values (50-150, mean ~100)
+    # still tell a mean from a sum, a count or nothing.
+    assert abs(value - float(data["temperature"].mean())) < 15.0
 
 
 def test_where_selects_rows_by_value() -> None:
