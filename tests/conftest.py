@@ -158,6 +158,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 #: file handed out last keeps one worker busy after the other has finished.
 LONGEST_FIRST = (
     "tests/sandbox/test_reviewed_code.py",
+    "tests/sandbox/test_crypto_migration.py",
     "tests/security/test_reviewed_code_attacks.py",
     "tests/nodes/test_node_security.py",
     "tests/nodes/test_collaborations.py",
