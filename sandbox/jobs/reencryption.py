@@ -134,8 +134,15 @@ def census(session: Session) -> dict[str, dict[str, int]]:
 
 
 def pending(session: Session, profile: CryptoProfile) -> list[StoredItem]:
-    """The stored items not yet under ``profile``."""
-    return [item for item in stored_items(session) if item.profile is not profile]
+    """The stored items not yet under ``profile``.  Cell-key secrets wrapped by an SM4 KEK
+    stay so under the standard profile (transit wraps only the keys it makes itself, and
+    the secret must be kept): they are readable whatever the profile."""
+    return [
+        item
+        for item in stored_items(session)
+        if item.profile is not profile
+        and not (profile is CryptoProfile.STANDARD and item.kind == "cellkey")
+    ]
 
 
 class ProfileNotMigrated(Conflict):
@@ -236,14 +243,16 @@ def _migrate_one(
             new_key = _rewrap_secret(veil, item)
         else:
             new_key, new_path, digests = _reencrypt_object(veil, item)
-    except DecryptionError:
-        run.failed.append(f"{item.kind} {item.object_id} v{item.version}")
+    except (DecryptionError, OSError) as exc:
+        # Damaged, its key retired, or its file gone: kept as it is, for someone to look at.
+        error = ("it cannot be decrypted with its key" if isinstance(exc, DecryptionError)
+                 else "its file cannot be read")  # fmt: skip
+        run.failed.append(f"{item.kind} {item.object_id} v{item.version}: {error}")
         with veil.db.transaction() as session:
             audit.record(session, "object.reencrypted", actor=actor, outcome=audit.Outcome.FAILED,
                          tenant_id=item.enterprise_id, resource=item.object_id,
                          details={"migration": run.id, "started_at": started, "kind": item.kind,
-                                  "version": item.version,
-                                  "error": "it cannot be decrypted with its key"})  # fmt: skip
+                                  "version": item.version, "error": error})  # fmt: skip
         return
     with veil.db.transaction() as session:
         saved = _save(session, item, new_key, new_path, digests)

@@ -219,6 +219,7 @@ def test_an_unreadable_object_is_kept_and_reported(
         run = reencryption.migrate(veil)
         assert not run.done and len(run.failed) == 1 and victim.object_id in run.failed[0]
         assert path.read_bytes() == bytes(damaged)  # kept as it was, for someone to look at
+        assert "cannot be decrypted" in run.failed[0]
         with veil.db.read() as session:
             left = reencryption.pending(session, CryptoProfile.GM)
         assert [i.row for i in left] == [victim.row]
@@ -282,3 +283,16 @@ def test_the_cli_shows_the_profile_and_migrates(
     assert after["audit_chain_hash"] == "sm3"
     assert after["stored"]["gm"] == {"dataset": 2, "model": 1, "held": 0, "cellkey": 1}
     assert any(key.endswith("sm2") for key in after["signing_keys"])
+
+
+def test_an_object_whose_file_is_gone_is_reported_and_the_rest_migrated(
+    standard: Settings, stored: dict[str, object]
+) -> None:
+    with open_veil(_gm(standard), worker=False, profile_check=False) as veil:
+        with veil.db.read() as session:
+            victim = next(i for i in reencryption.stored_items(session) if i.kind == "model")
+        assert victim.path is not None
+        (veil.settings.objects_dir / victim.path).unlink()
+        run = reencryption.migrate(veil)
+        assert run.failed == [f"model {victim.object_id} v1: its file cannot be read"]
+        assert run.reencrypted == {"dataset": 2, "model": 0, "held": 0, "cellkey": 1}
