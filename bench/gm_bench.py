@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.keys_bench import Discard
-from bench.report import Row, row
+from bench.report import Row, interleaved, row
 from keys._stream import decrypt_stream, decrypt_with, encrypt_stream, encrypt_with, object_context
 from keys.gm import Sm2PrivateKey, decrypt_stream_sm4, encrypt_stream_sm4, sm3_chain_hash
 from keys.gm._sm4_stream import SM4GCM_STREAM
@@ -59,15 +59,6 @@ def _per_second(seconds: float, action: Callable[[], object]) -> float:
         action()
         count += 1
     return count / elapsed
-
-
-def interleaved(repeats: int, *measures: Measure) -> tuple[list[float], ...]:
-    """Run the measurements in turn ``repeats`` times each; return one series each."""
-    series: list[list[float]] = [[] for _ in measures]
-    for _ in range(repeats):
-        for measure, values in zip(measures, series, strict=True):
-            values.append(measure())
-    return tuple(series)
 
 
 def _row(item: str, unit: str, national: list[float], standard: list[float], goal: str,
