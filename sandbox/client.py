@@ -7,7 +7,9 @@ reasons (for denials) and problems (for invalid uploads).
 
 from __future__ import annotations
 
+import functools
 import io
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -55,6 +57,14 @@ class ApiError(Exception):
         return cls(response.status_code, body if isinstance(body, dict) else {})
 
 
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """httpx's default verifying context (the CA bundle, ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+    as httpx reads them), made once a process: loading the CA bundle costs about 60 ms,
+    and every client made its own. Contexts are safe to share between clients and threads."""
+    return httpx.create_ssl_context()
+
+
 class VeilClient:
     """One authenticated connection to a Veil server."""
 
@@ -73,7 +83,11 @@ class VeilClient:
         if language:
             headers["Accept-Language"] = language
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=_default_tls(),
         )
 
     def close(self) -> None:
