@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import sys
 import tempfile
 import time
@@ -70,16 +69,6 @@ def make_frame(rows: int, seed: int = 1) -> pl.DataFrame:
             "defects": rng.integers(0, 20, rows),
         }
     )
-
-
-def median_time(repeats: int, action: Any) -> float:
-    """Median wall time of ``action`` over ``repeats`` runs (``table_bench`` uses it)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _world(url: str, operator: VeilClient) -> tuple[VeilClient, VeilClient, str]:
