@@ -29,6 +29,7 @@ import sandbox.store.models
 import sandbox.store.node_models
 import sandbox.store.programme_models
 import sandbox.store.scorecard_models
+import sandbox.store.source_models
 from cluster.postgres import PostgresServer
 from keys import LocalKeyServer
 from policies.db import Base
@@ -109,7 +110,7 @@ def test_every_length_limited_column_is_known() -> None:
          policies.letters, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
          sandbox.store.collab_models, sandbox.store.programme_models,
-         sandbox.store.kpi_models, sandbox.store.scorecard_models)  # every table  # fmt: skip
+         sandbox.store.kpi_models, sandbox.store.scorecard_models, sandbox.store.source_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
