@@ -95,7 +95,9 @@ def fields_of(mapping: Mapping[str, Any]) -> set[str]:
     return {e["field"] for e in mapping["columns"].values() if "field" in e}
 
 
-def apply_mapping(rows: pl.DataFrame, mapping: Mapping[str, Any], schema: DatasetSchema) -> pl.DataFrame:
+def apply_mapping(
+    rows: pl.DataFrame, mapping: Mapping[str, Any], schema: DatasetSchema
+) -> pl.DataFrame:
     """The source's rows as the declared columns, in declared order, before validation
     (``sandbox.ingest`` then checks every value, as for an upload)."""
     missing = sorted(fields_of(mapping) - set(rows.columns))

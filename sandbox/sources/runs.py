@@ -117,7 +117,7 @@ def claim(veil: Veil, source_id: str, owner: str, *, due: bool = True) -> bool:
         if due:
             query = query.where(SourceState.next_attempt_at <= now)
         taken = session.execute(query.values(claimed_by=owner, claimed_until=now + lease))
-        return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+        return bool(taken.rowcount == 1)
 
 
 # -- a run ----------------------------------------------------------------------------------
@@ -157,8 +157,9 @@ def run_source(veil: Veil, source_id: str, owner: str, opener: Opener) -> RunOut
                 "the source has no mapping yet: map its fields to the dataset's columns "
                 "(veil sources map)"
             )
-        batch = _read_all(veil, opener(source, open_credentials(veil, enterprise.slug, source)),
-                          state.cursor)  # fmt: skip
+        batch = _read_all(
+            veil, opener(source, open_credentials(veil, enterprise.slug, source)), state.cursor
+        )
         stored = None
         if batch.rows.height:
             schema = schema_from_json(dataset.declaration)
@@ -237,7 +238,9 @@ def _snapshot(
     parquet = io.BytesIO()
     mapped.write_parquet(parquet)
     try:
-        checked = ingest.encode_upload(parquet.getvalue(), ingest.FileFormat.PARQUET, schema, limits)
+        checked = ingest.encode_upload(
+            parquet.getvalue(), ingest.FileFormat.PARQUET, schema, limits
+        )
     except ingest.IngestError as exc:
         raise RunFailed(str(exc)) from None
     new = pl.read_parquet(io.BytesIO(checked.parquet))
@@ -253,7 +256,9 @@ def _snapshot(
     new.write_parquet(body)
     number = (previous.version if previous is not None else 0) + 1
     relative = Path(dataset.enterprise_id) / dataset.id / f"v{number}-{secrets.token_hex(4)}.veil"
-    stored = write_encrypted(veil, tenant, f"dataset:{dataset.id}", number, body.getvalue(), relative)
+    stored = write_encrypted(
+        veil, tenant, f"dataset:{dataset.id}", number, body.getvalue(), relative
+    )
     return _Stored(
         number,
         new.height,
@@ -313,7 +318,7 @@ def _commit(
                     **({"last_version": stored.version} if stored is not None else {}),
                 )
             )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if moved.rowcount != 1:
                 raise RunFailed("the run's lease ran out before it could store its rows")
             if stored is None:
                 return None

@@ -211,8 +211,10 @@ def _typed(cursor: str, column: sa.ColumnElement[Any]) -> object:
             return dt.datetime.fromisoformat(cursor)
         except ValueError:
             return cursor
-    if python_type in (dt.datetime, dt.date):
-        return python_type.fromisoformat(cursor)
+    if python_type is dt.datetime:
+        return dt.datetime.fromisoformat(cursor)
+    if python_type is dt.date:
+        return dt.date.fromisoformat(cursor)
     if python_type in (int, float, decimal.Decimal):
         return python_type(cursor)
     return cursor

@@ -110,7 +110,8 @@ def test_every_length_limited_column_is_known() -> None:
          policies.letters, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
          sandbox.store.collab_models, sandbox.store.programme_models,
-         sandbox.store.kpi_models, sandbox.store.scorecard_models, sandbox.store.source_models)  # every table  # fmt: skip
+         sandbox.store.kpi_models, sandbox.store.scorecard_models,
+         sandbox.store.source_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()

@@ -17,7 +17,13 @@ import pytest
 from sqlalchemy import select
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
-from cluster.postgres import SEARCHED, SYSTEM_USER, PostgresServer, find_postgres_bin, usable_as_root
+from cluster.postgres import (
+    SEARCHED,
+    SYSTEM_USER,
+    PostgresServer,
+    find_postgres_bin,
+    usable_as_root,
+)
 from keys import LocalKeyServer
 from policies.principals import Principal, Role
 from sandbox.accounts.tenants import create_enterprise
@@ -87,10 +93,17 @@ def tenants(veil: Veil) -> Tenants:
 #: The shared declaration both vendors' MES map onto.
 LINE_SCHEMA = DatasetSchema(
     (
-        ColumnSpec("machine", ColumnType.STRING, ColumnClass.PUBLIC, categories=("press-1", "press-2", "mill-1")),
+        ColumnSpec(
+            "machine",
+            ColumnType.STRING,
+            ColumnClass.PUBLIC,
+            categories=("press-1", "press-2", "mill-1"),
+        ),
         ColumnSpec("temperature_c", ColumnType.FLOAT, ColumnClass.INTERNAL, lower=0.0, upper=200.0),
         ColumnSpec("cycle_time_s", ColumnType.FLOAT, ColumnClass.INTERNAL, lower=1.0, upper=600.0),
-        ColumnSpec("plant", ColumnType.STRING, ColumnClass.PUBLIC, categories=("plant-a", "plant-b")),
+        ColumnSpec(
+            "plant", ColumnType.STRING, ColumnClass.PUBLIC, categories=("plant-a", "plant-b")
+        ),
         ColumnSpec("note", ColumnType.STRING, ColumnClass.INTERNAL, nullable=True),
     ),
     PrivacyUnit(),

@@ -32,10 +32,19 @@ class MariaDbServer:
         self._user = ["--user=root"] if os.geteuid() == 0 else []
         self.log = home / "server.log"
         done = subprocess.run(
-            [INSTALL_DB, "--no-defaults", f"--datadir={self.data}", "--skip-test-db",
-             "--auth-root-authentication-method=normal", *self._user],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                INSTALL_DB,
+                "--no-defaults",
+                f"--datadir={self.data}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+                *self._user,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
         self.process: subprocess.Popen[bytes] | None = None
@@ -47,13 +56,22 @@ class MariaDbServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [SERVER, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", f"--socket={self.home / 'mysqld.sock'}",
-             f"--pid-file={self.home / 'mysqld.pid'}", f"--log-error={self.log}",
-             "--skip-log-bin", "--skip-name-resolve",
-             *self._user],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                SERVER,
+                "--no-defaults",
+                f"--datadir={self.data}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.home / 'mysqld.sock'}",
+                f"--pid-file={self.home / 'mysqld.pid'}",
+                f"--log-error={self.log}",
+                "--skip-log-bin",
+                "--skip-name-resolve",
+                *self._user,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -69,9 +87,13 @@ class MariaDbServer:
 
     def mes(self) -> pymysql.connections.Connection:  # type: ignore[type-arg]
         return pymysql.connect(
-            host="127.0.0.1", port=self.port, user="mes", password=self.PASSWORD,
-            database="mes", autocommit=True,
-        )  # fmt: skip
+            host="127.0.0.1",
+            port=self.port,
+            user="mes",
+            password=self.PASSWORD,
+            database="mes",
+            autocommit=True,
+        )
 
     def kill(self) -> None:
         """The server gone at once (SIGKILL), as a crashed or unplugged database."""

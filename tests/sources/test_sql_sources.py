@@ -72,8 +72,16 @@ def _pg_insert(url: str, rows: list[tuple[Any, ...]]) -> None:
 def _declare_pg(veil: Veil, tenants: Tenants, url: str, **extra: Any) -> str:
     dataset = line_dataset(veil, tenants.acme)
     config = {"url": url, "table": "readings", "incremental": "id", "batch_rows": 2} | extra
-    declare_source(veil, tenants.acme, dataset, kind="sql", config=config,
-                   credentials={"password": PG_PASSWORD}, interval_s=60, mapping=VENDOR_A)  # fmt: skip
+    declare_source(
+        veil,
+        tenants.acme,
+        dataset,
+        kind="sql",
+        config=config,
+        credentials={"password": PG_PASSWORD},
+        interval_s=60,
+        mapping=VENDOR_A,
+    )
     return dataset
 
 
@@ -145,8 +153,15 @@ def test_mariadb_query_source_lands_in_the_same_declaration(
         "incremental": "recorded_at",
         "batch_rows": 2,
     }
-    declare_source(veil, tenants.acme, dataset, kind="sql", config=config,
-                   credentials={"password": maria.PASSWORD}, mapping=VENDOR_B)  # fmt: skip
+    declare_source(
+        veil,
+        tenants.acme,
+        dataset,
+        kind="sql",
+        config=config,
+        credentials={"password": maria.PASSWORD},
+        mapping=VENDOR_B,
+    )
     outcome = runs.run_now(veil, tenants.acme, dataset)
     assert (outcome.error, outcome.rows, outcome.version) == (None, 4, 1)
     frame = _frame(veil, tenants, dataset)
@@ -161,8 +176,9 @@ def test_mariadb_query_source_lands_in_the_same_declaration(
     assert (again.error, again.rows, again.version) == (None, 1, 2)
 
     # Without its password the same source is refused by the server, and says so.
-    declare_source(veil, tenants.acme, dataset, kind="sql", config=config,
-                   credentials={"password": "wrong"})  # fmt: skip
+    declare_source(
+        veil, tenants.acme, dataset, kind="sql", config=config, credentials={"password": "wrong"}
+    )
     refused = runs.run_now(veil, tenants.acme, dataset)
     assert refused.error is not None and "OperationalError 1045" in refused.error
 
@@ -185,8 +201,12 @@ def test_validation_problems_name_row_column_and_expectation_never_the_value(
     assert _versions(veil, dataset) == []
 
     # A mapping naming a field the source lacks is reported by the field's name.
-    set_mapping(veil, tenants.acme, dataset, VENDOR_A | {"columns": VENDOR_A["columns"] | {
-        "note": {"field": "operator_remark"}}})  # fmt: skip
+    set_mapping(
+        veil,
+        tenants.acme,
+        dataset,
+        VENDOR_A | {"columns": VENDOR_A["columns"] | {"note": {"field": "operator_remark"}}},
+    )
     missing = runs.run_now(veil, tenants.acme, dataset)
     assert missing.error is not None and "operator_remark: no such field" in missing.error
 
@@ -201,8 +221,14 @@ def test_credentials_are_never_stored_logged_or_audited_in_clear(
     assert runs.run_now(veil, tenants.acme, dataset).version == 1
     # A failing run too (another port): its error is logged and audited.
     bad = url.replace(f":{source_postgres.port}/", ":1/")
-    declare_source(veil, tenants.acme, dataset, kind="sql", interval_s=60,
-                   config={"url": bad, "table": "readings", "incremental": "id"})  # fmt: skip
+    declare_source(
+        veil,
+        tenants.acme,
+        dataset,
+        kind="sql",
+        interval_s=60,
+        config={"url": bad, "table": "readings", "incremental": "id"},
+    )
     assert runs.run_now(veil, tenants.acme, dataset).error is not None
 
     view = show_source(veil, tenants.acme, dataset).as_json()
@@ -218,9 +244,17 @@ def test_credentials_are_never_stored_logged_or_audited_in_clear(
 
     # A password in the URL is refused, and the refusal does not repeat it.
     with pytest.raises(InvalidRequest) as refused:
-        declare_source(veil, tenants.acme, dataset, kind="sql",
-                       config={"url": url.replace("veil@", f"veil:{PG_PASSWORD}@"),
-                               "table": "readings", "incremental": "id"})  # fmt: skip
+        declare_source(
+            veil,
+            tenants.acme,
+            dataset,
+            kind="sql",
+            config={
+                "url": url.replace("veil@", f"veil:{PG_PASSWORD}@"),
+                "table": "readings",
+                "incremental": "id",
+            },
+        )
     assert PG_PASSWORD not in repr(refused.value.problems)  # type: ignore[attr-defined]
 
 
@@ -228,14 +262,27 @@ def test_a_server_killed_mid_run_leaves_no_version_and_the_retry_works(
     veil: Veil, tenants: Tenants, maria: MariaDbServer
 ) -> None:
     with maria.mes() as conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE seq (n INT PRIMARY KEY, station VARCHAR(20), temp DOUBLE, "
-                    "cycle DOUBLE, remark VARCHAR(5))")  # fmt: skip
+        cur.execute(
+            "CREATE TABLE seq (n INT PRIMARY KEY, station VARCHAR(20), temp DOUBLE, "
+            "cycle DOUBLE, remark VARCHAR(5))"
+        )
         cur.executemany("INSERT INTO seq VALUES (%s, 'press-1', 70, 30, NULL)", [(1,), (2,)])
     dataset = line_dataset(veil, tenants.acme, "killed")
-    config = {"url": f"mariadb://mes@127.0.0.1:{maria.port}/mes", "table": "seq",
-              "incremental": "n"}  # fmt: skip
-    declare_source(veil, tenants.acme, dataset, kind="sql", config=config, interval_s=1,
-                   credentials={"password": maria.PASSWORD}, mapping=VENDOR_B)  # fmt: skip
+    config = {
+        "url": f"mariadb://mes@127.0.0.1:{maria.port}/mes",
+        "table": "seq",
+        "incremental": "n",
+    }
+    declare_source(
+        veil,
+        tenants.acme,
+        dataset,
+        kind="sql",
+        config=config,
+        interval_s=1,
+        credentials={"password": maria.PASSWORD},
+        mapping=VENDOR_B,
+    )
     scheduler = SourceScheduler(veil)
     assert scheduler.run_due() == 1  # kept open between runs by the scheduler
     assert _versions(veil, dataset) == [1]
@@ -309,9 +356,14 @@ def test_other_enterprises_sources_are_invisible(
         lambda: show_source(veil, tenants.globex, dataset),
         lambda: set_mapping(veil, tenants.globex, dataset, VENDOR_A),
         lambda: runs.run_now(veil, tenants.globex, dataset),
-        lambda: declare_source(veil, tenants.globex, dataset, kind="sql",
-                               config={"url": url, "table": "readings", "incremental": "id"}),
-    ):  # fmt: skip
+        lambda: declare_source(
+            veil,
+            tenants.globex,
+            dataset,
+            kind="sql",
+            config={"url": url, "table": "readings", "incremental": "id"},
+        ),
+    ):
         with pytest.raises(NotFound):
             attempt()
     # Nothing of acme's changed.
@@ -327,8 +379,12 @@ def test_mapping_versions_are_audited_and_checked_against_the_declaration(
     view = set_mapping(veil, tenants.acme, dataset, VENDOR_B)
     assert view.mapping is not None and view.mapping.version == 2
     with pytest.raises(InvalidRequest) as wrong:
-        set_mapping(veil, tenants.acme, dataset, {"columns": {
-            "machine": {"field": "m", "scale": 2}, "bogus": {"field": "x"}}})  # fmt: skip
+        set_mapping(
+            veil,
+            tenants.acme,
+            dataset,
+            {"columns": {"machine": {"field": "m", "scale": 2}, "bogus": {"field": "x"}}},
+        )
     problems = [p["message"] for p in wrong.value.problems]  # type: ignore[attr-defined]
     assert "bogus: not a declared column" in problems
     assert "machine: scale: only for numeric columns" in problems
