@@ -285,8 +285,10 @@ class VeilClient:
         path = f"/v1/datasets/{dataset_id}/source/mapping"
         return dict(self._call("PUT", path, json=mapping)["source"])
 
-    def source(self, dataset_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/datasets/{dataset_id}/source")["source"])
+    def source(self, dataset_id: str) -> dict[str, Any] | None:
+        """The dataset's source, or None when it has none."""
+        found = self._call("GET", f"/v1/datasets/{dataset_id}/source")["source"]
+        return dict(found) if found is not None else None
 
     def sources(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/sources")["sources"])

@@ -37,7 +37,7 @@ class MappingIn(Input):
 
 
 class SourceOut(BaseModel):
-    source: dict[str, Any]
+    source: dict[str, Any] | None = Field(description="None: the dataset has no source yet.")
 
 
 class SourcesOut(BaseModel):
@@ -75,7 +75,8 @@ def declare_source(
 @router.get("/datasets/{dataset_id}/source")
 def show_source(dataset_id: str, veil: VeilDep, caller: PrincipalDep) -> SourceOut:
     """The dataset's source: settings, credential names, mapping, schedule and state."""
-    return SourceOut(source=declarations.show_source(veil, caller, dataset_id).as_json())
+    view = declarations.show_source(veil, caller, dataset_id)
+    return SourceOut(source=view.as_json() if view is not None else None)
 
 
 @router.put("/datasets/{dataset_id}/source/mapping")

@@ -130,7 +130,11 @@ def sources_show(
 ) -> None:
     """The dataset's source: settings, credential names, mapping, schedule and state."""
     with connect(url, token) as c:
-        _print(c.source(dataset_id), as_json)
+        source = c.source(dataset_id)
+    if source is None:
+        typer.echo(Msg("this dataset has no source yet (veil sources declare)"))
+        return
+    _print(source, as_json)
 
 
 @sources_app.command("run-now")

@@ -26,7 +26,7 @@ from i18n import Msg
 from policies import audit
 from policies.capabilities import Capability, require
 from policies.db import new_id
-from policies.errors import InvalidRequest, NotFound
+from policies.errors import Conflict, InvalidRequest
 from policies.principals import Principal
 from sandbox.data.datasets import owned_dataset, schema_from_json
 from sandbox.runtime.veil import Veil
@@ -235,12 +235,19 @@ def _add_mapping(
     )
 
 
+def no_source() -> Conflict:
+    return Conflict(
+        Msg("the dataset has no source yet: declare one first (veil sources declare)"),
+        code="no_source",
+    )
+
+
 def _source_of(session: Session, dataset_id: str) -> SourceDeclaration:
     source = session.scalar(
         select(SourceDeclaration).where(SourceDeclaration.dataset_id == dataset_id)
     )
     if source is None:
-        raise NotFound("data source", dataset_id)
+        raise no_source()
     return source
 
 
@@ -259,12 +266,16 @@ def _view(session: Session, source: SourceDeclaration) -> SourceView:
     return SourceView(source, current_mapping(session, source.id), state)
 
 
-def show_source(veil: Veil, enterprise: Principal, dataset_id: str) -> SourceView:
-    """The source of the enterprise's own dataset; another's answers like a missing one."""
+def show_source(veil: Veil, enterprise: Principal, dataset_id: str) -> SourceView | None:
+    """The source of the enterprise's own dataset (None: none declared); another's dataset
+    answers like a missing one."""
     require(enterprise, Capability.OWN_DATA)
     with veil.db.read() as session:
         owned_dataset(session, enterprise, dataset_id)
-        return _view(session, _source_of(session, dataset_id))
+        source = session.scalar(
+            select(SourceDeclaration).where(SourceDeclaration.dataset_id == dataset_id)
+        )
+        return None if source is None else _view(session, source)
 
 
 def list_sources(veil: Veil, enterprise: Principal) -> list[SourceView]:

@@ -42,7 +42,7 @@ from i18n import Msg
 from policies import audit
 from policies.capabilities import Capability, require
 from policies.db import new_id
-from policies.errors import Conflict, NotFound, VeilError
+from policies.errors import Conflict, VeilError
 from policies.principals import Principal
 from sandbox.data.datasets import latest_version, load_frame, owned_dataset, schema_from_json
 from sandbox.data.objects import write_encrypted
@@ -50,7 +50,7 @@ from sandbox.ingest import parse as ingest
 from sandbox.runtime.veil import Veil
 from sandbox.sources import kinds
 from sandbox.sources.base import Batch, Source, SourceError
-from sandbox.sources.declarations import current_mapping, open_credentials
+from sandbox.sources.declarations import current_mapping, no_source, open_credentials
 from sandbox.sources.mapping import MappingProblem, apply_mapping
 from sandbox.store.models import Dataset, DatasetVersion
 from sandbox.store.node_models import refuse_if_on_node
@@ -131,7 +131,7 @@ def run_now(veil: Veil, enterprise: Principal, dataset_id: str) -> RunOutcome:
             select(SourceDeclaration.id).where(SourceDeclaration.dataset_id == dataset_id)
         )
     if source_id is None:
-        raise NotFound("data source", dataset_id)
+        raise no_source()
     owner = new_id("run")
     if not claim(veil, source_id, owner, due=False):
         raise Conflict(Msg("a run of this source is under way; wait for it to end"))

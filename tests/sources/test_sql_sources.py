@@ -17,7 +17,13 @@ from policies.errors import Conflict, InvalidRequest, NotFound
 from sandbox.data.datasets import latest_version, load_frame
 from sandbox.runtime.veil import Veil
 from sandbox.sources import runs
-from sandbox.sources.declarations import declare_source, list_sources, set_mapping, show_source
+from sandbox.sources.declarations import (
+    SourceView,
+    declare_source,
+    list_sources,
+    set_mapping,
+    show_source,
+)
 from sandbox.sources.scheduler import SourceScheduler
 from sandbox.store.models import DatasetVersion
 from sandbox.store.source_models import SourceState
@@ -124,7 +130,7 @@ def test_postgres_incremental_reads_across_runs_with_units(
     nothing = runs.run_now(veil, tenants.acme, dataset)
     assert (nothing.error, nothing.rows, nothing.version) == (None, 0, None)
     assert _versions(veil, dataset) == [1, 2]
-    state = show_source(veil, tenants.acme, dataset).as_json()["state"]
+    state = _shown(veil, tenants, dataset).as_json()["state"]
     assert state["cursor"] == "5" and state["failures"] == 0 and state["last_version"] == 2
 
 
@@ -167,9 +173,7 @@ def test_mariadb_query_source_lands_in_the_same_declaration(
     frame = _frame(veil, tenants, dataset)
     assert sorted(frame["machine"].to_list()) == ["mill-1", "press-1", "press-1", "press-2"]
     assert frame["plant"].unique().to_list() == ["plant-b"]
-    assert show_source(veil, tenants.acme, dataset).as_json()["state"]["cursor"] == (
-        "2026-12-01T08:05:00"
-    )
+    assert _shown(veil, tenants, dataset).as_json()["state"]["cursor"] == ("2026-12-01T08:05:00")
     with maria.mes() as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO log VALUES ('2026-12-01 08:10:00', 'mill-1', 66, 29, NULL)")
     again = runs.run_now(veil, tenants.acme, dataset)
@@ -192,7 +196,7 @@ def test_validation_problems_name_row_column_and_expectation_never_the_value(
     outcome = runs.run_now(veil, tenants.acme, dataset)
     assert outcome.version is None and outcome.error is not None
     assert "column 'temperature_c', row 2: expected a number between 0 and 200" in outcome.error
-    state = show_source(veil, tenants.acme, dataset).as_json()["state"]
+    state = _shown(veil, tenants, dataset).as_json()["state"]
     assert state["failures"] == 1 and state["cursor"] is None and state["last_version"] is None
     with veil.db.read() as s:
         failed = s.scalars(select(AuditEvent).where(AuditEvent.action == "source.run_failed")).all()
@@ -231,7 +235,7 @@ def test_credentials_are_never_stored_logged_or_audited_in_clear(
     )
     assert runs.run_now(veil, tenants.acme, dataset).error is not None
 
-    view = show_source(veil, tenants.acme, dataset).as_json()
+    view = _shown(veil, tenants, dataset).as_json()
     assert view["credentials"] == ["password"] and PG_PASSWORD not in repr(view)
     secret = PG_PASSWORD.encode()
     database = Path(str(veil.settings.db_url).removeprefix("sqlite:///"))
@@ -292,20 +296,20 @@ def test_a_server_killed_mid_run_leaves_no_version_and_the_retry_works(
     maria.kill()
     _due_now(veil)
     assert scheduler.run_due() == 1
-    state = show_source(veil, tenants.acme, dataset).as_json()["state"]
+    state = _shown(veil, tenants, dataset).as_json()["state"]
     assert state["failures"] == 1 and state["cursor"] == "2" and state["last_error"]
     assert _versions(veil, dataset) == [1]
     _due_now(veil)
     scheduler.run_due()  # still down: the wait doubles
     with veil.db.read() as s:
-        st = s.get(SourceState, show_source(veil, tenants.acme, dataset).declaration.id)
+        st = s.get(SourceState, _shown(veil, tenants, dataset).declaration.id)
         assert st is not None and st.failures == 2 and st.last_run_at is not None
         assert st.next_attempt_at - st.last_run_at == timedelta(seconds=2)
 
     maria.start()
     _due_now(veil)
     assert scheduler.run_due() == 1
-    state = show_source(veil, tenants.acme, dataset).as_json()["state"]
+    state = _shown(veil, tenants, dataset).as_json()["state"]
     assert (state["failures"], state["cursor"], state["last_error"]) == (0, "4", None)
     assert _versions(veil, dataset) == [1, 2]
     assert _frame(veil, tenants, dataset).height == 4
@@ -334,7 +338,7 @@ def test_a_crash_between_read_and_store_keeps_the_old_version_and_cursor(
         with pytest.raises(_Killed):
             runs.run_now(veil, tenants.acme, dataset)
     assert _versions(veil, dataset) == [1]
-    assert show_source(veil, tenants.acme, dataset).as_json()["state"]["cursor"] == "1"
+    assert _shown(veil, tenants, dataset).as_json()["state"]["cursor"] == "1"
     # Its lease is held until it runs out, as a dead process's would be.
     with pytest.raises(Conflict):
         runs.run_now(veil, tenants.acme, dataset)
@@ -367,7 +371,7 @@ def test_other_enterprises_sources_are_invisible(
         with pytest.raises(NotFound):
             attempt()
     # Nothing of acme's changed.
-    view = show_source(veil, tenants.acme, dataset)
+    view = _shown(veil, tenants, dataset)
     assert view.mapping is not None and view.mapping.version == 1
     assert view.declaration.enterprise_id == tenants.acme.id
 
@@ -394,7 +398,13 @@ def test_mapping_versions_are_audited_and_checked_against_the_declaration(
             select(AuditEvent).where(AuditEvent.action == "source.mapping_changed")
         ).all()
     assert [e.details["version"] for e in changes] == [1, 2]
-    assert show_source(veil, tenants.acme, dataset).mapping.version == 2  # type: ignore[union-attr]
+    assert _shown(veil, tenants, dataset).mapping.version == 2  # type: ignore[union-attr]
+
+
+def _shown(veil: Veil, tenants: Tenants, dataset: str) -> SourceView:
+    view = show_source(veil, tenants.acme, dataset)
+    assert view is not None
+    return view
 
 
 def _due_now(veil: Veil) -> None:
