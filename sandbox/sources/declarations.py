@@ -200,8 +200,8 @@ def set_mapping(veil: Veil, enterprise: Principal, dataset_id: str, mapping: obj
     with veil.db.transaction() as session:
         refuse_if_on_node(session, enterprise.id)
         dataset = owned_dataset(session, enterprise, dataset_id)
-        checked = _checked(mapping, schema_from_json(dataset.declaration))
         source = _source_of(session, dataset_id)
+        checked = _checked(mapping, schema_from_json(dataset.declaration))
         _add_mapping(session, enterprise, source, checked, veil.clock())
         return _view(session, source)
 
