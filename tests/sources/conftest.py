@@ -80,6 +80,10 @@ class Tenants:
 @pytest.fixture
 def tenants(veil: Veil) -> Tenants:
     """The operator and two enterprises (each with its keys)."""
+    return make_tenants(veil)
+
+
+def make_tenants(veil: Veil) -> Tenants:
     bootstrap_operator(veil)
     with veil.db.read() as session:
         operator = session.scalars(select(Principal).where(Principal.role == Role.OPERATOR)).one()
