@@ -23,7 +23,12 @@ def sources_page(
 ) -> Response:
     sources = [v.as_json() for v in declarations.list_sources(veil, owner)]
     return page(
-        request, "enterprise_sources.html", owner, sources=sources, notice=notice_text(notice)
+        request,
+        "enterprise_sources.html",
+        owner,
+        sources=sources,
+        error=None,
+        notice=notice_text(notice),
     )
 
 

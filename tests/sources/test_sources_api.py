@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from keys import CryptoProfile, LocalKeyServer
 from policies.principals import issue_token
 from sandbox.cli.app import app
 from sandbox.client import VeilClient
+from sandbox.console.session import csrf_token
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
@@ -101,6 +102,44 @@ def test_an_enterprise_declares_maps_and_runs_and_another_sees_nothing(
             len(s.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset)).all())
             == 1
         )
+
+
+def test_the_console_shows_each_source_state_and_last_error_to_its_enterprise_only(
+    veil: Veil, tenants: Tenants, api: str
+) -> None:
+    dataset = line_dataset(veil, tenants.acme)
+    config = {"url": "postgresql://mes@127.0.0.1:1/mes", "table": "r", "incremental": "id"}
+    declare_source(
+        veil,
+        tenants.acme,
+        dataset,
+        kind="sql",
+        config=config,
+        interval_s=60,
+        credentials={"password": PASSWORD},
+        mapping=MAPPING,
+    )
+    acme, globex = _token(veil, tenants.acme), _token(veil, tenants.globex)
+    with httpx.Client(base_url=api, cookies={"veil_console": acme}) as http:
+        ran = http.post(
+            f"/console/sources/{dataset}/run",
+            data={"csrf": csrf_token(acme)},
+            headers={"x-csrf-token": csrf_token(acme)},
+        )
+        assert ran.status_code in (200, 303)
+        shown = http.get("/console/sources")
+    assert shown.status_code == 200
+    assert dataset in shown.text and "OperationalError" in shown.text  # the last error
+    assert PASSWORD not in shown.text
+    with httpx.Client(base_url=api, cookies={"veil_console": globex}) as http:
+        other = http.get("/console/sources")
+        attack = http.post(
+            f"/console/sources/{dataset}/run",
+            data={"csrf": csrf_token(globex)},
+            headers={"x-csrf-token": csrf_token(globex)},
+        )
+    assert other.status_code == 200 and dataset not in other.text
+    assert attack.status_code == 404
 
 
 def test_the_cli_declares_without_the_password_on_its_command_line(
