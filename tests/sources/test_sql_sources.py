@@ -3,6 +3,7 @@ encrypted datasets by the runs the scheduler makes."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from sandbox.sources.declarations import (
 )
 from sandbox.sources.scheduler import SourceScheduler
 from sandbox.store.models import DatasetVersion
-from sandbox.store.source_models import SourceState
+from sandbox.store.source_models import SourceDeclaration, SourceState
 from tests.sources.conftest import Tenants, line_dataset
 from tests.sources.mariadb import MariaDbServer
 
@@ -244,6 +245,8 @@ def test_credentials_are_never_stored_logged_or_audited_in_clear(
     with veil.db.read() as s:
         events = s.scalars(select(AuditEvent)).all()
         assert not any(PG_PASSWORD in repr(e.details) for e in events)
+        stored = s.scalars(select(SourceDeclaration)).one()
+        assert secret not in base64.b64decode(stored.secrets_ciphertext or "")  # not just encoded
     assert PG_PASSWORD not in caplog.text
 
     # A password in the URL is refused, and the refusal does not repeat it.
