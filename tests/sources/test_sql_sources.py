@@ -413,3 +413,27 @@ def _shown(veil: Veil, tenants: Tenants, dataset: str) -> SourceView:
 def _due_now(veil: Veil) -> None:
     with veil.db.transaction() as s:
         s.execute(update(SourceState).values(next_attempt_at=veil.clock()))
+
+
+def test_a_run_whose_lease_was_taken_over_stores_nothing(
+    veil: Veil, tenants: Tenants, source_postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that outlived its lease (another process took the source meanwhile) must not
+    store: the rows would be stored twice."""
+    url = _pg_mes(source_postgres)
+    _pg_insert(url, [("press-1", 100, 30_000)])
+    dataset = _declare_pg(veil, tenants, url)
+    snapshot = runs._snapshot
+
+    def slow(*args: Any) -> Any:
+        stored = snapshot(*args)
+        with veil.db.transaction() as s:  # meanwhile, another scheduler's claim
+            s.execute(update(SourceState).values(claimed_by="sched_other"))
+        return stored
+
+    monkeypatch.setattr(runs, "_snapshot", slow)
+    outcome = runs.run_now(veil, tenants.acme, dataset)
+    assert outcome.version is None and outcome.error is not None and "lease" in outcome.error
+    assert _versions(veil, dataset) == []
+    assert _shown(veil, tenants, dataset).state.cursor is None
+    assert not list((veil.settings.objects_dir / tenants.acme.id / dataset).glob("*.veil"))
