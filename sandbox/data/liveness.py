@@ -7,14 +7,15 @@ and which answered.
   source and device (an OPC UA source's devices, the devices an MQTT source names or heard
   from; an SQL source watches none);
 - *devices online*: those of them that **answered at least one read** of their source that
-  day (a value without a bad status, a message);
+  day (a value without a bad status, a message; a run reads until nothing is new, and a
+  device that answered any of its reads answered the run);
 - the rate is online / configured.
 
-A device counts as online for the day, not for the share of reads it answered, because
-that share depends on how often each enterprise reads its sources (every second or once a
-day), while "answered at least once that day" means the same on every schedule, and is what
-the programme asks: how much of the equipment is connected at all. The share of reads is
-kept too (``reads``, ``answered_reads``) for the enterprise's own view.
+A device counts as online for the day, not by the share of runs it answered, because that
+share depends on how often each enterprise reads its sources (every second or once a day),
+while "answered at least once that day" means the same on every schedule, and is what the
+programme asks: how much of the equipment is connected at all. The share is kept too
+(``runs``, ``answered_runs``) for the enterprise's own view.
 
 A read that fails (the machine or the broker unreachable: ``SourceError``) is a read that
 no device of the source answered: the devices of the source's latest recorded day are
@@ -62,7 +63,8 @@ def record_read(
     devices: Mapping[str, bool],
     moment: datetime,
 ) -> None:
-    """One read of a source at ``moment``: for each device it watched, whether it answered.
+    """One run's reads of a source at ``moment``: for each device it watched, whether it
+    answered.
 
     Called under the source's lease (one run of a source at a time), so each (source,
     device, day) row has one writer."""
@@ -77,20 +79,20 @@ def record_read(
                 day=day,
                 enterprise_id=enterprise_id,
                 answered=False,
-                reads=0,
-                answered_reads=0,
+                runs=0,
+                answered_runs=0,
             )
             session.add(row)
-        row.reads += 1
+        row.runs += 1
         if answered:
-            row.answered, row.answered_reads = True, row.answered_reads + 1
+            row.answered, row.answered_runs = True, row.answered_runs + 1
         session.flush()
 
 
 def record_unreachable(
     session: Session, source_id: str, enterprise_id: str, moment: datetime
 ) -> None:
-    """A read that failed: none of the source's known devices (those of its latest recorded
+    """A run that could not read the source: none of its known devices (those of its latest recorded
     day) answered it."""
     latest = session.scalar(select(func.max(DeviceDay.day)).where(DeviceDay.source_id == source_id))
     if latest is None:

@@ -206,7 +206,8 @@ def _read_all(veil: Veil, source: Source, cursor: str | None) -> Batch:
     try:
         while True:
             batch = source.read(cursor)
-            devices.update(batch.devices)
+            for device, answered in batch.devices.items():  # answered any read of the run
+                devices[device] = devices.get(device, False) or answered
             if batch.rows.height == 0:
                 cursor = batch.cursor if batch.cursor is not None else cursor
                 break

@@ -68,7 +68,8 @@ class SourceState(Base):
     last_rows: Mapped[int | None] = mapped_column(Integer, default=None)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    #: For each device or endpoint the source watches, whether it answered at the last read.
+    #: For each device or endpoint the source watches, whether it answered a read of the
+    #: last run that stored.
     devices: Mapped[dict[str, bool] | None] = mapped_column(JSON, default=None)
     claimed_by: Mapped[str | None] = mapped_column(String(40), default=None)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -87,10 +88,10 @@ class DeviceDay(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
     enterprise_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
     answered: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: The day's reads of the source (a source that could not be read included), and how
-    #: many of them this device answered.
-    reads: Mapped[int] = mapped_column(Integer, default=0)
-    answered_reads: Mapped[int] = mapped_column(Integer, default=0)
+    #: The day's runs of the source (one that could not read it included), and in how many
+    #: of them this device answered a read.
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    answered_runs: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LivenessDay(Base):

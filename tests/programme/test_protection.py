@@ -294,9 +294,7 @@ def test_every_row_of_a_protected_table_aggregates_enterprises_or_is_suppressed(
             return super().total(label, contributions, whole=whole)
 
     table = build(name, facts(), "industry", Spy(b"k" * 32))
-    direct = sum(
-        1 for r in table.rows for f in table.columns if not any(d in f for d in DERIVED)
-    )
+    direct = sum(1 for r in table.rows for f in table.columns if not any(d in f for d in DERIVED))
     assert len(calls) == direct
     assert protection.MIN_ENTERPRISES == 5
 

@@ -33,8 +33,8 @@ def upgrade() -> None:
         sa.Column("day", sa.String(10), primary_key=True),
         sa.Column("enterprise_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
         sa.Column("answered", sa.Boolean(), nullable=False),
-        sa.Column("reads", sa.Integer(), nullable=False),
-        sa.Column("answered_reads", sa.Integer(), nullable=False),
+        sa.Column("runs", sa.Integer(), nullable=False),
+        sa.Column("answered_runs", sa.Integer(), nullable=False),
     )
     op.create_index("ix_device_days_enterprise_id", "device_days", ["enterprise_id"])
     op.create_table(
