@@ -16,12 +16,13 @@ import pytest
 from sqlalchemy import select
 
 from sandbox.data.liveness import DayCount, daily_counts
+from sandbox.programme.service import load_facts
 from sandbox.runtime.veil import Veil
 from sandbox.sources import kinds, runs
 from sandbox.sources.base import Batch, SourceError
 from sandbox.sources.declarations import declare_source
 from sandbox.store.models import DatasetVersion
-from sandbox.store.source_models import DeviceDay
+from sandbox.store.source_models import DeviceDay, LivenessDay
 from tests.sources.conftest import Tenants, line_dataset
 
 MAPPING = {
@@ -42,6 +43,8 @@ class Machines:
     on: dict[str, bool] = field(default_factory=dict)
     down: bool = False
     reads: int = 0
+    #: Devices that answer the first read of a run only (a machine switched off mid-run).
+    first_only: set[str] = field(default_factory=set)
 
 
 class FakeSource:
@@ -61,7 +64,11 @@ class FakeSource:
         position = int(cursor or 0)
         if position % 2:
             rows = rows.clear()
-        return Batch(rows, str(position + 1), dict(self.machines.on))
+        answered = {
+            d: on and not (position % 2 and d in self.machines.first_only)
+            for d, on in self.machines.on.items()
+        }
+        return Batch(rows, str(position + 1), answered)
 
     def close(self) -> None:
         pass
@@ -166,3 +173,43 @@ def test_a_source_never_read_and_a_source_without_devices_count_nothing(
     with veil.db.read() as s:
         assert daily_counts(s) == []
         assert daily_counts(s, since=date(2026, 1, 1)) == []
+
+
+def test_the_programme_counts_hosted_enterprises_here_and_nodes_as_reported(
+    veil: Veil, tenants: Tenants, machines: Machines
+) -> None:
+    """A hosted enterprise's sources run on the control plane: its month is the mean of its
+    finished days counted here; a day a node reported (``liveness_days``) is taken as is."""
+    at(veil, DAY1)
+    dataset = _declare(veil, tenants)
+    assert runs.run_now(veil, tenants.acme, dataset).error is None  # 3 configured, 2 online
+    machines.on = {"press-1": False, "press-2": False, "mill-1": True}
+    at(veil, DAY2)
+    assert runs.run_now(veil, tenants.acme, dataset).error is None  # 3 configured, 1 online
+    with veil.db.transaction() as s:
+        s.add(
+            LivenessDay(
+                enterprise_id=tenants.globex.id,
+                day="2026-11-02",
+                configured=8,
+                online=6,
+                node_id="node_x",
+            )
+        )
+    with veil.db.read() as s:
+        during = load_facts(s, DAY2).equipment  # the second day still under way
+        after = load_facts(s, DAY2 + timedelta(days=1)).equipment
+    assert during[(tenants.acme.id, "2026-11")] == (3.0, 2.0)
+    assert after[(tenants.acme.id, "2026-11")] == (3.0, 1.5)
+    assert after[(tenants.globex.id, "2026-11")] == (8.0, 6.0)
+
+
+def test_a_device_that_answered_one_read_of_a_run_answered_the_run(
+    veil: Veil, tenants: Tenants, machines: Machines
+) -> None:
+    at(veil, DAY1)
+    machines.first_only = {"mill-1"}
+    dataset = _declare(veil, tenants)
+    assert runs.run_now(veil, tenants.acme, dataset).error is None
+    with veil.db.read() as s:
+        assert daily_counts(s) == [DayCount(tenants.acme.id, "2026-11-02", 3, 2)]
