@@ -135,7 +135,16 @@ def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> MqttSo
         raise SourceError(problems[0])
     if ("username" in secrets) != ("password" in secrets):
         raise SourceError(Msg("secrets: give username and password, or neither"))
-    source = MqttSource(config, secrets)
+    try:
+        source = MqttSource(config, secrets)
+    except (OSError, ValueError) as error:  # tls_set reads the files at once
+        raise SourceError(
+            Msg(
+                "the files of settings ca_file, cert_file and key_file cannot be used "
+                "({error}); check them",
+                error=type(error).__name__,
+            )
+        ) from None
     try:
         source.start()
     except BaseException:

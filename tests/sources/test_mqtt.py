@@ -259,6 +259,8 @@ def test_an_unreachable_broker_and_a_closed_source_are_errors(
         open_(opened, config, username="only")
     with pytest.raises(SourceError, match="topics"):
         open_(opened, {**config, "topics": []})
+    with pytest.raises(SourceError, match="ca_file"):
+        open_(opened, {**config, "tls": True, "ca_file": str(mqtt_broker.directory / "none.pem")})
 
 
 def test_columns_keep_one_type_or_become_json_text() -> None:
