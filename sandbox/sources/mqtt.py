@@ -254,12 +254,14 @@ class MqttSource:
 
     def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
         received_at = datetime.now(UTC)
+        topic = message.topic
+        parts = topic.split("/")
         for found in self._patterns:
-            if paho.topic_matches_sub(found.subscription, message.topic):
+            if found.matches(parts):
                 break
         else:
             return  # another subscription of the same session (client_id)
-        row, defects = found.row(message.topic, message.payload)
+        row, defects = found.row(topic, parts, message.payload)
         if row is not None:
             row["received_at"] = received_at
         with self._lock:

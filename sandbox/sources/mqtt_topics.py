@@ -70,10 +70,27 @@ class Pattern:
 
     index: int
     subscription: str  # the pattern with its level names taken out
+    subscription_levels: tuple[str, ...]
     levels: tuple[tuple[str, int], ...]  # named levels: (field, level index)
     fields: tuple[tuple[Path, str], ...]  # payload path -> field
     device_level: int | None
     device_path: Path | None
+
+    def matches(self, parts: list[str]) -> bool:
+        """Whether a topic, split into its levels, matches this pattern's subscription.
+
+        (paho's ``topic_matches_sub`` builds a matcher at each call: a third of a
+        message's cost.) A topic starting with ``$`` matches no wildcard first level.
+        """
+        wanted = self.subscription_levels
+        if parts[0].startswith("$") and wanted[0] in ("+", "#"):
+            return False
+        for position, level in enumerate(wanted):
+            if level == "#":
+                return True
+            if position >= len(parts) or (level != "+" and level != parts[position]):
+                return False
+        return len(parts) == len(wanted)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -83,9 +100,9 @@ class Pattern:
         )
 
     def row(
-        self, topic: str, payload: bytes | bytearray
+        self, topic: str, parts: list[str], payload: bytes | bytearray
     ) -> tuple[dict[str, Any] | None, list[str]]:
-        """The row a message becomes, and its defects (as keys for counting).
+        """The row a message on ``topic`` (split: ``parts``) becomes, and its defects.
 
         A payload that is not JSON (in UTF-8) gives no row (defect ``"json"``); a path it
         lacks gives a null field (defect ``"path:<path>"``), for the declaration's
@@ -95,7 +112,6 @@ class Pattern:
             document = json.loads(payload)
         except ValueError:  # UnicodeDecodeError is one
             return None, ["json"]
-        parts = topic.split("/")
         row: dict[str, Any] = {TOPIC: topic, DEVICE: None}
         for name, level in self.levels:
             if name != DEVICE:  # the device is set below, whichever way it is given
@@ -273,6 +289,7 @@ def pattern(index: int, entry: Mapping[str, Any]) -> Pattern:
     return Pattern(
         index=index,
         subscription=subscription,
+        subscription_levels=tuple(subscription.split("/")),
         levels=tuple((name, level) for name, level in named.items()),
         fields=fields,
         device_level=device_level,

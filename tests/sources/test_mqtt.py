@@ -16,6 +16,7 @@ from sandbox.sources import mqtt
 from sandbox.sources.base import SourceError
 from sandbox.sources.mqtt import MqttBatch, MqttSource
 from sandbox.sources.mqtt_columns import frame
+from sandbox.sources.mqtt_topics import pattern
 from tests.sources.mqtt_broker import Broker, Publisher, wait_for
 
 pytestmark = pytest.mark.integration
@@ -271,3 +272,22 @@ def test_columns_keep_one_type_or_become_json_text() -> None:
     }  # fmt: skip
     assert built["c"].to_list() == [str(2**70), "1"]
     assert built["d"].to_list() == ["x", "[1]"]
+
+
+@pytest.mark.parametrize(
+    ("subscription", "topic", "matches"),
+    [
+        ("a/+/c", "a/b/c", True),
+        ("a/+/c", "a/b/c/d", False),
+        ("a/+/c", "a//c", True),
+        ("a/b/#", "a/b", True),  # # also matches its parent level
+        ("a/b/#", "a/b/c/d", True),
+        ("a/b/#", "a/x", False),
+        ("#", "$SYS/broker/load", False),  # $ topics match no wildcard first level
+        ("+/broker/load", "$SYS/broker/load", False),
+        ("$SYS/#", "$SYS/broker/load", True),
+    ],
+)
+def test_topic_patterns_match_as_mqtt_says(subscription: str, topic: str, matches: bool) -> None:
+    found = pattern(0, {"topic": subscription, "fields": {"$": "value"}})
+    assert found.matches(topic.split("/")) is matches
