@@ -26,21 +26,27 @@ mapped path gives a null field. Both are counted in the batch's ``problems``
 (``topics[i]: N messages ...``), never with a value.
 
 **The buffer and at-least-once.** Messages wait in a bounded buffer (setting ``buffer``).
-``read`` returns every buffered message, with a cursor naming the last one; the messages
-are forgotten only when a later ``read`` is given that cursor (the caller stores it once
-the rows are stored). A read whose rows were not stored is therefore answered again, with
-what arrived since, by a read with the previous cursor. When the buffer is full, new
-messages are dropped and counted: each batch until one is stored says how many
-(``problems``), so read more often or raise ``buffer``. Messages held only in memory are
-lost if the node stops; with a ``client_id`` the broker keeps the session's QoS 1
-messages while Veil is disconnected, and sends them on reconnection.
+``read(cursor)`` returns the messages held after ``cursor`` (all of them for ``None`` or a
+cursor of another opening), with a cursor naming the last one. A run reads from its
+stored cursor, then on from the cursors it is given, until a read brings nothing (as
+``sandbox.sources.runs`` does). Held messages are forgotten only when a read is given a
+cursor that marks stored rows: a cursor older than the latest read's (the run that read
+past it failed, and starts again from there), or the latest one again after a read that
+brought nothing (the previous run ended, and its cursor was stored). A run whose rows
+were not stored is therefore read again, with what arrived since, by the next run. When
+the buffer is full, new messages are dropped and counted: every batch until the drop is
+behind a stored cursor says how many (``problems``), so read more often or raise
+``buffer``. Messages held only in memory are lost if the source is closed or the node
+stops; with a ``client_id`` the broker keeps the session's QoS 1 messages while Veil is
+disconnected, and sends them on reconnection.
 
 **A broker that is down.** ``read`` raises :class:`SourceError` (the buffer is kept, no
 batch is returned) until the source is connected and subscribed again; the client
 reconnects by itself, waiting 1 s, then twice as long each time, up to 60 s.
 
 **Liveness.** ``devices`` says, for each device of the setting ``devices`` and each one
-seen since the source opened, whether a message of the batch came from it.
+seen since the source opened, whether it sent a message since the stored cursor (the run's
+interval: every read of a run says the same, an empty last one included).
 """
 
 from __future__ import annotations
@@ -183,6 +189,8 @@ class MqttSource:
         self._subscribed = threading.Event()
         self._failure: str | None = None  # why the client is not connected, when it is not
         self._closed = False
+        self._issued: str | None = None  # the cursor of the latest read
+        self._issued_empty = True  # whether that read brought nothing new
         client_id = config.get("client_id")
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -290,39 +298,48 @@ class MqttSource:
         )
 
     def read(self, cursor: str | None) -> Batch:
-        """Every message held since the batch of ``cursor`` was stored (see the module)."""
+        """The messages held after ``cursor``; held ones at or before it are forgotten
+        when ``cursor`` marks stored rows (see the module's description)."""
         if self._closed:
             raise SourceError(Msg("the MQTT source was closed; open it again"))
         with self._lock:
-            self._forget(cursor)
+            after, dropped_then = self._position(cursor)
+            if cursor != self._issued or self._issued_empty:  # a run's start: stored
+                while self._buffer and self._buffer[0].seq <= after:
+                    self._buffer.popleft()
+                self._dropped_stored = max(self._dropped_stored, dropped_then)
             if not self._subscribed.is_set():
                 raise SourceError(self._failure_message())
-            messages = list(self._buffer)
-            dropped, last = self._dropped, (messages[-1].seq if messages else 0)
-        if cursor is not None and not messages:
-            last = int(cursor.split(":")[1]) if cursor.startswith(self._epoch + ":") else 0
-        problems = self._problems(messages, dropped - self._dropped_stored)
-        answered = {m.row["device"] for m in messages if m.row and m.row["device"] is not None}
+            held = list(self._buffer)
+            dropped = self._dropped
+        messages = [m for m in held if m.seq > after]
+        last = messages[-1].seq if messages else after
+        answered = {m.row["device"] for m in held if m.row and m.row["device"] is not None}
         self._watched.update(dict.fromkeys(sorted(answered - set(self._watched))))
+        self._issued, self._issued_empty = f"{self._epoch}:{last}:{dropped}", not messages
         return MqttBatch(
             rows=frame([m.row for m in messages if m.row is not None], self._columns()),
-            cursor=f"{self._epoch}:{last}:{dropped}",
+            cursor=self._issued,
             devices={device: device in answered for device in self._watched},
-            problems=tuple(problems),
+            problems=tuple(self._problems(messages, dropped - self._dropped_stored)),
         )
 
-    def _forget(self, cursor: str | None) -> None:
-        """Drop the messages of the batch whose cursor this is: it was stored."""
+    @property
+    def held(self) -> int:
+        """How many messages the buffer holds (read or not, not yet stored)."""
+        with self._lock:
+            return len(self._buffer)
+
+    def _position(self, cursor: str | None) -> tuple[int, int]:
+        """The last message and the drop count a cursor of this opening names; (0, 0) for
+        none, or another opening's (a restarted node: its messages are gone)."""
         if cursor is None or not cursor.startswith(self._epoch + ":"):
-            return
+            return 0, 0
         try:
-            _, seq_text, dropped_text = cursor.split(":")
-            seq, dropped = int(seq_text), int(dropped_text)
+            _, seq, dropped = cursor.split(":")
+            return int(seq), int(dropped)
         except ValueError:
-            return
-        while self._buffer and self._buffer[0].seq <= seq:
-            self._buffer.popleft()
-        self._dropped_stored = max(self._dropped_stored, dropped)
+            return 0, 0
 
     def _problems(self, messages: list[_Message], dropped: int) -> list[str]:
         counts = Counter((m.pattern, defect) for m in messages for defect in m.defects)

@@ -6,7 +6,8 @@ deadline (the suite runs on two loaded cores).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -52,6 +53,32 @@ def read_until(source: MqttSource, rows: int, cursor: str | None = None) -> Mqtt
         lambda: (batch := source.read(cursor)).rows.height >= rows and batch, f"{rows} rows"
     )
     assert isinstance(found, MqttBatch)
+    return found
+
+
+@dataclass(frozen=True)
+class Run:
+    rows: pl.DataFrame
+    cursor: str | None
+    devices: Mapping[str, bool]
+    problems: tuple[str, ...]
+
+
+def run(source: MqttSource, cursor: str | None, rows: int) -> Run:
+    """A run as the framework's (``sandbox.sources.runs``) does it: reads from the stored
+    ``cursor`` until one brings nothing; tried again until it brings ``rows`` rows."""
+
+    def attempt() -> Run | None:
+        frames, position, problems = [], cursor, ()
+        while (batch := source.read(position)).rows.height:
+            assert isinstance(batch, MqttBatch)
+            frames.append(batch.rows)
+            position, problems = batch.cursor, problems + batch.problems
+        found = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+        return Run(found, position, batch.devices, problems) if found.height >= rows else None
+
+    found = wait_for(attempt, f"a run with {rows} rows")
+    assert isinstance(found, Run)
     return found
 
 
@@ -119,10 +146,10 @@ def test_devices_that_sent_nothing_count_as_not_answered(
     source = open_(opened, config)
     for device in ("press-1", "press-2", "press-9"):
         publisher.publish(f"factory/l1/{device}/telemetry", {"spindle": {"temp": 1}})
-    first = read_until(source, 3)
+    first = run(source, None, 3)
     assert first.devices == {"press-1": True, "press-2": True, "press-3": False, "press-9": True}
     publisher.publish("factory/l1/press-2/telemetry", {"spindle": {"temp": 2}})
-    second = read_until(source, 1, first.cursor)
+    second = run(source, first.cursor, 1)
     assert second.devices == {
         "press-1": False, "press-2": True, "press-3": False, "press-9": False
     }  # fmt: skip
@@ -160,20 +187,30 @@ def test_a_batch_whose_storage_failed_is_read_again(
     mqtt_broker: Broker, publisher: Publisher, opened: list[MqttSource]
 ) -> None:
     source = open_(opened, settings(mqtt_broker))
+    telemetry = "factory/l1/press-1/telemetry"
     for temp in (1, 2):
-        publisher.publish("factory/l1/press-1/telemetry", {"spindle": {"temp": temp}})
-    stored = read_until(source, 2)
-    publisher.publish("factory/l1/press-1/telemetry", {"spindle": {"temp": 3}})
-    failed = read_until(source, 1, stored.cursor)  # its storage fails: its cursor is not kept
+        publisher.publish(telemetry, {"spindle": {"temp": temp}})
+    stored = run(source, None, 2)
+    publisher.publish(telemetry, {"spindle": {"temp": 3}})
+    failed = run(source, stored.cursor, 1)  # its storage fails: its cursor is not kept
     assert failed.rows["spindle_temp"].to_list() == [3]
-    publisher.publish("factory/l1/press-1/telemetry", {"spindle": {"temp": 4}})
-    again = read_until(source, 2, stored.cursor)  # the retry reads from the stored cursor
+    publisher.publish(telemetry, {"spindle": {"temp": 4}})
+    again = run(source, stored.cursor, 2)  # the retry reads from the stored cursor
     assert again.rows["spindle_temp"].to_list() == [3, 4]
     assert source.read(again.cursor).rows.height == 0
-    # A cursor of another opening (a restarted node) forgets nothing here.
-    publisher.publish("factory/l1/press-1/telemetry", {"spindle": {"temp": 5}})
-    assert read_until(source, 1, "0badc0de:99:0").rows["spindle_temp"].to_list() == [5]
-    assert read_until(source, 1, again.cursor).rows["spindle_temp"].to_list() == [5]
+    # A run reads on from the cursors it is given (not stored yet); failing, it starts
+    # again from the stored one and finds them all.
+    publisher.publish(telemetry, {"spindle": {"temp": 5}})
+    wait_for(lambda: source.held == 1, "the message held")
+    first = source.read(again.cursor)
+    publisher.publish(telemetry, {"spindle": {"temp": 6}})
+    wait_for(lambda: source.held == 2, "the message held")
+    assert source.read(first.cursor).rows["spindle_temp"].to_list() == [6]
+    publisher.publish(telemetry, {"spindle": {"temp": 7}})
+    wait_for(lambda: source.held == 3, "the message held")
+    # A cursor of another opening (a restarted node) forgets nothing.
+    assert source.read("0badc0de:99:0").rows["spindle_temp"].to_list() == [5, 6, 7]
+    assert run(source, again.cursor, 3).rows["spindle_temp"].to_list() == [5, 6, 7]
 
 
 def test_a_full_buffer_says_so_until_a_batch_is_stored(
@@ -191,7 +228,8 @@ def test_a_full_buffer_says_so_until_a_batch_is_stored(
     assert batch.rows["spindle_temp"].to_list() == [0, 1, 2]
     assert len(batch.problems) == 1 and batch.problems[0].startswith(dropped)
     assert source.read(None).problems == batch.problems  # not stored yet: still said
-    assert source.read(batch.cursor).problems == ()
+    assert source.read(batch.cursor).rows.height == 0  # the run's end
+    assert source.read(batch.cursor).problems == ()  # the next run: the batch was stored
 
 
 def test_a_killed_broker_fails_reads_then_the_source_reconnects(
