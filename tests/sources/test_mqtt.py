@@ -19,6 +19,9 @@ from sandbox.sources.mqtt import MqttBatch, MqttSource
 from sandbox.sources.mqtt_columns import frame
 from sandbox.sources.mqtt_topics import pattern
 from tests.sources.mqtt_broker import Broker, Publisher, wait_for
+from tests.sources.mqtt_broker import mqtt_broker as mqtt_broker  # the fixtures, for pytest
+from tests.sources.mqtt_broker import mqtt_broker_with_users as mqtt_broker_with_users
+from tests.sources.mqtt_broker import publisher as publisher
 
 pytestmark = pytest.mark.integration
 
