@@ -184,6 +184,7 @@ class MqttSource:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._buffer: deque[_Message] = deque()
+        self._held_devices: Counter[str] = Counter()  # devices of the held messages
         self._dropped = 0  # messages dropped with the buffer full, since opening
         self._dropped_stored = 0  # of those, how many a stored batch reported
         self._subscribed = threading.Event()
@@ -277,6 +278,8 @@ class MqttSource:
                 self._dropped += 1
                 return
             self._buffer.append(_Message(next(self._seq), found.index, row, tuple(defects)))
+            if row is not None and row["device"] is not None:
+                self._held_devices[row["device"]] += 1
 
     def _failure_message(self) -> str:
         failure = self._failure or ""
@@ -306,15 +309,15 @@ class MqttSource:
             after, dropped_then = self._position(cursor)
             if cursor != self._issued or self._issued_empty:  # a run's start: stored
                 while self._buffer and self._buffer[0].seq <= after:
-                    self._buffer.popleft()
+                    self._release(self._buffer.popleft())
                 self._dropped_stored = max(self._dropped_stored, dropped_then)
             if not self._subscribed.is_set():
                 raise SourceError(self._failure_message())
-            held = list(self._buffer)
-            dropped = self._dropped
-        messages = [m for m in held if m.seq > after]
+            # The messages after the cursor are the newest: taken from the right end.
+            messages = list(itertools.takewhile(lambda m: m.seq > after, reversed(self._buffer)))
+            messages.reverse()
+            dropped, answered = self._dropped, set(self._held_devices)
         last = messages[-1].seq if messages else after
-        answered = {m.row["device"] for m in held if m.row and m.row["device"] is not None}
         self._watched.update(dict.fromkeys(sorted(answered - set(self._watched))))
         self._issued, self._issued_empty = f"{self._epoch}:{last}:{dropped}", not messages
         return MqttBatch(
@@ -323,6 +326,12 @@ class MqttSource:
             devices={device: device in answered for device in self._watched},
             problems=tuple(self._problems(messages, dropped - self._dropped_stored)),
         )
+
+    def _release(self, message: _Message) -> None:
+        if message.row is not None and message.row["device"] is not None:
+            self._held_devices[message.row["device"]] -= 1
+            if not self._held_devices[message.row["device"]]:
+                del self._held_devices[message.row["device"]]
 
     @property
     def held(self) -> int:
