@@ -18,7 +18,8 @@ Secrets: ``username`` and ``password`` (both or neither). Every subscription is 
 **Rows.** One per message: ``topic``, ``device``, ``received_at`` (arrival, UTC), each
 named ``+`` level and each mapped field (null where a message's topic does not map it). A
 timestamp in the payload is a mapped field like any other. A column whose values are all
-booleans, integers, numbers or strings keeps that type; mixed or nested values become
+booleans, integers, numbers or strings keeps that type (all null: Null, so the batches
+of a run join on the others' type); mixed or nested values become
 JSON text, for the declaration's validation to accept or refuse.
 
 **Bad messages.** A payload that is not JSON (UTF-8) is left out; a payload lacking a

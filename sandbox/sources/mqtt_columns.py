@@ -23,10 +23,11 @@ _SIMPLE: tuple[tuple[type, pl.DataType], ...] = (
 
 
 def _dtype(values: Sequence[Any]) -> pl.DataType | None:
-    """The one simple type of the non-null values, or None when there is none."""
+    """The one simple type of the non-null values (Null when all are null), or None when
+    they are of several types."""
     kinds = {type(value) for value in values if value is not None}
-    if not kinds:
-        return pl.String()
+    if not kinds:  # null: the batches of a run join on the others' type
+        return pl.Null()
     if kinds <= {int, float}:
         return pl.Float64() if float in kinds else pl.Int64()
     if len(kinds) == 1:

@@ -309,7 +309,7 @@ def test_columns_keep_one_type_or_become_json_text() -> None:
     rows = [{"a": 1, "b": True, "c": 2**70, "d": "x"}, {"a": 2.5, "b": None, "c": 1, "d": [1]}]
     built = frame(rows, ["a", "b", "c", "d", "e"])
     assert built.schema == {
-        "a": pl.Float64, "b": pl.Boolean, "c": pl.String, "d": pl.String, "e": pl.String
+        "a": pl.Float64, "b": pl.Boolean, "c": pl.String, "d": pl.String, "e": pl.Null
     }  # fmt: skip
     assert built["c"].to_list() == [str(2**70), "1"]
     assert built["d"].to_list() == ["x", "[1]"]
