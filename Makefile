@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VEIL_DATA_DIR ?= $(CURDIR)/.veil-demo
 
-.PHONY: demo cluster-demo mqtt-broker test test-slow test-postgres reliability lint format serve bench venv system system-test clean
+.PHONY: demo cluster-demo mqtt-broker test test-slow test-postgres reliability lint format serve bench bench-quick venv system system-test clean
 
 venv: $(STAMP)
 
@@ -81,6 +81,10 @@ serve: system $(STAMP)
 bench: system $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-packages --postgres  # the scaling benchmark's database
 	$(BIN)/python bench/run.py
+
+bench-quick: system $(STAMP)  # smaller inputs, fewer repetitions: for development only
+	@PYTHON=$(PYTHON) scripts/system-packages --postgres
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) $(MQTT_BROKER) .veil-demo .pytest_cache .mypy_cache .ruff_cache

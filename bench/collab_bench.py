@@ -47,7 +47,7 @@ from analytics.collab_stats import (
     vector_length,
 )
 from bench.collab_world import BENCHMARK, CATEGORY, CollabWorld, RunTimes
-from bench.report import Row, print_rows, row
+from bench.report import REPEATS, Row, print_rows, row, series_row
 from keys import secure_sum
 from sandbox.collaborations.runs import PHASES
 
@@ -140,14 +140,16 @@ def measure(world: CollabWorld, count: int, repeats: int) -> list[Row]:
     for phase, value in breakdown.items():
         print(f"  phase {phase:<10} median {value:.3f} s", file=sys.stderr)
     med = statistics.median
-    spread = f"min {min(rows_s):.2f}, max {max(rows_s):.2f} s, n={len(rows_s)}"
     goal, met = (f"<= {GOAL_S:.0f} s", med(rows_s) <= GOAL_S) if count >= 100 else ("report", None)
     label = f"collaboration: one run over {count} real nodes, start -> released"
     if count < 100:
         label += " (goal for 100 nodes: python -m bench.collab_bench --nodes 100)"
+    first = series_row(f"{label} (control plane's row; vs in-process without secure "
+                       "aggregation)", [r * 1000 for r in rows_s], [b * 1000 for b in base],
+                       "ms", goal, None)  # fmt: skip
+    first["met"] = met
     rows = [
-        row(f"{label} (control plane's row; {spread}; vs in-process without secure "
-            "aggregation)", med(rows_s) * 1000, med(base) * 1000, "ms", goal, met),
+        first,
         row(f"{label} (provider's view over HTTP, polled every 20 ms)", med(client_s) * 1000,
             None, "ms", "report", None),
     ]  # fmt: skip
@@ -188,8 +190,10 @@ def setup_rows(world: CollabWorld, count: int, memory: dict[str, float]) -> list
     ]  # fmt: skip
 
 
-def run(counts: list[int] | None = None, repeats: int = 3) -> list[Row]:
+def run(counts: list[int] | None = None, repeats: int = REPEATS, quick: bool = False) -> list[Row]:
     """Rows for ``counts`` nodes (nodes are added between counts; the same world)."""
+    if quick:
+        counts, repeats = [6], 2
     counts = sorted(counts or [20])
     rows: list[Row] = []
     with (
@@ -293,7 +297,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 nodes, 2 repeats")
     parser.add_argument("--nodes", default="20", help="comma-separated counts, e.g. 20,100")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per count (after a warm-up)")
+    parser.add_argument(
+        "--repeats", type=int, default=REPEATS, help="runs per count (after a warm-up)"
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -304,10 +310,8 @@ def main() -> None:
         for count in [6] if args.quick else [int(n) for n in args.nodes.split(",")]:
             profile(count, args.repeats)
         return
-    counts = [6] if args.quick else [int(n) for n in args.nodes.split(",")]
-    repeats = 2 if args.quick else args.repeats
     started = time.perf_counter()
-    rows = run(counts, repeats)
+    rows = run([int(n) for n in args.nodes.split(",")], args.repeats, quick=args.quick)
     print(f"collab bench took {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print_rows(rows)
 

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.keys_bench import Discard
-from bench.report import Row, interleaved, row
+from bench.report import Row, interleaved, series_row
 from keys._stream import decrypt_stream, decrypt_with, encrypt_stream, encrypt_with, object_context
 from keys.gm import Sm2PrivateKey, decrypt_stream_sm4, encrypt_stream_sm4, sm3_chain_hash
 from keys.gm._sm4_stream import SM4GCM_STREAM
@@ -63,17 +63,9 @@ def _per_second(seconds: float, action: Callable[[], object]) -> float:
 
 def _row(item: str, unit: str, national: list[float], standard: list[float], goal: str,
          met: bool | None) -> Row:  # fmt: skip
-    spread = (
-        f"{min(national):,.0f}-{max(national):,.0f} vs {min(standard):,.0f}-{max(standard):,.0f}"
-    )
-    return row(
-        f"{item} (median of {len(national)}; min-max {spread})",
-        statistics.median(national),
-        statistics.median(standard),
-        unit,
-        goal,
-        met,
-    )
+    result = series_row(item, national, standard, unit, goal, None)
+    result["met"] = met
+    return result
 
 
 def stream_rows(mib: int, repeats: int) -> list[Row]:
@@ -187,7 +179,10 @@ def run(
     events: int = 20_000,
     seconds: float = 1.0,
     only: str | None = None,
+    quick: bool = False,
 ) -> list[Row]:
+    if quick:
+        mib, events, seconds = 16, 5_000, 0.3
     parts = {
         "streams": lambda: stream_rows(mib, repeats),
         "chain": lambda: chain_rows(events, repeats),
@@ -203,9 +198,10 @@ def main() -> list[Row]:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=1.0, help="per signature measurement")
     parser.add_argument("--only", choices=["streams", "chain", "signatures"], help="one pair")
+    parser.add_argument("--quick", action="store_true", help="16 MiB, 5 000 events, 0.3 s")
     args = parser.parse_args()
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    rows = run(args.mib, args.repeats, args.events, args.seconds, args.only)
+    rows = run(args.mib, args.repeats, args.events, args.seconds, args.only, quick=args.quick)
     print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     from bench.report import print_rows
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,17 @@ def interleaved(repeats: int, *measures: Measure) -> tuple[list[float], ...]:
         for measure, values in zip(measures, series, strict=True):
             values.append(measure())
     return tuple(series)
+
+
+def timed(action: Callable[[], object], scale: float = 1.0) -> Measure:
+    """A measurement: one run of ``action``, its wall time in seconds times ``scale``."""
+
+    def measure() -> float:
+        t0 = time.perf_counter()
+        action()
+        return (time.perf_counter() - t0) * scale
+
+    return measure
 
 
 def series_row(

@@ -1,11 +1,19 @@
 """`make bench`: run every benchmark, print one table, write bench/last-run.json.
 
-Each item also runs alone: `.venv/bin/python bench/<item>_bench.py --help`.
+Each item also runs alone: `.venv/bin/python bench/<item>_bench.py --help`. Every ratio
+comes from interleaved repetitions (Veil, baseline, Veil, ...; `bench.report.interleaved`)
+and is printed as the median with its min-max. `--quick` (`make bench-quick`) runs each
+item on smaller inputs and fewer repetitions, for development: its figures are not the
+ones to report. `--only NAME ...` runs some items.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,26 +34,49 @@ from bench import (  # noqa: E402
     table_bench,
     training_bench,
 )
-from bench.report import print_rows, save_rows  # noqa: E402
+from bench.report import Row, print_rows, save_rows  # noqa: E402
+
+# name -> rows, given quick; in the order they run.
+ITEMS: dict[str, Callable[[bool], list[Row]]] = {
+    "keys": lambda quick: keys_bench.run(quick=quick),
+    "gm": lambda quick: gm_bench.run(quick=quick),  # 国密 primitives vs the standard ones
+    "ingest": lambda quick: ingest_bench.run(repeats=3),
+    "query": lambda quick: query_bench.run(quick=quick),  # 1M and 10M rows (quick: 1M)
+    "table": lambda quick: table_bench.run([1_000_000], quick=quick),
+    "api": lambda quick: api_bench.run(),
+    "audit": lambda quick: audit_bench.run(),
+    "runner": lambda quick: runner_bench.run(quick=quick),
+    "training": lambda quick: training_bench.run(),
+    "scaling": lambda quick: scaling_bench.run(),
+    "node": lambda quick: node_bench.run(quick=quick),
+    "psi": lambda quick: psi_bench.run([10_000], quick=quick),  # psi_bench.py --sizes N
+    "collab": lambda quick: collab_bench.run([20], quick=quick),  # collab_bench.py --nodes 100
+}
 
 
 def main() -> None:
-    rows = keys_bench.run()
-    rows += gm_bench.run()  # the national-cryptography primitives vs the standard ones
-    rows += ingest_bench.run(repeats=3)  # one upload swings by up to 2x on a shared machine
-    rows += query_bench.run([1_000_000, 10_000_000])
-    rows += table_bench.run([1_000_000])
-    rows += api_bench.run()
-    rows += audit_bench.run()
-    rows += runner_bench.run()
-    rows += training_bench.run()
-    rows += scaling_bench.run()
-    rows += node_bench.run()
-    rows += psi_bench.run([10_000], repeats=5)  # 100k, 1M a side: psi_bench.py --sizes N
-    rows += collab_bench.run([20], repeats=3)  # 100 nodes: collab_bench.py --nodes 100
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, for development")
+    parser.add_argument("--only", nargs="+", choices=list(ITEMS), metavar="NAME",
+                        help=f"run only these items: {', '.join(ITEMS)}")  # fmt: skip
+    args = parser.parse_args()
+    rows: list[Row] = []
+    began = time.perf_counter()
+    for name, item in ITEMS.items():
+        if args.only and name not in args.only:
+            continue
+        started, load = time.perf_counter(), os.getloadavg()[0]
+        rows += item(args.quick)
+        print(f"bench {name}: {time.perf_counter() - started:.0f} s "
+              f"(1-min load {load:.1f} at its start)", file=sys.stderr)  # fmt: skip
+    took = time.perf_counter() - began
     print_rows(rows)
-    save_rows(rows, ROOT / "bench" / "last-run.json")
-    print(f"\nrows saved to {ROOT / 'bench' / 'last-run.json'}")
+    print(f"\nmake bench{' --quick' if args.quick else ''} took {took / 60:.1f} min; "
+          f"{os.cpu_count()} CPUs, load average now "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))  # fmt: skip
+    out = ROOT / "bench" / ("last-run-quick.json" if args.quick else "last-run.json")
+    save_rows(rows, out)
+    print(f"rows saved to {out}")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from analytics.schema import (
     DatasetSchema,
 )
 from analytics.sdc import TableQuery, run_table_query
-from bench.query_bench import LINES, make_frame, median_time
-from bench.report import Row, row
+from bench.query_bench import LINES, make_frame
+from bench.report import REPEATS, Row, interleaved, series_row, timed
 
 SHIFTS = ("early", "late", "night")
 SCHEMA = DatasetSchema(
@@ -51,7 +51,9 @@ QUERY = TableQuery(
 )
 
 
-def run(sizes: list[int], repeats: int = 5) -> list[Row]:
+def run(sizes: list[int], repeats: int = REPEATS, quick: bool = False) -> list[Row]:
+    if quick:
+        sizes = [min(sizes[0], 200_000)]
     rows = []
     secret = os.urandom(32)
     for size in sizes:
@@ -67,21 +69,21 @@ def run(sizes: list[int], repeats: int = 5) -> list[Row]:
         def table(data: pl.DataFrame = frame) -> None:
             run_table_query(data, SCHEMA, QUERY, secret=secret)
 
-        veil_s = median_time(repeats, table)
-        plain_s = median_time(repeats, plain)
+        veil_ms, plain_ms = interleaved(repeats, timed(table, 1000), timed(plain, 1000))
         label = f"tier-2 table, {size / 1e6:g}M rows (3 aggregates, 60 cells), in process"
-        rows.append(row(label, veil_s * 1000, plain_s * 1000, "ms", "report", None))
+        rows.append(series_row(label, veil_ms, plain_ms, "ms", "report", None))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--quick", action="store_true", help="200 000 rows")
     args = parser.parse_args()
     from bench.report import print_rows
 
-    print_rows(run(args.rows, args.repeats))
+    print_rows(run(args.rows, args.repeats, quick=args.quick))
 
 
 if __name__ == "__main__":
