@@ -135,13 +135,27 @@ def check_config(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def check_secrets(secrets: Mapping[str, str]) -> list[str]:
+    """The credentials' problems, by name: ``username`` and ``password`` (text), both or
+    neither."""
+    problems: list[str] = [
+        Msg("{name}: unknown credential of an MQTT source (known: username, password)", name=name)
+        for name in sorted(set(secrets) - {"username", "password"}, key=str)
+    ]
+    if ("username" in secrets) != ("password" in secrets):
+        problems.append(Msg("secrets: give username and password, or neither"))
+    if not all(isinstance(value, str) for value in secrets.values()):
+        problems.append(Msg("secrets: give username and password as text"))
+    return problems
+
+
 def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> MqttSource:
     """Connect to the broker and subscribe; :class:`SourceError` when it cannot be done."""
     problems = check_config(config)
     if problems:
         raise SourceError(problems[0])
-    if ("username" in secrets) != ("password" in secrets):
-        raise SourceError(Msg("secrets: give username and password, or neither"))
+    if secret_problems := check_secrets(secrets):
+        raise SourceError(secret_problems[0])
     try:
         source = MqttSource(config, secrets)
     except (OSError, ValueError) as error:  # tls_set reads the files at once

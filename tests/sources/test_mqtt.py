@@ -110,6 +110,12 @@ def test_check_config_names_the_setting_never_its_value() -> None:
     for value in ("hunter2", "/secret/place.pem", "press-77", "value-sekrit", "zzz-hidden", "$$"):
         assert value not in text
     assert mqtt.check_config({"host": "h", "topics": [TELEMETRY]}) == []
+    secrets = mqtt.check_secrets({"username": "veil", "token": "tok-zz9"})
+    assert secrets == [
+        "token: unknown credential of an MQTT source (known: username, password)",
+        "secrets: give username and password, or neither",
+    ]
+    assert mqtt.check_secrets({"username": "veil", "password": "pw"}) == []
 
 
 def test_wildcards_map_levels_and_payload_paths(
