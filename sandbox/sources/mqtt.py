@@ -335,7 +335,7 @@ class MqttSource:
         last = messages[-1].seq if messages else after
         self._watched.update(dict.fromkeys(sorted(answered - set(self._watched))))
         self._issued, self._issued_empty = f"{self._epoch}:{last}:{dropped}", not messages
-        return MqttBatch(
+        return Batch(
             rows=frame([m.row for m in messages if m.row is not None], self._columns()),
             cursor=self._issued,
             devices={device: device in answered for device in self._watched},
@@ -394,12 +394,3 @@ class MqttSource:
         with contextlib.suppress(Exception):
             self._client.disconnect()
         self._client.loop_stop()
-
-
-@dataclass(frozen=True)
-class MqttBatch(Batch):
-    """A batch and what was wrong with some of its messages: each problem names the
-    setting (``topics[i]``, ``buffer``) and a count, never a value. (A field every kind
-    could fill: the framework may take it into :class:`Batch`.)"""
-
-    problems: tuple[str, ...] = ()

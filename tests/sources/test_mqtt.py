@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from sandbox.sources import mqtt
-from sandbox.sources.base import SourceError
-from sandbox.sources.mqtt import MqttBatch, MqttSource
+from sandbox.sources.base import Batch, SourceError
+from sandbox.sources.mqtt import MqttSource
 from sandbox.sources.mqtt_columns import frame
 from sandbox.sources.mqtt_topics import pattern
 from tests.sources.mqtt_broker import Broker, Publisher, wait_for
@@ -50,12 +50,12 @@ def open_(opened: list[MqttSource], config: dict[str, Any], **secrets: str) -> M
     return source
 
 
-def read_until(source: MqttSource, rows: int, cursor: str | None = None) -> MqttBatch:
+def read_until(source: MqttSource, rows: int, cursor: str | None = None) -> Batch:
     """The first read (from ``cursor``) with at least ``rows`` rows."""
     found = wait_for(
         lambda: (batch := source.read(cursor)).rows.height >= rows and batch, f"{rows} rows"
     )
-    assert isinstance(found, MqttBatch)
+    assert isinstance(found, Batch)
     return found
 
 
@@ -74,7 +74,7 @@ def run(source: MqttSource, cursor: str | None, rows: int) -> Run:
     def attempt() -> Run | None:
         frames, position, problems = [], cursor, ()
         while (batch := source.read(position)).rows.height:
-            assert isinstance(batch, MqttBatch)
+            assert isinstance(batch, Batch)
             frames.append(batch.rows)
             position, problems = batch.cursor, problems + batch.problems
         found = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from policies.audit import AuditEvent
 from sandbox.data.datasets import latest_version, load_frame
 from sandbox.runtime.veil import Veil
 from sandbox.sources.declarations import declare_source, show_source
@@ -89,4 +90,44 @@ def test_mqtt_runs_store_versions_and_liveness(
     state = view.as_json()["state"]
     assert state["failures"] == 1 and "machine" in state["last_error"]
     assert _versions(veil, dataset) == [1]
+    # The failed run left the source open: the message it could not store is still held,
+    # to be read again once the declaration or the mapping lets it through.
+    assert next(iter(scheduler._open.values())).source is kept
+    assert kept.held >= 1
     scheduler.stop()
+
+
+def test_a_run_records_what_the_source_could_not_read(
+    veil: Veil, tenants: Tenants, mqtt_broker: Broker, publisher: Publisher
+) -> None:
+    dataset = line_dataset(veil, tenants.acme, "mqtt-problems")
+    config = {
+        "host": "127.0.0.1",
+        "port": mqtt_broker.port,
+        "topics": [
+            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
+        ],
+    }
+    declare_source(
+        veil, tenants.acme, dataset, kind="mqtt", config=config, interval_s=1, mapping=MAPPING
+    )
+    scheduler = SourceScheduler(veil)
+    assert scheduler.run_due() == 1  # opens the source: nothing yet
+    publisher.publish("factory/press-1/telemetry", b"not json: 1234.5")
+    publisher.publish("factory/press-1/telemetry", {"t": 70.5, "c": 30000})
+
+    def ran() -> bool:
+        _due_now(veil)
+        scheduler.run_due()
+        return _versions(veil, dataset) == [1]
+
+    wait_for(ran, "a version")
+    scheduler.stop()
+    with veil.db.read() as s:
+        details = s.scalars(
+            select(AuditEvent.details)
+            .where(AuditEvent.action == "dataset.uploaded")
+            .where(AuditEvent.resource == f"dataset:{dataset}")
+        ).one()
+    assert details["problems"] and "topics[0]" in details["problems"][0]
+    assert "1234" not in repr(details)  # a count and the setting, never the payload
