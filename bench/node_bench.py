@@ -91,7 +91,7 @@ def _costs(world: NodeBenchWorld, repeats: int = 15) -> dict[str, float]:
     """Median ms of what each poll and each answer cost, called directly (the node's own
     link thread keeps running: the same contention as the jobs saw)."""
     node = world.nodes[0]
-    link, node_id = node.link.rounds, node.link.rounds.node_id
+    link, node_id = node.link, node.link.node_id
     actions: dict[str, Callable[[], object]] = {
         "idle link round (all of it)": link.run_round,
         "  of which publish/mirror sync": link.publisher.sync,

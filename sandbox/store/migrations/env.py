@@ -49,8 +49,9 @@ def run_migrations() -> None:
         # SQLite's DDL here commits statement by statement (Alembic runs it outside a
         # transaction). In WAL mode with synchronous=NORMAL a commit is not fsynced on its
         # own, yet the database stays consistent on a crash or power cut: it loses at most
-        # the last commits, and the next start migrates again from the version it finds.
-        # Veil's own connections then use synchronous=FULL (``make_engine``).
+        # the last commits (a migration cut short is cut short either way: its statements
+        # commit one by one). Veil's own connections then use synchronous=FULL
+        # (``make_engine``).
         event.listen(engine, "connect", _sqlite_for_migrations)
     with engine.connect() as connection:
         context.configure(
