@@ -1,0 +1,128 @@
+"""A simulated machine: a real ``asyncua`` OPC UA server on a free loopback port.
+
+It runs its own asyncio loop in a thread, so a test drives it synchronously: ``set`` a
+variable, ``tick`` the simulation, ``stop`` it (its connections are cut, as when the
+machine is switched off) and ``start`` it again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
+
+NAMESPACE = "urn:veil:tests:machine"
+#: The machine's variables: browse name -> (variant type, first value).
+VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
+    "Spindle.Temp": (ua.VariantType.Double, 21.5),
+    "Spindle.Speed": (ua.VariantType.Int32, 1200),
+    "Parts.Count": (ua.VariantType.UInt32, 0),
+    "Running": (ua.VariantType.Boolean, True),
+    "Program": (ua.VariantType.String, "O1234"),
+}
+
+
+class _Users(UserManager):
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = dict(users)
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:  # fmt: skip
+        if username is not None and self._users.get(username) == password:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
+class SimulatedMachine:
+    """An OPC UA server with the variables of a machine tool (``VARIABLES``)."""
+
+    def __init__(self, port: int, *, users: Mapping[str, str] | None = None) -> None:
+        self.endpoint = f"opc.tcp://127.0.0.1:{port}/veil/machine/"
+        self._users = users
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="opcua-machine")
+        self._thread.start()
+        self._server: Server | None = None
+        self._nodes: dict[str, Any] = {}
+        self.namespace = 0
+        self._call(self._init())
+
+    def node_id(self, name: str) -> str:
+        """The node id of a variable, as a declaration writes it."""
+        return f"ns={self.namespace};s={name}"
+
+    def set(self, name: str, value: Any) -> dt.datetime:
+        """Write a variable now; its source timestamp (UTC) is returned."""
+        return self._call(self._write(name, value))
+
+    def get(self, name: str) -> Any:
+        return self._call(self._nodes[name].read_value())
+
+    def tick(self) -> None:
+        """One step of the machine: warmer, one more part."""
+        self.set("Spindle.Temp", self.get("Spindle.Temp") + 0.25)
+        self.set("Parts.Count", self.get("Parts.Count") + 1)
+
+    def stop(self) -> None:
+        """Switch the server off: the listening socket and every connection are closed."""
+        assert self._server is not None
+        self._call(self._server.stop())
+
+    def start(self) -> None:
+        assert self._server is not None
+        self._call(self._server.start())
+
+    def close(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):  # stopped already
+                self._call(self._server.stop())
+        self._call(self._cancel_the_rest())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(60)
+
+    @staticmethod
+    async def _cancel_the_rest() -> None:
+        """The server's sessions and subscriptions keep tasks that its stop leaves behind."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _init(self) -> None:
+        server = Server(user_manager=_Users(self._users) if self._users else None)
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self._users:
+            server.set_security_IDs(["Username"])
+        self.namespace = await server.register_namespace(NAMESPACE)
+        machine = await server.nodes.objects.add_object(self.namespace, "Machine")
+        for name, (variant, value) in VARIABLES.items():
+            node = await machine.add_variable(
+                ua.NodeId(name, self.namespace), name, ua.Variant(value, variant)
+            )
+            await node.set_writable()
+            self._nodes[name] = node
+        await server.start()
+        self._server = server
+
+    async def _write(self, name: str, value: Any) -> dt.datetime:
+        now = dt.datetime.now(dt.UTC)
+        variant = ua.Variant(value, VARIABLES[name][0])
+        await self._nodes[name].write_value(
+            ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
+        )
+        return now
