@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -295,9 +296,16 @@ class OpcUaSource:
     # -- on the source's loop -------------------------------------------------------------
     async def _read(self, cursor: str | None) -> Batch:
         try:
+            fresh = self._client is None
             client = await self._connected()
             if self._settings.mode == "sampled":
                 return await self._sample(client, cursor)
+            if fresh:
+                # A new subscription's first row (the state it began with) is part of this
+                # read, so a source opened for one run reads at least that.
+                with contextlib.suppress(TimeoutError):
+                    heard = self._changes.heard.wait()
+                    await asyncio.wait_for(heard, self._settings.read_timeout_s / 2)
             # A subscription does not notice a server that is gone: ask the server's time.
             await client.read_attributes([client.get_node(_SERVER_TIME)])
             return self._changes.drain(self._dtypes)
@@ -328,6 +336,8 @@ class OpcUaSource:
                 raise SourceError(
                     f"fields.{field.name}: the server has no such node; check its node id"
                 )
+            if not _status(value).is_bad():
+                _python_value(field, value)  # a value Veil cannot store names its field now
             dtype = _dtype_of_datatype(datatype) or _dtype_of_value(value)
             if dtype is not None:
                 self._dtypes[field.name] = dtype
@@ -406,25 +416,31 @@ class _Changes:
             self._fields_of.setdefault(f.node, []).append(f)
         self._rows: deque[dict[str, Any]] = deque()
         self._state: dict[str, Any] = {}
-        self._answered: dict[str, bool] = {}
+        self._good: dict[str, bool] = {}
         self._waiting: set[str] = set()
         self._dropped = 0
+        self.heard = asyncio.Event()
 
     def restart(self) -> None:
         """A new subscription: its first row is the state once every field has been heard."""
         self._state = {}
         self._waiting = {f.name for f in self._settings.fields}
+        self.heard = asyncio.Event()
 
     def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:
         value: ua.DataValue = data.monitored_item.Value
         stamp = _utc(value.SourceTimestamp or value.ServerTimestamp) or _utcnow()
         good = not _status(value).is_bad()
         for field in self._fields_of.get(node.nodeid, ()):
-            self._state[field.name] = _python_value(field, value) if good else None
-            self._answered[field.device] = good
+            try:
+                self._state[field.name] = _python_value(field, value) if good else None
+            except SourceError:  # its type changed since the source connected
+                self._state[field.name] = None
+            self._good[field.name] = good
             self._waiting.discard(field.name)
         if self._waiting:
             return
+        self.heard.set()
         self._rows.append({**self._state, self._settings.timestamp: stamp})
         if len(self._rows) > self._settings.buffer_rows:
             self._rows.popleft()
@@ -437,8 +453,9 @@ class _Changes:
                 "an OPC UA subscription dropped %d changes beyond buffer_rows", self._dropped
             )
             self._dropped = 0
-        devices = {f.device: False for f in self._settings.fields}
-        devices.update(self._answered)
+        devices: dict[str, bool] = {}
+        for f in self._settings.fields:
+            devices[f.device] = devices.get(f.device, False) or self._good.get(f.name, False)
         return Batch(_frame(self._settings, dtypes, rows), None, devices)
 
 

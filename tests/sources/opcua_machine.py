@@ -26,6 +26,7 @@ VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "Parts.Count": (ua.VariantType.UInt32, 0),
     "Running": (ua.VariantType.Boolean, True),
     "Program": (ua.VariantType.String, "O1234"),
+    "Tool.Offsets": (ua.VariantType.Double, [0.125, -0.5]),  # an array: not a column's value
 }
 
 
@@ -63,6 +64,10 @@ class SimulatedMachine:
     def set(self, name: str, value: Any) -> dt.datetime:
         """Write a variable now; its source timestamp (UTC) is returned."""
         return self._call(self._write(name, value))
+
+    def cut_off(self, name: str) -> None:
+        """The variable's device stops answering: a gateway serves it with a Bad status."""
+        self._call(self._write_status(name, ua.StatusCodes.BadCommunicationError))
 
     def get(self, name: str) -> Any:
         return self._call(self._nodes[name].read_value())
@@ -126,3 +131,9 @@ class SimulatedMachine:
             ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
         )
         return now
+
+    async def _write_status(self, name: str, code: int) -> None:
+        now = dt.datetime.now(dt.UTC)
+        await self._nodes[name].write_value(
+            ua.DataValue(StatusCode=ua.StatusCode(code), SourceTimestamp=now, ServerTimestamp=now)
+        )

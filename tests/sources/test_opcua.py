@@ -27,7 +27,7 @@ def _config(machine: Any, mode: str, **more: Any) -> dict[str, Any]:
         "fields": {field: machine.node_id(name) for field, name in FIELDS.items()},
         "device": "lathe-1",
         "mode": mode,
-        "read_timeout_s": 5,
+        "read_timeout_s": 20,
         **more,
     }
 
@@ -109,11 +109,22 @@ def test_a_sample_is_taken_again_once_the_interval_has_passed(
     assert later == 1
 
 
-def test_devices_per_field(opcua_machine: Any, opened: Any) -> None:
+def test_devices_per_field_and_one_that_stops_answering(opcua_machine: Any, opened: Any) -> None:
     config = _config(opcua_machine, "sampled")
     config["fields"]["parts"] = {"node": opcua_machine.node_id("Parts.Count"), "device": "press"}
-    batch = opened(config).read(None)
-    assert batch.devices == {"lathe-1": True, "press": True}
+    source = opened(config)
+    assert source.read(None).devices == {"lathe-1": True, "press": True}
+    opcua_machine.cut_off("Parts.Count")
+    try:
+        batch = source.read(None)
+        assert batch.devices == {"lathe-1": True, "press": False}
+        assert batch.rows["parts"].to_list() == [None] and batch.rows["temp"].null_count() == 0
+        subscribed = opened({**config, "mode": "subscribed"})
+        batch = subscribed.read(None)
+        assert batch.devices == {"lathe-1": True, "press": False}
+        assert batch.rows["parts"].to_list() == [None]
+    finally:
+        opcua_machine.set("Parts.Count", 7)
 
 
 def test_subscribed_reads_every_change_with_its_source_time(
@@ -121,8 +132,8 @@ def test_subscribed_reads_every_change_with_its_source_time(
 ) -> None:
     opcua_machine.set("Parts.Count", 100)
     source = opened(_config(opcua_machine, "subscribed", publishing_interval_ms=50))
-    # The first row is the machine's state when the subscription began.
-    rows = _read_until(source, lambda r: r.height > 0, "first row")
+    # A fresh source's first read has the machine's state when the subscription began.
+    rows = source.read(None).rows
     assert rows["parts"].to_list() == [100] and rows["program"].to_list() == ["O1234"]
     stamps = [opcua_machine.set("Parts.Count", n) for n in range(101, 106)]
     rows = pl.concat([rows, _read_until(source, lambda r: 105 in r["parts"].to_list(), "changes")])
@@ -140,6 +151,18 @@ def test_an_unknown_node_names_its_field(opcua_machine: Any, opened: Any) -> Non
         source = opened(config)
         with pytest.raises(SourceError, match=r"^fields\.feed: the server has no such node"):
             source.read(None)
+
+
+def test_a_value_that_is_no_column_names_its_field_not_the_value(
+    opcua_machine: Any, opened: Any
+) -> None:
+    config = _config(opcua_machine, "sampled")
+    config["fields"]["offsets"] = opcua_machine.node_id("Tool.Offsets")
+    with pytest.raises(SourceError) as caught:
+        opened(config).read(None)
+    assert str(caught.value) == (
+        "fields.offsets: the node holds a Double array, not a number, flag, text or time"
+    )
 
 
 def test_a_stopped_server_fails_the_read_and_the_source_recovers(
@@ -228,4 +251,11 @@ def test_check_config_names_settings_never_values() -> None:
                                "mode": "subscribed"}) == [
         "endpoint: opc.tcp://host:port, optionally followed by a path"
     ]  # fmt: skip
+    assert opcua.check_config(
+        {
+            "endpoint": "opc.tcp://veil:hunter2@plant:4840",
+            "fields": {"t": "i=85"},
+            "mode": "sampled",
+        }
+    ) == ["endpoint: opc.tcp://host:port, optionally followed by a path"]
     assert opcua.check_secrets({"password": "x", "token": "y"}) == ["unknown credential 'token'"]
