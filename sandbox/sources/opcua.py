@@ -86,6 +86,7 @@ _DTYPES: dict[ua.VariantType, pl.DataType] = {
     ua.VariantType.LocalizedText: pl.String(),
     ua.VariantType.DateTime: pl.Datetime("us", "UTC"),
     **{t: pl.Int64() for t in _INTS},
+    ua.VariantType.UInt64: pl.UInt64(),
 }
 
 
@@ -462,18 +463,18 @@ class _Changes:
 def _frame(
     settings: Settings, dtypes: Mapping[str, pl.DataType], rows: list[dict[str, Any]]
 ) -> pl.DataFrame:
-    series = [
-        pl.Series(
-            settings.timestamp,
-            [r[settings.timestamp] for r in rows],
-            dtype=pl.Datetime("us", "UTC"),
-        )
-    ]
-    for f in settings.fields:
-        series.append(
-            pl.Series(f.name, [r.get(f.name) for r in rows], dtype=dtypes.get(f.name), strict=False)
-        )
-    return pl.DataFrame(series)
+    names = [settings.timestamp, *(f.name for f in settings.fields)]
+    types = {settings.timestamp: pl.Datetime("us", "UTC"), **dtypes}
+    try:  # one call for the whole frame: a series per field costs 10 us each
+        return pl.from_dicts(rows, schema=names, schema_overrides=types)
+    except (pl.exceptions.PolarsError, TypeError, OverflowError):
+        pass  # a value that does not fit its column's type (the node's type changed)
+    return pl.DataFrame(
+        [
+            pl.Series(name, [r.get(name) for r in rows], dtype=types.get(name), strict=False)
+            for name in names
+        ]
+    )
 
 
 def _python_value(field: _Field, value: ua.DataValue) -> Any:
