@@ -296,6 +296,16 @@ class OpcUaSource:
 
     # -- on the source's loop -------------------------------------------------------------
     async def _read(self, cursor: str | None) -> Batch:
+        if self._client is None:
+            return await self._attempt(cursor)
+        try:
+            return await self._attempt(cursor)
+        except SourceError:
+            # The connection kept since the last read may have died in between (the
+            # server restarted, a firewall forgot it): one more try on a new one.
+            return await self._attempt(cursor)
+
+    async def _attempt(self, cursor: str | None) -> Batch:
         try:
             fresh = self._client is None
             client = await self._connected()

@@ -187,6 +187,17 @@ def test_a_stopped_server_fails_the_read_and_the_source_recovers(
     assert rows["parts"][-1] == 500
 
 
+def test_a_server_restarted_between_two_reads_is_read_at_once(
+    opcua_machine: Any, opened: Any
+) -> None:
+    # The scheduler keeps a source open between runs: the connection it kept is dead.
+    source = opened(_config(opcua_machine, "sampled"))
+    assert source.read(None).devices == {"lathe-1": True}
+    opcua_machine.stop()
+    opcua_machine.start()
+    assert source.read(None).devices == {"lathe-1": True}
+
+
 def test_a_closed_source_refuses_reads(opcua_machine: Any, opened: Any) -> None:
     source = opened(_config(opcua_machine, "subscribed"))
     _read_until(source, lambda r: r.height > 0, "first row")
