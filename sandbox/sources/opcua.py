@@ -18,7 +18,10 @@ The declaration's settings (``config``):
 - ``publishing_interval_ms`` (subscribed, default 500), ``buffer_rows`` (subscribed,
   default 100000: beyond it the oldest changes are dropped, and counted in the log);
 - ``read_timeout_s`` (default 10): a read not answered by then fails;
-- ``username``: to log in with the credential ``password`` (anonymous without it).
+- ``username``: to log in with the credential ``password`` (anonymous without it);
+- ``security``: ``none`` (default) or ``Basic256Sha256`` (signed and encrypted), with
+  ``server_certificate`` (the server's certificate, PEM: pinned, never trusted on first
+  use) and the credentials ``certificate`` and ``private_key`` (the node's, PEM).
 
 Values come typed as the server gives them: numbers, flags, text, times; a Bad status is
 null. A read that fails raises :class:`SourceError` and returns nothing; the next read
@@ -45,10 +48,13 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from cryptography import x509
 
 from sandbox.sources.base import Batch, SourceError
 
@@ -62,9 +68,11 @@ DEFAULT_PUBLISHING_INTERVAL_MS = 500
 DEFAULT_BUFFER_ROWS = 100_000
 _SETTINGS = frozenset(
     {"endpoint", "fields", "device", "mode", "timestamp", "sample_interval_s",
-     "publishing_interval_ms", "buffer_rows", "read_timeout_s", "username"}
+     "publishing_interval_ms", "buffer_rows", "read_timeout_s", "username", "security",
+     "server_certificate"}
 )  # fmt: skip
-_SECRETS = frozenset({"password"})
+_SECRETS = frozenset({"password", "certificate", "private_key"})
+SECURITY = ("none", "Basic256Sha256")
 _SERVER_TIME = ObjectIds.Server_ServerStatus_CurrentTime
 #: Status codes that say the node id itself is wrong (a setting), not the machine.
 _NO_SUCH_NODE = frozenset(
@@ -122,15 +130,37 @@ def check_config(config: Mapping[str, Any]) -> list[str]:
     username = config.get("username")
     if username is not None and not (isinstance(username, str) and username):
         problems.append("username: a user name (give the password as a credential)")
-    return problems
+    return problems + _security_problems(config)
+
+
+def _security_problems(config: Mapping[str, Any]) -> list[str]:
+    security, pinned = config.get("security", "none"), config.get("server_certificate")
+    if security not in SECURITY:
+        return ["security: none or Basic256Sha256 (signed and encrypted)"]
+    if security == "none":
+        return ["server_certificate: only with security Basic256Sha256"] if pinned else []
+    if not isinstance(pinned, str) or _certificate(pinned) is None:
+        return ["server_certificate: the server's certificate, PEM (-----BEGIN CERTIFICATE-----)"]
+    return []
 
 
 def check_secrets(secrets: Mapping[str, str]) -> list[str]:
-    """The credentials' problems: only ``password``, as text."""
+    """The credentials' problems: ``password``, ``certificate`` and ``private_key``, as text."""
     problems = [f"unknown credential {name!r}" for name in sorted(set(secrets) - _SECRETS)]
     if not all(isinstance(v, str) for v in secrets.values()):
         problems.append("credentials: text values")
+    elif ("certificate" in secrets) != ("private_key" in secrets):
+        problems.append("certificate, private_key: both of them (PEM), or neither")
+    elif "certificate" in secrets and _certificate(secrets["certificate"]) is None:
+        problems.append("certificate: the node's certificate, PEM (-----BEGIN CERTIFICATE-----)")
     return problems
+
+
+def _certificate(text: str) -> x509.Certificate | None:
+    try:
+        return x509.load_pem_x509_certificate(text.encode())
+    except ValueError:
+        return None
 
 
 def _field_problems(name: object, spec: object) -> list[str]:
@@ -199,6 +229,7 @@ class Settings:
     buffer_rows: int = DEFAULT_BUFFER_ROWS
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     username: str | None = None
+    server_certificate: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -221,12 +252,24 @@ class Settings:
             buffer_rows=int(config.get("buffer_rows", DEFAULT_BUFFER_ROWS)),
             read_timeout_s=float(config.get("read_timeout_s", DEFAULT_READ_TIMEOUT_S)),
             username=config.get("username"),
+            server_certificate=(
+                config["server_certificate"] if config.get("security") == "Basic256Sha256" else None
+            ),
         )
 
 
 def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> OpcUaSource:
     """An OPC UA source on checked settings; connects on its first read."""
-    return OpcUaSource(Settings.from_config(config), password=secrets.get("password"))
+    settings = Settings.from_config(config)
+    identity = None
+    if settings.server_certificate is not None:
+        if "certificate" not in secrets or "private_key" not in secrets:
+            raise SourceError(
+                "certificate, private_key: Basic256Sha256 needs the node's certificate and "
+                "private key (PEM) as credentials"
+            )
+        identity = (secrets["certificate"], secrets["private_key"])
+    return OpcUaSource(settings, password=secrets.get("password"), identity=identity)
 
 
 def _utcnow() -> dt.datetime:
@@ -246,10 +289,13 @@ class OpcUaSource:
         settings: Settings,
         *,
         password: str | None = None,
+        identity: tuple[str, str] | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
+        """``identity``: the node's certificate and private key (PEM), for Basic256Sha256."""
         self._settings = settings
         self._password = password
+        self._identity = identity
         self._clock = clock
         self._dtypes: dict[str, pl.DataType] = {}
         self._client: Client | None = None
@@ -339,6 +385,8 @@ class OpcUaSource:
             if self._password is not None:
                 client.set_password(self._password)
         self._client = client
+        if settings.server_certificate is not None:
+            await self._secure(client, settings.server_certificate)
         await client.connect()
         values = await client.read_attributes(self._nodes(client))
         types = await client.read_attributes(self._nodes(client), AttributeIds.DataType)
@@ -355,6 +403,28 @@ class OpcUaSource:
         if settings.mode == "subscribed":
             await self._subscribe(client)
         return client
+
+    async def _secure(self, client: Client, server_certificate: str) -> None:
+        """Basic256Sha256, signed and encrypted, with the server's certificate pinned: a
+        server with another certificate cannot read the requests (no trust on first use)."""
+        assert self._identity is not None
+        certificate, key = self._identity
+        parsed = _certificate(certificate)
+        uris = _application_uris(parsed) if parsed is not None else []
+        if uris:  # servers check that the client's application URI is its certificate's
+            client.application_uri = uris[0]
+        try:
+            await client.set_security(
+                SecurityPolicyBasic256Sha256,
+                CertProperties(certificate.encode(), "pem"),
+                CertProperties(key.encode(), "pem"),
+                server_certificate=CertProperties(server_certificate.encode(), "pem"),
+                mode=ua.MessageSecurityMode.SignAndEncrypt,
+            )
+        except (ValueError, TypeError):
+            raise SourceError(
+                "certificate, private_key: a PEM certificate and its private key, unencrypted"
+            ) from None
 
     def _nodes(self, client: Client) -> list[Node]:
         return [client.get_node(f.node) for f in self._settings.fields]
@@ -501,6 +571,14 @@ def _python_value(field: _Field, value: ua.DataValue) -> Any:
     if variant.VariantType == ua.VariantType.DateTime:
         return _utc(variant.Value)
     return variant.Value
+
+
+def _application_uris(certificate: x509.Certificate) -> list[str]:
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(names.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def _status(value: ua.DataValue) -> ua.StatusCode:

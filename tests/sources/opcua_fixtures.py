@@ -24,11 +24,19 @@ def opcua_machine_with_login() -> Iterator[Any]:
     yield from _machine(users={"veil": "s3cret"})
 
 
-def _machine(users: dict[str, str] | None) -> Iterator[Any]:
-    require(importlib.util.find_spec("asyncua") is not None, "the asyncua package")
-    from tests.sources.opcua_machine import SimulatedMachine
+@pytest.fixture(scope="module")
+def opcua_machine_secured() -> Iterator[Any]:
+    """The same machine, which offers only Basic256Sha256 (signed and encrypted);
+    ``machine.certificate`` is its certificate (PEM)."""
+    yield from _machine(users=None, secured=True)
 
-    machine = SimulatedMachine(free_port(), users=users)
+
+def _machine(users: dict[str, str] | None, *, secured: bool = False) -> Iterator[Any]:
+    require(importlib.util.find_spec("asyncua") is not None, "the asyncua package")
+    from tests.sources.opcua_machine import SERVER_URI, SimulatedMachine, self_signed
+
+    certificate = self_signed(SERVER_URI) if secured else None
+    machine = SimulatedMachine(free_port(), users=users, certificate=certificate)
     try:
         yield machine
     finally:

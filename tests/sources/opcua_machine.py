@@ -17,8 +17,13 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 NAMESPACE = "urn:veil:tests:machine"
+SERVER_URI = "urn:veil:tests:machine-server"
 #: The machine's variables: browse name -> (variant type, first value).
 VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "Spindle.Temp": (ua.VariantType.Double, 21.5),
@@ -28,6 +33,43 @@ VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "Program": (ua.VariantType.String, "O1234"),
     "Tool.Offsets": (ua.VariantType.Double, [0.125, -0.5]),  # an array: not a column's value
 }
+
+
+def self_signed(uri: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate for an OPC UA application ``uri`` and its key, PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, uri)])
+    now = dt.datetime.now(dt.UTC)
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=True, key_encipherment=True,
+        data_encipherment=True, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(usage, critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
 
 
 class _Users(UserManager):
@@ -46,9 +88,19 @@ class _Users(UserManager):
 class SimulatedMachine:
     """An OPC UA server with the variables of a machine tool (``VARIABLES``)."""
 
-    def __init__(self, port: int, *, users: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        users: Mapping[str, str] | None = None,
+        certificate: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``certificate``: the server's (PEM) and its key; then only Basic256Sha256 with
+        SignAndEncrypt is offered."""
         self.endpoint = f"opc.tcp://127.0.0.1:{port}/veil/machine/"
         self._users = users
+        self._certificate = certificate
+        self.certificate = certificate[0].decode() if certificate is not None else None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="opcua-machine")
         self._thread.start()
@@ -110,7 +162,13 @@ class SimulatedMachine:
         server = Server(user_manager=_Users(self._users) if self._users else None)
         await server.init()
         server.set_endpoint(self.endpoint)
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self._certificate is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await server.set_application_uri(SERVER_URI)
+            await server.load_certificate(self._certificate[0], "pem")
+            await server.load_private_key(self._certificate[1], None, "pem")
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         if self._users:
             server.set_security_IDs(["Username"])
         self.namespace = await server.register_namespace(NAMESPACE)

@@ -232,6 +232,34 @@ def test_login(opcua_machine_with_login: Any, opened: Any) -> None:
         anonymous.read(None)
 
 
+def test_signed_and_encrypted_with_the_server_certificate_pinned(
+    opcua_machine_secured: Any, opened: Any
+) -> None:
+    from sandbox.sources import opcua
+    from tests.sources.opcua_machine import self_signed
+
+    machine = opcua_machine_secured
+    certificate, key = self_signed("urn:veil:node")
+    identity = {"certificate": certificate.decode(), "private_key": key.decode()}
+    assert opcua.check_secrets(identity) == []
+    secured = _config(machine, "sampled", security="Basic256Sha256",
+                      server_certificate=machine.certificate, read_timeout_s=4)  # fmt: skip
+    batch = opened(secured, identity).read(None)
+    assert batch.rows["program"].to_list() == ["O1234"]
+    # A server that shows another certificate (a man in the middle, a swapped machine)
+    # is not talked to: the pin is the only certificate trusted.
+    impostor, _ = self_signed("urn:veil:tests:machine-server")
+    with pytest.raises(SourceError):
+        pinned = {**secured, "server_certificate": impostor.decode(), "read_timeout_s": 2}
+        opened(pinned, identity).read(None)
+    # Nor does the machine answer a client without security.
+    with pytest.raises(SourceError):
+        opened(_config(machine, "sampled", read_timeout_s=4)).read(None)
+    # Basic256Sha256 without the node's certificate and key is refused when opened.
+    with pytest.raises(SourceError, match=r"^certificate, private_key: Basic256Sha256 needs"):
+        opcua.open_source(secured, {})
+
+
 def test_check_config_names_settings_never_values() -> None:
     from sandbox.sources import opcua
 
@@ -270,3 +298,19 @@ def test_check_config_names_settings_never_values() -> None:
         }
     ) == ["endpoint: opc.tcp://host:port, optionally followed by a path"]
     assert opcua.check_secrets({"password": "x", "token": "y"}) == ["unknown credential 'token'"]
+    assert opcua.check_secrets({"certificate": secret}) == [
+        "certificate, private_key: both of them (PEM), or neither"
+    ]
+    assert opcua.check_secrets({"certificate": secret, "private_key": secret}) == [
+        "certificate: the node's certificate, PEM (-----BEGIN CERTIFICATE-----)"
+    ]
+    base = {"endpoint": "opc.tcp://plant:4840", "fields": {"t": "i=85"}, "mode": "sampled"}
+    assert opcua.check_config({**base, "security": "Basic128Rsa15"}) == [
+        "security: none or Basic256Sha256 (signed and encrypted)"
+    ]
+    assert opcua.check_config({**base, "security": "Basic256Sha256"}) == [
+        "server_certificate: the server's certificate, PEM (-----BEGIN CERTIFICATE-----)"
+    ]
+    assert opcua.check_config({**base, "server_certificate": secret}) == [
+        "server_certificate: only with security Basic256Sha256"
+    ]
