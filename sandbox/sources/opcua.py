@@ -37,7 +37,6 @@ import datetime as dt
 import logging
 import math
 import threading
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +46,7 @@ import polars as pl
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.common.subscription import Subscription
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.attribute_ids import AttributeIds
@@ -57,6 +56,16 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
 from sandbox.sources.base import Batch, SourceError
+from sandbox.sources.opcua_rows import (
+    Changes,
+    Field,
+    dtype_of_datatype,
+    dtype_of_value,
+    frame,
+    python_value,
+    status,
+    utcnow,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -82,20 +91,6 @@ _NO_SUCH_NODE = frozenset(
 _REFUSED_LOGIN = frozenset(
     {"BadUserAccessDenied", "BadIdentityTokenInvalid", "BadIdentityTokenRejected"}
 )
-_INTS = frozenset(
-    {ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
-     ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64}
-)  # fmt: skip
-_DTYPES: dict[ua.VariantType, pl.DataType] = {
-    ua.VariantType.Boolean: pl.Boolean(),
-    ua.VariantType.Float: pl.Float64(),
-    ua.VariantType.Double: pl.Float64(),
-    ua.VariantType.String: pl.String(),
-    ua.VariantType.LocalizedText: pl.String(),
-    ua.VariantType.DateTime: pl.Datetime("us", "UTC"),
-    **{t: pl.Int64() for t in _INTS},
-    ua.VariantType.UInt64: pl.UInt64(),
-}
 
 
 def check_config(config: Mapping[str, Any]) -> list[str]:
@@ -210,18 +205,11 @@ def _number_within(value: object, low: float, high: float) -> bool:
 
 
 @dataclass(frozen=True)
-class _Field:
-    name: str
-    node: ua.NodeId
-    device: str
-
-
-@dataclass(frozen=True)
 class Settings:
     """Checked settings of one OPC UA source."""
 
     endpoint: str
-    fields: tuple[_Field, ...]
+    fields: tuple[Field, ...]
     mode: str
     timestamp: str = DEFAULT_TIMESTAMP
     sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
@@ -239,7 +227,7 @@ class Settings:
             node, device = (
                 (spec, None) if isinstance(spec, str) else (spec["node"], spec.get("device"))
             )
-            fields.append(_Field(name, ua.NodeId.from_string(node), device or default_device))
+            fields.append(Field(name, ua.NodeId.from_string(node), device or default_device))
         return cls(
             endpoint=config["endpoint"],
             fields=tuple(fields),
@@ -272,10 +260,6 @@ def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> OpcUaS
     return OpcUaSource(settings, password=secrets.get("password"), identity=identity)
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class OpcUaSource:
     """Reads one server's variables; its asyncio loop runs in a thread of its own.
 
@@ -290,7 +274,7 @@ class OpcUaSource:
         *,
         password: str | None = None,
         identity: tuple[str, str] | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         """``identity``: the node's certificate and private key (PEM), for Basic256Sha256."""
         self._settings = settings
@@ -299,7 +283,7 @@ class OpcUaSource:
         self._clock = clock
         self._dtypes: dict[str, pl.DataType] = {}
         self._client: Client | None = None
-        self._changes = _Changes(settings)
+        self._changes = Changes(settings)
         self._lock = threading.Lock()
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -391,13 +375,13 @@ class OpcUaSource:
         values = await client.read_attributes(self._nodes(client))
         types = await client.read_attributes(self._nodes(client), AttributeIds.DataType)
         for field, value, datatype in zip(settings.fields, values, types, strict=True):
-            if _status(value).value in _NO_SUCH_NODE:
+            if status(value).value in _NO_SUCH_NODE:
                 raise SourceError(
                     f"fields.{field.name}: the server has no such node; check its node id"
                 )
-            if not _status(value).is_bad():
-                _python_value(field, value)  # a value Veil cannot store names its field now
-            dtype = _dtype_of_datatype(datatype) or _dtype_of_value(value)
+            if not status(value).is_bad():
+                python_value(field, value)  # a value Veil cannot store names its field now
+            dtype = dtype_of_datatype(datatype) or dtype_of_value(value)
             if dtype is not None:
                 self._dtypes[field.name] = dtype
         if settings.mode == "subscribed":
@@ -456,8 +440,8 @@ class OpcUaSource:
         row: dict[str, Any] = {self._settings.timestamp: now}
         answered: dict[str, bool] = {}
         for field, value in zip(self._settings.fields, values, strict=True):
-            good = not _status(value).is_bad()
-            row[field.name] = _python_value(field, value) if good else None
+            good = not status(value).is_bad()
+            row[field.name] = python_value(field, value) if good else None
             answered[field.device] = answered.get(field.device, False) or good
         return Batch(self._frame([row]), now.isoformat(), answered)
 
@@ -472,7 +456,7 @@ class OpcUaSource:
         return dt.timedelta(0) <= now - last < interval
 
     def _frame(self, rows: list[dict[str, Any]]) -> pl.DataFrame:
-        return _frame(self._settings, self._dtypes, rows)
+        return frame(self._settings, self._dtypes, rows)
 
     async def _drop(self) -> None:
         client, self._client = self._client, None
@@ -484,131 +468,12 @@ class OpcUaSource:
             client.disconnect_socket()
 
 
-class _Changes:
-    """The subscription's handler: the rows of the changes not read yet.
-
-    Called on the source's loop only, so it needs no lock.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._fields_of: dict[ua.NodeId, list[_Field]] = {}
-        for f in settings.fields:
-            self._fields_of.setdefault(f.node, []).append(f)
-        self._rows: deque[dict[str, Any]] = deque()
-        self._state: dict[str, Any] = {}
-        self._good: dict[str, bool] = {}
-        self._waiting: set[str] = set()
-        self._dropped = 0
-        self.heard = asyncio.Event()
-
-    def restart(self) -> None:
-        """A new subscription: its first row is the state once every field has been heard."""
-        self._state = {}
-        self._waiting = {f.name for f in self._settings.fields}
-        self.heard = asyncio.Event()
-
-    def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:
-        value: ua.DataValue = data.monitored_item.Value
-        stamp = _utc(value.SourceTimestamp or value.ServerTimestamp) or _utcnow()
-        good = not _status(value).is_bad()
-        for field in self._fields_of.get(node.nodeid, ()):
-            try:
-                self._state[field.name] = _python_value(field, value) if good else None
-            except SourceError:  # its type changed since the source connected
-                self._state[field.name] = None
-            self._good[field.name] = good
-            self._waiting.discard(field.name)
-        if self._waiting:
-            return
-        self.heard.set()
-        self._rows.append({**self._state, self._settings.timestamp: stamp})
-        if len(self._rows) > self._settings.buffer_rows:
-            self._rows.popleft()
-            self._dropped += 1
-
-    def drain(self, dtypes: Mapping[str, pl.DataType]) -> Batch:
-        rows, self._rows = list(self._rows), deque()
-        if self._dropped:
-            _log.warning(
-                "an OPC UA subscription dropped %d changes beyond buffer_rows", self._dropped
-            )
-            self._dropped = 0
-        devices: dict[str, bool] = {}
-        for f in self._settings.fields:
-            devices[f.device] = devices.get(f.device, False) or self._good.get(f.name, False)
-        return Batch(_frame(self._settings, dtypes, rows), None, devices)
-
-
-def _frame(
-    settings: Settings, dtypes: Mapping[str, pl.DataType], rows: list[dict[str, Any]]
-) -> pl.DataFrame:
-    names = [settings.timestamp, *(f.name for f in settings.fields)]
-    types = {settings.timestamp: pl.Datetime("us", "UTC"), **dtypes}
-    try:  # one call for the whole frame: a series per field costs 10 us each
-        return pl.from_dicts(rows, schema=names, schema_overrides=types)
-    except (pl.exceptions.PolarsError, TypeError, OverflowError):
-        pass  # a value that does not fit its column's type (the node's type changed)
-    return pl.DataFrame(
-        [
-            pl.Series(name, [r.get(name) for r in rows], dtype=types.get(name), strict=False)
-            for name in names
-        ]
-    )
-
-
-def _python_value(field: _Field, value: ua.DataValue) -> Any:
-    variant = value.Value
-    if variant is None or variant.VariantType == ua.VariantType.Null:
-        return None
-    if variant.is_array or variant.VariantType not in _DTYPES:
-        raise SourceError(
-            f"fields.{field.name}: the node holds a {variant.VariantType.name}"
-            f"{' array' if variant.is_array else ''}, not a number, flag, text or time"
-        )
-    if variant.VariantType == ua.VariantType.LocalizedText:
-        return variant.Value.Text
-    if variant.VariantType == ua.VariantType.DateTime:
-        return _utc(variant.Value)
-    return variant.Value
-
-
 def _application_uris(certificate: x509.Certificate) -> list[str]:
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
     return list(names.value.get_values_for_type(x509.UniformResourceIdentifier))
-
-
-def _status(value: ua.DataValue) -> ua.StatusCode:
-    return value.StatusCode if value.StatusCode is not None else ua.StatusCode()
-
-
-def _utc(stamp: dt.datetime | None) -> dt.datetime | None:
-    if stamp is None:
-        return None
-    return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
-
-
-def _dtype_of_datatype(datatype: ua.DataValue) -> pl.DataType | None:
-    """The column type of a variable's DataType attribute, when it is a built-in type."""
-    node = datatype.Value.Value if datatype.Value is not None else None
-    if not isinstance(node, ua.NodeId) or node.NamespaceIndex != 0:
-        return None
-    if not isinstance(node.Identifier, int) or not 1 <= node.Identifier <= 25:
-        return None
-    try:
-        return _DTYPES.get(ua.VariantType(node.Identifier))
-    except ValueError:
-        return None
-
-
-def _dtype_of_value(value: ua.DataValue) -> pl.DataType | None:
-    variant = value.Value
-    if variant is None or variant.is_array:
-        return None
-    return _DTYPES.get(variant.VariantType)
 
 
 def _describe(exc: BaseException) -> str:
