@@ -42,11 +42,11 @@ ITEMS: dict[str, Callable[[bool], list[Row]]] = {
     "keys": lambda quick: keys_bench.run(quick=quick),
     "gm": lambda quick: gm_bench.run(quick=quick),  # 国密 primitives vs the standard ones
     "ingest": lambda quick: ingest_bench.run(repeats=3),
-    "query": lambda quick: query_bench.run([1_000_000, 10_000_000]),
+    "query": lambda quick: query_bench.run(quick=quick),  # 1M and 10M rows (quick: 1M)
     "table": lambda quick: table_bench.run([1_000_000], quick=quick),
     "api": lambda quick: api_bench.run(),
     "audit": lambda quick: audit_bench.run(),
-    "runner": lambda quick: runner_bench.run(),
+    "runner": lambda quick: runner_bench.run(quick=quick),
     "training": lambda quick: training_bench.run(),
     "scaling": lambda quick: scaling_bench.run(),
     "node": lambda quick: node_bench.run(quick=quick),

@@ -66,6 +66,7 @@ KINDS = {
     "scorecard": Msg("scorecard"),
     "exit proposal": Msg("exit proposal"),
     "assessor": Msg("assessor"),
+    "data source": Msg("data source"),
 }
 
 

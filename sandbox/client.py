@@ -274,6 +274,43 @@ class VeilClient:
         params = {"format": fmt} | ({"enterprise_id": enterprise_id} if enterprise_id else {})
         return self._download("/v1/important-data", params)
 
+    # -- data sources read in place (docs/sources.md) -------------------------------------
+    def declare_source(
+        self,
+        dataset_id: str,
+        kind: str,
+        config: dict[str, Any],
+        *,
+        credentials: dict[str, str] | None = None,
+        interval_s: float | None = None,
+        mapping: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Declare or change a dataset's source (enterprise, on the core holding the data)."""
+        body: dict[str, Any] = {"kind": kind, "config": config, "interval_s": interval_s}
+        if credentials is not None:
+            body["credentials"] = credentials
+        if mapping is not None:
+            body["mapping"] = mapping
+        path = f"/v1/datasets/{dataset_id}/source"
+        return dict(self._call("PUT", path, json=body)["source"])
+
+    def map_source(self, dataset_id: str, mapping: dict[str, Any]) -> dict[str, Any]:
+        """The source's next mapping version."""
+        path = f"/v1/datasets/{dataset_id}/source/mapping"
+        return dict(self._call("PUT", path, json=mapping)["source"])
+
+    def source(self, dataset_id: str) -> dict[str, Any] | None:
+        """The dataset's source, or None when it has none."""
+        found = self._call("GET", f"/v1/datasets/{dataset_id}/source")["source"]
+        return dict(found) if found is not None else None
+
+    def sources(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/sources")["sources"])
+
+    def run_source(self, dataset_id: str) -> dict[str, Any]:
+        """Run the source now; the run's rows, version, or error."""
+        return dict(self._call("POST", f"/v1/datasets/{dataset_id}/source/run")["run"])
+
     def list_datasets(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/datasets"))
 

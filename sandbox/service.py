@@ -31,6 +31,7 @@ from sandbox.jobs.runner import claim_job, run_job
 from sandbox.jobs.workers import JobWorker, Upkeep, close_pools, open_pools
 from sandbox.runtime.keyserver import KeyOutageAudit
 from sandbox.runtime.veil import JobQueue, Veil
+from sandbox.sources.scheduler import SourceScheduler
 from sandbox.store.database import Database, migrate
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def open_veil(
     """Start the key server (embedded or external), migrate the database, check the crypto
     profile (``sandbox.jobs.reencryption.check_profile``, unless ``profile_check`` is false:
     the migration itself), fail the jobs of dead workers, and run the embedded job worker
-    (``worker`` and ``VEIL_JOB_ENGINE`` is ``embedded``) and the auditing of key-server
-    outages (``KeyOutageAudit``)."""
+    (``worker`` and ``VEIL_JOB_ENGINE`` is ``embedded``), with the scheduler of data sources
+    (``sandbox.sources.scheduler``), and the auditing of key-server outages
+    (``KeyOutageAudit``)."""
     prepare_data_dir(settings.data_dir)
     local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
     owns_server = local is not None and not local.is_running()
@@ -75,6 +77,7 @@ def open_veil(
     queue: JobQueue | None = None
     lease: WorkerLease | None = None
     job_worker: JobWorker | None = None
+    sources: SourceScheduler | None = None
     outages: KeyOutageAudit | None = None
     try:
         keys = KeyService.connect(config, profile=settings.crypto_profile)
@@ -93,8 +96,12 @@ def open_veil(
             lease.start()
             job_worker = JobWorker(veil)
             job_worker.start()
+            sources = SourceScheduler(veil)
+            sources.start()
         yield veil
     finally:
+        if sources is not None:
+            sources.stop()
         if job_worker is not None:
             job_worker.stop()
         if lease is not None:
@@ -143,6 +150,9 @@ def _run_worker(settings: Settings) -> None:
         upkeep = _UpkeepThread(veil, Upkeep(veil), lambda: requeue_lost(veil))
         upkeep.start()
         stopping.callback(upkeep.stop)
+        sources = SourceScheduler(veil)
+        sources.start()
+        stopping.callback(sources.stop)
         app = procrastinate_app(settings, sync=False)
 
         def one_job(job_id: str) -> None:

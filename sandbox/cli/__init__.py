@@ -33,6 +33,7 @@ from sandbox.cli import (
     receipts,
     remote,
     scorecards,
+    sources,
     tokens,
 )
 from sandbox.cli.app import app
@@ -53,6 +54,7 @@ _ = (
     receipts,
     remote,
     scorecards,
+    sources,
     tokens,
 )  # their commands register on ``app``
 

@@ -96,6 +96,10 @@ jobs_app = typer.Typer(help="Jobs and results (provider).", no_args_is_help=True
 code_app = typer.Typer(
     help="Tier 5: syft functions (provider submits; enterprise reviews).", no_args_is_help=True
 )
+sources_app = typer.Typer(
+    help="Data sources read in place: databases and machines (enterprise, on its node).",
+    no_args_is_help=True,
+)
 
 for name, sub in [
     ("keys", keys_app),
@@ -113,5 +117,6 @@ for name, sub in [
     ("code", code_app),
     ("receipts", receipts_app),
     ("models", models_app),
+    ("sources", sources_app),
 ]:
     app.add_typer(sub, name=name)

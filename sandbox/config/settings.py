@@ -123,6 +123,26 @@ class Settings(BaseSettings):
     # verifications read only the events after it (docs/oversight.md).
     audit_verify_interval_s: float = Field(default=3600.0, gt=0)
 
+    # Data sources read in place (sandbox.sources, docs/sources.md).
+    source_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the source scheduler looks for due sources."
+    )
+    source_retry_s: float = Field(
+        default=5.0, gt=0, description="A failed source's first wait before it is run again."
+    )
+    source_retry_max_s: float = Field(
+        default=600.0, gt=0, description="The longest wait between a failing source's runs."
+    )
+    source_run_rows: int = Field(
+        default=1_000_000, gt=0, description="Most rows one source run reads into a version."
+    )
+    source_lease_s: float = Field(
+        default=900.0, gt=0, description="How long a source run holds its source at most."
+    )
+    source_continuous_pause_s: float = Field(
+        default=1.0, gt=0, description="The pause between two runs of a continuous source."
+    )
+
     # Jobs.
     job_poll_interval_s: float = Field(default=0.5, gt=0, description="Worker idle poll period.")
     job_sandbox_ahead: bool = Field(

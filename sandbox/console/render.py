@@ -37,6 +37,7 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/grants", N_("Grants")),
         ("/console/code", N_("Code approvals")),
         ("/console/receipts", N_("Usage receipts")),
+        ("/console/sources", N_("Data sources")),
         ("/console/kpi", N_("KPI contracts")),
         ("/console/tokens", N_("API tokens")),
     ],

@@ -69,6 +69,7 @@ NOTICES: Final = {
     ),
     "code-approved": N_("The code was approved; only this exact source may run."),
     "code-denied": N_("The code was denied; it will never run on your data."),
+    "source-ran": N_("The source ran; its state below says what it stored or why it failed."),
 }
 
 

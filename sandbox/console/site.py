@@ -25,6 +25,7 @@ from sandbox.console import (
     routes_provider,
     routes_scorecards,
     routes_session,
+    routes_sources,
     routes_tokens,
 )
 from sandbox.console.render import error_text, page
@@ -44,6 +45,7 @@ ROUTERS = (
     routes_bureau,
     routes_scorecards,
     routes_assessments,
+    routes_sources,
     routes_tokens,
 )
 

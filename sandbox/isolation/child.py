@@ -580,6 +580,9 @@ def main() -> None:
         import analytics.private_query
         import analytics.sdc
         import analytics.training  # noqa: F401
+        from analytics.dp_run import preload
+
+        preload()  # what OpenDP would import in every job process on its first release
 
     if "--serve" in sys.argv[1:]:
         _serve(channel)

@@ -103,6 +103,7 @@ class SandboxProcess:
         self.limits = limits
         self.reusable = reusable
         self._exit_seen = False
+        self._unsettled = False  # a warm worker's job process answered; its end not yet seen
         self.started = time.monotonic()
         self._proc = subprocess.Popen(  # noqa: S603 - our own fixed command line
             argv,
@@ -186,10 +187,13 @@ class SandboxProcess:
         ``on_request`` answers the process's questions while it runs (without it, a
         question is a malformed message).  Raises SandboxError (with a reason for the job)
         when the child fails, breaks a limit or cannot be reached; SandboxCancelled when
-        ``should_stop`` said so.
+        ``should_stop`` said so.  A warm worker's job process that answered is waited for
+        by ``finish`` (the job worker calls it once the result is released), or else by
+        the next ``run``: its exit is not part of the job's latency.
         """
+        self.finish()
         self._exit_seen = False
-        healthy = False
+        healthy = later = False
         keep_open = self.reusable or on_request is not None
         try:
             writer = threading.Thread(target=self._send, args=(task, data, keep_open), daemon=True)
@@ -197,14 +201,25 @@ class SandboxProcess:
             self._writer, self._on_request, self._requests = writer, on_request, 0
             result = self._receive(on_progress, should_stop)
             writer.join()
-            healthy = True
+            healthy = later = self.reusable
             return result
         except _ChildFailed as failed:
             writer.join(5)
             healthy = True
             raise SandboxError(failed.reason) from None
         finally:
-            if not (self.reusable and healthy and self._settle()):
+            if later:
+                self._unsettled = True
+            elif not (self.reusable and healthy and self._settle()):
+                self.kill()
+
+    def finish(self) -> None:
+        """Wait for the end of the job process that answered the last ``run`` (a warm
+        worker); kill the whole sandbox if it does not end cleanly (``take`` then starts
+        another).  Nothing to do for a single-use sandbox: ``run`` killed it."""
+        if self._unsettled:
+            self._unsettled = False
+            if not self._settle():
                 self.kill()
 
     def _settle(self) -> bool:

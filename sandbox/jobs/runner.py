@@ -23,7 +23,7 @@ from policies.principals import Principal
 from sandbox.data.cell_secrets import cell_secret
 from sandbox.data.datasets import rounded_count, schema_from_json
 from sandbox.data.objects import read_decrypted
-from sandbox.isolation.pool import SandboxCancelled, SandboxError, SandboxPool
+from sandbox.isolation.pool import SandboxCancelled, SandboxError, SandboxPool, SandboxProcess
 from sandbox.jobs.code_runs import run_code_job
 from sandbox.jobs.kinds import RunInputs, kind_for, parse_stored
 from sandbox.jobs.outcomes import (
@@ -127,6 +127,7 @@ def run_job(veil: Veil, job_id: str) -> None:
     inputs = _inputs(veil, job, grant, version, schema_from_json(dataset.declaration), code)
     task = kind.task(query, inputs)
     progress = JobProgress(veil, job_id, task)
+    sandbox: SandboxProcess | None = None
     try:
         if kind.needs_cell_secret(inputs):
             # The dataset's cell-key secret, made on first need: tier 2 perturbs its cells
@@ -162,6 +163,8 @@ def run_job(veil: Veil, job_id: str) -> None:
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
     except Exception as exc:
+        if sandbox is not None:
+            sandbox.finish()
         if not progress.cancelled():
             _fail_for(veil, job_id, exc)
             return
@@ -169,7 +172,10 @@ def run_job(veil: Veil, job_id: str) -> None:
         # while being stopped): the cancellation is what the provider must read.
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)
         return
-    release(veil, job_id, output, query)
+    try:
+        release(veil, job_id, output, query)
+    finally:
+        sandbox.finish()  # the job process's exit: after the release, not in its latency
 
 
 def _fail_for(veil: Veil, job_id: str, exc: Exception) -> None:

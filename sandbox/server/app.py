@@ -32,6 +32,7 @@ from sandbox.api import (
     routes_purposes,
     routes_receipts,
     routes_scorecards,
+    routes_sources,
     routes_tokens,
 )
 from sandbox.api.language import LanguageMiddleware
@@ -136,6 +137,7 @@ def create_app(settings: Settings, veil: Veil | None = None) -> FastAPI:
         routes_programme,
         routes_kpi,
         routes_assessors,
+        routes_sources,
     ):
         app.include_router(module.router)
 

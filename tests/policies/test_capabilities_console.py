@@ -59,6 +59,8 @@ CONSOLE: dict[tuple[str, str], Capability | None] = {
     ("GET", "/console/receipts"): C.OWN_DATA,
     ("POST", "/console/receipts"): C.OWN_DATA,
     ("GET", "/console/receipts/{kind}"): C.OWN_DATA,
+    ("GET", "/console/sources"): C.OWN_DATA,
+    ("POST", "/console/sources/{dataset_id}/run"): C.UPLOAD_DATA,
     ("GET", "/console/kpi"): C.AGREE_KPI_CONTRACTS,
     ("POST", "/console/kpi/{contract_id}/{action}"): C.AGREE_KPI_CONTRACTS,
     ("GET", "/console/catalog"): C.READ_CATALOG,

@@ -29,6 +29,7 @@ import sandbox.store.models
 import sandbox.store.node_models
 import sandbox.store.programme_models
 import sandbox.store.scorecard_models
+import sandbox.store.source_models
 from cluster.postgres import PostgresServer
 from keys import LocalKeyServer
 from policies.db import Base
@@ -109,7 +110,8 @@ def test_every_length_limited_column_is_known() -> None:
          policies.letters, sandbox.store.models,
          sandbox.store.node_models, node.work.models,
          sandbox.store.collab_models, sandbox.store.programme_models,
-         sandbox.store.kpi_models, sandbox.store.scorecard_models)  # every table  # fmt: skip
+         sandbox.store.kpi_models, sandbox.store.scorecard_models,
+         sandbox.store.source_models)  # every table  # fmt: skip
     limited = {
         f"{table.name}.{column.name}"
         for table in Base.metadata.tables.values()
@@ -125,6 +127,7 @@ def test_every_length_limited_column_is_known() -> None:
         "principals.district": "CategoriesIn.district: CATEGORY_LENGTH",
         "principals.size_band": "CategoriesIn.size_band: SIZE_BAND_LENGTH",
         "datasets.name": "DatasetIn.name: NAME_LENGTH (console: enterprise_forms.declaration)",
+        "source_declarations.kind": "SourceIn.kind: max_length 32 (one of sandbox.sources.kinds)",
         "jobs.dataset_id": "JobIn.dataset_id: ObjectId (console: QueryForm.submission; SQL: FROM)",
         "jobs.purpose": "JobIn.purpose: Purpose (console: provider_forms.check_purpose)",
         "code_requests.dataset_id": "CodeIn.dataset_id: ObjectId",
@@ -168,6 +171,8 @@ def test_every_length_limited_column_is_known() -> None:
         "nodes.id", "nodes.status", "nodes.enrolment_sha256", "node_nonces.node_id",
         "node_nonces.nonce", "node_jobs.control_job_id", "node_jobs.local_job_id",
         "node_jobs.state", "datasets.node_id",
+        # Data sources: ids Veil makes; a run's lease holder is a scheduler's or a run's id.
+        "source_declarations.id", "source_mappings.id", "source_states.claimed_by",
         # Collaborations: ids Veil makes or checks (a node checks the run ids it is handed,
         # node.work.collab._ID; the control plane takes a phase only when it is the run's),
         # hashes, states.

@@ -18,6 +18,7 @@ import sandbox.store.models
 import sandbox.store.node_models
 import sandbox.store.programme_models
 import sandbox.store.scorecard_models
+import sandbox.store.source_models
 from policies.db import Base
 from sandbox.store.database import alembic_config, migrate
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.integration
 # Every model module, so that ``Base.metadata`` holds every table whatever ran before.
 _ = (node.work.models, policies.letters, policies.purposes, sandbox.store.collab_models,
      sandbox.store.kpi_models, sandbox.store.models, sandbox.store.node_models,
-     sandbox.store.programme_models, sandbox.store.scorecard_models)  # fmt: skip
+     sandbox.store.programme_models, sandbox.store.scorecard_models,
+     sandbox.store.source_models)  # fmt: skip
 
 #: The job queue of VEIL_JOB_ENGINE=procrastinate, created by the same migrations.
 PROCRASTINATE = {

@@ -226,6 +226,37 @@ def test_the_warm_worker_forks_a_process_per_job_and_survives_a_failed_one(
     assert not worker.alive
 
 
+def test_the_warm_worker_waits_for_a_job_process_after_its_answer(data_dir: Path) -> None:
+    """The answer comes back before the job process's exit is seen (``finish``, which the
+    job worker calls after the release; else the next ``run``): the process still ends."""
+    import io
+
+    import polars as pl
+
+    from analytics.query_document import parse_query
+    from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
+
+    schema = DatasetSchema(
+        (ColumnSpec("k", ColumnType.STRING, ColumnClass.PUBLIC, categories=("a", "b")),)
+    )
+    buffer = io.BytesIO()
+    pl.DataFrame({"k": ["a", "b"] * 50}).write_parquet(buffer)
+    query = Task("query", schema, parse_query({"aggregates": [{"kind": "count"}]}), 1.0)
+    pool = SandboxPool(Settings(data_dir=data_dir), reusable=True)
+    try:
+        worker = pool.take()
+        worker.run(query, buffer.getvalue())
+        assert worker._unsettled  # answered; its end not waited for yet
+        worker.finish()
+        assert not worker._unsettled and worker._exit_seen and worker.alive
+        worker.run(query, buffer.getvalue())
+        worker.run(query, buffer.getvalue())  # waits for the previous one's end first
+        assert worker._exit_seen is False and worker._unsettled
+    finally:
+        pool.close()
+    assert not worker.alive
+
+
 # ---------------------------------------------------------------- who the job runs as
 
 

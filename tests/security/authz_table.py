@@ -203,6 +203,22 @@ POLICY: tuple[Endpoint, ...] = (
     row("PUT", "/v1/datasets/{dataset_id}/classification", target="dataset",
         operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
         provider=(403, 403), nogrant=403),
+    # Data sources read in place (docs/sources.md): the owner's alone; another's dataset is
+    # unknown. Mapping or running a dataset that has no source yet is 409 (no_source).
+    row("GET", "/v1/sources",
+        operator=403, officer=403, scoped=403, enterprise=200, provider=403, nogrant=403),
+    row("PUT", "/v1/datasets/{dataset_id}/source", target="dataset",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(403, 403), nogrant=403),
+    row("GET", "/v1/datasets/{dataset_id}/source", target="dataset",
+        operator=403, officer=403, scoped=(403, 403), enterprise=(200, 404),
+        provider=(403, 403), nogrant=403),
+    row("PUT", "/v1/datasets/{dataset_id}/source/mapping", target="dataset", consumes=True,
+        operator=403, officer=403, scoped=(403, 403), enterprise=(409, 404),
+        provider=(403, 403), nogrant=403),
+    row("POST", "/v1/datasets/{dataset_id}/source/run", target="dataset", consumes=True,
+        operator=403, officer=403, scoped=(403, 403), enterprise=(409, 404),
+        provider=(403, 403), nogrant=403),
     # -- grants: the enterprise grants; the provider reads those given to it --------------
     # Other: enterprise A granting enterprise B's dataset.
     row("POST", "/v1/grants", target="dataset",

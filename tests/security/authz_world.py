@@ -590,6 +590,16 @@ REQUESTS: dict[tuple[str, str], Body] = {
     ("PUT", "/v1/datasets/{dataset_id}/classification"): lambda t, _: {
         "json": {"columns": {"machine": {"domain": "production"}}}
     },
+    ("PUT", "/v1/datasets/{dataset_id}/source"): lambda t, _: {
+        "json": {
+            "kind": "sql",
+            "config": {"url": "postgresql://mes@127.0.0.1:1/m", "table": "t", "incremental": "id"},
+            "interval_s": 3600,
+        }
+    },
+    ("PUT", "/v1/datasets/{dataset_id}/source/mapping"): lambda t, _: {
+        "json": {"columns": {"machine": {"field": "m"}}}
+    },
     ("GET", "/v1/important-data"): lambda t, tenant: {"params": {"enterprise_id": tenant}},
     ("PUT", "/v1/purposes/{code}"): lambda t, _: {
         "json": {"name_zh": "碳核算", "name_en": f"Carbon accounting {uuid.uuid4().hex[:6]}"}

@@ -17,6 +17,7 @@ import sandbox.store.kpi_models
 import sandbox.store.models
 import sandbox.store.programme_models
 import sandbox.store.scorecard_models
+import sandbox.store.source_models
 from policies.db import Base
 from sandbox.store.database import WRITE_LOCK_KEY
 
@@ -30,6 +31,7 @@ _ = (
     sandbox.store.kpi_models,
     sandbox.store.programme_models,
     sandbox.store.scorecard_models,
+    sandbox.store.source_models,
 )
 target_metadata = Base.metadata
 

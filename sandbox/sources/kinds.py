@@ -1,0 +1,31 @@
+"""The kinds of source Veil reads, by the name a declaration gives (``kind``).
+
+Each is a module with ``check_config`` and ``open_source`` (``sandbox.sources.base.Kind``).
+A new kind is its module and one line here.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from i18n import Msg
+from policies.errors import InvalidRequest
+from sandbox.sources import mqtt, sql
+from sandbox.sources.base import Kind
+
+KINDS: MappingProxyType[str, Kind] = MappingProxyType(
+    {
+        "mqtt": mqtt,
+        "sql": sql,
+    }
+)
+
+
+def kind_named(name: str) -> Kind:
+    """The kind called ``name``; 422 naming the kinds there are, for any other."""
+    kind = KINDS.get(name)
+    if kind is None:
+        raise InvalidRequest(
+            Msg("kind must be one of: {kinds}", kinds=", ".join(sorted(KINDS))),
+        )
+    return kind
