@@ -54,8 +54,11 @@ ACCOUNTANT: Final = "prv"
 #: Same clipping, noise and accounting as "hooks"; 1.1-1.5x faster on a 2-core CPU
 #: for these models (bench/training_bench.py).  Works with Poisson (even empty) batches.
 GRAD_SAMPLE_MODE: Final = "ghost"
-#: Intra-op threads while training: these small models gain nothing from more.
-MAX_THREADS: Final = 2
+#: Intra-op threads while training: one.  A step of these small models is a few hundred
+#: microseconds of small kernels; a second thread saves little wall time and, on a busy
+#: machine, spins waiting for its partner: 8-15x the CPU seconds of one thread for the
+#: same run under load (docs/performance.md, "DP training").
+MAX_THREADS: Final = 1
 
 
 @dataclass(frozen=True)
