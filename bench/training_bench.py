@@ -162,15 +162,16 @@ def run(quick: bool = False, rows: int | None = None, epochs: int | None = None)
 def _epoch_of_batches(plan: SgdPlan, rows: int, *, ours: bool) -> None:
     """One epoch of Poisson batches of row indices, as the training loop gets them."""
     generator = torch.Generator().manual_seed(1)
-    if ours:
-        for _ in poisson_batches(rows, plan.sample_rate, plan.steps_per_epoch, generator):
-            pass
-        return
-    sampler = UniformWithReplacementSampler(
-        num_samples=rows, sample_rate=plan.sample_rate, generator=generator
-    )
-    for indices in sampler:
-        torch.tensor(indices, dtype=torch.long)
+    with threads():  # as in training: one thread (two spin on a busy machine)
+        if ours:
+            for _ in poisson_batches(rows, plan.sample_rate, plan.steps_per_epoch, generator):
+                pass
+            return
+        sampler = UniformWithReplacementSampler(
+            num_samples=rows, sample_rate=plan.sample_rate, generator=generator
+        )
+        for indices in sampler:
+            torch.tensor(indices, dtype=torch.long)
 
 
 def main() -> None:
