@@ -23,6 +23,7 @@ from bench import (  # noqa: E402
     query_bench,
     runner_bench,
     scaling_bench,
+    submit_bench,
     table_bench,
     training_bench,
 )
@@ -36,6 +37,7 @@ def main() -> None:
     rows += query_bench.run([1_000_000, 10_000_000])
     rows += table_bench.run([1_000_000])
     rows += api_bench.run()
+    rows += submit_bench.run()  # PostgreSQL, 2 API processes, 5 interleaved rounds
     rows += audit_bench.run()
     rows += runner_bench.run()
     rows += training_bench.run()
