@@ -20,7 +20,7 @@ The PostgreSQL server is ``cluster.postgres``' throwaway one: fsync off, as in t
 the cluster demo and the scaling benchmark (``--durable``: fsync and synchronous commits
 on, to see the disk's part).
 
-Run alone: ``.venv/bin/python bench/submit_bench.py [--quick] [--seconds 5] [--repeats 5]
+Run alone: ``.venv/bin/python bench/submit_bench.py [--quick] [--seconds 4] [--repeats 5]
 [--processes 2] [--durable] [--profile FILE --profile-clock cpu]``
 """
 
@@ -146,7 +146,7 @@ def run(
     profile_clock: str = "wall",
 ) -> list[report.Row]:
     """Veil (``processes`` API processes on PostgreSQL) vs the bare baseline, interleaved."""
-    seconds = seconds if seconds is not None else (2.0 if quick else 5.0)
+    seconds = seconds if seconds is not None else (2.0 if quick else 4.0)
     repeats = repeats if repeats is not None else (3 if quick else report.REPEATS)
     with tempfile.TemporaryDirectory(prefix="veil-submit-bench-") as home_name:
         home = Path(home_name)
