@@ -24,8 +24,8 @@ from tests.sandbox.conftest import make_world, settings_for
 
 pytestmark = pytest.mark.integration
 
-PROCESSES, THREADS, ATTEMPTS = 2, 4, 20  # 160 submissions asked for
-COST = 0.01
+PROCESSES, THREADS, ATTEMPTS = 2, 3, 12  # 72 submissions asked for
+COST = 0.02
 
 
 @pytest.fixture
@@ -37,23 +37,23 @@ def veil(tmp_path: Path, key_server: LocalKeyServer, postgres_url: str) -> Itera
 
 @pytest.mark.parametrize(
     ("limit", "fits"),
-    [("grant", 100), ("cap", 50)],
+    [("grant", 50), ("cap", 12)],
     ids=["the grant's budget runs out", "the dataset's cap runs out first"],
 )
 def test_two_processes_submitting_never_overspend(
     veil: Veil, key_server: LocalKeyServer, tmp_path: Path, limit: str, fits: int
 ) -> None:
     with ApiThread(veil.settings, veil) as url:
-        world = make_world(veil, url, epsilon=1.0)  # ε 1.0: 100 jobs of 0.01
+        world = make_world(veil, url, epsilon=1.0)  # ε 1.0: 50 jobs of 0.02
     with veil.db.transaction() as session:
         grant = session.get(Grant, world.grant_id)
         assert grant is not None
         provider_id = grant.provider_id
-        if limit == "cap":  # ε 0.5 for every provider together: the cap refuses the 51st
+        if limit == "cap":  # ε 0.25 for every provider together: the cap refuses the 13th
             session.execute(
                 update(Dataset)
                 .where(Dataset.id == world.dataset_id)
-                .values(epsilon_cap=EPSILON_UNIT // 2)
+                .values(epsilon_cap=EPSILON_UNIT // 4)
             )
     args = [
         (veil.db.url, key_server.config(), tmp_path / f"p{i}", provider_id, world.dataset_id,
