@@ -41,11 +41,13 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    bindparam,
     column,
     select,
     table,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.util import identity_key
 
 from keys import CryptoProfile, InvalidSignature, Signature, SigningPublicKey, verify_signature
 from keys.gm import sm3
@@ -249,6 +251,87 @@ def record(
     head.seq, head.hash = event.seq, event.hash
     session.flush()
     return event
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event to :func:`append`: what :func:`record` takes, as a value."""
+
+    action: str
+    actor: Principal | None = None
+    outcome: Outcome = Outcome.OK
+    tenant_id: str | None = None
+    resource: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
+_event_table: Any = AuditEvent.__table__
+_head_table: Any = AuditHead.__table__
+# Built once, Core statements (no ORM unit of work): the head locked, the events inserted,
+# the head moved.
+_LOCK_HEAD = (
+    select(_head_table.c.seq, _head_table.c.hash, _head_table.c.hash_alg)
+    .where(_head_table.c.id == 1)
+    .with_for_update()
+)
+_INSERT_EVENTS = _event_table.insert()
+_MOVE_HEAD = (
+    _head_table.update()
+    .where(_head_table.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+
+
+def append(
+    session: Session, entries: Sequence[Entry], at: datetime | None = None
+) -> list[AuditEvent]:
+    """Append ``entries`` in order, chained as :func:`record` chains one, under one lock of
+    the head; they commit or roll back with ``session``'s transaction.
+
+    The session's pending changes are flushed first, so that the head is locked only for
+    hashing and inserting these events (and then the commit): call it last in a
+    transaction.  The events returned are not in the session.  (A switch of the chain's
+    hash goes through :func:`switch_chain_hash`.)"""
+    if any(entry.action == SWITCH_ACTION for entry in entries):
+        raise ValueError("a switch of the chain hash goes through switch_chain_hash")
+    if not entries:
+        return []
+    session.flush()
+    connection = session.connection()
+    locked = connection.execute(_LOCK_HEAD).first()
+    if locked is None:  # an empty log: the head is made (and locked) as record() makes it
+        _head(session)
+        locked = connection.execute(_LOCK_HEAD).first()
+        assert locked is not None
+    seq, prev_hash, algorithm = locked
+    when = at or utcnow()
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)  # stored in UTC: hashed in UTC (see record)
+    events: list[AuditEvent] = []
+    for entry in entries:
+        seq += 1
+        event = AuditEvent(
+            seq=seq,
+            at=when,
+            actor_id=entry.actor.id if entry.actor else None,
+            actor_role=entry.actor.role if entry.actor else None,
+            tenant_id=entry.tenant_id,
+            action=entry.action,
+            outcome=entry.outcome,
+            resource=entry.resource,
+            details=dict(entry.details or {}),
+            prev_hash=prev_hash,
+        )
+        event.hash = prev_hash = chain_hash(prev_hash, event.canonical(), algorithm)
+        events.append(event)
+    connection.execute(
+        _INSERT_EVENTS, [{name: getattr(e, name) for name in EVENT_COLUMNS} for e in events]
+    )
+    connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
+    cached = session.identity_map.get(identity_key(AuditHead, 1))
+    if cached is not None:  # record() in this session reads the head afresh
+        session.expire(cached)
+    return events
 
 
 def switch_chain_hash(
