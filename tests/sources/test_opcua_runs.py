@@ -95,6 +95,10 @@ def test_opcua_runs_store_versions_and_liveness(
     assert len(kept) == 2
     # The machine switched off: the run fails, nothing stored, the failure in the state.
     versions = _versions(veil, datasets["sampled"])
+    # A sampled read within sample_interval_s of the last sample returns nothing without
+    # asking the server: let the interval pass, so this run does ask (a fast loop above
+    # may have sampled just now).
+    time.sleep(0.6)
     opcua_machine.stop()
     try:
         _run_due(veil, scheduler)
