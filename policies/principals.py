@@ -215,7 +215,9 @@ def lookup_hash(token: str | None) -> str:
     return hash_token(token)
 
 
-def admit_token(found: tuple[ApiToken, Principal] | None, now: datetime) -> tuple[ApiToken, Principal]:
+def admit_token(
+    found: tuple[ApiToken, Principal] | None, now: datetime
+) -> tuple[ApiToken, Principal]:
     """``found`` (the token's record and its owner, as read now) if the token works at
     ``now`` and its owner is active; :class:`Unauthenticated` otherwise (also for None: no
     such token)."""

@@ -127,7 +127,7 @@ async def authenticate(veil: Veil, token: str | None) -> Credential:
     now (:meth:`~sandbox.store.database.Database.read_row`: one statement, no session)."""
     now = veil.clock()
     row = await veil.db.read_row(_TOKEN_AND_OWNER, {"token_hash": lookup_hash(token)})
-    record, principal = admit_token(row, now)  # type: ignore[arg-type]
+    record, principal = admit_token(row, now)
     if use_is_stale(record, now):
         await anyio.to_thread.run_sync(_record_use, veil, record.id, now)
     return Credential(principal, record.id)

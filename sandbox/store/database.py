@@ -253,6 +253,7 @@ class Database:
             # this thread uses it, one statement at a time.  It never waits for a lock.
             pooled = self._read_engine.raw_connection()
             connection = pooled.driver_connection
+            assert connection is not None  # a new pooled connection has one
             connection.execute("PRAGMA busy_timeout=0")
             self._own.connection = connection
             with self._owned_lock:

@@ -2,7 +2,7 @@
 driver's own connection, its rows made into detached ORM objects.
 
 Authentication runs on every API request and ``GET /v1/grants/{id}`` is the most common
-read; through a :class:`~sqlalchemy.orm.Session` each such statement costs 100–200 µs of
+read; through a :class:`~sqlalchemy.orm.Session` each such statement costs 100-200 µs of
 CPU (session and connection set-up, the compiled cache's key, result and identity-map
 machinery), about ten times what SQLite takes to run it.  A :class:`RowQuery` keeps the
 SQL text (the driver keeps it prepared, per connection) and each column's result
@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Select, inspect, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import Mapper, make_transient_to_detached
 
 _Convert = Callable[[Any], Any] | None
 
@@ -30,12 +30,12 @@ class _Entity:
     """How to make one mapped class's object from its slice of a row."""
 
     def __init__(self, cls: type, dialect: Dialect, start: int) -> None:
-        mapper = inspect(cls)
+        mapper: Mapper[Any] = inspect(cls)
         self.new = mapper.class_manager.new_instance
         self.fields: list[tuple[str, int, _Convert]] = []
         for offset, attr in enumerate(mapper.column_attrs):
             column = attr.columns[0]
-            convert = column.type._cached_result_processor(dialect, None)  # noqa: SLF001
+            convert = column.type._cached_result_processor(dialect, None)
             self.fields.append((attr.key, start + offset, convert))
         self.columns = [attr.columns[0] for attr in mapper.column_attrs]
 
@@ -92,8 +92,7 @@ class _Compiled:
         order = compiled.positiontup
         self._positions: list[str] | None = list(order) if compiled.positional and order else None
         self._bind = {
-            name: bind.type._cached_bind_processor(dialect)  # noqa: SLF001
-            for name, bind in compiled.binds.items()
+            name: bind.type._cached_bind_processor(dialect) for name, bind in compiled.binds.items()
         }
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
