@@ -157,6 +157,8 @@ async def _load(server: Server, target: Target, seconds: float, clients: int) ->
         *(_client(server.port, target, warm_until, stop_at, done) for _ in range(clients)),
     )
     cpu_end = cpu_seconds(server.pid)
+    if not done:
+        raise RuntimeError(f"{target.name}: no request completed in {seconds} s")
     latencies = sorted(end - start for start, end in done)
     window = max(end for _, end in done) - warm_until
     cuts = statistics.quantiles(latencies, n=100)
@@ -364,7 +366,7 @@ def run(
                 # (lazy imports and compiled statements, the first connections).
                 for name in loads:
                     for at in (veil_server, bare_server):
-                        measure(at, targets[name], WARMUP_S, clients)
+                        measure(at, targets[name], 2 * WARMUP_S, clients)
                     interleaved(
                         repeats,
                         measure_on(veil_server, name, "veil"),
