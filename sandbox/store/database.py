@@ -204,8 +204,6 @@ class Database:
         self._writers = threading.RLock() if url.startswith("sqlite") else None
         self._inline = url.startswith("sqlite")
         self._own = threading.local()  # SQLite: each event loop thread's read connection
-        self._owned: list[Any] = []
-        self._owned_lock = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -249,15 +247,16 @@ class Database:
     def _loop_connection(self) -> Any:
         connection = getattr(self._own, "connection", None)
         if connection is None:
-            # A read connection of its own, for good (never returned to the pool): only
-            # this thread uses it, one statement at a time.  It never waits for a lock.
-            pooled = self._read_engine.raw_connection()
-            connection = pooled.driver_connection
-            assert connection is not None  # a new pooled connection has one
+            # The thread's own connection, outside the pool: only this thread uses it, one
+            # statement at a time; it goes when the thread does (or at ``dispose``).  It
+            # never waits for a lock, and cannot write.
+            engine = self._read_engine
+            args, kwargs = engine.dialect.create_connect_args(engine.url)
+            connection = engine.dialect.loaded_dbapi.connect(*args, **kwargs)
+            connection.isolation_level = None
+            connection.execute("PRAGMA query_only=ON")
             connection.execute("PRAGMA busy_timeout=0")
             self._own.connection = connection
-            with self._owned_lock:
-                self._owned.append(pooled)
         return connection
 
     @contextmanager
@@ -274,10 +273,6 @@ class Database:
                 self._writers.release()
 
     def dispose(self) -> None:
-        with self._owned_lock:
-            owned, self._owned = self._owned, []
-            self._own = threading.local()
-        for pooled in owned:
-            pooled.invalidate()  # closes the driver's connection; never back to the pool
+        self._own = threading.local()  # the event loops' connections close as they go
         self.engine.dispose()
         self._read_engine.dispose()
