@@ -45,7 +45,7 @@ ITEMS: dict[str, Callable[[bool], list[Row]]] = {
     "ingest": lambda quick: ingest_bench.run(quick=quick),  # 1 GiB CSV, 5 turns (quick: 128 MiB)
     "query": lambda quick: query_bench.run(quick=quick),  # 1M and 10M rows (quick: 1M)
     "table": lambda quick: table_bench.run([1_000_000], quick=quick),
-    "api": lambda quick: api_bench.run(),
+    "api": lambda quick: api_bench.run(quick=quick),
     "submit": lambda quick: submit_bench.run(quick=quick),  # PostgreSQL, 2 API processes
     "audit": lambda quick: audit_bench.run(),
     "runner": lambda quick: runner_bench.run(quick=quick),

@@ -226,7 +226,12 @@ def create_grant(
 
 def visible_grant(session: Session, grant_id: str, principal_id: str) -> Grant:
     """A grant its enterprise or its provider may see; anyone else gets :class:`NotFound`."""
-    grant = session.get(Grant, grant_id)
+    return visible(session.get(Grant, grant_id), grant_id, principal_id)
+
+
+def visible(grant: Grant | None, grant_id: str, principal_id: str) -> Grant:
+    """``grant`` (read by id ``grant_id``; None: there is none) if ``principal_id`` is its
+    enterprise or its provider; :class:`NotFound` otherwise, exactly as for a missing one."""
     if grant is None or principal_id not in (grant.enterprise_id, grant.provider_id):
         raise NotFound("grant", grant_id)
     return grant
