@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
 import sqlite3
 import statistics
@@ -199,7 +198,7 @@ def record(session: Any, event: Event) -> audit.AuditEvent:
 
 
 def raw_row(seq: int, event: Event) -> tuple[Any, ...]:
-    """The event's columns as SQLAlchemy stores them in SQLite (before the two hashes)."""
+    """The event's columns as ``record`` stores them in SQLite (before the two hashes)."""
     actor = event["actor"] or (None, None)
     return (
         seq,
@@ -210,7 +209,7 @@ def raw_row(seq: int, event: Event) -> tuple[Any, ...]:
         event["action"],
         str(event["outcome"]),
         event["resource"],
-        json.dumps(event["details"]),
+        audit.encode_canonical(event["details"]),  # as audit.CanonicalJSON writes them
     )
 
 
