@@ -661,11 +661,13 @@ def _walk_chain(
                 return VerifyReport(count, 0, seq, f"event {seq} was altered or moved")
             try:
                 digest = hash_(prev_digest + canonical(row))
-                if digest.hexdigest() != row[10] and fallback is not None:
+                hexed = digest.hexdigest()
+                if hexed != row[10] and fallback is not None:
                     digest = hash_(prev_digest + fallback(row))
+                    hexed = digest.hexdigest()
             except UNREADABLE:
                 return VerifyReport(count, 0, seq, f"event {seq} was altered (it cannot be read)")
-            if digest.hexdigest() != row[10]:
+            if hexed != row[10]:
                 return VerifyReport(count, 0, seq, f"event {seq} was altered or moved")
             prev, prev_digest = row[10], digest.digest()
             if seq in wanted:
