@@ -16,8 +16,9 @@ How a model is made private
   probability ``q = batch_size / (rows_public x (1 - holdout_fraction))``, where
   ``rows_public`` is a public, rounded row count (tier-0 information) given by the
   caller, never the private count, so the denominator is the public size of the
-  training split; Opacus' Poisson sampler (``UniformWithReplacementSampler``) draws the
-  batches at that explicit rate.  An epoch is ``floor(1/q)`` batches (Opacus' sampler's
+  training split; ``analytics.training_batches`` draws the Poisson batches at that
+  explicit rate (the law of Opacus' ``UniformWithReplacementSampler``, drawn from the
+  gaps between selections).  An epoch is ``floor(1/q)`` batches (Opacus' sampler's
   own count), so the run is ``steps = epochs x floor(1/q)`` steps, and the noise
   multiplier, which the card shows, is a function of public values only: Opacus'
   ``get_noise_multiplier(target_epsilon=epsilon_training, target_delta=delta,

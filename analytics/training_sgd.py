@@ -1,7 +1,9 @@
 """DP-SGD with Opacus: the model, the noise multiplier, and the training loop.
 
-Every noise sample and every Poisson draw comes from Opacus (its optimizer and its
-uniform sampler); this module only wires them up.  ``analytics.training`` explains the
+Every noise sample, the clipping and the accounting come from Opacus (its ghost-clipping
+module, optimizer and PRV accountant); this module only wires them up.  The Poisson
+batches are drawn by ``analytics.training_batches`` (the same law as Opacus' uniform
+sampler, drawn for a whole epoch at once).  ``analytics.training`` explains the
 guarantee; the wiring choices are explained where they are made.
 """
 
@@ -30,11 +32,9 @@ from opacus.optimizers import (  # type: ignore[import-untyped]
 from opacus.utils.fast_gradient_clipping_utils import (  # type: ignore[import-untyped]
     DPLossFastGradientClipping,
 )
-from opacus.utils.uniform_sampler import (  # type: ignore[import-untyped]
-    UniformWithReplacementSampler,
-)
 from torch import nn
 
+from analytics.training_batches import poisson_batches
 from analytics.training_spec import (
     CLASSIFIERS,
     MAX_STEPS,
@@ -54,8 +54,11 @@ ACCOUNTANT: Final = "prv"
 #: Same clipping, noise and accounting as "hooks"; 1.1-1.5x faster on a 2-core CPU
 #: for these models (bench/training_bench.py).  Works with Poisson (even empty) batches.
 GRAD_SAMPLE_MODE: Final = "ghost"
-#: Intra-op threads while training: these small models gain nothing from more.
-MAX_THREADS: Final = 2
+#: Intra-op threads while training: one.  A step of these small models is a few hundred
+#: microseconds of small kernels; a second thread saves little wall time and, on a busy
+#: machine, spins waiting for its partner: 8-15x the CPU seconds of one thread for the
+#: same run under load (docs/performance.md, "DP training").
+MAX_THREADS: Final = 1
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class SgdPlan:
     """The public parameters of one DP-SGD run (none depends on the private row count)."""
 
     sample_rate: float  # q = batch_size / training rows (public): a row's chance per batch
-    steps_per_epoch: int  # floor(1/q): the batches Opacus' Poisson sampler yields per epoch
+    steps_per_epoch: int  # floor(1/q), as Opacus' Poisson sampler: the batches of an epoch
     epochs: int
     noise_multiplier: float  # sigma: noise std / max_grad_norm
     expected_batch: int  # q x public training rows = batch_size: divides the noisy sum
@@ -90,7 +93,7 @@ def sgd_plan(spec: TrainingSpec, rows_public: int, epsilon_training: float) -> S
             )
         )
     q = spec.batch_size / training_rows
-    per_epoch = int(1 / q)  # exactly what opacus' UniformWithReplacementSampler yields
+    per_epoch = int(1 / q)  # what opacus' UniformWithReplacementSampler yields too
     if per_epoch * spec.epochs > MAX_STEPS:
         raise TrainingError(
             Msg(
@@ -235,22 +238,17 @@ def fit_private(
     Opacus' accountant spent.
 
     The pieces ``PrivacyEngine.make_private`` would assemble, assembled here so that
-    every rate is the public one: Opacus' Poisson sampler at ``plan.sample_rate`` (not
-    ``batch_size / len(rows)``, a private count), its optimizer dividing by the public
-    ``plan.expected_batch``, its accountant hooked at the same rate.
+    every rate is the public one: Poisson batches at ``plan.sample_rate``
+    (``training_batches``; not ``batch_size / len(rows)``, a private count), Opacus'
+    optimizer dividing by the public ``plan.expected_batch``, its accountant hooked at
+    the same rate.
     ``grad_sample_mode`` is Opacus' ("ghost" or "hooks": same clipping, noise and
     accounting); "hooks" is for the benchmark's comparison only.
     """
     engine = _engine(secure_mode)
     engine.validate(module=model, optimizer=None, data_loader=None)
     device = rows.x.device
-    sampler = UniformWithReplacementSampler(
-        num_samples=len(rows),
-        sample_rate=plan.sample_rate,
-        generator=engine.secure_rng if secure_mode else _fresh_generator(torch.device("cpu")),
-    )
-    if len(sampler) != plan.steps_per_epoch:  # pragma: no cover - opacus changed its sampler
-        raise RuntimeError("opacus' sampler yields another number of batches than planned")
+    sampling = engine.secure_rng if secure_mode else _fresh_generator(torch.device("cpu"))
     sgd = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
     noise = dict(
         noise_multiplier=plan.noise_multiplier,
@@ -278,8 +276,7 @@ def fit_private(
     optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(plan.sample_rate))
 
     def batches() -> Iterator[torch.Tensor]:
-        for indices in sampler:
-            yield torch.tensor(indices, dtype=torch.long)
+        return poisson_batches(len(rows), plan.sample_rate, plan.steps_per_epoch, sampling)
 
     _run_epochs(module, optimizer, criterion, rows, batches, spec, callbacks)
     with warnings.catch_warnings():
@@ -287,12 +284,20 @@ def fit_private(
         return float(engine.accountant.get_epsilon(spec.delta))
 
 
-def fit_plain(model: nn.Module, rows: Rows, spec: TrainingSpec) -> None:
-    """The same loop without DP (shuffled batches of ``batch_size``, no clipping, no
-    noise): a benchmark baseline only; never used for a release."""
+def fit_plain(
+    model: nn.Module, rows: Rows, spec: TrainingSpec, poisson: SgdPlan | None = None
+) -> None:
+    """The same loop without DP (no clipping, no noise, no accountant): a benchmark
+    baseline only, never used for a release.  Batches: shuffled batches of
+    ``batch_size``, or with ``poisson`` the same Poisson batches as ``fit_private``."""
 
     def batches() -> Iterator[torch.Tensor]:
-        yield from torch.split(torch.randperm(len(rows)), spec.batch_size)
+        if poisson is not None:
+            generator = _fresh_generator(torch.device("cpu"))
+            return poisson_batches(
+                len(rows), poisson.sample_rate, poisson.steps_per_epoch, generator
+            )
+        return iter(torch.split(torch.randperm(len(rows)), spec.batch_size))
 
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
     criterion = loss_function(spec.family)

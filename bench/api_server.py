@@ -11,6 +11,11 @@ in its own process, started by the benchmark:
   and the thread pool running the sync routes) is profiled with cProfile and
   the merged statistics are written to FILE when the server stops
   (``--profile-clock cpu``: each thread's CPU time instead of wall time).
+- ``api_server.py veil --processes N``: the same, as N uvicorn worker processes on one
+  port (``veil serve --processes N``'s way: the key server started, the database
+  migrated and the operator made once here, then each process builds its app from the
+  environment), for a shared database (``VEIL_DATABASE_URL``).  With ``--profile``,
+  each process writes its own cProfile to FILE.<pid>.
 - ``api_server.py bare --port P --get-body F --post-body F``: a bare FastAPI app
   whose ``GET /v1/grants/{id}`` and ``POST /v1/jobs`` return those bytes, with
   no authentication and no database (``bare-sync``: the same with ``def``
@@ -112,6 +117,14 @@ def _serve(app: FastAPI, port: int, profile: Path | None, clock: str = "wall") -
             profiler.dump(profile)
 
 
+def _write_token(data_dir: Path, token: str | None) -> None:
+    if token is None:
+        raise SystemExit("an operator exists already: start from an empty VEIL_DATA_DIR")
+    fd = os.open(data_dir / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+
+
 def _veil(port: int, profile: Path | None, clock: str) -> None:
     from sandbox.config.settings import Settings
     from sandbox.server.app import create_app
@@ -119,25 +132,85 @@ def _veil(port: int, profile: Path | None, clock: str) -> None:
 
     settings = Settings()
     with open_veil(settings, worker=False) as veil:
-        token = bootstrap_operator(veil)
-        if token is None:
-            raise SystemExit("an operator exists already: start from an empty VEIL_DATA_DIR")
-        path = settings.data_dir / TOKEN_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
+        _write_token(settings.data_dir, bootstrap_operator(veil))
         _serve(create_app(settings, veil), port, profile, clock)
+
+
+_PROFILE_ENV = "BENCH_API_PROFILE"
+
+
+def process_app() -> Any:
+    """One process of ``veil --processes N``: Veil's app without the job worker (uvicorn's
+    factory, in each process); profiled into ``$BENCH_API_PROFILE.<pid>`` when set."""
+    from contextlib import asynccontextmanager
+
+    from sandbox.config.settings import Settings
+    from sandbox.server.app import create_app
+    from sandbox.service import open_veil
+
+    settings = Settings()
+    where, clock = os.environ.get(_PROFILE_ENV), os.environ.get(_PROFILE_ENV + "_CLOCK", "wall")
+    profiler = _AllThreads(clock) if where else None
+    app = create_app(settings, veil=None)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        with open_veil(settings, worker=False) as veil:
+            app.state.veil = veil
+            if profiler:
+                profiler.start()
+            try:
+                yield
+            finally:
+                if profiler and where:
+                    profiler.dump(Path(f"{where}.{os.getpid()}"))
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def _veil_processes(port: int, processes: int, profile: Path | None, clock: str) -> None:
+    from keys import KeyService, LocalKeyServer
+    from sandbox.config.settings import Settings
+    from sandbox.service import bootstrap_operator, open_veil
+
+    settings = Settings()
+    local = LocalKeyServer(settings.keyserver_home) if settings.embedded_key_server else None
+    if local is not None:  # started here, so that the processes find it running
+        config = local.start()
+        KeyService.connect(config, profile=settings.crypto_profile)
+    try:
+        with open_veil(settings, worker=False) as veil:
+            _write_token(settings.data_dir, bootstrap_operator(veil))
+        if profile:
+            os.environ[_PROFILE_ENV], os.environ[_PROFILE_ENV + "_CLOCK"] = str(profile), clock
+        signal.signal(signal.SIGTERM, _exit_quietly)
+        uvicorn.run(
+            "bench.api_server:process_app",
+            factory=True,
+            workers=processes,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    finally:
+        if local is not None:
+            local.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind", choices=["veil", "bare", "bare-sync"])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--processes", type=int, default=1, help="veil: API processes")
     parser.add_argument("--profile", type=Path, help="veil: write merged cProfile stats here")
     parser.add_argument("--profile-clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--get-body", type=Path, help="bare: the GET answer")
     parser.add_argument("--post-body", type=Path, help="bare: the POST answer")
     args = parser.parse_args()
+    if args.kind == "veil" and args.processes > 1:
+        _veil_processes(args.port, args.processes, args.profile, args.profile_clock)
+        return
     if args.kind == "veil":
         _veil(args.port, args.profile, args.profile_clock)
         return

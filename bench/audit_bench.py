@@ -21,14 +21,13 @@ The 1M-event database is filled fast: the chain is computed here and bulk-insert
 appended with ``record`` a million times.  The first events are also appended with
 ``record`` into a second database, and the two must hold exactly the same rows.
 
-Run alone: ``.venv/bin/python bench/audit_bench.py [--events 1000000] [--repeats 3]``
+Run alone: ``.venv/bin/python bench/audit_bench.py [--events 1000000] [--repeats 5] [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
 import sqlite3
 import statistics
@@ -47,7 +46,7 @@ from sqlalchemy.dialects import sqlite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import Row, row
+from bench.report import REPEATS, Row, interleaved, row, series_row
 from keys import Signature, SigningPublicKey
 from policies import audit, audit_export
 from policies.audit import GENESIS, Outcome, checkpoint_body
@@ -199,7 +198,7 @@ def record(session: Any, event: Event) -> audit.AuditEvent:
 
 
 def raw_row(seq: int, event: Event) -> tuple[Any, ...]:
-    """The event's columns as SQLAlchemy stores them in SQLite (before the two hashes)."""
+    """The event's columns as ``record`` stores them in SQLite (before the two hashes)."""
     actor = event["actor"] or (None, None)
     return (
         seq,
@@ -210,7 +209,7 @@ def raw_row(seq: int, event: Event) -> tuple[Any, ...]:
         event["action"],
         str(event["outcome"]),
         event["resource"],
-        json.dumps(event["details"]),
+        audit.encode_canonical(event["details"]),  # as audit.CanonicalJSON writes them
     )
 
 
@@ -312,15 +311,6 @@ def check_sample(path: Path, directory: Path, count: int) -> None:
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def median_seconds(repeats: int, action: Callable[[], object]) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = action()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
-
-
 def append_rates(directory: Path, repeats: int, seconds: float, batch: int) -> dict[str, float]:
     """Events/s appended with ``record``: one per transaction, and ``batch`` per transaction;
     and the baseline, chained SHA-256 of the same events' canonical bytes."""
@@ -376,20 +366,39 @@ def verify_export_file(path: Path) -> audit_export.ExportReport:
         return audit_export.verify_export(lines, PUBLIC)
 
 
+def cpu_rate(count: int, action: Callable[[], object]) -> Callable[[], float]:
+    """A measure for ``report.interleaved``: ``count`` per CPU second of one ``action``.
+
+    CPU time of this process (``time.process_time``): on a shared machine it swings far
+    less than the wall clock, and both sides run in this process, single-threaded."""
+
+    def measure() -> float:
+        t0 = time.process_time()
+        action()
+        return count / (time.process_time() - t0)
+
+    return measure
+
+
 def run(
-    events: int = 1_000_000,
-    repeats: int = 3,
+    events: int = 200_000,
+    repeats: int = REPEATS,
     *,
+    quick: bool = False,
     export: bool = True,
     append_seconds: float = 2.0,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> list[Row]:
+    """The audit rows.  Verification and its baselines take turns (``report.interleaved``)
+    ``repeats`` times; ``quick`` cuts the log to 20 000 events and the turns to 3."""
+    if quick:
+        events, repeats, append_seconds = min(events, 20_000), min(repeats, 3), 0.5
     count = events
     size = f"{count / 1e6:g}M" if count >= 10**6 else f"{count:,}"
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="veil-audit-bench-") as tmp:
         directory = Path(tmp)
-        rates = append_rates(directory, repeats, append_seconds, batch=1_000)
+        rates = append_rates(directory, min(repeats, 3), append_seconds, batch=1_000)
         log(f"append: {rates}")
         rows.append(
             row(
@@ -421,169 +430,156 @@ def run(
         filled = time.perf_counter() - t0
         log(f"filled {count:,} events ({megabytes:.0f} MB canonical bytes) in {filled:.1f} s")
         check_sample(path, directory, min(SAMPLE, count))
+        # The SM3 chain: switched at event 1, then the same events (half as many).
+        sm3_count = max(count // 2, 1)
+        sm3_path = directory / "audit-sm3.db"
+        migrate(f"sqlite:///{sm3_path}")
+        bodies_sm3 = fill(sm3_path, sm3_count, audit.SM3)[1:]  # the events after the switch
+        exported = directory / "export.jsonl"
 
-        db = Database(url)
+        db, db_sm3 = Database(url), Database(f"sqlite:///{sm3_path}")
         try:
-
-            def verify() -> audit.VerifyReport:
-                # As sandbox.oversight.audit_log.verify_chain does.
-                with db.transaction() as session:
-                    return audit.verify(session, PUBLIC)
-
-            # Verification and the baseline take turns, so that both see the same load.
-            verifying, hashing, report = [], [], None
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                report = verify()
-                verifying.append(time.perf_counter() - t0)
-                hashing.append(chain_seconds(bodies))
-            seconds, sha_rate = statistics.median(verifying), count / statistics.median(hashing)
-            assert report is not None and report.ok and report.events == count, report
-            log(f"verify: {seconds:.2f} s, {report}")
-            log(f"baseline: {sha_rate:,.0f} events/s ({megabytes * sha_rate / count:.0f} MB/s)")
-            rows.append(
-                row(
-                    f"audit verify {size} events, {report.checkpoints:,} signed checkpoints",
-                    count / seconds,
-                    sha_rate,
-                    "events/s",
-                    ">= 0.5x SHA-256 chain",
-                    count / seconds >= 0.5 * sha_rate,
-                )
-            )
-            # The routine check (sandbox.runtime.verification): from the newest signed
-            # checkpoint at least NEW_EVENTS before the head, as if the last recorded full
-            # verification had anchored there; its baseline is the full verification above.
-            with db.transaction() as session:
-                anchor = session.execute(
-                    select(audit.AuditCheckpoint.seq, audit.AuditCheckpoint.head_hash)
-                    .where(audit.AuditCheckpoint.seq <= count - NEW_EVENTS)
-                    .order_by(audit.AuditCheckpoint.seq.desc())
-                    .limit(1)
-                ).one()
-
-            def routine() -> audit.VerifyReport:
-                with db.transaction() as session:
-                    return audit.verify(session, PUBLIC, since=(anchor.seq, anchor.head_hash))
-
-            routines = []
-            for _ in range(max(repeats, 5)):
-                t0 = time.perf_counter()
-                checked = routine()
-                routines.append(time.perf_counter() - t0)
-            assert checked.ok and checked.from_seq == anchor.seq, checked
-            quick = statistics.median(routines)
-            log(f"routine verify from event {anchor.seq:,}: {quick * 1000:.1f} ms "
-                f"(min {min(routines) * 1000:.1f}, max {max(routines) * 1000:.1f})")  # fmt: skip
-            rows.append(
-                row(
-                    f"audit routine verify, {size} events, {count - anchor.seq:,} after the "
-                    "anchor (ms)",
-                    quick * 1000,
-                    seconds * 1000,
-                    "ms",
-                    "O(new events): < 1% of full",
-                    quick < 0.01 * seconds,
-                )
-            )
-            rows += sm3_rows(directory, count, size, verify, bodies_sha=bodies, repeats=repeats,
-                             log=log)  # fmt: skip
-            del bodies
             if export:
-                exported = directory / "export.jsonl"
                 t0 = time.perf_counter()
                 export_file(db, exported, count)
                 log(
                     f"export written in {time.perf_counter() - t0:.1f} s "
                     f"({exported.stat().st_size / 1e6:.0f} MB)"
                 )
-                # Once: it is reported, not held to a goal, and it takes about as long as verify.
-                seconds, result = median_seconds(1, lambda: verify_export_file(exported))
-                assert isinstance(result, audit_export.ExportReport)
+            reports: dict[str, Any] = {}
+
+            def verify(name: str, database: Database) -> Callable[[], None]:
+                def action() -> None:
+                    # As sandbox.oversight.audit_log.verify_chain does.
+                    with database.read() as session:
+                        reports[name] = audit.verify(session, PUBLIC)
+
+                return action
+
+            def offline() -> None:
+                reports["export"] = verify_export_file(exported)
+
+            # Verification and the baselines take turns, so that all see the same load.
+            measures = {
+                "verify": cpu_rate(count, verify("sha", db)),
+                "chain": cpu_rate(count, lambda: chain_seconds(bodies)),
+                "verify sm3": cpu_rate(sm3_count, verify("sm3", db_sm3)),
+                "chain sm3": cpu_rate(sm3_count, lambda: chain_seconds(bodies_sm3, audit.SM3)),
+            }
+            if export:
+                measures["verify_export"] = cpu_rate(count, offline)
+            t0 = time.perf_counter()
+            series = dict(zip(measures, interleaved(repeats, *measures.values()), strict=True))
+            log(f"{repeats} interleaved turns in {time.perf_counter() - t0:.1f} s")
+            for name, values in series.items():
+                log(f"{name}: {spread(values)} events per CPU second")
+            report = reports["sha"]
+            assert report.ok and report.events == count, report
+            assert reports["sm3"].ok and reports["sm3"].events == sm3_count + 1, reports["sm3"]
+            rows.append(
+                series_row(
+                    f"audit verify {size} events, {report.checkpoints:,} signed checkpoints (CPU)",
+                    series["verify"],
+                    series["chain"],
+                    "events/s",
+                    ">= 0.5x SHA-256 chain",
+                    lambda _median, ratio: ratio is not None and ratio >= 0.5,
+                )
+            )
+            if export:
+                result = reports["export"]
                 assert result.ok and result.events == count, result
-                log(f"verify_export: {seconds:.2f} s")
                 rows.append(
-                    row(
-                        f"audit verify_export {size} events (offline, from a file)",
-                        count / seconds,
-                        sha_rate,
+                    series_row(
+                        f"audit verify_export {size} events (offline, from a file; CPU)",
+                        series["verify_export"],
+                        series["chain"],
                         "events/s",
                         "report",
                         None,
                     )
                 )
+            sm3_size = f"{sm3_count:,}"
+            rows.append(
+                series_row(
+                    f"audit verify {sm3_size} events, SM3 chain (switched at event 1) vs the "
+                    "SHA-256 chain's rate (CPU)",
+                    series["verify sm3"],
+                    series["verify"],
+                    "events/s",
+                    "report",
+                    None,
+                )
+            )
+            rows.append(
+                series_row(
+                    "audit raw chain hash, SM3 vs SHA-256 (CPU)",
+                    series["chain sm3"],
+                    series["chain"],
+                    "events/s",
+                    "report",
+                    None,
+                )
+            )
+            bodies.clear(), bodies_sm3.clear()  # memory, before the routine turns
+            rows.append(routine_row(db, count, size, series["verify"], log))
         finally:
             db.dispose()
+            db_sm3.dispose()
     return rows
 
 
-def spread(times: list[float]) -> str:
-    return f"median {statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f})"
-
-
-def sm3_rows(
-    directory: Path,
+def routine_row(
+    db: Database,
     count: int,
     size: str,
-    verify_sha: Callable[[], audit.VerifyReport],
-    *,
-    bodies_sha: list[bytes],
-    repeats: int,
+    full: list[float],
     log: Callable[[str], None],
-) -> list[Row]:
-    """Full verification of a chain switched to SM3 at event 1 (then the same events) and of
-    the SHA-256 chain, taking turns; the raw SM3 and SHA-256 chains likewise."""
-    path = directory / "audit-sm3.db"
-    url = f"sqlite:///{path}"
-    migrate(url)
-    bodies_sm3 = fill(path, count, audit.SM3)[1:]  # the events after the switch
-    db = Database(url)
-    try:
-        timings: dict[str, list[float]] = {"sha": [], "sm3": [], "raw sha": [], "raw sm3": []}
-        report = None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            verify_sha()
-            timings["sha"].append(time.perf_counter() - t0)
-            with db.transaction() as session:
-                t0 = time.perf_counter()
-                report = audit.verify(session, PUBLIC)
-                timings["sm3"].append(time.perf_counter() - t0)
-            timings["raw sha"].append(chain_seconds(bodies_sha))
-            timings["raw sm3"].append(chain_seconds(bodies_sm3, audit.SM3))
-    finally:
-        db.dispose()
-    assert report is not None and report.ok and report.events == count + 1, report
-    for name, times in timings.items():
-        log(f"{name}: {spread(times)}")
-    rate = {name: count / statistics.median(times) for name, times in timings.items()}
-    return [
-        row(
-            f"audit verify {size} events, SM3 chain (switched at event 1) vs the SHA-256 chain",
-            rate["sm3"],
-            rate["sha"],
-            "events/s",
-            "report",
-            None,
-        ),
-        row(
-            f"audit raw chain hash {size} events, SM3 vs SHA-256",
-            rate["raw sm3"],
-            rate["raw sha"],
-            "events/s",
-            "report",
-            None,
-        ),
-    ]
+) -> Row:
+    """The routine check (sandbox.runtime.verification): from the newest signed checkpoint at
+    least NEW_EVENTS before the head, as if the last recorded full verification had anchored
+    there; its baseline is the full verification (events per CPU second, ``full``)."""
+    with db.read() as session:
+        anchor = session.execute(
+            select(audit.AuditCheckpoint.seq, audit.AuditCheckpoint.head_hash)
+            .where(audit.AuditCheckpoint.seq <= count - NEW_EVENTS)
+            .order_by(audit.AuditCheckpoint.seq.desc())
+            .limit(1)
+        ).one()
+    routines, checked = [], None
+    for _ in full:  # as many turns as the full verification had
+        t0 = time.process_time()
+        with db.read() as session:
+            checked = audit.verify(session, PUBLIC, since=(anchor.seq, anchor.head_hash))
+        routines.append((time.process_time() - t0) * 1000)
+    assert checked is not None and checked.ok and checked.from_seq == anchor.seq, checked
+    log(f"routine verify from event {anchor.seq:,}: {spread(routines)} ms CPU")
+    full_ms = [count / rate * 1000 for rate in full]
+    return series_row(
+        f"audit routine verify, {size} events, {count - anchor.seq:,} after the anchor "
+        "(ms CPU; baseline: the full verification)",
+        routines,
+        full_ms,
+        "ms",
+        "O(new events): < 1% of full",
+        lambda median, _ratio: median < 0.01 * statistics.median(full_ms),
+    )
+
+
+def spread(values: list[float]) -> str:
+    return (
+        f"median {statistics.median(values):,.3f} (min {min(values):,.3f}, max {max(values):,.3f})"
+    )
 
 
 def main() -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--quick", action="store_true", help="20 000 events, 3 turns")
     parser.add_argument("--no-export", action="store_true", help="skip verify_export")
     args = parser.parse_args()
-    rows = run(args.events, args.repeats, export=not args.no_export)
+    rows = run(args.events, args.repeats, quick=args.quick, export=not args.no_export)
     from bench.report import print_rows
 
     print_rows(rows)

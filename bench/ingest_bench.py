@@ -17,14 +17,17 @@ in memory by design, never spooling it to disk) plus at most one more file's wor
 of parsed and encoded data.  A design that holds the body twice, or the whole parsed
 table (about twice the CSV's size, as the baseline does), fails it.
 
-Run alone: ``.venv/bin/python bench/ingest_bench.py [--size-mib 1024] [--repeats N]``
+Veil's uploads and the baseline take turns (``report.interleaved``: upload, baseline,
+upload, ...), ``report.REPEATS`` times each; the rows give medians with min-max and the
+paired ratio's spread, wall (the goal) and CPU (the server process vs the baseline's).
+
+Run alone: ``.venv/bin/python bench/ingest_bench.py [--quick] [--size-mib 1024] [--repeats N]``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +41,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import Row
+from bench.report import REPEATS, Row, interleaved, series_row
 from keys.bao import free_port
 from sandbox.client import VeilClient
 from sandbox.demo.data import DECLARATION, MACHINES, SHIFTS
@@ -188,8 +191,11 @@ def baseline(csv_path: Path, out_dir: Path) -> tuple[float, float, float]:
     return float(seconds), float(cpu), int(hwm_kib) / 1024
 
 
-def run(size_mib: int = 1024, repeats: int = 1) -> list[Row]:
-    """Time Veil's ingest of a ``size_mib`` MiB CSV and the polars baseline, ``repeats`` each."""
+def run(quick: bool = False, size_mib: int | None = None, repeats: int | None = None) -> list[Row]:
+    """Time Veil's ingest of a ``size_mib`` MiB CSV and the polars baseline, interleaved
+    (upload, baseline, upload, ...) ``repeats`` times; ``quick``: 128 MiB, 3 times."""
+    size_mib = size_mib or (128 if quick else 1024)
+    repeats = repeats or (3 if quick else REPEATS)
     with tempfile.TemporaryDirectory(prefix="veil-ingest-bench-") as tmp:
         home = Path(tmp)
         csv_path = home / "production-log.csv"
@@ -209,12 +215,19 @@ def run(size_mib: int = 1024, repeats: int = 1) -> list[Row]:
             idle_mib = peak_rss_mib(server.pid)
             veil = Runs()
             base = Runs()
-            for _ in range(repeats):  # interleaved, so both see the same machine load
+
+            def upload() -> float:
                 cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
                 version = enterprise.upload_file(ds["id"], csv_path)
                 veil.add(time.perf_counter() - t0, cpu_seconds(server.pid) - cpu0)
                 assert version["row_count"] == n_rows, version
+                return veil.seconds[-1]
+
+            def polars_baseline() -> float:
                 base.add(*baseline(csv_path, home))
+                return base.seconds[-1]
+
+            interleaved(repeats, upload, polars_baseline)  # both see the same machine load
             veil.peaks.append(peak_rss_mib(server.pid))
     return _rows(size, n_rows, veil, base, idle_mib)
 
@@ -235,49 +248,44 @@ class Runs:
 
 def _rows(size: int, n_rows: int, veil: Runs, base: Runs, idle_mib: float) -> list[Row]:
     file_mib = size / 2**20
-    veil_s, base_s = statistics.median(veil.seconds), statistics.median(base.seconds)
     veil_peak, base_peak = max(veil.peaks), max(base.peaks)
     label = f"{file_mib:.0f} MiB CSV, {n_rows / 1e6:.1f}M rows x 9 columns"
     bound = idle_mib + 2 * file_mib
-    runs = {
-        "veil_s": [round(t, 2) for t in veil.seconds],
-        "veil_cpu_s": [round(t, 2) for t in veil.cpu],
-        "baseline_s": [round(t, 2) for t in base.seconds],
-        "baseline_cpu_s": [round(t, 2) for t in base.cpu],
-        "server_idle_rss_mib": round(idle_mib),
-        "baseline_peaks_mib": [round(p) for p in base.peaks],
-    }
-    print(f"ingest bench runs: {runs}", flush=True)
+    print(f"ingest bench: server idle RSS {idle_mib:.0f} MiB, baseline peaks "
+          f"{[round(p) for p in base.peaks]} MiB", flush=True)  # fmt: skip
     return [
-        {
-            "item": f"ingest via API (parse, validate, encrypt, store), {label}",
-            "veil": round(veil_s, 2),
-            "baseline": round(base_s, 2),
-            "unit": "s",
-            "ratio": round(veil_s / base_s, 2),
-            "goal": "<= 2x polars read_csv + write_parquet",
-            "met": veil_s <= 2 * base_s,
-        },
+        series_row(
+            f"ingest via API (parse, validate, encrypt, store), wall, {label}",
+            veil.seconds, base.seconds, "s", "<= 1.3x polars read_csv + write_parquet",
+            lambda _v, ratio: ratio is not None and ratio <= 1.3,
+        ),
+        series_row(
+            f"ingest via API, CPU of the server process vs the baseline process, {label}",
+            veil.cpu, base.cpu, "CPU s", "report", None,
+        ),
         {
             "item": f"ingest peak RSS of the server process (idle {idle_mib:.0f} MiB), {label}",
             "veil": round(veil_peak),
             "baseline": round(base_peak),
             "unit": "MiB",
             "ratio": round(veil_peak / base_peak, 2),
-            "goal": f"<= idle + 2x file ({bound:.0f} MiB)",
-            "met": veil_peak <= bound,
+            # polars' streaming reader works in ~450 MiB whatever the size: the bound
+            # holds for the 1 GiB file, not for --quick's small one.
+            "goal": f"<= idle + 2x file ({bound:.0f} MiB)" if file_mib >= 1000 else "report",
+            "met": veil_peak <= bound if file_mib >= 1000 else None,
         },
-    ]
+    ]  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="128 MiB, 3 runs a side")
+    parser.add_argument("--size-mib", type=int, default=None, help="default 1024")
+    parser.add_argument("--repeats", type=int, default=None, help="default report.REPEATS")
     args = parser.parse_args()
     from bench.report import print_rows
 
-    rows = run(args.size_mib, args.repeats)
+    rows = run(args.quick, args.size_mib, args.repeats)
     print_rows(rows)
 
 

@@ -31,6 +31,8 @@ from bench import (  # noqa: E402
     query_bench,
     runner_bench,
     scaling_bench,
+    sources_bench,
+    submit_bench,
     table_bench,
     training_bench,
 )
@@ -40,17 +42,19 @@ from bench.report import Row, print_rows, save_rows  # noqa: E402
 ITEMS: dict[str, Callable[[bool], list[Row]]] = {
     "keys": lambda quick: keys_bench.run(quick=quick),
     "gm": lambda quick: gm_bench.run(quick=quick),  # 国密 primitives vs the standard ones
-    "ingest": lambda quick: ingest_bench.run(repeats=3),
+    "ingest": lambda quick: ingest_bench.run(quick=quick),  # 1 GiB CSV, 5 turns (quick: 128 MiB)
     "query": lambda quick: query_bench.run(quick=quick),  # 1M and 10M rows (quick: 1M)
     "table": lambda quick: table_bench.run([1_000_000], quick=quick),
-    "api": lambda quick: api_bench.run(),
+    "api": lambda quick: api_bench.run(quick=quick),
+    "submit": lambda quick: submit_bench.run(quick=quick),  # PostgreSQL, 2 API processes
     "audit": lambda quick: audit_bench.run(),
     "runner": lambda quick: runner_bench.run(quick=quick),
-    "training": lambda quick: training_bench.run(),
+    "training": lambda quick: training_bench.run(quick=quick),
     "scaling": lambda quick: scaling_bench.run(),
     "node": lambda quick: node_bench.run(quick=quick),
     "psi": lambda quick: psi_bench.run([10_000], quick=quick),  # psi_bench.py --sizes N
     "collab": lambda quick: collab_bench.run([20], quick=quick),  # collab_bench.py --nodes 100
+    "sources": lambda quick: sources_bench.run(quick=quick),  # OPC UA: values/s and lag
 }
 
 

@@ -4,7 +4,8 @@
 cluster the package itself started (``main``, port 5432) is neither used nor in the way.
 initdb refuses root, so as root it runs as the ``postgres`` system user the package
 creates, from that directory (it may not enter the caller's).  For tests, the cluster demo
-and the benchmarks only: trust authentication on loopback, no fsync.
+and the benchmarks only: trust authentication on loopback, no fsync (``durable``: fsync and
+synchronous commits on, as a production server runs).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def usable_as_root() -> bool:
 class PostgresServer:
     """``initdb`` + ``pg_ctl start`` in ``home``; :meth:`stop` removes it all."""
 
-    def __init__(self, bin_dir: Path, home: Path, *, max_connections: int = 200) -> None:
+    def __init__(
+        self, bin_dir: Path, home: Path, *, max_connections: int = 200, durable: bool = False
+    ) -> None:
         self.bin_dir, self.home = bin_dir, home
         self.data, self.log = home / "data", home / "server.log"
         self.port = free_port()
@@ -60,9 +63,9 @@ class PostgresServer:
             os.chown(home, entry.pw_uid, entry.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--no-instructions")  # fmt: skip
+        fast = "" if durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
         options = (
-            f"-h 127.0.0.1 -p {self.port} -k {home} -c fsync=off -c synchronous_commit=off "
-            f"-c full_page_writes=off -c max_connections={max_connections}"
+            f"-h 127.0.0.1 -p {self.port} -k {home} {fast}-c max_connections={max_connections}"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30",
                   "-o", options, "start")  # fmt: skip

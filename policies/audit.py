@@ -41,11 +41,14 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    TypeDecorator,
+    bindparam,
     column,
     select,
     table,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.util import identity_key
 
 from keys import CryptoProfile, InvalidSignature, Signature, SigningPublicKey, verify_signature
 from keys.gm import sm3
@@ -71,6 +74,29 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
+class CanonicalJSON(TypeDecorator[Any]):
+    """JSON, written on SQLite as its canonical encoding (``encode_canonical``: sorted keys,
+    no spaces, ASCII), the very text the event's hash covers; read back as JSON is.
+
+    Verification can then hash the stored text as it is (``row_canonicalizer(...,
+    stored_details=True)``) instead of parsing and re-encoding it.  Other databases (and
+    rows written before this) keep what their JSON type writes; they are verified through
+    the parse, as before."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: Any) -> str:
+            # As JSON's own processor: JSON.NULL and None are the JSON value null.
+            return encode_canonical(None if value is JSON.NULL else value)
+
+        return process
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
 
@@ -82,7 +108,7 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     outcome: Mapped[str] = mapped_column(String(12))
     resource: Mapped[str | None] = mapped_column(String(120))
-    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    details: Mapped[dict[str, Any]] = mapped_column(CanonicalJSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -251,6 +277,87 @@ def record(
     return event
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to :func:`append`: what :func:`record` takes, as a value."""
+
+    action: str
+    actor: Principal | None = None
+    outcome: Outcome = Outcome.OK
+    tenant_id: str | None = None
+    resource: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
+_event_table: Any = AuditEvent.__table__
+_head_table: Any = AuditHead.__table__
+# Built once, Core statements (no ORM unit of work): the head locked, the events inserted,
+# the head moved.
+_LOCK_HEAD = (
+    select(_head_table.c.seq, _head_table.c.hash, _head_table.c.hash_alg)
+    .where(_head_table.c.id == 1)
+    .with_for_update()
+)
+_INSERT_EVENTS = _event_table.insert()
+_MOVE_HEAD = (
+    _head_table.update()
+    .where(_head_table.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+
+
+def append(
+    session: Session, entries: Sequence[Entry], at: datetime | None = None
+) -> list[AuditEvent]:
+    """Append ``entries`` in order, chained as :func:`record` chains one, under one lock of
+    the head; they commit or roll back with ``session``'s transaction.
+
+    The session's pending changes are flushed first, so that the head is locked only for
+    hashing and inserting these events (and then the commit): call it last in a
+    transaction.  The events returned are not in the session.  (A switch of the chain's
+    hash goes through :func:`switch_chain_hash`.)"""
+    if any(entry.action == SWITCH_ACTION for entry in entries):
+        raise ValueError("a switch of the chain hash goes through switch_chain_hash")
+    if not entries:
+        return []
+    session.flush()
+    connection = session.connection()
+    locked = connection.execute(_LOCK_HEAD).first()
+    if locked is None:  # an empty log: the head is made (and locked) as record() makes it
+        _head(session)
+        locked = connection.execute(_LOCK_HEAD).first()
+        assert locked is not None
+    seq, prev_hash, algorithm = locked
+    when = at or utcnow()
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)  # stored in UTC: hashed in UTC (see record)
+    events: list[AuditEvent] = []
+    for entry in entries:
+        seq += 1
+        event = AuditEvent(
+            seq=seq,
+            at=when,
+            actor_id=entry.actor.id if entry.actor else None,
+            actor_role=entry.actor.role if entry.actor else None,
+            tenant_id=entry.tenant_id,
+            action=entry.action,
+            outcome=entry.outcome,
+            resource=entry.resource,
+            details=dict(entry.details or {}),
+            prev_hash=prev_hash,
+        )
+        event.hash = prev_hash = chain_hash(prev_hash, event.canonical(), algorithm)
+        events.append(event)
+    connection.execute(
+        _INSERT_EVENTS, [{name: getattr(e, name) for name in EVENT_COLUMNS} for e in events]
+    )
+    connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
+    cached = session.identity_map.get(identity_key(AuditHead, 1))
+    if cached is not None:  # record() in this session reads the head afresh
+        session.expire(cached)
+    return events
+
+
 def switch_chain_hash(
     session: Session, target: str | CryptoProfile, *, actor: Principal | None = None
 ) -> bool:
@@ -345,7 +452,9 @@ def load_json(text: str) -> Any:
     return json.loads(text)
 
 
-def row_canonicalizer(dialect: Dialect) -> Callable[[Sequence[Any]], bytes]:
+def row_canonicalizer(
+    dialect: Dialect, *, stored_details: bool = False
+) -> Callable[[Sequence[Any]], bytes]:
     """A function from an ``audit_events`` row (raw driver values in ``EVENT_COLUMNS`` order)
     to the event's canonical bytes: exactly ``AuditEvent.canonical()`` of the object the ORM
     would load from that row, without loading it.
@@ -357,6 +466,16 @@ def row_canonicalizer(dialect: Dialect) -> Callable[[Sequence[Any]], bytes]:
     with values of other types (bytes, a position that is not an int) is handed to
     ``AuditEvent.canonical()`` itself.  A row the ORM could not load raises one of
     ``UNREADABLE``.
+
+    ``stored_details``: details text that may already be canonical (``CanonicalJSON`` writes
+    it so; no ``": `` in it) goes in as it is stored, unparsed.  The bytes are then only a
+    candidate: they are the canonical bytes when the stored text is canonical, and a caller
+    must check them against the event's hash and, where they do not match, use the exact
+    canonicalizer (``_walk_chain``'s ``fallback``).  Why a match is enough: every other field
+    is written exactly as without this option, each as a self-delimiting JSON token between
+    fixed keys, so bytes equal to what the writer hashed force the stored details text to be
+    the writer's canonical text (which parses back to the same value), short of a hash
+    collision.  Never use such bytes without that check (exports do not).
     """
     columns = AuditEvent.__table__.c
     load_at = columns.at.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -405,24 +524,30 @@ def row_canonicalizer(dialect: Dialect) -> Callable[[Sequence[Any]], bytes]:
         else:
             at_text = at_of(at).isoformat(timespec="microseconds")
         if type(details) is str and json_text:
-            try:
-                value, end = scan(details, 0)
-            except StopIteration:
-                end = -1
-            if end != len(details):  # spaces around it, or not JSON: json.loads decides
-                value = details_of(details)
+            if stored_details and '": ' not in details:
+                value, details_text = None, details  # a candidate: see the docstring
+            else:
+                details_text = None
+                try:
+                    value, end = scan(details, 0)
+                except StopIteration:
+                    end = -1
+                if end != len(details):  # spaces around it, or not JSON: json.loads decides
+                    value = details_of(details)
         else:
-            value = details_of(details)
+            value, details_text = details_of(details), None
         if type(seq) is not int:
             return exact(row)
         try:
+            if details_text is None:
+                details_text = "".join(encode(value, 0))
             # The keys in sorted order, no spaces: json.dumps' canonical output, written out.
             text = (
                 f'{{"action":{esc(action)},'
                 f'"actor_id":{"null" if actor_id is None else esc(actor_id)},'
                 f'"actor_role":{"null" if actor_role is None else esc(actor_role)},'
                 f'"at":"{at_text}",'
-                f'"details":{"".join(encode(value, 0))},'
+                f'"details":{details_text},'
                 f'"outcome":{esc(outcome)},'
                 f'"resource":{"null" if resource is None else esc(resource)},'
                 f'"seq":{seq},'
@@ -516,10 +641,11 @@ def verify(
     switches = dict(connection.execute(_SWITCHES.where(column("seq") > start)).tuples().all())
     walked = _walk_chain(
         event_rows(connection, (start + 1, 2**63 - 1) if since else None),
-        row_canonicalizer(connection.dialect),
+        row_canonicalizer(connection.dialect, stored_details=True),
         {cp.seq for cp in checkpoints},
         (start, start_hash),
         (in_force, switches),
+        fallback=row_canonicalizer(connection.dialect),
     )
     if isinstance(walked, VerifyReport):
         return walked
@@ -589,6 +715,7 @@ def _walk_chain(
     wanted: set[int],
     start: tuple[int, str] = (0, GENESIS),
     hashing: tuple[str, Mapping[int, Any]] = (SHA256, {}),
+    fallback: Callable[[Sequence[Any]], bytes] | None = None,
 ) -> VerifyReport | tuple[int, str, dict[int, str], str]:
     """Check every event in order after ``start`` (a position and its hash); the first bad
     one's report, or (events, last hash, the hashes at the ``wanted`` positions, the hash
@@ -597,6 +724,9 @@ def _walk_chain(
     ``hashing``: the hash in force after ``start``, and the switch events after it (their
     raw details by position); each switch event is checked with the hash in force, then
     the next events with the one it names.
+
+    ``fallback``: when ``canonical`` gives only candidate bytes (``stored_details``), the
+    exact canonicalizer; an event whose candidate does not match its hash is decided by it.
     """
     algorithm, switches = hashing
     hash_ = HASHERS[algorithm]
@@ -614,9 +744,13 @@ def _walk_chain(
                 return VerifyReport(count, 0, seq, f"event {seq} was altered or moved")
             try:
                 digest = hash_(prev_digest + canonical(row))
+                hexed = digest.hexdigest()
+                if hexed != row[10] and fallback is not None:
+                    digest = hash_(prev_digest + fallback(row))
+                    hexed = digest.hexdigest()
             except UNREADABLE:
                 return VerifyReport(count, 0, seq, f"event {seq} was altered (it cannot be read)")
-            if digest.hexdigest() != row[10]:
+            if hexed != row[10]:
                 return VerifyReport(count, 0, seq, f"event {seq} was altered or moved")
             prev, prev_digest = row[10], digest.digest()
             if seq in wanted:

@@ -14,14 +14,15 @@ its cap columns from :class:`CapColumns` and is passed in.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import BigInteger, update
+from sqlalchemy import BigInteger, Update, bindparam, update
 from sqlalchemy.orm import Mapped, Session, class_mapper, mapped_column
 
 from i18n import Msg
 from policies.budget import Budget
-from policies.grants import Grant, debit
+from policies.grants import Grant, ledger_entry, spend, spent_changed, unspend
 
 
 class CapColumns:
@@ -59,21 +60,34 @@ def cap_reason(cap: Budget, spent: Budget, cost: Budget) -> str | None:
     )
 
 
+def _cap_debit(table: type[CapColumns]) -> Update:
+    """The cap's conditional debit on ``table``, built once per table (a Core statement)."""
+    return _cap_debit_of(table)  # type: ignore[arg-type]  # classes are hashable
+
+
+@functools.cache
+def _cap_debit_of(table: type[CapColumns]) -> Update:
+    t: Any = table.__table__  # type: ignore[attr-defined]
+    key = t.c[_key(table).name]
+    return (
+        update(t)
+        .where(
+            key == bindparam("row_id"),
+            t.c.epsilon_spent + bindparam("epsilon") <= t.c.epsilon_cap,
+            t.c.delta_spent + bindparam("delta") <= t.c.delta_cap,
+        )
+        .values(
+            epsilon_spent=t.c.epsilon_spent + bindparam("epsilon"),
+            delta_spent=t.c.delta_spent + bindparam("delta"),
+        )
+    )
+
+
 def debit_cap(session: Session, table: type[CapColumns], row_id: str, cost: Budget) -> bool:
     """Debit ``cost`` from the cap of row ``row_id`` atomically; False (and nothing spent)
     if it would be exceeded."""
-    eps, delta = cost.epsilon_units, cost.delta_units
-    result = session.execute(
-        update(table)
-        .where(
-            _key(table) == row_id,
-            table.epsilon_spent + eps <= table.epsilon_cap,
-            table.delta_spent + delta <= table.delta_cap,
-        )
-        .values(epsilon_spent=table.epsilon_spent + eps, delta_spent=table.delta_spent + delta)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)
+    params = {"row_id": row_id, "epsilon": cost.epsilon_units, "delta": cost.delta_units}
+    return bool(session.connection().execute(_cap_debit(table), params).rowcount == 1)
 
 
 def restore_cap(session: Session, table: type[CapColumns], row_id: str, amount: Budget) -> bool:
@@ -104,17 +118,20 @@ def debit_job(
     cost: Budget,
 ) -> str | None:
     """Debit a job's ``cost`` from its grant and from the cap of dataset ``row_id``, both or
-    neither (a savepoint); None when paid (a free job pays nothing), else the reason."""
+    neither; None when paid (a free job pays nothing), else the reason.
+
+    Two conditional ``UPDATE``s and the ledger entry, no savepoint: when the cap refuses,
+    the grant's spend (made a statement earlier in this transaction, its row locked since)
+    is taken back exactly; the ledger entry is written only once both are paid."""
     if not cost:
         return None
-    savepoint = session.begin_nested()
-    if not debit(session, grant, job_id, cost):
-        savepoint.rollback()
+    if not spend(session, grant.id, cost):
         return Msg("budget short: another job spent it first")
     if not debit_cap(session, table, row_id, cost):
-        savepoint.rollback()
+        unspend(session, grant.id, cost)
         return Msg("the dataset's enterprise-wide privacy cap was reached by another job")
-    savepoint.commit()
+    ledger_entry(session, grant.id, job_id, cost)
+    spent_changed(session, grant)
     return None
 
 

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -215,7 +226,12 @@ def create_grant(
 
 def visible_grant(session: Session, grant_id: str, principal_id: str) -> Grant:
     """A grant its enterprise or its provider may see; anyone else gets :class:`NotFound`."""
-    grant = session.get(Grant, grant_id)
+    return visible(session.get(Grant, grant_id), grant_id, principal_id)
+
+
+def visible(grant: Grant | None, grant_id: str, principal_id: str) -> Grant:
+    """``grant`` (read by id ``grant_id``; None: there is none) if ``principal_id`` is its
+    enterprise or its provider; :class:`NotFound` otherwise, exactly as for a missing one."""
     if grant is None or principal_id not in (grant.enterprise_id, grant.provider_id):
         raise NotFound("grant", grant_id)
     return grant
@@ -311,40 +327,80 @@ def grants_for(session: Session, provider_id: str, dataset_id: str) -> list[Gran
     return [g for g in rows if dataset_id in g.dataset_ids]
 
 
-def debit(session: Session, grant: Grant, job_id: str, cost: Budget | int, delta: int = 0) -> bool:
-    """Debit ``cost`` from ``grant`` atomically; False (and nothing spent) if it would
-    overspend or is revoked.  (``cost`` may still be given as ε and δ in units.)"""
-    if not isinstance(cost, Budget):
-        cost = Budget(cost, delta)
-    epsilon, delta = cost.epsilon_units, cost.delta_units
-    result = session.execute(
-        update(Grant)
-        .where(
-            Grant.id == grant.id,
-            Grant.revoked_at.is_(None),
-            Grant.epsilon_spent + epsilon <= Grant.epsilon_budget,
-            Grant.delta_spent + delta <= Grant.delta_budget,
-        )
-        .values(
-            epsilon_spent=Grant.epsilon_spent + epsilon,
-            delta_spent=Grant.delta_spent + delta,
-        )
-        .execution_options(synchronize_session=False)
+_grants: Table = Grant.__table__  # type: ignore[assignment]
+# Built once (building a statement and its cache key costs as much as running it); Core
+# statements on the table, so the ORM's bulk-update machinery is not involved either.
+_SPEND = (
+    update(_grants)
+    .where(
+        _grants.c.id == bindparam("grant_id"),
+        _grants.c.revoked_at.is_(None),
+        _grants.c.epsilon_spent + bindparam("epsilon") <= _grants.c.epsilon_budget,
+        _grants.c.delta_spent + bindparam("delta") <= _grants.c.delta_budget,
     )
-    if result.rowcount != 1:
-        return False
+    .values(
+        epsilon_spent=_grants.c.epsilon_spent + bindparam("epsilon"),
+        delta_spent=_grants.c.delta_spent + bindparam("delta"),
+    )
+)
+# The exact reversal of a spend this transaction made (its row is locked by that spend).
+_UNSPEND = (
+    update(_grants)
+    .where(_grants.c.id == bindparam("grant_id"))
+    .values(
+        epsilon_spent=_grants.c.epsilon_spent - bindparam("epsilon"),
+        delta_spent=_grants.c.delta_spent - bindparam("delta"),
+    )
+)
+
+
+def spend(session: Session, grant_id: str, cost: Budget) -> bool:
+    """Add ``cost`` to what grant ``grant_id`` has spent, in one conditional ``UPDATE``;
+    False (and nothing spent) if it would overspend or the grant is revoked.  The ledger
+    entry is the caller's (:func:`debit` writes it)."""
+    params = {"grant_id": grant_id, "epsilon": cost.epsilon_units, "delta": cost.delta_units}
+    return bool(session.connection().execute(_SPEND, params).rowcount == 1)
+
+
+def unspend(session: Session, grant_id: str, cost: Budget) -> None:
+    """Take back a :func:`spend` of ``cost`` made earlier in this transaction (nothing else
+    may have changed the row since: the spend holds its lock)."""
+    params = {"grant_id": grant_id, "epsilon": cost.epsilon_units, "delta": cost.delta_units}
+    session.connection().execute(_UNSPEND, params)
+
+
+def ledger_entry(session: Session, grant_id: str, job_id: str, cost: Budget) -> None:
+    """The ledger's entry for a debit of ``cost`` (written with the session's next flush)."""
     session.add(
         BudgetDebit(
             id=new_id("deb"),
-            grant_id=grant.id,
+            grant_id=grant_id,
             job_id=job_id,
-            epsilon=epsilon,
-            delta=delta,
+            epsilon=cost.epsilon_units,
+            delta=cost.delta_units,
             created_at=utcnow(),
         )
     )
-    session.flush()
-    session.refresh(grant)
+
+
+def spent_changed(session: Session, grant: Grant) -> None:
+    """``grant``'s spent amounts changed in the database: they load again if read."""
+    if grant in session:
+        session.expire(grant, ["epsilon_spent", "delta_spent"])
+
+
+def debit(session: Session, grant: Grant, job_id: str, cost: Budget | int, delta: int = 0) -> bool:
+    """Debit ``cost`` from ``grant`` atomically; False (and nothing spent) if it would
+    overspend or is revoked.  (``cost`` may still be given as ε and δ in units.)
+
+    ``grant``'s spent amounts are expired, not read back: they load again (from this
+    transaction) only if something reads them."""
+    if not isinstance(cost, Budget):
+        cost = Budget(cost, delta)
+    if not spend(session, grant.id, cost):
+        return False
+    ledger_entry(session, grant.id, job_id, cost)
+    spent_changed(session, grant)
     return True
 
 

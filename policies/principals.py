@@ -203,14 +203,28 @@ def authenticate_token(
     Nothing is cached: every call reads the token and its owner, so a revoked or expired
     token, or a suspended account, is refused from the next request on, in every process.
     """
+    token_hash = lookup_hash(token)
+    row = session.execute(_TOKEN_AND_OWNER, {"token_hash": token_hash}).first()
+    return admit_token(None if row is None else (row[0], row[1]), now or utcnow())
+
+
+def lookup_hash(token: str | None) -> str:
+    """The hash to look ``token`` up by; :class:`Unauthenticated` for what cannot be a token."""
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthenticated()
-    row = session.execute(_TOKEN_AND_OWNER, {"token_hash": hash_token(token)}).first()
-    if row is None:
+    return hash_token(token)
+
+
+def admit_token(
+    found: tuple[ApiToken, Principal] | None, now: datetime
+) -> tuple[ApiToken, Principal]:
+    """``found`` (the token's record and its owner, as read now) if the token works at
+    ``now`` and its owner is active; :class:`Unauthenticated` otherwise (also for None: no
+    such token)."""
+    if found is None:
         raise Unauthenticated()
-    api_token: ApiToken = row[0]
-    principal: Principal = row[1]
-    state = api_token.state(now or utcnow())
+    api_token, principal = found
+    state = api_token.state(now)
     if state is TokenState.REVOKED:
         raise Unauthenticated(Msg("this API token was revoked; ask the operator for a new one"))
     if state is TokenState.EXPIRED:

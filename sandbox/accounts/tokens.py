@@ -2,9 +2,10 @@
 and the operator everyone's (``docs/api.md``, "Tokens").
 
 Every token expires (``VEIL_TOKEN_TTL_DAYS`` after it was issued, 90 days by default).
-Authentication reads the token's row on every request (:func:`authenticate_request`), in
-whichever API process the request reaches, so a revocation or an expiry holds from the
-next request on everywhere: no process keeps a copy that could outlive it.
+Authentication reads the token's row and its owner's on every request
+(:func:`authenticate_request`, or :func:`authenticate` in the API's async dependency), in
+whichever API process the request reaches, so a revocation, an expiry or a suspension
+holds from the next request on everywhere: no process keeps a copy that could outlive it.
 
 Another principal's token is answered 404, exactly like an unknown id, so no principal
 learns which token ids exist; only the operator reaches every token.  Every change is
@@ -16,8 +17,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+import anyio.to_thread
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -32,8 +35,10 @@ from policies.principals import (
     Role,
     Status,
     TokenState,
+    admit_token,
     authenticate_token,
     issue_token,
+    lookup_hash,
     record_use,
     revoke_token,
     use_is_stale,
@@ -41,6 +46,7 @@ from policies.principals import (
 from sandbox.accounts.tenants import require_reason
 from sandbox.config.settings import Settings
 from sandbox.runtime.veil import Veil
+from sandbox.store.rows import RowQuery
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +109,36 @@ def authenticate_request(veil: Veil, token: str | None) -> Credential:
     with veil.db.read() as session:
         record, principal = authenticate_token(session, token, now=now)
     if use_is_stale(record, now):
-        try:
-            with veil.db.transaction() as session:
-                record_use(session, record.id, now)
-        except SQLAlchemyError:
-            log.warning("could not record the use of token %s", record.id, exc_info=True)
+        _record_use(veil, record.id, now)
     return Credential(principal, record.id)
+
+
+def _token_and_owner(query: Select[Any]) -> Select[Any]:
+    return query.join_from(ApiToken, Principal, Principal.id == ApiToken.principal_id).where(
+        ApiToken.token_hash == bindparam("token_hash")
+    )
+
+
+_TOKEN_AND_OWNER = RowQuery((ApiToken, Principal), _token_and_owner)
+
+
+async def authenticate(veil: Veil, token: str | None) -> Credential:
+    """:func:`authenticate_request` for async code: the same checks on the same rows, read
+    now (:meth:`~sandbox.store.database.Database.read_row`: one statement, no session)."""
+    now = veil.clock()
+    row = await veil.db.read_row(_TOKEN_AND_OWNER, {"token_hash": lookup_hash(token)})
+    record, principal = admit_token(row, now)
+    if use_is_stale(record, now):
+        await anyio.to_thread.run_sync(_record_use, veil, record.id, now)
+    return Credential(principal, record.id)
+
+
+def _record_use(veil: Veil, token_id: str, now: datetime) -> None:
+    try:
+        with veil.db.transaction() as session:
+            record_use(session, token_id, now)
+    except SQLAlchemyError:
+        log.warning("could not record the use of token %s", token_id, exc_info=True)
 
 
 def issue(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, Request
 
 from i18n import Msg
 from policies import audit
 from policies.errors import Unauthenticated
 from policies.principals import Principal
-from sandbox.accounts.tokens import authenticate_request
+from sandbox.accounts.tokens import authenticate
 from sandbox.api.limits import AUTH_FAILED
 from sandbox.runtime.veil import Veil
 
@@ -22,22 +23,25 @@ async def get_veil(request: Request) -> Veil:
     return veil
 
 
-def current_principal(request: Request, veil: Annotated[Veil, Depends(get_veil)]) -> Principal:
+async def current_principal(
+    request: Request, veil: Annotated[Veil, Depends(get_veil)]
+) -> Principal:
     """Authenticate the bearer token; a failure is audited, then answered 401.
 
     Checked against the database on every request (nothing cached), so a revoked or
-    expired token or a suspended account is refused at once, in every API process; a
-    read-only transaction suffices and does not queue behind writers.  The token's id is
-    kept on the request (``request.state.token_id``) for listings to mark it.
+    expired token or a suspended account is refused at once, in every API process; one
+    read that does not queue behind writers, without a trip through the thread pool on
+    SQLite (``Database.read_row``).  The token's id is kept on the request
+    (``request.state.token_id``) for listings to mark it.
     """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     try:
         if scheme.lower() != "bearer":
             raise Unauthenticated(Msg("send 'Authorization: Bearer <token>'"))
-        credential = authenticate_request(veil, token.strip())
+        credential = await authenticate(veil, token.strip())
     except Unauthenticated as exc:
-        record_failed_login(veil, request, str(exc))
+        await anyio.to_thread.run_sync(record_failed_login, veil, request, str(exc))
         raise
     request.state.token_id = credential.token_id
     return credential.principal

@@ -40,8 +40,9 @@ def list_grants(veil: VeilDep, caller: PrincipalDep) -> list[GrantOut]:
 
 
 @router.get("/{grant_id}")
-def get_grant(grant_id: str, veil: VeilDep, caller: PrincipalDep) -> GrantOut:
-    return out(consent.get_grant(veil, caller, grant_id))
+async def get_grant(grant_id: str, veil: VeilDep, caller: PrincipalDep) -> GrantOut:
+    # async: the read needs no worker thread on SQLite (``Database.read_row``).
+    return out(await consent.read_grant(veil, caller, grant_id))
 
 
 @router.patch("/{grant_id}")

@@ -52,7 +52,10 @@ def sources_declare(
             dir_okay=False,
         ),
     ],
-    kind: Annotated[str, typer.Option("--kind", help="The kind of source: sql.")] = "sql",
+    kind: Annotated[
+        str,
+        typer.Option("--kind", help="The kind of source: sql, opcua or mqtt (docs/sources.md)."),
+    ] = "sql",
     credential: Annotated[
         list[str] | None,
         typer.Option(

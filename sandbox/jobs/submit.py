@@ -217,6 +217,8 @@ def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
 
 
 def _record_submission(session: Session, job: Job, provider: Principal, decision: Decision) -> None:
+    """The job row and its audit events (one append, last: the audit head is locked only
+    from here to the commit)."""
     resource = f"job:{job.id}"
     details = {
         "dataset_id": job.dataset_id,
@@ -228,8 +230,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
         job.status, job.reasons = JobStatus.DENIED, list(decision.reasons)
         job.finished_at = job.created_at
         session.add(job)
-        audit.record(
-            session,
+        denied = audit.Entry(
             "job.denied",
             actor=provider,
             outcome=audit.Outcome.DENIED,
@@ -237,29 +238,33 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
             resource=resource,
             details=details | {"reasons": list(decision.reasons)},
         )
+        audit.append(session, [denied])
         return
     session.add(job)
-    audit.record(
-        session,
-        "job.submitted",
-        actor=provider,
-        tenant_id=job.enterprise_id,
-        resource=resource,
-        details=details | {"grant_id": job.grant_id},
-    )
-    if job.cost:
-        audit.record(
-            session,
-            "budget.debited",
+    entries = [
+        audit.Entry(
+            "job.submitted",
             actor=provider,
             tenant_id=job.enterprise_id,
-            resource=f"grant:{job.grant_id}",
-            details={
-                "job_id": job.id,
-                "dataset_id": job.dataset_id,
-                **job.cost.describe(),
-            },
+            resource=resource,
+            details=details | {"grant_id": job.grant_id},
         )
+    ]
+    if job.cost:
+        entries.append(
+            audit.Entry(
+                "budget.debited",
+                actor=provider,
+                tenant_id=job.enterprise_id,
+                resource=f"grant:{job.grant_id}",
+                details={
+                    "job_id": job.id,
+                    "dataset_id": job.dataset_id,
+                    **job.cost.describe(),
+                },
+            )
+        )
+    audit.append(session, entries)
 
 
 def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str, Any]:

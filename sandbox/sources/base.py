@@ -27,12 +27,15 @@ class Batch:
     once the rows are stored, so a read whose rows are lost is read again; ``None`` when
     the source keeps no position. ``devices`` says, for each device or endpoint the
     source watches, whether it answered during this read: the equipment online rate
-    (设备联网率) is counted from it.
+    (设备联网率) is counted from it. ``problems`` says what the source received but could
+    not read (e.g. messages that were not JSON), each naming the setting and a count, never
+    a value: the run records them with the version it stores.
     """
 
     rows: pl.DataFrame
     cursor: str | None = None
     devices: Mapping[str, bool] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
 
 
 class SourceError(Exception):

@@ -71,6 +71,7 @@ class RunOutcome:
     rows: int = 0
     version: int | None = None
     error: str | None = None
+    problems: tuple[str, ...] = ()  # what the source could not read (``Batch.problems``)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class RunOutcome:
             "rows": self.rows,
             "version": self.version,
             "error": self.error,
+            "problems": list(self.problems),
         }
 
 
@@ -170,7 +172,7 @@ def run_source(veil: Veil, source_id: str, owner: str, opener: Opener) -> RunOut
             written = veil.settings.objects_dir / stored.object_path
         version = _commit(veil, source, state.cursor, owner, batch, stored, mapping.version)
         written = None
-        return replace(outcome, rows=batch.rows.height, version=version)
+        return replace(outcome, rows=batch.rows.height, version=version, problems=batch.problems)
     except Exception as exc:  # every failure is the source's state, retried with back-off
         message = _message(exc)
         if written is not None:
@@ -202,12 +204,14 @@ def _read_all(veil: Veil, source: Source, cursor: str | None) -> Batch:
     """Batches from ``cursor`` until one brings nothing or the run holds enough rows."""
     frames: list[pl.DataFrame] = []
     devices: dict[str, bool] = {}
+    problems: dict[str, None] = {}  # in order, once each
     limit, rows = veil.settings.source_run_rows, 0
     try:
         while True:
             batch = source.read(cursor)
             for device, answered in batch.devices.items():  # answered any read of the run
                 devices[device] = devices.get(device, False) or answered
+            problems.update(dict.fromkeys(batch.problems))
             if batch.rows.height == 0:
                 cursor = batch.cursor if batch.cursor is not None else cursor
                 break
@@ -219,7 +223,7 @@ def _read_all(veil: Veil, source: Source, cursor: str | None) -> Batch:
     finally:
         source.close()
     frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-    return Batch(frame, cursor, devices)
+    return Batch(frame, cursor, devices, tuple(problems))
 
 
 def _mapped(rows: pl.DataFrame, mapping: Mapping[str, Any], schema: DatasetSchema) -> pl.DataFrame:
@@ -367,6 +371,7 @@ def _commit(
                     "format": stored.source_format,
                     "source_id": source.id,
                     "mapping_version": mapping_version,
+                    **({"problems": list(batch.problems)} if batch.problems else {}),
                     "rows_added": stored.added,
                     "ciphertext_sha256": stored.ciphertext_sha256,
                     "size_bytes": stored.size_bytes,

@@ -2,9 +2,13 @@
 jobs (``veil node run``, ``veil serve`` with its embedded worker, ``veil worker``).
 
 Several processes may run it on one database: each run is claimed first (``runs.claim``,
-an atomic update), so a source is read by one of them at a time. A continuous source
-(subscriptions) is kept open between its runs, so that it keeps receiving; it is opened
-again when its declaration changes or a run fails.
+an atomic update), so a source is read by one of them at a time. A source is kept open
+between its runs, so that a continuous one (subscriptions) keeps receiving; it is opened
+again when its declaration changes. A failed run does not close it: every kind connects
+again by itself at its next read, and a continuous source's messages not yet stored
+(read, but their run failed) stay in it to be read again (``docs/sources.md``). Only after
+``REOPEN_AFTER`` failed runs in a row is it closed and opened afresh, in case its client is
+stuck; a continuous source's unstored messages are lost then.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from sandbox.sources.runs import claim, due_sources, open_declared, run_source
 from sandbox.store.source_models import SourceDeclaration
 
 log = logging.getLogger(__name__)
+
+#: Failed runs in a row after which a kept source is closed and opened afresh.
+REOPEN_AFTER = 5
 
 
 class _Kept:
@@ -45,6 +52,7 @@ class SourceScheduler(threading.Thread):
         self.owner = new_id("sched")
         self._stopping = threading.Event()
         self._open: dict[str, _Kept] = {}
+        self._failed: dict[str, int] = {}  # failed runs in a row, by source
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
@@ -70,8 +78,11 @@ class SourceScheduler(threading.Thread):
             if not claim(self.veil, source_id, self.owner):
                 continue
             outcome = run_source(self.veil, source_id, self.owner, self._opened)
-            if outcome.error is not None and source_id in self._open:
+            failed = self._failed.pop(source_id, 0) + 1 if outcome.error is not None else 0
+            if failed >= REOPEN_AFTER and source_id in self._open:
                 self._open.pop(source_id).source.close()  # opened afresh next time
+            elif failed:
+                self._failed[source_id] = failed
             ran += 1
         return ran
 

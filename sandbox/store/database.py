@@ -11,11 +11,18 @@ SQLite (WAL) under the data directory by default.  Two kinds of transaction:
   lock would sit free while every waiter sleeps.  The lock in memory only
   orders this process's writers; atomicity still comes from the database
   (other processes queue on SQLite's lock as before).
-- ``Database.read()`` for requests that only read (authentication, showing a
-  grant, the catalog).  On SQLite it begins with a plain (deferred) ``BEGIN``
+- ``Database.read()`` for requests that only read (showing and listing grants,
+  the catalog).  On SQLite it begins with a plain (deferred) ``BEGIN``
   on connections set to ``PRAGMA query_only``: with WAL a reader sees one
   consistent snapshot of the last commit, never waits for a writer, and any
   attempt to write in it fails (PostgreSQL: a ``READ ONLY`` transaction).
+- ``await Database.read_row(query, values)`` for the hottest reads (authenticating
+  every API request, ``GET /v1/grants/{id}``): one SELECT built once
+  (:class:`~sandbox.store.rows.RowQuery`) on the driver's connection, without a session.
+  On SQLite it runs inline on the event loop, on a query-only connection of the loop's
+  own thread (a WAL reader waits for no writer; one that would wait, which SQLite says at
+  once there, is retried in a worker thread); on PostgreSQL, whose reads cross the
+  network, in a worker thread (AnyIO's pool), never blocking the loop.
 
 PostgreSQL (``VEIL_DATABASE_URL``, e.g. ``postgresql+psycopg://...``): transactions run
 at READ COMMITTED, and every ``transaction()`` first takes one transaction-scoped advisory
@@ -36,14 +43,18 @@ for one to come back.  SQLite's pools are sized for its own reasons (``make_engi
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.store.rows import RowQuery
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -191,6 +202,8 @@ class Database:
         # Re-entrant: a nested write transaction in one thread fails in SQLite as it did
         # before (SQLite's busy timeout), instead of first waiting here for itself.
         self._writers = threading.RLock() if url.startswith("sqlite") else None
+        self._inline = url.startswith("sqlite")
+        self._own = threading.local()  # SQLite: each event loop thread's read connection
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -209,6 +222,43 @@ class Database:
         with self._read_sessions() as session, session.begin():
             yield session
 
+    async def read_row(self, query: RowQuery, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of ``query`` (one SELECT: a consistent snapshot of its own) as
+        detached objects, or None; for async code (see the module's docstring)."""
+        if self._inline:
+            try:
+                return query.first(self._loop_connection(), self.engine.dialect, values)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                # SQLite would make this reader wait (a recovery, a WAL reset): not on the
+                # event loop; a worker thread waits with the usual busy timeout.
+        return await anyio.to_thread.run_sync(self.read_row_now, query, values)
+
+    def read_row_now(self, query: RowQuery, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """:meth:`read_row` for sync code: on a pooled read connection of this thread."""
+        connection = self._read_engine.raw_connection()
+        try:
+            return query.first(connection.driver_connection, self.engine.dialect, values)
+        finally:
+            connection.close()  # back to the pool, which rolls back (PostgreSQL's implicit
+            # transaction)
+
+    def _loop_connection(self) -> Any:
+        connection = getattr(self._own, "connection", None)
+        if connection is None:
+            # The thread's own connection, outside the pool: only this thread uses it, one
+            # statement at a time; it goes when the thread does (or at ``dispose``).  It
+            # never waits for a lock, and cannot write.
+            engine = self._read_engine
+            args, kwargs = engine.dialect.create_connect_args(engine.url)
+            connection = engine.dialect.loaded_dbapi.connect(*args, **kwargs)
+            connection.isolation_level = None
+            connection.execute("PRAGMA query_only=ON")
+            connection.execute("PRAGMA busy_timeout=0")
+            self._own.connection = connection
+        return connection
+
     @contextmanager
     def _queued(self) -> Iterator[None]:
         """Wait for this process's other writers (bounded: then SQLite's busy timeout decides)."""
@@ -223,5 +273,6 @@ class Database:
                 self._writers.release()
 
     def dispose(self) -> None:
+        self._own = threading.local()  # the event loops' connections close as they go
         self.engine.dispose()
         self._read_engine.dispose()

@@ -95,6 +95,18 @@ TAMPERING = {
     "reordered": ("", 2),  # statements below: swap rows 2 and 5
     "inserted": ("", 6),  # statements below: shift 6.. up and insert a forged event at 6
     "tail deleted": ("DELETE FROM audit_events WHERE seq >= 7", 7),
+    # In the form CanonicalJSON writes, so that verification hashes the stored text as it is.
+    "edited, canonical text": (
+        'UPDATE audit_events SET details = \'{"i"\\:99,"text":"\\u00e9 \\u2713"}\' WHERE seq = 3',
+        3,
+    ),
+    # Text moved from one field into another: the bytes hashed keep their order, the fields
+    # do not (details swallow the outcome, the outcome is emptied).
+    "text moved between fields": (
+        "UPDATE audit_events SET details = substr(details, 1, length(details) - 1) "
+        "|| ',\"outcome\":\"ok\"}', outcome = '' WHERE seq = 5",
+        5,
+    ),
 }
 
 
@@ -262,6 +274,51 @@ def test_the_fast_canonical_form_is_byte_identical_to_the_definition(db: Databas
     assert report.ok and report.events == 400
 
 
+def test_details_are_stored_in_their_canonical_form(db: Database) -> None:
+    """What CanonicalJSON writes is the canonical text, so verification hashes it unparsed:
+    over 400 varied events the candidate bytes are the exact ones, and the whole chain
+    verifies without once falling back."""
+    _varied(db, 400)
+    rows = _raw_rows(db)
+    exact = audit.row_canonicalizer(db.engine.dialect)
+    candidate = audit.row_canonicalizer(db.engine.dialect, stored_details=True)
+    for row in rows:
+        assert row[8] == audit.encode_canonical(json.loads(row[8])), row[0]
+        assert candidate(row) == exact(row), row[0]
+
+    def no_fallback(row: Sequence[Any]) -> bytes:
+        raise AssertionError(f"event {row[0]} fell back")
+
+    walked = audit._walk_chain([rows], candidate, set(), fallback=no_fallback)
+    assert not isinstance(walked, audit.VerifyReport) and walked[0] == 400
+
+
+@pytest.mark.parametrize("chain_hash", CHAIN_HASHES)
+@pytest.mark.parametrize(
+    "stored",
+    [
+        '{"text":"\\u00e9 \\u2713","i":1}',  # compact, keys not sorted
+        '{"i":1,"text":"\u00e9 \u2713"}',  # compact, not ASCII
+        '{"i": 1, "text": "\\u00e9 \\u2713"}',  # as JSON's default serializer writes
+        '{"i":1,"text":"\\u00E9 \\u2713"}',  # upper-case escape
+    ],
+)
+def test_the_same_details_in_another_text_still_verify(
+    db: Database, stored: str, chain_hash: str
+) -> None:
+    """Details rewritten as other JSON text for the same value (or written before
+    CanonicalJSON, as JSON's default serializer writes them) hash as the ORM's value does."""
+    _fill(db, 4, chain_hash)
+    with db.engine.begin() as conn:
+        rewritten = conn.execute(
+            text("UPDATE audit_events SET details = :d WHERE json_extract(details, '$.i') = 1"),
+            {"d": stored},
+        )
+        assert rewritten.rowcount == 1
+    with db.transaction() as session:
+        assert audit.verify(session, {}) == audit.VerifyReport(4, 0)
+
+
 # Rows Veil never writes, put in the database by hand: the fast path must give what the ORM
 # gives, or fail where the ORM fails.
 ODD_ROWS: dict[str, dict[str, Any]] = {
@@ -320,6 +377,61 @@ def test_the_fast_canonical_form_matches_the_orm_on_rows_veil_never_writes(
             canonical(row)
     else:
         assert canonical(row) == expected
+
+
+ODD_DETAILS = {
+    "compact, keys not sorted": '{"b":1,"a":2}',
+    "compact, not ASCII": '{"a":"\u00e9"}',
+    "compact, a float in another form": '{"a":1.50,"b":1e-6}',
+    "compact, not JSON": '{"a":1',
+    "compact, NaN": '{"a":NaN}',
+    "compact, space before a colon": '{"a" :1}',
+    "compact, trailing newline": '{"a":1}\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_ROWS) + sorted(ODD_DETAILS))
+def test_verification_agrees_with_the_orm_on_rows_veil_never_writes(
+    db: Database, case: str
+) -> None:
+    """An odd row hashed as the ORM loads it verifies; one the ORM cannot load is altered."""
+    _fill(db, 1)
+    values: dict[str, Any] = {
+        "at": "2026-01-05 08:00:00.000001",
+        "actor_id": "prv_1",
+        "actor_role": "provider",
+        "tenant_id": "ent_a",
+        "action": "test.event",
+        "outcome": "ok",
+        "resource": None,
+        "details": "{}",
+    } | ODD_ROWS.get(case, {"details": ODD_DETAILS.get(case)})
+    with db.transaction() as session:
+        prev = session.get(audit.AuditEvent, 1)
+        assert prev is not None
+        prev_hash = prev.hash
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO audit_events (seq, at, actor_id, actor_role, tenant_id, action, "
+            "outcome, resource, details, prev_hash, hash) "
+            "VALUES (2, ?, ?, ?, ?, ?, ?, ?, ?, ?, '')",
+            (*(values[k] for k in audit.EVENT_COLUMNS[1:9]), prev_hash),
+        )
+    expected = _orm_canonical(db, 2)
+    if not isinstance(expected, Exception):
+        with db.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE audit_events SET hash = :h WHERE seq = 2"),
+                {"h": audit.chain_hash(prev_hash, expected)},
+            )
+            conn.execute(text("UPDATE audit_head SET seq = 2, hash = :h"),
+                         {"h": audit.chain_hash(prev_hash, expected)})  # fmt: skip
+    with db.transaction() as session:
+        report = audit.verify(session, {})
+    if isinstance(expected, Exception):
+        assert (report.first_bad_seq, report.ok) == (2, False), report
+    else:
+        assert report == audit.VerifyReport(2, 0)
 
 
 @pytest.mark.parametrize(

@@ -206,3 +206,54 @@ def claim_all(start: Barrier, url: str, config: KeyServerConfig, data_dir: Path)
     finally:
         db.dispose()
     return claimed
+
+
+def submit_many(
+    start: Barrier,
+    url: str,
+    config: KeyServerConfig,
+    data_dir: Path,
+    provider_id: str,
+    dataset_id: str,
+    threads: int,
+    attempts: int,
+    epsilon: float,
+) -> int:
+    """Submit ``attempts`` tier-3 counts of ``epsilon`` from each of ``threads`` threads, as
+    the API's submission route does; how many were accepted (the others denied)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from policies.errors import Denied
+    from policies.principals import Principal
+    from sandbox.jobs.submit import JobSubmission, submit_job
+
+    db = Database(url)
+    veil = Veil(
+        settings=Settings(data_dir=data_dir), db=db, keys=KeyService(KeyServerClient(config))
+    )
+    sub = JobSubmission(
+        dataset_id=dataset_id,
+        purpose="process-optimization",
+        query={"aggregates": [{"kind": "count"}]},
+        epsilon=epsilon,
+    )
+
+    def submit(_: int) -> int:
+        accepted = 0
+        with db.read() as session:
+            provider = session.get(Principal, provider_id)
+        assert provider is not None
+        for _ in range(attempts):
+            try:
+                submit_job(veil, provider, sub)
+            except Denied:
+                continue
+            accepted += 1
+        return accepted
+
+    try:
+        start.wait(DEADLINE_S)
+        with ThreadPoolExecutor(threads) as pool:
+            return sum(pool.map(submit, range(threads)))
+    finally:
+        db.dispose()

@@ -71,3 +71,38 @@ def test_writers_of_one_process_take_turns_and_lose_nothing(db: Database) -> Non
     with db.read() as s:
         assert audit.verify(s, {}).ok
         assert s.execute(text("SELECT count(*) FROM audit_events")).scalar() == 200
+
+
+def test_a_row_read_on_the_event_loop_sees_each_commit_and_cannot_write(db: Database) -> None:
+    """``read_row`` (SQLite: inline, on the loop thread's own connection) reads what was
+    committed just before, every time: nothing is kept between reads."""
+    from datetime import timedelta
+
+    import anyio
+    from sqlalchemy import bindparam
+
+    from policies.principals import Principal, Role, Status, create_principal
+    from sandbox.store.rows import RowQuery
+
+    by_id = RowQuery((Principal,), lambda q: q.where(Principal.id == bindparam("id")))
+    with db.transaction() as session:
+        principal_id = create_principal(session, Role.PROVIDER, "Row Reader").id
+
+    async def reads() -> list[str]:
+        seen = []
+        for status in (Status.SUSPENDED, Status.ACTIVE):
+            row = await db.read_row(by_id, {"id": principal_id})
+            assert row is not None
+            seen.append(row[0].status)
+            with db.transaction() as session:  # another connection commits in between
+                session.get(Principal, principal_id).status = status
+        row = await db.read_row(by_id, {"id": principal_id})
+        assert row is not None
+        seen.append(row[0].status)
+        assert row[0].created_at.utcoffset() == timedelta(0)  # the ORM's conversions
+        with pytest.raises(Exception, match="readonly"):
+            db._loop_connection().execute("DELETE FROM principals")
+        return seen
+
+    assert anyio.run(reads) == [Status.ACTIVE, Status.SUSPENDED, Status.ACTIVE]
+    assert db.read_row_now(by_id, {"id": "nobody"}) is None

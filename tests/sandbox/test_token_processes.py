@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -90,3 +91,52 @@ def test_a_token_revoked_through_one_process_is_refused_by_the_other_at_once(
         assert on_a.me()["id"] == provider
         states = {t["id"]: t["state"] for t in on_a.list_tokens()}
     assert states == {revoked["id"]: "revoked", rotated["id"]: "revoked", new["id"]: "active"}
+
+
+def _refused_read(client: VeilClient, grant_id: str) -> str:
+    with pytest.raises(ApiError) as answer:
+        client.get_grant(grant_id)
+    assert answer.value.status == 401
+    return answer.value.detail
+
+
+def test_the_hot_grant_read_in_one_process_sees_every_change_made_through_the_other(
+    two_servers: tuple[str, str, str],
+) -> None:
+    """``GET /v1/grants/{id}`` authenticates and reads without a session, inline on the
+    event loop (``Database.read_row``): process B, which has just answered it, must see a
+    grant revoked, a provider suspended and a token revoked through process A on its very
+    next read."""
+    url_a, url_b, operator_token = two_servers
+    with VeilClient(url_a, operator_token) as operator:
+        enterprise = operator.create_enterprise("Two Process Works", "two-process-works")["id"]
+        provider = operator.create_provider("Two Process Readers")["id"]
+        owner_token = operator.issue_token(enterprise)
+        reader, spare = operator.new_token(provider), operator.new_token(provider)
+    columns = [{"name": "line", "type": "string", "class": "public", "categories": ["a", "b"]}]
+    with VeilClient(url_a, owner_token) as owner:
+        dataset = owner.create_dataset("two-process", columns, epsilon_cap=10.0)["id"]
+        owner.upload(dataset, b"line\na\nb\na\n")
+        grant = owner.create_grant(
+            provider, [dataset], ["line"], [0, 3], ["process-optimization"],
+            datetime.now(UTC) + timedelta(days=1), epsilon=1.0,
+        )["id"]  # fmt: skip
+
+    with VeilClient(url_b, reader["token"]) as on_b:
+        assert on_b.get_grant(grant)["revoked_at"] is None
+        with VeilClient(url_a, owner_token) as owner:
+            owner.revoke_grant(grant, "revoked through process A")
+        assert on_b.get_grant(grant)["revoked_at"] is not None
+
+        with VeilClient(url_a, operator_token) as operator:
+            operator.suspend_provider(provider, "suspended through process A")
+        assert "suspended" in _refused_read(on_b, grant)
+        with VeilClient(url_a, operator_token) as operator:
+            operator.reinstate_provider(provider, "reinstated through process A")
+        assert on_b.get_grant(grant)["id"] == grant
+
+        with VeilClient(url_a, operator_token) as operator:
+            operator.revoke_token(reader["id"], "revoked through process A")
+        assert "revoked" in _refused_read(on_b, grant)
+    with VeilClient(url_b, spare["token"]) as on_b:
+        assert on_b.get_grant(grant)["id"] == grant
