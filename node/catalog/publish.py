@@ -1,6 +1,7 @@
 """What the node tells the control plane: its signing public keys, its catalog (declarations
-and public row counts, never data) and its grants (signed by the node's key server), and
-the provider directory it takes back.  Each is sent when it changed since it was last sent."""
+and public row counts, never data), its grants (signed by the node's key server), its
+equipment's daily counts (``node.catalog.liveness``), and the provider directory it takes
+back.  Each is sent when it changed since it was last sent."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from keys.node_auth import canonical_json
 from node.catalog import letters
+from node.catalog.liveness import LivenessReporter
 from node.protocol.client import ControlPlane, ControlPlaneRefused
 from node.protocol.signing import sign
 from policies.grants import DELTA_UNIT, EPSILON_UNIT, Grant
@@ -81,6 +83,7 @@ class Publisher:
         self._providers_at: float | None = None
         self._keys_at: float | None = None
         self.signatures = letters.SignatureDesk(veil, control)
+        self.liveness = LivenessReporter(veil, control, node_id)
 
     def _changed(self, key: str, document: Any) -> bool:
         digest = hashlib.sha256(canonical_json(document)).hexdigest()
@@ -165,6 +168,7 @@ class Publisher:
                     self._sent.pop(f"letter:{doc['id']}", None)
                     raise
                 sent += 1
+        sent += self.liveness.report()  # the equipment online rate's daily counts
         return sent + self.signatures.sync()
 
     def mirror_providers(self, providers: list[dict[str, Any]]) -> None:

@@ -22,12 +22,13 @@ from policies.errors import InvalidRequest, Unauthenticated
 from sandbox.api.deps import PrincipalDep, VeilDep, get_veil
 from sandbox.api.schemas import NAME_LENGTH, SLUG_LENGTH, Input
 from sandbox.collaborations import proposals, runs
-from sandbox.nodes import code, feed, mirror, registry
+from sandbox.nodes import code, feed, liveness, mirror, registry
 from sandbox.nodes import letters as node_letters
 from sandbox.nodes.schemas import (
     CodeRequestDoc,
     DatasetDoc,
     JobDoc,
+    LivenessAnswer,
     SignedDoc,
     SigningKeysAnswer,
     SigningKeysDoc,
@@ -187,6 +188,15 @@ def publish_letter(grant_id: str, veil: VeilDep, signed: SignedDep) -> Response:
     except (KeyError, TypeError, ValueError):
         raise InvalidRequest(Msg("the letter document is incomplete")) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/node/v1/liveness", response_model=LivenessAnswer,
+            openapi_extra=body(SignedDoc))  # fmt: skip
+def report_liveness(veil: VeilDep, signed: SignedDep) -> dict[str, int]:
+    """The node's equipment online rate: each finished day's counts of devices configured
+    and online (never a device's name), signed by the node's key server; the last report of
+    a day is kept, for the bureau's ``equipment`` table only."""
+    return {"changed": liveness.accept_report(veil, signed.node, _object(signed.body))}
 
 
 @router.get("/node/v1/letters/signatures")

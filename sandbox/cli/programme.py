@@ -23,6 +23,8 @@ HEADINGS = (
     N_("enterprises with datasets"), N_("declared columns"), N_("datasets per enterprise"),
     N_("columns per dataset"), N_("submitted"), N_("enterprises spending"),
     N_("epsilon spent"), N_("enterprises with verdicts"), N_("verdicts"), N_("not met"),
+    N_("enterprises reporting"), N_("devices configured"), N_("devices online"),
+    N_("online rate"),
 )  # fmt: skip
 
 bureau_app = typer.Typer(
@@ -48,7 +50,7 @@ By = Annotated[
 ]
 TableArg = Annotated[
     str,
-    typer.Argument(help="participation, coverage, jobs, budget, verdicts or providers."),
+    typer.Argument(help="participation, coverage, jobs, budget, verdicts, providers or equipment."),
 ]
 
 

@@ -40,9 +40,16 @@ class SignedDoc(BaseModel):
         "output_check, data_read_at, audit {events, head_seq, head_hash}, model "
         "{sha256, base64} (tier 4), node_id. fail: job_id, reason, refused, data_read_at, "
         "node_id. code_decision: id, sha256 (of the source the node reviewed), approved, "
-        "reason, node_id."
+        "reason, node_id. equipment_liveness: days [{day, configured, online}] (finished "
+        "days, counts only), node_id."
     )
     signature: str
+
+
+class LivenessAnswer(BaseModel):
+    """How many of the report's days were new or changed (the others were held already)."""
+
+    changed: int
 
 
 class SigningKeysDoc(BaseModel):

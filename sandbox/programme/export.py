@@ -39,6 +39,10 @@ HEADINGS: Final[Mapping[str, str]] = {
     "met": N_("Met"),
     "not_met": N_("Not met"),
     "inconclusive": N_("Inconclusive"),
+    "enterprises_reporting": N_("Enterprises reporting equipment"),
+    "devices_configured": N_("Devices configured"),
+    "devices_online": N_("Devices online"),
+    "online_rate": N_("Equipment online rate"),
 }
 TITLES: Final[Mapping[TableName, str]] = {
     TableName.PARTICIPATION: N_("Participation"),
@@ -47,6 +51,7 @@ TITLES: Final[Mapping[TableName, str]] = {
     TableName.BUDGET: N_("Budget use"),
     TableName.VERDICTS: N_("Outcome verdicts"),
     TableName.PROVIDERS: N_("Jobs and reports per provider"),
+    TableName.EQUIPMENT: N_("Equipment online rate"),
 }
 BREAKDOWN_LABELS: Final[Mapping[str, str]] = {
     "total": N_("Total"),
@@ -103,6 +108,11 @@ def protection(table: Table) -> dict[str, Any]:
         "count": "moves by at most 2, never below the minimum",
         "sum": "moves by less than twice its largest enterprise contribution",
         "consistent": "the same enterprises in the same figure always get the same value",
+        **(
+            {"online_rate": "devices online over devices configured, both as released"}
+            if table.name is TableName.EQUIPMENT
+            else {}
+        ),
     }
 
 
@@ -113,7 +123,7 @@ def headings(table: Table) -> list[str]:
 
 
 _MONTHLY: Final = frozenset(
-    {TableName.JOBS, TableName.BUDGET, TableName.VERDICTS, TableName.PROVIDERS}
+    {TableName.JOBS, TableName.BUDGET, TableName.VERDICTS, TableName.PROVIDERS, TableName.EQUIPMENT}
 )
 
 

@@ -127,3 +127,11 @@ def ratio(numerator: Cell, denominator: Cell) -> Cell:
     if numerator.value is None or denominator.value is None or denominator.value <= 0:
         return Cell.hidden()
     return Cell(round(numerator.value / denominator.value, 2))
+
+
+def share(part: Cell, whole: Cell) -> Cell:
+    """A share (0 to 1, three decimals) from released figures only: ``part`` over ``whole``,
+    each perturbed on its own, so a perturbed part above its whole is shown as 1."""
+    if part.value is None or whole.value is None or whole.value <= 0:
+        return Cell.hidden()
+    return Cell(round(min(1.0, part.value / whole.value), 3))

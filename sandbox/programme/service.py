@@ -20,6 +20,7 @@ from policies.errors import InvalidRequest
 from policies.grants import BudgetDebit, Grant
 from policies.principals import Principal, Role
 from sandbox.accounts.categories import Category
+from sandbox.data.liveness import daily_counts
 from sandbox.programme.protection import Protector, load_secret
 from sandbox.programme.tables import (
     BREAKDOWNS,
@@ -35,6 +36,7 @@ from sandbox.runtime.veil import Veil
 from sandbox.store.kpi_models import KpiContract, KpiVerdict, VerdictStatus
 from sandbox.store.models import Dataset, Job
 from sandbox.store.node_models import Node, NodeStatus
+from sandbox.store.source_models import LivenessDay
 
 #: At most this many months, the newest, in the activity tables.
 MAX_MONTHS = 36
@@ -148,6 +150,7 @@ def load_facts(session: Session, now: datetime) -> Facts:
     ):
         if outcome is not None and released is not None:
             facts.verdicts.append(VerdictFact(enterprise_id, outcome, month_of(released)))
+    facts.equipment = _equipment(session, now)
     facts.providers = dict(
         session.execute(select(Principal.id, Principal.name).where(Principal.role == Role.PROVIDER))
         .tuples()
@@ -157,6 +160,26 @@ def load_facts(session: Session, now: datetime) -> Facts:
     # must not say that someone was active in it.
     first = [month_of(p.created_at) for p in enrolled]
     first += [j.month for j in facts.jobs] + [m for _, m in facts.spend]  # none earlier
-    first += [v.month for v in facts.verdicts]
+    first += [v.month for v in facts.verdicts] + [m for _, m in facts.equipment]
     facts.months = months_between(min(first, default=month_of(now)), month_of(now))
     return facts
+
+
+def _equipment(session: Session, now: datetime) -> dict[tuple[str, str], tuple[float, float]]:
+    """Each enterprise's equipment per month: the mean over the days it reported (finished
+    days, UTC) of its daily devices configured and online. A node's enterprise counts as
+    its node reported (``liveness_days``); a hosted one from the devices its sources, run
+    here, watched (``sandbox.data.liveness``). A day a node reported wins over one counted
+    here for the same enterprise."""
+    days: dict[tuple[str, str], tuple[int, int]] = {
+        (c.enterprise_id, c.day): (c.configured, c.online)
+        for c in daily_counts(session, before=now.date())
+    }
+    for row in session.scalars(select(LivenessDay).where(LivenessDay.day < now.date().isoformat())):
+        days[(row.enterprise_id, row.day)] = (row.configured, row.online)
+    sums: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for (enterprise_id, day), (configured, online) in days.items():
+        key = (enterprise_id, day[:7])
+        n, c, o = sums.get(key, (0, 0, 0))
+        sums[key] = (n + 1, c + configured, o + online)
+    return {key: (c / n, o / n) for key, (n, c, o) in sums.items()}

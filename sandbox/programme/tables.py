@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sandbox.accounts.categories import Category
-from sandbox.programme.protection import Cell, Protector, ratio
+from sandbox.programme.protection import Cell, Protector, ratio, share
 
 
 class TableName(enum.StrEnum):
@@ -25,6 +25,7 @@ class TableName(enum.StrEnum):
     BUDGET = "budget"
     VERDICTS = "verdicts"
     PROVIDERS = "providers"
+    EQUIPMENT = "equipment"
 
 
 #: The breakdowns: one category at a time, or the total alone.
@@ -36,6 +37,13 @@ _PENDING = ("queued", "running", "held")
 JOB_COLUMNS: Final = ("submitted", "released", "failed", "denied", "pending")
 #: A KPI verdict's outcomes (``docs/verdicts.md``), each a column of the verdicts table.
 VERDICT_OUTCOMES: Final = ("met", "not_met", "inconclusive")
+#: The equipment online rate (设备联网率, ``sandbox.data.liveness``).
+EQUIPMENT_COLUMNS: Final = (
+    "enterprises_reporting",
+    "devices_configured",
+    "devices_online",
+    "online_rate",
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,9 @@ class Facts:
     spend: dict[tuple[str, str], float] = field(default_factory=dict)
     verdicts: list[VerdictFact] = field(default_factory=list)
     providers: dict[str, str] = field(default_factory=dict)  # id -> name
+    #: The equipment online rate per (enterprise, month): the mean over the days it
+    #: reported in the month of its daily (devices configured, devices online).
+    equipment: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
 
 
@@ -115,6 +126,7 @@ COLUMNS: Final[Mapping[TableName, tuple[str, ...]]] = {
     TableName.BUDGET: ("enterprises_spending", "epsilon_spent"),
     TableName.VERDICTS: ("enterprises_with_verdicts", "verdicts", *VERDICT_OUTCOMES),
     TableName.PROVIDERS: JOB_COLUMNS,
+    TableName.EQUIPMENT: EQUIPMENT_COLUMNS,
 }
 
 
@@ -278,6 +290,37 @@ def verdicts(facts: Facts, by: str, protect: Protector) -> Table:
     return Table(t, by, COLUMNS[t], rows)
 
 
+def equipment(facts: Facts, by: str, protect: Protector) -> Table:
+    """The equipment online rate per month: how many enterprises reported devices, their
+    devices configured and online on an average day of the month (each enterprise's own
+    mean over the days it reported, summed), and the rate, online over configured, of the
+    two *released* sums: a ratio of protected figures, never of exact ones."""
+    t = TableName.EQUIPMENT
+    rows = []
+    for month in facts.months:
+        held = {e: f for (e, m), f in facts.equipment.items() if m == month and f[0] > 0}
+        for value, total, members in groups(facts, by):
+            mine = {e: f for e, f in held.items() if e in members}
+            configured = protect.total(
+                _label(t, "devices_configured", month),
+                {e: c for e, (c, _) in mine.items()},
+                whole=True,
+            )
+            online = protect.total(
+                _label(t, "devices_online", month), {e: o for e, (_, o) in mine.items()}, whole=True
+            )
+            values = {
+                "enterprises_reporting": protect.count(
+                    _label(t, "enterprises_reporting", month), set(mine)
+                ),
+                "devices_configured": configured,
+                "devices_online": online,
+                "online_rate": share(online, configured),
+            }
+            rows.append(Row(value, values, month=month, total=total))
+    return Table(t, by, COLUMNS[t], rows)
+
+
 def providers(facts: Facts, by: str, protect: Protector) -> Table:
     """Each provider's jobs per month by status: the provider's own activity, exact."""
     t = TableName.PROVIDERS
@@ -299,6 +342,7 @@ BUILDERS: Final[Mapping[TableName, Callable[[Facts, str, Protector], Table]]] = 
     TableName.BUDGET: budget,
     TableName.VERDICTS: verdicts,
     TableName.PROVIDERS: providers,
+    TableName.EQUIPMENT: equipment,
 }
 
 

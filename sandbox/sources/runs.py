@@ -44,6 +44,7 @@ from policies.capabilities import Capability, require
 from policies.db import new_id
 from policies.errors import Conflict, VeilError
 from policies.principals import Principal
+from sandbox.data import liveness
 from sandbox.data.datasets import latest_version, load_frame, owned_dataset, schema_from_json
 from sandbox.data.objects import write_encrypted
 from sandbox.ingest import parse as ingest
@@ -159,8 +160,9 @@ def run_source(veil: Veil, source_id: str, owner: str, opener: Opener) -> RunOut
                 "the source has no mapping yet: map its fields to the dataset's columns "
                 "(veil sources map)"
             )
-        batch = _read_all(
-            veil, opener(source, open_credentials(veil, enterprise.slug, source)), state.cursor
+        credentials = open_credentials(veil, enterprise.slug, source)
+        batch = _read_watched(
+            veil, source, lambda: _read_all(veil, opener(source, credentials), state.cursor)
         )
         stored = None
         if batch.rows.height:
@@ -181,6 +183,23 @@ def run_source(veil: Veil, source_id: str, owner: str, opener: Opener) -> RunOut
         _release(veil, source_id, owner)
 
 
+def _read_watched(veil: Veil, source: SourceDeclaration, read: Callable[[], Batch]) -> Batch:
+    """``read`` the source, and record which of its devices answered (or, when it could not
+    be read, that none did) for the equipment online rate, whatever becomes of the rows."""
+    try:
+        batch = read()
+    except SourceError:
+        with veil.db.transaction() as session:
+            liveness.record_unreachable(session, source.id, source.enterprise_id, veil.clock())
+        raise
+    if batch.devices:
+        with veil.db.transaction() as session:
+            liveness.record_read(
+                session, source.id, source.enterprise_id, batch.devices, veil.clock()
+            )
+    return batch
+
+
 def _read_all(veil: Veil, source: Source, cursor: str | None) -> Batch:
     """Batches from ``cursor`` until one brings nothing or the run holds enough rows."""
     frames: list[pl.DataFrame] = []
@@ -190,7 +209,8 @@ def _read_all(veil: Veil, source: Source, cursor: str | None) -> Batch:
     try:
         while True:
             batch = source.read(cursor)
-            devices.update(batch.devices)
+            for device, answered in batch.devices.items():  # answered any read of the run
+                devices[device] = devices.get(device, False) or answered
             problems.update(dict.fromkeys(batch.problems))
             if batch.rows.height == 0:
                 cursor = batch.cursor if batch.cursor is not None else cursor

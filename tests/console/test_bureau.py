@@ -76,6 +76,11 @@ def test_the_bureau_reads_each_table_by_one_category(page: Page, city: City) -> 
     expect(page).to_have_url(f"{city.url}/console/programme?table=verdicts&by=industry")
     expect(page.locator("#programme-table thead")).to_contain_text("KPI verdicts released")
     assert cells(page, "optics")[-5:] == ["suppressed"] * 5
+    # The equipment online rate: no machine sources in this city yet, all suppressed.
+    page.get_by_role("link", name="Equipment online rate").click()
+    expect(page).to_have_url(f"{city.url}/console/programme?table=equipment&by=industry")
+    expect(page.locator("#equipment-rule")).to_contain_text("both as released")
+    assert cells(page, "optics")[-4:] == ["suppressed"] * 4
     # Another table keeps the breakdown.
     page.get_by_role("link", name="Data coverage").click()
     expect(page).to_have_url(f"{city.url}/console/programme?table=coverage&by=industry")
@@ -121,6 +126,7 @@ def test_the_pages_in_chinese(zh_page: Page, city: City) -> None:
         "?table=providers",
         "?table=budget&by=district",
         "?table=verdicts&by=industry",
+        "?table=equipment&by=industry",
     ):
         zh_page.goto(f"{city.url}/console/programme{query}")
         if "providers" not in query:

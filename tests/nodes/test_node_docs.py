@@ -26,4 +26,5 @@ def test_node_protocol_schema_is_current() -> None:
         "/node/v1/code-requests", "/node/v1/code-requests/{code_id}/decision",
         "/node/v1/collaborations", "/node/v1/collaborations/{collaboration_id}/membership",
         "/node/v1/collaborations/tasks", "/node/v1/collaborations/runs/{run_id}/{phase}",
+        "/node/v1/liveness",
     }  # fmt: skip

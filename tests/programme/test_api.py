@@ -32,6 +32,7 @@ from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.kpi_models import ContractStatus, KpiContract, KpiVerdict, VerdictStatus
 from sandbox.store.models import Job
+from sandbox.store.source_models import LivenessDay
 from tests.sandbox.conftest import settings_for
 
 pytestmark = pytest.mark.integration
@@ -329,3 +330,49 @@ def test_the_verdicts_table_counts_released_verdicts_by_category(
         "Month", "Group", "Enterprises with KPI verdicts", "KPI verdicts released", "Met",
         "Not met", "Inconclusive",
     ]  # fmt: skip
+
+
+def test_the_equipment_table_shows_the_online_rate_of_released_sums(
+    programme: Programme,
+) -> None:
+    """Six machinery enterprises and the optics one report their equipment (as their nodes
+    would): the machinery row and the total show the rate as released online over released
+    configured; the optics enterprise, alone in its industry, is suppressed; CSV in Chinese."""
+    veil = programme.veil
+    may = ["2026-05-20", "2026-05-21"]
+    with veil.db.transaction() as session:
+        for i, enterprise in enumerate(sorted(programme.enterprises)):
+            for day in may:
+                session.add(
+                    LivenessDay(
+                        enterprise_id=enterprise, day=day, configured=10 + i, online=6 + i % 3,
+                        node_id="node_x",
+                    )
+                )  # fmt: skip
+    table = programme.bureau.programme_table("equipment", "industry")
+    assert table["columns"] == [
+        "enterprises_reporting", "devices_configured", "devices_online", "online_rate",
+    ]  # fmt: skip
+    rows = [r for r in table["rows"] if r["month"] == "2026-05"]
+    for row in rows:
+        values = row["values"]
+        if row["category"] == "optics":
+            assert set(row["suppressed"]) == set(table["columns"])
+            continue
+        online, configured = values["devices_online"], values["devices_configured"]
+        assert values["online_rate"] == round(min(1.0, online / configured), 3)
+    assert "online_rate" in table["protection"]
+    with httpx.Client(base_url=programme.url) as http:
+        answer = http.get(
+            "/v1/programme/equipment",
+            params={"by": "industry", "format": "csv"},
+            headers={
+                "Authorization": f"Bearer {programme.bureau_token}",
+                "Accept-Language": "zh-CN",
+            },
+        )
+    text = answer.content.decode("utf-8-sig")
+    assert answer.status_code == 200
+    header = text.split("\r\n")[0].split(",")
+    assert header[:3] == ["月份", "分组", "上报设备的企业数"] and header[-1] == "设备联网率"
+    assert "已抑制" in text

@@ -34,7 +34,9 @@ LONE = "ent_lone"
 #: The month in which the lone enterprise alone was active.
 LONE_MONTH = "2026-12"
 PROTECTED = [t for t in TableName if t is not TableName.PROVIDERS]
-MONTHLY = (TableName.JOBS, TableName.BUDGET, TableName.VERDICTS)
+MONTHLY = (TableName.JOBS, TableName.BUDGET, TableName.VERDICTS, TableName.EQUIPMENT)
+#: Figures derived from released ones (a mean, a share), not released by the protector.
+DERIVED = ("per_", "_rate")
 OUTCOMES = ("met", "not_met", "inconclusive")
 
 
@@ -69,6 +71,8 @@ def facts(lone_activity: int = 3) -> Facts:
             built.spend[(e, month)] = 0.1 * (1 + i % 4)
             for j in range(i % 3):
                 built.verdicts.append(VerdictFact(e, OUTCOMES[(i + j) % 3], month))
+            # Devices configured and online on an average day of the month.
+            built.equipment[(e, month)] = (10.5 + i % 7, 6.25 + i % 5)
     if lone_activity:
         built.datasets[LONE] = (lone_activity, 10 * lone_activity)
         built.active_grants.add(LONE)
@@ -79,6 +83,7 @@ def facts(lone_activity: int = 3) -> Facts:
             built.spend[(LONE, month)] = 0.1 * lone_activity
             for j in range(lone_activity):
                 built.verdicts.append(VerdictFact(LONE, OUTCOMES[j % 3], month))
+            built.equipment[(LONE, month)] = (4.0 * lone_activity, 3.0 * lone_activity)
     built.providers = {"prv_0": "Predicta", "prv_1": "Quality Lab", "prv_2": "Gearbox AI"}
     return built
 
@@ -198,7 +203,7 @@ def differencing(table: Table) -> Iterator[tuple[str, str | None, float]]:
         others = [r for r in rows if not r.total and r not in lone_rows(table)]
         for figure in table.columns:
             cells = [total.values[figure], *(r.values[figure] for r in others)]
-            if any(c.value is None for c in cells) or "per_" in figure:
+            if any(c.value is None for c in cells) or any(d in figure for d in DERIVED):
                 continue
             whole = cells[0].value
             assert whole is not None
@@ -227,6 +232,9 @@ def truth(name: TableName, figure: str, month: str | None, world: Facts) -> floa
         "enterprises_with_verdicts": float(bool(verdicts)),
         "verdicts": float(len(verdicts)),
         **{outcome: float(verdicts.count(outcome)) for outcome in OUTCOMES},
+        "enterprises_reporting": float((LONE, month) in world.equipment),
+        "devices_configured": world.equipment.get((LONE, month or ""), (0.0, 0.0))[0],
+        "devices_online": world.equipment.get((LONE, month or ""), (0.0, 0.0))[1],
     }
     return own[figure]
 
@@ -286,7 +294,7 @@ def test_every_row_of_a_protected_table_aggregates_enterprises_or_is_suppressed(
             return super().total(label, contributions, whole=whole)
 
     table = build(name, facts(), "industry", Spy(b"k" * 32))
-    direct = sum(1 for r in table.rows for f in table.columns if "per_" not in f)
+    direct = sum(1 for r in table.rows for f in table.columns if not any(d in f for d in DERIVED))
     assert len(calls) == direct
     assert protection.MIN_ENTERPRISES == 5
 
