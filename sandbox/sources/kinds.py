@@ -10,12 +10,13 @@ from types import MappingProxyType
 
 from i18n import Msg
 from policies.errors import InvalidRequest
-from sandbox.sources import sql
+from sandbox.sources import opcua, sql
 from sandbox.sources.base import Kind
 
 KINDS: MappingProxyType[str, Kind] = MappingProxyType(
     {
         "sql": sql,
+        "opcua": opcua,
     }
 )
 

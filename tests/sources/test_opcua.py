@@ -1,0 +1,316 @@
+"""The OPC UA kind of source against a real asyncua server (tests/sources/opcua_machine.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import polars as pl
+import pytest
+
+from sandbox.sources.base import Batch, SourceError
+
+FIELDS = {
+    "temp": "Spindle.Temp",
+    "speed": "Spindle.Speed",
+    "parts": "Parts.Count",
+    "running": "Running",
+    "program": "Program",
+}
+
+
+def _config(machine: Any, mode: str, **more: Any) -> dict[str, Any]:
+    return {
+        "endpoint": machine.endpoint,
+        "fields": {field: machine.node_id(name) for field, name in FIELDS.items()},
+        "device": "lathe-1",
+        "mode": mode,
+        "read_timeout_s": 20,
+        **more,
+    }
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[..., Any]]:
+    """Opens sources and closes them all at the test's end."""
+    from sandbox.sources import opcua
+
+    sources: list[Any] = []
+
+    def open_(config: dict[str, Any], secrets: dict[str, str] | None = None) -> Any:
+        assert opcua.check_config(config) == []
+        source = opcua.open_source(config, secrets or {})
+        sources.append(source)
+        return source
+
+    yield open_
+    for source in sources:
+        source.close()
+
+
+def _until(condition: Callable[[], Any], what: str, deadline_s: float = 20.0) -> Any:
+    """``condition()``'s first true result, polled until a deadline (the machine is loaded)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {deadline_s} s")
+        time.sleep(0.05)
+
+
+def _read_until(
+    source: Any, done: Callable[[pl.DataFrame], bool], what: str, deadline_s: float = 20.0
+) -> pl.DataFrame:
+    """Everything a subscribed source read until ``done`` holds of it (or a deadline)."""
+    frames: list[pl.DataFrame] = []
+
+    def read() -> bool:
+        batch: Batch = source.read(None)
+        assert batch.devices == {"lathe-1": True}
+        frames.append(batch.rows)
+        return done(pl.concat(frames))
+
+    _until(read, what, deadline_s)
+    return pl.concat(frames)
+
+
+def test_a_sample_is_one_row_of_the_values_as_served(opcua_machine: Any, opened: Any) -> None:
+    opcua_machine.set("Spindle.Temp", 36.75)
+    opcua_machine.set("Parts.Count", 41)
+    source = opened(_config(opcua_machine, "sampled"))
+    before = dt.datetime.now(dt.UTC)
+    batch = source.read(None)
+    assert batch.rows.columns == ["ts", "temp", "speed", "parts", "running", "program"]
+    assert batch.rows.rows() == [(batch.rows["ts"][0], 36.75, 1200, 41, True, "O1234")]
+    assert batch.rows.schema["temp"] == pl.Float64
+    assert batch.rows.schema["parts"] == pl.Int64
+    assert batch.rows.schema["running"] == pl.Boolean
+    assert batch.rows.schema["program"] == pl.String
+    assert batch.rows["ts"][0] >= before - dt.timedelta(seconds=1)
+    assert batch.devices == {"lathe-1": True}
+    # The framework reads until a read brings nothing: right after a sample, nothing.
+    again = source.read(batch.cursor)
+    assert again.rows.height == 0 and again.rows.columns == batch.rows.columns
+    assert again.cursor == batch.cursor
+    opcua_machine.set("Parts.Count", 42)
+    assert source.read(None).rows["parts"].to_list() == [42]
+
+
+def test_a_sample_is_taken_again_once_the_interval_has_passed(
+    opcua_machine: Any, opened: Any
+) -> None:
+    source = opened(_config(opcua_machine, "sampled", sample_interval_s=0.2))
+    first = source.read(None)
+    later = _until(lambda: source.read(first.cursor).rows.height, "second sample")
+    assert later == 1
+
+
+def test_devices_per_field_and_one_that_stops_answering(opcua_machine: Any, opened: Any) -> None:
+    config = _config(opcua_machine, "sampled")
+    config["fields"]["parts"] = {"node": opcua_machine.node_id("Parts.Count"), "device": "press"}
+    source = opened(config)
+    assert source.read(None).devices == {"lathe-1": True, "press": True}
+    opcua_machine.cut_off("Parts.Count")
+    try:
+        batch = source.read(None)
+        assert batch.devices == {"lathe-1": True, "press": False}
+        assert batch.rows["parts"].to_list() == [None] and batch.rows["temp"].null_count() == 0
+        subscribed = opened({**config, "mode": "subscribed"})
+        batch = subscribed.read(None)
+        assert batch.devices == {"lathe-1": True, "press": False}
+        assert batch.rows["parts"].to_list() == [None]
+    finally:
+        opcua_machine.set("Parts.Count", 7)
+
+
+def test_subscribed_reads_every_change_with_its_source_time(
+    opcua_machine: Any, opened: Any
+) -> None:
+    opcua_machine.set("Parts.Count", 100)
+    source = opened(_config(opcua_machine, "subscribed", publishing_interval_ms=50))
+    # A fresh source's first read has the machine's state when the subscription began.
+    rows = source.read(None).rows
+    assert rows["parts"].to_list() == [100] and rows["program"].to_list() == ["O1234"]
+    stamps = [opcua_machine.set("Parts.Count", n) for n in range(101, 106)]
+    rows = pl.concat([rows, _read_until(source, lambda r: 105 in r["parts"].to_list(), "changes")])
+    assert rows["parts"].to_list() == [100, 101, 102, 103, 104, 105]
+    assert rows["temp"].null_count() == 0 and rows["running"].to_list() == [True] * 6
+    # Each change keeps the source timestamp the machine gave it.
+    assert rows["ts"].to_list()[1:] == stamps
+    assert source.read(None).rows.height == 0  # drained
+
+
+def test_an_unknown_node_names_its_field(opcua_machine: Any, opened: Any) -> None:
+    for mode in ("sampled", "subscribed"):
+        config = _config(opcua_machine, mode)
+        config["fields"]["feed"] = f"ns={opcua_machine.namespace};s=No.Such.Node"
+        source = opened(config)
+        with pytest.raises(SourceError, match=r"^fields\.feed: the server has no such node"):
+            source.read(None)
+
+
+def test_a_value_that_is_no_column_names_its_field_not_the_value(
+    opcua_machine: Any, opened: Any
+) -> None:
+    config = _config(opcua_machine, "sampled")
+    config["fields"]["offsets"] = opcua_machine.node_id("Tool.Offsets")
+    with pytest.raises(SourceError) as caught:
+        opened(config).read(None)
+    assert str(caught.value) == (
+        "fields.offsets: the node holds a Double array, not a number, flag, text or time"
+    )
+
+
+def test_a_stopped_server_fails_the_read_and_the_source_recovers(
+    opcua_machine: Any, opened: Any
+) -> None:
+    sampled = opened(_config(opcua_machine, "sampled"))
+    subscribed = opened(_config(opcua_machine, "subscribed", publishing_interval_ms=50))
+    assert sampled.read(None).rows.height == 1
+    _read_until(subscribed, lambda r: r.height > 0, "first subscribed row")
+    opcua_machine.stop()
+    try:
+        for source in (sampled, subscribed):
+            with pytest.raises(SourceError, match="server"):
+                source.read(None)
+            with pytest.raises(SourceError, match="endpoint: the server could not be reached"):
+                source.read(None)
+    finally:
+        opcua_machine.start()
+    assert sampled.read(None).devices == {"lathe-1": True}
+    opcua_machine.set("Parts.Count", 500)
+    rows = _read_until(subscribed, lambda r: 500 in r["parts"].to_list(), "a row after the restart")
+    assert rows["parts"][-1] == 500
+
+
+def test_a_server_restarted_between_two_reads_is_read_at_once(
+    opcua_machine: Any, opened: Any
+) -> None:
+    # The scheduler keeps a source open between runs: the connection it kept is dead.
+    source = opened(_config(opcua_machine, "sampled"))
+    assert source.read(None).devices == {"lathe-1": True}
+    opcua_machine.stop()
+    opcua_machine.start()
+    assert source.read(None).devices == {"lathe-1": True}
+
+
+def test_a_closed_source_refuses_reads(opcua_machine: Any, opened: Any) -> None:
+    source = opened(_config(opcua_machine, "subscribed"))
+    _read_until(source, lambda r: r.height > 0, "first row")
+    source.close()
+    source.close()
+    with pytest.raises(SourceError, match="closed"):
+        source.read(None)
+
+
+def test_a_server_that_is_not_there(opened: Any) -> None:
+    from keys.bao import free_port
+
+    config = {
+        "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/",
+        "fields": {"temp": "ns=2;s=Spindle.Temp"},
+        "mode": "sampled",
+    }
+    with pytest.raises(SourceError, match=r"^endpoint: the server could not be reached"):
+        opened(config).read(None)
+
+
+def test_login(opcua_machine_with_login: Any, opened: Any) -> None:
+    machine = opcua_machine_with_login
+    good = opened(_config(machine, "sampled", username="veil"), {"password": "s3cret"})
+    assert good.read(None).rows.height == 1
+    wrong = opened(_config(machine, "sampled", username="veil"), {"password": "guess"})
+    with pytest.raises(SourceError, match=r"^username, password: the server refused") as caught:
+        wrong.read(None)
+    assert "guess" not in str(caught.value)
+    anonymous = opened(_config(machine, "sampled"))
+    with pytest.raises(SourceError):
+        anonymous.read(None)
+
+
+def test_signed_and_encrypted_with_the_server_certificate_pinned(
+    opcua_machine_secured: Any, opened: Any
+) -> None:
+    from sandbox.sources import opcua
+    from tests.sources.opcua_machine import self_signed
+
+    machine = opcua_machine_secured
+    certificate, key = self_signed("urn:veil:node")
+    identity = {"certificate": certificate.decode(), "private_key": key.decode()}
+    assert opcua.check_secrets(identity) == []
+    secured = _config(machine, "sampled", security="Basic256Sha256",
+                      server_certificate=machine.certificate, read_timeout_s=4)  # fmt: skip
+    batch = opened(secured, identity).read(None)
+    assert batch.rows["program"].to_list() == ["O1234"]
+    # A server that shows another certificate (a man in the middle, a swapped machine)
+    # is not talked to: the pin is the only certificate trusted.
+    impostor, _ = self_signed("urn:veil:tests:machine-server")
+    with pytest.raises(SourceError):
+        pinned = {**secured, "server_certificate": impostor.decode(), "read_timeout_s": 2}
+        opened(pinned, identity).read(None)
+    # Nor does the machine answer a client without security.
+    with pytest.raises(SourceError):
+        opened(_config(machine, "sampled", read_timeout_s=4)).read(None)
+    # Basic256Sha256 without the node's certificate and key is refused when opened.
+    with pytest.raises(SourceError, match=r"^certificate, private_key: Basic256Sha256 needs"):
+        opcua.open_source(secured, {})
+
+
+def test_check_config_names_settings_never_values() -> None:
+    from sandbox.sources import opcua
+
+    secret = "hunter2-node"
+    problems = opcua.check_config(
+        {
+            "endpoint": "http://plant:4840",
+            "fields": {"temp": secret, "speed": {"node": "ns=2;i=7", "colour": 1}},
+            "mode": "polled",
+            "timestamp": "temp",
+            "read_timeout_s": 0,
+            "extra": 1,
+        }
+    )
+    assert problems == [
+        "unknown setting 'extra'",
+        "endpoint: opc.tcp://host:port, optionally followed by a path",
+        "fields.temp: an OPC UA node id, e.g. ns=2;s=Spindle.Temp or ns=3;i=1001",
+        "fields.speed: only node and device",
+        "timestamp: a name that no field has",
+        "mode: sampled or subscribed",
+        "read_timeout_s: a number from 0.1 to 600",
+    ]
+    assert not any(secret in p for p in problems)
+    assert opcua.check_config({"endpoint": "opc.tcp://plant:4840/ua", "fields": {"t": "ns=2;s=T"},
+                               "mode": "sampled"}) == []  # fmt: skip
+    assert opcua.check_config({"endpoint": "opc.tcp://plant/ua", "fields": {"t": "i=85"},
+                               "mode": "subscribed"}) == [
+        "endpoint: opc.tcp://host:port, optionally followed by a path"
+    ]  # fmt: skip
+    assert opcua.check_config(
+        {
+            "endpoint": "opc.tcp://veil:hunter2@plant:4840",
+            "fields": {"t": "i=85"},
+            "mode": "sampled",
+        }
+    ) == ["endpoint: opc.tcp://host:port, optionally followed by a path"]
+    assert opcua.check_secrets({"password": "x", "token": "y"}) == ["unknown credential 'token'"]
+    assert opcua.check_secrets({"certificate": secret}) == [
+        "certificate, private_key: both of them (PEM), or neither"
+    ]
+    assert opcua.check_secrets({"certificate": secret, "private_key": secret}) == [
+        "certificate: the node's certificate, PEM (-----BEGIN CERTIFICATE-----)"
+    ]
+    base = {"endpoint": "opc.tcp://plant:4840", "fields": {"t": "i=85"}, "mode": "sampled"}
+    assert opcua.check_config({**base, "security": "Basic128Rsa15"}) == [
+        "security: none or Basic256Sha256 (signed and encrypted)"
+    ]
+    assert opcua.check_config({**base, "security": "Basic256Sha256"}) == [
+        "server_certificate: the server's certificate, PEM (-----BEGIN CERTIFICATE-----)"
+    ]
+    assert opcua.check_config({**base, "server_certificate": secret}) == [
+        "server_certificate: only with security Basic256Sha256"
+    ]
