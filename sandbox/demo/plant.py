@@ -173,7 +173,7 @@ class SimulatedMachine:
     def _tick_until_halted(self, every_s: float) -> None:
         while not self._halted.wait(every_s):
             temp = float(self._values["Spindle.Temp"])
-            warmer = temp + self._rng.uniform(0.05, 0.6) if temp < 62 else temp - 3.0
+            warmer = temp + self._rng.uniform(0.02, 0.2) if temp < 62 else temp - 3.0
             self.set("Spindle.Temp", round(warmer, 2))
             speed = int(self._values["Spindle.Speed"])
             self.set("Spindle.Speed", speed + self._rng.choice((-25, -10, 10, 25)))

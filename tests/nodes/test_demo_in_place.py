@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,12 +55,15 @@ def test_the_demo_reads_the_mes_and_the_machine_on_the_node(
         make_node_world(tmp_path, veil, api, own_key_server, source_poll_s=0.2) as world,
         linked(world),
     ):
+        began = time.monotonic()
         read_in_place(
             world.enterprise, world.provider, lambda grant_id: None, machine,
             tmp_path / "plant", lambda dataset: published_version(world.cp, dataset),
             [veil.settings.data_dir, world.node_dir], console,
         )  # fmt: skip
+        took = time.monotonic() - began
     text = out.getvalue()
+    print(f"{text}\nthe story took {took:.1f} s")  # shown with -s
     # The MES: a version per run, the second with only the new rows, the cursor moved on.
     assert f"version 1, {MES_FIRST:,} rows" in text, text
     assert f"cursor LOG_ID {MES_FIRST}" in text, text
