@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VEIL_DATA_DIR ?= $(CURDIR)/.veil-demo
 
-.PHONY: demo cluster-demo test test-slow test-postgres reliability lint format serve bench bench-quick venv system system-test clean
+.PHONY: demo cluster-demo mqtt-broker test test-slow test-postgres reliability lint format serve bench bench-quick venv system system-test clean
 
 venv: $(STAMP)
 
@@ -29,10 +29,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: system $(STAMP)
 	$(BIN)/veil demo
 
+# The MQTT broker of tests/sources (amqtt) has its own virtualenv: its pins conflict with
+# syft's (tests/sources/amqtt-requirements.txt says which).
+MQTT_BROKER := .venv-mqtt-broker
+mqtt-broker: $(MQTT_BROKER)/.installed
+
+$(MQTT_BROKER)/.installed: tests/sources/amqtt-requirements.txt
+	test -x $(MQTT_BROKER)/bin/python || $(PYTHON) -m venv $(MQTT_BROKER)
+	$(MQTT_BROKER)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r tests/sources/amqtt-requirements.txt
+	touch $@
+
 # Test files run in TEST_WORKERS processes (pytest-xdist; a file's tests stay together).
 TEST_WORKERS ?= 2
 
-test: system-test $(STAMP) lint
+test: system-test $(STAMP) mqtt-broker lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not statistical" --durations=30
 
 # The demo across a cluster on this machine: PostgreSQL, three OpenBao nodes (raft), two
@@ -47,7 +57,7 @@ test-postgres: $(STAMP)
 	@PYTHON=$(PYTHON) scripts/system-packages --postgres
 	$(BIN)/python -m pytest -m postgres tests/postgres
 
-test-slow: system-test $(STAMP)
+test-slow: system-test $(STAMP) mqtt-broker
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m slow || [ $$? -eq 5 ]  # 5: none
 
 # Long hardening runs (minutes, loopback only): fuzzing, crashes, key-server loss,
@@ -77,4 +87,4 @@ bench-quick: system $(STAMP)  # smaller inputs, fewer repetitions: for developme
 	$(BIN)/python bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) .veil-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MQTT_BROKER) .veil-demo .pytest_cache .mypy_cache .ruff_cache

@@ -10,13 +10,14 @@ from types import MappingProxyType
 
 from i18n import Msg
 from policies.errors import InvalidRequest
-from sandbox.sources import opcua, sql
+from sandbox.sources import mqtt, opcua, sql
 from sandbox.sources.base import Kind
 
 KINDS: MappingProxyType[str, Kind] = MappingProxyType(
     {
-        "sql": sql,
+        "mqtt": mqtt,
         "opcua": opcua,
+        "sql": sql,
     }
 )
 

@@ -9,7 +9,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import polars as pl
 from asyncua import ua
@@ -18,10 +18,19 @@ from asyncua.common.subscription import DataChangeNotif
 
 from sandbox.sources.base import Batch, SourceError
 
-if TYPE_CHECKING:
-    from sandbox.sources.opcua import Settings
-
 _log = logging.getLogger(__name__)
+
+
+class Settings(Protocol):
+    """What the rows need of a source's settings (``sandbox.sources.opcua.Settings``)."""
+
+    @property
+    def fields(self) -> tuple[Field, ...]: ...
+    @property
+    def timestamp(self) -> str: ...
+    @property
+    def buffer_rows(self) -> int: ...
+
 
 _INTS = frozenset(
     {ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,

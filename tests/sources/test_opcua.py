@@ -11,6 +11,9 @@ import polars as pl
 import pytest
 
 from sandbox.sources.base import Batch, SourceError
+from tests.sources.opcua_fixtures import opcua_machine as opcua_machine  # the fixtures
+from tests.sources.opcua_fixtures import opcua_machine_secured as opcua_machine_secured
+from tests.sources.opcua_fixtures import opcua_machine_with_login as opcua_machine_with_login
 
 FIELDS = {
     "temp": "Spindle.Temp",
