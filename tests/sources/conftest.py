@@ -34,13 +34,6 @@ from sandbox.service import bootstrap_operator, open_veil
 from tests.conftest import require
 from tests.sandbox.conftest import settings_for
 from tests.sources import mariadb
-from tests.sources.opcua_fixtures import (
-    opcua_machine,
-    opcua_machine_secured,
-    opcua_machine_with_login,
-)
-
-__all__ = ["opcua_machine", "opcua_machine_secured", "opcua_machine_with_login"]
 
 
 @pytest.fixture(scope="session")
