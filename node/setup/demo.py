@@ -37,9 +37,12 @@ from policies.grants import EPSILON_UNIT
 from sandbox.client import VeilClient
 from sandbox.config.datadir import prepare_data_dir
 from sandbox.config.settings import Settings
+from sandbox.data.datasets import latest_version
 from sandbox.demo import supply
 from sandbox.demo.data import DECLARATION, production_log, second_enterprise_log
+from sandbox.demo.in_place import read_in_place
 from sandbox.demo.letters import ProviderLetters
+from sandbox.demo.plant import SimulatedMachine
 from sandbox.demo.programme import (
     bureau_tables,
     city_bureau,
@@ -131,7 +134,7 @@ def node_process(node_dir: Path, console: Console) -> Iterator[str]:
     another (a busy machine opens and closes ports all the time)."""
     env = {**os.environ, "VEIL_NODE_POLL_S": "0.2", "VEIL_API_HOST": "127.0.0.1",
            "VEIL_VAULT_ADDR": "", "VEIL_DATABASE_URL": "",
-           "VEIL_COMMITMENT_LETTERS": "true"}  # fmt: skip
+           "VEIL_COMMITMENT_LETTERS": "true", "VEIL_SOURCE_POLL_S": "0.2"}  # fmt: skip
     env = {k: v for k, v in env.items() if v != ""}
     log_path = node_dir / "node.log"
     for _ in range(3):
@@ -205,6 +208,9 @@ def run_node_demo(settings: Settings, console: Console) -> None:
                   "docs/keys.md)")  # fmt: skip
     with ExitStack() as stack:
         cp = stack.enter_context(open_veil(cp_settings))
+        # Acme's machine tool starts now, in the background (its server takes a few seconds),
+        # and stops after the nodes (which read it until they stop).
+        machine = stack.enter_context(SimulatedMachine())
         url = stack.enter_context(ApiThread(cp_settings, cp))
         token = bootstrap_operator(cp)
         assert token is not None
@@ -260,10 +266,21 @@ def run_node_demo(settings: Settings, console: Console) -> None:
         _benchmark(analyst, members, console)
         _supply_chain(analyst, acme, made[0], suppliers[0], (members[0][0], members[2][0]),
                       console)  # fmt: skip
+        read_in_place(acme, analyst, lambda g: _letter(acme, analyst, letters, g, console),
+                      machine, home / "acme-plant", lambda d: published_version(cp, d),
+                      [cp_settings.data_dir, home / "node-acme-metal"], console)  # fmt: skip
         _programme(url, operator, analyst, acme, made[0]["enterprise"]["id"], letters,
                    console)  # fmt: skip
         _audit(operator, console)
     console.print("\n[green]Demo finished[/green]; the control plane and the nodes were stopped.")
+
+
+def published_version(cp: Veil, dataset_id: str) -> int | None:
+    """The newest version of a node's dataset that the control plane knows: what a job
+    submitted there now would read."""
+    with cp.db.read() as session:
+        version = latest_version(session, dataset_id)
+        return version.version if version is not None else None
 
 
 def _programme(
