@@ -19,9 +19,10 @@ from typing import Any, BinaryIO
 import httpx
 
 FINAL_JOB_STATUSES = frozenset({"released", "failed", "denied"})
-#: How long one request of ``wait_for_job`` waits on the server (its most is 30 s), and how
-#: much sooner than the client's read timeout it must answer.
+#: How long one request of ``wait_for_job`` waits on the server (which allows at most
+#: ``JOB_WAIT_MAX_S``), and how much sooner than the client's read timeout it must answer.
 JOB_WAIT_S = 20.0
+JOB_WAIT_MAX_S = 30.0
 JOB_WAIT_MARGIN_S = 5.0
 _UPLOAD_CHUNK = 1 << 20
 
@@ -591,6 +592,7 @@ class VeilClient:
         kept under the client's read timeout.
         """
         deadline = time.monotonic() + timeout
+        wait = min(wait, JOB_WAIT_MAX_S)
         read_timeout = self._http.timeout.read
         if read_timeout is not None:
             wait = min(wait, max(0.0, read_timeout - JOB_WAIT_MARGIN_S))

@@ -90,7 +90,7 @@ def end_elsewhere(veil: Veil, job_id: str) -> None:
 def test_wait_is_bounded_and_answers_the_job_as_it_stands(idle: tuple[Veil, World]) -> None:
     veil, world = idle
     job_id = queued_job(world)
-    for bad in ("31", "-1", "soon"):
+    for bad in ("31", "-1", "nan", "inf", "soon"):
         response = httpx.get(
             f"{world.url}/v1/jobs/{job_id}",
             params={"wait": bad},
