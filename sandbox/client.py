@@ -19,6 +19,11 @@ from typing import Any, BinaryIO
 import httpx
 
 FINAL_JOB_STATUSES = frozenset({"released", "failed", "denied"})
+#: How long one request of ``wait_for_job`` waits on the server (which allows at most
+#: ``JOB_WAIT_MAX_S``), and how much sooner than the client's read timeout it must answer.
+JOB_WAIT_S = 20.0
+JOB_WAIT_MAX_S = 30.0
+JOB_WAIT_MARGIN_S = 5.0
 _UPLOAD_CHUNK = 1 << 20
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -562,8 +567,11 @@ class VeilClient:
     def list_jobs(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/jobs"))
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/jobs/{job_id}"))
+    def get_job(self, job_id: str, *, wait: float = 0.0) -> dict[str, Any]:
+        """The job; with ``wait`` (seconds, at most 30), answered when it ends or when
+        ``wait`` has passed, whichever comes first."""
+        params = {"wait": wait} if wait else None
+        return dict(self._call("GET", f"/v1/jobs/{job_id}", params=params))
 
     def wait_for_job(
         self,
@@ -571,19 +579,35 @@ class VeilClient:
         *,
         timeout: float = 300.0,
         poll: float = 0.2,
+        wait: float = JOB_WAIT_S,
         on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job is released, failed, denied or held (tier 5)."""
+        """The job once it is released, failed, denied or held (tier 5); TimeoutError after
+        ``timeout`` s.
+
+        Each request waits on the server for up to ``wait`` s (``GET /v1/jobs/{id}?wait=``,
+        a long poll: answered when the job ends), so a job is one request per ``wait`` s;
+        ``on_status`` sees the job after each.  ``poll``: the least time between requests
+        (a server that answers a wait at once is not asked again sooner).  ``wait`` is
+        kept under the client's read timeout.
+        """
         deadline = time.monotonic() + timeout
+        wait = min(wait, JOB_WAIT_MAX_S)
+        read_timeout = self._http.timeout.read
+        if read_timeout is not None:
+            wait = min(wait, max(0.0, read_timeout - JOB_WAIT_MARGIN_S))
         while True:
-            job = self.get_job(job_id)
+            asked = time.monotonic()
+            seconds = round(max(0.0, min(wait, deadline - asked)), 3)
+            job = self.get_job(job_id, wait=seconds)
             if on_status:
                 on_status(job)
             if job["status"] in FINAL_JOB_STATUSES or job["status"] == "held":
                 return job  # "held": a tier-5 output waits for its enterprise
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
-            time.sleep(poll)
+            time.sleep(max(0.0, min(poll - (now - asked), deadline - now)))
 
     def get_result(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/jobs/{job_id}/result"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from analytics.query_document import query_json_schema
 from analytics.training_document import training_json_schema
@@ -15,6 +16,7 @@ from policies.capabilities import Capability, may, require
 from policies.errors import Conflict, InvalidRequest
 from policies.grants import Grant
 from policies.principals import Principal
+from sandbox.api import job_waits
 from sandbox.api.deps import PrincipalDep, VeilDep, current_principal
 from sandbox.api.messages import translate_stored
 from sandbox.api.schemas import (
@@ -31,6 +33,7 @@ from sandbox.jobs import sql_jobs
 from sandbox.jobs import submit as jobs
 from sandbox.jobs.artifacts import load_artifact
 from sandbox.jobs.retention import refuse_if_shredded
+from sandbox.runtime.veil import Veil
 from sandbox.store.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -218,11 +221,38 @@ def list_jobs(
         return [job_out(j, caller) for j in rows]
 
 
-@router.get("/jobs/{job_id}")
-def get_job(job_id: str, veil: VeilDep, caller: PrincipalDep) -> JobOut:
+def _read_job(veil: Veil, caller: Principal, job_id: str) -> JobOut:
     require(caller, Capability.READ_JOBS)
-    with veil.db.transaction() as session:
+    with veil.db.read() as session:
         return job_out(jobs.visible_job(session, caller, job_id), caller)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(
+    job_id: str,
+    request: Request,
+    veil: VeilDep,
+    caller: PrincipalDep,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=job_waits.MAX_WAIT_S,
+              description="seconds to wait for the job to end (a long poll; at most 30)"),
+    ] = 0.0,
+) -> JobOut:  # fmt: skip
+    """A job as it stands.  With ``wait``, a long poll: answered as soon as the job is no
+    longer queued or running (released, failed, denied, or held for its enterprise), else
+    after ``wait`` seconds with the job as it then stands.  The caller is checked again
+    just before the answer (a token revoked or an account suspended meanwhile gets 401).
+    A principal may have 8 requests waiting in one API process; more are answered at once,
+    as without ``wait``.  A waiting request holds no server thread (``sandbox.api.job_waits``)."""
+    job = await run_in_threadpool(_read_job, veil, caller, job_id)
+    if not wait or job.status not in job_waits.IN_PROGRESS:
+        return job
+    if not await job_waits.until_ended(veil, job_id, caller.id, wait, request.is_disconnected):
+        return job  # as many of the caller's requests wait as may: answered at once
+    # The same checks as at the start, now: the wait may have outlived the credential.
+    caller = await run_in_threadpool(current_principal, request, veil)
+    return await run_in_threadpool(_read_job, veil, caller, job_id)
 
 
 @router.get("/jobs/{job_id}/result")

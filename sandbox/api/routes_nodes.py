@@ -282,7 +282,10 @@ def running_jobs(veil: VeilDep, signed: SignedDep) -> list[dict[str, Any]]:
 def release_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
     """The node's signed release of a job's result (at most once; a repeat is answered
     "already")."""
-    return {"outcome": feed.accept_release(veil, signed.node, job_id, _object(signed.body))}
+    outcome = feed.accept_release(veil, signed.node, job_id, _object(signed.body))
+    if outcome != "already":
+        veil.job_ended(job_id)  # committed: wake the provider's requests waiting for it
+    return {"outcome": outcome}
 
 
 @router.post("/node/v1/jobs/{job_id}/progress", status_code=status.HTTP_204_NO_CONTENT)
@@ -295,7 +298,10 @@ def job_progress(job_id: str, veil: VeilDep, signed: SignedDep) -> Response:
 @router.post("/node/v1/jobs/{job_id}/fail", openapi_extra=body(SignedDoc))
 def fail_job(job_id: str, veil: VeilDep, signed: SignedDep) -> dict[str, str]:
     """The node's signed refusal or failure of a job, with its reason."""
-    return {"outcome": feed.accept_failure(veil, signed.node, job_id, _object(signed.body))}
+    outcome = feed.accept_failure(veil, signed.node, job_id, _object(signed.body))
+    if outcome != "already":
+        veil.job_ended(job_id)  # committed: wake the provider's requests waiting for it
+    return {"outcome": outcome}
 
 
 @router.post("/node/v1/jobs/{job_id}/held", status_code=status.HTTP_204_NO_CONTENT)
@@ -303,6 +309,7 @@ def job_held(job_id: str, veil: VeilDep, signed: SignedDep) -> Response:
     """The node's output checks held a tier-5 job's output for its enterprise to decide
     (on the node); the job shows as held until the node's release or failure comes."""
     code.held(veil, signed.node, job_id)
+    veil.job_ended(job_id)  # held for its enterprise: a waiting request answers
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

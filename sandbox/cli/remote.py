@@ -822,7 +822,7 @@ def jobs_train(
             final = c.wait_for_job(
                 job["id"],
                 timeout=3600,
-                poll=0.5,
+                wait=2.0,  # the epochs shown as they come: a wait answers at least every 2 s
                 on_status=lambda j: status.update(_training_status(j)),
             )
         if final["status"] != "released":

@@ -356,7 +356,7 @@ def _train(analyst: VeilClient, dataset_id: str, console: Console) -> None:
             seen.add(progress["epoch"])
             console.print(f"  epoch {progress['epoch']} of {progress['epochs']}")
 
-    final = analyst.wait_for_job(job["id"], timeout=600, on_status=show)
+    final = analyst.wait_for_job(job["id"], timeout=600, wait=1.0, on_status=show)  # each epoch
     if final["status"] != "released":
         raise RuntimeError(f"demo training failed: {final}")
     result = analyst.get_result(job["id"])

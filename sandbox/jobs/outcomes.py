@@ -67,17 +67,18 @@ def fail_running(
             return False
         if refund_unread:
             fail_with_refund(session, job, reason, veil.clock())
-            return True
-        job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
-        audit.record(
-            session,
-            "job.failed",
-            outcome=outcome,
-            tenant_id=job.enterprise_id,
-            resource=f"job:{job.id}",
-            details={"reason": reason},
-        )
-        return True
+        else:
+            job.status, job.error, job.finished_at = JobStatus.FAILED, reason, veil.clock()
+            audit.record(
+                session,
+                "job.failed",
+                outcome=outcome,
+                tenant_id=job.enterprise_id,
+                resource=f"job:{job.id}",
+                details={"reason": reason},
+            )
+    veil.job_ended(job_id)  # committed: wake the requests waiting for it
+    return True
 
 
 def still_allowed(
@@ -159,13 +160,15 @@ def release(veil: Veil, job_id: str, output: Output, query: JobQuery | None = No
                 resource=f"job:{job.id}",
                 details={"result_sha256": digest, **output.details},
             )
-    if refused:
-        fail_running(
-            veil,
-            job_id,
-            "the grant changed while the job ran; nothing was released: " + "; ".join(refused),
-            audit.Outcome.DENIED,
-        )
+    if not refused:
+        veil.job_ended(job_id)  # committed: wake the requests waiting for it
+        return
+    fail_running(
+        veil,
+        job_id,
+        "the grant changed while the job ran; nothing was released: " + "; ".join(refused),
+        audit.Outcome.DENIED,
+    )
 
 
 def finish_code_job(
@@ -205,6 +208,7 @@ def finish_code_job(
             resource=f"job:{job.id}",
             details=checked.details,
         )
+    veil.job_ended(job_id)  # held for its enterprise: the run has ended
 
 
 def release_held(veil: Veil, enterprise: Principal, job_id: str, reason: str) -> Job:

@@ -19,6 +19,7 @@ from policies import audit
 from policies.db import utcnow
 from sandbox.config.settings import Settings
 from sandbox.isolation.pool import SandboxPool
+from sandbox.runtime.wakeups import JobWakeups
 from sandbox.store.database import Database
 
 
@@ -56,6 +57,9 @@ class Veil:
         default_factory=set, repr=False
     )
     _node_waiters_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: The requests waiting for a job to end (``GET /v1/jobs/{id}?wait=``), woken by
+    #: ``job_ended``.
+    job_wakeups: JobWakeups = field(default_factory=JobWakeups, repr=False)
 
     def job_queued(self, job_id: str) -> None:
         """Hand a just-committed queued job to the engine (and wake nodes' claims)."""
@@ -63,6 +67,11 @@ class Veil:
         self.wake_nodes()
         if self.queue is not None:
             self.queue.queued(job_id)
+
+    def job_ended(self, job_id: str) -> None:
+        """Wake the requests waiting for ``job_id``: its end (released, failed, held) was
+        just committed in this process."""
+        self.job_wakeups.ended(job_id)
 
     def wake_nodes(self) -> None:
         """Wake the nodes' waiting claims: something for them was just committed."""
