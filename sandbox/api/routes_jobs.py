@@ -251,7 +251,7 @@ async def get_job(
     if not await job_waits.until_ended(veil, job_id, caller.id, wait, request.is_disconnected):
         return job  # as many of the caller's requests wait as may: answered at once
     # The same checks as at the start, now: the wait may have outlived the credential.
-    caller = await run_in_threadpool(current_principal, request, veil)
+    caller = await current_principal(request, veil)
     return await run_in_threadpool(_read_job, veil, caller, job_id)
 
 
