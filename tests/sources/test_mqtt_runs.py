@@ -131,3 +131,58 @@ def test_a_run_records_what_the_source_could_not_read(
         ).one()
     assert details["problems"] and "topics[0]" in details["problems"][0]
     assert "1234" not in repr(details)  # a count and the setting, never the payload
+
+
+def test_a_broker_killed_mid_run_leaves_no_version_and_the_retry_stores_each_message_once(
+    veil: Veil, tenants: Tenants, mqtt_broker: Broker, publisher: Publisher
+) -> None:
+    dataset = line_dataset(veil, tenants.acme, "mqtt-killed")
+    config = {
+        "host": "127.0.0.1",
+        "port": mqtt_broker.port,
+        "topics": [
+            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
+        ],
+    }
+    declare_source(
+        veil, tenants.acme, dataset, kind="mqtt", config=config, interval_s=1, mapping=MAPPING
+    )
+    scheduler = SourceScheduler(veil)
+    assert scheduler.run_due() == 1  # opens the source: nothing yet
+    kept = next(iter(scheduler._open.values())).source
+    publisher.publish("factory/press-1/telemetry", {"t": 70.5, "c": 30000})
+    wait_for(lambda: kept.held >= 1, "the message held")
+    # The broker dies between the message and the run: the run fails, nothing is stored.
+    mqtt_broker.kill()
+    wait_for(lambda: kept._failure is not None, "the source to see the broker gone")
+    _due_now(veil)
+    scheduler.run_due()
+    view = show_source(veil, tenants.acme, dataset)
+    assert view is not None
+    state = view.as_json()["state"]
+    assert state["failures"] == 1 and "not connected" in state["last_error"]
+    assert _versions(veil, dataset) == []
+    # Back on the same port: the retry stores the message from before the outage and the
+    # one after, each once, as one version; the failures are cleared.
+    mqtt_broker.start()
+    wait_for(lambda: kept._failure is None, "the source to reconnect", timeout=120)
+    after = Publisher(mqtt_broker.port)
+    try:
+        after.publish("factory/press-1/telemetry", {"t": 71, "c": 31000})
+        wait_for(lambda: kept.held >= 2, "the second message held")
+    finally:
+        after.close()
+    _due_now(veil)
+    scheduler.run_due()
+    assert _versions(veil, dataset) == [1]
+    view = show_source(veil, tenants.acme, dataset)
+    assert view is not None and view.as_json()["state"]["failures"] == 0
+    with veil.db.read() as s:
+        version = latest_version(s, dataset)
+        assert version is not None
+        s.expunge(version)
+    assert tenants.acme.slug is not None
+    frame = load_frame(veil, tenants.acme.slug, version)
+    assert frame["temperature_c"].to_list() == [70.5, 71.0]
+    assert next(iter(scheduler._open.values())).source is kept
+    scheduler.stop()
