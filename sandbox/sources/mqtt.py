@@ -26,20 +26,17 @@ JSON text, for the declaration's validation to accept or refuse.
 mapped path gives a null field. Both are counted in the batch's ``problems``
 (``topics[i]: N messages ...``), never with a value.
 
-**The buffer and at-least-once.** Messages wait in a bounded buffer (setting ``buffer``).
-``read(cursor)`` returns the messages held after ``cursor`` (all of them for ``None`` or a
-cursor of another opening), with a cursor naming the last one. A run reads from its
-stored cursor, then on from the cursors it is given, until a read brings nothing (as
-``sandbox.sources.runs`` does). Held messages are forgotten only when a read is given a
-cursor that marks stored rows: a cursor older than the latest read's (the run that read
-past it failed, and starts again from there), or the latest one again after a read that
-brought nothing (the previous run ended, and its cursor was stored). A run whose rows
-were not stored is therefore read again, with what arrived since, by the next run. When
-the buffer is full, new messages are dropped and counted: every batch until the drop is
-behind a stored cursor says how many (``problems``), so read more often or raise
-``buffer``. Messages held only in memory are lost if the source is closed or the node
-stops; with a ``client_id`` the broker keeps the session's QoS 1 messages while Veil is
-disconnected, and sends them on reconnection.
+**The buffer and at-least-once.** Messages wait in a bounded buffer (setting ``buffer``),
+held until the rows made of them are stored (:mod:`sandbox.sources.held`): ``read(cursor)``
+returns the messages held after ``cursor`` (all of them for ``None`` or a cursor of
+another opening), with a cursor naming the last one, and forgets held messages only when
+given a cursor that marks stored rows. A run whose rows were not stored is therefore read
+again, with what arrived since, by the next run. When the buffer is full, new messages
+are dropped and counted: every batch until the drop is behind a stored cursor says how
+many (``problems``), so read more often or raise ``buffer``. Messages held only in
+memory are lost if the source is closed or the node stops; with a ``client_id`` the
+broker keeps the session's QoS 1 messages while Veil is disconnected, and sends them on
+reconnection.
 
 **A broker that is down.** ``read`` raises :class:`SourceError` (the buffer is kept, no
 batch is returned) until the source is connected and subscribed again; the client
@@ -53,11 +50,10 @@ interval: every read of a run says the same, an empty last one included).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import secrets as random_ids
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,6 +65,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from i18n import Msg
 from sandbox.sources.base import Batch, SourceError
+from sandbox.sources.held import Held
 from sandbox.sources.mqtt_columns import frame
 from sandbox.sources.mqtt_topics import Pattern, defect_message, pattern, topic_problems
 
@@ -176,7 +173,6 @@ def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> MqttSo
 
 @dataclass(frozen=True)
 class _Message:
-    seq: int
     pattern: int  # index in topics
     row: dict[str, Any] | None  # None: left out (defects say why)
     defects: tuple[str, ...]
@@ -193,20 +189,13 @@ class MqttSource:
         tls = bool(config.get("tls", False))
         self._port: int = config.get("port", 8883 if tls else 1883)
         self._keepalive: int = config.get("keepalive", 60)
-        self._capacity: int = config.get("buffer", DEFAULT_BUFFER)
         self._watched: dict[str, None] = dict.fromkeys(config.get("devices", []))
-        self._epoch = random_ids.token_hex(4)  # cursors of another opening forget nothing
-        self._seq = itertools.count(1)
         self._lock = threading.Lock()
-        self._buffer: deque[_Message] = deque()
+        self._held: Held[_Message] = Held(config.get("buffer", DEFAULT_BUFFER))
         self._held_devices: Counter[str] = Counter()  # devices of the held messages
-        self._dropped = 0  # messages dropped with the buffer full, since opening
-        self._dropped_stored = 0  # of those, how many a stored batch reported
         self._subscribed = threading.Event()
         self._failure: str | None = None  # why the client is not connected, when it is not
         self._closed = False
-        self._issued: str | None = None  # the cursor of the latest read
-        self._issued_empty = True  # whether that read brought nothing new
         client_id = config.get("client_id")
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -289,11 +278,8 @@ class MqttSource:
         if row is not None:
             row["received_at"] = received_at
         with self._lock:
-            if len(self._buffer) >= self._capacity:
-                self._dropped += 1
-                return
-            self._buffer.append(_Message(next(self._seq), found.index, row, tuple(defects)))
-            if row is not None and row["device"] is not None:
+            held = self._held.add(_Message(found.index, row, tuple(defects)))
+            if held and row is not None and row["device"] is not None:
                 self._held_devices[row["device"]] += 1
 
     def _failure_message(self) -> str:
@@ -321,25 +307,19 @@ class MqttSource:
         if self._closed:
             raise SourceError(Msg("the MQTT source was closed; open it again"))
         with self._lock:
-            after, dropped_then = self._position(cursor)
-            if cursor != self._issued or self._issued_empty:  # a run's start: stored
-                while self._buffer and self._buffer[0].seq <= after:
-                    self._release(self._buffer.popleft())
-                self._dropped_stored = max(self._dropped_stored, dropped_then)
-            if not self._subscribed.is_set():
+            if not self._subscribed.is_set():  # before the read: a failed read issues nothing
                 raise SourceError(self._failure_message())
-            # The messages after the cursor are the newest: taken from the right end.
-            messages = list(itertools.takewhile(lambda m: m.seq > after, reversed(self._buffer)))
-            messages.reverse()
-            dropped, answered = self._dropped, set(self._held_devices)
-        last = messages[-1].seq if messages else after
+            taken = self._held.read(cursor)
+            for message in taken.forgotten:
+                self._release(message)
+            answered = set(self._held_devices)
         self._watched.update(dict.fromkeys(sorted(answered - set(self._watched))))
-        self._issued, self._issued_empty = f"{self._epoch}:{last}:{dropped}", not messages
+        messages = taken.items
         return Batch(
             rows=frame([m.row for m in messages if m.row is not None], self._columns()),
-            cursor=self._issued,
+            cursor=taken.cursor,
             devices={device: device in answered for device in self._watched},
-            problems=tuple(self._problems(messages, dropped - self._dropped_stored)),
+            problems=tuple(self._problems(messages, taken.dropped)),
         )
 
     def _release(self, message: _Message) -> None:
@@ -352,18 +332,7 @@ class MqttSource:
     def held(self) -> int:
         """How many messages the buffer holds (read or not, not yet stored)."""
         with self._lock:
-            return len(self._buffer)
-
-    def _position(self, cursor: str | None) -> tuple[int, int]:
-        """The last message and the drop count a cursor of this opening names; (0, 0) for
-        none, or another opening's (a restarted node: its messages are gone)."""
-        if cursor is None or not cursor.startswith(self._epoch + ":"):
-            return 0, 0
-        try:
-            _, seq, dropped = cursor.split(":")
-            return int(seq), int(dropped)
-        except ValueError:
-            return 0, 0
+            return len(self._held)
 
     def _problems(self, messages: list[_Message], dropped: int) -> list[str]:
         counts = Counter((m.pattern, defect) for m in messages for defect in m.defects)
@@ -377,7 +346,7 @@ class MqttSource:
                     "{count} messages were dropped: the buffer (setting buffer, {size} messages) "
                     "was full; read more often or raise buffer",
                     count=dropped,
-                    size=self._capacity,
+                    size=self._held.capacity,
                 )
             )
         return problems

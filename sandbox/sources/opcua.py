@@ -9,14 +9,17 @@ The declaration's settings (``config``):
   A device answered a read when one of its fields came back without a Bad status: the
   equipment online rate (设备联网率) is counted from it;
 - ``mode``: ``"sampled"`` (each read reads the current values once: one row, stamped with
-  the time of the read) or ``"subscribed"`` (a subscription buffers every change with its
-  source timestamp; each read drains the buffer: the first row is the machine's state
-  when the subscription began, each later row its state after one change);
+  the time of the read; the cursor is that time) or ``"subscribed"`` (a subscription
+  holds every change with its source timestamp: the first row is the machine's state when
+  the subscription began, each later row its state after one change; a read returns the
+  rows after its cursor, and a row is forgotten only once a run has stored it, so a run
+  whose storage failed is read again: ``sandbox.sources.held``);
 - ``timestamp`` (default ``ts``): the name of the timestamp column (UTC);
 - ``sample_interval_s`` (sampled, default 1): a read whose cursor is a sample taken less
   than this long ago returns no row, so a run reads one sample, not one per loop;
 - ``publishing_interval_ms`` (subscribed, default 500), ``buffer_rows`` (subscribed,
-  default 100000: beyond it the oldest changes are dropped, and counted in the log);
+  default 100000: the rows held, read or not, until stored; beyond it new changes are
+  dropped, and counted in the batches' ``problems``);
 - ``read_timeout_s`` (default 10): a read not answered by then fails;
 - ``username``: to log in with the credential ``password`` (anonymous without it);
 - ``security``: ``none`` (default) or ``Basic256Sha256`` (signed and encrypted), with
@@ -307,6 +310,11 @@ class OpcUaSource:
                     "at the next read"
                 ) from None
 
+    @property
+    def held(self) -> int:
+        """Subscribed: how many changes are held (read or not, not yet stored)."""
+        return self._changes.held
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -349,7 +357,7 @@ class OpcUaSource:
                     await asyncio.wait_for(heard, self._settings.read_timeout_s / 2)
             # A subscription does not notice a server that is gone: ask the server's time.
             await client.read_attributes([client.get_node(_SERVER_TIME)])
-            return self._changes.drain(self._dtypes)
+            return self._changes.read(cursor, self._dtypes)
         except SourceError:
             await self._drop()
             raise

@@ -1,12 +1,11 @@
 """Rows from an OPC UA server's values: their types, the polars frame of a read, and the
-subscription's buffer of changes (``sandbox.sources.opcua`` reads; this makes the rows)."""
+subscription's changes, held until stored (``sandbox.sources.opcua`` reads; this makes the
+rows)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,9 +15,9 @@ from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif
 
+from i18n import Msg
 from sandbox.sources.base import Batch, SourceError
-
-_log = logging.getLogger(__name__)
+from sandbox.sources.held import Held
 
 
 class Settings(Protocol):
@@ -62,9 +61,13 @@ def utcnow() -> dt.datetime:
 
 
 class Changes:
-    """The subscription's handler: the rows of the changes not read yet.
+    """The subscription's handler: the rows of its changes, held until a run has stored them.
 
-    Called on the source's loop only, so it needs no lock.
+    Each change is a row, numbered; ``read(cursor)`` returns the rows after ``cursor`` and
+    forgets the earlier ones only once the cursor marks stored rows
+    (:mod:`sandbox.sources.held`): a run whose storage failed reads them again. At most
+    ``buffer_rows`` rows are held; beyond, new changes are dropped and counted in the
+    batches' ``problems``. Called on the source's loop only, so it needs no lock.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -72,12 +75,16 @@ class Changes:
         self._fields_of: dict[ua.NodeId, list[Field]] = {}
         for f in settings.fields:
             self._fields_of.setdefault(f.node, []).append(f)
-        self._rows: deque[dict[str, Any]] = deque()
+        self._held: Held[dict[str, Any]] = Held(settings.buffer_rows)
         self._state: dict[str, Any] = {}
         self._good: dict[str, bool] = {}
         self._waiting: set[str] = set()
-        self._dropped = 0
         self.heard = asyncio.Event()
+
+    @property
+    def held(self) -> int:
+        """How many rows are held (read or not, not yet stored)."""
+        return len(self._held)
 
     def restart(self) -> None:
         """A new subscription: its first row is the state once every field has been heard."""
@@ -99,22 +106,25 @@ class Changes:
         if self._waiting:
             return
         self.heard.set()
-        self._rows.append({**self._state, self._settings.timestamp: stamp})
-        if len(self._rows) > self._settings.buffer_rows:
-            self._rows.popleft()
-            self._dropped += 1
+        self._held.add({**self._state, self._settings.timestamp: stamp})
 
-    def drain(self, dtypes: Mapping[str, pl.DataType]) -> Batch:
-        rows, self._rows = list(self._rows), deque()
-        if self._dropped:
-            _log.warning(
-                "an OPC UA subscription dropped %d changes beyond buffer_rows", self._dropped
-            )
-            self._dropped = 0
+    def read(self, cursor: str | None, dtypes: Mapping[str, pl.DataType]) -> Batch:
+        """The rows held after ``cursor``, with the cursor of the last one."""
+        taken = self._held.read(cursor)
         devices: dict[str, bool] = {}
         for f in self._settings.fields:
             devices[f.device] = devices.get(f.device, False) or self._good.get(f.name, False)
-        return Batch(frame(self._settings, dtypes, rows), None, devices)
+        problems: tuple[str, ...] = ()
+        if taken.dropped:
+            problems = (
+                Msg(
+                    "{count} changes were dropped: the buffer (setting buffer_rows, {size} "
+                    "changes) was full; read more often or raise buffer_rows",
+                    count=taken.dropped,
+                    size=self._held.capacity,
+                ),
+            )
+        return Batch(frame(self._settings, dtypes, taken.items), taken.cursor, devices, problems)
 
 
 def frame(

@@ -66,19 +66,42 @@ def _until(condition: Callable[[], Any], what: str, deadline_s: float = 20.0) ->
 
 
 def _read_until(
-    source: Any, done: Callable[[pl.DataFrame], bool], what: str, deadline_s: float = 20.0
-) -> pl.DataFrame:
-    """Everything a subscribed source read until ``done`` holds of it (or a deadline)."""
+    source: Any,
+    done: Callable[[pl.DataFrame], bool],
+    what: str,
+    cursor: str | None = None,
+    deadline_s: float = 20.0,
+) -> tuple[pl.DataFrame, str | None]:
+    """Everything a subscribed source read from ``cursor`` on, each read from the cursor
+    the previous one gave, until ``done`` holds of it (or a deadline); and the last cursor."""
     frames: list[pl.DataFrame] = []
+    position = [cursor]
 
     def read() -> bool:
-        batch: Batch = source.read(None)
+        batch: Batch = source.read(position[0])
         assert batch.devices == {"lathe-1": True}
         frames.append(batch.rows)
+        position[0] = batch.cursor
         return done(pl.concat(frames))
 
     _until(read, what, deadline_s)
-    return pl.concat(frames)
+    return pl.concat(frames), position[0]
+
+
+def _run(source: Any, cursor: str | None, rows: int) -> tuple[list[int], str | None]:
+    """A run as the framework's (``sandbox.sources.runs``) does it: reads from ``cursor``
+    until one brings nothing; tried again until it brings ``rows`` rows. The part counts
+    it read, and its last cursor."""
+
+    def attempt() -> tuple[list[int], str | None] | None:
+        parts, position = [], cursor
+        while (batch := source.read(position)).rows.height:
+            parts += batch.rows["parts"].to_list()
+            position = batch.cursor
+        position = batch.cursor
+        return (parts, position) if len(parts) >= rows else None
+
+    return _until(attempt, f"a run of {rows} rows")
 
 
 def test_a_sample_is_one_row_of_the_values_as_served(opcua_machine: Any, opened: Any) -> None:
@@ -136,15 +159,69 @@ def test_subscribed_reads_every_change_with_its_source_time(
     opcua_machine.set("Parts.Count", 100)
     source = opened(_config(opcua_machine, "subscribed", publishing_interval_ms=50))
     # A fresh source's first read has the machine's state when the subscription began.
-    rows = source.read(None).rows
+    first = source.read(None)
+    rows = first.rows
     assert rows["parts"].to_list() == [100] and rows["program"].to_list() == ["O1234"]
     stamps = [opcua_machine.set("Parts.Count", n) for n in range(101, 106)]
-    rows = pl.concat([rows, _read_until(source, lambda r: 105 in r["parts"].to_list(), "changes")])
+    changes, cursor = _read_until(
+        source, lambda r: 105 in r["parts"].to_list(), "changes", first.cursor
+    )
+    rows = pl.concat([rows, changes])
     assert rows["parts"].to_list() == [100, 101, 102, 103, 104, 105]
     assert rows["temp"].null_count() == 0 and rows["running"].to_list() == [True] * 6
     # Each change keeps the source timestamp the machine gave it.
     assert rows["ts"].to_list()[1:] == stamps
-    assert source.read(None).rows.height == 0  # drained
+    assert source.read(cursor).rows.height == 0  # nothing after the last cursor
+
+
+def test_changes_whose_storage_failed_are_read_again(opcua_machine: Any, opened: Any) -> None:
+    opcua_machine.set("Parts.Count", 200)
+    source = opened(_config(opcua_machine, "subscribed", publishing_interval_ms=50))
+    stored, at = _run(source, None, 1)  # the subscription's first row; its run stored it
+    assert stored == [200]
+    for n in (201, 202):
+        opcua_machine.set("Parts.Count", n)
+    failed, _ = _run(source, at, 2)  # its storage fails: its cursor is not kept
+    assert failed == [201, 202]
+    opcua_machine.set("Parts.Count", 203)
+    again, at = _run(source, at, 3)  # the retry reads from the stored cursor
+    assert again == [201, 202, 203]
+    assert source.read(at).rows.height == 0  # the next run: what the retry read is stored
+    assert source.held == 0
+    # A run reads on from the cursors it is given (not stored yet); failing, it starts
+    # again from the stored one and finds them all.
+    opcua_machine.set("Parts.Count", 204)
+    _until(lambda: source.held == 1, "the change held")
+    first = source.read(at)
+    assert first.rows["parts"].to_list() == [204]
+    opcua_machine.set("Parts.Count", 205)
+    _until(lambda: source.held == 2, "the change held")
+    assert source.read(first.cursor).rows["parts"].to_list() == [205]
+    opcua_machine.set("Parts.Count", 206)
+    _until(lambda: source.held == 3, "the change held")
+    # A cursor of another opening (a restarted node) forgets nothing.
+    assert source.read("0badc0de:99:0").rows["parts"].to_list() == [204, 205, 206]
+    assert _run(source, at, 3)[0] == [204, 205, 206]
+
+
+def test_a_full_buffer_says_so_until_a_batch_is_stored(opcua_machine: Any, opened: Any) -> None:
+    opcua_machine.set("Parts.Count", 300)
+    config = _config(opcua_machine, "subscribed", publishing_interval_ms=50, buffer_rows=3)
+    source = opened(config)
+    assert source.read(None).rows["parts"].to_list() == [300]
+    for n in range(301, 305):  # two more fit (three rows held), two are dropped
+        opcua_machine.set("Parts.Count", n)
+    dropped = "2 changes were dropped: the buffer (setting buffer_rows, 3 changes) was full"
+    batch = _until(
+        lambda: (b := source.read(None)).problems and b.problems[0].startswith(dropped) and b,
+        "the drops reported",
+    )
+    assert batch.rows["parts"].to_list() == [300, 301, 302] and len(batch.problems) == 1
+    assert source.read(None).problems == batch.problems  # not stored yet: still said
+    assert source.read(batch.cursor).rows.height == 0  # the run's end
+    assert source.read(batch.cursor).problems == ()  # the next run: the batch was stored
+    opcua_machine.set("Parts.Count", 305)  # room again
+    assert _run(source, batch.cursor, 1)[0] == [305]
 
 
 def test_an_unknown_node_names_its_field(opcua_machine: Any, opened: Any) -> None:
@@ -186,7 +263,7 @@ def test_a_stopped_server_fails_the_read_and_the_source_recovers(
         opcua_machine.start()
     assert sampled.read(None).devices == {"lathe-1": True}
     opcua_machine.set("Parts.Count", 500)
-    rows = _read_until(subscribed, lambda r: 500 in r["parts"].to_list(), "a row after the restart")
+    rows, _ = _read_until(subscribed, lambda r: 500 in r["parts"].to_list(), "a row after restart")
     assert rows["parts"][-1] == 500
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from sandbox.data.datasets import latest_version, load_frame
 from sandbox.runtime.veil import Veil
-from sandbox.sources.declarations import declare_source, show_source
+from sandbox.sources.declarations import declare_source, set_mapping, show_source
 from sandbox.sources.scheduler import SourceScheduler
 from sandbox.store.models import DatasetVersion
 from sandbox.store.source_models import SourceState
@@ -112,4 +112,81 @@ def test_opcua_runs_store_versions_and_liveness(
     time.sleep(0.5)  # the sample interval since the last stored sample
     _run_due(veil, scheduler)
     assert len(_versions(veil, datasets["sampled"])) == len(versions) + 1
+    scheduler.stop()
+
+
+def test_changes_of_failed_runs_are_stored_by_the_next_exactly_once(
+    veil: Veil, tenants: Tenants, opcua_machine: Any, monkeypatch: Any
+) -> None:
+    from sandbox.sources import runs
+
+    opcua_machine.set("Spindle.Speed", 3000)
+    opcua_machine.set("Spindle.Temp", 100.0)
+    dataset = line_dataset(veil, tenants.acme, "mill-at-least-once")
+    config = {
+        "endpoint": opcua_machine.endpoint,
+        "fields": {
+            "temp": opcua_machine.node_id("Spindle.Temp"),
+            "speed": opcua_machine.node_id("Spindle.Speed"),
+        },
+        "device": "mill-1",
+        "mode": "subscribed",
+        "publishing_interval_ms": 50,
+    }
+    # A mapping that names a field the source does not give: every run fails.
+    wrong = {"columns": {**MAPPING["columns"], "temperature_c": {"field": "temperature"}}}
+    declare_source(veil, tenants.acme, dataset, kind="opcua", config=config, interval_s=60,
+                   mapping=wrong)  # fmt: skip
+    scheduler = SourceScheduler(veil)
+
+    def failures(error: str = "") -> int:
+        view = show_source(veil, tenants.acme, dataset)
+        assert view is not None
+        state = view.as_json()["state"]
+        assert error in (state["last_error"] or "")
+        return int(state["failures"])
+
+    def change(temp: float) -> None:
+        held = kept.held
+        opcua_machine.set("Spindle.Temp", temp)
+        deadline = time.monotonic() + 20
+        while kept.held == held:
+            assert time.monotonic() < deadline, "the change never reached the source"
+            time.sleep(0.02)
+
+    _run_due(veil, scheduler)  # opens the source; reads the state it began with; fails
+    assert failures("temperature") == 1 and _versions(veil, dataset) == []
+    (source_id,) = scheduler._open
+    kept = scheduler._open[source_id].source
+    change(101.0)
+    change(102.0)
+    _run_due(veil, scheduler)  # fails again: the changes read are not stored
+    assert failures("temperature") == 2 and _versions(veil, dataset) == []
+    # The mapping mended; now the run fails between writing its version and committing it.
+    set_mapping(veil, tenants.acme, dataset, MAPPING)
+    commit = runs._commit
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the process died before its commit")
+
+    monkeypatch.setattr(runs, "_commit", crash)
+    change(103.0)
+    _run_due(veil, scheduler)
+    assert failures("RuntimeError") == 3 and _versions(veil, dataset) == []
+    monkeypatch.setattr(runs, "_commit", commit)
+    change(104.0)
+    # The source stayed open across the failed runs: the next run stores every change,
+    # each exactly once.
+    assert scheduler._open[source_id].source is kept
+    _run_due(veil, scheduler)
+    assert failures() == 0 and _versions(veil, dataset) == [1]
+    temperatures = _frame(veil, tenants, dataset)["temperature_c"].to_list()
+    assert temperatures == [100.0, 101.0, 102.0, 103.0, 104.0]
+    # What a run stored is not read again; what came since is the next version's.
+    change(105.0)
+    _run_due(veil, scheduler)
+    assert _versions(veil, dataset) == [1, 2]
+    temperatures = _frame(veil, tenants, dataset)["temperature_c"].to_list()
+    assert temperatures == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
+    assert scheduler._open[source_id].source is kept
     scheduler.stop()
