@@ -158,14 +158,23 @@ class Series:
 
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    #: with the CPU this process spent receiving the rows before the run (``fill``)
+    received_cpu: list[float] = field(default_factory=list)
 
-    def timed(self, action: Callable[[], int]) -> float:
+    def timed(self, action: Callable[[], int], receiving_cpu: float = 0.0) -> float:
         wall, cpu = time.perf_counter(), time.process_time()
         rows = action()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         self.wall.append(rows / wall)
         self.cpu.append(rows / cpu)
+        self.received_cpu.append(rows / (cpu + receiving_cpu))
         return rows / cpu
+
+
+def _cpu_of(action: Callable[[], object]) -> float:
+    began = time.process_time()
+    action()
+    return time.process_time() - began
 
 
 def _full_run(world: World, source_id: str, source: Source, expected: int) -> int:
@@ -214,16 +223,18 @@ def _kind_turns(world: World, repeats: int, rows: int, opened: Callable[[], Sour
     def read_turn() -> float:
         source = opened()
         try:
-            fill(source, 1)
+            receiving = _cpu_of(lambda: fill(source, 1))
             cursor: list[str | None] = [None]
 
             def first() -> int:
                 got, cursor[0] = _read_alone(world, source, None, rows)
                 return got
 
-            s.read_first.timed(first)
-            fill(source, 2)
-            return s.read_onto.timed(lambda: _read_alone(world, source, cursor[0], rows)[0])
+            s.read_first.timed(first, receiving)
+            receiving = _cpu_of(lambda: fill(source, 2))
+            return s.read_onto.timed(
+                lambda: _read_alone(world, source, cursor[0], rows)[0], receiving
+            )
         finally:
             source.close()
 
@@ -231,10 +242,10 @@ def _kind_turns(world: World, repeats: int, rows: int, opened: Callable[[], Sour
         _dataset, source_id = world.declare(kind, config, mapping, credentials)
         source = opened()
         try:
-            fill(source, 1)
-            s.run_first.timed(lambda: _full_run(world, source_id, source, rows))
-            fill(source, 2)
-            return s.run_onto.timed(lambda: _full_run(world, source_id, source, rows))
+            receiving = _cpu_of(lambda: fill(source, 1))
+            s.run_first.timed(lambda: _full_run(world, source_id, source, rows), receiving)
+            receiving = _cpu_of(lambda: fill(source, 2))
+            return s.run_onto.timed(lambda: _full_run(world, source_id, source, rows), receiving)
         finally:
             source.close()
 
@@ -334,7 +345,9 @@ def _serve_machine(conn: multiprocessing.connection.Connection) -> None:
         while (command := await loop.run_in_executor(None, conn.recv)) is not None:
             what, value = command
             if what == "burst":
-                for _ in range(value):
+                for i in range(value):
+                    if i and i % 500 == 0:  # within the monitored items' queues (1000 each)
+                        await asyncio.sleep(0.1)
                     count += 1
                     node, number = (temp, 60 + count % 400 / 10) if count % 2 else (cycle, 30 + count % 300 / 10)
                     await node.write_value(ua.Variant(number, ua.VariantType.Double))
@@ -569,7 +582,7 @@ def _lags(world: World, samples: int, pg: tuple[str, Callable[[], Any]] | None,
             lags[kind] = Lag()
         for i in range(samples):
             for kind, (dataset, source_id, write) in writers.items():
-                time.sleep(rng.uniform(0, 2.0))  # a random moment in the schedule's cycle
+                time.sleep(rng.uniform(0, 1.0))  # a random moment in the schedule's ~1 s cycle
                 marker = 100 + (i * 10 + len(lags[kind].total)) / 1000 + rng.random() / 1e4
                 marker = round(marker, 6)
                 _lag_sample(world, dataset, source_id, marker, lambda w=write, m=marker: w(m),
@@ -582,11 +595,19 @@ def _lags(world: World, samples: int, pg: tuple[str, Callable[[], Any]] | None,
 
 
 # -- the rows --------------------------------------------------------------------------------
-def _rows_of(kind: str, s: KindSeries, rows: int, quick: bool) -> list[Row]:
+def _rows_of(kind: str, s: KindSeries, rows: int, quick: bool, streamed: bool = False) -> list[Row]:
     goal = ">= 0.5x the read alone"
     met = lambda _v, ratio: ratio is not None and ratio >= 0.5  # noqa: E731
     tag = f"{rows:,} rows{', quick' if quick else ''}"
-    return [
+    received = [
+        series_row(f"{kind} first run vs read alone, both with receiving the rows ({tag}), CPU",
+                   s.run_first.received_cpu, s.read_first.received_cpu, "rows/CPU s", "report",
+                   None),
+        series_row(f"{kind} run onto a version vs read alone, both with receiving ({tag}), CPU",
+                   s.run_onto.received_cpu, s.read_onto.received_cpu, "new rows/CPU s", "report",
+                   None),
+    ] if streamed else []  # fmt: skip
+    return received + [
         series_row(f"{kind} first run into storage vs read alone ({tag}), CPU", s.run_first.cpu,
                    s.read_first.cpu, "rows/CPU s", goal, met),
         series_row(f"{kind} first run into storage vs read alone ({tag}), wall", s.run_first.wall,
@@ -616,50 +637,70 @@ def _lag_rows(lags: dict[str, Lag]) -> list[Row]:
     return out
 
 
-def run(quick: bool = False, rows: int | None = None, repeats: int = REPEATS,
-        lag_samples: int | None = None) -> list[Row]:
-    """The rows: each kind's runs vs its reads alone, first and onto a version; the lags."""
+def run(quick: bool = False, rows: int | None = None, stream_rows: int | None = None,
+        repeats: int = REPEATS, lag_samples: int | None = None) -> list[Row]:
+    """The rows: each kind's runs vs its reads alone, first and onto a version; the lags.
+    ``rows``: an SQL run's rows (20,000; quick 2,000); ``stream_rows``: an OPC UA run's
+    (5,000; quick 1,000) and an MQTT run's (2,000; quick 1,000: the broker's pace makes
+    sending them the longest part), which the server or the publisher sends each time."""
     from tests.sources.mqtt_broker import AMQTT, Broker
 
     rows = rows or (2_000 if quick else 20_000)
+    opcua_rows = stream_rows or (1_000 if quick else 5_000)
+    mqtt_rows = stream_rows or (1_000 if quick else 2_000)
     repeats = 2 if quick else repeats
-    lag_samples = lag_samples or (1 if quick else 6)
+    lag_samples = lag_samples or (1 if quick else 4)
     out: list[Row] = []
+    began = time.perf_counter()
+
+    def phase(name: str) -> None:
+        print(f"  sources: {name} at {time.perf_counter() - began:.0f} s "
+              f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr)  # fmt: skip
+
     with tempfile.TemporaryDirectory(prefix="veil-sources-bench-") as directory, ExitStack() as stack:
         home = Path(directory)
         world = stack.enter_context(_world(home, rows))
         pg = stack.enter_context(_postgres(home))
         if pg is not None:
+            phase("PostgreSQL")
             _sql_fill_table(pg[1], rows, "serial")
             out += _rows_of("PostgreSQL", _sql_series(world, pg[0], None, repeats, rows), rows, quick)
         maria = stack.enter_context(_mariadb(home))
         if maria is not None:
+            phase("MariaDB")
             _sql_fill_table(maria[1], rows, "INT AUTO_INCREMENT")
             series = _sql_series(world, maria[0], maria[2], repeats, rows)
             out += _rows_of("MariaDB", series, rows, quick)
+        phase("OPC UA")
         machine = stack.enter_context(_machine())
-        out += _rows_of("OPC UA", _opcua_series(world, *machine, repeats, rows), rows, quick)
+        series = _opcua_series(world, *machine, repeats, opcua_rows)
+        out += _rows_of("OPC UA", series, opcua_rows, quick, streamed=True)
         if not AMQTT.exists():
             raise RuntimeError(f"the amqtt broker is missing ({AMQTT}): make mqtt-broker")
+        phase("MQTT")
         (home / "mqtt").mkdir()
         broker = Broker(home / "mqtt")
         broker.start()
         stack.callback(broker.kill)
-        out += _rows_of("MQTT", _mqtt_series(world, broker.port, repeats, rows), rows, quick)
+        series = _mqtt_series(world, broker.port, repeats, mqtt_rows)
+        out += _rows_of("MQTT", series, mqtt_rows, quick, streamed=True)
+        phase("lag")
         out += _lag_rows(_lags(world, lag_samples, pg, machine, broker.port))
+        phase("done")
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=None, help="rows a run brings (20000)")
+    parser.add_argument("--rows", type=int, default=None, help="an SQL run's rows (20000)")
+    parser.add_argument("--stream-rows", type=int, default=None, help="OPC UA (5000), MQTT (2000)")
     parser.add_argument("--repeats", type=int, default=REPEATS)
-    parser.add_argument("--lag-samples", type=int, default=None, help="per kind (6)")
+    parser.add_argument("--lag-samples", type=int, default=None, help="per kind (4)")
     parser.add_argument("--quick", action="store_true", help="2000 rows, 2 turns")
     args = parser.parse_args()
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     began = time.perf_counter()
-    rows = run(args.quick, args.rows, args.repeats, args.lag_samples)
+    rows = run(args.quick, args.rows, args.stream_rows, args.repeats, args.lag_samples)
     print_rows(rows)
     for r in rows:
         if "wait_ms" in r:
