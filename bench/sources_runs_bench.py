@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema, PrivacyUnit
 from bench.report import REPEATS, Row, interleaved, print_rows, series_row
@@ -80,12 +80,23 @@ SCHEMA = DatasetSchema(
 )  # fmt: skip
 PLANT = {"plant": {"constant": "plant-a"}}
 #: The MES table (°F, ms) and its mapping; the OPC UA machine's and the MQTT payload's.
-SQL_MAPPING = {"columns": {
-    "machine": {"field": "equipment"}, "temperature_c": {"field": "temp_f", "scale": 5 / 9,
-    "offset": -160 / 9}, "cycle_time_s": {"field": "cycle_ms", "scale": 0.001}, **PLANT}}
-OPCUA_MAPPING = {"columns": {
-    "machine": {"constant": "mill-1"}, "temperature_c": {"field": "temp"},
-    "cycle_time_s": {"field": "cycle"}, "note": {"field": "ts"}, **PLANT}}
+SQL_MAPPING = {
+    "columns": {
+        "machine": {"field": "equipment"},
+        "temperature_c": {"field": "temp_f", "scale": 5 / 9, "offset": -160 / 9},
+        "cycle_time_s": {"field": "cycle_ms", "scale": 0.001},
+        **PLANT,
+    }
+}
+OPCUA_MAPPING = {
+    "columns": {
+        "machine": {"constant": "mill-1"},
+        "temperature_c": {"field": "temp"},
+        "cycle_time_s": {"field": "cycle"},
+        "note": {"field": "ts"},
+        **PLANT,
+    }
+}
 MQTT_MAPPING = {"columns": {
     "machine": {"field": "device"}, "temperature_c": {"field": "temp"},
     "cycle_time_s": {"field": "cycle"}, "note": {"field": "topic"}, **PLANT}}  # fmt: skip
@@ -108,15 +119,28 @@ class World:
         self.datasets += 1
         return create_dataset(self.veil, self.enterprise, f"{kind}-{self.datasets}", SCHEMA).id
 
-    def declare(self, kind: str, config: dict[str, Any], mapping: dict[str, Any],
-                credentials: dict[str, str] | None = None,
-                interval_s: float | None = 31 * 86400.0) -> tuple[str, str]:
+    def declare(
+        self,
+        kind: str,
+        config: dict[str, Any],
+        mapping: dict[str, Any],
+        credentials: dict[str, str] | None = None,
+        interval_s: float | None = 31 * 86400.0,
+    ) -> tuple[str, str]:
         """A new dataset with a source; (dataset id, source id). The default interval keeps
         a throughput source from ever being due again after its own runs."""
         dataset = self.dataset(kind)
-        view = declare_source(self.veil, self.enterprise, dataset, kind=kind, config=config,
-                              credentials=credentials, interval_s=interval_s, mapping=mapping)
-        return dataset, view.declaration.id  # fmt: skip
+        view = declare_source(
+            self.veil,
+            self.enterprise,
+            dataset,
+            kind=kind,
+            config=config,
+            credentials=credentials,
+            interval_s=interval_s,
+            mapping=mapping,
+        )
+        return dataset, view.declaration.id
 
 
 @contextmanager
@@ -186,7 +210,9 @@ def _full_run(world: World, source_id: str, source: Source, expected: int) -> in
     return outcome.rows
 
 
-def _read_alone(world: World, source: Source, cursor: str | None, expected: int) -> tuple[int, str | None]:
+def _read_alone(
+    world: World, source: Source, cursor: str | None, expected: int
+) -> tuple[int, str | None]:
     batch = runs._read_all(world.veil, _Kept(source), cursor)
     if batch.rows.height != expected:
         raise RuntimeError(f"the read brought {batch.rows.height} of {expected} rows")
@@ -210,9 +236,17 @@ class KindSeries:
     run_onto: Series = field(default_factory=Series)
 
 
-def _kind_turns(world: World, repeats: int, rows: int, opened: Callable[[], Source],
-                fill: Callable[[Source, int], None], kind: str, config: dict[str, Any],
-                mapping: dict[str, Any], credentials: dict[str, str] | None = None) -> KindSeries:
+def _kind_turns(
+    world: World,
+    repeats: int,
+    rows: int,
+    opened: Callable[[], Source],
+    fill: Callable[[Source, int], None],
+    kind: str,
+    config: dict[str, Any],
+    mapping: dict[str, Any],
+    credentials: dict[str, str] | None = None,
+) -> KindSeries:
     """Interleaved turns: read alone (first, onto), full run (first, onto), repeated.
 
     ``opened()`` opens a source (connected, with nothing pending); ``fill(source, n)``
@@ -256,7 +290,9 @@ def _kind_turns(world: World, repeats: int, rows: int, opened: Callable[[], Sour
 # -- SQL -------------------------------------------------------------------------------------
 def _sql_fill_table(connect: Callable[[], Any], rows: int, id_type: str) -> None:
     """The MES table with 2 x ``rows`` readings: a run takes the first half, the next the rest."""
-    values = [(f"press-{1 + i % 2}", 60 + (i % 200) / 2, 20_000 + i % 40_000) for i in range(2 * rows)]
+    values = [
+        (f"press-{1 + i % 2}", 60 + (i % 200) / 2, 20_000 + i % 40_000) for i in range(2 * rows)
+    ]
     with connect() as conn:
         cur = conn.cursor()
         cur.execute("DROP TABLE IF EXISTS readings")
@@ -270,11 +306,17 @@ def _sql_fill_table(connect: Callable[[], Any], rows: int, id_type: str) -> None
         conn.commit()
 
 
-def _sql_series(world: World, url: str, password: str | None, repeats: int, rows: int) -> KindSeries:
+def _sql_series(
+    world: World, url: str, password: str | None, repeats: int, rows: int
+) -> KindSeries:
     from sandbox.sources import sql
 
-    config = {"url": url, "table": "readings", "incremental": "id",
-              "batch_rows": min(SQL_BATCH_ROWS, rows)}  # a run: whole batches
+    config = {
+        "url": url,
+        "table": "readings",
+        "incremental": "id",
+        "batch_rows": min(SQL_BATCH_ROWS, rows),
+    }  # a run: whole batches
     credentials = {"password": password} if password else None
 
     def opened() -> Source:
@@ -349,7 +391,11 @@ def _serve_machine(conn: multiprocessing.connection.Connection) -> None:
                     if i and i % 500 == 0:  # within the monitored items' queues (1000 each)
                         await asyncio.sleep(0.1)
                     count += 1
-                    node, number = (temp, 60 + count % 400 / 10) if count % 2 else (cycle, 30 + count % 300 / 10)
+                    node, number = (
+                        (temp, 60 + count % 400 / 10)
+                        if count % 2
+                        else (cycle, 30 + count % 300 / 10)
+                    )
                     await node.write_value(ua.Variant(number, ua.VariantType.Double))
             else:
                 await temp.write_value(ua.Variant(value, ua.VariantType.Double))
@@ -362,7 +408,9 @@ def _serve_machine(conn: multiprocessing.connection.Connection) -> None:
 @contextmanager
 def _machine() -> Iterator[tuple[str, int, multiprocessing.connection.Connection]]:
     ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=_serve_machine, args=(theirs,), daemon=True)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_serve_machine, args=(theirs,), daemon=True
+    )
     process.start()
     try:
         endpoint, ns = ours.recv()
@@ -400,7 +448,9 @@ def _wait_held(source: Source, count: int, settle_s: float) -> None:
         time.sleep(settle_s)
 
 
-def _opcua_series(world: World, endpoint: str, ns: int, conn: Any, repeats: int, rows: int) -> KindSeries:
+def _opcua_series(
+    world: World, endpoint: str, ns: int, conn: Any, repeats: int, rows: int
+) -> KindSeries:
     from sandbox.sources import opcua
 
     config = _opcua_config(endpoint, ns, rows)
@@ -461,7 +511,8 @@ def _mqtt_series(world: World, port: int, repeats: int, rows: int) -> KindSeries
                 time.sleep(0.05)
 
     def fill(source: Source, n: int) -> None:
-        subprocess.run([sys.executable, "-c", _PUBLISHER, str(port), str(rows)], check=True, timeout=300)  # noqa: S603
+        command = [sys.executable, "-c", _PUBLISHER, str(port), str(rows)]
+        subprocess.run(command, check=True, timeout=300)  # noqa: S603
         _wait_held(source, n * rows, 1.0)  # held: read or not, until a stored cursor forgets them
 
     return _kind_turns(world, repeats, rows, opened, fill, "mqtt", config, MQTT_MAPPING)
@@ -490,13 +541,24 @@ class _Recorder:
         return outcome
 
 
-def _lag_sample(world: World, dataset: str, source_id: str, marker: float,
-                write: Callable[[], float], recorder: _Recorder, into: Lag) -> None:
+def _lag_sample(
+    world: World,
+    dataset: str,
+    source_id: str,
+    marker: float,
+    write: Callable[[], float],
+    recorder: _Recorder,
+    into: Lag,
+) -> None:
     """Write at the source (``write`` returns the write's time), poll until a version holds
     ``marker`` in ``temperature_c`` as a job reads it (``load_frame``)."""
     with world.veil.db.read() as session:
-        last = session.scalar(select(DatasetVersion.version).where(DatasetVersion.dataset_id == dataset)
-                              .order_by(DatasetVersion.version.desc()).limit(1))  # fmt: skip
+        last = session.scalar(
+            select(DatasetVersion.version)
+            .where(DatasetVersion.dataset_id == dataset)
+            .order_by(DatasetVersion.version.desc())
+            .limit(1)
+        )
     written = write()
     deadline = time.time() + 60
     while True:
@@ -526,8 +588,13 @@ def _lag_sample(world: World, dataset: str, source_id: str, marker: float,
     into.seen.append(seen - ended)
 
 
-def _lags(world: World, samples: int, pg: tuple[str, Callable[[], Any]] | None,
-          machine: tuple[str, int, Any], broker_port: int) -> dict[str, Lag]:
+def _lags(
+    world: World,
+    samples: int,
+    pg: tuple[str, Callable[[], Any]] | None,
+    machine: tuple[str, int, Any],
+    broker_port: int,
+) -> dict[str, Lag]:
     """One continuous source of each kind, with the scheduler running (default settings);
     each sample writes one value at one source at a random moment, the kinds in turn."""
     from tests.sources.mqtt_broker import Publisher
@@ -607,7 +674,8 @@ def _rows_of(kind: str, s: KindSeries, rows: int, quick: bool, streamed: bool = 
                    s.run_onto.received_cpu, s.read_onto.received_cpu, "new rows/CPU s", "report",
                    None),
     ] if streamed else []  # fmt: skip
-    return received + [
+    return [
+        *received,
         series_row(f"{kind} first run into storage vs read alone ({tag}), CPU", s.run_first.cpu,
                    s.read_first.cpu, "rows/CPU s", goal, met),
         series_row(f"{kind} first run into storage vs read alone ({tag}), wall", s.run_first.wall,
@@ -619,26 +687,37 @@ def _rows_of(kind: str, s: KindSeries, rows: int, quick: bool, streamed: bool = 
     ]  # fmt: skip
 
 
+#: The lag rows' names of the kinds (the SQL source's lag is PostgreSQL's).
+LAG_NAMES = {"sql": "PostgreSQL", "opcua": "OPC UA", "mqtt": "MQTT"}
+
+
 def _lag_rows(lags: dict[str, Lag]) -> list[Row]:
     out = []
     for kind, lag in lags.items():
         if not lag.total:
             continue
         ms = lambda xs: [x * 1000 for x in xs]  # noqa: E731
-        r = series_row(f"{kind} lag: written at the source to queryable (scheduler defaults)",
-                       ms(lag.total), None, "ms", "report", None)  # fmt: skip
+        item = f"{LAG_NAMES[kind]} lag: written at the source to queryable (scheduler defaults)"
+        r = series_row(item, ms(lag.total), None, "ms", "report", None)
         for part in ("wait", "run", "seen"):
             values = ms(getattr(lag, part))
             r[f"{part}_ms"] = round(statistics.median(values), 1)
             r[f"{part}_ms_min"], r[f"{part}_ms_max"] = round(min(values), 1), round(max(values), 1)
-        r["item"] += (f"; of it, the scheduler's wait {r['wait_ms']:.0f}, the run {r['run_ms']:.0f},"
-                      f" the reader's poll {r['seen_ms']:.0f}")  # fmt: skip
+        r["item"] += (
+            f"; of it, the scheduler's wait {r['wait_ms']:.0f}, the run {r['run_ms']:.0f},"
+            f" the reader's poll {r['seen_ms']:.0f}"
+        )
         out.append(r)
     return out
 
 
-def run(quick: bool = False, rows: int | None = None, stream_rows: int | None = None,
-        repeats: int = REPEATS, lag_samples: int | None = None) -> list[Row]:
+def run(
+    quick: bool = False,
+    rows: int | None = None,
+    stream_rows: int | None = None,
+    repeats: int = REPEATS,
+    lag_samples: int | None = None,
+) -> list[Row]:
     """The rows: each kind's runs vs its reads alone, first and onto a version; the lags.
     ``rows``: an SQL run's rows (20,000; quick 2,000); ``stream_rows``: an OPC UA run's
     (5,000; quick 1,000) and an MQTT run's (2,000; quick 1,000: the broker's pace makes
@@ -657,14 +736,19 @@ def run(quick: bool = False, rows: int | None = None, stream_rows: int | None = 
         print(f"  sources: {name} at {time.perf_counter() - began:.0f} s "
               f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr)  # fmt: skip
 
-    with tempfile.TemporaryDirectory(prefix="veil-sources-bench-") as directory, ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="veil-sources-bench-") as directory,
+        ExitStack() as stack,
+    ):
         home = Path(directory)
         world = stack.enter_context(_world(home, rows))
         pg = stack.enter_context(_postgres(home))
         if pg is not None:
             phase("PostgreSQL")
             _sql_fill_table(pg[1], rows, "serial")
-            out += _rows_of("PostgreSQL", _sql_series(world, pg[0], None, repeats, rows), rows, quick)
+            out += _rows_of(
+                "PostgreSQL", _sql_series(world, pg[0], None, repeats, rows), rows, quick
+            )
         maria = stack.enter_context(_mariadb(home))
         if maria is not None:
             phase("MariaDB")
@@ -704,7 +788,11 @@ def main() -> None:
     print_rows(rows)
     for r in rows:
         if "wait_ms" in r:
-            print(json.dumps({k: v for k, v in r.items() if k.startswith(("wait", "run_", "seen", "veil"))}))
+            print(
+                json.dumps(
+                    {k: v for k, v in r.items() if k.startswith(("wait", "run_", "seen", "veil"))}
+                )
+            )
     print(f"took {time.perf_counter() - began:.0f} s; load average now: "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
 
