@@ -221,6 +221,7 @@ def run(variables: int = 200, repeats: int = REPEATS, quick: bool = False) -> li
 
 def _opcua_rows(variables: int, repeats: int, quick: bool) -> list[Row]:
     reads, changes = (20, 5) if quick else (100, 10)
+    quick_tag = ", quick" if quick else ""
     if quick:
         repeats = 2
     with _server(variables) as (endpoint, ns, conn):
@@ -236,7 +237,7 @@ def _opcua_rows(variables: int, repeats: int, quick: bool) -> list[Row]:
         )
     return [
         series_row(
-            f"OPC UA sampled reads, {variables} values a read ({'quick' if quick else reads})",
+            f"OPC UA sampled reads, {variables} values a read, {reads} reads a turn{quick_tag}",
             veil, bare, "values/CPU s", ">= 0.5x a bare asyncua client",
             lambda v, ratio: ratio is not None and ratio >= 0.5,
         ),
