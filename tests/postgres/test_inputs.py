@@ -128,6 +128,7 @@ def test_every_length_limited_column_is_known() -> None:
         "principals.size_band": "CategoriesIn.size_band: SIZE_BAND_LENGTH",
         "datasets.name": "DatasetIn.name: NAME_LENGTH (console: enterprise_forms.declaration)",
         "source_declarations.kind": "SourceIn.kind: max_length 32 (one of sandbox.sources.kinds)",
+        "device_days.device": "sandbox.data.liveness.record_read: cut to DEVICE_LENGTH (200)",
         "jobs.dataset_id": "JobIn.dataset_id: ObjectId (console: QueryForm.submission; SQL: FROM)",
         "jobs.purpose": "JobIn.purpose: Purpose (console: provider_forms.check_purpose)",
         "code_requests.dataset_id": "CodeIn.dataset_id: ObjectId",
@@ -173,6 +174,10 @@ def test_every_length_limited_column_is_known() -> None:
         "node_jobs.state", "datasets.node_id",
         # Data sources: ids Veil makes; a run's lease holder is a scheduler's or a run's id.
         "source_declarations.id", "source_mappings.id", "source_states.claimed_by",
+        # Liveness: a day Veil writes (sandbox.data.liveness.day_of) or parses from a node's
+        # signed report (sandbox.nodes.liveness._day: date.isoformat, 10 characters); the
+        # reporting node's own id, authenticated.
+        "device_days.day", "liveness_days.day", "liveness_days.node_id",
         # Collaborations: ids Veil makes or checks (a node checks the run ids it is handed,
         # node.work.collab._ID; the control plane takes a phase only when it is the run's),
         # hashes, states.
