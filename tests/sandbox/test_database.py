@@ -105,9 +105,9 @@ def test_a_row_read_on_the_event_loop_sees_each_commit_and_cannot_write(db: Data
             db._loop_connection().execute("DELETE FROM principals")
         return seen
 
-    # In a thread of its own, as the server's event loop runs: the test process's main
-    # thread may hold another test's loop (a library that nests loops leaves it marked
-    # running), and anyio refuses to start a loop inside a running one.
+    # In a thread of its own, as the server's event loop runs: in a full run the browser
+    # tests' Playwright keeps an event loop running in the main thread (as in
+    # tests/security/test_limits.py), and anyio refuses to start a loop inside it.
     with ThreadPoolExecutor(1) as pool:
         seen = pool.submit(anyio.run, reads).result()
     assert seen == [Status.ACTIVE, Status.SUSPENDED, Status.ACTIVE]
