@@ -458,10 +458,14 @@ def _opcua_series(
     def opened() -> Source:
         source = opcua.open_source(config, {})
         deadline = time.monotonic() + 30
-        while source.read(None).rows.height == 0:  # connected, its first (state) row read
+        while (first := source.read(None)).rows.height == 0:  # connected: its state row
             if time.monotonic() > deadline:
                 raise RuntimeError("the OPC UA source never gave its first row")
             time.sleep(0.02)
+        # The state row is held until stored (sandbox/sources/held.py): read on to nothing
+        # new, then give that cursor again, as the next run would, so that it is forgotten.
+        source.read(first.cursor)
+        source.read(first.cursor)
         return source
 
     def fill(source: Source, _n: int) -> None:
