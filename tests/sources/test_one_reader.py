@@ -10,12 +10,14 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from policies.principals import issue_token
 from sandbox.cli.app import app
 from sandbox.client import VeilClient
+from sandbox.console.session import csrf_token
 from sandbox.data.datasets import latest_version, load_frame
 from sandbox.runtime.veil import Veil
 from sandbox.server.thread import ApiThread
@@ -122,6 +124,9 @@ def test_run_now_of_a_source_a_scheduler_reads_is_queued_for_it_and_stores_nothi
         run = VeilClient(api, token).run_source(dataset)  # the API: queued, not run here
         cli = CliRunner().invoke(app, ["sources", "run-now", dataset, "--token", token,
                                        "--url", api])  # fmt: skip
+        with httpx.Client(base_url=api, cookies={"veil_console": token}) as http:
+            button = http.post(f"/console/sources/{dataset}/run", data={"csrf": csrf_token(token)},
+                               headers={"x-csrf-token": csrf_token(token)})  # fmt: skip
     with veil.db.read() as s:
         due = s.scalars(select(SourceState.next_attempt_at)).one() <= veil.clock()
     assert scheduler.run_due() in (0, 1)  # (main's behaviour: not due, a minute away)
@@ -132,6 +137,7 @@ def test_run_now_of_a_source_a_scheduler_reads_is_queued_for_it_and_stores_nothi
     assert _held(scheduler) is kept  # one reader all along: never opened again
     assert run == run | {"queued": True, "rows": 0, "version": None, "error": None}
     assert cli.exit_code == 0 and "queued" in cli.output and dataset in cli.output
+    assert "source-queued" in button.headers.get("location", "")  # the console's notice
     assert due  # queued: due at once for the scheduler, though its interval is a minute
     assert holder == scheduler.owner
     scheduler.stop()
