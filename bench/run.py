@@ -54,7 +54,7 @@ ITEMS: dict[str, Callable[[bool], list[Row]]] = {
     "node": lambda quick: node_bench.run(quick=quick),
     "psi": lambda quick: psi_bench.run([10_000], quick=quick),  # psi_bench.py --sizes N
     "collab": lambda quick: collab_bench.run([20], quick=quick),  # collab_bench.py --nodes 100
-    "sources": lambda quick: sources_bench.run(quick=quick),  # OPC UA: values/s and lag
+    "sources": lambda quick: sources_bench.run(quick=quick),  # runs vs reads, lags, vs libraries
 }
 
 

@@ -1,4 +1,14 @@
-"""Benchmark: reading data sources where they live (issue 25). The OPC UA part.
+"""Benchmark: reading data sources where they live (issue 25), one ``make bench`` item.
+
+``run`` gives three groups of rows:
+
+- each kind's **run into encrypted storage vs the same reads alone**, and the **lag** from
+  a value at the source to a queryable version (``bench/sources_runs_bench.py``);
+- the **MQTT source vs a bare paho subscriber**, and its publish-to-read lag
+  (``bench/sources_mqtt_bench.py``);
+- the **OPC UA source vs a bare asyncua client** (below).
+
+The OPC UA part:
 
 - **values read per CPU second**: Veil's OPC UA source in sampled mode (its loop thread,
   the synchronous hand-over, a typed polars row) vs a bare ``asyncua`` client reading the
@@ -9,7 +19,8 @@
   with the same publishing interval. This is wall time by nature: the loaded machine's
   scheduling is part of it, so the medians of interleaved repetitions are reported.
 
-Run alone: ``.venv/bin/python bench/sources_bench.py [--variables 200] [--repeats 5]``
+Run alone: ``.venv/bin/python bench/sources_bench.py [--variables 200] [--repeats 5] [--quick]``
+(each part also runs alone: ``bench/sources_runs_bench.py``, ``bench/sources_mqtt_bench.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -197,7 +209,19 @@ def _bare_lag(endpoint: str, ns: int, conn: Any, changes: int) -> float:
 
 
 def run(variables: int = 200, repeats: int = REPEATS, quick: bool = False) -> list[Row]:
-    reads, changes = (20, 5) if quick else (200, 20)
+    """All the sources' rows: runs into storage and lags, MQTT vs paho, OPC UA vs asyncua."""
+    from bench import sources_mqtt_bench, sources_runs_bench
+
+    # asyncua warns of every session's and subscription's revised values: noise in the table.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    rows = sources_runs_bench.run(quick=quick, repeats=repeats)
+    rows += sources_mqtt_bench.run(quick=quick, messages=5_000, lag_messages=20, repeats=repeats)
+    return rows + _opcua_rows(variables, repeats, quick)
+
+
+def _opcua_rows(variables: int, repeats: int, quick: bool) -> list[Row]:
+    reads, changes = (20, 5) if quick else (100, 10)
+    quick_tag = ", quick" if quick else ""
     if quick:
         repeats = 2
     with _server(variables) as (endpoint, ns, conn):
@@ -213,7 +237,7 @@ def run(variables: int = 200, repeats: int = REPEATS, quick: bool = False) -> li
         )
     return [
         series_row(
-            f"OPC UA sampled reads, {variables} values a read ({'quick' if quick else reads})",
+            f"OPC UA sampled reads, {variables} values a read, {reads} reads a turn{quick_tag}",
             veil, bare, "values/CPU s", ">= 0.5x a bare asyncua client",
             lambda v, ratio: ratio is not None and ratio >= 0.5,
         ),

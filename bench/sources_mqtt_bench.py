@@ -144,10 +144,15 @@ def _lags(port: int, count: int) -> list[float]:
     return lags
 
 
-def run(quick: bool = False, messages: int = 20_000, lag_messages: int = 50) -> list[Row]:
-    """Rows: messages per CPU second (source vs bare paho), and the lag publish -> read."""
+def run(
+    quick: bool = False, messages: int = 20_000, lag_messages: int = 50, repeats: int = REPEATS
+) -> list[Row]:
+    """Rows: messages per CPU second (source vs bare paho), and the lag publish -> read.
+
+    ``make bench`` runs it within ``bench/sources_bench.py``: 5,000 messages, 20 for the lag.
+    """
     messages = 2_000 if quick else messages
-    repeats = 2 if quick else REPEATS
+    repeats = 2 if quick else repeats
     with tempfile.TemporaryDirectory(prefix="veil-mqtt-bench-") as directory:
         broker = Broker(Path(directory))
         broker.start()
@@ -162,7 +167,7 @@ def run(quick: bool = False, messages: int = 20_000, lag_messages: int = 50) -> 
             broker.kill()
     return [
         series_row(
-            f"mqtt source: {messages} msgs, per CPU s (vs bare paho)",
+            f"MQTT source: {messages} msgs received, per CPU s (vs bare paho)",
             veil,
             bare,
             "msg/s",
@@ -170,7 +175,7 @@ def run(quick: bool = False, messages: int = 20_000, lag_messages: int = 50) -> 
             lambda _v, ratio: ratio is not None and ratio >= 0.5,
         ),
         series_row(
-            f"mqtt lag publish -> read (median of {len(lags)}, read every 10 ms)",
+            f"MQTT lag publish -> read (median of {len(lags)}, read every 10 ms)",
             [statistics.median(lags) * 1000],
             None,
             "ms",
