@@ -14,7 +14,9 @@ gives them back when it stops (``give_back``). No other scheduler or run-now rea
 source meanwhile; a run now asks the holder to run it (``queue``). A lease that runs out
 (its process died or hung for ``VEIL_SOURCE_LEASE_S``) may be taken by another reader,
 which opens the source afresh; the scheduler that held it learns so from ``renew`` or
-``keep`` and closes its copy. A lease holder is told apart from a single run by its owner's
+``keep`` and closes its copy. Between runs the lease is held for ``VEIL_SOURCE_HOLD_S``
+(renewed at every poll), during a run for ``VEIL_SOURCE_LEASE_S``: a reader whose process
+died is replaced within the first. A lease holder is told apart from a single run by its owner's
 prefix (``SCHEDULER``).
 """
 
@@ -47,7 +49,14 @@ def held_by_scheduler(owner: str | None) -> bool:
 
 
 def _until(veil: Veil, now: datetime) -> datetime:
+    """A run's lease: as long as a run may take (``VEIL_SOURCE_LEASE_S``)."""
     return now + timedelta(seconds=veil.settings.source_lease_s)
+
+
+def _held_until(veil: Veil, now: datetime) -> datetime:
+    """A continuous source's lease between its runs (``VEIL_SOURCE_HOLD_S``), renewed at every
+    poll: short, so that a reader whose process died is replaced within it."""
+    return now + timedelta(seconds=veil.settings.source_hold_s)
 
 
 def _free(now: datetime) -> ColumnElement[bool]:
@@ -105,7 +114,7 @@ def hold(veil: Veil, source_id: str, owner: str) -> None:
         session.execute(
             update(SourceState)
             .where(SourceState.source_id == source_id, SourceState.claimed_by == owner)
-            .values(claimed_until=_until(veil, now))
+            .values(claimed_until=_held_until(veil, now))
         )
 
 
@@ -126,7 +135,7 @@ def renew(veil: Veil, owner: str) -> set[str]:
         session.execute(
             update(SourceState)
             .where(SourceState.claimed_by == owner)
-            .values(claimed_until=_until(veil, now))
+            .values(claimed_until=_held_until(veil, now))
         )
         held = select(SourceState.source_id).where(SourceState.claimed_by == owner)
         return set(session.scalars(held))

@@ -116,7 +116,12 @@ def test_run_now_of_a_source_a_scheduler_reads_is_queued_for_it_and_stores_nothi
     publisher.publish("factory/press-1/telemetry", {"t": 70.5, "c": 30000})
     publisher.publish("factory/press-2/telemetry", {"t": 71, "c": 31000})
     assert _until_stored(veil, tenants, dataset, 71.0, scheduler) == [70.5, 71.0]
-    holder = _lease(veil)[0]  # between runs: the lease of the source it keeps open
+    holder, until = _lease(veil)  # between runs: the lease of the source it keeps open
+    # held for VEIL_SOURCE_HOLD_S, not a run's VEIL_SOURCE_LEASE_S: a dead reader is
+    # replaced within it
+    assert holder is not None and until is not None
+    hold = timedelta(seconds=veil.settings.source_hold_s)
+    assert veil.clock() < until.replace(tzinfo=veil.clock().tzinfo) <= veil.clock() + hold
     kept = _held(scheduler)
     with veil.db.transaction() as s:
         token = issue_token(s, s.merge(tenants.acme), lifetime=timedelta(hours=1)).secret
