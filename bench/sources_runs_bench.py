@@ -60,7 +60,7 @@ from sandbox.config.settings import Settings
 from sandbox.data.datasets import create_dataset, latest_version, load_frame
 from sandbox.runtime.veil import Veil
 from sandbox.service import bootstrap_operator, open_veil
-from sandbox.sources import runs
+from sandbox.sources import leases, runs
 from sandbox.sources import scheduler as scheduler_module
 from sandbox.sources.base import Batch, Source
 from sandbox.sources.declarations import declare_source
@@ -205,7 +205,7 @@ def _cpu_of(action: Callable[[], object]) -> float:
 
 def _full_run(world: World, source_id: str, source: Source, expected: int) -> int:
     owner = new_id("run")
-    assert runs.claim(world.veil, source_id, owner, due=False)
+    assert leases.claim(world.veil, source_id, owner, due=False)
     outcome = runs.run_source(world.veil, source_id, owner, lambda *_: _Kept(source))
     if outcome.error is not None or outcome.rows != expected:
         raise RuntimeError(f"the run stored {outcome.rows} of {expected} rows: {outcome.error}")
@@ -544,9 +544,11 @@ class _Recorder:
         self.runs: list[tuple[str, float, float, int]] = []
         self._inner = scheduler_module.run_source
 
-    def __call__(self, veil: Veil, source_id: str, owner: str, opener: Any) -> runs.RunOutcome:
+    def __call__(
+        self, veil: Veil, source_id: str, owner: str, opener: Any, **options: Any
+    ) -> runs.RunOutcome:
         began = time.time()
-        outcome = self._inner(veil, source_id, owner, opener)
+        outcome = self._inner(veil, source_id, owner, opener, **options)
         self.runs.append((source_id, began, time.time(), outcome.rows))
         return outcome
 

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["sources"])
 
 
 class SourceIn(Input):
-    kind: str = Field(max_length=32, description="sql (more kinds: docs/sources.md)")
+    kind: str = Field(max_length=32, description="sql, opcua or mqtt (docs/sources.md)")
     config: dict[str, Any] = Field(description="The kind's settings; never a secret.")
     credentials: dict[str, str] | None = Field(
         default=None,
@@ -45,7 +45,11 @@ class SourcesOut(BaseModel):
 
 
 class RunOut(BaseModel):
-    run: dict[str, Any]
+    run: dict[str, Any] = Field(
+        description="{source_id, dataset_id, rows, version, error, problems, queued}; "
+        "queued: true when the scheduler that reads this continuous source runs it (at its "
+        "next poll) instead: the source's state says the outcome."
+    )
 
 
 @router.get("/sources")
@@ -88,5 +92,6 @@ def set_mapping(dataset_id: str, body: MappingIn, veil: VeilDep, caller: Princip
 
 @router.post("/datasets/{dataset_id}/source/run")
 def run_source(dataset_id: str, veil: VeilDep, caller: PrincipalDep) -> RunOut:
-    """Run the source now: the new rows as the dataset's next version, or the run's error."""
+    """Run the source now: the new rows as the dataset's next version, or the run's error;
+    or, for a continuous source a scheduler reads, queued for that scheduler (``queued``)."""
     return RunOut(run=runs.run_now(veil, caller, dataset_id).as_json())

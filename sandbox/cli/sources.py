@@ -144,9 +144,19 @@ def sources_show(
 def sources_run_now(
     dataset_id: str, token: Token, url: Url = DEFAULT_URL, as_json: JsonOpt = False
 ) -> None:
-    """Run the source now: its new rows become the dataset's next version."""
+    """Run the source now: its new rows become the dataset's next version (a continuous
+    source that a scheduler reads: queued for that scheduler)."""
     with connect(url, token) as c:
         run = c.run_source(dataset_id)
+    if run.get("queued") and not as_json:
+        typer.echo(
+            Msg(
+                "queued: the scheduler that reads this continuous source runs it at its next "
+                "poll; its outcome: veil sources show {dataset}",
+                dataset=dataset_id,
+            )
+        )
+        return
     Output(as_json).record(Msg("source run"), run)
     if run.get("error"):
         raise typer.Exit(1)

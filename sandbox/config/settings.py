@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     source_lease_s: float = Field(
         default=900.0, gt=0, description="How long a source run holds its source at most."
     )
+    source_hold_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a scheduler holds a continuous source between its runs without "
+        "renewing (it renews at every poll); a reader whose process died is replaced after it.",
+    )
     source_continuous_pause_s: float = Field(
         default=1.0, gt=0, description="The pause between two runs of a continuous source."
     )

@@ -70,6 +70,10 @@ NOTICES: Final = {
     "code-approved": N_("The code was approved; only this exact source may run."),
     "code-denied": N_("The code was denied; it will never run on your data."),
     "source-ran": N_("The source ran; its state below says what it stored or why it failed."),
+    "source-queued": N_(
+        "The run was queued for the scheduler that reads this continuous source; it runs at "
+        "its next poll, and its state below then says what it stored or why it failed."
+    ),
 }
 
 

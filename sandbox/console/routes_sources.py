@@ -36,7 +36,7 @@ def sources_page(
 def run_now(request: Request, veil: VeilDep, owner: EnterpriseDep, dataset_id: str) -> Response:
     """Run the source now; its outcome is the source's state the page shows."""
     try:
-        runs.run_now(veil, owner, dataset_id)
+        outcome = runs.run_now(veil, owner, dataset_id)
     except ERRORS as exc:
         sources = [v.as_json() for v in declarations.list_sources(veil, owner)]
         return page(
@@ -48,4 +48,4 @@ def run_now(request: Request, veil: VeilDep, owner: EnterpriseDep, dataset_id: s
             error=error_text(exc),
             notice=None,
         )
-    return done_redirect("/sources", "source-ran")
+    return done_redirect("/sources", "source-queued" if outcome.queued else "source-ran")

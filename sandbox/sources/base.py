@@ -1,7 +1,8 @@
 """What a source gives Veil, whatever its kind: batches of field values.
 
-Each kind (``sql``, ``opcua``, ``mqtt``) is a module with two functions: ``check_config``
-(the declared settings' problems, as messages naming the setting, never a value) and
+Each kind (``sql``, ``opcua``, ``mqtt``) is a module with three functions: ``check_config``
+(the declared settings' problems, as messages naming the setting, never a value),
+``continuous`` (whether its sources hold what they receive between reads) and
 ``open_source`` (a ``Source`` from checked settings and the source's credentials). A
 source reads its own fields under its own names; mapping them onto the dataset's
 declared columns, validating and storing them is the caller's part, the same for all
@@ -57,8 +58,13 @@ class Source(Protocol):
 
 
 class Kind(Protocol):
-    """A kind of source, as its module provides it."""
+    """A kind of source, as its module provides it. ``continuous``: whether a source of
+    these settings receives between reads and holds what it received until a run stores
+    it (``sandbox.sources.held``): such a source has one reader, the scheduler that holds
+    its lease (``docs/sources.md``, "The scheduler")."""
 
     def check_config(self, config: Mapping[str, Any]) -> list[str]: ...
+
+    def continuous(self, config: Mapping[str, Any]) -> bool: ...
 
     def open_source(self, config: Mapping[str, Any], secrets: Mapping[str, str]) -> Source: ...

@@ -146,6 +146,11 @@ def check_secrets(secrets: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def continuous(config: Mapping[str, Any]) -> bool:
+    """Always: the messages are held by the opening that received them (one reader)."""
+    return True
+
+
 def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> MqttSource:
     """Connect to the broker and subscribe; :class:`SourceError` when it cannot be done."""
     problems = check_config(config)

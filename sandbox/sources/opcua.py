@@ -249,6 +249,11 @@ class Settings:
         )
 
 
+def continuous(config: Mapping[str, Any]) -> bool:
+    """Subscribed: the changes are held by the opening that received them (one reader)."""
+    return config.get("mode") == "subscribed"
+
+
 def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> OpcUaSource:
     """An OPC UA source on checked settings; connects on its first read."""
     settings = Settings.from_config(config)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 
 from analytics.schema import DatasetSchema
@@ -49,7 +49,7 @@ from sandbox.data.datasets import latest_version, load_frame, owned_dataset, sch
 from sandbox.data.objects import write_encrypted
 from sandbox.ingest import parse as ingest
 from sandbox.runtime.veil import Veil
-from sandbox.sources import kinds
+from sandbox.sources import kinds, leases
 from sandbox.sources.base import Batch, Source, SourceError
 from sandbox.sources.declarations import current_mapping, no_source, open_credentials
 from sandbox.sources.mapping import MappingProblem, apply_mapping
@@ -72,6 +72,9 @@ class RunOutcome:
     version: int | None = None
     error: str | None = None
     problems: tuple[str, ...] = ()  # what the source could not read (``Batch.problems``)
+    #: Not run here: the scheduler that reads this continuous source runs it at its next
+    #: poll (``run_now``); its state says the outcome.
+    queued: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,7 @@ class RunOutcome:
             "version": self.version,
             "error": self.error,
             "problems": list(self.problems),
+            "queued": self.queued,
         }
 
 
@@ -92,57 +96,36 @@ def open_declared(source: SourceDeclaration, credentials: Mapping[str, str]) -> 
     return kinds.kind_named(source.kind).open_source(source.config, credentials)
 
 
-# -- the lease ------------------------------------------------------------------------------
-def due_sources(veil: Veil) -> list[str]:
-    """The sources whose next attempt is due and that no run holds."""
-    now = veil.clock()
-    with veil.db.read() as session:
-        return list(
-            session.scalars(
-                select(SourceState.source_id)
-                .where(SourceState.next_attempt_at <= now)
-                .where(or_(SourceState.claimed_until.is_(None), SourceState.claimed_until < now))
-                .order_by(SourceState.next_attempt_at)
-            )
-        )
-
-
-def claim(veil: Veil, source_id: str, owner: str, *, due: bool = True) -> bool:
-    """Take the source's lease for one run (``due``: only if its next attempt is due)."""
-    now = veil.clock()
-    lease = timedelta(seconds=veil.settings.source_lease_s)
-    with veil.db.transaction() as session:
-        query = (
-            update(SourceState)
-            .where(SourceState.source_id == source_id)
-            .where(or_(SourceState.claimed_until.is_(None), SourceState.claimed_until < now))
-        )
-        if due:
-            query = query.where(SourceState.next_attempt_at <= now)
-        taken = session.execute(query.values(claimed_by=owner, claimed_until=now + lease))
-        return bool(taken.rowcount == 1)
-
-
 # -- a run ----------------------------------------------------------------------------------
 def run_now(veil: Veil, enterprise: Principal, dataset_id: str) -> RunOutcome:
-    """Run the enterprise's source now, whatever its schedule; 409 while another run holds it."""
+    """Run the enterprise's source now, whatever its schedule: here, opened for this run,
+    when no one holds it; queued (``RunOutcome.queued``) for the scheduler that holds a
+    continuous source, its one reader (a copy opened here would store a cursor of another
+    opening: ``sandbox.sources.leases``); 409 while another run holds it."""
     require(enterprise, Capability.UPLOAD_DATA)
     with veil.db.read() as session:
         refuse_if_on_node(session, enterprise.id)
         owned_dataset(session, enterprise, dataset_id)
-        source_id = session.scalar(
-            select(SourceDeclaration.id).where(SourceDeclaration.dataset_id == dataset_id)
-        )
-    if source_id is None:
+        source = session.scalars(
+            select(SourceDeclaration).where(SourceDeclaration.dataset_id == dataset_id)
+        ).one_or_none()
+        if source is not None:
+            session.expunge(source)
+    if source is None:
         raise no_source()
-    owner = new_id("run")
-    if not claim(veil, source_id, owner, due=False):
-        raise Conflict(Msg("a run of this source is under way; wait for it to end"))
-    return run_source(veil, source_id, owner, open_declared)
+    owner = leases.run_owner()
+    if leases.claim(veil, source.id, owner, due=False):
+        return run_source(veil, source.id, owner, open_declared)
+    if kinds.continuous(source.kind, source.config) and leases.queue(veil, source.id):
+        return RunOutcome(source.id, dataset_id, queued=True)
+    raise Conflict(Msg("a run of this source is under way; wait for it to end"))
 
 
-def run_source(veil: Veil, source_id: str, owner: str, opener: Opener) -> RunOutcome:
-    """One run under the lease ``owner`` holds; the lease is given back at its end."""
+def run_source(
+    veil: Veil, source_id: str, owner: str, opener: Opener, *, hold: bool = False
+) -> RunOutcome:
+    """One run under the lease ``owner`` holds; the lease is given back at its end, or,
+    with ``hold`` (a scheduler, which keeps sources open), kept for a continuous source."""
     with veil.db.read() as session:
         source = session.get(SourceDeclaration, source_id)
         state = session.get(SourceState, source_id)
@@ -152,6 +135,8 @@ def run_source(veil: Veil, source_id: str, owner: str, opener: Opener) -> RunOut
         mapping = current_mapping(session, source_id)
         session.expunge_all()
     assert dataset is not None and enterprise is not None and enterprise.slug is not None
+    hold = hold and kinds.continuous(source.kind, source.config)
+    asked = state.next_attempt_at  # a later one, set during the run, is a run asked for
     outcome = RunOutcome(source_id, dataset.id)
     written: Path | None = None
     try:
@@ -170,17 +155,20 @@ def run_source(veil: Veil, source_id: str, owner: str, opener: Opener) -> RunOut
             mapped = _mapped(batch.rows, mapping.mapping, schema)
             stored = _snapshot(veil, enterprise.slug, dataset, schema, mapped, source.kind)
             written = veil.settings.objects_dir / stored.object_path
-        version = _commit(veil, source, state.cursor, owner, batch, stored, mapping.version)
+        version = _commit(veil, source, state.cursor, owner, batch, stored, mapping.version, asked)
         written = None
         return replace(outcome, rows=batch.rows.height, version=version, problems=batch.problems)
     except Exception as exc:  # every failure is the source's state, retried with back-off
         message = _message(exc)
         if written is not None:
             written.unlink(missing_ok=True)
-        _failed(veil, source, owner, message)
+        _failed(veil, source, owner, message, asked)
         return replace(outcome, error=message)
     finally:
-        _release(veil, source_id, owner)
+        if hold:
+            leases.hold(veil, source_id, owner)
+        else:
+            _release(veil, source_id, owner)
 
 
 def _read_watched(veil: Veil, source: SourceDeclaration, read: Callable[[], Batch]) -> Batch:
@@ -318,10 +306,14 @@ def _commit(
     batch: Batch,
     stored: _Stored | None,
     mapping_version: int,
+    asked: datetime,
 ) -> int | None:
     """The version, the cursor and the state in one transaction, while the lease is ours and
-    the cursor the one read from."""
+    the cursor the one read from. The next attempt is the schedule's, unless a run was asked
+    for during this one (``run_now`` queued it: ``asked``, the next attempt when this run
+    began, moved): that one stays due."""
     now = veil.clock()
+    scheduled = _next(veil, source, now)
     try:
         with veil.db.transaction() as session:
             moved = session.execute(
@@ -338,7 +330,10 @@ def _commit(
                     failures=0,
                     last_error=None,
                     devices=dict(batch.devices) or None,
-                    next_attempt_at=_next(veil, source, now),
+                    next_attempt_at=case(
+                        (SourceState.next_attempt_at > asked, SourceState.next_attempt_at),
+                        else_=scheduled,
+                    ),
                     **({"last_version": stored.version} if stored is not None else {}),
                 )
             )
@@ -394,7 +389,9 @@ def backoff_s(veil: Veil, failures: int) -> float:
     return float(min(s.source_retry_s * 2 ** max(0, min(failures, 40) - 1), s.source_retry_max_s))
 
 
-def _failed(veil: Veil, source: SourceDeclaration, owner: str, message: str) -> None:
+def _failed(
+    veil: Veil, source: SourceDeclaration, owner: str, message: str, asked: datetime
+) -> None:
     now = veil.clock()
     with veil.db.transaction() as session:
         state = session.get(SourceState, source.id)
@@ -403,7 +400,8 @@ def _failed(veil: Veil, source: SourceDeclaration, owner: str, message: str) -> 
         state.failures += 1
         failures = state.failures
         state.last_run_at, state.last_error = now, message
-        state.next_attempt_at = now + timedelta(seconds=backoff_s(veil, state.failures))
+        if state.next_attempt_at <= asked:  # else a run asked for during this one stays due
+            state.next_attempt_at = now + timedelta(seconds=backoff_s(veil, state.failures))
         audit.record(
             session,
             "source.run_failed",
@@ -420,13 +418,7 @@ def _failed(veil: Veil, source: SourceDeclaration, owner: str, message: str) -> 
     log.warning("source %s: run failed (%d in a row), retried later", source.id, failures)
 
 
-def _release(veil: Veil, source_id: str, owner: str) -> None:
-    with veil.db.transaction() as session:
-        session.execute(
-            update(SourceState)
-            .where(SourceState.source_id == source_id, SourceState.claimed_by == owner)
-            .values(claimed_by=None, claimed_until=None)
-        )
+_release = leases.release  # a name of this module: a test stands in for it
 
 
 def _message(exc: Exception) -> str:

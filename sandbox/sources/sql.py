@@ -93,6 +93,11 @@ def _url(text: object) -> URL | None:
         return None
 
 
+def continuous(config: Mapping[str, Any]) -> bool:
+    """Never: a table's rows stay in the database, and any copy reads them from the cursor."""
+    return False
+
+
 def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> SqlSource:
     """An SQL source on checked settings; connects on its first read."""
     url = make_url(config["url"])

@@ -81,7 +81,9 @@ def machines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machines]:
     def open_source(config: Mapping[str, Any], secrets: Mapping[str, str]) -> FakeSource:
         return FakeSource(plant)
 
-    fake = SimpleNamespace(check_config=lambda config: [], open_source=open_source)
+    fake = SimpleNamespace(
+        check_config=lambda config: [], continuous=lambda config: False, open_source=open_source
+    )
     monkeypatch.setattr(kinds, "KINDS", MappingProxyType({**kinds.KINDS, "fake": fake}))
     yield plant
 
