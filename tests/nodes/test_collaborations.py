@@ -144,6 +144,7 @@ def propose(world: World, minimum: int = 3) -> str:
     return str(made["id"])
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_a_benchmark_over_six_nodes_is_released_noised_and_each_node_keeps_its_part(
     world: World,
 ) -> None:
@@ -356,6 +357,7 @@ def test_a_malformed_task_is_declined_and_the_link_goes_on(world: World) -> None
     assert any("could not be used" in e.details.get("reason", "") for e in refused)
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_link_threads_answer_each_phase_when_it_opens(world: World) -> None:
     """The nodes' link threads, as in production: each long-polls the control plane for
     jobs, and a phase opening returns its waiting claim at once (a claim waits 10 s; five

@@ -24,7 +24,7 @@ from sandbox.demo.plant import SimulatedMachine
 from sandbox.runtime.veil import Veil
 from tests.nodes.conftest import NodeWorld, make_node_world
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # make test-slow: ~10 s or more
 
 
 @contextmanager

@@ -82,6 +82,7 @@ def test_code_is_reviewed_on_the_node_and_runs_there(node_world: NodeWorld) -> N
         assert local.reviewer_id == world.config.enterprise_id
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_the_node_runs_only_code_its_enterprise_approved(node_world: NodeWorld) -> None:
     """A compromised control plane marks a request approved, or swaps an approved request's
     source: the node runs its own approved copy, or nothing."""
@@ -144,6 +145,7 @@ def test_the_node_runs_only_code_its_enterprise_approved(node_world: NodeWorld) 
     assert set(result["output"]["index"]) <= set(MACHINES)
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_code_needs_a_tier_5_grant_made_on_the_node(node_world: NodeWorld) -> None:
     """The control plane widens its copy of the grant to tier 5: the provider may submit
     there, but the node refuses the request (signed), and the provider sees why."""

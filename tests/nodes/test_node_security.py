@@ -442,6 +442,7 @@ def test_a_waiting_claim_is_answered_with_the_job_queued_meanwhile(node_world: N
     assert too_long.value.status == 422
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_waiting_claims_hold_no_server_thread(node_world: NodeWorld) -> None:
     """More waiting claims than the API has worker threads (40): the API still answers
     everyone else, and each claim still gets its 204 when its wait ends."""

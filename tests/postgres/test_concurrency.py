@@ -51,6 +51,7 @@ def _grant(db: Database) -> str:
         return grant.id
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_processes_never_overspend_and_the_chain_holds(postgres_url: str) -> None:
     migrate(postgres_url)
     db = Database(postgres_url)
@@ -153,6 +154,7 @@ def test_a_writer_holds_the_write_lock_and_readers_go_on(postgres_url: str) -> N
         db.dispose()
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_processes_claim_each_queued_job_once(
     postgres_url: str, key_server: LocalKeyServer, tmp_path: Path
 ) -> None:

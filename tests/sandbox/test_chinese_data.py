@@ -190,6 +190,7 @@ def _veil(url: str, client: VeilClient, *args: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_the_cli_uploads_gbk_classifies_and_exports(
     chinese: tuple, api: str, tmp_path: Path
 ) -> None:  # type: ignore[type-arg]

@@ -52,6 +52,7 @@ def test_unreachable_external_server_is_a_clear_error() -> None:
     assert len(result.stderr.splitlines()) == 1 and result.stdout == ""  # once, in one line
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 @pytest.mark.integration
 def test_init_prints_a_token_once_and_audit_verify_catches_a_database_edit(tmp_path: Path) -> None:
     env = {"VEIL_DATA_DIR": str(tmp_path / "veil")}
@@ -90,6 +91,7 @@ def test_init_prints_a_token_once_and_audit_verify_catches_a_database_edit(tmp_p
     assert "BROKEN" in broken.stdout and "event 3" in broken.stdout
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 @pytest.mark.integration
 def test_audit_verify_uses_a_running_key_server_and_init_recovers_an_operator_token(
     tmp_path: Path,

@@ -16,7 +16,7 @@ from sandbox.server.thread import ApiThread
 from sandbox.service import open_veil
 from tests.sandbox.conftest import PURPOSE, make_world
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # make test-slow: ~10 s or more
 
 
 @pytest.fixture

@@ -170,6 +170,7 @@ def held_at_rest(veil: Veil, job_id: str) -> tuple[Path, bytes]:
     return path, path.read_bytes()
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_raw_rows_are_blocked_and_a_row_value_held_until_the_enterprise_decides(
     coder: World, veil: Veil
 ) -> None:
@@ -215,6 +216,7 @@ def test_raw_rows_are_blocked_and_a_row_value_held_until_the_enterprise_decides(
     assert {"job.held", "job.rejected", "job.released"} <= audited(coder, 100)
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_confidential_columns_need_dp_output_and_the_spend_is_reported(coder: World) -> None:
     dp = run(coder, approved(coder, DP_DEFECTS), epsilon=0.5)
     assert dp["status"] == "released", dp

@@ -20,7 +20,7 @@ from keys.bao import free_port
 from sandbox.client import ApiError, VeilClient
 from sandbox.demo.data import DECLARATION, production_log
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # make test-slow: ~10 s or more
 
 ROOT = Path(__file__).resolve().parents[2]
 PURPOSE = "process-optimization"

@@ -20,7 +20,7 @@ from keys.bao import free_port
 from sandbox.client import ApiError, VeilClient
 from tests.sandbox.test_serve_processes import ROOT, Served
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # make test-slow: ~10 s or more
 
 
 def _start(served: Served, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

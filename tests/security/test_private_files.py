@@ -132,6 +132,7 @@ def _use(url: str, operator_token: str) -> None:
         assert analyst.wait_for_job(job["id"], timeout=120)["status"] == "released"
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_a_real_run_leaves_nothing_open_to_other_users(tmp_path: Path) -> None:
     data_dir = tmp_path / "veil"
     veil = VeilProcesses(data_dir)

@@ -94,6 +94,7 @@ def count_reachable_columns(data):
 """
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_frames_reachable_from_provider_code_hold_only_the_granted_columns(
     coder: World,
 ) -> None:
@@ -181,6 +182,7 @@ def raw_yield_as_dp(data):
 """
 
 
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_a_function_cannot_forge_a_dp_value(coder: World) -> None:
     job = run(coder, FORGED_DP, epsilon=1.0)
     assert job["status"] == "failed", job
@@ -224,6 +226,7 @@ def placed_by_the_data(data):
     "reference",
     ["stored at submission", pytest.param("run with the job", marks=pytest.mark.slow)],
 )
+@pytest.mark.slow  # make test-slow: ~10 s or more (test durations)
 def test_dp_values_placed_by_the_data_are_blocked(coder: World, veil: Veil, reference: str) -> None:
     code_id = approved(coder, DATA_DEPENDENT_DP)
     if reference == "run with the job":  # a request from before references were kept
