@@ -215,12 +215,12 @@ def run(variables: int = 200, repeats: int = REPEATS, quick: bool = False) -> li
     # asyncua warns of every session's and subscription's revised values: noise in the table.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     rows = sources_runs_bench.run(quick=quick, repeats=repeats)
-    rows += sources_mqtt_bench.run(quick=quick, messages=5_000, lag_messages=20, repeats=repeats)
+    rows += sources_mqtt_bench.run(quick=quick, messages=3_000, lag_messages=20, repeats=repeats)
     return rows + _opcua_rows(variables, repeats, quick)
 
 
 def _opcua_rows(variables: int, repeats: int, quick: bool) -> list[Row]:
-    reads, changes = (20, 5) if quick else (100, 10)
+    reads, changes = (20, 5) if quick else (50, 10)
     quick_tag = ", quick" if quick else ""
     if quick:
         repeats = 2
