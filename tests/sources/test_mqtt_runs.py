@@ -40,6 +40,25 @@ def _due_now(veil: Veil) -> None:
         s.execute(update(SourceState).values(next_attempt_at=veil.clock()))
 
 
+def _opened(veil: Veil, tenants: Tenants, broker: Broker, name: str) -> tuple[str, SourceScheduler]:
+    """A dataset fed by an MQTT source on ``broker`` (every device), opened by a scheduler's
+    first run (which reads nothing yet)."""
+    dataset = line_dataset(veil, tenants.acme, name)
+    config = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "topics": [
+            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
+        ],
+    }
+    declare_source(
+        veil, tenants.acme, dataset, kind="mqtt", config=config, interval_s=1, mapping=MAPPING
+    )
+    scheduler = SourceScheduler(veil)
+    assert scheduler.run_due() == 1
+    return dataset, scheduler
+
+
 def test_mqtt_runs_store_versions_and_liveness(
     veil: Veil, tenants: Tenants, mqtt_broker: Broker, publisher: Publisher
 ) -> None:
@@ -100,19 +119,7 @@ def test_mqtt_runs_store_versions_and_liveness(
 def test_a_run_records_what_the_source_could_not_read(
     veil: Veil, tenants: Tenants, mqtt_broker: Broker, publisher: Publisher
 ) -> None:
-    dataset = line_dataset(veil, tenants.acme, "mqtt-problems")
-    config = {
-        "host": "127.0.0.1",
-        "port": mqtt_broker.port,
-        "topics": [
-            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
-        ],
-    }
-    declare_source(
-        veil, tenants.acme, dataset, kind="mqtt", config=config, interval_s=1, mapping=MAPPING
-    )
-    scheduler = SourceScheduler(veil)
-    assert scheduler.run_due() == 1  # opens the source: nothing yet
+    dataset, scheduler = _opened(veil, tenants, mqtt_broker, "mqtt-problems")
     publisher.publish("factory/press-1/telemetry", b"not json: 1234.5")
     publisher.publish("factory/press-1/telemetry", {"t": 70.5, "c": 30000})
 
@@ -136,19 +143,7 @@ def test_a_run_records_what_the_source_could_not_read(
 def test_a_broker_killed_mid_run_leaves_no_version_and_the_retry_stores_each_message_once(
     veil: Veil, tenants: Tenants, mqtt_broker: Broker, publisher: Publisher
 ) -> None:
-    dataset = line_dataset(veil, tenants.acme, "mqtt-killed")
-    config = {
-        "host": "127.0.0.1",
-        "port": mqtt_broker.port,
-        "topics": [
-            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
-        ],
-    }
-    declare_source(
-        veil, tenants.acme, dataset, kind="mqtt", config=config, interval_s=1, mapping=MAPPING
-    )
-    scheduler = SourceScheduler(veil)
-    assert scheduler.run_due() == 1  # opens the source: nothing yet
+    dataset, scheduler = _opened(veil, tenants, mqtt_broker, "mqtt-killed")
     kept = next(iter(scheduler._open.values())).source
     publisher.publish("factory/press-1/telemetry", {"t": 70.5, "c": 30000})
     wait_for(lambda: kept.held >= 1, "the message held")
