@@ -19,8 +19,9 @@ import contextlib
 import os
 import resource
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -55,14 +56,26 @@ def parquet_file(data: bytes, scratch: Path) -> Iterator[Path | None]:
     """Parquet ``data`` written as it is to a file in ``scratch``, removed on exit; None when
     ``scratch`` is not in memory or has no room.  Scanned from there, only the columns a
     query reads are ever decoded, and the rows are not held as a frame besides."""
-    if not (in_memory(scratch) and _fits(scratch, len(data))):
+    with scratch_file(scratch, len(data), lambda out: out.write(data)) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def scratch_file(
+    scratch: Path, size: int, write: Callable[[BinaryIO], object], suffix: str = ".parquet"
+) -> Iterator[Path | None]:
+    """A new file in ``scratch`` that ``write`` fills with ``size`` bytes, removed on exit
+    (also when ``write`` fails); None, and ``write`` not called, when ``scratch`` is not in
+    memory or has no room for them.  A job process writes its data here as it arrives on
+    its pipe, so that no copy of it is held in the process's own memory besides."""
+    if not (in_memory(scratch) and _fits(scratch, size)):
         yield None
         return
-    fd, name = tempfile.mkstemp(prefix="data-", suffix=".parquet", dir=scratch)
+    fd, name = tempfile.mkstemp(prefix="data-", suffix=suffix, dir=scratch)
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            write(out)
         yield path
     finally:
         path.unlink(missing_ok=True)

@@ -9,8 +9,9 @@ Protocol, over the child's stdin and stdout (both pipes to the parent):
 
 * every message is a *frame*: 4 bytes of big-endian length, then the payload;
 * parent → child: one frame with the pickled ``Task`` (the parent is the more
-  trusted side, so pickle is safe in this direction only), then the dataset's
-  plaintext Parquet bytes as frames of at most ``CHUNK`` bytes, then an empty frame;
+  trusted side, so pickle is safe in this direction only; its ``data_size`` says how
+  many bytes follow), then the dataset's plaintext Parquet bytes as frames of at most
+  ``CHUNK`` bytes, then an empty frame;
 * child → parent: JSON frames only (never pickle: the parent must not trust what
   the sandbox says): ``{"type": "ready"}`` once its libraries are imported,
   ``{"type": "progress", ...}`` any number of times, then one
@@ -52,17 +53,20 @@ class ProtocolError(Exception):
     """The other side sent something that is not a well-formed frame."""
 
 
-def write_frame(stream: IO[bytes], payload: bytes) -> None:
+def write_frame(stream: IO[bytes], payload: bytes | memoryview) -> None:
     stream.write(_LENGTH.pack(len(payload)))
     stream.write(payload)
 
 
 def read_frame(stream: IO[bytes], limit: int = MAX_FRAME) -> bytes:
-    head = _read_exactly(stream, _LENGTH.size)
-    (length,) = _LENGTH.unpack(head)
+    return _read_exactly(stream, _frame_length(stream, limit))
+
+
+def _frame_length(stream: IO[bytes], limit: int) -> int:
+    (length,) = _LENGTH.unpack(_read_exactly(stream, _LENGTH.size))
     if length > limit:
         raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
-    return _read_exactly(stream, length)
+    return int(length)
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes:
@@ -74,6 +78,15 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
         parts.append(part)
         left -= len(part)
     return b"".join(parts)
+
+
+def _read_into(stream: IO[bytes], view: memoryview) -> None:
+    filled = 0
+    while filled < len(view):
+        got = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not got:
+            raise ProtocolError("the stream ended inside a frame")
+        filled += got
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class Task:
     cell_secret: bytes = field(default=b"", repr=False)  # tier 2: the dataset's cell-key secret
     secure_mode: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    data_size: int = 0  # the bytes of Parquet that follow (set by the parent as it sends them)
 
 
 class _Channel:
@@ -110,9 +124,33 @@ def _read_data(stream: IO[bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def compute(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None = None) -> None:
-    """Run ``task`` on the Parquet ``data``; send its result (or raise).  ``stdin`` carries
-    the parent's answers to the process's questions (tier 5's DP helper calls).
+class Incoming:
+    """The job's Parquet as the parent sends it after the task (frames of at most ``CHUNK``
+    bytes, then an empty frame), taken once: into memory (``read``), or written into a
+    file as it arrives (``write_to``), so that a private query holds no copy of the rows
+    in its own memory besides the file in its tmpfs that OpenDP scans."""
+
+    def __init__(self, stream: IO[bytes], size: int) -> None:
+        self._stream = stream
+        self.size = size
+
+    def read(self) -> bytes:
+        return _read_data(self._stream)
+
+    def write_to(self, out: IO[bytes]) -> None:
+        view, written = memoryview(bytearray(CHUNK)), 0
+        while length := _frame_length(self._stream, CHUNK):
+            written += length
+            if written > self.size:  # never more than the room the file was given
+                raise ProtocolError(f"more than the {self.size} bytes of data announced")
+            _read_into(self._stream, view[:length])
+            out.write(view[:length])
+
+
+def compute(task: Task, data: Incoming, channel: _Channel, stdin: IO[bytes] | None = None) -> None:
+    """Run ``task`` on its Parquet ``data``; send its result (or raise).  ``stdin`` carries
+    the parent's answers to the process's questions (tier 5's DP helper calls).  Every kind
+    takes all of ``data`` before anything else is read from ``stdin``.
 
     ``task.kind`` names the function (``_COMPUTE``); the parent's job kind chose it
     (``sandbox.jobs.kinds``, which this process cannot import).
@@ -130,13 +168,12 @@ def _frame(data: bytes) -> Any:
     return pl.read_parquet(io.BytesIO(data)) if data else None
 
 
-def _table(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+def _table(task: Task, data: Incoming, channel: _Channel, stdin: IO[bytes] | None) -> None:
     """Tier 2: the cell-key perturbed, SDC-checked table."""
     from analytics.cellkey import statement
     from analytics.sdc import SdcRules, run_table_query
 
-    frame = _frame(data)
-    del data
+    frame = _frame(data.read())
     rules = SdcRules(min_count=task.min_count)
     table = run_table_query(frame, task.schema, task.query, rules, secret=task.cell_secret)
     cells = [asdict(c) for c in table.cells]
@@ -152,12 +189,11 @@ def _table(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) 
     )
 
 
-def _training(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+def _training(task: Task, data: Incoming, channel: _Channel, stdin: IO[bytes] | None) -> None:
     """Tier 4: the DP-SGD model, its card, and its weights as the one blob."""
     from analytics.training import train_model
 
-    frame = _frame(data)
-    del data
+    frame = _frame(data.read())
 
     def on_epoch(epoch: int, loss: float) -> None:
         channel.send({"type": "progress", "epoch": epoch, "loss": loss})
@@ -184,27 +220,27 @@ def _training(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | Non
     )
 
 
-def _code(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+def _code(task: Task, data: Incoming, channel: _Channel, stdin: IO[bytes] | None) -> None:
     """Tier 5 (``syft``, ``syft-mock``): see ``_run_code``."""
-    frame = _frame(data)
-    del data
+    frame = _frame(data.read())
     _run_code(task, frame, channel, stdin or sys.stdin.buffer)
 
 
-def _private_query(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
-    """Tier 3.  The Parquet goes as it is to the job's tmpfs, and OpenDP scans it there,
-    decoding only the columns the query reads, once per plan (``analytics.dp_scratch``)."""
+def _private_query(task: Task, data: Incoming, channel: _Channel, stdin: IO[bytes] | None) -> None:
+    """Tier 3.  The Parquet goes, as it arrives, to a file in the job's tmpfs, and OpenDP
+    scans it there, decoding only the columns the query reads, once per plan
+    (``analytics.dp_scratch``)."""
     import polars as pl
 
-    from analytics.dp_scratch import parquet_file
+    from analytics.dp_scratch import scratch_file
     from analytics.private_query import run_private_query
 
     scratch = job_scratch(os.getpid())
     scratch.mkdir(exist_ok=True)
-    with parquet_file(data, scratch) as path:
+    with scratch_file(scratch, data.size, data.write_to) as path:
         source: pl.DataFrame | pl.LazyFrame
         if path is None:  # no room in the tmpfs: parsed into memory (spilled if it fits)
-            source, spill = pl.read_parquet(io.BytesIO(data)), scratch
+            source, spill = pl.read_parquet(io.BytesIO(data.read())), scratch
         else:
             source, spill = pl.scan_parquet(path, glob=False), None
         release = run_private_query(
@@ -255,14 +291,13 @@ def _release_rows(release: Any, group: dict[str, str] | None = None) -> list[dic
     ]
 
 
-def _kpi(task: Task, data: bytes, channel: _Channel, stdin: IO[bytes] | None) -> None:
+def _kpi(task: Task, data: Incoming, channel: _Channel, stdin: IO[bytes] | None) -> None:
     """Tier 3, a KPI contract's evaluation: each period's DP statistics (``analytics.kpi``);
     the verdict is computed from them outside, as post-processing."""
     from analytics.kpi import run_kpi
     from analytics.private_query import MECHANISM
 
-    frame = _frame(data)
-    del data
+    frame = _frame(data.read())
     releases = run_kpi(frame, task.schema, task.query, task.epsilon)
     rows = [r for period, got in releases.items() for r in _release_rows(got, {"period": period})]
     epsilon = sum(got.epsilon for got in releases.values())
@@ -338,7 +373,7 @@ def _ask_parent(channel: _Channel, stdin: IO[bytes]) -> Any:
 
 
 #: What each task kind computes (``Task.kind``, set by the parent's job kind).
-_COMPUTE: Final[dict[str, Callable[[Task, bytes, _Channel, IO[bytes] | None], None]]] = {
+_COMPUTE: Final[dict[str, Callable[[Task, Incoming, _Channel, IO[bytes] | None], None]]] = {
     "table": _table,
     "query": _private_query,
     "kpi": _kpi,
@@ -509,8 +544,7 @@ def _one_task(channel: _Channel) -> int:
         except ProtocolError:
             return EXIT_NO_TASK  # the parent closed the pipe: nothing more to do
         task = pickle.loads(head)  # noqa: S301 - from the parent, the more trusted side
-        data = _read_data(stdin)
-        compute(task, data, channel, stdin)
+        compute(task, Incoming(stdin, task.data_size), channel, stdin)
         return 0
     except MemoryError:
         channel.send({"type": "error", "error": "MemoryError", "message": "out of memory"})
