@@ -85,6 +85,9 @@ class Load:
     requests: int
     #: The server process's CPU time (user + system) per counted request; None off Linux.
     cpu_ms: float | None = None
+    #: ``measure``'s ``probe`` (CPU seconds of whatever it reads) per counted request, in ms,
+    #: over the same window as the requests counted: from the end of the warm-up.
+    probe_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,20 +146,26 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(server: Server, target: Target, seconds: float, clients: int) -> Load:
+#: CPU seconds of some processes so far (``measure``'s ``probe``).
+Probe = Callable[[], tuple[float, ...]]
+
+
+async def _load(
+    server: Server, target: Target, seconds: float, clients: int, probe: Probe | None
+) -> Load:
     now = time.perf_counter()
     warm_until, stop_at = now + WARMUP_S, now + WARMUP_S + seconds
     done: list[tuple[float, float]] = []
 
-    async def cpu_after_warmup() -> float | None:
+    async def cpu_after_warmup() -> tuple[float | None, tuple[float, ...]]:
         await asyncio.sleep(WARMUP_S)
-        return cpu_seconds(server.pid)
+        return cpu_seconds(server.pid), probe() if probe else ()
 
-    cpu_start, *_ = await asyncio.gather(
+    (cpu_start, probed), *_ = await asyncio.gather(
         cpu_after_warmup(),
         *(_client(server.port, target, warm_until, stop_at, done) for _ in range(clients)),
     )
-    cpu_end = cpu_seconds(server.pid)
+    cpu_end, probed_end = cpu_seconds(server.pid), probe() if probe else ()
     if not done:
         raise RuntimeError(f"{target.name}: no request completed in {seconds} s")
     latencies = sorted(end - start for start, end in done)
@@ -165,11 +174,17 @@ async def _load(server: Server, target: Target, seconds: float, clients: int) ->
     cpu_ms = None
     if cpu_start is not None and cpu_end is not None:
         cpu_ms = (cpu_end - cpu_start) * 1000 / len(done)
-    return Load(len(done) / window, cuts[49] * 1000, cuts[98] * 1000, len(done), cpu_ms)
+    per_request = tuple((b - a) * 1000 / len(done) for a, b in zip(probed, probed_end, strict=True))
+    return Load(
+        len(done) / window, cuts[49] * 1000, cuts[98] * 1000, len(done), cpu_ms, per_request
+    )
 
 
-def measure(server: Server, target: Target, seconds: float, clients: int) -> Load:
-    """Drive ``clients`` keep-alive connections at ``server`` for ``seconds`` (plus warm-up)."""
+def measure(
+    server: Server, target: Target, seconds: float, clients: int, probe: Probe | None = None
+) -> Load:
+    """Drive ``clients`` keep-alive connections at ``server`` for ``seconds`` (plus warm-up);
+    ``probe``'s CPU seconds are read when the warm-up ends and at the end."""
     try:
         import uvloop
 
@@ -177,7 +192,7 @@ def measure(server: Server, target: Target, seconds: float, clients: int) -> Loa
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_load(server, target, seconds, clients))
+        return runner.run(_load(server, target, seconds, clients, probe))
 
 
 def http_request(method: str, path: str, token: str | None, body: bytes = b"") -> bytes:

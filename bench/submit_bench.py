@@ -193,12 +193,13 @@ def run(
 
                 with server(bare_args, env, log, read_path) as bare_server:
 
+                    def probe() -> tuple[float, float]:
+                        return _tree_cpu(veil_server.pid), _tree_cpu(postmaster)
+
                     def veil_side() -> float:
-                        api0, pg0 = _tree_cpu(veil_server.pid), _tree_cpu(postmaster)
-                        done = measure(veil_server, target, seconds, clients)
-                        n = done.requests
-                        cpu["api"].append((_tree_cpu(veil_server.pid) - api0) * 1000 / n)
-                        cpu["postgres"].append((_tree_cpu(postmaster) - pg0) * 1000 / n)
+                        done = measure(veil_server, target, seconds, clients, probe)
+                        cpu["api"].append(done.probe_ms[0])  # from the end of the warm-up,
+                        cpu["postgres"].append(done.probe_ms[1])  # as the requests counted
                         loads["veil"].append(done)
                         load_avg.append(os.getloadavg()[0])
                         return done.rps
