@@ -83,9 +83,45 @@ def read_decrypted(
     ``on_unwrapped``: called once its data key is unwrapped, before any plaintext exists
     (see ``KeyService.decrypt_stream``); if it raises, nothing is decrypted.
     """
+    stored = Decrypting(veil, tenant, object_id, version, wrapped_key, relative, on_unwrapped)
+    return read_all(stored)
+
+
+def read_all(stored: Decrypting) -> bytes:
+    """The whole plaintext of ``stored``, in memory."""
     out = io.BytesIO()
-    with open(veil.settings.objects_dir / relative, "rb") as src:
-        veil.keys.decrypt_stream(
-            tenant, object_id, version, wrapped_key, src, out, on_unwrapped=on_unwrapped
-        )
+    stored.write_to(out)
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Decrypting:
+    """A stored object decrypted as it is written on (a job's hand-over to its sandbox), so
+    that its plaintext is never held whole: ``write_to`` writes it to ``out`` chunk by
+    chunk, each only after its tag verified, and raises on any damage, after which what
+    reached ``out`` must be discarded (the stream as a whole is authentic only if it
+    returns).  ``size``: the ciphertext's size, more than the plaintext ever is."""
+
+    veil: Veil
+    tenant: str
+    object_id: str
+    version: int
+    wrapped_key: str
+    relative: str
+    on_unwrapped: Callable[[], None] | None = None
+
+    @property
+    def size(self) -> int:
+        return (self.veil.settings.objects_dir / self.relative).stat().st_size
+
+    def write_to(self, out: BinaryIO) -> None:
+        with open(self.veil.settings.objects_dir / self.relative, "rb") as src:
+            self.veil.keys.decrypt_stream(
+                self.tenant,
+                self.object_id,
+                self.version,
+                self.wrapped_key,
+                src,
+                out,
+                on_unwrapped=self.on_unwrapped,
+            )

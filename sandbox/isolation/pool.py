@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -42,12 +43,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Protocol, cast
 
 from sandbox.config.settings import Settings
 from sandbox.isolation import child
 from sandbox.isolation.bwrap import Limits, SandboxUnavailable, sandbox_command, seccomp_pipe
 from sandbox.isolation.child import CHUNK, Task
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,41 @@ MAX_REQUESTS: Final = 1000
 
 #: Answers a job process's question (a JSON object) with a JSON object.
 RequestHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class DataStream(Protocol):
+    """A job's data produced as it is sent (a stored object decrypted chunk by chunk,
+    ``sandbox.data.objects.Decrypting``), so that the parent never holds it whole."""
+
+    @property
+    def size(self) -> int:
+        """At most this many bytes are written (the child makes room for them)."""
+        ...
+
+    def write_to(self, out: BinaryIO) -> None:
+        """Write the data to ``out``; raise if it cannot all be produced, authentic."""
+        ...
+
+
+class _Frames(io.RawIOBase):
+    """What is written, sent on as the child's data frames (at most ``CHUNK`` bytes each)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self.broken = False  # the child stopped reading: it died, and says why itself
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            for start in range(0, len(view), CHUNK):
+                child.write_frame(self._out, view[start : start + CHUNK])
+        except (OSError, ValueError):  # a broken pipe, or stdin closed by kill()
+            self.broken = True
+            raise
+        return len(view)
 
 
 class SandboxError(Exception):
@@ -105,6 +144,7 @@ class SandboxProcess:
         self.reusable = reusable
         self._exit_seen = False
         self._unsettled = False  # a warm worker's job process answered; its end not yet seen
+        self._data_failed: Exception | None = None  # the last run's DataStream raised this
         self.started = time.monotonic()
         self._proc = subprocess.Popen(  # noqa: S603 - our own fixed command line
             argv,
@@ -150,7 +190,8 @@ class SandboxProcess:
         self._proc.wait()
         for stream in (self._proc.stdin, self._proc.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):  # data left unsent in stdin's buffer
+                    stream.close()
         self._drain.join(5)
 
     def _pump(self, selector: selectors.BaseSelector) -> bool:
@@ -181,12 +222,17 @@ class SandboxProcess:
     def run(
         self,
         task: Task,
-        data: bytes,
+        data: bytes | DataStream,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_request: RequestHandler | None = None,
     ) -> ChildResult:
         """Send ``task`` and its Parquet ``data``; wait for the result; always kill after.
+
+        ``data`` may be a :class:`DataStream`, produced while it is sent.  If it fails (a
+        stored object that does not authenticate, the key server gone), its end is never
+        sent, so the job process never computes on part of it: the sandbox is killed and
+        the stream's error is raised here.
 
         ``on_request`` answers the process's questions while it runs (without it, a
         question is a malformed message).  Raises SandboxError (with a reason for the job)
@@ -197,6 +243,7 @@ class SandboxProcess:
         """
         self.finish()
         self._exit_seen = False
+        self._data_failed = None
         healthy = later = False
         keep_open = self.reusable or on_request is not None
         try:
@@ -205,12 +252,17 @@ class SandboxProcess:
             self._writer, self._on_request, self._requests = writer, on_request, 0
             result = self._receive(on_progress, should_stop)
             writer.join()
+            self._raise_data_failed()
             healthy = later = self.reusable
             return result
         except _ChildFailed as failed:
             writer.join(5)
+            self._raise_data_failed()
             healthy = True
             raise SandboxError(failed.reason) from None
+        except SandboxError:
+            self._raise_data_failed()  # set before the kill that ended the receiving
+            raise
         finally:
             if later:
                 self._unsettled = True
@@ -244,20 +296,44 @@ class SandboxProcess:
                     return False
         return self.alive
 
-    def _send(self, task: Task, data: bytes, keep_open: bool) -> None:
+    def _raise_data_failed(self) -> None:
+        if self._data_failed is not None:
+            raise self._data_failed
+
+    def _send(self, task: Task, data: bytes | DataStream, keep_open: bool) -> None:
         stdin = self._proc.stdin
         assert stdin is not None
         try:
-            child.write_frame(stdin, pickle.dumps(replace(task, data_size=len(data))))
-            view = memoryview(data)
-            for start in range(0, len(view), CHUNK):
-                child.write_frame(stdin, view[start : start + CHUNK])
+            size = len(data) if isinstance(data, bytes) else data.size
+            child.write_frame(stdin, pickle.dumps(replace(task, data_size=size)))
+            if isinstance(data, bytes):
+                view = memoryview(data)
+                for start in range(0, len(view), CHUNK):
+                    child.write_frame(stdin, view[start : start + CHUNK])
+            elif not self._stream(data, stdin):
+                return
             child.write_frame(stdin, b"")
             stdin.flush()
             if not keep_open:
                 stdin.close()
         except (BrokenPipeError, ValueError, OSError):
             pass  # the child died; _receive reports why
+
+    def _stream(self, data: DataStream, stdin: IO[bytes]) -> bool:
+        """Send ``data`` as it is produced; False (the sandbox killed, the error kept for
+        ``run``) if producing it failed."""
+        frames = _Frames(stdin)
+        try:
+            data.write_to(cast(BinaryIO, frames))
+        except Exception as exc:
+            if frames.broken:
+                raise  # the child died first: it says why (_send ignores the broken pipe)
+            self._data_failed = exc
+            if self._proc.poll() is None:  # no end frame, and no child to wait for one
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+            return False
+        return True
 
     def _answer(self, message: dict[str, Any], deadline: float) -> None:
         """Answer one question of the job process on its stdin (``on_request``)."""

@@ -22,7 +22,7 @@ from policies.grants import Grant
 from policies.principals import Principal
 from sandbox.data.cell_secrets import cell_secret
 from sandbox.data.datasets import rounded_count, schema_from_json
-from sandbox.data.objects import read_decrypted
+from sandbox.data.objects import Decrypting, read_all
 from sandbox.isolation.pool import SandboxCancelled, SandboxError, SandboxPool, SandboxProcess
 from sandbox.jobs.code_runs import run_code_job
 from sandbox.jobs.kinds import RunInputs, kind_for, parse_stored
@@ -136,7 +136,7 @@ def run_job(veil: Veil, job_id: str) -> None:
             task = kind.with_cell_secret(task, secret)
         else:
             secret = None
-        data = read_decrypted(
+        data = Decrypting(
             veil,
             enterprise.slug,
             f"dataset:{version.dataset_id}",
@@ -149,15 +149,14 @@ def run_job(veil: Veil, job_id: str) -> None:
             # Tier 5 runs code that is not Veil's: sandboxes of its own, used once, holding
             # only the granted columns (sandbox.jobs.code_runs).
             checked = run_code_job(
-                veil, task, data, inputs.schema, grant.min_group_size, progress, secret,
-                code.reference,
+                veil, task, read_all(data), inputs.schema, grant.min_group_size, progress,
+                secret, code.reference,
             )  # fmt: skip
-            del data
             finish_code_job(veil, job_id, checked, enterprise.slug, query)
             return
         sandbox = (veil.sandboxes or SandboxPool(veil.settings, warm=False)).take()
+        # Decrypted as it is sent: this process never holds the whole plaintext.
         answer = sandbox.run(task, data, progress.on_progress, progress.should_stop)
-        del data
         output = checked_output(veil, enterprise, job_id, kind, answer)
     except SandboxCancelled:
         fail_running(veil, job_id, CANCELLED, audit.Outcome.FAILED)

@@ -106,3 +106,41 @@ def test_the_parent_announces_the_size_it_sends() -> None:
     task = pickle.loads(read_frame(wire))  # noqa: S301 - written just above
     assert task.data_size == len(DATA)
     assert Incoming(wire, task.data_size).read() == DATA
+
+
+def test_a_stream_that_fails_is_not_ended_and_its_sandbox_is_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``DataStream`` failing after all its bytes went out (a stored object whose end does
+    not authenticate): no end frame follows, so the job process can never take the bytes
+    for its data, and the sandbox is killed at once."""
+    from sandbox.isolation import pool
+
+    class Failing:
+        size = len(DATA)
+
+        def write_to(self, out: io.RawIOBase) -> None:
+            out.write(DATA)
+            raise ValueError("the stream's end does not authenticate")
+
+    killed: list[int] = []
+    monkeypatch.setattr(pool.os, "killpg", lambda pid, _signal: killed.append(pid))
+    wire = io.BytesIO()
+
+    class Sent:
+        stdin = wire
+        pid = 4242
+
+        def poll(self) -> None:
+            return None  # still running
+
+    process = pool.SandboxProcess.__new__(pool.SandboxProcess)
+    process._proc = Sent()  # type: ignore[assignment]
+    process._data_failed = None
+    process._send(Task("query", None, None), Failing(), keep_open=True)  # type: ignore[arg-type]
+    assert killed == [4242]
+    assert isinstance(process._data_failed, ValueError)
+    wire.seek(0)
+    assert pickle.loads(read_frame(wire)).data_size == len(DATA)  # noqa: S301 - written above
+    with pytest.raises(ProtocolError, match="ended"):
+        Incoming(wire, len(DATA)).read()  # every byte, and no end: never the data

@@ -25,6 +25,7 @@ from policies.grants import BudgetDebit, Grant, refund
 from policies.principals import Principal
 from sandbox.data.datasets import latest_version
 from sandbox.data.objects import read_decrypted
+from sandbox.isolation.pool import SandboxError, SandboxProcess
 from sandbox.jobs import outcomes
 from sandbox.jobs.leases import recover_interrupted_jobs
 from sandbox.jobs.outcomes import fail_running
@@ -209,13 +210,18 @@ def test_settlements_racing_for_one_job_refund_it_once(stoppable: tuple[Veil, Wo
 
 
 def test_a_job_that_failed_after_reading_its_data_keeps_its_debit(
-    stoppable: tuple[Veil, World],
+    stoppable: tuple[Veil, World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     veil, world = stoppable
     job = world.provider.submit_job(world.dataset_id, PURPOSE, 0.25, COUNT)
-    tiny = veil.settings.model_copy(update={"job_wall_s": 1e-6})
-    with_tiny_sandbox = Veil(tiny, veil.db, veil.keys, worker_id=veil.worker_id)
-    assert _run_next(with_tiny_sandbox) == job["id"]  # no time to compute: the sandbox fails
+
+    def fails_once_the_data_is_sent(process: SandboxProcess, *_: object) -> None:
+        assert process._writer is not None
+        process._writer.join()  # decrypted and sent as it went: the data was read
+        raise SandboxError("the job's sandboxed process ended without a result")
+
+    monkeypatch.setattr(SandboxProcess, "_receive", fails_once_the_data_is_sent)
+    assert _run_next(veil) == job["id"]
 
     books = _books(veil, job["id"])
     assert books.status == JobStatus.FAILED and books.data_read
