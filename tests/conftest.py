@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -244,3 +245,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return rank.get(name, late)
 
     items.sort(key=place)  # stable: the other files and every file's tests keep their order
+
+
+@pytest.fixture
+def memory_dir() -> Iterator[Path]:
+    """A fresh directory in memory (``/dev/shm``, a tmpfs, as a job sandbox's ``/tmp`` is)."""
+    from analytics import dp_scratch
+
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and dp_scratch.in_memory(shm)):
+        pytest.fail("/dev/shm is not a tmpfs on this machine")
+    with tempfile.TemporaryDirectory(dir=shm, prefix="veil-test-") as name:
+        yield Path(name)

@@ -58,7 +58,7 @@ class ClaimLost(Exception):
 
 
 def data_read_marker(veil: Veil, job_id: str) -> Callable[[], None]:
-    """What the worker hands to ``read_decrypted`` for the job's dataset: once the data key
+    """What the worker hands to ``Decrypting`` for the job's dataset: once the data key
     is unwrapped, record (committed, under this worker's claim) that the job's data is
     read, or raise :class:`ClaimLost` so that nothing is decrypted."""
 

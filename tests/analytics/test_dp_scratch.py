@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import io
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from analytics import dp_scratch
 from analytics.private_query import run_private_query
 from analytics.query_document import parse_query
 from analytics.schema import ColumnClass, ColumnSpec, ColumnType, DatasetSchema
 
-SHM = Path("/dev/shm")
 SCHEMA = DatasetSchema(
     (
         ColumnSpec("line", ColumnType.STRING, ColumnClass.PUBLIC, categories=("a", "b")),
@@ -25,14 +21,6 @@ SCHEMA = DatasetSchema(
 QUERY = parse_query(
     {"aggregates": [{"kind": "count"}, {"kind": "mean", "column": "temp"}], "group_by": ["line"]}
 )
-
-
-@pytest.fixture
-def memory_dir() -> Iterator[Path]:
-    if not (SHM.is_dir() and dp_scratch.in_memory(SHM)):
-        pytest.fail("/dev/shm is not a tmpfs on this machine")
-    with tempfile.TemporaryDirectory(dir=SHM, prefix="veil-test-") as name:
-        yield Path(name)
 
 
 def _frame(rows: int) -> pl.DataFrame:

@@ -6,24 +6,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from analytics import dp_scratch
 from sandbox.isolation.child import CHUNK, Incoming, ProtocolError, Task, read_frame, write_frame
-
-SHM = Path("/dev/shm")  # memory, as the sandbox's /tmp is
-
-
-@pytest.fixture
-def memory_dir() -> Iterator[Path]:
-    if not (SHM.is_dir() and dp_scratch.in_memory(SHM)):
-        pytest.fail("/dev/shm is not a tmpfs on this machine")
-    with tempfile.TemporaryDirectory(dir=SHM, prefix="veil-test-") as name:
-        yield Path(name)
 
 
 def framed(data: bytes, *, end: bool = True) -> io.BytesIO:
