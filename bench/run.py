@@ -45,16 +45,17 @@ ITEMS: dict[str, Callable[[bool], list[Row]]] = {
     "ingest": lambda quick: ingest_bench.run(quick=quick),  # 1 GiB CSV, 5 turns (quick: 128 MiB)
     "query": lambda quick: query_bench.run(quick=quick),  # 1M and 10M rows (quick: 1M)
     "table": lambda quick: table_bench.run([1_000_000], quick=quick),
-    # reads, 5 turns of 2 s a side; submissions' goal is PostgreSQL's ("submit")
-    "api": lambda quick: api_bench.run(seconds=2.0, quick=quick, loads=("reads",)),
-    "submit": lambda quick: submit_bench.run(quick=quick, seconds=2.0),  # PostgreSQL, 2 procs
+    # reads, 5 turns of 1.5 s a side; submissions' goal is PostgreSQL's ("submit")
+    "api": lambda quick: api_bench.run(seconds=1.5, quick=quick, loads=("reads",)),
+    "submit": lambda quick: submit_bench.run(quick=quick, seconds=1.5),  # PostgreSQL, 2 procs
     "audit": lambda quick: audit_bench.run(events=100_000),  # per event: --events 1000000
     "runner": lambda quick: runner_bench.run(quick=quick),
     # Veil's model and batch size; 2 epochs (a per-step ratio: epochs scale both sides alike)
     "training": lambda quick: training_bench.run(quick=quick, epochs=None if quick else 2),
     "scaling": lambda quick: scaling_bench.run(jobs=16),
+    # latency: 8 pairs; throughput (report): 1 and 2 nodes, 2 rounds (--nodes 1 2 4 alone)
     "node": lambda quick: node_bench.run(
-        quick=quick, jobs=None if quick else 8, rounds=None if quick else 3
+        quick=quick, jobs=None if quick else 8, counts=[1, 2], rounds=None if quick else 2
     ),
     "psi": lambda quick: psi_bench.run([10_000], quick=quick),  # psi_bench.py --sizes N
     "collab": lambda quick: collab_bench.run([20], quick=quick),  # collab_bench.py --nodes 100
