@@ -23,7 +23,8 @@ from sandbox.demo.data import DECLARATION, MACHINES, SHIFTS
 from tests.console.conftest import log_in, token_of, zh_log_in
 from tests.sandbox.conftest import PURPOSE, World, make_world
 
-pytestmark = pytest.mark.integration
+# make test-slow: a module of ~20 s or more (test durations)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Technical words a Chinese page may keep (names of formats, standards and products).
 ALLOWED = {

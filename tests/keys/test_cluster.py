@@ -20,7 +20,8 @@ from keys.cluster import LocalKeyCluster, main
 from keys.vault import KeyServerClient
 from sandbox.config.settings import Settings
 
-pytestmark = pytest.mark.integration
+# make test-slow: a module of ~20 s or more (test durations)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,8 @@ from sandbox.server.thread import ApiThread
 from sandbox.service import bootstrap_operator, open_veil
 from sandbox.store.collab_models import CollaborationRun, RunMessage
 
+pytestmark = pytest.mark.slow  # make test-slow: a module of ~20 s or more (test durations)
+
 LOCAL: dict[str, Any] = {"vault_addr": None, "database_url": None, "job_poll_interval_s": 0.05}
 PARTS, OVERLAP = 120, 60  # the OEM's parts 0..119, the supplier's 60..179
 SEALED_OVERHEAD = 32 + 12 + 16  # keys.sealed: the ephemeral key, the nonce, the tag

@@ -35,6 +35,8 @@ from sandbox.service import open_veil
 from sandbox.store.models import Dataset, DatasetVersion, Job
 from tests.sandbox.conftest import PURPOSE, World, make_world, settings_for
 
+pytestmark = pytest.mark.slow  # make test-slow: a module of ~20 s or more (test durations)
+
 STREAM_FORMAT_AT = 8  # keys._stream: the format byte follows the 8-byte magic
 
 

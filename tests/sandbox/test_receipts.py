@@ -21,7 +21,8 @@ from sandbox.oversight.audit_log import verify_chain
 from sandbox.runtime.veil import Veil
 from tests.sandbox.conftest import GRANTED, PURPOSE, World
 
-pytestmark = pytest.mark.integration
+# make test-slow: a module of ~20 s or more (test durations)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 COUNT = [{"kind": "count"}]
 
