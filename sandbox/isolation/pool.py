@@ -332,6 +332,10 @@ class SandboxProcess:
             if self._proc.poll() is None:  # no end frame, and no child to wait for one
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._proc.pid, signal.SIGKILL)
+            # The job process may outlive that signal (it runs in the sandbox's own session):
+            # its stdin closed without the end frame, it stops reading, never computing.
+            with contextlib.suppress(OSError, ValueError):
+                stdin.close()
             return False
         return True
 

@@ -113,7 +113,14 @@ def test_a_stream_that_fails_is_not_ended_and_its_sandbox_is_killed(
 
     killed: list[int] = []
     monkeypatch.setattr(pool.os, "killpg", lambda pid, _signal: killed.append(pid))
-    wire = io.BytesIO()
+
+    class Pipe(io.BytesIO):
+        ended = False
+
+        def close(self) -> None:  # what the child would read stays readable here
+            self.ended = True
+
+    wire = Pipe()
 
     class Sent:
         stdin = wire
@@ -126,7 +133,7 @@ def test_a_stream_that_fails_is_not_ended_and_its_sandbox_is_killed(
     process._proc = Sent()  # type: ignore[assignment]
     process._data_failed = None
     process._send(Task("query", None, None), Failing(), keep_open=True)  # type: ignore[arg-type]
-    assert killed == [4242]
+    assert killed == [4242] and wire.ended  # killed, and its stdin closed
     assert isinstance(process._data_failed, ValueError)
     wire.seek(0)
     assert pickle.loads(read_frame(wire)).data_size == len(DATA)  # noqa: S301 - written above
