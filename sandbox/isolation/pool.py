@@ -304,7 +304,11 @@ class SandboxProcess:
         stdin = self._proc.stdin
         assert stdin is not None
         try:
-            size = len(data) if isinstance(data, bytes) else data.size
+            try:
+                size = len(data) if isinstance(data, bytes) else data.size
+            except Exception as exc:  # e.g. the stored object is missing
+                self._fail_data(exc, stdin)
+                return
             child.write_frame(stdin, pickle.dumps(replace(task, data_size=size)))
             if isinstance(data, bytes):
                 view = memoryview(data)
@@ -328,16 +332,21 @@ class SandboxProcess:
         except Exception as exc:
             if frames.broken:
                 raise  # the child died first: it says why (_send ignores the broken pipe)
-            self._data_failed = exc
-            if self._proc.poll() is None:  # no end frame, and no child to wait for one
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._proc.pid, signal.SIGKILL)
-            # The job process may outlive that signal (it runs in the sandbox's own session):
-            # its stdin closed without the end frame, it stops reading, never computing.
-            with contextlib.suppress(OSError, ValueError):
-                stdin.close()
+            self._fail_data(exc, stdin)
             return False
         return True
+
+    def _fail_data(self, exc: Exception, stdin: IO[bytes]) -> None:
+        """The data could not be produced: keep ``exc`` for ``run``, send no end frame, and
+        stop the sandbox."""
+        self._data_failed = exc
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        # The job process may outlive that signal (it runs in the sandbox's own session):
+        # its stdin closed without the end frame, it stops reading, never computing.
+        with contextlib.suppress(OSError, ValueError):
+            stdin.close()
 
     def _answer(self, message: dict[str, Any], deadline: float) -> None:
         """Answer one question of the job process on its stdin (``on_request``)."""

@@ -65,7 +65,7 @@ class Streamed:
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[SandboxPool]:
-    pool = SandboxPool(Settings(data_dir=tmp_path), reusable=True)
+    pool = SandboxPool(Settings(data_dir=tmp_path, job_wall_s=20), reusable=True)
     yield pool
     pool.close()
 
@@ -124,3 +124,17 @@ def test_a_job_on_a_damaged_object_fails_and_releases_nothing(
     assert claim_next_job(veil) == job["id"]
     run_job(veil, job["id"])
     assert w.provider.get_job(job["id"])["status"] == "released"
+
+
+def test_data_that_cannot_even_be_sized_fails_at_once(pool: SandboxPool) -> None:
+    """The stored object missing: its error, at once, not the wall clock's."""
+
+    class Missing(Streamed):
+        @property
+        def size(self) -> int:
+            raise FileNotFoundError("objects/.../v1.veil")
+
+    gone = Missing(b"")
+    with pytest.raises(FileNotFoundError):
+        pool.take().run(QUERY, gone)
+    assert gone.calls == 0
