@@ -155,3 +155,15 @@ def publisher(mqtt_broker: Broker) -> Iterator[Publisher]:
     client = Publisher(mqtt_broker.port)
     yield client
     client.close()
+
+
+def telemetry_source(broker: Broker) -> dict[str, Any]:
+    """An MQTT source's config reading every device's telemetry on ``broker`` (temperature
+    and cycle time, as the tests publish them)."""
+    return {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "topics": [
+            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
+        ],
+    }

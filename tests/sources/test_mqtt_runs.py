@@ -13,7 +13,7 @@ from sandbox.sources.scheduler import SourceScheduler
 from sandbox.store.models import DatasetVersion
 from sandbox.store.source_models import SourceState
 from tests.sources.conftest import Tenants, line_dataset
-from tests.sources.mqtt_broker import Broker, Publisher, wait_for
+from tests.sources.mqtt_broker import Broker, Publisher, telemetry_source, wait_for
 from tests.sources.mqtt_broker import mqtt_broker as mqtt_broker
 from tests.sources.mqtt_broker import publisher as publisher
 
@@ -44,13 +44,7 @@ def _opened(veil: Veil, tenants: Tenants, broker: Broker, name: str) -> tuple[st
     """A dataset fed by an MQTT source on ``broker`` (every device), opened by a scheduler's
     first run (which reads nothing yet)."""
     dataset = line_dataset(veil, tenants.acme, name)
-    config = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "topics": [
-            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
-        ],
-    }
+    config = telemetry_source(broker)
     declare_source(
         veil, tenants.acme, dataset, kind="mqtt", config=config, interval_s=1, mapping=MAPPING
     )

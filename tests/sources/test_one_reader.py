@@ -26,7 +26,7 @@ from sandbox.sources.declarations import declare_source
 from sandbox.sources.scheduler import SourceScheduler
 from sandbox.store.source_models import SourceState
 from tests.sources.conftest import Tenants, line_dataset
-from tests.sources.mqtt_broker import Broker, Publisher, wait_for
+from tests.sources.mqtt_broker import Broker, Publisher, telemetry_source, wait_for
 from tests.sources.mqtt_broker import mqtt_broker as mqtt_broker
 from tests.sources.mqtt_broker import publisher as publisher
 from tests.sources.opcua_fixtures import opcua_machine as opcua_machine  # the fixture
@@ -53,13 +53,7 @@ OPCUA_MAPPING = {
 
 def _mqtt(veil: Veil, tenants: Tenants, broker: Broker, name: str, interval_s: float) -> str:
     dataset = line_dataset(veil, tenants.acme, name)
-    config = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "topics": [
-            {"topic": "factory/+device/telemetry", "fields": {"$.t": "temp", "$.c": "cycle_ms"}}
-        ],
-    }
+    config = telemetry_source(broker)
     declare_source(veil, tenants.acme, dataset, kind="mqtt", config=config,
                    interval_s=interval_s, mapping=MQTT_MAPPING)  # fmt: skip
     return dataset
