@@ -15,14 +15,18 @@ its cap columns from :class:`CapColumns` and is passed in.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, Update, bindparam, update
 from sqlalchemy.orm import Mapped, Session, class_mapper, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 from i18n import Msg
-from policies.budget import Budget
-from policies.grants import Grant, ledger_entry, spend, spent_changed, unspend
+from policies.budget import ZERO, Budget
+from policies.db import insert_new
+from policies.grants import Grant, ledger_entry, new_entry, spend, spent_changed, unspend
 
 
 class CapColumns:
@@ -135,4 +139,67 @@ def debit_job(
     return None
 
 
-__all__ = ["CapColumns", "cap_reason", "debit_cap", "debit_job", "restore_cap"]
+# An attribute's loaded value changed without marking it for the next flush (untyped).
+_set_loaded = cast(Callable[[object, str, int], None], set_committed_value)
+
+
+@dataclass(frozen=True)
+class JobDebit:
+    """One job's debit in :func:`debit_jobs`: of ``grant`` and of the cap of row ``row_id``."""
+
+    grant: Grant
+    row_id: str
+    job_id: str
+    cost: Budget
+
+
+def count_spent(grant: Grant, cap_row: CapColumns, cost: Budget) -> None:
+    """Raise what ``grant`` and ``cap_row`` have spent, as loaded in this session, by
+    ``cost``, without writing it: the next decision in this transaction sees a job decided
+    before it as paid, and :func:`debit_jobs` writes them all.
+
+    Exact only under the write lock (``Database.transaction``), where nothing else changes
+    the rows between their reading and the debit; the debit's conditions check it anyway."""
+    for row, eps, delta in (
+        (grant, grant.epsilon_spent, grant.delta_spent),
+        (cap_row, cap_row.epsilon_spent, cap_row.delta_spent),
+    ):
+        _set_loaded(row, "epsilon_spent", eps + cost.epsilon_units)
+        _set_loaded(row, "delta_spent", delta + cost.delta_units)
+
+
+def debit_jobs(session: Session, table: type[CapColumns], debits: Sequence[JobDebit]) -> bool:
+    """Debit several jobs, decided in this transaction against :func:`count_spent`'s
+    running totals: each grant, and each cap, pays their sum in one of :func:`debit_job`'s
+    conditional ``UPDATE``s (as costs are never negative, the sum fits exactly when each
+    job, debited in turn, would have); then the ledger gets an entry per job.
+
+    True when all paid.  False when any was refused (the rows changed since they were
+    read, which the write lock rules out): then some may have paid, and the caller rolls
+    the transaction back and debits the jobs one by one (:func:`debit_job`), each refusal
+    with its reason."""
+    paying = [d for d in debits if d.cost]
+    grants: dict[str, Budget] = {}
+    caps: dict[str, Budget] = {}
+    for d in paying:
+        grants[d.grant.id] = grants.get(d.grant.id, ZERO) + d.cost
+        caps[d.row_id] = caps.get(d.row_id, ZERO) + d.cost
+    if not all(spend(session, grant_id, total) for grant_id, total in grants.items()):
+        return False
+    if not all(debit_cap(session, table, row_id, total) for row_id, total in caps.items()):
+        return False
+    connection = session.connection()
+    insert_new(connection, [new_entry(d.grant.id, d.job_id, d.cost) for d in paying])
+    return True
+
+
+__all__ = [
+    "CapColumns",
+    "JobDebit",
+    "cap_reason",
+    "count_spent",
+    "debit_cap",
+    "debit_job",
+    "debit_jobs",
+    "restore_cap",
+]

@@ -371,15 +371,19 @@ def unspend(session: Session, grant_id: str, cost: Budget) -> None:
 
 def ledger_entry(session: Session, grant_id: str, job_id: str, cost: Budget) -> None:
     """The ledger's entry for a debit of ``cost`` (written with the session's next flush)."""
-    session.add(
-        BudgetDebit(
-            id=new_id("deb"),
-            grant_id=grant_id,
-            job_id=job_id,
-            epsilon=cost.epsilon_units,
-            delta=cost.delta_units,
-            created_at=utcnow(),
-        )
+    session.add(new_entry(grant_id, job_id, cost))
+
+
+def new_entry(grant_id: str, job_id: str, cost: Budget) -> BudgetDebit:
+    """The ledger's entry for a debit of ``cost``, not yet written."""
+    return BudgetDebit(
+        id=new_id("deb"),
+        grant_id=grant_id,
+        job_id=job_id,
+        epsilon=cost.epsilon_units,
+        delta=cost.delta_units,
+        created_at=utcnow(),
+        refund_of=None,
     )
 
 

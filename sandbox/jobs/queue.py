@@ -77,6 +77,21 @@ class ProcrastinateQueue:
                 "job %s queued but its task not deferred; it will be", job_id, exc_info=True
             )
 
+    def queued_all(self, job_ids: list[str]) -> None:
+        """One task per job, all deferred in one statement (each with its own queueing
+        lock); one by one if that fails (a job's task already there)."""
+        jobs = [
+            self._app.configure_task(RUN_JOB, queue=QUEUE, queueing_lock=job_id).make_new_job(
+                job_id=job_id
+            )
+            for job_id in job_ids
+        ]
+        try:
+            self._app.job_manager.batch_defer_jobs(jobs=jobs)
+        except Exception:  # each alone, and each alone says what failed
+            for job_id in job_ids:
+                self.queued(job_id)
+
     def close(self) -> None:
         self._app.close()
 

@@ -12,6 +12,9 @@ composition: the ε and δ of every job add up, per grant and per dataset.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -24,10 +27,10 @@ from i18n import Msg
 from policies import audit
 from policies.budget import Budget
 from policies.capabilities import Capability, require
-from policies.caps import cap_reason, debit_job
-from policies.db import new_id
+from policies.caps import JobDebit, cap_reason, count_spent, debit_job, debit_jobs
+from policies.db import insert_new, new_id
 from policies.decisions import NO_GRANT, Decision, JobRequest, decide, unknown_column
-from policies.errors import Conflict, Denied, InvalidRequest, NotFound
+from policies.errors import Conflict, Denied, InvalidRequest, NotFound, VeilError
 from policies.grants import Grant
 from policies.grants import grants_for as provider_grants
 from policies.principals import Principal
@@ -43,7 +46,10 @@ from sandbox.jobs.kinds import JOB_TIERS as JOB_TIERS
 from sandbox.jobs.kinds import JobKind, JobQuery, kind_for
 from sandbox.jobs.sql_jobs import resolve_dataset, translate
 from sandbox.runtime.veil import Veil
+from sandbox.store.group_commit import Turn
 from sandbox.store.models import Dataset, DatasetVersion, Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,21 +108,54 @@ class _Decided:
     schema: DatasetSchema | None = None
 
 
+class _Reads:
+    """The decision's reads in one transaction, each read once: the submissions of a turn
+    (``submit_job``) mostly ask for the same dataset and grants."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._datasets: dict[str, Dataset | None] = {}
+        self._grants: dict[tuple[str, str], list[Grant]] = {}
+        self._versions: dict[str, DatasetVersion | None] = {}
+        self._schemas: dict[str, DatasetSchema] = {}
+
+    def dataset(self, dataset_id: str) -> Dataset | None:
+        if dataset_id not in self._datasets:
+            self._datasets[dataset_id] = self.session.get(Dataset, dataset_id)
+        return self._datasets[dataset_id]
+
+    def grants(self, provider_id: str, dataset_id: str) -> list[Grant]:
+        key = (provider_id, dataset_id)
+        if key not in self._grants:
+            self._grants[key] = provider_grants(self.session, provider_id, dataset_id)
+        return self._grants[key]
+
+    def version(self, dataset_id: str) -> DatasetVersion | None:
+        if dataset_id not in self._versions:
+            self._versions[dataset_id] = latest_version(self.session, dataset_id)
+        return self._versions[dataset_id]
+
+    def schema(self, dataset: Dataset) -> DatasetSchema:
+        if dataset.id not in self._schemas:
+            self._schemas[dataset.id] = schema_from_json(dataset.declaration)
+        return self._schemas[dataset.id]
+
+
 def _decide(
-    session: Session,
+    reads: _Reads,
     veil: Veil,
     provider: Principal,
     sub: JobSubmission,
     parsed: _Parsed,
 ) -> _Decided:
-    dataset = session.get(Dataset, sub.dataset_id)
-    grants = provider_grants(session, provider.id, sub.dataset_id) if dataset else []
+    dataset = reads.dataset(sub.dataset_id)
+    grants = reads.grants(provider.id, sub.dataset_id) if dataset else []
     if dataset is None or not grants:  # the same answer whether it exists or not
         return _Decided(Decision(False, (NO_GRANT,)))
-    schema = schema_from_json(dataset.declaration)
+    schema = reads.schema(dataset)
     kind, cost = parsed.kind, parsed.cost
     _check_columns_known(schema, kind.columns(parsed.query), grants)
-    query, refused = kind.resolve(session, provider.id, dataset.id, parsed.query)
+    query, refused = kind.resolve(reads.session, provider.id, dataset.id, parsed.query)
     request = JobRequest(
         provider.id,
         dataset.id,
@@ -130,7 +169,7 @@ def _decide(
     decision = decide(request, classes, grants, veil.clock())
     if refused and decision.allowed:
         decision = Decision(False, (refused,), decision.grant)
-    version = latest_version(session, dataset.id)
+    version = reads.version(dataset.id)
     if decision.allowed and version is None:
         no_data = Msg("the dataset has no uploaded data yet")
         decision = Decision(False, (no_data,), decision.grant)
@@ -178,47 +217,136 @@ def _validate_early(veil: Veil, provider: Principal, sub: JobSubmission, parsed:
             parsed.kind.validate(schema, parsed.query, rounded_count(version.row_count))
 
 
+@dataclass(frozen=True)
+class _Submitting:
+    """A submission, parsed, waiting for its turn (``Veil.submissions``)."""
+
+    provider: Principal
+    sub: JobSubmission
+    parsed: _Parsed
+
+
+class _Together(Exception):
+    """A turn's debits, made together, were refused: its submissions go again one by one."""
+
+
 def submit_job(veil: Veil, provider: Principal, sub: JobSubmission) -> Job:
-    """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused."""
+    """Decide, debit and queue in one transaction; raise :class:`Denied` (audited) if refused.
+
+    Submissions made at once (the API's threads) share a transaction: one thread writes
+    those waiting with it (``sandbox.store.group_commit``), each decided in order against
+    what those before it spent, exactly as if each had committed alone."""
     require(provider, Capability.SUBMIT_JOBS)
     sub = _translated(veil, provider, sub)
     parsed = _parse(sub)
-    cost = parsed.cost
     _validate_early(veil, provider, sub, parsed)
-    with veil.db.transaction() as session:
-        decided = _decide(session, veil, provider, sub, parsed)
-        decision, dataset, version = decided.decision, decided.dataset, decided.version
-        job = Job(
-            id=new_id("job"),
-            provider_id=provider.id,
-            dataset_id=sub.dataset_id,
-            enterprise_id=dataset.enterprise_id if dataset else None,
-            dataset_version=version.version if version else None,
-            grant_id=decision.grant.id if decision.grant else None,
-            purpose=sub.purpose,
-            tier=sub.tier,
-            query=sub.query,
-            sql=sub.sql,
-            epsilon=cost.epsilon_units,
-            delta=cost.delta_units,
-            status=JobStatus.QUEUED,
-            reasons=[],
-            created_at=veil.clock(),
-        )
-        if decision.allowed and decision.grant and dataset:
-            refused = debit_job(session, decision.grant, Dataset, dataset.id, job.id, cost)
-            if refused:
-                decision = Decision(False, (refused,), decision.grant)
-        _record_submission(session, job, provider, decision)
-    if not decision.allowed:
-        raise Denied(decision.reasons, job.id)
-    veil.job_queued(job.id)
+    job: Job = veil.submissions.run(
+        _Submitting(provider, sub, parsed),
+        functools.partial(_submit_turn, veil),
+        functools.partial(_queue, veil),
+    )
     return job
 
 
-def _record_submission(session: Session, job: Job, provider: Principal, decision: Decision) -> None:
-    """The job row and its audit events (one append, last: the audit head is locked only
-    from here to the commit)."""
+def _submit_turn(veil: Veil, turn: Turn[_Submitting]) -> list[Job | Exception]:
+    """A turn's outcomes: each submission's job, or the error it raises (:class:`Denied`,
+    audited, or a bad request, which writes nothing); together in one transaction, or, if
+    that fails, each in its own."""
+    try:
+        return _submit(veil, turn.items)
+    except Exception as exc:
+        if len(turn.items()) == 1:
+            return [exc]
+        log.info("%d submissions failed together; each goes alone", len(turn.items()))
+    outcomes: list[Job | Exception] = []
+    for submitting in turn.items():
+        try:
+            outcomes += _submit(veil, functools.partial(list, [submitting]))
+        except Exception as exc:  # raised in the submitting thread
+            outcomes.append(exc)
+    return outcomes
+
+
+def _submit(veil: Veil, take: Callable[[], list[_Submitting]]) -> list[Job | Exception]:
+    """Decide, debit and record the submissions ``take`` gives, in one transaction
+    (``_queue`` then queues their jobs).
+
+    They are taken once the transaction holds the write lock: those that arrive while it
+    waits join the turn.  Several are debited together: counted as they are decided
+    (``count_spent``) and paid at the end (``debit_jobs``), where a refusal (the rows
+    changed since they were read, which the write lock rules out) raises
+    :class:`_Together`, rolling everything back.  One alone is debited as it is decided
+    (``debit_job``), a refusal denying it."""
+    outcomes: list[Job | Exception] = []
+    jobs: list[Job] = []  # written past the unit of work (``insert_new``): left transient
+    debits: list[JobDebit] = []
+    entries: list[audit.Entry] = []
+    with veil.db.transaction() as session:
+        session.connection()  # the write lock
+        turn = take()
+        together = len(turn) > 1
+        reads = _Reads(session)
+        for submitting in turn:
+            provider, sub, cost = submitting.provider, submitting.sub, submitting.parsed.cost
+            try:
+                decided = _decide(reads, veil, provider, sub, submitting.parsed)
+            except VeilError as exc:  # this submission is wrong: nothing of it is written
+                outcomes.append(exc)
+                continue
+            decision, dataset = decided.decision, decided.dataset
+            job = _new_job(veil, submitting, decided)
+            jobs.append(job)
+            if decision.allowed and decision.grant and dataset:
+                if together:
+                    count_spent(decision.grant, dataset, cost)
+                    debits.append(JobDebit(decision.grant, dataset.id, job.id, cost))
+                else:
+                    refused = debit_job(session, decision.grant, Dataset, dataset.id, job.id, cost)
+                    if refused:
+                        decision = Decision(False, (refused,), decision.grant)
+            entries += _submission_events(job, provider, decision)
+            outcomes.append(job if decision.allowed else Denied(decision.reasons, job.id))
+        insert_new(session.connection(), jobs)
+        if debits and not debit_jobs(session, Dataset, debits):
+            raise _Together("a debit made together was refused")
+        audit.append(session, entries)
+    return outcomes
+
+
+def _queue(
+    veil: Veil, turn: Sequence[_Submitting], outcomes: Sequence[Job | BaseException]
+) -> None:
+    """A turn's allowed jobs, committed, handed to the engine (while the next turn goes)."""
+    veil.jobs_queued([job.id for job in outcomes if isinstance(job, Job)])
+
+
+def _new_job(veil: Veil, submitting: _Submitting, decided: _Decided) -> Job:
+    dataset, version, grant = decided.dataset, decided.version, decided.decision.grant
+    sub, cost = submitting.sub, submitting.parsed.cost
+    return Job(
+        id=new_id("job"),
+        provider_id=submitting.provider.id,
+        dataset_id=sub.dataset_id,
+        enterprise_id=dataset.enterprise_id if dataset else None,
+        dataset_version=version.version if version else None,
+        grant_id=grant.id if grant else None,
+        purpose=sub.purpose,
+        tier=sub.tier,
+        query=sub.query,
+        sql=sub.sql,
+        epsilon=cost.epsilon_units,
+        delta=cost.delta_units,
+        status=JobStatus.QUEUED,
+        reasons=[],
+        created_at=veil.clock(),
+        attempts=0,
+        cancel_requested=False,
+    )
+
+
+def _submission_events(job: Job, provider: Principal, decision: Decision) -> list[audit.Entry]:
+    """The job's audit events (appended by the caller, last: the audit head is locked only
+    from there to the commit); a denied job is marked so."""
     resource = f"job:{job.id}"
     details = {
         "dataset_id": job.dataset_id,
@@ -229,7 +357,6 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
     if not decision.allowed:
         job.status, job.reasons = JobStatus.DENIED, list(decision.reasons)
         job.finished_at = job.created_at
-        session.add(job)
         denied = audit.Entry(
             "job.denied",
             actor=provider,
@@ -238,9 +365,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
             resource=resource,
             details=details | {"reasons": list(decision.reasons)},
         )
-        audit.append(session, [denied])
-        return
-    session.add(job)
+        return [denied]
     entries = [
         audit.Entry(
             "job.submitted",
@@ -264,7 +389,7 @@ def _record_submission(session: Session, job: Job, provider: Principal, decision
                 },
             )
         )
-    audit.append(session, entries)
+    return entries
 
 
 def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str, Any]:
@@ -281,7 +406,7 @@ def preview_job(veil: Veil, provider: Principal, sub: JobSubmission) -> dict[str
     parsed.kind.require_preview()
     _validate_early(veil, provider, sub, parsed)
     with veil.db.transaction() as session:
-        decided = _decide(session, veil, provider, sub, parsed)
+        decided = _decide(_Reads(session), veil, provider, sub, parsed)
         audit.record(
             session,
             "job.previewed",

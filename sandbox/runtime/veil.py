@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from keys import KeyService, key_operation
 from policies import audit
@@ -21,6 +21,7 @@ from sandbox.config.settings import Settings
 from sandbox.isolation.pool import SandboxPool
 from sandbox.runtime.wakeups import JobWakeups
 from sandbox.store.database import Database
+from sandbox.store.group_commit import GroupCommit
 
 
 class JobQueue(Protocol):
@@ -28,6 +29,8 @@ class JobQueue(Protocol):
     has the engines."""
 
     def queued(self, job_id: str) -> None: ...
+
+    def queued_all(self, job_ids: list[str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -60,13 +63,24 @@ class Veil:
     #: The requests waiting for a job to end (``GET /v1/jobs/{id}?wait=``), woken by
     #: ``job_ended``.
     job_wakeups: JobWakeups = field(default_factory=JobWakeups, repr=False)
+    #: Job submissions made at once, decided and written together (``sandbox.jobs.submit``).
+    submissions: GroupCommit[Any, Any] = field(default_factory=GroupCommit, repr=False)
 
     def job_queued(self, job_id: str) -> None:
         """Hand a just-committed queued job to the engine (and wake nodes' claims)."""
+        self.jobs_queued([job_id])
+
+    def jobs_queued(self, job_ids: list[str]) -> None:
+        """Hand just-committed queued jobs to the engine, all at once."""
+        if not job_ids:
+            return
         self.jobs_waiting.set()
         self.wake_nodes()
         if self.queue is not None:
-            self.queue.queued(job_id)
+            if len(job_ids) == 1:
+                self.queue.queued(job_ids[0])
+            else:
+                self.queue.queued_all(job_ids)
 
     def job_ended(self, job_id: str) -> None:
         """Wake the requests waiting for ``job_id``: its end (released, failed, held) was

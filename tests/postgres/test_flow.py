@@ -96,3 +96,30 @@ def test_a_refund_happens_once_on_postgresql(
             assert grant is not None and grant.epsilon_spent == 500_000
             stored = session.get(Dataset, world.dataset_id)
             assert stored is not None and stored.epsilon_spent == 500_000  # the cap, too
+
+
+def test_submissions_in_one_turn_on_postgresql(veil: Veil) -> None:
+    """A turn's jobs, ledger entries and events go as multi-row INSERTs on PostgreSQL, its
+    debits as one conditional UPDATE each: the first that fit are queued, the rest denied
+    as they would be alone, and the books and the chain agree."""
+    from policies.budget import Budget
+    from policies.errors import Denied
+    from sandbox.jobs.submit import JobSubmission, submit_job
+    from sandbox.store.models import Job
+    from tests.sandbox.test_submission_turns import COUNT as QUERY
+    from tests.sandbox.test_submission_turns import _in_one_turn, _provider
+
+    with ApiThread(veil.settings, veil) as url:
+        world = make_world(veil, url, epsilon=1.0)
+    provider = _provider(veil, world)
+    asked = JobSubmission(world.dataset_id, PURPOSE, QUERY, tier=3, epsilon=0.3)
+    outcomes = _in_one_turn(veil, [lambda: submit_job(veil, provider, asked)] * 5)
+    assert [type(o) for o in outcomes] == [Job] * 3 + [Denied] * 2
+    with veil.db.read() as session:
+        grant, dataset = session.get(Grant, world.grant_id), session.get(Dataset, world.dataset_id)
+        assert grant is not None and dataset is not None
+        assert grant.budget_spent == dataset.cap_spent == Budget.from_floats(0.9)
+        paid = session.scalars(select(BudgetDebit.job_id).where(BudgetDebit.grant_id == grant.id))
+        assert sorted(paid) == sorted(o.id for o in outcomes if isinstance(o, Job))
+    report = verify_chain(veil)
+    assert report.ok, report.problem
