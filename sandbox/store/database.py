@@ -157,10 +157,13 @@ def _server_engine(url: str, *, read_only: bool, pool_size: int) -> Engine:
     def _on_begin(connection: Any) -> None:
         # Through the driver: the connection's own execute() would begin a transaction
         # again.  The driver opens the transaction with the first statement.
+        # Both in one round trip (no parameters: the simple protocol takes several).
         cursor = connection.connection.cursor()
         try:
-            cursor.execute(f"SET LOCAL lock_timeout = '{BUSY_TIMEOUT_S}s'")
-            cursor.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            cursor.execute(
+                f"SET LOCAL lock_timeout = '{BUSY_TIMEOUT_S}s'; "
+                f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+            )
         finally:
             cursor.close()
 

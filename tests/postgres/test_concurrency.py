@@ -144,6 +144,8 @@ def test_a_writer_holds_the_write_lock_and_readers_go_on(postgres_url: str) -> N
     try:
         with db.transaction() as writer:
             audit.record(writer, "test.event")
+            # Taken with a bound on the wait (one round trip at BEGIN sets both).
+            assert writer.scalar(text("SHOW lock_timeout")) == "30s"
             with db.read() as reader:
                 assert reader.scalar(held.params(key=WRITE_LOCK_KEY)) == 1
                 assert reader.scalar(select(func.count()).select_from(audit.AuditEvent)) == 0
