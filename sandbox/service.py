@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from keys import KeyService, LocalKeyServer
 from policies import audit
@@ -33,6 +34,9 @@ from sandbox.runtime.keyserver import KeyOutageAudit
 from sandbox.runtime.veil import JobQueue, Veil
 from sandbox.sources.scheduler import SourceScheduler
 from sandbox.store.database import Database, migrate
+
+if TYPE_CHECKING:
+    import procrastinate
 
 log = logging.getLogger(__name__)
 
@@ -116,31 +120,32 @@ def open_veil(
             local.stop()
 
 
-class _Stopped(Exception):
-    """SIGINT or SIGTERM came before procrastinate's worker took the signals over."""
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise _Stopped
+#: How often the worker looks at its stop flag while procrastinate's worker runs.
+STOP_POLL_S = 0.25
 
 
 def run_worker(settings: Settings) -> None:
     """``veil worker``: run procrastinate's worker on this machine until SIGINT/SIGTERM.
 
-    A signal that comes while the worker is still starting (before procrastinate installs
-    its own handlers) stops it as cleanly: whatever had started stops, its lease given up.
+    The signal only sets a flag (an exception raised from a signal handler could land
+    anywhere, even where Python ignores it): the worker stops at its next step while
+    starting, or procrastinate's worker is stopped gracefully (its running job finished
+    first) once it runs; whatever had started stops after, its lease given up.
     """
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _run_worker(settings)
-    except _Stopped:
-        log.info("veil worker stopped while starting")
+        _run_worker(settings, stop)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
-def _run_worker(settings: Settings) -> None:
+def _run_worker(settings: Settings, stop: threading.Event) -> None:
     with open_veil(settings, worker=False) as veil, contextlib.ExitStack() as stopping:
         lease = WorkerLease(veil)
         lease.start()
@@ -153,6 +158,9 @@ def _run_worker(settings: Settings) -> None:
         sources = SourceScheduler(veil)
         sources.start()
         stopping.callback(sources.stop)
+        if stop.is_set():
+            log.info("veil worker stopped while starting")
+            return
         app = procrastinate_app(settings, sync=False)
 
         def one_job(job_id: str) -> None:
@@ -164,13 +172,28 @@ def _run_worker(settings: Settings) -> None:
             await asyncio.get_running_loop().run_in_executor(jobs.executor, one_job, job_id)
 
         log.info("veil worker %s waiting for jobs", lease.id)
-        app.run_worker(
-            queues=[QUEUE],
-            name=lease.id,
-            concurrency=1,  # one job at a time: it has the worker's sandbox and memory
-            delete_jobs="successful",
-            install_signal_handlers=True,
+        asyncio.run(_work(app, lease.id, stop))
+
+
+async def _work(app: procrastinate.App, name: str, stop: threading.Event) -> None:
+    """Procrastinate's worker until ``stop`` is set, then stopped gracefully (cancelling
+    it lets its running job finish)."""
+    async with app.open_async():
+        worker = asyncio.create_task(
+            app.run_worker_async(
+                queues=[QUEUE],
+                name=name,
+                concurrency=1,  # one job at a time: it has the worker's sandbox and memory
+                delete_jobs="successful",
+                install_signal_handlers=False,  # ours set the flag
+            )
         )
+        while not stop.is_set() and not worker.done():
+            await asyncio.wait({worker}, timeout=STOP_POLL_S)
+        if not worker.done():
+            worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
 
 
 class _JobThread:
