@@ -19,7 +19,8 @@
 
 Namespaces: PID, network (only its own loopback), IPC, UTS (hostname ``veil-job``) and
 cgroup are new; the session is new (no terminal injection); the environment is empty
-but for the few variables set here.
+but for the few variables set here.  Bubblewrap reports the PID namespace's init on
+``--info-fd``: the sandbox is killed through it (``sandbox.isolation.namespace``).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def _identity(uid: int) -> tuple[list[str], list[str]]:
 def sandbox_command(
     limits: Limits,
     seccomp_fd: int,
+    info_fd: int,
     entry: Path | None = None,
     serve: bool = False,
     uid: int | None = None,
@@ -178,7 +180,9 @@ def sandbox_command(
     """The ``prlimit … bwrap … python entry`` command line of one sandbox.
 
     ``seccomp_fd``: a descriptor the started process inherits, holding the filter
-    (``seccomp_pipe``).  ``serve``: the warm worker that forks a process per job.
+    (``seccomp_pipe``).  ``info_fd``: one it inherits to report the sandbox's init on
+    (``sandbox.isolation.namespace.SandboxInit``).  ``serve``: the warm worker that forks
+    a process per job.
     ``uid``: the host uid to run as when Veil is root (default: drawn from ``UID_RANGE``).
     ``code``: for tier 5 only (the process imports PySyft ahead, not torch).
     """
@@ -193,7 +197,7 @@ def sandbox_command(
         prlimit, f"--as={memory}", f"--cpu={limits.cpu_s}:{limits.cpu_s + 5}", "--core=0",
         f"--fsize={limits.tmpfs_mb * 2**20}", f"--nproc={limits.processes}", "--",
         bwrap, *options, "--die-with-parent", "--new-session", "--clearenv",
-        "--hostname", "veil-job", "--seccomp", str(seccomp_fd),
+        "--hostname", "veil-job", "--seccomp", str(seccomp_fd), "--info-fd", str(info_fd),
     ]  # fmt: skip
     for name in _TOP_LINKS:
         if Path(name).is_symlink():

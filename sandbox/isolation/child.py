@@ -570,7 +570,7 @@ def job_scratch(pid: int) -> Path:
 EXIT_NO_TASK: Final = 4
 
 
-def _serve(channel: _Channel) -> None:
+def _serve(channel: _Channel, one_task: Callable[[_Channel], int] = _one_task) -> None:
     """The warm worker for built-in job kinds: fork one fresh process per task.
 
     This process imports the libraries and never reads a task or data itself; each job
@@ -580,6 +580,7 @@ def _serve(channel: _Channel) -> None:
     here (polars and torch start theirs on first use, in the child), which keeps
     forking safe.  After each child, ``{"type": "exit", "status"}``
     tells the parent how it ended, then ``ready`` that the next may come.
+    ``one_task``: what each forked process runs (the sandbox's tests serve their probe).
     """
     while True:
         channel.send({"type": "ready"})
@@ -587,7 +588,7 @@ def _serve(channel: _Channel) -> None:
         if pid == 0:  # the job process, forked ahead of its task
             status = EXIT_NO_TASK
             try:
-                status = _one_task(channel)
+                status = one_task(channel)
             finally:
                 channel.out.flush()
                 os._exit(status)

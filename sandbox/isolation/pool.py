@@ -49,6 +49,7 @@ from sandbox.config.settings import Settings
 from sandbox.isolation import child
 from sandbox.isolation.bwrap import Limits, SandboxUnavailable, sandbox_command, seccomp_pipe
 from sandbox.isolation.child import CHUNK, Task
+from sandbox.isolation.namespace import SandboxInit
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -131,12 +132,16 @@ class _ChildFailed(Exception):
 
 class SandboxProcess:
     """One started sandbox: single-use, or (``reusable``) a warm worker that forks a fresh
-    process for each task and stays up while they end cleanly."""
+    process for each task and stays up while they end cleanly.
+
+    ``argv`` (``sandbox_command``) has bubblewrap report the sandbox's init on
+    ``init.info_fd``; ``kill`` kills the sandbox through it."""
 
     def __init__(
         self,
         argv: list[str],
         limits: Limits,
+        init: SandboxInit,
         reusable: bool = False,
         pass_fds: tuple[int, ...] = (),
     ) -> None:
@@ -146,14 +151,20 @@ class SandboxProcess:
         self._unsettled = False  # a warm worker's job process answered; its end not yet seen
         self._data_failed: Exception | None = None  # the last run's DataStream raised this
         self.started = time.monotonic()
-        self._proc = subprocess.Popen(  # noqa: S603 - our own fixed command line
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            pass_fds=pass_fds,
-        )
+        self._init = init
+        try:
+            self._proc = subprocess.Popen(  # noqa: S603 - our own fixed command line
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(*pass_fds, init.info_fd),
+            )
+        except BaseException:
+            init.close()
+            raise
+        init.started()
         assert self._proc.stdin is not None
         with contextlib.suppress(OSError):  # a pipe as large as a frame: fewer turns per MiB
             fcntl.fcntl(self._proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
@@ -184,15 +195,22 @@ class SandboxProcess:
                 self._stderr_size -= len(self._stderr.popleft())
 
     def kill(self) -> None:
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # it may just have ended
-                os.killpg(self._proc.pid, signal.SIGKILL)
+        """Kill the sandbox, every process of it, and wait for its end."""
+        self._stop()
         self._proc.wait()
         for stream in (self._proc.stdin, self._proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):  # data left unsent in stdin's buffer
                     stream.close()
         self._drain.join(5)
+
+    def _stop(self) -> None:
+        """SIGKILL the sandbox: its PID namespace's init, which ends every process of the
+        namespace (returning once they are gone), then bubblewrap's process group."""
+        self._init.kill()
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it may just have ended
+                os.killpg(self._proc.pid, signal.SIGKILL)
 
     def _pump(self, selector: selectors.BaseSelector) -> bool:
         """Add what the child sends within ``POLL_S`` to the buffer; False at its end."""
@@ -340,11 +358,9 @@ class SandboxProcess:
         """The data could not be produced: keep ``exc`` for ``run``, send no end frame, and
         stop the sandbox."""
         self._data_failed = exc
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
-        # The job process may outlive that signal (it runs in the sandbox's own session):
-        # its stdin closed without the end frame, it stops reading, never computing.
+        self._stop()
+        # Should the job process outlive that (no init reported), its stdin closed without
+        # the end frame, it stops reading, never computing.
         with contextlib.suppress(OSError, ValueError):
             stdin.close()
 
@@ -545,16 +561,26 @@ class SandboxPool:
         self._lock = threading.Lock()
 
     def _start(self) -> SandboxProcess:
+        init = SandboxInit()
         try:
             with seccomp_pipe() as filter_fd:
                 argv = sandbox_command(
-                    self.limits, filter_fd, self.entry, serve=self.reusable, code=self.code
+                    self.limits,
+                    filter_fd,
+                    init.info_fd,
+                    self.entry,
+                    serve=self.reusable,
+                    code=self.code,
                 )
                 return SandboxProcess(
-                    argv, self.limits, reusable=self.reusable, pass_fds=(filter_fd,)
+                    argv, self.limits, init, reusable=self.reusable, pass_fds=(filter_fd,)
                 )
         except SandboxUnavailable as exc:
+            init.close()
             raise SandboxError(str(exc)) from None
+        except BaseException:
+            init.close()
+            raise
 
     def take(self) -> SandboxProcess:
         """A started sandbox: the warm worker, or the spare if it is alive."""

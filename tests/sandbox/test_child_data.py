@@ -129,11 +129,18 @@ def test_a_stream_that_fails_is_not_ended_and_its_sandbox_is_killed(
         def poll(self) -> None:
             return None  # still running
 
+    class Init:  # the sandbox's PID namespace's init (``SandboxInit``)
+        killed = False
+
+        def kill(self) -> None:
+            self.killed = True
+
     process = pool.SandboxProcess.__new__(pool.SandboxProcess)
     process._proc = Sent()  # type: ignore[assignment]
+    process._init = init = Init()  # type: ignore[assignment]
     process._data_failed = None
     process._send(Task("query", None, None), Failing(), keep_open=True)  # type: ignore[arg-type]
-    assert killed == [4242] and wire.ended  # killed, and its stdin closed
+    assert init.killed and killed == [4242] and wire.ended  # killed, and its stdin closed
     assert isinstance(process._data_failed, ValueError)
     wire.seek(0)
     assert pickle.loads(read_frame(wire)).data_size == len(DATA)  # noqa: S301 - written above
