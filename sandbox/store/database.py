@@ -148,10 +148,6 @@ def _server_engine(url: str, *, read_only: bool, pool_size: int) -> Engine:
             url, isolation_level="REPEATABLE READ", execution_options=options, **pool
         )
     engine = create_engine(url, **pool)
-    # Many rows inserted at once (an executemany: a turn's jobs and audit events) go as
-    # multi-row INSERTs, as with psycopg2, not one pipelined statement a row: a tenth of
-    # the client's CPU.
-    engine.dialect.use_insertmanyvalues_wo_returning = True
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
