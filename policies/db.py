@@ -1,4 +1,5 @@
-"""The declarative base shared by every table, and small column helpers."""
+"""The declarative base shared by every table, small column helpers, and inserting many
+new rows at once past the unit of work (``insert_new``)."""
 
 from __future__ import annotations
 

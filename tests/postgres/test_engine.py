@@ -226,3 +226,23 @@ def test_the_procrastinate_engine_needs_postgresql(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "VEIL_JOB_ENGINE=procrastinate" in done.stderr
+
+
+def test_a_turns_tasks_are_deferred_together_each_with_its_own_lock(veil: Veil) -> None:
+    """``ProcrastinateQueue.queued_all``: one task per job in one statement; when one of
+    them is already there (its queueing lock taken), the others still go, one by one."""
+    assert veil.queue is not None
+    veil.queue.queued_all(["job_t1", "job_t2"])
+    veil.queue.queued_all(["job_t2", "job_t3"])  # job_t2's task exists: refused together
+    with veil.db.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT queueing_lock, args->>'job_id', queue_name FROM procrastinate_jobs "
+                "WHERE queueing_lock LIKE 'job_t%' ORDER BY queueing_lock"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("job_t1", "job_t1", "veil-jobs"),
+        ("job_t2", "job_t2", "veil-jobs"),
+        ("job_t3", "job_t3", "veil-jobs"),
+    ]
