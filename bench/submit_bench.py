@@ -62,7 +62,8 @@ PROCESSES = 2
 
 
 def _tree_cpu(pid: int) -> float:
-    """CPU seconds so far of ``pid`` and its descendants."""
+    """CPU seconds so far of ``pid`` and its descendants, those that have exited included
+    (PostgreSQL's server process for a connection closed since, say)."""
     try:
         root = psutil.Process(pid)
     except psutil.Error:
@@ -71,7 +72,7 @@ def _tree_cpu(pid: int) -> float:
     for process in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             t = process.cpu_times()
-            total += t.user + t.system
+            total += t.user + t.system + t.children_user + t.children_system
     return total
 
 

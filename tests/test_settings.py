@@ -95,7 +95,7 @@ def test_limits_must_make_sense(monkeypatch: pytest.MonkeyPatch, name: str, valu
 
 def test_database_pool_size_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VEIL_DATABASE_POOL_SIZE", raising=False)
-    assert Settings().database_pool_size == 5
+    assert Settings().database_pool_size == 10
     monkeypatch.setenv("VEIL_DATABASE_POOL_SIZE", "12")
     assert Settings().database_pool_size == 12
     monkeypatch.setenv("VEIL_DATABASE_POOL_SIZE", "0")

@@ -76,11 +76,11 @@ class Settings(BaseSettings):
     # Database. Unset: SQLite (WAL) at <data_dir>/veil.db.
     database_url: str | None = Field(default=None, description="SQLAlchemy URL of the database.")
     database_pool_size: int = Field(
-        default=5,
+        default=10,
         ge=1,
         le=100,
         description="PostgreSQL: connections each of a process's two pools (writers, readers) "
-        "keeps open; each opens as many again at busy times, so a process uses at most 4x this.",
+        "opens at most, as needed, and keeps open; a process uses at most 2x this.",
     )
 
     # Uploads.

@@ -34,10 +34,13 @@ appends to the one audit chain, whose head row is locked anyway, so little concu
 lost.  The row-level guards stay as well (conditional ``UPDATE`` debits, the audit head
 ``SELECT ... FOR UPDATE``, job claims ``FOR UPDATE SKIP LOCKED``).  Readers take no lock.
 
-Each of a process's two PostgreSQL engines (writers, readers) keeps ``pool_size``
-connections (``VEIL_DATABASE_POOL_SIZE``) and opens as many again at busy times, so a
-process holds at most four times that; a caller beyond that waits up to ``BUSY_TIMEOUT_S``
-for one to come back.  SQLite's pools are sized for its own reasons (``make_engine``).
+Each of a process's two PostgreSQL engines (writers, readers) opens up to ``pool_size``
+connections (``VEIL_DATABASE_POOL_SIZE``) as they are needed and keeps them, so a process
+holds at most twice that; a caller beyond that waits up to ``BUSY_TIMEOUT_S`` for one to
+come back.  No connection is opened for a busy moment and closed after it: under a steady
+load that was a new server process every fifth request or so, a third of the machine's
+CPU (``docs/performance.md``, round 4).  SQLite's pools are sized for its own reasons
+(``make_engine``).
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30
 READ_POOL_SIZE = 40  # the size of the thread pool that runs the API's sync routes (AnyIO's)
-#: PostgreSQL: connections each engine keeps (as many again at busy times); see the settings.
-DEFAULT_POOL_SIZE = 5
+#: PostgreSQL: connections each engine opens at most, and keeps; see the settings.
+DEFAULT_POOL_SIZE = 10
 # The key of the advisory lock that PostgreSQL writers take in turn ("veil" in ASCII).
 WRITE_LOCK_KEY = 0x7665696C
 
@@ -92,7 +95,7 @@ def make_engine(url: str, *, read_only: bool = False, pool_size: int = DEFAULT_P
     """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and immediate writes.
 
     ``read_only``: connections refuse writes; on SQLite they begin deferred transactions.
-    ``pool_size``: PostgreSQL only (connections kept; as many again at busy times).
+    ``pool_size``: PostgreSQL only (connections opened at most, and kept).
     """
     if not url.startswith("sqlite"):
         return _server_engine(url, read_only=read_only, pool_size=pool_size)
@@ -138,7 +141,9 @@ def _server_engine(url: str, *, read_only: bool, pool_size: int) -> Engine:
         raise ValueError("pool_size must be at least 1")
     pool: dict[str, Any] = {
         "pool_size": pool_size,
-        "max_overflow": pool_size,
+        # None beyond: a connection opened at a busy moment would be closed as it came back
+        # (SQLAlchemy's "overflow"), and opened again at the next, a server process each time.
+        "max_overflow": 0,
         "pool_timeout": BUSY_TIMEOUT_S,
         "pool_pre_ping": True,
     }
