@@ -172,6 +172,7 @@ def process_app() -> Any:
 def _veil_processes(port: int, processes: int, profile: Path | None, clock: str) -> None:
     from keys import KeyService, LocalKeyServer
     from sandbox.config.settings import Settings
+    from sandbox.server.processes import serve
     from sandbox.service import bootstrap_operator, open_veil
 
     settings = Settings()
@@ -185,10 +186,10 @@ def _veil_processes(port: int, processes: int, profile: Path | None, clock: str)
         if profile:
             os.environ[_PROFILE_ENV], os.environ[_PROFILE_ENV + "_CLOCK"] = str(profile), clock
         signal.signal(signal.SIGTERM, _exit_quietly)
-        uvicorn.run(
+        serve(
             "bench.api_server:process_app",
+            processes,
             factory=True,
-            workers=processes,
             host="127.0.0.1",
             port=port,
             log_level="warning",

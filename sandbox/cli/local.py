@@ -122,6 +122,7 @@ def serve(
 
     from sandbox.api.transport import TlsConfigError, tls_options
     from sandbox.server.app import create_app
+    from sandbox.server.processes import serve as serve_processes
 
     settings = Settings()
     try:
@@ -146,8 +147,8 @@ def serve(
             profile=settings.crypto_profile,
         )
         migrate(settings.db_url)
-        uvicorn.run(
-            "sandbox.server.app:app_from_environment", factory=True, workers=processes, **where
+        serve_processes(  # each process listens on its own socket (sandbox.server.processes)
+            "sandbox.server.app:app_from_environment", processes, factory=True, **where
         )
     finally:
         if local is not None and owns_server:
