@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from json.scanner import make_scanner
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -97,6 +97,28 @@ class CanonicalJSON(TypeDecorator[Any]):
         return process
 
 
+#: An event's fields that are hashed: every one but the hashes.
+HASHED_FIELDS = (
+    "seq",
+    "at",
+    "actor_id",
+    "actor_role",
+    "tenant_id",
+    "action",
+    "outcome",
+    "resource",
+    "details",
+)
+
+
+def canonical_event(event: Mapping[str, Any]) -> bytes:
+    """The bytes of an event that are hashed (its ``HASHED_FIELDS`` by name), in a fixed
+    encoding."""
+    body = {name: event[name] for name in HASHED_FIELDS}
+    body["at"] = body["at"].isoformat(timespec="microseconds")
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
 
@@ -114,18 +136,7 @@ class AuditEvent(Base):
 
     def canonical(self) -> bytes:
         """The bytes that are hashed: every field but the hashes, in a fixed encoding."""
-        body = {
-            "seq": self.seq,
-            "at": self.at.isoformat(timespec="microseconds"),
-            "actor_id": self.actor_id,
-            "actor_role": self.actor_role,
-            "tenant_id": self.tenant_id,
-            "action": self.action,
-            "outcome": self.outcome,
-            "resource": self.resource,
-            "details": self.details,
-        }
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        return canonical_event({name: getattr(self, name) for name in HASHED_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(self.canonical())
@@ -306,16 +317,24 @@ _MOVE_HEAD = (
 )
 
 
+class Appended(NamedTuple):
+    """An event :func:`append` wrote: its place in the chain."""
+
+    seq: int
+    hash: str
+
+
 def append(
     session: Session, entries: Sequence[Entry], at: datetime | None = None
-) -> list[AuditEvent]:
+) -> list[Appended]:
     """Append ``entries`` in order, chained as :func:`record` chains one, under one lock of
     the head; they commit or roll back with ``session``'s transaction.
 
     The session's pending changes are flushed first, so that the head is locked only for
     hashing and inserting these events (and then the commit): call it last in a
-    transaction.  The events returned are not in the session.  (A switch of the chain's
-    hash goes through :func:`switch_chain_hash`.)"""
+    transaction.  The events are written as rows, past the session (no ORM objects: many
+    at once, under the write lock); read them back as :class:`AuditEvent`.  (A switch of
+    the chain's hash goes through :func:`switch_chain_hash`.)"""
     if any(entry.action == SWITCH_ACTION for entry in entries):
         raise ValueError("a switch of the chain hash goes through switch_chain_hash")
     if not entries:
@@ -331,31 +350,30 @@ def append(
     when = at or utcnow()
     if when.tzinfo is not None:
         when = when.astimezone(UTC)  # stored in UTC: hashed in UTC (see record)
-    events: list[AuditEvent] = []
+    rows: list[dict[str, Any]] = []
     for entry in entries:
         seq += 1
-        event = AuditEvent(
-            seq=seq,
-            at=when,
-            actor_id=entry.actor.id if entry.actor else None,
-            actor_role=entry.actor.role if entry.actor else None,
-            tenant_id=entry.tenant_id,
-            action=entry.action,
-            outcome=entry.outcome,
-            resource=entry.resource,
-            details=dict(entry.details or {}),
-            prev_hash=prev_hash,
-        )
-        event.hash = prev_hash = chain_hash(prev_hash, event.canonical(), algorithm)
-        events.append(event)
-    connection.execute(
-        _INSERT_EVENTS, [{name: getattr(e, name) for name in EVENT_COLUMNS} for e in events]
-    )
+        actor = entry.actor
+        row = {
+            "seq": seq,
+            "at": when,
+            "actor_id": actor.id if actor else None,
+            "actor_role": actor.role if actor else None,
+            "tenant_id": entry.tenant_id,
+            "action": entry.action,
+            "outcome": entry.outcome,
+            "resource": entry.resource,
+            "details": dict(entry.details or {}),
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = prev_hash = chain_hash(prev_hash, canonical_event(row), algorithm)
+        rows.append(row)
+    connection.execute(_INSERT_EVENTS, rows)
     connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
     cached = session.identity_map.get(identity_key(AuditHead, 1))
     if cached is not None:  # record() in this session reads the head afresh
         session.expire(cached)
-    return events
+    return [Appended(row["seq"], row["hash"]) for row in rows]
 
 
 def switch_chain_hash(
