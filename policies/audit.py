@@ -420,22 +420,10 @@ def checkpoint(session: Session, sign: Callable[[bytes], Signature]) -> AuditChe
 # -- the canonical form, fast ---------------------------------------------------------------------
 
 # Verification and exports read plain rows, not ORM objects, and build each event's canonical
-# bytes directly: ``AuditEvent.canonical()`` stays the definition, and ``row_canonicalizer``
+# bytes directly: ``canonical_event`` stays the definition, and ``row_canonicalizer``
 # must give the very same bytes (tests/policies/test_audit.py holds it to that).
 
-EVENT_COLUMNS = (
-    "seq",
-    "at",
-    "actor_id",
-    "actor_role",
-    "tenant_id",
-    "action",
-    "outcome",
-    "resource",
-    "details",
-    "prev_hash",
-    "hash",
-)
+EVENT_COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
 # Untyped columns, so that SQLAlchemy converts nothing: the raw values come back.
 _EVENTS = select(*(column(name) for name in EVENT_COLUMNS)).select_from(table("audit_events"))
 _READ_BATCH = 4096
