@@ -30,10 +30,11 @@ from uvicorn.supervisors import Multiprocess
 def serve(app: str, processes: int, **options: Any) -> None:
     """Serve ``app`` (an import string; ``options`` are ``uvicorn.run``'s) in ``processes``
     processes, each listening on its own socket."""
-    config = uvicorn.Config(app, workers=processes, **options)
-    if processes < 2 or not hasattr(socket, "SO_REUSEPORT") or config.uds or config.fd:
+    shared = options.get("uds") or options.get("fd")  # uvicorn's own sockets: shared
+    if processes < 2 or not hasattr(socket, "SO_REUSEPORT") or shared:
         uvicorn.run(app, workers=processes, **options)
         return
+    config = uvicorn.Config(app, workers=processes, **options)
     address = _bound(config.host, config.port)  # never listened on: each process binds its own
     try:
         Multiprocess(config, functools.partial(_serve_own, config), [address]).run()
