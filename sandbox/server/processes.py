@@ -2,7 +2,7 @@
 share of the connections.
 
 uvicorn's workers listen on one shared socket, and whichever process wakes first accepts
-(asyncio accepts up to a hundred connections at a time): the connections that arrive
+what is waiting (its event loop takes many connections in one go): the connections that arrive
 together, as a proxy's keep-alive pool or a load test opens them, can all land in one
 process, which then serves them on one core while the others wait.  Measured with
 ``bench/submit_bench.py`` (2 processes, 50 connections): the two processes' shares of the
